@@ -1,0 +1,327 @@
+"""Reading corpus files row by row, and writing export rows.
+
+Parsing is streaming and strict: every row either becomes a `Row` or a
+`RowError` naming its line, so an import can report every bad line (and
+import nothing) without ever holding the whole file in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import BinaryIO
+
+FORMATS = ("csv", "tsv", "jsonl", "txt")
+EXTENSION_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "txt",
+}
+
+# Columns an export writes for people and provenance; an import of that
+# export skips them so a round trip gives back the same examples.
+EXPORT_ONLY_FIELDS = frozenset(
+    {
+        "example_id",
+        "label_state",
+        "source",
+        "is_gold",
+        "gold_versions",
+        "gold_label",
+        "proposed_by",
+        "proposed_label",
+        "proposed_confidence",
+        "reviews",
+        "proposals",
+        "provenance",
+        "created_at",
+    }
+)
+
+
+class CorpusFormatError(ValueError):
+    """The file as a whole cannot be read (unknown format, bad header)."""
+
+
+@dataclass(slots=True)
+class Row:
+    line: int
+    text: str
+    external_id: str = ""
+    label: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RowError:
+    line: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Columns:
+    text: str = "text"
+    label: str = ""
+    id: str = "id"
+
+
+def guess_format(file_name: str) -> str | None:
+    return EXTENSION_FORMATS.get(PurePath(file_name).suffix.lower())
+
+
+class _LineReader:
+    """Yields decoded lines of a binary file, remembering bad encodings.
+
+    Each physical line is decoded on its own so a bad byte is reported with
+    its line number; the line is then passed on with replacement characters
+    so parsing can go on and find further errors.
+    """
+
+    def __init__(self, fileobj: BinaryIO):
+        self.fileobj = fileobj
+        self.bytes_read = 0
+        self.line_number = 0
+        self.encoding_errors: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self.fileobj:
+            self.line_number += 1
+            self.bytes_read += len(raw)
+            if self.line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.encoding_errors.append(self.line_number)
+                yield raw.decode("utf-8", errors="replace")
+
+
+def _encoding_errors(lines: _LineReader) -> Iterator[RowError]:
+    while lines.encoding_errors:
+        line = lines.encoding_errors.pop(0)
+        yield RowError(line, "not valid UTF-8 text (save the file as UTF-8)")
+
+
+def read_rows(
+    fileobj: BinaryIO, *, fmt: str, columns: Columns, lines: _LineReader | None = None
+) -> Iterator[Row | RowError]:
+    """Parse a corpus file into rows; text limits and labels are checked later."""
+    lines = lines or _LineReader(fileobj)
+    if fmt in ("csv", "tsv"):
+        yield from _read_delimited(lines, delimiter="," if fmt == "csv" else "\t", columns=columns)
+    elif fmt == "jsonl":
+        yield from _read_jsonl(lines, columns=columns)
+    elif fmt == "txt":
+        for text in lines:
+            if lines.encoding_errors:
+                yield from _encoding_errors(lines)
+                continue
+            text = text.rstrip("\r\n")
+            if text.strip():
+                yield Row(line=lines.line_number, text=text)
+    else:
+        raise CorpusFormatError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
+def line_reader(fileobj: BinaryIO) -> _LineReader:
+    return _LineReader(fileobj)
+
+
+def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> Iterator[Row | RowError]:
+    # Fields may hold whole documents; the length rule is applied per row
+    # with a clear message instead of csv's own "field larger than limit".
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        yield RowError(1, f"the header cannot be read: {exc}")
+        return
+    yield from _encoding_errors(lines)
+    header = [name.strip() for name in header]
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    if columns.text not in header:
+        raise CorpusFormatError(
+            f"line 1: the {kind} header has no text column {columns.text!r} "
+            f"(columns: {', '.join(header) or 'none'}); choose the text column."
+        )
+    if columns.label and columns.label not in header:
+        raise CorpusFormatError(
+            f"line 1: the {kind} header has no label column {columns.label!r} (columns: {', '.join(header)})."
+        )
+    text_index = header.index(columns.text)
+    label_index = header.index(columns.label) if columns.label else None
+    id_index = header.index(columns.id) if columns.id and columns.id in header else None
+    used = {text_index, label_index, id_index}
+    extra = [
+        (i, name)
+        for i, name in enumerate(header)
+        if i not in used and name not in EXPORT_ONLY_FIELDS and name
+    ]
+    previous_end = 1
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            yield from _encoding_errors(lines)
+            return
+        except csv.Error as exc:
+            yield from _encoding_errors(lines)
+            # The reader cannot resync after a broken quote; stop here.
+            yield RowError(previous_end + 1, f"malformed {kind} ({exc})")
+            return
+        line = previous_end + 1
+        previous_end = reader.line_num
+        yield from _encoding_errors(lines)
+        if not record or record == [""]:
+            continue
+        if len(record) != len(header):
+            yield RowError(line, f"has {len(record)} fields but the header has {len(header)} (check quoting)")
+            continue
+        metadata: dict = {}
+        for i, name in extra:
+            if name == "metadata":
+                metadata.update(_metadata_cell(record[i]))
+            elif record[i] != "":
+                metadata[name] = record[i]
+        yield Row(
+            line=line,
+            text=record[text_index],
+            external_id=record[id_index].strip() if id_index is not None else "",
+            label=record[label_index].strip() if label_index is not None else "",
+            metadata=metadata,
+        )
+
+
+def _metadata_cell(cell: str) -> dict:
+    if not cell.strip():
+        return {}
+    try:
+        value = json.loads(cell)
+    except json.JSONDecodeError:
+        return {"metadata": cell}
+    return value if isinstance(value, dict) else {"metadata": value}
+
+
+def _read_jsonl(lines: _LineReader, *, columns: Columns) -> Iterator[Row | RowError]:
+    for raw in lines:
+        line = lines.line_number
+        had_encoding_error = bool(lines.encoding_errors)
+        yield from _encoding_errors(lines)
+        if had_encoding_error or not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield RowError(line, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        if not isinstance(obj, dict):
+            yield RowError(line, "is not a JSON object")
+            continue
+        text = obj.get(columns.text)
+        if text is None:
+            yield RowError(line, f"has no {columns.text!r} field")
+            continue
+        if not isinstance(text, str):
+            yield RowError(line, f"field {columns.text!r} is not a string")
+            continue
+        label = obj.get(columns.label) if columns.label else None
+        if label is not None and not isinstance(label, str):
+            yield RowError(line, f"field {columns.label!r} is not a string")
+            continue
+        external_id = obj.get(columns.id) if columns.id else None
+        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        skip = {columns.text, columns.label, columns.id, "metadata"} | EXPORT_ONLY_FIELDS
+        for key, value in obj.items():
+            if key not in skip:
+                metadata[key] = value
+        yield Row(
+            line=line,
+            text=text,
+            external_id="" if external_id is None else str(external_id),
+            label=(label or "").strip(),
+            metadata=metadata,
+        )
+
+
+# --- export ---------------------------------------------------------------------
+
+CSV_EXPORT_COLUMNS = [
+    "example_id",
+    "id",
+    "text",
+    "label",
+    "label_state",
+    "source",
+    "is_gold",
+    "gold_versions",
+    "proposed_by",
+    "proposed_label",
+    "proposed_confidence",
+    "reviews",
+    "metadata",
+]
+
+
+def _flat(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def iter_csv(records: Iterable[dict]) -> Iterator[str]:
+    """CSV text, one chunk per row, for streaming responses and files."""
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_EXPORT_COLUMNS)
+    for record in records:
+        proposal = record["provenance"]["latest_proposal"] or {}
+        reviews = "; ".join(
+            f"{r['verdict']}:{r['reviewer']}:{_flat(r['value'])}" for r in record["provenance"]["reviews"]
+        )
+        yield writer.writerow(
+            [
+                record["example_id"],
+                record["id"],
+                record["text"],
+                _flat(record["label"]),
+                record["label_state"],
+                record["source"],
+                "true" if record["is_gold"] else "false",
+                " ".join(str(v) for v in record["gold_versions"]),
+                proposal.get("agent", ""),
+                _flat(proposal.get("value")),
+                "" if proposal.get("confidence") is None else f"{proposal['confidence']:.4f}",
+                reviews,
+                json.dumps(record["metadata"], ensure_ascii=False) if record["metadata"] else "",
+            ]
+        )
+
+
+def iter_jsonl(records: Iterable[dict]) -> Iterator[str]:
+    for record in records:
+        yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+
+def write_export(records: Iterable[dict], *, fmt: str, out: io.TextIOBase) -> int:
+    chunks = iter_csv(records) if fmt == "csv" else iter_jsonl(records)
+    count = -1 if fmt == "csv" else 0
+    for chunk in chunks:
+        out.write(chunk)
+        count += 1
+    return count

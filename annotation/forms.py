@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.utils.text import slugify
+
+from annotation import corpus
+from annotation.models import RESERVED_KEYS, Membership, Project
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(
+        max_length=80, required=False, help_text="Used in URLs and the API; made from the name if empty."
+    )
+    task_type = forms.ChoiceField(
+        choices=[(Project.TaskType.CLASSIFICATION, "Classification")],
+        initial=Project.TaskType.CLASSIFICATION,
+        help_text="Extraction and summarisation arrive later.",
+    )
+    guidelines = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6}),
+        required=False,
+        help_text="Markdown. Shown to reviewers beside every example.",
+    )
+    labels = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Billing: charges, invoices, refunds"}),
+        required=False,
+        help_text="One label per line, as “Name: description”.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("name") and not data.get("slug"):
+            data["slug"] = slugify(data["name"])[:80]
+        if data.get("slug") and Project.objects.filter(slug=data["slug"]).exists():
+            self.add_error("slug", "A project with this slug exists; choose another.")
+        return data
+
+    def clean_labels(self) -> list[tuple[str, str]]:
+        labels, seen = [], set()
+        for number, line in enumerate(self.cleaned_data["labels"].splitlines(), 1):
+            if not line.strip():
+                continue
+            name, _, description = line.partition(":")
+            name = name.strip()
+            if not name or len(name) > 100:
+                raise forms.ValidationError(f"Line {number}: a label needs a name of 1-100 characters.")
+            if name in seen:
+                raise forms.ValidationError(f"Line {number}: the label {name!r} is listed twice.")
+            seen.add(name)
+            labels.append((name, description.strip()))
+        return labels
+
+
+class ProjectSettingsForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["name", "guidelines"]
+        widgets = {"guidelines": forms.Textarea(attrs={"rows": 12})}
+
+
+class LabelForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    key = forms.CharField(max_length=1, required=False, help_text="One key; empty picks the next free one.")
+    order = forms.IntegerField(min_value=0, required=False)
+
+    def clean_key(self) -> str:
+        key = self.cleaned_data["key"].strip().lower()
+        if key in RESERVED_KEYS:
+            raise forms.ValidationError(
+                f"{key!r} is kept for review actions ({', '.join(sorted(RESERVED_KEYS))})."
+            )
+        return key
+
+
+class MembershipForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.REVIEWER)
+
+
+FORMAT_CHOICES = [("", "From the file name")] + [(f, f.upper()) for f in corpus.FORMATS]
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="CSV, TSV, JSONL or TXT (one example per line), UTF-8.")
+    format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
+    text_column = forms.CharField(max_length=100, initial="text", required=False)
+    label_column = forms.CharField(
+        max_length=100,
+        required=False,
+        help_text="Optional: existing labels become proposals by “import”.",
+    )
+    id_column = forms.CharField(max_length=100, initial="id", required=False)
+    create_labels = forms.BooleanField(
+        required=False, help_text="Add labels found in the file that the project does not have."
+    )
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(
+                f"The file is {upload.size:,} bytes; the limit is {settings.IMPORT_MAX_UPLOAD_BYTES:,}."
+            )
+        return upload
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload and not data.get("format") and corpus.guess_format(upload.name) is None:
+            self.add_error("format", "Cannot tell the format from the file name; choose one.")
+        return data
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[("jsonl", "JSONL"), ("csv", "CSV")], initial="jsonl")
+    scope = forms.ChoiceField(
+        choices=[("all", "Everything"), ("reviewed", "Reviewed examples"), ("gold", "A gold set version")],
+        initial="all",
+    )
+    gold = forms.IntegerField(min_value=1, required=False, label="Gold version")

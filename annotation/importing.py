@@ -1,0 +1,351 @@
+"""Corpus import: stream a file into a staging table, then move it in one go.
+
+Rows are parsed and checked one by one and written to a temporary staging
+table (COPY on PostgreSQL, batched inserts on SQLite). Nothing touches the
+project's tables until the whole file has been read without error; then one
+transaction moves the staged rows in (deduplicated against the file and the
+project) and adds the `import` proposals. So a malformed file imports
+nothing, a killed import leaves nothing behind (the staging table dies with
+its connection), and memory stays flat whatever the file size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from annotation.corpus import Columns, CorpusFormatError, Row, RowError, line_reader, read_rows
+from annotation.models import (
+    IMPORT_AGENT,
+    IMPORT_STALE_AFTER,
+    Example,
+    ImportBatch,
+    Label,
+    next_free_key,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGE_BATCH_ROWS = 5000
+MAX_REPORTED_ERRORS = 50
+MAX_NEW_LABELS = 500
+PROGRESS_EVERY_SECONDS = 0.5
+
+
+class _Stage:
+    """A per-connection temporary table holding one file's valid rows."""
+
+    def __init__(self) -> None:
+        self.vendor = connection.vendor
+        self.cursor = connection.cursor()
+
+    def __enter__(self) -> _Stage:
+        self._drop()
+        if self.vendor == "postgresql":
+            # COPY cannot skip duplicates, so rows land here first and are
+            # deduplicated into import_rows by finish().
+            self.cursor.execute(
+                "CREATE TEMP TABLE import_stage (line integer, hash text, text text, "
+                "external_id text, label text, metadata jsonb)"
+            )
+        else:
+            self.cursor.execute(
+                "CREATE TEMP TABLE import_rows (hash text PRIMARY KEY, line integer, text text, "
+                "external_id text, label text, metadata text)"
+            )
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self._drop()
+        finally:
+            self.cursor.close()
+
+    def _drop(self) -> None:
+        self.cursor.execute("DROP TABLE IF EXISTS import_stage")
+        self.cursor.execute("DROP TABLE IF EXISTS import_rows")
+
+    def add(self, rows: list[tuple]) -> None:
+        if self.vendor == "postgresql":
+            with self.cursor.copy(
+                "COPY import_stage (line, hash, text, external_id, label, metadata) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            # The first occurrence of a text in the file wins.
+            self.cursor.executemany(
+                "INSERT OR IGNORE INTO import_rows (line, hash, text, external_id, label, metadata) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                rows,
+            )
+
+    def finish(self) -> None:
+        if self.vendor == "postgresql":
+            self.cursor.execute(
+                "CREATE TEMP TABLE import_rows AS SELECT DISTINCT ON (hash) * FROM import_stage "
+                "ORDER BY hash, line"
+            )
+            self.cursor.execute("DROP TABLE import_stage")
+            self.cursor.execute("CREATE INDEX ON import_rows (hash)")
+            self.cursor.execute("ANALYZE import_rows")
+
+    def insert_examples(self, *, project_id: int, batch_id: int) -> None:
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        false = False if self.vendor == "postgresql" else 0
+        # "WHERE true" lets SQLite tell the upsert clause from a join.
+        self.cursor.execute(
+            f"""
+            INSERT INTO {Example._meta.db_table}
+                (project_id, text, metadata, external_id, source, import_batch_id,
+                 content_hash, is_gold, created_at)
+            SELECT %s, text, metadata, external_id, %s, %s, hash, %s, %s
+            FROM import_rows WHERE true ORDER BY line
+            ON CONFLICT (project_id, content_hash) DO NOTHING
+            """,
+            [project_id, Example.Source.IMPORTED, batch_id, false, now],
+        )
+
+    def insert_proposals(self, *, project_id: int, batch_id: int) -> int:
+        from annotation.models import Proposal
+
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        as_json = "to_jsonb(s.label)" if self.vendor == "postgresql" else "json_quote(s.label)"
+        self.cursor.execute(
+            f"""
+            INSERT INTO {Proposal._meta.db_table}
+                (example_id, agent, value, confidence, raw_response, input_tokens,
+                 output_tokens, cost_usd, latency_ms, error, created_at)
+            SELECT e.id, %s, {as_json}, NULL, '', 0, 0, 0, NULL, '', %s
+            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
+            WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
+            ORDER BY e.id
+            """,
+            [IMPORT_AGENT, now, project_id, batch_id],
+        )
+        return self.cursor.rowcount
+
+
+@dataclass
+class _Outcome:
+    rows_read: int = 0
+    rows_valid: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    invalid: int = 0
+    new_labels: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, line: int, reason: str) -> None:
+        self.invalid += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(RowError(line, reason))
+
+
+def import_batch_claim(batch_id: int) -> bool:
+    """Take a batch for this process; a killed run's batch can be taken again."""
+    now = timezone.now()
+    claimable = Q(status=ImportBatch.Status.PENDING) | Q(
+        status=ImportBatch.Status.RUNNING, heartbeat_at__lt=now - IMPORT_STALE_AFTER
+    )
+    # A conditional update, so two workers never import the same batch.
+    return bool(
+        ImportBatch.objects.filter(claimable, pk=batch_id).update(
+            status=ImportBatch.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            rows_read=0,
+            bytes_done=0,
+            error="",
+        )
+    )
+
+
+def import_batch_run(*, batch: ImportBatch) -> ImportBatch:
+    """Import a claimed batch's file; record the outcome on the batch row."""
+    try:
+        _run(batch)
+    except Exception as exc:
+        logger.exception("Import batch %s failed", batch.pk)
+        ImportBatch.objects.filter(pk=batch.pk).update(
+            status=ImportBatch.Status.FAILED,
+            error=f"The import stopped with an internal error: {exc}. Nothing was imported.",
+            finished_at=timezone.now(),
+        )
+        raise
+    finally:
+        _remove_uploaded_copy(batch)
+    batch.refresh_from_db()
+    return batch
+
+
+def _remove_uploaded_copy(batch: ImportBatch) -> None:
+    path = Path(batch.file_path) if batch.file_path else None
+    if path and path.parent == Path(settings.UPLOAD_DIR) and path.exists():
+        batch.refresh_from_db(fields=["status"])
+        if batch.is_finished:
+            path.unlink()
+
+
+def _run(batch: ImportBatch) -> None:
+    project = batch.project
+    options = batch.options or {}
+    columns = Columns(
+        text=options.get("text_column") or "text",
+        label=options.get("label_column") or "",
+        id=options.get("id_column") or "id",
+    )
+    create_labels = bool(options.get("create_labels"))
+    known_labels = set(project.labels.values_list("name", flat=True))
+    max_chars = settings.IMPORT_MAX_TEXT_CHARS
+    outcome = _Outcome()
+    last_progress = time.monotonic()
+
+    with open(batch.file_path, "rb") as fileobj, _Stage() as stage:
+        lines = line_reader(fileobj)
+        buffer: list[tuple] = []
+        try:
+            for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines):
+                if isinstance(item, RowError):
+                    outcome.rows_read += 1
+                    outcome.fail(item.line, item.reason)
+                    continue
+                outcome.rows_read += 1
+                reason = _check_row(item, max_chars=max_chars)
+                if reason is None and item.label and item.label not in known_labels:
+                    if create_labels:
+                        outcome.new_labels.setdefault(item.label, item.line)
+                        if len(outcome.new_labels) > MAX_NEW_LABELS:
+                            reason = (
+                                f"more than {MAX_NEW_LABELS} different labels; is the label column right?"
+                            )
+                    else:
+                        reason = (
+                            f"unknown label {item.label!r} (the project's labels: "
+                            f"{', '.join(sorted(known_labels)) or 'none yet'}; "
+                            "allow creating labels to add it)"
+                        )
+                if reason:
+                    outcome.fail(item.line, reason)
+                    continue
+                outcome.rows_valid += 1
+                if outcome.invalid:
+                    continue  # the file is rejected; keep reading only to report errors
+                buffer.append(_staged(item))
+                if len(buffer) >= STAGE_BATCH_ROWS:
+                    stage.add(buffer)
+                    buffer.clear()
+                if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
+                    _report_progress(batch, outcome, lines.bytes_read)
+                    last_progress = time.monotonic()
+        except CorpusFormatError as exc:
+            outcome.fail(1, str(exc).removeprefix("line 1: "))
+
+        if outcome.invalid:
+            _record_failure(batch, outcome)
+            return
+        if buffer:
+            stage.add(buffer)
+        _report_progress(batch, outcome, lines.bytes_read)
+        stage.finish()
+        with transaction.atomic():
+            labels_created = _create_labels(project, outcome.new_labels)
+            stage.insert_examples(project_id=project.pk, batch_id=batch.pk)
+            created = Example.objects.filter(import_batch=batch).count()
+            proposals = (
+                stage.insert_proposals(project_id=project.pk, batch_id=batch.pk) if columns.label else 0
+            )
+            ImportBatch.objects.filter(pk=batch.pk).update(
+                status=ImportBatch.Status.SUCCEEDED,
+                rows_read=outcome.rows_read,
+                rows_created=created,
+                rows_duplicate=outcome.rows_valid - created,
+                rows_invalid=0,
+                labels_created=labels_created,
+                proposals_created=proposals,
+                bytes_done=lines.bytes_read,
+                error="",
+                error_report=[],
+                finished_at=timezone.now(),
+                heartbeat_at=timezone.now(),
+            )
+
+
+def _check_row(row: Row, *, max_chars: int) -> str | None:
+    if "\x00" in row.text:
+        return "text contains a NUL character"
+    if not row.text.strip():
+        return "text is empty"
+    if len(row.text) > max_chars:
+        return (
+            f"text is {len(row.text):,} characters, over the limit of {max_chars:,} (IMPORT_MAX_TEXT_CHARS)"
+        )
+    if len(row.external_id) > 255:
+        return "id is longer than 255 characters"
+    if len(row.label) > 100:
+        return "label is longer than 100 characters"
+    return None
+
+
+def _staged(row: Row) -> tuple:
+    from annotation.models import content_hash
+
+    text = row.text.strip()
+    return (
+        row.line,
+        content_hash(text),
+        text,
+        row.external_id,
+        row.label,
+        json.dumps(row.metadata, ensure_ascii=False),
+    )
+
+
+def _report_progress(batch: ImportBatch, outcome: _Outcome, bytes_read: int) -> None:
+    # Plain autocommit updates: the page polling this row sees them at once.
+    ImportBatch.objects.filter(pk=batch.pk).update(
+        rows_read=outcome.rows_read,
+        rows_invalid=outcome.invalid,
+        bytes_done=bytes_read,
+        heartbeat_at=timezone.now(),
+    )
+
+
+def _record_failure(batch: ImportBatch, outcome: _Outcome) -> None:
+    shown = len(outcome.errors)
+    more = f" The first {shown} are listed." if outcome.invalid > shown else ""
+    ImportBatch.objects.filter(pk=batch.pk).update(
+        status=ImportBatch.Status.FAILED,
+        rows_read=outcome.rows_read,
+        rows_created=0,
+        rows_duplicate=0,
+        rows_invalid=outcome.invalid,
+        error=(
+            f"{outcome.invalid:,} invalid row{'s' if outcome.invalid != 1 else ''}: "
+            f"nothing was imported. Fix the file and upload it again.{more}"
+        ),
+        error_report=[{"line": e.line, "reason": e.reason} for e in outcome.errors],
+        finished_at=timezone.now(),
+    )
+
+
+def _create_labels(project, new_labels: dict[str, int]) -> int:
+    if not new_labels:
+        return 0
+    existing = list(project.labels.values_list("key", "order"))
+    used_keys = {key for key, _ in existing if key}
+    order = max((o for _, o in existing), default=0)
+    labels = []
+    for name in sorted(new_labels, key=new_labels.get):
+        key = next_free_key(used_keys)
+        used_keys.add(key)
+        order += 1
+        labels.append(Label(project=project, name=name, key=key, order=order))
+    Label.objects.bulk_create(labels)
+    return len(labels)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from annotation import corpus, services
+from annotation.importing import import_batch_claim, import_batch_run
+from annotation.models import ImportBatch, Project
+
+
+class Command(BaseCommand):
+    help = "Import examples from a CSV, TSV, JSONL or TXT file into a project (all or nothing)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--file", required=True, type=Path)
+        parser.add_argument("--format", choices=corpus.FORMATS, help="Default: from the file name.")
+        parser.add_argument("--text-column", default="text")
+        parser.add_argument("--label-column", default="", help="Existing labels, imported as proposals.")
+        parser.add_argument("--id-column", default="id")
+        parser.add_argument(
+            "--create-labels", action="store_true", help="Add unknown labels instead of failing."
+        )
+        parser.add_argument("--user", default="", help="Username recorded as the importer.")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **opts) -> None:
+        project = Project.objects.filter(slug=opts["project"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {opts['project']!r}.")
+        path: Path = opts["file"]
+        if not path.is_file():
+            raise CommandError(f"No such file: {path}")
+        user = None
+        if opts["user"]:
+            user = get_user_model().objects.filter(username=opts["user"]).first()
+            if user is None:
+                raise CommandError(f"No user called {opts['user']!r}.")
+        try:
+            batch = services.import_batch_create(
+                project=project,
+                user=user,
+                file_name=path.name,
+                path=path,
+                fmt=opts["format"],
+                text_column=opts["text_column"],
+                label_column=opts["label_column"],
+                id_column=opts["id_column"],
+                create_labels=opts["create_labels"],
+            )
+        except services.ServiceError as exc:
+            raise CommandError(str(exc)) from None
+        if not import_batch_claim(batch.pk):
+            raise CommandError("The import batch could not be claimed.")
+        done = threading.Event()
+        if not opts["no_progress"]:
+            threading.Thread(target=_progress, args=(batch.pk, batch.size_bytes, done), daemon=True).start()
+        try:
+            batch = import_batch_run(batch=batch)
+        finally:
+            done.set()
+        if batch.status != ImportBatch.Status.SUCCEEDED:
+            for row in batch.error_report:
+                self.stderr.write(f"  line {row['line']}: {row['reason']}")
+            raise CommandError(batch.error)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {batch.rows_created:,} new examples into {project.slug} "
+                f"({batch.rows_duplicate:,} duplicates skipped, {batch.rows_read:,} rows read"
+                + (f", {batch.proposals_created:,} labels as proposals" if batch.proposals_created else "")
+                + (f", {batch.labels_created} labels created" if batch.labels_created else "")
+                + f"); batch {batch.pk}."
+            )
+        )
+
+
+def _progress(batch_id: int, total: int, done: threading.Event) -> None:
+    # Reads the batch row from its own connection, as the web page does.
+    from django.db import connection
+
+    with tqdm(total=total, unit="B", unit_scale=True, desc="import", leave=False) as bar:
+        while not done.wait(0.5):
+            row = ImportBatch.objects.filter(pk=batch_id).values("bytes_done").first()
+            if row:
+                bar.update(row["bytes_done"] - bar.n)
+    connection.close()

@@ -1,0 +1,444 @@
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
+from django.utils import timezone
+
+
+def normalise_text(text: str) -> str:
+    """The form two texts share when they are the same example.
+
+    Unicode compatibility forms, case and runs of whitespace do not make a
+    new example; everything else (punctuation, digits) does.
+    """
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
+
+
+class Project(models.Model):
+    class TaskType(models.TextChoices):
+        CLASSIFICATION = "classification", "Classification"
+        EXTRACTION = "extraction", "Extraction"
+        SUMMARIZATION = "summarization", "Summarization"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    task_type = models.CharField(max_length=20, choices=TaskType.choices, default=TaskType.CLASSIFICATION)
+    guidelines = models.TextField(blank=True, help_text="Annotation guidelines, in Markdown.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def role_of(self, user) -> str | None:
+        """The user's role in this project, or None for an outsider."""
+        if not user.is_authenticated:
+            return None
+        membership = self.memberships.filter(user=user).only("role").first()
+        if membership:
+            return membership.role
+        # Superusers administer every project as leads.
+        return Membership.Role.LEAD if user.is_superuser else None
+
+
+class ProjectQuerySet(models.QuerySet):
+    def for_user(self, user) -> ProjectQuerySet:
+        if user.is_superuser:
+            return self.all()
+        return self.filter(memberships__user=user).distinct()
+
+
+Project.add_to_class("objects", ProjectQuerySet.as_manager())
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        LEAD = "lead", "Lead"
+        REVIEWER = "reviewer", "Reviewer"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.REVIEWER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_unique_user_project")
+        ]
+        ordering = ["project", "user"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
+
+
+class Label(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    key = models.CharField(
+        max_length=1, blank=True, help_text="Keyboard key that picks this label in review."
+    )
+    order = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="label_unique_name"),
+            models.UniqueConstraint(fields=["project", "key"], condition=~Q(key=""), name="label_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# Keys the review screen keeps for its own actions (accept, reject, skip,
+# undo, help), so labels never take them.
+RESERVED_KEYS = frozenset("asux?")
+LABEL_KEY_SEQUENCE = "123456789" + "".join(c for c in "bcdefghijklmnopqrtvwyz" if c not in RESERVED_KEYS)
+
+
+def next_free_key(used: set[str]) -> str:
+    for key in LABEL_KEY_SEQUENCE:
+        if key not in used:
+            return key
+    return ""
+
+
+class ImportBatch(models.Model):
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        TSV = "tsv", "TSV"
+        JSONL = "jsonl", "JSON Lines"
+        TXT = "txt", "Plain text (one example per line)"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Importing"
+        SUCCEEDED = "succeeded", "Imported"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_batches")
+    file_name = models.CharField(max_length=255)
+    file_path = models.CharField(max_length=1000, blank=True, help_text="Where the job reads the file from.")
+    format = models.CharField(max_length=10, choices=Format.choices)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    options = models.JSONField(
+        default=dict, blank=True, help_text="Column names and flags the import was asked for."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    rows_read = models.PositiveIntegerField(default=0)
+    rows_created = models.PositiveIntegerField(default=0)
+    rows_duplicate = models.PositiveIntegerField(default=0)
+    rows_invalid = models.PositiveIntegerField(default=0)
+    labels_created = models.PositiveIntegerField(default=0)
+    proposals_created = models.PositiveIntegerField(default=0)
+    bytes_done = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    error_report = models.JSONField(
+        default=list, blank=True, help_text="The first invalid rows: [{line, reason}]."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "import batches"
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.get_status_display()})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+
+    @property
+    def percent_done(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        if not self.size_bytes:
+            return 0
+        return min(99, int(100 * self.bytes_done / self.size_bytes))
+
+    @property
+    def is_stale(self) -> bool:
+        """Running, but its worker stopped reporting: it was killed."""
+        if self.status != self.Status.RUNNING or self.heartbeat_at is None:
+            return False
+        return timezone.now() - self.heartbeat_at > IMPORT_STALE_AFTER
+
+
+IMPORT_STALE_AFTER = timezone.timedelta(minutes=2)
+
+
+class ExampleQuerySet(models.QuerySet):
+    def for_project(self, project: Project) -> ExampleQuerySet:
+        return self.filter(project=project)
+
+    def not_gold(self) -> ExampleQuerySet:
+        # The one place that keeps gold examples out of anything that learns
+        # from data; done in SQL so no caller can forget it on a big queryset.
+        return self.filter(is_gold=False).exclude(gold_items__isnull=False)
+
+    def with_current_label(self) -> ExampleQuerySet:
+        """Annotate each example with its current label, in one place.
+
+        The latest adjudication beats the latest review, which beats any
+        proposal; a reject means "no usable label" (current_label NULL,
+        label_state "rejected"). Proposals count only when they carry a value
+        and no error, and students never label their own training data.
+        Blind gold labels count only once adjudicated.
+        """
+        reviews = Review.objects.filter(
+            example=OuterRef("pk"), kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION]
+        ).order_by(
+            Case(When(kind=Review.Kind.ADJUDICATION, then=Value(0)), default=Value(1)),
+            "-created_at",
+            "-pk",
+        )
+        proposals = (
+            Proposal.objects.filter(example=OuterRef("pk"), value__isnull=False, error="")
+            .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
+            .order_by("-created_at", "-pk")
+        )
+        json = models.JSONField()
+        return self.annotate(
+            current_verdict=Subquery(reviews.values("verdict")[:1]),
+            reviewed_value=Subquery(reviews.values("value")[:1], output_field=json),
+            proposed_value=Subquery(proposals.values("value")[:1], output_field=json),
+        ).annotate(
+            current_label=Case(
+                When(current_verdict=Review.Verdict.REJECT, then=Value(None, output_field=json)),
+                When(current_verdict__isnull=False, then=F("reviewed_value")),
+                default=F("proposed_value"),
+                output_field=json,
+            ),
+            label_state=Case(
+                When(current_verdict=Review.Verdict.REJECT, then=Value("rejected")),
+                When(current_verdict__isnull=False, then=Value("reviewed")),
+                When(proposed_value__isnull=False, then=Value("proposed")),
+                default=Value("unlabelled"),
+                output_field=models.CharField(),
+            ),
+        )
+
+    def reviewed(self) -> ExampleQuerySet:
+        return self.filter(reviews__kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION]).distinct()
+
+
+class Example(models.Model):
+    class Source(models.TextChoices):
+        IMPORTED = "imported", "Imported"
+        SYNTHETIC = "synthetic", "Synthetic"
+        TRAFFIC = "traffic", "Traffic"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="examples")
+    text = models.TextField()
+    metadata = models.JSONField(default=dict, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.IMPORTED)
+    import_batch = models.ForeignKey(
+        ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="examples"
+    )
+    content_hash = models.CharField(max_length=64, editable=False)
+    is_gold = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ExampleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "content_hash"], name="example_unique_content")
+        ]
+        indexes = [
+            # Review queue and training set: a project's non-gold examples by source.
+            models.Index(fields=["project", "is_gold", "source"], name="example_queue_idx"),
+            models.Index(fields=["project", "external_id"], name="example_external_id_idx"),
+            models.Index(fields=["import_batch"], name="example_batch_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.content_hash = content_hash(self.text)
+        super().save(*args, **kwargs)
+
+
+STUDENT_AGENT_PREFIX = "student:"
+IMPORT_AGENT = "import"
+
+
+class Proposal(models.Model):
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="proposals")
+    agent = models.CharField(
+        max_length=200, help_text="Who proposed it: teacher:MODEL:prompt-vN, student:run-N, import."
+    )
+    value = models.JSONField(
+        null=True, blank=True, help_text="The proposed answer (a label name for classification)."
+    )
+    confidence = models.FloatField(null=True, blank=True)
+    raw_response = models.TextField(blank=True)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["example", "-created_at"], name="proposal_example_idx"),
+            models.Index(fields=["agent"], name="proposal_agent_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),
+                name="proposal_confidence_0_1",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent}: {self.value!r}"
+
+    @property
+    def is_valid(self) -> bool:
+        return self.value is not None and not self.error
+
+
+class Review(models.Model):
+    class Verdict(models.TextChoices):
+        ACCEPT = "accept", "Accept"
+        CORRECT = "correct", "Correct"
+        REJECT = "reject", "Reject"
+
+    class Kind(models.TextChoices):
+        REVIEW = "review", "Review"
+        BLIND = "blind", "Blind gold label"
+        ADJUDICATION = "adjudication", "Adjudication"
+
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
+    proposal = models.ForeignKey(
+        Proposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="reviews"
+    )
+    kind = models.CharField(max_length=15, choices=Kind.choices, default=Kind.REVIEW)
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    value = models.JSONField(null=True, blank=True, help_text="The final answer; empty on reject.")
+    seconds_spent = models.FloatField(null=True, blank=True)
+    is_bulk = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["example", "-created_at"], name="review_example_idx"),
+            models.Index(fields=["reviewer", "-created_at"], name="review_reviewer_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} by {self.reviewer}: {self.value!r}"
+
+
+class FrozenGoldSetError(Exception):
+    """A frozen gold set version never changes."""
+
+
+class GoldSet(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_sets")
+    version = models.PositiveIntegerField()
+    note = models.TextField(blank=True)
+    examples = models.ManyToManyField(Example, through="GoldSetItem", related_name="gold_sets")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    frozen_at = models.DateTimeField(null=True, blank=True)
+    frozen_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["project", "-version"]
+        constraints = [models.UniqueConstraint(fields=["project", "version"], name="goldset_unique_version")]
+
+    def __str__(self) -> str:
+        return f"{self.project} gold v{self.version}"
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.frozen_at is not None
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk and GoldSet.objects.filter(pk=self.pk, frozen_at__isnull=False).exists():
+            raise FrozenGoldSetError(f"Gold set v{self.version} is frozen and cannot change.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any):
+        if self.is_frozen:
+            raise FrozenGoldSetError(f"Gold set v{self.version} is frozen and cannot be deleted.")
+        return super().delete(*args, **kwargs)
+
+    def freeze(self, *, user) -> None:
+        if self.is_frozen:
+            raise FrozenGoldSetError(f"Gold set v{self.version} is already frozen.")
+        self.frozen_at = timezone.now()
+        self.frozen_by = user
+        GoldSet.objects.filter(pk=self.pk).update(frozen_at=self.frozen_at, frozen_by=user)
+
+
+class GoldSetItemQuerySet(models.QuerySet):
+    def _refuse_if_frozen(self) -> None:
+        if self.filter(gold_set__frozen_at__isnull=False).exists():
+            raise FrozenGoldSetError("Items of a frozen gold set version cannot change.")
+
+    def update(self, **kwargs: Any) -> int:
+        self._refuse_if_frozen()
+        return super().update(**kwargs)
+
+    def delete(self):
+        self._refuse_if_frozen()
+        return super().delete()
+
+
+class GoldSetItem(models.Model):
+    gold_set = models.ForeignKey(GoldSet, on_delete=models.CASCADE, related_name="items")
+    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="gold_items")
+    label = models.JSONField(null=True, blank=True, help_text="The gold answer.")
+
+    objects = GoldSetItemQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["gold_set", "example"], name="goldsetitem_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.gold_set}: {self.label!r}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if GoldSet.objects.filter(pk=self.gold_set_id, frozen_at__isnull=False).exists():
+            raise FrozenGoldSetError("A frozen gold set version cannot gain or change items.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any):
+        if GoldSet.objects.filter(pk=self.gold_set_id, frozen_at__isnull=False).exists():
+            raise FrozenGoldSetError("A frozen gold set version cannot lose items.")
+        return super().delete(*args, **kwargs)

@@ -1,0 +1,312 @@
+"""Workflows of the annotation app that touch several models."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count, Prefetch, QuerySet
+
+from annotation import corpus
+from annotation.importing import import_batch_claim, import_batch_run
+from annotation.models import (
+    Example,
+    GoldSet,
+    GoldSetItem,
+    ImportBatch,
+    Label,
+    Membership,
+    Project,
+    Proposal,
+    Review,
+    next_free_key,
+)
+from distillapp.queues import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(ValueError):
+    """A request that cannot be carried out, with a message for the user."""
+
+
+# --- projects, labels, members -----------------------------------------------------
+
+
+@transaction.atomic
+def project_create(
+    *,
+    name: str,
+    slug: str,
+    user,
+    task_type: str = Project.TaskType.CLASSIFICATION,
+    guidelines: str = "",
+    labels: list[tuple[str, str]] | None = None,
+) -> Project:
+    project = Project.objects.create(
+        name=name, slug=slug, task_type=task_type, guidelines=guidelines, created_by=user
+    )
+    Membership.objects.create(project=project, user=user, role=Membership.Role.LEAD)
+    for name_, description in labels or []:
+        label_create(project=project, name=name_, description=description)
+    return project
+
+
+def label_create(*, project: Project, name: str, description: str = "", key: str = "") -> Label:
+    name = name.strip()
+    if project.labels.filter(name=name).exists():
+        raise ServiceError(f"The label {name!r} already exists.")
+    existing = list(project.labels.values_list("key", "order"))
+    used = {k for k, _ in existing if k}
+    if key and key in used:
+        raise ServiceError(f"The key {key!r} is already taken by another label.")
+    return Label.objects.create(
+        project=project,
+        name=name,
+        description=description.strip(),
+        key=key or next_free_key(used),
+        order=max((o for _, o in existing), default=0) + 1,
+    )
+
+
+@transaction.atomic
+def label_update(*, label: Label, name: str, description: str, key: str, order: int) -> Label:
+    """Change a label; a rename carries over to every answer that used the old name."""
+    name = name.strip()
+    project = label.project
+    if name != label.name and project.labels.filter(name=name).exists():
+        raise ServiceError(f"The label {name!r} already exists.")
+    if key and project.labels.filter(key=key).exclude(pk=label.pk).exists():
+        raise ServiceError(f"The key {key!r} is already taken by another label.")
+    old_name = label.name
+    label.name, label.description, label.key, label.order = name, description.strip(), key, order
+    label.save()
+    if old_name != name:
+        # Answers store the label by name, so a rename rewrites them in the
+        # same transaction; otherwise they would point at a missing label.
+        Proposal.objects.filter(example__project=project, value=old_name).update(value=name)
+        Review.objects.filter(example__project=project, value=old_name).update(value=name)
+        GoldSetItem.objects.filter(
+            gold_set__project=project, gold_set__frozen_at__isnull=True, label=old_name
+        ).update(label=name)
+    return label
+
+
+def label_is_used(label: Label) -> bool:
+    project = label.project
+    return (
+        Proposal.objects.filter(example__project=project, value=label.name).exists()
+        or Review.objects.filter(example__project=project, value=label.name).exists()
+        or GoldSetItem.objects.filter(gold_set__project=project, label=label.name).exists()
+    )
+
+
+def label_delete(*, label: Label) -> None:
+    if label_is_used(label):
+        raise ServiceError(
+            f"The label {label.name!r} is used by proposals, reviews or gold items; "
+            "rename it instead of deleting it."
+        )
+    label.delete()
+
+
+def membership_set(*, project: Project, username: str, role: str) -> Membership:
+    user = get_user_model().objects.filter(username=username.strip()).first()
+    if user is None:
+        raise ServiceError(f"There is no user called {username!r}.")
+    membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+def membership_remove(*, membership: Membership) -> None:
+    project = membership.project
+    if (
+        membership.role == Membership.Role.LEAD
+        and project.memberships.filter(role=Membership.Role.LEAD).count() == 1
+    ):
+        raise ServiceError("A project needs at least one lead; add another lead first.")
+    membership.delete()
+
+
+# --- imports ------------------------------------------------------------------------
+
+
+def import_batch_create(
+    *,
+    project: Project,
+    user,
+    file_name: str,
+    fileobj: BinaryIO | None = None,
+    path: Path | None = None,
+    fmt: str | None = None,
+    text_column: str = "text",
+    label_column: str = "",
+    id_column: str = "id",
+    create_labels: bool = False,
+) -> ImportBatch:
+    """Record an import; an uploaded file is copied into the data directory.
+
+    `fileobj` is an upload (copied so a worker can read it later); `path` is
+    a file on this machine, read where it lies.
+    """
+    fmt = fmt or corpus.guess_format(file_name)
+    if fmt not in corpus.FORMATS:
+        raise ServiceError(
+            f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(corpus.FORMATS)}."
+        )
+    digest = hashlib.sha256()
+    if fileobj is not None:
+        upload_dir = Path(settings.UPLOAD_DIR)
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        target = upload_dir / f"{uuid.uuid4().hex}.{fmt}"
+        with open(target, "wb") as out:
+            while chunk := fileobj.read(1024 * 1024):
+                digest.update(chunk)
+                out.write(chunk)
+    elif path is not None:
+        target = Path(path).resolve()
+        with open(target, "rb") as source:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+    else:
+        raise ServiceError("No file given.")
+    return ImportBatch.objects.create(
+        project=project,
+        file_name=Path(file_name).name[:255],
+        file_path=str(target),
+        format=fmt,
+        sha256=digest.hexdigest(),
+        size_bytes=target.stat().st_size,
+        options={
+            "text_column": text_column.strip() or "text",
+            "label_column": label_column.strip(),
+            "id_column": id_column.strip(),
+            "create_labels": create_labels,
+        },
+        created_by=user,
+    )
+
+
+def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> ImportBatch:
+    """Run a batch now (small files) or queue it on the "default" queue."""
+    if inline is None:
+        inline = batch.size_bytes <= settings.IMPORT_INLINE_MAX_BYTES
+    if inline:
+        if import_batch_claim(batch.pk):
+            import_batch_run(batch=batch)
+        batch.refresh_from_db()
+        return batch
+    enqueue_on_commit(
+        "default",
+        "annotation.jobs.import_batch_job",
+        batch.pk,
+        on_error=lambda exc: ImportBatch.objects.filter(
+            pk=batch.pk, status=ImportBatch.Status.PENDING
+        ).update(
+            status=ImportBatch.Status.FAILED,
+            error=f"The job queue could not be reached ({exc}); nothing was imported.",
+        ),
+    )
+    return batch
+
+
+# --- export -------------------------------------------------------------------------
+
+EXPORT_SCOPES = ("all", "reviewed", "gold")
+
+
+def examples_for_export(
+    *, project: Project, scope: str = "all", gold_version: int | None = None
+) -> tuple[QuerySet, GoldSet | None]:
+    if scope not in EXPORT_SCOPES:
+        raise ServiceError(f"Unknown export scope {scope!r}; use one of {', '.join(EXPORT_SCOPES)}.")
+    examples = Example.objects.for_project(project).with_current_label()
+    gold_set = None
+    if scope == "gold":
+        gold_sets = project.gold_sets.filter(frozen_at__isnull=False)
+        gold_set = (
+            gold_sets.filter(version=gold_version).first()
+            if gold_version is not None
+            else gold_sets.order_by("-version").first()
+        )
+        if gold_set is None:
+            which = f"version {gold_version}" if gold_version is not None else "version"
+            raise ServiceError(f"This project has no frozen gold set {which}.")
+        examples = examples.filter(gold_items__gold_set=gold_set)
+    elif scope == "reviewed":
+        examples = examples.exclude(label_state__in=["proposed", "unlabelled"])
+    examples = examples.prefetch_related(
+        Prefetch("proposals", queryset=Proposal.objects.order_by("created_at", "pk")),
+        Prefetch(
+            "reviews",
+            queryset=Review.objects.select_related("reviewer").order_by("created_at", "pk"),
+        ),
+        Prefetch("gold_items", queryset=GoldSetItem.objects.select_related("gold_set")),
+    ).order_by("pk")
+    return examples, gold_set
+
+
+def export_records(examples: QuerySet, *, gold_set: GoldSet | None = None) -> Iterator[dict]:
+    """One plain dict per example: current label plus its provenance."""
+    for example in examples.iterator(chunk_size=2000):
+        proposals = list(example.proposals.all())
+        valid = [p for p in proposals if p.is_valid]
+        latest = valid[-1] if valid else None
+        gold_items = [i for i in example.gold_items.all() if i.gold_set.is_frozen]
+        label = example.current_label
+        if gold_set is not None:
+            label = next((i.label for i in gold_items if i.gold_set_id == gold_set.pk), label)
+        yield {
+            "example_id": example.pk,
+            "id": example.external_id,
+            "text": example.text,
+            "label": label,
+            "label_state": "gold" if gold_set is not None else example.label_state,
+            "source": example.source,
+            "is_gold": example.is_gold or bool(gold_items),
+            "gold_versions": sorted(i.gold_set.version for i in gold_items),
+            "metadata": example.metadata,
+            "provenance": {
+                "latest_proposal": _proposal_record(latest) if latest else None,
+                "proposals": [_proposal_record(p) for p in proposals],
+                "reviews": [
+                    {
+                        "reviewer": r.reviewer.get_username(),
+                        "kind": r.kind,
+                        "verdict": r.verdict,
+                        "value": r.value,
+                        "created_at": r.created_at.isoformat(),
+                    }
+                    for r in example.reviews.all()
+                ],
+                "gold": [{"version": i.gold_set.version, "label": i.label} for i in gold_items],
+            },
+        }
+
+
+def _proposal_record(p: Proposal) -> dict:
+    return {
+        "agent": p.agent,
+        "value": p.value,
+        "confidence": p.confidence,
+        "error": p.error,
+        "cost_usd": str(p.cost_usd),
+        "created_at": p.created_at.isoformat(),
+    }
+
+
+def project_counts(project: Project) -> dict[str, int]:
+    """Examples by label state, in one grouped query, plus the gold count."""
+    examples = Example.objects.for_project(project)
+    states = dict.fromkeys(["unlabelled", "proposed", "reviewed", "rejected"], 0)
+    grouped = examples.with_current_label().values("label_state").order_by()
+    for row in grouped.annotate(n=Count("pk")):
+        states[row["label_state"]] = row["n"]
+    return {"examples": sum(states.values()), **states, "gold": examples.filter(is_gold=True).count()}

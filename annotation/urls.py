@@ -1,0 +1,23 @@
+from django.urls import path
+
+from annotation import views
+
+app_name = "annotation"
+
+urlpatterns = [
+    path("", views.project_list, name="project-list"),
+    path("projects/new/", views.project_create, name="project-create"),
+    path("p/<slug:slug>/", views.project_detail, name="project-detail"),
+    path("p/<slug:slug>/status/", views.project_status, name="project-status"),
+    path("p/<slug:slug>/settings/", views.project_settings, name="project-settings"),
+    path("p/<slug:slug>/labels/", views.project_labels, name="project-labels"),
+    path("p/<slug:slug>/labels/new/", views.label_create, name="label-create"),
+    path("p/<slug:slug>/labels/<int:pk>/edit/", views.label_update, name="label-update"),
+    path("p/<slug:slug>/labels/<int:pk>/delete/", views.label_delete, name="label-delete"),
+    path("p/<slug:slug>/members/", views.project_members, name="project-members"),
+    path("p/<slug:slug>/members/add/", views.membership_add, name="membership-add"),
+    path("p/<slug:slug>/members/<int:pk>/remove/", views.membership_remove, name="membership-remove"),
+    path("p/<slug:slug>/imports/new/", views.import_upload, name="import-upload"),
+    path("p/<slug:slug>/imports/<int:pk>/", views.import_batch, name="import-batch"),
+    path("p/<slug:slug>/export/", views.project_export, name="project-export"),
+]

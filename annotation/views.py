@@ -1,0 +1,343 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation import corpus, services
+from annotation.forms import (
+    ExportForm,
+    ImportForm,
+    LabelForm,
+    MembershipForm,
+    ProjectForm,
+    ProjectSettingsForm,
+)
+from annotation.models import ImportBatch, Label, Membership, Project
+
+HTMX_STOP_POLLING = 286
+
+
+def _project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
+    """The project and the user's role; 404 for anyone outside it."""
+    project = Project.objects.filter(slug=slug).first()
+    role = project.role_of(request.user) if project else None
+    if role is None:
+        raise Http404("No such project.")
+    return project, role
+
+
+def _project_for_lead(request: HttpRequest, slug: str) -> Project:
+    project, role = _project_for_member(request, slug)
+    if role != Membership.Role.LEAD:
+        raise PermissionDenied("Only the project's leads can do this.")
+    return project
+
+
+def _workers_online() -> int | None:
+    try:
+        import django_rq
+        from rq import Worker
+
+        return Worker.count(connection=django_rq.get_connection("default"))
+    except Exception:
+        return None
+
+
+@login_required
+@require_GET
+def project_list(request: HttpRequest) -> HttpResponse:
+    projects = Project.objects.for_user(request.user).order_by("name")
+    return render(request, "annotation/project_list.html", {"projects": projects})
+
+
+@login_required
+def project_create(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = services.project_create(
+            name=form.cleaned_data["name"],
+            slug=form.cleaned_data["slug"],
+            task_type=form.cleaned_data["task_type"],
+            guidelines=form.cleaned_data["guidelines"],
+            labels=form.cleaned_data["labels"],
+            user=request.user,
+        )
+        messages.success(request, f"Project “{project.name}” created. Import some examples next.")
+        return redirect("annotation:project-detail", slug=project.slug)
+    return render(request, "annotation/project_create.html", {"form": form})
+
+
+def _status_context(project: Project) -> dict:
+    batches = list(project.import_batches.select_related("created_by")[:10])
+    is_busy = any(not b.is_finished for b in batches)
+    waiting = [b for b in batches if b.status == ImportBatch.Status.PENDING]
+    return {
+        "counts": services.project_counts(project),
+        "batches": batches,
+        "is_busy": is_busy,
+        "workers_online": _workers_online() if waiting else None,
+    }
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    context = {
+        "project": project,
+        "role": role,
+        "is_lead": role == Membership.Role.LEAD,
+        "labels": project.labels.all(),
+        "import_form": ImportForm(),
+        "export_form": ExportForm(),
+        "gold_sets": project.gold_sets.filter(frozen_at__isnull=False),
+        **_status_context(project),
+    }
+    return render(request, "annotation/project_detail.html", context)
+
+
+@login_required
+@require_GET
+def project_status(request: HttpRequest, slug: str) -> HttpResponse:
+    """The polled part of the project page: counts and import progress."""
+    project, role = _project_for_member(request, slug)
+    context = {"project": project, "role": role, **_status_context(project)}
+    response = render(request, "annotation/project_detail.html#status", context)
+    if not context["is_busy"]:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@login_required
+def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = ProjectSettingsForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("annotation:project-detail", slug=project.slug)
+    return render(
+        request, "annotation/project_settings.html", {"project": project, "form": form, "is_lead": True}
+    )
+
+
+# --- labels ---------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def project_labels(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return render(
+        request,
+        "annotation/project_labels.html",
+        {
+            "project": project,
+            "is_lead": role == Membership.Role.LEAD,
+            "labels": project.labels.all(),
+            "form": LabelForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def label_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = LabelForm(request.POST)
+    if form.is_valid():
+        try:
+            label = services.label_create(
+                project=project,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                key=form.cleaned_data["key"],
+            )
+            messages.success(request, f"Label “{label.name}” added with key {label.key or '—'}.")
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("annotation:project-labels", slug=project.slug)
+
+
+@login_required
+@require_POST
+def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    label = get_object_or_404(Label, project=project, pk=pk)
+    form = LabelForm(request.POST)
+    if form.is_valid():
+        try:
+            services.label_update(
+                label=label,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                key=form.cleaned_data["key"],
+                order=form.cleaned_data["order"] if form.cleaned_data["order"] is not None else label.order,
+            )
+            messages.success(request, f"Label “{label.name}” saved.")
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("annotation:project-labels", slug=project.slug)
+
+
+@login_required
+@require_POST
+def label_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    label = get_object_or_404(Label, project=project, pk=pk)
+    try:
+        services.label_delete(label=label)
+        messages.success(request, f"Label “{label.name}” deleted.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("annotation:project-labels", slug=project.slug)
+
+
+# --- members --------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def project_members(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return render(
+        request,
+        "annotation/project_members.html",
+        {
+            "project": project,
+            "is_lead": role == Membership.Role.LEAD,
+            "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
+            "form": MembershipForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = MembershipForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = services.membership_set(
+                project=project, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
+            )
+            messages.success(request, f"{membership.user} is now a {membership.get_role_display().lower()}.")
+        except services.ServiceError as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("annotation:project-members", slug=project.slug)
+
+
+@login_required
+@require_POST
+def membership_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    membership = get_object_or_404(Membership, project=project, pk=pk)
+    try:
+        services.membership_remove(membership=membership)
+        messages.success(request, f"{membership.user} was removed from the project.")
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+    return redirect("annotation:project-members", slug=project.slug)
+
+
+# --- import and export ------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("annotation:project-detail", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        batch = services.import_batch_create(
+            project=project,
+            user=request.user,
+            file_name=data["file"].name,
+            fileobj=data["file"],
+            fmt=data["format"] or None,
+            text_column=data["text_column"],
+            label_column=data["label_column"],
+            id_column=data["id_column"],
+            create_labels=data["create_labels"],
+        )
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotation:project-detail", slug=project.slug)
+    batch = services.import_batch_start(batch=batch)
+    if batch.status == ImportBatch.Status.SUCCEEDED:
+        messages.success(
+            request,
+            f"Imported {batch.rows_created:,} new examples from {batch.file_name}"
+            f" ({batch.rows_duplicate:,} duplicates skipped).",
+        )
+    elif batch.status == ImportBatch.Status.FAILED:
+        messages.error(request, f"{batch.file_name} was not imported: {batch.error}")
+        return redirect("annotation:import-batch", slug=project.slug, pk=batch.pk)
+    else:
+        messages.info(request, f"Importing {batch.file_name} in the background; progress is shown below.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_GET
+def import_batch(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    batch = get_object_or_404(ImportBatch, project=project, pk=pk)
+    return render(
+        request,
+        "annotation/import_batch.html",
+        {"project": project, "batch": batch, "is_lead": role == Membership.Role.LEAD},
+    )
+
+
+@login_required
+@require_GET
+def project_export(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    form = ExportForm(request.GET)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("annotation:project-detail", slug=project.slug)
+    fmt, scope = form.cleaned_data["format"], form.cleaned_data["scope"]
+    try:
+        examples, gold_set = services.examples_for_export(
+            project=project, scope=scope, gold_version=form.cleaned_data["gold"]
+        )
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotation:project-detail", slug=project.slug)
+    records = services.export_records(examples, gold_set=gold_set)
+    # Streamed row by row, so a big project's export neither times out nor
+    # fills the server's memory.
+    chunks = corpus.iter_csv(records) if fmt == "csv" else corpus.iter_jsonl(records)
+    content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    response = StreamingHttpResponse(chunks, content_type=f"{content_type}; charset=utf-8")
+    suffix = f"gold-v{gold_set.version}" if gold_set else scope
+    name = f"{project.slug}-{suffix}-{dt.date.today():%Y%m%d}.{fmt}"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _form_errors(form) -> str:
+    parts = []
+    for field, errors in form.errors.items():
+        label = form.fields[field].label or field.replace("_", " ") if field in form.fields else ""
+        parts.append(f"{label.capitalize() + ': ' if label else ''}{' '.join(errors)}")
+    return " ".join(parts)

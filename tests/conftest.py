@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import django_rq
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from annotation import services
+from annotation.models import Membership, Project
+from distillapp import embedded_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """Real Redis: REDIS_URL's server, or the embedded one started here."""
+    server = embedded_redis.ensure_started()
+    yield
+    if server is not None:
+        embedded_redis.stop(server, save=False)
+
+
+@pytest.fixture
+def queues(redis_server):
+    """The rq queues, emptied before and after the test."""
+    found = {name: django_rq.get_queue(name) for name in settings.RQ_QUEUE_NAMES}
+    for queue in found.values():
+        queue.empty()
+    yield found
+    for queue in found.values():
+        queue.empty()
+
+
+def make_user(django_user_model, username: str, **extra):
+    return django_user_model.objects.create_user(username=username, password="pw-" + username, **extra)
+
+
+@pytest.fixture
+def lead(django_user_model):
+    return make_user(django_user_model, "lena_lead")
+
+
+@pytest.fixture
+def reviewer(django_user_model):
+    return make_user(django_user_model, "rui_reviewer")
+
+
+@pytest.fixture
+def outsider(django_user_model):
+    return make_user(django_user_model, "otto_outsider")
+
+
+DEFAULT_LABELS = [
+    ("Billing", "Money questions"),
+    ("Technical support", "Something is broken"),
+    ("Other", "Everything else"),
+]
+
+
+def make_project(*, lead, reviewer=None, slug: str = "tickets", labels=DEFAULT_LABELS) -> Project:
+    project = services.project_create(name=slug.title(), slug=slug, user=lead, labels=list(labels))
+    if reviewer is not None:
+        Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
+    return project
+
+
+@pytest.fixture
+def project(lead, reviewer) -> Project:
+    return make_project(lead=lead, reviewer=reviewer)
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def lead_client(lead) -> Client:
+    return client_for(lead)
+
+
+@pytest.fixture
+def reviewer_client(reviewer) -> Client:
+    return client_for(reviewer)
+
+
+@pytest.fixture
+def outsider_client(outsider) -> Client:
+    return client_for(outsider)

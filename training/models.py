@@ -1,0 +1,1 @@
+# Training runs, evaluations and model versions arrive with the training issue.

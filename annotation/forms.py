@@ -114,9 +114,17 @@ class ImportForm(forms.Form):
 
 
 class ExportForm(forms.Form):
-    format = forms.ChoiceField(choices=[("jsonl", "JSONL"), ("csv", "CSV")], initial="jsonl")
+    format = forms.ChoiceField(choices=[("jsonl", "JSONL"), ("csv", "CSV")], required=False)
     scope = forms.ChoiceField(
         choices=[("all", "Everything"), ("reviewed", "Reviewed examples"), ("gold", "A gold set version")],
-        initial="all",
+        required=False,
     )
-    gold = forms.IntegerField(min_value=1, required=False, label="Gold version")
+    gold = forms.IntegerField(
+        min_value=1, required=False, label="Gold version", help_text="Empty: the latest frozen version."
+    )
+
+    def clean(self):
+        data = super().clean()
+        data["format"] = data.get("format") or "jsonl"
+        data["scope"] = data.get("scope") or "all"
+        return data

@@ -23,6 +23,13 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
+class ProjectQuerySet(models.QuerySet):
+    def for_user(self, user) -> ProjectQuerySet:
+        if user.is_superuser:
+            return self.all()
+        return self.filter(memberships__user=user).distinct()
+
+
 class Project(models.Model):
     class TaskType(models.TextChoices):
         CLASSIFICATION = "classification", "Classification"
@@ -39,6 +46,8 @@ class Project(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ProjectQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -54,16 +63,6 @@ class Project(models.Model):
             return membership.role
         # Superusers administer every project as leads.
         return Membership.Role.LEAD if user.is_superuser else None
-
-
-class ProjectQuerySet(models.QuerySet):
-    def for_user(self, user) -> ProjectQuerySet:
-        if user.is_superuser:
-            return self.all()
-        return self.filter(memberships__user=user).distinct()
-
-
-Project.add_to_class("objects", ProjectQuerySet.as_manager())
 
 
 class Membership(models.Model):

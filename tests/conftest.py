@@ -19,6 +19,12 @@ def redis_server():
         embedded_redis.stop(server, save=False)
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # PBKDF2 on every test user would dominate the suite's run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def queues(redis_server):
     """The rq queues, emptied before and after the test."""

@@ -1,0 +1,85 @@
+"""The README's run path: demo data, and `serve` starting web + worker together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from annotation.models import Example, Label, Membership, Project
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.django_db
+def test_seed_demo_is_complete_and_idempotent(capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    project = Project.objects.get(slug="support-tickets")
+    assert Example.objects.filter(project=project).count() == 150
+    assert not Example.objects.filter(project=project).exclude(metadata={}).exists()
+    labels = Label.objects.filter(project=project)
+    assert {label.name for label in labels} == {"Billing", "Technical support", "Product inquiry", "Other"}
+    assert all(label.description for label in labels)
+    assert project.memberships.get(user__username="demo").role == Membership.Role.LEAD
+    assert project.memberships.get(user__username="reviewer").role == Membership.Role.REVIEWER
+    assert "Demo logins" in capsys.readouterr().out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["DISTILL_DATA_DIR"] = str(tmp_path)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "web server did not come up"
+                time.sleep(0.5)
+        children = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2  # the rq worker and gunicorn
+        assert (tmp_path / "redis.sock").exists()  # embedded Redis is up
+        # Ctrl-C goes to the whole foreground process group.
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output
+    assert "Stopped." in output
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not (tmp_path / "redis.sock").exists()

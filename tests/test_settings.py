@@ -1,0 +1,64 @@
+"""Bad configuration fails at start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_django(tmp_path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    clean.update({"DISTILL_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "distillapp.settings", **env})
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); print('ok')"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DATABASE_URL", "mysql://root@localhost/x", "DATABASE_URL must be a postgres://"),
+        ("DATABASE_URL", "postgres://user@localhost:5432", "DATABASE_URL names no database"),
+        ("REDIS_URL", "http://localhost:6379", "REDIS_URL must be a redis://"),
+        ("REDIS_URL", "redis://", "REDIS_URL='redis://' names no host"),
+        ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG='maybe' is not a boolean"),
+        ("IMPORT_MAX_TEXT_CHARS", "lots", "IMPORT_MAX_TEXT_CHARS='lots' is not an integer"),
+        ("IMPORT_MAX_TEXT_CHARS", "0", "IMPORT_MAX_TEXT_CHARS='0' must be at least 1"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(tmp_path, variable, value, message):
+    result = start_django(tmp_path, **{variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_embedded_defaults_need_no_configuration(tmp_path):
+    result = start_django(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "secret_key").exists()
+
+
+def test_settings_point_at_the_configured_services():
+    from django.conf import settings
+
+    assert set(settings.RQ_QUEUES) == {"llm", "training", "default"}
+    if os.environ.get("DATABASE_URL"):
+        assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    else:
+        assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+    if os.environ.get("REDIS_URL"):
+        assert settings.RQ_QUEUES["default"]["URL"] == os.environ["REDIS_URL"]
+    else:
+        assert settings.RQ_QUEUES["default"]["URL"] == f"unix://{settings.EMBEDDED_REDIS_SOCKET}"

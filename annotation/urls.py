@@ -19,5 +19,6 @@ urlpatterns = [
     path("p/<slug:slug>/members/<int:pk>/remove/", views.membership_remove, name="membership-remove"),
     path("p/<slug:slug>/imports/new/", views.import_upload, name="import-upload"),
     path("p/<slug:slug>/imports/<int:pk>/", views.import_batch, name="import-batch"),
+    path("p/<slug:slug>/imports/<int:pk>/resume/", views.import_resume, name="import-resume"),
     path("p/<slug:slug>/export/", views.project_export, name="project-export"),
 ]

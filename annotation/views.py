@@ -107,7 +107,12 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def project_status(request: HttpRequest, slug: str) -> HttpResponse:
     """The polled part of the project page: counts and import progress."""
     project, role = _project_for_member(request, slug)
-    context = {"project": project, "role": role, **_status_context(project)}
+    context = {
+        "project": project,
+        "role": role,
+        "is_lead": role == Membership.Role.LEAD,
+        **_status_context(project),
+    }
     response = render(request, "annotation/project_detail.html#status", context)
     if not context["is_busy"]:
         response.status_code = HTMX_STOP_POLLING
@@ -292,6 +297,20 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:import-batch", slug=project.slug, pk=batch.pk)
     else:
         messages.info(request, f"Importing {batch.file_name} in the background; progress is shown below.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue an interrupted import again; the job takes it up from scratch."""
+    project = _project_for_lead(request, slug)
+    batch = get_object_or_404(ImportBatch, project=project, pk=pk)
+    if batch.status == ImportBatch.Status.PENDING or batch.is_stale:
+        services.import_batch_start(batch=batch, inline=False)
+        messages.info(request, f"{batch.file_name} is queued again.")
+    else:
+        messages.error(request, f"{batch.file_name} is not interrupted; nothing to resume.")
     return redirect("annotation:project-detail", slug=project.slug)
 
 

@@ -31,6 +31,7 @@ VIEWS = [
     ("annotation:membership-add", None, "post", True),
     ("annotation:membership-remove", "membership", "post", True),
     ("annotation:import-upload", None, "post", True),
+    ("annotation:import-resume", "batch", "post", True),
 ]
 
 
@@ -38,6 +39,10 @@ def url_for(name: str, project: Project, needs: str | None) -> str:
     kwargs = {"slug": project.slug}
     if needs == "label":
         kwargs["pk"] = project.labels.first().pk
+    elif needs == "batch":
+        kwargs["pk"] = ImportBatch.objects.get_or_create(project=project, file_name="x.csv", format="csv")[
+            0
+        ].pk
     elif needs == "membership":
         kwargs["pk"] = project.memberships.get(role="reviewer").pk
     return reverse(name, kwargs=kwargs)
@@ -180,7 +185,7 @@ def test_large_upload_is_queued_and_status_polls_until_done(
 
     status_url = reverse("annotation:project-status", args=[project.slug])
     busy = lead_client.get(status_url, headers={"HX-Request": "true"})
-    assert busy.status_code == 200 and 'hx-trigger="every 1s"' in busy.content.decode()
+    assert busy.status_code == 200 and 'hx-trigger="every 2s"' in busy.content.decode()
 
     from annotation.jobs import import_batch_job
 
@@ -281,3 +286,31 @@ def test_admin_lists_every_model(admin_client):
         "goldset",
     ]:
         assert admin_client.get(reverse(f"admin:annotation_{model}_changelist")).status_code == 200
+
+
+def test_interrupted_import_can_be_resumed(project, lead_client, queues, django_capture_on_commit_callbacks):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    batch = ImportBatch.objects.create(
+        project=project,
+        file_name="x.csv",
+        format="csv",
+        status="running",
+        heartbeat_at=timezone.now() - dt.timedelta(minutes=5),
+    )
+    page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert "Interrupted" in page and "Resume" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        lead_client.post(reverse("annotation:import-resume", args=[project.slug, batch.pk]))
+    assert [j.args for j in queues["default"].jobs] == [(batch.pk,)]
+
+
+def test_finished_import_is_not_resumed(project, lead_client, queues):
+    batch = ImportBatch.objects.create(project=project, file_name="x.csv", format="csv", status="succeeded")
+    response = lead_client.post(
+        reverse("annotation:import-resume", args=[project.slug, batch.pk]), follow=True
+    )
+    assert "nothing to resume" in response.content.decode()
+    assert queues["default"].count == 0

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -151,24 +153,31 @@ def project_labels(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _act(request: HttpRequest, action: Callable[[], str], form: forms.Form | None = None) -> None:
+    """Run a change and tell the user how it went, as a message on the next page."""
+    if form is not None and not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return
+    try:
+        messages.success(request, action())
+    except services.ServiceError as exc:
+        messages.error(request, str(exc))
+
+
 @login_required
 @require_POST
 def label_create(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = LabelForm(request.POST)
-    if form.is_valid():
-        try:
-            label = services.label_create(
-                project=project,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-                key=form.cleaned_data["key"],
-            )
-            messages.success(request, f"Label “{label.name}” added with key {label.key or '—'}.")
-        except services.ServiceError as exc:
-            messages.error(request, str(exc))
-    else:
-        messages.error(request, _form_errors(form))
+
+    def create() -> str:
+        data = form.cleaned_data
+        label = services.label_create(
+            project=project, name=data["name"], description=data["description"], key=data["key"]
+        )
+        return f"Label “{label.name}” added with key {label.key or '—'}."
+
+    _act(request, create, form)
     return redirect("annotation:project-labels", slug=project.slug)
 
 
@@ -178,20 +187,19 @@ def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
     label = get_object_or_404(Label, project=project, pk=pk)
     form = LabelForm(request.POST)
-    if form.is_valid():
-        try:
-            services.label_update(
-                label=label,
-                name=form.cleaned_data["name"],
-                description=form.cleaned_data["description"],
-                key=form.cleaned_data["key"],
-                order=form.cleaned_data["order"] if form.cleaned_data["order"] is not None else label.order,
-            )
-            messages.success(request, f"Label “{label.name}” saved.")
-        except services.ServiceError as exc:
-            messages.error(request, str(exc))
-    else:
-        messages.error(request, _form_errors(form))
+
+    def update() -> str:
+        data = form.cleaned_data
+        services.label_update(
+            label=label,
+            name=data["name"],
+            description=data["description"],
+            key=data["key"],
+            order=label.order if data["order"] is None else data["order"],
+        )
+        return f"Label “{label.name}” saved."
+
+    _act(request, update, form)
     return redirect("annotation:project-labels", slug=project.slug)
 
 
@@ -200,11 +208,12 @@ def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 def label_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
     label = get_object_or_404(Label, project=project, pk=pk)
-    try:
+
+    def delete() -> str:
         services.label_delete(label=label)
-        messages.success(request, f"Label “{label.name}” deleted.")
-    except services.ServiceError as exc:
-        messages.error(request, str(exc))
+        return f"Label “{label.name}” deleted."
+
+    _act(request, delete)
     return redirect("annotation:project-labels", slug=project.slug)
 
 
@@ -232,16 +241,14 @@ def project_members(request: HttpRequest, slug: str) -> HttpResponse:
 def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = MembershipForm(request.POST)
-    if form.is_valid():
-        try:
-            membership = services.membership_set(
-                project=project, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
-            )
-            messages.success(request, f"{membership.user} is now a {membership.get_role_display().lower()}.")
-        except services.ServiceError as exc:
-            messages.error(request, str(exc))
-    else:
-        messages.error(request, _form_errors(form))
+
+    def add() -> str:
+        membership = services.membership_set(
+            project=project, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
+        )
+        return f"{membership.user} is now a {membership.get_role_display().lower()}."
+
+    _act(request, add, form)
     return redirect("annotation:project-members", slug=project.slug)
 
 
@@ -250,11 +257,12 @@ def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
 def membership_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
     membership = get_object_or_404(Membership, project=project, pk=pk)
-    try:
+
+    def remove() -> str:
         services.membership_remove(membership=membership)
-        messages.success(request, f"{membership.user} was removed from the project.")
-    except services.ServiceError as exc:
-        messages.error(request, str(exc))
+        return f"{membership.user} was removed from the project."
+
+    _act(request, remove)
     return redirect("annotation:project-members", slug=project.slug)
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -38,6 +40,7 @@ STAGE_BATCH_ROWS = 5000
 MAX_REPORTED_ERRORS = 50
 MAX_NEW_LABELS = 500
 PROGRESS_EVERY_SECONDS = 0.5
+HEARTBEAT_EVERY_SECONDS = 15.0
 
 
 class _Stage:
@@ -89,7 +92,12 @@ class _Stage:
             )
 
     def finish(self) -> None:
+        """Deduplicate the staged rows; runs inside the final transaction."""
         if self.vendor == "postgresql":
+            # Sorting and hash-joining a million staged rows in memory instead
+            # of spilling to disk (or looking rows up one by one) halves the
+            # final phase; LOCAL ends with the transaction.
+            self.cursor.execute("SET LOCAL work_mem = '256MB'")
             self.cursor.execute(
                 "CREATE TEMP TABLE import_rows AS SELECT DISTINCT ON (hash) * FROM import_stage "
                 "ORDER BY hash, line"
@@ -98,7 +106,8 @@ class _Stage:
             self.cursor.execute("CREATE INDEX ON import_rows (hash)")
             self.cursor.execute("ANALYZE import_rows")
 
-    def insert_examples(self, *, project_id: int, batch_id: int) -> None:
+    def insert_examples(self, *, project_id: int, batch_id: int) -> int:
+        """Move the staged rows in; returns how many were new to the project."""
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         false = False if self.vendor == "postgresql" else 0
         # "WHERE true" lets SQLite tell the upsert clause from a join.
@@ -113,6 +122,7 @@ class _Stage:
             """,
             [project_id, Example.Source.IMPORTED, batch_id, false, now],
         )
+        return self.cursor.rowcount
 
     def insert_proposals(self, *, project_id: int, batch_id: int) -> int:
         from annotation.models import Proposal
@@ -212,6 +222,9 @@ def _run(batch: ImportBatch) -> None:
         buffer: list[tuple] = []
         try:
             for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines):
+                if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
+                    _report_progress(batch, outcome, lines.bytes_read)
+                    last_progress = time.monotonic()
                 if isinstance(item, RowError):
                     outcome.rows_read += 1
                     outcome.fail(item.line, item.reason)
@@ -241,9 +254,6 @@ def _run(batch: ImportBatch) -> None:
                 if len(buffer) >= STAGE_BATCH_ROWS:
                     stage.add(buffer)
                     buffer.clear()
-                if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
-                    _report_progress(batch, outcome, lines.bytes_read)
-                    last_progress = time.monotonic()
         except CorpusFormatError as exc:
             outcome.fail(1, str(exc).removeprefix("line 1: "))
 
@@ -253,11 +263,13 @@ def _run(batch: ImportBatch) -> None:
         if buffer:
             stage.add(buffer)
         _report_progress(batch, outcome, lines.bytes_read)
-        stage.finish()
-        with transaction.atomic():
+        # The moves below write inside one transaction, invisible to the
+        # page; a side thread keeps the heartbeat going so a long final
+        # phase is not mistaken for a killed import.
+        with _heartbeat(batch.pk), transaction.atomic():
+            stage.finish()
             labels_created = _create_labels(project, outcome.new_labels)
-            stage.insert_examples(project_id=project.pk, batch_id=batch.pk)
-            created = Example.objects.filter(import_batch=batch).count()
+            created = stage.insert_examples(project_id=project.pk, batch_id=batch.pk)
             proposals = (
                 stage.insert_proposals(project_id=project.pk, batch_id=batch.pk) if columns.label else 0
             )
@@ -275,6 +287,30 @@ def _run(batch: ImportBatch) -> None:
                 finished_at=timezone.now(),
                 heartbeat_at=timezone.now(),
             )
+
+
+@contextmanager
+def _heartbeat(batch_id: int, *, every: float = HEARTBEAT_EVERY_SECONDS):
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    ImportBatch.objects.filter(pk=batch_id).update(heartbeat_at=timezone.now())
+                except DatabaseError:
+                    # SQLite: the import holds the write lock until it commits.
+                    logger.debug("Heartbeat of import batch %s skipped", batch_id)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    thread = threading.Thread(target=beat, name=f"import-{batch_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _check_row(row: Row, *, max_chars: int) -> str | None:

@@ -180,6 +180,11 @@ class ImportBatch(models.Model):
         return min(99, int(100 * self.bytes_done / self.size_bytes))
 
     @property
+    def is_saving(self) -> bool:
+        """The whole file is read; its rows are being written."""
+        return self.status == self.Status.RUNNING and 0 < self.size_bytes <= self.bytes_done
+
+    @property
     def is_stale(self) -> bool:
         """Running, but its worker stopped reporting: it was killed."""
         if self.status != self.Status.RUNNING or self.heartbeat_at is None:
@@ -251,7 +256,8 @@ class Example(models.Model):
         SYNTHETIC = "synthetic", "Synthetic"
         TRAFFIC = "traffic", "Traffic"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="examples")
+    # Indexed by the composite indexes in Meta, which all start with project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="examples", db_index=False)
     text = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)
     external_id = models.CharField(max_length=255, blank=True)
@@ -274,7 +280,6 @@ class Example(models.Model):
             # Review queue and training set: a project's non-gold examples by source.
             models.Index(fields=["project", "is_gold", "source"], name="example_queue_idx"),
             models.Index(fields=["project", "external_id"], name="example_external_id_idx"),
-            models.Index(fields=["import_batch"], name="example_batch_idx"),
         ]
 
     def __str__(self) -> str:
@@ -290,7 +295,8 @@ IMPORT_AGENT = "import"
 
 
 class Proposal(models.Model):
-    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="proposals")
+    # Indexed by proposal_example_idx.
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="proposals", db_index=False)
     agent = models.CharField(
         max_length=200, help_text="Who proposed it: teacher:MODEL:prompt-vN, student:run-N, import."
     )
@@ -338,8 +344,11 @@ class Review(models.Model):
         BLIND = "blind", "Blind gold label"
         ADJUDICATION = "adjudication", "Adjudication"
 
-    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="reviews")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
+    # Both indexed by the composite indexes in Meta.
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="reviews", db_index=False)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews", db_index=False
+    )
     proposal = models.ForeignKey(
         Proposal, null=True, blank=True, on_delete=models.SET_NULL, related_name="reviews"
     )

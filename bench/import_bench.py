@@ -1,0 +1,482 @@
+#!/usr/bin/env python
+"""Benchmark of the corpus import (annotation.importing) into PostgreSQL.
+
+    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile]
+
+Steps, each in its own child process so that the number that matters (the
+importing process's peak RSS) only ever counts the import:
+
+1. generate: write a CSV of N rows (id,text,label; ~100 bytes a row, ~1 %
+   exact duplicates and ~1 % case/whitespace variants) to a temp file,
+   streaming;
+2. setup: create the bench database if it is missing, `migrate`, create a
+   user and a fresh project with 4 labels;
+3. import: `import_batch_create` + `import_batch_claim` + `import_batch_run`
+   on the file, timed, with the phases timed by wrapping the staging methods
+   (no change to the app's code); peak RSS read in that process;
+4. cleanup (unless --keep): DROP DATABASE if this run created it, else delete
+   the project's rows with raw SQL.
+
+The parent only uses the standard library and stays small: on Linux a child's
+ru_maxrss starts from its parent's RSS (it survives fork and exec), so a big
+parent would inflate the child's number.
+
+Exactly one JSON object goes to stdout; everything else goes to stderr.
+The exit status is non-zero if the import did not succeed or its counts are
+not the expected ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_bench"
+LABELS = [
+    ("Billing", "Invoices, charges, refunds and payment methods."),
+    ("Technical", "Errors, crashes, outages and things that do not work."),
+    ("Account", "Logins, passwords, profiles and account settings."),
+    ("Shipping", "Deliveries, tracking, returns and lost parcels."),
+]
+# Generated data: a fixed seed so every run imports the same file.
+SEED = 20261127
+DUPLICATE_SHARE = 0.01  # exact copies of an earlier text
+VARIANT_SHARE = 0.01  # an earlier text with other case / whitespace
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    # Linux reports ru_maxrss in kilobytes.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def vm_hwm_mb() -> float | None:
+    """This process's own RSS high-water mark (not inherited across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def setup_django(database_url: str, data_dir: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["DISTILL_DATA_DIR"] = data_dir
+    os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
+    os.environ.pop("REDIS_URL", None)  # the import never touches Redis
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import django
+
+    django.setup()
+
+
+def admin_url(database_url: str) -> tuple[str, str]:
+    """The URL of the server's 'postgres' database, and the bench db's name."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/")
+    if not name:
+        raise SystemExit(f"--database-url names no database: {database_url}")
+    return urlunsplit(parts._replace(path="/postgres", query="")), name
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- step 1: generate the CSV (child process) -------------------------------------
+
+WORDS = (
+    "refund invoice charge card payment double billed subscription plan upgrade downgrade "
+    "cancel renewal receipt tax discount coupon price error crash login password reset "
+    "account profile email address phone verify code blocked locked locked-out two-factor "
+    "app website page slow timeout outage server sync update version install browser "
+    "mobile desktop tablet order parcel package delivery tracking courier late lost damaged "
+    "return exchange warehouse shipped arrived missing wrong item size colour please help "
+    "urgent again still since yesterday today week month customer support agent ticket "
+    "reply waiting thanks hello hi regards sorry issue problem question request, "
+    "\"quoted\" can't won't doesn't isn't it's my our your the a an and but or not with "
+    "from for to in on at of by about after before during"
+).split()
+OPENERS = ["Hi,", "Hello", "Dear support,", "Urgent:", "Question:", "FYI", "Help!", ""]
+
+
+def generate(path: Path, rows: int) -> dict:
+    rng = random.Random(SEED)
+    recent: deque[str] = deque(maxlen=5000)  # unique texts only; bounded memory
+    labels = [name for name, _ in LABELS]
+    duplicates = variants = 0
+    size = 0
+    started = time.perf_counter()
+    with open(path, "w", newline="", encoding="utf-8", buffering=1024 * 1024) as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "text", "label"])
+        for n in range(1, rows + 1):
+            draw = rng.random()
+            if recent and draw < DUPLICATE_SHARE:
+                text = rng.choice(recent)
+                duplicates += 1
+            elif recent and draw < DUPLICATE_SHARE + VARIANT_SHARE:
+                base = rng.choice(recent)
+                kind = rng.randrange(4)
+                if kind == 0:
+                    text = base.upper()
+                elif kind == 1:
+                    text = base.title()
+                elif kind == 2:
+                    text = "  " + base.replace(" ", "   ", 3) + "\t"
+                else:
+                    text = base.swapcase().replace(" ", "  ")
+                variants += 1
+            else:
+                # The counter makes the text unique; the words make it varied.
+                words = rng.choices(WORDS, k=rng.randint(8, 13))
+                opener = rng.choice(OPENERS)
+                text = f"{opener} {' '.join(words)} #{n}".strip()
+                recent.append(text)
+            writer.writerow([f"r{n:08d}", text, rng.choice(labels)])
+        size = out.tell()
+    return {
+        "rows": rows,
+        "file_bytes": size,
+        "duplicates": duplicates,
+        "variants": variants,
+        "expected_duplicates": duplicates + variants,
+        "generate_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+# --- step 2: database and project (child process) ------------------------------------
+
+
+def setup(database_url: str, data_dir: str) -> dict:
+    import psycopg
+
+    admin, name = admin_url(database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            log(f"creating database {name}")
+            conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    setup_django(database_url, data_dir)
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0, interactive=False)
+    log(f"migrate: {time.perf_counter() - started:.1f}s")
+
+    from annotation import services
+    from annotation.models import Example
+
+    user, _ = get_user_model().objects.get_or_create(username="import-bench")
+    slug = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+    project = services.project_create(name=f"Import bench {slug}", slug=slug, user=user, labels=LABELS)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version()")
+        server = cursor.fetchone()[0]
+    return {
+        "project_id": project.pk,
+        "slug": slug,
+        "db_created": not exists,
+        "examples_before": Example.objects.count(),
+        "server": server,
+    }
+
+
+# --- step 3: the import (child process; this is what is measured) ---------------------
+
+
+class PhaseTimer:
+    """Wraps the import's staging steps to time them, without editing the app."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self.marks: dict[str, float] = {}
+
+    def wrap(self, owner, attr: str, phase: str, *, mark: str | None = None) -> None:
+        original = getattr(owner, attr)
+        timer = self
+
+        def wrapped(*args, **kwargs):
+            started = time.perf_counter()
+            if mark and mark not in timer.marks:
+                timer.marks[mark] = started
+            try:
+                return original(*args, **kwargs)
+            finally:
+                timer.totals[phase] = timer.totals.get(phase, 0.0) + time.perf_counter() - started
+                timer.calls[phase] = timer.calls.get(phase, 0) + 1
+
+        setattr(owner, attr, wrapped)
+
+
+def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int, profile: bool) -> dict:
+    setup_django(database_url, data_dir)
+    from django.db import connection, connections
+
+    from annotation import importing, services
+    from annotation.importing import import_batch_claim, import_batch_run
+    from annotation.models import Project
+
+    project = Project.objects.get(pk=project_id)
+    connection.ensure_connection()
+    baseline_rss = peak_rss_mb()
+
+    timer = PhaseTimer()
+    timer.wrap(importing._Stage, "add", "stage_copy")
+    timer.wrap(importing, "_report_progress", "progress_updates")
+    timer.wrap(importing._Stage, "finish", "stage_distinct_index_analyze", mark="finish")
+    timer.wrap(importing._Stage, "insert_examples", "insert_examples")
+    timer.wrap(importing._Stage, "insert_proposals", "insert_proposals")
+    timer.wrap(importing._Stage, "__exit__", "drop_stage")
+    # The FKs are DEFERRABLE INITIALLY DEFERRED, so their checks run at COMMIT.
+    timer.wrap(type(connections["default"]), "commit", "commit")
+
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started = time.perf_counter()
+    batch = services.import_batch_create(
+        project=project, user=None, file_name=csv_path.name, path=csv_path, label_column="label"
+    )
+    created_at = time.perf_counter()
+    if not import_batch_claim(batch.pk):
+        raise SystemExit("could not claim the batch")
+    run_started = time.perf_counter()
+    batch = import_batch_run(batch=batch)
+    finished = time.perf_counter()
+    if profiler is not None:
+        import io
+        import pstats
+
+        profiler.disable()
+        report = io.StringIO()
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(25)
+        print(report.getvalue(), file=sys.stderr)
+
+    seconds = finished - started
+    t = timer.totals
+    phases = {"create_batch_sha256": created_at - started}
+    if "finish" in timer.marks:
+        # Reading, parsing, checking and hashing rows: the parse loop's time
+        # less the COPY calls and progress updates made from inside it.
+        phases["parse_check_hash"] = (
+            timer.marks["finish"] - run_started - t.get("stage_copy", 0) - t.get("progress_updates", 0)
+        )
+    for key in (
+        "stage_copy",
+        "progress_updates",
+        "stage_distinct_index_analyze",
+        "insert_examples",
+        "insert_proposals",
+        "drop_stage",
+        "commit",
+    ):
+        phases[key] = t.get(key, 0.0)
+    phases["other"] = seconds - sum(phases.values())
+    return {
+        "status": batch.status,
+        "error": batch.error,
+        "seconds": seconds,
+        "rows_read": batch.rows_read,
+        "rows_created": batch.rows_created,
+        "rows_duplicate": batch.rows_duplicate,
+        "rows_invalid": batch.rows_invalid,
+        "proposals_created": batch.proposals_created,
+        "peak_rss_mb": peak_rss_mb(),
+        "vm_hwm_mb": vm_hwm_mb(),
+        "baseline_rss_mb": baseline_rss,
+        "phases": {k: round(v, 2) for k, v in phases.items()},
+        "stage_copy_calls": timer.calls.get("stage_copy", 0),
+        "progress_update_calls": timer.calls.get("progress_updates", 0),
+        "profiled": profile,
+    }
+
+
+# --- step 4: cleanup (child process) ---------------------------------------------------
+
+
+def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
+    import psycopg
+
+    admin, name = admin_url(database_url)
+    started = time.perf_counter()
+    if drop_database:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        action = f"dropped database {name}"
+    else:
+        # The ORM's cascade would load every row; plain SQL in one transaction.
+        with psycopg.connect(database_url) as conn:
+            examples = "SELECT id FROM annotation_example WHERE project_id = %(p)s"
+            for table in ("annotation_review", "annotation_proposal", "annotation_goldsetitem"):
+                conn.execute(f"DELETE FROM {table} WHERE example_id IN ({examples})", {"p": project_id})
+            conn.execute("DELETE FROM annotation_goldset WHERE project_id = %(p)s", {"p": project_id})
+            conn.execute("DELETE FROM annotation_example WHERE project_id = %(p)s", {"p": project_id})
+            for table in ("annotation_importbatch", "annotation_label", "annotation_membership"):
+                conn.execute(f"DELETE FROM {table} WHERE project_id = %(p)s", {"p": project_id})
+            conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
+        action = f"deleted project {project_id} from {name}"
+    return {"cleanup": action, "cleanup_seconds": round(time.perf_counter() - started, 2)}
+
+
+# --- the parent: runs each step in a child --------------------------------------------------
+
+
+def child(step: str, result_file: Path, *extra: str) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--_step", step, "--_result", str(result_file)]
+    command += list(extra)
+    # The child's stdout goes to our stderr: our stdout carries only the JSON.
+    proc = subprocess.run(command, stdout=sys.stderr, stderr=None, cwd=REPO_ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"step {step!r} failed with exit status {proc.returncode}")
+    return json.loads(result_file.read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="data rows in the CSV (default 1000000)")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument("--keep", action="store_true", help="keep the project and the database afterwards")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the import (slower; stats go to stderr)"
+    )
+    parser.add_argument("--_step", help=argparse.SUPPRESS)
+    parser.add_argument("--_result", help=argparse.SUPPRESS)
+    parser.add_argument("--_data-dir", dest="data_dir", help=argparse.SUPPRESS)
+    parser.add_argument("--_csv", dest="csv", help=argparse.SUPPRESS)
+    parser.add_argument("--_project", dest="project", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_drop", dest="drop", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args._step:
+        if args._step == "generate":
+            result = generate(Path(args.csv), args.rows)
+        elif args._step == "setup":
+            result = setup(args.database_url, args.data_dir)
+        elif args._step == "import":
+            result = run_import(args.database_url, args.data_dir, Path(args.csv), args.project, args.profile)
+        elif args._step == "cleanup":
+            result = cleanup(args.database_url, args.project, args.drop)
+        else:
+            raise SystemExit(f"unknown step {args._step}")
+        Path(args._result).write_text(json.dumps(result))
+        return 0
+
+    if args.rows < 1:
+        parser.error("--rows must be at least 1")
+    # Inherited by every child, and set before any of them calls django.setup().
+    tmp = Path(tempfile.mkdtemp(prefix="distill-import-bench-"))
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    os.environ["DATABASE_URL"] = args.database_url
+    os.environ["DISTILL_DATA_DIR"] = str(data_dir)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
+    os.environ.pop("REDIS_URL", None)
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+    common = ["--database-url", args.database_url, "--_data-dir", str(data_dir)]
+    csv_path = tmp / "corpus.csv"
+    setup_info: dict | None = None
+    result: dict = {"rows": args.rows, "database": "postgresql", "status": "not run"}
+    ok = False
+    try:
+        log(f"generating {args.rows:,} rows into {csv_path}")
+        gen = child("generate", tmp / "generate.json", "--rows", str(args.rows), "--_csv", str(csv_path))
+        log(f"generated {gen['file_bytes'] / 1e6:.1f} MB in {gen['generate_seconds']}s")
+        setup_info = child("setup", tmp / "setup.json", *common)
+        log(f"project {setup_info['slug']} (id {setup_info['project_id']})")
+        log("importing")
+        extra = ["--_csv", str(csv_path), "--_project", str(setup_info["project_id"])]
+        if args.profile:
+            extra.append("--profile")
+        imp = child("import", tmp / "import.json", *common, *extra)
+        seconds = imp["seconds"]
+        result = {
+            "rows": args.rows,
+            "seconds": round(seconds, 2),
+            "rows_per_second": round(args.rows / seconds) if seconds else None,
+            "peak_rss_mb": round(imp["peak_rss_mb"], 1),
+            "file_mb": round(gen["file_bytes"] / 1e6, 1),
+            "rows_read": imp["rows_read"],
+            "rows_created": imp["rows_created"],
+            "rows_duplicate": imp["rows_duplicate"],
+            "expected_duplicates": gen["expected_duplicates"],
+            "proposals_created": imp["proposals_created"],
+            "database": "postgresql",
+            "status": imp["status"],
+            "error": imp["error"],
+            "vm_hwm_mb": round(imp["vm_hwm_mb"], 1) if imp["vm_hwm_mb"] else None,
+            "baseline_rss_mb": round(imp["baseline_rss_mb"], 1),
+            "phases_s": imp["phases"],
+            "profiled": imp["profiled"],
+            "examples_in_db_before": setup_info["examples_before"],
+            "server": setup_info["server"].split(" on ")[0],
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        counts_ok = (
+            imp["rows_read"] == args.rows
+            and imp["rows_duplicate"] == gen["expected_duplicates"]
+            and imp["rows_created"] == args.rows - gen["expected_duplicates"]
+            and imp["proposals_created"] == imp["rows_created"]
+        )
+        result["counts_ok"] = counts_ok
+        ok = imp["status"] == "succeeded" and counts_ok
+        if not counts_ok:
+            log("the import's counts are not the expected ones")
+    except Exception as exc:  # report a failed step as JSON too
+        log(f"error: {exc}")
+        result["error"] = str(exc)
+    finally:
+        if setup_info and not args.keep:
+            try:
+                drop = ["--_drop"] if setup_info["db_created"] else []
+                done = child(
+                    "cleanup",
+                    tmp / "cleanup.json",
+                    *common,
+                    "--_project",
+                    str(setup_info["project_id"]),
+                    *drop,
+                )
+                log(f"{done['cleanup']} in {done['cleanup_seconds']}s")
+            except Exception as exc:
+                log(f"cleanup failed: {exc}")
+        elif setup_info:
+            log(f"kept project {setup_info['slug']} (id {setup_info['project_id']})")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(result))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

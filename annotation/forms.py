@@ -5,7 +5,7 @@ from django.conf import settings
 from django.utils.text import slugify
 
 from annotation import corpus
-from annotation.models import RESERVED_KEYS, Membership, Project
+from annotation.models import RESERVED_KEYS, LabelingJob, Membership, Project, PromptVersion, TeacherConfig
 
 
 class ProjectForm(forms.Form):
@@ -127,4 +127,86 @@ class ExportForm(forms.Form):
         data = super().clean()
         data["format"] = data.get("format") or "jsonl"
         data["scope"] = data.get("scope") or "all"
+        return data
+
+
+class TeacherConfigForm(forms.ModelForm):
+    class Meta:
+        model = TeacherConfig
+        fields = [
+            "provider",
+            "model",
+            "base_url",
+            "api_key_env",
+            "temperature",
+            "max_tokens",
+            "price_input_per_mtok",
+            "price_output_per_mtok",
+            "concurrency",
+            "requests_per_minute",
+            "timeout_seconds",
+            "max_attempts",
+            "structured_output",
+            "use_logprobs",
+            "self_consistency_samples",
+        ]
+
+    def clean_concurrency(self) -> int:
+        value = self.cleaned_data["concurrency"]
+        if not 1 <= value <= 256:
+            raise forms.ValidationError("Between 1 and 256.")
+        return value
+
+    def clean_max_attempts(self) -> int:
+        value = self.cleaned_data["max_attempts"]
+        if not 1 <= value <= 20:
+            raise forms.ValidationError("Between 1 and 20.")
+        return value
+
+    def clean_temperature(self) -> float:
+        value = self.cleaned_data["temperature"]
+        if not 0 <= value <= 2:
+            raise forms.ValidationError("Between 0 and 2.")
+        return value
+
+
+class PromptForm(forms.Form):
+    instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}))
+    few_shot = forms.ChoiceField(choices=PromptVersion.FewShot.choices, label="Few-shot examples")
+    few_shot_k = forms.IntegerField(min_value=1, max_value=50, label="How many examples")
+    few_shot_per_label = forms.IntegerField(min_value=1, max_value=20, label="At most per label")
+    fixed_examples = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Billing: I was charged twice"}),
+        required=False,
+        help_text="For the fixed strategy: one per line, “Label: text”.",
+    )
+
+    def clean_fixed_examples(self) -> list[dict]:
+        examples = []
+        for number, line in enumerate(self.cleaned_data["fixed_examples"].splitlines(), 1):
+            if not line.strip():
+                continue
+            label, sep, text = line.partition(":")
+            if not sep or not text.strip():
+                raise forms.ValidationError(f"Line {number}: write “Label: text”.")
+            examples.append({"label": label.strip(), "text": text.strip()})
+        return examples
+
+
+class LabelingForm(forms.Form):
+    selection = forms.ChoiceField(
+        choices=LabelingJob.Selection.choices, initial=LabelingJob.Selection.UNLABELLED
+    )
+    sample_size = forms.IntegerField(min_value=1, required=False, help_text="For a random sample.")
+    search = forms.CharField(max_length=200, required=False, help_text="For a text search.")
+    provider = forms.ChoiceField(
+        choices=[("", "The project's teacher")] + list(TeacherConfig.Provider.choices), required=False
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("selection") == LabelingJob.Selection.SAMPLE and not data.get("sample_size"):
+            self.add_error("sample_size", "Give the sample size.")
+        if data.get("selection") == LabelingJob.Selection.SEARCH and not (data.get("search") or "").strip():
+            self.add_error("search", "Give the text to search for.")
         return data

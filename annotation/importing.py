@@ -133,8 +133,9 @@ class _Stage:
             f"""
             INSERT INTO {Proposal._meta.db_table}
                 (example_id, agent, value, confidence, raw_response, input_tokens,
-                 output_tokens, cost_usd, latency_ms, error, created_at)
-            SELECT e.id, %s, {as_json}, NULL, '', 0, 0, 0, NULL, '', %s
+                 output_tokens, cost_usd, latency_ms, error, confidence_method, cache_key,
+                 created_at)
+            SELECT e.id, %s, {as_json}, NULL, '', 0, 0, 0, NULL, '', '', '', %s
             FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
             WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
             ORDER BY e.id

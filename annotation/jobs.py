@@ -10,3 +10,12 @@ def import_batch_job(batch_id: int) -> None:
     if not import_batch_claim(batch_id):
         return  # already done, or another worker has it
     import_batch_run(batch=ImportBatch.objects.get(pk=batch_id))
+
+
+def labeling_job_job(job_id: int) -> None:
+    from annotation.labeling import labeling_job_claim, labeling_job_run, run_with_heartbeat
+    from annotation.models import LabelingJob
+
+    if not labeling_job_claim(job_id):
+        return  # finished, cancelled, or alive in another worker
+    run_with_heartbeat(job_id, lambda: labeling_job_run(job=LabelingJob.objects.get(pk=job_id)))

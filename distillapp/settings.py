@@ -58,19 +58,25 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _sqlite(path: str, data_dir: Path) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        # WAL lets the web server read while a worker writes.
+        "OPTIONS": {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        # A file, not memory, so worker processes started by tests share it.
+        "TEST": {"NAME": str(data_dir / "test-distillapp.sqlite3")},
+    }
+
+
 def database_from_env(name: str, data_dir: Path) -> dict:
     raw = env_str(name)
     if not raw:
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(data_dir / "distillapp.sqlite3"),
-            # WAL lets the web server read while a worker writes.
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-        }
+        return _sqlite(str(data_dir / "distillapp.sqlite3"), data_dir)
     scheme = urlparse(raw).scheme
     if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
         raise ImproperlyConfigured(f"{name} must be a postgres:// (or sqlite://) URL, got scheme {scheme!r}.")
@@ -78,7 +84,9 @@ def database_from_env(name: str, data_dir: Path) -> dict:
         config = dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # dj_database_url raises several types
         raise ImproperlyConfigured(f"{name} could not be parsed: {exc}") from None
-    if scheme != "sqlite" and not config.get("NAME"):
+    if scheme == "sqlite":
+        return _sqlite(config["NAME"], data_dir)
+    if not config.get("NAME"):
         raise ImproperlyConfigured(f"{name} names no database (postgres://user@host:5432/DBNAME).")
     return config
 
@@ -188,6 +196,8 @@ RQ_QUEUE_NAMES = ("llm", "training", "default")
 RQ_DEFAULT_TIMEOUT = env_int("RQ_DEFAULT_TIMEOUT", 6 * 3600, minimum=60)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in RQ_QUEUE_NAMES}
 RQ_SHOW_ADMIN_LINK = True
+# Re-queues jobs a killed worker left running, then works as usual.
+RQ = {"WORKER_CLASS": "distillapp.worker.Worker"}
 
 # --- auth, i18n, static --------------------------------------------------------
 

@@ -9,8 +9,10 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API keeps an event loop running in this
+    # thread while it is open, which would break asyncio.run() in later tests.
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

@@ -1,0 +1,645 @@
+"""Teacher labelling jobs: choose examples, call the teacher, store proposals.
+
+A job's examples are fixed when it first starts (one LabelingJobItem each).
+Every answer is written in the same transaction that moves its item from
+pending to done, guarded by a conditional update, so a job killed at any
+point and run again labels each example exactly once and counts each cost
+once. Identical requests are answered from earlier proposals (the cache) at
+no cost, so a re-run never pays twice for the same question.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
+from django.db.models import Avg, F, Q
+from django.utils import timezone
+
+from annotation import teacher as teacher_boundary
+from annotation.models import (
+    Example,
+    LabelingJob,
+    LabelingJobItem,
+    Project,
+    PromptVersion,
+    Proposal,
+    TeacherConfig,
+)
+from distillapp.queues import enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 256
+MEMORY_LIMIT = 5000
+HEARTBEAT_SECONDS = 5.0
+
+
+class LabelingError(ValueError):
+    """A labelling request that cannot be carried out, with a message for the user."""
+
+
+# --- configuration and prompts ------------------------------------------------------------
+
+
+def teacher_config_for(project: Project) -> TeacherConfig:
+    config, _ = TeacherConfig.objects.get_or_create(project=project)
+    return config
+
+
+def teacher_settings(config: TeacherConfig | dict) -> teacher_boundary.TeacherSettings:
+    fields = teacher_boundary.TeacherSettings.__dataclass_fields__
+    if isinstance(config, TeacherConfig):
+        values = {name: getattr(config, name) for name in fields}
+    else:
+        values = {name: config[name] for name in fields if name in config}
+    for name in ("price_input_per_mtok", "price_output_per_mtok"):
+        values[name] = Decimal(str(values.get(name, "0")))
+    return teacher_boundary.TeacherSettings(**values)
+
+
+def _config_snapshot(config: TeacherConfig) -> dict:
+    snapshot = asdict(teacher_settings(config))
+    snapshot["provider"] = config.provider
+    for name in ("price_input_per_mtok", "price_output_per_mtok"):
+        snapshot[name] = str(snapshot[name])
+    return snapshot
+
+
+def _project_labels(project: Project) -> list[dict]:
+    return [{"name": label.name, "description": label.description} for label in project.labels.all()]
+
+
+def prompt_version_current(project: Project, *, user=None) -> PromptVersion:
+    """The prompt to use now: the latest, or a new version if labels or guidelines changed."""
+    latest = project.prompt_versions.order_by("-version").first()
+    labels = _project_labels(project)
+    if latest and latest.labels == labels and latest.guidelines == project.guidelines:
+        return latest
+    if latest and not latest.is_used:
+        # Nobody answered it yet: bring it up to date in place.
+        latest.labels, latest.guidelines = labels, project.guidelines
+        latest.save(update_fields=["labels", "guidelines"])
+        return latest
+    return PromptVersion.objects.create(
+        project=project,
+        version=(latest.version + 1) if latest else 1,
+        instructions=latest.instructions if latest else teacher_boundary.DEFAULT_INSTRUCTIONS,
+        guidelines=project.guidelines,
+        labels=labels,
+        few_shot=latest.few_shot if latest else PromptVersion.FewShot.NONE,
+        few_shot_k=latest.few_shot_k if latest else 8,
+        few_shot_per_label=latest.few_shot_per_label if latest else 2,
+        fixed_examples=latest.fixed_examples if latest else [],
+        created_by=user,
+    )
+
+
+@transaction.atomic
+def prompt_version_update(
+    *,
+    project: Project,
+    user,
+    instructions: str,
+    few_shot: str,
+    few_shot_k: int,
+    few_shot_per_label: int,
+    fixed_examples: list[dict],
+) -> PromptVersion:
+    """Save prompt edits; a version that has answers is never changed, a new one is made."""
+    names = {label.name for label in project.labels.all()}
+    for example in fixed_examples:
+        if example["label"] not in names:
+            raise LabelingError(
+                f"Fixed example label {example['label']!r} is not one of the project's labels."
+            )
+    current = prompt_version_current(project, user=user)
+    fields = {
+        "instructions": instructions.strip() or teacher_boundary.DEFAULT_INSTRUCTIONS,
+        "few_shot": few_shot,
+        "few_shot_k": few_shot_k,
+        "few_shot_per_label": few_shot_per_label,
+        "fixed_examples": fixed_examples,
+    }
+    if all(getattr(current, k) == v for k, v in fields.items()):
+        return current
+    if not current.is_used:
+        for key, value in fields.items():
+            setattr(current, key, value)
+        current.save()
+        return current
+    return PromptVersion.objects.create(
+        project=project,
+        version=current.version + 1,
+        guidelines=project.guidelines,
+        labels=_project_labels(project),
+        created_by=user,
+        **fields,
+    )
+
+
+def agent_name(config_snapshot: dict, prompt_version: PromptVersion) -> str:
+    model = "embedding-minilm" if config_snapshot.get("provider") == "embedding" else config_snapshot["model"]
+    return f"teacher:{model}:prompt-v{prompt_version.version}"
+
+
+# --- choosing examples -------------------------------------------------------------------------
+
+
+def select_examples(*, project: Project, selection: str, sample_size: int | None = None, search: str = ""):
+    examples = Example.objects.for_project(project)
+    if selection == LabelingJob.Selection.GOLD:
+        return examples.filter(Q(is_gold=True) | Q(gold_items__isnull=False)).distinct().order_by("pk")
+    examples = examples.with_current_label()
+    if selection == LabelingJob.Selection.SEARCH:
+        if not search.strip():
+            raise LabelingError("Give the text to search for.")
+        return examples.filter(text__icontains=search.strip()).order_by("pk")
+    unlabelled = examples.filter(label_state="unlabelled")
+    if selection == LabelingJob.Selection.SAMPLE:
+        if not sample_size:
+            raise LabelingError("Give the sample size.")
+        return unlabelled.order_by("?")[:sample_size]
+    if selection == LabelingJob.Selection.UNLABELLED:
+        return unlabelled.order_by("pk")
+    raise LabelingError(f"Unknown selection {selection!r}.")
+
+
+def labeling_estimate(
+    *, project: Project, selection: str, sample_size: int | None = None, search: str = ""
+) -> dict:
+    """Examples x tokens x price, from this prompt's measured calls when there are some."""
+    config = teacher_config_for(project)
+    prompt = prompt_version_current(project)
+    examples = select_examples(project=project, selection=selection, sample_size=sample_size, search=search)
+    count = examples.count()
+    measured = (
+        Proposal.objects.filter(prompt_version=prompt, input_tokens__gt=0)
+        .exclude(agent__startswith="student:")
+        .aggregate(i=Avg("input_tokens"), o=Avg("output_tokens"))
+    )
+    if measured["i"]:
+        input_per, output_per, basis = float(measured["i"]), float(measured["o"] or 0), "measured"
+    else:
+        system = teacher_boundary.render_system_prompt(
+            instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+        )
+        shots = prompt.few_shot_k if prompt.few_shot != PromptVersion.FewShot.NONE else 0
+        texts = list(examples.values_list("text", flat=True)[:200]) if count else []
+        mean_chars = sum(map(len, texts)) / len(texts) if texts else 0
+        # About four characters a token for English text.
+        input_per = (len(system) + mean_chars * (1 + shots)) / 4 + 10
+        output_per, basis = 8.0, "estimated"
+    if config.provider == TeacherConfig.Provider.EMBEDDING:
+        cost = Decimal("0")
+    else:
+        cost = teacher_settings(config).cost_usd(int(input_per * count), int(output_per * count))
+    return {
+        "examples": count,
+        "input_tokens": int(input_per * count),
+        "output_tokens": int(output_per * count),
+        "cost_usd": str(cost),
+        "basis": basis,
+        "provider": config.provider,
+        "model": config.agent_model,
+        "prompt_version": prompt.version,
+    }
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def labeling_job_create(
+    *,
+    project: Project,
+    user,
+    selection: str,
+    sample_size: int | None = None,
+    search: str = "",
+    provider: str | None = None,
+) -> LabelingJob:
+    config = teacher_config_for(project)
+    if provider:
+        config.provider = provider  # a one-off override; the project's setting stays
+    if not project.labels.exists():
+        raise LabelingError("The project has no labels yet; add labels before labelling.")
+    snapshot = _config_snapshot(config)
+    if config.provider == TeacherConfig.Provider.OPENAI:
+        has_key = bool(os.environ.get(config.api_key_env or "OPENAI_API_KEY"))
+        if not has_key and not (config.base_url or os.environ.get("OPENAI_BASE_URL")):
+            raise LabelingError(
+                f"No API key: set {config.api_key_env or 'OPENAI_API_KEY'} in the server's environment, "
+                "or switch the teacher to the offline embedding teacher."
+            )
+    estimate = labeling_estimate(project=project, selection=selection, sample_size=sample_size, search=search)
+    return LabelingJob.objects.create(
+        project=project,
+        prompt_version=prompt_version_current(project, user=user),
+        teacher=snapshot,
+        selection=selection,
+        sample_size=sample_size,
+        search=search,
+        estimate=estimate,
+        created_by=user,
+    )
+
+
+def labeling_job_start(*, job: LabelingJob) -> None:
+    enqueue_on_commit(
+        "llm",
+        "annotation.jobs.labeling_job_job",
+        job.pk,
+        on_error=lambda exc: LabelingJob.objects.filter(pk=job.pk, status=LabelingJob.Status.PENDING).update(
+            status=LabelingJob.Status.FAILED, error=f"The job queue could not be reached ({exc})."
+        ),
+    )
+
+
+def labeling_job_cancel(*, job: LabelingJob) -> None:
+    LabelingJob.objects.filter(pk=job.pk, status=LabelingJob.Status.PENDING).update(
+        status=LabelingJob.Status.CANCELLED, finished_at=timezone.now()
+    )
+    LabelingJob.objects.filter(pk=job.pk).update(is_cancel_requested=True)
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_is_dead(worker: str) -> bool:
+    """True when the process named host:pid ran on this host and is gone."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def labeling_job_claim(job_id: int) -> bool:
+    """Take a job; a running one only if its worker is gone (dead here, or silent)."""
+    now = timezone.now()
+    fields = {"status": LabelingJob.Status.RUNNING, "worker": this_worker(), "heartbeat_at": now}
+    if LabelingJob.objects.claimable().filter(pk=job_id).update(**fields):
+        LabelingJob.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
+        return True
+    running = LabelingJob.objects.filter(pk=job_id, status=LabelingJob.Status.RUNNING).first()
+    if running and worker_is_dead(running.worker):
+        # Conditional on the dead worker's name, so two new workers cannot both take it.
+        return bool(
+            LabelingJob.objects.filter(
+                pk=job_id, status=LabelingJob.Status.RUNNING, worker=running.worker
+            ).update(**fields)
+        )
+    return False
+
+
+def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
+    """Run a claimed job to the end (or until cancelled); the row records how it went."""
+    try:
+        _ensure_items(job)
+        job.refresh_from_db()
+        if job.teacher.get("provider") == TeacherConfig.Provider.EMBEDDING:
+            _run_embedding(job)
+        else:
+            asyncio.run(_run_openai(job))
+        _finish(job)
+    except Exception as exc:
+        logger.exception("Labelling job %s failed", job.pk)
+        LabelingJob.objects.filter(pk=job.pk).update(
+            status=LabelingJob.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
+        raise
+    job.refresh_from_db()
+    return job
+
+
+def _ensure_items(job: LabelingJob) -> None:
+    """Fix the job's examples once; a resumed job keeps the ones it had."""
+    if job.items.exists():
+        return
+    examples = select_examples(
+        project=job.project, selection=job.selection, sample_size=job.sample_size, search=job.search
+    )
+    ids = list(examples.values_list("pk", flat=True))
+    with transaction.atomic():
+        LabelingJobItem.objects.bulk_create(
+            [LabelingJobItem(job=job, example_id=pk) for pk in ids], ignore_conflicts=True, batch_size=2000
+        )
+        LabelingJob.objects.filter(pk=job.pk).update(total=job.items.count())
+
+
+def _finish(job: LabelingJob) -> None:
+    job.refresh_from_db()
+    if job.is_cancel_requested:
+        status = LabelingJob.Status.CANCELLED
+    elif job.items.filter(status=LabelingJobItem.Status.PENDING).exists():
+        return  # stopped early; the row stays running for a resume
+    else:
+        status = LabelingJob.Status.SUCCEEDED
+    LabelingJob.objects.filter(pk=job.pk).update(
+        status=status, finished_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+
+
+def _is_cancelled(job_id: int) -> bool:
+    return LabelingJob.objects.filter(pk=job_id, is_cancel_requested=True).exists()
+
+
+@dataclass
+class _Work:
+    item_id: int
+    example_id: int
+    text: str
+    messages: list[dict]
+    cache_key: str
+    cached_proposal_id: int | None = None
+
+
+@dataclass
+class _Result:
+    work: _Work
+    answers: list[teacher_boundary.TeacherAnswer]
+
+
+def _pending_chunks(job: LabelingJob):
+    """Pending items in id order, a chunk at a time (each chunk a fresh query)."""
+    last = 0
+    while True:
+        chunk = list(
+            job.items.filter(status=LabelingJobItem.Status.PENDING, pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", "example_id", "example__text")[:CHUNK]
+        )
+        if not chunk:
+            return
+        last = chunk[-1][0]
+        yield chunk
+
+
+def _memory(project: Project) -> list[tuple[str, str]]:
+    """Reviewed, non-gold examples with their labels: few-shot and kNN memory."""
+    rows = (
+        Example.objects.for_project(project)
+        .not_gold()
+        .with_current_label()
+        .filter(label_state="reviewed")
+        .order_by("-pk")
+        .values_list("text", "current_label")[:MEMORY_LIMIT]
+    )
+    return [(text, label) for text, label in rows if isinstance(label, str)]
+
+
+def _few_shot_chooser(
+    prompt: PromptVersion, project: Project
+) -> Callable[[list[str]], list[list[tuple[str, str]]]]:
+    if prompt.few_shot == PromptVersion.FewShot.FIXED:
+        fixed = [(e["text"], e["label"]) for e in prompt.fixed_examples]
+        return lambda texts: [fixed for _ in texts]
+    if prompt.few_shot == PromptVersion.FewShot.SIMILAR:
+        memory = [(t, label) for t, label in _memory(project) if label in prompt.label_names]
+        if not memory:
+            return lambda texts: [[] for _ in texts]
+        from training.ml import embed_texts
+
+        memory_vectors = embed_texts([t for t, _ in memory])
+
+        def choose(texts: list[str]) -> list[list[tuple[str, str]]]:
+            similarities = embed_texts(texts) @ memory_vectors.T
+            chosen = []
+            for row in similarities:
+                picked, per_label = [], {}
+                for index in row.argsort()[::-1]:
+                    text, label = memory[index]
+                    if text in texts or per_label.get(label, 0) >= prompt.few_shot_per_label:
+                        continue
+                    per_label[label] = per_label.get(label, 0) + 1
+                    picked.append((text, label))
+                    if len(picked) >= prompt.few_shot_k:
+                        break
+                chosen.append(picked[::-1])  # most similar last, next to the text
+            return chosen
+
+        return choose
+    return lambda texts: [[] for _ in texts]
+
+
+def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, settings) -> list[_Work]:
+    texts = [text for _, _, text in chunk]
+    shots = choose(texts)
+    work = []
+    for (item_id, example_id, text), few in zip(chunk, shots, strict=True):
+        messages = teacher_boundary.render_messages(system_prompt=system_prompt, text=text, few_shot=few)
+        key = teacher_boundary.cache_key(
+            settings=settings, prompt_version_id=job.prompt_version_id, messages=messages
+        )
+        work.append(_Work(item_id, example_id, text, messages, key))
+    cached = dict(
+        Proposal.objects.filter(
+            cache_key__in=[w.cache_key for w in work], error="", value__isnull=False
+        ).values_list("cache_key", "pk")
+    )
+    for w in work:
+        w.cached_proposal_id = cached.get(w.cache_key)
+    return work
+
+
+def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
+    """Store answers and mark items done, once each, in one transaction."""
+    done = failed = cached = input_tokens = output_tokens = 0
+    cost = Decimal("0")
+    with transaction.atomic():
+        for result in results:
+            work = result.work
+            if work.cached_proposal_id:
+                if LabelingJobItem.objects.filter(
+                    pk=work.item_id, status=LabelingJobItem.Status.PENDING
+                ).update(status=LabelingJobItem.Status.CACHED, proposal_id=work.cached_proposal_id):
+                    cached += 1
+                continue
+            final = result.answers[-1]
+            status = LabelingJobItem.Status.DONE if final.is_valid else LabelingJobItem.Status.FAILED
+            # Claim the item first: if another run already stored it, store nothing.
+            if not LabelingJobItem.objects.filter(
+                pk=work.item_id, status=LabelingJobItem.Status.PENDING
+            ).update(status=status):
+                continue
+            proposals = Proposal.objects.bulk_create(
+                [
+                    Proposal(
+                        example_id=work.example_id,
+                        agent=agent,
+                        value=answer.value if answer.is_valid else None,
+                        confidence=answer.confidence if answer.is_valid else None,
+                        confidence_method=answer.confidence_method if answer.is_valid else "",
+                        raw_response=answer.raw_response[:10000],
+                        input_tokens=answer.input_tokens,
+                        output_tokens=answer.output_tokens,
+                        cost_usd=answer.cost_usd,
+                        latency_ms=answer.latency_ms,
+                        error=answer.error[:2000],
+                        prompt_version_id=job.prompt_version_id,
+                        labeling_job_id=job.pk,
+                        # Only a valid answer may answer an identical request later.
+                        cache_key=work.cache_key if answer.is_valid else "",
+                    )
+                    for answer in result.answers
+                ]
+            )
+            LabelingJobItem.objects.filter(pk=work.item_id).update(proposal_id=proposals[-1].pk)
+            done += final.is_valid
+            failed += not final.is_valid
+            for answer in result.answers:
+                input_tokens += answer.input_tokens
+                output_tokens += answer.output_tokens
+                cost += answer.cost_usd
+        LabelingJob.objects.filter(pk=job.pk).update(
+            done=F("done") + done,
+            failed=F("failed") + failed,
+            cached=F("cached") + cached,
+            input_tokens=F("input_tokens") + input_tokens,
+            output_tokens=F("output_tokens") + output_tokens,
+            cost_usd=F("cost_usd") + cost,
+            heartbeat_at=timezone.now(),
+        )
+
+
+def _run_embedding(job: LabelingJob) -> None:
+    from annotation.embedding_teacher import EmbeddingTeacher
+
+    prompt = job.prompt_version
+    labels = [(label["name"], label.get("description", "")) for label in prompt.labels]
+    model = EmbeddingTeacher(
+        labels, [(t, lab) for t, lab in _memory(job.project) if lab in prompt.label_names]
+    )
+    agent = agent_name(job.teacher, prompt)
+    for chunk in _pending_chunks(job):
+        if _is_cancelled(job.pk):
+            return
+        started = time.perf_counter()
+        predictions = model.predict([text for _, _, text in chunk])
+        per_item_ms = int((time.perf_counter() - started) * 1000 / len(chunk))
+        results = [
+            _Result(
+                _Work(item_id, example_id, text, [], ""),
+                [
+                    teacher_boundary.TeacherAnswer(
+                        value=p.label,
+                        confidence=p.confidence,
+                        confidence_method="softmax",
+                        raw_response="",
+                        latency_ms=per_item_ms,
+                        attempts=1,
+                    )
+                ],
+            )
+            for (item_id, example_id, text), p in zip(chunk, predictions, strict=True)
+        ]
+        _write(job, results, agent)
+
+
+async def _run_openai(job: LabelingJob) -> None:
+    settings = teacher_settings(job.teacher)
+    prompt = job.prompt_version
+    client = teacher_boundary.OpenAITeacher(settings, prompt.label_names)
+    system_prompt = teacher_boundary.render_system_prompt(
+        instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+    )
+    agent = agent_name(job.teacher, prompt)
+    choose = await sync_to_async(_few_shot_chooser)(prompt, job.project)
+    todo: asyncio.Queue = asyncio.Queue(maxsize=max(2 * settings.concurrency, CHUNK))
+    finished: asyncio.Queue = asyncio.Queue()
+    stop = asyncio.Event()
+
+    def next_chunks():
+        return _pending_chunks(job)
+
+    chunks = await sync_to_async(next_chunks)()
+
+    async def feed() -> None:
+        while not stop.is_set():
+            chunk = await sync_to_async(next, thread_sensitive=True)(chunks, None)
+            if chunk is None:
+                break
+            work = await sync_to_async(_prepare, thread_sensitive=True)(
+                job, chunk, choose, system_prompt, settings
+            )
+            for w in work:
+                if stop.is_set():
+                    break
+                await todo.put(w)
+        for _ in range(settings.concurrency):
+            await todo.put(None)
+
+    async def call() -> None:
+        while (work := await todo.get()) is not None:
+            if stop.is_set():
+                continue
+            if work.cached_proposal_id:
+                await finished.put(_Result(work, []))
+            else:
+                await finished.put(_Result(work, await client.classify(work.messages)))
+        await finished.put(None)
+
+    async def write() -> None:
+        open_callers, last_check = settings.concurrency, time.monotonic()
+        while open_callers:
+            batch = []
+            item = await finished.get()
+            while True:
+                if item is None:
+                    open_callers -= 1
+                else:
+                    batch.append(item)
+                if finished.empty() or len(batch) >= 64:
+                    break
+                item = finished.get_nowait()
+            if batch:
+                await sync_to_async(_write, thread_sensitive=True)(job, batch, agent)
+            if time.monotonic() - last_check > 1.0:
+                last_check = time.monotonic()
+                if await sync_to_async(_is_cancelled, thread_sensitive=True)(job.pk):
+                    stop.set()
+
+    try:
+        await asyncio.gather(feed(), write(), *(call() for _ in range(settings.concurrency)))
+    finally:
+        await client.close()
+        # The ORM ran in asgiref's worker thread; its connection ends with the job.
+        await sync_to_async(connections.close_all, thread_sensitive=True)()
+
+
+def run_with_heartbeat(job_id: int, fn: Callable[[], object]) -> object:
+    """Keep the job's heartbeat fresh from a side thread while fn runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                LabelingJob.objects.filter(pk=job_id, status=LabelingJob.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"labeling-{job_id}-heartbeat")
+    thread.start()
+    try:
+        return fn()
+    finally:
+        stop.set()
+        thread.join()

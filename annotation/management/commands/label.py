@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import threading
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from tqdm import tqdm
+
+from annotation import labeling
+from annotation.models import LabelingJob, Project, TeacherConfig
+
+
+class Command(BaseCommand):
+    help = "Label a project's examples with its teacher (LLM or the offline embedding teacher)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument("--teacher", choices=[c for c, _ in TeacherConfig.Provider.choices])
+        parser.add_argument("--sample", type=int, help="Label a random sample of N unlabelled examples.")
+        parser.add_argument("--search", default="", help="Label the examples whose text contains this.")
+        parser.add_argument("--gold", action="store_true", help="Label the gold examples (teacher vs gold).")
+        parser.add_argument(
+            "--wait", action="store_true", help="Run here with a progress bar instead of queueing."
+        )
+        parser.add_argument("--user", default="")
+
+    def handle(self, *args, **opts) -> None:
+        project = Project.objects.filter(slug=opts["project"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {opts['project']!r}.")
+        selection = (
+            LabelingJob.Selection.GOLD
+            if opts["gold"]
+            else LabelingJob.Selection.SAMPLE
+            if opts["sample"]
+            else LabelingJob.Selection.SEARCH
+            if opts["search"]
+            else LabelingJob.Selection.UNLABELLED
+        )
+        user = get_user_model().objects.filter(username=opts["user"]).first() if opts["user"] else None
+        try:
+            job = labeling.labeling_job_create(
+                project=project,
+                user=user,
+                selection=selection,
+                sample_size=opts["sample"],
+                search=opts["search"],
+                provider=opts["teacher"],
+            )
+        except labeling.LabelingError as exc:
+            raise CommandError(str(exc)) from None
+        estimate = job.estimate
+        self.stdout.write(
+            f"Job {job.pk}: {estimate['examples']:,} examples with {estimate['model']} "
+            f"(prompt v{estimate['prompt_version']}), estimated ${estimate['cost_usd']} ({estimate['basis']})."
+        )
+        if not opts["wait"]:
+            with transaction.atomic():
+                labeling.labeling_job_start(job=job)
+            self.stdout.write("Queued on the llm queue; a worker will run it.")
+            return
+        if not labeling.labeling_job_claim(job.pk):
+            raise CommandError("The job could not be claimed.")
+        done = threading.Event()
+        watcher = threading.Thread(target=_progress, args=(job.pk, done), daemon=True)
+        watcher.start()
+        try:
+            job = labeling.run_with_heartbeat(job.pk, lambda: labeling.labeling_job_run(job=job))
+        finally:
+            done.set()
+            watcher.join()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Job {job.pk} {job.get_status_display().lower()}: {job.done:,} labelled, {job.failed:,} failed, "
+                f"{job.cached:,} from cache; {job.input_tokens:,} + {job.output_tokens:,} tokens, ${job.cost_usd}."
+            )
+        )
+
+
+def _progress(job_id: int, done: threading.Event) -> None:
+    from django.db import connection
+
+    with tqdm(desc="label", unit="ex") as bar:
+        while True:
+            row = (
+                LabelingJob.objects.filter(pk=job_id)
+                .values("total", "done", "failed", "cached", "cost_usd")
+                .first()
+            )
+            if row:
+                bar.total = row["total"] or None
+                bar.update(row["done"] + row["failed"] + row["cached"] - bar.n)
+                bar.set_postfix(failed=row["failed"], cost=f"${row['cost_usd']:.4f}")
+            if done.wait(0.5):
+                break
+    connection.close()

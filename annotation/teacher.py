@@ -1,0 +1,401 @@
+"""The teacher LLM boundary: the only module that imports `openai`.
+
+It turns a prompt version and a text into chat messages, calls any
+OpenAI-compatible endpoint with bounded retries and a rate limit, parses the
+answer strictly, and measures confidence honestly (token log-probabilities,
+or self-consistency votes, or nothing). Everything it returns is a plain
+dataclass; it never touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+DEFAULT_INSTRUCTIONS = (
+    "You label texts for the task described below. Read the guidelines and the label "
+    "definitions, then give the single label that fits the text best."
+)
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """What a call needs from the project's TeacherConfig, as plain values."""
+
+    model: str
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = 64
+    price_input_per_mtok: Decimal = Decimal("0")
+    price_output_per_mtok: Decimal = Decimal("0")
+    concurrency: int = 8
+    requests_per_minute: int = 0
+    timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    structured_output: bool = True
+    use_logprobs: bool = True
+    self_consistency_samples: int = 0
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
+        cost = (
+            input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok
+        ) / 1_000_000
+        return Decimal(cost).quantize(Decimal("0.000001"))
+
+    def request_params(self) -> dict:
+        """The parameters that change an answer, for the cache key."""
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "structured_output": self.structured_output,
+            "logprobs": self.use_logprobs,
+            "samples": self.self_consistency_samples,
+        }
+
+
+@dataclass
+class TeacherAnswer:
+    value: str | None
+    confidence: float | None = None
+    confidence_method: str = ""
+    raw_response: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal("0")
+    latency_ms: int = 0
+    error: str = ""
+    attempts: int = 0
+
+    @property
+    def is_valid(self) -> bool:
+        return self.value is not None and not self.error
+
+
+class TeacherError(Exception):
+    """A call that failed for good (not retryable, or out of tries)."""
+
+
+# --- prompts -----------------------------------------------------------------------------
+
+
+def render_system_prompt(*, instructions: str, guidelines: str, labels: list[dict]) -> str:
+    lines = [instructions.strip() or DEFAULT_INSTRUCTIONS]
+    if guidelines.strip():
+        lines += ["", "Guidelines:", guidelines.strip()]
+    lines += ["", "Labels:"]
+    for label in labels:
+        description = (label.get("description") or "").strip()
+        lines.append(f"- {label['name']}" + (f": {description}" if description else ""))
+    names = ", ".join(json.dumps(label["name"]) for label in labels)
+    lines += [
+        "",
+        f'Answer with a JSON object and nothing else: {{"label": <one of {names}>}}.',
+    ]
+    return "\n".join(lines)
+
+
+def render_messages(
+    *, system_prompt: str, text: str, few_shot: list[tuple[str, str]] = ()
+) -> list[dict[str, str]]:
+    """System prompt, few-shot pairs, then the text as the last user message."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for example_text, label in few_shot:
+        messages.append({"role": "user", "content": example_text})
+        messages.append({"role": "assistant", "content": json.dumps({"label": label})})
+    messages.append({"role": "user", "content": text})
+    return messages
+
+
+def cache_key(*, settings: TeacherSettings, prompt_version_id: int, messages: list[dict]) -> str:
+    payload = json.dumps(
+        {"params": settings.request_params(), "prompt_version": prompt_version_id, "messages": messages},
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def response_format(labels: list[str]) -> dict:
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "classification",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"label": {"type": "string", "enum": labels}},
+                "required": ["label"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def parse_label(content: str | None, labels: list[str]) -> tuple[str | None, str]:
+    """(label, "") for a valid answer, else (None, the reason)."""
+    if content is None or not content.strip():
+        return None, "empty answer"
+    text = content.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return None, f"answer is not valid JSON: {content[:200]!r}"
+    if not isinstance(obj, dict) or "label" not in obj:
+        return None, f'answer has no "label" field: {content[:200]!r}'
+    label = obj["label"]
+    if not isinstance(label, str) or not label.strip():
+        return None, "answer has an empty label"
+    if label.strip() not in labels:
+        return None, f"label {label!r} is not one of the project's labels"
+    return label.strip(), ""
+
+
+def repair_messages(
+    messages: list[dict], bad_content: str | None, reason: str, labels: list[str]
+) -> list[dict]:
+    names = ", ".join(json.dumps(name) for name in labels)
+    return [
+        *messages,
+        {"role": "assistant", "content": bad_content or ""},
+        {
+            "role": "user",
+            "content": f"That answer was invalid ({reason}). Reply with only a JSON object "
+            f'{{"label": <one of {names}>}}.',
+        },
+    ]
+
+
+def logprob_confidence(content: str, label: str, tokens: list[tuple[str, float]]) -> float | None:
+    """Probability of the label's own tokens in the answer, from their logprobs.
+
+    The tokens overlapping the label's characters inside the JSON answer are
+    the ones that chose it; the JSON punctuation around them is certain and
+    says nothing about the choice.
+    """
+    if not tokens:
+        return None
+    start = content.find(json.dumps(label)[:-1])  # the opening quote and the label
+    if start < 0:
+        return None
+    start += 1
+    end = start + len(label)
+    position, total, matched = 0, 0.0, False
+    for token, logprob in tokens:
+        token_end = position + len(token)
+        if token_end > start and position < end:
+            total += logprob
+            matched = True
+        position = token_end
+    if not matched or position != len(content):
+        # The tokens do not spell the content: no honest number to give.
+        return None
+    return max(0.0, min(1.0, math.exp(total)))
+
+
+# --- calls -----------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Spaces request starts evenly to stay under a requests-per-minute limit."""
+
+    def __init__(self, requests_per_minute: int):
+        self.interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def retry_after_seconds(headers) -> float | None:
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return float(milliseconds) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def backoff_seconds(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(BACKOFF_CAP_SECONDS * 4, retry_after) + random.uniform(0, 0.1)
+    base = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    return base / 2 + random.uniform(0, base / 2)  # "equal jitter"
+
+
+@dataclass
+class _RawReply:
+    contents: list[str | None]
+    tokens: list[tuple[str, float]] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    raw: str = ""
+
+
+class OpenAITeacher:
+    """Classifies texts through an OpenAI-compatible chat completions API."""
+
+    def __init__(self, settings: TeacherSettings, labels: list[str], *, sleep=asyncio.sleep):
+        import openai
+
+        api_key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
+        if not api_key and base_url is None:
+            raise TeacherError(
+                f"No API key: set the environment variable {settings.api_key_env or 'OPENAI_API_KEY'} "
+                "(or use the offline embedding teacher)."
+            )
+        self.settings = settings
+        self.labels = labels
+        self.limiter = RateLimiter(settings.requests_per_minute)
+        self._sleep = sleep
+        self._openai = openai
+        # The SDK's own retries are off: ours honour Retry-After and count tries.
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            max_retries=0,
+            timeout=settings.timeout_seconds,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def classify(self, messages: list[dict]) -> list[TeacherAnswer]:
+        """One answer, plus a repaired second one when the first is invalid."""
+        first = await self._answer(messages)
+        if first.is_valid or first.attempts == 0:  # a valid answer, or no answer at all
+            return [first]
+        second = await self._answer(repair_messages(messages, first.raw_response, first.error, self.labels))
+        return [first, second]
+
+    async def _answer(self, messages: list[dict]) -> TeacherAnswer:
+        samples = self.settings.self_consistency_samples
+        started = time.perf_counter()
+        try:
+            reply, attempts = await self._call(messages, samples=samples if samples >= 2 else 1)
+        except TeacherError as exc:
+            return TeacherAnswer(
+                value=None, error=str(exc), latency_ms=int((time.perf_counter() - started) * 1000)
+            )
+        answer = TeacherAnswer(
+            value=None,
+            raw_response=reply.raw,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost_usd=self.settings.cost_usd(reply.input_tokens, reply.output_tokens),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            attempts=attempts,
+        )
+        if samples >= 2:
+            votes = Counter(v for v in (parse_label(c, self.labels)[0] for c in reply.contents) if v)
+            if not votes:
+                answer.error = parse_label(reply.contents[0], self.labels)[1]
+                return answer
+            answer.value, count = votes.most_common(1)[0]
+            answer.confidence = count / len(reply.contents)
+            answer.confidence_method = "self_consistency"
+            return answer
+        content = reply.contents[0]
+        answer.value, answer.error = parse_label(content, self.labels)
+        if answer.value is not None:
+            answer.confidence = logprob_confidence(content, answer.value, reply.tokens)
+            answer.confidence_method = "logprobs" if answer.confidence is not None else ""
+        return answer
+
+    async def _call(self, messages: list[dict], *, samples: int) -> tuple[_RawReply, int]:
+        openai = self._openai
+        s = self.settings
+        params: dict = {
+            "model": s.model,
+            "messages": messages,
+            "max_tokens": s.max_tokens,
+            "temperature": max(s.temperature, 0.7) if samples > 1 else s.temperature,
+        }
+        if samples > 1:
+            params["n"] = samples
+        elif s.use_logprobs:
+            params["logprobs"] = True
+        if s.structured_output:
+            params["response_format"] = response_format(self.labels)
+        last_error = ""
+        for attempt in range(1, s.max_attempts + 1):
+            await self.limiter.wait()
+            try:
+                completion = await self.client.chat.completions.create(**params)
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                last_error, retry_after = f"{type(exc).__name__}: {exc}", None
+            except openai.APIStatusError as exc:
+                if exc.status_code not in RETRYABLE_STATUS:
+                    raise TeacherError(
+                        f"the API refused the request ({exc.status_code}): {exc.message}"
+                    ) from None
+                last_error = f"HTTP {exc.status_code}: {exc.message}"
+                retry_after = retry_after_seconds(exc.response.headers)
+            except (openai.APIError, ValueError) as exc:
+                # The SDK raises a bare JSONDecodeError for a 200 whose body is not JSON.
+                last_error, retry_after = f"unreadable response ({type(exc).__name__}: {exc})", None
+            else:
+                if hasattr(completion, "choices"):
+                    return self._reply(completion), attempt
+                # A non-JSON content type comes back as a plain string.
+                last_error, retry_after = f"unreadable response: {str(completion)[:200]!r}", None
+            if attempt < s.max_attempts:
+                await self._sleep(backoff_seconds(attempt, retry_after))
+        raise TeacherError(f"gave up after {s.max_attempts} tries: {last_error}")
+
+    @staticmethod
+    def _reply(completion) -> _RawReply:
+        choices = completion.choices or []
+        tokens: list[tuple[str, float]] = []
+        if choices and choices[0].logprobs is not None and choices[0].logprobs.content:
+            tokens = [(t.token, t.logprob) for t in choices[0].logprobs.content]
+        usage = completion.usage
+        return _RawReply(
+            contents=[c.message.content if c.message else None for c in choices] or [None],
+            tokens=tokens,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            raw=choices[0].message.content
+            if choices and choices[0].message and len(choices) == 1
+            else json.dumps([c.message.content if c.message else None for c in choices]),
+        )

@@ -1,0 +1,45 @@
+"""The rq worker class: on start it re-queues work that a killed worker left behind."""
+
+from __future__ import annotations
+
+import logging
+
+import rq
+
+logger = logging.getLogger(__name__)
+
+
+def requeue_interrupted() -> list[str]:
+    """Queue again the jobs whose rows say running but whose worker is gone.
+
+    The database row is the truth: RQ only learns of a dead worker minutes
+    later, but a row whose worker process has vanished from this host (or
+    whose heartbeat stopped) can be taken up at once; the job functions
+    claim rows conditionally, so queueing one twice is harmless.
+    """
+    import django_rq
+
+    from annotation.labeling import worker_is_dead
+    from annotation.models import ImportBatch, LabelingJob
+
+    queued = []
+    for job in LabelingJob.objects.filter(status=LabelingJob.Status.RUNNING):
+        if job.is_stale or worker_is_dead(job.worker):
+            django_rq.get_queue("llm").enqueue("annotation.jobs.labeling_job_job", job.pk)
+            queued.append(f"labelling job {job.pk}")
+    for batch in ImportBatch.objects.filter(status=ImportBatch.Status.RUNNING):
+        if batch.is_stale:
+            django_rq.get_queue("default").enqueue("annotation.jobs.import_batch_job", batch.pk)
+            queued.append(f"import batch {batch.pk}")
+    for name in queued:
+        logger.warning("Re-queued interrupted %s", name)
+    return queued
+
+
+class Worker(rq.Worker):
+    def work(self, *args, **kwargs):
+        try:
+            requeue_interrupted()
+        except Exception:  # never keep a worker from starting
+            logger.exception("Could not re-queue interrupted jobs")
+        return super().work(*args, **kwargs)

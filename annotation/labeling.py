@@ -287,7 +287,11 @@ def worker_is_dead(worker: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    try:  # a killed process nobody has reaped yet is a zombie: dead too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def labeling_job_claim(job_id: int) -> bool:

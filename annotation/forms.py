@@ -5,7 +5,15 @@ from django.conf import settings
 from django.utils.text import slugify
 
 from annotation import corpus
-from annotation.models import RESERVED_KEYS, LabelingJob, Membership, Project, PromptVersion, TeacherConfig
+from annotation.models import (
+    RESERVED_KEYS,
+    LabelingJob,
+    Membership,
+    Project,
+    PromptVersion,
+    SyntheticJob,
+    TeacherConfig,
+)
 
 
 class ProjectForm(forms.Form):
@@ -209,4 +217,40 @@ class LabelingForm(forms.Form):
             self.add_error("sample_size", "Give the sample size.")
         if data.get("selection") == LabelingJob.Selection.SEARCH and not (data.get("search") or "").strip():
             self.add_error("search", "Give the text to search for.")
+        return data
+
+
+class SyntheticForm(forms.Form):
+    labels = forms.MultipleChoiceField(
+        choices=[], required=False, widget=forms.CheckboxSelectMultiple, help_text="None ticked: every label."
+    )
+    per_label = forms.IntegerField(min_value=1, max_value=1000, initial=20, label="Examples per label")
+    personas = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        help_text="Who writes the texts, one per line. Empty: a built-in mix.",
+    )
+    tones = forms.CharField(required=False, help_text="Comma-separated, e.g. polite, angry, confused.")
+    min_words = forms.IntegerField(min_value=1, max_value=2000, initial=5)
+    max_words = forms.IntegerField(min_value=1, max_value=2000, initial=60)
+    noise = forms.ChoiceField(choices=SyntheticJob.Noise.choices, initial=SyntheticJob.Noise.LIGHT)
+    difficulty = forms.ChoiceField(
+        choices=SyntheticJob.Difficulty.choices, initial=SyntheticJob.Difficulty.MIXED
+    )
+    seed_with_real = forms.BooleanField(
+        required=False, initial=True, label="Show the LLM a few real texts for style"
+    )
+    near_duplicate_threshold = forms.FloatField(min_value=0.5, max_value=1.0, initial=0.92)
+
+    def __init__(self, *args, project=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if project is not None:
+            self.fields["labels"].choices = [(n, n) for n in project.labels.values_list("name", flat=True)]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("min_words") and data.get("max_words") and data["min_words"] > data["max_words"]:
+            self.add_error("max_words", "Must be at least the minimum.")
+        data["personas"] = [p.strip() for p in (data.get("personas") or "").splitlines() if p.strip()]
+        data["tones"] = [t.strip() for t in (data.get("tones") or "").split(",") if t.strip()]
         return data

@@ -19,3 +19,12 @@ def labeling_job_job(job_id: int) -> None:
     if not labeling_job_claim(job_id):
         return  # finished, cancelled, or alive in another worker
     run_with_heartbeat(job_id, lambda: labeling_job_run(job=LabelingJob.objects.get(pk=job_id)))
+
+
+def synthetic_job_job(job_id: int) -> None:
+    from annotation.models import SyntheticJob
+    from annotation.synthetic import synthetic_job_claim, synthetic_job_run
+
+    if not synthetic_job_claim(job_id):
+        return
+    synthetic_job_run(job=SyntheticJob.objects.get(pk=job_id))

@@ -392,6 +392,10 @@ class FrozenGoldSetError(Exception):
     """A frozen gold set version never changes."""
 
 
+class SyntheticGoldError(ValueError):
+    """Synthetic examples never enter a gold set."""
+
+
 class GoldSet(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_sets")
     version = models.PositiveIntegerField()
@@ -462,6 +466,9 @@ class GoldSetItem(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if GoldSet.objects.filter(pk=self.gold_set_id, frozen_at__isnull=False).exists():
             raise FrozenGoldSetError("A frozen gold set version cannot gain or change items.")
+        if Example.objects.filter(pk=self.example_id, source=Example.Source.SYNTHETIC).exists():
+            # A gold set measures the real task; text the LLM wrote never enters one.
+            raise SyntheticGoldError("Synthetic examples can never enter a gold set.")
         super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any):
@@ -683,3 +690,75 @@ class LabelingJobItem(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} / example {self.example_id}: {self.status}"
+
+
+class SyntheticJob(models.Model):
+    """Asks the teacher LLM for new examples per label, with diversity controls."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Generating"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Noise(models.TextChoices):
+        NONE = "none", "Clean text"
+        LIGHT = "light", "A few typos"
+        HEAVY = "heavy", "Messy, hurried typing"
+
+    class Difficulty(models.TextChoices):
+        EASY = "easy", "Typical examples"
+        MIXED = "mixed", "Mixed"
+        HARD = "hard", "Near-misses between confusable labels"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="synthetic_jobs")
+    teacher = models.JSONField(default=dict, help_text="The teacher settings at launch.")
+    labels = models.JSONField(default=list, help_text="Names of the labels to write examples for.")
+    per_label = models.PositiveIntegerField(default=20)
+    personas = models.JSONField(default=list)
+    tones = models.JSONField(default=list)
+    min_words = models.PositiveIntegerField(default=5)
+    max_words = models.PositiveIntegerField(default=60)
+    noise = models.CharField(max_length=10, choices=Noise.choices, default=Noise.LIGHT)
+    difficulty = models.CharField(max_length=10, choices=Difficulty.choices, default=Difficulty.MIXED)
+    seed_with_real = models.BooleanField(default=True, help_text="Show the LLM a few real texts for style.")
+    near_duplicate_threshold = models.FloatField(
+        default=0.92, help_text="Cosine similarity above which a text is a near duplicate."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    requested = models.PositiveIntegerField(default=0)
+    generated = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    exact_duplicates = models.PositiveIntegerField(default=0)
+    near_duplicates = models.PositiveIntegerField(default=0)
+    failed_calls = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    is_cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Synthetic job {self.pk} ({self.get_status_display()})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
+
+    @property
+    def percent_done(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return min(99, int(100 * self.created / self.requested)) if self.requested else 0

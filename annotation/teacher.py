@@ -214,6 +214,105 @@ def logprob_confidence(content: str, label: str, tokens: list[tuple[str, float]]
     return max(0.0, min(1.0, math.exp(total)))
 
 
+# --- synthetic examples --------------------------------------------------------------------
+
+GENERATION_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "examples",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"examples": {"type": "array", "items": {"type": "string"}}},
+            "required": ["examples"],
+            "additionalProperties": False,
+        },
+    },
+}
+NOISE_HINTS = {
+    "none": "Write clean, correctly spelled text.",
+    "light": "Add a few realistic typos, missing punctuation or casual abbreviations.",
+    "heavy": "Write the way hurried people type: typos, no capitals, run-on sentences, stray characters.",
+}
+DIFFICULTY_HINTS = {
+    "easy": "Make each example clearly and typically about this label.",
+    "mixed": "Mix clear examples with a few that are harder to classify.",
+    "hard": "Write near-misses: examples that look like they could belong to {confusable} but still belong to this label.",
+}
+
+
+@dataclass
+class Generated:
+    texts: list[str]
+    error: str = ""
+    raw_response: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal("0")
+    latency_ms: int = 0
+
+
+def render_generation_messages(
+    *,
+    label: dict,
+    other_labels: list[dict],
+    guidelines: str,
+    count: int,
+    persona: str,
+    tone: str,
+    min_words: int,
+    max_words: int,
+    noise: str,
+    difficulty: str,
+    confusable: list[str],
+    seeds: list[str],
+) -> list[dict[str, str]]:
+    others = "\n".join(f"- {o['name']}: {o.get('description', '')}".rstrip(": ") for o in other_labels)
+    lines = [
+        "You write realistic, varied training examples for a text classifier.",
+        f"Write {count} new, different texts that belong to the label {label['name']!r}"
+        + (f" ({label['description']})" if label.get("description") else "")
+        + ".",
+        f"Each text is written by {persona}, in a {tone} tone, {min_words} to {max_words} words long.",
+        NOISE_HINTS.get(noise, NOISE_HINTS["none"]),
+        DIFFICULTY_HINTS.get(difficulty, DIFFICULTY_HINTS["mixed"]).format(
+            confusable=" or ".join(confusable) or "another label"
+        ),
+        "Never write a text that belongs to one of the other labels:",
+        others or "- (none)",
+    ]
+    if guidelines.strip():
+        lines += ["Guidelines of the task:", guidelines.strip()]
+    if seeds:
+        lines += ["Real texts from this task, for style only (do not copy them):"]
+        lines += [f"- {seed[:500]}" for seed in seeds]
+    lines += ['Answer with a JSON object and nothing else: {"examples": ["...", "..."]}.']
+    return [
+        {"role": "system", "content": "\n".join(lines)},
+        {"role": "user", "content": f"Write {count} examples."},
+    ]
+
+
+def parse_generated(content: str | None) -> tuple[list[str], str]:
+    if content is None or not content.strip():
+        return [], "empty answer"
+    text = content.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return [], f"answer is not valid JSON: {content[:200]!r}"
+    examples = obj.get("examples") if isinstance(obj, dict) else None
+    if not isinstance(examples, list):
+        return [], 'answer has no "examples" list'
+    texts = [e.strip() for e in examples if isinstance(e, str) and e.strip()]
+    if not texts:
+        return [], "answer has no usable examples"
+    return texts, ""
+
+
 # --- calls -----------------------------------------------------------------------------------
 
 
@@ -342,21 +441,52 @@ class OpenAITeacher:
             answer.confidence_method = "logprobs" if answer.confidence is not None else ""
         return answer
 
-    async def _call(self, messages: list[dict], *, samples: int) -> tuple[_RawReply, int]:
+    async def generate(
+        self, messages: list[dict], *, temperature: float = 1.0, max_tokens: int = 2000
+    ) -> Generated:
+        """New example texts, asked for as {"examples": [...]} (synthetic data)."""
+        started = time.perf_counter()
+        try:
+            reply, attempts = await self._call(
+                messages, samples=1, schema=GENERATION_FORMAT, temperature=temperature, max_tokens=max_tokens
+            )
+        except TeacherError as exc:
+            return Generated(texts=[], error=str(exc), latency_ms=int((time.perf_counter() - started) * 1000))
+        texts, error = parse_generated(reply.contents[0])
+        return Generated(
+            texts=texts,
+            error=error,
+            raw_response=reply.raw,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost_usd=self.settings.cost_usd(reply.input_tokens, reply.output_tokens),
+            latency_ms=int((time.perf_counter() - started) * 1000),
+        )
+
+    async def _call(
+        self,
+        messages: list[dict],
+        *,
+        samples: int,
+        schema: dict | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> tuple[_RawReply, int]:
         openai = self._openai
         s = self.settings
+        temperature = s.temperature if temperature is None else temperature
         params: dict = {
             "model": s.model,
             "messages": messages,
-            "max_tokens": s.max_tokens,
-            "temperature": max(s.temperature, 0.7) if samples > 1 else s.temperature,
+            "max_tokens": max_tokens or s.max_tokens,
+            "temperature": max(temperature, 0.7) if samples > 1 else temperature,
         }
         if samples > 1:
             params["n"] = samples
-        elif s.use_logprobs:
+        elif s.use_logprobs and schema is None:
             params["logprobs"] = True
         if s.structured_output:
-            params["response_format"] = response_format(self.labels)
+            params["response_format"] = schema or response_format(self.labels)
         last_error = ""
         for attempt in range(1, s.max_attempts + 1):
             await self.limiter.wait()

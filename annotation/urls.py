@@ -25,4 +25,6 @@ urlpatterns = [
     path("p/<slug:slug>/labeling/estimate/", views.labeling_estimate, name="labeling-estimate"),
     path("p/<slug:slug>/labeling/start/", views.labeling_job_create, name="labeling-start"),
     path("p/<slug:slug>/labeling/<int:pk>/cancel/", views.labeling_job_cancel, name="labeling-cancel"),
+    path("p/<slug:slug>/synthetic/start/", views.synthetic_start, name="synthetic-start"),
+    path("p/<slug:slug>/synthetic/<int:pk>/cancel/", views.synthetic_cancel, name="synthetic-cancel"),
 ]

@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import corpus, labeling, services
+from annotation import corpus, labeling, services, synthetic
 from annotation import teacher as teacher_boundary
 from annotation.forms import (
     ExportForm,
@@ -24,9 +24,18 @@ from annotation.forms import (
     ProjectForm,
     ProjectSettingsForm,
     PromptForm,
+    SyntheticForm,
     TeacherConfigForm,
 )
-from annotation.models import ImportBatch, Label, LabelingJob, Membership, Project, TeacherConfig
+from annotation.models import (
+    ImportBatch,
+    Label,
+    LabelingJob,
+    Membership,
+    Project,
+    SyntheticJob,
+    TeacherConfig,
+)
 
 HTMX_STOP_POLLING = 286
 
@@ -84,12 +93,14 @@ def project_create(request: HttpRequest) -> HttpResponse:
 def _status_context(project: Project) -> dict:
     batches = list(project.import_batches.select_related("created_by")[:10])
     jobs = list(project.labeling_jobs.select_related("prompt_version", "created_by")[:5])
-    is_busy = any(not b.is_finished for b in batches) or any(not j.is_finished for j in jobs)
+    synthetic_jobs = list(project.synthetic_jobs.all()[:5])
+    is_busy = any(not x.is_finished for x in [*batches, *jobs, *synthetic_jobs])
     waiting = [b for b in batches if b.status == ImportBatch.Status.PENDING]
     return {
         "counts": services.project_counts(project),
         "batches": batches,
         "jobs": jobs,
+        "synthetic_jobs": synthetic_jobs,
         "is_busy": is_busy,
         "workers_online": _workers_online() if waiting else None,
     }
@@ -435,6 +446,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             "system_prompt": system_prompt,
             "versions": project.prompt_versions.all()[:20],
             "key_is_set": bool(os.environ.get(config.api_key_env or "OPENAI_API_KEY")),
+            "synthetic_form": SyntheticForm(project=project),
         },
     )
 
@@ -506,4 +518,49 @@ def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespons
     else:
         labeling.labeling_job_cancel(job=job)
         messages.info(request, "Cancelling: answers already received are kept.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = SyntheticForm(request.POST, project=project)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("annotation:teacher-settings", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        job = synthetic.synthetic_job_create(
+            project=project,
+            user=request.user,
+            labels=data["labels"],
+            per_label=data["per_label"],
+            personas=data["personas"],
+            tones=data["tones"],
+            min_words=data["min_words"],
+            max_words=data["max_words"],
+            noise=data["noise"],
+            difficulty=data["difficulty"],
+            seed_with_real=data["seed_with_real"],
+            near_duplicate_threshold=data["near_duplicate_threshold"],
+        )
+    except labeling.LabelingError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotation:teacher-settings", slug=project.slug)
+    synthetic.synthetic_job_start(job=job)
+    messages.info(request, f"Writing {job.requested:,} synthetic examples; progress is shown below.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = get_object_or_404(SyntheticJob, project=project, pk=pk)
+    if job.is_finished:
+        messages.error(request, "This job has already ended.")
+    else:
+        synthetic.synthetic_job_cancel(job=job)
+        messages.info(request, "Cancelling: examples already written are kept.")
     return redirect("annotation:project-detail", slug=project.slug)

@@ -20,13 +20,17 @@ def requeue_interrupted() -> list[str]:
     import django_rq
 
     from annotation.labeling import worker_is_dead
-    from annotation.models import ImportBatch, LabelingJob
+    from annotation.models import ImportBatch, LabelingJob, SyntheticJob
 
     queued = []
     for job in LabelingJob.objects.filter(status=LabelingJob.Status.RUNNING):
         if job.is_stale or worker_is_dead(job.worker):
             django_rq.get_queue("llm").enqueue("annotation.jobs.labeling_job_job", job.pk)
             queued.append(f"labelling job {job.pk}")
+    for synthetic in SyntheticJob.objects.filter(status=SyntheticJob.Status.RUNNING):
+        if worker_is_dead(synthetic.worker):
+            django_rq.get_queue("llm").enqueue("annotation.jobs.synthetic_job_job", synthetic.pk)
+            queued.append(f"synthetic job {synthetic.pk}")
     for batch in ImportBatch.objects.filter(status=ImportBatch.Status.RUNNING):
         if batch.is_stale:
             django_rq.get_queue("default").enqueue("annotation.jobs.import_batch_job", batch.pk)

@@ -158,6 +158,14 @@ class TeacherConfigForm(forms.ModelForm):
             "use_logprobs",
             "self_consistency_samples",
         ]
+        labels = {
+            "base_url": "Base URL",
+            "api_key_env": "API key variable",
+            "price_input_per_mtok": "Price in (USD per million tokens)",
+            "price_output_per_mtok": "Price out (USD per million tokens)",
+            "timeout_seconds": "Timeout (seconds)",
+            "self_consistency_samples": "Self-consistency samples",
+        }
 
     def clean_concurrency(self) -> int:
         value = self.cleaned_data["concurrency"]

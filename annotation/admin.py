@@ -8,10 +8,14 @@ from annotation.models import (
     GoldSetItem,
     ImportBatch,
     Label,
+    LabelingJob,
     Membership,
     Project,
+    PromptVersion,
     Proposal,
     Review,
+    SyntheticJob,
+    TeacherConfig,
 )
 
 
@@ -133,3 +137,63 @@ class GoldSetAdmin(admin.ModelAdmin):
     list_filter = ["project"]
     readonly_fields = ["frozen_at", "frozen_by", "created_at"]
     inlines = [GoldSetItemInline]
+
+
+@admin.register(TeacherConfig)
+class TeacherConfigAdmin(admin.ModelAdmin):
+    list_display = ["project", "provider", "model", "concurrency", "requests_per_minute", "updated_at"]
+    list_filter = ["provider"]
+    search_fields = ["project__name", "model"]
+
+
+@admin.register(PromptVersion)
+class PromptVersionAdmin(admin.ModelAdmin):
+    list_display = ["project", "version", "few_shot", "created_by", "created_at"]
+    list_filter = ["project", "few_shot"]
+    readonly_fields = ["created_by", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A version with answers is history: show it, never edit it.
+        if obj is not None and obj.is_used:
+            return [f.name for f in PromptVersion._meta.fields]
+        return self.readonly_fields
+
+
+@admin.register(LabelingJob)
+class LabelingJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "pk",
+        "project",
+        "status",
+        "selection",
+        "total",
+        "done",
+        "failed",
+        "cached",
+        "cost_usd",
+        "created_at",
+    ]
+    list_filter = ["status", "selection", "project"]
+    readonly_fields = [f.name for f in LabelingJob._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(SyntheticJob)
+class SyntheticJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "pk",
+        "project",
+        "status",
+        "requested",
+        "created",
+        "exact_duplicates",
+        "near_duplicates",
+        "cost_usd",
+    ]
+    list_filter = ["status", "project"]
+    readonly_fields = [f.name for f in SyntheticJob._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

@@ -31,6 +31,7 @@ from annotation.models import (
     Example,
     ImportBatch,
     Label,
+    ReviewState,
     next_free_key,
 )
 
@@ -110,17 +111,23 @@ class _Stage:
         """Move the staged rows in; returns how many were new to the project."""
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         false = False if self.vendor == "postgresql" else 0
+        rank = "random()" if self.vendor == "postgresql" else "abs(random()) / 9223372036854775807.0"
+        # The queue fields follow sync_queue_fields(): a new example's only
+        # proposal is the imported label, so it is the teacher label.
         # "WHERE true" lets SQLite tell the upsert clause from a join.
         self.cursor.execute(
             f"""
             INSERT INTO {Example._meta.db_table}
                 (project_id, text, metadata, external_id, source, import_batch_id,
-                 content_hash, is_gold, created_at)
-            SELECT %s, text, metadata, external_id, %s, %s, hash, %s, %s
+                 content_hash, is_gold, created_at, review_state, teacher_label,
+                 teacher_confidence, student_label, student_confidence, is_disagreement,
+                 quality_score, queue_rank)
+            SELECT %s, text, metadata, external_id, %s, %s, hash, %s, %s, %s, label,
+                   NULL, '', NULL, %s, NULL, {rank}
             FROM import_rows WHERE true ORDER BY line
             ON CONFLICT (project_id, content_hash) DO NOTHING
             """,
-            [project_id, Example.Source.IMPORTED, batch_id, false, now],
+            [project_id, Example.Source.IMPORTED, batch_id, false, now, ReviewState.UNREVIEWED, false],
         )
         return self.cursor.rowcount
 

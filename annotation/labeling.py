@@ -511,6 +511,8 @@ def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
                 input_tokens += answer.input_tokens
                 output_tokens += answer.output_tokens
                 cost += answer.cost_usd
+        # The new answers change the review queue's order.
+        Example.objects.filter(pk__in=[r.work.example_id for r in results]).sync_queue_fields()
         LabelingJob.objects.filter(pk=job.pk).update(
             done=F("done") + done,
             failed=F("failed") + failed,

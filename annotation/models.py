@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import unicodedata
 from decimal import Decimal
 from typing import Any
@@ -247,8 +248,64 @@ class ExampleQuerySet(models.QuerySet):
             ),
         )
 
+    def sync_queue_fields(self) -> int:
+        """Recompute the review queue's sort keys from proposals and reviews.
+
+        The same rules as with_current_label(): the latest valid non-student
+        proposal is the teacher's, a review or adjudication sets the state.
+        """
+        json = models.JSONField()
+        students = Proposal.objects.filter(
+            example=OuterRef("pk"), value__isnull=False, error="", agent__startswith=STUDENT_AGENT_PREFIX
+        ).order_by("-created_at", "-pk")
+        teachers = (
+            Proposal.objects.filter(example=OuterRef("pk"), value__isnull=False, error="")
+            .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
+            .order_by("-created_at", "-pk")
+        )
+        rows = self.with_current_label().annotate(
+            teacher_conf=Subquery(teachers.values("confidence")[:1]),
+            student_value=Subquery(students.values("value")[:1], output_field=json),
+            student_conf=Subquery(students.values("confidence")[:1]),
+        )
+        changed = []
+        for example in rows.iterator(chunk_size=2000):
+            state = {
+                "rejected": ReviewState.REJECTED,
+                "reviewed": ReviewState.REVIEWED,
+            }.get(example.label_state, ReviewState.UNREVIEWED)
+            teacher = example.proposed_value if isinstance(example.proposed_value, str) else ""
+            student = example.student_value if isinstance(example.student_value, str) else ""
+            example.review_state = state
+            example.teacher_label = teacher[:100]
+            example.teacher_confidence = example.teacher_conf if teacher else None
+            example.student_label = student[:100]
+            example.student_confidence = example.student_conf if student else None
+            example.is_disagreement = bool(teacher and student and teacher != student)
+            changed.append(example)
+        fields = [
+            "review_state",
+            "teacher_label",
+            "teacher_confidence",
+            "student_label",
+            "student_confidence",
+            "is_disagreement",
+        ]
+        Example.objects.bulk_update(changed, fields, batch_size=1000)
+        return len(changed)
+
     def reviewed(self) -> ExampleQuerySet:
         return self.filter(reviews__kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION]).distinct()
+
+
+def random_rank() -> float:
+    return random.random()
+
+
+class ReviewState(models.TextChoices):
+    UNREVIEWED = "unreviewed", "Not reviewed"
+    REVIEWED = "reviewed", "Reviewed"
+    REJECTED = "rejected", "Rejected"
 
 
 class Example(models.Model):
@@ -270,6 +327,22 @@ class Example(models.Model):
     is_gold = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    # The review queue's sort keys, kept in step with proposals and reviews by
+    # ExampleQuerySet.sync_queue_fields() so that picking the next card is one
+    # indexed lookup instead of a scan of every example's proposals.
+    review_state = models.CharField(
+        max_length=10, choices=ReviewState.choices, default=ReviewState.UNREVIEWED, editable=False
+    )
+    teacher_label = models.CharField(max_length=100, blank=True, editable=False)
+    teacher_confidence = models.FloatField(null=True, blank=True, editable=False)
+    student_label = models.CharField(max_length=100, blank=True, editable=False)
+    student_confidence = models.FloatField(null=True, blank=True, editable=False)
+    is_disagreement = models.BooleanField(default=False, editable=False)
+    quality_score = models.FloatField(
+        null=True, blank=True, editable=False, help_text="Label quality (cleanlab); low = likely wrong."
+    )
+    queue_rank = models.FloatField(default=random_rank, editable=False, help_text="A fixed random order.")
+
     objects = ExampleQuerySet.as_manager()
 
     class Meta:
@@ -281,6 +354,21 @@ class Example(models.Model):
             # Review queue and training set: a project's non-gold examples by source.
             models.Index(fields=["project", "is_gold", "source"], name="example_queue_idx"),
             models.Index(fields=["project", "external_id"], name="example_external_id_idx"),
+            # One per queue order, so the next card is the first row of an index range.
+            models.Index(
+                fields=["project", "is_gold", "review_state", "teacher_confidence"],
+                name="queue_confidence_idx",
+            ),
+            models.Index(
+                fields=["project", "is_gold", "review_state", "-is_disagreement", "teacher_confidence"],
+                name="queue_disagreement_idx",
+            ),
+            models.Index(
+                fields=["project", "is_gold", "review_state", "quality_score"], name="queue_quality_idx"
+            ),
+            models.Index(
+                fields=["project", "is_gold", "review_state", "queue_rank"], name="queue_random_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -762,3 +850,18 @@ class SyntheticJob(models.Model):
         if self.status == self.Status.SUCCEEDED:
             return 100
         return min(99, int(100 * self.created / self.requested)) if self.requested else 0
+
+
+CLAIM_SECONDS = 120
+
+
+class ReviewClaim(models.Model):
+    """A short hold on an example, so two reviewers never get the same card."""
+
+    example = models.OneToOneField(Example, on_delete=models.CASCADE, related_name="claim")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.example_id} held by {self.user_id} until {self.expires_at:%H:%M:%S}"

@@ -278,6 +278,7 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
     tokens_in = tokens_out = 0
     cost = Decimal("0")
     created = _created_per_label(job)
+    new_ids: list[int] = []
     for (label, style, _messages), result in zip(calls, results, strict=True):
         tokens_in += result.input_tokens
         tokens_out += result.output_tokens
@@ -332,6 +333,8 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
                 )
                 counts["created"] += 1
                 created[label["name"]] += 1
+                new_ids.append(example.pk)
+    Example.objects.filter(pk__in=new_ids).sync_queue_fields()
     SyntheticJob.objects.filter(pk=job.pk).update(
         generated=job.generated + counts["generated"],
         created=sum(created.values()),

@@ -1,0 +1,433 @@
+"""The review queue and gold sets: what experts see next, and what they decide.
+
+Picking the next card is one indexed lookup on the examples' queue fields
+(kept by ExampleQuerySet.sync_queue_fields) plus a short claim, so two
+reviewers never hold the same example and an abandoned claim expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from annotation.models import (
+    CLAIM_SECONDS,
+    Example,
+    GoldSet,
+    GoldSetItem,
+    Project,
+    Proposal,
+    Review,
+    ReviewClaim,
+    ReviewState,
+)
+
+STRATEGIES = {
+    "confidence": "Lowest teacher confidence first",
+    "disagreement": "Teacher and student disagree first",
+    "errors": "Likely label errors first",
+    "random": "Random (unbiased audit)",
+    "oldest": "Oldest first",
+}
+
+
+class ReviewError(ValueError):
+    """A review action that cannot be done, with a message for the reviewer."""
+
+
+@dataclass
+class QueueFilter:
+    strategy: str = "confidence"
+    label: str = ""
+    source: str = ""
+    min_confidence: float | None = None
+    max_confidence: float | None = None
+    search: str = ""
+    skipped: list[int] = field(default_factory=list)
+
+    def apply(self, examples):
+        if self.label:
+            examples = examples.filter(teacher_label=self.label)
+        if self.source:
+            examples = examples.filter(source=self.source)
+        if self.min_confidence is not None:
+            examples = examples.filter(teacher_confidence__gte=self.min_confidence)
+        if self.max_confidence is not None:
+            examples = examples.filter(teacher_confidence__lte=self.max_confidence)
+        if self.search:
+            examples = examples.filter(text__icontains=self.search)
+        return examples
+
+    def order(self, examples):
+        if self.strategy == "disagreement":
+            return examples.order_by("-is_disagreement", F("teacher_confidence").asc(nulls_last=True), "pk")
+        if self.strategy == "errors":
+            return examples.order_by(F("quality_score").asc(nulls_last=True), "pk")
+        if self.strategy == "random":
+            return examples.order_by("queue_rank", "pk")
+        if self.strategy == "oldest":
+            return examples.order_by("pk")
+        return examples.order_by(F("teacher_confidence").asc(nulls_last=True), "pk")
+
+
+def queue(project: Project, filters: QueueFilter):
+    """Unreviewed, non-gold examples in the chosen filter (gold goes through blind labelling)."""
+    examples = Example.objects.filter(project=project, is_gold=False, review_state=ReviewState.UNREVIEWED)
+    return filters.apply(examples)
+
+
+def _claim(example_id: int, user) -> bool:
+    now = timezone.now()
+    expires = now + dt.timedelta(seconds=CLAIM_SECONDS)
+    # Renew my own claim or take over an expired one, in one conditional update.
+    if (
+        ReviewClaim.objects.filter(example_id=example_id)
+        .filter(Q(user=user) | Q(expires_at__lt=now))
+        .update(user=user, claimed_at=now, expires_at=expires)
+    ):
+        return True
+    try:
+        with transaction.atomic():
+            ReviewClaim.objects.create(example_id=example_id, user=user, claimed_at=now, expires_at=expires)
+        return True
+    except IntegrityError:
+        return False  # another reviewer holds it
+
+
+def review_next(*, project: Project, user, filters: QueueFilter) -> Example | None:
+    """The next card for this reviewer, claimed for them; None when the queue is empty."""
+    mine = ReviewClaim.objects.filter(
+        user=user, example__project=project, expires_at__gt=timezone.now()
+    ).first()
+    if mine is not None:
+        held = queue(project, filters).filter(pk=mine.example_id).exclude(pk__in=filters.skipped).first()
+        if held is not None and _claim(held.pk, user):
+            return held
+    held_by_others = ReviewClaim.objects.filter(
+        example=OuterRef("pk"), expires_at__gt=timezone.now()
+    ).exclude(user=user)
+    candidates = filters.order(
+        queue(project, filters).exclude(pk__in=filters.skipped).filter(~Exists(held_by_others))
+    )
+    for _ in range(5):  # a claim race lost is retried on the next candidate
+        example = candidates.first()
+        if example is None:
+            return None
+        if _claim(example.pk, user):
+            ReviewClaim.objects.filter(user=user, example__project=project).exclude(example=example).delete()
+            return example
+    return None
+
+
+def teacher_proposal(example: Example) -> Proposal | None:
+    return (
+        example.proposals.filter(value__isnull=False, error="")
+        .exclude(agent__startswith="student:")
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def _seconds_on(example: Example, user) -> float | None:
+    claim = ReviewClaim.objects.filter(example=example, user=user).first()
+    return round((timezone.now() - claim.claimed_at).total_seconds(), 2) if claim else None
+
+
+@transaction.atomic
+def review_record(*, example: Example, user, verdict: str, label: str | None = None) -> Review:
+    """Record one verdict: accept the teacher's proposal, correct it to a label, or reject."""
+    labels = set(example.project.labels.values_list("name", flat=True))
+    proposal = teacher_proposal(example)
+    if verdict == Review.Verdict.ACCEPT:
+        if proposal is None:
+            raise ReviewError("There is no proposal to accept; pick a label instead.")
+        value = proposal.value
+    elif verdict == Review.Verdict.CORRECT:
+        if label not in labels:
+            raise ReviewError(f"{label!r} is not one of the project's labels.")
+        value = label
+        # Picking the label the teacher proposed is an accept.
+        if proposal is not None and proposal.value == label:
+            verdict = Review.Verdict.ACCEPT
+    elif verdict == Review.Verdict.REJECT:
+        value = None
+    else:
+        raise ReviewError(f"Unknown verdict {verdict!r}.")
+    review = Review.objects.create(
+        example=example,
+        reviewer=user,
+        proposal=proposal,
+        verdict=verdict,
+        value=value,
+        seconds_spent=_seconds_on(example, user),
+    )
+    ReviewClaim.objects.filter(example=example).delete()
+    Example.objects.filter(pk=example.pk).sync_queue_fields()
+    return review
+
+
+@transaction.atomic
+def review_undo(*, project: Project, user) -> Example | None:
+    """Take back my last verdict in this project; its example comes back to me."""
+    last = (
+        Review.objects.filter(example__project=project, reviewer=user, kind=Review.Kind.REVIEW, is_bulk=False)
+        .order_by("-created_at", "-pk")
+        .select_related("example")
+        .first()
+    )
+    if last is None:
+        return None
+    example = last.example
+    last.delete()
+    Example.objects.filter(pk=example.pk).sync_queue_fields()
+    ReviewClaim.objects.filter(example=example).delete()
+    _claim(example.pk, user)
+    example.refresh_from_db()
+    return example
+
+
+def reviewed_today(*, project: Project, user) -> int:
+    start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    return Review.objects.filter(example__project=project, reviewer=user, created_at__gte=start).count()
+
+
+# --- bulk accept -----------------------------------------------------------------------------
+
+
+def teacher_accuracy_on_gold(project: Project, *, threshold: float) -> dict:
+    """How often the teacher is right on gold items at or above a confidence threshold."""
+    gold = project.gold_sets.filter(frozen_at__isnull=False).order_by("-version").first()
+    if gold is None:
+        return {"gold_version": None, "items": 0, "accuracy": None}
+    items = gold.items.select_related("example").filter(example__teacher_confidence__gte=threshold)
+    pairs = [(i.example.teacher_label, i.label) for i in items if i.example.teacher_label and i.label]
+    accuracy = sum(t == g for t, g in pairs) / len(pairs) if pairs else None
+    return {"gold_version": gold.version, "items": len(pairs), "accuracy": accuracy}
+
+
+def bulk_accept_preview(*, project: Project, filters: QueueFilter, threshold: float) -> dict:
+    count = queue(project, filters).filter(teacher_confidence__gte=threshold).count()
+    return {"count": count, "threshold": threshold, **teacher_accuracy_on_gold(project, threshold=threshold)}
+
+
+@transaction.atomic
+def bulk_accept(*, project: Project, user, filters: QueueFilter, threshold: float) -> int:
+    examples = list(
+        queue(project, filters).filter(teacher_confidence__gte=threshold).values_list("pk", flat=True)
+    )
+    proposals = {}
+    for proposal in (
+        Proposal.objects.filter(example_id__in=examples, value__isnull=False, error="")
+        .exclude(agent__startswith="student:")
+        .order_by("example_id", "created_at", "pk")
+    ):
+        proposals[proposal.example_id] = proposal  # the latest wins
+    Review.objects.bulk_create(
+        [
+            Review(
+                example_id=pk,
+                reviewer=user,
+                proposal=p,
+                verdict=Review.Verdict.ACCEPT,
+                value=p.value,
+                is_bulk=True,
+            )
+            for pk, p in proposals.items()
+        ],
+        batch_size=1000,
+    )
+    Example.objects.filter(pk__in=list(proposals)).sync_queue_fields()
+    return len(proposals)
+
+
+# --- gold sets ---------------------------------------------------------------------------------
+
+
+def gold_draft(project: Project) -> GoldSet | None:
+    return project.gold_sets.filter(frozen_at__isnull=True).order_by("-version").first()
+
+
+@transaction.atomic
+def gold_draw(*, project: Project, size: int, stratified: bool = False, seed: int | None = None) -> GoldSet:
+    """Add N real examples to the draft gold set (made if needed); they leave training at once."""
+    draft = gold_draft(project)
+    if draft is None:
+        latest = project.gold_sets.order_by("-version").first()
+        draft = GoldSet.objects.create(project=project, version=(latest.version + 1) if latest else 1)
+    pool = list(
+        Example.objects.filter(project=project, is_gold=False)
+        .exclude(source=Example.Source.SYNTHETIC)
+        .exclude(gold_items__isnull=False)
+        .values_list("pk", "teacher_label")
+    )
+    rng = random.Random(seed)
+    if stratified:
+        by_label: dict[str, list[int]] = {}
+        for pk, label in pool:
+            by_label.setdefault(label or "", []).append(pk)
+        for members in by_label.values():
+            rng.shuffle(members)
+        chosen: list[int] = []
+        # Round-robin over labels: every label gets its share before any gets more.
+        while len(chosen) < size and any(by_label.values()):
+            for members in by_label.values():
+                if members and len(chosen) < size:
+                    chosen.append(members.pop())
+    else:
+        chosen = [pk for pk, _ in rng.sample(pool, min(size, len(pool)))]
+    GoldSetItem.objects.bulk_create([GoldSetItem(gold_set=draft, example_id=pk) for pk in chosen])
+    Example.objects.filter(pk__in=chosen).update(is_gold=True)
+    ReviewClaim.objects.filter(example_id__in=chosen).delete()
+    return draft
+
+
+def _blind_reviews(gold_set: GoldSet):
+    return Review.objects.filter(example__gold_items__gold_set=gold_set, kind=Review.Kind.BLIND)
+
+
+def gold_next_blind(*, gold_set: GoldSet, user) -> Example | None:
+    """A gold item this user has not labelled, with fewer than two blind labels."""
+    mine = Review.objects.filter(example=OuterRef("pk"), kind=Review.Kind.BLIND, reviewer=user)
+    held_by_others = ReviewClaim.objects.filter(
+        example=OuterRef("pk"), expires_at__gt=timezone.now()
+    ).exclude(user=user)
+    candidates = (
+        Example.objects.filter(gold_items__gold_set=gold_set)
+        .annotate(blind=Count("reviews", filter=Q(reviews__kind=Review.Kind.BLIND)))
+        .filter(blind__lt=2)
+        .filter(~Exists(mine), ~Exists(held_by_others))
+        .order_by("-blind", "pk")  # finish half-done items first
+    )
+    for example in candidates[:5]:
+        if _claim(example.pk, user):
+            return example
+    return None
+
+
+@transaction.atomic
+def gold_label_blind(*, gold_set: GoldSet, example: Example, user, label: str) -> Review:
+    if gold_set.is_frozen:
+        raise ReviewError(f"Gold set v{gold_set.version} is frozen.")
+    if label not in set(gold_set.project.labels.values_list("name", flat=True)):
+        raise ReviewError(f"{label!r} is not one of the project's labels.")
+    reviews = _blind_reviews(gold_set).filter(example=example)
+    if reviews.filter(reviewer=user).exists():
+        raise ReviewError("You already labelled this gold item; a second reviewer must label it.")
+    if reviews.count() >= 2:
+        raise ReviewError("This gold item already has two blind labels.")
+    review = Review.objects.create(
+        example=example,
+        reviewer=user,
+        kind=Review.Kind.BLIND,
+        verdict=Review.Verdict.CORRECT,
+        value=label,
+        seconds_spent=_seconds_on(example, user),
+    )
+    ReviewClaim.objects.filter(example=example).delete()
+    return review
+
+
+def gold_status(gold_set: GoldSet) -> dict:
+    """Per item: the two blind labels, the adjudication, the final label (or None)."""
+    items = list(gold_set.items.select_related("example").order_by("pk"))
+    blind: dict[int, list[Review]] = {}
+    adjudicated: dict[int, Review] = {}
+    for review in (
+        Review.objects.filter(
+            example_id__in=[i.example_id for i in items],
+            kind__in=[Review.Kind.BLIND, Review.Kind.ADJUDICATION],
+        )
+        .order_by("created_at", "pk")
+        .select_related("reviewer")
+    ):
+        if review.kind == Review.Kind.BLIND:
+            blind.setdefault(review.example_id, []).append(review)
+        else:
+            adjudicated[review.example_id] = review  # the latest wins
+    rows = []
+    for item in items:
+        labels = [r.value for r in blind.get(item.example_id, [])][:2]
+        adjudication = adjudicated.get(item.example_id)
+        if adjudication is not None:
+            final = adjudication.value
+        elif len(labels) == 2 and labels[0] == labels[1]:
+            final = labels[0]
+        else:
+            final = None
+        rows.append(
+            {
+                "item": item,
+                "blind": blind.get(item.example_id, [])[:2],
+                "labels": labels,
+                "adjudication": adjudication,
+                "final": final,
+                "needs_adjudication": len(labels) == 2 and labels[0] != labels[1] and adjudication is None,
+            }
+        )
+    return {
+        "rows": rows,
+        "items": len(rows),
+        "double_labelled": sum(len(r["labels"]) == 2 for r in rows),
+        "disagreements": sum(r["needs_adjudication"] for r in rows),
+        "final": sum(r["final"] is not None for r in rows),
+        "agreement": agreement([tuple(r["labels"]) for r in rows if len(r["labels"]) == 2]),
+    }
+
+
+def agreement(pairs: list[tuple[str, str]]) -> dict:
+    """Cohen's kappa between the two blind labels, overall and per label (one vs rest)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if not pairs:
+        return {"pairs": 0, "kappa": None, "observed": None, "per_label": {}}
+    first, second = [a for a, _ in pairs], [b for _, b in pairs]
+    observed = sum(a == b for a, b in pairs) / len(pairs)
+    kappa = float(cohen_kappa_score(first, second)) if len(set(first) | set(second)) > 1 else 1.0
+    per_label = {}
+    for label in sorted(set(first) | set(second)):
+        a = [x == label for x in first]
+        b = [x == label for x in second]
+        per_label[label] = float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) > 1 else 1.0
+    return {"pairs": len(pairs), "kappa": kappa, "observed": observed, "per_label": per_label}
+
+
+def gold_next_disagreement(gold_set: GoldSet) -> dict | None:
+    return next((r for r in gold_status(gold_set)["rows"] if r["needs_adjudication"]), None)
+
+
+@transaction.atomic
+def gold_adjudicate(*, gold_set: GoldSet, example: Example, user, label: str) -> Review:
+    if gold_set.is_frozen:
+        raise ReviewError(f"Gold set v{gold_set.version} is frozen.")
+    if label not in set(gold_set.project.labels.values_list("name", flat=True)):
+        raise ReviewError(f"{label!r} is not one of the project's labels.")
+    return Review.objects.create(
+        example=example,
+        reviewer=user,
+        kind=Review.Kind.ADJUDICATION,
+        verdict=Review.Verdict.CORRECT,
+        value=label,
+    )
+
+
+@transaction.atomic
+def gold_freeze(*, gold_set: GoldSet, user) -> GoldSet:
+    status = gold_status(gold_set)
+    missing = status["items"] - status["final"]
+    if not status["items"]:
+        raise ReviewError("The gold set has no items yet.")
+    if missing:
+        raise ReviewError(
+            f"{missing} of {status['items']} items have no final label yet "
+            "(two blind labels that agree, or an adjudication)."
+        )
+    for row in status["rows"]:
+        GoldSetItem.objects.filter(pk=row["item"].pk).update(label=row["final"])
+    gold_set.freeze(user=user)
+    Example.objects.filter(gold_items__gold_set=gold_set).sync_queue_fields()
+    return gold_set

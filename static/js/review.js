@@ -1,0 +1,22 @@
+// One keystroke per decision on review cards. Each action is a real button in
+// a form (htmx swaps in the next card); a key just clicks the button with
+// that data-key, so the page works the same with the mouse or without JS.
+(function () {
+  function help() {
+    var panel = document.getElementById("keys-help");
+    if (panel) panel.hidden = !panel.hidden;
+  }
+  document.addEventListener("keydown", function (event) {
+    if (event.metaKey || event.ctrlKey || event.altKey) return;
+    if (event.target.closest("input, textarea, select, [contenteditable]")) return;
+    if (event.key === "?") { event.preventDefault(); help(); return; }
+    if (event.key === "Escape") { var p = document.getElementById("keys-help"); if (p) p.hidden = true; return; }
+    // One decision at a time: ignore keys while a card is being fetched.
+    if (document.querySelector(".htmx-request")) { event.preventDefault(); return; }
+    var key = event.key === "Enter" ? "a" : event.key.toLowerCase();
+    var button = document.querySelector('#card [data-key="' + CSS.escape(key) + '"]');
+    if (!button || button.disabled) return;
+    event.preventDefault();
+    button.click();
+  });
+})();

@@ -621,6 +621,7 @@ def _card_context(
         "labels": project.labels.all(),
         "filters": filters,
         "strategies": review.STRATEGIES,
+        "strategy_name": review.STRATEGIES.get(filters.strategy, ""),
         "reviewed_today": review.reviewed_today(project=project, user=request.user),
         "remaining": review.queue(project, filters).count(),
         "sources": Example.Source.choices,

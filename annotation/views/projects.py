@@ -1,0 +1,243 @@
+"""Projects, their labels and members."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation import labeling, services
+from annotation.forms import (
+    ExportForm,
+    ImportForm,
+    LabelForm,
+    LabelingForm,
+    MembershipForm,
+    ProjectForm,
+    ProjectSettingsForm,
+)
+from annotation.models import (
+    ImportBatch,
+    Label,
+    Membership,
+    Project,
+)
+from annotation.views._common import (
+    HTMX_STOP_POLLING,
+    _act,
+    _project_for_lead,
+    _project_for_member,
+    _workers_online,
+)
+
+
+@login_required
+@require_GET
+def project_list(request: HttpRequest) -> HttpResponse:
+    projects = Project.objects.for_user(request.user).order_by("name")
+    return render(request, "annotation/project_list.html", {"projects": projects})
+
+
+@login_required
+def project_create(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = services.project_create(
+            name=form.cleaned_data["name"],
+            slug=form.cleaned_data["slug"],
+            task_type=form.cleaned_data["task_type"],
+            guidelines=form.cleaned_data["guidelines"],
+            labels=form.cleaned_data["labels"],
+            user=request.user,
+        )
+        messages.success(request, f"Project “{project.name}” created. Import some examples next.")
+        return redirect("annotation:project-detail", slug=project.slug)
+    return render(request, "annotation/project_create.html", {"form": form})
+
+
+def _status_context(project: Project) -> dict:
+    batches = list(project.import_batches.select_related("created_by")[:10])
+    jobs = list(project.labeling_jobs.select_related("prompt_version", "created_by")[:5])
+    synthetic_jobs = list(project.synthetic_jobs.all()[:5])
+    is_busy = any(not x.is_finished for x in [*batches, *jobs, *synthetic_jobs])
+    waiting = [b for b in batches if b.status == ImportBatch.Status.PENDING]
+    return {
+        "counts": services.project_counts(project),
+        "batches": batches,
+        "jobs": jobs,
+        "synthetic_jobs": synthetic_jobs,
+        "is_busy": is_busy,
+        "workers_online": _workers_online() if waiting else None,
+    }
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    context = {
+        "project": project,
+        "role": role,
+        "is_lead": role == Membership.Role.LEAD,
+        "labels": project.labels.all(),
+        "import_form": ImportForm(),
+        "export_form": ExportForm(),
+        "labeling_form": LabelingForm(),
+        "teacher": labeling.teacher_config_for(project),
+        "gold_sets": project.gold_sets.filter(frozen_at__isnull=False),
+        **_status_context(project),
+    }
+    return render(request, "annotation/project_detail.html", context)
+
+
+@login_required
+@require_GET
+def project_status(request: HttpRequest, slug: str) -> HttpResponse:
+    """The polled part of the project page: counts and import progress."""
+    project, role = _project_for_member(request, slug)
+    context = {
+        "project": project,
+        "role": role,
+        "is_lead": role == Membership.Role.LEAD,
+        **_status_context(project),
+    }
+    response = render(request, "annotation/project_detail.html#status", context)
+    if not context["is_busy"]:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@login_required
+def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = ProjectSettingsForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("annotation:project-detail", slug=project.slug)
+    return render(
+        request, "annotation/project_settings.html", {"project": project, "form": form, "is_lead": True}
+    )
+
+
+# --- labels ---------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def project_labels(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return render(
+        request,
+        "annotation/project_labels.html",
+        {
+            "project": project,
+            "is_lead": role == Membership.Role.LEAD,
+            "labels": project.labels.all(),
+            "form": LabelForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def label_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = LabelForm(request.POST)
+
+    def create() -> str:
+        data = form.cleaned_data
+        label = services.label_create(
+            project=project, name=data["name"], description=data["description"], key=data["key"]
+        )
+        return f"Label “{label.name}” added with key {label.key or '—'}."
+
+    _act(request, create, form)
+    return redirect("annotation:project-labels", slug=project.slug)
+
+
+@login_required
+@require_POST
+def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    label = get_object_or_404(Label, project=project, pk=pk)
+    form = LabelForm(request.POST)
+
+    def update() -> str:
+        data = form.cleaned_data
+        services.label_update(
+            label=label,
+            name=data["name"],
+            description=data["description"],
+            key=data["key"],
+            order=label.order if data["order"] is None else data["order"],
+        )
+        return f"Label “{label.name}” saved."
+
+    _act(request, update, form)
+    return redirect("annotation:project-labels", slug=project.slug)
+
+
+@login_required
+@require_POST
+def label_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    label = get_object_or_404(Label, project=project, pk=pk)
+
+    def delete() -> str:
+        services.label_delete(label=label)
+        return f"Label “{label.name}” deleted."
+
+    _act(request, delete)
+    return redirect("annotation:project-labels", slug=project.slug)
+
+
+# --- members --------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def project_members(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return render(
+        request,
+        "annotation/project_members.html",
+        {
+            "project": project,
+            "is_lead": role == Membership.Role.LEAD,
+            "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
+            "form": MembershipForm(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = MembershipForm(request.POST)
+
+    def add() -> str:
+        membership = services.membership_set(
+            project=project, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
+        )
+        return f"{membership.user} is now a {membership.get_role_display().lower()}."
+
+    _act(request, add, form)
+    return redirect("annotation:project-members", slug=project.slug)
+
+
+@login_required
+@require_POST
+def membership_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    membership = get_object_or_404(Membership, project=project, pk=pk)
+
+    def remove() -> str:
+        services.membership_remove(membership=membership)
+        return f"{membership.user} was removed from the project."
+
+    _act(request, remove)
+    return redirect("annotation:project-members", slug=project.slug)

@@ -1,0 +1,204 @@
+"""Teacher settings, labelling jobs and synthetic examples."""
+
+from __future__ import annotations
+
+import os
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation import labeling, synthetic
+from annotation import teacher as teacher_boundary
+from annotation.forms import (
+    LabelingForm,
+    PromptForm,
+    SyntheticForm,
+    TeacherConfigForm,
+)
+from annotation.models import (
+    LabelingJob,
+    SyntheticJob,
+    TeacherConfig,
+)
+from annotation.views._common import (
+    _form_errors,
+    _project_for_lead,
+)
+
+# --- teacher ----------------------------------------------------------------------------------
+
+
+@login_required
+def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    config = labeling.teacher_config_for(project)
+    prompt = labeling.prompt_version_current(project, user=request.user)
+    config_form = TeacherConfigForm(request.POST or None, instance=config, prefix="teacher")
+    prompt_form = PromptForm(
+        request.POST or None,
+        prefix="prompt",
+        initial={
+            "instructions": prompt.instructions,
+            "few_shot": prompt.few_shot,
+            "few_shot_k": prompt.few_shot_k,
+            "few_shot_per_label": prompt.few_shot_per_label,
+            "fixed_examples": "\n".join(f"{e['label']}: {e['text']}" for e in prompt.fixed_examples),
+        },
+    )
+    if request.method == "POST" and config_form.is_valid() and prompt_form.is_valid():
+        try:
+            with transaction.atomic():
+                config_form.save()
+                data = prompt_form.cleaned_data
+                saved = labeling.prompt_version_update(
+                    project=project,
+                    user=request.user,
+                    instructions=data["instructions"],
+                    few_shot=data["few_shot"],
+                    few_shot_k=data["few_shot_k"],
+                    few_shot_per_label=data["few_shot_per_label"],
+                    fixed_examples=data["fixed_examples"],
+                )
+        except labeling.LabelingError as exc:
+            messages.error(request, str(exc))
+        else:
+            note = " (a new prompt version, since the last one has answers)" if saved.pk != prompt.pk else ""
+            messages.success(request, f"Teacher saved; prompt v{saved.version}{note}.")
+            return redirect("annotation:teacher-settings", slug=project.slug)
+    system_prompt = teacher_boundary.render_system_prompt(
+        instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+    )
+    return render(
+        request,
+        "annotation/teacher_settings.html",
+        {
+            "project": project,
+            "is_lead": True,
+            "config_form": config_form,
+            "prompt_form": prompt_form,
+            "prompt": prompt,
+            "system_prompt": system_prompt,
+            "versions": project.prompt_versions.all()[:20],
+            "key_is_set": bool(os.environ.get(config.api_key_env or "OPENAI_API_KEY")),
+            "synthetic_form": SyntheticForm(project=project),
+        },
+    )
+
+
+@login_required
+@require_POST
+def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
+    """Show what a labelling run will cost before the lead confirms it."""
+    project = _project_for_lead(request, slug)
+    form = LabelingForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("annotation:project-detail", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        estimate = labeling.labeling_estimate(
+            project=project,
+            selection=data["selection"],
+            sample_size=data["sample_size"],
+            search=data["search"],
+        )
+    except labeling.LabelingError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotation:project-detail", slug=project.slug)
+    if data["provider"] == TeacherConfig.Provider.EMBEDDING:
+        estimate.update(provider="embedding", model="embedding-minilm", cost_usd="0")
+    return render(
+        request,
+        "annotation/labeling_confirm.html",
+        {"project": project, "is_lead": True, "estimate": estimate, "form": form, "data": data},
+    )
+
+
+@login_required
+@require_POST
+def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = LabelingForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("annotation:project-detail", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        job = labeling.labeling_job_create(
+            project=project,
+            user=request.user,
+            selection=data["selection"],
+            sample_size=data["sample_size"],
+            search=data["search"],
+            provider=data["provider"] or None,
+        )
+    except labeling.LabelingError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotation:project-detail", slug=project.slug)
+    labeling.labeling_job_start(job=job)
+    messages.info(
+        request, f"Labelling {job.estimate.get('examples', 0):,} examples; progress is shown below."
+    )
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = get_object_or_404(LabelingJob, project=project, pk=pk)
+    if job.is_finished:
+        messages.error(request, "This labelling job has already ended.")
+    else:
+        labeling.labeling_job_cancel(job=job)
+        messages.info(request, "Cancelling: answers already received are kept.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = SyntheticForm(request.POST, project=project)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("annotation:teacher-settings", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        job = synthetic.synthetic_job_create(
+            project=project,
+            user=request.user,
+            labels=data["labels"],
+            per_label=data["per_label"],
+            personas=data["personas"],
+            tones=data["tones"],
+            min_words=data["min_words"],
+            max_words=data["max_words"],
+            noise=data["noise"],
+            difficulty=data["difficulty"],
+            seed_with_real=data["seed_with_real"],
+            near_duplicate_threshold=data["near_duplicate_threshold"],
+        )
+    except labeling.LabelingError as exc:
+        messages.error(request, str(exc))
+        return redirect("annotation:teacher-settings", slug=project.slug)
+    synthetic.synthetic_job_start(job=job)
+    messages.info(request, f"Writing {job.requested:,} synthetic examples; progress is shown below.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = get_object_or_404(SyntheticJob, project=project, pk=pk)
+    if job.is_finished:
+        messages.error(request, "This job has already ended.")
+    else:
+        synthetic.synthetic_job_cancel(job=job)
+        messages.info(request, "Cancelling: examples already written are kept.")
+    return redirect("annotation:project-detail", slug=project.slug)

@@ -310,3 +310,61 @@ def project_counts(project: Project) -> dict[str, int]:
     for row in grouped.annotate(n=Count("pk")):
         states[row["label_state"]] = row["n"]
     return {"examples": sum(states.values()), **states, "gold": examples.filter(is_gold=True).count()}
+
+
+def project_dashboard(project: Project) -> dict:
+    """Review throughput, agreement, label distributions and how often the teacher is right."""
+    import statistics
+
+    from annotation import review
+
+    reviews = Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW, is_bulk=False)
+    throughput = []
+    per_reviewer: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for name, seconds in reviews.values_list("reviewer__username", "seconds_spent"):
+        counts[name] = counts.get(name, 0) + 1
+        if seconds is not None and 0 < seconds < 600:  # longer is a coffee break, not work
+            per_reviewer.setdefault(name, []).append(seconds)
+    for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        times = per_reviewer.get(name, [])
+        median = statistics.median(times) if times else None
+        throughput.append(
+            {
+                "reviewer": name,
+                "items": count,
+                "median_seconds": median,
+                "items_per_hour": 3600 / statistics.mean(times) if times else None,
+            }
+        )
+    verdicts = dict(
+        reviews.filter(proposal__isnull=False).values_list("verdict").order_by().annotate(n=Count("pk"))
+    )
+    judged = verdicts.get(Review.Verdict.ACCEPT, 0) + verdicts.get(Review.Verdict.CORRECT, 0)
+    examples = Example.objects.for_project(project)
+    current = dict(
+        (row["current_label"], row["n"])
+        for row in examples.with_current_label().values("current_label").order_by().annotate(n=Count("pk"))
+    )
+    teacher = dict(
+        examples.exclude(teacher_label="").values_list("teacher_label").order_by().annotate(n=Count("pk"))
+    )
+    labels = list(project.labels.values_list("name", flat=True))
+    distribution = [
+        {"label": name, "current": current.get(name, 0), "teacher": teacher.get(name, 0)} for name in labels
+    ]
+    peak = max([1] + [max(d["current"], d["teacher"]) for d in distribution])
+    gold = (
+        review.gold_draft(project)
+        or project.gold_sets.filter(frozen_at__isnull=False).order_by("-version").first()
+    )
+    return {
+        "throughput": throughput,
+        "teacher_accepted": verdicts.get(Review.Verdict.ACCEPT, 0),
+        "teacher_corrected": verdicts.get(Review.Verdict.CORRECT, 0),
+        "teacher_accuracy": verdicts.get(Review.Verdict.ACCEPT, 0) / judged if judged else None,
+        "distribution": distribution,
+        "distribution_peak": peak,
+        "gold": gold,
+        "agreement": review.gold_status(gold)["agreement"] if gold else None,
+    }

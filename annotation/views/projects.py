@@ -87,6 +87,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "labeling_form": LabelingForm(),
         "teacher": labeling.teacher_config_for(project),
         "gold_sets": project.gold_sets.filter(frozen_at__isnull=False),
+        "dashboard": services.project_dashboard(project),
         **_status_context(project),
     }
     return render(request, "annotation/project_detail.html", context)

@@ -212,3 +212,26 @@ def test_bulk_view_previews_then_accepts(project, lead_client, queue_items):
     assert not Review.objects.exists()
     lead_client.post(url, {"threshold": "0.5", "confirm": "yes"})
     assert Review.objects.filter(is_bulk=True).count() == 2
+
+
+def test_dashboard_numbers(project, reviewer, lead, queue_items, reviewer_client):
+    from annotation import services
+
+    charged, crashes, hello, _ = queue_items
+    review.review_record(example=charged, user=reviewer, verdict="accept")
+    review.review_record(example=crashes, user=reviewer, verdict="correct", label="Billing")
+    review.review_record(example=hello, user=lead, verdict="accept")
+    Review.objects.filter(reviewer=reviewer).update(seconds_spent=4)
+    Review.objects.filter(reviewer=lead).update(seconds_spent=10)
+    board = services.project_dashboard(project)
+    assert board["teacher_accuracy"] == pytest.approx(2 / 3)
+    assert [
+        (t["reviewer"], t["items"], t["median_seconds"], t["items_per_hour"]) for t in board["throughput"]
+    ] == [
+        ("rui_reviewer", 2, 4, 900),
+        ("lena_lead", 1, 10, 360),
+    ]
+    distribution = {d["label"]: (d["current"], d["teacher"]) for d in board["distribution"]}
+    assert distribution == {"Billing": (2, 1), "Technical support": (0, 1), "Other": (1, 1)}
+    page = reviewer_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert 'data-count="teacher-accuracy">0.667<' in page

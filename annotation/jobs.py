@@ -28,3 +28,10 @@ def synthetic_job_job(job_id: int) -> None:
     if not synthetic_job_claim(job_id):
         return
     synthetic_job_run(job=SyntheticJob.objects.get(pk=job_id))
+
+
+def quality_run_job(run_id: int) -> None:
+    from annotation.models import QualityRun
+    from annotation.review import quality_run
+
+    quality_run(run=QualityRun.objects.get(pk=run_id))

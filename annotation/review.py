@@ -22,6 +22,7 @@ from annotation.models import (
     GoldSetItem,
     Project,
     Proposal,
+    QualityRun,
     Review,
     ReviewClaim,
     ReviewState,
@@ -431,3 +432,70 @@ def gold_freeze(*, gold_set: GoldSet, user) -> GoldSet:
     gold_set.freeze(user=user)
     Example.objects.filter(gold_items__gold_set=gold_set).sync_queue_fields()
     return gold_set
+
+
+# --- likely label errors -----------------------------------------------------------------------
+
+
+def quality_run_start(*, project: Project, user) -> QualityRun:
+    from distillapp.queues import enqueue_on_commit
+
+    run = QualityRun.objects.create(project=project, created_by=user)
+    enqueue_on_commit(
+        "training",
+        "annotation.jobs.quality_run_job",
+        run.pk,
+        on_error=lambda exc: QualityRun.objects.filter(pk=run.pk).update(
+            status=QualityRun.Status.FAILED, error=f"The job queue could not be reached ({exc})."
+        ),
+    )
+    return run
+
+
+def quality_run(*, run: QualityRun) -> QualityRun:
+    """Score every labelled, non-gold example: low scores are likely label errors.
+
+    Out-of-sample probabilities from cross-validated logistic regression on
+    MiniLM embeddings (annotation.quality), so an example's own label never
+    vouches for itself.
+    """
+    import time
+
+    from annotation.quality import label_quality_scores
+
+    if not QualityRun.objects.filter(pk=run.pk, status=QualityRun.Status.PENDING).update(
+        status=QualityRun.Status.RUNNING
+    ):
+        return run
+    started = time.monotonic()
+    try:
+        rows = [
+            (pk, text, label)
+            for pk, text, label in Example.objects.for_project(run.project)
+            .not_gold()
+            .with_current_label()
+            .filter(current_label__isnull=False)
+            .values_list("pk", "text", "current_label")
+            if isinstance(label, str)
+        ]
+        scores = label_quality_scores([t for _, t, _ in rows], [lab for _, _, lab in rows]) if rows else []
+        with transaction.atomic():
+            Example.objects.filter(project=run.project).update(quality_score=None)
+            Example.objects.bulk_update(
+                [Example(pk=pk, quality_score=float(s)) for (pk, _, _), s in zip(rows, scores, strict=True)],
+                ["quality_score"],
+                batch_size=2000,
+            )
+        QualityRun.objects.filter(pk=run.pk).update(
+            status=QualityRun.Status.SUCCEEDED,
+            examples=len(rows),
+            seconds=time.monotonic() - started,
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        QualityRun.objects.filter(pk=run.pk).update(
+            status=QualityRun.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
+        raise
+    run.refresh_from_db()
+    return run

@@ -30,6 +30,7 @@ urlpatterns = [
     path("p/<slug:slug>/review/skip/", views.review_skip, name="review-skip"),
     path("p/<slug:slug>/review/undo/", views.review_undo, name="review-undo"),
     path("p/<slug:slug>/review/bulk/", views.review_bulk, name="review-bulk"),
+    path("p/<slug:slug>/review/quality/", views.review_quality, name="review-quality"),
     path("p/<slug:slug>/gold/", views.gold, name="gold"),
     path("p/<slug:slug>/gold/draw/", views.gold_draw, name="gold-draw"),
     path("p/<slug:slug>/gold/label/", views.gold_label, name="gold-label"),

@@ -77,6 +77,7 @@ def _card_context(
         "reviewed_today": review.reviewed_today(project=project, user=request.user),
         "remaining": review.queue(project, filters).count(),
         "sources": Example.Source.choices,
+        "quality_run": project.quality_runs.first(),
     }
 
 
@@ -289,3 +290,15 @@ def gold_freeze(request: HttpRequest, slug: str) -> HttpResponse:
     except review.ReviewError as exc:
         messages.error(request, str(exc))
     return redirect("annotation:gold", slug=project.slug)
+
+
+@login_required
+@require_POST
+def review_quality(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    review.quality_run_start(project=project, user=request.user)
+    messages.info(
+        request,
+        "Scoring likely label errors in the background; choose “Likely label errors first” when it is done.",
+    )
+    return redirect("annotation:review", slug=project.slug)

@@ -235,3 +235,25 @@ def test_dashboard_numbers(project, reviewer, lead, queue_items, reviewer_client
     assert distribution == {"Billing": (2, 1), "Technical support": (0, 1), "Other": (1, 1)}
     page = reviewer_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
     assert 'data-count="teacher-accuracy">0.667<' in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_quality_run_puts_the_mislabelled_example_first(project, lead, lead_client, queues):
+    from rq import SimpleWorker
+
+    texts = {
+        "Billing": [f"I was charged twice on my card for invoice {i}" for i in range(8)],
+        "Technical support": [f"The app crashes with error code {i} when I open it" for i in range(8)],
+        "Other": [f"Hello team, just wanted to say thanks, greetings number {i}" for i in range(8)],
+    }
+    for label, items in texts.items():
+        for text in items:
+            proposed(project, text, label, 0.9)
+    wrong = proposed(project, "I was charged twice on my card for the renewal", "Other", 0.9)
+    lead_client.post(reverse("annotation:review-quality", args=[project.slug]))
+    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    run = project.quality_runs.get()
+    assert run.status == "succeeded" and run.examples == 25
+    first = review.review_next(project=project, user=lead, filters=review.QueueFilter(strategy="errors"))
+    assert first == wrong
+    assert all(e.quality_score is not None for e in Example.objects.filter(project=project))

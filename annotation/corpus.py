@@ -291,8 +291,10 @@ def iter_csv(records: Iterable[dict]) -> Iterator[str]:
     yield writer.writerow(CSV_EXPORT_COLUMNS)
     for record in records:
         proposal = record["provenance"]["latest_proposal"] or {}
+        # "accept:ana:Billing"; blind gold labels and adjudications name their kind instead.
         reviews = "; ".join(
-            f"{r['verdict']}:{r['reviewer']}:{_flat(r['value'])}" for r in record["provenance"]["reviews"]
+            f"{r['verdict'] if r['kind'] == 'review' else r['kind']}:{r['reviewer']}:{_flat(r['value'])}"
+            for r in record["provenance"]["reviews"]
         )
         yield writer.writerow(
             [

@@ -7,6 +7,10 @@ the LLM worker never pay for loading torch.
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,3 +75,249 @@ def embed_texts(
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             out[idx] = pooled.float().cpu().numpy()
     return out
+
+
+# --- fine-tuning a classifier ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    epochs: float = 4
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 64
+    seed: int = 13
+    class_weighting: bool = False
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None
+
+
+@dataclass
+class TrainResult:
+    device: str
+    seconds: float
+    steps: int
+    stopped_early: bool
+    validation: dict = field(default_factory=dict)
+
+
+class Stopped(Exception):
+    """Training was cancelled from outside."""
+
+
+def train_classifier(
+    *,
+    texts: list[str],
+    labels: list[str],
+    label_names: list[str],
+    base_model: str,
+    output_dir: Path,
+    hyperparameters: Hyperparameters,
+    validation: tuple[list[str], list[str]] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Fine-tune `base_model` for sequence classification and save it to `output_dir`.
+
+    Uses transformers' Trainer; a callback reports progress and stops the run
+    when `should_stop()` turns true. Mixed precision on CUDA, fp32 on CPU.
+    """
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
+
+    hp = hyperparameters
+    set_seed(hp.seed)
+    label2id = {name: i for i, name in enumerate(label_names)}
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id=label2id,
+    )
+    train_set = _EncodedTexts(tokenizer, texts, [label2id[label] for label in labels], hp.max_length)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=hp.epochs,
+        learning_rate=hp.learning_rate,
+        per_device_train_batch_size=hp.batch_size,
+        warmup_steps=hp.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        weight_decay=hp.weight_decay,
+        lr_scheduler_type="linear",
+        seed=hp.seed,
+        logging_steps=max(1, min(25, len(train_set) // hp.batch_size // 4 or 1)),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        dataloader_num_workers=0,
+    )
+    weights = None
+    if hp.class_weighting:
+        counts = torch.bincount(torch.tensor(train_set.labels), minlength=len(label_names)).float()
+        weights = (counts.sum() / (len(label_names) * counts.clamp(min=1))).to("cuda" if cuda else "cpu")
+
+    state = {"stopped": False, "loss": None}
+
+    class Report(TrainerCallback):
+        def on_log(self, args, trainer_state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                state["loss"] = float(logs["loss"])
+
+        def on_step_end(self, args, trainer_state, control, **kwargs):
+            if on_progress is not None:
+                on_progress(
+                    Progress(
+                        step=trainer_state.global_step,
+                        total_steps=trainer_state.max_steps,
+                        epoch=float(trainer_state.epoch or 0),
+                        loss=state["loss"],
+                    )
+                )
+            if should_stop is not None and should_stop():
+                state["stopped"] = True
+                control.should_training_stop = True
+            return control
+
+    class WeightedTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            targets = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = torch.nn.functional.cross_entropy(
+                outputs.logits, targets, weight=weights.to(outputs.logits.dtype)
+            )
+            return (loss, outputs) if return_outputs else loss
+
+    started = time.monotonic()
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    trainer = WeightedTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[Report()],
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to the run's row, not stdout
+    output = trainer.train()
+    seconds = time.monotonic() - started
+    if state["stopped"]:
+        raise Stopped()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    result = TrainResult(
+        device="cuda" if cuda else "cpu", seconds=seconds, steps=output.global_step, stopped_early=False
+    )
+    if validation and validation[0]:
+        predicted, _ = predict(output_dir, validation[0], max_length=hp.max_length)
+        correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
+        result.validation = {"examples": len(validation[0]), "accuracy": correct / len(validation[0])}
+    return result
+
+
+class _EncodedTexts:
+    """A map-style dataset that tokenizes on the fly (no padding: the collator pads)."""
+
+    def __init__(self, tokenizer, texts: list[str], labels: list[int], max_length: int):
+        self.encodings = tokenizer(texts, truncation=True, max_length=max_length)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {key: values[index] for key, values in self.encodings.items()}
+        item["labels"] = self.labels[index]
+        return item
+
+
+@functools.lru_cache(maxsize=4)
+def _load_classifier(model_dir: str, mtime: float):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(_device()).eval()
+    return tokenizer, model
+
+
+def load_classifier(model_dir: Path | str):
+    """The saved classifier, loaded once per process and kept warm."""
+    path = Path(model_dir)
+    # The directory's mtime is in the key, so a retrained model is loaded afresh.
+    return _load_classifier(str(path), path.stat().st_mtime)
+
+
+def predict(
+    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+) -> tuple[list[str], list[float]]:
+    """The predicted label and its softmax probability for each text."""
+    probabilities, names = predict_proba(model_dir, texts, batch_size=batch_size, max_length=max_length)
+    best = probabilities.argmax(axis=1) if len(texts) else np.array([], dtype=int)
+    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
+
+
+def predict_proba(
+    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+) -> tuple[np.ndarray, list[str]]:
+    import torch
+
+    tokenizer, model = load_classifier(model_dir)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    out = np.empty((len(texts), len(names)), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(model.device)
+            out[idx] = torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
+    return out, names
+
+
+def make_tiny_model(directory: Path) -> str:
+    """A tiny random BERT with the bundled tokenizer, for tests that need only the code path."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -1,1 +1,134 @@
-# Training runs, evaluations and model versions arrive with the training issue.
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from annotation.models import Example, GoldSet, Project
+
+
+def default_hyperparameters() -> dict:
+    # The defaults a lead gets in the launch form; bench/banking77_distill.py
+    # measures them (MiniLM-L6 on Banking77: see bench/README.md).
+    return {
+        "epochs": 4,
+        "learning_rate": 1e-4,
+        "batch_size": 32,
+        "max_length": 64,
+        "seed": 13,
+        "class_weighting": False,
+        "warmup_ratio": 0.06,
+        "validation_fraction": 0.1,
+    }
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Training"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class LabelSource(models.TextChoices):
+        REVIEWED = "reviewed", "Reviewed labels only"
+        REVIEWED_PLUS_TEACHER = "reviewed+teacher", "Reviewed, plus teacher labels at confidence ≥ c"
+        ALL_CURRENT = "all", "All current labels"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    number = models.PositiveIntegerField(
+        help_text="Run N of this project: the student's agent is student:run-N."
+    )
+    base_model = models.CharField(max_length=500, blank=True, help_text="Empty: the bundled MiniLM-L6.")
+    hyperparameters = models.JSONField(default=default_hyperparameters)
+    label_source = models.CharField(
+        max_length=20, choices=LabelSource.choices, default=LabelSource.ALL_CURRENT
+    )
+    teacher_min_confidence = models.FloatField(default=0.0)
+    include_synthetic = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    is_cancel_requested = models.BooleanField(default=False)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    epoch = models.FloatField(default=0)
+    loss = models.FloatField(null=True, blank=True)
+    loss_history = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...]")
+    phase = models.CharField(max_length=40, blank=True, help_text="What the run is doing now.")
+    device = models.CharField(max_length=20, blank=True)
+    train_seconds = models.FloatField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True, help_text="Training data: totals and per label.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Validation metrics.")
+    artifact_path = models.CharField(max_length=1000, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="trainingrun_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} run {self.number} ({self.get_status_display()})"
+
+    @property
+    def agent(self) -> str:
+        return f"student:run-{self.number}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
+
+    @property
+    def percent_done(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return min(99, int(100 * self.step / self.total_steps)) if self.total_steps else 0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.status != self.Status.RUNNING or not self.step or not self.started_at or not self.total_steps:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        return elapsed / self.step * (self.total_steps - self.step)
+
+
+class Evaluation(models.Model):
+    """Metrics of the student (a run) or of the teacher on one frozen gold version."""
+
+    class Subject(models.TextChoices):
+        STUDENT = "student", "Student"
+        TEACHER = "teacher", "Teacher"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="evaluations")
+    run = models.ForeignKey(
+        TrainingRun, null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    gold_set = models.ForeignKey(GoldSet, on_delete=models.PROTECT, related_name="evaluations")
+    subject = models.CharField(max_length=10, choices=Subject.choices)
+    agent = models.CharField(max_length=200, help_text="student:run-N, or the teacher agent evaluated.")
+    target_accuracy = models.FloatField(default=0.95)
+    metrics = models.JSONField(default=dict)
+    predictions = models.JSONField(default=list, help_text="[{example, gold, predicted, confidence}]")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.agent} on gold v{self.gold_set.version}"
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("accuracy")
+
+
+__all__ = ["Evaluation", "Example", "TrainingRun", "default_hyperparameters"]

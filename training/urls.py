@@ -1,3 +1,19 @@
+from django.urls import path
+
+from training import views
+
 app_name = "training"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("p/<slug:slug>/", views.runs, name="runs"),
+    path("p/<slug:slug>/runs/new/", views.run_create, name="run-create"),
+    path("p/<slug:slug>/runs/<int:number>/", views.run_detail, name="run"),
+    path("p/<slug:slug>/runs/<int:number>/cancel/", views.run_cancel, name="run-cancel"),
+    path("p/<slug:slug>/runs/<int:number>/evaluate/", views.run_evaluate, name="run-evaluate"),
+    path("p/<slug:slug>/runs/<int:number>/download/", views.run_download, name="run-download"),
+    path("p/<slug:slug>/evaluations/<int:pk>/", views.evaluation, name="evaluation"),
+    path(
+        "p/<slug:slug>/evaluations/<int:pk>/examples/", views.evaluation_examples, name="evaluation-examples"
+    ),
+    path("p/<slug:slug>/compare/", views.compare, name="compare"),
+]

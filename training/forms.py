@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from django import forms
+
+from training.models import TrainingRun, default_hyperparameters
+
+DEFAULTS = default_hyperparameters()
+
+
+class LaunchForm(forms.Form):
+    label_source = forms.ChoiceField(
+        choices=TrainingRun.LabelSource.choices, initial=TrainingRun.LabelSource.ALL_CURRENT
+    )
+    teacher_min_confidence = forms.FloatField(
+        min_value=0, max_value=1, initial=0.0, label="Teacher confidence at least"
+    )
+    include_synthetic = forms.BooleanField(required=False, label="Also learn from synthetic examples")
+    base_model = forms.CharField(
+        max_length=500, required=False, help_text="Empty: the bundled MiniLM-L6. Or a local path."
+    )
+    epochs = forms.FloatField(min_value=0.1, max_value=100, initial=DEFAULTS["epochs"])
+    learning_rate = forms.FloatField(min_value=1e-7, max_value=1, initial=DEFAULTS["learning_rate"])
+    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=DEFAULTS["batch_size"])
+    max_length = forms.IntegerField(
+        min_value=8, max_value=512, initial=DEFAULTS["max_length"], help_text="Tokens per text."
+    )
+    seed = forms.IntegerField(initial=DEFAULTS["seed"])
+    warmup_ratio = forms.FloatField(min_value=0, max_value=0.99, initial=DEFAULTS["warmup_ratio"])
+    validation_fraction = forms.FloatField(
+        min_value=0, max_value=0.5, initial=DEFAULTS["validation_fraction"]
+    )
+    class_weighting = forms.BooleanField(required=False, help_text="Weight rare labels up in the loss.")
+
+    def hyperparameters(self) -> dict:
+        keys = [
+            "epochs",
+            "learning_rate",
+            "batch_size",
+            "max_length",
+            "seed",
+            "warmup_ratio",
+            "validation_fraction",
+            "class_weighting",
+        ]
+        return {k: self.cleaned_data[k] for k in keys}
+
+
+class EvaluateForm(forms.Form):
+    gold = forms.IntegerField(
+        min_value=1, required=False, label="Gold version", help_text="Empty: the latest frozen one."
+    )
+    target_accuracy = forms.FloatField(min_value=0.5, max_value=1.0, initial=0.95)

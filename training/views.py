@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation.models import Example
+from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from training import services
+from training.forms import EvaluateForm, LaunchForm
+from training.models import Evaluation, TrainingRun
+
+
+def _run(project, number: int) -> TrainingRun:
+    return get_object_or_404(TrainingRun, project=project, number=number)
+
+
+@login_required
+@require_GET
+def runs(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    estimate = services.training_estimate(
+        project=project, label_source="all", teacher_min_confidence=0.0, include_synthetic=False, epochs=4
+    )
+    return render(
+        request,
+        "training/runs.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "runs": project.training_runs.order_by("-number"),
+            "form": LaunchForm(),
+            "estimate": estimate,
+            "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
+        },
+    )
+
+
+@login_required
+@require_POST
+def run_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = LaunchForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("training:runs", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        run = services.run_create(
+            project=project,
+            user=request.user,
+            base_model=data["base_model"],
+            hyperparameters=form.hyperparameters(),
+            label_source=data["label_source"],
+            teacher_min_confidence=data["teacher_min_confidence"],
+            include_synthetic=data["include_synthetic"],
+        )
+    except services.TrainingError as exc:
+        messages.error(request, str(exc))
+        return redirect("training:runs", slug=project.slug)
+    services.run_start(run=run)
+    messages.info(request, f"Run {run.number} is queued: {run.counts['estimate']['examples']:,} examples.")
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+def _loss_points(run: TrainingRun, width: int = 600, height: int = 160) -> str:
+    history = run.loss_history or []
+    if len(history) < 2:
+        return ""
+    steps = [s for s, _ in history]
+    losses = [loss for _, loss in history]
+    top, low = max(losses), min(0.0, min(losses))
+    span_x = max(1, (run.total_steps or steps[-1]))
+    span_y = (top - low) or 1.0
+    return " ".join(
+        f"{s / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}" for s, loss in history
+    )
+
+
+def _run_context(request, project, role, run) -> dict:
+    return {
+        "project": project,
+        "is_lead": role == "lead",
+        "run": run,
+        "loss_points": _loss_points(run),
+        "evaluate_form": EvaluateForm(),
+        "evaluations": run.evaluations.select_related("gold_set"),
+    }
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    run = _run(project, number)
+    context = _run_context(request, project, role, run)
+    if request.htmx:
+        response = render(request, "training/run.html#progress", context)
+        if run.is_finished:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render(request, "training/run.html", context)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    run = _run(project, number)
+    if run.is_finished:
+        messages.error(request, "This run has already ended.")
+    else:
+        services.run_cancel(run=run)
+        messages.info(request, "Cancelling after the current step.")
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+@login_required
+@require_POST
+def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    run = _run(project, number)
+    form = EvaluateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("training:run", slug=project.slug, number=run.number)
+    try:
+        student = services.evaluate_run(
+            run=run,
+            gold_version=form.cleaned_data["gold"],
+            target_accuracy=form.cleaned_data["target_accuracy"],
+        )
+        services.evaluate_teacher(
+            project=project,
+            gold_version=student.gold_set.version,
+            target_accuracy=form.cleaned_data["target_accuracy"],
+        )
+    except services.TrainingError as exc:
+        messages.error(request, str(exc))
+        return redirect("training:run", slug=project.slug, number=run.number)
+    return redirect("training:evaluation", slug=project.slug, pk=student.pk)
+
+
+@login_required
+@require_GET
+def run_download(request: HttpRequest, slug: str, number: int) -> FileResponse:
+    project, _ = _project_for_member(request, slug)
+    run = _run(project, number)
+    if not run.artifact_path or not Path(run.artifact_path).is_dir():
+        raise Http404("This run has no artifacts.")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        root = Path(run.artifact_path)
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "checkpoints" not in path.parts:
+                archive.write(path, path.relative_to(root))
+    buffer.seek(0)
+    return FileResponse(buffer, as_attachment=True, filename=f"{project.slug}-run-{run.number}.zip")
+
+
+def _heat(value: int, peak: int) -> str:
+    return f"{0.08 + 0.85 * value / peak:.2f}" if value and peak else "0"
+
+
+@login_required
+@require_GET
+def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    student = get_object_or_404(Evaluation, project=project, pk=pk)
+    teacher = services.latest_teacher_evaluation(student) if student.subject == "student" else None
+    overlap = services.error_analysis(student, teacher) if teacher else {}
+    confusion = student.metrics.get("confusion", {"labels": [], "matrix": []})
+    names, matrix = confusion["labels"], confusion["matrix"]
+    # Rows sorted by how many of the row's examples are wrong, worst first.
+    order = sorted(range(len(names)), key=lambda i: -(sum(matrix[i]) - matrix[i][i]) if matrix else 0)
+    off_peak = max([v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j] + [1])
+    diag_peak = max([matrix[i][i] for i in range(len(matrix))] + [1])
+    heat_rows = [
+        {
+            "label": names[i],
+            "total": sum(matrix[i]),
+            "cells": [
+                {
+                    "value": matrix[i][j],
+                    "predicted": names[j],
+                    "alpha": _heat(matrix[i][j], diag_peak if i == j else off_peak),
+                    "is_diagonal": i == j,
+                }
+                for j in order
+            ],
+        }
+        for i in order
+    ]
+    return render(
+        request,
+        "training/evaluation.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "evaluation": student,
+            "m": student.metrics,
+            "teacher": teacher,
+            "overlap": {k: len(v) for k, v in overlap.items()},
+            "heat_labels": [names[j] for j in order],
+            "heat_rows": heat_rows,
+        },
+    )
+
+
+OVERLAP_CELLS = {
+    "both_right": "Both right",
+    "only_student_wrong": "Only the student is wrong",
+    "only_teacher_wrong": "Only the teacher is wrong",
+    "both_wrong": "Both wrong",
+}
+
+
+@login_required
+@require_GET
+def evaluation_examples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The examples behind one overlap cell or one confusion (true -> predicted)."""
+    project, role = _project_for_member(request, slug)
+    student = get_object_or_404(Evaluation, project=project, pk=pk)
+    rows = {r["example"]: r for r in student.predictions}
+    cell = request.GET.get("cell", "")
+    if cell:
+        if cell not in OVERLAP_CELLS:
+            raise Http404("Unknown cell.")
+        teacher = services.latest_teacher_evaluation(student)
+        ids = services.error_analysis(student, teacher).get(cell, [])
+        title = OVERLAP_CELLS[cell]
+        teacher_rows = {r["example"]: r for r in teacher.predictions} if teacher else {}
+    else:
+        true, predicted = request.GET.get("true", ""), request.GET.get("predicted", "")
+        ids = [i for i, r in rows.items() if r["gold"] == true and (r["predicted"] or "(none)") == predicted]
+        title = f"Gold “{true}”, predicted “{predicted}”"
+        teacher_rows = {}
+    texts = dict(Example.objects.filter(pk__in=ids).values_list("pk", "text"))
+    items = [
+        {"id": i, "text": texts.get(i, ""), "row": rows.get(i), "teacher": teacher_rows.get(i)} for i in ids
+    ]
+    return render(
+        request,
+        "training/evaluation_examples.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "evaluation": student,
+            "title": title,
+            "items": items,
+        },
+    )
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    numbers = [int(n) for n in request.GET.getlist("run") if n.isdigit()]
+    chosen = (
+        list(project.training_runs.filter(number__in=numbers).order_by("number"))
+        if numbers
+        else list(project.training_runs.filter(status="succeeded").order_by("-number")[:3])[::-1]
+    )
+    return render(
+        request,
+        "training/compare.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "comparison": services.compare_runs(chosen),
+            "all_runs": project.training_runs.order_by("-number"),
+        },
+    )

@@ -103,6 +103,11 @@ def redis_url_from_env(name: str) -> str:
     return raw
 
 
+# Models load from local paths (the bundled MiniLM, trained runs). Set
+# HF_HUB_OFFLINE=0 to allow a base model to come from the Hugging Face hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 # --- paths -------------------------------------------------------------------
 
 DATA_DIR = Path(env_str("DISTILL_DATA_DIR", str(BASE_DIR / "var"))).resolve()

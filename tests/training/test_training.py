@@ -175,10 +175,10 @@ def test_failed_run_records_the_error(project, reviewer, lead, settings, tmp_pat
     labelled(project, reviewer, 3)
     run = services.run_create(project=project, user=lead, base_model=str(tmp_path / "no-such-model"))
     assert services.run_claim(run.pk)
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):
         services.run_execute(run=run)
     run.refresh_from_db()
-    assert run.status == "failed" and run.error and "Traceback" in run.traceback
+    assert run.status == "failed" and run.error.startswith("OSError") and "Traceback" in run.traceback
 
 
 def test_reviewers_cannot_launch(project, reviewer, lead, reviewer_client):

@@ -83,7 +83,7 @@ def embed_texts(
 @dataclass(frozen=True)
 class Hyperparameters:
     epochs: float = 4
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     batch_size: int = 32
     max_length: int = 64
     seed: int = 13

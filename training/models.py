@@ -12,7 +12,7 @@ def default_hyperparameters() -> dict:
     # measures them (MiniLM-L6 on Banking77: see bench/README.md).
     return {
         "epochs": 4,
-        "learning_rate": 1e-4,
+        "learning_rate": 3e-4,
         "batch_size": 32,
         "max_length": 64,
         "seed": 13,

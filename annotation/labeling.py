@@ -11,6 +11,7 @@ no cost, so a re-run never pays twice for the same question.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -649,3 +650,68 @@ def run_with_heartbeat(job_id: int, fn: Callable[[], object]) -> object:
     finally:
         stop.set()
         thread.join()
+
+
+# --- answering live traffic ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
+    """The offline teacher with its memory embedded, kept while the memory is unchanged."""
+    from annotation.embedding_teacher import EmbeddingTeacher
+
+    project = Project.objects.get(pk=project_id)
+    prompt = PromptVersion.objects.get(pk=prompt_version_id)
+    labels = [(label["name"], label.get("description", "")) for label in prompt.labels]
+    return EmbeddingTeacher(labels, [(t, lab) for t, lab in _memory(project) if lab in prompt.label_names])
+
+
+def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary.TeacherAnswer]:
+    """The teacher's answers for texts outside any job (the serving fallback), in order."""
+    config = teacher_config_for(project)
+    prompt = prompt_version_current(project)
+    agent = agent_name(_config_snapshot(config), prompt)
+    if config.provider == TeacherConfig.Provider.EMBEDDING:
+        reviewed = Example.objects.for_project(project).filter(review_state="reviewed")
+        memory_key = (reviewed.count(), reviewed.order_by("-pk").values_list("pk", flat=True).first())
+        started = time.perf_counter()
+        predictions = _embedding_teacher(project.pk, prompt.pk, memory_key).predict(texts)
+        per_text = int((time.perf_counter() - started) * 1000 / max(1, len(texts)))
+        return [
+            teacher_boundary.TeacherAnswer(
+                value=p.label,
+                confidence=p.confidence,
+                confidence_method="softmax",
+                latency_ms=per_text,
+                attempts=1,
+                agent=agent,
+            )
+            for p in predictions
+        ]
+    settings = teacher_settings(config)
+    system_prompt = teacher_boundary.render_system_prompt(
+        instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+    )
+    shots = _few_shot_chooser(prompt, project)(texts)
+
+    async def ask() -> list[teacher_boundary.TeacherAnswer]:
+        client = teacher_boundary.OpenAITeacher(settings, prompt.label_names)
+        semaphore = asyncio.Semaphore(settings.concurrency)
+
+        async def one(text, few):
+            async with semaphore:
+                return (
+                    await client.classify(
+                        teacher_boundary.render_messages(system_prompt=system_prompt, text=text, few_shot=few)
+                    )
+                )[-1]
+
+        try:
+            return await asyncio.gather(*(one(t, f) for t, f in zip(texts, shots, strict=True)))
+        finally:
+            await client.close()
+
+    answers = asyncio.run(ask())
+    for answer in answers:
+        answer.agent = agent
+    return answers

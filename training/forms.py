@@ -50,3 +50,36 @@ class EvaluateForm(forms.Form):
         min_value=1, required=False, label="Gold version", help_text="Empty: the latest frozen one."
     )
     target_accuracy = forms.FloatField(min_value=0.5, max_value=1.0, initial=0.95)
+
+
+class PromoteForm(forms.Form):
+    run = forms.IntegerField(min_value=1, label="Run number")
+    threshold = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Empty: the gold sweep's threshold for the target accuracy.",
+    )
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, initial="production")
+
+
+class ServingConfigForm(forms.ModelForm):
+    class Meta:
+        from training.models import ServingConfig
+
+        model = ServingConfig
+        fields = [
+            "fallback",
+            "target_accuracy",
+            "max_batch",
+            "max_text_chars",
+            "traffic_sample_rate",
+            "drop_in_message",
+            "hosting_usd_per_month",
+            "compute_usd_per_hour",
+            "monthly_volume",
+            "api_price_per_call",
+        ]

@@ -132,3 +132,148 @@ class Evaluation(models.Model):
 
 
 __all__ = ["Evaluation", "Example", "TrainingRun", "default_hyperparameters"]
+
+
+# --- deployment -------------------------------------------------------------------------------------
+
+
+class ModelVersion(models.Model):
+    """A trained run put in front of traffic behind a confidence threshold."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="versions")
+    threshold = models.FloatField(help_text="Answers at or above this confidence come from the student.")
+    is_active = models.BooleanField(default=False)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    promoted_at = models.DateTimeField(default=timezone.now)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-promoted_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"], condition=models.Q(is_active=True), name="one_active_model_per_project"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} v{self.pk} (run {self.run.number}, threshold {self.threshold:.2f})"
+
+    @property
+    def name(self) -> str:
+        return f"run-{self.run.number}@{self.threshold:.2f}"
+
+
+class DeploymentEvent(models.Model):
+    class Action(models.TextChoices):
+        PROMOTE = "promote", "Promoted"
+        ROLLBACK = "rollback", "Rolled back"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="deployment_events")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="events")
+    previous = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.version} by {self.user}"
+
+
+class ApiToken(models.Model):
+    """A per-project bearer token; only its hash is stored, the token is shown once."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The first characters, to recognise a token.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ServingConfig(models.Model):
+    class Fallback(models.TextChoices):
+        TEACHER = "teacher", "Ask the teacher LLM (synchronously)"
+        REVIEW = "review", "Answer null and send the text to review"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="serving_config")
+    fallback = models.CharField(max_length=10, choices=Fallback.choices, default=Fallback.REVIEW)
+    max_batch = models.PositiveIntegerField(default=64)
+    max_text_chars = models.PositiveIntegerField(default=5000)
+    traffic_sample_rate = models.FloatField(
+        default=1.0, help_text="Share of low-confidence texts kept for review."
+    )
+    target_accuracy = models.FloatField(
+        default=0.95, help_text="Promotion picks the threshold that reaches it on gold."
+    )
+    drop_in_message = models.CharField(
+        max_length=20,
+        default="last_user",
+        choices=[("last_user", "The last user message"), ("first_user", "The first user message")],
+        help_text="Where the text to classify sits in a chat completion request.",
+    )
+    # Inputs of the break-even that cannot be measured here.
+    hosting_usd_per_month = models.DecimalField(max_digits=12, decimal_places=2, default=50)
+    compute_usd_per_hour = models.DecimalField(max_digits=10, decimal_places=4, default=1)
+    monthly_volume = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: measured from traffic."
+    )
+    api_price_per_call = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Empty: measured teacher cost per call.",
+    )
+
+    def __str__(self) -> str:
+        return f"Serving of {self.project}"
+
+
+class PredictionLog(models.Model):
+    class Route(models.TextChoices):
+        STUDENT = "student", "Student"
+        TEACHER = "teacher", "Teacher"
+        REVIEW = "review", "Review"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions", db_index=False)
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    route = models.CharField(max_length=10, choices=Route.choices)
+    label = models.CharField(max_length=100, blank=True)
+    student_label = models.CharField(max_length=100, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    teacher_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    endpoint = models.CharField(max_length=20, default="predict")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "created_at"], name="prediction_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.route}: {self.label or '-'} ({self.confidence})"

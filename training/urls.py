@@ -16,4 +16,11 @@ urlpatterns = [
         "p/<slug:slug>/evaluations/<int:pk>/examples/", views.evaluation_examples, name="evaluation-examples"
     ),
     path("p/<slug:slug>/compare/", views.compare, name="compare"),
+    path("p/<slug:slug>/deploy/", views.deploy, name="deploy"),
+    path("p/<slug:slug>/deploy/promote/", views.promote, name="promote"),
+    path("p/<slug:slug>/deploy/rollback/", views.rollback, name="rollback"),
+    path("p/<slug:slug>/deploy/tokens/new/", views.token_create, name="token-create"),
+    path("p/<slug:slug>/deploy/tokens/<int:pk>/revoke/", views.token_revoke, name="token-revoke"),
+    path("p/<slug:slug>/monitor/", views.monitor, name="monitor"),
+    path("p/<slug:slug>/cost/", views.cost, name="cost"),
 ]

@@ -6,15 +6,16 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import Example
 from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
-from training import services
-from training.forms import EvaluateForm, LaunchForm
-from training.models import Evaluation, TrainingRun
+from training import services, serving
+from training.forms import EvaluateForm, LaunchForm, PromoteForm, ServingConfigForm, TokenForm
+from training.models import ApiToken, Evaluation, TrainingRun
 
 
 def _run(project, number: int) -> TrainingRun:
@@ -277,4 +278,128 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
             "comparison": services.compare_runs(chosen),
             "all_runs": project.training_runs.order_by("-number"),
         },
+    )
+
+
+# --- deployment, monitoring, cost --------------------------------------------------------------
+
+
+@login_required
+def deploy(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    is_lead = role == "lead"
+    config = serving.serving_config_for(project)
+    config_form = ServingConfigForm(request.POST or None, instance=config)
+    if request.method == "POST":
+        if not is_lead:
+            raise PermissionDenied("Only the project's leads can change serving.")
+        if config_form.is_valid():
+            config_form.save()
+            messages.success(request, "Serving settings saved.")
+            return redirect("training:deploy", slug=project.slug)
+    finished = project.training_runs.filter(status="succeeded").order_by("-number")
+    return render(
+        request,
+        "training/deploy.html",
+        {
+            "project": project,
+            "is_lead": is_lead,
+            "active": serving.active_version(project),
+            "versions": project.model_versions.select_related("run", "promoted_by")[:20],
+            "events": project.deployment_events.select_related("version__run", "user")[:20],
+            "runs": [
+                {"run": r, "threshold": serving.recommended_threshold(r, config.target_accuracy)}
+                for r in finished
+            ],
+            "tokens": project.api_tokens.all(),
+            "promote_form": PromoteForm(),
+            "token_form": TokenForm(),
+            "config_form": config_form,
+            "new_token": request.session.pop(f"new-token:{project.pk}", None),
+        },
+    )
+
+
+@login_required
+@require_POST
+def promote(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = PromoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("training:deploy", slug=project.slug)
+    run = _run(project, form.cleaned_data["run"])
+    try:
+        version = serving.version_promote(
+            run=run, user=request.user, threshold=form.cleaned_data["threshold"]
+        )
+        messages.success(request, f"Run {run.number} is live at threshold {version.threshold:.2f}.")
+    except serving.ServingError as exc:
+        messages.error(request, str(exc))
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def rollback(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    try:
+        version = serving.version_rollback(project=project, user=request.user)
+        messages.success(request, f"Rolled back: run {version.run.number} is live again.")
+    except serving.ServingError as exc:
+        messages.error(request, str(exc))
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def token_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = TokenForm(request.POST)
+    name = form.cleaned_data["name"] if form.is_valid() else "token"
+    _, raw = serving.token_create(project=project, user=request.user, name=name)
+    # Shown once, on the next page; only its hash is kept.
+    request.session[f"new-token:{project.pk}"] = raw
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    token = get_object_or_404(ApiToken, project=project, pk=pk)
+    serving.token_revoke(token=token)
+    messages.success(request, f"Token {token.name} ({token.prefix}…) is revoked.")
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_GET
+def monitor(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    data = serving.monitoring(project)
+    peak = max([1] + [row["n"] for row in data["per_day"]])
+    hist_peak = max([1] + data["confidence_histogram"])
+    return render(
+        request,
+        "training/monitor.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "m": data,
+            "day_peak": peak,
+            "hist_peak": hist_peak,
+            "active": serving.active_version(project),
+        },
+    )
+
+
+@login_required
+@require_GET
+def cost(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return render(
+        request,
+        "training/cost.html",
+        {"project": project, "is_lead": role == "lead", "report": serving.cost_report(project)},
     )

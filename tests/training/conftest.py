@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from training.models import Evaluation, TrainingRun
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory):
+    """An untrained tiny BERT classifier saved as a run's artifacts (root/model)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from training import ml
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    tokenizer = AutoTokenizer.from_pretrained(ml.default_base_model())
+    labels = ["Billing", "Technical support", "Other"]
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+    )
+    BertForSequenceClassification(config).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return root
+
+
+def make_run(project, artifacts, *, number: int = 1, evaluated: bool = True) -> TrainingRun:
+    run = TrainingRun.objects.create(
+        project=project,
+        number=number,
+        status="succeeded",
+        artifact_path=str(artifacts),
+        counts={"per_label": {"Billing": 5, "Technical support": 3, "Other": 2}},
+        train_seconds=1800,
+    )
+    if evaluated:
+        from annotation.models import GoldSet
+
+        gold = GoldSet.objects.filter(project=project).first() or GoldSet.objects.create(
+            project=project, version=1
+        )
+        Evaluation.objects.create(
+            project=project,
+            run=run,
+            gold_set=gold,
+            subject="student",
+            agent=run.agent,
+            metrics={
+                "accuracy": 0.9,
+                "coverage": [
+                    {"threshold": 0.3, "coverage": 1.0, "accuracy": 0.9},
+                    {"threshold": 0.5, "coverage": 0.6, "accuracy": 0.96},
+                    {"threshold": 0.7, "coverage": 0.2, "accuracy": 1.0},
+                ],
+            },
+        )
+    return run

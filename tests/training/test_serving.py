@@ -1,0 +1,293 @@
+"""Deployment: promotion, tokens, the prediction API with routing, the drop-in, monitoring and cost."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotation.models import Example, Proposal
+from annotation.review import QueueFilter, queue
+from tests.conftest import make_project
+from tests.training.conftest import make_run
+from training import serving
+from training.models import DeploymentEvent, ModelVersion, PredictionLog, ServingConfig
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def live(project, lead, tiny_classifier):
+    run = make_run(project, tiny_classifier)
+    version = serving.version_promote(run=run, user=lead)
+    _, raw = serving.token_create(project=project, user=lead, name="ci")
+    return version, raw
+
+
+def call(raw_token: str | None, slug: str, body, *, client=None) -> tuple[int, dict]:
+    client = client or Client()
+    headers = {"Authorization": f"Bearer {raw_token}"} if raw_token else {}
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    response = client.post(
+        f"/api/v1/projects/{slug}/predict", data=data, content_type="application/json", headers=headers
+    )
+    return response.status_code, response.json()
+
+
+def confidence_of(version, text: str) -> float:
+    return serving.student_predict(version, [text])[1][0]
+
+
+def test_promote_uses_the_gold_threshold_and_logs(project, lead, tiny_classifier):
+    run = make_run(project, tiny_classifier)
+    version = serving.version_promote(run=run, user=lead)
+    assert version.threshold == 0.5  # lowest threshold reaching the 0.95 target on gold
+    assert version.is_active
+    assert DeploymentEvent.objects.get().action == "promote"
+
+
+def test_unevaluated_run_cannot_be_promoted(project, lead, tiny_classifier):
+    run = make_run(project, tiny_classifier, evaluated=False)
+    with pytest.raises(serving.ServingError, match="Evaluate run 1"):
+        serving.version_promote(run=run, user=lead)
+
+
+def test_promotion_and_rollback(project, lead, tiny_classifier):
+    first = serving.version_promote(
+        run=make_run(project, tiny_classifier, number=1), user=lead, threshold=0.4
+    )
+    second = serving.version_promote(
+        run=make_run(project, tiny_classifier, number=2), user=lead, threshold=0.6
+    )
+    assert list(ModelVersion.objects.filter(is_active=True)) == [second]
+    back = serving.version_rollback(project=project, user=lead)
+    assert back == first and serving.active_version(project) == first
+    assert ModelVersion.objects.filter(is_active=True).count() == 1
+    assert [e.action for e in DeploymentEvent.objects.order_by("created_at", "pk")] == [
+        "promote",
+        "promote",
+        "rollback",
+    ]
+    with pytest.raises(serving.ServingError, match="no earlier version"):
+        serving.version_rollback(project=project, user=lead)
+
+
+@pytest.mark.parametrize(
+    ("token", "body", "status", "code"),
+    [
+        (None, {"texts": ["x"]}, 401, "no_token"),
+        ("dst_wrong", {"texts": ["x"]}, 401, "bad_token"),
+        ("OK", "{not json", 400, "bad_json"),
+        ("OK", ["a list"], 400, "bad_json"),
+        ("OK", {"texts": []}, 400, "no_texts"),
+        ("OK", {"texts": [1, 2]}, 400, "bad_texts"),
+        ("OK", {"texts": ["x"] * 65}, 413, "too_many_texts"),
+        ("OK", {"texts": ["x" * 5001]}, 413, "text_too_long"),
+        ("OK", {"texts": ["   "]}, 400, "empty_text"),
+    ],
+)
+def test_bad_requests_get_clear_errors_and_store_nothing(project, live, token, body, status, code):
+    _, raw = live
+    got_status, got = call(raw if token == "OK" else token, project.slug, body)
+    assert (got_status, got["error"]["code"]) == (status, code)
+    assert got["error"]["message"]
+    assert not PredictionLog.objects.exists() and not Example.objects.exists()
+
+
+def test_another_projects_token_and_revoked_token(project, lead, live):
+    other = make_project(lead=lead, slug="other")
+    _, other_raw = serving.token_create(project=other, user=lead, name="x")
+    assert call(other_raw, project.slug, {"texts": ["x"]})[0] == 403
+    token = project.api_tokens.get()
+    serving.token_revoke(token=token)
+    assert call(live[1], project.slug, {"texts": ["x"]})[0] == 401
+    assert not PredictionLog.objects.exists()
+
+
+def test_get_is_refused(project, live):
+    response = Client().get(
+        f"/api/v1/projects/{project.slug}/predict", headers={"Authorization": f"Bearer {live[1]}"}
+    )
+    assert response.status_code == 405
+
+
+def test_routing_at_the_threshold_with_review_fallback(project, live):
+    version, raw = live
+    text = "my card was charged twice"
+    conf = confidence_of(version, text)
+    ModelVersion.objects.filter(pk=version.pk).update(
+        threshold=conf
+    )  # exactly at the threshold: the student answers
+    status, body = call(raw, project.slug, {"texts": [text]})
+    answer = body["predictions"][0]
+    assert (status, answer["route"], answer["model_version"]) == (200, "student", "run-1@" + f"{conf:.2f}")
+    assert answer["label"] in {"Billing", "Technical support", "Other"}
+    assert not Example.objects.exists()  # confident answers are not stored as examples
+    ModelVersion.objects.filter(pk=version.pk).update(threshold=conf + 1e-4)  # just below: review
+    status, body = call(raw, project.slug, {"texts": [text]})
+    assert body["predictions"][0]["route"] == "review" and body["predictions"][0]["label"] is None
+    traffic = Example.objects.get(source="traffic")
+    assert traffic.text == text
+    assert traffic.proposals.get().agent == "student:run-1"
+    assert traffic in queue(project, QueueFilter())  # it reaches the review queue
+    # The same text again is not stored twice.
+    call(raw, project.slug, {"texts": [text.upper()]})
+    assert Example.objects.filter(source="traffic").count() == 1
+    assert PredictionLog.objects.count() == 3
+
+
+def test_teacher_fallback_answers_low_confidence_texts(project, live, monkeypatch):
+    from annotation.labeling import teacher_config_for
+    from tests.fake_openai import FakeOpenAI, FakeReply
+
+    version, raw = live
+    ModelVersion.objects.filter(pk=version.pk).update(threshold=1.0)
+    config = serving.serving_config_for(project)
+    config.fallback = ServingConfig.Fallback.TEACHER
+    config.save()
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
+    with FakeOpenAI(
+        lambda req: FakeReply(content='{"label": "Billing"}', prompt_tokens=1000, completion_tokens=5)
+    ) as llm:
+        teacher = teacher_config_for(project)
+        teacher.provider, teacher.model, teacher.base_url, teacher.api_key_env = (
+            "openai",
+            "gpt-test",
+            llm.base_url,
+            "FAKE_LLM_KEY",
+        )
+        teacher.save()
+        status, body = call(raw, project.slug, {"texts": ["refund please", "app is down"]})
+    assert status == 200
+    assert [a["route"] for a in body["predictions"]] == ["teacher", "teacher"]
+    assert [a["label"] for a in body["predictions"]] == ["Billing", "Billing"]
+    stored = Example.objects.get(text="refund please")
+    agents = sorted(stored.proposals.values_list("agent", flat=True))
+    assert agents == ["student:run-1", "teacher:gpt-test:prompt-v1"]
+    assert stored.proposals.get(agent__startswith="teacher").cost_usd == Decimal("0.000153")
+    assert PredictionLog.objects.filter(route="teacher").count() == 2
+
+
+def test_drop_in_through_the_real_openai_client(
+    project, lead, tiny_classifier, live_server, monkeypatch, transactional_db
+):
+    import openai
+
+    from annotation.labeling import teacher_config_for
+    from tests.fake_openai import FakeOpenAI, FakeReply
+
+    version = serving.version_promote(run=make_run(project, tiny_classifier), user=lead, threshold=0.0)
+    _, raw = serving.token_create(project=project, user=lead, name="drop-in")
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=raw, max_retries=0)
+    confident = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": "Route it."}, {"role": "user", "content": "refund please"}],
+    )
+    assert confident.choices[0].message.content in {"Billing", "Technical support", "Other"}
+    assert confident.usage.total_tokens == 0 and confident.model == f"distill:{version.name}"
+
+    ModelVersion.objects.filter(pk=version.pk).update(threshold=1.0)
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
+    with FakeOpenAI(
+        lambda req: FakeReply(content="Technical support", prompt_tokens=50, completion_tokens=2)
+    ) as llm:
+        teacher = teacher_config_for(project)
+        teacher.provider, teacher.model, teacher.base_url, teacher.api_key_env = (
+            "openai",
+            "gpt-test",
+            llm.base_url,
+            "FAKE_LLM_KEY",
+        )
+        teacher.save()
+        forwarded = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "the app crashes"}], temperature=0
+        )
+        upstream = llm.requests[0].body
+    assert forwarded.choices[0].message.content == "Technical support"
+    assert forwarded.usage.prompt_tokens == 50  # the LLM's answer, unchanged
+    assert (
+        upstream["messages"] == [{"role": "user", "content": "the app crashes"}]
+        and upstream["temperature"] == 0
+    )
+    example = Example.objects.get(text="the app crashes", source="traffic")
+    teacher_proposal = example.proposals.get(agent="teacher:gpt-test:drop-in")
+    assert teacher_proposal.value == "Technical support" and teacher_proposal.input_tokens == 50
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(
+            base_url=f"{live_server.url}/v1", api_key="dst_nope", max_retries=0
+        ).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+
+
+def test_cost_formulas_against_a_hand_computed_case():
+    values = {
+        "D": Decimal("120"),
+        "T": Decimal("30"),
+        "H": Decimal("50"),
+        "V": Decimal("100000"),
+        "f": Decimal("0.2"),
+        "p": Decimal("0.002"),
+    }
+    # API: 100000 * 0.002 = 200 a month; model: 150 + 50 m + 100000*0.2*0.002 m = 150 + 90 m
+    assert serving.api_cost(12, V=values["V"], p=values["p"]) == Decimal("2400.000")
+    assert serving.model_cost(12, **values) == Decimal("1230.0000")
+    assert serving.break_even_month(**values) == pytest.approx(150 / 110)
+    assert serving.break_even_month(**{**values, "H": Decimal("200")}) is None
+
+
+def test_cost_inputs_are_measured_where_possible(project, live, lead):
+    version, raw = live
+    example = Example.objects.create(project=project, text="x")
+    Proposal.objects.create(
+        example=example,
+        agent="teacher:gpt:prompt-v1",
+        value="Billing",
+        cost_usd=Decimal("0.004"),
+        latency_ms=800,
+    )
+    Proposal.objects.create(
+        example=example,
+        agent="teacher:gpt:prompt-v1",
+        value="Billing",
+        cost_usd=Decimal("0.002"),
+        latency_ms=600,
+    )
+    call(raw, project.slug, {"texts": ["a", "b", "c", "d"]})
+    inputs = serving.cost_inputs(project)
+    assert inputs["D"][0] == Decimal("0.006")
+    assert inputs["p"][0] == Decimal("0.003") and inputs["p"][1].startswith("measured")
+    assert inputs["T"][0] == Decimal("0.5000")  # 1800 s at $1/h
+    assert inputs["V"][0] == 4 and inputs["f"][1].startswith("measured")
+    assert inputs["latency"]["teacher_ms"] == 700
+
+
+def test_monitoring_numbers(project, live):
+    version, raw = live
+    ModelVersion.objects.filter(pk=version.pk).update(threshold=0.0)
+    call(raw, project.slug, {"texts": ["a", "b", "c"]})
+    data = serving.monitoring(project)
+    assert data["total"] == 3 and data["student_share"] == 1.0
+    assert data["latency"]["student"]["n"] == 3
+    assert sum(data["confidence_histogram"]) == 3
+    assert data["drift"] is not None and 0 <= data["drift"] <= 1
+
+
+def test_pages(project, live, lead_client, reviewer_client, outsider_client):
+    for name in ["deploy", "monitor", "cost"]:
+        assert reviewer_client.get(reverse(f"training:{name}", args=[project.slug])).status_code == 200
+        assert outsider_client.get(reverse(f"training:{name}", args=[project.slug])).status_code == 404
+    for name in ["promote", "rollback", "token-create"]:
+        assert reviewer_client.post(reverse(f"training:{name}", args=[project.slug])).status_code == 403
+    response = lead_client.post(
+        reverse("training:token-create", args=[project.slug]), {"name": "new"}, follow=True
+    )
+    html = response.content.decode()
+    assert "shown only this once" in html and "dst_" in html
+    again = lead_client.get(reverse("training:deploy", args=[project.slug])).content.decode()
+    assert "shown only this once" not in again
+    assert (
+        "Break-even" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+        or "Never" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+    )

@@ -1,0 +1,509 @@
+"""Serving the student: model versions, tokens, confidence routing, monitoring and cost."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.db import IntegrityError, transaction
+from django.db.models import Avg, Count, Sum
+from django.utils import timezone
+
+from annotation.models import Example, Project, Proposal
+from training.models import (
+    ApiToken,
+    DeploymentEvent,
+    Evaluation,
+    ModelVersion,
+    PredictionLog,
+    ServingConfig,
+    TrainingRun,
+    default_hyperparameters,
+)
+
+
+class ServingError(ValueError):
+    """A serving request that cannot be carried out; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, code: str, status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def serving_config_for(project: Project) -> ServingConfig:
+    config, _ = ServingConfig.objects.get_or_create(project=project)
+    return config
+
+
+# --- versions --------------------------------------------------------------------------------------
+
+
+def recommended_threshold(run: TrainingRun, target_accuracy: float) -> float | None:
+    """The gold sweep's lowest threshold reaching the target, from the run's latest evaluation."""
+    evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
+    if evaluation is None:
+        return None
+    sweep = [
+        row
+        for row in evaluation.metrics.get("coverage", [])
+        if row["accuracy"] is not None and row["accuracy"] >= target_accuracy
+    ]
+    return min(row["threshold"] for row in sweep) if sweep else 0.99
+
+
+@transaction.atomic
+def version_promote(
+    *, run: TrainingRun, user, threshold: float | None = None, note: str = ""
+) -> ModelVersion:
+    if run.status != TrainingRun.Status.SUCCEEDED:
+        raise ServingError(f"Run {run.number} has not finished training.", code="not_trained")
+    if not run.evaluations.filter(subject=Evaluation.Subject.STUDENT).exists():
+        raise ServingError(
+            f"Evaluate run {run.number} on a gold set before promoting it.", code="not_evaluated"
+        )
+    if threshold is None:
+        threshold = recommended_threshold(run, serving_config_for(run.project).target_accuracy)
+    if not 0 <= threshold <= 1:
+        raise ServingError("The threshold must be between 0 and 1.", code="bad_threshold")
+    previous = ModelVersion.objects.select_for_update().filter(project=run.project, is_active=True).first()
+    if previous:
+        ModelVersion.objects.filter(pk=previous.pk).update(is_active=False)
+    version = ModelVersion.objects.create(
+        project=run.project, run=run, threshold=threshold, is_active=True, promoted_by=user, note=note
+    )
+    DeploymentEvent.objects.create(
+        project=run.project,
+        action=DeploymentEvent.Action.PROMOTE,
+        version=version,
+        previous=previous,
+        user=user,
+    )
+    return version
+
+
+@transaction.atomic
+def version_rollback(*, project: Project, user) -> ModelVersion:
+    """Back to the version that was active before the current one."""
+    current = ModelVersion.objects.select_for_update().filter(project=project, is_active=True).first()
+    if current is None:
+        raise ServingError("No model is active.", code="no_active_model")
+    event = project.deployment_events.filter(version=current).order_by("-created_at").first()
+    previous = event.previous if event else None
+    if previous is None:
+        raise ServingError("There is no earlier version to roll back to.", code="nothing_to_roll_back")
+    ModelVersion.objects.filter(pk=current.pk).update(is_active=False)
+    ModelVersion.objects.filter(pk=previous.pk).update(is_active=True, promoted_at=timezone.now())
+    previous.refresh_from_db()
+    earlier = project.deployment_events.filter(version=previous).order_by("-created_at").first()
+    DeploymentEvent.objects.create(
+        project=project,
+        action=DeploymentEvent.Action.ROLLBACK,
+        version=previous,
+        previous=earlier.previous if earlier else None,
+        user=user,
+    )
+    return previous
+
+
+def active_version(project: Project) -> ModelVersion | None:
+    return ModelVersion.objects.select_related("run").filter(project=project, is_active=True).first()
+
+
+# --- tokens ----------------------------------------------------------------------------------------
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def token_create(*, project: Project, user, name: str) -> tuple[ApiToken, str]:
+    raw = "dst_" + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        project=project, name=name.strip() or "token", prefix=raw[:10], token_hash=_hash(raw), created_by=user
+    )
+    return token, raw
+
+
+def token_revoke(*, token: ApiToken) -> None:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def token_check(authorization: str | None, *, project: Project | None = None) -> ApiToken:
+    """The token of an `Authorization: Bearer ...` header, or a ServingError saying why not."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise ServingError(
+            "Send the project's API token as 'Authorization: Bearer <token>'.", code="no_token", status=401
+        )
+    token = (
+        ApiToken.objects.select_related("project").filter(token_hash=_hash(authorization[7:].strip())).first()
+    )
+    if token is None or not token.is_active:
+        raise ServingError("This API token is not valid (wrong, or revoked).", code="bad_token", status=401)
+    if project is not None and token.project_id != project.pk:
+        raise ServingError("This API token belongs to another project.", code="wrong_project", status=403)
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+# --- prediction --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    label: str | None
+    confidence: float | None
+    route: str
+    model_version: str
+    latency_ms: float
+    student_label: str = ""
+    teacher_cost_usd: Decimal = Decimal("0")
+
+    def as_json(self) -> dict:
+        return {
+            "label": self.label,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "route": self.route,
+            "model_version": self.model_version,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+
+
+def validate_texts(texts, config: ServingConfig) -> list[str]:
+    if not isinstance(texts, list) or not texts:
+        raise ServingError('Send {"texts": ["...", ...]} with at least one text.', code="no_texts")
+    if not all(isinstance(t, str) for t in texts):
+        raise ServingError("Every item of 'texts' must be a string.", code="bad_texts")
+    if len(texts) > config.max_batch:
+        raise ServingError(
+            f"{len(texts)} texts in one request; the limit is {config.max_batch}.",
+            code="too_many_texts",
+            status=413,
+        )
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise ServingError(f"Text {index} is empty.", code="empty_text")
+        if len(text) > config.max_text_chars:
+            raise ServingError(
+                f"Text {index} has {len(text)} characters; the limit is {config.max_text_chars}.",
+                code="text_too_long",
+                status=413,
+            )
+    return texts
+
+
+def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list[str], list[float]]:
+    from training import ml
+
+    max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
+    return ml.predict(Path(version.run.artifact_path) / "model", texts, max_length=max_length)
+
+
+def predict_texts(*, project: Project, texts: list[str], endpoint: str = "predict") -> list[Answer]:
+    """Answer each text from the student when confident, else from the fallback; log everything."""
+    from annotation.labeling import teacher_answers
+
+    config = serving_config_for(project)
+    version = active_version(project)
+    if version is None:
+        raise ServingError(
+            "No model is active for this project; a lead must promote a run.",
+            code="no_active_model",
+            status=503,
+        )
+    started = time.perf_counter()
+    labels, confidences = student_predict(version, texts)
+    student_ms = (time.perf_counter() - started) * 1000 / len(texts)
+    answers = [
+        Answer(
+            label=label,
+            confidence=conf,
+            route="student",
+            model_version=version.name,
+            latency_ms=student_ms,
+            student_label=label,
+        )
+        for label, conf in zip(labels, confidences, strict=True)
+    ]
+    unsure = [i for i, a in enumerate(answers) if a.confidence < version.threshold]
+    teacher = {}
+    if unsure and config.fallback == ServingConfig.Fallback.TEACHER:
+        started = time.perf_counter()
+        replies = teacher_answers(project, [texts[i] for i in unsure])
+        teacher_ms = (time.perf_counter() - started) * 1000 / len(unsure)
+        teacher = dict(zip(unsure, replies, strict=True))
+    for i in unsure:
+        answer = answers[i]
+        reply = teacher.get(i)
+        if reply is not None and reply.is_valid:
+            answer.label, answer.confidence, answer.route = reply.value, reply.confidence, "teacher"
+            answer.latency_ms += teacher_ms
+            answer.teacher_cost_usd = reply.cost_usd
+        else:
+            answer.label, answer.route = None, "review"
+            if reply is not None:
+                answer.latency_ms += teacher_ms
+        _keep_for_review(project, texts[i], version, answer, reply, config.traffic_sample_rate)
+    PredictionLog.objects.bulk_create(
+        [
+            PredictionLog(
+                project=project,
+                version=version,
+                route=a.route,
+                label=a.label or "",
+                student_label=a.student_label,
+                confidence=a.confidence,
+                latency_ms=a.latency_ms,
+                teacher_cost_usd=a.teacher_cost_usd,
+                endpoint=endpoint,
+            )
+            for a in answers
+        ]
+    )
+    return answers
+
+
+def _keep_for_review(
+    project, text: str, version: ModelVersion, answer: Answer, reply, sample_rate: float
+) -> Example | None:
+    """A low-confidence text joins the project as traffic (once), with both proposals."""
+    if random.random() >= sample_rate:
+        return None
+    try:
+        with transaction.atomic():
+            example = Example.objects.create(
+                project=project, text=text.strip(), source=Example.Source.TRAFFIC
+            )
+    except IntegrityError:
+        return None  # seen before: it is already in the project
+    Proposal.objects.create(
+        example=example,
+        agent=version.run.agent,
+        value=answer.student_label,
+        confidence=answer.confidence if answer.route == "student" else None,
+        confidence_method="softmax",
+    )
+    if reply is not None:
+        Proposal.objects.create(
+            example=example,
+            agent=reply.agent,
+            value=reply.value if reply.is_valid else None,
+            confidence=reply.confidence if reply.is_valid else None,
+            confidence_method=reply.confidence_method if reply.is_valid else "",
+            raw_response=reply.raw_response[:10000],
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost_usd=reply.cost_usd,
+            latency_ms=reply.latency_ms,
+            error=reply.error[:2000],
+        )
+    Example.objects.filter(pk=example.pk).sync_queue_fields()
+    return example
+
+
+# --- monitoring --------------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    import numpy as np
+
+    return float(np.percentile(values, q))
+
+
+def monitoring(project: Project, *, days: int = 30) -> dict:
+    since = timezone.now() - timezone.timedelta(days=days)
+    logs = PredictionLog.objects.filter(project=project, created_at__gte=since)
+    total = logs.count()
+    per_day = list(
+        logs.extra(select={"day": "date(created_at)"}).values("day").order_by("day").annotate(n=Count("pk"))
+    )
+    routes = dict(logs.values_list("route").order_by().annotate(n=Count("pk")))
+    latencies: dict[str, list[float]] = {}
+    confidences: list[float] = []
+    for route, latency, confidence in logs.values_list("route", "latency_ms", "confidence")[:200_000]:
+        latencies.setdefault(route, []).append(latency)
+        if confidence is not None and route == "student":
+            confidences.append(confidence)
+    histogram = [0] * 10
+    for c in confidences:
+        histogram[min(9, int(c * 10))] += 1
+    predicted = dict(
+        logs.exclude(student_label="").values_list("student_label").order_by().annotate(n=Count("pk"))
+    )
+    version = active_version(project)
+    trained = (version.run.counts.get("per_label") if version else None) or {}
+    labels = sorted(set(predicted) | set(trained))
+    p_total, t_total = sum(predicted.values()) or 1, sum(trained.values()) or 1
+    # Total variation distance between what the student predicts now and what it learned from.
+    drift = (
+        0.5 * sum(abs(predicted.get(k, 0) / p_total - trained.get(k, 0) / t_total) for k in labels)
+        if predicted and trained
+        else None
+    )
+    return {
+        "days": days,
+        "total": total,
+        "per_day": [{"day": str(row["day"]), "n": row["n"]} for row in per_day],
+        "routes": routes,
+        "student_share": routes.get("student", 0) / total if total else None,
+        "latency": {
+            route: {
+                "p50": _percentile(v, 50),
+                "p95": _percentile(v, 95),
+                "p99": _percentile(v, 99),
+                "n": len(v),
+            }
+            for route, v in sorted(latencies.items())
+        },
+        "confidence_histogram": histogram,
+        "distribution": [
+            {
+                "label": k,
+                "predicted": predicted.get(k, 0) / p_total if predicted else 0,
+                "trained": trained.get(k, 0) / t_total if trained else 0,
+            }
+            for k in labels
+        ],
+        "drift": drift,
+        "drift_warning": drift is not None and drift > DRIFT_WARNING,
+    }
+
+
+DRIFT_WARNING = 0.2
+
+
+# --- cost ---------------------------------------------------------------------------------------------
+
+
+def model_cost(
+    month: float, *, D: Decimal, T: Decimal, H: Decimal, V: Decimal, f: Decimal, p: Decimal
+) -> Decimal:
+    return D + T + H * Decimal(str(month)) + V * f * p * Decimal(str(month))
+
+
+def api_cost(month: float, *, V: Decimal, p: Decimal) -> Decimal:
+    return V * p * Decimal(str(month))
+
+
+def break_even_month(
+    *, D: Decimal, T: Decimal, H: Decimal, V: Decimal, f: Decimal, p: Decimal
+) -> float | None:
+    """The month from which the model is cheaper: (D + T) / (V*p*(1-f) - H), or None if never."""
+    monthly_saving = V * p * (1 - f) - H
+    if monthly_saving <= 0:
+        return None
+    return float((D + T) / monthly_saving)
+
+
+def cost_inputs(project: Project) -> dict:
+    """Every input of the break-even, and whether the app measured it or a lead entered it."""
+    config = serving_config_for(project)
+    teacher = Proposal.objects.filter(example__project=project).exclude(agent__startswith="student:")
+    data_cost = teacher.aggregate(s=Sum("cost_usd"))["s"] or Decimal("0")
+    seconds = (
+        project.training_runs.filter(train_seconds__isnull=False).aggregate(s=Sum("train_seconds"))["s"] or 0
+    )
+    training_cost = (Decimal(str(seconds)) / 3600 * config.compute_usd_per_hour).quantize(Decimal("0.0001"))
+    paid = teacher.filter(cost_usd__gt=0)
+    measured_price = paid.aggregate(a=Avg("cost_usd"))["a"]
+    since = timezone.now() - timezone.timedelta(days=30)
+    logs = PredictionLog.objects.filter(project=project, created_at__gte=since)
+    calls = logs.count()
+    fallback_calls = logs.exclude(route="student").count()
+    version = active_version(project)
+    if calls:
+        f, f_source = Decimal(fallback_calls) / Decimal(calls), "measured from the last 30 days of traffic"
+    elif version is not None:
+        evaluation = version.run.evaluations.filter(subject="student").order_by("-created_at").first()
+        covered = next(
+            (
+                row["coverage"]
+                for row in (evaluation.metrics.get("coverage", []) if evaluation else [])
+                if row["threshold"] >= version.threshold
+            ),
+            None,
+        )
+        f, f_source = (
+            (Decimal(str(1 - covered)), "estimated from gold coverage at the threshold")
+            if covered is not None
+            else (Decimal("1"), "no traffic or evaluation yet")
+        )
+    else:
+        f, f_source = Decimal("1"), "no model deployed"
+    if config.monthly_volume:
+        V, V_source = Decimal(config.monthly_volume), "entered"
+    else:
+        V, V_source = Decimal(calls) * Decimal(30) / Decimal(30), "measured: calls in the last 30 days"
+    if config.api_price_per_call is not None:
+        p, p_source = config.api_price_per_call, "entered"
+    elif measured_price is not None:
+        p, p_source = (
+            Decimal(str(measured_price)).quantize(Decimal("0.000001")),
+            f"measured: mean of {paid.count():,} teacher calls",
+        )
+    else:
+        p, p_source = Decimal("0"), "unknown: no paid teacher call yet"
+    latency = {
+        "student_ms": PredictionLog.objects.filter(project=project, route="student").aggregate(
+            a=Avg("latency_ms")
+        )["a"],
+        "teacher_ms": paid.aggregate(a=Avg("latency_ms"))["a"],
+    }
+    return {
+        "D": (data_cost, "measured: sum of teacher proposal costs"),
+        "T": (
+            training_cost,
+            f"{seconds / 3600:.2f} h of measured training x entered ${config.compute_usd_per_hour}/h",
+        ),
+        "H": (config.hosting_usd_per_month, "entered"),
+        "V": (V, V_source),
+        "f": (f.quantize(Decimal("0.0001")), f_source),
+        "p": (p, p_source),
+        "latency": latency,
+    }
+
+
+def cost_report(project: Project, *, months: int = 24) -> dict:
+    inputs = cost_inputs(project)
+    values = {k: v[0] for k, v in inputs.items() if k != "latency"}
+    curve = [
+        {
+            "month": m,
+            "model": float(model_cost(m, **values)),
+            "api": float(api_cost(m, V=values["V"], p=values["p"])),
+        }
+        for m in range(months + 1)
+    ]
+    return {
+        "inputs": inputs,
+        "values": values,
+        "curve": curve,
+        "break_even_month": break_even_month(**values),
+        "chart": _chart(curve),
+    }
+
+
+def _chart(curve: list[dict], width: int = 640, height: int = 260) -> dict:
+    top = max([1.0] + [max(row["model"], row["api"]) for row in curve])
+    last = curve[-1]["month"] or 1
+
+    def points(key: str) -> str:
+        return " ".join(
+            f"{row['month'] / last * width:.1f},{height - row[key] / top * height:.1f}" for row in curve
+        )
+
+    return {
+        "model": points("model"),
+        "api": points("api"),
+        "top": top,
+        "width": width,
+        "height": height,
+        "months": last,
+    }

@@ -14,7 +14,6 @@ import asyncio
 import functools
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from django.utils import timezone
 
 from annotation import teacher as teacher_boundary
 from annotation.models import (
+    JOB_STALE_AFTER,
     Example,
     LabelingJob,
     LabelingJobItem,
@@ -36,6 +36,7 @@ from annotation.models import (
     Proposal,
     TeacherConfig,
 )
+from distillapp import rows
 from distillapp.queues import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -267,50 +268,12 @@ def labeling_job_start(*, job: LabelingJob) -> None:
 
 
 def labeling_job_cancel(*, job: LabelingJob) -> None:
-    LabelingJob.objects.filter(pk=job.pk, status=LabelingJob.Status.PENDING).update(
-        status=LabelingJob.Status.CANCELLED, finished_at=timezone.now()
-    )
-    LabelingJob.objects.filter(pk=job.pk).update(is_cancel_requested=True)
-
-
-def this_worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def worker_is_dead(worker: str) -> bool:
-    """True when the process named host:pid ran on this host and is gone."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a killed process nobody has reaped yet is a zombie: dead too
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return False
+    rows.cancel(LabelingJob, job.pk)
 
 
 def labeling_job_claim(job_id: int) -> bool:
     """Take a job; a running one only if its worker is gone (dead here, or silent)."""
-    now = timezone.now()
-    fields = {"status": LabelingJob.Status.RUNNING, "worker": this_worker(), "heartbeat_at": now}
-    if LabelingJob.objects.claimable().filter(pk=job_id).update(**fields):
-        LabelingJob.objects.filter(pk=job_id, started_at__isnull=True).update(started_at=now)
-        return True
-    running = LabelingJob.objects.filter(pk=job_id, status=LabelingJob.Status.RUNNING).first()
-    if running and worker_is_dead(running.worker):
-        # Conditional on the dead worker's name, so two new workers cannot both take it.
-        return bool(
-            LabelingJob.objects.filter(
-                pk=job_id, status=LabelingJob.Status.RUNNING, worker=running.worker
-            ).update(**fields)
-        )
-    return False
+    return rows.claim(LabelingJob, job_id, stale_after=JOB_STALE_AFTER)
 
 
 def labeling_job_run(*, job: LabelingJob) -> LabelingJob:

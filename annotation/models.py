@@ -669,14 +669,6 @@ class PromptVersion(models.Model):
         return self.proposals.exists()
 
 
-class LabelingJobQuerySet(models.QuerySet):
-    def claimable(self) -> LabelingJobQuerySet:
-        return self.filter(
-            Q(status=LabelingJob.Status.PENDING)
-            | Q(status=LabelingJob.Status.RUNNING, heartbeat_at__lt=timezone.now() - JOB_STALE_AFTER)
-        )
-
-
 JOB_STALE_AFTER = timezone.timedelta(seconds=60)
 
 
@@ -719,8 +711,6 @@ class LabelingJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-
-    objects = LabelingJobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -35,7 +35,10 @@ L2-normalised 384-d features (float32 is kept: about twice as fast as float64).
 Speed (2 cores, 10,003 examples, 5 folds): the folds take 7.7-9.3 s with the default
 2-thread OpenBLAS, 3.4 s with 1 BLAS thread, and 2.1 s with 1 BLAS thread per fold and
 the folds in 2 processes (joblib), which is what runs for 2,000+ examples; embedding the
-texts (~25 s) is then most of the time.
+texts (24-36 s measured, on a machine shared with other jobs) is then most of the time.
+
+Bench result (seed 0): 50.9 % of the teacher's errors in the 10 % lowest scores, vs 29.4 %
+when ordering by the (simulated) teacher's own confidence and 9.9 % in random order.
 
 Small classes. StratifiedKFold needs every class in every fold, so ``folds`` is lowered to
 the smallest class count (when that is >= 2). A class with a single example cannot be

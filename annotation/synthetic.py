@@ -29,10 +29,9 @@ from annotation.labeling import (
     _config_snapshot,
     teacher_config_for,
     teacher_settings,
-    this_worker,
-    worker_is_dead,
 )
 from annotation.models import Example, Project, Proposal, SyntheticJob, TeacherConfig, content_hash
+from distillapp import rows
 from distillapp.queues import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -109,27 +108,11 @@ def synthetic_job_start(*, job: SyntheticJob) -> None:
 
 
 def synthetic_job_cancel(*, job: SyntheticJob) -> None:
-    SyntheticJob.objects.filter(pk=job.pk, status=SyntheticJob.Status.PENDING).update(
-        status=SyntheticJob.Status.CANCELLED, finished_at=timezone.now()
-    )
-    SyntheticJob.objects.filter(pk=job.pk).update(is_cancel_requested=True)
+    rows.cancel(SyntheticJob, job.pk)
 
 
 def synthetic_job_claim(job_id: int) -> bool:
-    now = timezone.now()
-    fields = {"status": SyntheticJob.Status.RUNNING, "worker": this_worker(), "heartbeat_at": now}
-    if SyntheticJob.objects.filter(pk=job_id, status=SyntheticJob.Status.PENDING).update(
-        started_at=now, **fields
-    ):
-        return True
-    running = SyntheticJob.objects.filter(pk=job_id, status=SyntheticJob.Status.RUNNING).first()
-    if running and worker_is_dead(running.worker):
-        return bool(
-            SyntheticJob.objects.filter(
-                pk=job_id, status=SyntheticJob.Status.RUNNING, worker=running.worker
-            ).update(**fields)
-        )
-    return False
+    return rows.claim(SyntheticJob, job_id)
 
 
 def _created_per_label(job: SyntheticJob) -> dict[str, int]:

@@ -19,8 +19,8 @@ def requeue_interrupted() -> list[str]:
     """
     import django_rq
 
-    from annotation.labeling import worker_is_dead
     from annotation.models import ImportBatch, LabelingJob, SyntheticJob
+    from distillapp.rows import worker_is_dead
 
     queued = []
     for job in LabelingJob.objects.filter(status=LabelingJob.Status.RUNNING):

@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from annotation.labeling import this_worker, worker_is_dead
 from annotation.models import Example, GoldSet, Membership, Project, Proposal
+from distillapp import rows
 from distillapp.queues import enqueue_on_commit
 from training import metrics as metrics_lib
 from training.models import Evaluation, TrainingRun, default_hyperparameters
@@ -186,31 +186,12 @@ def run_start(*, run: TrainingRun) -> None:
 
 
 def run_cancel(*, run: TrainingRun) -> None:
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.PENDING).update(
-        status=TrainingRun.Status.CANCELLED, finished_at=timezone.now()
-    )
-    TrainingRun.objects.filter(pk=run.pk).update(is_cancel_requested=True)
+    rows.cancel(TrainingRun, run.pk)
 
 
 def run_claim(run_id: int) -> bool:
-    now = timezone.now()
-    fields = {
-        "status": TrainingRun.Status.RUNNING,
-        "worker": this_worker(),
-        "heartbeat_at": now,
-        "started_at": now,
-    }
-    if TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).update(**fields):
-        return True
-    running = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).first()
-    if running and worker_is_dead(running.worker):
-        # A killed run starts over: training is not resumable mid-epoch here.
-        return bool(
-            TrainingRun.objects.filter(
-                pk=run_id, status=TrainingRun.Status.RUNNING, worker=running.worker
-            ).update(step=0, loss_history=[], **fields)
-        )
-    return False
+    # A killed run starts over: training does not resume mid-epoch.
+    return rows.claim(TrainingRun, run_id, restart={"step": 0, "loss_history": []})
 
 
 def run_execute(*, run: TrainingRun) -> TrainingRun:

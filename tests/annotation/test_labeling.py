@@ -19,6 +19,7 @@ from django.urls import reverse
 
 from annotation import labeling
 from annotation.models import Example, LabelingJob, LabelingJobItem, PromptVersion, Proposal, TeacherConfig
+from distillapp import rows
 from tests.fake_openai import FakeOpenAI, FakeReply, answer_with, slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -343,7 +344,7 @@ def test_requeue_interrupted_finds_a_dead_workers_job(project, tickets, queues):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     LabelingJob.objects.filter(pk=job.pk).update(
-        worker=labeling.this_worker().rsplit(":", 1)[0] + ":" + dead.stdout.strip()
+        worker=rows.this_worker().rsplit(":", 1)[0] + ":" + dead.stdout.strip()
     )
     assert requeue_interrupted() == [f"labelling job {job.pk}"]
     assert [j.args for j in queues["llm"].jobs] == [(job.pk,)]

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from annotation import corpus, services
 from annotation.importing import import_batch_claim, import_batch_run
 from annotation.models import ImportBatch, Project
+from distillapp.progress import follow_row
 
 
 class Command(BaseCommand):
@@ -56,13 +55,16 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if not import_batch_claim(batch.pk):
             raise CommandError("The import batch could not be claimed.")
-        done = threading.Event()
-        if not opts["no_progress"]:
-            threading.Thread(target=_progress, args=(batch.pk, batch.size_bytes, done), daemon=True).start()
-        try:
+        with follow_row(
+            ImportBatch,
+            batch.pk,
+            desc="import",
+            unit="B",
+            fields=["bytes_done", "size_bytes"],
+            position=lambda row: (row["bytes_done"], row["size_bytes"]),
+            enabled=not opts["no_progress"],
+        ):
             batch = import_batch_run(batch=batch)
-        finally:
-            done.set()
         if batch.status != ImportBatch.Status.SUCCEEDED:
             for row in batch.error_report:
                 self.stderr.write(f"  line {row['line']}: {row['reason']}")
@@ -76,15 +78,3 @@ class Command(BaseCommand):
                 + f"); batch {batch.pk}."
             )
         )
-
-
-def _progress(batch_id: int, total: int, done: threading.Event) -> None:
-    # Reads the batch row from its own connection, as the web page does.
-    from django.db import connection
-
-    with tqdm(total=total, unit="B", unit_scale=True, desc="import", leave=False) as bar:
-        while not done.wait(0.5):
-            row = ImportBatch.objects.filter(pk=batch_id).values("bytes_done").first()
-            if row:
-                bar.update(row["bytes_done"] - bar.n)
-    connection.close()

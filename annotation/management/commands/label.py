@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-import threading
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from tqdm import tqdm
 
 from annotation import labeling
 from annotation.models import LabelingJob, Project, TeacherConfig
+from distillapp.progress import follow_row
 
 
 class Command(BaseCommand):
@@ -62,36 +60,19 @@ class Command(BaseCommand):
             return
         if not labeling.labeling_job_claim(job.pk):
             raise CommandError("The job could not be claimed.")
-        done = threading.Event()
-        watcher = threading.Thread(target=_progress, args=(job.pk, done), daemon=True)
-        watcher.start()
-        try:
+        with follow_row(
+            LabelingJob,
+            job.pk,
+            desc="label",
+            unit="ex",
+            fields=["total", "done", "failed", "cached", "cost_usd"],
+            position=lambda row: (row["done"] + row["failed"] + row["cached"], row["total"]),
+            postfix=lambda row: {"failed": row["failed"], "cost": f"${row['cost_usd']:.4f}"},
+        ):
             job = labeling.run_with_heartbeat(job.pk, lambda: labeling.labeling_job_run(job=job))
-        finally:
-            done.set()
-            watcher.join()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Job {job.pk} {job.get_status_display().lower()}: {job.done:,} labelled, {job.failed:,} failed, "
                 f"{job.cached:,} from cache; {job.input_tokens:,} + {job.output_tokens:,} tokens, ${job.cost_usd}."
             )
         )
-
-
-def _progress(job_id: int, done: threading.Event) -> None:
-    from django.db import connection
-
-    with tqdm(desc="label", unit="ex") as bar:
-        while True:
-            row = (
-                LabelingJob.objects.filter(pk=job_id)
-                .values("total", "done", "failed", "cached", "cost_usd")
-                .first()
-            )
-            if row:
-                bar.total = row["total"] or None
-                bar.update(row["done"] + row["failed"] + row["cached"] - bar.n)
-                bar.set_postfix(failed=row["failed"], cost=f"${row['cost_usd']:.4f}")
-            if done.wait(0.5):
-                break
-    connection.close()

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import threading
-
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from tqdm import tqdm
 
 from annotation.models import Project
+from distillapp.progress import follow_row
 from training import services
 from training.models import TrainingRun
 
@@ -69,14 +67,16 @@ class Command(BaseCommand):
             return
         if not services.run_claim(run.pk):
             raise CommandError("The run could not be claimed.")
-        done = threading.Event()
-        watcher = threading.Thread(target=_progress, args=(run.pk, done), daemon=True)
-        watcher.start()
-        try:
+        with follow_row(
+            TrainingRun,
+            run.pk,
+            desc="train",
+            unit="step",
+            fields=["step", "total_steps", "loss", "phase"],
+            position=lambda row: (row["step"], row["total_steps"]),
+            postfix=lambda row: {"loss": f"{row['loss'] or 0:.4f}", "phase": row["phase"]},
+        ):
             run = services.run_execute(run=run)
-        finally:
-            done.set()
-            watcher.join()
         validation = run.metrics.get("validation", {})
         self.stdout.write(
             self.style.SUCCESS(
@@ -85,18 +85,3 @@ class Command(BaseCommand):
                 f"artifacts in {run.artifact_path}."
             )
         )
-
-
-def _progress(run_id: int, done: threading.Event) -> None:
-    from django.db import connection
-
-    with tqdm(desc="train", unit="step") as bar:
-        while True:
-            row = TrainingRun.objects.filter(pk=run_id).values("step", "total_steps", "loss", "phase").first()
-            if row:
-                bar.total = row["total_steps"] or None
-                bar.update(row["step"] - bar.n)
-                bar.set_postfix(loss=f"{row['loss'] or 0:.4f}", phase=row["phase"])
-            if done.wait(0.5):
-                break
-    connection.close()

@@ -280,7 +280,9 @@ def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
     """Run a claimed job to the end (or until cancelled); the row records how it went."""
     try:
         _ensure_items(job)
-        job.refresh_from_db()
+        # Everything the event loop reads is loaded here: the ORM may not run
+        # lazily inside it (SynchronousOnlyOperation).
+        job = LabelingJob.objects.select_related("prompt_version", "project").get(pk=job.pk)
         if job.teacher.get("provider") == TeacherConfig.Provider.EMBEDDING:
             _run_embedding(job)
         else:
@@ -475,8 +477,15 @@ def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
                 input_tokens += answer.input_tokens
                 output_tokens += answer.output_tokens
                 cost += answer.cost_usd
-        # The new answers change the review queue's order.
-        Example.objects.filter(pk__in=[r.work.example_id for r in results]).sync_queue_fields()
+        # The new answers are the examples' latest teacher proposals: the
+        # queue's sort keys follow from them without re-deriving everything.
+        Example.objects.note_teacher_answers(
+            {
+                r.work.example_id: (r.answers[-1].value, r.answers[-1].confidence)
+                for r in results
+                if r.answers and r.answers[-1].is_valid
+            }
+        )
         LabelingJob.objects.filter(pk=job.pk).update(
             done=F("done") + done,
             failed=F("failed") + failed,

@@ -294,6 +294,25 @@ class ExampleQuerySet(models.QuerySet):
         Example.objects.bulk_update(changed, fields, batch_size=1000)
         return len(changed)
 
+    def note_teacher_answers(self, answers: dict[int, tuple[str, float | None]]) -> int:
+        """The incremental form of sync_queue_fields() for new teacher proposals.
+
+        A new valid teacher proposal is by definition the latest one, so it
+        sets teacher_label/confidence and the disagreement flag; the review
+        state does not change. One read and one bulk update per batch.
+        """
+        if not answers:
+            return 0
+        changed = []
+        for example in self.filter(pk__in=list(answers)).only("pk", "student_label"):
+            label, confidence = answers[example.pk]
+            example.teacher_label = label[:100]
+            example.teacher_confidence = confidence
+            example.is_disagreement = bool(example.student_label and example.student_label != label)
+            changed.append(example)
+        Example.objects.bulk_update(changed, ["teacher_label", "teacher_confidence", "is_disagreement"])
+        return len(changed)
+
     def reviewed(self) -> ExampleQuerySet:
         return self.filter(reviews__kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION]).distinct()
 
@@ -396,7 +415,7 @@ class Proposal(models.Model):
     raw_response = models.TextField(blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
     confidence_method = models.CharField(
@@ -620,12 +639,6 @@ class TeacherConfig(models.Model):
     def agent_model(self) -> str:
         return "embedding-minilm" if self.provider == self.Provider.EMBEDDING else self.model
 
-    def cost_usd(self, input_tokens: int, output_tokens: int) -> Decimal:
-        cost = (
-            input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok
-        ) / 1_000_000
-        return cost.quantize(Decimal("0.000001"))
-
 
 class PromptVersion(models.Model):
     """The exact prompt a teacher answered; immutable once a proposal used it."""
@@ -699,7 +712,7 @@ class LabelingJob(models.Model):
     cached = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
     estimate = models.JSONField(default=dict, blank=True)
     is_cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
@@ -813,7 +826,7 @@ class SyntheticJob(models.Model):
     failed_calls = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
-    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
     is_cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)

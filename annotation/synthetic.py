@@ -290,7 +290,7 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
             pool = np.vstack([pool, vector[None, :]])
         if not kept:
             continue
-        share = (result.cost_usd / len(kept)).quantize(Decimal("0.000001"))
+        share = (result.cost_usd / len(kept)).quantize(Decimal("0.00000001"))
         with transaction.atomic():
             for i, text in enumerate(kept):
                 try:

@@ -54,7 +54,9 @@ class TeacherSettings:
         cost = (
             input_tokens * self.price_input_per_mtok + output_tokens * self.price_output_per_mtok
         ) / 1_000_000
-        return Decimal(cost).quantize(Decimal("0.000001"))
+        # 8 decimals: a cheap call costs millionths of a dollar; rounding each
+        # to 6 would under-count a whole job's bill.
+        return Decimal(cost).quantize(Decimal("0.00000001"))
 
     def request_params(self) -> dict:
         """The parameters that change an answer, for the cache key."""

@@ -119,6 +119,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes; without this each answer
+    # waits ~40 ms for the client's delayed ACK (Nagle), skewing timings.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"
     server_version = "FakeOpenAI/1.0"
     sys_version = ""

@@ -7,6 +7,7 @@ the LLM worker never pay for loading torch.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -321,3 +322,124 @@ def make_tiny_model(directory: Path) -> str:
     BertModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
+
+
+# --- ONNX Runtime, int8 -------------------------------------------------------------------------
+
+ONNX_MODEL_FILE = "model.int8.onnx"
+# Server threads (gunicorn gthread) reach a cold worker together: unserialised, their first
+# loads race in transformers' lazy imports ("cannot import name AutoConfig").
+_ONNX_LOAD_LOCK = threading.Lock()
+
+
+def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
+    """Export the saved classifier to ONNX and quantize its weights to int8; returns `out_dir`.
+
+    `out_dir` then holds model.int8.onnx (dynamic batch and sequence axes), the
+    tokenizer and the config (for id2label): everything `predict_onnx` needs.
+    Activations are quantized at run time (onnxruntime's dynamic quantization).
+    """
+    import tempfile
+    import warnings
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # A fresh copy, not load_classifier's: export switches train/eval modes on the module.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    # Two texts of different lengths, so the traced graph pads and masks.
+    sample = tokenizer(
+        ["a short text", "a somewhat longer text, so that the first one is padded"],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    names = [name for name in tokenizer.model_input_names if name in sample]
+
+    class Logits(torch.nn.Module):
+        # Positional inputs: passing them as kwargs= to the TorchScript exporter gave a
+        # graph whose output did not depend on the text (torch 2.13).
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            return self.model(**dict(zip(names, tensors, strict=True))).logits
+
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        fp32 = Path(scratch) / "model.fp32.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter (dynamo=False) needs no onnxscript; it warns that it
+            # is deprecated and that traced Python conditions are frozen (true here: an
+            # encoder's attention does not branch on the input).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Logits().eval(),
+                tuple(sample[name] for name in names),
+                str(fp32),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes={
+                    **{name: {0: "batch", 1: "sequence"} for name in names},
+                    "logits": {0: "batch"},
+                },
+                opset_version=17,
+                dynamo=False,
+            )
+        int8 = Path(scratch) / ONNX_MODEL_FILE
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+        # Swapped in whole: a server may be serving the previous export from this directory.
+        int8.replace(out / ONNX_MODEL_FILE)
+    tokenizer.save_pretrained(out)
+    model.config.save_pretrained(out)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _load_onnx(onnx_dir: str, mtime: float):
+    import os
+
+    import onnxruntime
+    from transformers import AutoConfig, AutoTokenizer
+
+    options = onnxruntime.SessionOptions()
+    # OMP_NUM_THREADS is torch's knob too: under gunicorn, one thread per worker process
+    # keeps the workers from fighting over the cores.
+    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(Path(onnx_dir) / ONNX_MODEL_FILE), options, providers=["CPUExecutionProvider"]
+    )
+    config = AutoConfig.from_pretrained(onnx_dir)
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    return AutoTokenizer.from_pretrained(onnx_dir), session, names
+
+
+def predict_onnx(
+    onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+) -> tuple[list[str], list[float]]:
+    """Like `predict`, from an `export_onnx_int8` directory, on ONNX Runtime (no torch model)."""
+    path = Path(onnx_dir)
+    with _ONNX_LOAD_LOCK:
+        # The file's mtime is in the key, so a new export is loaded afresh.
+        tokenizer, session, names = _load_onnx(str(path), (path / ONNX_MODEL_FILE).stat().st_mtime)
+    inputs = {i.name for i in session.get_inputs()}
+    probabilities = np.empty((len(texts), len(names)), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="np"
+        )
+        feed = {name: values.astype(np.int64) for name, values in batch.items() if name in inputs}
+        logits = session.run(["logits"], feed)[0].astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        probabilities[idx] = exp / exp.sum(axis=1, keepdims=True)
+    best = probabilities.argmax(axis=1) if len(texts) else np.array([], dtype=int)
+    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]

@@ -140,6 +140,10 @@ __all__ = ["Evaluation", "Example", "TrainingRun", "default_hyperparameters"]
 class ModelVersion(models.Model):
     """A trained run put in front of traffic behind a confidence threshold."""
 
+    class Runtime(models.TextChoices):
+        TORCH = "torch", "PyTorch (fp32)"
+        ONNX_INT8 = "onnx-int8", "ONNX Runtime (int8)"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
     run = models.ForeignKey(TrainingRun, on_delete=models.PROTECT, related_name="versions")
     threshold = models.FloatField(help_text="Answers at or above this confidence come from the student.")
@@ -149,6 +153,14 @@ class ModelVersion(models.Model):
     )
     promoted_at = models.DateTimeField(default=timezone.now)
     note = models.CharField(max_length=300, blank=True)
+    runtime = models.CharField(max_length=10, choices=Runtime.choices, default=Runtime.TORCH)
+    onnx_path = models.CharField(max_length=1000, blank=True, help_text="The int8 export's directory.")
+    onnx_gold_accuracy = models.FloatField(
+        null=True, blank=True, help_text="The int8 model's gold accuracy, measured before promotion."
+    )
+    fp32_gold_accuracy = models.FloatField(
+        null=True, blank=True, help_text="The run's own (fp32) accuracy on the same gold set."
+    )
 
     class Meta:
         ordering = ["-promoted_at", "-pk"]
@@ -163,7 +175,8 @@ class ModelVersion(models.Model):
 
     @property
     def name(self) -> str:
-        return f"run-{self.run.number}@{self.threshold:.2f}"
+        suffix = "+int8" if self.runtime == self.Runtime.ONNX_INT8 else ""
+        return f"run-{self.run.number}@{self.threshold:.2f}{suffix}"
 
 
 class DeploymentEvent(models.Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import secrets
 import time
@@ -59,14 +60,23 @@ def recommended_threshold(run: TrainingRun, target_accuracy: float) -> float | N
 
 @transaction.atomic
 def version_promote(
-    *, run: TrainingRun, user, threshold: float | None = None, note: str = ""
+    *,
+    run: TrainingRun,
+    user,
+    threshold: float | None = None,
+    note: str = "",
+    runtime: str = ModelVersion.Runtime.TORCH,
 ) -> ModelVersion:
+    """Put the run live; as `runtime="onnx-int8"` only once its int8 export passed the gold check."""
     if run.status != TrainingRun.Status.SUCCEEDED:
         raise ServingError(f"Run {run.number} has not finished training.", code="not_trained")
     if not run.evaluations.filter(subject=Evaluation.Subject.STUDENT).exists():
         raise ServingError(
             f"Evaluate run {run.number} on a gold set before promoting it.", code="not_evaluated"
         )
+    if runtime not in ModelVersion.Runtime.values:
+        raise ServingError(f"Unknown runtime {runtime!r}.", code="bad_runtime")
+    quantized = _quantized_for_promotion(run) if runtime == ModelVersion.Runtime.ONNX_INT8 else {}
     if threshold is None:
         threshold = recommended_threshold(run, serving_config_for(run.project).target_accuracy)
     if not 0 <= threshold <= 1:
@@ -75,7 +85,14 @@ def version_promote(
     if previous:
         ModelVersion.objects.filter(pk=previous.pk).update(is_active=False)
     version = ModelVersion.objects.create(
-        project=run.project, run=run, threshold=threshold, is_active=True, promoted_by=user, note=note
+        project=run.project,
+        run=run,
+        threshold=threshold,
+        is_active=True,
+        promoted_by=user,
+        note=note,
+        runtime=runtime,
+        **quantized,
     )
     DeploymentEvent.objects.create(
         project=run.project,
@@ -113,6 +130,111 @@ def version_rollback(*, project: Project, user) -> ModelVersion:
 
 def active_version(project: Project) -> ModelVersion | None:
     return ModelVersion.objects.select_related("run").filter(project=project, is_active=True).first()
+
+
+# --- int8 quantization -------------------------------------------------------------------------------
+
+# The issue's rule: an int8 model may serve only if its gold accuracy is within half an
+# accuracy point of the run's own (fp32) accuracy on the same gold set.
+QUANTIZED_MAX_DROP = 0.005
+# Requests are split into length-sorted batches this big: with fewer padded tokens,
+# 32 Banking77 texts ran ~1.8x faster on one core than as one batch (bench/README.md).
+ONNX_BATCH_SIZE = 8
+
+
+def onnx_dir_for(run: TrainingRun) -> Path:
+    return Path(run.artifact_path) / "onnx-int8"
+
+
+def quantized_may_activate(*, onnx_accuracy: float, fp32_accuracy: float) -> bool:
+    # The tolerance absorbs float noise: k/n - m/n is not exact in binary.
+    return fp32_accuracy - onnx_accuracy <= QUANTIZED_MAX_DROP + 1e-9
+
+
+def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
+    """Export the run to ONNX int8 and measure it against fp32 on the same frozen gold set.
+
+    The gold set is the one of the run's latest student evaluation unless `gold_version`
+    names another. Both models are scored here on the same texts with the same
+    max_length. The measurement is kept beside the export (quantization.json), where
+    promotion reads it.
+    """
+    from training import ml
+
+    if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
+        raise ServingError(f"Run {run.number} has no trained model to quantize.", code="not_trained")
+    evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
+    if gold_version is not None:
+        gold = run.project.gold_sets.filter(version=gold_version, frozen_at__isnull=False).first()
+    else:
+        gold = evaluation.gold_set if evaluation else None
+    if gold is None:
+        raise ServingError(
+            f"Evaluate run {run.number} on a gold set before quantizing it.", code="not_evaluated"
+        )
+    items = list(gold.items.select_related("example").order_by("pk"))
+    if not items:
+        raise ServingError(f"Gold set v{gold.version} has no examples.", code="empty_gold")
+    max_length = {**default_hyperparameters(), **run.hyperparameters}["max_length"]
+    model_dir = Path(run.artifact_path) / "model"
+    started = time.perf_counter()
+    onnx_dir = ml.export_onnx_int8(model_dir, onnx_dir_for(run), max_length=max_length)
+    export_seconds = time.perf_counter() - started
+    texts, golds = [i.example.text for i in items], [i.label for i in items]
+    fp32, _ = ml.predict(model_dir, texts, max_length=max_length)
+    int8, _ = ml.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE)
+    fp32_accuracy = sum(p == g for p, g in zip(fp32, golds, strict=True)) / len(items)
+    onnx_accuracy = sum(p == g for p, g in zip(int8, golds, strict=True)) / len(items)
+    result = {
+        "gold_set": gold.pk,
+        "gold_version": gold.version,
+        "examples": len(items),
+        "fp32_accuracy": fp32_accuracy,
+        "onnx_accuracy": onnx_accuracy,
+        "agreement": sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(items),
+        "may_activate": quantized_may_activate(onnx_accuracy=onnx_accuracy, fp32_accuracy=fp32_accuracy),
+        "export_seconds": round(export_seconds, 1),
+        "size_mb": round((onnx_dir / ml.ONNX_MODEL_FILE).stat().st_size / 1e6, 1),
+        "measured_at": timezone.now().isoformat(),
+    }
+    (onnx_dir / "quantization.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def onnx_measurement(run: TrainingRun) -> dict | None:
+    """The last `onnx_prepare` of this run, or None if it was never quantized."""
+    if not run.artifact_path:
+        return None
+    path = onnx_dir_for(run) / "quantization.json"
+    if not path.is_file():
+        return None
+    measured = json.loads(path.read_text())
+    # The rule is applied when read, so the page and promotion always agree with it.
+    measured["may_activate"] = quantized_may_activate(
+        onnx_accuracy=measured["onnx_accuracy"], fp32_accuracy=measured["fp32_accuracy"]
+    )
+    return measured
+
+
+def _quantized_for_promotion(run: TrainingRun) -> dict:
+    from training import ml
+
+    measured = onnx_measurement(run)
+    if measured is None or not (onnx_dir_for(run) / ml.ONNX_MODEL_FILE).is_file():
+        raise ServingError(f"Quantize run {run.number} (int8) before promoting it so.", code="not_quantized")
+    onnx_accuracy, fp32_accuracy = measured["onnx_accuracy"], measured["fp32_accuracy"]
+    if not quantized_may_activate(onnx_accuracy=onnx_accuracy, fp32_accuracy=fp32_accuracy):
+        raise ServingError(
+            f"The int8 model of run {run.number} scores {onnx_accuracy:.1%} on gold v{measured['gold_version']}, "
+            f"more than {QUANTIZED_MAX_DROP * 100:g} points below the fp32 model's {fp32_accuracy:.1%}: "
+            "too inaccurate to serve.",
+            code="quantized_too_inaccurate",
+        )
+    return {
+        "onnx_path": str(onnx_dir_for(run)),
+        "onnx_gold_accuracy": onnx_accuracy,
+        "fp32_gold_accuracy": fp32_accuracy,
+    }
 
 
 # --- tokens ----------------------------------------------------------------------------------------
@@ -201,6 +323,8 @@ def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list[str],
     from training import ml
 
     max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
+    if version.runtime == ModelVersion.Runtime.ONNX_INT8:
+        return ml.predict_onnx(version.onnx_path, texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE)
     return ml.predict(Path(version.run.artifact_path) / "model", texts, max_length=max_length)
 
 

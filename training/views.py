@@ -15,7 +15,7 @@ from annotation.models import Example
 from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm, PromoteForm, ServingConfigForm, TokenForm
-from training.models import ApiToken, Evaluation, TrainingRun
+from training.models import ApiToken, Evaluation, ModelVersion, TrainingRun
 
 
 def _run(project, number: int) -> TrainingRun:
@@ -289,10 +289,12 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     is_lead = role == "lead"
     config = serving.serving_config_for(project)
+    if request.method == "POST" and not is_lead:
+        raise PermissionDenied("Only the project's leads can change serving.")
+    if request.method == "POST" and "quantize" in request.POST:
+        return _quantize(request, project)
     config_form = ServingConfigForm(request.POST or None, instance=config)
     if request.method == "POST":
-        if not is_lead:
-            raise PermissionDenied("Only the project's leads can change serving.")
         if config_form.is_valid():
             config_form.save()
             messages.success(request, "Serving settings saved.")
@@ -308,9 +310,14 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             "versions": project.model_versions.select_related("run", "promoted_by")[:20],
             "events": project.deployment_events.select_related("version__run", "user")[:20],
             "runs": [
-                {"run": r, "threshold": serving.recommended_threshold(r, config.target_accuracy)}
+                {
+                    "run": r,
+                    "threshold": serving.recommended_threshold(r, config.target_accuracy),
+                    "int8": serving.onnx_measurement(r),
+                }
                 for r in finished
             ],
+            "runtimes": ModelVersion.Runtime.choices,
             "tokens": project.api_tokens.all(),
             "promote_form": PromoteForm(),
             "token_form": TokenForm(),
@@ -318,6 +325,26 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             "new_token": request.session.pop(f"new-token:{project.pk}", None),
         },
     )
+
+
+def _quantize(request: HttpRequest, project) -> HttpResponse:
+    """The deploy page's "Quantize (int8)" button: export the run and measure it on gold."""
+    number = request.POST["quantize"]
+    run = _run(project, int(number)) if number.isdigit() else None
+    if run is None:
+        raise Http404("No such run.")
+    try:
+        result = serving.onnx_prepare(run=run)
+    except serving.ServingError as exc:
+        messages.error(request, str(exc))
+        return redirect("training:deploy", slug=project.slug)
+    verdict = "it may be activated" if result["may_activate"] else "too inaccurate to activate"
+    messages.info(
+        request,
+        f"Run {run.number} int8: {result['onnx_accuracy']:.1%} on gold v{result['gold_version']} "
+        f"against {result['fp32_accuracy']:.1%} in fp32; {verdict}.",
+    )
+    return redirect("training:deploy", slug=project.slug)
 
 
 @login_required
@@ -331,9 +358,15 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
     run = _run(project, form.cleaned_data["run"])
     try:
         version = serving.version_promote(
-            run=run, user=request.user, threshold=form.cleaned_data["threshold"]
+            run=run,
+            user=request.user,
+            threshold=form.cleaned_data["threshold"],
+            runtime=request.POST.get("runtime") or ModelVersion.Runtime.TORCH,
         )
-        messages.success(request, f"Run {run.number} is live at threshold {version.threshold:.2f}.")
+        messages.success(
+            request,
+            f"Run {run.number} is live at threshold {version.threshold:.2f} on {version.get_runtime_display()}.",
+        )
     except serving.ServingError as exc:
         messages.error(request, str(exc))
     return redirect("training:deploy", slug=project.slug)

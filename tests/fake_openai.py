@@ -387,10 +387,12 @@ class FakeOpenAI:
                     reply = FakeReply(status=500, content=f"fake responder raised {exc!r}")
             if reply.delay > 0:
                 time.sleep(reply.delay)
-            self._answer(handler, body, reply)
         finally:
+            # Before the answer goes out: once the client has it, the request
+            # is over, so a reset() right after sees nothing in flight.
             with self._lock:
                 self._in_flight -= 1
+        self._answer(handler, body, reply)
 
     def _answer(self, handler: _Handler, body: dict, reply: FakeReply) -> None:
         if reply.raw_body is not None:

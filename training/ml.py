@@ -56,7 +56,8 @@ def embed_texts(
     """
     import torch
 
-    tokenizer, model = _load_encoder(model_name or default_base_model())
+    with _LOAD_LOCK:
+        tokenizer, model = _load_encoder(model_name or default_base_model())
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
     # Batches of similar lengths waste less compute on padding.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -267,11 +268,17 @@ def _load_classifier(model_dir: str, mtime: float):
     return tokenizer, model
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def load_classifier(model_dir: Path | str):
     """The saved classifier, loaded once per process and kept warm."""
     path = Path(model_dir)
-    # The directory's mtime is in the key, so a retrained model is loaded afresh.
-    return _load_classifier(str(path), path.stat().st_mtime)
+    # One loader at a time: concurrent first requests in a fresh server thread
+    # pool otherwise race inside transformers' lazy imports (ImportError).
+    with _LOAD_LOCK:
+        # The directory's mtime is in the key, so a retrained model is loaded afresh.
+        return _load_classifier(str(path), path.stat().st_mtime)
 
 
 def predict(

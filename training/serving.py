@@ -137,8 +137,8 @@ def active_version(project: Project) -> ModelVersion | None:
 # The rule: an int8 model may serve only if its gold accuracy is within half an
 # accuracy point of the run's own (fp32) accuracy on the same gold set.
 QUANTIZED_MAX_DROP = 0.005
-# Requests are split into length-sorted batches this big: with fewer padded tokens,
-# 32 Banking77 texts ran ~1.8x faster on one core than as one batch (bench/README.md).
+# Requests are split into length-sorted batches this big: with less padding, 32-text
+# Banking77 requests ran about twice as fast on one core as one batch of 32 (bench/README.md).
 ONNX_BATCH_SIZE = 8
 
 

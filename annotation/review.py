@@ -168,7 +168,11 @@ def review_record(*, example: Example, user, verdict: str, label: str | None = N
         seconds_spent=_seconds_on(example, user),
     )
     ReviewClaim.objects.filter(example=example).delete()
-    Example.objects.filter(pk=example.pk).sync_queue_fields()
+    # A review changes only the review state (queue examples are never gold,
+    # so no adjudication outranks it): one update instead of a full re-sync.
+    Example.objects.filter(pk=example.pk).update(
+        review_state=ReviewState.REJECTED if verdict == Review.Verdict.REJECT else ReviewState.REVIEWED
+    )
     return review
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Benchmark of the review queue (annotation.review, annotation.views.review) on PostgreSQL.
 
-    python bench/review_bench.py [--examples N] [--actions A] [--warmup W]
-                                 [--strategy S] [--database-url URL] [--explain] [--keep]
+    python bench/review_bench.py [--examples N] [--actions A] [--warmup W] [--strategy S]
+                                 [--churn F] [--synchronous-commit on|off]
+                                 [--database-url URL] [--explain] [--keep]
 
 Target (from the issue): the server time for an action plus the next card is
 under 50 ms at the median with 100,000 examples in the project.
@@ -21,6 +22,9 @@ library, plus psycopg in the cleanup child):
    them exactly as ExampleQuerySet.sync_queue_fields() would; a sample of 300
    examples is re-synced with sync_queue_fields() to check that. Then
    VACUUM ANALYZE (what autovacuum would have done by the time anyone reviews).
+   With --churn F, a share F of the examples is then marked reviewed (with
+   review rows) without a VACUUM: the table as autovacuum leaves it just
+   before its next run, when index-only scans need many heap visits.
 2. measure: the real request path through django.test.Client (middleware,
    sessions, auth, the view, the database, template rendering). Each reviewer
    has their own client (force_login). The first card is a plain GET of the

@@ -174,6 +174,8 @@ def train_classifier(
         bf16=bf16,
         fp16=cuda and not bf16,
         dataloader_num_workers=0,
+        # Batches of similar length pad less: 2-3x faster on CPU for short texts (bench/README.md).
+        train_sampling_strategy="group_by_length",
     )
     weights = None
     if hp.class_weighting:

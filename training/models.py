@@ -18,7 +18,7 @@ def default_hyperparameters() -> dict:
         "seed": 13,
         "class_weighting": False,
         "warmup_ratio": 0.06,
-        "validation_fraction": 0.1,
+        "validation_fraction": 0.05,
     }
 
 

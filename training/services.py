@@ -24,9 +24,23 @@ from training.models import Evaluation, TrainingRun, default_hyperparameters
 
 logger = logging.getLogger(__name__)
 
-# Measured on this 2-core machine with MiniLM-L6 (bench/banking77_distill.py):
-# examples x epochs per second of training, for the launch form's estimate.
-CPU_EXAMPLES_PER_SECOND = 55.0
+# Examples x epochs per second of training MiniLM-L6 on a 2-core CPU, for the launch
+# form's estimate until this installation has finished a run of its own (then that run's
+# measured speed is used). 35 on an AMD EPYC (AVX2), 55 on a Xeon with AVX-512
+# (bench/banking77_distill.py, bench/README.md).
+CPU_EXAMPLES_PER_SECOND = 35.0
+
+
+def measured_cpu_speed() -> tuple[float, TrainingRun | None]:
+    """Examples x epochs per second of the latest finished CPU run here, else the default."""
+    for run in TrainingRun.objects.filter(
+        status=TrainingRun.Status.SUCCEEDED, device="cpu", train_seconds__gte=30
+    ).order_by("-finished_at")[:5]:
+        examples = (run.counts or {}).get("train")
+        epochs = {**default_hyperparameters(), **run.hyperparameters}.get("epochs")
+        if examples and epochs:
+            return examples * float(epochs) / run.train_seconds, run
+    return CPU_EXAMPLES_PER_SECOND, None
 
 
 class TrainingError(ValueError):
@@ -115,13 +129,18 @@ def training_estimate(
         include_synthetic=include_synthetic,
     )
     per_label = Counter(r["label"] for r in rows)
+    speed, measured_on = measured_cpu_speed()
     return {
         "examples": len(rows),
         "per_label": dict(sorted(per_label.items())),
         "labels_without_examples": sorted(
             set(project.labels.values_list("name", flat=True)) - set(per_label)
         ),
-        "minutes_cpu": round(len(rows) * epochs / CPU_EXAMPLES_PER_SECOND / 60, 1),
+        "minutes_cpu": round(len(rows) * epochs / speed / 60, 1),
+        "examples_per_second": round(speed, 1),
+        "speed_measured_on": (
+            f"run {measured_on.number} of {measured_on.project.name}" if measured_on else None
+        ),
     }
 
 

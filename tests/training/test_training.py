@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 from rq import SimpleWorker
 
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, Review
@@ -179,6 +180,35 @@ def test_failed_run_records_the_error(project, reviewer, lead, settings, tmp_pat
         services.run_execute(run=run)
     run.refresh_from_db()
     assert run.status == "failed" and run.error.startswith("OSError") and "Traceback" in run.traceback
+
+
+def test_time_estimate_uses_the_speed_this_machine_measured(project, reviewer, lead):
+    labelled(project, reviewer)  # 24 examples
+    ask = dict(
+        project=project,
+        label_source=TrainingRun.LabelSource.ALL_CURRENT,
+        teacher_min_confidence=0.0,
+        include_synthetic=False,
+        epochs=4,
+    )
+    first = services.training_estimate(**ask)
+    assert first["speed_measured_on"] is None
+    assert first["examples_per_second"] == services.CPU_EXAMPLES_PER_SECOND
+    # A finished CPU run: 1,200 examples x 3 epochs in 120 s = 30 examples/s.
+    TrainingRun.objects.create(
+        project=project,
+        number=7,
+        status=TrainingRun.Status.SUCCEEDED,
+        device="cpu",
+        train_seconds=120,
+        counts={"train": 1200},
+        hyperparameters={"epochs": 3},
+        finished_at=timezone.now(),
+    )
+    second = services.training_estimate(**ask)
+    assert second["examples_per_second"] == 30.0
+    assert second["speed_measured_on"] == f"run 7 of {project.name}"
+    assert second["minutes_cpu"] == round(24 * 4 / 30 / 60, 1)
 
 
 def test_reviewers_cannot_launch(project, reviewer, lead, reviewer_client):

@@ -429,29 +429,26 @@ def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, s
 
 
 def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
-    """Store answers and mark items done, once each, in one transaction."""
+    """Store answers and mark items done, once each, in one transaction.
+
+    Set-based, whatever the batch size: one locking read of the batch's items, one
+    insert of its proposals, one update of its items. An item that is no longer pending
+    (a resumed run stored it already) is skipped with its answers.
+    """
     done = failed = cached = input_tokens = output_tokens = 0
     cost = Decimal("0")
     with transaction.atomic():
-        for result in results:
-            work = result.work
-            if work.cached_proposal_id:
-                if LabelingJobItem.objects.filter(
-                    pk=work.item_id, status=LabelingJobItem.Status.PENDING
-                ).update(status=LabelingJobItem.Status.CACHED, proposal_id=work.cached_proposal_id):
-                    cached += 1
-                continue
-            final = result.answers[-1]
-            status = LabelingJobItem.Status.DONE if final.is_valid else LabelingJobItem.Status.FAILED
-            # Claim the item first: if another run already stored it, store nothing.
-            if not LabelingJobItem.objects.filter(
-                pk=work.item_id, status=LabelingJobItem.Status.PENDING
-            ).update(status=status):
-                continue
-            proposals = Proposal.objects.bulk_create(
+        pending = set(
+            LabelingJobItem.objects.select_for_update()
+            .filter(pk__in=[r.work.item_id for r in results], status=LabelingJobItem.Status.PENDING)
+            .values_list("pk", flat=True)
+        )
+        results = [r for r in results if r.work.item_id in pending]
+        created = iter(
+            Proposal.objects.bulk_create(
                 [
                     Proposal(
-                        example_id=work.example_id,
+                        example_id=result.work.example_id,
                         agent=agent,
                         value=answer.value if answer.is_valid else None,
                         confidence=answer.confidence if answer.is_valid else None,
@@ -465,18 +462,38 @@ def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
                         prompt_version_id=job.prompt_version_id,
                         labeling_job_id=job.pk,
                         # Only a valid answer may answer an identical request later.
-                        cache_key=work.cache_key if answer.is_valid else "",
+                        cache_key=result.work.cache_key if answer.is_valid else "",
                     )
+                    for result in results
+                    if not result.work.cached_proposal_id
                     for answer in result.answers
                 ]
             )
-            LabelingJobItem.objects.filter(pk=work.item_id).update(proposal_id=proposals[-1].pk)
-            done += final.is_valid
-            failed += not final.is_valid
+        )
+        items = []
+        for result in results:
+            work = result.work
+            if work.cached_proposal_id:
+                items.append(
+                    LabelingJobItem(
+                        pk=work.item_id,
+                        status=LabelingJobItem.Status.CACHED,
+                        proposal_id=work.cached_proposal_id,
+                    )
+                )
+                cached += 1
+                continue
             for answer in result.answers:
+                proposal = next(created)
                 input_tokens += answer.input_tokens
                 output_tokens += answer.output_tokens
                 cost += answer.cost_usd
+            final = result.answers[-1]
+            status = LabelingJobItem.Status.DONE if final.is_valid else LabelingJobItem.Status.FAILED
+            items.append(LabelingJobItem(pk=work.item_id, status=status, proposal_id=proposal.pk))
+            done += final.is_valid
+            failed += not final.is_valid
+        LabelingJobItem.objects.bulk_update(items, ["status", "proposal"])
         # The new answers are the examples' latest teacher proposals: the
         # queue's sort keys follow from them without re-deriving everything.
         Example.objects.note_teacher_answers(

@@ -475,6 +475,8 @@ class OpenAITeacher:
         temperature: float | None = None,
         max_tokens: int | None = None,
     ) -> tuple[_RawReply, int]:
+        import httpx
+
         openai = self._openai
         s = self.settings
         temperature = s.temperature if temperature is None else temperature
@@ -494,7 +496,11 @@ class OpenAITeacher:
         for attempt in range(1, s.max_attempts + 1):
             await self.limiter.wait()
             try:
-                completion = await self.client.chat.completions.create(**params)
+                # The SDK's transport and error types, without its request transform and
+                # response model: both are CPU that the event loop shares with every other
+                # call in flight (bench/README.md, "Teacher"). The body is plain JSON already.
+                response = await self.client.post("/chat/completions", body=params, cast_to=httpx.Response)
+                reply = self._reply(json.loads(response.content))
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 last_error, retry_after = f"{type(exc).__name__}: {exc}", None
             except openai.APIStatusError as exc:
@@ -508,29 +514,41 @@ class OpenAITeacher:
                 # The SDK raises a bare JSONDecodeError for a 200 whose body is not JSON.
                 last_error, retry_after = f"unreadable response ({type(exc).__name__}: {exc})", None
             else:
-                if hasattr(completion, "choices"):
-                    return self._reply(completion), attempt
-                # A non-JSON content type comes back as a plain string.
-                last_error, retry_after = f"unreadable response: {str(completion)[:200]!r}", None
+                if reply is not None:
+                    return reply, attempt
+                last_error, retry_after = f"unreadable response: {response.text[:200]!r}", None
             if attempt < s.max_attempts:
                 await self._sleep(backoff_seconds(attempt, retry_after))
         raise TeacherError(f"gave up after {s.max_attempts} tries: {last_error}")
 
     @staticmethod
-    def _reply(completion) -> _RawReply:
-        choices = completion.choices or []
+    def _reply(data) -> _RawReply | None:
+        """The parts of a chat completion body we use, or None when it is not one."""
+        if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+            return None
+        choices = [c if isinstance(c, dict) else {} for c in data["choices"]]
+
+        def content(choice: dict) -> str | None:
+            message = choice.get("message")
+            value = message.get("content") if isinstance(message, dict) else None
+            return value if isinstance(value, str) else None
+
         tokens: list[tuple[str, float]] = []
-        if choices and choices[0].logprobs is not None and choices[0].logprobs.content:
-            tokens = [(t.token, t.logprob) for t in choices[0].logprobs.content]
-        usage = completion.usage
+        logprobs = choices[0].get("logprobs") if choices else None
+        if isinstance(logprobs, dict) and isinstance(logprobs.get("content"), list):
+            tokens = [
+                (t["token"], float(t["logprob"]))
+                for t in logprobs["content"]
+                if isinstance(t, dict) and isinstance(t.get("token"), str) and t.get("logprob") is not None
+            ]
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        contents = [content(c) for c in choices]
         return _RawReply(
-            contents=[c.message.content if c.message else None for c in choices] or [None],
+            contents=contents or [None],
             tokens=tokens,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            raw=choices[0].message.content
-            if choices and choices[0].message and len(choices) == 1
-            else json.dumps([c.message.content if c.message else None for c in choices]),
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            raw=(contents[0] or "") if len(contents) == 1 else json.dumps(contents),
         )
 
 

@@ -364,6 +364,11 @@ def run_job(args, data_dir: str) -> dict:
             cursor.execute("SELECT sqlite_version()")
             server_version = f"SQLite {cursor.fetchone()[0]}"
 
+    # What the rq worker imports once before it forks a work horse per job
+    # (distillapp.worker.preload): not part of a job's time in production.
+    from distillapp.worker import preload
+
+    preload()
     job = labeling.labeling_job_create(project=project, user=user, selection="unlabelled")
     if not labeling.labeling_job_claim(job.pk):
         raise SystemExit("could not claim the job")

@@ -40,10 +40,27 @@ def requeue_interrupted() -> list[str]:
     return queued
 
 
+def preload() -> None:
+    """Import what LLM jobs need once, in the worker, before it forks a work horse per job.
+
+    `import openai` takes ~0.3 s; paid in every horse it delayed each labelling job's
+    first call by that much. (torch is not preloaded: its thread pools are not fork-safe.)
+    """
+    import httpx  # noqa: F401
+    import openai  # noqa: F401
+
+    import annotation.labeling  # noqa: F401
+    import annotation.teacher  # noqa: F401
+
+
 class Worker(rq.Worker):
     def work(self, *args, **kwargs):
         try:
             requeue_interrupted()
         except Exception:  # never keep a worker from starting
             logger.exception("Could not re-queue interrupted jobs")
+        try:
+            preload()
+        except Exception:
+            logger.exception("Could not preload the LLM client")
         return super().work(*args, **kwargs)

@@ -165,6 +165,14 @@ def test_garbage_body_is_retried(monkeypatch):
     assert answer.value == "Billing"
 
 
+def test_json_that_is_not_a_completion_is_unreadable_never_a_label(monkeypatch):
+    with FakeOpenAI(lambda req: FakeReply(raw_body='{"id": "x", "object": "chat.completion"}')) as server:
+        [answer] = classify(make_teacher(server, monkeypatch, max_attempts=2), "I was charged twice")
+        assert server.calls == 2
+    assert answer.value is None and answer.confidence is None
+    assert answer.error.startswith("gave up after 2 tries: unreadable response")
+
+
 def test_missing_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)

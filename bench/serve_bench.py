@@ -2,7 +2,7 @@
 """Latency and throughput of the prediction API under the production server, fp32 vs ONNX int8.
 
     python bench/serve_bench.py [--model DIR] [--train-texts N] [--epochs E] [--gold N]
-                                [--requests N] [--batches N] [--no-default-threads] [--keep]
+                                [--requests N] [--batches N] [--compare-threads] [--keep]
 
 1. setup (this process): a temp DISTILL_DATA_DIR with SQLite (DATABASE_URL and REDIS_URL are
    removed), ``migrate``, a lead and a project with the 77 Banking77 labels. A real MiniLM-L6
@@ -17,15 +17,16 @@
    32-text requests through ``ml.predict`` (torch) and ``ml.predict_onnx`` (batch_size 32 and
    ``serving.ONNX_BATCH_SIZE``), and single texts; texts/s and ms.
 3. server: ``manage.py serve --no-worker`` on 127.0.0.1 (gunicorn distillapp.wsgi:application,
-   2 workers x 4 threads, as in production; it also starts the embedded Redis), once with
-   OMP_NUM_THREADS=1 (the reported numbers) and once with the environment as it is
-   (``default_threads``: torch and onnxruntime then start one thread per core in each worker).
+   ``--web-workers`` processes x 4 threads, by default the serve command's 2 per core; it also
+   starts the embedded Redis) with the serve
+   command's own settings (one math thread per web worker: OMP_NUM_THREADS=1), and with
+   ``--compare-threads`` once more with one thread per core (``threads_per_core_server``).
    For each runtime, the run is promoted with threshold 0.0 (every answer comes from the
-   student) with ``serving.version_promote(runtime="torch" | "onnx-int8")``; the server reads
-   the active version on each request, so it is not restarted in between. Then, after a
-   warm-up (16 requests one at a time on new connections, so both workers load the model,
-   then 64 from 8 clients), 8 client threads (httpx, one
-   keep-alive connection each, loopback only) send:
+   student) with ``serving.version_promote(runtime="torch" | "onnx-int8")``; the server notices
+   within SERVING_CACHE_SECONDS (the bench waits that long), so it is not restarted in between. Then, after a
+   warm-up (16 requests one at a time on new connections, so every worker loads the model,
+   then 64 from 8 clients), 8 client threads (http.client,
+   one keep-alive connection each, loopback only) send:
    - ``--requests`` single-text requests: ``p50_ms`` / ``p99_ms`` of the client-side latency;
    - ``--requests`` // 10 single-text requests from 1 client: ``p50_ms_1_client``, the service
      time without queueing;
@@ -65,7 +66,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 DATA = Path("/work/shared/data/banking77")
-WORKERS = 2  # what `manage.py serve` starts
+WORKERS = 2 * (os.cpu_count() or 1)  # what `manage.py serve` starts (DISTILL_WEB_WORKERS unset)
 CLIENTS = 8
 BATCH = 32
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -244,9 +245,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: Path, extra_env: dict):
+    def __init__(self, data_dir: Path, extra_env: dict, web_workers: int):
         self.port = free_port()
-        env = {**os.environ, "DISTILL_DATA_DIR": str(data_dir), **extra_env}
+        env = {k: v for k, v in os.environ.items() if k not in SINGLE_THREAD_ENV}
+        env.update({"DISTILL_DATA_DIR": str(data_dir), **extra_env})
         self.log_path = data_dir / f"server-{self.port}.log"
         self.log_file = open(self.log_path, "w")  # closed in stop()
         self.process = subprocess.Popen(
@@ -259,6 +261,8 @@ class Server:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--web-workers",
+                str(web_workers),
             ],
             cwd=REPO_ROOT,
             env=env,
@@ -306,9 +310,18 @@ class Server:
 
 
 def load(url: str, token: str, slug: str, bodies: list[list[str]], clients: int) -> dict:
-    """Send every body once from `clients` threads; latencies in ms and wall time."""
-    import httpx
+    """Send every body once from `clients` threads; latencies in ms and wall time.
 
+    Each client is a keep-alive ``http.client`` connection: the load generator shares the
+    2 cores with the server, and the standard library's client costs about a third of
+    httpx's CPU per request (``client_cpu_ms``), so more of the machine measures the server.
+    """
+    import http.client
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    path = f"/api/v1/projects/{slug}/predict"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -316,23 +329,29 @@ def load(url: str, token: str, slug: str, bodies: list[list[str]], clients: int)
     barrier = threading.Barrier(clients)
 
     def client() -> None:
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+        try:
             barrier.wait()
             while True:
                 with lock:
                     if not queue:
                         return
                     texts = queue.pop()
+                payload = json.dumps({"texts": texts})
                 started = time.perf_counter()
-                response = http.post(f"/api/v1/projects/{slug}/predict", json={"texts": texts})
+                connection.request("POST", path, body=payload, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
                 elapsed = (time.perf_counter() - started) * 1000
-                ok = response.status_code == 200 and all(
-                    a["route"] == "student" for a in response.json()["predictions"]
+                ok = response.status == 200 and all(
+                    a["route"] == "student" for a in json.loads(raw)["predictions"]
                 )
                 with lock:
                     latencies.append(elapsed)
                     if not ok:
-                        errors.append(f"{response.status_code}: {response.text[:200]}")
+                        errors.append(f"{response.status}: {raw[:200]!r}")
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     started = time.perf_counter()
@@ -368,9 +387,14 @@ def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> t
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
     out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients)
     cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
-    logs = list(PredictionLog.objects.filter(pk__gte=first).values_list("latency_ms", flat=True))
     n = len(bodies)
     texts = sum(len(b) for b in bodies)
+    # The server writes its prediction logs in the background (SERVING_LOG_FLUSH_SECONDS).
+    deadline = time.monotonic() + 15
+    while PredictionLog.objects.filter(pk__gte=first).count() < texts and time.monotonic() < deadline:
+        time.sleep(0.2)
+    logs = list(PredictionLog.objects.filter(pk__gte=first).values_list("latency_ms", flat=True))
+    connections.close_all()
     split = {
         "model_ms": round(sum(logs) / n, 2) if logs else None,  # latency_ms is per text
         "server_cpu_ms": round(cpu_server * 1000 / n, 2),
@@ -384,12 +408,18 @@ def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> t
 
 
 def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
+    from django.conf import settings
+    from django.db import connections
+
     from training import serving
 
     try:
         serving.version_promote(run=ctx["run"], user=ctx["user"], threshold=0.0, runtime=runtime)
     except serving.ServingError as exc:  # the int8 gate: the app would not serve it either
         return {"refused": f"{exc.code}: {exc}", "error_count": 0}
+    connections.close_all()
+    # The server's processes notice the promotion within their cache time, without a restart.
+    time.sleep(settings.SERVING_CACHE_SECONDS + 0.5)
     texts = ctx["test_texts"]
     rng = random.Random(7)
 
@@ -423,10 +453,10 @@ def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
 
 
 def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
-    server = Server(data_dir, extra_env)
+    server = Server(data_dir, extra_env, args.web_workers)
     try:
         server.wait_ready()
-        log(f"server up on {server.url} ({extra_env or 'default threads'})")
+        log(f"server up on {server.url} ({extra_env or 'serve defaults'})")
         out = {}
         for key, runtime in (("fp32", "torch"), ("onnx_int8", "onnx-int8")):
             out[key] = measure(server, ctx, args, runtime)
@@ -445,9 +475,14 @@ def main() -> int:
         "--model",
         help="A directory for the trained student: reused when it holds one, else filled after training.",
     )
+    parser.add_argument(
+        "--web-workers", type=int, default=WORKERS, help="gunicorn processes (serve's default)."
+    )
     parser.add_argument("--requests", type=int, default=400, help="Single-text requests per runtime.")
     parser.add_argument("--batches", type=int, default=48, help="32-text requests per runtime.")
-    parser.add_argument("--no-default-threads", action="store_true", help="Skip the default-threads server.")
+    parser.add_argument(
+        "--compare-threads", action="store_true", help="Also measure a server with one math thread per core."
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
     parser.add_argument("--in-process", nargs=3, metavar=("MODEL_DIR", "ONNX_DIR", "TEXTS_JSON"))
     args = parser.parse_args()
@@ -477,18 +512,21 @@ def main() -> int:
         )
         model_alone = json.loads(child.stdout.strip().splitlines()[-1])
         log(f"model alone: {model_alone}")
-        reported = serve_and_measure(data_dir, ctx, args, SINGLE_THREAD_ENV)
-        default = None if args.no_default_threads else serve_and_measure(data_dir, ctx, args, {})
+        # The reported server runs with `manage.py serve`'s own defaults (one math thread
+        # per web worker); --compare-threads adds a run with one thread per core.
+        reported = serve_and_measure(data_dir, ctx, args, {})
+        per_core = {"OMP_NUM_THREADS": str(os.cpu_count()), "MKL_NUM_THREADS": str(os.cpu_count())}
+        default = serve_and_measure(data_dir, ctx, args, per_core) if args.compare_threads else None
         from training.serving import ONNX_BATCH_SIZE
 
         result = {
             "fp32": reported["fp32"],
             "onnx_int8": reported["onnx_int8"],
-            "workers": WORKERS,
+            "workers": args.web_workers,
             "clients": CLIENTS,
             "threads_per_worker_process": 4,
-            "server_env": SINGLE_THREAD_ENV,
-            "default_threads": default,
+            "server_env": "manage.py serve defaults (OMP_NUM_THREADS=1 per web worker)",
+            "threads_per_core_server": default,
             "model_alone": model_alone,
             "onnx_batch_size": ONNX_BATCH_SIZE,
             "gold": {

@@ -38,17 +38,25 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true/false, 1/0, yes/no, on/off).")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def _env_number(name: str, default, cast, kind: str, minimum):
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+        raise ImproperlyConfigured(f"{name}={raw!r} is not {kind}.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum}.")
     return value
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    return _env_number(name, default, int, "an integer", minimum)
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    return _env_number(name, default, float, "a number", minimum)
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -70,6 +78,9 @@ def _sqlite(path: str, data_dir: Path) -> dict:
         },
         # A file, not memory, so worker processes started by tests share it.
         "TEST": {"NAME": str(data_dir / "test-distillapp.sqlite3")},
+        # Keep connections (opening one and its PRAGMAs cost ~0.7 ms a request).
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
     }
 
 
@@ -203,6 +214,17 @@ RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for
 RQ_SHOW_ADMIN_LINK = True
 # Re-queues jobs a killed worker left running, then works as usual.
 RQ = {"WORKER_CLASS": "distillapp.worker.Worker"}
+
+# --- serving -----------------------------------------------------------------
+# How long a serving process trusts its cached tokens, serving configs and active
+# versions (a promotion elsewhere is noticed within this), and how often it writes
+# the prediction log in bulk (0: in the request).
+# Web server processes started by `manage.py serve`. Two per core: with a
+# connection pinned to a process, two processes on two cores leave one idle
+# whenever the connections split unevenly (bench/README.md "Serving").
+WEB_WORKERS = env_int("DISTILL_WEB_WORKERS", 2 * (os.cpu_count() or 1), minimum=1)
+SERVING_CACHE_SECONDS = env_float("DISTILL_SERVING_CACHE_SECONDS", 2.0, minimum=0)
+SERVING_LOG_FLUSH_SECONDS = env_float("DISTILL_SERVING_LOG_FLUSH_SECONDS", 1.0, minimum=0)
 
 # --- auth, i18n, static --------------------------------------------------------
 

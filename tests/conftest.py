@@ -25,6 +25,16 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_serving_cache():
+    """Each test starts with an empty per-process serving cache (ids repeat across tests)."""
+    from training import serving
+
+    serving.forget_cached()
+    yield
+    serving.forget_cached()
+
+
 @pytest.fixture
 def queues(redis_server):
     """The rq queues, emptied before and after the test."""

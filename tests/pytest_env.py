@@ -8,3 +8,6 @@ import os
 import tempfile
 
 os.environ.setdefault("DISTILL_DATA_DIR", tempfile.mkdtemp(prefix="distillapp-test-"))
+# Prediction logs are written in the request, so a test sees them at once; the buffered
+# writer has its own tests (tests/training/test_serving.py).
+os.environ.setdefault("DISTILL_SERVING_LOG_FLUSH_SECONDS", "0")

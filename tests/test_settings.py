@@ -35,6 +35,13 @@ def start_django(tmp_path, **env) -> subprocess.CompletedProcess:
         ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG='maybe' is not a boolean"),
         ("IMPORT_MAX_TEXT_CHARS", "lots", "IMPORT_MAX_TEXT_CHARS='lots' is not an integer"),
         ("IMPORT_MAX_TEXT_CHARS", "0", "IMPORT_MAX_TEXT_CHARS='0' must be at least 1"),
+        ("DISTILL_SERVING_CACHE_SECONDS", "soon", "DISTILL_SERVING_CACHE_SECONDS='soon' is not a number"),
+        (
+            "DISTILL_SERVING_LOG_FLUSH_SECONDS",
+            "-1",
+            "DISTILL_SERVING_LOG_FLUSH_SECONDS='-1' must be at least 0",
+        ),
+        ("DISTILL_WEB_WORKERS", "0", "DISTILL_WEB_WORKERS='0' must be at least 1"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(tmp_path, variable, value, message):

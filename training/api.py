@@ -37,16 +37,17 @@ def predict(request: HttpRequest, slug: str) -> JsonResponse:
         if request.method != "POST":
             raise serving.ServingError("Use POST.", code="method_not_allowed", status=405)
         token = serving.token_check(request.headers.get("Authorization"))
-        project = Project.objects.filter(slug=slug).first()
-        if project is None:
-            raise serving.ServingError(f"No project {slug!r}.", code="no_project", status=404)
-        if token.project_id != project.pk:
+        project = token.project
+        if project.slug != slug:
+            if not Project.objects.filter(slug=slug).exists():
+                raise serving.ServingError(f"No project {slug!r}.", code="no_project", status=404)
             raise serving.ServingError(
                 "This API token belongs to another project.", code="wrong_project", status=403
             )
         body = _json_body(request)
-        texts = serving.validate_texts(body.get("texts"), serving.serving_config_for(project))
-        answers = serving.predict_texts(project=project, texts=texts)
+        state = serving.live(project)
+        texts = serving.validate_texts(body.get("texts"), state.config)
+        answers = serving.predict_texts(project=project, texts=texts, state=state)
     except serving.ServingError as exc:
         return _error(exc)
     return JsonResponse({"predictions": [a.as_json() for a in answers]})
@@ -99,14 +100,15 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
             raise serving.ServingError("Use POST.", code="method_not_allowed", status=405)
         token = serving.token_check(request.headers.get("Authorization"))
         project = token.project
-        config = serving.serving_config_for(project)
+        state = serving.live(project)
+        config = state.config
         body = _json_body(request)
         if body.get("stream"):
             raise serving.ServingError(
                 "Streaming is not supported by the drop-in.", code="stream_unsupported"
             )
         text = serving.validate_texts([_chat_text(body, config.drop_in_message)], config)[0]
-        version = serving.active_version(project)
+        version = state.version
         if version is None:
             raise serving.ServingError(
                 "No model is active for this project.", code="no_active_model", status=503
@@ -115,15 +117,19 @@ def chat_completions(request: HttpRequest) -> HttpResponse:
         [label], [confidence] = serving.student_predict(version, [text])
         student_ms = (time.perf_counter() - started) * 1000
         if confidence >= version.threshold:
-            PredictionLog.objects.create(
-                project=project,
-                version=version,
-                route="student",
-                label=label,
-                student_label=label,
-                confidence=confidence,
-                latency_ms=student_ms,
-                endpoint="chat",
+            serving.prediction_logs.add(
+                [
+                    PredictionLog(
+                        project=project,
+                        version=version,
+                        route="student",
+                        label=label,
+                        student_label=label,
+                        confidence=confidence,
+                        latency_ms=student_ms,
+                        endpoint="chat",
+                    )
+                ]
             )
             return JsonResponse(_completion(body, label, version.name))
         teacher = teacher_config_for(project)
@@ -151,16 +157,20 @@ def _record_forwarded(project, version, text, student_label, student_confidence,
     """The forwarded pair becomes training data: a traffic example with the teacher's proposal."""
     from django.db import IntegrityError, transaction
 
-    PredictionLog.objects.create(
-        project=project,
-        version=version,
-        route="teacher",
-        label=answer.value or "",
-        student_label=student_label,
-        confidence=answer.confidence,
-        latency_ms=student_ms + answer.latency_ms,
-        teacher_cost_usd=answer.cost_usd,
-        endpoint="chat",
+    serving.prediction_logs.add(
+        [
+            PredictionLog(
+                project=project,
+                version=version,
+                route="teacher",
+                label=answer.value or "",
+                student_label=student_label,
+                confidence=answer.confidence,
+                latency_ms=student_ms + answer.latency_ms,
+                teacher_cost_usd=answer.cost_usd,
+                endpoint="chat",
+            )
+        ]
     )
     try:
         with transaction.atomic():

@@ -4,3 +4,22 @@ from django.apps import AppConfig
 class TrainingConfig(AppConfig):
     name = "training"
     verbose_name = "Training"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_delete, post_save
+
+        from training import serving
+        from training.models import ApiToken, ModelVersion, ServingConfig
+
+        # Saves from anywhere (the deploy page, the admin) reach this process's serving
+        # cache at once; other processes see them within SERVING_CACHE_SECONDS.
+        def forget(**kwargs) -> None:
+            serving.forget_cached()
+
+        for model in (ApiToken, ModelVersion, ServingConfig):
+            post_save.connect(
+                forget, sender=model, dispatch_uid=f"serving-forget-save-{model.__name__}", weak=False
+            )
+            post_delete.connect(
+                forget, sender=model, dispatch_uid=f"serving-forget-delete-{model.__name__}", weak=False
+            )

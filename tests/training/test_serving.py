@@ -37,6 +37,12 @@ def call(raw_token: str | None, slug: str, body, *, client=None) -> tuple[int, d
     return response.status_code, response.json()
 
 
+def set_threshold(version, threshold: float) -> None:
+    # A save, as the admin makes it: the serving cache hears of it (signals), like a promotion.
+    version.threshold = threshold
+    version.save(update_fields=["threshold"])
+
+
 def confidence_of(version, text: str) -> float:
     return serving.student_predict(version, [text])[1][0]
 
@@ -118,15 +124,13 @@ def test_routing_at_the_threshold_with_review_fallback(project, live):
     version, raw = live
     text = "my card was charged twice"
     conf = confidence_of(version, text)
-    ModelVersion.objects.filter(pk=version.pk).update(
-        threshold=conf
-    )  # exactly at the threshold: the student answers
+    set_threshold(version, conf)  # exactly at the threshold: the student answers
     status, body = call(raw, project.slug, {"texts": [text]})
     answer = body["predictions"][0]
     assert (status, answer["route"], answer["model_version"]) == (200, "student", "run-1@" + f"{conf:.2f}")
     assert answer["label"] in {"Billing", "Technical support", "Other"}
     assert not Example.objects.exists()  # confident answers are not stored as examples
-    ModelVersion.objects.filter(pk=version.pk).update(threshold=conf + 1e-4)  # just below: review
+    set_threshold(version, conf + 1e-4)  # just below: review
     status, body = call(raw, project.slug, {"texts": [text]})
     assert body["predictions"][0]["route"] == "review" and body["predictions"][0]["label"] is None
     traffic = Example.objects.get(source="traffic")
@@ -144,7 +148,7 @@ def test_teacher_fallback_answers_low_confidence_texts(project, live, monkeypatc
     from tests.fake_openai import FakeOpenAI, FakeReply
 
     version, raw = live
-    ModelVersion.objects.filter(pk=version.pk).update(threshold=1.0)
+    set_threshold(version, 1.0)
     config = serving.serving_config_for(project)
     config.fallback = ServingConfig.Fallback.TEACHER
     config.save()
@@ -189,7 +193,7 @@ def test_drop_in_through_the_real_openai_client(
     assert confident.choices[0].message.content in {"Billing", "Technical support", "Other"}
     assert confident.usage.total_tokens == 0 and confident.model == f"distill:{version.name}"
 
-    ModelVersion.objects.filter(pk=version.pk).update(threshold=1.0)
+    set_threshold(version, 1.0)
     monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
     with FakeOpenAI(
         lambda req: FakeReply(content="Technical support", prompt_tokens=50, completion_tokens=2)
@@ -265,7 +269,7 @@ def test_cost_inputs_are_measured_where_possible(project, live, lead):
 
 def test_monitoring_numbers(project, live):
     version, raw = live
-    ModelVersion.objects.filter(pk=version.pk).update(threshold=0.0)
+    set_threshold(version, 0.0)
     call(raw, project.slug, {"texts": ["a", "b", "c"]})
     data = serving.monitoring(project)
     assert data["total"] == 3 and data["student_share"] == 1.0
@@ -291,3 +295,63 @@ def test_pages(project, live, lead_client, reviewer_client, outsider_client):
         "Break-even" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
         or "Never" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
     )
+
+
+def test_another_process_promotion_is_noticed_within_the_cache_ttl(project, lead, live, settings):
+    """A change no signal announces here (made by another process) is seen within the TTL."""
+    version, raw = live
+    settings.SERVING_CACHE_SECONDS = 0.3
+    set_threshold(version, 0.0)
+    assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "student"
+    # Another process raises the threshold: a bare UPDATE, no signal reaches this one.
+    ModelVersion.objects.filter(pk=version.pk).update(threshold=1.0)
+    assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "student"
+    import time
+
+    time.sleep(0.35)
+    assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "review"
+
+
+def test_a_revoked_token_stops_at_once_in_this_process(project, live):
+    _, raw = live
+    assert call(raw, project.slug, {"texts": ["x"]})[0] == 200  # now cached
+    serving.token_revoke(token=project.api_tokens.get())
+    assert call(raw, project.slug, {"texts": ["x"]})[0] == 401
+
+
+def test_a_token_in_use_is_touched_at_most_once_a_minute(project, live):
+    _, raw = live
+    token = project.api_tokens.get()
+    assert token.last_used_at is None
+    call(raw, project.slug, {"texts": ["x"]})
+    first = project.api_tokens.get().last_used_at
+    assert first is not None
+    call(raw, project.slug, {"texts": ["y"]})
+    assert project.api_tokens.get().last_used_at == first
+    serving.forget_cached()
+    type(token).objects.filter(pk=token.pk).update(
+        last_used_at=first - __import__("datetime").timedelta(seconds=serving.TOKEN_TOUCH_SECONDS)
+    )
+    call(raw, project.slug, {"texts": ["z"]})
+    assert project.api_tokens.get().last_used_at > first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prediction_logs_are_written_in_the_background(project, live, settings):
+    """In production the log rows leave the request and are inserted in bulk by a thread."""
+    import time
+
+    version, raw = live
+    set_threshold(version, 0.0)
+    settings.SERVING_LOG_FLUSH_SECONDS = 0.05
+    status, body = call(raw, project.slug, {"texts": ["one", "two", "three"]})
+    assert status == 200 and len(body["predictions"]) == 3
+    deadline = time.monotonic() + 10
+    while PredictionLog.objects.count() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logs = list(PredictionLog.objects.order_by("pk"))
+    assert [log.route for log in logs] == ["student"] * 3
+    assert all(log.version_id == version.pk and log.endpoint == "predict" for log in logs)
+    # Nothing is left buffered, and an explicit flush (the exit hook) has nothing to add.
+    assert serving.prediction_logs.flush() == 0
+    assert PredictionLog.objects.count() == 3

@@ -6,6 +6,7 @@ stopped last.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,15 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--workers", type=int, default=1, help="Number of rq worker processes.")
+        parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=settings.WEB_WORKERS,
+            help="Web server processes (default: DISTILL_WEB_WORKERS, else 2 per CPU core).",
+        )
+        parser.add_argument(
+            "--threads", type=int, default=4, help="Request threads in each web server process."
+        )
         parser.add_argument("--no-worker", action="store_true", help="Start the web server only.")
 
     def handle(self, *args, **opts) -> None:
@@ -35,6 +45,11 @@ class Command(BaseCommand):
         if not opts["no_worker"]:
             for _ in range(opts["workers"]):
                 children.append(subprocess.Popen([python, "manage.py", "rqworker", *settings.RQ_QUEUE_NAMES]))
+        # One math thread per web worker: with two workers on two cores, more threads only fight
+        # over the cores (ONNX int8 single-text p50 -26 to -30 %, bench/README.md "Serving").
+        web_env = {**os.environ}
+        web_env.setdefault("OMP_NUM_THREADS", "1")
+        web_env.setdefault("MKL_NUM_THREADS", "1")
         children.append(
             subprocess.Popen(
                 [
@@ -45,14 +60,15 @@ class Command(BaseCommand):
                     "--bind",
                     f"{opts['host']}:{opts['port']}",
                     "--workers",
-                    "2",
+                    str(opts["web_workers"]),
                     "--threads",
-                    "4",
+                    str(opts["threads"]),
                     "--timeout",
                     "120",
                     "--access-logfile",
                     "-",
-                ]
+                ],
+                env=web_env,
             )
         )
         self.stdout.write(

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 
 from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Avg, F, Q
 from django.utils import timezone
 
@@ -493,7 +493,7 @@ def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
             items.append(LabelingJobItem(pk=work.item_id, status=status, proposal_id=proposal.pk))
             done += final.is_valid
             failed += not final.is_valid
-        LabelingJobItem.objects.bulk_update(items, ["status", "proposal"])
+        _set_items(items)
         # The new answers are the examples' latest teacher proposals: the
         # queue's sort keys follow from them without re-deriving everything.
         Example.objects.note_teacher_answers(
@@ -511,6 +511,21 @@ def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
             output_tokens=F("output_tokens") + output_tokens,
             cost_usd=F("cost_usd") + cost,
             heartbeat_at=timezone.now(),
+        )
+
+
+def _set_items(items: list[LabelingJobItem]) -> None:
+    """Each item's status and proposal in one parameterised UPDATE run (not bulk_update's
+    per-row CASE expressions, which cost more CPU than the API calls they record)."""
+    if not items:
+        return
+    quote = connection.ops.quote_name
+    meta = LabelingJobItem._meta
+    status, proposal, pk = (quote(meta.get_field(name).column) for name in ("status", "proposal", "id"))
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {quote(meta.db_table)} SET {status} = %s, {proposal} = %s WHERE {pk} = %s",
+            [(item.status, item.proposal_id, item.pk) for item in items],
         )
 
 

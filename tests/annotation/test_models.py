@@ -150,3 +150,29 @@ def test_proposal_confidence_must_be_a_probability(project):
     example = make_example(project)
     with pytest.raises(IntegrityError), transaction.atomic():
         Proposal.objects.create(example=example, agent="teacher:x", value="Billing", confidence=1.5)
+
+
+def test_new_teacher_answers_set_the_queue_keys(project):
+    agrees = make_example(project, "one", student_label="Billing")
+    disagrees = make_example(project, "two", student_label="Billing")
+    no_student = make_example(project, "three")
+    untouched = make_example(project, "four", teacher_label="Other", teacher_confidence=0.3)
+    changed = Example.objects.note_teacher_answers(
+        {agrees.pk: ("Billing", 0.9), disagrees.pk: ("Other", None), no_student.pk: ("Other", 0.5)}
+    )
+    assert changed == 3
+    rows = {
+        e.pk: (e.teacher_label, e.teacher_confidence, e.is_disagreement)
+        for e in Example.objects.filter(project=project)
+    }
+    assert rows[agrees.pk] == ("Billing", 0.9, False)
+    assert rows[disagrees.pk] == ("Other", None, True)
+    assert rows[no_student.pk] == ("Other", 0.5, False)
+    assert rows[untouched.pk] == ("Other", 0.3, False)
+    # The same keys as re-deriving everything from the proposals would give.
+    for example in (agrees, disagrees):
+        Proposal.objects.create(example=example, agent="teacher:m:v1", value=rows[example.pk][0])
+        Proposal.objects.create(example=example, agent="student:run-1", value="Billing", confidence=0.8)
+    Example.objects.filter(pk__in=[agrees.pk, disagrees.pk]).sync_queue_fields()
+    assert Example.objects.get(pk=agrees.pk).is_disagreement is False
+    assert Example.objects.get(pk=disagrees.pk).is_disagreement is True

@@ -382,6 +382,11 @@ def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> t
 
     from training.models import PredictionLog
 
+    # The server writes prediction logs in the background: let the last phase's land first.
+    settled, seen = time.monotonic() + 15, -1
+    while time.monotonic() < settled and (count := PredictionLog.objects.count()) != seen:
+        seen = count
+        time.sleep(1.5)
     first = (PredictionLog.objects.aggregate(m=Max("pk"))["m"] or 0) + 1
     connections.close_all()  # no connection of this process held while the server writes
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()

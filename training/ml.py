@@ -300,17 +300,11 @@ def predict_proba(
     tokenizer, model = load_classifier(model_dir)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     out = np.empty((len(texts), len(names)), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    encoded = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": []}
+    keys = [key for key in encoded if key in ("input_ids", "attention_mask", "token_type_ids")]
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            ).to(model.device)
+        for idx in _same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+            batch = {key: torch.tensor([encoded[key][i] for i in idx], device=model.device) for key in keys}
             out[idx] = torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
     return out, names
 
@@ -431,6 +425,24 @@ def _load_onnx(onnx_dir: str, mtime: float):
     return AutoTokenizer.from_pretrained(onnx_dir), session, names
 
 
+def _same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of equal token length (at most batch_size each).
+
+    No padding at all: on a CPU the model's cost is its tokens, so padded positions are
+    pure waste; texts of the same length still share one call. On a 2-core AVX2 CPU this
+    ran 32-text Banking77 requests at 1.2x the speed of length-sorted batches of 8
+    (bench/README.md, "Serving").
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and lengths[batches[-1][0]] == lengths[i]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def predict_onnx(
     onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
 ) -> tuple[list[str], list[float]]:
@@ -439,15 +451,11 @@ def predict_onnx(
     with _ONNX_LOAD_LOCK:
         # The file's mtime is in the key, so a new export is loaded afresh.
         tokenizer, session, names = _load_onnx(str(path), (path / ONNX_MODEL_FILE).stat().st_mtime)
-    inputs = {i.name for i in session.get_inputs()}
+    inputs = [i.name for i in session.get_inputs()]
     probabilities = np.empty((len(texts), len(names)), dtype=np.float32)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = tokenizer(
-            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="np"
-        )
-        feed = {name: values.astype(np.int64) for name, values in batch.items() if name in inputs}
+    encoded = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": []}
+    for idx in _same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+        feed = {name: np.array([encoded[name][i] for i in idx], dtype=np.int64) for name in inputs}
         logits = session.run(["logits"], feed)[0].astype(np.float32)
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)

@@ -258,8 +258,8 @@ def active_version(project: Project) -> ModelVersion | None:
 # The rule: an int8 model may serve only if its gold accuracy is within half an
 # accuracy point of the run's own (fp32) accuracy on the same gold set.
 QUANTIZED_MAX_DROP = 0.005
-# Requests are split into length-sorted batches this big: with less padding, 32-text
-# Banking77 requests ran about twice as fast on one core as one batch of 32 (bench/README.md).
+# Requests are split into batches of texts with the same token length, at most this big
+# (ml._same_length_batches: no padding; bench/README.md "Serving").
 ONNX_BATCH_SIZE = 8
 
 
@@ -457,7 +457,6 @@ def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list[str],
     max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
     if version.runtime == ModelVersion.Runtime.ONNX_INT8:
         return ml.predict_onnx(version.onnx_path, texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE)
-    # Length-sorted batches of 8 pad less: 1.6x faster than one batch on 32-text requests.
     return ml.predict(
         Path(version.run.artifact_path) / "model", texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE
     )

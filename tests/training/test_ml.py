@@ -50,3 +50,30 @@ def test_close_meanings_are_closer_than_unrelated_ones():
     card, wait, rate = embed_texts([TEXTS[0], TEXTS[2], TEXTS[3]])
 
     assert card @ wait > card @ rate + 0.1
+
+
+def test_same_length_batches_never_pad_and_keep_every_index():
+    from training.ml import _same_length_batches
+
+    lengths = [5, 3, 5, 9, 3, 5, 5, 3]
+    batches = _same_length_batches(lengths, 3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert all(len({lengths[i] for i in batch}) == 1 and len(batch) <= 3 for batch in batches)
+    assert [len(b) for b in batches] == [3, 3, 1, 1]  # 3s, then 5s split at the cap, then 9
+
+
+def test_grouped_predictions_equal_one_text_at_a_time(tmp_path):
+    """Grouping by length changes the calls, not the answers (and keeps their order)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from training.ml import make_tiny_model, predict_proba
+
+    base = make_tiny_model(tmp_path / "base")
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)
+    model.save_pretrained(tmp_path / "clf")
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "clf")
+    texts = [*TEXTS, "Hi", "What is the exchange rate for dollars today?"]
+    together, _ = predict_proba(tmp_path / "clf", texts, batch_size=4, max_length=32)
+    alone = np.vstack([predict_proba(tmp_path / "clf", [t], max_length=32)[0] for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert predict_proba(tmp_path / "clf", [], max_length=32)[0].shape == (0, 3)

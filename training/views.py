@@ -4,6 +4,7 @@ import io
 import zipfile
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -318,6 +319,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
                 for r in finished
             ],
             "runtimes": ModelVersion.Runtime.choices,
+            "serving_cache_seconds": settings.SERVING_CACHE_SECONDS,
             "tokens": project.api_tokens.all(),
             "promote_form": PromoteForm(),
             "token_form": TokenForm(),

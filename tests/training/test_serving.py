@@ -291,6 +291,7 @@ def test_pages(project, live, lead_client, reviewer_client, outsider_client):
     assert "shown only this once" in html and "dst_" in html
     again = lead_client.get(reverse("training:deploy", args=[project.slug])).content.decode()
     assert "shown only this once" not in again
+    assert "reach every serving process within 2 s" in again
     assert (
         "Break-even" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
         or "Never" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()

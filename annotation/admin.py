@@ -17,6 +17,7 @@ from annotation.models import (
     SyntheticJob,
     TeacherConfig,
 )
+from distillapp.models import own_fields_first
 
 
 class MembershipInline(admin.TabularInline):
@@ -192,7 +193,7 @@ class LabelingJobAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["status", "selection", "project"]
-    readonly_fields = [f.name for f in LabelingJob._meta.fields]
+    readonly_fields = own_fields_first(LabelingJob)
 
     def has_add_permission(self, request):
         return False
@@ -211,7 +212,7 @@ class SyntheticJobAdmin(admin.ModelAdmin):
         "cost_usd",
     ]
     list_filter = ["status", "project"]
-    readonly_fields = [f.name for f in SyntheticJob._meta.fields]
+    readonly_fields = own_fields_first(SyntheticJob)
 
     def has_add_permission(self, request):
         return False

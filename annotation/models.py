@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
+from distillapp.models import BackgroundJob
+
 
 def normalise_text(text: str) -> str:
     """The form two texts share when they are the same example.
@@ -702,7 +704,7 @@ class PromptVersion(models.Model):
 JOB_STALE_AFTER = timezone.timedelta(seconds=60)
 
 
-class LabelingJob(models.Model):
+class LabelingJob(BackgroundJob):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"
         RUNNING = "running", "Labelling"
@@ -731,26 +733,9 @@ class LabelingJob(models.Model):
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
     estimate = models.JSONField(default=dict, blank=True)
-    is_cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return f"Labelling job {self.pk} ({self.get_status_display()})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
     @property
     def processed(self) -> int:
@@ -800,7 +785,7 @@ class LabelingJobItem(models.Model):
         return f"job {self.job_id} / example {self.example_id}: {self.status}"
 
 
-class SyntheticJob(models.Model):
+class SyntheticJob(BackgroundJob):
     """Asks the teacher LLM for new examples per label, with diversity controls."""
 
     class Status(models.TextChoices):
@@ -844,26 +829,9 @@ class SyntheticJob(models.Model):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
-    is_cancel_requested = models.BooleanField(default=False)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return f"Synthetic job {self.pk} ({self.get_status_display()})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
     @property
     def percent_done(self) -> int:

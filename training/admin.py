@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from distillapp.models import own_fields_first
 from training.models import Evaluation, TrainingRun
 
 
@@ -18,7 +19,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["status", "label_source", "project"]
-    readonly_fields = [f.name for f in TrainingRun._meta.fields]
+    readonly_fields = own_fields_first(TrainingRun)
 
     def has_add_permission(self, request):
         return False  # launched from the project page or the projects' admin action

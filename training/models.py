@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from annotation.models import Example, GoldSet, Project
+from distillapp.models import BackgroundJob
 
 
 def default_hyperparameters() -> dict:
@@ -22,7 +23,7 @@ def default_hyperparameters() -> dict:
     }
 
 
-class TrainingRun(models.Model):
+class TrainingRun(BackgroundJob):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"
         RUNNING = "running", "Training"
@@ -47,7 +48,6 @@ class TrainingRun(models.Model):
     teacher_min_confidence = models.FloatField(default=0.0)
     include_synthetic = models.BooleanField(default=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    is_cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     epoch = models.FloatField(default=0)
@@ -59,16 +59,7 @@ class TrainingRun(models.Model):
     counts = models.JSONField(default=dict, blank=True, help_text="Training data: totals and per label.")
     metrics = models.JSONField(default=dict, blank=True, help_text="Validation metrics.")
     artifact_path = models.CharField(max_length=1000, blank=True)
-    error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
-    worker = models.CharField(max_length=200, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["project", "-number"]
@@ -82,10 +73,6 @@ class TrainingRun(models.Model):
     @property
     def agent(self) -> str:
         return f"student:run-{self.number}"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
     @property
     def percent_done(self) -> int:

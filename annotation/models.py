@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
-from distillapp.models import BackgroundJob
+from distillapp.models import BackgroundJob, JobRecord
 
 
 def normalise_text(text: str) -> str:
@@ -122,7 +122,7 @@ def next_free_key(used: set[str]) -> str:
     return ""
 
 
-class ImportBatch(models.Model):
+class ImportBatch(JobRecord):
     class Format(models.TextChoices):
         CSV = "csv", "CSV"
         TSV = "tsv", "TSV"
@@ -152,20 +152,11 @@ class ImportBatch(models.Model):
     labels_created = models.PositiveIntegerField(default=0)
     proposals_created = models.PositiveIntegerField(default=0)
     bytes_done = models.BigIntegerField(default=0)
-    error = models.TextField(blank=True)
     error_report = models.JSONField(
         default=list, blank=True, help_text="The first invalid rows: [{line, reason}]."
     )
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-pk"]
+    class Meta(JobRecord.Meta):
         verbose_name_plural = "import batches"
 
     def __str__(self) -> str:

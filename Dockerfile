@@ -22,4 +22,6 @@ VOLUME ["/data"]
 EXPOSE 8000
 
 HEALTHCHECK --interval=30s --timeout=5s CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn distillapp.wsgi:application --bind 0.0.0.0:8000 --workers 3 --threads 4 --timeout 120 --access-logfile -"]
+# `serve --no-worker` runs gunicorn with the app's serving defaults (2 processes per core, one math
+# thread each; DISTILL_WEB_WORKERS overrides); the workers are their own services.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec python manage.py serve --no-worker --host 0.0.0.0 --port 8000"]

@@ -37,7 +37,6 @@ from annotation.models import (
     TeacherConfig,
 )
 from distillapp import rows
-from distillapp.queues import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -257,14 +256,7 @@ def labeling_job_create(
 
 
 def labeling_job_start(*, job: LabelingJob) -> None:
-    enqueue_on_commit(
-        "llm",
-        "annotation.jobs.labeling_job_job",
-        job.pk,
-        on_error=lambda exc: LabelingJob.objects.filter(pk=job.pk, status=LabelingJob.Status.PENDING).update(
-            status=LabelingJob.Status.FAILED, error=f"The job queue could not be reached ({exc})."
-        ),
-    )
+    rows.enqueue(LabelingJob, job.pk, "llm", "annotation.jobs.labeling_job_job")
 
 
 def labeling_job_cancel(*, job: LabelingJob) -> None:

@@ -442,17 +442,10 @@ def gold_freeze(*, gold_set: GoldSet, user) -> GoldSet:
 
 
 def quality_run_start(*, project: Project, user) -> QualityRun:
-    from distillapp.queues import enqueue_on_commit
+    from distillapp import rows
 
     run = QualityRun.objects.create(project=project, created_by=user)
-    enqueue_on_commit(
-        "training",
-        "annotation.jobs.quality_run_job",
-        run.pk,
-        on_error=lambda exc: QualityRun.objects.filter(pk=run.pk).update(
-            status=QualityRun.Status.FAILED, error=f"The job queue could not be reached ({exc})."
-        ),
-    )
+    rows.enqueue(QualityRun, run.pk, "training", "annotation.jobs.quality_run_job")
     return run
 
 

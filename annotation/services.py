@@ -28,7 +28,7 @@ from annotation.models import (
     Review,
     next_free_key,
 )
-from distillapp.queues import enqueue_on_commit
+from distillapp import rows
 
 logger = logging.getLogger(__name__)
 
@@ -203,16 +203,8 @@ def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> Imp
             import_batch_run(batch=batch)
         batch.refresh_from_db()
         return batch
-    enqueue_on_commit(
-        "default",
-        "annotation.jobs.import_batch_job",
-        batch.pk,
-        on_error=lambda exc: ImportBatch.objects.filter(
-            pk=batch.pk, status=ImportBatch.Status.PENDING
-        ).update(
-            status=ImportBatch.Status.FAILED,
-            error=f"The job queue could not be reached ({exc}); nothing was imported.",
-        ),
+    rows.enqueue(
+        ImportBatch, batch.pk, "default", "annotation.jobs.import_batch_job", note="; nothing was imported"
     )
     return batch
 

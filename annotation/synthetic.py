@@ -32,7 +32,6 @@ from annotation.labeling import (
 )
 from annotation.models import Example, Project, Proposal, SyntheticJob, TeacherConfig, content_hash
 from distillapp import rows
-from distillapp.queues import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +96,7 @@ def synthetic_job_create(
 
 
 def synthetic_job_start(*, job: SyntheticJob) -> None:
-    enqueue_on_commit(
-        "llm",
-        "annotation.jobs.synthetic_job_job",
-        job.pk,
-        on_error=lambda exc: SyntheticJob.objects.filter(
-            pk=job.pk, status=SyntheticJob.Status.PENDING
-        ).update(status=SyntheticJob.Status.FAILED, error=f"The job queue could not be reached ({exc})."),
-    )
+    rows.enqueue(SyntheticJob, job.pk, "llm", "annotation.jobs.synthetic_job_job")
 
 
 def synthetic_job_cancel(*, job: SyntheticJob) -> None:

@@ -13,7 +13,7 @@ import socket
 from django.db.models import Q
 from django.utils import timezone
 
-PENDING, RUNNING, CANCELLED = "pending", "running", "cancelled"
+PENDING, RUNNING, FAILED, CANCELLED = "pending", "running", "failed", "cancelled"
 
 
 def this_worker() -> str:
@@ -69,3 +69,21 @@ def cancel(model, pk: int) -> None:
     """A pending job is cancelled at once; a running one stops at its next check."""
     model.objects.filter(pk=pk, status=PENDING).update(status=CANCELLED, finished_at=timezone.now())
     model.objects.filter(pk=pk).update(is_cancel_requested=True)
+
+
+def enqueue(model, pk: int, queue_name: str, func_path: str, *, note: str = "") -> None:
+    """Queue the row's job once the transaction commits (`func_path(pk)` on `queue_name`).
+
+    If Redis cannot be reached, the still-pending row fails with that reason (plus `note`)
+    instead of waiting for a worker that will never hear of it.
+    """
+    from distillapp.queues import enqueue_on_commit
+
+    enqueue_on_commit(
+        queue_name,
+        func_path,
+        pk,
+        on_error=lambda exc: model.objects.filter(pk=pk, status=PENDING).update(
+            status=FAILED, error=f"The job queue could not be reached ({exc}){note}."
+        ),
+    )

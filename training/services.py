@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from annotation.models import Example, GoldSet, Membership, Project, Proposal
 from distillapp import rows
-from distillapp.queues import enqueue_on_commit
 from training import metrics as metrics_lib
 from training.models import Evaluation, TrainingRun, default_hyperparameters
 
@@ -194,14 +193,7 @@ def run_create(
 
 
 def run_start(*, run: TrainingRun) -> None:
-    enqueue_on_commit(
-        "training",
-        "training.jobs.training_run_job",
-        run.pk,
-        on_error=lambda exc: TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.PENDING).update(
-            status=TrainingRun.Status.FAILED, error=f"The job queue could not be reached ({exc})."
-        ),
-    )
+    rows.enqueue(TrainingRun, run.pk, "training", "training.jobs.training_run_job")
 
 
 def run_cancel(*, run: TrainingRun) -> None:

@@ -100,3 +100,27 @@ def test_heartbeat_goes_on_while_the_rows_are_written(project, tmp_path):
     batch.refresh_from_db()
     assert batch.heartbeat_at > old + dt.timedelta(minutes=9)
     assert not batch.is_stale
+
+
+def test_unreachable_queue_fails_any_pending_job_row(
+    project, monkeypatch, django_capture_on_commit_callbacks
+):
+    """rows.enqueue, which every job's start goes through, fails the row rather than lose it."""
+    import django_rq
+    import redis
+    from rq import Queue
+
+    from annotation import review
+    from training import services as training_services
+    from training.models import TrainingRun
+
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    monkeypatch.setattr(django_rq, "get_queue", lambda name: Queue(name, connection=down))
+    run = TrainingRun.objects.create(project=project, number=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        training_services.run_start(run=run)
+        quality = review.quality_run_start(project=project, user=None)
+    for row in (run, quality):
+        row.refresh_from_db()
+        assert row.status == "failed"
+        assert row.error.startswith("The job queue could not be reached (")

@@ -322,6 +322,24 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
 # --- step 4: cleanup (child process) ---------------------------------------------------
 
 
+def delete_project(conn, project_id: int) -> None:
+    """Delete a bench project and everything under it with plain SQL in the caller's transaction
+    (the ORM's cascade would load every row first)."""
+    examples = "SELECT id FROM annotation_example WHERE project_id = %(p)s"
+    for table in (
+        "annotation_reviewclaim",
+        "annotation_review",
+        "annotation_proposal",
+        "annotation_goldsetitem",
+    ):
+        conn.execute(f"DELETE FROM {table} WHERE example_id IN ({examples})", {"p": project_id})
+    conn.execute("DELETE FROM annotation_goldset WHERE project_id = %(p)s", {"p": project_id})
+    conn.execute("DELETE FROM annotation_example WHERE project_id = %(p)s", {"p": project_id})
+    for table in ("annotation_importbatch", "annotation_label", "annotation_membership"):
+        conn.execute(f"DELETE FROM {table} WHERE project_id = %(p)s", {"p": project_id})
+    conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
+
+
 def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
     import psycopg
 
@@ -332,16 +350,8 @@ def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
             conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
         action = f"dropped database {name}"
     else:
-        # The ORM's cascade would load every row; plain SQL in one transaction.
         with psycopg.connect(database_url) as conn:
-            examples = "SELECT id FROM annotation_example WHERE project_id = %(p)s"
-            for table in ("annotation_review", "annotation_proposal", "annotation_goldsetitem"):
-                conn.execute(f"DELETE FROM {table} WHERE example_id IN ({examples})", {"p": project_id})
-            conn.execute("DELETE FROM annotation_goldset WHERE project_id = %(p)s", {"p": project_id})
-            conn.execute("DELETE FROM annotation_example WHERE project_id = %(p)s", {"p": project_id})
-            for table in ("annotation_importbatch", "annotation_label", "annotation_membership"):
-                conn.execute(f"DELETE FROM {table} WHERE project_id = %(p)s", {"p": project_id})
-            conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
+            delete_project(conn, project_id)
         action = f"deleted project {project_id} from {name}"
     return {"cleanup": action, "cleanup_seconds": round(time.perf_counter() - started, 2)}
 
@@ -349,14 +359,19 @@ def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
 # --- the parent: runs each step in a child --------------------------------------------------
 
 
-def child(step: str, result_file: Path, *extra: str) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--_step", step, "--_result", str(result_file)]
+def run_child(script: str, step: str, result_file: Path, *extra: str) -> dict:
+    """Run `script --_step STEP --_result FILE ...` and return the JSON it wrote (bench helper)."""
+    command = [sys.executable, str(Path(script).resolve()), "--_step", step, "--_result", str(result_file)]
     command += list(extra)
     # The child's stdout goes to our stderr: our stdout carries only the JSON.
     proc = subprocess.run(command, stdout=sys.stderr, stderr=None, cwd=REPO_ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"step {step!r} failed with exit status {proc.returncode}")
     return json.loads(result_file.read_text())
+
+
+def child(step: str, result_file: Path, *extra: str) -> dict:
+    return run_child(__file__, step, result_file, *extra)
 
 
 def main() -> int:

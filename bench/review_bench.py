@@ -58,15 +58,19 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from import_bench import admin_url, delete_project, quote_ident, run_child  # noqa: E402  (stdlib-only helpers)
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_review_bench"
 TARGET_MEDIAN_MS = 50.0
 LABELS = [
@@ -101,19 +105,6 @@ def setup_django() -> None:
     import django
 
     django.setup()
-
-
-def admin_url(database_url: str) -> tuple[str, str]:
-    """The URL of the server's 'postgres' database, and the bench db's name."""
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    if not name:
-        raise SystemExit(f"--database-url names no database: {database_url}")
-    return urlunsplit(parts._replace(path="/postgres", query="")), name
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def ms(seconds: float) -> float:
@@ -579,19 +570,7 @@ def cleanup(database_url: str, project_id: int, user_ids: list[int], drop_databa
         action = f"dropped database {name}"
     else:
         with psycopg.connect(database_url) as conn:
-            examples = "SELECT id FROM annotation_example WHERE project_id = %(p)s"
-            for table in (
-                "annotation_reviewclaim",
-                "annotation_review",
-                "annotation_proposal",
-                "annotation_goldsetitem",
-            ):
-                conn.execute(f"DELETE FROM {table} WHERE example_id IN ({examples})", {"p": project_id})
-            conn.execute("DELETE FROM annotation_goldset WHERE project_id = %(p)s", {"p": project_id})
-            conn.execute("DELETE FROM annotation_example WHERE project_id = %(p)s", {"p": project_id})
-            for table in ("annotation_importbatch", "annotation_label", "annotation_membership"):
-                conn.execute(f"DELETE FROM {table} WHERE project_id = %(p)s", {"p": project_id})
-            conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
+            delete_project(conn, project_id)
             conn.execute("DELETE FROM annotation_reviewclaim WHERE user_id = ANY(%(u)s)", {"u": user_ids})
             conn.execute("DELETE FROM auth_user WHERE id = ANY(%(u)s)", {"u": user_ids})
         action = f"deleted project {project_id} and its users from {name}"
@@ -602,13 +581,7 @@ def cleanup(database_url: str, project_id: int, user_ids: list[int], drop_databa
 
 
 def child(step: str, result_file: Path, *extra: str) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--_step", step, "--_result", str(result_file)]
-    command += list(extra)
-    # The child's stdout goes to our stderr: our stdout carries only the JSON.
-    proc = subprocess.run(command, stdout=sys.stderr, stderr=None, cwd=REPO_ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"step {step!r} failed with exit status {proc.returncode}")
-    return json.loads(result_file.read_text())
+    return run_child(__file__, step, result_file, *extra)
 
 
 def main() -> int:

@@ -70,7 +70,7 @@ for _path in (REPO_ROOT, BENCH_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from import_bench import admin_url, quote_ident, setup_django  # noqa: E402  (stdlib-only helpers)
+from import_bench import admin_url, quote_ident, run_child, setup_django  # noqa: E402  (stdlib-only helpers)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_teacher_bench"
 API_KEY_ENV = "TEACHER_BENCH_API_KEY"
@@ -503,13 +503,7 @@ def drop_database(database_url: str) -> str:
 
 
 def child(step: str, result_file: Path, *extra: str) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--_step", step, "--_result", str(result_file)]
-    command += list(extra)
-    # The child's stdout goes to our stderr: our stdout carries only the JSON.
-    proc = subprocess.run(command, stdout=sys.stderr, stderr=None, cwd=REPO_ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"step {step!r} failed with exit status {proc.returncode}")
-    return json.loads(result_file.read_text())
+    return run_child(__file__, step, result_file, *extra)
 
 
 def main() -> int:

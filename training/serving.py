@@ -59,13 +59,14 @@ def serving_config_for(project: Project) -> ServingConfig:
 
 _cache: dict[tuple, tuple[float, object]] = {}
 _CACHE_MAX_ENTRIES = 10_000
+_clock = time.monotonic  # the cache's clock (tests move it forward)
 
 
 def _cached(key: tuple, load):
     ttl = settings.SERVING_CACHE_SECONDS
     if ttl <= 0:
         return load()
-    now = time.monotonic()
+    now = _clock()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]

@@ -6,6 +6,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
@@ -298,18 +299,18 @@ def test_pages(project, live, lead_client, reviewer_client, outsider_client):
     )
 
 
-def test_another_process_promotion_is_noticed_within_the_cache_ttl(project, lead, live, settings):
+def test_another_process_promotion_is_noticed_within_the_cache_ttl(project, lead, live, monkeypatch):
     """A change no signal announces here (made by another process) is seen within the TTL."""
     version, raw = live
-    settings.SERVING_CACHE_SECONDS = 0.3
+    now = [1000.0]
+    monkeypatch.setattr(serving, "_clock", lambda: now[0])
     set_threshold(version, 0.0)
     assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "student"
     # Another process raises the threshold: a bare UPDATE, no signal reaches this one.
     ModelVersion.objects.filter(pk=version.pk).update(threshold=1.0)
+    now[0] += settings.SERVING_CACHE_SECONDS - 0.01
     assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "student"
-    import time
-
-    time.sleep(0.35)
+    now[0] += 0.02  # the TTL has passed
     assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "review"
 
 

@@ -15,7 +15,7 @@
    gold accuracies. An API token is made with ``serving.token_create``.
 2. in_process (a child process, OMP_NUM_THREADS=1): the model alone, one thread, no HTTP:
    32-text requests through ``ml.predict`` (torch) and ``ml.predict_onnx`` (batch_size 32 and
-   ``serving.ONNX_BATCH_SIZE``), and single texts; texts/s and ms.
+   ``serving.SERVING_BATCH_SIZE``), and single texts; texts/s and ms.
 3. server: ``manage.py serve --no-worker`` on 127.0.0.1 (gunicorn distillapp.wsgi:application,
    ``--web-workers`` processes x 4 threads, by default the serve command's 2 per core; it also
    starts the embedded Redis) with the serve
@@ -226,11 +226,11 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
         "threads": 1,
         "fp32_texts_per_second": batched(torch_fn),
         "onnx_int8_texts_per_second_batch_32": batched(onnx_fn(32)),
-        f"onnx_int8_texts_per_second_batch_{serving.ONNX_BATCH_SIZE}": batched(
-            onnx_fn(serving.ONNX_BATCH_SIZE)
+        f"onnx_int8_texts_per_second_batch_{serving.SERVING_BATCH_SIZE}": batched(
+            onnx_fn(serving.SERVING_BATCH_SIZE)
         ),
         "fp32_single_p50_ms": single_ms(torch_fn),
-        "onnx_int8_single_p50_ms": single_ms(onnx_fn(serving.ONNX_BATCH_SIZE)),
+        "onnx_int8_single_p50_ms": single_ms(onnx_fn(serving.SERVING_BATCH_SIZE)),
     }
     print(json.dumps(result))
 
@@ -522,7 +522,7 @@ def main() -> int:
         reported = serve_and_measure(data_dir, ctx, args, {})
         per_core = {"OMP_NUM_THREADS": str(os.cpu_count()), "MKL_NUM_THREADS": str(os.cpu_count())}
         default = serve_and_measure(data_dir, ctx, args, per_core) if args.compare_threads else None
-        from training.serving import ONNX_BATCH_SIZE
+        from training.serving import SERVING_BATCH_SIZE
 
         result = {
             "fp32": reported["fp32"],
@@ -533,7 +533,7 @@ def main() -> int:
             "server_env": "manage.py serve defaults (OMP_NUM_THREADS=1 per web worker)",
             "threads_per_core_server": default,
             "model_alone": model_alone,
-            "onnx_batch_size": ONNX_BATCH_SIZE,
+            "onnx_batch_size": SERVING_BATCH_SIZE,
             "gold": {
                 "examples": ctx["int8"]["examples"],
                 "fp32_accuracy": ctx["int8"]["fp32_accuracy"],

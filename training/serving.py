@@ -261,7 +261,7 @@ def active_version(project: Project) -> ModelVersion | None:
 QUANTIZED_MAX_DROP = 0.005
 # Requests are split into batches of texts with the same token length, at most this big
 # (ml._same_length_batches: no padding; bench/README.md "Serving").
-ONNX_BATCH_SIZE = 8
+SERVING_BATCH_SIZE = 8
 
 
 def onnx_dir_for(run: TrainingRun) -> Path:
@@ -304,7 +304,7 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     export_seconds = time.perf_counter() - started
     texts, golds = [i.example.text for i in items], [i.label for i in items]
     fp32, _ = ml.predict(model_dir, texts, max_length=max_length)
-    int8, _ = ml.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE)
+    int8, _ = ml.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
     fp32_accuracy = sum(p == g for p, g in zip(fp32, golds, strict=True)) / len(items)
     onnx_accuracy = sum(p == g for p, g in zip(int8, golds, strict=True)) / len(items)
     result = {
@@ -457,9 +457,9 @@ def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list[str],
 
     max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
     if version.runtime == ModelVersion.Runtime.ONNX_INT8:
-        return ml.predict_onnx(version.onnx_path, texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE)
+        return ml.predict_onnx(version.onnx_path, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
     return ml.predict(
-        Path(version.run.artifact_path) / "model", texts, max_length=max_length, batch_size=ONNX_BATCH_SIZE
+        Path(version.run.artifact_path) / "model", texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE
     )
 
 

@@ -208,7 +208,7 @@ def labeling_estimate(
         "examples": count,
         "input_tokens": int(input_per * count),
         "output_tokens": int(output_per * count),
-        "cost_usd": str(cost),
+        "cost_usd": format(cost.normalize(), "f"),  # "0", not Decimal's "0E-8"
         "basis": basis,
         "provider": config.provider,
         "model": config.agent_model,

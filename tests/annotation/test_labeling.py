@@ -354,6 +354,7 @@ def test_label_command_waits_with_progress(project, tickets, capsys):
     call_command("label", "--project", project.slug, "--teacher", "embedding", "--wait")
     out = capsys.readouterr().out
     assert "6 labelled, 0 failed" in out
+    assert "0 + 0 tokens, $0.0000." in out  # not Decimal's "$0E-8"
     assert Proposal.objects.filter(agent="teacher:embedding-minilm:prompt-v1").count() == 6
 
 

@@ -73,6 +73,6 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"Job {job.pk} {job.get_status_display().lower()}: {job.done:,} labelled, {job.failed:,} failed, "
-                f"{job.cached:,} from cache; {job.input_tokens:,} + {job.output_tokens:,} tokens, ${job.cost_usd}."
+                f"{job.cached:,} from cache; {job.input_tokens:,} + {job.output_tokens:,} tokens, ${job.cost_usd:.4f}."
             )
         )

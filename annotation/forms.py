@@ -5,6 +5,7 @@ from django.conf import settings
 from django.utils.text import slugify
 
 from annotation import corpus
+from annotation import teacher as teacher_boundary
 from annotation.models import (
     RESERVED_KEYS,
     LabelingJob,
@@ -91,19 +92,62 @@ class MembershipForm(forms.Form):
 FORMAT_CHOICES = [("", "From the file name")] + [(f, f.upper()) for f in corpus.FORMATS]
 
 
+LABEL_MEANING_CHOICES = [
+    ("", "Say what the labels are…"),
+    ("verified", "Verified human labels (recorded as my reviews)"),
+    ("predictions", "Another system's predictions (proposals to review)"),
+]
+GOLD_CHOICES = [
+    ("", "Into the corpus (review and training)"),
+    ("candidates", "As gold candidates, labelled blind by two reviewers"),
+    ("attested", "As a frozen gold version: I attest the labels are verified"),
+]
+
+
 class ImportForm(forms.Form):
     file = forms.FileField(help_text="CSV, TSV, JSONL or TXT (one example per line), UTF-8.")
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     text_column = forms.CharField(max_length=100, initial="text", required=False)
-    label_column = forms.CharField(
+    label_column = forms.CharField(max_length=100, required=False, help_text="Optional: existing labels.")
+    label_meaning = forms.ChoiceField(
+        choices=LABEL_MEANING_CHOICES,
+        required=False,
+        label="The labels are",
+        help_text="Verified labels count as reviewed and teach the teacher's few-shot memory; "
+        "predictions are proposals by the system named below, never counted as the teacher.",
+    )
+    label_agent = forms.CharField(
         max_length=100,
         required=False,
-        help_text="Optional: existing labels become proposals by “import”.",
+        label="Predicting system",
+        help_text="For predictions: a name, e.g. “crm-rules”; they are recorded as “import:crm-rules”.",
     )
     id_column = forms.CharField(max_length=100, initial="id", required=False)
+    keep_columns = forms.CharField(
+        max_length=1000,
+        required=False,
+        label="Other columns to keep",
+        help_text="Comma-separated; kept as metadata shown to reviewers. Empty: every other column.",
+    )
+    keep_no_columns = forms.BooleanField(required=False, label="Keep no other columns")
+    hidden_column = forms.CharField(
+        max_length=100,
+        required=False,
+        label="Hidden column",
+        help_text="Optional: a column (e.g. a truth column) stored but never shown to reviewers nor exported.",
+    )
+    gold = forms.ChoiceField(choices=GOLD_CHOICES, required=False, label="Import")
     create_labels = forms.BooleanField(
         required=False, help_text="Add labels found in the file that the project does not have."
     )
+
+    MAIN_FIELDS = ("file", "gold", "format", "text_column", "label_column", "label_meaning", "label_agent")
+
+    def main_fields(self) -> list:
+        return [self[name] for name in self.MAIN_FIELDS]
+
+    def more_fields(self) -> list:
+        return [field for field in self if field.name not in self.MAIN_FIELDS]
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -118,7 +162,50 @@ class ImportForm(forms.Form):
         upload = data.get("file")
         if upload and not data.get("format") and corpus.guess_format(upload.name) is None:
             self.add_error("format", "Cannot tell the format from the file name; choose one.")
+        gold = data.get("gold") or ""
+        if gold == "attested":
+            data["label_meaning"] = "verified"
+            if not (data.get("label_column") or "").strip():
+                self.add_error("label_column", "An attested gold file needs its label column.")
+        elif (data.get("label_column") or "").strip() and not data.get("label_meaning"):
+            # Unstated, imported labels were once taken for the teacher's; the lead says which they are.
+            self.add_error(
+                "label_meaning", "Say whether the labels are verified or another system's predictions."
+            )
+        if data.get("keep_no_columns"):
+            data["keep_columns"] = []
+        else:
+            names = [c.strip() for c in (data.get("keep_columns") or "").split(",") if c.strip()]
+            data["keep_columns"] = names or None
         return data
+
+
+class GoldDrawForm(forms.Form):
+    """How many gold candidates to draw, and from which examples."""
+
+    size = forms.IntegerField(min_value=1, max_value=100_000, label="Draw")
+    source = forms.ChoiceField(label="from", choices=[("all", "the whole project")])
+    stratified = forms.BooleanField(required=False, label="stratified by proposed label")
+
+    def __init__(self, *args, project=None, available: int = 200, **kwargs):
+        kwargs.setdefault("initial", {"size": max(1, min(200, available))})
+        super().__init__(*args, **kwargs)
+        if project is not None:
+            batches = project.import_batches.filter(status="succeeded", rows_created__gt=0).order_by("-pk")
+            self.fields["source"].choices = [
+                ("all", "the whole project"),
+                ("filter", "the examples my review filter shows"),
+            ] + [
+                (f"batch:{b.pk}", f"import {b.file_name} ({b.created_at:%Y-%m-%d}, {b.rows_created:,} new)")
+                for b in batches[:50]
+            ]
+
+    def clean_source(self) -> dict:
+        """{"import_batch_id": ...} or {"use_filter": True} or {}."""
+        value = self.cleaned_data["source"]
+        if value.startswith("batch:"):
+            return {"import_batch_id": int(value.removeprefix("batch:"))}
+        return {"use_filter": True} if value == "filter" else {}
 
 
 class ExportForm(forms.Form):
@@ -166,6 +253,39 @@ class TeacherConfigForm(forms.ModelForm):
             "timeout_seconds": "Timeout (seconds)",
             "self_consistency_samples": "Self-consistency samples",
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only what the operator allows (DISTILL_TEACHER_API_KEY_VARS / _BASE_URLS) can be
+        # chosen: a free-text name or address would let a lead send any server secret anywhere.
+        current = self.instance
+        key_choices = [(name, name) for name in teacher_boundary.allowed_api_key_vars()]
+        if current.api_key_env and current.api_key_env not in dict(key_choices):
+            key_choices.append((current.api_key_env, f"{current.api_key_env} (no longer allowed)"))
+        self.fields["api_key_env"] = forms.ChoiceField(
+            choices=key_choices,
+            label="API key variable",
+            help_text="Environment variables the operator allows for teacher keys; the key itself is never shown.",
+        )
+        url_choices = [("", "Server default (OPENAI_BASE_URL, else OpenAI)")]
+        url_choices += [(url, url) for url in teacher_boundary.allowed_base_urls()]
+        if current.base_url and current.base_url.rstrip("/") not in dict(url_choices):
+            url_choices.append((current.base_url, f"{current.base_url} (no longer allowed)"))
+        self.fields["base_url"] = forms.ChoiceField(
+            choices=url_choices,
+            required=False,
+            label="Base URL",
+            help_text="Endpoints the operator allows (DISTILL_TEACHER_BASE_URLS).",
+        )
+
+    def clean(self):
+        data = super().clean()
+        problem = teacher_boundary.credentials_problem(
+            api_key_env=data.get("api_key_env") or "", base_url=data.get("base_url") or ""
+        )
+        if problem:
+            raise forms.ValidationError(problem)
+        return data
 
     def clean_concurrency(self) -> int:
         value = self.cleaned_data["concurrency"]

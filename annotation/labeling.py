@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -236,12 +235,10 @@ def labeling_job_create(
         raise LabelingError("The project has no labels yet; add labels before labelling.")
     snapshot = _config_snapshot(config)
     if config.provider == TeacherConfig.Provider.OPENAI:
-        has_key = bool(os.environ.get(config.api_key_env or "OPENAI_API_KEY"))
-        if not has_key and not (config.base_url or os.environ.get("OPENAI_BASE_URL")):
-            raise LabelingError(
-                f"No API key: set {config.api_key_env or 'OPENAI_API_KEY'} in the server's environment, "
-                "or switch the teacher to the offline embedding teacher."
-            )
+        try:
+            teacher_boundary.client_credentials(teacher_settings(config))
+        except teacher_boundary.TeacherError as exc:
+            raise LabelingError(str(exc)) from None
     estimate = labeling_estimate(project=project, selection=selection, sample_size=sample_size, search=search)
     return LabelingJob.objects.create(
         project=project,

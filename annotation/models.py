@@ -34,6 +34,17 @@ class ProjectQuerySet(models.QuerySet):
         return self.filter(memberships__user=user).distinct()
 
 
+def user_may_create_projects(user) -> bool:
+    """Creating a project makes its creator a lead, who configures a teacher that calls
+    out with the server's API key; so by default only staff or holders of
+    annotation.add_project may (DISTILL_PROJECT_CREATORS=anyone opens it up)."""
+    from django.conf import settings
+
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return settings.PROJECT_CREATORS == "anyone" or user.is_staff or user.has_perm("annotation.add_project")
+
+
 class Project(models.Model):
     class TaskType(models.TextChoices):
         CLASSIFICATION = "classification", "Classification"
@@ -347,6 +358,12 @@ class Example(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="examples", db_index=False)
     text = models.TextField()
     metadata = models.JSONField(default=dict, blank=True)
+    hidden_metadata = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Columns kept out of reviewers' sight (an imported truth column): "
+        "never shown in review or gold labelling, never in exports.",
+    )
     external_id = models.CharField(max_length=255, blank=True)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.IMPORTED)
     import_batch = models.ForeignKey(
@@ -523,6 +540,17 @@ class GoldSet(models.Model):
     frozen_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A version imported from a file whose labels a lead attests are already
+    # verified (no blind double labelling): who said so, when, and which file.
+    attested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    attested_at = models.DateTimeField(null=True, blank=True)
+    attested_file = models.CharField(max_length=255, blank=True)
+    attested_sha256 = models.CharField(max_length=64, blank=True)
+    import_batch = models.ForeignKey(
+        ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="gold_sets"
+    )
 
     class Meta:
         ordering = ["project", "-version"]
@@ -534,6 +562,10 @@ class GoldSet(models.Model):
     @property
     def is_frozen(self) -> bool:
         return self.frozen_at is not None
+
+    @property
+    def is_attested(self) -> bool:
+        return self.attested_at is not None
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk and GoldSet.objects.filter(pk=self.pk, frozen_at__isnull=False).exists():

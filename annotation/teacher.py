@@ -373,19 +373,59 @@ class _RawReply:
     raw: str = ""
 
 
+def allowed_api_key_vars() -> list[str]:
+    from django.conf import settings as django_settings
+
+    return list(django_settings.TEACHER_API_KEY_VARS)
+
+
+def allowed_base_urls() -> list[str]:
+    from django.conf import settings as django_settings
+
+    return list(django_settings.TEACHER_BASE_URLS)
+
+
+def credentials_problem(*, api_key_env: str, base_url: str) -> str:
+    """Why these settings may not be used for a call ("" when they may).
+
+    Only names and addresses on the operator's allow-lists pass: a lead's free
+    text must never pick which server secret is sent, or where.
+    """
+    if api_key_env and api_key_env not in allowed_api_key_vars():
+        return (
+            f"The API key variable {api_key_env!r} is not allowed on this server; "
+            f"the operator allows: {', '.join(allowed_api_key_vars()) or 'none'} (DISTILL_TEACHER_API_KEY_VARS)."
+        )
+    if base_url and base_url.rstrip("/") not in allowed_base_urls():
+        return (
+            f"The base URL {base_url!r} is not allowed on this server; ask the operator to add it to "
+            "DISTILL_TEACHER_BASE_URLS (allowed now: " + (", ".join(allowed_base_urls()) or "none") + ")."
+        )
+    return ""
+
+
+def client_credentials(settings: TeacherSettings) -> tuple[str, str | None]:
+    """The API key and base URL a call uses, checked against the operator's allow-lists."""
+    problem = credentials_problem(api_key_env=settings.api_key_env, base_url=settings.base_url)
+    if problem:
+        raise TeacherError(problem)
+    api_key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+    base_url = settings.base_url.rstrip("/") or os.environ.get("OPENAI_BASE_URL") or None
+    if not api_key and base_url is None:
+        raise TeacherError(
+            f"No API key: set the environment variable {settings.api_key_env or 'OPENAI_API_KEY'} "
+            "in the server's environment (or use the offline embedding teacher)."
+        )
+    return api_key, base_url
+
+
 class OpenAITeacher:
     """Classifies texts through an OpenAI-compatible chat completions API."""
 
     def __init__(self, settings: TeacherSettings, labels: list[str], *, sleep=asyncio.sleep):
         import openai
 
-        api_key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
-        base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        if not api_key and base_url is None:
-            raise TeacherError(
-                f"No API key: set the environment variable {settings.api_key_env or 'OPENAI_API_KEY'} "
-                "(or use the offline embedding teacher)."
-            )
+        api_key, base_url = client_credentials(settings)
         self.settings = settings
         self.labels = labels
         self.limiter = RateLimiter(settings.requests_per_minute)
@@ -566,10 +606,7 @@ def forward_chat_completion(
     import httpx
     import openai
 
-    api_key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
-    base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL") or None
-    if not api_key and base_url is None:
-        raise TeacherError(f"No API key: set {settings.api_key_env or 'OPENAI_API_KEY'} to forward requests.")
+    api_key, base_url = client_credentials(settings)
     client = openai.OpenAI(
         api_key=api_key or "not-needed", base_url=base_url, max_retries=2, timeout=settings.timeout_seconds
     )

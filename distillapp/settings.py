@@ -226,6 +226,38 @@ WEB_WORKERS = env_int("DISTILL_WEB_WORKERS", 2 * (os.cpu_count() or 1), minimum=
 SERVING_CACHE_SECONDS = env_float("DISTILL_SERVING_CACHE_SECONDS", 2.0, minimum=0)
 SERVING_LOG_FLUSH_SECONDS = env_float("DISTILL_SERVING_LOG_FLUSH_SECONDS", 1.0, minimum=0)
 
+# --- the teacher LLM: what a project's lead may choose ---------------------------
+# A lead picks the teacher's API-key variable and base URL, but only from these
+# operator-set lists: a free-text variable name would let any lead send any server
+# secret (DJANGO_SECRET_KEY, DATABASE_URL) to an address of their choosing.
+TEACHER_API_KEY_VARS = env_list("DISTILL_TEACHER_API_KEY_VARS", ["OPENAI_API_KEY"])
+for _name in TEACHER_API_KEY_VARS:
+    if not _name.replace("_", "").isalnum() or _name[0].isdigit():
+        raise ImproperlyConfigured(f"DISTILL_TEACHER_API_KEY_VARS: {_name!r} is not an environment variable name.")
+    if _name in {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"}:
+        raise ImproperlyConfigured(f"DISTILL_TEACHER_API_KEY_VARS must not name the server's own secret {_name}.")
+
+
+def teacher_base_urls_from_env(name: str) -> list[str]:
+    """Base URLs a project may call, normalised; OPENAI_BASE_URL is always allowed."""
+    urls = []
+    for raw in env_list(name, []) + ([env_str("OPENAI_BASE_URL")] if env_str("OPENAI_BASE_URL") else []):
+        parsed = urlparse(raw)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.username or parsed.password:
+            raise ImproperlyConfigured(f"{name}: {raw!r} must be an http(s) URL without credentials.")
+        url = raw.rstrip("/")
+        if url not in urls:
+            urls.append(url)
+    return urls
+
+
+TEACHER_BASE_URLS = teacher_base_urls_from_env("DISTILL_TEACHER_BASE_URLS")
+# Who may create projects (and so become a lead who configures a teacher):
+# "staff" (staff users and users with annotation.add_project), or "anyone".
+PROJECT_CREATORS = env_str("DISTILL_PROJECT_CREATORS", "staff").lower()
+if PROJECT_CREATORS not in {"staff", "anyone"}:
+    raise ImproperlyConfigured(f"DISTILL_PROJECT_CREATORS={PROJECT_CREATORS!r} must be 'staff' or 'anyone'.")
+
 # --- auth, i18n, static --------------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [

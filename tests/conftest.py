@@ -8,6 +8,7 @@ from django.test import Client
 from annotation import services
 from annotation.models import Membership, Project
 from distillapp import embedded_redis
+from tests.fake_openai import FakeOpenAI
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -23,6 +24,25 @@ def redis_server():
 def fast_password_hashing(settings):
     # PBKDF2 on every test user would dominate the suite's run time.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def allowed_teachers(settings, monkeypatch):
+    """The operator's teacher allow-lists, as a test deployment would set them: the key
+    variable FAKE_LLM_KEY and every fake LLM server a test starts (random loopback ports).
+    Worker subprocesses started by a test get the same lists through the environment."""
+    settings.TEACHER_API_KEY_VARS = [*settings.TEACHER_API_KEY_VARS, "FAKE_LLM_KEY"]
+    settings.TEACHER_BASE_URLS = allowed = list(settings.TEACHER_BASE_URLS)
+    monkeypatch.setenv("DISTILL_TEACHER_API_KEY_VARS", ",".join(settings.TEACHER_API_KEY_VARS))
+    original_init = FakeOpenAI.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        allowed.append(self.base_url)
+        monkeypatch.setenv("DISTILL_TEACHER_BASE_URLS", ",".join(allowed))
+
+    monkeypatch.setattr(FakeOpenAI, "__init__", init)
+    return allowed
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -23,6 +24,7 @@ from annotation.models import (
     Label,
     Membership,
     Project,
+    user_may_create_projects,
 )
 from annotation.views._common import (
     HTMX_STOP_POLLING,
@@ -37,11 +39,17 @@ from annotation.views._common import (
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = Project.objects.for_user(request.user).order_by("name")
-    return render(request, "annotation/project_list.html", {"projects": projects})
+    return render(
+        request,
+        "annotation/project_list.html",
+        {"projects": projects, "may_create": user_may_create_projects(request.user)},
+    )
 
 
 @login_required
 def project_create(request: HttpRequest) -> HttpResponse:
+    if not user_may_create_projects(request.user):
+        raise PermissionDenied("Only staff (or users given the “add project” permission) may create projects.")
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         project = services.project_create(

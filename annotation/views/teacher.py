@@ -83,10 +83,18 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             "prompt": prompt,
             "system_prompt": system_prompt,
             "versions": project.prompt_versions.all()[:20],
-            "key_is_set": bool(os.environ.get(config.api_key_env or "OPENAI_API_KEY")),
+            "key_status": _key_status(config),
             "synthetic_form": SyntheticForm(project=project),
         },
     )
+
+
+def _key_status(config: TeacherConfig) -> str:
+    """"set", "unset" or "not allowed"; only an allow-listed variable is ever looked up,
+    so the page cannot be used to probe the server's environment."""
+    if teacher_boundary.credentials_problem(api_key_env=config.api_key_env, base_url=""):
+        return "not allowed"
+    return "set" if os.environ.get(config.api_key_env) else "unset"
 
 
 @login_required

@@ -174,10 +174,10 @@ def test_json_that_is_not_a_completion_is_unreadable_never_a_label(monkeypatch):
 
 
 def test_missing_key_is_a_clear_error(monkeypatch):
-    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(teacher.TeacherError, match="set the environment variable NO_SUCH_KEY"):
-        teacher.OpenAITeacher(teacher.TeacherSettings(model="m", api_key_env="NO_SUCH_KEY"), LABELS)
+    with pytest.raises(teacher.TeacherError, match="set the environment variable OPENAI_API_KEY"):
+        teacher.OpenAITeacher(teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY"), LABELS)
 
 
 @pytest.mark.parametrize(

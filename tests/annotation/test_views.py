@@ -97,6 +97,8 @@ def test_project_list_shows_only_my_projects(project, reviewer_client, outsider_
 
 
 def test_create_project_makes_me_lead_with_labels(outsider, outsider_client):
+    outsider.is_staff = True  # who may create projects: tests/annotation/test_teacher_security.py
+    outsider.save()
     response = outsider_client.post(
         reverse("annotation:project-create"),
         {
@@ -116,7 +118,9 @@ def test_create_project_makes_me_lead_with_labels(outsider, outsider_client):
     ]
 
 
-def test_create_project_rejects_duplicate_labels_and_slug(project, lead_client):
+def test_create_project_rejects_duplicate_labels_and_slug(project, lead, lead_client):
+    lead.is_staff = True
+    lead.save()
     response = lead_client.post(
         reverse("annotation:project-create"),
         {"name": "X", "slug": project.slug, "task_type": "classification", "labels": "A\nA\n"},

@@ -21,6 +21,7 @@ from decimal import Decimal
 import numpy as np
 from django.conf import settings as django_settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from annotation import teacher as teacher_boundary
@@ -96,7 +97,7 @@ def synthetic_job_create(
 
 
 def synthetic_job_start(*, job: SyntheticJob) -> None:
-    rows.enqueue(SyntheticJob, job.pk, "llm", "annotation.jobs.synthetic_job_job")
+    rows.enqueue(SyntheticJob, job.pk)
 
 
 def synthetic_job_cancel(*, job: SyntheticJob) -> None:
@@ -167,7 +168,10 @@ def _run(job: SyntheticJob) -> None:
     pool = embed_texts(existing) if existing else np.zeros((0, 384), dtype=np.float32)
     real = (
         list(
+            # Gold texts never seed the LLM: a written paraphrase of one would train the
+            # student on the gold set it is measured against.
             Example.objects.for_project(project)
+            .not_gold()
             .exclude(source=Example.Source.SYNTHETIC)
             .order_by("?")
             .values_list("text", flat=True)[:50]
@@ -245,28 +249,21 @@ async def _call_all(settings, all_messages: list[list[dict]]) -> list[teacher_bo
 
 
 def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> np.ndarray:
-    """Check, deduplicate and save one round of generated texts; returns the grown pool."""
+    """Check, deduplicate and save one round of generated texts; returns the grown pool.
+
+    Each call's examples, proposals and counts (tokens, cost) are written in one
+    transaction: a job killed between two calls has counted each paid call once.
+    """
     from training.ml import embed_texts
 
     max_chars = django_settings.IMPORT_MAX_TEXT_CHARS
-    counts = {"generated": 0, "created": 0, "exact": 0, "near": 0, "failed": 0}
-    tokens_in = tokens_out = 0
-    cost = Decimal("0")
     created = _created_per_label(job)
-    new_ids: list[int] = []
     for (label, style, _messages), result in zip(calls, results, strict=True):
-        tokens_in += result.input_tokens
-        tokens_out += result.output_tokens
-        cost += result.cost_usd
-        if result.error:
-            counts["failed"] += 1
-            continue
-        texts = [t for t in result.texts if len(t) <= max_chars]
-        counts["generated"] += len(texts)
-        if not texts:
-            continue
-        vectors = embed_texts(texts)
+        counts = {"generated": 0, "exact": 0, "near": 0, "failed": int(bool(result.error))}
         kept: list[str] = []
+        texts = [] if result.error else [t for t in result.texts if len(t) <= max_chars]
+        counts["generated"] = len(texts)
+        vectors = embed_texts(texts) if texts else []
         for text, vector in zip(texts, vectors, strict=True):
             if created[label["name"]] + len(kept) >= job.per_label:
                 break
@@ -280,9 +277,8 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
                 continue
             kept.append(text)
             pool = np.vstack([pool, vector[None, :]])
-        if not kept:
-            continue
-        share = (result.cost_usd / len(kept)).quantize(Decimal("0.00000001"))
+        share = (result.cost_usd / len(kept)).quantize(Decimal("0.00000001")) if kept else Decimal("0")
+        new_ids: list[int] = []
         with transaction.atomic():
             for i, text in enumerate(kept):
                 try:
@@ -306,20 +302,19 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
                     # The call's cost spread over the texts kept from it.
                     cost_usd=result.cost_usd - share * (len(kept) - 1) if i == 0 else share,
                 )
-                counts["created"] += 1
                 created[label["name"]] += 1
                 new_ids.append(example.pk)
-    Example.objects.filter(pk__in=new_ids).sync_queue_fields()
-    SyntheticJob.objects.filter(pk=job.pk).update(
-        generated=job.generated + counts["generated"],
-        created=sum(created.values()),
-        exact_duplicates=job.exact_duplicates + counts["exact"],
-        near_duplicates=job.near_duplicates + counts["near"],
-        failed_calls=job.failed_calls + counts["failed"],
-        input_tokens=job.input_tokens + tokens_in,
-        output_tokens=job.output_tokens + tokens_out,
-        cost_usd=job.cost_usd + cost,
-        heartbeat_at=timezone.now(),
-    )
+            Example.objects.filter(pk__in=new_ids).sync_queue_fields()
+            SyntheticJob.objects.filter(pk=job.pk).update(
+                generated=F("generated") + counts["generated"],
+                created=sum(created.values()),
+                exact_duplicates=F("exact_duplicates") + counts["exact"],
+                near_duplicates=F("near_duplicates") + counts["near"],
+                failed_calls=F("failed_calls") + counts["failed"],
+                input_tokens=F("input_tokens") + result.input_tokens,
+                output_tokens=F("output_tokens") + result.output_tokens,
+                cost_usd=F("cost_usd") + result.cost_usd,
+                heartbeat_at=timezone.now(),
+            )
     job.refresh_from_db()
     return pool

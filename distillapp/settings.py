@@ -212,8 +212,11 @@ RQ_QUEUE_NAMES = ("llm", "training", "default")
 RQ_DEFAULT_TIMEOUT = env_int("RQ_DEFAULT_TIMEOUT", 6 * 3600, minimum=60)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in RQ_QUEUE_NAMES}
 RQ_SHOW_ADMIN_LINK = True
-# Re-queues jobs a killed worker left running, then works as usual.
+# Re-queues jobs a killed worker left running, at start and every JOB_STALE_SECONDS / 3.
 RQ = {"WORKER_CLASS": "distillapp.worker.Worker"}
+# A running job whose process is gone is queued again: at once when the process ran on
+# the same host, after this many seconds without a heartbeat when it ran elsewhere.
+JOB_STALE_SECONDS = env_float("DISTILL_JOB_STALE_SECONDS", 60.0, minimum=1.0)
 
 # --- serving -----------------------------------------------------------------
 # How long a serving process trusts its cached tokens, serving configs and active
@@ -233,9 +236,13 @@ SERVING_LOG_FLUSH_SECONDS = env_float("DISTILL_SERVING_LOG_FLUSH_SECONDS", 1.0, 
 TEACHER_API_KEY_VARS = env_list("DISTILL_TEACHER_API_KEY_VARS", ["OPENAI_API_KEY"])
 for _name in TEACHER_API_KEY_VARS:
     if not _name.replace("_", "").isalnum() or _name[0].isdigit():
-        raise ImproperlyConfigured(f"DISTILL_TEACHER_API_KEY_VARS: {_name!r} is not an environment variable name.")
+        raise ImproperlyConfigured(
+            f"DISTILL_TEACHER_API_KEY_VARS: {_name!r} is not an environment variable name."
+        )
     if _name in {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"}:
-        raise ImproperlyConfigured(f"DISTILL_TEACHER_API_KEY_VARS must not name the server's own secret {_name}.")
+        raise ImproperlyConfigured(
+            f"DISTILL_TEACHER_API_KEY_VARS must not name the server's own secret {_name}."
+        )
 
 
 def teacher_base_urls_from_env(name: str) -> list[str]:
@@ -243,7 +250,12 @@ def teacher_base_urls_from_env(name: str) -> list[str]:
     urls = []
     for raw in env_list(name, []) + ([env_str("OPENAI_BASE_URL")] if env_str("OPENAI_BASE_URL") else []):
         parsed = urlparse(raw)
-        if parsed.scheme not in {"http", "https"} or not parsed.hostname or parsed.username or parsed.password:
+        if (
+            parsed.scheme not in {"http", "https"}
+            or not parsed.hostname
+            or parsed.username
+            or parsed.password
+        ):
             raise ImproperlyConfigured(f"{name}: {raw!r} must be an http(s) URL without credentials.")
         url = raw.rstrip("/")
         if url not in urls:
@@ -252,6 +264,10 @@ def teacher_base_urls_from_env(name: str) -> list[str]:
 
 
 TEACHER_BASE_URLS = teacher_base_urls_from_env("DISTILL_TEACHER_BASE_URLS")
+# Student base models a lead may pick besides the bundled MiniLM-L6 (hub ids or local
+# paths): a free-text path would let a lead load any directory on the server, another
+# project's artifacts included.
+STUDENT_BASE_MODELS = env_list("DISTILL_STUDENT_BASE_MODELS", [])
 # Who may create projects (and so become a lead who configures a teacher):
 # "staff" (staff users and users with annotation.add_project), or "anyone".
 PROJECT_CREATORS = env_str("DISTILL_PROJECT_CREATORS", "staff").lower()
@@ -282,8 +298,16 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Behind TLS (the default unless DEBUG): secure cookies, HSTS, HTTPS redirects and the
+# proxy's X-Forwarded-Proto trusted. scripts/run.sh serves plain HTTP on loopback and
+# turns it off; so do tests. DJANGO_SECURE_COOKIES is the old name, still read.
+SECURE = env_bool("DJANGO_SECURE", env_bool("DJANGO_SECURE_COOKIES", not DEBUG))
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = SECURE
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000 if SECURE else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = False
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else None
 
 # --- imports -------------------------------------------------------------------
 

@@ -42,6 +42,11 @@ def start_django(tmp_path, **env) -> subprocess.CompletedProcess:
             "DISTILL_SERVING_LOG_FLUSH_SECONDS='-1' must be at least 0",
         ),
         ("DISTILL_WEB_WORKERS", "0", "DISTILL_WEB_WORKERS='0' must be at least 1"),
+        ("DISTILL_TEACHER_API_KEY_VARS", "OPENAI_API_KEY,DJANGO_SECRET_KEY", "server's own secret"),
+        ("DISTILL_TEACHER_API_KEY_VARS", "NOT A NAME", "not an environment variable name"),
+        ("DISTILL_TEACHER_BASE_URLS", "http://user:pw@llm.internal/v1", "without credentials"),
+        ("DISTILL_TEACHER_BASE_URLS", "file:///etc/passwd", "http(s) URL"),
+        ("DISTILL_PROJECT_CREATORS", "everybody", "'staff' or 'anyone'"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(tmp_path, variable, value, message):
@@ -69,3 +74,20 @@ def test_settings_point_at_the_configured_services():
         assert settings.RQ_QUEUES["default"]["URL"] == os.environ["REDIS_URL"]
     else:
         assert settings.RQ_QUEUES["default"]["URL"] == f"unix://{settings.EMBEDDED_REDIS_SOCKET}"
+
+
+def test_production_defaults_pass_the_deploy_check(tmp_path):
+    """DEBUG off and nothing said: secure cookies, HSTS, HTTPS redirect; check --deploy is quiet."""
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SECURE"}}
+    env.update({"DISTILL_DATA_DIR": str(tmp_path), "DJANGO_SECRET_KEY": "x" * 60 + "-Aa1!" * 4})
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    local = start_django(tmp_path, DJANGO_SECURE="false")
+    assert local.returncode == 0, local.stderr

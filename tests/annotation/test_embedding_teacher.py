@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
@@ -9,31 +8,22 @@ from pathlib import Path
 import pytest
 
 from annotation.embedding_teacher import EmbeddingTeacher
+from tests.shared_data import dataset, first_per_label
 
-BANKING77 = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
 LABEL_COUNT = 10
 PER_LABEL = 5
 CHANCE = 1 / LABEL_COUNT
 
 
-def _first_per_label(path: Path, labels: list[str], count: int) -> list[tuple[str, str]]:
-    by_label: dict[str, list[tuple[str, str]]] = {label: [] for label in labels}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            found = by_label.get(row["category"])
-            if found is not None and len(found) < count:
-                found.append((row["text"], row["category"]))
-    return [pair for label in labels for pair in by_label[label]]
-
-
 @pytest.fixture(scope="module")
 def banking():
     """10 Banking77 labels, 5 test texts and 5 train examples each."""
-    categories = json.loads((BANKING77 / "categories.json").read_text(encoding="utf-8"))[:LABEL_COUNT]
+    banking77 = dataset("banking77")
+    categories = json.loads((banking77 / "categories.json").read_text(encoding="utf-8"))[:LABEL_COUNT]
     return {
         "labels": [(name, name.replace("_", " ")) for name in categories],
-        "test": _first_per_label(BANKING77 / "test.csv", categories, PER_LABEL),
-        "memory": _first_per_label(BANKING77 / "train.csv", categories, PER_LABEL),
+        "test": first_per_label(banking77 / "test.csv", categories, PER_LABEL),
+        "memory": first_per_label(banking77 / "train.csv", categories, PER_LABEL),
     }
 
 

@@ -1,37 +1,26 @@
 from __future__ import annotations
 
-import csv
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from annotation.quality import SINGLETON_SCORE, label_quality_scores
+from tests.shared_data import dataset, first_per_label
 
-BANKING77 = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77"
 LABEL_COUNT = 8
 PER_LABEL = 25
 FLIP_SHARE = 0.10
 BOTTOM_SHARE = 0.20  # the share of flipped examples expected there by chance
 
 
-def _first_per_label(path: Path, labels: list[str], count: int) -> list[tuple[str, str]]:
-    by_label: dict[str, list[tuple[str, str]]] = {label: [] for label in labels}
-    with path.open(newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            found = by_label.get(row["category"])
-            if found is not None and len(found) < count:
-                found.append((row["text"], row["category"]))
-    return [pair for label in labels for pair in by_label[label]]
-
-
 @pytest.fixture(scope="module")
 def noisy():
     """8 Banking77 labels x 25 train texts, 10 % of the labels flipped to another label (fixed seed)."""
-    categories = json.loads((BANKING77 / "categories.json").read_text(encoding="utf-8"))[:LABEL_COUNT]
-    pairs = _first_per_label(BANKING77 / "train.csv", categories, PER_LABEL)
+    banking77 = dataset("banking77")
+    categories = json.loads((banking77 / "categories.json").read_text(encoding="utf-8"))[:LABEL_COUNT]
+    pairs = first_per_label(banking77 / "train.csv", categories, PER_LABEL)
     texts = [text for text, _ in pairs]
     labels = [label for _, label in pairs]
     rng = random.Random(0)

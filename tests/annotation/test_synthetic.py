@@ -103,6 +103,20 @@ def test_prompt_carries_the_diversity_controls(project, llm):
     assert llm.requests[0].body["response_format"]["json_schema"]["name"] == "examples"
 
 
+def test_gold_texts_never_seed_the_writer(project, llm):
+    """Repro (#12): seeds were drawn from every real text, gold items included."""
+    gold_text = "My gold invoice shows the wrong company name"
+    example = Example.objects.create(project=project, text=gold_text)
+    gold = GoldSet.objects.create(project=project, version=1)
+    GoldSetItem.objects.create(gold_set=gold, example=example)
+    Example.objects.create(project=project, text="Where do I change my billing address")
+    for _ in range(3):  # seeds are sampled: every draw must leave gold out
+        run(project, labels=["Billing"], per_label=1)
+    systems = [req.body["messages"][0]["content"] for req in llm.requests]
+    assert systems and all(gold_text not in system for system in systems)
+    assert any("Where do I change my billing address" in system for system in systems)
+
+
 def test_embedding_teacher_cannot_write(project):
     with pytest.raises(labeling.LabelingError, match="needs an LLM teacher"):
         synthetic.synthetic_job_create(project=project, user=None)

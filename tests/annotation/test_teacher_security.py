@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
 from annotation import labeling, teacher
@@ -102,13 +101,16 @@ def test_an_allowed_key_may_not_go_to_an_unlisted_address(project, attacker, mon
     monkeypatch.setenv("OPENAI_API_KEY", "sk-operator")
     Example.objects.create(project=project, text="I was charged twice")
     TeacherConfig.objects.update_or_create(
-        project=project, defaults={"provider": "openai", "api_key_env": "OPENAI_API_KEY", "base_url": attacker_url}
+        project=project,
+        defaults={"provider": "openai", "api_key_env": "OPENAI_API_KEY", "base_url": attacker_url},
     )
     with pytest.raises(labeling.LabelingError, match="DISTILL_TEACHER_BASE_URLS"):
         labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
     settings = teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY", base_url=attacker_url)
     with pytest.raises(teacher.TeacherError, match="base URL"):
-        teacher.forward_chat_completion(settings, {"messages": [{"role": "user", "content": "hi"}]}, ["Billing"])
+        teacher.forward_chat_completion(
+            settings, {"messages": [{"role": "user", "content": "hi"}]}, ["Billing"]
+        )
     assert seen == []
 
 
@@ -156,30 +158,3 @@ def test_only_staff_or_permitted_users_create_projects(django_user_model, settin
 
     settings.PROJECT_CREATORS = "anyone"
     assert client.post(reverse("annotation:project-create"), {**form, "name": "Other"}).status_code == 302
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "message"),
-    [
-        ("DISTILL_TEACHER_API_KEY_VARS", "OPENAI_API_KEY,DJANGO_SECRET_KEY", "server's own secret"),
-        ("DISTILL_TEACHER_API_KEY_VARS", "NOT A NAME", "not an environment variable name"),
-        ("DISTILL_TEACHER_BASE_URLS", "http://user:pw@llm.internal/v1", "without credentials"),
-        ("DISTILL_TEACHER_BASE_URLS", "file:///etc/passwd", "http(s) URL"),
-        ("DISTILL_PROJECT_CREATORS", "everybody", "'staff' or 'anyone'"),
-    ],
-)
-def test_bad_allow_lists_stop_start_up(name, value, message):
-    import subprocess
-    import sys
-
-    from tests.annotation.test_labeling import ROOT
-
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env={**__import__("os").environ, name: value, "DJANGO_SETTINGS_MODULE": "distillapp.settings"},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode != 0
-    assert ImproperlyConfigured.__name__ in result.stderr and message in result.stderr

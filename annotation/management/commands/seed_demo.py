@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -46,8 +48,16 @@ class Command(BaseCommand):
     help = "Create the demo project (support-ticket classifier, 150 tickets) and demo logins. Idempotent."
 
     def handle(self, *args, **opts) -> None:
+        # Seeded once per data directory: a demo login an operator deleted stays deleted,
+        # and a server that is not a local run (DJANGO_SECURE on) never gets "demo"/"demo".
+        marker = settings.DATA_DIR / "demo-seeded"
+        if marker.exists():
+            self.stdout.write("Demo already seeded (delete var/demo-seeded to seed again).")
+            return
         User = get_user_model()
-        password = os.environ.get("DEMO_PASSWORD", "demo")
+        password = os.environ.get("DEMO_PASSWORD") or (
+            "demo" if not settings.SECURE else secrets.token_urlsafe(12)
+        )
         lead, created = User.objects.get_or_create(
             username="demo", defaults={"is_staff": True, "is_superuser": True, "email": "demo@example.com"}
         )
@@ -84,8 +94,14 @@ class Command(BaseCommand):
                 if import_batch_claim(batch.pk):
                     batch = import_batch_run(batch=batch)
             self.stdout.write(f"Demo project created with {batch.rows_created} tickets.")
+        marker.write_text("seeded\n")
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demo logins: lead “demo” / “{password}” (also admin), reviewer “reviewer” / “{password}”."
+                f"Demo logins: lead “demo” / “{password}” (also admin), reviewer “reviewer” / “{password}”"
+                + (
+                    "."
+                    if password == "demo" or os.environ.get("DEMO_PASSWORD")
+                    else " (shown once; note it)."
+                )
             )
         )

@@ -34,6 +34,21 @@ def test_seed_demo_is_complete_and_idempotent(capsys):
     assert "Demo logins" in capsys.readouterr().out
 
 
+@pytest.mark.django_db
+def test_seed_demo_never_brings_back_a_deleted_login_nor_demo_demo_off_a_local_run(settings, capsys):
+    """Repro (#12.6): every start recreated the superuser demo/demo."""
+    from django.contrib.auth import get_user_model
+
+    settings.SECURE = True  # a server behind TLS, not scripts/run.sh
+    call_command("seed_demo")
+    demo = get_user_model().objects.get(username="demo")
+    assert not demo.check_password("demo")
+    assert "shown once" in capsys.readouterr().out
+    demo.delete()
+    call_command("seed_demo")
+    assert not get_user_model().objects.filter(username="demo").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

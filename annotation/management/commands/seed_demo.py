@@ -48,11 +48,11 @@ class Command(BaseCommand):
     help = "Create the demo project (support-ticket classifier, 150 tickets) and demo logins. Idempotent."
 
     def handle(self, *args, **opts) -> None:
-        # Seeded once per data directory: a demo login an operator deleted stays deleted,
-        # and a server that is not a local run (DJANGO_SECURE on) never gets "demo"/"demo".
-        marker = settings.DATA_DIR / "demo-seeded"
-        if marker.exists():
-            self.stdout.write("Demo already seeded (delete var/demo-seeded to seed again).")
+        # Seeded once: once the demo project exists, nothing is created again, so a demo
+        # login an operator deleted stays deleted; and a server that is not a local run
+        # (DJANGO_SECURE on) never gets "demo"/"demo" but a random password, shown once.
+        if Project.objects.filter(slug=DEMO_SLUG).exists():
+            self.stdout.write("Demo project already there; demo logins unchanged.")
             return
         User = get_user_model()
         password = os.environ.get("DEMO_PASSWORD") or (
@@ -94,7 +94,6 @@ class Command(BaseCommand):
                 if import_batch_claim(batch.pk):
                     batch = import_batch_run(batch=batch)
             self.stdout.write(f"Demo project created with {batch.rows_created} tickets.")
-        marker.write_text("seeded\n")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo logins: lead “demo” / “{password}” (also admin), reviewer “reviewer” / “{password}”"

@@ -71,6 +71,11 @@ class TrainingRun(BackgroundJob):
         return f"{self.project} run {self.number} ({self.get_status_display()})"
 
     @property
+    def train_count(self) -> int:
+        """Examples trained on, or before the run counted them, the launch estimate."""
+        return self.counts.get("train") or (self.counts.get("estimate") or {}).get("examples") or 0
+
+    @property
     def agent(self) -> str:
         return f"student:run-{self.number}"
 

@@ -347,6 +347,11 @@ def run_job(args, data_dir: str) -> dict:
     Example.objects.bulk_create(
         [Example(project=project, text=t, content_hash=content_hash(t)) for t in texts], batch_size=2000
     )
+    # The bench is the operator: it allows its own key variable and fake server.
+    from django.conf import settings as django_settings
+
+    django_settings.TEACHER_API_KEY_VARS = [*django_settings.TEACHER_API_KEY_VARS, API_KEY_ENV]
+    django_settings.TEACHER_BASE_URLS = [*django_settings.TEACHER_BASE_URLS, base_url.rstrip("/")]
     config = labeling.teacher_config_for(project)
     config.provider = TeacherConfig.Provider.OPENAI
     config.model = MODEL

@@ -197,6 +197,7 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
             "is_lead": role == Membership.Role.LEAD,
             "draft": draft,
             "status": review.gold_status(draft) if draft else None,
+            "reject": review.REJECT,
             "frozen": frozen_status,
             "real_examples": Example.objects.filter(project=project, is_gold=False)
             .exclude(source=Example.Source.SYNTHETIC)
@@ -229,22 +230,50 @@ def _draft_or_404(project: Project) -> GoldSet:
     return draft
 
 
+def _draft_item_or_404(draft: GoldSet, example_id: str | None) -> Example:
+    """Only items of the gold set being labelled may get blind labels or adjudications."""
+    if not (example_id or "").isdigit():
+        raise Http404("No such gold item.")
+    return get_object_or_404(Example, pk=int(example_id), gold_items__gold_set=draft)
+
+
+def _skipped(request: HttpRequest, key: str, example: Example | None = None) -> list[int]:
+    """Gold items this user skipped (session): they come back after the others."""
+    skipped = request.session.get(key, [])
+    if example is not None and example.pk not in skipped:
+        skipped = [*skipped, example.pk][-500:]
+        request.session[key] = skipped
+    return skipped
+
+
 @login_required
 def gold_label(request: HttpRequest, slug: str) -> HttpResponse:
     """Blind labelling: no teacher proposal, no other reviewer's label."""
     project, role = _project_for_member(request, slug)
     draft = _draft_or_404(project)
+    skipped_key = f"gold:{draft.pk}:skipped"
     if request.method == "POST":
-        example = get_object_or_404(Example, project=project, pk=request.POST.get("example_id"))
-        try:
-            review.gold_label_blind(
-                gold_set=draft, example=example, user=request.user, label=request.POST.get("label", "")
-            )
-        except review.ReviewError as exc:
-            messages.error(request, str(exc))
+        example = _draft_item_or_404(draft, request.POST.get("example_id"))
+        verdict = request.POST.get("verdict", "correct")
+        if verdict == "skip":
+            _skipped(request, skipped_key, example)
+            ReviewClaim.objects.filter(example=example, user=request.user).delete()
+        else:
+            try:
+                review.gold_label_blind(
+                    gold_set=draft,
+                    example=example,
+                    user=request.user,
+                    label=request.POST.get("label", ""),
+                    verdict=verdict,
+                )
+            except review.ReviewError as exc:
+                messages.error(request, str(exc))
         if not request.htmx:
             return redirect("annotation:gold-label", slug=project.slug)
-    example = review.gold_next_blind(gold_set=draft, user=request.user)
+    example = review.gold_next_blind(
+        gold_set=draft, user=request.user, skipped=_skipped(request, skipped_key)
+    )
     context = {
         "project": project,
         "is_lead": role == Membership.Role.LEAD,
@@ -261,17 +290,27 @@ def gold_label(request: HttpRequest, slug: str) -> HttpResponse:
 def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     draft = _draft_or_404(project)
+    skipped_key = f"gold:{draft.pk}:adjudication-skipped"
     if request.method == "POST":
-        example = get_object_or_404(Example, project=project, pk=request.POST.get("example_id"))
-        try:
-            review.gold_adjudicate(
-                gold_set=draft, example=example, user=request.user, label=request.POST.get("label", "")
-            )
-        except review.ReviewError as exc:
-            messages.error(request, str(exc))
+        example = _draft_item_or_404(draft, request.POST.get("example_id"))
+        verdict = request.POST.get("verdict", "correct")
+        if verdict == "skip":
+            _skipped(request, skipped_key, example)
+        else:
+            try:
+                review.gold_adjudicate(
+                    gold_set=draft,
+                    example=example,
+                    user=request.user,
+                    label=request.POST.get("label", ""),
+                    verdict=verdict,
+                )
+            except review.ReviewError as exc:
+                messages.error(request, str(exc))
         if not request.htmx:
             return redirect("annotation:gold-adjudicate", slug=project.slug)
-    row = review.gold_next_disagreement(draft)
+    status = review.gold_status(draft)
+    row = review.gold_next_disagreement(draft, skipped=_skipped(request, skipped_key), status=status)
     context = {
         "project": project,
         "is_lead": True,
@@ -280,6 +319,10 @@ def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
         "teacher": review.teacher_proposal(row["item"].example) if row else None,
         "labels": project.labels.all(),
         "gold_set": draft,
+        # "n of m": this disagreement's place among all the version's disagreements.
+        "position": status["disagreed"] - status["disagreements"] + 1,
+        "disagreed": status["disagreed"],
+        "reject": review.REJECT,
     }
     template = "annotation/gold_adjudicate.html#card" if request.htmx else "annotation/gold_adjudicate.html"
     return render(request, template, context)

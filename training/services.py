@@ -378,11 +378,14 @@ def _gold(project: Project, version: int | None) -> GoldSet:
 
 
 def _finish_evaluation(
-    *, project, gold, subject, agent, run, items, predicted: dict, target_accuracy: float
+    *, project, gold, subject, agent, run, items, predicted: dict, target_accuracy: float, notes=None
 ) -> Evaluation:
     labels = list(project.labels.values_list("name", flat=True))
     rows = []
-    for item in items:
+    # A gold item adjudicated as "no label fits" (a reject) has no gold label:
+    # no answer can be right or wrong on it, so no metric counts it.
+    labelled = [item for item in items if item.label is not None]
+    for item in labelled:
         label, confidence = predicted.get(item.example_id, (None, None))
         rows.append(
             {
@@ -405,6 +408,8 @@ def _finish_evaluation(
     numbers["errors_by_length"] = metrics_lib.errors_by(
         rows, lambda r: metrics_lib.length_bucket(r["length"])
     )
+    numbers["gold_without_label"] = len(items) - len(labelled)
+    numbers.update(notes or {})
     return Evaluation.objects.create(
         project=project,
         run=run,
@@ -426,21 +431,60 @@ def evaluate_run(
         raise TrainingError(f"Run {run.number} has no trained model to evaluate.")
     gold = _gold(run.project, gold_version)
     items = list(gold.items.select_related("example").order_by("pk"))
+    overlap = gold_overlap(run=run, items=items)
+    # A model is right on what it learnt by heart: gold items the run trained on
+    # are left out of its numbers (and flagged loudly), never scored as if unseen.
+    overlap_ids = set(overlap)
+    clean = [i for i in items if i.example_id not in overlap_ids]
+    if overlap and not any(i.label is not None for i in clean):
+        raise TrainingError(
+            f"Refused: all {len(items)} gold items were in run {run.number}'s training data, so gold "
+            f"v{gold.version} cannot measure it. Train a new run (gold items never enter training) or "
+            "draw gold from examples this run has not seen."
+        )
     hp = {**default_hyperparameters(), **run.hyperparameters}
+    scored = [i for i in clean if i.label is not None]
     labels, confidences = ml.predict(
-        Path(run.artifact_path) / "model", [i.example.text for i in items], max_length=hp["max_length"]
+        Path(run.artifact_path) / "model", [i.example.text for i in scored], max_length=hp["max_length"]
     )
-    predicted = {i.example_id: (lab, conf) for i, lab, conf in zip(items, labels, confidences, strict=True)}
+    predicted = {i.example_id: (lab, conf) for i, lab, conf in zip(scored, labels, confidences, strict=True)}
     return _finish_evaluation(
         project=run.project,
         gold=gold,
         subject="student",
         agent=run.agent,
         run=run,
-        items=items,
+        items=clean,
         predicted=predicted,
         target_accuracy=target_accuracy,
+        notes={
+            "gold_overlap": {
+                "count": len(overlap),
+                "example_ids": overlap,
+                "excluded_from_metrics": True,
+                "gold_items": len(items),
+            }
+        },
     )
+
+
+def gold_overlap(*, run: TrainingRun, items: list) -> list[int]:
+    """Gold examples the run saw in training (its manifest's train or validation rows).
+
+    Matched by example id and by normalised text hash, so a gold text that came
+    back under another id (deleted and imported again) is caught too.
+    """
+    try:
+        manifest = json.loads((Path(run.artifact_path) / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"Run {run.number} has no readable manifest.json, so nothing says whether it trained on "
+            f"gold examples; it cannot be evaluated ({exc})."
+        ) from None
+    seen = [row for part in ("train", "validation") for row in manifest.get(part, [])]
+    ids = {row.get("id") for row in seen}
+    hashes = {row.get("hash") for row in seen} - {None, ""}
+    return sorted(i.example_id for i in items if i.example_id in ids or i.example.content_hash in hashes)
 
 
 def evaluate_teacher(

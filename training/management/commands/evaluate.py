@@ -10,7 +10,11 @@ from training.models import TrainingRun
 
 
 class Command(BaseCommand):
-    help = "Evaluate a training run (and the teacher) on a frozen gold set version."
+    help = (
+        "Evaluate a training run (and the teacher) on a frozen gold set version. Gold items the run "
+        "trained on are left out of its metrics and reported as gold_overlap; the command then exits "
+        "non-zero unless --allow-overlap is given."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--run", type=int, required=True, help="Run number (with --project) or run id.")
@@ -18,6 +22,12 @@ class Command(BaseCommand):
         parser.add_argument("--gold", type=int, help="Gold version (default: the latest frozen one).")
         parser.add_argument("--target-accuracy", type=float, default=0.95)
         parser.add_argument("--json", action="store_true", help="Print the metrics as JSON.")
+        parser.add_argument(
+            "--allow-overlap",
+            action="store_true",
+            help="Exit 0 even when the gold version shares examples with the run's training data "
+            "(they are left out of the metrics either way).",
+        )
 
     def handle(self, *args, **opts) -> None:
         if opts["project"]:
@@ -38,20 +48,32 @@ class Command(BaseCommand):
             )
         except services.TrainingError as exc:
             raise CommandError(str(exc)) from None
+        overlap = student.metrics["gold_overlap"]
         if opts["json"]:
             self.stdout.write(
                 json.dumps(
                     {
                         "run": run.number,
                         "gold_version": student.gold_set.version,
+                        "gold_overlap": overlap,
                         "student": student.metrics,
                         "teacher": teacher.metrics,
                         "overlap": {k: len(v) for k, v in services.error_analysis(student, teacher).items()},
                     }
                 )
             )
-            return
-        self.stdout.write(
-            f"Gold v{student.gold_set.version}: student accuracy {student.accuracy:.3f}, "
-            f"macro F1 {student.metrics['macro_avg']['f1']:.3f}; teacher accuracy {teacher.accuracy:.3f}."
-        )
+        else:
+            self.stdout.write(
+                f"Gold v{student.gold_set.version}: student accuracy {student.accuracy:.3f}, "
+                f"macro F1 {student.metrics['macro_avg']['f1']:.3f}; teacher accuracy {teacher.accuracy:.3f}."
+            )
+        if overlap["count"]:
+            n = overlap["count"]
+            message = (
+                f"{n} gold item{' was' if n == 1 else 's were'} in run {run.number}'s training data "
+                f"(example ids {', '.join(map(str, overlap['example_ids'][:20]))}"
+                f"{', …' if n > 20 else ''}); they are left out of the student's metrics."
+            )
+            if not opts["allow_overlap"]:
+                raise CommandError(message + " Pass --allow-overlap to accept this.")
+            self.stderr.write(self.style.WARNING(message))

@@ -148,6 +148,8 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
         return
     yield from _encoding_errors(lines)
     header = [name.strip() for name in header]
+    # This app's own CSV export: undo its formula guard (see neutralise_cell).
+    is_export = {"example_id", "label_state"} <= set(header)
     kind = "TSV" if delimiter == "\t" else "CSV"
     if columns.text not in header:
         raise CorpusFormatError(
@@ -187,6 +189,8 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
         if len(record) != len(header):
             yield RowError(line, f"has {len(record)} fields but the header has {len(header)} (check quoting)")
             continue
+        if is_export:
+            record = [restore_cell(cell) for cell in record]
         metadata: dict = {}
         for i, name in extra:
             if name == "metadata":
@@ -272,6 +276,22 @@ CSV_EXPORT_COLUMNS = [
 ]
 
 
+# A cell a spreadsheet would read as a formula (=, +, -, @, or a leading tab or
+# carriage return) is written behind a single quote (OWASP's advice for CSV
+# injection). A cell that already starts with a quote gets one more, so the
+# import of an export (told by its example_id and label_state columns) takes
+# exactly one off and gets every cell back unchanged.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def neutralise_cell(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def restore_cell(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
 def _flat(value) -> str:
     if value is None:
         return ""
@@ -297,7 +317,8 @@ def iter_csv(records: Iterable[dict]) -> Iterator[str]:
             for r in record["provenance"]["reviews"]
         )
         yield writer.writerow(
-            [
+            neutralise_cell(str(cell))
+            for cell in [
                 record["example_id"],
                 record["id"],
                 record["text"],

@@ -141,3 +141,27 @@ class EmbeddingTeacher:
             votes, (rows, neighbour_labels.ravel()), np.exp((neighbour_sims - top) / self.temperature).ravel()
         )
         return votes / votes.sum(axis=1, keepdims=True)
+
+
+def memory_for_prompt(prompt, reviewed: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """The examples that vote, and how many neighbours, under the prompt's few-shot setting.
+
+    The embedding teacher reads no prompt text, but it follows the same choice
+    an LLM prompt makes: "none" is zero-shot from the label descriptions alone,
+    "fixed" lets only the lead's fixed examples vote, and "similar" lets the
+    ``few_shot_k`` nearest reviewed examples vote (the per-label cap of an LLM
+    prompt has no counterpart here: every prototype always votes).
+    """
+    names = set(prompt.label_names)
+    if prompt.few_shot == "fixed":
+        shots = [(e["text"], e["label"]) for e in prompt.fixed_examples if e.get("label") in names]
+        return shots, max(1, len(shots))
+    if prompt.few_shot == "similar":
+        return [(text, label) for text, label in reviewed if label in names], max(1, prompt.few_shot_k)
+    return [], 1
+
+
+def teacher_for_prompt(prompt, reviewed: Sequence[tuple[str, str]]) -> EmbeddingTeacher:
+    labels = [(label["name"], label.get("description", "")) for label in prompt.labels]
+    memory, k = memory_for_prompt(prompt, reviewed)
+    return EmbeddingTeacher(labels, memory, k=k)

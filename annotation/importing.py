@@ -4,8 +4,10 @@ Rows are parsed and checked one by one and written to a temporary staging
 table (COPY on PostgreSQL, batched inserts on SQLite). Nothing touches the
 project's tables until the whole file has been read without error; then one
 transaction moves the staged rows in (deduplicated against the file and the
-project) and adds the `import` proposals. So a malformed file imports
-nothing, a killed import leaves nothing behind (the staging table dies with
+project) and adds the file's labels: proposals by a named agent (another
+system's predictions) or reviews by the importing lead (verified labels),
+and, when asked, gold items (candidates to label blind, or a frozen version
+a lead attests). So a malformed file imports nothing, a killed import leaves nothing behind (the staging table dies with
 its connection), and memory stays flat whatever the file size.
 """
 
@@ -29,8 +31,11 @@ from annotation.models import (
     IMPORT_AGENT,
     IMPORT_STALE_AFTER,
     Example,
+    GoldSet,
+    GoldSetItem,
     ImportBatch,
     Label,
+    ReviewClaim,
     ReviewState,
     next_free_key,
 )
@@ -38,6 +43,13 @@ from annotation.models import (
 logger = logging.getLogger(__name__)
 
 STAGE_BATCH_ROWS = 5000
+
+# What a file's label column means (ImportBatch.options["label_meaning"]).
+LABELS_PREDICTIONS = "predictions"  # another system's answers: proposals by a named agent
+LABELS_VERIFIED = "verified"  # checked by people: reviews by the importing lead
+# Where the file's examples go (options["gold"]): "" is the ordinary corpus.
+GOLD_CANDIDATES = "candidates"  # the draft gold set, to be labelled blind by two reviewers
+GOLD_ATTESTED = "attested"  # a new frozen gold version whose labels a lead attests
 MAX_REPORTED_ERRORS = 50
 MAX_NEW_LABELS = 500
 PROGRESS_EVERY_SECONDS = 0.5
@@ -58,12 +70,12 @@ class _Stage:
             # deduplicated into import_rows by finish().
             self.cursor.execute(
                 "CREATE TEMP TABLE import_stage (line integer, hash text, text text, "
-                "external_id text, label text, metadata jsonb)"
+                "external_id text, label text, metadata jsonb, hidden jsonb)"
             )
         else:
             self.cursor.execute(
                 "CREATE TEMP TABLE import_rows (hash text PRIMARY KEY, line integer, text text, "
-                "external_id text, label text, metadata text)"
+                "external_id text, label text, metadata text, hidden text)"
             )
         return self
 
@@ -80,15 +92,15 @@ class _Stage:
     def add(self, rows: list[tuple]) -> None:
         if self.vendor == "postgresql":
             with self.cursor.copy(
-                "COPY import_stage (line, hash, text, external_id, label, metadata) FROM STDIN"
+                "COPY import_stage (line, hash, text, external_id, label, metadata, hidden) FROM STDIN"
             ) as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             # The first occurrence of a text in the file wins.
             self.cursor.executemany(
-                "INSERT OR IGNORE INTO import_rows (line, hash, text, external_id, label, metadata) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
+                "INSERT OR IGNORE INTO import_rows (line, hash, text, external_id, label, metadata, hidden) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
 
@@ -107,31 +119,74 @@ class _Stage:
             self.cursor.execute("CREATE INDEX ON import_rows (hash)")
             self.cursor.execute("ANALYZE import_rows")
 
-    def insert_examples(self, *, project_id: int, batch_id: int) -> int:
+    def insert_examples(self, *, project_id: int, batch_id: int, verified: bool, is_gold: bool) -> int:
         """Move the staged rows in; returns how many were new to the project."""
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         false = False if self.vendor == "postgresql" else 0
+        gold = (True if self.vendor == "postgresql" else 1) if is_gold else false
         rank = "random()" if self.vendor == "postgresql" else "abs(random()) / 9223372036854775807.0"
         # The queue fields follow sync_queue_fields(): a new example's only
-        # proposal is the imported label, so it is the teacher label.
+        # answer is the imported label. Predictions are proposals, so the label
+        # is the teacher label; verified labels are reviews, so the example is
+        # reviewed and has no teacher label.
+        if verified:
+            state = f"CASE WHEN label <> '' THEN '{ReviewState.REVIEWED}' ELSE '{ReviewState.UNREVIEWED}' END"
+            teacher = "''"
+        else:
+            state, teacher = f"'{ReviewState.UNREVIEWED}'", "label"
         # "WHERE true" lets SQLite tell the upsert clause from a join.
         self.cursor.execute(
             f"""
             INSERT INTO {Example._meta.db_table}
-                (project_id, text, metadata, external_id, source, import_batch_id,
+                (project_id, text, metadata, hidden_metadata, external_id, source, import_batch_id,
                  content_hash, is_gold, created_at, review_state, teacher_label,
                  teacher_confidence, student_label, student_confidence, is_disagreement,
                  quality_score, queue_rank)
-            SELECT %s, text, metadata, external_id, %s, %s, hash, %s, %s, %s, label,
+            SELECT %s, text, metadata, hidden, external_id, %s, %s, hash, %s, %s, {state}, {teacher},
                    NULL, '', NULL, %s, NULL, {rank}
             FROM import_rows WHERE true ORDER BY line
             ON CONFLICT (project_id, content_hash) DO NOTHING
             """,
-            [project_id, Example.Source.IMPORTED, batch_id, false, now, ReviewState.UNREVIEWED, false],
+            [project_id, Example.Source.IMPORTED, batch_id, gold, now, false],
         )
         return self.cursor.rowcount
 
-    def insert_proposals(self, *, project_id: int, batch_id: int) -> int:
+    def insert_reviews(self, *, project_id: int, batch_id: int, reviewer_id: int) -> int:
+        """Verified labels: one review by the importing lead per new example with a label."""
+        from annotation.models import Review
+
+        now = connection.ops.adapt_datetimefield_value(timezone.now())
+        true = True if self.vendor == "postgresql" else 1
+        as_json = "to_jsonb(s.label)" if self.vendor == "postgresql" else "json_quote(s.label)"
+        # Bulk, so they never count as a reviewer's throughput nor come back on undo.
+        self.cursor.execute(
+            f"""
+            INSERT INTO {Review._meta.db_table}
+                (example_id, reviewer_id, proposal_id, kind, verdict, value, seconds_spent,
+                 is_bulk, created_at)
+            SELECT e.id, %s, NULL, %s, %s, {as_json}, NULL, %s, %s
+            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
+            WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
+            ORDER BY e.id
+            """,
+            [reviewer_id, Review.Kind.REVIEW, Review.Verdict.CORRECT, true, now, project_id, batch_id],
+        )
+        return self.cursor.rowcount
+
+    def file_examples(self, *, project_id: int) -> list[tuple[int, str]]:
+        """(example id, the file's label) for every example the file names, new or already there."""
+        self.cursor.execute(
+            f"""
+            SELECT e.id, s.label
+            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
+            WHERE e.project_id = %s AND e.source <> %s
+            ORDER BY s.line
+            """,
+            [project_id, Example.Source.SYNTHETIC],
+        )
+        return list(self.cursor.fetchall())
+
+    def insert_proposals(self, *, project_id: int, batch_id: int, agent: str = IMPORT_AGENT) -> int:
         from annotation.models import Proposal
 
         now = connection.ops.adapt_datetimefield_value(timezone.now())
@@ -147,7 +202,7 @@ class _Stage:
             WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
             ORDER BY e.id
             """,
-            [IMPORT_AGENT, now, project_id, batch_id],
+            [agent, now, project_id, batch_id],
         )
         return self.cursor.rowcount
 
@@ -214,12 +269,17 @@ def _remove_uploaded_copy(batch: ImportBatch) -> None:
 def _run(batch: ImportBatch) -> None:
     project = batch.project
     options = batch.options or {}
+    keep = options.get("keep_columns")
     columns = Columns(
         text=options.get("text_column") or "text",
         label=options.get("label_column") or "",
         id=options.get("id_column") or "id",
+        keep=tuple(keep) if keep is not None else None,
+        hidden=options.get("hidden_column") or "",
     )
     create_labels = bool(options.get("create_labels"))
+    verified = options.get("label_meaning") == LABELS_VERIFIED
+    gold = options.get("gold") or ""
     known_labels = set(project.labels.values_list("name", flat=True))
     max_chars = settings.IMPORT_MAX_TEXT_CHARS
     outcome = _Outcome()
@@ -239,6 +299,8 @@ def _run(batch: ImportBatch) -> None:
                     continue
                 outcome.rows_read += 1
                 reason = _check_row(item, max_chars=max_chars)
+                if reason is None and gold == GOLD_ATTESTED and not item.label:
+                    reason = "has no label; every row of an attested gold file needs its verified label"
                 if reason is None and item.label and item.label not in known_labels:
                     if create_labels:
                         outcome.new_labels.setdefault(item.label, item.line)
@@ -277,18 +339,32 @@ def _run(batch: ImportBatch) -> None:
         with _heartbeat(batch.pk), transaction.atomic():
             stage.finish()
             labels_created = _create_labels(project, outcome.new_labels)
-            created = stage.insert_examples(project_id=project.pk, batch_id=batch.pk)
-            proposals = (
-                stage.insert_proposals(project_id=project.pk, batch_id=batch.pk) if columns.label else 0
+            created = stage.insert_examples(
+                project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)
             )
+            answers = 0
+            if columns.label and verified:
+                answers = stage.insert_reviews(
+                    project_id=project.pk, batch_id=batch.pk, reviewer_id=batch.created_by_id
+                )
+            elif columns.label:
+                answers = stage.insert_proposals(
+                    project_id=project.pk, batch_id=batch.pk, agent=options.get("label_agent") or IMPORT_AGENT
+                )
+            gold_report = {}
+            if gold:
+                gold_report = _make_gold(
+                    batch, stage.file_examples(project_id=project.pk), attested=gold == GOLD_ATTESTED
+                )
             ImportBatch.objects.filter(pk=batch.pk).update(
+                options={**options, **gold_report},
                 status=ImportBatch.Status.SUCCEEDED,
                 rows_read=outcome.rows_read,
                 rows_created=created,
                 rows_duplicate=outcome.rows_valid - created,
                 rows_invalid=0,
                 labels_created=labels_created,
-                proposals_created=proposals,
+                proposals_created=answers,
                 bytes_done=lines.bytes_read,
                 error="",
                 error_report=[],
@@ -348,6 +424,7 @@ def _staged(row: Row) -> tuple:
         row.external_id,
         row.label,
         json.dumps(row.metadata, ensure_ascii=False),
+        json.dumps(row.hidden, ensure_ascii=False),
     )
 
 
@@ -393,3 +470,51 @@ def _create_labels(project, new_labels: dict[str, int]) -> int:
         labels.append(Label(project=project, name=name, key=key, order=order))
     Label.objects.bulk_create(labels)
     return len(labels)
+
+
+def _make_gold(batch: ImportBatch, examples: list[tuple[int, str]], *, attested: bool) -> dict:
+    """Put the file's examples into gold: the draft's candidates, or a new frozen version.
+
+    Examples that were already in the project count too (a team's test set may
+    overlap what was imported before); they leave training like any gold item.
+    """
+    from annotation.review import gold_draft
+
+    project = batch.project
+    if attested:
+        latest = project.gold_sets.order_by("-version").first()
+        now = timezone.now()
+        gold_set = GoldSet.objects.create(
+            project=project,
+            version=(latest.version + 1) if latest else 1,
+            note=f"Imported from {batch.file_name}; labels attested as verified by {batch.created_by}.",
+            attested_by=batch.created_by,
+            attested_at=now,
+            attested_file=batch.file_name,
+            attested_sha256=batch.sha256,
+            import_batch=batch,
+        )
+        chosen = examples
+    else:
+        gold_set = gold_draft(project)
+        if gold_set is None:
+            latest = project.gold_sets.order_by("-version").first()
+            gold_set = GoldSet.objects.create(project=project, version=(latest.version + 1) if latest else 1)
+        in_gold = set(
+            GoldSetItem.objects.filter(example__project=project).values_list("example_id", flat=True)
+        )
+        chosen = [(pk, label) for pk, label in examples if pk not in in_gold]
+    GoldSetItem.objects.bulk_create(
+        [
+            GoldSetItem(gold_set=gold_set, example_id=pk, label=label if attested else None)
+            for pk, label in chosen
+        ],
+        batch_size=2000,
+    )
+    ids = [pk for pk, _ in chosen]
+    for start in range(0, len(ids), 2000):  # under SQLite's limit on query parameters
+        Example.objects.filter(pk__in=ids[start : start + 2000]).update(is_gold=True)
+        ReviewClaim.objects.filter(example_id__in=ids[start : start + 2000]).delete()
+    if attested:
+        gold_set.freeze(user=batch.created_by)
+    return {"gold_version": gold_set.version, "gold_items": len(chosen)}

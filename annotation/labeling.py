@@ -518,16 +518,25 @@ def _set_items(items: list[LabelingJobItem]) -> None:
         )
 
 
+# The offline teacher answers this many texts between writes, so the page's
+# done / total moves as it works instead of jumping from 0 to the end.
+EMBEDDING_WRITE_EVERY = 32
+
+
+def _embedding_batches(job: LabelingJob):
+    for chunk in _pending_chunks(job):
+        for start in range(0, len(chunk), EMBEDDING_WRITE_EVERY):
+            yield chunk[start : start + EMBEDDING_WRITE_EVERY]
+
+
 def _run_embedding(job: LabelingJob) -> None:
-    from annotation.embedding_teacher import EmbeddingTeacher
+    from annotation.embedding_teacher import teacher_for_prompt
 
     prompt = job.prompt_version
-    labels = [(label["name"], label.get("description", "")) for label in prompt.labels]
-    model = EmbeddingTeacher(
-        labels, [(t, lab) for t, lab in _memory(job.project) if lab in prompt.label_names]
-    )
+    reviewed = _memory(job.project) if prompt.few_shot == PromptVersion.FewShot.SIMILAR else []
+    model = teacher_for_prompt(prompt, reviewed)
     agent = agent_name(job.teacher, prompt)
-    for chunk in _pending_chunks(job):
+    for chunk in _embedding_batches(job):
         if _is_cancelled(job.pk):
             return
         started = time.perf_counter()
@@ -651,12 +660,12 @@ def run_with_heartbeat(job_id: int, fn: Callable[[], object]) -> object:
 @functools.lru_cache(maxsize=8)
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
     """The offline teacher with its memory embedded, kept while the memory is unchanged."""
-    from annotation.embedding_teacher import EmbeddingTeacher
+    from annotation.embedding_teacher import teacher_for_prompt
 
     project = Project.objects.get(pk=project_id)
     prompt = PromptVersion.objects.get(pk=prompt_version_id)
-    labels = [(label["name"], label.get("description", "")) for label in prompt.labels]
-    return EmbeddingTeacher(labels, [(t, lab) for t, lab in _memory(project) if lab in prompt.label_names])
+    reviewed = _memory(project) if prompt.few_shot == PromptVersion.FewShot.SIMILAR else []
+    return teacher_for_prompt(prompt, reviewed)
 
 
 def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary.TeacherAnswer]:

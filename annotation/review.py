@@ -258,18 +258,34 @@ def gold_draft(project: Project) -> GoldSet | None:
 
 
 @transaction.atomic
-def gold_draw(*, project: Project, size: int, stratified: bool = False, seed: int | None = None) -> GoldSet:
-    """Add N real examples to the draft gold set (made if needed); they leave training at once."""
+def gold_draw(
+    *,
+    project: Project,
+    size: int,
+    stratified: bool = False,
+    seed: int | None = None,
+    import_batch_id: int | None = None,
+    filters: QueueFilter | None = None,
+) -> GoldSet:
+    """Add N real examples to the draft gold set (made if needed); they leave training at once.
+
+    The sample comes from the whole project, from one import batch (a team's
+    own test file), or from the examples a review filter shows.
+    """
     draft = gold_draft(project)
     if draft is None:
         latest = project.gold_sets.order_by("-version").first()
         draft = GoldSet.objects.create(project=project, version=(latest.version + 1) if latest else 1)
-    pool = list(
+    candidates = (
         Example.objects.filter(project=project, is_gold=False)
         .exclude(source=Example.Source.SYNTHETIC)
         .exclude(gold_items__isnull=False)
-        .values_list("pk", "teacher_label")
     )
+    if import_batch_id is not None:
+        candidates = candidates.filter(import_batch_id=import_batch_id)
+    if filters is not None:
+        candidates = filters.apply(candidates)
+    pool = list(candidates.values_list("pk", "teacher_label"))
     rng = random.Random(seed)
     if stratified:
         by_label: dict[str, list[int]] = {}

@@ -233,7 +233,10 @@ def examples_for_export(
             raise ServiceError(f"This project has no frozen gold set {which}.")
         examples = examples.filter(gold_items__gold_set=gold_set)
     elif scope == "reviewed":
-        examples = examples.exclude(label_state__in=["proposed", "unlabelled"])
+        drafting = GoldSetItem.objects.filter(gold_set__project=project, gold_set__frozen_at__isnull=True)
+        examples = examples.exclude(label_state__in=["proposed", "unlabelled"]).exclude(
+            pk__in=drafting.values("example_id")
+        )
     examples = examples.prefetch_related(
         Prefetch("proposals", queryset=Proposal.objects.order_by("created_at", "pk")),
         Prefetch(
@@ -246,21 +249,30 @@ def examples_for_export(
 
 
 def export_records(examples: QuerySet, *, gold_set: GoldSet | None = None) -> Iterator[dict]:
-    """One plain dict per example: current label plus its provenance."""
+    """One plain dict per example: current label plus its provenance.
+
+    An item of a gold set still being labelled shows no answer at all (no label,
+    proposals or reviews): another reviewer's blind label, an adjudication or the
+    teacher's proposal would anchor whoever reads the export and break the
+    blind double labelling. Its provenance is exported once the version is frozen.
+    """
     for example in examples.iterator(chunk_size=2000):
-        proposals = list(example.proposals.all())
+        in_draft = any(not i.gold_set.is_frozen for i in example.gold_items.all())
+        proposals = [] if in_draft else list(example.proposals.all())
+        reviews = [] if in_draft else list(example.reviews.all())
         valid = [p for p in proposals if p.is_valid]
         latest = valid[-1] if valid else None
         gold_items = [i for i in example.gold_items.all() if i.gold_set.is_frozen]
-        label = example.current_label
+        label = None if in_draft else example.current_label
         if gold_set is not None:
             label = next((i.label for i in gold_items if i.gold_set_id == gold_set.pk), label)
+        state = "gold" if gold_set is not None else "gold_draft" if in_draft else example.label_state
         yield {
             "example_id": example.pk,
             "id": example.external_id,
             "text": example.text,
             "label": label,
-            "label_state": "gold" if gold_set is not None else example.label_state,
+            "label_state": state,
             "source": example.source,
             "is_gold": example.is_gold or bool(gold_items),
             "gold_versions": sorted(i.gold_set.version for i in gold_items),
@@ -276,7 +288,7 @@ def export_records(examples: QuerySet, *, gold_set: GoldSet | None = None) -> It
                         "value": r.value,
                         "created_at": r.created_at.isoformat(),
                     }
-                    for r in example.reviews.all()
+                    for r in reviews
                 ],
                 "gold": [{"version": i.gold_set.version, "label": i.label} for i in gold_items],
             },

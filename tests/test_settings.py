@@ -91,3 +91,10 @@ def test_production_defaults_pass_the_deploy_check(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     local = start_django(tmp_path, DJANGO_SECURE="false")
     assert local.returncode == 0, local.stderr
+
+
+def test_favicon_is_served_and_linked(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
+    page = client.get("/login/").content.decode()
+    assert 'rel="icon"' in page and "favicon.svg" in page

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from annotation.models import Example, GoldSet, Membership, Project, Proposal
+from annotation.models import IMPORT_AGENT, Example, GoldSet, Membership, Project, Proposal
 from distillapp import rows
 from training import metrics as metrics_lib
 from training.models import Evaluation, TrainingRun, default_hyperparameters
@@ -28,6 +28,24 @@ logger = logging.getLogger(__name__)
 # measured speed is used). 35 on an AMD EPYC (AVX2), 55 on a Xeon with AVX-512
 # (bench/banking77_distill.py, bench/README.md).
 CPU_EXAMPLES_PER_SECOND = 35.0
+
+# The first estimate (no run measured here yet) is a whole run, not just the trainer's
+# loop, and it scales with the texts' length: Banking77's 35 examples/s are 15-token
+# texts, the demo tickets have 30. Measured on the shared 2-core sandbox (150 demo
+# tickets, MiniLM-L6, max_length 64): the trainer did about 200 tokens x epochs a second,
+# and a run also spends a fixed ~15 s importing torch, loading the model, validating and
+# saving, then predicts every non-gold example (forward only, ~3x the training rate).
+# The demo's 4-epoch run that took 1.7 min was estimated at 0.3 min before; this says
+# 1.9 min. A finished run here replaces these numbers with its own.
+CPU_TRAIN_TOKENS_PER_SECOND = 200.0
+CPU_PREDICT_TOKENS_PER_SECOND = 600.0
+RUN_FIXED_SECONDS = 15.0
+
+
+def approx_tokens(text: str, max_length: int) -> float:
+    """MiniLM's word pieces for English, within a few percent on the demo and Banking77:
+    about four characters a token, plus [CLS] and [SEP]."""
+    return min(max_length, len(text) / 4 + 2)
 
 
 def measured_cpu_speed() -> tuple[float, TrainingRun | None]:
@@ -129,13 +147,29 @@ def training_estimate(
     )
     per_label = Counter(r["label"] for r in rows)
     speed, measured_on = measured_cpu_speed()
+    if measured_on is not None:
+        seconds = len(rows) * epochs / speed
+        if measured_on.started_at and measured_on.finished_at:
+            # What that run spent outside the trainer's loop (loading, saving, predicting).
+            wall = (measured_on.finished_at - measured_on.started_at).total_seconds()
+            seconds += max(0.0, wall - measured_on.train_seconds)
+    else:
+        max_length = default_hyperparameters().get("max_length", 64)
+        tokens = sum(approx_tokens(r["text"], max_length) for r in rows)
+        # The run then predicts every non-gold example, texts like the ones it trained on.
+        predict_tokens = Example.objects.for_project(project).not_gold().count() * tokens / max(1, len(rows))
+        seconds = (
+            RUN_FIXED_SECONDS
+            + tokens * epochs / CPU_TRAIN_TOKENS_PER_SECOND
+            + predict_tokens / CPU_PREDICT_TOKENS_PER_SECOND
+        )
     return {
         "examples": len(rows),
         "per_label": dict(sorted(per_label.items())),
         "labels_without_examples": sorted(
             set(project.labels.values_list("name", flat=True)) - set(per_label)
         ),
-        "minutes_cpu": round(len(rows) * epochs / speed / 60, 1),
+        "minutes_cpu": round(seconds / 60, 1),
         "examples_per_second": round(speed, 1),
         "speed_measured_on": (
             f"run {measured_on.number} of {measured_on.project.name}" if measured_on else None
@@ -213,6 +247,8 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
         TrainingRun.objects.filter(pk=run.pk).update(phase=text, heartbeat_at=timezone.now(), **fields)
 
     try:
+        # Until the trainer's first step the page shows what is happening, not "step 0 / 0".
+        phase("preparing data")
         hp = {**default_hyperparameters(), **run.hyperparameters}
         rows = training_set(
             project=run.project,
@@ -234,7 +270,7 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
         }
         _write_manifest(directory, run, train, validation, label_names, counts)
-        phase("training", counts={**run.counts, **counts})
+        phase("training", counts={**run.counts, **counts})  # the page: "loading the model" until step 1
         history: list[list[float]] = []
         last_write = [0.0]
 
@@ -490,19 +526,26 @@ def gold_overlap(*, run: TrainingRun, items: list) -> list[int]:
 def evaluate_teacher(
     *, project: Project, gold_version: int | None = None, target_accuracy: float = 0.95
 ) -> Evaluation:
-    """The teacher's latest valid proposal on each gold example, scored like a student."""
+    """The teacher's latest valid proposal on each gold example, scored like a student.
+
+    Imported labels (agent ``import`` or ``import:<system>``) are another
+    system's answers, never the teacher's: a project built from verified labels
+    would otherwise show a teacher at accuracy 1.000.
+    """
     gold = _gold(project, gold_version)
     items = list(gold.items.select_related("example").order_by("pk"))
+    teacher = (
+        Proposal.objects.exclude(agent__startswith="student:")
+        .exclude(agent=IMPORT_AGENT)
+        .exclude(agent__startswith=f"{IMPORT_AGENT}:")
+    )
     predicted: dict[int, tuple] = {}
-    for proposal in (
-        Proposal.objects.filter(example_id__in=[i.example_id for i in items], value__isnull=False, error="")
-        .exclude(agent__startswith="student:")
-        .order_by("example_id", "created_at", "pk")
-    ):
+    for proposal in teacher.filter(
+        example_id__in=[i.example_id for i in items], value__isnull=False, error=""
+    ).order_by("example_id", "created_at", "pk"):
         predicted[proposal.example_id] = (proposal.value, proposal.confidence)  # the latest wins
     agent = (
-        Proposal.objects.filter(example_id__in=list(predicted), error="")
-        .exclude(agent__startswith="student:")
+        teacher.filter(example_id__in=list(predicted), error="")
         .values_list("agent", flat=True)
         .order_by("-created_at")
         .first()

@@ -48,6 +48,11 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
             label_column=data["label_column"],
             id_column=data["id_column"],
             create_labels=data["create_labels"],
+            label_meaning=data["label_meaning"] or "predictions",
+            label_agent=data["label_agent"],
+            keep_columns=data["keep_columns"],
+            hidden_column=data["hidden_column"],
+            gold=data["gold"],
         )
     except services.ServiceError as exc:
         messages.error(request, str(exc))
@@ -57,14 +62,29 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
         messages.success(
             request,
             f"Imported {batch.rows_created:,} new examples from {batch.file_name}"
-            f" ({batch.rows_duplicate:,} duplicates skipped).",
+            f" ({batch.rows_duplicate:,} duplicates skipped){_gold_note(batch)}.",
         )
+        if batch.options.get("gold"):
+            return redirect("annotation:gold", slug=project.slug)
     elif batch.status == ImportBatch.Status.FAILED:
         messages.error(request, f"{batch.file_name} was not imported: {batch.error}")
         return redirect("annotation:import-batch", slug=project.slug, pk=batch.pk)
     else:
         messages.info(request, f"Importing {batch.file_name} in the background; progress is shown below.")
     return redirect("annotation:project-detail", slug=project.slug)
+
+
+def _gold_note(batch: ImportBatch) -> str:
+    options = batch.options
+    if options.get("gold") == "attested":
+        return (
+            f"; gold v{options['gold_version']} is frozen with its {options['gold_items']:,} attested labels"
+        )
+    if options.get("gold") == "candidates":
+        return (
+            f"; {options['gold_items']:,} are gold candidates in v{options['gold_version']}, to label blind"
+        )
+    return ""
 
 
 @login_required

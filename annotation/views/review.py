@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import review
+from annotation.forms import GoldDrawForm
 from annotation.models import (
     Example,
     GoldSet,
@@ -189,6 +190,11 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
     draft = review.gold_draft(project)
     frozen = project.gold_sets.filter(frozen_at__isnull=False).order_by("-version")
     frozen_status = [(g, review.gold_status(g)) for g in frozen[:5]]
+    real_examples = (
+        Example.objects.filter(project=project, is_gold=False)
+        .exclude(source=Example.Source.SYNTHETIC)
+        .count()
+    )
     return render(
         request,
         "annotation/gold.html",
@@ -199,9 +205,8 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
             "status": review.gold_status(draft) if draft else None,
             "reject": review.REJECT,
             "frozen": frozen_status,
-            "real_examples": Example.objects.filter(project=project, is_gold=False)
-            .exclude(source=Example.Source.SYNTHETIC)
-            .count(),
+            "real_examples": real_examples,
+            "draw_form": GoldDrawForm(project=project, available=real_examples),
         },
     )
 
@@ -210,12 +215,17 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def gold_draw(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
-    size = request.POST.get("size", "")
-    if not size.isdigit() or not 1 <= int(size) <= 100_000:
-        messages.error(request, "Give the number of examples to draw (1 to 100,000).")
+    form = GoldDrawForm(request.POST, project=project)
+    if not form.is_valid():
+        messages.error(request, "Give the number of examples to draw (1 to 100,000) and where from.")
         return redirect("annotation:gold", slug=project.slug)
+    source = form.cleaned_data["source"]
     draft = review.gold_draw(
-        project=project, size=int(size), stratified=request.POST.get("stratified") == "on"
+        project=project,
+        size=form.cleaned_data["size"],
+        stratified=form.cleaned_data["stratified"],
+        import_batch_id=source.get("import_batch_id"),
+        filters=_queue_filter(request, project) if source.get("use_filter") else None,
     )
     messages.success(
         request, f"Gold set v{draft.version} now has {draft.items.count():,} candidates to label blind."

@@ -112,3 +112,81 @@ def test_export_command_writes_a_file(project, labelled, tmp_path):
     assert len(out.read_text().splitlines()) == 5
     with pytest.raises(CommandError, match="no frozen gold set"):
         call_command("export_examples", "--project", project.slug, "--gold", "3")
+
+
+def test_an_export_never_shows_labels_of_a_gold_set_being_labelled(
+    project, labelled, lead, reviewer, reviewer_client, django_user_model
+):
+    """A reviewer must not read another reviewer's blind label (or the teacher's) on a draft item."""
+    from django.urls import reverse
+
+    other = django_user_model.objects.create_user(username="olga_other", password="pw")
+    draft = GoldSet.objects.create(project=project, version=1)
+    item = labelled[0]  # the teacher proposed "Billing"
+    GoldSetItem.objects.create(gold_set=draft, example=item)
+    Example.objects.filter(pk=item.pk).update(is_gold=True)
+    Review.objects.create(example=item, reviewer=other, kind="blind", verdict="correct", value="Other")
+    Review.objects.create(example=item, reviewer=lead, kind="adjudication", verdict="correct", value="Other")
+
+    for fmt in ("jsonl", "csv"):
+        response = reviewer_client.get(
+            reverse("annotation:project-export", args=[project.slug]), {"format": fmt, "scope": "all"}
+        )
+        body = b"".join(response.streaming_content).decode()
+        line = next(line for line in body.splitlines() if "card charged twice" in line)
+        assert "olga_other" not in line and "Other" not in line and "Billing" not in line, line
+        assert "teacher:m:p1" not in line and "adjudication" not in line, line
+    rows = [json.loads(line) for line in export(project, "jsonl").splitlines()]
+    hidden = next(r for r in rows if r["example_id"] == item.pk)
+    assert hidden["label"] is None and hidden["label_state"] == "gold_draft"
+    assert hidden["provenance"]["reviews"] == [] and hidden["provenance"]["proposals"] == []
+    reviewed = [json.loads(line) for line in export(project, "jsonl", scope="reviewed").splitlines()]
+    assert item.pk not in {r["example_id"] for r in reviewed}
+
+    # Once frozen, the version's provenance is exported in full.
+    GoldSetItem.objects.filter(pk=draft.items.get().pk).update(label="Other")
+    draft.freeze(user=lead)
+    rows = [json.loads(line) for line in export(project, "jsonl").splitlines()]
+    frozen = next(r for r in rows if r["example_id"] == item.pk)
+    assert {r["kind"] for r in frozen["provenance"]["reviews"]} == {"blind", "adjudication"}
+
+
+DANGEROUS = ['=HYPERLINK("http://evil","x")', "+1+2", "-2+3 degrees", "@SUM(A1)", "'quoted already"]
+
+
+def test_csv_cells_cannot_start_a_spreadsheet_formula(project, lead, tmp_path):
+    for i, text in enumerate(DANGEROUS):
+        Example.objects.create(project=project, text=text, external_id=f"=id{i}", metadata={"note": "=1+1"})
+    Example.objects.create(project=project, text="plain text", external_id="-5")
+    Example.objects.create(project=project, text="tab\tinside", external_id="@x", metadata={"=k": "@v"})
+    rows = list(csv.DictReader(io.StringIO(export(project, "csv"))))
+    for row in rows:
+        for name, cell in row.items():
+            assert not cell or cell[0] not in "=+-@\t\r", (name, cell)
+    assert rows[0]["text"] == '\'=HYPERLINK("http://evil","x")' and rows[0]["id"] == "'=id0"
+    assert rows[4]["text"] == "''quoted already"  # a leading quote is doubled, so the import can undo it
+    assert rows[5]["text"] == "plain text" and rows[5]["id"] == "'-5"
+    assert rows[6]["text"] == "tab\tinside" and rows[6]["id"] == "'@x"
+
+    # The import of that export gives back the original texts, ids and metadata.
+    copy = make_project(lead=lead, slug="copy-formula")
+    batch = run_import(copy, tmp_path, export(project, "csv"), name="export.csv", label_column="label")
+    assert batch.status == "succeeded", batch.error_report
+
+    def snapshot(p):
+        return list(
+            Example.objects.filter(project=p).order_by("pk").values_list("text", "external_id", "metadata")
+        )
+
+    assert snapshot(copy) == snapshot(project)
+    # A file that is not an export keeps its quotes as written.
+    again = run_import(copy, tmp_path, "text\n'=not an export\n", name="plain.csv")
+    assert again.status == "succeeded", again.error_report
+    assert Example.objects.filter(project=copy, text="'=not an export").exists()
+
+
+@pytest.mark.parametrize("value", ["=1", "+", "-x", "@a", "\tx", "\rx", "'", "''", "'a", "a", "", "a=b"])
+def test_the_formula_guard_is_undone_exactly(value):
+    guarded = corpus.neutralise_cell(value)
+    assert not guarded.startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert corpus.restore_cell(guarded) == value

@@ -18,7 +18,8 @@ def run_import(
 ) -> ImportBatch:
     path = tmp_path / name
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    batch = services.import_batch_create(project=project, user=None, file_name=name, path=path, **options)
+    options.setdefault("user", None)
+    batch = services.import_batch_create(project=project, file_name=name, path=path, **options)
     assert import_batch_claim(batch.pk)
     return import_batch_run(batch=batch)
 
@@ -282,3 +283,301 @@ def test_import_command_reports_bad_lines(project, tmp_path, capsys):
 def test_import_command_unknown_project(tmp_path):
     with pytest.raises(CommandError, match="No project"):
         call_command("import_examples", "--project", "nope", "--file", str(tmp_path / "x.csv"))
+
+
+# --- what imported labels mean, which columns are kept, gold from a file -------------------
+
+
+def test_verified_labels_are_reviews_by_the_importing_lead(project, lead, tmp_path):
+    from annotation.labeling import _memory
+    from annotation.models import Review
+
+    batch = run_import(
+        project,
+        tmp_path,
+        "text,label\ncard charged twice,Billing\napp crashes,Technical support\nhello there,\n",
+        label_column="label",
+        label_meaning="verified",
+        user=lead,
+    )
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
+    assert batch.proposals_created == 2
+    assert not Proposal.objects.filter(example__project=project).exists()  # never mistaken for a teacher
+    reviews = Review.objects.filter(example__project=project)
+    assert {(r.reviewer, r.kind, r.verdict, r.value, r.is_bulk) for r in reviews} == {
+        (lead, "review", "correct", "Billing", True),
+        (lead, "review", "correct", "Technical support", True),
+    }
+    charged = Example.objects.with_current_label().get(text="card charged twice")
+    assert (charged.label_state, charged.current_label) == ("reviewed", "Billing")
+    assert (charged.review_state, charged.teacher_label) == ("reviewed", "")
+    assert Example.objects.get(text="hello there").review_state == "unreviewed"
+    # Reviewed examples are the teacher's few-shot memory.
+    assert set(_memory(project)) == {("card charged twice", "Billing"), ("app crashes", "Technical support")}
+
+
+def test_verified_labels_need_a_lead(project, reviewer, tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("text,label\nx,Billing\n")
+    for user in (None, reviewer):
+        with pytest.raises(services.ServiceError, match="Only a lead"):
+            services.import_batch_create(
+                project=project,
+                user=user,
+                file_name="v.csv",
+                path=path,
+                label_column="label",
+                label_meaning="verified",
+            )
+    assert not ImportBatch.objects.exists()
+
+
+def test_predictions_are_proposals_by_the_named_system(project, tmp_path):
+    batch = run_import(
+        project,
+        tmp_path,
+        "text,label\ncard charged twice,Billing\n",
+        label_column="label",
+        label_agent="crm rules",
+    )
+    proposal = Proposal.objects.get(example__project=project)
+    assert (proposal.agent, proposal.value) == ("import:crm rules", "Billing")
+    assert batch.options["label_agent"] == "import:crm rules"
+    with pytest.raises(services.ServiceError, match="name takes"):
+        services.import_batch_create(
+            project=project,
+            user=None,
+            file_name="x.csv",
+            path=tmp_path / "data.csv",
+            label_column="label",
+            label_agent="bad/name",
+        )
+
+
+def test_chosen_columns_are_kept_and_a_hidden_column_is_stored_apart(project, tmp_path):
+    content = "text,channel,lang,truth\ncard charged twice,email,en,Billing\n"
+    run_import(project, tmp_path, content, keep_columns=["channel"], hidden_column="truth")
+    example = Example.objects.get(project=project)
+    assert example.metadata == {"channel": "email"}
+    assert example.hidden_metadata == {"truth": "Billing"}
+    run_import(project, tmp_path, "text,channel\nanother,chat\n", name="b.csv", keep_columns=[])
+    assert Example.objects.get(text="another").metadata == {}
+
+
+def test_jsonl_keeps_chosen_keys_and_hides_one(project, tmp_path):
+    line = {"text": "refund please", "tier": "pro", "lang": "en", "gold": "Billing"}
+    run_import(
+        project,
+        tmp_path,
+        json.dumps(line) + "\n",
+        name="d.jsonl",
+        keep_columns=["tier"],
+        hidden_column="gold",
+    )
+    example = Example.objects.get(project=project)
+    assert (example.metadata, example.hidden_metadata) == ({"tier": "pro"}, {"gold": "Billing"})
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"hidden_column": "truth"}, "no hidden column 'truth'"),
+        ({"keep_columns": ["nope"]}, "no column 'nope' to keep"),
+    ],
+)
+def test_unknown_hidden_or_kept_column_imports_nothing(project, tmp_path, options, reason):
+    batch = run_import(project, tmp_path, "text,channel\nhello,email\n", **options)
+    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.error_report == [{"line": 1, "reason": pytest.approx(batch.error_report[0]["reason"])}]
+    assert reason in batch.error_report[0]["reason"]
+    assert not Example.objects.exists()
+
+
+def test_hidden_column_is_never_shown_to_reviewers_nor_exported(project, tmp_path, reviewer_client):
+    from django.urls import reverse
+
+    run_import(
+        project,
+        tmp_path,
+        "text,channel,truth\nmy card was charged twice,email,SECRET-TRUTH\n",
+        hidden_column="truth",
+    )
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert "my card was charged twice" in page and "email" in page  # metadata is on the card
+    assert "SECRET-TRUTH" not in page and "truth" not in page
+    for fmt in ("jsonl", "csv"):
+        response = reviewer_client.get(
+            reverse("annotation:project-export", args=[project.slug]), {"format": fmt}
+        )
+        body = b"".join(response.streaming_content).decode()
+        assert "my card was charged twice" in body and "SECRET-TRUTH" not in body
+
+
+def test_file_as_gold_candidates_joins_the_draft_for_blind_labelling(project, tmp_path):
+    from annotation import review
+
+    run_import(project, tmp_path, "text\nalready here\ntraining text\n", name="corpus.csv")
+    batch = run_import(
+        project,
+        tmp_path,
+        "text,label\nalready here,Billing\nnew test text,Other\n",
+        name="test.csv",
+        label_column="label",
+        gold="candidates",
+    )
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
+    draft = review.gold_draft(project)
+    assert batch.options["gold_version"] == draft.version and batch.options["gold_items"] == 2
+    assert set(draft.items.values_list("example__text", flat=True)) == {"already here", "new test text"}
+    assert all(label is None for label in draft.items.values_list("label", flat=True))  # labelled blind
+    assert set(Example.objects.filter(is_gold=True).values_list("text", flat=True)) == {
+        "already here",
+        "new test text",
+    }
+    assert not Example.objects.not_gold().filter(text="new test text").exists()  # out of training
+
+
+def test_candidates_cannot_claim_verified_labels(project, lead, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\nx,Billing\n")
+    with pytest.raises(services.ServiceError, match="labelled blind"):
+        services.import_batch_create(
+            project=project,
+            user=lead,
+            file_name="t.csv",
+            path=path,
+            label_column="label",
+            label_meaning="verified",
+            gold="candidates",
+        )
+
+
+def test_attested_file_becomes_a_frozen_gold_version_with_provenance(project, lead, tmp_path):
+    from annotation.models import GoldSet
+
+    batch = run_import(
+        project,
+        tmp_path,
+        "text,label\ncard charged twice,Billing\napp crashes,Technical support\n",
+        name="team-test.csv",
+        label_column="label",
+        gold="attested",
+        user=lead,
+    )
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
+    gold = GoldSet.objects.get(project=project)
+    assert gold.is_frozen and gold.is_attested
+    assert (gold.attested_by, gold.attested_file, gold.attested_sha256, gold.import_batch) == (
+        lead,
+        "team-test.csv",
+        batch.sha256,
+        batch,
+    )
+    assert dict(gold.items.values_list("example__text", "label")) == {
+        "card charged twice": "Billing",
+        "app crashes": "Technical support",
+    }
+    assert not Example.objects.not_gold().exists()
+
+
+def test_attested_file_with_an_unlabelled_row_imports_nothing(project, lead, tmp_path):
+    from annotation.models import GoldSet
+
+    batch = run_import(
+        project,
+        tmp_path,
+        "text,label\nfine,Billing\nmissing,\n",
+        label_column="label",
+        gold="attested",
+        user=lead,
+    )
+    assert batch.status == ImportBatch.Status.FAILED
+    assert batch.error_report[0]["line"] == 3 and "has no label" in batch.error_report[0]["reason"]
+    assert not Example.objects.exists() and not GoldSet.objects.exists()
+
+
+def test_teacher_evaluation_ignores_imported_systems(project, lead, tmp_path):
+    from training import services as training_services
+
+    run_import(
+        project,
+        tmp_path,
+        "text,label\ncard charged twice,Billing\n",
+        name="gold.csv",
+        label_column="label",
+        gold="attested",
+        user=lead,
+    )
+    run_import(
+        project,
+        tmp_path,
+        "text,label\ncard charged twice,Billing\n",
+        name="crm.csv",
+        label_column="label",
+        label_agent="crm",
+    )
+    assert Proposal.objects.filter(agent="import:crm").count() == 0  # a duplicate: nothing new
+    example = Example.objects.get()
+    Proposal.objects.create(example=example, agent="import:crm", value="Billing")
+    Proposal.objects.create(example=example, agent="import", value="Billing")
+    evaluation = training_services.evaluate_teacher(project=project)
+    assert evaluation.agent == "teacher"
+    assert [row["predicted"] for row in evaluation.predictions] == [None]
+
+
+def test_import_command_flags(project, lead, tmp_path, capsys):
+    from annotation.models import GoldSet, Review
+
+    path = tmp_path / "verified.csv"
+    path.write_text("text,label,channel,lang,truth\ncard charged twice,Billing,email,en,x\n")
+    call_command(
+        "import_examples",
+        project=project.slug,
+        file=str(path),
+        label_column="label",
+        labels_are="verified",
+        user=lead.username,
+        keep_columns="channel",
+        hidden_column="truth",
+        no_progress=True,
+    )
+    assert "1 labels as verified reviews" in capsys.readouterr().out
+    example = Example.objects.get()
+    assert (example.metadata, example.hidden_metadata) == ({"channel": "email"}, {"truth": "x"})
+    assert Review.objects.get().reviewer == lead
+
+    gold = tmp_path / "gold.csv"
+    gold.write_text("text,label\napp crashes,Technical support\n")
+    call_command(
+        "import_examples",
+        "--project",
+        project.slug,
+        "--file",
+        str(gold),
+        "--label-column",
+        "label",
+        "--gold",
+        "attested",
+        "--user",
+        lead.username,
+        "--no-metadata",
+        "--no-progress",
+    )
+    assert "into gold v1" in capsys.readouterr().out
+    assert GoldSet.objects.get().attested_by == lead
+    with pytest.raises(CommandError, match="Only a lead"):
+        call_command(
+            "import_examples",
+            project=project.slug,
+            file=str(gold),
+            label_column="label",
+            labels_are="verified",
+            no_progress=True,
+        )
+
+
+def test_import_command_takes_a_string_path(project, tmp_path):
+    path = tmp_path / "plain.txt"
+    path.write_text("one\ntwo\n")
+    call_command("import_examples", project=project.slug, file=str(path), no_progress=True)
+    assert Example.objects.count() == 2

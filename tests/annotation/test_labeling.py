@@ -16,6 +16,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.db.models import Sum
 from django.urls import reverse
+from django.utils import timezone
 
 from annotation import labeling
 from annotation.models import Example, LabelingJob, LabelingJobItem, PromptVersion, Proposal, TeacherConfig
@@ -441,3 +442,79 @@ def test_teacher_settings_save_creates_prompt_versions(project, lead_client, tic
     response = lead_client.post(url, form, follow=True)
     assert "a new prompt version" in response.content.decode()
     assert list(PromptVersion.objects.filter(project=project).values_list("version", flat=True)) == [2, 1]
+
+
+def test_embedding_job_reports_progress_as_answers_arrive(project, monkeypatch):
+    for i in range(70):
+        Example.objects.create(project=project, text=f"my invoice number {i} is wrong")
+    seen = []
+    write = labeling._write
+
+    def spy(job, results, agent):
+        write(job, results, agent)
+        seen.append(LabelingJob.objects.get(pk=job.pk).done)
+
+    monkeypatch.setattr(labeling, "_write", spy)
+    job = run_job(project, provider="embedding")
+    assert job.done == 70
+    # Written a few dozen at a time, so the page counts up instead of jumping 0 -> 70.
+    assert seen == [32, 64, 70]
+
+
+def test_labelling_page_says_the_job_is_starting_before_the_first_answer(project, lead_client, tickets):
+    job = labeling.labeling_job_create(
+        project=project, user=None, selection="unlabelled", provider="embedding"
+    )
+    # Held by this (live) process, so the page's recovery of dead workers' jobs leaves it be.
+    LabelingJob.objects.filter(pk=job.pk).update(
+        status=LabelingJob.Status.RUNNING, total=6, worker=rows.this_worker(), heartbeat_at=timezone.now()
+    )
+    page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert "starting: loading the teacher, 6 to label" in page
+    LabelingJob.objects.filter(pk=job.pk).update(done=2)
+    page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert "2 / 6" in page
+
+
+@pytest.mark.parametrize("few_shot", ["none", "fixed", "similar"])
+def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, few_shot, monkeypatch):
+    from annotation import embedding_teacher
+
+    labeling.prompt_version_update(
+        project=project,
+        user=lead,
+        instructions="Classify the ticket.",
+        few_shot=few_shot,
+        few_shot_k=3,
+        few_shot_per_label=2,
+        fixed_examples=[{"label": "Billing", "text": "charged twice"}],
+    )
+    reviewed = [("app crashes", "Technical support"), ("refund me", "Billing"), ("hello", "Other")]
+    monkeypatch.setattr(labeling, "_memory", lambda project: reviewed)
+    made = {}
+
+    class Recorder(embedding_teacher.EmbeddingTeacher):
+        def __init__(self, labels, memory=(), **kwargs):
+            made.update(memory=list(memory), k=kwargs.get("k"))
+
+        def predict(self, texts):
+            return [embedding_teacher.EmbeddingPrediction("Other", 0.5, {}) for _ in texts]
+
+    monkeypatch.setattr(embedding_teacher, "EmbeddingTeacher", Recorder)
+    Example.objects.create(project=project, text="where is my invoice")
+    run_job(project, provider="embedding")
+    expected = {
+        "none": ([], 1),
+        "fixed": ([("charged twice", "Billing")], 1),
+        "similar": (reviewed, 3),
+    }[few_shot]
+    assert (made["memory"], made["k"]) == expected
+
+
+def test_teacher_page_disables_writing_for_the_offline_teacher(project, lead_client):
+    page = lead_client.get(reverse("annotation:teacher-settings", args=[project.slug])).content.decode()
+    assert (
+        'type="submit" disabled title="The offline embedding teacher cannot write text">Write examples'
+        in page
+    )
+    assert 'data-field="embedding-few-shot"' in page and "zero-shot" in page

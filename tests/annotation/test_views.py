@@ -151,6 +151,7 @@ def test_upload_malformed_file_shows_the_lines_and_imports_nothing(project, lead
         {
             "file": upload(content=b"text,label\nok,Billing\nbad,Nope\n"),
             "label_column": "label",
+            "label_meaning": "predictions",
             "text_column": "text",
         },
         follow=True,

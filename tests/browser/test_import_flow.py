@@ -28,6 +28,7 @@ def test_lead_uploads_csv_and_sees_counts(page, django_user_model, tmp_path, art
 
     page.set_input_files("input[name=file]", str(csv_file))
     page.fill("input[name=label_column]", "label")
+    page.select_option("select[name=label_meaning]", "predictions")
     page.get_by_role("button", name="Upload and import").click()
 
     page.get_by_text("Imported 3 new examples").wait_for()
@@ -49,6 +50,7 @@ def test_malformed_upload_shows_the_bad_line(page, django_user_model, tmp_path, 
     page.goto("/p/support/")
     page.set_input_files("input[name=file]", str(bad))
     page.fill("input[name=label_column]", "label")
+    page.select_option("select[name=label_meaning]", "predictions")
     page.get_by_role("button", name="Upload and import").click()
 
     page.get_by_role("heading", name="Rows to fix").wait_for()

@@ -194,7 +194,19 @@ def test_time_estimate_uses_the_speed_this_machine_measured(project, reviewer, l
     first = services.training_estimate(**ask)
     assert first["speed_measured_on"] is None
     assert first["examples_per_second"] == services.CPU_EXAMPLES_PER_SECOND
-    # A finished CPU run: 1,200 examples x 3 epochs in 120 s = 30 examples/s.
+    # No run here yet: the whole run, fixed costs and prediction included, by text length.
+    rows = services.training_set(project=project, label_source=TrainingRun.LabelSource.ALL_CURRENT)
+    tokens = sum(services.approx_tokens(r["text"], 64) for r in rows)
+    predict = Example.objects.for_project(project).not_gold().count() * tokens / len(rows)
+    seconds = (
+        services.RUN_FIXED_SECONDS
+        + tokens * 4 / services.CPU_TRAIN_TOKENS_PER_SECOND
+        + predict / services.CPU_PREDICT_TOKENS_PER_SECOND
+    )
+    assert first["minutes_cpu"] == round(seconds / 60, 1)
+    # A finished CPU run: 1,200 examples x 3 epochs in 120 s = 30 examples/s, and 30 s
+    # outside the trainer's loop (loading, saving, predicting).
+    now = timezone.now()
     TrainingRun.objects.create(
         project=project,
         number=7,
@@ -203,12 +215,13 @@ def test_time_estimate_uses_the_speed_this_machine_measured(project, reviewer, l
         train_seconds=120,
         counts={"train": 1200},
         hyperparameters={"epochs": 3},
-        finished_at=timezone.now(),
+        started_at=now - timezone.timedelta(seconds=150),
+        finished_at=now,
     )
     second = services.training_estimate(**ask)
     assert second["examples_per_second"] == 30.0
     assert second["speed_measured_on"] == f"run 7 of {project.name}"
-    assert second["minutes_cpu"] == round(24 * 4 / 30 / 60, 1)
+    assert second["minutes_cpu"] == round((24 * 4 / 30 + 30) / 60, 1)
 
 
 def test_reviewers_cannot_launch(project, reviewer, lead, reviewer_client):
@@ -317,3 +330,27 @@ def test_pages_for_a_finished_run(
     names = zipfile.ZipFile(BytesIO(b"".join(download.streaming_content))).namelist()
     assert "manifest.json" in names and "model/config.json" in names
     assert "Run 1" in lead_client.get(reverse("training:compare", args=[project.slug])).content.decode()
+
+
+def test_run_page_before_the_first_step_says_what_it_is_doing(project, reviewer, lead, lead_client):
+    from distillapp import rows
+
+    labelled(project, reviewer, 3)
+    run = services.run_create(project=project, user=lead)
+    url = reverse("training:run", args=[project.slug, run.number])
+    page = lead_client.get(url).content.decode()
+    assert "waiting for a training worker" in page and "step 0 / 0" not in page
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.RUNNING,
+        phase="preparing data",
+        worker=rows.this_worker(),
+        heartbeat_at=timezone.now(),
+        started_at=timezone.now(),
+    )
+    page = lead_client.get(url).content.decode()
+    assert "preparing data…" in page and "step 0 / 0" not in page
+    TrainingRun.objects.filter(pk=run.pk).update(phase="training")  # data ready, no step yet
+    page = lead_client.get(url).content.decode()
+    assert "loading the model and preparing the first batch" in page and "step 0 / 0" not in page
+    TrainingRun.objects.filter(pk=run.pk).update(phase="training", step=3, total_steps=12)
+    assert "step 3 / 12" in lead_client.get(url).content.decode()

@@ -19,8 +19,34 @@ class Command(BaseCommand):
         parser.add_argument("--file", required=True, type=Path)
         parser.add_argument("--format", choices=corpus.FORMATS, help="Default: from the file name.")
         parser.add_argument("--text-column", default="text")
-        parser.add_argument("--label-column", default="", help="Existing labels, imported as proposals.")
+        parser.add_argument("--label-column", default="", help="Existing labels (see --labels-are).")
+        parser.add_argument(
+            "--labels-are",
+            choices=["predictions", "verified"],
+            default="predictions",
+            help="predictions: another system's answers, proposals by import[:AGENT] (default); "
+            "verified: checked by people, recorded as reviews by --user (a lead).",
+        )
+        parser.add_argument("--agent", default="", help="Name of the predicting system: import:AGENT.")
         parser.add_argument("--id-column", default="id")
+        parser.add_argument(
+            "--keep-columns",
+            default=None,
+            help="Comma-separated other columns kept as metadata (default: all).",
+        )
+        parser.add_argument("--no-metadata", action="store_true", help="Keep no other columns.")
+        parser.add_argument(
+            "--hidden-column",
+            default="",
+            help="A column stored apart, never shown to reviewers nor exported.",
+        )
+        parser.add_argument(
+            "--gold",
+            choices=["candidates", "attested"],
+            default="",
+            help="candidates: into the draft gold set, to label blind; attested: a new frozen gold "
+            "version with the file's labels, attested as verified by --user (a lead).",
+        )
         parser.add_argument(
             "--create-labels", action="store_true", help="Add unknown labels instead of failing."
         )
@@ -31,7 +57,7 @@ class Command(BaseCommand):
         project = Project.objects.filter(slug=opts["project"]).first()
         if project is None:
             raise CommandError(f"No project with slug {opts['project']!r}.")
-        path: Path = opts["file"]
+        path = Path(opts["file"])  # call_command(file="x.csv") passes the string as it is
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
         user = None
@@ -50,6 +76,13 @@ class Command(BaseCommand):
                 label_column=opts["label_column"],
                 id_column=opts["id_column"],
                 create_labels=opts["create_labels"],
+                label_meaning=opts["labels_are"],
+                label_agent=opts["agent"],
+                keep_columns=[]
+                if opts["no_metadata"]
+                else (opts["keep_columns"].split(",") if opts["keep_columns"] is not None else None),
+                hidden_column=opts["hidden_column"],
+                gold=opts["gold"],
             )
         except services.ServiceError as exc:
             raise CommandError(str(exc)) from None
@@ -69,12 +102,22 @@ class Command(BaseCommand):
             for row in batch.error_report:
                 self.stderr.write(f"  line {row['line']}: {row['reason']}")
             raise CommandError(batch.error)
+        answers = (
+            "verified reviews"
+            if batch.options.get("label_meaning") == "verified"
+            else f"proposals by {batch.options.get('label_agent') or 'import'}"
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Imported {batch.rows_created:,} new examples into {project.slug} "
                 f"({batch.rows_duplicate:,} duplicates skipped, {batch.rows_read:,} rows read"
-                + (f", {batch.proposals_created:,} labels as proposals" if batch.proposals_created else "")
+                + (f", {batch.proposals_created:,} labels as {answers}" if batch.proposals_created else "")
                 + (f", {batch.labels_created} labels created" if batch.labels_created else "")
+                + (
+                    f", {batch.options['gold_items']:,} into gold v{batch.options['gold_version']}"
+                    if batch.options.get("gold")
+                    else ""
+                )
                 + f"); batch {batch.pk}."
             )
         )

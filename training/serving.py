@@ -492,6 +492,7 @@ class Answer:
     latency_ms: float
     student_label: str = ""
     teacher_cost_usd: Decimal = Decimal("0")
+    teacher_tokens: tuple[int, int] = (0, 0)  # input, output: what the teacher's answer used
 
     def as_json(self) -> dict:
         return {
@@ -604,6 +605,7 @@ def predict_texts(
     are read from the database.
     """
     from annotation.labeling import teacher_answers
+    from annotation.teacher import TeacherError
 
     state = state or Live(config=serving_config_for(project), version=active_version(project))
     config, version = state.config, state.version
@@ -631,7 +633,12 @@ def predict_texts(
     teacher = {}
     if unsure and config.fallback == ServingConfig.Fallback.TEACHER:
         started = time.perf_counter()
-        replies = teacher_answers(project, [texts[i] for i in unsure])
+        try:
+            replies = teacher_answers(project, [texts[i] for i in unsure])
+        except TeacherError as exc:
+            # No usable key or address (an offline set-up): these texts go to review instead.
+            logger.warning("Serving fallback: the teacher cannot be called: %s", exc)
+            replies = [None] * len(unsure)
         teacher_ms = (time.perf_counter() - started) * 1000 / len(unsure)
         teacher = dict(zip(unsure, replies, strict=True))
     for i in unsure:
@@ -641,6 +648,7 @@ def predict_texts(
             answer.label, answer.confidence, answer.route = reply.value, reply.confidence, "teacher"
             answer.latency_ms += teacher_ms
             answer.teacher_cost_usd = reply.cost_usd
+            answer.teacher_tokens = (reply.input_tokens, reply.output_tokens)
         else:
             answer.label, answer.route = None, "review"
             if reply is not None:

@@ -177,7 +177,7 @@ def test_teacher_fallback_answers_low_confidence_texts(project, live, monkeypatc
 
 
 def test_drop_in_through_the_real_openai_client(
-    project, lead, tiny_classifier, live_server, monkeypatch, transactional_db
+    project, lead, tiny_classifier, live_server, monkeypatch, settings, transactional_db
 ):
     import openai
 
@@ -187,6 +187,7 @@ def test_drop_in_through_the_real_openai_client(
     version = serving.version_promote(run=make_run(project, tiny_classifier), user=lead, threshold=0.0)
     _, raw = serving.token_create(project=project, user=lead, name="drop-in")
     client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=raw, max_retries=0)
+    assert [m.id for m in client.models.list()] == [f"distill:{version.name}"]
     confident = client.chat.completions.create(
         model="gpt-4o-mini",
         messages=[{"role": "system", "content": "Route it."}, {"role": "user", "content": "refund please"}],
@@ -195,10 +196,14 @@ def test_drop_in_through_the_real_openai_client(
     assert confident.usage.total_tokens == 0 and confident.model == f"distill:{version.name}"
 
     set_threshold(version, 1.0)
+    config = serving.serving_config_for(project)
+    config.fallback = ServingConfig.Fallback.TEACHER
+    config.save()
     monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
     with FakeOpenAI(
-        lambda req: FakeReply(content="Technical support", prompt_tokens=50, completion_tokens=2)
+        lambda req: FakeReply(content='{"label": "Technical support"}', prompt_tokens=50, completion_tokens=2)
     ) as llm:
+        settings.TEACHER_API_KEY_VARS, settings.TEACHER_BASE_URLS = ["FAKE_LLM_KEY"], [llm.base_url]
         teacher = teacher_config_for(project)
         teacher.provider, teacher.model, teacher.base_url, teacher.api_key_env = (
             "openai",
@@ -208,17 +213,17 @@ def test_drop_in_through_the_real_openai_client(
         )
         teacher.save()
         forwarded = client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "the app crashes"}], temperature=0
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "the app crashes"}], temperature=1.5
         )
         upstream = llm.requests[0].body
     assert forwarded.choices[0].message.content == "Technical support"
-    assert forwarded.usage.prompt_tokens == 50  # the LLM's answer, unchanged
-    assert (
-        upstream["messages"] == [{"role": "user", "content": "the app crashes"}]
-        and upstream["temperature"] == 0
-    )
+    assert forwarded.usage.prompt_tokens == 50  # the tokens the teacher's answer used
+    # The project's teacher was asked, with its own prompt and settings (tests/training/test_api_dropin.py).
+    assert upstream["model"] == "gpt-test" and upstream["temperature"] == 0
+    assert upstream["messages"][0]["role"] == "system"
+    assert upstream["messages"][-1]["content"] == "the app crashes"
     example = Example.objects.get(text="the app crashes", source="traffic")
-    teacher_proposal = example.proposals.get(agent="teacher:gpt-test:drop-in")
+    teacher_proposal = example.proposals.get(agent="teacher:gpt-test:prompt-v1")
     assert teacher_proposal.value == "Technical support" and teacher_proposal.input_tokens == 50
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(

@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, connection, connections, transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotation.corpus import Columns, CorpusFormatError, Row, RowError, line_reader, read_rows
 from annotation.models import (
     IMPORT_AGENT,
-    IMPORT_STALE_AFTER,
     Example,
     GoldSet,
     GoldSetItem,
@@ -39,6 +35,7 @@ from annotation.models import (
     ReviewState,
     next_free_key,
 )
+from distillapp import rows
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +50,6 @@ GOLD_ATTESTED = "attested"  # a new frozen gold version whose labels a lead atte
 MAX_REPORTED_ERRORS = 50
 MAX_NEW_LABELS = 500
 PROGRESS_EVERY_SECONDS = 0.5
-HEARTBEAT_EVERY_SECONDS = 15.0
 
 
 class _Stage:
@@ -223,21 +219,12 @@ class _Outcome:
 
 def import_batch_claim(batch_id: int) -> bool:
     """Take a batch for this process; a killed run's batch can be taken again."""
-    now = timezone.now()
-    claimable = Q(status=ImportBatch.Status.PENDING) | Q(
-        status=ImportBatch.Status.RUNNING, heartbeat_at__lt=now - IMPORT_STALE_AFTER
-    )
-    # A conditional update, so two workers never import the same batch.
-    return bool(
-        ImportBatch.objects.filter(claimable, pk=batch_id).update(
-            status=ImportBatch.Status.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            rows_read=0,
-            bytes_done=0,
-            error="",
-        )
-    )
+    # A conditional update, so two workers never import the same batch; a taken-over
+    # batch starts from the first row (its staging table died with its connection).
+    claimed = rows.claim(ImportBatch, batch_id)
+    if claimed:
+        ImportBatch.objects.filter(pk=batch_id).update(started_at=timezone.now(), error="")
+    return claimed
 
 
 def import_batch_run(*, batch: ImportBatch) -> ImportBatch:
@@ -333,10 +320,9 @@ def _run(batch: ImportBatch) -> None:
         if buffer:
             stage.add(buffer)
         _report_progress(batch, outcome, lines.bytes_read)
-        # The moves below write inside one transaction, invisible to the
-        # page; a side thread keeps the heartbeat going so a long final
-        # phase is not mistaken for a killed import.
-        with _heartbeat(batch.pk), transaction.atomic():
+        # The moves below write inside one transaction, invisible to the page;
+        # the job's heartbeat (distillapp.rows.heartbeat) beats on meanwhile.
+        with transaction.atomic():
             stage.finish()
             labels_created = _create_labels(project, outcome.new_labels)
             created = stage.insert_examples(
@@ -371,30 +357,6 @@ def _run(batch: ImportBatch) -> None:
                 finished_at=timezone.now(),
                 heartbeat_at=timezone.now(),
             )
-
-
-@contextmanager
-def _heartbeat(batch_id: int, *, every: float = HEARTBEAT_EVERY_SECONDS):
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(every):
-                try:
-                    ImportBatch.objects.filter(pk=batch_id).update(heartbeat_at=timezone.now())
-                except DatabaseError:
-                    # SQLite: the import holds the write lock until it commits.
-                    logger.debug("Heartbeat of import batch %s skipped", batch_id)
-        finally:
-            connections.close_all()  # this thread's own connections
-
-    thread = threading.Thread(target=beat, name=f"import-{batch_id}-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _check_row(row: Row, *, max_chars: int) -> str | None:

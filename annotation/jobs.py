@@ -1,6 +1,11 @@
-"""Job entry points: ids in, claim the row, call the service."""
+"""Job entry points: ids in, claim the row, call the service with the row's heartbeat on.
+
+Which queue runs each of them is written once, in distillapp.rows.JOBS.
+"""
 
 from __future__ import annotations
+
+from distillapp import rows
 
 
 def import_batch_job(batch_id: int) -> None:
@@ -9,16 +14,18 @@ def import_batch_job(batch_id: int) -> None:
 
     if not import_batch_claim(batch_id):
         return  # already done, or another worker has it
-    import_batch_run(batch=ImportBatch.objects.get(pk=batch_id))
+    with rows.heartbeat(ImportBatch, batch_id):
+        import_batch_run(batch=ImportBatch.objects.get(pk=batch_id))
 
 
 def labeling_job_job(job_id: int) -> None:
-    from annotation.labeling import labeling_job_claim, labeling_job_run, run_with_heartbeat
+    from annotation.labeling import labeling_job_claim, labeling_job_run
     from annotation.models import LabelingJob
 
     if not labeling_job_claim(job_id):
         return  # finished, cancelled, or alive in another worker
-    run_with_heartbeat(job_id, lambda: labeling_job_run(job=LabelingJob.objects.get(pk=job_id)))
+    with rows.heartbeat(LabelingJob, job_id):
+        labeling_job_run(job=LabelingJob.objects.get(pk=job_id))
 
 
 def synthetic_job_job(job_id: int) -> None:
@@ -27,11 +34,15 @@ def synthetic_job_job(job_id: int) -> None:
 
     if not synthetic_job_claim(job_id):
         return
-    synthetic_job_run(job=SyntheticJob.objects.get(pk=job_id))
+    with rows.heartbeat(SyntheticJob, job_id):
+        synthetic_job_run(job=SyntheticJob.objects.get(pk=job_id))
 
 
 def quality_run_job(run_id: int) -> None:
     from annotation.models import QualityRun
     from annotation.review import quality_run
 
-    quality_run(run=QualityRun.objects.get(pk=run_id))
+    if not rows.claim(QualityRun, run_id):
+        return
+    with rows.heartbeat(QualityRun, run_id):
+        quality_run(run=QualityRun.objects.get(pk=run_id))

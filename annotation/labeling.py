@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +25,6 @@ from django.utils import timezone
 
 from annotation import teacher as teacher_boundary
 from annotation.models import (
-    JOB_STALE_AFTER,
     Example,
     LabelingJob,
     LabelingJobItem,
@@ -41,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 256
 MEMORY_LIMIT = 5000
-HEARTBEAT_SECONDS = 5.0
 
 
 class LabelingError(ValueError):
@@ -253,7 +250,7 @@ def labeling_job_create(
 
 
 def labeling_job_start(*, job: LabelingJob) -> None:
-    rows.enqueue(LabelingJob, job.pk, "llm", "annotation.jobs.labeling_job_job")
+    rows.enqueue(LabelingJob, job.pk)
 
 
 def labeling_job_cancel(*, job: LabelingJob) -> None:
@@ -262,7 +259,7 @@ def labeling_job_cancel(*, job: LabelingJob) -> None:
 
 def labeling_job_claim(job_id: int) -> bool:
     """Take a job; a running one only if its worker is gone (dead here, or silent)."""
-    return rows.claim(LabelingJob, job_id, stale_after=JOB_STALE_AFTER)
+    return rows.claim(LabelingJob, job_id)
 
 
 def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
@@ -633,25 +630,9 @@ async def _run_openai(job: LabelingJob) -> None:
 
 
 def run_with_heartbeat(job_id: int, fn: Callable[[], object]) -> object:
-    """Keep the job's heartbeat fresh from a side thread while fn runs."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(HEARTBEAT_SECONDS):
-                LabelingJob.objects.filter(pk=job_id, status=LabelingJob.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=beat, daemon=True, name=f"labeling-{job_id}-heartbeat")
-    thread.start()
-    try:
+    """Run fn with the job's heartbeat kept fresh (for callers outside a worker)."""
+    with rows.heartbeat(LabelingJob, job_id):
         return fn()
-    finally:
-        stop.set()
-        thread.join()
 
 
 # --- answering live traffic ------------------------------------------------------------------------

@@ -191,14 +191,10 @@ class ImportBatch(JobRecord):
         return self.status == self.Status.RUNNING and 0 < self.size_bytes <= self.bytes_done
 
     @property
-    def is_stale(self) -> bool:
-        """Running, but its worker stopped reporting: it was killed."""
-        if self.status != self.Status.RUNNING or self.heartbeat_at is None:
-            return False
-        return timezone.now() - self.heartbeat_at > IMPORT_STALE_AFTER
-
-
-IMPORT_STALE_AFTER = timezone.timedelta(minutes=2)
+    def can_resume(self) -> bool:
+        # A failed import's file is gone (and its rows were rejected); only an
+        # interrupted or never-started one can be queued again.
+        return self.status == self.Status.PENDING or self.is_stale
 
 
 class ExampleQuerySet(models.QuerySet):
@@ -724,9 +720,6 @@ class PromptVersion(models.Model):
         return self.proposals.exists()
 
 
-JOB_STALE_AFTER = timezone.timedelta(seconds=60)
-
-
 class LabelingJob(BackgroundJob):
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"
@@ -776,14 +769,6 @@ class LabelingJob(BackgroundJob):
             return None
         elapsed = (timezone.now() - self.started_at).total_seconds()
         return elapsed / self.processed * max(0, self.total - self.processed)
-
-    @property
-    def is_stale(self) -> bool:
-        return (
-            self.status == self.Status.RUNNING
-            and self.heartbeat_at is not None
-            and timezone.now() - self.heartbeat_at > JOB_STALE_AFTER
-        )
 
 
 class LabelingJobItem(models.Model):
@@ -878,7 +863,7 @@ class ReviewClaim(models.Model):
         return f"{self.example_id} held by {self.user_id} until {self.expires_at:%H:%M:%S}"
 
 
-class QualityRun(models.Model):
+class QualityRun(BackgroundJob):
     """One scoring of likely label errors over a project's labelled examples."""
 
     class Status(models.TextChoices):
@@ -886,24 +871,12 @@ class QualityRun(models.Model):
         RUNNING = "running", "Scoring"
         SUCCEEDED = "succeeded", "Done"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quality_runs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     examples = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return f"Quality run {self.pk} ({self.get_status_display()})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}

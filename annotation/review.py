@@ -526,7 +526,7 @@ def quality_run_start(*, project: Project, user) -> QualityRun:
     from distillapp import rows
 
     run = QualityRun.objects.create(project=project, created_by=user)
-    rows.enqueue(QualityRun, run.pk, "training", "annotation.jobs.quality_run_job")
+    rows.enqueue(QualityRun, run.pk)
     return run
 
 
@@ -541,11 +541,7 @@ def quality_run(*, run: QualityRun) -> QualityRun:
 
     from annotation.quality import label_quality_scores
 
-    if not QualityRun.objects.filter(pk=run.pk, status=QualityRun.Status.PENDING).update(
-        status=QualityRun.Status.RUNNING
-    ):
-        return run
-    started = time.monotonic()
+    started = time.monotonic()  # the row was claimed by annotation.jobs.quality_run_job
     try:
         rows = [
             (pk, text, label)

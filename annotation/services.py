@@ -203,9 +203,7 @@ def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> Imp
             import_batch_run(batch=batch)
         batch.refresh_from_db()
         return batch
-    rows.enqueue(
-        ImportBatch, batch.pk, "default", "annotation.jobs.import_batch_job", note="; nothing was imported"
-    )
+    rows.enqueue(ImportBatch, batch.pk, note="; nothing was imported")
     return batch
 
 

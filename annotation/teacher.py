@@ -590,3 +590,49 @@ class OpenAITeacher:
             output_tokens=int(usage.get("completion_tokens") or 0),
             raw=(contents[0] or "") if len(contents) == 1 else json.dumps(contents),
         )
+
+
+# --- the OpenAI-compatible drop-in: forwarding a request unchanged ------------------------------
+
+
+def forward_chat_completion(
+    settings: TeacherSettings, body: dict, labels: list[str]
+) -> tuple[int, bytes, TeacherAnswer]:
+    """Send a chat completion request to the teacher LLM as it came; return its raw answer.
+
+    The caller gets the provider's bytes back untouched; the parsed answer is
+    for recording the call as a teacher proposal.
+    """
+    import httpx
+    import openai
+
+    api_key, base_url = client_credentials(settings)
+    client = openai.OpenAI(
+        api_key=api_key or "not-needed", base_url=base_url, max_retries=2, timeout=settings.timeout_seconds
+    )
+    started = time.perf_counter()
+    try:
+        response = client.post("/chat/completions", body=body, cast_to=httpx.Response)
+        status, raw = response.status_code, response.content
+    except openai.APIStatusError as exc:
+        status, raw = exc.status_code, exc.response.content
+    finally:
+        client.close()
+    answer = TeacherAnswer(value=None, latency_ms=int((time.perf_counter() - started) * 1000), attempts=1)
+    try:
+        data = json.loads(raw)
+        content = data["choices"][0]["message"]["content"]
+        usage = data.get("usage") or {}
+        answer.input_tokens = int(usage.get("prompt_tokens") or 0)
+        answer.output_tokens = int(usage.get("completion_tokens") or 0)
+        answer.cost_usd = settings.cost_usd(answer.input_tokens, answer.output_tokens)
+        answer.raw_response = content or ""
+        answer.value, answer.error = parse_label(content, labels)
+        if answer.error:
+            # Plain-text answers are common in a drop-in: accept a bare label too.
+            bare = (content or "").strip().strip('"')
+            if bare in labels:
+                answer.value, answer.error = bare, ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        answer.error = f"the LLM answered {status} with no readable completion"
+    return status, raw, answer

@@ -25,6 +25,7 @@ urlpatterns = [
     path("p/<slug:slug>/labeling/estimate/", views.labeling_estimate, name="labeling-estimate"),
     path("p/<slug:slug>/labeling/start/", views.labeling_job_create, name="labeling-start"),
     path("p/<slug:slug>/labeling/<int:pk>/cancel/", views.labeling_job_cancel, name="labeling-cancel"),
+    path("p/<slug:slug>/labeling/<int:pk>/resume/", views.labeling_job_resume, name="labeling-resume"),
     path("p/<slug:slug>/review/", views.review_queue, name="review"),
     path("p/<slug:slug>/review/act/", views.review_act, name="review-act"),
     path("p/<slug:slug>/review/skip/", views.review_skip, name="review-skip"),
@@ -38,4 +39,5 @@ urlpatterns = [
     path("p/<slug:slug>/gold/freeze/", views.gold_freeze, name="gold-freeze"),
     path("p/<slug:slug>/synthetic/start/", views.synthetic_start, name="synthetic-start"),
     path("p/<slug:slug>/synthetic/<int:pk>/cancel/", views.synthetic_cancel, name="synthetic-cancel"),
+    path("p/<slug:slug>/synthetic/<int:pk>/resume/", views.synthetic_resume, name="synthetic-resume"),
 ]

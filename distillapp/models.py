@@ -1,4 +1,9 @@
-"""What the app's cancellable background job rows share (no tables of its own)."""
+"""What the app's background job rows share (no tables of its own).
+
+Every job row (imports, labelling, synthetic data, quality scoring, training) is
+claimed, kept alive, cancelled, recovered and resumed by distillapp.rows through
+these fields; distillapp.rows.JOBS says which queue and function run each kind.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,11 @@ from django.utils import timezone
 
 
 class JobRecord(models.Model):
-    """When a job row was made, by whom, and how its run went (imports use this part alone)."""
+    """When a job row was made, by whom, which process holds it and how its run went.
+
+    Subclasses define `Status` with at least PENDING, RUNNING, SUCCEEDED and FAILED and
+    a `status` field. Imports use this part alone: they cannot be cancelled.
+    """
 
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
@@ -18,28 +27,40 @@ class JobRecord(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
 
     class Meta:
         abstract = True
         ordering = ["-created_at", "-pk"]
 
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, *self._cancelled()}
+
+    def _cancelled(self) -> set:
+        cancelled = getattr(self.Status, "CANCELLED", None)
+        return {cancelled} if cancelled else set()
+
+    @property
+    def is_stale(self) -> bool:
+        """Running, but the process that held it is gone (dead here, or silent too long)."""
+        from distillapp import rows
+
+        return rows.is_stale(self)
+
+    @property
+    def can_resume(self) -> bool:
+        """Failed or interrupted: queueing it again continues the work that remains."""
+        return self.status == self.Status.FAILED or self.is_stale
+
 
 class BackgroundJob(JobRecord):
-    """A job row that a worker claims, reports on and may be asked to stop.
-
-    Subclasses define `Status` with PENDING, RUNNING, SUCCEEDED, FAILED and CANCELLED and
-    a `status` field; distillapp.rows claims and watches rows through these fields.
-    """
+    """A job row that may also be asked to stop (`Status` has CANCELLED too)."""
 
     is_cancel_requested = models.BooleanField(default=False)
-    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
 
     class Meta(JobRecord.Meta):
         abstract = True
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
 
 def own_fields_first(model: type[models.Model]) -> list[str]:

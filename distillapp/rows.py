@@ -1,32 +1,93 @@
-"""The job row is the truth: one way to claim it, cancel it and tell a dead worker.
+"""The row is the truth: one way to start, claim, keep alive, cancel, recover and resume a job.
 
-Every background job (labelling, synthetic data, training) has a row with
-`status` pending/running/…, `worker` ("host:pid") and `heartbeat_at`.
+Every background job has a row with `status` pending/running/…, `worker` ("host:pid" of
+the process holding it) and `heartbeat_at`. JOBS names each kind's queue and job
+function, so adding a job type is a model, a job function and one line here.
+
+A running row is *stale* when the process holding it is gone: on this host its pid no
+longer exists; on another host its heartbeat is older than JOB_STALE_SECONDS. Workers
+recover stale rows every few seconds (distillapp.worker), and so do the pages that
+poll them: the row goes back to pending and is queued again, and the job continues
+where its work stopped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-from django.db.models import Q
+from django.conf import settings
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
+logger = logging.getLogger(__name__)
+
 PENDING, RUNNING, FAILED, CANCELLED = "pending", "running", "failed", "cancelled"
+
+
+@dataclass(frozen=True)
+class JobType:
+    queue: str
+    function: str
+    restart: dict = field(default_factory=dict)  # written when a dead worker's row is taken up again
+
+
+# "app_label.Model" -> how its rows are run. Labels, not classes: distillapp sits below the apps.
+JOBS: dict[str, JobType] = {
+    "annotation.ImportBatch": JobType(
+        "default", "annotation.jobs.import_batch_job", restart={"rows_read": 0, "bytes_done": 0}
+    ),
+    "annotation.LabelingJob": JobType("llm", "annotation.jobs.labeling_job_job"),
+    "annotation.SyntheticJob": JobType("llm", "annotation.jobs.synthetic_job_job"),
+    "annotation.QualityRun": JobType("training", "annotation.jobs.quality_run_job"),
+    # Training does not resume mid-epoch: a taken-over run starts over.
+    "training.TrainingRun": JobType(
+        "training", "training.jobs.training_run_job", restart={"step": 0, "loss_history": []}
+    ),
+}
+
+
+def job_type(model) -> JobType:
+    return JOBS[model._meta.label]
+
+
+def job_models() -> list:
+    from django.apps import apps
+
+    return [apps.get_model(label) for label in JOBS]
+
+
+def stale_after() -> dt.timedelta:
+    return dt.timedelta(seconds=settings.JOB_STALE_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    # Several beats fit in the stale timeout, so one slow write is never taken for a death.
+    return settings.JOB_STALE_SECONDS / 6
 
 
 def this_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _pid_here(worker: str) -> int | None:
+    host, _, pid = worker.rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
 def worker_is_dead(worker: str) -> bool:
     """True when the process named host:pid ran on this host and is gone."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    pid = _pid_here(worker)
+    if pid is None:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -38,52 +99,173 @@ def worker_is_dead(worker: str) -> bool:
         return False
 
 
-def claim(model, pk: int, *, stale_after: dt.timedelta | None = None, restart: dict | None = None) -> bool:
+def is_stale(row) -> bool:
+    """Running, but the process holding it is gone.
+
+    On this host the process table is asked: a live process is never taken for
+    dead, even when its heartbeat is late (SQLite holds heartbeats back while a
+    long transaction writes). Elsewhere a heartbeat older than the timeout says so.
+    """
+    if row.status != RUNNING:
+        return False
+    if row.worker and _pid_here(row.worker) is not None:
+        return worker_is_dead(row.worker)
+    return row.heartbeat_at is not None and timezone.now() - row.heartbeat_at > stale_after()
+
+
+def _held_as_seen(model, row):
+    """The row, only while it is still held exactly as `row` saw it (for conditional updates)."""
+    return model.objects.filter(pk=row.pk, status=RUNNING, worker=row.worker, heartbeat_at=row.heartbeat_at)
+
+
+def _can_cancel(model) -> bool:
+    return any(f.name == "is_cancel_requested" for f in model._meta.fields)
+
+
+def claim(model, pk: int, *, restart: dict | None = None) -> bool:
     """Take a job row for this process: a pending one, or a running one whose worker is gone.
 
-    Each step is a conditional update, so two workers can never both take the
-    same row. `stale_after` also takes rows whose heartbeat went silent (a
-    worker on another host); `restart` is written when taking over a dead
-    worker's row (e.g. to reset progress that cannot resume).
+    Each step is a conditional update, so two workers never both take the same
+    row. `restart` (default: the job type's) is written when taking over a dead
+    worker's row, e.g. to reset progress that cannot resume.
     """
     now = timezone.now()
     fields = {"status": RUNNING, "worker": this_worker(), "heartbeat_at": now}
-    takeable = Q(status=PENDING)
-    if stale_after is not None:
-        takeable |= Q(status=RUNNING, heartbeat_at__lt=now - stale_after)
-    if model.objects.filter(takeable, pk=pk).update(**fields, **(restart or {})):
+    restart = job_type(model).restart if restart is None else restart
+    if model.objects.filter(pk=pk, status=PENDING).update(**fields, **restart):
         model.objects.filter(pk=pk, started_at__isnull=True).update(started_at=now)
         return True
-    running = model.objects.filter(pk=pk, status=RUNNING).only("worker").first()
-    if running and worker_is_dead(running.worker):
-        # Conditional on the dead worker's name: only one new worker wins.
-        return bool(
-            model.objects.filter(pk=pk, status=RUNNING, worker=running.worker).update(
-                **fields, **(restart or {})
-            )
-        )
-    return False
+    running = model.objects.filter(pk=pk, status=RUNNING).first()
+    if running is None or not is_stale(running):
+        return False
+    if _can_cancel(model) and running.is_cancel_requested:
+        _held_as_seen(model, running).update(status=CANCELLED, finished_at=now)
+        return False
+    return bool(_held_as_seen(model, running).update(**fields, **restart))
 
 
-def cancel(model, pk: int) -> None:
-    """A pending job is cancelled at once; a running one stops at its next check."""
-    model.objects.filter(pk=pk, status=PENDING).update(status=CANCELLED, finished_at=timezone.now())
-    model.objects.filter(pk=pk).update(is_cancel_requested=True)
+@contextmanager
+def heartbeat(model, pk: int, *, every: float | None = None) -> Iterator[None]:
+    """Keep the row's heartbeat fresh from a side thread while the body runs.
+
+    The one heartbeat every job uses: it beats while this process holds the row,
+    whatever the job is doing (an LLM call, a long transaction, a training step).
+    """
+    worker = this_worker()
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every or heartbeat_seconds()):
+                try:
+                    model.objects.filter(pk=pk, status=RUNNING, worker=worker).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:
+                    # SQLite: a long transaction of the job holds the write lock.
+                    logger.debug("Heartbeat of %s %s skipped", model.__name__, pk)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    thread = threading.Thread(target=beat, name=f"{model.__name__}-{pk}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
-def enqueue(model, pk: int, queue_name: str, func_path: str, *, note: str = "") -> None:
-    """Queue the row's job once the transaction commits (`func_path(pk)` on `queue_name`).
+def enqueue(
+    model, pk: int, queue_name: str | None = None, func_path: str | None = None, *, note: str = ""
+) -> None:
+    """Queue the row's job once the transaction commits (its JOBS entry, unless named).
 
     If Redis cannot be reached, the still-pending row fails with that reason (plus `note`)
     instead of waiting for a worker that will never hear of it.
     """
     from distillapp.queues import enqueue_on_commit
 
+    kind = job_type(model)
     enqueue_on_commit(
-        queue_name,
-        func_path,
+        queue_name or kind.queue,
+        func_path or kind.function,
         pk,
         on_error=lambda exc: model.objects.filter(pk=pk, status=PENDING).update(
             status=FAILED, error=f"The job queue could not be reached ({exc}){note}."
         ),
     )
+
+
+def cancel(model, pk: int) -> None:
+    """A pending job, or one whose worker is dead, is cancelled at once; a live one stops
+    at its next check."""
+    model.objects.filter(pk=pk, status=PENDING).update(status=CANCELLED, finished_at=timezone.now())
+    model.objects.filter(pk=pk).update(is_cancel_requested=True)
+    running = model.objects.filter(pk=pk, status=RUNNING).first()
+    if running is not None and is_stale(running):
+        _held_as_seen(model, running).update(status=CANCELLED, finished_at=timezone.now())
+
+
+def recover(model, pks: list[int] | None = None) -> list[int]:
+    """Queue again the model's stale rows (those in `pks`, or all); returns their ids.
+
+    Each row goes back to pending in a conditional update on what was seen, so
+    of several workers and pages that find the same dead row, one queues it.
+    A row that was asked to stop is cancelled instead.
+    """
+    running = model.objects.filter(status=RUNNING)
+    if pks is not None:
+        running = running.filter(pk__in=pks)
+    queued = []
+    for row in running:
+        if not is_stale(row):
+            continue
+        if _can_cancel(model) and row.is_cancel_requested:
+            _held_as_seen(model, row).update(status=CANCELLED, finished_at=timezone.now())
+        elif _held_as_seen(model, row).update(status=PENDING, worker="", **job_type(model).restart):
+            enqueue(model, row.pk, note="; resume it from its page")
+            queued.append(row.pk)
+            logger.warning(
+                "Re-queued %s %s: its process (%s) is gone", model.__name__, row.pk, row.worker or "silent"
+            )
+    return queued
+
+
+def recover_shown(shown: list) -> None:
+    """Recover the stale rows among those a page is about to show, and refresh them.
+
+    Pages that poll a job call this, so a dead job is taken up again even while
+    the workers' own sweep has not come round yet.
+    """
+    for row in shown:
+        if row.is_stale:
+            recover(type(row), [row.pk])
+            row.refresh_from_db()
+
+
+def recover_all() -> dict[str, list[int]]:
+    """Recover every job type's stale rows (what workers run every few seconds)."""
+    found = {}
+    for model in job_models():
+        if queued := recover(model):
+            found[model._meta.label] = queued
+    return found
+
+
+def resume(model, pk: int) -> bool:
+    """Queue a failed (or interrupted) row again; False when there is nothing to resume.
+
+    The job continues where its work stopped: labelling by items, synthetic data by
+    the counts per label, training from the start.
+    """
+    now = timezone.now()
+    resumed = model.objects.filter(pk=pk, status=FAILED).update(
+        status=PENDING, worker="", error="", finished_at=None, heartbeat_at=now
+    )
+    if resumed:
+        if _can_cancel(model):
+            model.objects.filter(pk=pk).update(is_cancel_requested=False)
+        enqueue(model, pk, note="; resume it again later")
+        return True
+    return bool(recover(model, [pk]))

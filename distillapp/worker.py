@@ -1,43 +1,40 @@
-"""The rq worker class: on start it re-queues work that a killed worker left behind."""
+"""The rq worker class: it recovers jobs whose process died, at start and every few seconds."""
 
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import rq
+from django.conf import settings
+from django.db import connections
 
 logger = logging.getLogger(__name__)
 
 
+def recovery_seconds() -> float:
+    # Three sweeps per stale timeout: a row silent past the timeout waits at most a third more.
+    return settings.JOB_STALE_SECONDS / 3
+
+
 def requeue_interrupted() -> list[str]:
-    """Queue again the jobs whose rows say running but whose worker is gone.
+    """Queue again every job whose row says running but whose worker is gone.
 
-    The database row is the truth: RQ only learns of a dead worker minutes
-    later, but a row whose worker process has vanished from this host (or
-    whose heartbeat stopped) can be taken up at once; the job functions
-    claim rows conditionally, so queueing one twice is harmless.
+    The database row is the truth: RQ learns of a dead work horse only as a
+    failed job and never runs it again, but distillapp.rows can tell the row's
+    process is gone (its pid vanished from this host, or its heartbeat stopped)
+    and put the row back on its queue; job functions claim rows conditionally,
+    so a row queued twice still runs once.
     """
-    import django_rq
+    from distillapp import rows
 
-    from annotation.models import ImportBatch, LabelingJob, SyntheticJob
-    from distillapp.rows import worker_is_dead
-
-    queued = []
-    for job in LabelingJob.objects.filter(status=LabelingJob.Status.RUNNING):
-        if job.is_stale or worker_is_dead(job.worker):
-            django_rq.get_queue("llm").enqueue("annotation.jobs.labeling_job_job", job.pk)
-            queued.append(f"labelling job {job.pk}")
-    for synthetic in SyntheticJob.objects.filter(status=SyntheticJob.Status.RUNNING):
-        if worker_is_dead(synthetic.worker):
-            django_rq.get_queue("llm").enqueue("annotation.jobs.synthetic_job_job", synthetic.pk)
-            queued.append(f"synthetic job {synthetic.pk}")
-    for batch in ImportBatch.objects.filter(status=ImportBatch.Status.RUNNING):
-        if batch.is_stale:
-            django_rq.get_queue("default").enqueue("annotation.jobs.import_batch_job", batch.pk)
-            queued.append(f"import batch {batch.pk}")
-    for name in queued:
-        logger.warning("Re-queued interrupted %s", name)
-    return queued
+    try:
+        found = rows.recover_all()
+    finally:
+        # The worker forks a work horse per job: it must not inherit an open connection.
+        connections.close_all()
+    return [f"{label} {pk}" for label, pks in found.items() for pk in pks]
 
 
 def preload() -> None:
@@ -54,11 +51,55 @@ def preload() -> None:
 
 
 class Worker(rq.Worker):
-    def work(self, *args, **kwargs):
+    """rq's forking worker, plus job recovery as part of its maintenance.
+
+    Idle, it wakes every `recovery_seconds()` (a short dequeue timeout) to sweep;
+    busy, it sweeps from its work-horse monitoring loop; and it sweeps at once
+    after a work horse was killed, so the job of a horse the OOM killer took is
+    running again within seconds, by this same worker.
+    """
+
+    _next_recovery = 0.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # rq checks on a busy horse every job_monitoring_interval (30 s by default).
+        self.job_monitoring_interval = max(
+            1, min(self.job_monitoring_interval, math.ceil(recovery_seconds()))
+        )
+
+    def _recover(self) -> None:
+        self._next_recovery = time.monotonic() + recovery_seconds()
         try:
             requeue_interrupted()
-        except Exception:  # never keep a worker from starting
+        except Exception:  # a database hiccup must not stop the worker
             logger.exception("Could not re-queue interrupted jobs")
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return max(1, min(super().dequeue_timeout, math.ceil(recovery_seconds())))
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return time.monotonic() >= self._next_recovery or super().should_run_maintenance_tasks
+
+    def run_maintenance_tasks(self) -> None:
+        if super().should_run_maintenance_tasks:
+            super().run_maintenance_tasks()
+        if time.monotonic() >= self._next_recovery:
+            self._recover()
+
+    def maintain_heartbeats(self, job, execution) -> None:
+        super().maintain_heartbeats(job, execution)
+        if time.monotonic() >= self._next_recovery:
+            self._recover()
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage) -> None:
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        self._next_recovery = 0.0  # sweep before taking the next job
+
+    def work(self, *args, **kwargs):
+        self._recover()
         try:
             preload()
         except Exception:

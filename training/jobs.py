@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from distillapp import rows
+
 
 def training_run_job(run_id: int) -> None:
     from training.models import TrainingRun
@@ -9,4 +11,5 @@ def training_run_job(run_id: int) -> None:
 
     if not run_claim(run_id):
         return
-    run_execute(run=TrainingRun.objects.get(pk=run_id))
+    with rows.heartbeat(TrainingRun, run_id):
+        run_execute(run=TrainingRun.objects.get(pk=run_id))

@@ -227,7 +227,7 @@ def run_create(
 
 
 def run_start(*, run: TrainingRun) -> None:
-    rows.enqueue(TrainingRun, run.pk, "training", "training.jobs.training_run_job")
+    rows.enqueue(TrainingRun, run.pk)
 
 
 def run_cancel(*, run: TrainingRun) -> None:
@@ -235,8 +235,8 @@ def run_cancel(*, run: TrainingRun) -> None:
 
 
 def run_claim(run_id: int) -> bool:
-    # A killed run starts over: training does not resume mid-epoch.
-    return rows.claim(TrainingRun, run_id, restart={"step": 0, "loss_history": []})
+    # A killed run starts over (rows.JOBS resets its progress): training does not resume mid-epoch.
+    return rows.claim(TrainingRun, run_id)
 
 
 def run_execute(*, run: TrainingRun) -> TrainingRun:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("p/<slug:slug>/runs/new/", views.run_create, name="run-create"),
     path("p/<slug:slug>/runs/<int:number>/", views.run_detail, name="run"),
     path("p/<slug:slug>/runs/<int:number>/cancel/", views.run_cancel, name="run-cancel"),
+    path("p/<slug:slug>/runs/<int:number>/resume/", views.run_resume, name="run-resume"),
     path("p/<slug:slug>/runs/<int:number>/evaluate/", views.run_evaluate, name="run-evaluate"),
     path("p/<slug:slug>/runs/<int:number>/download/", views.run_download, name="run-download"),
     path("p/<slug:slug>/evaluations/<int:pk>/", views.evaluation, name="evaluation"),

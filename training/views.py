@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import Example
 from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from distillapp import rows
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm, PromoteForm, ServingConfigForm, TokenForm
 from training.models import ApiToken, Evaluation, ModelVersion, TrainingRun
@@ -101,6 +102,7 @@ def _run_context(request, project, role, run) -> dict:
 def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     run = _run(project, number)
+    rows.recover_shown([run])  # a run whose worker died is queued again as the page polls
     context = _run_context(request, project, role, run)
     if request.htmx:
         response = render(request, "training/run.html#progress", context)
@@ -120,6 +122,19 @@ def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     else:
         services.run_cancel(run=run)
         messages.info(request, "Cancelling after the current step.")
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+@login_required
+@require_POST
+def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """Queue a failed or interrupted run again; it trains from the start."""
+    project = _project_for_lead(request, slug)
+    run = _run(project, number)
+    if run.can_resume and rows.resume(TrainingRun, run.pk):
+        messages.info(request, f"Run {run.number} is queued again.")
+    else:
+        messages.error(request, "This run is not interrupted; nothing to resume.")
     return redirect("training:run", slug=project.slug, number=run.number)
 
 

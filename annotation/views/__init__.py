@@ -32,7 +32,9 @@ from annotation.views.teacher import (
     labeling_estimate,
     labeling_job_cancel,
     labeling_job_create,
+    labeling_job_resume,
     synthetic_cancel,
+    synthetic_resume,
     synthetic_start,
     teacher_settings,
 )
@@ -52,6 +54,7 @@ __all__ = [
     "labeling_estimate",
     "labeling_job_cancel",
     "labeling_job_create",
+    "labeling_job_resume",
     "membership_add",
     "membership_remove",
     "project_create",
@@ -69,6 +72,7 @@ __all__ = [
     "review_skip",
     "review_undo",
     "synthetic_cancel",
+    "synthetic_resume",
     "synthetic_start",
     "teacher_settings",
 ]

@@ -21,6 +21,7 @@ from annotation.views._common import (
     _project_for_lead,
     _project_for_member,
 )
+from distillapp import rows
 
 # --- review queue -------------------------------------------------------------------------------
 
@@ -67,6 +68,8 @@ def _card_context(
             else:
                 proposals.append(proposal)
     teacher = next((p for p in proposals if p.is_valid), None)
+    quality_run = project.quality_runs.first()
+    rows.recover_shown([quality_run] if quality_run else [])
     return {
         "project": project,
         "is_lead": role == Membership.Role.LEAD,
@@ -84,7 +87,7 @@ def _card_context(
         "remaining": review.queue(project, filters)[: REMAINING_CAP + 1].count(),
         "remaining_cap": REMAINING_CAP,
         "sources": Example.Source.choices,
-        "quality_run": project.quality_runs.first(),
+        "quality_run": quality_run,
     }
 
 

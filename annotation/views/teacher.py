@@ -28,6 +28,7 @@ from annotation.views._common import (
     _form_errors,
     _project_for_lead,
 )
+from distillapp import rows
 
 # --- teacher ----------------------------------------------------------------------------------
 
@@ -169,6 +170,19 @@ def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 
 @login_required
 @require_POST
+def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed or interrupted job again: it labels only the examples still pending."""
+    project = _project_for_lead(request, slug)
+    job = get_object_or_404(LabelingJob, project=project, pk=pk)
+    if job.can_resume and rows.resume(LabelingJob, job.pk):
+        messages.info(request, f"Labelling job #{job.pk} is queued again; it continues where it stopped.")
+    else:
+        messages.error(request, "This labelling job is not interrupted; nothing to resume.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
 def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = SyntheticForm(request.POST, project=project)
@@ -209,4 +223,17 @@ def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     else:
         synthetic.synthetic_job_cancel(job=job)
         messages.info(request, "Cancelling: examples already written are kept.")
+    return redirect("annotation:project-detail", slug=project.slug)
+
+
+@login_required
+@require_POST
+def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed or interrupted job again: it writes only what each label still lacks."""
+    project = _project_for_lead(request, slug)
+    job = get_object_or_404(SyntheticJob, project=project, pk=pk)
+    if job.can_resume and rows.resume(SyntheticJob, job.pk):
+        messages.info(request, f"Synthetic job #{job.pk} is queued again; it continues where it stopped.")
+    else:
+        messages.error(request, "This job is not interrupted; nothing to resume.")
     return redirect("annotation:project-detail", slug=project.slug)

@@ -90,12 +90,14 @@ def test_unreachable_queue_marks_the_batch_failed(project, tmp_path, monkeypatch
 def test_heartbeat_goes_on_while_the_rows_are_written(project, tmp_path):
     import time
 
-    from annotation.importing import _heartbeat
+    from distillapp import rows
 
     batch = queued_batch(project, tmp_path)
     old = timezone.now() - dt.timedelta(minutes=10)
-    ImportBatch.objects.filter(pk=batch.pk).update(status=ImportBatch.Status.RUNNING, heartbeat_at=old)
-    with _heartbeat(batch.pk, every=0.05):
+    ImportBatch.objects.filter(pk=batch.pk).update(
+        status=ImportBatch.Status.RUNNING, heartbeat_at=old, worker=rows.this_worker()
+    )
+    with rows.heartbeat(ImportBatch, batch.pk, every=0.05):
         time.sleep(0.3)
     batch.refresh_from_db()
     assert batch.heartbeat_at > old + dt.timedelta(minutes=9)

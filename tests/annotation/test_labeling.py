@@ -347,7 +347,7 @@ def test_requeue_interrupted_finds_a_dead_workers_job(project, tickets, queues):
     LabelingJob.objects.filter(pk=job.pk).update(
         worker=rows.this_worker().rsplit(":", 1)[0] + ":" + dead.stdout.strip()
     )
-    assert requeue_interrupted() == [f"labelling job {job.pk}"]
+    assert requeue_interrupted() == [f"annotation.LabelingJob {job.pk}"]
     assert [j.args for j in queues["llm"].jobs] == [(job.pk,)]
 
 

@@ -29,4 +29,10 @@ urlpatterns = [
     path("favicon.ico", favicon, name="favicon"),
     path("api/v1/projects/<slug:slug>/predict", api.predict, name="api-predict"),
     path("v1/chat/completions", api.chat_completions, name="api-chat-completions"),
+    path("v1/models", api.models, name="api-models"),
+    path("api/openapi.json", api.openapi_json, name="api-openapi"),
+    path("api/docs", api.api_docs, name="api-docs"),
 ]
+
+# JSON under /api/ and /v1/, the site's page elsewhere.
+handler404 = "training.api.not_found"

@@ -1,200 +1,285 @@
-"""The prediction API and the OpenAI-compatible drop-in, authenticated by project tokens."""
+"""The prediction API and the OpenAI-compatible drop-in, authenticated by project tokens.
+
+Both answer JSON only, errors included, in OpenAI's error shape
+(`{"error": {"message", "type", "param", "code"}}`), so an OpenAI client reads ours too.
+
+The drop-in takes one thing from a chat request: the text to classify. Everything else a
+client sends (model, n, max_tokens, its own system prompt) is ignored: an unsure text
+takes the project's fallback exactly as on the prediction API (`serving.predict_texts`),
+so the teacher is asked with the project's model, prompt and limits, and billed for
+what it used.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import time
 import uuid
+from collections.abc import Callable
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
-from annotation import teacher as teacher_boundary
-from annotation.labeling import prompt_version_current, teacher_config_for, teacher_settings
-from annotation.models import Example, Project, Proposal, content_hash
-from training import serving
-from training.models import PredictionLog
+from annotation.models import Project
+from training import openapi, serving
+from training.models import ModelVersion, ServingConfig
+
+logger = logging.getLogger(__name__)
+
+# A chat request carries one text to classify plus whatever prompt the client used to send
+# its LLM, which is read no further: a body past this is refused before it is parsed.
+DROP_IN_MAX_BODY_BYTES = 1024 * 1024
+API_PATH_PREFIXES = ("/api/", "/v1/")
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
 
 
-def _error(exc: serving.ServingError) -> JsonResponse:
-    return JsonResponse({"error": {"code": exc.code, "message": str(exc)}}, status=exc.status)
+def error_response(message: str, *, code: str, status: int, headers: dict | None = None) -> JsonResponse:
+    kind = "server_error" if status >= 500 else _ERROR_TYPES.get(status, "invalid_request_error")
+    return JsonResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        status=status,
+        headers=headers,
+    )
 
 
-def _json_body(request: HttpRequest) -> dict:
+def json_api(method: str) -> Callable:
+    """A token API view: CSRF-exempt (no cookies involved), one method, every failure as JSON."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method != method:
+                return error_response(
+                    f"Use {method}.", code="method_not_allowed", status=405, headers={"Allow": method}
+                )
+            try:
+                return view(request, *args, **kwargs)
+            except serving.ServingError as exc:
+                return error_response(str(exc), code=exc.code, status=exc.status)
+            except Exception:
+                # Logged with its traceback; the client still gets JSON it can read, not a page.
+                logger.exception("API request failed: %s %s", request.method, request.path)
+                return error_response(
+                    "The server failed on this request; the error has been logged.",
+                    code="internal_error",
+                    status=500,
+                )
+
+        return wrapped
+
+    return decorate
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: JSON under the API's paths, the site's page everywhere else."""
+    if request.path.startswith(API_PATH_PREFIXES):
+        return error_response(f"There is no API operation at {request.path}.", code="not_found", status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def _too_big(size: int, limit: int) -> serving.ServingError:
+    return serving.ServingError(
+        f"The body has {size:,} bytes; the limit is {limit:,}.", code="body_too_large", status=413
+    )
+
+
+def _json_body(request: HttpRequest, *, max_bytes: int) -> dict:
+    if (request.content_type or "").lower() != "application/json":
+        raise serving.ServingError(
+            f"Send the body as JSON with 'Content-Type: application/json' (not {request.content_type!r}).",
+            code="unsupported_media_type",
+            status=415,
+        )
     try:
-        body = json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError):
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > max_bytes:
+        raise _too_big(declared, max_bytes)
+    try:
+        raw = request.body
+    except RequestDataTooBig:  # past Django's DATA_UPLOAD_MAX_MEMORY_SIZE
+        raise _too_big(declared, max_bytes) from None
+    if len(raw) > max_bytes:
+        raise _too_big(len(raw), max_bytes)
+    try:
+        body = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise serving.ServingError("The body is not valid JSON.", code="bad_json") from None
     if not isinstance(body, dict):
         raise serving.ServingError("The body must be a JSON object.", code="bad_json")
     return body
 
 
-@csrf_exempt  # token-authenticated API, no cookies involved
+def _checked_texts(texts, config: ServingConfig) -> list[str]:
+    texts = serving.validate_texts(texts, config)
+    # A lead may raise the project's own limit, never past the server's: a served text
+    # that is kept becomes an example like an imported one.
+    limit = settings.IMPORT_MAX_TEXT_CHARS
+    for index, text in enumerate(texts):
+        if len(text) > limit:
+            raise serving.ServingError(
+                f"Text {index} has {len(text):,} characters; this server's limit is {limit:,}.",
+                code="text_too_long",
+                status=413,
+            )
+    return texts
+
+
+def _project_of_token(request: HttpRequest) -> Project:
+    return serving.token_check(request.headers.get("Authorization")).project
+
+
+@json_api("POST")
 def predict(request: HttpRequest, slug: str) -> JsonResponse:
     """POST /api/v1/projects/<slug>/predict {"texts": [...]}: label, confidence, route for each."""
-    try:
-        if request.method != "POST":
-            raise serving.ServingError("Use POST.", code="method_not_allowed", status=405)
-        token = serving.token_check(request.headers.get("Authorization"))
-        project = token.project
-        if project.slug != slug:
-            if not Project.objects.filter(slug=slug).exists():
-                raise serving.ServingError(f"No project {slug!r}.", code="no_project", status=404)
-            raise serving.ServingError(
-                "This API token belongs to another project.", code="wrong_project", status=403
-            )
-        body = _json_body(request)
-        state = serving.live(project)
-        texts = serving.validate_texts(body.get("texts"), state.config)
-        answers = serving.predict_texts(project=project, texts=texts, state=state)
-    except serving.ServingError as exc:
-        return _error(exc)
+    project = _project_of_token(request)
+    if project.slug != slug:
+        if not Project.objects.filter(slug=slug).exists():
+            raise serving.ServingError(f"No project {slug!r}.", code="no_project", status=404)
+        raise serving.ServingError(
+            "This API token belongs to another project.", code="wrong_project", status=403
+        )
+    state = serving.live(project)
+    body = _json_body(request, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE or DROP_IN_MAX_BODY_BYTES)
+    texts = _checked_texts(body.get("texts"), state.config)
+    answers = serving.predict_texts(project=project, texts=texts, state=state)
     return JsonResponse({"predictions": [a.as_json() for a in answers]})
 
 
+# --- the OpenAI-compatible drop-in -------------------------------------------------------------------
+
+
+def _model_id(version: ModelVersion) -> str:
+    return f"distill:{version.name}"
+
+
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+
+
 def _chat_text(body: dict, where: str) -> str:
+    """The text to classify; the rest of the request is checked for shape, then ignored."""
+
+    def bad(message: str, code: str = "bad_request") -> serving.ServingError:
+        return serving.ServingError(message, code=code)
+
+    if "model" in body and not isinstance(body["model"], str):
+        raise bad("'model' must be a string.")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise bad("'stream' must be true or false.")
+    if body.get("stream"):
+        raise bad("Streaming is not supported by the drop-in.", "stream_unsupported")
+    response_format = body.get("response_format")
+    if response_format is not None and not (
+        isinstance(response_format, dict) and response_format.get("type", "text") in RESPONSE_FORMATS
+    ):
+        raise bad(f"'response_format' must be an object whose type is one of {', '.join(RESPONSE_FORMATS)}.")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise serving.ServingError("'messages' must be a non-empty list.", code="bad_messages")
-    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        raise bad("'messages' must be a non-empty list.", "bad_messages")
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        raise bad("Each message must be an object with a 'role'.", "bad_messages")
+    users = [m for m in messages if m["role"] == "user"]
     if not users:
-        raise serving.ServingError("There is no user message to classify.", code="no_user_message")
+        raise bad("There is no user message to classify.", "no_user_message")
     content = (users[0] if where == "first_user" else users[-1]).get("content")
-    if isinstance(content, list):  # content parts
-        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if isinstance(content, list):  # content parts: their text
+        content = " ".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
     if not isinstance(content, str) or not content.strip():
-        raise serving.ServingError("The user message has no text.", code="no_user_message")
+        raise bad("The user message has no text.", "no_user_message")
     return content
 
 
-def _completion(body: dict, label: str, version_name: str) -> dict:
-    wants_json = (
-        isinstance(body.get("response_format"), dict) and body["response_format"].get("type") != "text"
-    )
-    content = json.dumps({"label": label}) if wants_json else label
+def _completion(body: dict, answer: serving.Answer) -> dict:
+    unsure = answer.route == "review"
+    # Unsure with no teacher answer: the student's own label, marked so (header and field).
+    label = answer.student_label if unsure else answer.label
+    response_format = body.get("response_format")
+    wants_json = isinstance(response_format, dict) and response_format.get("type") in RESPONSE_FORMATS[1:]
+    input_tokens, output_tokens = answer.teacher_tokens
     return {
         "id": f"chatcmpl-distill-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": f"distill:{version_name}",
-        "system_fingerprint": f"distill-{version_name}",
+        "model": f"distill:{answer.model_version}",
+        "system_fingerprint": f"distill-{answer.model_version}",
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": {
+                    "role": "assistant",
+                    "content": json.dumps({"label": label}) if wants_json else label,
+                    "refusal": None,
+                },
                 "logprobs": None,
                 "finish_reason": "stop",
             }
         ],
-        # The student ran here: no tokens were bought.
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        # The tokens bought from the teacher for this answer: none when the student answered.
+        "usage": {
+            "prompt_tokens": input_tokens,
+            "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "distill": {
+            "route": answer.route,
+            "unsure": unsure,
+            "confidence": None if answer.confidence is None else round(answer.confidence, 4),
+            "model_version": answer.model_version,
+        },
     }
 
 
-@csrf_exempt
-def chat_completions(request: HttpRequest) -> HttpResponse:
-    """POST /v1/chat/completions: the student answers when sure, else the request goes to the LLM."""
-    try:
-        if request.method != "POST":
-            raise serving.ServingError("Use POST.", code="method_not_allowed", status=405)
-        token = serving.token_check(request.headers.get("Authorization"))
-        project = token.project
-        state = serving.live(project)
-        config = state.config
-        body = _json_body(request)
-        if body.get("stream"):
-            raise serving.ServingError(
-                "Streaming is not supported by the drop-in.", code="stream_unsupported"
-            )
-        text = serving.validate_texts([_chat_text(body, config.drop_in_message)], config)[0]
-        version = state.version
-        if version is None:
-            raise serving.ServingError(
-                "No model is active for this project.", code="no_active_model", status=503
-            )
-        started = time.perf_counter()
-        [label], [confidence] = serving.student_predict(version, [text])
-        student_ms = (time.perf_counter() - started) * 1000
-        if confidence >= version.threshold:
-            serving.prediction_logs.add(
-                [
-                    PredictionLog(
-                        project=project,
-                        version=version,
-                        route="student",
-                        label=label,
-                        student_label=label,
-                        confidence=confidence,
-                        latency_ms=student_ms,
-                        endpoint="chat",
-                    )
-                ]
-            )
-            return JsonResponse(_completion(body, label, version.name))
-        teacher = teacher_config_for(project)
-        if teacher.provider != "openai":
-            raise serving.ServingError(
-                "The student is not confident and no LLM is configured to forward to.",
-                code="no_upstream",
-                status=503,
-            )
-        labels = prompt_version_current(project).label_names
-        try:
-            status, raw, answer = teacher_boundary.forward_chat_completion(
-                teacher_settings(teacher), body, labels
-            )
-        except teacher_boundary.TeacherError as exc:
-            raise serving.ServingError(str(exc), code="no_upstream", status=503) from None
-    except serving.ServingError as exc:
-        return _error(exc)
-    _record_forwarded(project, version, text, label, confidence, answer, student_ms)
-    # The LLM's own answer, byte for byte.
-    return HttpResponse(raw, status=status, content_type="application/json")
+@json_api("POST")
+def chat_completions(request: HttpRequest) -> JsonResponse:
+    """POST /v1/chat/completions: the student answers when sure, else the project's fallback."""
+    project = _project_of_token(request)
+    state = serving.live(project)
+    body = _json_body(request, max_bytes=DROP_IN_MAX_BODY_BYTES)
+    texts = _checked_texts([_chat_text(body, state.config.drop_in_message)], state.config)
+    [answer] = serving.predict_texts(project=project, texts=texts, endpoint="chat", state=state)
+    response = JsonResponse(_completion(body, answer))
+    response["X-Distill-Route"] = answer.route
+    response["X-Distill-Unsure"] = "1" if answer.route == "review" else "0"
+    return response
 
 
-def _record_forwarded(project, version, text, student_label, student_confidence, answer, student_ms) -> None:
-    """The forwarded pair becomes training data: a traffic example with the teacher's proposal."""
-    from django.db import IntegrityError, transaction
+@json_api("GET")
+def models(request: HttpRequest) -> JsonResponse:
+    """GET /v1/models: the project's served model, in OpenAI's list shape (empty when none is active)."""
+    project = _project_of_token(request)
+    version = serving.live(project).version
+    data = []
+    if version is not None:
+        data.append(
+            {
+                "id": _model_id(version),
+                "object": "model",
+                "created": int(version.promoted_at.timestamp()),
+                "owned_by": f"distillapp:{project.slug}",
+            }
+        )
+    return JsonResponse({"object": "list", "data": data})
 
-    serving.prediction_logs.add(
-        [
-            PredictionLog(
-                project=project,
-                version=version,
-                route="teacher",
-                label=answer.value or "",
-                student_label=student_label,
-                confidence=answer.confidence,
-                latency_ms=student_ms + answer.latency_ms,
-                teacher_cost_usd=answer.cost_usd,
-                endpoint="chat",
-            )
-        ]
-    )
-    try:
-        with transaction.atomic():
-            example = Example.objects.create(
-                project=project, text=text.strip(), source=Example.Source.TRAFFIC
-            )
-    except IntegrityError:
-        example = Example.objects.get(project=project, content_hash=content_hash(text.strip()))
-    Proposal.objects.create(
-        example=example,
-        agent=version.run.agent,
-        value=student_label,
-        confidence=student_confidence,
-        confidence_method="softmax",
-    )
-    Proposal.objects.create(
-        example=example,
-        agent=f"teacher:{teacher_config_for(project).model}:drop-in",
-        value=answer.value,
-        raw_response=answer.raw_response[:10000],
-        input_tokens=answer.input_tokens,
-        output_tokens=answer.output_tokens,
-        cost_usd=answer.cost_usd,
-        latency_ms=answer.latency_ms,
-        error=answer.error[:2000],
-    )
-    Example.objects.filter(pk=example.pk).sync_queue_fields()
+
+# --- the document ----------------------------------------------------------------------------------
+
+
+@json_api("GET")
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    """GET /api/openapi.json: the OpenAPI 3 document of both APIs."""
+    return JsonResponse(openapi.document())
+
+
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """GET /api/docs: the operations of the document, readable, with a form to try each."""
+    return render(request, "training/api_docs.html", {"operations": openapi.operations()})

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import Avg, Count, Sum
 from django.utils import timezone
 
@@ -104,62 +104,136 @@ def live(project: Project) -> Live:
     return _cached(("live", project.pk), load)
 
 
-# --- prediction logs, written off the request path ---------------------------------------------------
+# --- writes kept off the request path: prediction logs and traffic examples --------------------------
+
+# Rows buffered beyond this (the database has been unreachable for a long while) are dropped,
+# loudly, rather than growing the process without bound.
+_MAX_BUFFERED = 100_000
 
 
-class _LogWriter:
-    """Buffers PredictionLog rows and inserts them in bulk from a background thread.
+class _BackgroundWriter:
+    """Buffers rows the request path produces and writes them from one background thread.
 
-    With SERVING_LOG_FLUSH_SECONDS = 0 every call inserts at once (the tests' setting).
-    Rows still buffered when the process exits normally are written by an atexit hook; a
-    killed process loses at most one interval of monitoring rows, never a label or a
-    traffic example (those are written in the request).
+    With SERVING_LOG_FLUSH_SECONDS = 0 every `add` writes at once (the tests' setting).
+    Each chunk is written in one transaction and leaves the buffer only once committed: a
+    chunk that fails on a database error stays at the head of the buffer for the next
+    flush, and is never written twice. Rows still buffered when the process exits normally
+    are written by an atexit hook; a killed process loses at most one interval of them.
     """
 
-    def __init__(self) -> None:
-        self._rows: list[PredictionLog] = []
-        self._lock = threading.Lock()
+    def __init__(self, name: str, write, *, chunk: int) -> None:
+        self._name = name
+        self._write = write  # writes one chunk (a list) in one transaction
+        self._chunk = chunk
+        self._rows: list = []
+        self._lock = threading.Lock()  # guards _rows
+        self._flushing = threading.Lock()  # one flush at a time: the thread's and the exit hook's
         self._wake = threading.Event()
         self._pid: int | None = None
 
-    def add(self, rows: list[PredictionLog]) -> None:
+    def add(self, rows: list) -> None:
         interval = settings.SERVING_LOG_FLUSH_SECONDS
         if interval <= 0:
-            PredictionLog.objects.bulk_create(rows)
+            for start in range(0, len(rows), self._chunk):
+                self._write(rows[start : start + self._chunk])
             return
         with self._lock:
+            if len(self._rows) + len(rows) > _MAX_BUFFERED:
+                logger.error(
+                    "%s: %d rows buffered; dropping %d new ones", self._name, len(self._rows), len(rows)
+                )
+                return
             self._rows.extend(rows)
             if self._pid != os.getpid():  # first use in this process (gunicorn forks workers)
                 self._pid = os.getpid()
-                threading.Thread(
-                    target=self._run, args=(interval,), name="prediction-log", daemon=True
-                ).start()
+                threading.Thread(target=self._run, name=self._name, daemon=True).start()
             if len(self._rows) >= 500:
                 self._wake.set()
 
-    def flush(self) -> int:
+    def pending(self) -> int:
         with self._lock:
-            rows, self._rows = self._rows, []
-        if rows:
-            PredictionLog.objects.bulk_create(rows, batch_size=500)
-        return len(rows)
+            return len(self._rows)
 
-    def _run(self, interval: float) -> None:
+    def flush(self) -> int:
+        """Write what is buffered; the number of rows written. Raises on a database error."""
+        with self._flushing:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            written = 0
+            try:
+                for start in range(0, len(rows), self._chunk):
+                    self._write(rows[start : start + self._chunk])
+                    written = start + len(rows[start : start + self._chunk])
+            except (OperationalError, InterfaceError):
+                # The database is away or busy: kept, in order, ahead of what arrived meanwhile.
+                with self._lock:
+                    self._rows[:0] = rows[written:]
+                raise
+            except Exception:
+                # Not the database being away but the rows themselves: retrying would fail
+                # forever and hold back every row behind them.
+                logger.exception(
+                    "%s: dropping %d rows that cannot be written", self._name, len(rows) - written
+                )
+                with self._lock:
+                    self._rows[:0] = rows[written + self._chunk :]
+                raise
+            return written
+
+    def _run(self) -> None:
         while True:
-            self._wake.wait(interval)
+            self._wake.wait(settings.SERVING_LOG_FLUSH_SECONDS or 1.0)
             self._wake.clear()
             try:
                 self.flush()
             except Exception:  # a database hiccup must not kill the writer
-                logger.exception("Writing prediction logs failed; will retry")
+                logger.exception("%s: writing failed; will retry", self._name)
             finally:
                 # Closed after each write: an idle writer holds no connection (PostgreSQL
                 # counts them; a test database cannot be dropped while one is open).
                 connections.close_all()
 
 
-prediction_logs = _LogWriter()
-atexit.register(lambda: prediction_logs.flush())
+def _write_logs(rows: list[PredictionLog]) -> None:
+    PredictionLog.objects.bulk_create(rows)  # one statement: all or nothing
+
+
+@dataclass(frozen=True)
+class TrafficExample:
+    """A served text kept for review, with the proposals that came with it (`Proposal` fields)."""
+
+    project_id: int
+    text: str
+    proposals: tuple[dict, ...]
+
+
+def _write_traffic(items: list[TrafficExample]) -> None:
+    for item in items:
+        try:
+            with transaction.atomic():
+                example = Example.objects.create(
+                    project_id=item.project_id, text=item.text.strip(), source=Example.Source.TRAFFIC
+                )
+                for fields in item.proposals:
+                    Proposal.objects.create(example=example, **fields)
+                Example.objects.filter(pk=example.pk).sync_queue_fields()
+        except IntegrityError:
+            pass  # seen before (it is already in the project), or its project is gone
+
+
+prediction_logs = _BackgroundWriter("prediction-log", _write_logs, chunk=500)
+# One example per transaction: a retried chunk never stores a text twice, and one text's
+# failure holds back no other.
+traffic_examples = _BackgroundWriter("traffic-examples", _write_traffic, chunk=1)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for writer in (traffic_examples, prediction_logs):
+        try:
+            writer.flush()
+        except Exception:
+            logger.exception("Writing buffered rows at exit failed")
 
 
 # --- versions --------------------------------------------------------------------------------------
@@ -418,6 +492,7 @@ class Answer:
     latency_ms: float
     student_label: str = ""
     teacher_cost_usd: Decimal = Decimal("0")
+    teacher_tokens: tuple[int, int] = (0, 0)  # input, output: what the teacher's answer used
 
     def as_json(self) -> dict:
         return {
@@ -463,6 +538,64 @@ def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list[str],
     )
 
 
+# A process keeps this many models loaded (ml's caches); warming more would evict the first.
+WARM_UP_MAX_VERSIONS = 4
+# A web process waits at most this long for its models before taking requests (gunicorn
+# kills a worker that has not booted within its --timeout, 120 s in the serve command).
+WARM_UP_SECONDS = 60.0
+
+
+def warm_up(*, timeout: float = WARM_UP_SECONDS) -> list[str]:
+    """Load the active model versions into this process before it takes requests.
+
+    Without it each web process loads its model on its first request (about 4 s on a
+    CPU), and that request's latency is logged with it. Bounded: the loading runs in a
+    thread that this call waits on for at most `timeout` s; a load still running then
+    carries on, and the first requests wait for it under ml's loader lock rather than
+    starting their own. Never raises: a process that cannot warm up still serves, cold.
+    Returns the names of the versions that are loaded.
+    """
+    warmed: list[str] = []
+
+    def load() -> None:
+        try:
+            versions = list(
+                ModelVersion.objects.select_related("run")
+                .filter(is_active=True)
+                .order_by("-promoted_at")[:WARM_UP_MAX_VERSIONS]
+            )
+            for version in versions:
+                started = time.perf_counter()
+                try:
+                    student_predict(version, ["warm-up"])  # loads it, and runs it once
+                except Exception:
+                    logger.exception(
+                        "Warm-up: could not load %s of project %s", version.name, version.project_id
+                    )
+                    continue
+                warmed.append(version.name)
+                logger.info(
+                    "Warm-up: %s of project %s is loaded (%.1f s)",
+                    version.name,
+                    version.project_id,
+                    time.perf_counter() - started,
+                )
+        except Exception:
+            logger.exception("Warm-up failed; models load on their first request")
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    thread = threading.Thread(target=load, name="serving-warm-up", daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.warning("Warm-up: still loading after %.0f s; serving meanwhile", timeout)
+    else:
+        logger.info("Warm-up: %d model(s) ready in %.1f s", len(warmed), time.perf_counter() - started)
+    return list(warmed)
+
+
 def predict_texts(
     *, project: Project, texts: list[str], endpoint: str = "predict", state: Live | None = None
 ) -> list[Answer]:
@@ -472,6 +605,7 @@ def predict_texts(
     are read from the database.
     """
     from annotation.labeling import teacher_answers
+    from annotation.teacher import TeacherError
 
     state = state or Live(config=serving_config_for(project), version=active_version(project))
     config, version = state.config, state.version
@@ -499,7 +633,12 @@ def predict_texts(
     teacher = {}
     if unsure and config.fallback == ServingConfig.Fallback.TEACHER:
         started = time.perf_counter()
-        replies = teacher_answers(project, [texts[i] for i in unsure])
+        try:
+            replies = teacher_answers(project, [texts[i] for i in unsure])
+        except TeacherError as exc:
+            # No usable key or address (an offline set-up): these texts go to review instead.
+            logger.warning("Serving fallback: the teacher cannot be called: %s", exc)
+            replies = [None] * len(unsure)
         teacher_ms = (time.perf_counter() - started) * 1000 / len(unsure)
         teacher = dict(zip(unsure, replies, strict=True))
     for i in unsure:
@@ -509,6 +648,7 @@ def predict_texts(
             answer.label, answer.confidence, answer.route = reply.value, reply.confidence, "teacher"
             answer.latency_ms += teacher_ms
             answer.teacher_cost_usd = reply.cost_usd
+            answer.teacher_tokens = (reply.input_tokens, reply.output_tokens)
         else:
             answer.label, answer.route = None, "review"
             if reply is not None:
@@ -535,51 +675,56 @@ def predict_texts(
 
 def _keep_for_review(
     project, text: str, version: ModelVersion, answer: Answer, reply, sample_rate: float
-) -> Example | None:
-    """A low-confidence text joins the project as traffic (once), with both proposals."""
+) -> None:
+    """A low-confidence text joins the project as traffic (once), with both proposals.
+
+    Queued for the background writer: storing it (an example, two proposals and the
+    queue fields) is a few writes per text, too slow to make the caller wait for.
+    """
     if random.random() >= sample_rate:
-        return None
-    try:
-        with transaction.atomic():
-            example = Example.objects.create(
-                project=project, text=text.strip(), source=Example.Source.TRAFFIC
-            )
-    except IntegrityError:
-        return None  # seen before: it is already in the project
-    Proposal.objects.create(
-        example=example,
-        agent=version.run.agent,
-        value=answer.student_label,
-        confidence=answer.confidence if answer.route == "student" else None,
-        confidence_method="softmax",
-    )
+        return
+    proposals = [
+        {
+            "agent": version.run.agent,
+            "value": answer.student_label,
+            "confidence": answer.confidence if answer.route == "student" else None,
+            "confidence_method": "softmax",
+        }
+    ]
     if reply is not None:
-        Proposal.objects.create(
-            example=example,
-            agent=reply.agent,
-            value=reply.value if reply.is_valid else None,
-            confidence=reply.confidence if reply.is_valid else None,
-            confidence_method=reply.confidence_method if reply.is_valid else "",
-            raw_response=reply.raw_response[:10000],
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            cost_usd=reply.cost_usd,
-            latency_ms=reply.latency_ms,
-            error=reply.error[:2000],
+        proposals.append(
+            {
+                "agent": reply.agent,
+                "value": reply.value if reply.is_valid else None,
+                "confidence": reply.confidence if reply.is_valid else None,
+                "confidence_method": reply.confidence_method if reply.is_valid else "",
+                "raw_response": reply.raw_response[:10000],
+                "input_tokens": reply.input_tokens,
+                "output_tokens": reply.output_tokens,
+                "cost_usd": reply.cost_usd,
+                "latency_ms": reply.latency_ms,
+                "error": reply.error[:2000],
+            }
         )
-    Example.objects.filter(pk=example.pk).sync_queue_fields()
-    return example
+    traffic_examples.add([TrafficExample(project_id=project.pk, text=text, proposals=tuple(proposals))])
 
 
 # --- monitoring --------------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
+# Latency percentiles are computed from at most this many of the most recent calls.
+_LATENCY_SAMPLE = 200_000
+
+
+def latency_summary(values) -> dict:
+    """The median, 95th and 99th percentile and count of some latencies (None each when empty)."""
     import numpy as np
 
-    return float(np.percentile(values, q))
+    values = np.asarray(list(values), dtype=float)
+    if not len(values):
+        return {"p50": None, "p95": None, "p99": None, "n": 0}
+    p50, p95, p99 = (float(v) for v in np.percentile(values, [50, 95, 99]))
+    return {"p50": p50, "p95": p95, "p99": p99, "n": len(values)}
 
 
 def monitoring(project: Project, *, days: int = 30) -> dict:
@@ -592,7 +737,9 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
     routes = dict(logs.values_list("route").order_by().annotate(n=Count("pk")))
     latencies: dict[str, list[float]] = {}
     confidences: list[float] = []
-    for route, latency, confidence in logs.values_list("route", "latency_ms", "confidence")[:200_000]:
+    for route, latency, confidence in logs.order_by("-pk").values_list("route", "latency_ms", "confidence")[
+        :_LATENCY_SAMPLE
+    ]:
         latencies.setdefault(route, []).append(latency)
         if confidence is not None and route == "student":
             confidences.append(confidence)
@@ -618,15 +765,7 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
         "per_day": [{"day": str(row["day"]), "n": row["n"]} for row in per_day],
         "routes": routes,
         "student_share": routes.get("student", 0) / total if total else None,
-        "latency": {
-            route: {
-                "p50": _percentile(v, 50),
-                "p95": _percentile(v, 95),
-                "p99": _percentile(v, 99),
-                "n": len(v),
-            }
-            for route, v in sorted(latencies.items())
-        },
+        "latency": {route: latency_summary(v) for route, v in sorted(latencies.items())},
         "confidence_histogram": histogram,
         "distribution": [
             {
@@ -715,11 +854,19 @@ def cost_inputs(project: Project) -> dict:
         )
     else:
         p, p_source = Decimal("0"), "unknown: no paid teacher call yet"
+    # Medians and tails, not means: a process's first request (the model loading) or one
+    # slow LLM call would pull a mean far from what a caller sees.
     latency = {
-        "student_ms": PredictionLog.objects.filter(project=project, route="student").aggregate(
-            a=Avg("latency_ms")
-        )["a"],
-        "teacher_ms": paid.aggregate(a=Avg("latency_ms"))["a"],
+        "student": latency_summary(
+            logs.filter(route="student")
+            .order_by("-pk")
+            .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
+        ),
+        "teacher": latency_summary(
+            paid.exclude(latency_ms__isnull=True)
+            .order_by("-pk")
+            .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
+        ),
     }
     return {
         "D": (data_cost, "measured: sum of teacher proposal costs"),

@@ -177,7 +177,7 @@ def test_teacher_fallback_answers_low_confidence_texts(project, live, monkeypatc
 
 
 def test_drop_in_through_the_real_openai_client(
-    project, lead, tiny_classifier, live_server, monkeypatch, transactional_db
+    project, lead, tiny_classifier, live_server, monkeypatch, settings, transactional_db
 ):
     import openai
 
@@ -187,6 +187,7 @@ def test_drop_in_through_the_real_openai_client(
     version = serving.version_promote(run=make_run(project, tiny_classifier), user=lead, threshold=0.0)
     _, raw = serving.token_create(project=project, user=lead, name="drop-in")
     client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=raw, max_retries=0)
+    assert [m.id for m in client.models.list()] == [f"distill:{version.name}"]
     confident = client.chat.completions.create(
         model="gpt-4o-mini",
         messages=[{"role": "system", "content": "Route it."}, {"role": "user", "content": "refund please"}],
@@ -195,10 +196,14 @@ def test_drop_in_through_the_real_openai_client(
     assert confident.usage.total_tokens == 0 and confident.model == f"distill:{version.name}"
 
     set_threshold(version, 1.0)
+    config = serving.serving_config_for(project)
+    config.fallback = ServingConfig.Fallback.TEACHER
+    config.save()
     monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
     with FakeOpenAI(
-        lambda req: FakeReply(content="Technical support", prompt_tokens=50, completion_tokens=2)
+        lambda req: FakeReply(content='{"label": "Technical support"}', prompt_tokens=50, completion_tokens=2)
     ) as llm:
+        settings.TEACHER_API_KEY_VARS, settings.TEACHER_BASE_URLS = ["FAKE_LLM_KEY"], [llm.base_url]
         teacher = teacher_config_for(project)
         teacher.provider, teacher.model, teacher.base_url, teacher.api_key_env = (
             "openai",
@@ -208,17 +213,17 @@ def test_drop_in_through_the_real_openai_client(
         )
         teacher.save()
         forwarded = client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "the app crashes"}], temperature=0
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "the app crashes"}], temperature=1.5
         )
         upstream = llm.requests[0].body
     assert forwarded.choices[0].message.content == "Technical support"
-    assert forwarded.usage.prompt_tokens == 50  # the LLM's answer, unchanged
-    assert (
-        upstream["messages"] == [{"role": "user", "content": "the app crashes"}]
-        and upstream["temperature"] == 0
-    )
+    assert forwarded.usage.prompt_tokens == 50  # the tokens the teacher's answer used
+    # The project's teacher was asked, with its own prompt and settings (tests/training/test_api_dropin.py).
+    assert upstream["model"] == "gpt-test" and upstream["temperature"] == 0
+    assert upstream["messages"][0]["role"] == "system"
+    assert upstream["messages"][-1]["content"] == "the app crashes"
     example = Example.objects.get(text="the app crashes", source="traffic")
-    teacher_proposal = example.proposals.get(agent="teacher:gpt-test:drop-in")
+    teacher_proposal = example.proposals.get(agent="teacher:gpt-test:prompt-v1")
     assert teacher_proposal.value == "Technical support" and teacher_proposal.input_tokens == 50
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(
@@ -265,7 +270,25 @@ def test_cost_inputs_are_measured_where_possible(project, live, lead):
     assert inputs["p"][0] == Decimal("0.003") and inputs["p"][1].startswith("measured")
     assert inputs["T"][0] == Decimal("0.5000")  # 1800 s at $1/h
     assert inputs["V"][0] == 4 and inputs["f"][1].startswith("measured")
-    assert inputs["latency"]["teacher_ms"] == 700
+    assert inputs["latency"]["teacher"]["p50"] == 700 and inputs["latency"]["teacher"]["n"] == 2
+
+
+def test_latency_is_shown_as_median_and_tails_not_a_mean(project, live, lead_client):
+    """One cold first request (the model loading) must not move the number a lead reads."""
+    version, _ = live
+    PredictionLog.objects.bulk_create(
+        [PredictionLog(project=project, version=version, route="student", latency_ms=12.0) for _ in range(99)]
+        + [PredictionLog(project=project, version=version, route="student", latency_ms=4000.0)]
+    )
+    summary = serving.cost_inputs(project)["latency"]["student"]
+    assert summary["p50"] == 12.0 and summary["n"] == 100  # the mean would be 51.9
+    assert summary["p99"] == pytest.approx(12 + 0.01 * (4000 - 12))  # numpy's linear interpolation
+    assert serving.monitoring(project)["latency"]["student"]["p50"] == 12.0
+    cost_page = lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+    monitor_page = lead_client.get(reverse("training:monitor", args=[project.slug])).content.decode()
+    for html in (cost_page, monitor_page):
+        assert "p50" in html and "p95" in html and "p99" in html
+        assert 'data-latency="student-p50">12.0<' in html
 
 
 def test_monitoring_numbers(project, live):
@@ -357,3 +380,192 @@ def test_prediction_logs_are_written_in_the_background(project, live, settings):
     # Nothing is left buffered, and an explicit flush (the exit hook) has nothing to add.
     assert serving.prediction_logs.flush() == 0
     assert PredictionLog.objects.count() == 3
+
+
+# --- traffic examples, written off the request path ---------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_traffic_examples_are_written_in_the_background(project, live, settings):
+    """Storing unsure texts for review is left to a thread: the response does not wait for it."""
+    import time
+
+    version, raw = live
+    set_threshold(version, 1.0)  # every text is unsure: all go to review
+    settings.SERVING_LOG_FLUSH_SECONDS = 0.05
+    texts = ["refund me", "app crashed", "hello there"]
+    # The writer is held back while the request runs: the request itself stores nothing.
+    with serving.traffic_examples._flushing:
+        status, body = call(raw, project.slug, {"texts": texts})
+        assert status == 200 and [a["route"] for a in body["predictions"]] == ["review"] * 3
+        assert not Example.objects.filter(source="traffic").exists()
+        assert serving.traffic_examples.pending() == 3
+    deadline = time.monotonic() + 10
+    while Example.objects.filter(source="traffic").count() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stored = Example.objects.filter(source="traffic")
+    assert sorted(stored.values_list("text", flat=True)) == sorted(texts)
+    for example in stored:
+        assert list(example.proposals.values_list("agent", flat=True)) == ["student:run-1"]
+    assert example in queue(project, QueueFilter())  # the queue fields were set: it is reviewable
+    # The same texts again are not stored twice, and the exit hook has nothing left to add.
+    call(raw, project.slug, {"texts": texts})
+    deadline = time.monotonic() + 10
+    while serving.traffic_examples.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    serving._flush_at_exit()
+    assert Example.objects.filter(source="traffic").count() == 3
+
+
+def test_a_failed_traffic_write_is_retried_whole_and_once(project, live, settings, monkeypatch):
+    """A database error half-way through an example rolls it back; the next flush writes it once."""
+    from django.db import OperationalError
+
+    version, _ = live
+    settings.SERVING_LOG_FLUSH_SECONDS = 3600  # the thread sleeps; this test flushes by hand
+    writer = serving._BackgroundWriter("test-traffic", serving._write_traffic, chunk=1)
+    items = [
+        serving.TrafficExample(
+            project_id=project.pk, text=text, proposals=({"agent": "student:run-1", "value": "Billing"},)
+        )
+        for text in ["one", "two", "three"]
+    ]
+    writer.add(items)
+    real_create = Proposal.objects.create
+    calls = []
+
+    def flaky_create(**fields):
+        calls.append(fields["example"].text)
+        if len(calls) == 2:  # the second example's proposal: after its Example row was inserted
+            raise OperationalError("database is locked")
+        return real_create(**fields)
+
+    monkeypatch.setattr(Proposal.objects, "create", flaky_create)
+    with pytest.raises(OperationalError):
+        writer.flush()
+    assert list(Example.objects.filter(source="traffic").values_list("text", flat=True)) == ["one"]
+    assert writer.pending() == 2  # "two" and "three" wait, in order
+    assert writer.flush() == 2
+    stored = Example.objects.filter(source="traffic").order_by("pk")
+    assert [e.text for e in stored] == ["one", "two", "three"]
+    assert all(e.proposals.count() == 1 for e in stored)
+    assert writer.flush() == 0
+
+
+def test_buffered_rows_are_written_at_exit(project, live, settings, monkeypatch):
+    version, raw = live
+    set_threshold(version, 1.0)
+    settings.SERVING_LOG_FLUSH_SECONDS = 3600  # the writers' threads wait an hour
+    for name, write, chunk in [
+        ("traffic_examples", serving._write_traffic, 1),
+        ("prediction_logs", serving._write_logs, 500),
+    ]:
+        monkeypatch.setattr(serving, name, serving._BackgroundWriter(name, write, chunk=chunk))
+    call(raw, project.slug, {"texts": ["late one", "late two"]})
+    assert not Example.objects.filter(source="traffic").exists() and not PredictionLog.objects.exists()
+    serving._flush_at_exit()  # what atexit runs when the process stops
+    assert Example.objects.filter(source="traffic").count() == 2
+    assert PredictionLog.objects.count() == 2
+
+
+# --- warm start ---------------------------------------------------------------------------------------
+
+
+def _fresh_model_caches():
+    from training import ml
+
+    ml._load_classifier.cache_clear()
+    ml._load_onnx.cache_clear()
+    return ml
+
+
+@pytest.mark.django_db(transaction=True)
+def test_warm_up_loads_the_active_model_before_the_first_request(project, live, monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    version, raw = live
+    ml = _fresh_model_caches()
+    assert serving.warm_up() == [version.name]
+    assert ml._load_classifier.cache_info().currsize == 1
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the first request loaded the model")
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", no_loading)
+    assert call(raw, project.slug, {"texts": ["first request"]})[0] == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_warm_up_never_fails_the_start(project, lead, live, monkeypatch, tmp_path, caplog):
+    version, _ = live
+    _fresh_model_caches()
+    # A model that cannot be loaded: logged, the others still warm, nothing raised.
+    broken = make_run(project, tmp_path / "gone", number=2)
+    other = make_project(lead=lead, slug="other")
+    ModelVersion.objects.create(project=other, run=broken, threshold=0.5, is_active=True)
+    assert serving.warm_up() == [version.name]
+    assert "could not load run-2" in caplog.text
+
+    # No database at all (not migrated yet, or away): still no exception.
+    def no_database(*args, **kwargs):
+        from django.db import OperationalError
+
+        raise OperationalError("no such table")
+
+    monkeypatch.setattr(ModelVersion.objects, "select_related", no_database)
+    assert serving.warm_up() == []
+    assert "Warm-up failed" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_warm_up_is_bounded(project, live, monkeypatch):
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(serving, "student_predict", lambda version, texts: release.wait(10))
+    started = time.monotonic()
+    assert serving.warm_up(timeout=0.2) == []  # still loading: the process serves meanwhile
+    assert time.monotonic() - started < 2
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "serving-warm-up":
+            thread.join(10)
+
+
+def test_the_web_server_warms_up_each_process(monkeypatch):
+    """serve starts gunicorn with a config whose post_worker_init hook runs warm_up."""
+    from gunicorn.app.base import Application
+
+    from distillapp.management.commands import serve
+
+    class Probe(Application):
+        """gunicorn reading the serve command's config, as `--config python:...` makes it."""
+
+        def load_config(self):
+            self.load_config_from_module_name_or_filename("python:distillapp.gunicorn_config")
+
+        def load(self):
+            return None
+
+    assert "python:distillapp.gunicorn_config" in open(serve.__file__).read()
+    hook = Probe().cfg.post_worker_init
+    calls = []
+    monkeypatch.setattr(serving, "warm_up", lambda: calls.append("warm"))
+    hook(None)
+    assert calls == ["warm"]
+
+    class Worker:
+        class log:
+            messages = []
+
+            @classmethod
+            def exception(cls, message):
+                cls.messages.append(message)
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(serving, "warm_up", broken)
+    hook(Worker)  # logged, never raised: the worker still boots
+    assert Worker.log.messages == ["Warm-up failed; models load on their first request"]

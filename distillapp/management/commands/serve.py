@@ -57,6 +57,9 @@ class Command(BaseCommand):
                     "-m",
                     "gunicorn",
                     "distillapp.wsgi:application",
+                    # Its post_worker_init hook loads the live models in each web process.
+                    "--config",
+                    "python:distillapp.gunicorn_config",
                     "--bind",
                     f"{opts['host']}:{opts['port']}",
                     "--workers",

@@ -14,9 +14,10 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, Prefetch, QuerySet
 
-from annotation import corpus
+from annotation import corpus, importing
 from annotation.importing import import_batch_claim, import_batch_run
 from annotation.models import (
+    IMPORT_AGENT,
     Example,
     GoldSet,
     GoldSetItem,
@@ -121,6 +122,9 @@ def membership_set(*, project: Project, username: str, role: str) -> Membership:
     user = get_user_model().objects.filter(username=username.strip()).first()
     if user is None:
         raise ServiceError(f"There is no user called {username!r}.")
+    leads = project.memberships.filter(role=Membership.Role.LEAD)
+    if role != Membership.Role.LEAD and list(leads.values_list("user_id", flat=True)) == [user.pk]:
+        raise ServiceError("A project needs at least one lead; make someone else lead first.")
     membership, _ = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return membership
 
@@ -150,17 +154,44 @@ def import_batch_create(
     label_column: str = "",
     id_column: str = "id",
     create_labels: bool = False,
+    label_meaning: str = importing.LABELS_PREDICTIONS,
+    label_agent: str = "",
+    keep_columns: list[str] | None = None,
+    hidden_column: str = "",
+    gold: str = "",
 ) -> ImportBatch:
     """Record an import; an uploaded file is copied into the data directory.
 
     `fileobj` is an upload (copied so a worker can read it later); `path` is
     a file on this machine, read where it lies.
+
+    `label_meaning` says what the label column is: another system's
+    predictions (proposals by the agent ``import:<label_agent>``, or ``import``)
+    or labels people verified (reviews by `user`, who must lead the project).
+    `keep_columns` names the other columns kept as metadata (None: all);
+    `hidden_column` is stored apart and never shown to reviewers. `gold` puts
+    the file's examples into the draft gold set as candidates, or (attested)
+    straight into a new frozen version with the file's labels.
     """
     fmt = fmt or corpus.guess_format(file_name)
     if fmt not in corpus.FORMATS:
         raise ServiceError(
             f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(corpus.FORMATS)}."
         )
+    label_column, hidden_column = label_column.strip(), hidden_column.strip()
+    text_column, id_column = text_column.strip() or "text", id_column.strip()
+    options = _import_label_options(
+        project=project,
+        user=user,
+        label_column=label_column,
+        label_meaning=label_meaning,
+        label_agent=label_agent,
+        gold=gold,
+    )
+    if hidden_column and hidden_column in {text_column, label_column, id_column}:
+        raise ServiceError(f"The hidden column {hidden_column!r} is already the text, label or id column.")
+    if fmt == "txt" and (hidden_column or label_column or keep_columns):
+        raise ServiceError("A TXT file has no columns; use CSV, TSV or JSONL for labels and other columns.")
     digest = hashlib.sha256()
     if fileobj is not None:
         upload_dir = Path(settings.UPLOAD_DIR)
@@ -185,13 +216,55 @@ def import_batch_create(
         sha256=digest.hexdigest(),
         size_bytes=target.stat().st_size,
         options={
-            "text_column": text_column.strip() or "text",
-            "label_column": label_column.strip(),
-            "id_column": id_column.strip(),
+            "text_column": text_column,
+            "label_column": label_column,
+            "id_column": id_column,
             "create_labels": create_labels,
+            "keep_columns": [c.strip() for c in keep_columns if c.strip()]
+            if keep_columns is not None
+            else None,
+            "hidden_column": hidden_column,
+            **options,
         },
         created_by=user,
     )
+
+
+def _import_label_options(
+    *, project: Project, user, label_column: str, label_meaning: str, label_agent: str, gold: str
+) -> dict:
+    """What the file's labels mean and where its examples go, checked before anything is read."""
+    if label_meaning not in (importing.LABELS_PREDICTIONS, importing.LABELS_VERIFIED):
+        raise ServiceError(f"Unknown label meaning {label_meaning!r}; use predictions or verified.")
+    if gold not in ("", importing.GOLD_CANDIDATES, importing.GOLD_ATTESTED):
+        raise ServiceError(f"Unknown gold choice {gold!r}; use candidates or attested.")
+    if gold == importing.GOLD_ATTESTED:
+        if not label_column:
+            raise ServiceError("An attested gold file needs its label column.")
+        label_meaning = importing.LABELS_VERIFIED
+    if gold == importing.GOLD_CANDIDATES and label_column and label_meaning == importing.LABELS_VERIFIED:
+        raise ServiceError(
+            "Gold candidates are labelled blind by two reviewers, so their labels cannot be verified "
+            "already; attest the file as a gold version instead, or import the labels as predictions."
+        )
+    if (label_column and label_meaning == importing.LABELS_VERIFIED) or gold == importing.GOLD_ATTESTED:
+        # Verified labels are reviews in someone's name, and only a lead may vouch for them.
+        if user is None or project.role_of(user) != Membership.Role.LEAD:
+            raise ServiceError("Only a lead of the project can import labels as verified (name the user).")
+    agent = IMPORT_AGENT
+    name = label_agent.strip()
+    if name:
+        if len(name) > 100 or not all(c.isalnum() or c in "-_.@ " for c in name):
+            raise ServiceError(
+                "The predicting system's name takes letters, digits, spaces and - _ . @ (at most 100)."
+            )
+        agent = f"{IMPORT_AGENT}:{name}"
+    meaning = label_meaning if label_column else ""
+    return {
+        "label_meaning": meaning,
+        "label_agent": agent if meaning == importing.LABELS_PREDICTIONS else "",
+        "gold": gold,
+    }
 
 
 def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> ImportBatch:
@@ -299,7 +372,8 @@ def _proposal_record(p: Proposal) -> dict:
         "value": p.value,
         "confidence": p.confidence,
         "error": p.error,
-        "cost_usd": str(p.cost_usd),
+        # A plain decimal ("0", "0.000123"), never Decimal's "0E-8".
+        "cost_usd": format(p.cost_usd.normalize(), "f"),
         "created_at": p.created_at.isoformat(),
     }
 

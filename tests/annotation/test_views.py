@@ -251,6 +251,17 @@ def test_members_add_and_last_lead_stays(project, lead_client, lead, outsider):
     assert Membership.objects.filter(pk=own.pk).exists()
 
 
+def test_the_last_lead_cannot_demote_themselves(project, lead_client, lead):
+    """Repro (#12.6): membership_set turned the only lead into a reviewer, leaving no lead."""
+    response = lead_client.post(
+        reverse("annotation:membership-add", args=[project.slug]),
+        {"username": lead.username, "role": "reviewer"},
+        follow=True,
+    )
+    assert "at least one lead" in response.content.decode()
+    assert project.role_of(lead) == "lead"
+
+
 def test_export_download_streams_jsonl(project, reviewer_client):
     Example.objects.create(project=project, text="hello")
     response = reviewer_client.get(

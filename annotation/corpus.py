@@ -57,6 +57,7 @@ class Row:
     external_id: str = ""
     label: str = ""
     metadata: dict = field(default_factory=dict)
+    hidden: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -70,6 +71,13 @@ class Columns:
     text: str = "text"
     label: str = ""
     id: str = "id"
+    # Other columns kept as metadata: None keeps them all, () keeps none.
+    keep: tuple[str, ...] | None = None
+    # One column stored apart from the metadata, never shown to reviewers (a truth column).
+    hidden: str = ""
+
+    def keeps(self, name: str) -> bool:
+        return self.keep is None or name in self.keep
 
 
 def guess_format(file_name: str) -> str | None:
@@ -160,14 +168,25 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
         raise CorpusFormatError(
             f"line 1: the {kind} header has no label column {columns.label!r} (columns: {', '.join(header)})."
         )
+    if columns.hidden and columns.hidden not in header:
+        raise CorpusFormatError(
+            f"line 1: the {kind} header has no hidden column {columns.hidden!r} (columns: {', '.join(header)})."
+        )
+    missing = [name for name in columns.keep or () if name not in header]
+    if missing:
+        raise CorpusFormatError(
+            f"line 1: the {kind} header has no column {', '.join(map(repr, missing))} to keep "
+            f"(columns: {', '.join(header)})."
+        )
     text_index = header.index(columns.text)
     label_index = header.index(columns.label) if columns.label else None
     id_index = header.index(columns.id) if columns.id and columns.id in header else None
-    used = {text_index, label_index, id_index}
+    hidden_index = header.index(columns.hidden) if columns.hidden else None
+    used = {text_index, label_index, id_index, hidden_index}
     extra = [
         (i, name)
         for i, name in enumerate(header)
-        if i not in used and name not in EXPORT_ONLY_FIELDS and name
+        if i not in used and name not in EXPORT_ONLY_FIELDS and name and columns.keeps(name)
     ]
     previous_end = 1
     while True:
@@ -203,6 +222,7 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
             external_id=record[id_index].strip() if id_index is not None else "",
             label=record[label_index].strip() if label_index is not None else "",
             metadata=metadata,
+            hidden={columns.hidden: record[hidden_index]} if hidden_index is not None else {},
         )
 
 
@@ -244,16 +264,20 @@ def _read_jsonl(lines: _LineReader, *, columns: Columns) -> Iterator[Row | RowEr
             continue
         external_id = obj.get(columns.id) if columns.id else None
         metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        skip = {columns.text, columns.label, columns.id, "metadata"} | EXPORT_ONLY_FIELDS
+        skip = {columns.text, columns.label, columns.id, columns.hidden, "metadata"} | EXPORT_ONLY_FIELDS
         for key, value in obj.items():
             if key not in skip:
                 metadata[key] = value
+        if columns.keep is not None:
+            metadata = {key: value for key, value in metadata.items() if key in columns.keep}
+        hidden = {columns.hidden: obj[columns.hidden]} if columns.hidden and columns.hidden in obj else {}
         yield Row(
             line=line,
             text=text,
             external_id="" if external_id is None else str(external_id),
             label=(label or "").strip(),
             metadata=metadata,
+            hidden=hidden,
         )
 
 

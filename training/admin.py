@@ -14,12 +14,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
         "status",
         "label_source",
         "device",
-        "train_seconds",
+        "train_time",
         "created_by",
         "created_at",
     ]
     list_filter = ["status", "label_source", "project"]
-    readonly_fields = own_fields_first(TrainingRun)
+    # train_seconds is a float measured to the microsecond: shown rounded (67.8 s, not 67.78919281600008).
+    readonly_fields = [
+        "train_time" if name == "train_seconds" else name for name in own_fields_first(TrainingRun)
+    ]
+    exclude = ["train_seconds"]  # shown as train_time; never edited here
+
+    @admin.display(description="Train time", ordering="train_seconds")
+    def train_time(self, run: TrainingRun) -> str:
+        return "—" if run.train_seconds is None else f"{run.train_seconds:,.1f} s"
 
     def has_add_permission(self, request):
         return False  # launched from the project page or the projects' admin action

@@ -58,7 +58,7 @@ class PromoteForm(forms.Form):
         min_value=0,
         max_value=1,
         required=False,
-        help_text="Empty: the gold sweep's threshold for the target accuracy.",
+        help_text="Empty: the recommended one (its gold accuracy reaches the target with 95 % confidence).",
     )
 
 
@@ -83,3 +83,23 @@ class ServingConfigForm(forms.ModelForm):
             "monthly_volume",
             "api_price_per_call",
         ]
+        # Written out: the generated ones read "Hosting usd per month", "Api price per call".
+        labels = {
+            "fallback": "When the student is unsure",
+            "target_accuracy": "Target accuracy",
+            "max_batch": "Texts per request, at most",
+            "max_text_chars": "Characters per text, at most",
+            "traffic_sample_rate": "Unsure texts kept for review (share, 0–1)",
+            "drop_in_message": "Drop-in: the message to classify",
+            "hosting_usd_per_month": "Hosting (USD per month)",
+            "compute_usd_per_hour": "Training compute (USD per hour)",
+            "monthly_volume": "Calls per month",
+            "api_price_per_call": "API price per call (USD)",
+        }
+        help_texts = {
+            "target_accuracy": (
+                "The recommended threshold is the lowest whose gold accuracy reaches this "
+                "with 95 % confidence."
+            ),
+            "traffic_sample_rate": "1 keeps every text the student was unsure of; 0 keeps none.",
+        }

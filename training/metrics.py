@@ -1,12 +1,21 @@
-"""Evaluation numbers from gold labels and predictions: scikit-learn does the counting."""
+"""Evaluation numbers from gold labels and predictions: scikit-learn does the counting.
+
+Every rate measured on gold comes with its 95 % interval: a 40-item gold set cannot tell
+0.95 from 0.85, and the pages must say so rather than print 1.000.
+"""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
 
-SWEEP_THRESHOLDS = [round(t, 2) for t in np.arange(0.0, 1.0, 0.05)] + [0.97, 0.99]
+SWEEP_THRESHOLDS = [round(float(t), 2) for t in np.arange(0.0, 1.0, 0.05)] + [0.97, 0.99]
+# The normal quantile of a two-sided 95 % interval.
+Z95 = 1.959964
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 LENGTH_BUCKETS = [(0, 50, "< 50 chars"), (50, 150, "50-149"), (150, 400, "150-399"), (400, 10**9, "400+")]
 
 
@@ -44,9 +53,12 @@ def classification_metrics(
         averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     matrix = confusion_matrix(golds, shown, labels=names)
     confusions = Counter((g, p) for g, p in zip(golds, shown, strict=True) if g != p)
+    accuracy = float(accuracy_score(golds, shown))
     metrics = {
         "examples": n,
-        "accuracy": float(accuracy_score(golds, shown)),
+        "accuracy": accuracy,
+        "accuracy_interval": wilson_interval(sum(g == p for g, p in zip(golds, shown, strict=True)), n),
+        "macro_f1_interval": bootstrap_macro_f1(golds, preds, labels),
         "per_class": [
             {
                 "label": label,
@@ -110,23 +122,207 @@ def calibration(
         kept = conf >= threshold
         count = int(kept.sum())
         coverage.append(
-            {
-                "threshold": threshold,
-                "coverage": count / len(conf),
-                "accuracy": float(right[kept].mean()) if count else None,
-            }
+            _sweep_row(
+                threshold=threshold,
+                answered=count,
+                correct=int(right[kept].sum()),
+                coverage=count / len(conf),
+            )
         )
-    # The lowest threshold (most coverage) whose answered share reaches the target.
-    reaching = [row for row in coverage if row["accuracy"] is not None and row["accuracy"] >= target_accuracy]
-    threshold = min(reaching, key=lambda row: row["threshold"]) if reaching else None
+    recommendation = threshold_choice(coverage, target_accuracy, examples=len(golds))
     return {
         "with_confidence": len(pairs),
         "ece": float(ece),
         "reliability": reliability,
         "coverage": coverage,
-        "threshold": threshold,
+        # The recommended row: its interval's lower bound reaches the target (None if none does).
+        "threshold": recommendation["row"] if recommendation["status"] == "supported" else None,
+        "recommendation": recommendation,
         "target_accuracy": target_accuracy,
     }
+
+
+# --- uncertainty --------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: float, n: int, *, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of the proportion successes / n (None when n is 0).
+
+    Unlike "p ± z·se" it stays inside [0, 1] and says something at 0 or n successes:
+    17 right out of 17 is 0.816 to 1.000, not 1.000 ± 0.
+    """
+    if n <= 0:
+        return None
+    p = successes / n
+    z2 = z * z
+    denominator = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(max(0.0, p * (1 - p)) / n + z2 / (4 * n * n)) / denominator
+    # At 0 or n successes one end is exactly 0 or 1 (the formula lands a rounding error off).
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return (low, high)
+
+
+def bootstrap_macro_f1(
+    golds: list[str],
+    preds: list[str | None],
+    labels: list[str],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float] | None:
+    """A 95 % percentile-bootstrap interval of macro F1, averaged over `labels` as scikit-learn does.
+
+    F1 has no closed-form interval, so the gold items are resampled with replacement.
+    Seeded: the same evaluation shows the same interval on every visit.
+    """
+    n = len(golds)
+    if n == 0:
+        return None
+    labels = list(labels) + sorted(set(golds) - set(labels))
+    index = {label: i for i, label in enumerate(labels)}
+    k = len(labels)
+    # Column k: any prediction that is none of the labels (no answer at all, or a removed label).
+    gold = np.array([index[g] for g in golds])
+    pred = np.array([index.get(p, k) if p is not None else k for p in preds])
+    hit = gold == pred
+    rng = np.random.default_rng(seed)
+    scores = []
+    for start in range(0, resamples, 100):  # in blocks, so a large gold set stays small in memory
+        picks = rng.integers(0, n, size=(min(100, resamples - start), n))
+        true_positive = _counts_per_resample(gold[picks], k, weights=hit[picks])
+        total = _counts_per_resample(gold[picks], k) + _counts_per_resample(pred[picks], k)
+        # F1 = 2·TP / (gold + predicted); 0 where a label is neither (zero_division=0).
+        f1 = np.divide(2 * true_positive, total, out=np.zeros(total.shape), where=total > 0)
+        scores.append(f1.mean(axis=1))
+    low, high = np.percentile(np.concatenate(scores), [2.5, 97.5])
+    return (float(low), float(high))
+
+
+def _counts_per_resample(values: np.ndarray, k: int, *, weights: np.ndarray | None = None) -> np.ndarray:
+    """How often each of the k labels occurs in each resample (row); value k is counted nowhere."""
+    rows = len(values)
+    flat = (np.arange(rows)[:, None] * (k + 1) + values).ravel()
+    weights = None if weights is None else weights.ravel().astype(float)
+    return np.bincount(flat, weights=weights, minlength=rows * (k + 1)).reshape(rows, k + 1)[:, :k]
+
+
+def _sweep_row(*, threshold: float, answered: int, correct: int, coverage: float) -> dict:
+    interval = wilson_interval(correct, answered)
+    return {
+        "threshold": threshold,
+        "coverage": coverage,
+        "answered": answered,
+        "correct": correct,
+        "accuracy": correct / answered if answered else None,
+        "low": interval[0] if interval else None,
+        "high": interval[1] if interval else None,
+    }
+
+
+def answered_needed(accuracy: float, target: float, *, z: float = Z95, limit: int = 10**7) -> int | None:
+    """The fewest answered items at which this accuracy's Wilson lower bound reaches `target`.
+
+    None when no number would: an accuracy at or below the target never shows it.
+    """
+    if accuracy <= target:
+        return None
+
+    def reaches(n: int) -> bool:
+        return wilson_interval(accuracy * n, n, z=z)[0] >= target
+
+    high = 1
+    while not reaches(high):
+        high *= 2
+        if high > limit:
+            return None
+    low = high // 2 + 1 if high > 1 else 1
+    while low < high:  # the lower bound grows with n at a fixed accuracy
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
+
+
+def threshold_choice(coverage: list[dict], target: float, *, examples: int) -> dict:
+    """The confidence threshold to serve at for `target` accuracy, judged on the lower bound.
+
+    `status` says which case it is:
+    - "supported": `row` is the lowest threshold (the most traffic answered) whose 95 %
+      interval's lower bound reaches the target; `threshold` is its threshold.
+    - "too_small": no lower bound reaches it, though some measured accuracy is at or above
+      it: the gold set is too small to tell. `row` is the threshold that would need the
+      fewest gold items, `gold_needed` about how many (if the accuracy held; None when no
+      number would, as when the accuracy only equals the target).
+    - "unreached": no threshold's measured accuracy reaches the target; `row` is the most
+      accurate one.
+    - "no_confidences": there is nothing to sweep.
+    `threshold` is None except when supported.
+    """
+    answered = [row for row in coverage if row.get("answered")]
+    choice = {
+        "status": "no_confidences",
+        "threshold": None,
+        "row": None,
+        "gold_needed": None,
+        "target": target,
+    }
+    if not answered:
+        return choice
+    supported = [row for row in answered if row["low"] >= target]
+    if supported:
+        row = min(supported, key=lambda r: r["threshold"])
+        return {**choice, "status": "supported", "threshold": row["threshold"], "row": row}
+    promising = [row for row in answered if row["accuracy"] >= target]
+    if promising:
+        needs = []
+        for row in promising:
+            more = answered_needed(row["accuracy"], target)
+            needs.append((math.ceil(more * examples / row["answered"]) if more else None, row))
+        with_answer = [(n, row) for n, row in needs if n is not None]
+        if with_answer:
+            gold_needed, row = min(with_answer, key=lambda pair: (pair[0], pair[1]["threshold"]))
+        else:
+            gold_needed, row = None, min(promising, key=lambda r: r["threshold"])
+        return {**choice, "status": "too_small", "row": row, "gold_needed": gold_needed}
+    row = max(answered, key=lambda r: (r["accuracy"], -r["threshold"]))
+    return {**choice, "status": "unreached", "row": row}
+
+
+def with_intervals(metrics: dict, predictions: list[dict] | None = None) -> dict:
+    """A stored evaluation's metrics with their 95 % intervals and the sweep's counts.
+
+    Evaluations stored before intervals were computed get them here: Wilson intervals from
+    the stored rates and counts, the F1 bootstrap from the stored predictions (if given).
+    """
+    m = dict(metrics)
+    n = m.get("examples") or 0
+    if not n:
+        return m
+    if "accuracy_interval" not in m and m.get("accuracy") is not None:
+        m["accuracy_interval"] = wilson_interval(round(m["accuracy"] * n), n)
+    if "macro_f1_interval" not in m and predictions:
+        m["macro_f1_interval"] = bootstrap_macro_f1(
+            [r["gold"] for r in predictions],
+            [r["predicted"] for r in predictions],
+            [c["label"] for c in m.get("per_class", [])],
+        )
+    with_confidence = m.get("with_confidence") or n
+    m["coverage"] = [
+        row
+        if "answered" in row
+        else _sweep_row(
+            threshold=row["threshold"],
+            answered=round(row["coverage"] * with_confidence),
+            correct=round((row["accuracy"] or 0) * round(row["coverage"] * with_confidence)),
+            coverage=row["coverage"],
+        )
+        for row in m.get("coverage", [])
+    ]
+    return m
 
 
 def error_overlap(student: dict[int, bool], teacher: dict[int, bool]) -> dict[str, list[int]]:

@@ -6,6 +6,7 @@ import atexit
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -21,6 +22,7 @@ from django.db.models import Avg, Count, Sum
 from django.utils import timezone
 
 from annotation.models import Example, Project, Proposal
+from training import metrics as metrics_lib
 from training.models import (
     ApiToken,
     DeploymentEvent,
@@ -239,17 +241,49 @@ def _flush_at_exit() -> None:
 # --- versions --------------------------------------------------------------------------------------
 
 
-def recommended_threshold(run: TrainingRun, target_accuracy: float) -> float | None:
-    """The gold sweep's lowest threshold reaching the target, from the run's latest evaluation."""
+def threshold_recommendation(run: TrainingRun, target_accuracy: float) -> dict | None:
+    """The run's latest gold sweep judged for this target (metrics.threshold_choice), or None
+    if the run has no student evaluation."""
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if evaluation is None:
         return None
-    sweep = [
-        row
-        for row in evaluation.metrics.get("coverage", [])
-        if row["accuracy"] is not None and row["accuracy"] >= target_accuracy
-    ]
-    return min(row["threshold"] for row in sweep) if sweep else 0.99
+    m = metrics_lib.with_intervals(evaluation.metrics)
+    choice = metrics_lib.threshold_choice(
+        m.get("coverage", []), target_accuracy, examples=m.get("examples") or 0
+    )
+    return {**choice, "gold_version": evaluation.gold_set.version, "examples": m.get("examples") or 0}
+
+
+def recommended_threshold(run: TrainingRun, target_accuracy: float) -> float | None:
+    """The lowest threshold whose gold accuracy is at least the target with 95 % confidence.
+
+    None when there is none: no threshold reaches it, or the gold set is too small to tell.
+    """
+    choice = threshold_recommendation(run, target_accuracy)
+    return choice["threshold"] if choice else None
+
+
+def no_threshold_reason(choice: dict) -> str:
+    """Why no threshold can be recommended, in a sentence for a lead."""
+    row, target = choice["row"], choice["target"]
+    if choice["status"] == "too_small":
+        needed = (
+            f" About {choice['gold_needed']:,} gold items would show it, if that accuracy held."
+            if choice["gold_needed"]
+            else ""
+        )
+        return (
+            f"Gold v{choice['gold_version']} ({choice['examples']:,} items) is too small to show accuracy "
+            f"{target:g}: at confidence ≥ {row['threshold']:g} the student is right on {row['correct']} of "
+            f"{row['answered']}, but the 95 % interval reaches down to {row['low']:.3f}.{needed}"
+        )
+    if choice["status"] == "unreached":
+        return (
+            f"No confidence threshold reaches accuracy {target:g} on gold v{choice['gold_version']}: "
+            f"the most accurate, ≥ {row['threshold']:g}, is right on {row['correct']} of {row['answered']} "
+            f"({row['accuracy']:.3f})."
+        )
+    return f"The evaluation on gold v{choice['gold_version']} has no confidences to choose a threshold from."
 
 
 @transaction.atomic
@@ -272,7 +306,13 @@ def version_promote(
         raise ServingError(f"Unknown runtime {runtime!r}.", code="bad_runtime")
     quantized = _quantized_for_promotion(run) if runtime == ModelVersion.Runtime.ONNX_INT8 else {}
     if threshold is None:
-        threshold = recommended_threshold(run, serving_config_for(run.project).target_accuracy)
+        choice = threshold_recommendation(run, serving_config_for(run.project).target_accuracy)
+        if choice["threshold"] is None:
+            raise ServingError(
+                f"{no_threshold_reason(choice)} Enter a threshold to promote run {run.number} anyway.",
+                code="no_recommended_threshold",
+            )
+        threshold = choice["threshold"]
     if not 0 <= threshold <= 1:
         raise ServingError("The threshold must be between 0 and 1.", code="bad_threshold")
     previous = ModelVersion.objects.select_for_update().filter(project=run.project, is_active=True).first()
@@ -882,9 +922,20 @@ def cost_inputs(project: Project) -> dict:
     }
 
 
-def cost_report(project: Project, *, months: int = 24) -> dict:
+# The chart spans at least this many months, more when the break-even comes later (up to the cap).
+COST_CHART_MONTHS = 24
+COST_CHART_MAX_MONTHS = 120
+
+
+def cost_report(project: Project, *, months: int | None = None) -> dict:
     inputs = cost_inputs(project)
     values = {k: v[0] for k, v in inputs.items() if k != "latency"}
+    even = break_even_month(**values)
+    if months is None:
+        # Long enough to show the break-even with some months after it.
+        months = COST_CHART_MONTHS
+        if even is not None and even * 1.25 > months:
+            months = min(COST_CHART_MAX_MONTHS, math.ceil(even * 1.25 / 6) * 6)
     curve = [
         {
             "month": m,
@@ -897,20 +948,64 @@ def cost_report(project: Project, *, months: int = 24) -> dict:
         "inputs": inputs,
         "values": values,
         "curve": curve,
-        "break_even_month": break_even_month(**values),
-        "chart": _chart(curve),
+        "break_even_month": even,
+        "chart": _chart(
+            curve,
+            break_even=even,
+            break_even_cost=float(api_cost(even, V=values["V"], p=values["p"])) if even is not None else None,
+        ),
     }
 
 
-def _chart(curve: list[dict], width: int = 640, height: int = 260) -> dict:
-    top = max([1.0] + [max(row["model"], row["api"]) for row in curve])
+def nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick step for a chart axis (1, 2 or 5 times a power of ten), about `ticks` over span."""
+    raw = span / ticks
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _money(value: float) -> str:
+    if value >= 1_000_000:
+        return f"${value / 1_000_000:g}M"
+    if value >= 1000:
+        return f"${value / 1000:g}k"
+    return f"${value:g}" if value >= 1 or value == 0 else f"${value:.2g}"
+
+
+def _chart(
+    curve: list[dict],
+    *,
+    break_even: float | None = None,
+    break_even_cost: float | None = None,
+    width: int = 640,
+    height: int = 260,
+) -> dict:
+    """The cost chart's SVG coordinates: both curves, ticks on both axes, the break-even mark."""
+    peak = max([0.01] + [max(row["model"], row["api"]) for row in curve])
+    step = nice_step(peak)
+    top = math.ceil(peak / step - 1e-9) * step
     last = curve[-1]["month"] or 1
 
-    def points(key: str) -> str:
-        return " ".join(
-            f"{row['month'] / last * width:.1f},{height - row[key] / top * height:.1f}" for row in curve
-        )
+    def x(month: float) -> float:
+        return round(month / last * width, 1)
 
+    def y(value: float) -> float:
+        return round(height - value / top * height, 1)
+
+    def points(key: str) -> str:
+        return " ".join(f"{x(row['month'])},{y(row[key])}" for row in curve)
+
+    month_step = next(m for m in (1, 2, 3, 6, 12, 24) if last / m <= 12)
+    mark = None
+    if break_even is not None and break_even <= last:
+        mark = {
+            "x": x(break_even),
+            "y": y(break_even_cost or 0),
+            "label": f"break-even: month {break_even:.1f}",
+            # The label sits on the side of the line with room for it.
+            "anchor": "start" if break_even < last * 0.6 else "end",
+            "label_x": x(break_even) + (8 if break_even < last * 0.6 else -8),
+        }
     return {
         "model": points("model"),
         "api": points("api"),
@@ -918,4 +1013,7 @@ def _chart(curve: list[dict], width: int = 640, height: int = 260) -> dict:
         "width": width,
         "height": height,
         "months": last,
+        "y_ticks": [{"y": y(i * step), "label": _money(i * step)} for i in range(round(top / step) + 1)],
+        "x_ticks": [{"x": x(m), "label": str(m)} for m in range(0, last + 1, month_step)],
+        "break_even": mark,
     }

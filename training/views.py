@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation.models import Example
 from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
 from distillapp import rows
+from training import metrics as metrics_lib
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm, PromoteForm, ServingConfigForm, TokenForm
 from training.models import ApiToken, Evaluation, ModelVersion, TrainingRun
@@ -72,18 +74,35 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("training:run", slug=project.slug, number=run.number)
 
 
-def _loss_points(run: TrainingRun, width: int = 600, height: int = 160) -> str:
+def _loss_chart(run: TrainingRun, width: int = 600, height: int = 160) -> dict | None:
+    """The loss curve's SVG coordinates, with value ticks on both axes (None before two points)."""
     history = run.loss_history or []
     if len(history) < 2:
-        return ""
+        return None
     steps = [s for s, _ in history]
     losses = [loss for _, loss in history]
-    top, low = max(losses), min(0.0, min(losses))
-    span_x = max(1, (run.total_steps or steps[-1]))
-    span_y = (top - low) or 1.0
-    return " ".join(
-        f"{s / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}" for s, loss in history
-    )
+    low = min(0.0, min(losses))
+    loss_step = serving.nice_step((max(losses) - low) or 1.0, ticks=4)
+    top = low + math.ceil((max(losses) - low) / loss_step - 1e-9) * loss_step
+    span_x = max(1, run.total_steps or steps[-1])
+    step_step = max(1, math.ceil(serving.nice_step(span_x, ticks=5)))
+
+    def y(loss: float) -> float:
+        return round(height - (loss - low) / ((top - low) or 1.0) * height, 1)
+
+    return {
+        "points": " ".join(f"{s / span_x * width:.1f},{y(loss)}" for s, loss in history),
+        "width": width,
+        "height": height,
+        "mid_y": height / 2,
+        "y_ticks": [
+            {"y": y(low + i * loss_step), "label": f"{low + i * loss_step:g}"}
+            for i in range(round((top - low) / loss_step) + 1)
+        ],
+        "x_ticks": [
+            {"x": round(s / span_x * width, 1), "label": f"{s:,}"} for s in range(0, span_x + 1, step_step)
+        ],
+    }
 
 
 def _run_context(request, project, role, run) -> dict:
@@ -91,7 +110,7 @@ def _run_context(request, project, role, run) -> dict:
         "project": project,
         "is_lead": role == "lead",
         "run": run,
-        "loss_points": _loss_points(run),
+        "loss_chart": _loss_chart(run),
         "evaluate_form": EvaluateForm(),
         "evaluations": run.evaluations.select_related("gold_set"),
     }
@@ -185,6 +204,22 @@ def _heat(value: int, peak: int) -> str:
     return f"{0.08 + 0.85 * value / peak:.2f}" if value and peak else "0"
 
 
+# Column names longer than this are shortened in a crowded confusion matrix, where they
+# stand on end (the column's title keeps the full name); row names wrap instead.
+HEAT_NAME_CHARS = 22
+
+
+def _heat_size(labels: int) -> str:
+    """How roomy the confusion matrix can be: big wrapped names for a few labels, compact for many."""
+    return "few" if labels <= 8 else "some" if labels <= 20 else "many"
+
+
+def _short(name: str, size: str) -> str:
+    if size == "few" or len(name) <= HEAT_NAME_CHARS:
+        return name
+    return name[: HEAT_NAME_CHARS - 1].rstrip() + "…"
+
+
 @login_required
 @require_GET
 def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
@@ -192,8 +227,13 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     student = get_object_or_404(Evaluation, project=project, pk=pk)
     teacher = services.latest_teacher_evaluation(student) if student.subject == "student" else None
     overlap = services.error_analysis(student, teacher) if teacher else {}
-    confusion = student.metrics.get("confusion", {"labels": [], "matrix": []})
+    m = metrics_lib.with_intervals(student.metrics, student.predictions)
+    choice = metrics_lib.threshold_choice(
+        m.get("coverage", []), student.target_accuracy, examples=m.get("examples") or 0
+    )
+    confusion = m.get("confusion", {"labels": [], "matrix": []})
     names, matrix = confusion["labels"], confusion["matrix"]
+    size = _heat_size(len(names))
     # Rows sorted by how many of the row's examples are wrong, worst first.
     order = sorted(range(len(names)), key=lambda i: -(sum(matrix[i]) - matrix[i][i]) if matrix else 0)
     off_peak = max([v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j] + [1])
@@ -221,11 +261,13 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "project": project,
             "is_lead": role == "lead",
             "evaluation": student,
-            "m": student.metrics,
+            "m": m,
+            "choice": choice,
             "teacher": teacher,
             "overlap": {k: len(v) for k, v in overlap.items()},
-            "heat_labels": [names[j] for j in order],
+            "heat_labels": [{"name": names[j], "short": _short(names[j], size)} for j in order],
             "heat_rows": heat_rows,
+            "heat_size": size,
         },
     )
 
@@ -328,7 +370,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             "runs": [
                 {
                     "run": r,
-                    "threshold": serving.recommended_threshold(r, config.target_accuracy),
+                    "choice": serving.threshold_recommendation(r, config.target_accuracy),
                     "int8": serving.onnx_measurement(r),
                 }
                 for r in finished

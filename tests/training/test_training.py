@@ -277,9 +277,12 @@ def test_metrics_against_a_hand_computed_case():
     # [0.8,0.9): 0.8 right; [0.9,1]: 0.9 right, 0.95 right.
     expected_ece = (abs(0 - 0.55) + abs(0 - 0.6) + abs(1 - 0.7) + abs(1 - 0.8) + 2 * abs(1 - 0.925)) / 6
     assert m["ece"] == pytest.approx(expected_ece)
-    # Accuracy 1.0 is first reached at threshold 0.65 (the four right answers), coverage 4/6.
-    assert m["threshold"]["threshold"] == 0.65
-    assert m["threshold"]["coverage"] == pytest.approx(4 / 6)
+    # Accuracy 1.0 is first reached at threshold 0.65 (the four right answers), coverage 4/6;
+    # but 4 items cannot show 0.99 (Wilson lower bound 0.51): no threshold is recommended.
+    assert m["threshold"] is None
+    assert m["recommendation"]["status"] == "too_small"
+    assert m["recommendation"]["row"]["threshold"] == 0.65
+    assert m["recommendation"]["row"]["coverage"] == pytest.approx(4 / 6)
 
 
 def test_error_overlap_cells():

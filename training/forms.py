@@ -15,8 +15,10 @@ class LaunchForm(forms.Form):
         min_value=0, max_value=1, initial=0.0, label="Teacher confidence at least"
     )
     include_synthetic = forms.BooleanField(required=False, label="Also learn from synthetic examples")
-    base_model = forms.CharField(
-        max_length=500, required=False, help_text="Empty: the bundled MiniLM-L6. Or a local path."
+    base_model = forms.ChoiceField(
+        choices=(),
+        required=False,
+        help_text="Others are added by the operator (DISTILL_STUDENT_BASE_MODELS).",
     )
     epochs = forms.FloatField(min_value=0.1, max_value=100, initial=DEFAULTS["epochs"])
     learning_rate = forms.FloatField(min_value=1e-7, max_value=1, initial=DEFAULTS["learning_rate"])
@@ -30,6 +32,14 @@ class LaunchForm(forms.Form):
         min_value=0, max_value=0.5, initial=DEFAULTS["validation_fraction"]
     )
     class_weighting = forms.BooleanField(required=False, help_text="Weight rare labels up in the loss.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from training.services import base_model_choices
+
+        self.fields["base_model"].choices = [("", "Bundled MiniLM-L6 (default)")] + [
+            (name, name) for name in base_model_choices()
+        ]
 
     def hyperparameters(self) -> dict:
         keys = [

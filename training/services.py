@@ -184,6 +184,13 @@ def _is_lead(project: Project, user) -> bool:
     return project.role_of(user) == Membership.Role.LEAD
 
 
+def base_model_choices() -> list[str]:
+    """Base models besides the bundled one that a run may start from (operator's list)."""
+    from django.conf import settings
+
+    return list(settings.STUDENT_BASE_MODELS)
+
+
 @transaction.atomic
 def run_create(
     *,
@@ -197,6 +204,12 @@ def run_create(
 ) -> TrainingRun:
     if user is not None and not _is_lead(project, user):
         raise TrainingError("Only the project's leads can launch training.")
+    allowed = base_model_choices()
+    if base_model and base_model not in allowed:
+        raise TrainingError(
+            f"The base model {base_model!r} is not allowed on this server; the operator allows the bundled "
+            f"MiniLM-L6{''.join(', ' + m for m in allowed)} (DISTILL_STUDENT_BASE_MODELS)."
+        )
     hp = {**default_hyperparameters(), **(hyperparameters or {})}
     estimate = training_estimate(
         project=project,

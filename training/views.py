@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import io
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -190,14 +190,20 @@ def run_download(request: HttpRequest, slug: str, number: int) -> FileResponse:
     run = _run(project, number)
     if not run.artifact_path or not Path(run.artifact_path).is_dir():
         raise Http404("This run has no artifacts.")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        root = Path(run.artifact_path)
-        for path in sorted(root.rglob("*")):
-            if path.is_file() and "checkpoints" not in path.parts:
-                archive.write(path, path.relative_to(root))
-    buffer.seek(0)
-    return FileResponse(buffer, as_attachment=True, filename=f"{project.slug}-run-{run.number}.zip")
+    # Built once beside the artifacts (they never change after the run) and streamed
+    # from disk: a zip of a few hundred MB must not be assembled in the request's memory.
+    root = Path(run.artifact_path)
+    archive_path = root.with_name(root.name + ".zip")
+    if not archive_path.exists():
+        partial = archive_path.with_name(f"{archive_path.name}.{os.getpid()}.part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "checkpoints" not in path.parts:
+                    archive.write(path, path.relative_to(root))
+        partial.replace(archive_path)
+    return FileResponse(
+        archive_path.open("rb"), as_attachment=True, filename=f"{project.slug}-run-{run.number}.zip"
+    )
 
 
 def _heat(value: int, peak: int) -> str:

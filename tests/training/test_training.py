@@ -26,8 +26,15 @@ WORDS = {
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory) -> str:
+def tiny_base_path(tmp_path_factory) -> str:
     return ml.make_tiny_model(tmp_path_factory.mktemp("tiny") / "base")
+
+
+@pytest.fixture
+def tiny_base(tiny_base_path, settings) -> str:
+    """The tiny model, on the operator's list of base models (as a deployment would add it)."""
+    settings.STUDENT_BASE_MODELS = [tiny_base_path]
+    return tiny_base_path
 
 
 def labelled(project, reviewer, n_per_label: int = 12):
@@ -174,6 +181,7 @@ def test_cancel_stops_the_run(project, reviewer, lead, tiny_base, settings, tmp_
 def test_failed_run_records_the_error(project, reviewer, lead, settings, tmp_path):
     settings.DATA_DIR = tmp_path
     labelled(project, reviewer, 3)
+    settings.STUDENT_BASE_MODELS = [str(tmp_path / "no-such-model")]
     run = services.run_create(project=project, user=lead, base_model=str(tmp_path / "no-such-model"))
     assert services.run_claim(run.pk)
     with pytest.raises(OSError):
@@ -333,6 +341,25 @@ def test_pages_for_a_finished_run(
     names = zipfile.ZipFile(BytesIO(b"".join(download.streaming_content))).namelist()
     assert "manifest.json" in names and "model/config.json" in names
     assert "Run 1" in lead_client.get(reverse("training:compare", args=[project.slug])).content.decode()
+
+
+def test_a_lead_cannot_train_from_any_path_on_the_server(
+    project, reviewer, lead, lead_client, tiny_classifier
+):
+    """Repro (#12): the base model was free text, so another project's artifacts could be loaded."""
+    labelled(project, reviewer, 3)
+    other_projects_artifacts = str(tiny_classifier / "model")
+    with pytest.raises(services.TrainingError, match="DISTILL_STUDENT_BASE_MODELS"):
+        services.run_create(project=project, user=lead, base_model=other_projects_artifacts)
+    from training.forms import LaunchForm
+
+    form = {name: field.initial for name, field in LaunchForm().fields.items() if field.initial is not None}
+    lead_client.post(
+        reverse("training:run-create", args=[project.slug]), {**form, "base_model": other_projects_artifacts}
+    )
+    assert not TrainingRun.objects.exists()
+    lead_client.post(reverse("training:run-create", args=[project.slug]), {**form, "base_model": ""})
+    assert TrainingRun.objects.get().base_model == ""  # the same form with the bundled model launches
 
 
 def test_run_page_before_the_first_step_says_what_it_is_doing(project, reviewer, lead, lead_client):

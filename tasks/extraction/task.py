@@ -1,0 +1,205 @@
+"""The extraction task: an answer is the set of character spans of the project's fields in a text.
+
+``{"spans": [{"start": int, "end": int, "field": str}, ...]}``, offsets into the text,
+end exclusive, sorted by (start, end, field) and without repeats. Spans of different
+fields may overlap; the same (start, end, field) appears once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping
+
+from tasks.base import Answer, AnswerError, Category, Task
+from tasks.extraction import measure
+from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
+
+SUMMARY_LIMIT = 100
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+class ExtractionTask(Task):
+    type = "extraction"
+    title = "Extraction"
+    category_noun = "field"
+    card_template = "tasks/extraction/card.html"
+
+    def __init__(self, categories: list[Category]):
+        super().__init__(categories)
+        self.by_name = {c.name: c for c in self.categories}
+
+    # --- the answer ---------------------------------------------------------------------
+
+    def validate(self, value: Answer, *, text: str) -> Answer:
+        if not isinstance(value, Mapping) or "spans" not in value:
+            raise AnswerError('an extraction answer is {"spans": [{"start", "end", "field"}, ...]}')
+        spans = normalise_spans(text, value["spans"])
+        unknown = sorted({s["field"] for s in spans} - set(self.by_name))
+        if unknown:
+            raise AnswerError(
+                f"unknown field {', '.join(map(repr, unknown))}; the fields are {', '.join(self.names) or 'none'}"
+            )
+        counts = Counter(s["field"] for s in spans)
+        for name, count in counts.items():
+            if count > 1 and not self.by_name[name].allows_many:
+                values = ", ".join(repr(text[s["start"] : s["end"]]) for s in spans if s["field"] == name)
+                raise AnswerError(f"field {name!r} takes one value but has {count}: {values}")
+        return {"spans": spans}
+
+    def same(self, a: Answer, b: Answer) -> bool:
+        if a is None or b is None:
+            return a is b
+        return sorted(map(span_key, a["spans"])) == sorted(map(span_key, b["spans"]))
+
+    def summary(self, value: Answer, *, text: str = "") -> str:
+        """``date: 12 May · people: 4``; without the text, counts (``date ×1 · people ×2``)."""
+        if value is None:
+            return ""
+        spans = sorted(value.get("spans", []), key=span_key)
+        if not spans:
+            return "(no fields)"
+        if text:
+            parts = [f"{s['field']}: {_one_line(text[s['start'] : s['end']])}" for s in spans]
+        else:
+            counts = Counter(s["field"] for s in spans)
+            parts = [f"{name} ×{n}" for name, n in counts.items()]
+        line = " · ".join(parts)
+        return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
+
+    # --- the teacher --------------------------------------------------------------------
+
+    def prompt_block(self) -> str:
+        lines = ["Fields:"]
+        for category in self.categories:
+            description = category.description.strip()
+            how_many = "any number of values" if category.allows_many else "at most one value"
+            lines.append(f"- {category.name} ({how_many})" + (f": {description}" if description else ""))
+        names = ", ".join(json.dumps(name) for name in self.names)
+        lines += [
+            "",
+            "Answer with a JSON object and nothing else: "
+            f'{{"entities": [{{"field": <one of {names}>, "text": <the value>}}, ...]}}.',
+            "Copy each value exactly as it is written in the text (same spelling, case and spacing), "
+            "list the values in the order they appear, list a value twice if the text holds it twice, "
+            'and answer {"entities": []} when the text holds none of the fields.',
+        ]
+        return "\n".join(lines)
+
+    def response_format(self) -> dict:
+        return {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "extraction",
+                "strict": True,
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "entities": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "field": {"type": "string", "enum": list(self.names)},
+                                    "text": {"type": "string"},
+                                },
+                                "required": ["field", "text"],
+                                "additionalProperties": False,
+                            },
+                        }
+                    },
+                    "required": ["entities"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+
+    def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
+        """Every value located verbatim in the text, or (None, why): never a partial answer."""
+        if content is None or not content.strip():
+            return None, "empty answer"
+        raw = content.strip()
+        fenced = _FENCE.match(raw)
+        if fenced:
+            raw = fenced.group(1)
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError:
+            return None, f"answer is not valid JSON: {content[:200]!r}"
+        entities = obj.get("entities") if isinstance(obj, dict) else obj
+        if not isinstance(entities, list):
+            return None, f'answer has no "entities" list: {content[:200]!r}'
+        names, values = [], []
+        for index, entity in enumerate(entities):
+            if not isinstance(entity, dict):
+                return None, f"entity {index + 1} is not an object"
+            field, value = entity.get("field"), entity.get("text")
+            if not isinstance(field, str) or field not in self.by_name:
+                return None, f"entity {index + 1} names an unknown field {field!r}"
+            if not isinstance(value, str) or not value.strip():
+                return None, f"entity {index + 1} ({field}) has an empty text"
+            if not self.by_name[field].allows_many and (field, value.strip()) in zip(
+                names, values, strict=True
+            ):
+                continue  # the same single value named twice is one value
+            names.append(field)
+            values.append(value.strip())
+        try:
+            places = locate(text, values, names)
+            answer = self.validate(
+                {
+                    "spans": [
+                        {"start": s, "end": e, "field": f} for (s, e), f in zip(places, names, strict=True)
+                    ]
+                },
+                text=text,
+            )
+        except AnswerError as exc:
+            return None, str(exc)
+        return answer, ""
+
+    def example_reply(self, value: Answer, *, text: str) -> str:
+        entities = [
+            {"field": s["field"], "text": text[s["start"] : s["end"]]}
+            for s in sorted(value["spans"], key=span_key)
+        ]
+        return json.dumps({"entities": entities}, ensure_ascii=False)
+
+    # --- people -------------------------------------------------------------------------
+
+    def agreement(self, pairs: list[tuple[Answer | None, Answer | None]], *, texts: list[str]) -> dict:
+        return measure.agreement(pairs, texts=texts)
+
+    # --- measuring ----------------------------------------------------------------------
+
+    def metrics(self, gold: list[Answer], predicted: list[Answer | None], *, texts: list[str]) -> dict:
+        return measure.extraction_metrics(gold, predicted, texts=texts, fields=self.names)
+
+    def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
+        if predicted is None or gold is None:
+            return False
+        return {span_key(s) for s in gold["spans"]} == {span_key(s) for s in predicted["spans"]}
+
+    # --- serving ------------------------------------------------------------------------
+
+    def served(self, value: Answer | None, *, text: str) -> dict:
+        """``spans`` (field, start, end, text, confidence where known) and the ``fields`` object."""
+        if value is None:
+            return {"spans": None, "fields": None}
+        spans = []
+        for span in sorted(value["spans"], key=span_key):
+            item = {
+                "field": span["field"],
+                "start": span["start"],
+                "end": span["end"],
+                "text": text[span["start"] : span["end"]],
+            }
+            if span.get("confidence") is not None:
+                item["confidence"] = round(float(span["confidence"]), 4)
+            spans.append(item)
+        return {"spans": spans, "fields": spans_to_fields(text, spans, self.categories)}
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())

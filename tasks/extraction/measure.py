@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from tasks.extraction.spans import span_key, whitespace_tokens
+from tasks.measure import calibration, wilson_interval
 
 REJECT = "(reject)"
 NONE = "(none)"
@@ -46,7 +47,7 @@ def token_labels(text: str, answer: Mapping | None) -> list[str]:
 
 def agreement(pairs: Sequence[tuple[Mapping | None, Mapping | None]], *, texts: Sequence[str]) -> dict:
     """Span-level F1 of two blind annotators (exact start, end, field), overall and per field,
-    the share of texts with identical answers, and token-level Cohen's kappa.
+    the share of texts with identical answers (``observed``), and token-level Cohen's kappa.
 
     A reject (None) is its own category, as in classification: it counts as one unit of
     field REJECT in the span F1, so two rejects agree and a reject against spans does not.
@@ -56,7 +57,7 @@ def agreement(pairs: Sequence[tuple[Mapping | None, Mapping | None]], *, texts: 
     if len(pairs) != len(texts):
         raise ValueError(f"{len(pairs)} pairs but {len(texts)} texts")
     if not pairs:
-        return {"pairs": 0, "f1": None, "per_field": {}, "identical": None, "kappa": None, "tokens": 0}
+        return {"pairs": 0, "f1": None, "per_field": {}, "observed": None, "kappa": None, "tokens": 0}
     common: Counter[str] = Counter()
     first_count: Counter[str] = Counter()
     second_count: Counter[str] = Counter()
@@ -82,7 +83,7 @@ def agreement(pairs: Sequence[tuple[Mapping | None, Mapping | None]], *, texts: 
         "pairs": len(pairs),
         "f1": _f1(sum(common.values()), sum(first_count.values()), sum(second_count.values())),
         "per_field": per_field,
-        "identical": identical / len(pairs),
+        "observed": identical / len(pairs),
         "kappa": kappa,
         "tokens": len(first_tokens),
     }
@@ -217,19 +218,26 @@ def extraction_metrics(
     *,
     texts: Sequence[str],
     fields: Sequence[str] = (),
+    confidences: Sequence[float | None] | None = None,
+    target_accuracy: float = 0.95,
 ) -> dict:
     """The metric set on a gold set; ``score`` is the strict entity micro-F1.
 
     A gold item that is None (rejected: no answer fits) is left out, as classification
     leaves out a reject; a missing prediction (None) counts as predicting no span.
+    With a confidence per text, calibration and the coverage sweep are those of
+    "the text is wholly right" (``exact_match``) against that confidence.
     """
-    if not len(gold) == len(predicted) == len(texts):
-        raise ValueError(f"{len(gold)} gold, {len(predicted)} predicted and {len(texts)} texts")
-    kept = [(g, p) for g, p in zip(gold, predicted, strict=True) if g is not None]
+    confidences = list(confidences) if confidences is not None else [None] * len(gold)
+    if not len(gold) == len(predicted) == len(texts) == len(confidences):
+        raise ValueError(
+            f"{len(gold)} gold, {len(predicted)} predicted, {len(texts)} texts, {len(confidences)} confidences"
+        )
+    kept = [(g, p, c) for g, p, c in zip(gold, predicted, confidences, strict=True) if g is not None]
     if not kept:
         return {"examples": 0, "score": None}
-    gold_kept = [g for g, _ in kept]
-    pred_kept = [p for _, p in kept]
+    gold_kept = [g for g, _, _ in kept]
+    pred_kept = [p for _, p, _ in kept]
     scores = entity_scores(gold_kept, pred_kept, fields)
     per_field = []
     for name in dict.fromkeys([*fields, *scores["strict"]["per_field"]]):
@@ -244,14 +252,26 @@ def extraction_metrics(
                 "partial": partial,
             }
         )
-    right = sum(_keys(g) == _keys(p) for g, p in kept if p is not None)
-    return {
+    right = sum(_keys(g) == _keys(p) for g, p, _ in kept if p is not None)
+    metrics = {
         "examples": len(kept),
         "score": scores["strict"]["micro"]["f1"],
         "strict": {"micro": scores["strict"]["micro"], "macro": scores["strict"]["macro"]},
         "partial": {"micro": scores["partial"]["micro"], "macro": scores["partial"]["macro"]},
         "per_field": per_field,
         "exact_match": right / len(kept),
+        "exact_match_interval": wilson_interval(right, len(kept)),
         "confusion": field_confusion(gold_kept, pred_kept, fields),
         "missing_predictions": sum(p is None for p in pred_kept),
     }
+    # A span set compares as a frozenset of its spans: equal exactly when the text is wholly right.
+    metrics.update(
+        calibration(
+            [frozenset(_keys(g)) for g in gold_kept],
+            [None if p is None else frozenset(_keys(p)) for p in pred_kept],
+            [c for _, _, c in kept],
+            bins=10,
+            target_accuracy=target_accuracy,
+        )
+    )
+    return metrics

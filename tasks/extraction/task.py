@@ -8,6 +8,7 @@ fields may overlap; the same (start, end, field) appears once.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -159,6 +160,27 @@ class ExtractionTask(Task):
             return None, str(exc)
         return answer, ""
 
+    def repair_request(self, reason: str) -> str:
+        names = ", ".join(json.dumps(name) for name in self.names)
+        return (
+            f"That answer was invalid ({reason}). Reply with only a JSON object "
+            f'{{"entities": [{{"field": <one of {names}>, "text": <the value>}}, ...]}}, '
+            "each value copied exactly from the text."
+        )
+
+    def logprob_confidence(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]]
+    ) -> float | None:
+        """The probability of the whole reply: every entity listed, and none more.
+
+        For a span set every token of the reply is a choice (which values, which
+        fields, where the list stops), so all of them count; None when the tokens do
+        not spell the content.
+        """
+        if not tokens or "".join(token for token, _ in tokens) != content:
+            return None
+        return max(0.0, min(1.0, math.exp(sum(logprob for _, logprob in tokens))))
+
     def example_reply(self, value: Answer, *, text: str) -> str:
         entities = [
             {"field": s["field"], "text": text[s["start"] : s["end"]]}
@@ -173,8 +195,23 @@ class ExtractionTask(Task):
 
     # --- measuring ----------------------------------------------------------------------
 
-    def metrics(self, gold: list[Answer], predicted: list[Answer | None], *, texts: list[str]) -> dict:
-        return measure.extraction_metrics(gold, predicted, texts=texts, fields=self.names)
+    def metrics(
+        self,
+        gold: list[Answer],
+        predicted: list[Answer | None],
+        *,
+        texts: list[str],
+        confidences: list[float | None] | None = None,
+        target_accuracy: float = 0.95,
+    ) -> dict:
+        return measure.extraction_metrics(
+            gold,
+            predicted,
+            texts=texts,
+            fields=self.names,
+            confidences=confidences,
+            target_accuracy=target_accuracy,
+        )
 
     def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
         if predicted is None or gold is None:

@@ -36,7 +36,7 @@ def test_agreement_against_a_hand_computed_case():
     assert result["per_field"]["loc"] == pytest.approx(2 / 3)
     assert result["per_field"][REJECT] == pytest.approx(2 / 3)
     assert "date" not in result["per_field"]
-    assert result["identical"] == pytest.approx(0.5)
+    assert result["observed"] == pytest.approx(0.5)
     # Tokens: first  person O person | O loc O | R R | R R
     #         second person O loc    | O loc O | R R | person O
     # observed 7/10; chance (2·2 + 3·4 + 1·2 + 4·2) / 100 = 0.26; kappa = 0.44 / 0.74.
@@ -52,7 +52,7 @@ def test_agreement_edges():
         "pairs": 1,
         "f1": 1.0,
         "per_field": {"person": 1.0},
-        "identical": 1.0,
+        "observed": 1.0,
         "kappa": 1.0,
         "tokens": 1,
     }
@@ -176,3 +176,21 @@ def test_rejected_gold_items_are_left_out_and_empty_sets_are_right():
     m = TASK.metrics([None, answer()], [answer((0, 5, "person")), answer()], texts=["Alice", "nothing"])
     assert (m["examples"], m["exact_match"]) == (1, 1.0)
     assert TASK.metrics([None], [None], texts=["x"]) == {"examples": 0, "score": None}
+
+
+def test_confidences_give_the_coverage_sweep_of_wholly_right_texts():
+    texts = ["Alice", "Bob", "Carol", "Dave"]
+    gold = [
+        answer((0, 5, "person")),
+        answer((0, 3, "person")),
+        answer((0, 5, "person")),
+        answer((0, 4, "person")),
+    ]
+    predicted = [answer((0, 5, "person")), answer((0, 3, "person")), answer((0, 5, "loc")), None]
+    m = TASK.metrics(gold, predicted, texts=texts, confidences=[0.95, 0.9, 0.4, None])
+    assert m["exact_match"] == pytest.approx(0.5)
+    assert m["exact_match_interval"][0] < 0.5 < m["exact_match_interval"][1]
+    assert m["with_confidence"] == 3
+    by_threshold = {row["threshold"]: row for row in m["coverage"]}
+    assert (by_threshold[0.0]["answered"], by_threshold[0.0]["correct"]) == (3, 2)
+    assert (by_threshold[0.5]["answered"], by_threshold[0.5]["correct"]) == (2, 2)

@@ -197,3 +197,18 @@ def test_served_shape():
     }
     assert TASK.served({"spans": []}, text=TEXT)["fields"] == {"date": None, "people": [], "time": []}
     assert TASK.served(None, text=TEXT) == {"spans": None, "fields": None}
+
+
+def test_repair_request_restates_the_format():
+    request = TASK.repair_request("'13 May' (date) is not in the text")
+    assert "'13 May' (date) is not in the text" in request
+    assert '{"entities": [{"field": <one of "date", "people", "time">' in request
+
+
+def test_logprob_confidence_is_the_whole_reply():
+    content = reply(("people", "4"))
+    half = len(content) // 2
+    tokens = [(content[:half], -0.1), (content[half:], -0.2)]
+    assert TASK.logprob_confidence(content, None, tokens) == pytest.approx(2.718281828**-0.3)
+    assert TASK.logprob_confidence(content, None, tokens[:1]) is None
+    assert TASK.logprob_confidence(content, None, []) is None

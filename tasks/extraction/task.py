@@ -74,7 +74,7 @@ class ExtractionTask(Task):
     def prompt_block(self) -> str:
         lines = ["Fields:"]
         for category in self.categories:
-            description = category.description.strip()
+            description = (category.description or "").strip()
             how_many = "any number of values" if category.allows_many else "at most one value"
             lines.append(f"- {category.name} ({how_many})" + (f": {description}" if description else ""))
         names = ", ".join(json.dumps(name) for name in self.names)

@@ -1,0 +1,254 @@
+"""The extraction student: spans -> BIO token labels -> spans, windows, a tiny model end to end."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+
+from distillapp import ml
+from tasks.extraction import student
+from tasks.extraction.formats import read_conll
+from tasks.extraction.spans import _without_overlaps, span_key
+from tests.tasks.extraction_data import restaurant8k, wnut17_lines
+
+FIELDS = ["date", "time", "people", "first_name", "last_name"]
+WNUT_FIELDS = ["corporation", "creative-work", "group", "location", "person", "product"]
+
+
+@cache
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ml.default_base_model())
+
+
+def keys(answer: dict) -> list[tuple[int, int, str]]:
+    return sorted(span_key(s) for s in answer["spans"])
+
+
+def perfect_predictions(texts: list[str], answers: list[dict], names: list[str], max_length: int):
+    """What a model that is always right predicts, windowed at `max_length` and merged back.
+
+    The right label of each token comes from labelling the whole text in one window; each
+    window's "probabilities" are then one-hot by the token's characters.
+    """
+    labels = student.bio_labels(names)
+    label2id = {label: i for i, label in enumerate(labels)}
+    whole = student._windows(tokenizer(), texts, 100_000)
+    right = student.token_labels(whole, texts, answers, label2id)
+    by_offset = [
+        {tuple(o): right[w][i] for i, o in enumerate(whole["offset_mapping"][w]) if right[w][i] >= 0}
+        for w in range(len(texts))
+    ]
+    windows = student._windows(tokenizer(), texts, max_length)
+    probabilities = []
+    for w, offsets in enumerate(windows["offset_mapping"]):
+        text_index = windows["overflow_to_sample_mapping"][w]
+        rows = np.zeros((len(offsets), len(labels)), dtype=np.float32)
+        for i, offset in enumerate(offsets):
+            rows[i, by_offset[text_index].get(tuple(offset), 0)] = 1.0
+        probabilities.append(rows)
+    return student.merge(windows, probabilities, texts, labels), windows
+
+
+def assert_round_trip(texts, answers, names, max_length, *, at_least=1.0):
+    """Every span BIO can hold comes back exactly (where spans overlap, BIO keeps the first:
+    Restaurant-8k marks "in an hour" as both date and time, 12 of its 3,477 test spans)."""
+    (predicted, confidences), _ = perfect_predictions(texts, answers, names, max_length)
+    held = [{"spans": _without_overlaps(a["spans"])} for a in answers]
+    same = [keys(p) == keys(a) for p, a in zip(predicted, held, strict=True)]
+    assert sum(same) / len(same) >= at_least, [
+        (t, keys(a), keys(p)) for t, a, p, ok in zip(texts, answers, predicted, same, strict=True) if not ok
+    ][:5]
+    assert confidences == [1.0] * len(texts)
+    return same
+
+
+# --- the round trip ----------------------------------------------------------------------
+
+
+def test_round_trip_on_restaurant8k():
+    rows = restaurant8k("test", 400)
+    texts, answers = [t for t, _ in rows], [{"spans": s} for _, s in rows]
+    assert sum(len(a["spans"]) for a in answers) > 200
+    for max_length in (128, 16):  # 16: most texts are cut into several windows
+        # "13:00pm" is one token "00pm" short of "13:00": such a span grows to the whole token.
+        assert_round_trip(texts, answers, FIELDS, max_length, at_least=0.99)
+
+
+def test_round_trip_on_wnut17():
+    rows = read_conll(wnut17_lines("train", 400))
+    texts, answers = [r.text for r in rows], [{"spans": r.spans} for r in rows]
+    assert sum(len(a["spans"]) for a in answers) > 200
+    # CoNLL tokens are joined by spaces and no sub-word token crosses a space: all exact
+    # (all 3,394 train and 1,287 test sentences are, checked when this was written).
+    for max_length in (128, 24):
+        assert_round_trip(texts, answers, WNUT_FIELDS, max_length)
+
+
+def spans_of(text: str, *pairs: tuple[str, str]) -> dict:
+    """Spans of (value, field) pairs, each value found after the previous one."""
+    spans, position = [], 0
+    for value, field in pairs:
+        start = text.index(value, position)
+        spans.append({"start": start, "end": start + len(value), "field": field})
+        position = start + len(value)
+    return {"spans": spans}
+
+
+def test_round_trip_with_unicode():
+    rows = [
+        # "e" + a combining acute accent, which the uncased tokenizer strips from its token
+        (
+            "Cafe\u0301 Noël für 4 Personen 😀 am 12. Mai",
+            ("Cafe\u0301", "first_name"),
+            ("4", "people"),
+            ("12. Mai", "date"),
+        ),
+        ("東京タワー で 19:30 に 2 名", ("東京タワー", "last_name"), ("19:30", "time"), ("2", "people")),
+        (
+            "İstanbul ﬁne, Zoë at 7pm 👩\u200d💻 ok",
+            ("İstanbul", "last_name"),
+            ("Zoë", "first_name"),
+            ("7pm", "time"),
+            ("👩\u200d💻", "first_name"),
+        ),
+        ("Table for   Ångström\ton\nFriday", ("Ångström", "last_name"), ("Friday", "date")),
+    ]
+    texts = [text for text, *_ in rows]
+    answers = [spans_of(text, *pairs) for text, *pairs in rows]
+    assert_round_trip(texts, answers, FIELDS, 128)
+    assert_round_trip(texts, answers, FIELDS, 8)
+
+
+def long_text(repeats: int = 30) -> tuple[str, dict]:
+    parts, spans, position = [], [], 0
+    for n in range(repeats):
+        for piece, field in (
+            ("Book a table for", None),
+            (f"{n + 2} people", "people"),
+            ("on", None),
+            (f"Friday the {n + 1}th", "date"),
+            ("at", None),
+            ("7:30pm", "time"),
+            ("for Anna-Lena Müller, thanks.", None),
+        ):
+            if parts:
+                position += 1
+            if field:
+                spans.append({"start": position, "end": position + len(piece), "field": field})
+            parts.append(piece)
+            position += len(piece)
+    return " ".join(parts), {"spans": spans}
+
+
+def test_a_long_text_is_windowed_and_no_span_is_lost():
+    text, answer = long_text()
+    windows = student._windows(tokenizer(), [text], 64)
+    assert len(windows["input_ids"]) > 5
+    (predicted, _), _ = perfect_predictions([text], [answer], FIELDS, 64)
+    assert keys(predicted[0]) == keys(answer) and len(answer["spans"]) == 90
+
+
+def test_training_labels_hold_every_span_whole_in_some_window():
+    text, answer = long_text()
+    labels = student.bio_labels(FIELDS)
+    label2id = {label: i for i, label in enumerate(labels)}
+    windows = student._windows(tokenizer(), [text], 32)
+    window_labels = student.token_labels(windows, [text], [answer], label2id)
+    found = set()
+    for w, row in enumerate(window_labels):
+        inner = student._content(windows, w)
+        offsets = [windows["offset_mapping"][w][i] for i in inner]
+        onehot = np.eye(len(labels))[[max(row[i], 0) for i in inner]]  # ignored -> O
+        decoded, _ = student.decode(text, offsets, onehot, labels)
+        found |= set(keys(decoded))
+    assert set(keys(answer)) <= found
+    # A span cut by a window's edge is not taught as a span there (its tokens are ignored).
+    assert any(student.IGNORE in row[1:-1] for row in window_labels)
+
+
+def test_a_span_longer_than_a_window_is_still_labelled():
+    text = "The guest is " + " ".join(["Maria"] * 40) + " today"
+    answer = {"spans": [{"start": 13, "end": 13 + len(" ".join(["Maria"] * 40)), "field": "first_name"}]}
+    assert_round_trip([text], [answer], FIELDS, 16)
+
+
+def test_decode_confidences():
+    labels = student.bio_labels(["date", "time"])
+    offsets = [(0, 4), (5, 7), (8, 11), (12, 14), (15, 20)]
+    # O  B-date  I-date  O  I-time (an I- without a B- starts a span)
+    probabilities = np.full((5, len(labels)), 0.01, dtype=np.float32)
+    for row, (label, p) in enumerate(
+        [("O", 0.9), ("B-date", 0.8), ("I-date", 0.6), ("O", 0.95), ("I-time", 0.7)]
+    ):
+        probabilities[row, labels.index(label)] = p
+    answer, confidence = student.decode("Book 12 May at 19:30", offsets, probabilities, labels)
+    assert answer["spans"] == [
+        {"start": 5, "end": 11, "field": "date", "confidence": pytest.approx(0.6)},
+        {"start": 15, "end": 20, "field": "time", "confidence": pytest.approx(0.7)},
+    ]
+    assert confidence == pytest.approx(0.6)  # the least sure token decision
+    empty, sure = student.decode("", [], np.zeros((0, len(labels))), labels)
+    assert empty == {"spans": []} and sure == 1.0
+
+
+def test_a_span_of_an_unknown_field_is_refused():
+    labels = {label: i for i, label in enumerate(student.bio_labels(["date"]))}
+    windows = student._windows(tokenizer(), ["at 7pm"], 32)
+    with pytest.raises(ValueError, match="'time'"):
+        student.token_labels(
+            windows, ["at 7pm"], [{"spans": [{"start": 3, "end": 6, "field": "time"}]}], labels
+        )
+
+
+# --- a tiny model, end to end ------------------------------------------------------------
+
+
+def test_a_tiny_model_trains_predicts_and_exports(tmp_path):
+    rows = restaurant8k("train", 30)
+    texts, answers = [t for t, _ in rows], [{"spans": s} for _, s in rows]
+    long, long_answer = long_text(6)
+    texts, answers = [*texts, long], [*answers, long_answer]
+    base = ml.make_tiny_model(tmp_path / "base")
+    progress = []
+    result = student.train(
+        texts=texts,
+        answers=answers,
+        names=FIELDS,
+        base_model=base,
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(epochs=1, batch_size=8, max_length=32, learning_rate=1e-3),
+        validation=(texts[:5], answers[:5]),
+        on_progress=progress.append,
+    )
+    assert result.steps > 0 and progress
+    assert set(result.validation) == {"examples", "strict_f1", "partial_f1"}
+    assert result.validation["examples"] == 5 and 0 <= result.validation["strict_f1"] <= 1
+
+    queries = [*texts[:6], long, "", "Zoë 😀 at 7pm"]
+    predicted, confidences = student.predict(tmp_path / "model", queries, batch_size=4, max_length=32)
+    assert len(predicted) == len(confidences) == len(queries)
+    for text, answer, confidence in zip(queries, predicted, confidences, strict=True):
+        assert 0 < confidence <= 1
+        for span in answer["spans"]:
+            assert 0 <= span["start"] < span["end"] <= len(text)
+            assert span["field"] in FIELDS and confidence <= span["confidence"] <= 1
+    assert predicted[len(queries) - 2] == {"spans": []} and confidences[len(queries) - 2] == 1.0
+    assert student.predict(tmp_path / "model", []) == ([], [])
+
+    onnx_dir = student.export_onnx(tmp_path / "model", tmp_path / "onnx", max_length=32)
+    onnx_predicted, onnx_confidences = student.predict_onnx(onnx_dir, queries, batch_size=4, max_length=32)
+    assert len(onnx_predicted) == len(onnx_confidences) == len(queries)
+    assert all(set(a) == {"spans"} for a in onnx_predicted)
+    # int8 weights move the probabilities a little, not the shape of the answer.
+    np.testing.assert_allclose(onnx_confidences, confidences, atol=0.1)
+
+    # The export keeps per-token logits with free batch and sequence axes.
+    _, session, labels = ml.load_onnx(onnx_dir)
+    assert labels == student.bio_labels(FIELDS)
+    for batch, length in ((1, 5), (3, 17)):
+        feed = {i.name: np.ones((batch, length), dtype=np.int64) for i in session.get_inputs()}
+        assert session.run(["logits"], feed)[0].shape == (batch, length, len(labels))

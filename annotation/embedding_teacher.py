@@ -1,7 +1,7 @@
 """The offline embedding teacher: a weak but honest classifier that needs no API key.
 
 Texts, label definitions and reviewed examples are embedded with the bundled
-MiniLM (`training.ml.embed_texts`, imported lazily so that this module never
+MiniLM (`distillapp.ml.embed_texts`, imported lazily so that this module never
 loads torch by itself). Cosine similarity is a dot product of normalised
 embeddings.
 
@@ -57,7 +57,7 @@ class EmbeddingPrediction:
 
 
 def _embed(texts: list[str]) -> np.ndarray:
-    from training.ml import embed_texts
+    from distillapp.ml import embed_texts
 
     return embed_texts(texts)
 

@@ -73,7 +73,16 @@ def _config_snapshot(config: TeacherConfig) -> dict:
 
 
 def _project_labels(project: Project) -> list[dict]:
-    return [{"name": label.name, "description": label.description} for label in project.labels.all()]
+    # allows_many only where it says something (an extraction field holding one value), so
+    # classification prompts keep the snapshot they always had and no new version is made.
+    return [
+        {
+            "name": label.name,
+            "description": label.description,
+            **({} if label.allows_many else {"allows_many": False}),
+        }
+        for label in project.labels.all()
+    ]
 
 
 def prompt_version_current(project: Project, *, user=None) -> PromptVersion:
@@ -188,7 +197,7 @@ def labeling_estimate(
         input_per, output_per, basis = float(measured["i"]), float(measured["o"] or 0), "measured"
     else:
         system = teacher_boundary.render_system_prompt(
-            instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+            instructions=prompt.instructions, guidelines=prompt.guidelines, task=prompt.task
         )
         shots = prompt.few_shot_k if prompt.few_shot != PromptVersion.FewShot.NONE else 0
         texts = list(examples.values_list("text", flat=True)[:200]) if count else []
@@ -370,7 +379,7 @@ def _few_shot_chooser(
         memory = [(t, label) for t, label in _memory(project) if label in prompt.label_names]
         if not memory:
             return lambda texts: [[] for _ in texts]
-        from training.ml import embed_texts
+        from distillapp.ml import embed_texts
 
         memory_vectors = embed_texts([t for t, _ in memory])
 
@@ -394,12 +403,14 @@ def _few_shot_chooser(
     return lambda texts: [[] for _ in texts]
 
 
-def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, settings) -> list[_Work]:
+def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, settings, task) -> list[_Work]:
     texts = [text for _, _, text in chunk]
     shots = choose(texts)
     work = []
     for (item_id, example_id, text), few in zip(chunk, shots, strict=True):
-        messages = teacher_boundary.render_messages(system_prompt=system_prompt, text=text, few_shot=few)
+        messages = teacher_boundary.render_messages(
+            system_prompt=system_prompt, text=text, task=task, few_shot=few
+        )
         key = teacher_boundary.cache_key(
             settings=settings, prompt_version_id=job.prompt_version_id, messages=messages
         )
@@ -561,9 +572,11 @@ def _run_embedding(job: LabelingJob) -> None:
 async def _run_openai(job: LabelingJob) -> None:
     settings = teacher_settings(job.teacher)
     prompt = job.prompt_version
-    client = teacher_boundary.OpenAITeacher(settings, prompt.label_names)
+    # Read in a thread: the task's categories come from the database (async-unsafe here).
+    task = await sync_to_async(lambda: prompt.task, thread_sensitive=True)()
+    client = teacher_boundary.OpenAITeacher(settings, task)
     system_prompt = teacher_boundary.render_system_prompt(
-        instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+        instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
     agent = agent_name(job.teacher, prompt)
     choose = await sync_to_async(_few_shot_chooser)(prompt, job.project)
@@ -582,7 +595,7 @@ async def _run_openai(job: LabelingJob) -> None:
             if chunk is None:
                 break
             work = await sync_to_async(_prepare, thread_sensitive=True)(
-                job, chunk, choose, system_prompt, settings
+                job, chunk, choose, system_prompt, settings, task
             )
             for w in work:
                 if stop.is_set():
@@ -672,20 +685,23 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
             for p in predictions
         ]
     settings = teacher_settings(config)
+    task = prompt.task
     system_prompt = teacher_boundary.render_system_prompt(
-        instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+        instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
     shots = _few_shot_chooser(prompt, project)(texts)
 
     async def ask() -> list[teacher_boundary.TeacherAnswer]:
-        client = teacher_boundary.OpenAITeacher(settings, prompt.label_names)
+        client = teacher_boundary.OpenAITeacher(settings, task)
         semaphore = asyncio.Semaphore(settings.concurrency)
 
         async def one(text, few):
             async with semaphore:
                 return (
                     await client.classify(
-                        teacher_boundary.render_messages(system_prompt=system_prompt, text=text, few_shot=few)
+                        teacher_boundary.render_messages(
+                            system_prompt=system_prompt, text=text, task=task, few_shot=few
+                        )
                     )
                 )[-1]
 

@@ -12,6 +12,7 @@ from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from distillapp.models import BackgroundJob, JobRecord
+from tasks import Category, Task, task_for
 
 
 def normalise_text(text: str) -> str:
@@ -69,6 +70,23 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def task(self) -> Task:
+        """The project's task type, bound to its labels (or fields): ask it, never the answer.
+
+        Cached on the instance; ``forget_task()`` after changing labels.
+        """
+        cached = self.__dict__.get("_task")
+        if cached is None:
+            cached = self.__dict__["_task"] = task_for(self.task_type, self.categories())
+        return cached
+
+    def forget_task(self) -> None:
+        self.__dict__.pop("_task", None)
+
+    def categories(self) -> list[Category]:
+        return [label.as_category() for label in self.labels.all()]
+
     def role_of(self, user) -> str | None:
         """The user's role in this project, or None for an outsider."""
         if not user.is_authenticated:
@@ -108,6 +126,14 @@ class Label(models.Model):
         max_length=1, blank=True, help_text="Keyboard key that picks this label in review."
     )
     order = models.PositiveIntegerField(default=0)
+    # Extraction fields: the highlight colour in review, and whether a text may hold
+    # several values of the field (a classification label ignores both).
+    color = models.CharField(
+        max_length=20, blank=True, help_text="Extraction: highlight colour, e.g. #f4a261."
+    )
+    allows_many = models.BooleanField(
+        default=True, help_text="Extraction: a text may hold several values of this field."
+    )
 
     class Meta:
         ordering = ["order", "name"]
@@ -118,6 +144,15 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def as_category(self) -> Category:
+        return Category(
+            name=self.name,
+            description=self.description,
+            key=self.key,
+            color=self.color,
+            allows_many=self.allows_many,
+        )
 
 
 # Keys the review screen keeps for its own actions (accept, reject, skip,
@@ -714,6 +749,17 @@ class PromptVersion(models.Model):
     @property
     def label_names(self) -> list[str]:
         return [label["name"] for label in self.labels]
+
+    @property
+    def task(self) -> Task:
+        """The project's task type bound to the labels (fields) this version was written for."""
+        categories = [
+            Category(
+                name=d["name"], description=d.get("description", ""), allows_many=d.get("allows_many", True)
+            )
+            for d in self.labels
+        ]
+        return task_for(self.project.task_type, categories)
 
     @property
     def is_used(self) -> bool:

@@ -3,7 +3,7 @@
 ``label_quality_scores`` puts likely label errors first in a human review queue, the
 way cleanlab does it:
 
-1. texts are embedded with the bundled MiniLM (``training.ml.embed_texts``, imported
+1. texts are embedded with the bundled MiniLM (``distillapp.ml.embed_texts``, imported
    lazily, so importing this module loads neither torch nor Django);
 2. a multinomial logistic regression on the embeddings gives *out-of-sample* predicted
    probabilities through stratified K-fold cross-validation (each example is scored by
@@ -100,7 +100,7 @@ def label_quality_scores(
         return scores
 
     if embeddings is None:
-        from training.ml import embed_texts
+        from distillapp.ml import embed_texts
 
         features = embed_texts([texts[i] for i in kept])
     else:

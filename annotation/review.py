@@ -401,6 +401,7 @@ def gold_status(gold_set: GoldSet) -> dict:
     `is_decided` says the item has a final answer; `final` is its label, or
     None when the answer is a reject (no label fits).
     """
+    task = gold_set.project.task
     items = list(gold_set.items.select_related("example").order_by("pk"))
     blind: dict[int, list[Review]] = {}
     adjudicated: dict[int, Review] = {}
@@ -420,7 +421,9 @@ def gold_status(gold_set: GoldSet) -> dict:
     for item in items:
         labels = [_answer(r) for r in blind.get(item.example_id, [])][:2]
         adjudication = adjudicated.get(item.example_id)
-        disagree = len(labels) == 2 and labels[0] != labels[1]
+        disagree = len(labels) == 2 and not (
+            labels[0] == labels[1] or (REJECT not in labels and task.same(labels[0], labels[1]))
+        )
         if adjudication is not None:
             answer = _answer(adjudication)
         elif len(labels) == 2 and not disagree:
@@ -448,28 +451,12 @@ def gold_status(gold_set: GoldSet) -> dict:
         "disagreed": sum(r["disagreed"] for r in rows),
         "final": sum(r["is_decided"] for r in rows),
         "rejected": sum(r["is_rejected"] for r in rows),
-        "agreement": agreement([tuple(r["labels"]) for r in rows if len(r["labels"]) == 2]),
+        # A reject ("nothing fits") reaches the task as None: one more category to agree on.
+        "agreement": task.agreement(
+            [tuple(None if a == REJECT else a for a in r["labels"]) for r in rows if len(r["labels"]) == 2],
+            texts=[r["item"].example.text for r in rows if len(r["labels"]) == 2],
+        ),
     }
-
-
-def agreement(pairs: list[tuple[str, str]]) -> dict:
-    """Cohen's kappa between the two blind labels, overall and per label (one vs rest).
-
-    A reject (REJECT, "no label fits") is one more category.
-    """
-    from sklearn.metrics import cohen_kappa_score
-
-    if not pairs:
-        return {"pairs": 0, "kappa": None, "observed": None, "per_label": {}}
-    first, second = [a for a, _ in pairs], [b for _, b in pairs]
-    observed = sum(a == b for a, b in pairs) / len(pairs)
-    kappa = float(cohen_kappa_score(first, second)) if len(set(first) | set(second)) > 1 else 1.0
-    per_label = {}
-    for label in sorted(set(first) | set(second)):
-        a = [x == label for x in first]
-        b = [x == label for x in second]
-        per_label[label] = float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) > 1 else 1.0
-    return {"pairs": len(pairs), "kappa": kappa, "observed": observed, "per_label": per_label}
 
 
 def gold_next_disagreement(

@@ -122,7 +122,7 @@ def _created_per_label(job: SyntheticJob) -> dict[str, int]:
 
 def _confusable(labels: list[dict]) -> dict[str, list[str]]:
     """For each label, the two other labels whose definitions are closest."""
-    from training.ml import embed_texts
+    from distillapp.ml import embed_texts
 
     if len(labels) < 2:
         return {label["name"]: [] for label in labels}
@@ -149,7 +149,7 @@ def synthetic_job_run(*, job: SyntheticJob) -> SyntheticJob:
 
 
 def _run(job: SyntheticJob) -> None:
-    from training.ml import embed_texts
+    from distillapp.ml import embed_texts
 
     project = job.project
     definitions = {
@@ -235,7 +235,7 @@ def _run(job: SyntheticJob) -> None:
 
 
 async def _call_all(settings, all_messages: list[list[dict]]) -> list[teacher_boundary.Generated]:
-    client = teacher_boundary.OpenAITeacher(settings, labels=[])
+    client = teacher_boundary.OpenAITeacher(settings, task=None)  # writes texts: no answers to parse
     semaphore = asyncio.Semaphore(settings.concurrency)
 
     async def one(messages):
@@ -254,7 +254,7 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
     Each call's examples, proposals and counts (tokens, cost) are written in one
     transaction: a job killed between two calls has counted each paid call once.
     """
-    from training.ml import embed_texts
+    from distillapp.ml import embed_texts
 
     max_chars = django_settings.IMPORT_MAX_TEXT_CHARS
     created = _created_per_label(job)

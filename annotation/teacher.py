@@ -13,14 +13,14 @@ import asyncio
 import email.utils
 import hashlib
 import json
-import math
 import os
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from tasks.base import Task, json_answer
 
 DEFAULT_INSTRUCTIONS = (
     "You label texts for the task described below. Read the guidelines and the label "
@@ -97,30 +97,23 @@ class TeacherError(Exception):
 # --- prompts -----------------------------------------------------------------------------
 
 
-def render_system_prompt(*, instructions: str, guidelines: str, labels: list[dict]) -> str:
+def render_system_prompt(*, instructions: str, guidelines: str, task: Task) -> str:
+    """Instructions, guidelines, then the task's categories and answer format."""
     lines = [instructions.strip() or DEFAULT_INSTRUCTIONS]
     if guidelines.strip():
         lines += ["", "Guidelines:", guidelines.strip()]
-    lines += ["", "Labels:"]
-    for label in labels:
-        description = (label.get("description") or "").strip()
-        lines.append(f"- {label['name']}" + (f": {description}" if description else ""))
-    names = ", ".join(json.dumps(label["name"]) for label in labels)
-    lines += [
-        "",
-        f'Answer with a JSON object and nothing else: {{"label": <one of {names}>}}.',
-    ]
+    lines += ["", task.prompt_block()]
     return "\n".join(lines)
 
 
 def render_messages(
-    *, system_prompt: str, text: str, few_shot: list[tuple[str, str]] = ()
+    *, system_prompt: str, text: str, task: Task, few_shot: list[tuple[str, object]] = ()
 ) -> list[dict[str, str]]:
-    """System prompt, few-shot pairs, then the text as the last user message."""
+    """System prompt, few-shot pairs (text, answer), then the text as the last user message."""
     messages = [{"role": "system", "content": system_prompt}]
-    for example_text, label in few_shot:
+    for example_text, answer in few_shot:
         messages.append({"role": "user", "content": example_text})
-        messages.append({"role": "assistant", "content": json.dumps({"label": label})})
+        messages.append({"role": "assistant", "content": task.example_reply(answer, text=example_text)})
     messages.append({"role": "user", "content": text})
     return messages
 
@@ -134,87 +127,12 @@ def cache_key(*, settings: TeacherSettings, prompt_version_id: int, messages: li
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def response_format(labels: list[str]) -> dict:
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": "classification",
-            "strict": True,
-            "schema": {
-                "type": "object",
-                "properties": {"label": {"type": "string", "enum": labels}},
-                "required": ["label"],
-                "additionalProperties": False,
-            },
-        },
-    }
-
-
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-
-
-def parse_label(content: str | None, labels: list[str]) -> tuple[str | None, str]:
-    """(label, "") for a valid answer, else (None, the reason)."""
-    if content is None or not content.strip():
-        return None, "empty answer"
-    text = content.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return None, f"answer is not valid JSON: {content[:200]!r}"
-    if not isinstance(obj, dict) or "label" not in obj:
-        return None, f'answer has no "label" field: {content[:200]!r}'
-    label = obj["label"]
-    if not isinstance(label, str) or not label.strip():
-        return None, "answer has an empty label"
-    if label.strip() not in labels:
-        return None, f"label {label!r} is not one of the project's labels"
-    return label.strip(), ""
-
-
-def repair_messages(
-    messages: list[dict], bad_content: str | None, reason: str, labels: list[str]
-) -> list[dict]:
-    names = ", ".join(json.dumps(name) for name in labels)
+def repair_messages(messages: list[dict], bad_content: str | None, reason: str, task: Task) -> list[dict]:
     return [
         *messages,
         {"role": "assistant", "content": bad_content or ""},
-        {
-            "role": "user",
-            "content": f"That answer was invalid ({reason}). Reply with only a JSON object "
-            f'{{"label": <one of {names}>}}.',
-        },
+        {"role": "user", "content": task.repair_request(reason)},
     ]
-
-
-def logprob_confidence(content: str, label: str, tokens: list[tuple[str, float]]) -> float | None:
-    """Probability of the label's own tokens in the answer, from their logprobs.
-
-    The tokens overlapping the label's characters inside the JSON answer are
-    the ones that chose it; the JSON punctuation around them is certain and
-    says nothing about the choice.
-    """
-    if not tokens:
-        return None
-    start = content.find(json.dumps(label)[:-1])  # the opening quote and the label
-    if start < 0:
-        return None
-    start += 1
-    end = start + len(label)
-    position, total, matched = 0, 0.0, False
-    for token, logprob in tokens:
-        token_end = position + len(token)
-        if token_end > start and position < end:
-            total += logprob
-            matched = True
-        position = token_end
-    if not matched or position != len(content):
-        # The tokens do not spell the content: no honest number to give.
-        return None
-    return max(0.0, min(1.0, math.exp(total)))
 
 
 # --- synthetic examples --------------------------------------------------------------------
@@ -297,16 +215,9 @@ def render_generation_messages(
 
 
 def parse_generated(content: str | None) -> tuple[list[str], str]:
-    if content is None or not content.strip():
-        return [], "empty answer"
-    text = content.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return [], f"answer is not valid JSON: {content[:200]!r}"
+    obj, error = json_answer(content)
+    if error:
+        return [], error
     examples = obj.get("examples") if isinstance(obj, dict) else None
     if not isinstance(examples, list):
         return [], 'answer has no "examples" list'
@@ -420,14 +331,14 @@ def client_credentials(settings: TeacherSettings) -> tuple[str, str | None]:
 
 
 class OpenAITeacher:
-    """Classifies texts through an OpenAI-compatible chat completions API."""
+    """Answers texts for the project's task through an OpenAI-compatible chat completions API."""
 
-    def __init__(self, settings: TeacherSettings, labels: list[str], *, sleep=asyncio.sleep):
+    def __init__(self, settings: TeacherSettings, task: Task | None, *, sleep=asyncio.sleep):
         import openai
 
         api_key, base_url = client_credentials(settings)
         self.settings = settings
-        self.labels = labels
+        self.task = task
         self.limiter = RateLimiter(settings.requests_per_minute)
         self._sleep = sleep
         self._openai = openai
@@ -443,14 +354,20 @@ class OpenAITeacher:
         await self.client.close()
 
     async def classify(self, messages: list[dict]) -> list[TeacherAnswer]:
-        """One answer, plus a repaired second one when the first is invalid."""
-        first = await self._answer(messages)
+        """One answer, plus a repaired second one when the first is invalid.
+
+        The text answered is the last user message (render_messages puts it there).
+        """
+        text = messages[-1]["content"]
+        first = await self._answer(messages, text)
         if first.is_valid or first.attempts == 0:  # a valid answer, or no answer at all
             return [first]
-        second = await self._answer(repair_messages(messages, first.raw_response, first.error, self.labels))
+        second = await self._answer(
+            repair_messages(messages, first.raw_response, first.error, self.task), text
+        )
         return [first, second]
 
-    async def _answer(self, messages: list[dict]) -> TeacherAnswer:
+    async def _answer(self, messages: list[dict], text: str) -> TeacherAnswer:
         samples = self.settings.self_consistency_samples
         started = time.perf_counter()
         try:
@@ -469,18 +386,22 @@ class OpenAITeacher:
             attempts=attempts,
         )
         if samples >= 2:
-            votes = Counter(v for v in (parse_label(c, self.labels)[0] for c in reply.contents) if v)
+            # Vote over the answers' canonical JSON, so any task's answers can be counted.
+            parsed = [self.task.parse_teacher(c, text=text) for c in reply.contents]
+            valid = {json.dumps(v, sort_keys=True): v for v, _ in parsed if v is not None}
+            votes = Counter(json.dumps(v, sort_keys=True) for v, _ in parsed if v is not None)
             if not votes:
-                answer.error = parse_label(reply.contents[0], self.labels)[1]
+                answer.error = parsed[0][1]
                 return answer
-            answer.value, count = votes.most_common(1)[0]
+            key, count = votes.most_common(1)[0]
+            answer.value = valid[key]
             answer.confidence = count / len(reply.contents)
             answer.confidence_method = "self_consistency"
             return answer
         content = reply.contents[0]
-        answer.value, answer.error = parse_label(content, self.labels)
+        answer.value, answer.error = self.task.parse_teacher(content, text=text)
         if answer.value is not None:
-            answer.confidence = logprob_confidence(content, answer.value, reply.tokens)
+            answer.confidence = self.task.logprob_confidence(content, answer.value, reply.tokens)
             answer.confidence_method = "logprobs" if answer.confidence is not None else ""
         return answer
 
@@ -531,7 +452,7 @@ class OpenAITeacher:
         elif s.use_logprobs and schema is None:
             params["logprobs"] = True
         if s.structured_output:
-            params["response_format"] = schema or response_format(self.labels)
+            params["response_format"] = schema or self.task.response_format()
         last_error = ""
         for attempt in range(1, s.max_attempts + 1):
             await self.limiter.wait()

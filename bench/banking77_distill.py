@@ -27,7 +27,7 @@ DATABASE_URL and REDIS_URL are removed, DJANGO_SETTINGS_MODULE=distillapp.settin
    ``teacher_accuracy_app`` is the same measured by ``services.evaluate_teacher`` on gold v1.
    ``student_accuracy`` is ``evaluate_run`` of the student trained on the teacher's labels.
 3. inference_texts_per_second: the student of part 1 predicting the 3,080 test texts
-   (``ml.predict``, batch_size=64, max_length = the run's 64, as evaluate_run uses) after one
+   (``student.predict``, batch_size=64, max_length = the run's 64, as evaluate_run uses) after one
    warm-up call.
 
 Notes on the data: the import deduplicates by normalised text, so the 10,003 train rows give
@@ -266,7 +266,7 @@ def build_project(
 
 
 def train_and_evaluate(project, *, epochs: float | None) -> dict:
-    from training import ml
+    from tasks.classification import student
     from training import services as training_services
     from training.models import TrainingRun
 
@@ -288,9 +288,9 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
     try:
         with (
             phases.wrap(training_services, "training_set"),
-            phases.wrap(ml, "train_classifier"),
+            phases.wrap(student, "train"),
             phases.wrap(training_services, "student_predict_all"),
-            phases.wrap(ml, "predict"),
+            phases.wrap(student, "predict"),
         ):
             run = training_services.run_execute(run=run)
     finally:
@@ -305,7 +305,7 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
     evaluate_seconds = time.monotonic() - evaluate_started
     metrics = evaluation.metrics
     log(f"run {run.number} on gold v1: accuracy {metrics['accuracy']:.4f}")
-    train_fn = phases.seconds.get("train_classifier", 0.0)
+    train_fn = phases.seconds.get("train", 0.0)
     predict_all = phases.seconds.get("student_predict_all", 0.0)
     predict_all_model = phases.seconds.get("student_predict_all/predict", 0.0)
     return {
@@ -332,7 +332,7 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
             "training_set": round(phases.seconds.get("training_set", 0.0), 3),
             "train_classifier_total": round(train_fn, 3),
             "model_load_save_validation": round(train_fn - (run.train_seconds or 0.0), 3),
-            "validation_predict": round(phases.seconds.get("train_classifier/predict", 0.0), 3),
+            "validation_predict": round(phases.seconds.get("train/predict", 0.0), 3),
             "student_predict_all": round(predict_all, 3),
             "student_predict_all_model": round(predict_all_model, 3),
             "student_predict_all_db": round(predict_all - predict_all_model, 3),
@@ -365,15 +365,15 @@ def part_human(*, train_rows, test_rows, categories, train_csv: Path, epochs) ->
 def part_inference(run, test_rows) -> dict:
     import torch
 
-    from training import ml
+    from tasks.classification import student
     from training.models import default_hyperparameters
 
     model_dir = Path(run.artifact_path) / "model"
     max_length = {**default_hyperparameters(), **run.hyperparameters}["max_length"]
     texts = [r["text"] for r in test_rows]
-    ml.predict(model_dir, texts[:64], batch_size=64, max_length=max_length)  # warm-up
+    student.predict(model_dir, texts[:64], batch_size=64, max_length=max_length)  # warm-up
     started = time.monotonic()
-    labels, _ = ml.predict(model_dir, texts, batch_size=64, max_length=max_length)
+    labels, _ = student.predict(model_dir, texts, batch_size=64, max_length=max_length)
     seconds = time.monotonic() - started
     correct = sum(p == r["category"] for p, r in zip(labels, test_rows, strict=True))
     log(f"inference: {len(texts)} texts in {seconds:.2f} s")

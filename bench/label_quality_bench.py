@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import training.ml  # noqa: E402
+import distillapp.ml  # noqa: E402
 from annotation import quality  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "banking77"
@@ -75,7 +75,7 @@ def run(data_dir: Path | None = None, seed: int = 0, folds: int = 5) -> dict:
     n = len(texts)
 
     start = time.perf_counter()
-    prototypes = training.ml.embed_texts([f"{name}: {name.replace('_', ' ')}" for name in categories])
+    prototypes = distillapp.ml.embed_texts([f"{name}: {name.replace('_', ' ')}" for name in categories])
     model_load_seconds = time.perf_counter() - start
 
     # The simulated teacher: a fixed 18.5 % of the examples get their label's nearest other label.
@@ -92,7 +92,7 @@ def run(data_dir: Path | None = None, seed: int = 0, folds: int = 5) -> dict:
     # Capture what the timed run computes anyway (text embeddings, out-of-sample probabilities).
     captured: dict[str, object] = {}
     phases = {"embedding": 0.0, "cross_validation": 0.0}
-    embed_texts = training.ml.embed_texts
+    embed_texts = distillapp.ml.embed_texts
     pred_probs = quality.out_of_sample_pred_probs
 
     def timed_embed(*args, **kwargs):
@@ -107,14 +107,14 @@ def run(data_dir: Path | None = None, seed: int = 0, folds: int = 5) -> dict:
         phases["cross_validation"] += time.perf_counter() - began
         return captured["pred_probs"]
 
-    training.ml.embed_texts = timed_embed
+    distillapp.ml.embed_texts = timed_embed
     quality.out_of_sample_pred_probs = timed_pred_probs
     try:
         start = time.perf_counter()
         scores = quality.label_quality_scores(texts, teacher_labels, folds=folds, seed=seed)
         seconds = time.perf_counter() - start
     finally:
-        training.ml.embed_texts = embed_texts
+        distillapp.ml.embed_texts = embed_texts
         quality.out_of_sample_pred_probs = pred_probs
     phases["scoring_and_other"] = seconds - phases["embedding"] - phases["cross_validation"]
 

@@ -6,15 +6,15 @@
 
 1. setup (this process): a temp DISTILL_DATA_DIR with SQLite (DATABASE_URL and REDIS_URL are
    removed), ``migrate``, a lead and a project with the 77 Banking77 labels. A real MiniLM-L6
-   student (the bundled ``training.ml.default_base_model()``) is fine-tuned briefly with
-   ``ml.train_classifier`` on a seeded sample of train.csv (``--train-texts``, ``--epochs``;
+   student (the bundled ``distillapp.ml.default_base_model()``) is fine-tuned briefly with
+   ``tasks.classification.student.train`` on a seeded sample of train.csv (``--train-texts``, ``--epochs``;
    max_length 64 as the app's default; ``--model DIR`` keeps it there and reuses it on the next
    run), saved as run 1's artifacts, evaluated with
    ``services.evaluate_run`` on a frozen gold set of ``--gold`` test.csv texts, and quantized
    with ``serving.onnx_prepare`` (the deploy page's "Quantize (int8)"), which reports both
    gold accuracies. An API token is made with ``serving.token_create``.
 2. in_process (a child process, OMP_NUM_THREADS=1): the model alone, one thread, no HTTP:
-   32-text requests through ``ml.predict`` (torch) and ``ml.predict_onnx`` (batch_size 32 and
+   32-text requests through ``student.predict`` (torch) and ``student.predict_onnx`` (batch_size 32 and
    ``serving.SERVING_BATCH_SIZE``), and single texts; texts/s and ms.
 3. server: ``manage.py serve --no-worker`` on 127.0.0.1 (gunicorn distillapp.wsgi:application,
    ``--web-workers`` processes x 4 threads, by default the serve command's 2 per core; it also
@@ -103,7 +103,9 @@ def setup(args, data_dir: Path) -> dict:
 
     from annotation.models import Example, GoldSet, GoldSetItem
     from annotation.services import project_create
-    from training import ml, services, serving
+    from distillapp import ml
+    from tasks.classification import student
+    from training import services, serving
     from training.models import TrainingRun, default_hyperparameters
 
     call_command("migrate", verbosity=0)
@@ -141,10 +143,10 @@ def setup(args, data_dir: Path) -> dict:
         train_seconds = None
     else:
         log(f"fine-tuning MiniLM-L6 on {len(train)} texts, {args.epochs} epoch(s)")
-        result = ml.train_classifier(
+        result = student.train(
             texts=[r["text"] for r in train],
-            labels=[r["category"] for r in train],
-            label_names=sorted(labels),
+            answers=[r["category"] for r in train],
+            names=sorted(labels),
             base_model=ml.default_base_model(),
             output_dir=artifacts / "model",
             hyperparameters=ml.Hyperparameters(epochs=args.epochs, max_length=hp["max_length"]),
@@ -193,7 +195,8 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
     django.setup()  # training.serving imports the models
 
-    from training import ml, serving
+    from tasks.classification import student
+    from training import serving
 
     torch.set_num_threads(1)
     texts = json.loads(Path(texts_file).read_text())
@@ -217,10 +220,10 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
         return percentile(times, 50)
 
     def torch_fn(batch):
-        return ml.predict(model_dir, batch, max_length=64)
+        return student.predict(model_dir, batch, max_length=64)
 
     def onnx_fn(size):
-        return lambda batch: ml.predict_onnx(onnx_dir, batch, max_length=64, batch_size=size)
+        return lambda batch: student.predict_onnx(onnx_dir, batch, max_length=64, batch_size=size)
 
     result = {
         "threads": 1,

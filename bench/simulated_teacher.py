@@ -10,7 +10,7 @@ and nothing else about a real LLM:
 - which examples are wrong is chosen by a ``random.Random(seed)`` sample, so a seed gives the
   same labels on every run and machine;
 - a wrong label is never random: it is the label whose NAME is closest to the true label's
-  name (cosine similarity of the MiniLM-L6 embeddings from ``training.ml.embed_texts`` of the
+  name (cosine similarity of the MiniLM-L6 embeddings from ``distillapp.ml.embed_texts`` of the
   category names with underscores replaced by spaces, e.g. "card arrival"), excluding the true
   label itself.
 
@@ -38,7 +38,7 @@ def label_text(name: str) -> str:
 
 def nearest_other_labels(label_names: Sequence[str]) -> dict[str, str]:
     """Each label's nearest OTHER label by MiniLM similarity of the names (ties: first in order)."""
-    from training import ml
+    from distillapp import ml
 
     names = list(label_names)
     if len(names) < 2:

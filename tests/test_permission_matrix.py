@@ -193,7 +193,7 @@ def test_permission_matrix(world, name):
         needed = (
             ACCESS[name]
             if isinstance(ACCESS[name], str)
-            else dict(zip(("get", "post"), ACCESS[name]))[method]
+            else dict(zip(("get", "post"), ACCESS[name], strict=True))[method]
         )
         if needed == LEAD:
             assert seen["reviewer"] == 403, (name, method, seen)

@@ -151,7 +151,8 @@ def predict(request: HttpRequest, slug: str) -> JsonResponse:
     body = _json_body(request, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE or DROP_IN_MAX_BODY_BYTES)
     texts = _checked_texts(body.get("texts"), state.config)
     answers = serving.predict_texts(project=project, texts=texts, state=state)
-    return JsonResponse({"predictions": [a.as_json() for a in answers]})
+    task = project.task
+    return JsonResponse({"predictions": [a.as_json(task, t) for a, t in zip(answers, texts, strict=True)]})
 
 
 # --- the OpenAI-compatible drop-in -------------------------------------------------------------------

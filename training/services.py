@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from annotation.models import IMPORT_AGENT, Example, GoldSet, Membership, Project, Proposal
 from distillapp import rows
-from training import metrics as metrics_lib
+from tasks import measure as metrics_lib
 from training.models import Evaluation, TrainingRun, default_hyperparameters
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def run_claim(run_id: int) -> bool:
 
 def run_execute(*, run: TrainingRun) -> TrainingRun:
     """Build the data, fine-tune, save artifacts, predict every non-gold example."""
-    from training import ml
+    from distillapp import ml
 
     def phase(text: str, **fields) -> None:
         TrainingRun.objects.filter(pk=run.pk).update(phase=text, heartbeat_at=timezone.now(), **fields)
@@ -270,7 +270,8 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             include_synthetic=run.include_synthetic,
         )
         train, validation = split_validation(rows, fraction=hp["validation_fraction"], seed=hp["seed"])
-        label_names = sorted({r["label"] for r in rows})
+        task = run.project.task
+        label_names = task.training_names([r["label"] for r in rows])
         directory = artifacts_root() / run.project.slug / f"run-{run.number}"
         if directory.exists():
             shutil.rmtree(directory)
@@ -307,10 +308,10 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
 
         fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
-        result = ml.train_classifier(
+        result = task.student.train(
             texts=[r["text"] for r in train],
-            labels=[r["label"] for r in train],
-            label_names=label_names,
+            answers=[r["label"] for r in train],
+            names=label_names,
             base_model=run.base_model or ml.default_base_model(),
             output_dir=directory / "model",
             hyperparameters=ml.Hyperparameters(**fields),
@@ -386,15 +387,14 @@ def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_
 
 def student_predict_all(*, run: TrainingRun, model_dir: Path, max_length: int) -> int:
     """The student's proposal on every non-gold example, for disagreement ordering in review."""
-    from training import ml
-
+    student = run.project.task.student
     examples = list(
         Example.objects.for_project(run.project).not_gold().order_by("pk").values_list("pk", "text")
     )
     Proposal.objects.filter(example__project=run.project, agent=run.agent).delete()
     for start in range(0, len(examples), 2000):
         chunk = examples[start : start + 2000]
-        labels, confidences = ml.predict(model_dir, [t for _, t in chunk], max_length=max_length)
+        labels, confidences = student.predict(model_dir, [t for _, t in chunk], max_length=max_length)
         with transaction.atomic():
             Proposal.objects.bulk_create(
                 [
@@ -429,7 +429,6 @@ def _gold(project: Project, version: int | None) -> GoldSet:
 def _finish_evaluation(
     *, project, gold, subject, agent, run, items, predicted: dict, target_accuracy: float, notes=None
 ) -> Evaluation:
-    labels = list(project.labels.values_list("name", flat=True))
     rows = []
     # A gold item adjudicated as "no label fits" (a reject) has no gold label:
     # no answer can be right or wrong on it, so no metric counts it.
@@ -446,11 +445,12 @@ def _finish_evaluation(
                 "length": len(item.example.text),
             }
         )
-    numbers = metrics_lib.classification_metrics(
+    texts = {item.example_id: item.example.text for item in labelled}
+    numbers = project.task.metrics(
         [r["gold"] for r in rows],
         [r["predicted"] for r in rows],
-        [r["confidence"] for r in rows],
-        labels,
+        texts=[texts[r["example"]] for r in rows],
+        confidences=[r["confidence"] for r in rows],
         target_accuracy=target_accuracy,
     )
     numbers["errors_by_source"] = metrics_lib.errors_by(rows, lambda r: r["source"])
@@ -474,8 +474,6 @@ def _finish_evaluation(
 def evaluate_run(
     *, run: TrainingRun, gold_version: int | None = None, target_accuracy: float = 0.95
 ) -> Evaluation:
-    from training import ml
-
     if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
         raise TrainingError(f"Run {run.number} has no trained model to evaluate.")
     gold = _gold(run.project, gold_version)
@@ -493,7 +491,7 @@ def evaluate_run(
         )
     hp = {**default_hyperparameters(), **run.hyperparameters}
     scored = [i for i in clean if i.label is not None]
-    labels, confidences = ml.predict(
+    labels, confidences = run.project.task.student.predict(
         Path(run.artifact_path) / "model", [i.example.text for i in scored], max_length=hp["max_length"]
     )
     predicted = {i.example_id: (lab, conf) for i, lab, conf in zip(scored, labels, confidences, strict=True)}

@@ -22,7 +22,7 @@ from django.db.models import Avg, Count, Sum
 from django.utils import timezone
 
 from annotation.models import Example, Project, Proposal
-from training import metrics as metrics_lib
+from tasks import measure as metrics_lib
 from training.models import (
     ApiToken,
     DeploymentEvent,
@@ -395,10 +395,11 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     max_length. The measurement is kept beside the export (quantization.json), where
     promotion reads it.
     """
-    from training import ml
+    from distillapp import ml
 
     if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
         raise ServingError(f"Run {run.number} has no trained model to quantize.", code="not_trained")
+    task = run.project.task
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if gold_version is not None:
         gold = run.project.gold_sets.filter(version=gold_version, frozen_at__isnull=False).first()
@@ -414,20 +415,25 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     max_length = {**default_hyperparameters(), **run.hyperparameters}["max_length"]
     model_dir = Path(run.artifact_path) / "model"
     started = time.perf_counter()
-    onnx_dir = ml.export_onnx_int8(model_dir, onnx_dir_for(run), max_length=max_length)
+    onnx_dir = task.student.export_onnx(model_dir, onnx_dir_for(run), max_length=max_length)
     export_seconds = time.perf_counter() - started
     texts, golds = [i.example.text for i in items], [i.label for i in items]
-    fp32, _ = ml.predict(model_dir, texts, max_length=max_length)
-    int8, _ = ml.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
-    fp32_accuracy = sum(p == g for p, g in zip(fp32, golds, strict=True)) / len(items)
-    onnx_accuracy = sum(p == g for p, g in zip(int8, golds, strict=True)) / len(items)
+    fp32, _ = task.student.predict(model_dir, texts, max_length=max_length)
+    int8, _ = task.student.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
+    # "Accuracy" is the share of gold items wholly right (a rejected gold item has no answer).
+    fp32_accuracy = sum(
+        g is not None and task.is_right(g, p) for p, g in zip(fp32, golds, strict=True)
+    ) / len(items)
+    onnx_accuracy = sum(
+        g is not None and task.is_right(g, p) for p, g in zip(int8, golds, strict=True)
+    ) / len(items)
     result = {
         "gold_set": gold.pk,
         "gold_version": gold.version,
         "examples": len(items),
         "fp32_accuracy": fp32_accuracy,
         "onnx_accuracy": onnx_accuracy,
-        "agreement": sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(items),
+        "agreement": sum(task.same(a, b) for a, b in zip(fp32, int8, strict=True)) / len(items),
         "may_activate": quantized_may_activate(onnx_accuracy=onnx_accuracy, fp32_accuracy=fp32_accuracy),
         "export_seconds": round(export_seconds, 1),
         "size_mb": round((onnx_dir / ml.ONNX_MODEL_FILE).stat().st_size / 1e6, 1),
@@ -453,7 +459,7 @@ def onnx_measurement(run: TrainingRun) -> dict | None:
 
 
 def _quantized_for_promotion(run: TrainingRun) -> dict:
-    from training import ml
+    from distillapp import ml
 
     measured = onnx_measurement(run)
     if measured is None or not (onnx_dir_for(run) / ml.ONNX_MODEL_FILE).is_file():
@@ -534,9 +540,9 @@ class Answer:
     teacher_cost_usd: Decimal = Decimal("0")
     teacher_tokens: tuple[int, int] = (0, 0)  # input, output: what the teacher's answer used
 
-    def as_json(self) -> dict:
+    def as_json(self, task, text: str) -> dict:
         return {
-            "label": self.label,
+            **task.served(self.label, text=text),
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "route": self.route,
             "model_version": self.model_version,
@@ -567,13 +573,14 @@ def validate_texts(texts, config: ServingConfig) -> list[str]:
     return texts
 
 
-def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list[str], list[float]]:
-    from training import ml
-
+def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list, list[float]]:
+    student = version.project.task.student
     max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
     if version.runtime == ModelVersion.Runtime.ONNX_INT8:
-        return ml.predict_onnx(version.onnx_path, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
-    return ml.predict(
+        return student.predict_onnx(
+            version.onnx_path, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE
+        )
+    return student.predict(
         Path(version.run.artifact_path) / "model", texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE
     )
 

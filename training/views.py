@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation.models import Example
 from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
 from distillapp import rows
-from training import metrics as metrics_lib
+from tasks import measure as metrics_lib
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm, PromoteForm, ServingConfigForm, TokenForm
 from training.models import ApiToken, Evaluation, ModelVersion, TrainingRun

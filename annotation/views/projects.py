@@ -50,7 +50,9 @@ def project_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def project_create(request: HttpRequest) -> HttpResponse:
     if not user_may_create_projects(request.user):
-        raise PermissionDenied("Only staff (or users given the “add project” permission) may create projects.")
+        raise PermissionDenied(
+            "Only staff (or users given the “add project” permission) may create projects."
+        )
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         project = services.project_create(

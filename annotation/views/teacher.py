@@ -71,7 +71,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, f"Teacher saved; prompt v{saved.version}{note}.")
             return redirect("annotation:teacher-settings", slug=project.slug)
     system_prompt = teacher_boundary.render_system_prompt(
-        instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+        instructions=prompt.instructions, guidelines=prompt.guidelines, task=prompt.task
     )
     return render(
         request,
@@ -91,7 +91,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _key_status(config: TeacherConfig) -> str:
-    """"set", "unset" or "not allowed"; only an allow-listed variable is ever looked up,
+    """ "set", "unset" or "not allowed"; only an allow-listed variable is ever looked up,
     so the page cannot be used to probe the server's environment."""
     if teacher_boundary.credentials_problem(api_key_env=config.api_key_env, base_url=""):
         return "not allowed"

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from annotation import review
 from annotation.models import Example, FrozenGoldSetError, GoldSet, GoldSetItem, Membership, Proposal, Review
+from tasks import Category, task_for
 
 pytestmark = pytest.mark.django_db
 
@@ -84,12 +85,13 @@ def test_two_different_reviewers_then_no_more(project, corpus, reviewer, second_
 def test_kappa_against_a_hand_computed_case():
     first = ["A", "A", "B", "B", "A", "B"]
     second = ["A", "B", "B", "B", "A", "A"]
-    result = review.agreement(list(zip(first, second, strict=True)))
+    task = task_for("classification", [Category("A"), Category("B")])
+    result = task.agreement(list(zip(first, second, strict=True)))
     # observed 4/6, chance 0.5*0.5 + 0.5*0.5 = 0.5: kappa = (2/3 - 1/2) / (1 - 1/2) = 1/3
     assert result["observed"] == pytest.approx(4 / 6)
     assert result["kappa"] == pytest.approx(1 / 3)
     assert result["per_label"]["A"] == pytest.approx(1 / 3)
-    assert review.agreement([])["kappa"] is None
+    assert task.agreement([])["kappa"] is None
 
 
 def label_all(gold, reviewer, second_reviewer, second_labels):

@@ -38,7 +38,7 @@ def scores(noisy) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def embeddings(noisy) -> np.ndarray:
-    from training.ml import embed_texts
+    from distillapp.ml import embed_texts
 
     return embed_texts(noisy["texts"])
 

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from annotation import teacher
+from tasks import Category, task_for
 from tests.fake_openai import (
     FakeOpenAI,
     FakeReply,
@@ -20,6 +21,7 @@ from tests.fake_openai import (
 )
 
 LABELS = ["Billing", "Technical support", "Other"]
+TASK = task_for("classification", [Category(name=name) for name in LABELS])
 TRUTH = {"I was charged twice": "Billing", "The app crashes": "Technical support"}
 
 
@@ -33,13 +35,13 @@ def make_teacher(server: FakeOpenAI, monkeypatch, **overrides) -> teacher.OpenAI
         price_output_per_mtok=Decimal("0.60"),
         **overrides,
     )
-    return teacher.OpenAITeacher(settings, LABELS)
+    return teacher.OpenAITeacher(settings, TASK)
 
 
 def classify(t: teacher.OpenAITeacher, text: str) -> list[teacher.TeacherAnswer]:
     async def go():
         try:
-            return await t.classify(teacher.render_messages(system_prompt="Label it.", text=text))
+            return await t.classify(teacher.render_messages(system_prompt="Label it.", text=text, task=TASK))
         finally:
             await t.close()
 
@@ -177,7 +179,7 @@ def test_missing_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(teacher.TeacherError, match="set the environment variable OPENAI_API_KEY"):
-        teacher.OpenAITeacher(teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY"), LABELS)
+        teacher.OpenAITeacher(teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY"), TASK)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +194,7 @@ def test_missing_key_is_a_clear_error(monkeypatch):
     ],
 )
 def test_parse_label_is_strict(content, expected):
-    value, error = teacher.parse_label(content, LABELS)
+    value, error = TASK.parse_teacher(content)
     assert value == expected[0]
     assert error.startswith(expected[1])
 
@@ -207,9 +209,9 @@ def test_logprob_confidence_ignores_json_punctuation_and_refuses_mismatch():
         (" support", -0.2),
         ('"}', -0.5),
     ]
-    assert teacher.logprob_confidence(content, "Technical support", tokens) == pytest.approx(math.exp(-0.3))
-    assert teacher.logprob_confidence(content, "Technical support", tokens[:-1]) is None
-    assert teacher.logprob_confidence(content, "Technical support", []) is None
+    assert TASK.logprob_confidence(content, "Technical support", tokens) == pytest.approx(math.exp(-0.3))
+    assert TASK.logprob_confidence(content, "Technical support", tokens[:-1]) is None
+    assert TASK.logprob_confidence(content, "Technical support", []) is None
 
 
 def test_rate_limiter_spaces_requests():
@@ -235,7 +237,10 @@ def test_concurrency_is_the_callers_to_bound(monkeypatch):
         async def go():
             try:
                 return await asyncio.gather(
-                    *(t.classify(teacher.render_messages(system_prompt="s", text=f"t{i}")) for i in range(16))
+                    *(
+                        t.classify(teacher.render_messages(system_prompt="s", text=f"t{i}", task=TASK))
+                        for i in range(16)
+                    )
                 )
             finally:
                 await t.close()

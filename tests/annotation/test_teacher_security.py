@@ -92,7 +92,7 @@ def test_a_lead_cannot_send_the_secret_key_to_their_own_server(project, lead_cli
         labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
     config.refresh_from_db()
     with pytest.raises(teacher.TeacherError, match="not allowed"):
-        teacher.OpenAITeacher(labeling.teacher_settings(config), ["Billing"])
+        teacher.OpenAITeacher(labeling.teacher_settings(config), project.task)
     assert seen == [] and all(SECRET not in str(headers) for headers in seen)
 
 
@@ -108,7 +108,7 @@ def test_an_allowed_key_may_not_go_to_an_unlisted_address(project, attacker, mon
         labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
     settings = teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY", base_url=attacker_url)
     with pytest.raises(teacher.TeacherError, match="base URL"):  # the serving fallback's client too
-        teacher.OpenAITeacher(settings, ["Billing"])
+        teacher.OpenAITeacher(settings, project.task)
     assert seen == []
 
 

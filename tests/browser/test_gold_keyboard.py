@@ -85,7 +85,8 @@ def test_the_evaluation_page_warns_when_gold_was_trained_on(
     page, django_user_model, artifacts, tmp_path, monkeypatch
 ):
     from annotation.models import GoldSetItem
-    from training import ml, services
+    from tasks.classification import student as classification_student
+    from training import services
     from training.models import TrainingRun
 
     lead = django_user_model.objects.create_user(username="lena", password="a-long-password")
@@ -107,7 +108,9 @@ def test_the_evaluation_page_warns_when_gold_was_trained_on(
         GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
     gold.freeze(user=lead)
     monkeypatch.setattr(
-        ml, "predict", lambda model_dir, texts, **kw: (["Billing"] * len(texts), [0.9] * len(texts))
+        classification_student,
+        "predict",
+        lambda model_dir, texts, **kw: (["Billing"] * len(texts), [0.9] * len(texts)),
     )
     evaluation = services.evaluate_run(run=run)
 

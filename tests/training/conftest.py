@@ -10,7 +10,7 @@ def tiny_classifier(tmp_path_factory):
     """An untrained tiny BERT classifier saved as a run's artifacts (root/model)."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from training import ml
+    from distillapp import ml
 
     root = tmp_path_factory.mktemp("tiny-run")
     tokenizer = AutoTokenizer.from_pretrained(ml.default_base_model())

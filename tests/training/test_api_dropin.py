@@ -115,12 +115,12 @@ def test_the_client_cannot_steer_what_reaches_the_llm(project, token, llm):
     assert body["max_tokens"] == 20
     assert body["temperature"] == 0
     prompt = prompt_version_current(project)
-    assert body["response_format"] == teacher_boundary.response_format(prompt.label_names)
+    assert body["response_format"] == prompt.task.response_format()
     assert body["messages"] == [
         {
             "role": "system",
             "content": teacher_boundary.render_system_prompt(
-                instructions=prompt.instructions, guidelines=prompt.guidelines, labels=prompt.labels
+                instructions=prompt.instructions, guidelines=prompt.guidelines, task=prompt.task
             ),
         },
         {"role": "user", "content": "refund please"},

@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from annotation import review
 from annotation.models import Example, GoldSetItem, Proposal, Review
-from training import ml, services
+from tasks.classification import student as classification_student
+from training import services
 from training.models import Evaluation, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,7 @@ def memorising_student(monkeypatch, project):
         return labels, [0.99] * len(texts)
 
     memorised: set[str] = set()
-    monkeypatch.setattr(ml, "predict", predict)
+    monkeypatch.setattr(classification_student, "predict", predict)
     return memorised
 
 

@@ -10,8 +10,10 @@ import pytest
 from django.urls import reverse
 
 from annotation.models import GoldSet
+from tasks import measure as metrics
+from tasks.classification.task import classification_metrics
 from tests.training.conftest import make_run
-from training import metrics, serving
+from training import serving
 from training.models import Evaluation
 
 Z2 = metrics.Z95**2
@@ -83,7 +85,7 @@ def test_bootstrap_f1_is_scikit_learn_macro_f1_on_the_same_resamples():
 def test_classification_metrics_store_the_intervals():
     golds = ["A", "A", "A", "B", "B", "C"]
     preds = ["A", "A", "B", "B", "C", "C"]
-    m = metrics.classification_metrics(golds, preds, [0.9, 0.8, 0.6, 0.7, 0.55, 0.95], ["A", "B", "C"])
+    m = classification_metrics(golds, preds, [0.9, 0.8, 0.6, 0.7, 0.55, 0.95], ["A", "B", "C"])
     assert m["accuracy_interval"] == pytest.approx(metrics.wilson_interval(4, 6))
     low, high = m["macro_f1_interval"]
     assert 0 <= low <= m["macro_avg"]["f1"] <= high <= 1
@@ -170,7 +172,7 @@ def store_evaluation(project, golds, preds, confs, *, target=0.95) -> Evaluation
         subject="student",
         agent="student:run-1",
         target_accuracy=target,
-        metrics=metrics.classification_metrics(golds, preds, confs, labels, target_accuracy=target),
+        metrics=classification_metrics(golds, preds, confs, labels, target_accuracy=target),
         predictions=[
             {"example": i, "gold": g, "predicted": p, "confidence": c}
             for i, (g, p, c) in enumerate(zip(golds, preds, confs, strict=True))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.ml import default_base_model, embed_texts
+from distillapp.ml import default_base_model, embed_texts
 
 TEXTS = [
     "My card has not arrived yet.",
@@ -53,10 +53,10 @@ def test_close_meanings_are_closer_than_unrelated_ones():
 
 
 def test_same_length_batches_never_pad_and_keep_every_index():
-    from training.ml import _same_length_batches
+    from distillapp.ml import same_length_batches
 
     lengths = [5, 3, 5, 9, 3, 5, 5, 3]
-    batches = _same_length_batches(lengths, 3)
+    batches = same_length_batches(lengths, 3)
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     assert all(len({lengths[i] for i in batch}) == 1 and len(batch) <= 3 for batch in batches)
     assert [len(b) for b in batches] == [3, 3, 1, 1]  # 3s, then 5s split at the cap, then 9
@@ -66,7 +66,8 @@ def test_grouped_predictions_equal_one_text_at_a_time(tmp_path):
     """Grouping by length changes the calls, not the answers (and keeps their order)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.ml import make_tiny_model, predict_proba
+    from distillapp.ml import make_tiny_model
+    from tasks.classification.student import predict_proba
 
     base = make_tiny_model(tmp_path / "base")
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)

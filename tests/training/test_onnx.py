@@ -9,9 +9,11 @@ import pytest
 from django.urls import reverse
 
 from annotation.models import Example, GoldSet, GoldSetItem
+from distillapp import ml
+from tasks.classification import student as classification_student
 from tests.training.conftest import make_run
 from tests.training.test_serving import call
-from training import ml, serving
+from training import serving
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -50,25 +52,25 @@ def force_measurement(run, *, onnx: float, fp32: float) -> None:
 
 
 def test_int8_predictions_match_fp32_loosely(artifacts, tmp_path):
-    out = ml.export_onnx_int8(artifacts / "model", tmp_path / "int8", max_length=64)
+    out = classification_student.export_onnx(artifacts / "model", tmp_path / "int8", max_length=64)
     assert (out / ml.ONNX_MODEL_FILE).is_file() and (out / "tokenizer.json").is_file()
-    fp32_labels, fp32_conf = ml.predict(artifacts / "model", TEXTS, max_length=64)
+    fp32_labels, fp32_conf = classification_student.predict(artifacts / "model", TEXTS, max_length=64)
     # Batches of 1, 2 and all texts: the graph's batch and sequence axes are dynamic.
     for batch_size in (1, 2, 64):
-        labels, conf = ml.predict_onnx(out, TEXTS, max_length=64, batch_size=batch_size)
+        labels, conf = classification_student.predict_onnx(out, TEXTS, max_length=64, batch_size=batch_size)
         assert len(labels) == len(conf) == len(TEXTS)
         assert set(labels) <= {"Billing", "Technical support", "Other"}
         # A random tiny model is nearly uniform, so an int8 rounding may flip a close call.
         assert sum(a == b for a, b in zip(labels, fp32_labels, strict=True)) >= len(TEXTS) - 1
         assert conf == pytest.approx(fp32_conf, abs=0.05)
         assert all(0 < c <= 1 for c in conf)
-    assert ml.predict_onnx(out, [], max_length=64) == ([], [])
+    assert classification_student.predict_onnx(out, [], max_length=64) == ([], [])
 
 
 def test_prepare_measures_both_models_on_the_runs_gold_set(run):
     result = serving.onnx_prepare(run=run)
-    fp32, _ = ml.predict(f"{run.artifact_path}/model", TEXTS, max_length=64)
-    int8, _ = ml.predict_onnx(serving.onnx_dir_for(run), TEXTS, max_length=64)
+    fp32, _ = classification_student.predict(f"{run.artifact_path}/model", TEXTS, max_length=64)
+    int8, _ = classification_student.predict_onnx(serving.onnx_dir_for(run), TEXTS, max_length=64)
     assert result["gold_version"] == 1 and result["examples"] == len(TEXTS)
     assert result["fp32_accuracy"] == sum(p == g for p, g in zip(fp32, GOLD, strict=True)) / len(GOLD)
     assert result["onnx_accuracy"] == sum(p == g for p, g in zip(int8, GOLD, strict=True)) / len(GOLD)
@@ -120,12 +122,12 @@ def test_the_api_answers_through_the_int8_runtime(project, run, lead, monkeypatc
     force_measurement(run, onnx=0.9, fp32=0.9)
     version = serving.version_promote(run=run, user=lead, threshold=0.0, runtime="onnx-int8")
     _, raw = serving.token_create(project=project, user=lead, name="ci")
-    expected, confidences = ml.predict_onnx(version.onnx_path, TEXTS[:2], max_length=64)
+    expected, confidences = classification_student.predict_onnx(version.onnx_path, TEXTS[:2], max_length=64)
 
     def no_torch(*args, **kwargs):
         raise AssertionError("the torch model must not serve an int8 version")
 
-    monkeypatch.setattr(ml, "predict", no_torch)
+    monkeypatch.setattr(classification_student, "predict", no_torch)
     status, body = call(raw, project.slug, {"texts": TEXTS[:2]})
     assert status == 200
     assert [a["label"] for a in body["predictions"]] == expected

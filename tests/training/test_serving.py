@@ -472,9 +472,9 @@ def test_buffered_rows_are_written_at_exit(project, live, settings, monkeypatch)
 
 
 def _fresh_model_caches():
-    from training import ml
+    from distillapp import ml
 
-    ml._load_classifier.cache_clear()
+    ml._load_saved.cache_clear()
     ml._load_onnx.cache_clear()
     return ml
 
@@ -486,7 +486,7 @@ def test_warm_up_loads_the_active_model_before_the_first_request(project, live, 
     version, raw = live
     ml = _fresh_model_caches()
     assert serving.warm_up() == [version.name]
-    assert ml._load_classifier.cache_info().currsize == 1
+    assert ml._load_saved.cache_info().currsize == 1
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the first request loaded the model")

@@ -14,7 +14,10 @@ from django.utils import timezone
 from rq import SimpleWorker
 
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, Review
-from training import metrics, ml, services
+from distillapp import ml
+from tasks import measure as metrics
+from tasks.classification.task import classification_metrics
+from training import services
 from training.models import Evaluation, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -270,7 +273,7 @@ def test_metrics_against_a_hand_computed_case():
     golds = ["A", "A", "A", "B", "B", "C"]
     preds = ["A", "A", "B", "B", "C", "C"]
     confs = [0.9, 0.8, 0.6, 0.7, 0.55, 0.95]
-    m = metrics.classification_metrics(golds, preds, confs, ["A", "B", "C"], target_accuracy=0.99)
+    m = classification_metrics(golds, preds, confs, ["A", "B", "C"], target_accuracy=0.99)
     assert m["accuracy"] == pytest.approx(4 / 6)
     per = {c["label"]: c for c in m["per_class"]}
     # A: tp 2, fp 0, fn 1 -> P 1, R 2/3; B: tp 1, fp 1, fn 1 -> P 1/2, R 1/2; C: tp 1, fp 1, fn 0 -> P 1/2, R 1

@@ -1,6 +1,10 @@
-"""The boundary to torch/transformers: the only module of the project that imports them.
+"""The boundary to torch/transformers: model primitives every layer and task type shares.
 
-Other modules import this one lazily (inside functions), so that pages, admin and
+Loading the base model, embedding texts, the fine-tuning loop, ONNX export and
+batching live here, below ``tasks`` (each task type's student: its head, training
+and prediction) and below ``annotation`` and ``training``. Nothing else imports torch
+or transformers except the task types' ``student`` modules, through this one.
+Everything imports this module lazily (inside functions), so that pages, admin and
 the LLM worker never pay for loading torch.
 """
 
@@ -42,6 +46,11 @@ def _load_encoder(model_name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedM
     return tokenizer, model
 
 
+# One loader at a time: concurrent first requests in a fresh server thread pool
+# otherwise race inside transformers' lazy imports (ImportError).
+LOAD_LOCK = threading.Lock()
+
+
 def embed_texts(
     texts: list[str],
     *,
@@ -56,7 +65,7 @@ def embed_texts(
     """
     import torch
 
-    with _LOAD_LOCK:
+    with LOAD_LOCK:
         tokenizer, model = _load_encoder(model_name or default_base_model())
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
     # Batches of similar lengths waste less compute on padding.
@@ -79,7 +88,7 @@ def embed_texts(
     return out
 
 
-# --- fine-tuning a classifier ----------------------------------------------------------------
+# --- fine-tuning -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -115,45 +124,30 @@ class Stopped(Exception):
     """Training was cancelled from outside."""
 
 
-def train_classifier(
+def fit(
     *,
-    texts: list[str],
-    labels: list[str],
-    label_names: list[str],
-    base_model: str,
+    model,
+    tokenizer,
+    train_set,
+    collator,
     output_dir: Path,
     hyperparameters: Hyperparameters,
-    validation: tuple[list[str], list[str]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    compute_loss: Callable | None = None,
 ) -> TrainResult:
-    """Fine-tune `base_model` for sequence classification and save it to `output_dir`.
+    """Fine-tune `model` on `train_set` with transformers' Trainer and save it to `output_dir`.
 
-    Uses transformers' Trainer; a callback reports progress and stops the run
-    when `should_stop()` turns true. Mixed precision on CUDA, fp32 on CPU.
+    The one training loop every task type's student uses: a callback reports progress and
+    stops the run when `should_stop()` turns true; mixed precision on CUDA, fp32 on CPU;
+    `compute_loss(model, inputs)` replaces the model's own loss (class weights).
     """
     import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
 
     hp = hyperparameters
-    set_seed(hp.seed)
-    label2id = {name: i for i, name in enumerate(label_names)}
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id=label2id,
-    )
-    train_set = _EncodedTexts(tokenizer, texts, [label2id[label] for label in labels], hp.max_length)
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
     args = TrainingArguments(
@@ -177,11 +171,6 @@ def train_classifier(
         # Batches of similar length pad less: 2-3x faster on CPU for short texts (bench/README.md).
         train_sampling_strategy="group_by_length",
     )
-    weights = None
-    if hp.class_weighting:
-        counts = torch.bincount(torch.tensor(train_set.labels), minlength=len(label_names)).float()
-        weights = (counts.sum() / (len(label_names) * counts.clamp(min=1))).to("cuda" if cuda else "cpu")
-
     state = {"stopped": False, "loss": None}
 
     class Report(TrainerCallback):
@@ -204,28 +193,17 @@ def train_classifier(
                 control.should_training_stop = True
             return control
 
-    class WeightedTrainer(Trainer):
+    class TaskTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-            if weights is None:
+            if compute_loss is None:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
-            targets = inputs.pop("labels")
-            outputs = model(**inputs)
-            loss = torch.nn.functional.cross_entropy(
-                outputs.logits, targets, weight=weights.to(outputs.logits.dtype)
-            )
+            loss, outputs = compute_loss(model, inputs)
             return (loss, outputs) if return_outputs else loss
 
     started = time.monotonic()
-    from transformers.trainer_callback import PrinterCallback
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
-    trainer = WeightedTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        callbacks=[Report()],
+    trainer = TaskTrainer(
+        model=model, args=args, train_dataset=train_set, data_collator=collator, callbacks=[Report()]
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to the run's row, not stdout
     output = trainer.train()
@@ -235,78 +213,26 @@ def train_classifier(
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    result = TrainResult(
+    return TrainResult(
         device="cuda" if cuda else "cpu", seconds=seconds, steps=output.global_step, stopped_early=False
     )
-    if validation and validation[0]:
-        predicted, _ = predict(output_dir, validation[0], max_length=hp.max_length)
-        correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
-        result.validation = {"examples": len(validation[0]), "accuracy": correct / len(validation[0])}
-    return result
 
 
-class _EncodedTexts:
-    """A map-style dataset that tokenizes on the fly (no padding: the collator pads)."""
+@functools.lru_cache(maxsize=8)
+def _load_saved(auto_class: str, model_dir: str, mtime: float):
+    import transformers
 
-    def __init__(self, tokenizer, texts: list[str], labels: list[int], max_length: int):
-        self.encodings = tokenizer(texts, truncation=True, max_length=max_length)
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        item = {key: values[index] for key, values in self.encodings.items()}
-        item["labels"] = self.labels[index]
-        return item
-
-
-@functools.lru_cache(maxsize=4)
-def _load_classifier(model_dir: str, mtime: float):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(_device()).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = getattr(transformers, auto_class).from_pretrained(model_dir).to(_device()).eval()
     return tokenizer, model
 
 
-_LOAD_LOCK = threading.Lock()
-
-
-def load_classifier(model_dir: Path | str):
-    """The saved classifier, loaded once per process and kept warm."""
+def load_saved(auto_class: str, model_dir: Path | str):
+    """A saved student (`auto_class`: e.g. "AutoModelForSequenceClassification"), loaded
+    once per process and kept warm; a retrained directory (new mtime) is loaded afresh."""
     path = Path(model_dir)
-    # One loader at a time: concurrent first requests in a fresh server thread
-    # pool otherwise race inside transformers' lazy imports (ImportError).
-    with _LOAD_LOCK:
-        # The directory's mtime is in the key, so a retrained model is loaded afresh.
-        return _load_classifier(str(path), path.stat().st_mtime)
-
-
-def predict(
-    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
-) -> tuple[list[str], list[float]]:
-    """The predicted label and its softmax probability for each text."""
-    probabilities, names = predict_proba(model_dir, texts, batch_size=batch_size, max_length=max_length)
-    best = probabilities.argmax(axis=1) if len(texts) else np.array([], dtype=int)
-    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
-
-
-def predict_proba(
-    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
-) -> tuple[np.ndarray, list[str]]:
-    import torch
-
-    tokenizer, model = load_classifier(model_dir)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    out = np.empty((len(texts), len(names)), dtype=np.float32)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": []}
-    keys = [key for key in encoded if key in ("input_ids", "attention_mask", "token_type_ids")]
-    with torch.inference_mode():
-        for idx in _same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-            batch = {key: torch.tensor([encoded[key][i] for i in idx], device=model.device) for key in keys}
-            out[idx] = torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
-    return out, names
+    with LOAD_LOCK:
+        return _load_saved(auto_class, str(path), path.stat().st_mtime)
 
 
 def make_tiny_model(directory: Path) -> str:
@@ -335,25 +261,26 @@ ONNX_MODEL_FILE = "model.int8.onnx"
 _ONNX_LOAD_LOCK = threading.Lock()
 
 
-def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
-    """Export the saved classifier to ONNX and quantize its weights to int8; returns `out_dir`.
+def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: int, auto_class: str) -> Path:
+    """Export a saved student to ONNX and quantize its weights to int8; returns `out_dir`.
 
-    `out_dir` then holds model.int8.onnx (dynamic batch and sequence axes), the
-    tokenizer and the config (for id2label): everything `predict_onnx` needs.
+    `out_dir` then holds model.int8.onnx (dynamic batch and sequence axes; the output is
+    the head's logits), the tokenizer and the config (for id2label): everything a task's
+    ONNX prediction needs.
     Activations are quantized at run time (onnxruntime's dynamic quantization).
     """
     import tempfile
     import warnings
 
     import torch
+    import transformers
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # A fresh copy, not load_classifier's: export switches train/eval modes on the module.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    # A fresh copy, not load_saved's: export switches train/eval modes on the module.
+    model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
     # Two texts of different lengths, so the traced graph pads and masks.
     sample = tokenizer(
         ["a short text", "a somewhat longer text, so that the first one is padded"],
@@ -389,7 +316,9 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
                 output_names=["logits"],
                 dynamic_axes={
                     **{name: {0: "batch", 1: "sequence"} for name in names},
-                    "logits": {0: "batch"},
+                    "logits": {0: "batch", 1: "sequence"}
+                    if "TokenClassification" in auto_class
+                    else {0: "batch"},
                 },
                 opset_version=17,
                 dynamo=False,
@@ -425,7 +354,15 @@ def _load_onnx(onnx_dir: str, mtime: float):
     return AutoTokenizer.from_pretrained(onnx_dir), session, names
 
 
-def _same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def load_onnx(onnx_dir: Path | str):
+    """(tokenizer, session, label names) of an `export_onnx_int8` directory, loaded once."""
+    path = Path(onnx_dir)
+    with _ONNX_LOAD_LOCK:
+        # The file's mtime is in the key, so a new export is loaded afresh.
+        return _load_onnx(str(path), (path / ONNX_MODEL_FILE).stat().st_mtime)
+
+
+def same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of equal token length (at most batch_size each).
 
     No padding at all: on a CPU the model's cost is its tokens, so padded positions are
@@ -441,24 +378,3 @@ def _same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]
         else:
             batches.append([i])
     return batches
-
-
-def predict_onnx(
-    onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
-) -> tuple[list[str], list[float]]:
-    """Like `predict`, from an `export_onnx_int8` directory, on ONNX Runtime (no torch model)."""
-    path = Path(onnx_dir)
-    with _ONNX_LOAD_LOCK:
-        # The file's mtime is in the key, so a new export is loaded afresh.
-        tokenizer, session, names = _load_onnx(str(path), (path / ONNX_MODEL_FILE).stat().st_mtime)
-    inputs = [i.name for i in session.get_inputs()]
-    probabilities = np.empty((len(texts), len(names)), dtype=np.float32)
-    encoded = tokenizer(texts, truncation=True, max_length=max_length) if texts else {"input_ids": []}
-    for idx in _same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-        feed = {name: np.array([encoded[name][i] for i in idx], dtype=np.int64) for name in inputs}
-        logits = session.run(["logits"], feed)[0].astype(np.float32)
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probabilities[idx] = exp / exp.sum(axis=1, keepdims=True)
-    best = probabilities.argmax(axis=1) if len(texts) else np.array([], dtype=int)
-    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]

@@ -1,4 +1,6 @@
-"""Evaluation numbers from gold labels and predictions: scikit-learn does the counting.
+"""Measuring on gold, for every task type: intervals, calibration, coverage sweeps, overlap.
+
+scikit-learn does the counting; each task type's own metric set lives in its module.
 
 Every rate measured on gold comes with its 95 % interval: a 40-item gold set cannot tell
 0.95 from 0.85, and the pages must say so rather than print 1.000.
@@ -7,7 +9,6 @@ Every rate measured on gold comes with its 95 % interval: a 40-item gold set can
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import numpy as np
 
@@ -17,67 +18,6 @@ Z95 = 1.959964
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 LENGTH_BUCKETS = [(0, 50, "< 50 chars"), (50, 150, "50-149"), (150, 400, "150-399"), (400, 10**9, "400+")]
-
-
-def classification_metrics(
-    golds: list[str],
-    preds: list[str | None],
-    confidences: list[float | None],
-    labels: list[str],
-    *,
-    target_accuracy: float = 0.95,
-    bins: int = 10,
-) -> dict:
-    """Accuracy, per-class and averaged P/R/F1, confusion matrix, calibration, coverage sweep.
-
-    A missing prediction (None) counts as wrong; confidence-based numbers use
-    only the predictions that came with a confidence.
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
-    n = len(golds)
-    if n == 0:
-        return {"examples": 0}
-    # A gold label the project no longer has (renamed since) still counts.
-    labels = list(labels) + sorted(set(golds) - set(labels))
-    shown = [p if p is not None else "(none)" for p in preds]
-    names = list(labels) + (["(none)"] if "(none)" in shown else [])
-    precision, recall, f1, support = precision_recall_fscore_support(
-        golds, shown, labels=labels, zero_division=0
-    )
-    averages = {}
-    for average in ("macro", "micro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(
-            golds, shown, labels=labels, average=average, zero_division=0
-        )
-        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
-    matrix = confusion_matrix(golds, shown, labels=names)
-    confusions = Counter((g, p) for g, p in zip(golds, shown, strict=True) if g != p)
-    accuracy = float(accuracy_score(golds, shown))
-    metrics = {
-        "examples": n,
-        "accuracy": accuracy,
-        "accuracy_interval": wilson_interval(sum(g == p for g, p in zip(golds, shown, strict=True)), n),
-        "macro_f1_interval": bootstrap_macro_f1(golds, preds, labels),
-        "per_class": [
-            {
-                "label": label,
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, label in enumerate(labels)
-        ],
-        **{f"{k}_avg": v for k, v in averages.items()},
-        "confusion": {"labels": names, "matrix": matrix.tolist()},
-        "top_confusions": [
-            {"true": g, "predicted": p, "count": c} for (g, p), c in confusions.most_common(25)
-        ],
-        "missing_predictions": sum(p is None for p in preds),
-    }
-    metrics.update(calibration(golds, preds, confidences, bins=bins, target_accuracy=target_accuracy))
-    return metrics
 
 
 def calibration(

@@ -1,0 +1,144 @@
+"""What every task type answers to: the seam between shared code and task-specific code.
+
+Shared code (import, teacher, review, gold, training, evaluation, serving) holds a
+project's ``Task`` (``project.task``) and asks it everything that depends on what an
+answer *is*. It never looks inside an answer itself: for classification an answer is a
+label name, for extraction a set of character spans, for summarisation (later) a text.
+
+A task module works on plain values (strings, dicts, lists) and its ``Category`` list;
+it imports nothing from ``annotation`` or ``training`` (the layers above it), and torch
+only through ``distillapp.ml``, lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Answer = Any  # JSON-serialisable; its shape belongs to the task type.
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+def json_answer(content: str | None) -> tuple[Any, str]:
+    """(the JSON value of an LLM's answer, "") or (None, why not); code fences are tolerated."""
+    if content is None or not content.strip():
+        return None, "empty answer"
+    text = content.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        return json.loads(text), ""
+    except json.JSONDecodeError:
+        return None, f"answer is not valid JSON: {content[:200]!r}"
+
+
+class AnswerError(ValueError):
+    """An answer that does not fit the task or its categories; the message says why."""
+
+
+@dataclass(frozen=True)
+class Category:
+    """A label (classification) or a field (extraction): what an answer may name."""
+
+    name: str
+    description: str = ""
+    key: str = ""
+    color: str = ""
+    allows_many: bool = True  # extraction: may a text hold several values of this field?
+
+
+class Task(ABC):
+    """One task type, bound to one project's categories."""
+
+    type: ClassVar[str]
+    title: ClassVar[str]
+    category_noun: ClassVar[str] = "label"  # "label" or "field", for pages and messages
+    # The review card's body and the blind gold card, as template partials.
+    card_template: ClassVar[str]
+    # Agent prefix of the student's proposals, shared by every task type.
+    STUDENT_AGENT_PREFIX: ClassVar[str] = "student:"
+
+    def __init__(self, categories: list[Category]):
+        self.categories = list(categories)
+        self.names = [c.name for c in self.categories]
+
+    # --- the answer ---------------------------------------------------------------------
+
+    @abstractmethod
+    def validate(self, value: Answer, *, text: str) -> Answer:
+        """The answer in its normal form, or AnswerError saying what is wrong."""
+
+    def same(self, a: Answer, b: Answer) -> bool:
+        """Do two (normalised) answers say the same thing?"""
+        return a == b
+
+    @abstractmethod
+    def summary(self, value: Answer, *, text: str = "") -> str:
+        """A short one-line form (queue columns, tables); never parsed back."""
+
+    # --- the teacher --------------------------------------------------------------------
+
+    @abstractmethod
+    def prompt_block(self) -> str:
+        """The categories and the answer format, as the system prompt states them."""
+
+    @abstractmethod
+    def response_format(self) -> dict:
+        """The JSON schema the LLM answers in (OpenAI ``response_format``)."""
+
+    @abstractmethod
+    def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
+        """(answer, "") for a valid LLM answer, else (None, the reason: recorded as an error)."""
+
+    @abstractmethod
+    def example_reply(self, value: Answer, *, text: str) -> str:
+        """How a few-shot example's answer is written as the assistant's reply."""
+
+    def repair_request(self, reason: str) -> str:
+        """What the user says after an invalid answer, asking once for a valid one."""
+        return f"That answer was invalid ({reason}). Reply with only the JSON object asked for."
+
+    def logprob_confidence(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]]
+    ) -> float | None:
+        """The answer's probability from the answer tokens' log-probs, where the task can tell."""
+        return None
+
+    # --- people -------------------------------------------------------------------------
+
+    @abstractmethod
+    def agreement(self, pairs: list[tuple[Answer | None, Answer | None]], *, texts: list[str]) -> dict:
+        """Agreement of two blind annotators over the same items (None = rejected)."""
+
+    # --- measuring ----------------------------------------------------------------------
+
+    @abstractmethod
+    def metrics(self, gold: list[Answer], predicted: list[Answer | None], *, texts: list[str]) -> dict:
+        """The metric set on a gold set: the headline number is ``metrics["score"]``."""
+
+    @abstractmethod
+    def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
+        """Is this prediction wholly right (for coverage sweeps and error overlap)?"""
+
+    def training_names(self, answers: list[Answer]) -> list[str]:
+        """The names the student's head is built for, given its training answers."""
+        return list(self.names)
+
+    @property
+    def student(self):
+        """The task type's student module: train, predict, export_onnx, predict_onnx."""
+        from importlib import import_module
+
+        return import_module(f"{type(self).__module__.rpartition('.')[0]}.student")
+
+    # --- serving ------------------------------------------------------------------------
+
+    @abstractmethod
+    def served(self, value: Answer | None, *, text: str) -> dict:
+        """The task-specific fields of one prediction in the API's response."""

@@ -1,0 +1,239 @@
+"""The classification task: an answer is one label name of the project's label set.
+
+The teacher answers ``{"label": <one of the names>}`` in a JSON schema with the names as
+an enum; agreement is Cohen's kappa; the metrics are accuracy, per-class and averaged
+precision/recall/F1, the confusion matrix, calibration and the coverage sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+from tasks.base import Answer, AnswerError, Task, json_answer
+from tasks.measure import bootstrap_macro_f1, calibration, wilson_interval
+
+
+class ClassificationTask(Task):
+    type = "classification"
+    title = "Classification"
+    category_noun = "label"
+    card_template = "tasks/classification/card.html"
+
+    def validate(self, value: Answer, *, text: str = "") -> Answer:
+        if not isinstance(value, str) or value.strip() not in self.names:
+            raise AnswerError(f"{value!r} is not one of the project's labels ({', '.join(self.names)})")
+        return value.strip()
+
+    def summary(self, value: Answer, *, text: str = "") -> str:
+        return "" if value is None else str(value)[:100]
+
+    # --- the teacher --------------------------------------------------------------------
+
+    def prompt_block(self) -> str:
+        lines = ["Labels:"]
+        for category in self.categories:
+            description = (category.description or "").strip()
+            lines.append(f"- {category.name}" + (f": {description}" if description else ""))
+        lines += ["", f'Answer with a JSON object and nothing else: {{"label": <one of {self._enum()}>}}.']
+        return "\n".join(lines)
+
+    def _enum(self) -> str:
+        return ", ".join(json.dumps(name) for name in self.names)
+
+    def response_format(self) -> dict:
+        return response_format(self.names)
+
+    def parse_teacher(self, content: str | None, *, text: str = "") -> tuple[Answer | None, str]:
+        return parse_label(content, self.names)
+
+    def example_reply(self, value: Answer, *, text: str = "") -> str:
+        return json.dumps({"label": value})
+
+    def repair_request(self, reason: str) -> str:
+        return f'That answer was invalid ({reason}). Reply with only a JSON object {{"label": <one of {self._enum()}>}}.'
+
+    def logprob_confidence(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]]
+    ) -> float | None:
+        return logprob_confidence(content, value, tokens)
+
+    # --- people and measuring -----------------------------------------------------------
+
+    def agreement(self, pairs: list[tuple[Answer | None, Answer | None]], *, texts: list[str] = ()) -> dict:
+        return agreement([(REJECTED if a is None else a, REJECTED if b is None else b) for a, b in pairs])
+
+    def metrics(
+        self,
+        gold: list[Answer],
+        predicted: list[Answer | None],
+        *,
+        texts: list[str] = (),
+        confidences=None,
+        target_accuracy: float = 0.95,
+    ) -> dict:
+        metrics = classification_metrics(
+            gold,
+            predicted,
+            list(confidences or [None] * len(gold)),
+            self.names,
+            target_accuracy=target_accuracy,
+        )
+        metrics["score"] = metrics.get("accuracy")
+        return metrics
+
+    def training_names(self, answers: list[Answer]) -> list[str]:
+        # The labels the data has: a label with no example would be a class never seen.
+        return sorted(set(answers))
+
+    def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
+        return predicted is not None and gold == predicted
+
+    # --- serving ------------------------------------------------------------------------
+
+    def served(self, value: Answer | None, *, text: str = "") -> dict:
+        return {"label": value}
+
+
+# A blind "no label fits" is one more category for kappa (the gold pages show it so too).
+REJECTED = "(reject)"
+
+
+def response_format(labels: list[str]) -> dict:
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "classification",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"label": {"type": "string", "enum": labels}},
+                "required": ["label"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+def parse_label(content: str | None, labels: list[str]) -> tuple[str | None, str]:
+    """(label, "") for a valid answer, else (None, the reason)."""
+    obj, error = json_answer(content)
+    if error:
+        return None, error
+    if not isinstance(obj, dict) or "label" not in obj:
+        return None, f'answer has no "label" field: {content[:200]!r}'
+    label = obj["label"]
+    if not isinstance(label, str) or not label.strip():
+        return None, "answer has an empty label"
+    if label.strip() not in labels:
+        return None, f"label {label!r} is not one of the project's labels"
+    return label.strip(), ""
+
+
+def logprob_confidence(content: str, label: str, tokens: list[tuple[str, float]]) -> float | None:
+    """Probability of the label's own tokens in the answer, from their logprobs.
+
+    The tokens overlapping the label's characters inside the JSON answer are
+    the ones that chose it; the JSON punctuation around them is certain and
+    says nothing about the choice.
+    """
+    if not tokens:
+        return None
+    start = content.find(json.dumps(label)[:-1])  # the opening quote and the label
+    if start < 0:
+        return None
+    start += 1
+    end = start + len(label)
+    position, total, matched = 0, 0.0, False
+    for token, logprob in tokens:
+        token_end = position + len(token)
+        if token_end > start and position < end:
+            total += logprob
+            matched = True
+        position = token_end
+    if not matched or position != len(content):
+        # The tokens do not spell the content: no honest number to give.
+        return None
+    return max(0.0, min(1.0, math.exp(total)))
+
+
+def agreement(pairs: list[tuple[str, str]]) -> dict:
+    """Cohen's kappa between the two blind labels, overall and per label (one vs rest).
+
+    A reject (REJECTED, "no label fits") is one more category.
+    """
+    from sklearn.metrics import cohen_kappa_score
+
+    if not pairs:
+        return {"pairs": 0, "kappa": None, "observed": None, "per_label": {}}
+    first, second = [a for a, _ in pairs], [b for _, b in pairs]
+    observed = sum(a == b for a, b in pairs) / len(pairs)
+    kappa = float(cohen_kappa_score(first, second)) if len(set(first) | set(second)) > 1 else 1.0
+    per_label = {}
+    for label in sorted(set(first) | set(second)):
+        a = [x == label for x in first]
+        b = [x == label for x in second]
+        per_label[label] = float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) > 1 else 1.0
+    return {"pairs": len(pairs), "kappa": kappa, "observed": observed, "per_label": per_label}
+
+
+def classification_metrics(
+    golds: list[str],
+    preds: list[str | None],
+    confidences: list[float | None],
+    labels: list[str],
+    *,
+    target_accuracy: float = 0.95,
+    bins: int = 10,
+) -> dict:
+    """Accuracy, per-class and averaged P/R/F1, confusion matrix, calibration, coverage sweep.
+
+    A missing prediction (None) counts as wrong; confidence-based numbers use
+    only the predictions that came with a confidence.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    n = len(golds)
+    if n == 0:
+        return {"examples": 0}
+    # A gold label the project no longer has (renamed since) still counts.
+    labels = list(labels) + sorted(set(golds) - set(labels))
+    shown = [p if p is not None else "(none)" for p in preds]
+    names = list(labels) + (["(none)"] if "(none)" in shown else [])
+    precision, recall, f1, support = precision_recall_fscore_support(
+        golds, shown, labels=labels, zero_division=0
+    )
+    averages = {}
+    for average in ("macro", "micro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            golds, shown, labels=labels, average=average, zero_division=0
+        )
+        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    matrix = confusion_matrix(golds, shown, labels=names)
+    confusions = Counter((g, p) for g, p in zip(golds, shown, strict=True) if g != p)
+    accuracy = float(accuracy_score(golds, shown))
+    metrics = {
+        "examples": n,
+        "accuracy": accuracy,
+        "accuracy_interval": wilson_interval(sum(g == p for g, p in zip(golds, shown, strict=True)), n),
+        "macro_f1_interval": bootstrap_macro_f1(golds, preds, labels),
+        "per_class": [
+            {
+                "label": label,
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        ],
+        **{f"{k}_avg": v for k, v in averages.items()},
+        "confusion": {"labels": names, "matrix": matrix.tolist()},
+        "top_confusions": [
+            {"true": g, "predicted": p, "count": c} for (g, p), c in confusions.most_common(25)
+        ],
+        "missing_predictions": sum(p is None for p in preds),
+    }
+    metrics.update(calibration(golds, preds, confidences, bins=bins, target_accuracy=target_accuracy))
+    return metrics

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from annotation.models import (
     Example,
@@ -40,24 +40,8 @@ class ProjectAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["created_by", "created_at", "updated_at"]
     inlines = [LabelInline, MembershipInline]
-    actions = ["launch_training_run"]
-
-    @admin.action(description="Launch training run (default settings)")
-    def launch_training_run(self, request, queryset):
-        from django.db import transaction
-
-        from training import services
-
-        for project in queryset:
-            try:
-                with transaction.atomic():
-                    # Leads only: run_create refuses anyone else, superusers included as leads.
-                    run = services.run_create(project=project, user=request.user)
-                    services.run_start(run=run)
-            except services.TrainingError as exc:
-                self.message_user(request, f"{project}: {exc}", level=messages.ERROR)
-            else:
-                self.message_user(request, f"{project}: run {run.number} queued.", level=messages.SUCCESS)
+    # The training app adds "Launch training run" (training/admin.py): annotation never imports training.
+    actions: list = []
 
     def save_model(self, request, obj, form, change):
         if not change:

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from annotation.admin import ProjectAdmin
 from distillapp.models import own_fields_first
 from training.models import Evaluation, TrainingRun
 
@@ -41,3 +42,25 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.action(description="Launch training run (default settings)")
+def launch_training_run(modeladmin, request, queryset):
+    from django.db import transaction
+
+    from training import services
+
+    for project in queryset:
+        try:
+            with transaction.atomic():
+                # Leads only: run_create refuses anyone else, superusers included as leads.
+                run = services.run_create(project=project, user=request.user)
+                services.run_start(run=run)
+        except services.TrainingError as exc:
+            modeladmin.message_user(request, f"{project}: {exc}", level=messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{project}: run {run.number} queued.", level=messages.SUCCESS)
+
+
+# The projects' admin belongs to annotation; the action that trains is this app's to add.
+ProjectAdmin.actions = [*ProjectAdmin.actions, launch_training_run]

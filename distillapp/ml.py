@@ -124,6 +124,27 @@ class Stopped(Exception):
     """Training was cancelled from outside."""
 
 
+class LabelledEncodings:
+    """A map-style dataset of tokenizer columns and their labels (no padding: the collator pads).
+
+    `labels` are a class id per row (sequence classification) or a list of tag ids per row
+    (token classification); every student trains on one of these.
+    """
+
+    def __init__(self, columns: dict, labels: list):
+        keep = ("input_ids", "token_type_ids", "attention_mask")
+        self.columns = {key: columns[key] for key in keep if key in columns}
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {key: values[index] for key, values in self.columns.items()}
+        item["labels"] = self.labels[index]
+        return item
+
+
 def fit(
     *,
     model,

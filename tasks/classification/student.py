@@ -16,22 +16,6 @@ from distillapp import ml
 AUTO_CLASS = "AutoModelForSequenceClassification"
 
 
-class _EncodedTexts:
-    """A map-style dataset that tokenizes on the fly (no padding: the collator pads)."""
-
-    def __init__(self, tokenizer, texts: list[str], labels: list[int], max_length: int):
-        self.encodings = tokenizer(texts, truncation=True, max_length=max_length)
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        item = {key: values[index] for key, values in self.encodings.items()}
-        item["labels"] = self.labels[index]
-        return item
-
-
 def train(
     *,
     texts: list[str],
@@ -60,7 +44,9 @@ def train(
     model = AutoModelForSequenceClassification.from_pretrained(
         base_model, num_labels=len(names), id2label=dict(enumerate(names)), label2id=label2id
     )
-    train_set = _EncodedTexts(tokenizer, texts, [label2id[label] for label in answers], hp.max_length)
+    train_set = ml.LabelledEncodings(
+        tokenizer(texts, truncation=True, max_length=hp.max_length), [label2id[label] for label in answers]
+    )
     compute_loss = None
     if hp.class_weighting:
         counts = torch.bincount(torch.tensor(train_set.labels), minlength=len(names)).float()

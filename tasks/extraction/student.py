@@ -130,24 +130,6 @@ def _label_text(encoded, windows: list[int], spans: list[Mapping], labels: list[
                 labels[w][i] = IGNORE if tag is None else label2id[f"{tag}-{span['field']}"]
 
 
-class _Windows:
-    """A map-style dataset of labelled windows (no padding: the collator pads)."""
-
-    def __init__(self, encoded, labels: list[list[int]]):
-        self.columns = {
-            key: encoded[key] for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded
-        }
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        item = {key: values[index] for key, values in self.columns.items()}
-        item["labels"] = self.labels[index]
-        return item
-
-
 def train(
     *,
     texts: list[str],
@@ -181,7 +163,7 @@ def train(
         base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
     )
     encoded = _windows(tokenizer, list(texts), hp.max_length)
-    train_set = _Windows(encoded, token_labels(encoded, list(texts), list(answers), label2id))
+    train_set = ml.LabelledEncodings(encoded, token_labels(encoded, list(texts), list(answers), label2id))
     compute_loss = None
     if hp.class_weighting:
         seen = torch.tensor([label for row in train_set.labels for label in row if label != IGNORE])

@@ -61,6 +61,14 @@ class Task(ABC):
     category_noun: ClassVar[str] = "label"  # "label" or "field", for pages and messages
     # The review card's body and the blind gold card, as template partials.
     card_template: ClassVar[str]
+    # The task's part of the evaluation page (included with ``m``, the metrics, in context).
+    evaluation_template: ClassVar[str]
+    # What ``metrics["score"]`` is, for pages and messages ("accuracy", "strict F1").
+    score_name: ClassVar[str] = "score"
+    # What the coverage sweep measures at each threshold: the share of answers wholly right.
+    right_name: ClassVar[str] = "accuracy"
+    # A training set needs answers naming at least this many categories.
+    min_training_categories: ClassVar[int] = 1
     # Agent prefix of the student's proposals, shared by every task type.
     STUDENT_AGENT_PREFIX: ClassVar[str] = "student:"
 
@@ -130,6 +138,19 @@ class Task(ABC):
         """The names the student's head is built for, given its training answers."""
         return list(self.names)
 
+    def stratum(self, value: Answer) -> str:
+        """A hashable key that groups similar answers, for a stratified validation split."""
+        return self.summary(value)
+
+    def category_counts(self, answers: list[Answer]) -> dict[str, int]:
+        """How often each category occurs in these answers (training-set counts, drift)."""
+        return {}
+
+    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+        """Extra context for ``evaluation_template`` from an evaluation's metrics and rows
+        (``{"example", "gold", "predicted", "confidence"}``); `texts` maps example id to text."""
+        return {}
+
     @property
     def student(self):
         """The task type's student module: train, predict, export_onnx, predict_onnx."""
@@ -142,3 +163,7 @@ class Task(ABC):
     @abstractmethod
     def served(self, value: Answer | None, *, text: str) -> dict:
         """The task-specific fields of one prediction in the API's response."""
+
+    def drop_in_content(self, value: Answer | None, *, text: str, wants_json: bool) -> str:
+        """The assistant message of the OpenAI-compatible drop-in for this answer."""
+        return json.dumps(self.served(value, text=text), ensure_ascii=False)

@@ -3,7 +3,8 @@
 Both answer JSON only, errors included, in OpenAI's error shape
 (`{"error": {"message", "type", "param", "code"}}`), so an OpenAI client reads ours too.
 
-The drop-in takes one thing from a chat request: the text to classify. Everything else a
+The drop-in takes one thing from a chat request: the text to classify (or to extract
+fields from; the answer is then the fields object as JSON). Everything else a
 client sends (model, n, max_tokens, its own system prompt) is ignored: an unsure text
 takes the project's fallback exactly as on the prediction API (`serving.predict_texts`),
 so the teacher is asked with the project's model, prompt and limits, and billed for
@@ -200,10 +201,10 @@ def _chat_text(body: dict, where: str) -> str:
     return content
 
 
-def _completion(body: dict, answer: serving.Answer) -> dict:
+def _completion(body: dict, answer: serving.Answer, *, task, text: str) -> dict:
     unsure = answer.route == "review"
-    # Unsure with no teacher answer: the student's own label, marked so (header and field).
-    label = answer.student_label if unsure else answer.label
+    # Unsure with no teacher answer: the student's own answer, marked so (header and field).
+    value = answer.student_label if unsure else answer.label
     response_format = body.get("response_format")
     wants_json = isinstance(response_format, dict) and response_format.get("type") in RESPONSE_FORMATS[1:]
     input_tokens, output_tokens = answer.teacher_tokens
@@ -218,7 +219,8 @@ def _completion(body: dict, answer: serving.Answer) -> dict:
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": json.dumps({"label": label}) if wants_json else label,
+                    # A label, {"label": ...} when JSON is asked for; an extraction's fields object.
+                    "content": task.drop_in_content(value, text=text, wants_json=wants_json),
                     "refusal": None,
                 },
                 "logprobs": None,
@@ -248,7 +250,7 @@ def chat_completions(request: HttpRequest) -> JsonResponse:
     body = _json_body(request, max_bytes=DROP_IN_MAX_BODY_BYTES)
     texts = _checked_texts([_chat_text(body, state.config.drop_in_message)], state.config)
     [answer] = serving.predict_texts(project=project, texts=texts, endpoint="chat", state=state)
-    response = JsonResponse(_completion(body, answer))
+    response = JsonResponse(_completion(body, answer, task=project.task, text=texts[0]))
     response["X-Distill-Route"] = answer.route
     response["X-Distill-Unsure"] = "1" if answer.route == "review" else "0"
     return response

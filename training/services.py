@@ -7,7 +7,6 @@ import logging
 import random
 import shutil
 import traceback
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from django.utils import timezone
 
 from annotation.models import IMPORT_AGENT, Example, GoldSet, Membership, Project, Proposal
 from distillapp import rows
+from tasks import AnswerError
 from tasks import measure as metrics_lib
 from training.models import Evaluation, TrainingRun, default_hyperparameters
 
@@ -101,26 +101,37 @@ def training_set(
         )
     elif label_source != TrainingRun.LabelSource.ALL_CURRENT:
         raise TrainingError(f"Unknown label source {label_source!r}.")
-    names = set(project.labels.values_list("name", flat=True))
+    task = project.task
     rows = []
     for pk, text, label, state, digest, source in examples.order_by("pk").values_list(
         "pk", "text", "current_label", "label_state", "content_hash", "source"
     ):
-        if isinstance(label, str) and label in names:
-            rows.append(
-                {"id": pk, "text": text, "label": label, "state": state, "hash": digest, "source": source}
-            )
+        try:
+            # The answer in its normal form; one the project's labels (fields) no longer fit is left out.
+            label = task.validate(label, text=text)
+        except AnswerError:
+            continue
+        rows.append(
+            {"id": pk, "text": text, "label": label, "state": state, "hash": digest, "source": source}
+        )
     return rows
 
 
-def split_validation(rows: list[dict], *, fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """A stratified validation split carved from the training rows (never from gold)."""
+def split_validation(
+    rows: list[dict], *, fraction: float, seed: int, stratum=None
+) -> tuple[list[dict], list[dict]]:
+    """A stratified validation split carved from the training rows (never from gold).
+
+    `stratum(answer)` groups the rows (the task's ``stratum``: the label, or the set of
+    fields a text holds); without it a row's answer is its own group.
+    """
     if fraction <= 0:
         return rows, []
     rng = random.Random(seed)
     by_label: dict[str, list[dict]] = {}
     for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
+        key = stratum(row["label"]) if stratum else row["label"]
+        by_label.setdefault(key, []).append(row)
     train, validation = [], []
     for members in by_label.values():
         members = members[:]
@@ -145,7 +156,7 @@ def training_estimate(
         teacher_min_confidence=teacher_min_confidence,
         include_synthetic=include_synthetic,
     )
-    per_label = Counter(r["label"] for r in rows)
+    per_label = project.task.category_counts([r["label"] for r in rows])
     speed, measured_on = measured_cpu_speed()
     if measured_on is not None:
         seconds = len(rows) * epochs / speed
@@ -165,9 +176,9 @@ def training_estimate(
         )
     return {
         "examples": len(rows),
-        "per_label": dict(sorted(per_label.items())),
+        "per_label": {name: n for name, n in per_label.items() if n},
         "labels_without_examples": sorted(
-            set(project.labels.values_list("name", flat=True)) - set(per_label)
+            set(project.labels.values_list("name", flat=True)) - {name for name, n in per_label.items() if n}
         ),
         "minutes_cpu": round(seconds / 60, 1),
         "examples_per_second": round(speed, 1),
@@ -218,10 +229,14 @@ def run_create(
         include_synthetic=include_synthetic,
         epochs=hp["epochs"],
     )
-    if estimate["examples"] < 2 or len(estimate["per_label"]) < 2:
+    task = project.task
+    needed = task.min_training_categories
+    if estimate["examples"] < 2 or len(estimate["per_label"]) < needed:
+        noun = task.category_noun
         raise TrainingError(
-            f"Not enough labelled data: {estimate['examples']} examples over {len(estimate['per_label'])} labels "
-            "(at least two labels are needed). Label or review more examples first."
+            f"Not enough labelled data: {estimate['examples']} examples over {len(estimate['per_label'])} "
+            f"{noun}s (at least two examples{f' and {needed} {noun}s' if needed > 1 else ''} are needed). "
+            "Label or review more examples first."
         )
     # Locking the project row serialises run numbers.
     Project.objects.select_for_update().filter(pk=project.pk).first()
@@ -269,8 +284,10 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             teacher_min_confidence=run.teacher_min_confidence,
             include_synthetic=run.include_synthetic,
         )
-        train, validation = split_validation(rows, fraction=hp["validation_fraction"], seed=hp["seed"])
         task = run.project.task
+        train, validation = split_validation(
+            rows, fraction=hp["validation_fraction"], seed=hp["seed"], stratum=task.stratum
+        )
         label_names = task.training_names([r["label"] for r in rows])
         directory = artifacts_root() / run.project.slug / f"run-{run.number}"
         if directory.exists():
@@ -279,7 +296,7 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
         counts = {
             "train": len(train),
             "validation": len(validation),
-            "per_label": dict(sorted(Counter(r["label"] for r in train).items())),
+            "per_label": task.category_counts([r["label"] for r in train]),
             "reviewed": sum(r["state"] == "reviewed" for r in train),
             "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
         }
@@ -429,6 +446,7 @@ def _gold(project: Project, version: int | None) -> GoldSet:
 def _finish_evaluation(
     *, project, gold, subject, agent, run, items, predicted: dict, target_accuracy: float, notes=None
 ) -> Evaluation:
+    task = project.task
     rows = []
     # A gold item adjudicated as "no label fits" (a reject) has no gold label:
     # no answer can be right or wrong on it, so no metric counts it.
@@ -441,21 +459,25 @@ def _finish_evaluation(
                 "gold": item.label,
                 "predicted": label,
                 "confidence": confidence,
+                "right": task.is_right(item.label, label),
                 "source": item.example.source,
                 "length": len(item.example.text),
             }
         )
     texts = {item.example_id: item.example.text for item in labelled}
-    numbers = project.task.metrics(
+    numbers = task.metrics(
         [r["gold"] for r in rows],
         [r["predicted"] for r in rows],
         texts=[texts[r["example"]] for r in rows],
         confidences=[r["confidence"] for r in rows],
         target_accuracy=target_accuracy,
     )
-    numbers["errors_by_source"] = metrics_lib.errors_by(rows, lambda r: r["source"])
+    # errors_by counts a row wrong when its gold and prediction differ: here, when the
+    # task says the prediction is not wholly right (a span set is not compared by ==).
+    judged = [{**r, "gold": True, "predicted": r["right"]} for r in rows]
+    numbers["errors_by_source"] = metrics_lib.errors_by(judged, lambda r: r["source"])
     numbers["errors_by_length"] = metrics_lib.errors_by(
-        rows, lambda r: metrics_lib.length_bucket(r["length"])
+        judged, lambda r: metrics_lib.length_bucket(r["length"])
     )
     numbers["gold_without_label"] = len(items) - len(labelled)
     numbers.update(notes or {})
@@ -575,10 +597,18 @@ def evaluate_teacher(
 
 
 def error_analysis(student: Evaluation, teacher: Evaluation | None) -> dict:
-    """Student vs teacher on the same gold version: who is wrong where."""
-    s = {row["example"]: row["gold"] == row["predicted"] for row in student.predictions}
-    t = {row["example"]: row["gold"] == row["predicted"] for row in teacher.predictions} if teacher else {}
-    return metrics_lib.error_overlap(s, t) if teacher else {}
+    """Student vs teacher on the same gold version: who is wrong where (the task says what is right)."""
+    if teacher is None:
+        return {}
+    task = student.project.task
+
+    def right(evaluation: Evaluation) -> dict[int, bool]:
+        return {
+            row["example"]: row["right"] if "right" in row else task.is_right(row["gold"], row["predicted"])
+            for row in evaluation.predictions
+        }
+
+    return metrics_lib.error_overlap(right(student), right(teacher))
 
 
 def latest_teacher_evaluation(student: Evaluation) -> Evaluation | None:
@@ -589,36 +619,35 @@ def latest_teacher_evaluation(student: Evaluation) -> Evaluation | None:
     )
 
 
+def f1_by_category(metrics: dict) -> dict[str, float]:
+    """F1 per label (classification's ``per_class``) or strict F1 per field (extraction's ``per_field``)."""
+    if "per_class" in metrics:
+        return {c["label"]: c["f1"] for c in metrics["per_class"]}
+    return {
+        c["field"]: (c.get("strict") or {}).get("f1", 0.0)
+        for c in metrics.get("per_field", [])
+        if c.get("field")
+    }
+
+
 def compare_runs(runs: list[TrainingRun]) -> dict:
-    """Latest evaluations of several runs side by side, with per-class F1 deltas against the first."""
+    """Latest student evaluations of several runs side by side, with per-category F1 deltas against the first."""
     rows = []
     for run in runs:
-        evaluation = run.evaluations.order_by("-created_at").first()
-        rows.append({"run": run, "evaluation": evaluation})
-    labels: list[str] = []
-    for row in rows:
-        if row["evaluation"]:
-            for c in row["evaluation"].metrics.get("per_class", []):
-                if c["label"] not in labels:
-                    labels.append(c["label"])
-    base = {
-        c["label"]: c["f1"]
-        for c in (
-            rows[0]["evaluation"].metrics.get("per_class", []) if rows and rows[0]["evaluation"] else []
+        evaluation = (
+            run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
         )
-    }
+        rows.append({"run": run, "evaluation": evaluation})
+    scores = [f1_by_category(row["evaluation"].metrics) if row["evaluation"] else {} for row in rows]
+    labels: list[str] = []
+    for by_category in scores:
+        labels += [name for name in by_category if name not in labels]
+    base = scores[0] if scores else {}
     per_class = []
     for label in labels:
         cells = []
-        for row in rows:
-            f1 = (
-                next(
-                    (c["f1"] for c in row["evaluation"].metrics.get("per_class", []) if c["label"] == label),
-                    None,
-                )
-                if row["evaluation"]
-                else None
-            )
+        for by_category in scores:
+            f1 = by_category.get(label)
             cells.append(
                 {"f1": f1, "delta": (f1 - base[label]) if f1 is not None and label in base else None}
             )

@@ -260,12 +260,18 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         }
         for i in order
     ]
+    task = project.task
+    texts = dict(
+        Example.objects.filter(pk__in=[r["example"] for r in student.predictions]).values_list("pk", "text")
+    )
     return render(
         request,
         "training/evaluation.html",
         {
             "project": project,
             "is_lead": role == "lead",
+            "task": task,
+            "task_context": task.evaluation_context(m, student.predictions, texts),
             "evaluation": student,
             "m": m,
             "choice": choice,
@@ -307,8 +313,26 @@ def evaluation_examples(request: HttpRequest, slug: str, pk: int) -> HttpRespons
         title = f"Gold “{true}”, predicted “{predicted}”"
         teacher_rows = {}
     texts = dict(Example.objects.filter(pk__in=ids).values_list("pk", "text"))
+    task = project.task
+
+    def shown(row: dict | None, text: str) -> dict | None:
+        # An answer as one line: a label, or an extraction's "field: value · ..." from its text.
+        if row is None:
+            return None
+        return {
+            **row,
+            "gold": task.summary(row["gold"], text=text),
+            "predicted": task.summary(row["predicted"], text=text) if row["predicted"] is not None else None,
+        }
+
     items = [
-        {"id": i, "text": texts.get(i, ""), "row": rows.get(i), "teacher": teacher_rows.get(i)} for i in ids
+        {
+            "id": i,
+            "text": texts.get(i, ""),
+            "row": shown(rows.get(i), texts.get(i, "")),
+            "teacher": shown(teacher_rows.get(i), texts.get(i, "")),
+        }
+        for i in ids
     ]
     return render(
         request,
@@ -406,8 +430,8 @@ def _quantize(request: HttpRequest, project) -> HttpResponse:
     verdict = "it may be activated" if result["may_activate"] else "too inaccurate to activate"
     messages.info(
         request,
-        f"Run {run.number} int8: {result['onnx_accuracy']:.1%} on gold v{result['gold_version']} "
-        f"against {result['fp32_accuracy']:.1%} in fp32; {verdict}.",
+        f"Run {run.number} int8: {result['score_name']} {result['onnx_accuracy']:.1%} on gold "
+        f"v{result['gold_version']} against {result['fp32_accuracy']:.1%} in fp32; {verdict}.",
     )
     return redirect("training:deploy", slug=project.slug)
 

@@ -20,6 +20,10 @@ class ClassificationTask(Task):
     title = "Classification"
     category_noun = "label"
     card_template = "tasks/classification/card.html"
+    evaluation_template = "tasks/classification/evaluation.html"
+    score_name = "accuracy"
+    # One label is nothing to tell apart.
+    min_training_categories = 2
 
     def validate(self, value: Answer, *, text: str = "") -> Answer:
         if not isinstance(value, str) or value.strip() not in self.names:
@@ -87,6 +91,12 @@ class ClassificationTask(Task):
         # The labels the data has: a label with no example would be a class never seen.
         return sorted(set(answers))
 
+    def stratum(self, value: Answer) -> str:
+        return value
+
+    def category_counts(self, answers: list[Answer]) -> dict[str, int]:
+        return dict(sorted(Counter(answers).items()))
+
     def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
         return predicted is not None and gold == predicted
 
@@ -94,6 +104,9 @@ class ClassificationTask(Task):
 
     def served(self, value: Answer | None, *, text: str = "") -> dict:
         return {"label": value}
+
+    def drop_in_content(self, value: Answer | None, *, text: str = "", wants_json: bool = False) -> str:
+        return json.dumps({"label": value}) if wants_json else value
 
 
 # A blind "no label fits" is one more category for kappa (the gold pages show it so too).

@@ -26,6 +26,13 @@ class ExtractionTask(Task):
     title = "Extraction"
     category_noun = "field"
     card_template = "tasks/extraction/card.html"
+    evaluation_template = "tasks/extraction/evaluation.html"
+    score_name = "strict F1"
+    right_name = "exact match"
+    # A text may hold no field at all: one field is a task (dates out of e-mails).
+    min_training_categories = 1
+    # Highlight colours of fields that have none of their own.
+    PALETTE = ("#f4a261", "#2a9d8f", "#e9c46a", "#8ab17d", "#e76f51", "#7fa7d9", "#c38fd0", "#b5838d")
 
     def __init__(self, categories: list[Category]):
         super().__init__(categories)
@@ -218,6 +225,66 @@ class ExtractionTask(Task):
             return False
         return {span_key(s) for s in gold["spans"]} == {span_key(s) for s in predicted["spans"]}
 
+    def stratum(self, value: Answer) -> str:
+        # Texts holding the same fields are alike enough to split together.
+        return "+".join(sorted({s["field"] for s in (value or {}).get("spans", [])})) or "(none)"
+
+    def category_counts(self, answers: list[Answer]) -> dict[str, int]:
+        counts = Counter(s["field"] for a in answers if a for s in a.get("spans", []))
+        return {name: counts[name] for name in [*self.names, *sorted(set(counts) - set(self.names))]}
+
+    def color(self, field: str) -> str:
+        category = self.by_name.get(field)
+        if category is not None and category.color:
+            return category.color
+        index = self.names.index(field) if field in self.by_name else len(self.names)
+        return self.PALETTE[index % len(self.PALETTE)]
+
+    def marked(self, text: str, value: Answer | None) -> list[dict]:
+        """The text cut where spans start and end: ``{"text", "fields": [{"name", "color"}]}`` pieces."""
+        spans = (value or {}).get("spans", [])
+        cuts = sorted({0, len(text), *(s["start"] for s in spans), *(s["end"] for s in spans)})
+        pieces = []
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            fields = sorted({s["field"] for s in spans if s["start"] <= start and end <= s["end"]})
+            pieces.append(
+                {"text": text[start:end], "fields": [{"name": f, "color": self.color(f)} for f in fields]}
+            )
+        return pieces
+
+    WORST_EXAMPLES = 15
+
+    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+        """The worst gold items (most wrong spans, then the most confident), both sides highlighted."""
+        worst = []
+        for row in rows:
+            gold, predicted = _keys(row["gold"]), _keys(row["predicted"])
+            errors = len(gold ^ predicted)
+            if errors:
+                worst.append((errors, row.get("confidence") or 0.0, row))
+        worst.sort(key=lambda item: (-item[0], -item[1], item[2]["example"]))
+        examples = []
+        for errors, _, row in worst[: self.WORST_EXAMPLES]:
+            text = texts.get(row["example"], "")
+            examples.append(
+                {
+                    "id": row["example"],
+                    "errors": errors,
+                    "missed": len(_keys(row["gold"]) - _keys(row["predicted"])),
+                    "spurious": len(_keys(row["predicted"]) - _keys(row["gold"])),
+                    "confidence": row.get("confidence"),
+                    "gold": self.marked(text, row["gold"]),
+                    "predicted": self.marked(text, row["predicted"])
+                    if row["predicted"] is not None
+                    else None,
+                }
+            )
+        return {
+            "worst": examples,
+            "wrong_texts": len(worst),
+            "legend": [{"name": name, "color": self.color(name)} for name in self.names],
+        }
+
     # --- serving ------------------------------------------------------------------------
 
     def served(self, value: Answer | None, *, text: str) -> dict:
@@ -236,6 +303,15 @@ class ExtractionTask(Task):
                 item["confidence"] = round(float(span["confidence"]), 4)
             spans.append(item)
         return {"spans": spans, "fields": spans_to_fields(text, spans, self.categories)}
+
+    def drop_in_content(self, value: Answer | None, *, text: str, wants_json: bool = True) -> str:
+        """The fields object (``{"date": "12 May", "people": ["4"]}``) as JSON, whatever was asked:
+        a client that called an LLM for extraction parses JSON."""
+        return json.dumps(self.served(value, text=text)["fields"], ensure_ascii=False)
+
+
+def _keys(answer: Mapping | None) -> set[tuple[int, int, str]]:
+    return {span_key(s) for s in (answer or {}).get("spans", [])}
 
 
 def _one_line(value: str) -> str:

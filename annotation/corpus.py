@@ -16,6 +16,10 @@ from pathlib import PurePath
 from typing import BinaryIO
 
 FORMATS = ("csv", "tsv", "jsonl", "txt")
+# Formats that carry span answers (a task whose file_answers is "spans"): JSONL with
+# spans or a fields object, and CoNLL BIO, which only such a task reads.
+SPAN_FORMATS = ("jsonl", "conll")
+ALL_FORMATS = (*FORMATS, "conll")
 EXTENSION_FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -23,7 +27,12 @@ EXTENSION_FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".txt": "txt",
+    ".conll": "conll",
+    ".bio": "conll",
 }
+# A span file is parsed this many lines at a time (CoNLL: up to the next blank line),
+# so memory stays flat and progress moves however big the file.
+SPAN_CHUNK_LINES = 5000
 
 # Columns an export writes for people and provenance; an import of that
 # export skips them so a round trip gives back the same examples.
@@ -58,6 +67,8 @@ class Row:
     label: str = ""
     metadata: dict = field(default_factory=dict)
     hidden: dict = field(default_factory=dict)
+    # A span file's answer ({"spans": [...]}, offsets into `text`); None: no answer.
+    answer: dict | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +93,11 @@ class Columns:
 
 def guess_format(file_name: str) -> str | None:
     return EXTENSION_FORMATS.get(PurePath(file_name).suffix.lower())
+
+
+def formats_for(task) -> tuple[str, ...]:
+    """The formats a project of this task imports: CoNLL only where answers are spans."""
+    return ALL_FORMATS if task.file_answers == "spans" else FORMATS
 
 
 class _LineReader:
@@ -118,11 +134,22 @@ def _encoding_errors(lines: _LineReader) -> Iterator[RowError]:
 
 
 def read_rows(
-    fileobj: BinaryIO, *, fmt: str, columns: Columns, lines: _LineReader | None = None
+    fileobj: BinaryIO,
+    *,
+    fmt: str,
+    columns: Columns,
+    lines: _LineReader | None = None,
+    spans: bool = False,
 ) -> Iterator[Row | RowError]:
-    """Parse a corpus file into rows; text limits and labels are checked later."""
+    """Parse a corpus file into rows; text limits and labels are checked later.
+
+    With `spans` (a task whose answers are spans), JSONL and CoNLL rows carry their
+    answer in ``Row.answer``, checked against the text but not yet against the fields.
+    """
     lines = lines or _LineReader(fileobj)
-    if fmt in ("csv", "tsv"):
+    if spans and fmt in SPAN_FORMATS:
+        yield from _read_span_file(lines, fmt=fmt, columns=columns)
+    elif fmt in ("csv", "tsv"):
         yield from _read_delimited(lines, delimiter="," if fmt == "csv" else "\t", columns=columns)
     elif fmt == "jsonl":
         yield from _read_jsonl(lines, columns=columns)
@@ -136,6 +163,65 @@ def read_rows(
                 yield Row(line=lines.line_number, text=text)
     else:
         raise CorpusFormatError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+
+
+def _read_span_file(lines: _LineReader, *, fmt: str, columns: Columns) -> Iterator[Row | RowError]:
+    """Rows of a JSONL (spans or fields) or CoNLL BIO file, by tasks.extraction.formats.
+
+    Its readers take a whole text and are all or nothing; here they are given the file
+    a chunk at a time (CoNLL chunks end at a blank line, so no sentence is cut) and
+    their line numbers are moved to the file's.
+    """
+    from tasks.extraction import formats
+
+    pending: list[RowError] = []
+    chunk: list[str] = []
+    first = 1
+
+    def parse() -> Iterator[Row | RowError]:
+        items: list[Row | RowError] = list(pending)
+        pending.clear()
+        try:
+            if fmt == "conll":
+                found = formats.read_conll(chunk)
+            else:
+                found = formats.read_jsonl(chunk, skip=EXPORT_ONLY_FIELDS)
+        except formats.SpanFormatError as exc:
+            items += [RowError(first - 1 + line, reason) for line, reason in exc.errors]
+        else:
+            items += [_span_row(row, first - 1, columns) for row in found]
+        yield from sorted(items, key=lambda item: item.line)
+
+    for raw in lines:
+        if not chunk:
+            first = lines.line_number
+        if lines.encoding_errors:
+            pending += _encoding_errors(lines)
+            if fmt == "jsonl":
+                raw = ""  # reported once, as an encoding error
+        chunk.append(raw)
+        if len(chunk) >= SPAN_CHUNK_LINES and (fmt == "jsonl" or not raw.strip()):
+            yield from parse()
+            chunk.clear()
+    if chunk or pending:
+        yield from parse()
+
+
+def _span_row(row, offset: int, columns: Columns) -> Row:
+    metadata = row.metadata
+    hidden = {}
+    if columns.hidden and columns.hidden in metadata:
+        hidden = {columns.hidden: metadata.pop(columns.hidden)}
+    if columns.keep is not None:
+        metadata = {key: value for key, value in metadata.items() if key in columns.keep}
+    return Row(
+        line=row.line + offset,
+        text=row.text,
+        external_id=row.external_id if columns.id else "",
+        metadata=metadata,
+        hidden=hidden,
+        answer=None if row.spans is None else {"spans": row.spans},
+    )
 
 
 def line_reader(fileobj: BinaryIO) -> _LineReader:
@@ -365,8 +451,50 @@ def iter_jsonl(records: Iterable[dict]) -> Iterator[str]:
         yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
 
 
-def write_export(records: Iterable[dict], *, fmt: str, out: io.TextIOBase) -> int:
-    chunks = iter_csv(records) if fmt == "csv" else iter_jsonl(records)
+def iter_span_jsonl(records: Iterable[dict], *, task) -> Iterator[str]:
+    """A span task's JSONL: each record's text, spans (offsets, label, text) and fields
+    object in place of its label, then the same provenance as iter_jsonl."""
+    from tasks.extraction import formats
+
+    for record in records:
+        extra = {key: value for key, value in record.items() if key not in ("text", "label")}
+        answer = record["label"]
+        spans = answer["spans"] if isinstance(answer, dict) else None
+        line = formats.jsonl_record(record["text"], spans, categories=task.categories, **extra)
+        yield json.dumps(line, ensure_ascii=False, default=str) + "\n"
+
+
+def iter_conll(records: Iterable[dict]) -> Iterator[str]:
+    """CoNLL BIO of the records with a label; unlabelled ones have no place in BIO."""
+    from tasks.extraction import formats
+
+    yield from formats.write_conll(
+        (record["text"], record["label"]["spans"] if isinstance(record["label"], dict) else None)
+        for record in records
+    )
+
+
+EXPORT_CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "conll": "text/plain"}
+
+
+def iter_export(records: Iterable[dict], *, fmt: str, task) -> Iterator[str]:
+    """Export chunks in one of the task's export formats."""
+    if fmt not in task.export_formats:
+        raise CorpusFormatError(
+            f"A {task.title.lower()} project exports {' or '.join(task.export_formats)}, not {fmt}."
+        )
+    if fmt == "csv":
+        return iter_csv(records)
+    if fmt == "conll":
+        return iter_conll(records)
+    return iter_span_jsonl(records, task=task) if task.file_answers == "spans" else iter_jsonl(records)
+
+
+def write_export(records: Iterable[dict], *, fmt: str, out: io.TextIOBase, task=None) -> int:
+    """Write an export; returns how many examples (CoNLL: labelled sentences) it holds."""
+    chunks = iter_export(records, fmt=fmt, task=task) if task is not None else None
+    if chunks is None:
+        chunks = iter_csv(records) if fmt == "csv" else iter_jsonl(records)
     count = -1 if fmt == "csv" else 0
     for chunk in chunks:
         out.write(chunk)

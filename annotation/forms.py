@@ -90,6 +90,7 @@ class MembershipForm(forms.Form):
 
 
 FORMAT_CHOICES = [("", "From the file name")] + [(f, f.upper()) for f in corpus.FORMATS]
+FORMAT_NAMES = {"conll": "CoNLL BIO (token, tab, tag)"}
 
 
 LABEL_MEANING_CHOICES = [
@@ -143,8 +144,24 @@ class ImportForm(forms.Form):
 
     MAIN_FIELDS = ("file", "gold", "format", "text_column", "label_column", "label_meaning", "label_agent")
 
+    def __init__(self, *args, project: Project | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task = project.task if project is not None else None
+        if self.task is not None and self.task.file_answers == "spans":
+            # An extraction file carries its answers itself: spans or fields (JSONL), BIO tags (CoNLL).
+            self.fields["format"].choices = [("", "From the file name")] + [
+                (f, FORMAT_NAMES.get(f, f.upper())) for f in corpus.formats_for(self.task)
+            ]
+            self.fields["file"].help_text = (
+                "TXT, CSV or JSONL text only; JSONL with spans ({text, spans: [{start, end, label}]}) "
+                "or a fields object ({text, fields: {...}}); CoNLL BIO (.conll, .bio). UTF-8."
+            )
+            del self.fields["label_column"]
+            self.fields["label_meaning"].label = "The spans are"
+            self.fields["create_labels"].help_text = "Add fields found in the file that the project lacks."
+
     def main_fields(self) -> list:
-        return [self[name] for name in self.MAIN_FIELDS]
+        return [self[name] for name in self.MAIN_FIELDS if name in self.fields]
 
     def more_fields(self) -> list:
         return [field for field in self if field.name not in self.MAIN_FIELDS]
@@ -163,7 +180,10 @@ class ImportForm(forms.Form):
         if upload and not data.get("format") and corpus.guess_format(upload.name) is None:
             self.add_error("format", "Cannot tell the format from the file name; choose one.")
         gold = data.get("gold") or ""
-        if gold == "attested":
+        fmt = data.get("format") or (corpus.guess_format(upload.name) if upload else None)
+        if self.task is not None and self.task.file_answers == "spans":
+            self._clean_span_file(data, fmt, gold)
+        elif gold == "attested":
             data["label_meaning"] = "verified"
             if not (data.get("label_column") or "").strip():
                 self.add_error("label_column", "An attested gold file needs its label column.")
@@ -178,6 +198,18 @@ class ImportForm(forms.Form):
             names = [c.strip() for c in (data.get("keep_columns") or "").split(",") if c.strip()]
             data["keep_columns"] = names or None
         return data
+
+    def _clean_span_file(self, data: dict, fmt: str | None, gold: str) -> None:
+        data["label_column"] = ""
+        if gold == "attested":
+            data["label_meaning"] = "verified"
+            if fmt not in corpus.SPAN_FORMATS:
+                self.add_error("gold", "An attested gold file is JSONL with spans or fields, or CoNLL.")
+        elif fmt == "conll" and not data.get("label_meaning"):
+            # A CoNLL file always carries answers; the lead says what they are.
+            self.add_error(
+                "label_meaning", "Say whether the spans are verified or another system's predictions."
+            )
 
 
 class GoldDrawForm(forms.Form):
@@ -208,6 +240,9 @@ class GoldDrawForm(forms.Form):
         return {"use_filter": True} if value == "filter" else {}
 
 
+EXPORT_FORMAT_NAMES = {"jsonl": "JSONL", "csv": "CSV", "conll": "CoNLL BIO (labelled texts only)"}
+
+
 class ExportForm(forms.Form):
     format = forms.ChoiceField(choices=[("jsonl", "JSONL"), ("csv", "CSV")], required=False)
     scope = forms.ChoiceField(
@@ -218,9 +253,17 @@ class ExportForm(forms.Form):
         min_value=1, required=False, label="Gold version", help_text="Empty: the latest frozen version."
     )
 
+    def __init__(self, *args, project: Project | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The formats the project's task exports (CoNLL only for extraction); JSONL, which
+        # carries the provenance, first and the default.
+        formats = project.task.export_formats if project is not None else ("jsonl", "csv")
+        self.formats = sorted(formats, key=lambda f: f != "jsonl")
+        self.fields["format"].choices = [(f, EXPORT_FORMAT_NAMES.get(f, f.upper())) for f in self.formats]
+
     def clean(self):
         data = super().clean()
-        data["format"] = data.get("format") or "jsonl"
+        data["format"] = data.get("format") or self.formats[0]
         data["scope"] = data.get("scope") or "all"
         return data
 

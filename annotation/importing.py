@@ -23,7 +23,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.corpus import Columns, CorpusFormatError, Row, RowError, line_reader, read_rows
+from annotation.corpus import (
+    SPAN_FORMATS,
+    Columns,
+    CorpusFormatError,
+    Row,
+    RowError,
+    line_reader,
+    read_rows,
+)
 from annotation.models import (
     IMPORT_AGENT,
     Example,
@@ -36,6 +44,7 @@ from annotation.models import (
     next_free_key,
 )
 from distillapp import rows
+from tasks.base import AnswerError, Category
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +62,22 @@ PROGRESS_EVERY_SECONDS = 0.5
 
 
 class _Stage:
-    """A per-connection temporary table holding one file's valid rows."""
+    """A per-connection temporary table holding one file's valid rows.
 
-    def __init__(self) -> None:
+    Its label column holds a label name, or with `json_answers` (a span file) each
+    row's answer as JSON text; empty means the row has no answer.
+    """
+
+    def __init__(self, *, json_answers: bool = False) -> None:
         self.vendor = connection.vendor
         self.cursor = connection.cursor()
+        self.json_answers = json_answers
+
+    def _answer_json(self) -> str:
+        """SQL for the staged answer as a JSON value (the label is a JSON string)."""
+        if self.json_answers:
+            return "CAST(s.label AS jsonb)" if self.vendor == "postgresql" else "json(s.label)"
+        return "to_jsonb(s.label)" if self.vendor == "postgresql" else "json_quote(s.label)"
 
     def __enter__(self) -> _Stage:
         self._drop()
@@ -125,11 +145,12 @@ class _Stage:
         # answer is the imported label. Predictions are proposals, so the label
         # is the teacher label; verified labels are reviews, so the example is
         # reviewed and has no teacher label.
+        # A span answer is no label name: its teacher label is empty, as sync_queue_fields() leaves it.
         if verified:
             state = f"CASE WHEN label <> '' THEN '{ReviewState.REVIEWED}' ELSE '{ReviewState.UNREVIEWED}' END"
             teacher = "''"
         else:
-            state, teacher = f"'{ReviewState.UNREVIEWED}'", "label"
+            state, teacher = f"'{ReviewState.UNREVIEWED}'", "''" if self.json_answers else "label"
         # "WHERE true" lets SQLite tell the upsert clause from a join.
         self.cursor.execute(
             f"""
@@ -153,7 +174,7 @@ class _Stage:
 
         now = connection.ops.adapt_datetimefield_value(timezone.now())
         true = True if self.vendor == "postgresql" else 1
-        as_json = "to_jsonb(s.label)" if self.vendor == "postgresql" else "json_quote(s.label)"
+        as_json = self._answer_json()
         # Bulk, so they never count as a reviewer's throughput nor come back on undo.
         self.cursor.execute(
             f"""
@@ -169,8 +190,8 @@ class _Stage:
         )
         return self.cursor.rowcount
 
-    def file_examples(self, *, project_id: int) -> list[tuple[int, str]]:
-        """(example id, the file's label) for every example the file names, new or already there."""
+    def file_examples(self, *, project_id: int) -> list[tuple[int, object]]:
+        """(example id, the file's answer) for every example the file names, new or already there."""
         self.cursor.execute(
             f"""
             SELECT e.id, s.label
@@ -180,13 +201,15 @@ class _Stage:
             """,
             [project_id, Example.Source.SYNTHETIC],
         )
+        if self.json_answers:
+            return [(pk, json.loads(label) if label else None) for pk, label in self.cursor.fetchall()]
         return list(self.cursor.fetchall())
 
     def insert_proposals(self, *, project_id: int, batch_id: int, agent: str = IMPORT_AGENT) -> int:
         from annotation.models import Proposal
 
         now = connection.ops.adapt_datetimefield_value(timezone.now())
-        as_json = "to_jsonb(s.label)" if self.vendor == "postgresql" else "json_quote(s.label)"
+        as_json = self._answer_json()
         self.cursor.execute(
             f"""
             INSERT INTO {Proposal._meta.db_table}
@@ -271,12 +294,15 @@ def _run(batch: ImportBatch) -> None:
     max_chars = settings.IMPORT_MAX_TEXT_CHARS
     outcome = _Outcome()
     last_progress = time.monotonic()
+    # A span file (JSONL spans or fields, CoNLL) carries answers the task checks, not a label column.
+    spans = project.task.file_answers == "spans" and batch.format in SPAN_FORMATS
+    answers = _SpanAnswers(project.task, set(known_labels), create_labels, outcome) if spans else None
 
-    with open(batch.file_path, "rb") as fileobj, _Stage() as stage:
+    with open(batch.file_path, "rb") as fileobj, _Stage(json_answers=spans) as stage:
         lines = line_reader(fileobj)
         buffer: list[tuple] = []
         try:
-            for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines):
+            for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines, spans=spans):
                 if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
                     _report_progress(batch, outcome, lines.bytes_read)
                     last_progress = time.monotonic()
@@ -286,7 +312,12 @@ def _run(batch: ImportBatch) -> None:
                     continue
                 outcome.rows_read += 1
                 reason = _check_row(item, max_chars=max_chars)
-                if reason is None and gold == GOLD_ATTESTED and not item.label:
+                if answers is not None:
+                    if reason is None and gold == GOLD_ATTESTED and item.answer is None:
+                        reason = "has no spans; every row of an attested gold file needs its verified answer"
+                    if reason is None and item.answer is not None:
+                        reason = answers.check(item)
+                elif reason is None and gold == GOLD_ATTESTED and not item.label:
                     reason = "has no label; every row of an attested gold file needs its verified label"
                 if reason is None and item.label and item.label not in known_labels:
                     if create_labels:
@@ -324,19 +355,22 @@ def _run(batch: ImportBatch) -> None:
         # the job's heartbeat (distillapp.rows.heartbeat) beats on meanwhile.
         with transaction.atomic():
             stage.finish()
-            labels_created = _create_labels(project, outcome.new_labels)
+            labels_created = _create_labels(project, outcome.new_labels, colours=answers is not None)
             created = stage.insert_examples(
                 project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)
             )
-            answers = 0
-            if columns.label and verified:
-                answers = stage.insert_reviews(
+            answered = 0
+            if (columns.label or spans) and verified:
+                answered = stage.insert_reviews(
                     project_id=project.pk, batch_id=batch.pk, reviewer_id=batch.created_by_id
                 )
-            elif columns.label:
-                answers = stage.insert_proposals(
+            elif columns.label or spans:
+                answered = stage.insert_proposals(
                     project_id=project.pk, batch_id=batch.pk, agent=options.get("label_agent") or IMPORT_AGENT
                 )
+                if spans and answered:
+                    # A span answer's queue columns are the task's summary of it, worked out in Python.
+                    Example.objects.filter(project=project, import_batch=batch).sync_queue_fields()
             gold_report = {}
             if gold:
                 gold_report = _make_gold(
@@ -350,7 +384,7 @@ def _run(batch: ImportBatch) -> None:
                 rows_duplicate=outcome.rows_valid - created,
                 rows_invalid=0,
                 labels_created=labels_created,
-                proposals_created=answers,
+                proposals_created=answered,
                 bytes_done=lines.bytes_read,
                 error="",
                 error_report=[],
@@ -379,12 +413,18 @@ def _staged(row: Row) -> tuple:
     from annotation.models import content_hash
 
     text = row.text.strip()
+    label = row.label
+    if row.answer is not None:
+        # The example keeps the text stripped; its spans (never on whitespace) move with it.
+        shift = len(row.text) - len(row.text.lstrip())
+        spans = [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in row.answer["spans"]]
+        label = json.dumps({"spans": spans}, ensure_ascii=False)
     return (
         row.line,
         content_hash(text),
         text,
         row.external_id,
-        row.label,
+        label,
         json.dumps(row.metadata, ensure_ascii=False),
         json.dumps(row.hidden, ensure_ascii=False),
     )
@@ -418,20 +458,55 @@ def _record_failure(batch: ImportBatch, outcome: _Outcome) -> None:
     )
 
 
-def _create_labels(project, new_labels: dict[str, int]) -> int:
+def _create_labels(project, new_labels: dict[str, int], *, colours: bool = False) -> int:
+    """Add the file's new labels in order of first use; new extraction fields get a colour."""
     if not new_labels:
         return 0
     existing = list(project.labels.values_list("key", "order"))
     used_keys = {key for key, _ in existing if key}
     order = max((o for _, o in existing), default=0)
+    palette = getattr(type(project.task), "PALETTE", ()) if colours else ()
     labels = []
-    for name in sorted(new_labels, key=new_labels.get):
+    for index, name in enumerate(sorted(new_labels, key=new_labels.get), start=len(existing)):
         key = next_free_key(used_keys)
         used_keys.add(key)
         order += 1
-        labels.append(Label(project=project, name=name, key=key, order=order))
+        colour = palette[index % len(palette)] if palette else ""
+        labels.append(Label(project=project, name=name, key=key, order=order, color=colour))
     Label.objects.bulk_create(labels)
+    project.forget_task()
     return len(labels)
+
+
+class _SpanAnswers:
+    """Checks a span file's answers: known fields (or new ones, when allowed), then the task's rules."""
+
+    def __init__(self, task, known: set[str], create: bool, outcome: _Outcome):
+        self.task, self.known, self.create, self.outcome = task, known, create, outcome
+
+    def check(self, row: Row) -> str | None:
+        unknown = sorted({s["field"] for s in row.answer["spans"]} - self.known)
+        if unknown and not self.create:
+            return (
+                f"unknown field {', '.join(map(repr, unknown))} (the project's fields: "
+                f"{', '.join(sorted(self.known)) or 'none yet'}; allow creating labels to add it)"
+            )
+        too_long = [name for name in unknown if len(name) > 100]
+        if too_long:
+            return f"field name {too_long[0][:40]!r}… is longer than 100 characters"
+        for name in unknown:
+            self.outcome.new_labels.setdefault(name, row.line)
+            if len(self.outcome.new_labels) > MAX_NEW_LABELS:
+                return f"more than {MAX_NEW_LABELS} different fields; is this the right file?"
+        if unknown:
+            # New fields take the default rules (any number of values) until a lead edits them.
+            self.known.update(unknown)
+            self.task = type(self.task)([*self.task.categories, *(Category(name=n) for n in unknown)])
+        try:
+            row.answer = self.task.validate(row.answer, text=row.text)
+        except AnswerError as exc:
+            return str(exc)
+        return None
 
 
 def _make_gold(batch: ImportBatch, examples: list[tuple[int, str]], *, attested: bool) -> dict:

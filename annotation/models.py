@@ -174,6 +174,7 @@ class ImportBatch(JobRecord):
         TSV = "tsv", "TSV"
         JSONL = "jsonl", "JSON Lines"
         TXT = "txt", "Plain text (one example per line)"
+        CONLL = "conll", "CoNLL BIO (extraction)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"

@@ -174,12 +174,23 @@ def import_batch_create(
     straight into a new frozen version with the file's labels.
     """
     fmt = fmt or corpus.guess_format(file_name)
-    if fmt not in corpus.FORMATS:
-        raise ServiceError(
-            f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(corpus.FORMATS)}."
-        )
+    formats = corpus.formats_for(project.task)
+    if fmt == "conll" and fmt not in formats:
+        raise ServiceError("CoNLL files hold extraction spans; this project's answers are labels.")
+    if fmt not in formats:
+        raise ServiceError(f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(formats)}.")
     label_column, hidden_column = label_column.strip(), hidden_column.strip()
     text_column, id_column = text_column.strip() or "text", id_column.strip()
+    spans = project.task.file_answers == "spans"
+    if spans:
+        _check_span_file_options(
+            fmt=fmt,
+            text_column=text_column,
+            label_column=label_column,
+            id_column=id_column,
+            hidden_column=hidden_column,
+            keep_columns=keep_columns,
+        )
     options = _import_label_options(
         project=project,
         user=user,
@@ -187,6 +198,7 @@ def import_batch_create(
         label_meaning=label_meaning,
         label_agent=label_agent,
         gold=gold,
+        span_file=spans and fmt in corpus.SPAN_FORMATS,
     )
     if hidden_column and hidden_column in {text_column, label_column, id_column}:
         raise ServiceError(f"The hidden column {hidden_column!r} is already the text, label or id column.")
@@ -230,17 +242,55 @@ def import_batch_create(
     )
 
 
+def _check_span_file_options(
+    *,
+    fmt: str,
+    text_column: str,
+    label_column: str,
+    id_column: str,
+    hidden_column: str,
+    keep_columns: list[str] | None,
+) -> None:
+    """A span task's file carries its answers itself: JSONL spans or fields, or CoNLL tags."""
+    if label_column:
+        raise ServiceError(
+            "An extraction file carries its answers as spans or a fields object (JSONL) or as BIO "
+            "tags (CoNLL), not in a label column; leave the label column empty."
+        )
+    if fmt == "conll" and (hidden_column or keep_columns or text_column != "text"):
+        raise ServiceError("A CoNLL file has only tokens and tags; it has no columns to choose.")
+    if fmt == "jsonl" and text_column != "text":
+        raise ServiceError('An extraction JSONL file holds its text in "text" (its spans point into it).')
+    if fmt == "jsonl" and id_column not in ("", "id"):
+        raise ServiceError('An extraction JSONL file holds its ids in "id".')
+
+
 def _import_label_options(
-    *, project: Project, user, label_column: str, label_meaning: str, label_agent: str, gold: str
+    *,
+    project: Project,
+    user,
+    label_column: str,
+    label_meaning: str,
+    label_agent: str,
+    gold: str,
+    span_file: bool = False,
 ) -> dict:
-    """What the file's labels mean and where its examples go, checked before anything is read."""
+    """What the file's labels mean and where its examples go, checked before anything is read.
+
+    A span file (`span_file`) carries its answers as a label column would.
+    """
     if label_meaning not in (importing.LABELS_PREDICTIONS, importing.LABELS_VERIFIED):
         raise ServiceError(f"Unknown label meaning {label_meaning!r}; use predictions or verified.")
     if gold not in ("", importing.GOLD_CANDIDATES, importing.GOLD_ATTESTED):
         raise ServiceError(f"Unknown gold choice {gold!r}; use candidates or attested.")
+    label_column = label_column or ("spans" if span_file else "")
     if gold == importing.GOLD_ATTESTED:
         if not label_column:
-            raise ServiceError("An attested gold file needs its label column.")
+            raise ServiceError(
+                "An attested gold file of an extraction project is JSONL with spans or fields, or CoNLL."
+                if project.task.file_answers == "spans"
+                else "An attested gold file needs its label column."
+            )
         label_meaning = importing.LABELS_VERIFIED
     if gold == importing.GOLD_CANDIDATES and label_column and label_meaning == importing.LABELS_VERIFIED:
         raise ServiceError(

@@ -32,7 +32,7 @@ from annotation.views._common import (
 @require_POST
 def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
-    form = ImportForm(request.POST, request.FILES)
+    form = ImportForm(request.POST, request.FILES, project=project)
     if not form.is_valid():
         messages.error(request, _form_errors(form))
         return redirect("annotation:project-detail", slug=project.slug)
@@ -45,7 +45,7 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
             fileobj=data["file"],
             fmt=data["format"] or None,
             text_column=data["text_column"],
-            label_column=data["label_column"],
+            label_column=data.get("label_column") or "",
             id_column=data["id_column"],
             create_labels=data["create_labels"],
             label_meaning=data["label_meaning"] or "predictions",
@@ -117,7 +117,7 @@ def import_batch(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @require_GET
 def project_export(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
-    form = ExportForm(request.GET)
+    form = ExportForm(request.GET, project=project)
     if not form.is_valid():
         messages.error(request, _form_errors(form))
         return redirect("annotation:project-detail", slug=project.slug)
@@ -132,8 +132,8 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
     records = services.export_records(examples, gold_set=gold_set)
     # Streamed row by row, so a big project's export neither times out nor
     # fills the server's memory.
-    chunks = corpus.iter_csv(records) if fmt == "csv" else corpus.iter_jsonl(records)
-    content_type = "text/csv" if fmt == "csv" else "application/x-ndjson"
+    chunks = corpus.iter_export(records, fmt=fmt, task=project.task)
+    content_type = corpus.EXPORT_CONTENT_TYPES[fmt]
     response = StreamingHttpResponse(chunks, content_type=f"{content_type}; charset=utf-8")
     suffix = f"gold-v{gold_set.version}" if gold_set else scope
     name = f"{project.slug}-{suffix}-{dt.date.today():%Y%m%d}.{fmt}"

@@ -26,6 +26,8 @@ class ExtractionTask(Task):
     title = "Extraction"
     category_noun = "field"
     card_template = "tasks/extraction/card.html"
+    file_answers = "spans"
+    export_formats = ("jsonl", "conll")
     evaluation_template = "tasks/extraction/evaluation.html"
     score_name = "strict F1"
     right_name = "exact match"

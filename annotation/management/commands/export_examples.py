@@ -10,11 +10,14 @@ from annotation.models import Project
 
 
 class Command(BaseCommand):
-    help = "Export a project's examples with current labels and provenance as CSV or JSONL."
+    help = (
+        "Export a project's examples with current labels and provenance as CSV or JSONL "
+        "(extraction: JSONL with spans and fields, or CoNLL BIO)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--project", required=True, help="Project slug.")
-        parser.add_argument("--format", choices=["csv", "jsonl"], default="jsonl")
+        parser.add_argument("--format", choices=["csv", "jsonl", "conll"], default="jsonl")
         parser.add_argument("--gold", type=int, help="Only the examples of this frozen gold set version.")
         parser.add_argument("--reviewed", action="store_true", help="Only reviewed (or rejected) examples.")
         parser.add_argument("--out", type=Path, help="Output file (default: standard output).")
@@ -25,6 +28,12 @@ class Command(BaseCommand):
             raise CommandError(f"No project with slug {opts['project']!r}.")
         if opts["gold"] is not None and opts["reviewed"]:
             raise CommandError("Use either --gold or --reviewed, not both.")
+        task = project.task
+        if opts["format"] not in task.export_formats:
+            raise CommandError(
+                f"A {task.title.lower()} project exports {' or '.join(task.export_formats)}, "
+                f"not {opts['format']}."
+            )
         scope = "gold" if opts["gold"] is not None else "reviewed" if opts["reviewed"] else "all"
         try:
             examples, gold_set = services.examples_for_export(
@@ -35,7 +44,7 @@ class Command(BaseCommand):
         records = services.export_records(examples, gold_set=gold_set)
         if opts["out"]:
             with open(opts["out"], "w", encoding="utf-8", newline="") as out:
-                count = corpus.write_export(records, fmt=opts["format"], out=out)
+                count = corpus.write_export(records, fmt=opts["format"], out=out, task=task)
             self.stderr.write(self.style.SUCCESS(f"Wrote {count:,} examples to {opts['out']}."))
         else:
-            corpus.write_export(records, fmt=opts["format"], out=sys.stdout)
+            corpus.write_export(records, fmt=opts["format"], out=sys.stdout, task=task)

@@ -12,12 +12,19 @@ from distillapp.progress import follow_row
 
 
 class Command(BaseCommand):
-    help = "Import examples from a CSV, TSV, JSONL or TXT file into a project (all or nothing)."
+    help = (
+        "Import examples from a CSV, TSV, JSONL or TXT file into a project (all or nothing); "
+        "extraction projects also read JSONL spans or fields and CoNLL BIO."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument("--file", required=True, type=Path)
-        parser.add_argument("--format", choices=corpus.FORMATS, help="Default: from the file name.")
+        parser.add_argument(
+            "--format",
+            choices=corpus.ALL_FORMATS,
+            help="Default: from the file name (.conll/.bio: conll, extraction projects only).",
+        )
         parser.add_argument("--text-column", default="text")
         parser.add_argument("--label-column", default="", help="Existing labels (see --labels-are).")
         parser.add_argument(
@@ -48,7 +55,9 @@ class Command(BaseCommand):
             "version with the file's labels, attested as verified by --user (a lead).",
         )
         parser.add_argument(
-            "--create-labels", action="store_true", help="Add unknown labels instead of failing."
+            "--create-labels",
+            action="store_true",
+            help="Add unknown labels (extraction: fields) instead of failing.",
         )
         parser.add_argument("--user", default="", help="Username recorded as the importer.")
         parser.add_argument("--no-progress", action="store_true")

@@ -11,12 +11,35 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from annotation import services
+from annotation import importing, services
 from annotation.importing import import_batch_claim, import_batch_run
-from annotation.models import Membership, Project
+from annotation.models import Label, Membership, Project
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "tickets.jsonl"
 DEMO_SLUG = "support-tickets"
+# The extraction demo: booking requests we wrote ourselves, with their spans.
+BOOKINGS_FILE = Path(__file__).resolve().parents[2] / "demo" / "bookings.jsonl"
+BOOKINGS_SLUG = "table-bookings"
+# The first requests come in with their spans as reviewed answers, the rest as bare texts:
+# enough for the offline teacher to learn from, and a queue left to review.
+BOOKINGS_REVIEWED = 16
+BOOKINGS_FIELDS = [
+    # name, description, key, colour, allows many values
+    ("date", "The day of the booking as written: a weekday, a date, today, tomorrow.", "d", "#2a9d8f", True),
+    ("time", "The time of the booking as written: 7:30pm, 19:00, noon, 8ish.", "t", "#e76f51", True),
+    ("people", "How many people the table is for, as written: 4, two, 2 adults.", "p", "#e9c46a", True),
+    ("name", "The name the booking is under.", "n", "#7fa7d9", False),
+]
+BOOKINGS_GUIDELINES = """\
+# Table bookings
+
+Mark the **date**, **time**, **people** and **name** of a booking request, each exactly as the
+guest wrote it.
+
+- Mark only what the guest asks to book (or change): a question about opening hours holds no booking.
+- Keep a title with the name (*Dr. Helen Park*) but not words around it (*under the name*).
+- Mark every value when a request holds two bookings or a change from one time to another.
+"""
 DEMO_LABELS = [
     (
         "Billing",
@@ -45,13 +68,23 @@ Pick the team that should **answer** the ticket.
 
 
 class Command(BaseCommand):
-    help = "Create the demo project (support-ticket classifier, 150 tickets) and demo logins. Idempotent."
+    help = (
+        "Create the demo projects (support-ticket classifier, 150 tickets; table-booking extraction, "
+        "81 requests) and demo logins. Idempotent."
+    )
 
     def handle(self, *args, **opts) -> None:
         # Seeded once: once the demo project exists, nothing is created again, so a demo
         # login an operator deleted stays deleted; and a server that is not a local run
         # (DJANGO_SECURE on) never gets "demo"/"demo" but a random password, shown once.
         if Project.objects.filter(slug=DEMO_SLUG).exists():
+            # An installation seeded before the extraction demo existed gets it once, led by
+            # the demo lead if that login is still there.
+            if not Project.objects.filter(slug=BOOKINGS_SLUG).exists():
+                User = get_user_model()
+                lead = User.objects.filter(username="demo").first()
+                if lead is not None:
+                    self._bookings(lead, User.objects.filter(username="reviewer").first())
             self.stdout.write("Demo project already there; demo logins unchanged.")
             return
         User = get_user_model()
@@ -94,6 +127,8 @@ class Command(BaseCommand):
                 if import_batch_claim(batch.pk):
                     batch = import_batch_run(batch=batch)
             self.stdout.write(f"Demo project created with {batch.rows_created} tickets.")
+        if not Project.objects.filter(slug=BOOKINGS_SLUG).exists():
+            self._bookings(lead, reviewer)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo logins: lead “demo” / “{password}” (also admin), reviewer “reviewer” / “{password}”"
@@ -103,4 +138,45 @@ class Command(BaseCommand):
                     else " (shown once; note it)."
                 )
             )
+        )
+
+    def _bookings(self, lead, reviewer) -> None:
+        """The extraction demo: 81 booking requests, the first few with reviewed spans."""
+        with transaction.atomic():
+            project = services.project_create(
+                name="Table bookings",
+                slug=BOOKINGS_SLUG,
+                user=lead,
+                task_type=Project.TaskType.EXTRACTION,
+                guidelines=BOOKINGS_GUIDELINES,
+            )
+            for name, description, key, color, allows_many in BOOKINGS_FIELDS:
+                label = services.label_create(project=project, name=name, description=description, key=key)
+                Label.objects.filter(pk=label.pk).update(color=color, allows_many=allows_many)
+            if reviewer is not None:
+                Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
+        with tempfile.TemporaryDirectory() as tmp:
+            requests = Path(tmp) / BOOKINGS_FILE.name
+            with (
+                open(BOOKINGS_FILE, encoding="utf-8") as source,
+                open(requests, "w", encoding="utf-8") as out,
+            ):
+                for number, line in enumerate(source):
+                    record = json.loads(line)
+                    if number >= BOOKINGS_REVIEWED:
+                        record = {"text": record["text"]}
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            # The spans that come with the first requests are answers people checked.
+            batch = services.import_batch_create(
+                project=project,
+                user=lead,
+                file_name=BOOKINGS_FILE.name,
+                path=requests,
+                label_meaning=importing.LABELS_VERIFIED,
+            )
+            if import_batch_claim(batch.pk):
+                batch = import_batch_run(batch=batch)
+        self.stdout.write(
+            f"Extraction demo project created with {batch.rows_created} booking requests "
+            f"({min(BOOKINGS_REVIEWED, batch.rows_created)} reviewed)."
         )

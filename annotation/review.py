@@ -27,6 +27,7 @@ from annotation.models import (
     ReviewClaim,
     ReviewState,
 )
+from tasks.base import Answer, AnswerError
 
 STRATEGIES = {
     "confidence": "Lowest teacher confidence first",
@@ -39,6 +40,18 @@ STRATEGIES = {
 
 class ReviewError(ValueError):
     """A review action that cannot be done, with a message for the reviewer."""
+
+
+class InvalidAnswer(ReviewError):
+    """A posted answer the project's task refuses (AnswerError): the request was bad, nothing is stored."""
+
+
+def _validated(example: Example, answer: Answer) -> Answer:
+    """The answer in the task's normal form; the task, not the page, decides what is valid."""
+    try:
+        return example.project.task.validate(answer, text=example.text)
+    except AnswerError as exc:
+        raise InvalidAnswer(str(exc)) from exc
 
 
 @dataclass
@@ -140,20 +153,24 @@ def _seconds_on(example: Example, user) -> float | None:
 
 
 @transaction.atomic
-def review_record(*, example: Example, user, verdict: str, label: str | None = None) -> Review:
-    """Record one verdict: accept the teacher's proposal, correct it to a label, or reject."""
-    labels = set(example.project.labels.values_list("name", flat=True))
+def review_record(
+    *, example: Example, user, verdict: str, label: str | None = None, value: Answer | None = None
+) -> Review:
+    """Record one verdict: accept the teacher's proposal, correct it, or reject.
+
+    A correction is a posted answer: ``value`` (any task; extraction posts its span set)
+    or, for a classification form, ``label``. An answer the task calls the same as the
+    proposal is an accept, so an unchanged span set or the proposed label counts as one.
+    """
+    task = example.project.task
     proposal = teacher_proposal(example)
     if verdict == Review.Verdict.ACCEPT:
         if proposal is None:
             raise ReviewError("There is no proposal to accept; pick a label instead.")
         value = proposal.value
     elif verdict == Review.Verdict.CORRECT:
-        if label not in labels:
-            raise ReviewError(f"{label!r} is not one of the project's labels.")
-        value = label
-        # Picking the label the teacher proposed is an accept.
-        if proposal is not None and proposal.value == label:
+        value = _validated(example, value if value is not None else label)
+        if proposal is not None and task.same(proposal.value, value):
             verdict = Review.Verdict.ACCEPT
     elif verdict == Review.Verdict.REJECT:
         value = None
@@ -329,14 +346,12 @@ def _require_item(gold_set: GoldSet, example: Example) -> None:
         raise ReviewError(f"Example {example.pk} is not an item of gold set v{gold_set.version}.")
 
 
-def _verdict_and_value(gold_set: GoldSet, verdict: str, label: str | None) -> tuple[str, str | None]:
+def _verdict_and_value(example: Example, verdict: str, answer: Answer | None) -> tuple[str, Answer | None]:
     if verdict == Review.Verdict.REJECT:
         return Review.Verdict.REJECT, None
     if verdict != Review.Verdict.CORRECT:
         raise ReviewError(f"Unknown verdict {verdict!r}.")
-    if label not in set(gold_set.project.labels.values_list("name", flat=True)):
-        raise ReviewError(f"{label!r} is not one of the project's labels.")
-    return Review.Verdict.CORRECT, label
+    return Review.Verdict.CORRECT, _validated(example, answer)
 
 
 def gold_next_blind(*, gold_set: GoldSet, user, skipped: list[int] | tuple = ()) -> Example | None:
@@ -373,11 +388,17 @@ def gold_next_blind(*, gold_set: GoldSet, user, skipped: list[int] | tuple = ())
 
 @transaction.atomic
 def gold_label_blind(
-    *, gold_set: GoldSet, example: Example, user, label: str | None = None, verdict: str = "correct"
+    *,
+    gold_set: GoldSet,
+    example: Example,
+    user,
+    label: str | None = None,
+    value: Answer | None = None,
+    verdict: str = "correct",
 ) -> Review:
-    """One blind answer for a draft gold item: a label, or a reject (no label fits)."""
+    """One blind answer for a draft gold item: an answer (a label, a span set), or a reject."""
     _require_item(gold_set, example)
-    verdict, value = _verdict_and_value(gold_set, verdict, label)
+    verdict, value = _verdict_and_value(example, verdict, value if value is not None else label)
     reviewers = list(_blind_reviews(gold_set).filter(example=example).values_list("reviewer_id", flat=True))
     if user.pk in reviewers:
         raise ReviewError("You already labelled this gold item; a second reviewer must label it.")
@@ -470,11 +491,17 @@ def gold_next_disagreement(
 
 @transaction.atomic
 def gold_adjudicate(
-    *, gold_set: GoldSet, example: Example, user, label: str | None = None, verdict: str = "correct"
+    *,
+    gold_set: GoldSet,
+    example: Example,
+    user,
+    label: str | None = None,
+    value: Answer | None = None,
+    verdict: str = "correct",
 ) -> Review:
-    """A lead's final answer for a draft item with two blind labels: a label, or a reject."""
+    """A lead's final answer for a draft item with two blind answers: one of them, an edit, or a reject."""
     _require_item(gold_set, example)
-    verdict, value = _verdict_and_value(gold_set, verdict, label)
+    verdict, value = _verdict_and_value(example, verdict, value if value is not None else label)
     # Settling needs two blind answers: a lead's word alone would skip the double labelling.
     if Review.objects.filter(example=example, kind=Review.Kind.BLIND).count() < 2:
         raise ReviewError("This gold item needs two blind labels before it can be adjudicated.")

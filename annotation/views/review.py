@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -56,6 +58,51 @@ def _float_or_none(value: str | None) -> float | None:
         return None
 
 
+# Field colours where a field has none of its own (Label.color), in field order; each
+# reads on white with black text at the card's highlight strength.
+PALETTE = [
+    "#f4a261",
+    "#2a9d8f",
+    "#e9c46a",
+    "#8ab17d",
+    "#e76f51",
+    "#6d9dc5",
+    "#b56576",
+    "#9c89b8",
+    "#43aa8b",
+    "#f28482",
+]
+
+
+def _fields(labels) -> list[dict]:
+    """The project's labels (fields) as the cards and their scripts use them, each with a colour."""
+    return [
+        {
+            "name": label.name,
+            "key": label.key,
+            "description": label.description,
+            "color": label.color or PALETTE[index % len(PALETTE)],
+            "allows_many": label.allows_many,
+        }
+        for index, label in enumerate(labels)
+    ]
+
+
+class BadAnswer(ValueError):
+    """A posted answer that is not even JSON."""
+
+
+def _posted_answer(request: HttpRequest):
+    """The posted answer: the JSON ``value`` field (a span set...), else the ``label`` field."""
+    raw = request.POST.get("value")
+    if raw is None:
+        return request.POST.get("label")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise BadAnswer("The posted answer is not valid JSON.") from None
+
+
 def _card_context(
     request: HttpRequest, project: Project, role: str, example: Example | None, filters
 ) -> dict:
@@ -68,6 +115,10 @@ def _card_context(
             else:
                 proposals.append(proposal)
     teacher = next((p for p in proposals if p.is_valid), None)
+    task = project.task
+    for proposal in [*proposals, *([student] if student else [])]:
+        proposal.summary = task.summary(proposal.value, text=example.text) if proposal.is_valid else ""
+    labels = list(project.labels.all())
     quality_run = project.quality_runs.first()
     rows.recover_shown([quality_run] if quality_run else [])
     return {
@@ -77,7 +128,12 @@ def _card_context(
         "teacher": teacher,
         "proposals": proposals,
         "student": student,
-        "labels": project.labels.all(),
+        "labels": labels,
+        "task": task,
+        "fields": _fields(labels),
+        # What the card's script starts from: the text and the teacher's answer as they are.
+        "editor": {"text": example.text, "initial": teacher.value} if teacher and example else None,
+        "initial_json": json.dumps(teacher.value) if teacher else "",
         "filters": filters,
         "strategies": review.STRATEGIES,
         "strategy_name": review.STRATEGIES.get(filters.strategy, ""),
@@ -91,12 +147,14 @@ def _card_context(
     }
 
 
-def _render_card(request: HttpRequest, project: Project, role: str, filters, *, example=None) -> HttpResponse:
+def _render_card(
+    request: HttpRequest, project: Project, role: str, filters, *, example=None, status: int = 200
+) -> HttpResponse:
     if example is None:
         example = review.review_next(project=project, user=request.user, filters=filters)
     context = _card_context(request, project, role, example, filters)
     template = "annotation/review.html#card" if request.htmx else "annotation/review.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -111,12 +169,19 @@ def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
 def review_act(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     example = get_object_or_404(Example, project=project, pk=request.POST.get("example_id"), is_gold=False)
+    example.project = project  # the task is read once per request
     try:
         review.review_record(
             example=example,
             user=request.user,
             verdict=request.POST.get("verdict", ""),
-            label=request.POST.get("label"),
+            value=_posted_answer(request),
+        )
+    except (BadAnswer, review.InvalidAnswer) as exc:
+        # A bad answer is a bad request: nothing is stored, the same card comes back saying why.
+        messages.error(request, str(exc))
+        return _render_card(
+            request, project, role, _queue_filter(request, project), example=example, status=400
         )
     except review.ReviewError as exc:
         messages.error(request, str(exc))
@@ -206,6 +271,9 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
             "is_lead": role == Membership.Role.LEAD,
             "draft": draft,
             "status": review.gold_status(draft) if draft else None,
+            "task": project.task,
+            # What the task's agreement returns differs by type; each type shows its own.
+            "agreement_template": f"tasks/{project.task.type}/agreement.html",
             "reject": review.REJECT,
             "frozen": frozen_status,
             "real_examples": real_examples,
@@ -265,38 +333,51 @@ def gold_label(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     draft = _draft_or_404(project)
     skipped_key = f"gold:{draft.pk}:skipped"
+    example, status = None, 200
     if request.method == "POST":
-        example = _draft_item_or_404(draft, request.POST.get("example_id"))
+        posted = _draft_item_or_404(draft, request.POST.get("example_id"))
+        posted.project = project  # one task (and one read of the fields) for the whole request
         verdict = request.POST.get("verdict", "correct")
         if verdict == "skip":
-            _skipped(request, skipped_key, example)
-            ReviewClaim.objects.filter(example=example, user=request.user).delete()
+            _skipped(request, skipped_key, posted)
+            ReviewClaim.objects.filter(example=posted, user=request.user).delete()
         else:
             try:
                 review.gold_label_blind(
                     gold_set=draft,
-                    example=example,
+                    example=posted,
                     user=request.user,
-                    label=request.POST.get("label", ""),
+                    value=_posted_answer(request) if verdict != "reject" else None,
                     verdict=verdict,
                 )
+            except (BadAnswer, review.InvalidAnswer) as exc:
+                messages.error(request, str(exc))
+                example, status = posted, 400  # nothing stored: the same item again, saying why
             except review.ReviewError as exc:
                 messages.error(request, str(exc))
-        if not request.htmx:
+        if not request.htmx and status == 200:
             return redirect("annotation:gold-label", slug=project.slug)
-    example = review.gold_next_blind(
-        gold_set=draft, user=request.user, skipped=_skipped(request, skipped_key)
-    )
+    if example is None:
+        example = review.gold_next_blind(
+            gold_set=draft, user=request.user, skipped=_skipped(request, skipped_key)
+        )
+    task = project.task
+    labels = list(project.labels.all())
     context = {
         "project": project,
         "is_lead": role == Membership.Role.LEAD,
         "example": example,
-        "labels": project.labels.all(),
+        "labels": labels,
+        "task": task,
+        "fields": _fields(labels),
+        "blind_card": f"{task.card_template}#blind",
+        "blind_help": f"{task.card_template}#blind_help",
+        "editor": {"text": example.text, "initial": None} if example else None,
         "gold_set": draft,
         "blind": True,
     }
     template = "annotation/gold_label.html#card" if request.htmx else "annotation/gold_label.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 @login_required
@@ -304,8 +385,10 @@ def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     draft = _draft_or_404(project)
     skipped_key = f"gold:{draft.pk}:adjudication-skipped"
+    refused, status_code = None, 200
     if request.method == "POST":
         example = _draft_item_or_404(draft, request.POST.get("example_id"))
+        example.project = project
         verdict = request.POST.get("verdict", "correct")
         if verdict == "skip":
             _skipped(request, skipped_key, example)
@@ -315,22 +398,45 @@ def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
                     gold_set=draft,
                     example=example,
                     user=request.user,
-                    label=request.POST.get("label", ""),
+                    value=_posted_answer(request) if verdict != "reject" else None,
                     verdict=verdict,
                 )
+            except (BadAnswer, review.InvalidAnswer) as exc:
+                messages.error(request, str(exc))
+                refused, status_code = example, 400
             except review.ReviewError as exc:
                 messages.error(request, str(exc))
-        if not request.htmx:
+        if not request.htmx and status_code == 200:
             return redirect("annotation:gold-adjudicate", slug=project.slug)
     status = review.gold_status(draft)
     row = review.gold_next_disagreement(draft, skipped=_skipped(request, skipped_key), status=status)
+    if refused is not None:
+        row = next((r for r in status["rows"] if r["item"].example_id == refused.pk), row)
+    task = project.task
+    labels = list(project.labels.all())
+    example = row["item"].example if row else None
+    teacher = review.teacher_proposal(example) if row else None
+    for answer in [*(row["blind"] if row else []), *([teacher] if teacher else [])]:
+        answer.summary = task.summary(answer.value, text=example.text) if answer.value is not None else ""
+        answer.value_json = json.dumps(answer.value)
     context = {
         "project": project,
         "is_lead": True,
         "row": row,
-        "example": row["item"].example if row else None,
-        "teacher": review.teacher_proposal(row["item"].example) if row else None,
-        "labels": project.labels.all(),
+        "example": example,
+        "teacher": teacher,
+        "labels": labels,
+        "task": task,
+        "fields": _fields(labels),
+        "adjudicate_card": f"{task.card_template}#adjudicate",
+        # The two blind answers as they are (None for a reject), for the card's script.
+        "editor": {
+            "text": example.text,
+            "initial": None,
+            "sides": [None if r.verdict == "reject" else r.value for r in row["blind"]],
+        }
+        if row
+        else None,
         "gold_set": draft,
         # "n of m": this disagreement's place among all the version's disagreements.
         "position": status["disagreed"] - status["disagreements"] + 1,
@@ -338,7 +444,7 @@ def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
         "reject": review.REJECT,
     }
     template = "annotation/gold_adjudicate.html#card" if request.htmx else "annotation/gold_adjudicate.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status_code)
 
 
 @login_required

@@ -1,167 +1,68 @@
-"""The offline embedding teacher: a weak but honest classifier that needs no API key.
+"""The offline teacher (no API key) under a prompt version: which examples it learns from.
 
-Texts, label definitions and reviewed examples are embedded with the bundled
-MiniLM (`distillapp.ml.embed_texts`, imported lazily so that this module never
-loads torch by itself). Cosine similarity is a dot product of normalised
-embeddings.
-
-How a text is scored. The candidates that vote are
-
-- every label's prototype: the embedding of ``"name: description"`` (or the
-  name alone), and
-- the ``k`` reviewed memory examples nearest to the text (with their labels).
-
-Each candidate votes for its label with weight ``exp(similarity / temperature)``
-and a label's probability is its share of the votes. Without memory this is
-exactly the softmax of the prototype similarities over all labels (zero-shot);
-with memory, nearby reviewed examples add to their label's votes, and since
-every prototype always votes, every label keeps a non-zero probability.
-
-Why this combination, measured on Banking77 (3,080 test texts, 77 labels,
-prototype = category name with spaces, temperature 0.05, mean of 3 memory
-draws; accuracy / expected calibration error over 10 bins;
-bench/embedding_teacher_bench.py measures the shipped setting):
-
-| memory per label | zero-shot | label centroid incl. prototype | prototypes + 10-NN (this) |
-|---:|---:|---:|---:|
-| 0  | 0.62 / 0.05 | | |
-| 1  | | 0.70 / 0.03 | 0.68 / 0.03 |
-| 5  | | 0.78 / 0.06 | 0.78 / 0.03 |
-| 10 | | 0.82 / 0.09 | 0.84 / 0.04 |
-| 20 | | 0.83 / 0.09 | 0.87 / 0.03 |
-
-A per-label centroid is as good at 1-5 examples per label but stops improving
-as the memory grows, while the neighbours keep improving (the memory grows as
-reviewers work) and stay better calibrated. Mixing the prototype and centroid
-similarities with a fixed weight did worse (0.75-0.77 at 5 shots), and so did
-plain k-NN without the prototypes (0.76) or the best single similarity per
-label (0.77). k = 5, 10 and 20 are within 0.5 point of each other; temperature
-0.05 calibrates best (0.02 and 0.1 give 3-10x the calibration error for about
-the same accuracy).
+What the offline teacher *is* belongs to the task type (``Task.offline_teacher``):
+classification's is the embedding classifier of ``tasks.classification.offline``
+(re-exported here), extraction's the dictionary of reviewed values of
+``tasks.extraction.offline``. This module picks the examples it learns from, following
+the prompt's few-shot setting the way an LLM prompt would.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
+from tasks.base import AnswerError, Task
+from tasks.classification.offline import EmbeddingPrediction, EmbeddingTeacher, _embed
 
-
-@dataclass(frozen=True)
-class EmbeddingPrediction:
-    label: str
-    confidence: float
-    scores: dict[str, float]  # probability per label, summing to 1
-
-
-def _embed(texts: list[str]) -> np.ndarray:
-    from distillapp.ml import embed_texts
-
-    return embed_texts(texts)
+__all__ = [
+    "EmbeddingPrediction",
+    "EmbeddingTeacher",
+    "_embed",
+    "fits",
+    "memory_for_prompt",
+    "teacher_for_prompt",
+]
 
 
-class EmbeddingTeacher:
-    """Zero-shot from label definitions, few-shot from reviewed examples (see the module docstring).
+def fits(task: Task, pairs: Sequence[tuple[str, object]]) -> list[tuple[str, object]]:
+    """The (text, answer) pairs whose answer is valid for the task, in its normal form."""
+    kept = []
+    for text, value in pairs:
+        try:
+            kept.append((text, task.validate(value, text=text)))
+        except (AnswerError, TypeError, KeyError, AttributeError):
+            continue  # a label renamed or removed since, or another task's answer
+    return kept
 
-    ``memory`` is ``[(text, label_name)]``; examples of labels outside the label
-    set are ignored. With ``per_label_cap``, only the first that many examples of
-    each label are kept, so that a label with many reviewed examples does not
-    crowd the neighbours out (pass the memory in order of preference).
+
+def memory_for_prompt(prompt, reviewed: Sequence[tuple[str, object]]) -> tuple[list[tuple[str, object]], int]:
+    """The examples the offline teacher learns from, and how many neighbours vote.
+
+    A zero-shot offline teacher (classification's embedding classifier) reads no
+    prompt text, but it follows the same choice an LLM prompt makes: "none" is
+    zero-shot from the label descriptions alone, "fixed" lets only the lead's fixed
+    examples vote, and "similar" lets the ``few_shot_k`` nearest reviewed examples vote
+    (the per-label cap of an LLM prompt has no counterpart here: every prototype
+    always votes). One that learns only from examples (extraction's dictionary) gets
+    every reviewed example and the fixed ones, whatever the setting.
     """
-
-    def __init__(
-        self,
-        labels: Sequence[tuple[str, str]],
-        memory: Sequence[tuple[str, str]] = (),
-        *,
-        k: int = 10,
-        temperature: float = 0.05,
-        per_label_cap: int | None = None,
-    ) -> None:
-        if not labels:
-            raise ValueError("EmbeddingTeacher needs at least one label.")
-        if k < 1 or temperature <= 0:
-            raise ValueError("k must be >= 1 and temperature > 0.")
-        self.label_names = [name for name, _ in labels]
-        if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError("Label names must be unique.")
-        self.k = k
-        self.temperature = temperature
-        index = {name: i for i, name in enumerate(self.label_names)}
-        kept: list[tuple[str, int]] = []
-        per_label: defaultdict[int, int] = defaultdict(int)
-        for text, label in memory:
-            i = index.get(label)
-            if i is None or (per_label_cap is not None and per_label[i] >= per_label_cap):
-                continue
-            per_label[i] += 1
-            kept.append((text, i))
-        prototypes = [f"{name}: {description}" if description else name for name, description in labels]
-        # One call embeds prototypes and memory together; both are kept for every predict().
-        vectors = _embed(prototypes + [text for text, _ in kept])
-        self._prototypes = vectors[: len(prototypes)]
-        self._memory = vectors[len(prototypes) :]
-        self._memory_labels = np.array([i for _, i in kept], dtype=np.intp)
-
-    def predict(self, texts: list[str]) -> list[EmbeddingPrediction]:
-        if not texts:
-            return []
-        probabilities = self._probabilities(_embed(list(texts)))
-        predictions = []
-        for row in probabilities:
-            best = int(row.argmax())
-            predictions.append(
-                EmbeddingPrediction(
-                    label=self.label_names[best],
-                    confidence=float(row[best]),
-                    scores={name: float(p) for name, p in zip(self.label_names, row, strict=True)},
-                )
-            )
-        return predictions
-
-    def _probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        n = vectors.shape[0]
-        prototype_sims = (vectors @ self._prototypes.T).astype(np.float64)
-        top = np.max(prototype_sims, axis=1, keepdims=True)
-        neighbour_sims = np.empty((n, 0))
-        neighbour_labels = np.empty((n, 0), dtype=np.intp)
-        if len(self._memory):
-            memory_sims = (vectors @ self._memory.T).astype(np.float64)
-            k = min(self.k, memory_sims.shape[1])
-            nearest = np.argpartition(-memory_sims, k - 1, axis=1)[:, :k]
-            neighbour_sims = np.take_along_axis(memory_sims, nearest, axis=1)
-            neighbour_labels = self._memory_labels[nearest]
-            top = np.maximum(top, neighbour_sims.max(axis=1, keepdims=True))
-        # Subtracting the row maximum keeps exp() finite; it cancels in the ratio.
-        votes = np.exp((prototype_sims - top) / self.temperature)
-        rows = np.repeat(np.arange(n), neighbour_labels.shape[1])
-        np.add.at(
-            votes, (rows, neighbour_labels.ravel()), np.exp((neighbour_sims - top) / self.temperature).ravel()
-        )
-        return votes / votes.sum(axis=1, keepdims=True)
-
-
-def memory_for_prompt(prompt, reviewed: Sequence[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
-    """The examples that vote, and how many neighbours, under the prompt's few-shot setting.
-
-    The embedding teacher reads no prompt text, but it follows the same choice
-    an LLM prompt makes: "none" is zero-shot from the label descriptions alone,
-    "fixed" lets only the lead's fixed examples vote, and "similar" lets the
-    ``few_shot_k`` nearest reviewed examples vote (the per-label cap of an LLM
-    prompt has no counterpart here: every prototype always votes).
-    """
-    names = set(prompt.label_names)
+    task = prompt.task
+    fixed = fits(task, [(e["text"], e.get("label")) for e in prompt.fixed_examples])
+    if not task.offline_teacher_zero_shot:
+        return fixed + fits(task, reviewed), max(1, prompt.few_shot_k)
     if prompt.few_shot == "fixed":
-        shots = [(e["text"], e["label"]) for e in prompt.fixed_examples if e.get("label") in names]
-        return shots, max(1, len(shots))
+        return fixed, max(1, len(fixed))
     if prompt.few_shot == "similar":
-        return [(text, label) for text, label in reviewed if label in names], max(1, prompt.few_shot_k)
+        return fits(task, reviewed), max(1, prompt.few_shot_k)
     return [], 1
 
 
-def teacher_for_prompt(prompt, reviewed: Sequence[tuple[str, str]]) -> EmbeddingTeacher:
-    labels = [(label["name"], label.get("description", "")) for label in prompt.labels]
+def teacher_for_prompt(prompt, reviewed: Sequence[tuple[str, object]]):
+    """The task's offline teacher for this prompt version (``predict(texts) -> [(answer, confidence)]``)."""
     memory, k = memory_for_prompt(prompt, reviewed)
-    return EmbeddingTeacher(labels, memory, k=k)
+    return prompt.task.offline_teacher(memory, k=k)
+
+
+def needs_reviewed(prompt) -> bool:
+    """Does the offline teacher under this prompt learn from the reviewed examples?"""
+    return prompt.few_shot == "similar" or not prompt.task.offline_teacher_zero_shot

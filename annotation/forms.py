@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.utils.text import slugify
@@ -320,6 +322,14 @@ class TeacherConfigForm(forms.ModelForm):
             label="Base URL",
             help_text="Endpoints the operator allows (DISTILL_TEACHER_BASE_URLS).",
         )
+        # The offline choice names the teacher the project's task type gets.
+        task = current.project.task if current.project_id else None
+        if task is not None and task.offline_teacher_name:
+            offline = f"Offline {task.offline_teacher_name} teacher (no API key)"
+            self.fields["provider"].choices = [
+                (value, offline if value == TeacherConfig.Provider.EMBEDDING else name)
+                for value, name in self.fields["provider"].choices
+            ]
 
     def clean(self):
         data = super().clean()
@@ -357,17 +367,47 @@ class PromptForm(forms.Form):
     fixed_examples = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Billing: I was charged twice"}),
         required=False,
-        help_text="For the fixed strategy: one per line, “Label: text”.",
+        help_text="For the fixed strategy: one per line, “Label: text”, or a JSON object with the "
+        "text and the answer as the teacher writes it: "
+        '{"text": "I was charged twice", "label": "Billing"}.',
     )
 
+    def __init__(self, *args, task=None, example_line: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        if task is not None and task.category_noun != "label":
+            self.fields["few_shot_per_label"].label = "At most per answer shape"
+            self.fields["fixed_examples"].help_text = (
+                "For the fixed strategy: one JSON object per line, the text and the answer as the "
+                'teacher writes it: {"text": "Table for 4", "entities": [{"field": "people", "text": "4"}]}; '
+                "each value copied exactly from the text."
+            )
+            self.fields["fixed_examples"].widget.attrs["placeholder"] = example_line or (
+                '{"text": "...", "entities": [{"field": "...", "text": "..."}]}'
+            )
+
     def clean_fixed_examples(self) -> list[dict]:
+        """``[{"label", "text"}]`` from "Label: text" lines, ``[{"text", "reply"}]`` from JSON lines;
+        the teacher's task checks the answers when the prompt is saved."""
         examples = []
         for number, line in enumerate(self.cleaned_data["fixed_examples"].splitlines(), 1):
             if not line.strip():
                 continue
+            if line.lstrip().startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise forms.ValidationError(f"Line {number}: not valid JSON ({exc.msg}).") from None
+                text = obj.pop("text", None) if isinstance(obj, dict) else None
+                if not isinstance(text, str) or not text.strip() or not obj:
+                    raise forms.ValidationError(
+                        f"Line {number}: write a JSON object with the text and the answer, "
+                        '{"text": "...", <the answer as the teacher writes it>}.'
+                    )
+                examples.append({"text": text.strip(), "reply": obj})
+                continue
             label, sep, text = line.partition(":")
             if not sep or not text.strip():
-                raise forms.ValidationError(f"Line {number}: write “Label: text”.")
+                raise forms.ValidationError(f"Line {number}: write “Label: text” or a JSON object.")
             examples.append({"label": label.strip(), "text": text.strip()})
         return examples
 

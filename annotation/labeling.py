@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from django.db.models import Avg, F, Q
 from django.utils import timezone
 
 from annotation import teacher as teacher_boundary
+from annotation.embedding_teacher import fits, needs_reviewed
 from annotation.models import (
     Example,
     LabelingJob,
@@ -31,9 +33,11 @@ from annotation.models import (
     Project,
     PromptVersion,
     Proposal,
+    Review,
     TeacherConfig,
 )
 from distillapp import rows
+from tasks.base import AnswerError, Task
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +53,10 @@ class LabelingError(ValueError):
 
 
 def teacher_config_for(project: Project) -> TeacherConfig:
-    config, _ = TeacherConfig.objects.get_or_create(project=project)
+    # A new project's answer budget is its task's (a span list needs more than a label).
+    config, _ = TeacherConfig.objects.get_or_create(
+        project=project, defaults={"max_tokens": project.task.teacher_max_tokens}
+    )
     return config
 
 
@@ -99,7 +106,7 @@ def prompt_version_current(project: Project, *, user=None) -> PromptVersion:
     return PromptVersion.objects.create(
         project=project,
         version=(latest.version + 1) if latest else 1,
-        instructions=latest.instructions if latest else teacher_boundary.DEFAULT_INSTRUCTIONS,
+        instructions=latest.instructions if latest else project.task.default_instructions,
         guidelines=project.guidelines,
         labels=labels,
         few_shot=latest.few_shot if latest else PromptVersion.FewShot.NONE,
@@ -122,15 +129,10 @@ def prompt_version_update(
     fixed_examples: list[dict],
 ) -> PromptVersion:
     """Save prompt edits; a version that has answers is never changed, a new one is made."""
-    names = {label.name for label in project.labels.all()}
-    for example in fixed_examples:
-        if example["label"] not in names:
-            raise LabelingError(
-                f"Fixed example label {example['label']!r} is not one of the project's labels."
-            )
+    fixed_examples = fixed_examples_checked(project.task, fixed_examples)
     current = prompt_version_current(project, user=user)
     fields = {
-        "instructions": instructions.strip() or teacher_boundary.DEFAULT_INSTRUCTIONS,
+        "instructions": instructions.strip() or project.task.default_instructions,
         "few_shot": few_shot,
         "few_shot_k": few_shot_k,
         "few_shot_per_label": few_shot_per_label,
@@ -153,8 +155,64 @@ def prompt_version_update(
     )
 
 
+def fixed_examples_checked(task: Task, examples: list[dict]) -> list[dict]:
+    """Fixed few-shot examples as ``[{"text", "label": <answer>}]``, each checked by the task.
+
+    An example gives its answer as ``label`` (an answer: a label name, or an extraction
+    ``{"spans": [...]}``) or as ``reply``, the JSON object the teacher itself answers in
+    (``{"label": ...}``, or ``{"entities": [{"field", "text"}, ...]}`` with each value
+    copied from the text), read by the task's own teacher parser.
+    """
+    checked = []
+    for number, example in enumerate(examples, 1):
+        text = str(example.get("text", "")).strip()
+        if not text:
+            raise LabelingError(f"Fixed example {number} has no text.")
+        if "reply" in example:
+            value, why = task.parse_teacher(json.dumps(example["reply"], ensure_ascii=False), text=text)
+            if value is None:
+                raise LabelingError(f"Fixed example {number}: {why}.")
+        else:
+            try:
+                value = task.validate(example.get("label"), text=text)
+            except AnswerError as exc:
+                raise LabelingError(f"Fixed example {number}: {exc}.") from None
+        checked.append({"text": text, "label": value})
+    return checked
+
+
+def fixed_example_line(task: Task, text: str, value) -> str:
+    """A fixed example as the teacher page's text box shows it (PromptForm reads it back)."""
+    if isinstance(value, str):
+        return f"{value}: {text}"
+    reply = json.loads(task.example_reply(value, text=text))
+    return json.dumps({"text": text, **reply}, ensure_ascii=False)
+
+
+def reviewed_example_line(project: Project) -> str:
+    """The latest reviewed answer as a fixed-example line, ready to copy ("" if none)."""
+    latest = (
+        Review.objects.filter(
+            example__project=project,
+            example__is_gold=False,
+            kind=Review.Kind.REVIEW,
+            value__isnull=False,
+        )
+        .order_by("-created_at", "-pk")
+        .values_list("example__text", "value")
+        .first()
+    )
+    if latest is None:
+        return ""
+    checked = fits(project.task, [latest])
+    return fixed_example_line(project.task, *checked[0]) if checked else ""
+
+
 def agent_name(config_snapshot: dict, prompt_version: PromptVersion) -> str:
-    model = "embedding-minilm" if config_snapshot.get("provider") == "embedding" else config_snapshot["model"]
+    if config_snapshot.get("provider") == TeacherConfig.Provider.EMBEDDING:
+        model = prompt_version.task.offline_teacher_name or "offline"
+    else:
+        model = config_snapshot["model"]
     return f"teacher:{model}:prompt-v{prompt_version.version}"
 
 
@@ -204,11 +262,14 @@ def labeling_estimate(
         mean_chars = sum(map(len, texts)) / len(texts) if texts else 0
         # About four characters a token for English text.
         input_per = (len(system) + mean_chars * (1 + shots)) / 4 + 10
-        output_per, basis = 8.0, "estimated"
+        # An eighth of the answer budget: 8 tokens for a label, 64 for a span list.
+        output_per, basis = prompt.task.teacher_max_tokens / 8, "estimated"
     if config.provider == TeacherConfig.Provider.EMBEDDING:
         cost = Decimal("0")
+        model = prompt.task.offline_teacher_name or config.agent_model
     else:
         cost = teacher_settings(config).cost_usd(int(input_per * count), int(output_per * count))
+        model = config.agent_model
     return {
         "examples": count,
         "input_tokens": int(input_per * count),
@@ -216,7 +277,7 @@ def labeling_estimate(
         "cost_usd": format(cost.normalize(), "f"),  # "0", not Decimal's "0E-8"
         "basis": basis,
         "provider": config.provider,
-        "model": config.agent_model,
+        "model": model,
         "prompt_version": prompt.version,
     }
 
@@ -238,7 +299,8 @@ def labeling_job_create(
     if provider:
         config.provider = provider  # a one-off override; the project's setting stays
     if not project.labels.exists():
-        raise LabelingError("The project has no labels yet; add labels before labelling.")
+        noun = project.task.category_noun
+        raise LabelingError(f"The project has no {noun}s yet; add {noun}s before labelling.")
     snapshot = _config_snapshot(config)
     if config.provider == TeacherConfig.Provider.OPENAI:
         try:
@@ -356,8 +418,9 @@ def _pending_chunks(job: LabelingJob):
         yield chunk
 
 
-def _memory(project: Project) -> list[tuple[str, str]]:
-    """Reviewed, non-gold examples with their labels: few-shot and kNN memory."""
+def _memory(project: Project) -> list[tuple[str, object]]:
+    """Reviewed, non-gold examples with their answers (valid for the project's task now):
+    few-shot and offline-teacher memory."""
     rows = (
         Example.objects.for_project(project)
         .not_gold()
@@ -366,33 +429,40 @@ def _memory(project: Project) -> list[tuple[str, str]]:
         .order_by("-pk")
         .values_list("text", "current_label")[:MEMORY_LIMIT]
     )
-    return [(text, label) for text, label in rows if isinstance(label, str)]
+    return fits(project.task, rows)
 
 
 def _few_shot_chooser(
     prompt: PromptVersion, project: Project
-) -> Callable[[list[str]], list[list[tuple[str, str]]]]:
+) -> Callable[[list[str]], list[list[tuple[str, object]]]]:
+    task = prompt.task
     if prompt.few_shot == PromptVersion.FewShot.FIXED:
-        fixed = [(e["text"], e["label"]) for e in prompt.fixed_examples]
+        fixed = fits(task, [(e["text"], e.get("label")) for e in prompt.fixed_examples])
         return lambda texts: [fixed for _ in texts]
     if prompt.few_shot == PromptVersion.FewShot.SIMILAR:
-        memory = [(t, label) for t, label in _memory(project) if label in prompt.label_names]
+        # Valid under the prompt's own labels (fields): a few-shot answer the prompt
+        # does not define would teach the teacher a category it may not use.
+        memory = fits(task, _memory(project))
         if not memory:
             return lambda texts: [[] for _ in texts]
         from distillapp.ml import embed_texts
 
         memory_vectors = embed_texts([t for t, _ in memory])
+        # The cap's groups: a label for classification; for extraction the fields an
+        # answer holds and how often ("date ×1 · people ×1"), so shapes vary too.
+        groups = [task.summary(value) for _, value in memory]
 
-        def choose(texts: list[str]) -> list[list[tuple[str, str]]]:
+        def choose(texts: list[str]) -> list[list[tuple[str, object]]]:
             similarities = embed_texts(texts) @ memory_vectors.T
             chosen = []
             for row in similarities:
                 picked, per_label = [], {}
                 for index in row.argsort()[::-1]:
                     text, label = memory[index]
-                    if text in texts or per_label.get(label, 0) >= prompt.few_shot_per_label:
+                    group = groups[index]
+                    if text in texts or per_label.get(group, 0) >= prompt.few_shot_per_label:
                         continue
-                    per_label[label] = per_label.get(label, 0) + 1
+                    per_label[group] = per_label.get(group, 0) + 1
                     picked.append((text, label))
                     if len(picked) >= prompt.few_shot_k:
                         break
@@ -538,10 +608,12 @@ def _embedding_batches(job: LabelingJob):
 
 
 def _run_embedding(job: LabelingJob) -> None:
+    """The offline teacher of the project's task type (classification: embeddings;
+    extraction: a dictionary of reviewed values), learned once for the whole job."""
     from annotation.embedding_teacher import teacher_for_prompt
 
     prompt = job.prompt_version
-    reviewed = _memory(job.project) if prompt.few_shot == PromptVersion.FewShot.SIMILAR else []
+    reviewed = _memory(job.project) if needs_reviewed(prompt) else []
     model = teacher_for_prompt(prompt, reviewed)
     agent = agent_name(job.teacher, prompt)
     for chunk in _embedding_batches(job):
@@ -555,16 +627,16 @@ def _run_embedding(job: LabelingJob) -> None:
                 _Work(item_id, example_id, text, [], ""),
                 [
                     teacher_boundary.TeacherAnswer(
-                        value=p.label,
-                        confidence=p.confidence,
-                        confidence_method="softmax",
+                        value=value,
+                        confidence=confidence,
+                        confidence_method=model.confidence_method,
                         raw_response="",
                         latency_ms=per_item_ms,
                         attempts=1,
                     )
                 ],
             )
-            for (item_id, example_id, text), p in zip(chunk, predictions, strict=True)
+            for (item_id, example_id, text), (value, confidence) in zip(chunk, predictions, strict=True)
         ]
         _write(job, results, agent)
 
@@ -658,7 +730,7 @@ def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tupl
 
     project = Project.objects.get(pk=project_id)
     prompt = PromptVersion.objects.get(pk=prompt_version_id)
-    reviewed = _memory(project) if prompt.few_shot == PromptVersion.FewShot.SIMILAR else []
+    reviewed = _memory(project) if needs_reviewed(prompt) else []
     return teacher_for_prompt(prompt, reviewed)
 
 
@@ -671,18 +743,19 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
         reviewed = Example.objects.for_project(project).filter(review_state="reviewed")
         memory_key = (reviewed.count(), reviewed.order_by("-pk").values_list("pk", flat=True).first())
         started = time.perf_counter()
-        predictions = _embedding_teacher(project.pk, prompt.pk, memory_key).predict(texts)
+        model = _embedding_teacher(project.pk, prompt.pk, memory_key)
+        predictions = model.predict(texts)
         per_text = int((time.perf_counter() - started) * 1000 / max(1, len(texts)))
         return [
             teacher_boundary.TeacherAnswer(
-                value=p.label,
-                confidence=p.confidence,
-                confidence_method="softmax",
+                value=value,
+                confidence=confidence,
+                confidence_method=model.confidence_method,
                 latency_ms=per_text,
                 attempts=1,
                 agent=agent,
             )
-            for p in predictions
+            for value, confidence in predictions
         ]
     settings = teacher_settings(config)
     task = prompt.task

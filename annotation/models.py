@@ -289,6 +289,8 @@ class ExampleQuerySet(models.QuerySet):
 
         The same rules as with_current_label(): the latest valid non-student
         proposal is the teacher's, a review or adjudication sets the state.
+        The label columns hold each project's task summary of the answer and
+        the flag says whether the task finds the two answers different.
         """
         json = models.JSONField()
         students = Proposal.objects.filter(
@@ -304,20 +306,23 @@ class ExampleQuerySet(models.QuerySet):
             student_value=Subquery(students.values("value")[:1], output_field=json),
             student_conf=Subquery(students.values("confidence")[:1]),
         )
+        tasks = _TasksByProject()
         changed = []
         for example in rows.iterator(chunk_size=2000):
+            task = tasks[example.project_id]
             state = {
                 "rejected": ReviewState.REJECTED,
                 "reviewed": ReviewState.REVIEWED,
             }.get(example.label_state, ReviewState.UNREVIEWED)
-            teacher = example.proposed_value if isinstance(example.proposed_value, str) else ""
-            student = example.student_value if isinstance(example.student_value, str) else ""
+            teacher, student = example.proposed_value, example.student_value
             example.review_state = state
-            example.teacher_label = teacher[:100]
-            example.teacher_confidence = example.teacher_conf if teacher else None
-            example.student_label = student[:100]
-            example.student_confidence = example.student_conf if student else None
-            example.is_disagreement = bool(teacher and student and teacher != student)
+            example.teacher_label = _summary(task, teacher, example.text)
+            example.teacher_confidence = example.teacher_conf if teacher is not None else None
+            example.student_label = _summary(task, student, example.text)
+            example.student_confidence = example.student_conf if student is not None else None
+            example.is_disagreement = (
+                teacher is not None and student is not None and _differ(task, teacher, student)
+            )
             changed.append(example)
         fields = [
             "review_state",
@@ -330,12 +335,14 @@ class ExampleQuerySet(models.QuerySet):
         Example.objects.bulk_update(changed, fields, batch_size=1000)
         return len(changed)
 
-    def note_teacher_answers(self, answers: dict[int, tuple[str, float | None]]) -> int:
+    def note_teacher_answers(self, answers: dict[int, tuple[Any, float | None]]) -> int:
         """The incremental form of sync_queue_fields() for new teacher proposals.
 
         A new valid teacher proposal is by definition the latest one, so it
         sets teacher_label/confidence and the disagreement flag; the review
-        state does not change. One parameterised UPDATE run for the whole
+        state does not change. One read of the batch (project, text, the
+        student's latest answer), the keys worked out in Python by each
+        project's task, then one parameterised UPDATE run for the whole
         batch: the ORM's bulk_update builds a CASE expression per row and
         field, which cost labelling jobs ~2 ms of CPU an answer
         (bench/README.md, "Teacher").
@@ -344,27 +351,41 @@ class ExampleQuerySet(models.QuerySet):
             return 0
         from django.db import connections
 
+        students = Proposal.objects.filter(
+            example=OuterRef("pk"), value__isnull=False, error="", agent__startswith=STUDENT_AGENT_PREFIX
+        ).order_by("-created_at", "-pk")
+        batch = (
+            Example.objects.using(self.db)
+            .filter(pk__in=list(answers))
+            .annotate(student_value=Subquery(students.values("value")[:1], output_field=models.JSONField()))
+        )
+        tasks = _TasksByProject()
+        params = []
+        for pk, project_id, text, student_label, student in batch.values_list(
+            "pk", "project_id", "text", "student_label", "student_value"
+        ):
+            task = tasks[project_id]
+            value, confidence = answers[pk]
+            label = _summary(task, value, text)
+            if student is not None:
+                differs = _differ(task, value, student)
+            else:
+                # No student proposal to ask the task about: the columns say what they can.
+                differs = bool(student_label) and student_label != label
+            params.append((label, confidence, differs, pk))
         meta = Example._meta
         column = {
             name: connections[self.db].ops.quote_name(meta.get_field(name).column)
-            for name in ("teacher_label", "teacher_confidence", "is_disagreement", "student_label", "id")
+            for name in ("teacher_label", "teacher_confidence", "is_disagreement", "id")
         }
         sql = (
             f"UPDATE {connections[self.db].ops.quote_name(meta.db_table)} SET "
             f"{column['teacher_label']} = %s, {column['teacher_confidence']} = %s, "
-            f"{column['is_disagreement']} = CASE WHEN {column['student_label']} <> '' "
-            f"AND {column['student_label']} <> %s THEN %s ELSE %s END "
-            f"WHERE {column['id']} = %s"
+            f"{column['is_disagreement']} = %s WHERE {column['id']} = %s"
         )
         with connections[self.db].cursor() as cursor:
-            cursor.executemany(
-                sql,
-                [
-                    (label[:100], confidence, label[:100], True, False, pk)
-                    for pk, (label, confidence) in answers.items()
-                ],
-            )
-        return len(answers)
+            cursor.executemany(sql, params)
+        return len(params)
 
     def reviewed(self) -> ExampleQuerySet:
         return self.filter(reviews__kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION]).distinct()
@@ -372,6 +393,31 @@ class ExampleQuerySet(models.QuerySet):
 
 def random_rank() -> float:
     return random.random()
+
+
+class _TasksByProject(dict):
+    """Each project's Task, loaded once per call (the queue keys of many examples)."""
+
+    def __missing__(self, project_id: int) -> Task:
+        task = self[project_id] = Project.objects.get(pk=project_id).task
+        return task
+
+
+def _summary(task: Task, value: Any, text: str) -> str:
+    """The queue column's short form of an answer ("" for none)."""
+    if value is None:
+        return ""
+    try:
+        return task.summary(value, text=text)[:100]
+    except (TypeError, KeyError, AttributeError, IndexError):
+        return str(value)[:100]  # an answer of another shape (the task type changed since)
+
+
+def _differ(task: Task, a: Any, b: Any) -> bool:
+    try:
+        return not task.same(a, b)
+    except (TypeError, KeyError, AttributeError):
+        return a != b
 
 
 class ReviewState(models.TextChoices):

@@ -64,6 +64,14 @@ def synthetic_job_create(
     seed_with_real: bool = True,
     near_duplicate_threshold: float = 0.92,
 ) -> SyntheticJob:
+    task = project.task
+    if not task.writes_synthetic:
+        # The prompt and the stored proposal are a label's; texts written with their
+        # span answers (values verbatim, never gold) are not built yet.
+        raise LabelingError(
+            f"Synthetic {task.title.lower()} data comes later: the teacher cannot write "
+            f"{task.title.lower()} examples yet."
+        )
     config = teacher_config_for(project)
     if config.provider != TeacherConfig.Provider.OPENAI:
         raise LabelingError(

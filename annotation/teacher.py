@@ -20,12 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from tasks.base import Task, json_answer
+from tasks.base import Answer, Task, json_answer
 
-DEFAULT_INSTRUCTIONS = (
-    "You label texts for the task described below. Read the guidelines and the label "
-    "definitions, then give the single label that fits the text best."
-)
+# Classification's; each task type has its own (Task.default_instructions).
+DEFAULT_INSTRUCTIONS = Task.default_instructions
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
@@ -73,7 +71,7 @@ class TeacherSettings:
 
 @dataclass
 class TeacherAnswer:
-    value: str | None
+    value: Answer | None  # the task's answer: a label name, an extraction {"spans": [...]}
     confidence: float | None = None
     confidence_method: str = ""
     raw_response: str = ""
@@ -99,7 +97,7 @@ class TeacherError(Exception):
 
 def render_system_prompt(*, instructions: str, guidelines: str, task: Task) -> str:
     """Instructions, guidelines, then the task's categories and answer format."""
-    lines = [instructions.strip() or DEFAULT_INSTRUCTIONS]
+    lines = [instructions.strip() or task.default_instructions]
     if guidelines.strip():
         lines += ["", "Guidelines:", guidelines.strip()]
     lines += ["", task.prompt_block()]

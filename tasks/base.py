@@ -122,6 +122,33 @@ class Task(ABC):
         """The answer's probability from the answer tokens' log-probs, where the task can tell."""
         return None
 
+    # The labelling job's defaults: the prompt's opening instructions and the answer's
+    # token budget (a span list needs more room than one label).
+    default_instructions: ClassVar[str] = (
+        "You label texts for the task described below. Read the guidelines and the label "
+        "definitions, then give the single label that fits the text best."
+    )
+    teacher_max_tokens: ClassVar[int] = 64
+    # Can the synthetic-data job write texts for this task type?
+    writes_synthetic: ClassVar[bool] = False
+
+    # --- the offline teacher (no API key) -----------------------------------------------
+
+    # Its name (in the agent, "teacher:<name>:prompt-vN") and one sentence for the pages.
+    offline_teacher_name: ClassVar[str] = ""
+    offline_teacher_about: ClassVar[str] = ""
+    # True: it answers from the category descriptions alone and follows the prompt's
+    # few-shot setting; False: it learns only from examples, so it always gets every
+    # reviewed example and the fixed ones.
+    offline_teacher_zero_shot: ClassVar[bool] = True
+
+    def offline_teacher(self, memory: list[tuple[str, Answer]], *, k: int = 10):
+        """A teacher that needs no API key, from reviewed ``(text, answer)`` pairs.
+
+        It has ``confidence_method`` and ``predict(texts) -> [(answer, confidence)]``.
+        """
+        raise NotImplementedError(f"{self.title} has no offline teacher")
+
     # --- people -------------------------------------------------------------------------
 
     @abstractmethod

@@ -38,16 +38,21 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     config = labeling.teacher_config_for(project)
     prompt = labeling.prompt_version_current(project, user=request.user)
+    task = prompt.task
     config_form = TeacherConfigForm(request.POST or None, instance=config, prefix="teacher")
     prompt_form = PromptForm(
         request.POST or None,
         prefix="prompt",
+        task=task,
+        example_line=labeling.reviewed_example_line(project),
         initial={
             "instructions": prompt.instructions,
             "few_shot": prompt.few_shot,
             "few_shot_k": prompt.few_shot_k,
             "few_shot_per_label": prompt.few_shot_per_label,
-            "fixed_examples": "\n".join(f"{e['label']}: {e['text']}" for e in prompt.fixed_examples),
+            "fixed_examples": "\n".join(
+                labeling.fixed_example_line(task, e["text"], e["label"]) for e in prompt.fixed_examples
+            ),
         },
     )
     if request.method == "POST" and config_form.is_valid() and prompt_form.is_valid():
@@ -71,7 +76,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, f"Teacher saved; prompt v{saved.version}{note}.")
             return redirect("annotation:teacher-settings", slug=project.slug)
     system_prompt = teacher_boundary.render_system_prompt(
-        instructions=prompt.instructions, guidelines=prompt.guidelines, task=prompt.task
+        instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
     return render(
         request,
@@ -86,6 +91,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             "versions": project.prompt_versions.all()[:20],
             "key_status": _key_status(config),
             "synthetic_form": SyntheticForm(project=project),
+            "task": task,
         },
     )
 

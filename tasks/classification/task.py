@@ -63,6 +63,21 @@ class ClassificationTask(Task):
     ) -> float | None:
         return logprob_confidence(content, value, tokens)
 
+    # --- the offline teacher and synthetic data -------------------------------------------
+
+    writes_synthetic = True
+    offline_teacher_name = "embedding-minilm"
+    offline_teacher_about = (
+        "the offline embedding teacher: it compares each text with the label descriptions "
+        "(MiniLM embeddings) and, under the few-shot setting, with reviewed or fixed examples"
+    )
+
+    def offline_teacher(self, memory: list[tuple[str, Answer]], *, k: int = 10):
+        from tasks.classification.offline import EmbeddingTeacher, OfflineClassifier
+
+        labels = [(c.name, c.description) for c in self.categories]
+        return OfflineClassifier(EmbeddingTeacher(labels, memory, k=k))
+
     # --- people and measuring -----------------------------------------------------------
 
     def agreement(self, pairs: list[tuple[Answer | None, Answer | None]], *, texts: list[str] = ()) -> dict:

@@ -197,6 +197,25 @@ class ExtractionTask(Task):
         ]
         return json.dumps({"entities": entities}, ensure_ascii=False)
 
+    # --- the teacher's defaults and the offline teacher -----------------------------------
+
+    default_instructions = (
+        "You extract fields from texts for the task described below. Read the guidelines and "
+        "the field definitions, then list every value of those fields that the text holds."
+    )
+    teacher_max_tokens = 512
+    offline_teacher_name = "dictionary"
+    offline_teacher_about = (
+        "the offline dictionary teacher: every value reviewers marked for a field is looked for "
+        "(any case, whole words) in new texts; it knows no value nobody has marked yet"
+    )
+    offline_teacher_zero_shot = False
+
+    def offline_teacher(self, memory: list[tuple[str, Answer]], *, k: int = 10):
+        from tasks.extraction.offline import DictionaryTeacher
+
+        return DictionaryTeacher(self.categories, memory)
+
     # --- people -------------------------------------------------------------------------
 
     def agreement(self, pairs: list[tuple[Answer | None, Answer | None]], *, texts: list[str]) -> dict:

@@ -500,7 +500,7 @@ def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, f
         def predict(self, texts):
             return [embedding_teacher.EmbeddingPrediction("Other", 0.5, {}) for _ in texts]
 
-    monkeypatch.setattr(embedding_teacher, "EmbeddingTeacher", Recorder)
+    monkeypatch.setattr("tasks.classification.offline.EmbeddingTeacher", Recorder)
     Example.objects.create(project=project, text="where is my invoice")
     run_job(project, provider="embedding")
     expected = {

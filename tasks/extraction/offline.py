@@ -1,0 +1,159 @@
+"""The offline extraction teacher: a dictionary of the values reviewers marked, no API key.
+
+Every value a reviewed answer marks for a field becomes a pattern for that field. In a
+new text a pattern matches case-insensitively, on word boundaries (a value that starts
+or ends with a letter or digit never matches inside a word: "4" is not found in "14"),
+with any run of whitespace standing for any other.
+
+How sure it is. A pattern's **precision** is how often the value was marked as that
+field in the reviewed texts where it occurs: ``marked / present``. "Paris" marked in 9 of
+the 10 reviewed texts that hold it has precision 0.9; "the", marked once as a restaurant
+name and present in 300 texts, has 1/300. A match is kept as a span when its precision is
+at least ``keep`` (0.5: more often marked than not); where matches overlap, the longest
+wins, then the more precise; a field that takes one value keeps its most precise match.
+
+The answer's confidence is the chance that the whole answer is right, taking the
+patterns as independent: the product of the kept spans' precisions, of ``1 - precision``
+for the matches it dropped, and of its **coverage**: the share of reviewed texts whose
+every marked value was marked in at least one *other* reviewed text too (what a
+dictionary learned without that text would have known; a text with no values counts as
+covered). Coverage stands for the values it cannot know yet; it grows as reviewers work.
+
+It is a weak teacher (it knows no value it has not seen, and no context), but an honest
+one: it runs anywhere, answers in milliseconds, and its confidence says how far to
+trust it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tasks.base import Answer, Category
+
+KEEP = 0.5
+
+
+def value_key(value: str) -> str:
+    """The form two mentions of a value share: lower case, whitespace runs as one space."""
+    return " ".join(value.split()).lower()
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _pattern(key: str) -> str:
+    body = r"\s+".join(re.escape(part) for part in key.split(" "))
+    # Word boundaries only where the value itself begins or ends with a word character:
+    # "$5" may follow a letter, "4" may not follow a digit.
+    before = r"(?<!\w)" if _word_char(key[0]) else ""
+    after = r"(?!\w)" if _word_char(key[-1]) else ""
+    return before + body + after
+
+
+@dataclass(frozen=True)
+class _Match:
+    start: int
+    end: int
+    field: str
+    precision: float
+
+
+class DictionaryTeacher:
+    """Learned from ``memory``, ``[(text, {"spans": [...]})]`` of reviewed answers (see the module docstring)."""
+
+    name = "dictionary"
+    confidence_method = "dictionary"
+
+    def __init__(
+        self, categories: Sequence[Category], memory: Iterable[tuple[str, Answer]] = (), *, keep=KEEP
+    ):
+        self.categories = list(categories)
+        self.keep = keep
+        allows_many = {c.name: c.allows_many for c in self.categories}
+        self._allows_many = allows_many
+        memory = [(text, answer) for text, answer in memory if isinstance(answer, dict)]
+        marked_in: defaultdict[tuple[str, str], set[int]] = defaultdict(set)  # (field, key) -> texts
+        text_keys: list[set[tuple[str, str]]] = []
+        for index, (text, answer) in enumerate(memory):
+            keys = set()
+            for span in answer.get("spans", []):
+                if span.get("field") not in allows_many:
+                    continue
+                key = value_key(text[span["start"] : span["end"]])
+                if key:
+                    keys.add((span["field"], key))
+                    marked_in[(span["field"], key)].add(index)
+            text_keys.append(keys)
+        self.values = sorted({key for _, key in marked_in}, key=lambda k: (-len(k), k))
+        # Longest first: at one position the alternation tries the longest value first.
+        self._regex = (
+            re.compile("(?=(" + "|".join(_pattern(k) for k in self.values) + "))", re.IGNORECASE)
+            if self.values
+            else None
+        )
+        present: defaultdict[str, set[int]] = defaultdict(set)
+        for index, (text, _) in enumerate(memory):
+            for key in self._keys_in(text):
+                present[key].add(index)
+        self.precision: dict[tuple[str, str], float] = {}
+        for (field, key), texts in marked_in.items():
+            # A value marked where the pattern does not find it (inside a word) still counts.
+            self.precision[(field, key)] = len(texts) / len(present[key] | texts)
+        self.fields_of: defaultdict[str, list[str]] = defaultdict(list)
+        for field, key in sorted(marked_in):
+            self.fields_of[key].append(field)
+        covered = sum(all(len(marked_in[k]) >= 2 for k in keys) for keys in text_keys)
+        self.coverage = covered / len(memory) if memory else 0.0
+        self.examples = len(memory)
+
+    def _keys_in(self, text: str) -> set[str]:
+        return {value_key(m.group(1)) for m in self._regex.finditer(text)} if self._regex else set()
+
+    def _matches(self, text: str) -> list[_Match]:
+        if self._regex is None:
+            return []
+        found = []
+        for match in self._regex.finditer(text):
+            start, end = match.start(1), match.end(1)
+            key = value_key(match.group(1))
+            for field in self.fields_of.get(key, ()):
+                found.append(_Match(start, end, field, self.precision[(field, key)]))
+        return found
+
+    def predict(self, texts: Sequence[str]) -> list[tuple[Answer, float]]:
+        """One ``({"spans": [...]}, confidence)`` per text, in order."""
+        return [self._predict(text) for text in texts]
+
+    def _predict(self, text: str) -> tuple[Answer, float]:
+        candidates = self._matches(text)
+        # Longest, then most precise, then first: each accepted span blocks those it overlaps.
+        candidates.sort(key=lambda m: (-(m.end - m.start), -m.precision, m.start, m.field))
+        kept: list[_Match] = []
+        unsure: list[_Match] = []
+        taken: Counter[str] = Counter()
+        for match in candidates:
+            if match.precision < self.keep:
+                unsure.append(match)
+                continue
+            overlaps = any(match.start < k.end and k.start < match.end for k in kept)
+            if overlaps or (not self._allows_many[match.field] and taken[match.field]):
+                continue  # another reading of a place (or a field's one value) already chosen
+            kept.append(match)
+            taken[match.field] += 1
+        confidence = self.coverage
+        for match in kept:
+            confidence *= match.precision
+        # A value left out for being rarely marked might have been one: unless a kept span
+        # covers its place, that chance counts against the answer.
+        for match in unsure:
+            if not any(match.start < k.end and k.start < match.end for k in kept):
+                confidence *= 1 - match.precision
+        spans = sorted(
+            ({"start": m.start, "end": m.end, "field": m.field} for m in kept),
+            key=lambda s: (s["start"], s["end"], s["field"]),
+        )
+        return {"spans": spans}, max(0.0, min(1.0, confidence))

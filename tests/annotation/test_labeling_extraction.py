@@ -1,0 +1,431 @@
+"""Teacher labelling of an extraction project: span answers through the labelling job,
+against a local OpenAI-compatible server, and the offline dictionary teacher."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.db.models import Count, Sum
+from django.urls import reverse
+
+from annotation import labeling, services, synthetic
+from annotation.models import Example, LabelingJob, Membership, Proposal, Review, TeacherConfig
+from distillapp import rows
+from tests.fake_openai import FakeOpenAI, FakeReply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BOOKINGS = {
+    "A table in Paris for 4 at 7pm": [("city", "Paris"), ("people", "4"), ("time", "7pm")],
+    "Book Lisbon for 3 at 8pm": [("city", "Lisbon"), ("people", "3"), ("time", "8pm")],
+    "Two of us in Rome tonight": [("city", "Rome")],
+    "hello there": [],
+}
+
+
+def text_of(request) -> str:
+    """The text being answered: the last user message that is one of the texts (a repair
+    request comes after it)."""
+    for message in reversed(request.messages):
+        if message["role"] == "user" and message["content"] in BOOKINGS:
+            return message["content"]
+    return ""
+
+
+def reply_for(text: str, table=BOOKINGS) -> str:
+    return json.dumps({"entities": [{"field": f, "text": v} for f, v in table.get(text, [])]})
+
+
+def spans_of(text: str, pairs) -> dict:
+    spans = []
+    for field, value in pairs:
+        start = text.index(value)
+        spans.append({"start": start, "end": start + len(value), "field": field})
+    return {"spans": sorted(spans, key=lambda s: (s["start"], s["end"], s["field"]))}
+
+
+def responder(request) -> FakeReply:
+    return FakeReply(content=reply_for(text_of(request)))
+
+
+@pytest.fixture
+def xproject(lead, reviewer):
+    project = services.project_create(
+        name="Bookings",
+        slug="bookings",
+        user=lead,
+        task_type="extraction",
+        labels=[("city", "the city"), ("people", "how many people"), ("time", "when")],
+    )
+    Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
+    return project
+
+
+@pytest.fixture
+def bookings(xproject):
+    return [Example.objects.create(project=xproject, text=t) for t in BOOKINGS]
+
+
+@pytest.fixture
+def llm(monkeypatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
+    with FakeOpenAI(responder) as server:
+        yield server
+
+
+def use_llm(project, server, **fields) -> TeacherConfig:
+    config = labeling.teacher_config_for(project)
+    config.provider = TeacherConfig.Provider.OPENAI
+    config.model = "gpt-test"
+    config.base_url = server.base_url
+    config.api_key_env = "FAKE_LLM_KEY"
+    for name, value in fields.items():
+        setattr(config, name, value)
+    config.save()
+    return config
+
+
+def run_job(project, **kwargs) -> LabelingJob:
+    job = labeling.labeling_job_create(
+        project=project, user=None, selection=kwargs.pop("selection", "unlabelled"), **kwargs
+    )
+    assert labeling.labeling_job_claim(job.pk)
+    return labeling.labeling_job_run(job=job)
+
+
+def test_llm_job_stores_span_answers_with_cost_tokens_and_queue_keys(xproject, bookings, llm):
+    config = use_llm(xproject, llm)
+    assert config.max_tokens == 512  # an extraction project's answer budget
+    job = run_job(xproject)
+    assert job.status == LabelingJob.Status.SUCCEEDED
+    assert (job.total, job.done, job.failed, job.cached) == (4, 4, 0, 0)
+    proposals = Proposal.objects.filter(labeling_job=job).select_related("example")
+    task = xproject.task
+    for p in proposals:
+        assert p.value == spans_of(p.example.text, BOOKINGS[p.example.text])
+        assert p.agent == "teacher:gpt-test:prompt-v1" and p.error == ""
+        assert p.confidence_method == "logprobs" and 0 < p.confidence <= 1
+        assert p.input_tokens > 0 and p.output_tokens > 0 and p.cost_usd > 0
+    assert job.cost_usd == proposals.aggregate(c=Sum("cost_usd"))["c"]
+    assert job.input_tokens == proposals.aggregate(t=Sum("input_tokens"))["t"]
+    # The system prompt is the extraction one, with the task's schema.
+    request = llm.requests[0]
+    assert request.body["response_format"]["json_schema"]["name"] == "extraction"
+    assert request.messages[0]["content"].startswith("You extract fields")
+    assert request.body["max_tokens"] == 512
+    # The review queue's keys are the task's summary of the answer.
+    paris = Example.objects.get(text="A table in Paris for 4 at 7pm")
+    assert paris.teacher_label == "city: Paris · people: 4 · time: 7pm"
+    assert Example.objects.get(text="hello there").teacher_label == "(no fields)"
+    assert task.same(
+        Example.objects.with_current_label().get(pk=paris.pk).current_label, paris.proposals.get().value
+    )
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ({"entities": [{"field": "city", "text": "Madrid"}]}, "'Madrid' (city) is not in the text"),
+        ({"entities": [{"field": "dish", "text": "Paris"}]}, "unknown field 'dish'"),
+        ("this is not json {", "not valid JSON"),
+    ],
+)
+def test_an_invalid_answer_is_an_error_never_a_span(xproject, bookings, llm, bad, why):
+    use_llm(xproject, llm)
+    target = "A table in Paris for 4 at 7pm"
+    content = bad if isinstance(bad, str) else json.dumps(bad)
+    llm.responder = lambda req: FakeReply(content=content) if text_of(req) == target else responder(req)
+    job = run_job(xproject)
+    assert (job.done, job.failed) == (3, 1)
+    errors = Proposal.objects.filter(example__text=target)
+    assert errors.count() == 2  # the answer and its one repair
+    assert all(p.value is None and why in p.error and p.cache_key == "" for p in errors)
+    # The repair request names the problem and asks for the entities again.
+    repair = [
+        r
+        for r in llm.requests
+        if r.messages[-1]["role"] == "user" and r.messages[-1]["content"] not in BOOKINGS
+    ]
+    assert len(repair) == 1 and why in repair[0].messages[-1]["content"]
+    assert '"entities"' in repair[0].messages[-1]["content"]
+    assert Example.objects.with_current_label().get(text=target).label_state == "unlabelled"
+    assert Example.objects.get(text=target).teacher_label == ""
+
+
+def test_a_repaired_answer_is_kept(xproject, bookings, llm):
+    use_llm(xproject, llm)
+    target = "Book Lisbon for 3 at 8pm"
+    llm.responder = lambda req: (
+        FakeReply(content='{"entities": [{"field": "city", "text": "Porto"}]}')
+        if text_of(req) == target and req.messages[-1]["content"] == target
+        else responder(req)
+    )
+    job = run_job(xproject)
+    assert (job.done, job.failed) == (4, 0)
+    first, second = Proposal.objects.filter(example__text=target).order_by("pk")
+    assert first.value is None and "'Porto' (city) is not in the text" in first.error
+    assert second.value == spans_of(target, BOOKINGS[target]) and second.error == ""
+
+
+def test_self_consistency_votes_over_span_sets(xproject, llm):
+    text = "A table in Paris for 4 at 7pm"
+    Example.objects.create(project=xproject, text=text)
+    use_llm(xproject, llm, use_logprobs=False, self_consistency_samples=3)
+    other = json.dumps({"entities": [{"field": "city", "text": "Paris"}]})
+    # The same span set written in another order counts as the same answer.
+    reordered = json.dumps({"entities": [{"field": f, "text": v} for f, v in reversed(BOOKINGS[text])]})
+    llm.responder = lambda req: FakeReply(n_contents=[reply_for(text), other, reordered])
+    run_job(xproject)
+    proposal = Proposal.objects.get(example__text=text)
+    assert proposal.value == spans_of(text, BOOKINGS[text])
+    assert proposal.confidence_method == "self_consistency"
+    assert proposal.confidence == pytest.approx(2 / 3)
+    assert llm.requests[0].body["n"] == 3
+
+
+def test_no_logprobs_and_no_samples_means_no_confidence(xproject, bookings, llm):
+    use_llm(xproject, llm, use_logprobs=False)
+    run_job(xproject)
+    assert set(Proposal.objects.values_list("confidence", "confidence_method")) == {(None, "")}
+
+
+def test_identical_requests_come_from_the_cache(xproject, bookings, llm):
+    use_llm(xproject, llm)
+    run_job(xproject)
+    calls = llm.calls
+    again = run_job(xproject, selection="search", search="o")  # every text has an "o"
+    assert (again.done, again.cached, again.cost_usd) == (0, 4, Decimal("0"))
+    assert llm.calls == calls and Proposal.objects.count() == 4
+
+
+def test_a_failed_job_resumes_without_labelling_anything_twice(xproject, llm, queues, monkeypatch):
+    for i in range(40):
+        BOOKINGS[f"Lunch in Paris for {i}"] = [("city", "Paris"), ("people", str(i))]
+    try:
+        for text in BOOKINGS:
+            Example.objects.create(project=xproject, text=text)
+        use_llm(xproject, llm, concurrency=2)
+        write, writes = labeling._write, []
+
+        def crash_after_two_batches(job, results, agent):
+            writes.append(len(results))
+            if len(writes) > 2:
+                raise RuntimeError("worker killed")
+            write(job, results, agent)
+
+        monkeypatch.setattr(labeling, "_write", crash_after_two_batches)
+        job = labeling.labeling_job_create(project=xproject, user=None, selection="unlabelled")
+        assert labeling.labeling_job_claim(job.pk)
+        with pytest.raises(RuntimeError):
+            labeling.labeling_job_run(job=job)
+        job.refresh_from_db()
+        assert job.status == LabelingJob.Status.FAILED and 0 < job.done < 44
+        done_before = job.done
+        llm.reset()
+
+        monkeypatch.setattr(labeling, "_write", write)
+        assert rows.resume(LabelingJob, job.pk)
+        assert labeling.labeling_job_claim(job.pk)
+        job = labeling.labeling_job_run(job=job)
+        assert job.status == LabelingJob.Status.SUCCEEDED
+        assert (job.total, job.done, job.failed) == (44, 44, 0)
+        per_example = Proposal.objects.values("example").annotate(n=Count("pk"))
+        assert len(per_example) == 44 and {row["n"] for row in per_example} == {1}
+        assert job.cost_usd == Proposal.objects.aggregate(c=Sum("cost_usd"))["c"]
+        # Only the texts still pending were asked again, each once.
+        assert llm.calls == 44 - done_before
+    finally:
+        for i in range(40):
+            BOOKINGS.pop(f"Lunch in Paris for {i}", None)
+
+
+def test_fixed_few_shot_examples_are_json_lines_checked_against_the_text(
+    xproject, lead, bookings, llm, lead_client
+):
+    use_llm(xproject, llm)
+    line = json.dumps(
+        {
+            "text": "Dinner in Oslo at 9pm",
+            "entities": [{"field": "city", "text": "Oslo"}, {"field": "time", "text": "9pm"}],
+        }
+    )
+    response = lead_client.post(
+        reverse("annotation:teacher-settings", args=[xproject.slug]),
+        {
+            **teacher_form_data(xproject),
+            "prompt-instructions": "Extract the booking.",
+            "prompt-few_shot": "fixed",
+            "prompt-few_shot_k": "3",
+            "prompt-few_shot_per_label": "2",
+            "prompt-fixed_examples": line,
+        },
+    )
+    assert response.status_code == 302
+    prompt = labeling.prompt_version_current(xproject)
+    assert prompt.fixed_examples == [
+        {
+            "text": "Dinner in Oslo at 9pm",
+            "label": {
+                "spans": [
+                    {"start": 10, "end": 14, "field": "city"},
+                    {"start": 18, "end": 21, "field": "time"},
+                ]
+            },
+        }
+    ]
+    run_job(xproject)
+    messages = llm.requests[0].messages
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert json.loads(messages[2]["content"]) == json.loads(
+        line.replace('"text": "Dinner in Oslo at 9pm", ', "")
+    )
+    # The page shows the saved example as the same kind of line.
+    page = lead_client.get(reverse("annotation:teacher-settings", args=[xproject.slug])).content.decode()
+    assert "Dinner in Oslo at 9pm" in page and "&quot;entities&quot;" in page
+
+    # A value that is not in the example's text is refused, and nothing is saved.
+    with pytest.raises(labeling.LabelingError, match="Fixed example 1: 'Rome' \\(city\\) is not in the text"):
+        labeling.prompt_version_update(
+            project=xproject,
+            user=lead,
+            instructions="x",
+            few_shot="fixed",
+            few_shot_k=3,
+            few_shot_per_label=2,
+            fixed_examples=[
+                {"text": "Dinner in Oslo", "reply": {"entities": [{"field": "city", "text": "Rome"}]}}
+            ],
+        )
+
+
+def teacher_form_data(project) -> dict:
+    config = labeling.teacher_config_for(project)
+    data = {
+        f"teacher-{name}": getattr(config, name)
+        for name in (
+            "provider",
+            "model",
+            "base_url",
+            "api_key_env",
+            "temperature",
+            "max_tokens",
+            "price_input_per_mtok",
+            "price_output_per_mtok",
+            "concurrency",
+            "requests_per_minute",
+            "timeout_seconds",
+            "max_attempts",
+            "self_consistency_samples",
+        )
+    }
+    data.update({"teacher-structured_output": "on", "teacher-use_logprobs": "on"})
+    return data
+
+
+def review(example, user, value) -> Review:
+    return Review.objects.create(
+        example=example, reviewer=user, kind=Review.Kind.REVIEW, verdict=Review.Verdict.CORRECT, value=value
+    )
+
+
+def test_similar_few_shot_picks_reviewed_span_answers(xproject, reviewer, llm):
+    seen = "Dinner in Oslo for 2 at 9pm"
+    review(
+        Example.objects.create(project=xproject, text=seen),
+        reviewer,
+        spans_of(seen, [("city", "Oslo"), ("people", "2")]),
+    )
+    target = Example.objects.create(project=xproject, text="A table in Paris for 4 at 7pm")
+    use_llm(xproject, llm)
+    labeling.prompt_version_update(
+        project=xproject,
+        user=None,
+        instructions="",
+        few_shot="similar",
+        few_shot_k=2,
+        few_shot_per_label=2,
+        fixed_examples=[],
+    )
+    run_job(xproject, selection="search", search="Paris")
+    messages = llm.requests[0].messages
+    assert messages[1]["content"] == seen
+    assert json.loads(messages[2]["content"]) == {
+        "entities": [{"field": "city", "text": "Oslo"}, {"field": "people", "text": "2"}]
+    }
+    assert target.proposals.get().value == spans_of(target.text, BOOKINGS[target.text])
+
+
+def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, reviewer, lead_client):
+    for text in ["Paris for 4 at 7pm", "lisbon at 8pm", "Rome please"]:
+        example = Example.objects.create(project=xproject, text=text)
+        pairs = [
+            (f, v)
+            for f, v in [
+                ("city", "Paris"),
+                ("city", "lisbon"),
+                ("city", "Rome"),
+                ("people", "4"),
+                ("time", "7pm"),
+                ("time", "8pm"),
+            ]
+            if v in text
+        ]
+        review(example, reviewer, spans_of(text, pairs))
+    new = Example.objects.create(project=xproject, text="LISBON for 4 at 7PM, not 14")
+    config = labeling.teacher_config_for(xproject)
+    assert config.provider == TeacherConfig.Provider.EMBEDDING  # the offline default
+    job = run_job(xproject)
+    assert job.status == LabelingJob.Status.SUCCEEDED and job.done == 1
+    proposal = new.proposals.get()
+    assert proposal.agent == "teacher:dictionary:prompt-v1"
+    assert proposal.confidence_method == "dictionary" and 0 <= proposal.confidence <= 1
+    assert proposal.cost_usd == 0
+    assert proposal.value == spans_of(new.text, [("city", "LISBON"), ("people", "4"), ("time", "7PM")])
+    assert Example.objects.get(pk=new.pk).teacher_label == "city: LISBON · people: 4 · time: 7PM"
+    # The serving fallback asks the same teacher.
+    (answer,) = labeling.teacher_answers(xproject, ["Rome at 8pm"])
+    assert answer.is_valid and answer.agent == "teacher:dictionary:prompt-v1"
+    assert answer.value == spans_of("Rome at 8pm", [("city", "Rome"), ("time", "8pm")])
+    # The teacher page says which offline teacher the project gets, and that it writes no synthetic data.
+    page = lead_client.get(reverse("annotation:teacher-settings", args=[xproject.slug])).content.decode()
+    assert 'data-field="offline-teacher"' in page and "offline dictionary teacher" in page
+    assert 'data-field="offline-few-shot"' in page
+    assert "Offline dictionary teacher (no API key)" in page
+    assert "Synthetic extraction data comes later" in page
+
+
+def test_synthetic_data_is_refused_for_extraction(xproject, llm):
+    use_llm(xproject, llm)
+    with pytest.raises(labeling.LabelingError, match="Synthetic extraction data comes later"):
+        synthetic.synthetic_job_create(project=xproject, user=None)
+
+
+def test_queue_keys_compare_span_sets_with_the_student(xproject):
+    text = "A table in Paris for 4 at 7pm"
+    example = Example.objects.create(project=xproject, text=text)
+    right = spans_of(text, BOOKINGS[text])
+    Proposal.objects.create(
+        example=example, agent="student:run-1", value=spans_of(text, [("city", "Paris")]), confidence=0.6
+    )
+    Example.objects.filter(pk=example.pk).sync_queue_fields()
+    # A new teacher answer that differs from the student's (F1 below 1) is a disagreement.
+    Example.objects.note_teacher_answers({example.pk: (right, 0.9)})
+    example.refresh_from_db()
+    assert (example.teacher_label, example.student_label) == (
+        "city: Paris · people: 4 · time: 7pm",
+        "city: Paris",
+    )
+    assert example.is_disagreement is True and example.teacher_confidence == 0.9
+    # The student's same spans (in another order) agree.
+    Proposal.objects.create(
+        example=example, agent="student:run-2", value={"spans": right["spans"][::-1]}, confidence=0.8
+    )
+    Example.objects.note_teacher_answers({example.pk: (right, 0.9)})
+    assert Example.objects.get(pk=example.pk).is_disagreement is False
+    # Re-deriving everything from the proposals gives the same keys.
+    Proposal.objects.create(example=example, agent="teacher:m:prompt-v1", value=right, confidence=0.9)
+    Example.objects.filter(pk=example.pk).sync_queue_fields()
+    example.refresh_from_db()
+    assert example.is_disagreement is False and example.student_label == "city: Paris · people: 4 · time: 7pm"

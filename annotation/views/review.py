@@ -132,7 +132,7 @@ def _card_context(
         "task": task,
         "fields": _fields(labels),
         # What the card's script starts from: the text and the teacher's answer as they are.
-        "editor": {"text": example.text, "initial": teacher.value} if teacher and example else None,
+        "editor": {"text": example.text, "initial": teacher.value if teacher else None} if example else None,
         "initial_json": json.dumps(teacher.value) if teacher else "",
         "filters": filters,
         "strategies": review.STRATEGIES,

@@ -108,6 +108,8 @@ def test_the_server_trims_whitespace_from_a_posted_span(extraction, reviewer):
 
 def test_no_spans_at_all_is_an_answer(extraction, reviewer_client):
     example = booking(extraction, proposal=None)
+    html = reviewer_client.get(reverse("annotation:review", args=[extraction.slug])).content.decode()
+    assert '"initial": null' in html and "Save: no fields in this text" in html  # the editor starts empty
     assert (
         act(reviewer_client, extraction, example, verdict="correct", value={"spans": []}).status_code == 200
     )

@@ -195,3 +195,36 @@ def test_adjudicate_two_blind_span_sets(page, django_user_model, artifacts):
     final = Review.objects.get(kind="adjudication")
     assert final.reviewer == lead
     assert final.value == {"spans": [PEOPLE, DATE, name, {"start": 78, "end": 94, "field": "phone"}]}
+
+
+def test_the_blind_card_starts_empty_and_snaps_like_the_server(page, django_user_model):
+    """spans.js's snapping mirrors tasks/extraction/spans.snap_to_words, accents and emoji included."""
+    import random
+
+    from annotation import review
+    from tasks.extraction.spans import snap_to_words
+
+    reviewer = django_user_model.objects.create_user(username="rui", password="a-long-password")
+    project = services.project_create(
+        name="Bookings", slug="bookings", user=reviewer, task_type="extraction", labels=[("people", "")]
+    )
+    Example.objects.create(project=project, text=TEXT)
+    review.gold_draw(project=project, size=1, seed=1)
+    log_in(page, "rui", "a-long-password")
+    page.goto("/p/bookings/gold/label/")
+    page.wait_for_selector("[data-span-editor][data-span-count='0']")
+    assert "people: 4" not in page.content()  # blind: no proposal anywhere
+
+    texts = [
+        TEXT,
+        "Café de l'Opéra 👩‍👩‍👧 x2, 13:00pm — «Zoë»  ",
+        "Cafe\u0301 for 3\u20e3 at 7 p.m.\nname: 李小龙_2",
+    ]
+    rng = random.Random(7)
+    cases = [(t, rng.randrange(len(t) + 1), rng.randrange(len(t) + 1)) for t in texts for _ in range(60)]
+    got = page.evaluate(
+        "cases => cases.map(([t, s, e]) => window.distillSpans.snapToWords(t, s, e))",
+        [list(c) for c in cases],
+    )
+    expected = [list(snap_to_words(t, s, e)) for t, s, e in cases]
+    assert [tuple(g) for g in got] == [tuple(x) for x in expected]

@@ -1,0 +1,424 @@
+"""The quick classification student: frozen base-model embeddings and a logistic-regression head.
+
+It has the module interface of ``tasks.classification.student`` (train, predict,
+predict_proba, export_onnx, predict_onnx) and trains in seconds rather than minutes: the
+base model is never updated, each text is embedded once (``distillapp.ml.embed_texts``:
+mean-pooled, L2-normalised) and scikit-learn fits a multinomial logistic regression on
+the vectors. Measured outside the app on Banking77, frozen MiniLM-L6 embeddings with
+C = 10 reach the fine-tune's accuracy (bench/quick_student_bench.py, bench/README.md).
+
+A model directory holds ``quick_head.joblib`` (the fitted scikit-learn estimator; a
+pickle, so only load directories this app wrote) and ``quick_student.json`` (base model,
+label names in column order, max_length, C, timings). The served model is the base
+encoder plus the head: the encoder is loaded from ``base_model`` at prediction time, so
+that name or path must still resolve where the student is served.
+
+Embeddings can be cached (``embed_cached``): keyed by sha256 of (base model, max_length,
+text), stored as .npz chunks under a directory, so that retraining on a grown pool and
+predicting the pool after training embed only texts not seen before.
+
+Also here: averaging two students' probabilities (``average_proba``) with a weight chosen
+on a validation split (``choose_weight``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from distillapp import ml
+
+HEAD_FILE = "quick_head.joblib"
+CONFIG_FILE = "quick_student.json"
+DEFAULT_C = 10.0
+# lbfgs on 10k MiniLM vectors x 77 labels at C = 10 converges in a few hundred iterations;
+# the margin keeps a harder task from stopping on a ConvergenceWarning.
+MAX_ITER = 2000
+
+
+def train(
+    *,
+    texts: list[str],
+    answers: list[str],
+    names: list[str],
+    base_model: str,
+    output_dir: Path,
+    hyperparameters: ml.Hyperparameters,
+    validation: tuple[list[str], list[str]] | None = None,
+    on_progress: Callable[[ml.Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    embedding_cache_dir: Path | None = None,
+    c: float = DEFAULT_C,
+) -> ml.TrainResult:
+    """Embed `texts` with the frozen `base_model` and fit a logistic-regression head over `names`.
+
+    Each embedding batch is one progress step and fitting the head the last; `should_stop()`
+    is asked before every batch and before the fit, and a true answer raises ``ml.Stopped``
+    with nothing written to `output_dir` (cached embeddings made so far are kept).
+    Uses `hyperparameters.max_length`, `.class_weighting` ("balanced" weights) and `.seed`.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    hp = hyperparameters
+    index = {name: i for i, name in enumerate(names)}
+    targets = np.array([index[answer] for answer in answers], dtype=np.int64)
+    if len(set(targets.tolist())) < 2:
+        raise ValueError("The quick student needs training examples of at least two labels.")
+    validation_texts = list(validation[0]) if validation and validation[0] else []
+    started = time.monotonic()
+    # Steps: one per embedding batch of the texts not yet cached, then one for the head.
+    embed_batches = [0]
+
+    def on_batch(done: int, total: int) -> None:
+        embed_batches[0] = total
+        if on_progress is not None:
+            on_progress(ml.Progress(step=done, total_steps=total + 1, epoch=0.0, loss=None))
+
+    vectors = _embed(
+        texts + validation_texts,
+        model_name=base_model,
+        max_length=hp.max_length,
+        cache_dir=embedding_cache_dir,
+        on_batch=on_batch,
+        should_stop=should_stop,
+    )
+    embed_seconds = time.monotonic() - started
+    if should_stop is not None and should_stop():
+        raise ml.Stopped()
+    fit_started = time.monotonic()
+    head = LogisticRegression(
+        C=c,
+        max_iter=MAX_ITER,
+        class_weight="balanced" if hp.class_weighting else None,
+        random_state=hp.seed,
+    )
+    head.fit(vectors[: len(texts)], targets)
+    fit_seconds = time.monotonic() - fit_started
+    total_steps = embed_batches[0] + 1
+    train_proba = _columns(head, head.predict_proba(vectors[: len(texts)]), len(names))
+    loss = float(-np.mean(np.log(np.clip(train_proba[np.arange(len(texts)), targets], 1e-12, None))))
+    if on_progress is not None:
+        on_progress(ml.Progress(step=total_steps, total_steps=total_steps, epoch=1.0, loss=loss))
+
+    import joblib
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(head, output_dir / HEAD_FILE)
+    config = {
+        "kind": "quick",
+        "base_model": base_model,
+        "names": list(names),
+        "max_length": hp.max_length,
+        "classifier": "LogisticRegression",
+        "C": c,
+        "class_weight": head.class_weight,
+        "train_examples": len(texts),
+        "iterations": int(np.max(head.n_iter_)),
+        "timings": {"embed_seconds": round(embed_seconds, 3), "head_fit_seconds": round(fit_seconds, 3)},
+    }
+    (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    result = ml.TrainResult(
+        device=_device(), seconds=time.monotonic() - started, steps=total_steps, stopped_early=False
+    )
+    if validation_texts:
+        proba = _columns(head, head.predict_proba(vectors[len(texts) :]), len(names))
+        predicted = [names[i] for i in proba.argmax(axis=1)]
+        correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
+        result.validation = {"examples": len(validation_texts), "accuracy": correct / len(validation_texts)}
+    return result
+
+
+def predict(
+    model_dir: Path | str,
+    texts: list[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+    embedding_cache_dir: Path | None = None,
+) -> tuple[list[str], list[float]]:
+    """The predicted label and its probability for each text."""
+    probabilities, names = predict_proba(
+        model_dir,
+        texts,
+        batch_size=batch_size,
+        max_length=max_length,
+        embedding_cache_dir=embedding_cache_dir,
+    )
+    best = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
+    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
+
+
+def predict_proba(
+    model_dir: Path | str,
+    texts: list[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+    embedding_cache_dir: Path | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Probabilities (n, len(names)) in the column order of the names the student was trained for.
+
+    `max_length` is accepted for the student interface but the one the head was trained
+    with is used: the head only knows embeddings of texts cut at that length. A label with
+    no training example gets probability 0.
+    """
+    head, config = load(model_dir)
+    names = config["names"]
+    if not texts:
+        return np.empty((0, len(names)), dtype=np.float32), names
+    vectors = _embed(
+        texts,
+        model_name=config["base_model"],
+        max_length=config["max_length"],
+        cache_dir=embedding_cache_dir,
+        batch_size=batch_size,
+    )
+    return _columns(head, head.predict_proba(vectors), len(names)).astype(np.float32), names
+
+
+def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
+    # The shared exporter (ml.export_onnx_int8) exports a transformers head's logits; the
+    # quick student's head is scikit-learn's, and its encoder is the unchanged base model.
+    raise NotImplementedError(
+        "The quick student has no ONNX export yet: it is served from the base encoder (torch) "
+        "and its scikit-learn head."
+    )
+
+
+def predict_onnx(
+    onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+) -> tuple[list[str], list[float]]:
+    raise NotImplementedError("The quick student has no ONNX export yet; use predict().")
+
+
+@functools.lru_cache(maxsize=8)
+def _load(model_dir: str, mtime: float):
+    import joblib
+
+    config = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
+    return joblib.load(Path(model_dir) / HEAD_FILE), config
+
+
+def load(model_dir: Path | str):
+    """(head, config) of a saved quick student, loaded once; a retrained directory afresh."""
+    path = Path(model_dir)
+    return _load(str(path), (path / HEAD_FILE).stat().st_mtime)
+
+
+def _columns(head, proba: np.ndarray, n_names: int) -> np.ndarray:
+    # The head knows only the labels it saw; the others get probability 0 in their column.
+    out = np.zeros((len(proba), n_names), dtype=np.float64)
+    out[:, head.classes_] = proba
+    return out
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- embeddings, optionally cached ---------------------------------------------------------------
+
+EMBED_BATCH = 64
+# Texts per cache chunk file: a run stopped or killed keeps what it embedded up to the last
+# full chunk.
+CHUNK_TEXTS = 2048
+# More chunk files than this are merged into one on the next write (each review round adds one).
+MAX_CHUNKS = 32
+
+
+def embed_cached(
+    texts: Sequence[str],
+    *,
+    model_name: str,
+    max_length: int,
+    cache_dir: Path | str,
+    batch_size: int = EMBED_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """``ml.embed_texts`` of `texts` (n, dim), embedding only texts not already in `cache_dir`.
+
+    Keys are sha256(model_name, max_length, text); vectors live in .npz chunk files written
+    whole (temp file, then rename), so concurrent runs never read half a chunk (two runs may
+    both embed a text: harmless). `on_batch(done, total)` reports embedding batches of the
+    missing texts; `should_stop()` is asked before each and raises ``ml.Stopped``, keeping
+    what was embedded so far.
+    """
+    directory = Path(cache_dir) / _digest(model_name, str(max_length)).hex()[:16]
+    keys = [_digest(model_name, str(max_length), text) for text in texts]
+    known = _read_chunks(directory)
+    missing = list(dict.fromkeys(text for text, key in zip(texts, keys, strict=True) if key not in known))
+    pending_keys: list[bytes] = []
+    pending: list[np.ndarray] = []
+    try:
+        for batch, vectors in _batches(missing, model_name, max_length, batch_size, on_batch, should_stop):
+            pending_keys += [_digest(model_name, str(max_length), text) for text in batch]
+            pending.append(vectors)
+            if len(pending_keys) >= CHUNK_TEXTS:
+                _write_chunk(directory, pending_keys, pending, known)
+                pending_keys, pending = [], []
+    finally:
+        if pending_keys:
+            _write_chunk(directory, pending_keys, pending, known)
+    if not texts:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.stack([known[key] for key in keys])
+
+
+def _embed(
+    texts: list[str],
+    *,
+    model_name: str,
+    max_length: int,
+    cache_dir: Path | None,
+    batch_size: int = EMBED_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    if cache_dir is not None:
+        return embed_cached(
+            texts,
+            model_name=model_name,
+            max_length=max_length,
+            cache_dir=cache_dir,
+            batch_size=batch_size,
+            on_batch=on_batch,
+            should_stop=should_stop,
+        )
+    unique = list(dict.fromkeys(texts))
+    rows = {}
+    for batch, vectors in _batches(unique, model_name, max_length, batch_size, on_batch, should_stop):
+        rows.update(zip(batch, vectors, strict=True))
+    return np.stack([rows[text] for text in texts])
+
+
+def _batches(
+    texts: list[str],
+    model_name: str,
+    max_length: int,
+    batch_size: int,
+    on_batch: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    # Length-sorted across all texts (embed_texts sorts only within its call): less padding.
+    ordered = sorted(texts, key=len)
+    total = -(-len(ordered) // batch_size)
+    for number, start in enumerate(range(0, len(ordered), batch_size), start=1):
+        if should_stop is not None and should_stop():
+            raise ml.Stopped()
+        batch = ordered[start : start + batch_size]
+        yield (
+            batch,
+            ml.embed_texts(batch, model_name=model_name, batch_size=batch_size, max_length=max_length),
+        )
+        if on_batch is not None:
+            on_batch(number, total)
+
+
+def _digest(*parts: str) -> bytes:
+    hasher = hashlib.sha256()
+    for part in parts:
+        encoded = part.encode()
+        # Length-prefixed, so that no two different tuples hash the same bytes.
+        hasher.update(len(encoded).to_bytes(8, "little"))
+        hasher.update(encoded)
+    return hasher.digest()
+
+
+def _read_chunks(directory: Path) -> dict[bytes, np.ndarray]:
+    known: dict[bytes, np.ndarray] = {}
+    for path in sorted(directory.glob("chunk-*.npz")):
+        try:
+            with np.load(path) as chunk:
+                known.update(zip(chunk["keys"].tolist(), chunk["vectors"], strict=True))
+        except FileNotFoundError:
+            pass  # merged away by another process meanwhile: its rows are in the merged chunk
+    return known
+
+
+def _write_chunk(directory: Path, keys: list[bytes], vectors: list[np.ndarray], known: dict) -> None:
+    stacked = np.concatenate(vectors).astype(np.float32)
+    known.update(zip(keys, stacked, strict=True))
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = sorted(directory.glob("chunk-*.npz"))
+    if len(existing) >= MAX_CHUNKS:
+        # Merge: one file with every row known (this process read them all), then drop the old.
+        _save(directory, list(known), np.stack(list(known.values())))
+        for path in existing:
+            path.unlink(missing_ok=True)
+    else:
+        _save(directory, keys, stacked)
+
+
+def _save(directory: Path, keys: list[bytes], vectors: np.ndarray) -> None:
+    name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+    temporary = directory / f".{name}.{os.getpid()}.tmp"
+    with temporary.open("wb") as handle:
+        np.savez(handle, keys=np.array(keys, dtype="S32"), vectors=vectors)
+    temporary.replace(directory / name)
+
+
+# --- two students together ---------------------------------------------------------------------
+
+WEIGHT_GRID = tuple(round(i / 10, 1) for i in range(11))
+
+
+def average_proba(p1: np.ndarray, p2: np.ndarray, weight: float) -> np.ndarray:
+    """``weight * p1 + (1 - weight) * p2``: both (n, labels) in the same column order."""
+    if p1.shape != p2.shape:
+        raise ValueError(f"Probabilities of different shapes: {p1.shape} and {p2.shape}.")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"The weight must be in [0, 1], not {weight}.")
+    return weight * p1 + (1.0 - weight) * p2
+
+
+def align_proba(probabilities: np.ndarray, names: list[str], target_names: list[str]) -> np.ndarray:
+    """`probabilities` with columns reordered from `names` to `target_names` (0 where missing)."""
+    out = np.zeros((len(probabilities), len(target_names)), dtype=probabilities.dtype)
+    where = {name: i for i, name in enumerate(names)}
+    for j, name in enumerate(target_names):
+        if name in where:
+            out[:, j] = probabilities[:, where[name]]
+    return out
+
+
+def choose_weight(
+    p1: np.ndarray,
+    p2: np.ndarray,
+    validation_labels: Sequence[str],
+    names: list[str],
+    grid: Sequence[float] = WEIGHT_GRID,
+) -> float:
+    """The weight on `p1` in `grid` whose average is most accurate on `validation_labels`.
+
+    Call it with both students' probabilities of the run's VALIDATION texts and their
+    labels, never of gold: a weight picked on gold makes the ensemble's gold score a score
+    of the data it was tuned on. Ties (frequent on small splits) go to the lower log loss,
+    then to the weight nearest 0.5 (the plain average).
+    """
+    index = {name: i for i, name in enumerate(names)}
+    targets = np.array([index.get(label, -1) for label in validation_labels])
+    known = targets >= 0
+    rows = np.arange(len(targets))[known]
+
+    def score(weight: float) -> tuple[float, float, float]:
+        averaged = average_proba(p1, p2, weight)
+        accuracy = float(np.mean(averaged.argmax(axis=1) == targets)) if len(targets) else 0.0
+        log_loss = (
+            float(-np.mean(np.log(np.clip(averaged[rows, targets[known]], 1e-12, None))))
+            if len(rows)
+            else 0.0
+        )
+        return accuracy, -log_loss, -abs(weight - 0.5)
+
+    return max(grid, key=score)

@@ -1,9 +1,9 @@
 """The offline extraction teacher: a dictionary of the values reviewers marked, no API key.
 
 Every value a reviewed answer marks for a field becomes a pattern for that field. In a
-new text a pattern matches case-insensitively, on word boundaries (a value that starts
-or ends with a letter or digit never matches inside a word: "4" is not found in "14"),
-with any run of whitespace standing for any other.
+new text a pattern matches case-insensitively and on whole tokens (words and single
+punctuation marks: "4" is not found in "14" or "4pm", "$5" is found in "now$5"), with
+any whitespace between tokens standing for any other.
 
 How sure it is. A pattern's **precision** is how often the value was marked as that
 field in the reviewed texts where it occurs: ``marked / present``. "Paris" marked in 9 of
@@ -36,22 +36,18 @@ from tasks.base import Answer, Category
 KEEP = 0.5
 
 
+# Words and single punctuation marks: a value matches whole tokens, so "4" is never found
+# inside "14" or "4pm", while "$5" is found in "now$5".
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def _tokens(text: str) -> list[tuple[str, int, int]]:
+    return [(m.group().lower(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
 def value_key(value: str) -> str:
-    """The form two mentions of a value share: lower case, whitespace runs as one space."""
-    return " ".join(value.split()).lower()
-
-
-def _word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
-def _pattern(key: str) -> str:
-    body = r"\s+".join(re.escape(part) for part in key.split(" "))
-    # Word boundaries only where the value itself begins or ends with a word character:
-    # "$5" may follow a letter, "4" may not follow a digit.
-    before = r"(?<!\w)" if _word_char(key[0]) else ""
-    after = r"(?!\w)" if _word_char(key[-1]) else ""
-    return before + body + after
+    """The form two mentions of a value share: its tokens in lower case, one space apart."""
+    return " ".join(token for token, _, _ in _tokens(value))
 
 
 @dataclass(frozen=True)
@@ -88,41 +84,47 @@ class DictionaryTeacher:
                     keys.add((span["field"], key))
                     marked_in[(span["field"], key)].add(index)
             text_keys.append(keys)
-        self.values = sorted({key for _, key in marked_in}, key=lambda k: (-len(k), k))
-        # Longest first: at one position the alternation tries the longest value first.
-        self._regex = (
-            re.compile("(?=(" + "|".join(_pattern(k) for k in self.values) + "))", re.IGNORECASE)
-            if self.values
-            else None
-        )
+        self.fields_of: dict[str, list[str]] = defaultdict(list)
+        for field, key in sorted(marked_in):
+            self.fields_of[key].append(field)
+        self.fields_of = dict(self.fields_of)
+        # First token -> the token lengths of the values that start with it, longest first.
+        lengths: defaultdict[str, set[int]] = defaultdict(set)
+        for key in self.fields_of:
+            parts = key.split(" ")
+            lengths[parts[0]].add(len(parts))
+        self._lengths = {first: sorted(n, reverse=True) for first, n in lengths.items()}
         present: defaultdict[str, set[int]] = defaultdict(set)
         for index, (text, _) in enumerate(memory):
-            for key in self._keys_in(text):
+            for _, _, key in self._found(text):
                 present[key].add(index)
         self.precision: dict[tuple[str, str], float] = {}
         for (field, key), texts in marked_in.items():
-            # A value marked where the pattern does not find it (inside a word) still counts.
+            # A value marked where no whole tokens hold it (inside a word) still counts.
             self.precision[(field, key)] = len(texts) / len(present[key] | texts)
-        self.fields_of: defaultdict[str, list[str]] = defaultdict(list)
-        for field, key in sorted(marked_in):
-            self.fields_of[key].append(field)
         covered = sum(all(len(marked_in[k]) >= 2 for k in keys) for keys in text_keys)
         self.coverage = covered / len(memory) if memory else 0.0
         self.examples = len(memory)
 
-    def _keys_in(self, text: str) -> set[str]:
-        return {value_key(m.group(1)) for m in self._regex.finditer(text)} if self._regex else set()
+    def _found(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, key) of every known value in the text, overlapping ones included."""
+        tokens = _tokens(text)
+        words = [token for token, _, _ in tokens]
+        found = []
+        for i, first in enumerate(words):
+            for length in self._lengths.get(first, ()):
+                if i + length <= len(words):
+                    key = " ".join(words[i : i + length])
+                    if key in self.fields_of:
+                        found.append((tokens[i][1], tokens[i + length - 1][2], key))
+        return found
 
     def _matches(self, text: str) -> list[_Match]:
-        if self._regex is None:
-            return []
-        found = []
-        for match in self._regex.finditer(text):
-            start, end = match.start(1), match.end(1)
-            key = value_key(match.group(1))
-            for field in self.fields_of.get(key, ()):
-                found.append(_Match(start, end, field, self.precision[(field, key)]))
-        return found
+        return [
+            _Match(start, end, field, self.precision[(field, key)])
+            for start, end, key in self._found(text)
+            for field in self.fields_of[key]
+        ]
 
     def predict(self, texts: Sequence[str]) -> list[tuple[Answer, float]]:
         """One ``({"spans": [...]}, confidence)`` per text, in order."""

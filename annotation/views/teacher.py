@@ -125,7 +125,8 @@ def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect("annotation:project-detail", slug=project.slug)
     if data["provider"] == TeacherConfig.Provider.EMBEDDING:
-        estimate.update(provider="embedding", model="embedding-minilm", cost_usd="0")
+        model = project.task.offline_teacher_name or "offline"
+        estimate.update(provider="embedding", model=model, cost_usd="0")
     return render(
         request,
         "annotation/labeling_confirm.html",

@@ -169,6 +169,10 @@ class Task(ABC):
         """The names the student's head is built for, given its training answers."""
         return list(self.names)
 
+    def student_answer(self, value: Answer, *, text: str) -> Answer:
+        """A student's raw prediction as an answer ``validate`` accepts (confidences kept)."""
+        return value
+
     def stratum(self, value: Answer) -> str:
         """A hashable key that groups similar answers, for a stratified validation split."""
         return self.summary(value)

@@ -402,16 +402,21 @@ def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_
     (directory / "label_map.json").write_text(json.dumps(dict(enumerate(label_names)), indent=1))
 
 
+def student_predict(task, model_dir: Path, texts: list[str], max_length: int) -> tuple[list, list]:
+    """The student's answers (made valid by the task) and confidences for these texts."""
+    answers, confidences = task.student.predict(model_dir, texts, max_length=max_length)
+    return [task.student_answer(a, text=t) for a, t in zip(answers, texts, strict=True)], confidences
+
+
 def student_predict_all(*, run: TrainingRun, model_dir: Path, max_length: int) -> int:
     """The student's proposal on every non-gold example, for disagreement ordering in review."""
-    student = run.project.task.student
     examples = list(
         Example.objects.for_project(run.project).not_gold().order_by("pk").values_list("pk", "text")
     )
     Proposal.objects.filter(example__project=run.project, agent=run.agent).delete()
     for start in range(0, len(examples), 2000):
         chunk = examples[start : start + 2000]
-        labels, confidences = student.predict(model_dir, [t for _, t in chunk], max_length=max_length)
+        labels, confidences = student_predict(run.project.task, model_dir, [t for _, t in chunk], max_length)
         with transaction.atomic():
             Proposal.objects.bulk_create(
                 [
@@ -513,8 +518,11 @@ def evaluate_run(
         )
     hp = {**default_hyperparameters(), **run.hyperparameters}
     scored = [i for i in clean if i.label is not None]
-    labels, confidences = run.project.task.student.predict(
-        Path(run.artifact_path) / "model", [i.example.text for i in scored], max_length=hp["max_length"]
+    labels, confidences = student_predict(
+        run.project.task,
+        Path(run.artifact_path) / "model",
+        [i.example.text for i in scored],
+        hp["max_length"],
     )
     predicted = {i.example_id: (lab, conf) for i, lab, conf in zip(scored, labels, confidences, strict=True)}
     return _finish_evaluation(

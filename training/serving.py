@@ -425,6 +425,8 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     texts, golds = [i.example.text for i in labelled], [i.label for i in labelled]
     fp32, _ = task.student.predict(model_dir, texts, max_length=max_length)
     int8, _ = task.student.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
+    fp32 = [task.student_answer(a, text=t) for a, t in zip(fp32, texts, strict=True)]
+    int8 = [task.student_answer(a, text=t) for a, t in zip(int8, texts, strict=True)]
     # The task's headline score on gold (accuracy; strict entity micro-F1 for extraction),
     # kept under the names "accuracy" that promotion and the model version store.
     fp32_accuracy = task.metrics(golds, fp32, texts=texts)["score"] or 0.0
@@ -581,15 +583,22 @@ def validate_texts(texts, config: ServingConfig) -> list[str]:
 
 
 def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list, list[float]]:
-    student = version.project.task.student
+    """The version's answers (made valid by the task: one value for a field that takes one)."""
+    task = version.project.task
+    student = task.student
     max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
     if version.runtime == ModelVersion.Runtime.ONNX_INT8:
-        return student.predict_onnx(
+        answers, confidences = student.predict_onnx(
             version.onnx_path, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE
         )
-    return student.predict(
-        Path(version.run.artifact_path) / "model", texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE
-    )
+    else:
+        answers, confidences = student.predict(
+            Path(version.run.artifact_path) / "model",
+            texts,
+            max_length=max_length,
+            batch_size=SERVING_BATCH_SIZE,
+        )
+    return [task.student_answer(a, text=t) for a, t in zip(answers, texts, strict=True)], confidences
 
 
 # A process keeps this many models loaded (ml's caches); warming more would evict the first.

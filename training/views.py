@@ -233,7 +233,11 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     student = get_object_or_404(Evaluation, project=project, pk=pk)
     teacher = services.latest_teacher_evaluation(student) if student.subject == "student" else None
     overlap = services.error_analysis(student, teacher) if teacher else {}
-    m = metrics_lib.with_intervals(student.metrics, student.predictions)
+    # Only an evaluation stored before intervals lacks them; the macro-F1 bootstrap that
+    # fills them in is over labels (per_class), so span answers are never handed to it.
+    m = metrics_lib.with_intervals(
+        student.metrics, student.predictions if "per_class" in student.metrics else None
+    )
     choice = metrics_lib.threshold_choice(
         m.get("coverage", []), student.target_accuracy, examples=m.get("examples") or 0
     )

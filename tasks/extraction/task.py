@@ -246,6 +246,22 @@ class ExtractionTask(Task):
             return False
         return {span_key(s) for s in gold["spans"]} == {span_key(s) for s in predicted["spans"]}
 
+    def student_answer(self, value: Answer, *, text: str = "") -> Answer:
+        """The student's spans, keeping only the surest value of a field that takes one and
+        none of a field the project no longer has (BIO decoding knows neither rule)."""
+        kept, single = [], {}
+        for span in value.get("spans", []):
+            category = self.by_name.get(span["field"])
+            if category is None:
+                continue
+            if category.allows_many:
+                kept.append(span)
+            elif span["field"] not in single or (span.get("confidence") or 0) > (
+                single[span["field"]].get("confidence") or 0
+            ):
+                single[span["field"]] = span
+        return {"spans": sorted([*kept, *single.values()], key=span_key)}
+
     def stratum(self, value: Answer) -> str:
         # Texts holding the same fields are alike enough to split together.
         return "+".join(sorted({s["field"] for s in (value or {}).get("spans", [])})) or "(none)"

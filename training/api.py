@@ -140,7 +140,8 @@ def _project_of_token(request: HttpRequest) -> Project:
 
 @json_api("POST")
 def predict(request: HttpRequest, slug: str) -> JsonResponse:
-    """POST /api/v1/projects/<slug>/predict {"texts": [...]}: label, confidence, route for each."""
+    """POST /api/v1/projects/<slug>/predict {"texts": [...]}: for each text the task's answer (a
+    label; an extraction's spans and fields object), its confidence, route and model version."""
     project = _project_of_token(request)
     if project.slug != slug:
         if not Project.objects.filter(slug=slug).exists():

@@ -63,9 +63,15 @@ class Command(BaseCommand):
                 )
             )
         else:
+            task = run.project.task
+
+            def score(evaluation) -> str:
+                value = evaluation.metrics.get("score", evaluation.metrics.get("accuracy"))
+                return "n/a" if value is None else f"{value:.3f}"
+
             self.stdout.write(
-                f"Gold v{student.gold_set.version}: student accuracy {student.accuracy:.3f}, "
-                f"macro F1 {student.metrics['macro_avg']['f1']:.3f}; teacher accuracy {teacher.accuracy:.3f}."
+                f"Gold v{student.gold_set.version}: student {task.score_name} {score(student)}; "
+                f"teacher {task.score_name} {score(teacher)}."
             )
         if overlap["count"]:
             n = overlap["count"]

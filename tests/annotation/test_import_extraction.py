@@ -451,3 +451,11 @@ def test_import_command_with_format_conll(extraction, lead, tmp_path, capsys):
     with pytest.raises(CommandError, match="nothing was imported"):
         call_command("import_examples", "--project=bookings", f"--file={bad}", "--no-progress")
     assert "line 2: expected a token" in capsys.readouterr().err
+
+
+def test_span_jsonl_keeps_chosen_keys_and_hides_one(extraction, tmp_path):
+    line = {"text": TEXT, "spans": [[25, 30, "location"]], "lang": "en", "shop": 7, "truth": "SECRET"}
+    batch = run_import(extraction, tmp_path, jsonl(line), keep_columns=["lang"], hidden_column="truth")
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error_report
+    example = Example.objects.get(project=extraction)
+    assert (example.metadata, example.hidden_metadata) == ({"lang": "en"}, {"truth": "SECRET"})

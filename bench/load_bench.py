@@ -412,40 +412,6 @@ def memory_report(before: dict, after: dict) -> list[dict]:
 # --- the bench -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def manifest_for_serve_bench():
-    """Give serve_bench's run the manifest.json that evaluation now requires.
-
-    ``services.evaluate_run`` refuses a run without one (the gold-overlap check, #12 item 3);
-    serve_bench trains outside the app's training service, which is what writes it. The
-    manifest lists the hashes of the texts ``student.train`` was given (none when the student
-    is reused from --model: serve_bench draws them from train.csv without the gold texts).
-    """
-    from annotation.models import content_hash
-    from tasks.classification import student
-    from training import services
-
-    train, evaluate_run = student.train, services.evaluate_run
-    trained: list[str] = []
-
-    def train_and_remember(*, texts, **kwargs):
-        trained.extend(texts)
-        return train(texts=texts, **kwargs)
-
-    def evaluate_with_manifest(*, run, **kwargs):
-        manifest = Path(run.artifact_path) / "manifest.json"
-        if not manifest.exists():
-            rows = [{"id": None, "hash": content_hash(t)} for t in trained]
-            manifest.write_text(json.dumps({"project": run.project.slug, "run": run.number, "train": rows}))
-        return evaluate_run(run=run, **kwargs)
-
-    student.train, services.evaluate_run = train_and_remember, evaluate_with_manifest
-    try:
-        yield
-    finally:
-        student.train, services.evaluate_run = train, evaluate_run
-
-
 def prepare(args, data_dir: Path) -> dict:
     """serve_bench's setup, then the promotion this bench serves."""
     import django
@@ -460,8 +426,7 @@ def prepare(args, data_dir: Path) -> dict:
         else:
             os.environ.pop(name, None)
     django.setup()
-    with manifest_for_serve_bench():
-        ctx = serve_bench.setup(args, data_dir)
+    ctx = serve_bench.setup(args, data_dir)
 
     import numpy as np
     from django.db import connections

@@ -93,6 +93,8 @@ def percentile(values: list[float], q: float) -> float:
 def setup(args, data_dir: Path) -> dict:
     os.environ["DISTILL_DATA_DIR"] = str(data_dir)
     os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
+    # A loopback server speaks plain HTTP, as scripts/run.sh does (no HTTPS redirect).
+    os.environ.setdefault("DJANGO_SECURE", "false")
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     import django
@@ -101,7 +103,7 @@ def setup(args, data_dir: Path) -> dict:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from annotation.models import Example, GoldSet, GoldSetItem
+    from annotation.models import Example, GoldSet, GoldSetItem, content_hash
     from annotation.services import project_create
     from distillapp import ml
     from tasks.classification import student
@@ -165,6 +167,13 @@ def setup(args, data_dir: Path) -> dict:
         artifact_path=str(artifacts),
         train_seconds=train_seconds,
         counts={"train": len(train)},
+    )
+    # The manifest says what the student saw (evaluation checks it against gold). With --model
+    # the saved student was trained on texts drawn the same way, from train.csv minus gold.
+    (artifacts / "manifest.json").write_text(
+        json.dumps(
+            {"run": run.number, "train": [{"id": None, "hash": content_hash(r["text"])} for r in train]}
+        )
     )
     log(f"evaluating on {len(seen)} gold texts")
     evaluation = services.evaluate_run(run=run)

@@ -252,7 +252,7 @@ def train_and_test(
     predicted, confidences = student.predict(work / name, texts, max_length=hp.max_length)
     predict_seconds = time.monotonic() - started
     metrics = extraction_metrics(gold, predicted, texts=texts, fields=fields)
-    return {
+    part = {
         "strict_f1": round(metrics["strict"]["micro"]["f1"], 4),
         "partial_f1": round(metrics["partial"]["micro"]["f1"], 4),
         "strict_precision": round(metrics["strict"]["micro"]["precision"], 4),
@@ -277,6 +277,9 @@ def train_and_test(
         "confidence_quartiles": confidence_quartiles(gold, predicted, confidences),
         "device": result.device,
     }
+    # Each part's numbers as soon as they exist: a long run stopped later keeps them.
+    log(f"{name} result: {json.dumps(part)}")
+    return part
 
 
 def cpu_model() -> str:

@@ -65,7 +65,8 @@ class _Stage:
     """A per-connection temporary table holding one file's valid rows.
 
     Its label column holds a label name, or with `json_answers` (a span file) each
-    row's answer as JSON text; empty means the row has no answer.
+    row's answer as JSON text, and then a summary column its queue key (the task's
+    summary, worked out while staging); an empty label means the row has no answer.
     """
 
     def __init__(self, *, json_answers: bool = False) -> None:
@@ -81,17 +82,18 @@ class _Stage:
 
     def __enter__(self) -> _Stage:
         self._drop()
+        summary = ", summary text" if self.json_answers else ""
         if self.vendor == "postgresql":
             # COPY cannot skip duplicates, so rows land here first and are
             # deduplicated into import_rows by finish().
             self.cursor.execute(
                 "CREATE TEMP TABLE import_stage (line integer, hash text, text text, "
-                "external_id text, label text, metadata jsonb, hidden jsonb)"
+                f"external_id text, label text, metadata jsonb, hidden jsonb{summary})"
             )
         else:
             self.cursor.execute(
                 "CREATE TEMP TABLE import_rows (hash text PRIMARY KEY, line integer, text text, "
-                "external_id text, label text, metadata text, hidden text)"
+                f"external_id text, label text, metadata text, hidden text{summary})"
             )
         return self
 
@@ -106,19 +108,17 @@ class _Stage:
         self.cursor.execute("DROP TABLE IF EXISTS import_rows")
 
     def add(self, rows: list[tuple]) -> None:
+        columns = "line, hash, text, external_id, label, metadata, hidden"
+        values = "%s, %s, %s, %s, %s, %s, %s"
+        if self.json_answers:
+            columns, values = columns + ", summary", values + ", %s"
         if self.vendor == "postgresql":
-            with self.cursor.copy(
-                "COPY import_stage (line, hash, text, external_id, label, metadata, hidden) FROM STDIN"
-            ) as copy:
+            with self.cursor.copy(f"COPY import_stage ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
         else:
             # The first occurrence of a text in the file wins.
-            self.cursor.executemany(
-                "INSERT OR IGNORE INTO import_rows (line, hash, text, external_id, label, metadata, hidden) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
+            self.cursor.executemany(f"INSERT OR IGNORE INTO import_rows ({columns}) VALUES ({values})", rows)
 
     def finish(self) -> None:
         """Deduplicate the staged rows; runs inside the final transaction."""
@@ -145,12 +145,12 @@ class _Stage:
         # answer is the imported label. Predictions are proposals, so the label
         # is the teacher label; verified labels are reviews, so the example is
         # reviewed and has no teacher label.
-        # A span answer is no label name: its teacher label is empty, as sync_queue_fields() leaves it.
+        # A span answer's teacher label is its summary, as sync_queue_fields() writes it.
         if verified:
             state = f"CASE WHEN label <> '' THEN '{ReviewState.REVIEWED}' ELSE '{ReviewState.UNREVIEWED}' END"
             teacher = "''"
         else:
-            state, teacher = f"'{ReviewState.UNREVIEWED}'", "''" if self.json_answers else "label"
+            state, teacher = f"'{ReviewState.UNREVIEWED}'", "summary" if self.json_answers else "label"
         # "WHERE true" lets SQLite tell the upsert clause from a join.
         self.cursor.execute(
             f"""
@@ -338,7 +338,7 @@ def _run(batch: ImportBatch) -> None:
                 outcome.rows_valid += 1
                 if outcome.invalid:
                     continue  # the file is rejected; keep reading only to report errors
-                buffer.append(_staged(item))
+                buffer.append(_staged(item, task=answers.task) if answers is not None else _staged(item))
                 if len(buffer) >= STAGE_BATCH_ROWS:
                     stage.add(buffer)
                     buffer.clear()
@@ -368,9 +368,6 @@ def _run(batch: ImportBatch) -> None:
                 answered = stage.insert_proposals(
                     project_id=project.pk, batch_id=batch.pk, agent=options.get("label_agent") or IMPORT_AGENT
                 )
-                if spans and answered:
-                    # A span answer's queue columns are the task's summary of it, worked out in Python.
-                    Example.objects.filter(project=project, import_batch=batch).sync_queue_fields()
             gold_report = {}
             if gold:
                 gold_report = _make_gold(
@@ -409,24 +406,34 @@ def _check_row(row: Row, *, max_chars: int) -> str | None:
     return None
 
 
-def _staged(row: Row) -> tuple:
+def _staged(row: Row, *, task=None) -> tuple:
+    """A staging row; with a task (a span file), the answer as JSON and its summary follow."""
     from annotation.models import content_hash
 
     text = row.text.strip()
-    label = row.label
-    if row.answer is not None:
-        # The example keeps the text stripped; its spans (never on whitespace) move with it.
-        shift = len(row.text) - len(row.text.lstrip())
-        spans = [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in row.answer["spans"]]
-        label = json.dumps({"spans": spans}, ensure_ascii=False)
-    return (
+    staged = (
         row.line,
         content_hash(text),
         text,
         row.external_id,
-        label,
+        row.label,
         json.dumps(row.metadata, ensure_ascii=False),
         json.dumps(row.hidden, ensure_ascii=False),
+    )
+    if task is None:
+        return staged
+    if row.answer is None:
+        return (*staged[:4], "", *staged[5:], "")
+    # The example keeps the text stripped; its spans (never on whitespace) move with it.
+    shift = len(row.text) - len(row.text.lstrip())
+    answer = {
+        "spans": [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in row.answer["spans"]]
+    }
+    return (
+        *staged[:4],
+        json.dumps(answer, ensure_ascii=False),
+        *staged[5:],
+        task.summary(answer, text=text)[:100],
     )
 
 

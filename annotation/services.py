@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -467,14 +468,20 @@ def project_dashboard(project: Project) -> dict:
         reviews.filter(proposal__isnull=False).values_list("verdict").order_by().annotate(n=Count("pk"))
     )
     judged = verdicts.get(Review.Verdict.ACCEPT, 0) + verdicts.get(Review.Verdict.CORRECT, 0)
-    examples = Example.objects.for_project(project)
-    current = dict(
-        (row["current_label"], row["n"])
-        for row in examples.with_current_label().values("current_label").order_by().annotate(n=Count("pk"))
-    )
-    teacher = dict(
-        examples.exclude(teacher_label="").values_list("teacher_label").order_by().annotate(n=Count("pk"))
-    )
+    examples = Example.objects.for_project(project).with_current_label()
+    task = project.task
+
+    def per_category(column: str) -> Counter:
+        # Grouped in SQL by the whole answer, then counted per label (field) by the task:
+        # a label answer is one category, a span answer counts each field it marks.
+        found: Counter = Counter()
+        for row in examples.values(column).order_by().annotate(n=Count("pk")):
+            if row[column] is not None:
+                for name, count in task.category_counts([row[column]]).items():
+                    found[name] += count * row["n"]
+        return found
+
+    current, teacher = per_category("current_label"), per_category("proposed_value")
     labels = list(project.labels.values_list("name", flat=True))
     distribution = [
         {"label": name, "current": current.get(name, 0), "teacher": teacher.get(name, 0)} for name in labels

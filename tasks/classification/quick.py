@@ -128,7 +128,7 @@ def train(
     }
     (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     result = ml.TrainResult(
-        device=_device(), seconds=time.monotonic() - started, steps=total_steps, stopped_early=False
+        device=ml.device(), seconds=time.monotonic() - started, steps=total_steps, stopped_early=False
     )
     if validation_texts:
         proba = _columns(head, probabilities[len(texts) :], len(names))
@@ -231,12 +231,6 @@ def _columns(head, proba: np.ndarray, n_names: int) -> np.ndarray:
     out = np.zeros((len(proba), n_names), dtype=np.float64)
     out[:, head.classes_] = proba
     return out
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # --- embeddings, optionally cached ---------------------------------------------------------------

@@ -59,6 +59,9 @@ class Task(ABC):
     type: ClassVar[str]
     title: ClassVar[str]
     category_noun: ClassVar[str] = "label"  # "label" or "field", for pages and messages
+    # Can the review queue score likely annotation errors (cleanlab over the student's
+    # cross-validated probabilities) for this task yet?
+    scores_label_errors: ClassVar[bool] = False
     # The review card's body and the blind gold card, as template partials.
     card_template: ClassVar[str]
     # The task's part of the evaluation page (included with ``m``, the metrics, in context).

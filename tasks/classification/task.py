@@ -19,6 +19,7 @@ class ClassificationTask(Task):
     type = "classification"
     title = "Classification"
     category_noun = "label"
+    scores_label_errors = True
     card_template = "tasks/classification/card.html"
     evaluation_template = "tasks/classification/evaluation.html"
     score_name = "accuracy"

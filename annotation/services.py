@@ -327,7 +327,16 @@ def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> Imp
             import_batch_run(batch=batch)
         batch.refresh_from_db()
         return batch
-    rows.enqueue(ImportBatch, batch.pk, note="; nothing was imported")
+
+    def forget_upload() -> None:
+        # Nothing will read the uploaded copy now: do not leave it in the data directory.
+        if batch.file_path:
+            Path(batch.file_path).unlink(missing_ok=True)
+
+    rows.enqueue(ImportBatch, batch.pk, note="; nothing was imported", on_failed=forget_upload)
+    # Outside a transaction the enqueue (or its failure) has happened already: the caller
+    # must see a failed row as failed, not say "importing".
+    batch.refresh_from_db()
     return batch
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -177,24 +177,31 @@ def heartbeat(model, pk: int, *, every: float | None = None) -> Iterator[None]:
 
 
 def enqueue(
-    model, pk: int, queue_name: str | None = None, func_path: str | None = None, *, note: str = ""
+    model,
+    pk: int,
+    queue_name: str | None = None,
+    func_path: str | None = None,
+    *,
+    note: str = "",
+    on_failed: Callable[[], object] | None = None,
 ) -> None:
     """Queue the row's job once the transaction commits (its JOBS entry, unless named).
 
     If Redis cannot be reached, the still-pending row fails with that reason (plus `note`)
-    instead of waiting for a worker that will never hear of it.
+    instead of waiting for a worker that will never hear of it, and `on_failed()` cleans up
+    what the job would have used (an uploaded file).
     """
     from distillapp.queues import enqueue_on_commit
 
-    kind = job_type(model)
-    enqueue_on_commit(
-        queue_name or kind.queue,
-        func_path or kind.function,
-        pk,
-        on_error=lambda exc: model.objects.filter(pk=pk, status=PENDING).update(
+    def failed(exc: Exception) -> None:
+        model.objects.filter(pk=pk, status=PENDING).update(
             status=FAILED, error=f"The job queue could not be reached ({exc}){note}."
-        ),
-    )
+        )
+        if on_failed is not None:
+            on_failed()
+
+    kind = job_type(model)
+    enqueue_on_commit(queue_name or kind.queue, func_path or kind.function, pk, on_error=failed)
 
 
 def cancel(model, pk: int) -> None:

@@ -126,3 +126,34 @@ def test_unreachable_queue_fails_any_pending_job_row(
         row.refresh_from_db()
         assert row.status == "failed"
         assert row.error.startswith("The job queue could not be reached (")
+
+
+def test_an_upload_that_cannot_be_queued_says_so_and_leaves_no_file(
+    project, lead_client, settings, tmp_path, monkeypatch
+):
+    """Repro (#12.6): the page said "importing" and the uploaded copy stayed on disk."""
+    import django_rq
+    import redis
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.urls import reverse
+    from rq import Queue
+
+    settings.IMPORT_INLINE_MAX_BYTES = 10  # any real file goes to the queue
+    settings.UPLOAD_DIR = tmp_path / "uploads"
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    monkeypatch.setattr(django_rq, "get_queue", lambda name: Queue(name, connection=down))
+    upload = SimpleUploadedFile(
+        "tickets.csv", b"text\nrefund please\nlogin broken\n", content_type="text/csv"
+    )
+    response = lead_client.post(
+        reverse("annotation:import-upload", args=[project.slug]),
+        {"file": upload, "text_column": "text", "id_column": "id"},
+        follow=True,
+    )
+    page = response.content.decode()
+    batch = ImportBatch.objects.get(project=project)
+    assert batch.status == ImportBatch.Status.FAILED
+    assert "was not imported" in page and "job queue could not be reached" in page
+    assert "importing" not in page.lower().split("was not imported")[0][-200:]
+    assert not list((tmp_path / "uploads").rglob("*.csv"))
+    assert not Example.objects.filter(project=project).exists()

@@ -608,11 +608,23 @@ class SyntheticGoldError(ValueError):
     """Synthetic examples never enter a gold set."""
 
 
+class GoldSetQuerySet(models.QuerySet):
+    def frozen(self) -> GoldSetQuerySet:
+        return self.filter(frozen_at__isnull=False)
+
+    def frozen_version(self, version: int | None = None) -> GoldSet | None:
+        """The frozen version numbered `version`, or the latest frozen one: the one selector."""
+        frozen = self.frozen()
+        return frozen.filter(version=version).first() if version else frozen.order_by("-version").first()
+
+
 class GoldSet(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="gold_sets")
     version = models.PositiveIntegerField()
     note = models.TextField(blank=True)
     examples = models.ManyToManyField(Example, through="GoldSetItem", related_name="gold_sets")
+
+    objects = GoldSetQuerySet.as_manager()
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     frozen_at = models.DateTimeField(null=True, blank=True)
     frozen_by = models.ForeignKey(

@@ -223,7 +223,7 @@ def reviewed_today(*, project: Project, user) -> int:
 
 def teacher_accuracy_on_gold(project: Project, *, threshold: float) -> dict:
     """How often the teacher is right on gold items at or above a confidence threshold."""
-    gold = project.gold_sets.filter(frozen_at__isnull=False).order_by("-version").first()
+    gold = project.gold_sets.frozen_version()
     if gold is None:
         return {"gold_version": None, "items": 0, "accuracy": None}
     items = gold.items.select_related("example").filter(example__teacher_confidence__gte=threshold)

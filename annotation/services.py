@@ -353,12 +353,7 @@ def examples_for_export(
     examples = Example.objects.for_project(project).with_current_label()
     gold_set = None
     if scope == "gold":
-        gold_sets = project.gold_sets.filter(frozen_at__isnull=False)
-        gold_set = (
-            gold_sets.filter(version=gold_version).first()
-            if gold_version is not None
-            else gold_sets.order_by("-version").first()
-        )
+        gold_set = project.gold_sets.frozen_version(gold_version)
         if gold_set is None:
             which = f"version {gold_version}" if gold_version is not None else "version"
             raise ServiceError(f"This project has no frozen gold set {which}.")
@@ -498,7 +493,7 @@ def project_dashboard(project: Project) -> dict:
     peak = max([1] + [max(d["current"], d["teacher"]) for d in distribution])
     gold = (
         review.gold_draft(project)
-        or project.gold_sets.filter(frozen_at__isnull=False).order_by("-version").first()
+        or project.gold_sets.frozen_version()
     )
     return {
         "throughput": throughput,

@@ -439,8 +439,7 @@ def student_predict_all(*, run: TrainingRun, model_dir: Path, max_length: int) -
 
 
 def _gold(project: Project, version: int | None) -> GoldSet:
-    gold_sets = project.gold_sets.filter(frozen_at__isnull=False)
-    gold = gold_sets.filter(version=version).first() if version else gold_sets.order_by("-version").first()
+    gold = project.gold_sets.frozen_version(version)
     if gold is None:
         raise TrainingError(
             f"This project has no frozen gold set{f' version {version}' if version else ''}; freeze one first."

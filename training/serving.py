@@ -403,7 +403,7 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     task = run.project.task
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if gold_version is not None:
-        gold = run.project.gold_sets.filter(version=gold_version, frozen_at__isnull=False).first()
+        gold = run.project.gold_sets.frozen_version(gold_version)
     else:
         gold = evaluation.gold_set if evaluation else None
     if gold is None:

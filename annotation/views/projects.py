@@ -98,7 +98,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "export_form": ExportForm(project=project),
         "labeling_form": LabelingForm(),
         "teacher": labeling.teacher_config_for(project),
-        "gold_sets": project.gold_sets.filter(frozen_at__isnull=False),
+        "gold_sets": project.gold_sets.frozen(),
         "dashboard": services.project_dashboard(project),
         **_status_context(project),
     }

@@ -256,7 +256,7 @@ def review_bulk(request: HttpRequest, slug: str) -> HttpResponse:
 def gold(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     draft = review.gold_draft(project)
-    frozen = project.gold_sets.filter(frozen_at__isnull=False).order_by("-version")
+    frozen = project.gold_sets.frozen().order_by("-version")
     frozen_status = [(g, review.gold_status(g)) for g in frozen[:5]]
     real_examples = (
         Example.objects.filter(project=project, is_gold=False)

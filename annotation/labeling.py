@@ -27,6 +27,7 @@ from django.utils import timezone
 from annotation import teacher as teacher_boundary
 from annotation.embedding_teacher import fits, needs_reviewed
 from annotation.models import (
+    STUDENT_AGENT_PREFIX,
     Example,
     LabelingJob,
     LabelingJobItem,
@@ -248,7 +249,7 @@ def labeling_estimate(
     count = examples.count()
     measured = (
         Proposal.objects.filter(prompt_version=prompt, input_tokens__gt=0)
-        .exclude(agent__startswith="student:")
+        .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
         .aggregate(i=Avg("input_tokens"), o=Avg("output_tokens"))
     )
     if measured["i"]:

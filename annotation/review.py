@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from annotation.models import (
     CLAIM_SECONDS,
+    STUDENT_AGENT_PREFIX,
     Example,
     GoldSet,
     GoldSetItem,
@@ -141,7 +142,7 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
 def teacher_proposal(example: Example) -> Proposal | None:
     return (
         example.proposals.filter(value__isnull=False, error="")
-        .exclude(agent__startswith="student:")
+        .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
         .order_by("-created_at", "-pk")
         .first()
     )
@@ -245,7 +246,7 @@ def bulk_accept(*, project: Project, user, filters: QueueFilter, threshold: floa
     proposals = {}
     for proposal in (
         Proposal.objects.filter(example_id__in=examples, value__isnull=False, error="")
-        .exclude(agent__startswith="student:")
+        .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
         .order_by("example_id", "created_at", "pk")
     ):
         proposals[proposal.example_id] = proposal  # the latest wins

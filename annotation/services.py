@@ -491,10 +491,7 @@ def project_dashboard(project: Project) -> dict:
         {"label": name, "current": current.get(name, 0), "teacher": teacher.get(name, 0)} for name in labels
     ]
     peak = max([1] + [max(d["current"], d["teacher"]) for d in distribution])
-    gold = (
-        review.gold_draft(project)
-        or project.gold_sets.frozen_version()
-    )
+    gold = review.gold_draft(project) or project.gold_sets.frozen_version()
     return {
         "throughput": throughput,
         "teacher_accepted": verdicts.get(Review.Verdict.ACCEPT, 0),

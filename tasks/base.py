@@ -72,8 +72,6 @@ class Task(ABC):
     right_name: ClassVar[str] = "accuracy"
     # A training set needs answers naming at least this many categories.
     min_training_categories: ClassVar[int] = 1
-    # Agent prefix of the student's proposals, shared by every task type.
-    STUDENT_AGENT_PREFIX: ClassVar[str] = "student:"
     # Files: where an imported file carries its answers ("label": a label column; "spans":
     # JSONL spans or a fields object, CoNLL BIO tags) and the formats an export offers.
     file_answers: ClassVar[str] = "label"

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from annotation.models import Example, GoldSet, Project
+from annotation.models import STUDENT_AGENT_PREFIX, Example, GoldSet, Project
 from distillapp.models import BackgroundJob
 
 
@@ -77,7 +77,7 @@ class TrainingRun(BackgroundJob):
 
     @property
     def agent(self) -> str:
-        return f"student:run-{self.number}"
+        return f"{STUDENT_AGENT_PREFIX}run-{self.number}"
 
     @property
     def percent_done(self) -> int:

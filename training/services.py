@@ -15,7 +15,15 @@ from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from annotation.models import IMPORT_AGENT, Example, GoldSet, Membership, Project, Proposal
+from annotation.models import (
+    IMPORT_AGENT,
+    STUDENT_AGENT_PREFIX,
+    Example,
+    GoldSet,
+    Membership,
+    Project,
+    Proposal,
+)
 from distillapp import rows
 from tasks import AnswerError
 from tasks import measure as metrics_lib
@@ -575,7 +583,7 @@ def evaluate_teacher(
     gold = _gold(project, gold_version)
     items = list(gold.items.select_related("example").order_by("pk"))
     teacher = (
-        Proposal.objects.exclude(agent__startswith="student:")
+        Proposal.objects.exclude(agent__startswith=STUDENT_AGENT_PREFIX)
         .exclude(agent=IMPORT_AGENT)
         .exclude(agent__startswith=f"{IMPORT_AGENT}:")
     )

@@ -21,7 +21,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import Avg, Count, Sum
 from django.utils import timezone
 
-from annotation.models import Example, Project, Proposal
+from annotation.models import STUDENT_AGENT_PREFIX, Example, Project, Proposal
 from tasks import measure as metrics_lib
 from training.models import (
     ApiToken,
@@ -878,7 +878,9 @@ def break_even_month(
 def cost_inputs(project: Project) -> dict:
     """Every input of the break-even, and whether the app measured it or a lead entered it."""
     config = serving_config_for(project)
-    teacher = Proposal.objects.filter(example__project=project).exclude(agent__startswith="student:")
+    teacher = Proposal.objects.filter(example__project=project).exclude(
+        agent__startswith=STUDENT_AGENT_PREFIX
+    )
     data_cost = teacher.aggregate(s=Sum("cost_usd"))["s"] or Decimal("0")
     seconds = (
         project.training_runs.filter(train_seconds__isnull=False).aggregate(s=Sum("train_seconds"))["s"] or 0

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotation import review
 from annotation.forms import GoldDrawForm
 from annotation.models import (
+    STUDENT_AGENT_PREFIX,
     Example,
     GoldSet,
     Membership,
@@ -110,7 +111,7 @@ def _card_context(
     student = None
     if example is not None:
         for proposal in example.proposals.order_by("-created_at", "-pk")[:10]:
-            if proposal.agent.startswith("student:"):
+            if proposal.agent.startswith(STUDENT_AGENT_PREFIX):
                 student = student or proposal
             else:
                 proposals.append(proposal)

@@ -16,10 +16,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models import Example, GoldSet, Proposal
+from tasks.base import Category
+from tasks.classification.task import ClassificationTask
 from tests.browser.conftest import log_in
 from tests.conftest import make_project
 from tests.training.conftest import make_run
-from training import metrics, serving
+from training import serving
 from training.models import Evaluation, ModelVersion, PredictionLog
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -55,7 +57,9 @@ def evaluate(project, golds, preds, confs, *, run=None, version=1) -> Evaluation
         subject="student",
         agent=run.agent if run else "student:run-1",
         target_accuracy=0.95,
-        metrics=metrics.classification_metrics(golds, preds, confs, labels, target_accuracy=0.95),
+        metrics=ClassificationTask([Category(name) for name in labels]).metrics(
+            golds, preds, confidences=confs, target_accuracy=0.95
+        ),
         predictions=[
             {"example": i, "gold": g, "predicted": p, "confidence": c, "source": "import", "length": 40}
             for i, (g, p, c) in enumerate(zip(golds, preds, confs, strict=True))

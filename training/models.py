@@ -99,6 +99,8 @@ class Evaluation(models.Model):
     class Subject(models.TextChoices):
         STUDENT = "student", "Student"
         TEACHER = "teacher", "Teacher"
+        # Another system whose predictions were imported (agent import:NAME), measured as itself.
+        SYSTEM = "system", "Imported system"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="evaluations")
     run = models.ForeignKey(
@@ -262,6 +264,8 @@ class PredictionLog(models.Model):
     class Route(models.TextChoices):
         STUDENT = "student", "Student"
         TEACHER = "teacher", "Teacher"
+        # Another system whose predictions were imported (agent import:NAME), measured as itself.
+        SYSTEM = "system", "Imported system"
         REVIEW = "review", "Review"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="predictions", db_index=False)

@@ -571,6 +571,55 @@ def gold_overlap(*, run: TrainingRun, items: list) -> list[int]:
     return sorted(i.example_id for i in items if i.example_id in ids or i.example.content_hash in hashes)
 
 
+def imported_systems(project: Project, gold: GoldSet) -> list[str]:
+    """Agents of imported predictions (``import`` or ``import:NAME``) on this gold version's items."""
+    return sorted(
+        Proposal.objects.filter(example__gold_items__gold_set=gold, value__isnull=False, error="")
+        .filter(Q(agent=IMPORT_AGENT) | Q(agent__startswith=f"{IMPORT_AGENT}:"))
+        .order_by()
+        .values_list("agent", flat=True)
+        .distinct()
+    )
+
+
+def evaluate_system(
+    *, project: Project, agent: str, gold_version: int | None = None, target_accuracy: float = 0.95
+) -> Evaluation:
+    """An imported system's predictions (its agent, ``import:NAME``) on gold, measured as itself:
+    a team can see how the rules or model it already runs compares with teacher and student."""
+    if agent != IMPORT_AGENT and not agent.startswith(f"{IMPORT_AGENT}:"):
+        raise TrainingError(f"{agent!r} is not an imported system (import or import:NAME).")
+    gold = _gold(project, gold_version)
+    items = list(gold.items.select_related("example").order_by("pk"))
+    predicted: dict[int, tuple] = {}
+    for proposal in Proposal.objects.filter(
+        agent=agent, example_id__in=[i.example_id for i in items], value__isnull=False, error=""
+    ).order_by("example_id", "created_at", "pk"):
+        predicted[proposal.example_id] = (proposal.value, proposal.confidence)  # the latest wins
+    if not predicted:
+        raise TrainingError(f"{agent} has no predictions on gold v{gold.version}.")
+    return _finish_evaluation(
+        project=project,
+        gold=gold,
+        subject=Evaluation.Subject.SYSTEM,
+        agent=agent,
+        run=None,
+        items=items,
+        predicted=predicted,
+        target_accuracy=target_accuracy,
+    )
+
+
+def latest_system_evaluations(student: Evaluation) -> list[Evaluation]:
+    """The latest evaluation of each imported system on the student's gold version."""
+    latest: dict[str, Evaluation] = {}
+    for evaluation in Evaluation.objects.filter(
+        project=student.project, gold_set=student.gold_set, subject=Evaluation.Subject.SYSTEM
+    ).order_by("created_at", "pk"):
+        latest[evaluation.agent] = evaluation
+    return [latest[agent] for agent in sorted(latest)]
+
+
 def evaluate_teacher(
     *, project: Project, gold_version: int | None = None, target_accuracy: float = 0.95
 ) -> Evaluation:

@@ -177,6 +177,14 @@ def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
             gold_version=student.gold_set.version,
             target_accuracy=form.cleaned_data["target_accuracy"],
         )
+        # Systems whose predictions were imported are measured beside teacher and student.
+        for agent in services.imported_systems(project, student.gold_set):
+            services.evaluate_system(
+                project=project,
+                agent=agent,
+                gold_version=student.gold_set.version,
+                target_accuracy=form.cleaned_data["target_accuracy"],
+            )
     except services.TrainingError as exc:
         messages.error(request, str(exc))
         return redirect("training:run", slug=project.slug, number=run.number)
@@ -280,6 +288,7 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "m": m,
             "choice": choice,
             "teacher": teacher,
+            "systems": services.latest_system_evaluations(student) if student.subject == "student" else [],
             "overlap": {k: len(v) for k, v in overlap.items()},
             "heat_labels": [{"name": names[j], "short": _short(names[j], size)} for j in order],
             "heat_rows": heat_rows,

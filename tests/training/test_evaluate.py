@@ -205,3 +205,29 @@ def test_gold_items_rejected_as_no_label_fits_are_left_out_of_every_metric(
         assert [r["example"] for r in evaluation.predictions] == [fine.pk]
     html = lead_client.get(reverse("training:evaluation", args=[project.slug, student.pk])).content.decode()
     assert "1 gold item of this version has no label" in html
+
+
+def test_an_imported_system_is_evaluated_as_itself_beside_teacher_and_student(
+    project, corpus, tmp_path, memorising_student, lead, lead_client
+):
+    """#14 item 2b: another system's imported predictions are measured as that named agent."""
+    run = trained_run(project, tmp_path)
+    gold = review.gold_draw(project=project, size=0)
+    fresh = [Example.objects.create(project=project, text=f"new ticket {i}") for i in range(4)]
+    for example, label in zip(fresh, ["Billing", "Billing", "Other", "Technical support"], strict=True):
+        GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
+        # The CRM's rules say Billing for everything: right on 2 of 4.
+        Proposal.objects.create(example=example, agent="import:crm", value="Billing")
+    gold.freeze(user=lead)
+    assert services.imported_systems(project, gold) == ["import:crm"]
+    response = lead_client.post(
+        reverse("training:run-evaluate", args=[project.slug, run.number]), {"target_accuracy": "0.95"}
+    )
+    system = Evaluation.objects.get(subject=Evaluation.Subject.SYSTEM)
+    assert (system.agent, system.metrics["accuracy"]) == ("import:crm", 0.5)
+    teacher = Evaluation.objects.get(subject=Evaluation.Subject.TEACHER)
+    assert teacher.agent != "import:crm"
+    page = lead_client.get(response["Location"]).content.decode()
+    assert 'data-system="import:crm"' in page and "0.500" in page
+    with pytest.raises(services.TrainingError, match="not an imported system"):
+        services.evaluate_system(project=project, agent="teacher:m:p1")

@@ -1,0 +1,150 @@
+"""Projects, who works on them, and their labels (or extraction fields)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from tasks import Category, Task, task_for
+
+
+class ProjectQuerySet(models.QuerySet):
+    def for_user(self, user) -> ProjectQuerySet:
+        if user.is_superuser:
+            return self.all()
+        return self.filter(memberships__user=user).distinct()
+
+
+def user_may_create_projects(user) -> bool:
+    """Creating a project makes its creator a lead, who configures a teacher that calls
+    out with the server's API key; so by default only staff or holders of
+    annotation.add_project may (DISTILL_PROJECT_CREATORS=anyone opens it up)."""
+    from django.conf import settings
+
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return settings.PROJECT_CREATORS == "anyone" or user.is_staff or user.has_perm("annotation.add_project")
+
+
+class Project(models.Model):
+    class TaskType(models.TextChoices):
+        CLASSIFICATION = "classification", "Classification"
+        EXTRACTION = "extraction", "Extraction"
+        SUMMARIZATION = "summarization", "Summarization"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    task_type = models.CharField(max_length=20, choices=TaskType.choices, default=TaskType.CLASSIFICATION)
+    guidelines = models.TextField(blank=True, help_text="Annotation guidelines, in Markdown.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def task(self) -> Task:
+        """The project's task type, bound to its labels (or fields): ask it, never the answer.
+
+        Cached on the instance; ``forget_task()`` after changing labels.
+        """
+        cached = self.__dict__.get("_task")
+        if cached is None:
+            cached = self.__dict__["_task"] = task_for(self.task_type, self.categories())
+        return cached
+
+    def forget_task(self) -> None:
+        self.__dict__.pop("_task", None)
+
+    def categories(self) -> list[Category]:
+        return [label.as_category() for label in self.labels.all()]
+
+    def role_of(self, user) -> str | None:
+        """The user's role in this project, or None for an outsider."""
+        if not user.is_authenticated:
+            return None
+        membership = self.memberships.filter(user=user).only("role").first()
+        if membership:
+            return membership.role
+        # Superusers administer every project as leads.
+        return Membership.Role.LEAD if user.is_superuser else None
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        LEAD = "lead", "Lead"
+        REVIEWER = "reviewer", "Reviewer"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.REVIEWER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_unique_user_project")
+        ]
+        ordering = ["project", "user"]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
+
+
+class Label(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    key = models.CharField(
+        max_length=1, blank=True, help_text="Keyboard key that picks this label in review."
+    )
+    order = models.PositiveIntegerField(default=0)
+    # Extraction fields: the highlight colour in review, and whether a text may hold
+    # several values of the field (a classification label ignores both).
+    color = models.CharField(
+        max_length=20, blank=True, help_text="Extraction: highlight colour, e.g. #f4a261."
+    )
+    allows_many = models.BooleanField(
+        default=True, help_text="Extraction: a text may hold several values of this field."
+    )
+
+    class Meta:
+        ordering = ["order", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="label_unique_name"),
+            models.UniqueConstraint(fields=["project", "key"], condition=~Q(key=""), name="label_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_category(self) -> Category:
+        return Category(
+            name=self.name,
+            description=self.description,
+            key=self.key,
+            color=self.color,
+            allows_many=self.allows_many,
+        )
+
+
+# Keys the review screen keeps for its own actions (accept, reject, skip,
+# undo, help), so labels never take them.
+RESERVED_KEYS = frozenset("asux?")
+LABEL_KEY_SEQUENCE = "123456789" + "".join(c for c in "bcdefghijklmnopqrtvwyz" if c not in RESERVED_KEYS)
+
+
+def next_free_key(used: set[str]) -> str:
+    for key in LABEL_KEY_SEQUENCE:
+        if key not in used:
+            return key
+    return ""

@@ -1,0 +1,44 @@
+"""Review support: reviewers' holds on cards and label-quality scoring runs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from annotation.models.examples import Example
+from annotation.models.projects import Project
+from distillapp.models import BackgroundJob
+
+CLAIM_SECONDS = 120
+
+
+class ReviewClaim(models.Model):
+    """A short hold on an example, so two reviewers never get the same card."""
+
+    example = models.OneToOneField(Example, on_delete=models.CASCADE, related_name="claim")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.example_id} held by {self.user_id} until {self.expires_at:%H:%M:%S}"
+
+
+class QualityRun(BackgroundJob):
+    """One scoring of likely label errors over a project's labelled examples."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Scoring"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quality_runs")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    examples = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Quality run {self.pk} ({self.get_status_display()})"

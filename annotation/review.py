@@ -373,14 +373,18 @@ def gold_next_blind(*, gold_set: GoldSet, user, skipped: list[int] | tuple = ())
         Example.objects.filter(gold_items__gold_set=gold_set)
         .exclude(pk__in=mine)
         .filter(~Exists(held_by_others))
-        .annotate(
-            blind=Count("reviews", filter=Q(reviews__kind=Review.Kind.BLIND)),
-            is_skipped=Case(When(pk__in=list(skipped), then=Value(1)), default=Value(0)),
-        )
+        .annotate(blind=Count("reviews", filter=Q(reviews__kind=Review.Kind.BLIND)))
         .filter(blind__lt=2)
-        .order_by("is_skipped", "-blind", "pk")  # finish half-done items first
-        .values_list("pk", flat=True)
     )
+    order = ["-blind", "pk"]  # finish half-done items first
+    if skipped:
+        # Only with something skipped: with none, the CASE is a constant, which PostgreSQL
+        # reads in ORDER BY as a column position ("position 0 is not in select list").
+        candidates = candidates.annotate(
+            is_skipped=Case(When(pk__in=list(skipped), then=Value(1)), default=Value(0))
+        )
+        order.insert(0, "is_skipped")
+    candidates = candidates.order_by(*order).values_list("pk", flat=True)
     for pk in candidates[:5]:
         if _claim(pk, user):
             return Example.objects.get(pk=pk)

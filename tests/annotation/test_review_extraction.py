@@ -169,8 +169,9 @@ def test_accept_and_reject_of_an_extraction_proposal(extraction, reviewer_client
     first, second = booking(extraction), booking(extraction, text="Another " + TEXT)
     assert act(reviewer_client, extraction, first, verdict="accept").status_code == 200
     assert act(reviewer_client, extraction, second, verdict="reject").status_code == 200
-    assert {(r.example_id, r.verdict, json.dumps(r.value)) for r in Review.objects.all()} == {
-        (first.pk, "accept", json.dumps(PROPOSED)),
+    # sort_keys: PostgreSQL's jsonb keeps keys in its own order.
+    assert {(r.example_id, r.verdict, json.dumps(r.value, sort_keys=True)) for r in Review.objects.all()} == {
+        (first.pk, "accept", json.dumps(PROPOSED, sort_keys=True)),
         (second.pk, "reject", "null"),
     }
 

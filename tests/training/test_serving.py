@@ -16,6 +16,9 @@ from tests.conftest import make_project
 from tests.training.conftest import make_run
 from training import serving
 from training.models import DeploymentEvent, ModelVersion, PredictionLog, ServingConfig
+from training.serving import cache as serving_cache
+from training.serving import routing as serving_routing
+from training.serving import writer as serving_writer
 
 pytestmark = pytest.mark.django_db
 
@@ -326,7 +329,7 @@ def test_another_process_promotion_is_noticed_within_the_cache_ttl(project, lead
     """A change no signal announces here (made by another process) is seen within the TTL."""
     version, raw = live
     now = [1000.0]
-    monkeypatch.setattr(serving, "_clock", lambda: now[0])
+    monkeypatch.setattr(serving_cache, "_clock", lambda: now[0])
     set_threshold(version, 0.0)
     assert call(raw, project.slug, {"texts": ["hello"]})[1]["predictions"][0]["route"] == "student"
     # Another process raises the threshold: a bare UPDATE, no signal reaches this one.
@@ -413,7 +416,7 @@ def test_traffic_examples_are_written_in_the_background(project, live, settings)
     deadline = time.monotonic() + 10
     while serving.traffic_examples.pending() and time.monotonic() < deadline:
         time.sleep(0.05)
-    serving._flush_at_exit()
+    serving_writer._flush_at_exit()
     assert Example.objects.filter(source="traffic").count() == 3
 
 
@@ -423,7 +426,7 @@ def test_a_failed_traffic_write_is_retried_whole_and_once(project, live, setting
 
     version, _ = live
     settings.SERVING_LOG_FLUSH_SECONDS = 3600  # the thread sleeps; this test flushes by hand
-    writer = serving._BackgroundWriter("test-traffic", serving._write_traffic, chunk=1)
+    writer = serving_writer._BackgroundWriter("test-traffic", serving_writer._write_traffic, chunk=1)
     items = [
         serving.TrafficExample(
             project_id=project.pk, text=text, proposals=({"agent": "student:run-1", "value": "Billing"},)
@@ -457,13 +460,13 @@ def test_buffered_rows_are_written_at_exit(project, live, settings, monkeypatch)
     set_threshold(version, 1.0)
     settings.SERVING_LOG_FLUSH_SECONDS = 3600  # the writers' threads wait an hour
     for name, write, chunk in [
-        ("traffic_examples", serving._write_traffic, 1),
-        ("prediction_logs", serving._write_logs, 500),
+        ("traffic_examples", serving_writer._write_traffic, 1),
+        ("prediction_logs", serving_writer._write_logs, 500),
     ]:
-        monkeypatch.setattr(serving, name, serving._BackgroundWriter(name, write, chunk=chunk))
+        monkeypatch.setattr(serving_writer, name, serving_writer._BackgroundWriter(name, write, chunk=chunk))
     call(raw, project.slug, {"texts": ["late one", "late two"]})
     assert not Example.objects.filter(source="traffic").exists() and not PredictionLog.objects.exists()
-    serving._flush_at_exit()  # what atexit runs when the process stops
+    serving_writer._flush_at_exit()  # what atexit runs when the process stops
     assert Example.objects.filter(source="traffic").count() == 2
     assert PredictionLog.objects.count() == 2
 
@@ -523,7 +526,7 @@ def test_warm_up_is_bounded(project, live, monkeypatch):
     import time
 
     release = threading.Event()
-    monkeypatch.setattr(serving, "student_predict", lambda version, texts: release.wait(10))
+    monkeypatch.setattr(serving_routing, "student_predict", lambda version, texts: release.wait(10))
     started = time.monotonic()
     assert serving.warm_up(timeout=0.2) == []  # still loading: the process serves meanwhile
     assert time.monotonic() - started < 2

@@ -1,0 +1,94 @@
+"""Serving the student: model versions, tokens, confidence routing, monitoring and cost.
+
+One module per concept; this package re-exports their public names, so callers write
+`from training import serving` and `serving.predict_texts(...)`. A test that replaces a
+name must replace it in the module that looks it up (`training.serving.routing`, ...).
+"""
+
+from __future__ import annotations
+
+from training.serving.cache import forget_cached
+from training.serving.config import ServingError, serving_config_for
+from training.serving.cost import (
+    COST_CHART_MAX_MONTHS,
+    COST_CHART_MONTHS,
+    api_cost,
+    break_even_month,
+    cost_inputs,
+    cost_report,
+    model_cost,
+    nice_step,
+)
+from training.serving.monitor import DRIFT_WARNING, latency_summary, monitoring
+from training.serving.routing import (
+    WARM_UP_MAX_VERSIONS,
+    WARM_UP_SECONDS,
+    Answer,
+    Live,
+    live,
+    predict_texts,
+    student_predict,
+    validate_texts,
+    warm_up,
+)
+from training.serving.tokens import TOKEN_TOUCH_SECONDS, token_check, token_create, token_revoke
+from training.serving.versions import (
+    QUANTIZED_MAX_DROP,
+    SERVING_BATCH_SIZE,
+    active_version,
+    no_threshold_reason,
+    onnx_dir_for,
+    onnx_measurement,
+    onnx_prepare,
+    quantized_may_activate,
+    recommended_threshold,
+    threshold_recommendation,
+    version_promote,
+    version_rollback,
+)
+from training.serving.writer import TrafficExample, prediction_logs, traffic_examples
+
+__all__ = [
+    "COST_CHART_MAX_MONTHS",
+    "COST_CHART_MONTHS",
+    "DRIFT_WARNING",
+    "QUANTIZED_MAX_DROP",
+    "SERVING_BATCH_SIZE",
+    "TOKEN_TOUCH_SECONDS",
+    "WARM_UP_MAX_VERSIONS",
+    "WARM_UP_SECONDS",
+    "Answer",
+    "Live",
+    "ServingError",
+    "TrafficExample",
+    "active_version",
+    "api_cost",
+    "break_even_month",
+    "cost_inputs",
+    "cost_report",
+    "forget_cached",
+    "latency_summary",
+    "live",
+    "model_cost",
+    "monitoring",
+    "nice_step",
+    "no_threshold_reason",
+    "onnx_dir_for",
+    "onnx_measurement",
+    "onnx_prepare",
+    "predict_texts",
+    "prediction_logs",
+    "quantized_may_activate",
+    "recommended_threshold",
+    "serving_config_for",
+    "student_predict",
+    "threshold_recommendation",
+    "token_check",
+    "token_create",
+    "token_revoke",
+    "traffic_examples",
+    "validate_texts",
+    "version_promote",
+    "version_rollback",
+    "warm_up",
+]

@@ -1,0 +1,45 @@
+"""The request path's per-process cache of tokens, serving configs and active versions."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.db import transaction
+
+# A serving process keeps each token it has seen, and each project's serving config and
+# active version, for SERVING_CACHE_SECONDS: a prediction then makes no query of its own
+# (its log row is written in the background: writer.py). The process that promotes, rolls
+# back, revokes or changes settings forgets at once; every other process notices within
+# the TTL, without a restart. bench/README.md ("Serving") has what this saves.
+
+_cache: dict[tuple, tuple[float, object]] = {}
+_CACHE_MAX_ENTRIES = 10_000
+_clock = time.monotonic  # the cache's clock (tests move it forward)
+
+
+def _cached(key: tuple, load):
+    ttl = settings.SERVING_CACHE_SECONDS
+    if ttl <= 0:
+        return load()
+    now = _clock()
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    value = load()
+    if len(_cache) >= _CACHE_MAX_ENTRIES:
+        _cache.clear()
+    _cache[key] = (now + ttl, value)
+    return value
+
+
+def forget_cached() -> None:
+    """Drop this process's cached tokens, configs and versions (after a change to any of them)."""
+    _cache.clear()
+
+
+def _forget_now_and_on_commit() -> None:
+    # Now for this transaction's own reads, and again on commit, so a request that cached
+    # the old state in between does not keep it.
+    forget_cached()
+    transaction.on_commit(forget_cached)

@@ -1,0 +1,146 @@
+"""Writes kept off the request path: prediction logs and traffic examples, from background threads."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
+
+from annotation.models import Example, Proposal
+from training.models import PredictionLog
+
+logger = logging.getLogger(__name__)
+
+# Rows buffered beyond this (the database has been unreachable for a long while) are dropped,
+# loudly, rather than growing the process without bound.
+_MAX_BUFFERED = 100_000
+
+
+class _BackgroundWriter:
+    """Buffers rows the request path produces and writes them from one background thread.
+
+    With SERVING_LOG_FLUSH_SECONDS = 0 every `add` writes at once (the tests' setting).
+    Each chunk is written in one transaction and leaves the buffer only once committed: a
+    chunk that fails on a database error stays at the head of the buffer for the next
+    flush, and is never written twice. Rows still buffered when the process exits normally
+    are written by an atexit hook; a killed process loses at most one interval of them.
+    """
+
+    def __init__(self, name: str, write, *, chunk: int) -> None:
+        self._name = name
+        self._write = write  # writes one chunk (a list) in one transaction
+        self._chunk = chunk
+        self._rows: list = []
+        self._lock = threading.Lock()  # guards _rows
+        self._flushing = threading.Lock()  # one flush at a time: the thread's and the exit hook's
+        self._wake = threading.Event()
+        self._pid: int | None = None
+
+    def add(self, rows: list) -> None:
+        interval = settings.SERVING_LOG_FLUSH_SECONDS
+        if interval <= 0:
+            for start in range(0, len(rows), self._chunk):
+                self._write(rows[start : start + self._chunk])
+            return
+        with self._lock:
+            if len(self._rows) + len(rows) > _MAX_BUFFERED:
+                logger.error(
+                    "%s: %d rows buffered; dropping %d new ones", self._name, len(self._rows), len(rows)
+                )
+                return
+            self._rows.extend(rows)
+            if self._pid != os.getpid():  # first use in this process (gunicorn forks workers)
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name=self._name, daemon=True).start()
+            if len(self._rows) >= 500:
+                self._wake.set()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def flush(self) -> int:
+        """Write what is buffered; the number of rows written. Raises on a database error."""
+        with self._flushing:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            written = 0
+            try:
+                for start in range(0, len(rows), self._chunk):
+                    self._write(rows[start : start + self._chunk])
+                    written = start + len(rows[start : start + self._chunk])
+            except (OperationalError, InterfaceError):
+                # The database is away or busy: kept, in order, ahead of what arrived meanwhile.
+                with self._lock:
+                    self._rows[:0] = rows[written:]
+                raise
+            except Exception:
+                # Not the database being away but the rows themselves: retrying would fail
+                # forever and hold back every row behind them.
+                logger.exception(
+                    "%s: dropping %d rows that cannot be written", self._name, len(rows) - written
+                )
+                with self._lock:
+                    self._rows[:0] = rows[written + self._chunk :]
+                raise
+            return written
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(settings.SERVING_LOG_FLUSH_SECONDS or 1.0)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # a database hiccup must not kill the writer
+                logger.exception("%s: writing failed; will retry", self._name)
+            finally:
+                # Closed after each write: an idle writer holds no connection (PostgreSQL
+                # counts them; a test database cannot be dropped while one is open).
+                connections.close_all()
+
+
+def _write_logs(rows: list[PredictionLog]) -> None:
+    PredictionLog.objects.bulk_create(rows)  # one statement: all or nothing
+
+
+@dataclass(frozen=True)
+class TrafficExample:
+    """A served text kept for review, with the proposals that came with it (`Proposal` fields)."""
+
+    project_id: int
+    text: str
+    proposals: tuple[dict, ...]
+
+
+def _write_traffic(items: list[TrafficExample]) -> None:
+    for item in items:
+        try:
+            with transaction.atomic():
+                example = Example.objects.create(
+                    project_id=item.project_id, text=item.text.strip(), source=Example.Source.TRAFFIC
+                )
+                for fields in item.proposals:
+                    Proposal.objects.create(example=example, **fields)
+                Example.objects.filter(pk=example.pk).sync_queue_fields()
+        except IntegrityError:
+            pass  # seen before (it is already in the project), or its project is gone
+
+
+prediction_logs = _BackgroundWriter("prediction-log", _write_logs, chunk=500)
+# One example per transaction: a retried chunk never stores a text twice, and one text's
+# failure holds back no other.
+traffic_examples = _BackgroundWriter("traffic-examples", _write_traffic, chunk=1)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for writer in (traffic_examples, prediction_logs):
+        try:
+            writer.flush()
+        except Exception:
+            logger.exception("Writing buffered rows at exit failed")

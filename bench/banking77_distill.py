@@ -18,7 +18,7 @@ DATABASE_URL and REDIS_URL are removed, DJANGO_SETTINGS_MODULE=distillapp.settin
    launch form's defaults), ``run_claim``, ``run_execute`` and ``evaluate_run`` on gold v1.
    ``run_execute`` also predicts every non-gold example afterwards (the student's proposals);
    that is timed on its own (``predict_all_seconds``) by wrapping
-   ``services.student_predict_all`` at run time; ``phases_s`` breaks the whole run down.
+   ``training.services.runs.student_predict_all`` at run time; ``phases_s`` breaks the whole run down.
 2. simulated_teacher: a second project built the same way, except that the train texts carry
    the labels of bench/simulated_teacher.py (a SIMULATION of gpt-3.5-turbo 8-shot: exactly
    81.6 % right, every error the nearest other label by name) and test.csv is imported with the
@@ -269,6 +269,7 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
     from tasks.classification import student
     from training import services as training_services
     from training.models import TrainingRun
+    from training.services import runs as training_runs  # where run_execute looks them up
 
     hyperparameters = {"epochs": epochs} if epochs is not None else None  # None: the defaults
     phases = Phases()
@@ -287,9 +288,9 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
     execute_started = time.monotonic()
     try:
         with (
-            phases.wrap(training_services, "training_set"),
+            phases.wrap(training_runs, "training_set"),
             phases.wrap(student, "train"),
-            phases.wrap(training_services, "student_predict_all"),
+            phases.wrap(training_runs, "student_predict_all"),
             phases.wrap(student, "predict"),
         ):
             run = training_services.run_execute(run=run)

@@ -88,6 +88,7 @@ def test_the_evaluation_page_warns_when_gold_was_trained_on(
     from tasks.classification import student as classification_student
     from training import services
     from training.models import TrainingRun
+    from training.services import runs
 
     lead = django_user_model.objects.create_user(username="lena", password="a-long-password")
     project = make_project(lead=lead, slug="support")
@@ -101,7 +102,7 @@ def test_the_evaluation_page_warns_when_gold_was_trained_on(
         project=project, number=1, status="succeeded", artifact_path=str(tmp_path)
     )
     rows = services.training_set(project=project)
-    services._write_manifest(tmp_path, run, rows[:6], [], ["Billing", "Technical support", "Other"], {})
+    runs._write_manifest(tmp_path, run, rows[:6], [], ["Billing", "Technical support", "Other"], {})
     fresh = Example.objects.create(project=project, text="the app crashes on login")
     gold = review.gold_draw(project=project, size=0)
     for example, label in [(examples[0], "Billing"), (examples[1], "Billing"), (fresh, "Technical support")]:

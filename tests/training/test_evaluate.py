@@ -14,6 +14,7 @@ from annotation.models import Example, GoldSetItem, Proposal, Review
 from tasks.classification import student as classification_student
 from training import services
 from training.models import Evaluation, TrainingRun
+from training.services import runs
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +39,7 @@ def trained_run(project, tmp_path, *, number: int = 1) -> TrainingRun:
     )
     (tmp_path / f"run-{number}").mkdir()
     rows = services.training_set(project=project)
-    services._write_manifest(tmp_path / f"run-{number}", run, rows[:-2], rows[-2:], LABELS, {})
+    runs._write_manifest(tmp_path / f"run-{number}", run, rows[:-2], rows[-2:], LABELS, {})
     return run
 
 

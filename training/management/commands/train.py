@@ -78,10 +78,17 @@ class Command(BaseCommand):
         ):
             run = services.run_execute(run=run)
         validation = run.metrics.get("validation", {})
+        # The student reports its task's own validation number (accuracy, or strict F1 for spans).
+        name, value = next(
+            ((k, v) for k, v in validation.items() if k in ("accuracy", "strict_f1") and v is not None),
+            ("validation", None),
+        )
+        measured = (
+            f"validation {name.replace('_', ' ')} {value:.3f}" if value is not None else "no validation split"
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Run {run.number} {run.get_status_display().lower()} on {run.device or '?'} in "
-                f"{run.train_seconds or 0:.0f} s; validation accuracy {validation.get('accuracy', float('nan')):.3f}; "
-                f"artifacts in {run.artifact_path}."
+                f"{run.train_seconds or 0:.0f} s; {measured}; artifacts in {run.artifact_path}."
             )
         )

@@ -61,6 +61,11 @@ class EvaluateForm(forms.Form):
     )
     target_accuracy = forms.FloatField(min_value=0.5, max_value=1.0, initial=0.95)
 
+    def __init__(self, *args, task=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if task is not None:  # "Target accuracy", or "Target exact match" for span answers
+            self.fields["target_accuracy"].label = f"Target {task.right_name}"
+
 
 class PromoteForm(forms.Form):
     run = forms.IntegerField(min_value=1, label="Run number")

@@ -111,7 +111,7 @@ def _run_context(request, project, role, run) -> dict:
         "is_lead": role == "lead",
         "run": run,
         "loss_chart": _loss_chart(run),
-        "evaluate_form": EvaluateForm(),
+        "evaluate_form": EvaluateForm(task=project.task),
         "evaluations": run.evaluations.select_related("gold_set"),
     }
 

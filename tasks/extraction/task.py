@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping
 
-from tasks.base import Answer, AnswerError, Category, Task
+from tasks.base import Answer, AnswerError, Category, Task, json_answer
 from tasks.extraction import measure
 from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
 
 SUMMARY_LIMIT = 100
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
 class ExtractionTask(Task):
@@ -127,16 +125,9 @@ class ExtractionTask(Task):
 
     def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
         """Every value located verbatim in the text, or (None, why): never a partial answer."""
-        if content is None or not content.strip():
-            return None, "empty answer"
-        raw = content.strip()
-        fenced = _FENCE.match(raw)
-        if fenced:
-            raw = fenced.group(1)
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError:
-            return None, f"answer is not valid JSON: {content[:200]!r}"
+        obj, error = json_answer(content)
+        if error:
+            return None, error
         entities = obj.get("entities") if isinstance(obj, dict) else obj
         if not isinstance(entities, list):
             return None, f'answer has no "entities" list: {content[:200]!r}'

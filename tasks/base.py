@@ -187,12 +187,30 @@ class Task(ABC):
         (``{"example", "gold", "predicted", "confidence"}``); `texts` maps example id to text."""
         return {}
 
-    @property
-    def student(self):
-        """The task type's student module: train, predict, export_onnx, predict_onnx."""
+    # Run kind -> the module in this task's package that trains and serves that kind of
+    # student (train, predict, predict_proba, export_onnx, predict_onnx). Every task type has
+    # a fine-tune; classification adds the quick student and the ensemble of two runs.
+    student_kinds: dict[str, str] = {"finetune": "student"}
+
+    def student_for(self, kind: str):
+        """The student module of this run kind (``TrainingRun.kind``)."""
         from importlib import import_module
 
-        return import_module(f"{type(self).__module__.rpartition('.')[0]}.student")
+        if kind not in self.student_kinds:
+            raise ValueError(
+                f"{self.title} has no {kind!r} student (it has {', '.join(self.student_kinds)})."
+            )
+        return import_module(f"{type(self).__module__.rpartition('.')[0]}.{self.student_kinds[kind]}")
+
+    @property
+    def student(self):
+        """The task type's fine-tuned student module: train, predict, export_onnx, predict_onnx."""
+        return self.student_for("finetune")
+
+    def default_hyperparameters(self, kind: str = "finetune") -> dict:
+        """This task type's launch-form defaults for a run kind, over the shared ones
+        (training.models.default_hyperparameters)."""
+        return {}
 
     # --- serving ------------------------------------------------------------------------
 

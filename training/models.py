@@ -24,6 +24,12 @@ def default_hyperparameters() -> dict:
 
 
 class TrainingRun(BackgroundJob):
+    class Kind(models.TextChoices):
+        # The task type says which kinds it has a student for (tasks.base.Task.student_kinds).
+        FINETUNE = "finetune", "Fine-tune"
+        QUICK = "quick", "Quick (frozen embeddings + logistic regression)"
+        ENSEMBLE = "ensemble", "Average of two runs"
+
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"
         RUNNING = "running", "Training"
@@ -39,6 +45,14 @@ class TrainingRun(BackgroundJob):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
     number = models.PositiveIntegerField(
         help_text="Run N of this project: the student's agent is student:run-N."
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FINETUNE)
+    members = models.ManyToManyField(
+        "self",
+        symmetrical=False,
+        blank=True,
+        related_name="ensembles",
+        help_text="An ensemble's runs, whose probabilities it averages.",
     )
     base_model = models.CharField(max_length=500, blank=True, help_text="Empty: the bundled MiniLM-L6.")
     hyperparameters = models.JSONField(default=default_hyperparameters)

@@ -40,7 +40,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
             "project": project,
             "is_lead": role == "lead",
             "runs": project.training_runs.order_by("-number"),
-            "form": LaunchForm(),
+            "form": LaunchForm(project=project),
             "estimate": estimate,
             "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
         },
@@ -51,7 +51,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
-    form = LaunchForm(request.POST)
+    form = LaunchForm(request.POST, project=project)
     if not form.is_valid():
         messages.error(request, _form_errors(form))
         return redirect("training:runs", slug=project.slug)
@@ -65,6 +65,8 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
             label_source=data["label_source"],
             teacher_min_confidence=data["teacher_min_confidence"],
             include_synthetic=data["include_synthetic"],
+            kind=data["kind"],
+            members=[_run(project, number) for number in form.member_numbers()],
         )
     except services.TrainingError as exc:
         messages.error(request, str(exc))

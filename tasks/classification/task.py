@@ -25,6 +25,16 @@ class ClassificationTask(Task):
     score_name = "accuracy"
     # One label is nothing to tell apart.
     min_training_categories = 2
+    student_kinds = {"finetune": "student", "quick": "quick", "ensemble": "ensemble"}
+
+    def default_hyperparameters(self, kind: str = "finetune") -> dict:
+        if kind == "quick":
+            from tasks.classification.quick import DEFAULT_C
+
+            # It embeds once and fits a head: no epochs or learning rate. Texts are cut at
+            # 128 tokens, the length the base model was trained to embed.
+            return {"C": DEFAULT_C, "max_length": 128}
+        return {}
 
     def validate(self, value: Answer, *, text: str = "") -> Answer:
         if not isinstance(value, str) or value.strip() not in self.names:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from distillapp import ml
 from training.models import Evaluation, TrainingRun
 
 
@@ -65,3 +66,15 @@ def make_run(project, artifacts, *, number: int = 1, evaluated: bool = True) -> 
             },
         )
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_base_path(tmp_path_factory) -> str:
+    return ml.make_tiny_model(tmp_path_factory.mktemp("tiny") / "base")
+
+
+@pytest.fixture
+def tiny_base(tiny_base_path, settings) -> str:
+    """The tiny model, on the operator's list of base models (as a deployment would add it)."""
+    settings.STUDENT_BASE_MODELS = [tiny_base_path]
+    return tiny_base_path

@@ -14,7 +14,6 @@ from django.utils import timezone
 from rq import SimpleWorker
 
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, Review
-from distillapp import ml
 from tasks import measure as metrics
 from tasks.classification.task import classification_metrics
 from training import services
@@ -26,18 +25,6 @@ WORDS = {
     "Billing": ["invoice", "refund", "charged", "payment", "receipt", "billing"],
     "Technical support": ["crash", "error", "bug", "login", "broken", "freeze"],
 }
-
-
-@pytest.fixture(scope="session")
-def tiny_base_path(tmp_path_factory) -> str:
-    return ml.make_tiny_model(tmp_path_factory.mktemp("tiny") / "base")
-
-
-@pytest.fixture
-def tiny_base(tiny_base_path, settings) -> str:
-    """The tiny model, on the operator's list of base models (as a deployment would add it)."""
-    settings.STUDENT_BASE_MODELS = [tiny_base_path]
-    return tiny_base_path
 
 
 def labelled(project, reviewer, n_per_label: int = 12):

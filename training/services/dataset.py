@@ -38,7 +38,10 @@ def approx_tokens(text: str, max_length: int) -> float:
 def measured_cpu_speed() -> tuple[float, TrainingRun | None]:
     """Examples x epochs per second of the latest finished CPU run here, else the default."""
     for run in TrainingRun.objects.filter(
-        status=TrainingRun.Status.SUCCEEDED, device="cpu", train_seconds__gte=30
+        status=TrainingRun.Status.SUCCEEDED,
+        kind=TrainingRun.Kind.FINETUNE,
+        device="cpu",
+        train_seconds__gte=30,
     ).order_by("-finished_at")[:5]:
         examples = (run.counts or {}).get("train")
         epochs = {**default_hyperparameters(), **run.hyperparameters}.get("epochs")

@@ -98,6 +98,7 @@ def evaluate_run(
         Path(run.artifact_path) / "model",
         [i.example.text for i in scored],
         hp["max_length"],
+        kind=run.kind,
     )
     predicted = {i.example_id: (lab, conf) for i, lab, conf in zip(scored, labels, confidences, strict=True)}
     return _finish_evaluation(

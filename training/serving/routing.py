@@ -88,7 +88,7 @@ def validate_texts(texts, config: ServingConfig) -> list[str]:
 def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list, list[float]]:
     """The version's answers (made valid by the task: one value for a field that takes one)."""
     task = version.project.task
-    student = task.student
+    student = task.student_for(version.run.kind)
     max_length = {**default_hyperparameters(), **version.run.hyperparameters}["max_length"]
     if version.runtime == ModelVersion.Runtime.ONNX_INT8:
         answers, confidences = student.predict_onnx(
@@ -170,8 +170,7 @@ def predict_texts(
     `state` is the request path's cached config and version (`live()`); without it both
     are read from the database.
     """
-    from annotation.labeling import teacher_answers
-    from annotation.teacher import TeacherError
+    from annotation.teacher import TeacherError, teacher_answers
 
     state = state or Live(config=serving_config_for(project), version=active_version(project))
     config, version = state.config, state.version

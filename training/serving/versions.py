@@ -175,6 +175,12 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
 
     if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
         raise ServingError(f"Run {run.number} has no trained model to quantize.", code="not_trained")
+    if run.kind != TrainingRun.Kind.FINETUNE:
+        raise ServingError(
+            f"Run {run.number} is a {run.get_kind_display().lower()} run: only fine-tuned runs have an "
+            "ONNX int8 export; promote it on PyTorch.",
+            code="no_onnx",
+        )
     task = run.project.task
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if gold_version is not None:

@@ -128,13 +128,15 @@ class LabelledEncodings:
     """A map-style dataset of tokenizer columns and their labels (no padding: the collator pads).
 
     `labels` are a class id per row (sequence classification) or a list of tag ids per row
-    (token classification); every student trains on one of these.
+    (token classification); every student trains on one of these. `weights` (one float per
+    row) reach the student's ``compute_loss`` as ``inputs["sample_weight"]``.
     """
 
-    def __init__(self, columns: dict, labels: list):
+    def __init__(self, columns: dict, labels: list, weights: list[float] | None = None):
         keep = ("input_ids", "token_type_ids", "attention_mask")
         self.columns = {key: columns[key] for key in keep if key in columns}
         self.labels = labels
+        self.weights = weights
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -142,6 +144,8 @@ class LabelledEncodings:
     def __getitem__(self, index: int) -> dict:
         item = {key: values[index] for key, values in self.columns.items()}
         item["labels"] = self.labels[index]
+        if self.weights is not None:
+            item["sample_weight"] = float(self.weights[index])
         return item
 
 
@@ -191,6 +195,9 @@ def fit(
         dataloader_num_workers=0,
         # Batches of similar length pad less: 2-3x faster on CPU for short texts (bench/README.md).
         train_sampling_strategy="group_by_length",
+        # The datasets hold only the model's inputs, labels and (optionally) sample_weight,
+        # which compute_loss needs: nothing to remove.
+        remove_unused_columns=False,
     )
     state = {"stopped": False, "loss": None}
 

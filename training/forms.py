@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from training.models import TrainingRun, default_hyperparameters
+from training.services.dataset import NOISE_HANDLING
 
 DEFAULTS = default_hyperparameters()
 
@@ -49,6 +50,13 @@ class LaunchForm(forms.Form):
         min_value=0, max_value=1, initial=0.0, label="Teacher confidence at least"
     )
     include_synthetic = forms.BooleanField(required=False, label="Also learn from synthetic examples")
+    noise_handling = forms.ChoiceField(
+        choices=list(NOISE_HANDLING.items()),
+        initial="none",
+        required=False,
+        label="Unreviewed labels",
+        help_text="Reviewed labels always count in full. Pruning uses the latest label-quality scores.",
+    )
     base_model = forms.ChoiceField(
         choices=(),
         required=False,
@@ -82,6 +90,7 @@ class LaunchForm(forms.Form):
         "quick": {"C"},
     }
     SHARED_FIELDS = (
+        "noise_handling",
         "label_source",
         "teacher_min_confidence",
         "include_synthetic",
@@ -111,6 +120,8 @@ class LaunchForm(forms.Form):
         if project is None:
             return
         task = project.task
+        if not task.scores_label_errors:
+            del self.fields["noise_handling"]
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
         self.kind_help = {k.value: KIND_HELP[k] for k in kinds}
@@ -137,8 +148,10 @@ class LaunchForm(forms.Form):
 
     def hyperparameters(self) -> dict:
         kind = self.cleaned_data["kind"]
-        keys = {"seed", "validation_fraction", "class_weighting"} | self.KIND_FIELDS.get(kind, set())
-        return {k: self.cleaned_data[k] for k in sorted(keys) if self.cleaned_data.get(k) is not None}
+        keys = {"seed", "validation_fraction", "class_weighting", "noise_handling"} | self.KIND_FIELDS.get(
+            kind, set()
+        )
+        return {k: self.cleaned_data[k] for k in sorted(keys) if self.cleaned_data.get(k) not in (None, "")}
 
     def member_numbers(self) -> list[int]:
         return [

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import ml
+from tasks import measure
 
 HEAD_FILE = "quick_head.joblib"
 CONFIG_FILE = "quick_student.json"
@@ -57,13 +58,16 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     embedding_cache_dir: Path | None = None,
     c: float = DEFAULT_C,
+    weights: list[float] | None = None,
 ) -> ml.TrainResult:
     """Embed `texts` with the frozen `base_model` and fit a logistic-regression head over `names`.
 
     Each embedding batch is one progress step and fitting the head the last; `should_stop()`
     is asked before every batch and before the fit, and a true answer raises ``ml.Stopped``
     with nothing written to `output_dir` (cached embeddings made so far are kept).
-    Uses `hyperparameters.max_length`, `.class_weighting` ("balanced" weights) and `.seed`.
+    Uses `hyperparameters.max_length`, `.class_weighting` ("balanced" weights) and `.seed`;
+    `weights` (one per text) are the fit's sample weights. A temperature fitted on the
+    validation split is kept in the config and applied by ``predict_proba``.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -101,7 +105,9 @@ def train(
         random_state=hp.seed,
     )
     with _one_blas_thread():
-        head.fit(vectors[: len(texts)], targets)
+        head.fit(
+            vectors[: len(texts)], targets, sample_weight=None if weights is None else np.asarray(weights)
+        )
         probabilities = head.predict_proba(vectors)
     fit_seconds = time.monotonic() - fit_started
     total_steps = embed_batches[0] + 1
@@ -124,9 +130,9 @@ def train(
         "class_weight": head.class_weight,
         "train_examples": len(texts),
         "iterations": int(np.max(head.n_iter_)),
+        "temperature": 1.0,
         "timings": {"embed_seconds": round(embed_seconds, 3), "head_fit_seconds": round(fit_seconds, 3)},
     }
-    (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     result = ml.TrainResult(
         device=ml.device(), seconds=time.monotonic() - started, steps=total_steps, stopped_early=False
     )
@@ -135,6 +141,13 @@ def train(
         predicted = [names[i] for i in proba.argmax(axis=1)]
         correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
         result.validation = {"examples": len(validation_texts), "accuracy": correct / len(validation_texts)}
+        known = [i for i, label in enumerate(validation[1]) if label in index]
+        fitted = measure.fit_temperature(
+            np.log(np.clip(proba[known], 1e-30, None)), np.array([index[validation[1][i]] for i in known])
+        )
+        config["temperature"] = fitted["temperature"]
+        result.validation["calibration"] = fitted
+    (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     return result
 
 
@@ -184,8 +197,13 @@ def predict_proba(
         batch_size=batch_size,
     )
     with _one_blas_thread():
-        probabilities = head.predict_proba(vectors)
-    return _columns(head, probabilities, len(names)).astype(np.float32), names
+        probabilities = _columns(head, head.predict_proba(vectors), len(names))
+    t = float(config.get("temperature", 1.0))
+    if t != 1.0:
+        # A label the head never saw keeps probability 0 (log 0 = -inf stays -inf).
+        with np.errstate(divide="ignore"):
+            probabilities = measure.apply_temperature(np.log(probabilities), t)
+    return probabilities.astype(np.float32), names
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:

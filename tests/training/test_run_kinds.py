@@ -157,10 +157,10 @@ def test_ensemble_members_are_checked(project, lead, tiny_base, data):
 
 
 def test_extraction_projects_have_only_the_fine_tune(lead, lead_client, settings, tmp_path):
-    from annotation import services as annotation_services
+    from annotation.projects import project_create
 
     settings.DATA_DIR = tmp_path
-    project = annotation_services.project_create(
+    project = project_create(
         name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=[("date", "")]
     )
     with pytest.raises(services.TrainingError, match="no 'quick' student"):

@@ -86,8 +86,15 @@ def training_set(
         raise TrainingError(f"Unknown label source {label_source!r}.")
     task = project.task
     rows = []
-    for pk, text, label, state, digest, source in examples.order_by("pk").values_list(
-        "pk", "text", "current_label", "label_state", "content_hash", "source"
+    for pk, text, label, state, digest, source, confidence, quality in examples.order_by("pk").values_list(
+        "pk",
+        "text",
+        "current_label",
+        "label_state",
+        "content_hash",
+        "source",
+        "teacher_confidence",
+        "quality_score",
     ):
         try:
             # The answer in its normal form; one the project's labels (fields) no longer fit is left out.
@@ -95,9 +102,59 @@ def training_set(
         except AnswerError:
             continue
         rows.append(
-            {"id": pk, "text": text, "label": label, "state": state, "hash": digest, "source": source}
+            {
+                "id": pk,
+                "text": text,
+                "label": label,
+                "state": state,
+                "hash": digest,
+                "source": source,
+                "confidence": confidence,
+                "quality": quality,
+            }
         )
     return rows
+
+
+# Noise handling of unreviewed labels (the launch form's choice, kept in the run's
+# hyperparameters as "noise_handling"); reviewed labels are always kept at full weight.
+NOISE_HANDLING = {
+    "none": "None: every label counts the same",
+    "prune": "Leave out unreviewed labels flagged as likely wrong",
+    "weight": "Weight unreviewed labels by the teacher's confidence",
+    "prune+weight": "Both",
+}
+# cleanlab's normalized margin below 0.5: another label is more likely than the given one
+# (out of sample), i.e. the quality run flags it.
+FLAGGED_BELOW = 0.5
+MIN_WEIGHT = 0.05
+
+
+def handle_noise(rows: list[dict], handling: str) -> tuple[list[dict], list[float] | None, dict]:
+    """The rows to train on, their weights (None: all equal) and what was done, for the manifest."""
+    if handling not in NOISE_HANDLING:
+        raise TrainingError(f"Unknown noise handling {handling!r}; one of {', '.join(NOISE_HANDLING)}.")
+    report: dict = {"noise_handling": handling}
+    if "prune" in handling:
+        unreviewed = [r for r in rows if r["state"] != "reviewed"]
+        scored = [r for r in unreviewed if r["quality"] is not None]
+        flagged = {r["id"] for r in scored if r["quality"] < FLAGGED_BELOW}
+        rows = [r for r in rows if r["id"] not in flagged]
+        report.update(
+            pruned=len(flagged),
+            pruned_share=round(len(flagged) / len(unreviewed), 4) if unreviewed else 0.0,
+            unscored=len(unreviewed) - len(scored),
+        )
+    weights = None
+    if "weight" in handling:
+        weights = [
+            1.0
+            if r["state"] == "reviewed" or r["confidence"] is None
+            else max(MIN_WEIGHT, min(1.0, r["confidence"]))
+            for r in rows
+        ]
+        report["mean_weight"] = round(sum(weights) / len(weights), 4) if weights else None
+    return rows, weights, report
 
 
 def split_validation(

@@ -17,7 +17,14 @@ from django.utils import timezone
 from annotation.models import Example, Membership, Project, Proposal
 from distillapp import rows
 from training.models import TrainingRun, default_hyperparameters
-from training.services.dataset import TrainingError, split_validation, training_estimate, training_set
+from training.services.dataset import (
+    NOISE_HANDLING,
+    TrainingError,
+    handle_noise,
+    split_validation,
+    training_estimate,
+    training_set,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,10 @@ def run_create(
             f"MiniLM-L6{''.join(', ' + m for m in allowed)} (DISTILL_STUDENT_BASE_MODELS)."
         )
     hp = {**run_defaults(task, kind), **(hyperparameters or {})}
+    if hp.get("noise_handling", "none") not in NOISE_HANDLING:
+        raise TrainingError(f"Unknown noise handling {hp['noise_handling']!r}.")
+    if hp.get("noise_handling", "none") != "none" and not task.scores_label_errors:
+        raise TrainingError(f"{task.title} runs have no noise handling yet: choose none.")
     estimate = training_estimate(
         project=project,
         label_source=label_source,
@@ -200,6 +211,8 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
         train, validation = split_validation(
             rows, fraction=hp["validation_fraction"], seed=hp["seed"], stratum=task.stratum
         )
+        # Noise handling touches only the training rows: validation stays the plain labels.
+        train, weights, noise = handle_noise(train, hp.get("noise_handling", "none"))
         label_names = task.training_names([r["label"] for r in rows])
         directory = artifacts_root() / run.project.slug / f"run-{run.number}"
         if directory.exists():
@@ -208,9 +221,12 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
         counts = {
             "train": len(train),
             "validation": len(validation),
+            # Validation scores against these labels: unreviewed ones may be wrong.
+            "validation_reviewed": sum(r["state"] == "reviewed" for r in validation),
             "per_label": task.category_counts([r["label"] for r in train]),
             "reviewed": sum(r["state"] == "reviewed" for r in train),
             "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
+            "noise": noise,
         }
         _write_manifest(directory, run, train, validation, label_names, counts)
         phase("training", counts={**run.counts, **counts})  # the page: "loading the model" until step 1
@@ -237,9 +253,9 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
             return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
 
         fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
-        options = {}
+        options = {} if weights is None else {"weights": weights}
         if run.kind == TrainingRun.Kind.QUICK:
-            options = {"embedding_cache_dir": embedding_cache_dir(), "c": float(hp["C"])}
+            options.update(embedding_cache_dir=embedding_cache_dir(), c=float(hp["C"]))
         result = task.student_for(run.kind).train(
             texts=[r["text"] for r in train],
             answers=[r["label"] for r in train],

@@ -1,0 +1,155 @@
+"""Noise-aware training (pruning flagged teacher labels, weighting by confidence) and the
+calibrated confidences of both student kinds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from annotation.models import Example, Review
+from tasks import measure
+from tasks.classification import quick as quick_student
+from tasks.classification import student as finetune_student
+from training import services
+from training.services.dataset import handle_noise
+
+from .test_training import labelled
+
+pytestmark = pytest.mark.django_db
+
+
+def row(pk, state, confidence=None, quality=None):
+    return {"id": pk, "state": state, "confidence": confidence, "quality": quality}
+
+
+def test_pruning_and_weights_touch_only_unreviewed_labels():
+    rows = [
+        row(1, "reviewed", 0.2, 0.1),  # flagged, but a person said so: kept at weight 1
+        row(2, "proposed", 0.9, 0.1),  # flagged: pruned
+        row(3, "proposed", 0.6, 0.8),
+        row(4, "proposed", 0.01, None),  # never scored: kept, weight floored
+        row(5, "proposed", None, 0.49),  # flagged: pruned
+    ]
+    kept, weights, report = handle_noise(rows, "prune+weight")
+    assert [r["id"] for r in kept] == [1, 3, 4]
+    assert weights == [1.0, 0.6, 0.05]
+    assert report == {
+        "noise_handling": "prune+weight",
+        "pruned": 2,
+        "pruned_share": 0.5,
+        "unscored": 1,
+        "mean_weight": round((1.0 + 0.6 + 0.05) / 3, 4),
+    }
+    assert handle_noise(rows, "none") == (rows, None, {"noise_handling": "none"})
+    with pytest.raises(services.TrainingError, match="Unknown noise handling"):
+        handle_noise(rows, "drop-everything")
+
+
+@pytest.mark.parametrize("kind", ["quick", "finetune"])
+def test_a_run_leaves_out_flagged_teacher_labels_and_records_it(
+    kind, project, reviewer, lead, tiny_base, settings, tmp_path
+):
+    settings.DATA_DIR = tmp_path
+    examples = labelled(project, reviewer)
+    flagged, reviewed_flagged = examples[0], examples[1]
+    Example.objects.filter(pk__in=[flagged.pk, reviewed_flagged.pk]).update(quality_score=0.05)
+    Example.objects.exclude(pk__in=[flagged.pk, reviewed_flagged.pk]).update(quality_score=0.9)
+    Review.objects.create(example=reviewed_flagged, reviewer=reviewer, verdict="correct", value="Billing")
+    run = services.run_create(
+        project=project,
+        user=lead,
+        base_model=tiny_base,
+        kind=kind,
+        hyperparameters={
+            "noise_handling": "prune+weight",
+            "validation_fraction": 0,
+            "epochs": 1,
+            "batch_size": 8,
+            "max_length": 16,
+        },
+    )
+    assert services.run_claim(run.pk)
+    services.run_execute(run=run)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.traceback
+    manifest = json.loads((Path(run.artifact_path) / "manifest.json").read_text())
+    trained = {r["id"] for r in manifest["train"]}
+    assert flagged.pk not in trained and reviewed_flagged.pk in trained and len(trained) == 23
+    assert manifest["hyperparameters"]["noise_handling"] == "prune+weight"
+    assert run.counts["noise"]["pruned"] == 1 and run.counts["noise"]["pruned_share"] == round(1 / 23, 4)
+
+
+def test_extraction_runs_refuse_noise_handling(lead, settings, tmp_path):
+    from annotation.projects import project_create
+
+    project = project_create(name="B", slug="b", user=lead, task_type="extraction", labels=[("date", "")])
+    with pytest.raises(services.TrainingError, match="no noise handling"):
+        services.run_create(project=project, user=lead, hyperparameters={"noise_handling": "prune"})
+
+
+def test_the_quick_student_serves_its_fitted_temperature(tiny_base, tmp_path):
+    from distillapp import ml
+
+    texts = [f"{w} number {i}" for i in range(30) for w in ("invoice refund", "crash error")]
+    labels = ["Billing", "Technical support"] * 30
+    result = quick_student.train(
+        texts=texts[:40],
+        answers=labels[:40],
+        names=["Billing", "Technical support"],
+        base_model=tiny_base,
+        output_dir=tmp_path / "quick",
+        hyperparameters=ml.Hyperparameters(max_length=16),
+        validation=(texts[40:], labels[40:]),
+    )
+    fitted = result.validation["calibration"]
+    assert fitted["examples"] == 20 and fitted["fitted"]
+    config = json.loads((tmp_path / "quick" / "quick_student.json").read_text())
+    assert config["temperature"] == fitted["temperature"]
+    served, _ = quick_student.predict_proba(tmp_path / "quick", texts[40:])
+    head, _ = quick_student.load(tmp_path / "quick")
+    raw = head.predict_proba(
+        quick_student._embed(texts[40:], model_name=tiny_base, max_length=16, cache_dir=None)
+    )
+    assert served == pytest.approx(measure.apply_temperature(np.log(raw), config["temperature"]), abs=1e-5)
+
+
+def test_the_fine_tune_applies_the_temperature_beside_it(tiny_classifier, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_classifier / "model", model)
+    texts = ["refund my invoice", "the app crashes"]
+    before, names = finetune_student.predict_proba(model, texts)
+    (model / finetune_student.CALIBRATION_FILE).write_text(json.dumps({"temperature": 0.25}))
+    after, _ = finetune_student.predict_proba(model, texts)
+    assert after == pytest.approx(measure.apply_temperature(np.log(before), 0.25), abs=1e-4)
+    assert (after.max(axis=1) > before.max(axis=1)).all()
+    # The int8 export answers with the same temperature.
+    onnx_dir = finetune_student.export_onnx(model, tmp_path / "onnx", max_length=32)
+    assert json.loads((Path(onnx_dir) / finetune_student.CALIBRATION_FILE).read_text())["temperature"] == 0.25
+
+
+def test_the_run_page_warns_that_validation_is_measured_against_unreviewed_labels(
+    project, reviewer, lead, lead_client, tiny_base, settings, tmp_path
+):
+    from django.urls import reverse
+
+    settings.DATA_DIR = tmp_path
+    labelled(project, reviewer)
+    run = services.run_create(
+        project=project,
+        user=lead,
+        base_model=tiny_base,
+        kind="quick",
+        hyperparameters={"validation_fraction": 0.2},
+    )
+    services.run_claim(run.pk)
+    services.run_execute(run=run)
+    run.refresh_from_db()
+    assert run.counts["validation_reviewed"] == 0 < run.counts["validation"]
+    page = lead_client.get(reverse("training:run", args=[project.slug, run.number])).content.decode()
+    assert "data-validation-warning" in page and "only 0 were reviewed" in page
+    assert "Quick (frozen embeddings" in page

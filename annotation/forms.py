@@ -6,8 +6,7 @@ from django import forms
 from django.conf import settings
 from django.utils.text import slugify
 
-from annotation import corpus
-from annotation import teacher as teacher_boundary
+from annotation import corpus, teacher
 from annotation.models import (
     RESERVED_KEYS,
     LabelingJob,
@@ -304,7 +303,7 @@ class TeacherConfigForm(forms.ModelForm):
         # Only what the operator allows (DISTILL_TEACHER_API_KEY_VARS / _BASE_URLS) can be
         # chosen: a free-text name or address would let a lead send any server secret anywhere.
         current = self.instance
-        key_choices = [(name, name) for name in teacher_boundary.allowed_api_key_vars()]
+        key_choices = [(name, name) for name in teacher.allowed_api_key_vars()]
         if current.api_key_env and current.api_key_env not in dict(key_choices):
             key_choices.append((current.api_key_env, f"{current.api_key_env} (no longer allowed)"))
         self.fields["api_key_env"] = forms.ChoiceField(
@@ -313,7 +312,7 @@ class TeacherConfigForm(forms.ModelForm):
             help_text="Environment variables the operator allows for teacher keys; the key itself is never shown.",
         )
         url_choices = [("", "Server default (OPENAI_BASE_URL, else OpenAI)")]
-        url_choices += [(url, url) for url in teacher_boundary.allowed_base_urls()]
+        url_choices += [(url, url) for url in teacher.allowed_base_urls()]
         if current.base_url and current.base_url.rstrip("/") not in dict(url_choices):
             url_choices.append((current.base_url, f"{current.base_url} (no longer allowed)"))
         self.fields["base_url"] = forms.ChoiceField(
@@ -333,7 +332,7 @@ class TeacherConfigForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        problem = teacher_boundary.credentials_problem(
+        problem = teacher.credentials_problem(
             api_key_env=data.get("api_key_env") or "", base_url=data.get("base_url") or ""
         )
         if problem:

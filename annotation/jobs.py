@@ -9,7 +9,7 @@ from distillapp import rows
 
 
 def import_batch_job(batch_id: int) -> None:
-    from annotation.importing import import_batch_claim, import_batch_run
+    from annotation.corpus import import_batch_claim, import_batch_run
     from annotation.models import ImportBatch
 
     if not import_batch_claim(batch_id):
@@ -19,8 +19,8 @@ def import_batch_job(batch_id: int) -> None:
 
 
 def labeling_job_job(job_id: int) -> None:
-    from annotation.labeling import labeling_job_claim, labeling_job_run
     from annotation.models import LabelingJob
+    from annotation.teacher import labeling_job_claim, labeling_job_run
 
     if not labeling_job_claim(job_id):
         return  # finished, cancelled, or alive in another worker
@@ -30,7 +30,7 @@ def labeling_job_job(job_id: int) -> None:
 
 def synthetic_job_job(job_id: int) -> None:
     from annotation.models import SyntheticJob
-    from annotation.synthetic import synthetic_job_claim, synthetic_job_run
+    from annotation.teacher import synthetic_job_claim, synthetic_job_run
 
     if not synthetic_job_claim(job_id):
         return

@@ -8,7 +8,7 @@ Everything runs in this process on a fresh temp SQLite database: DISTILL_DATA_DI
 DATABASE_URL and REDIS_URL are removed, DJANGO_SETTINGS_MODULE=distillapp.settings, then
 ``migrate``. The calls are the ones the app makes (no app code is changed):
 
-1. human_labels: ``annotation.services.project_create`` with the 77 labels;
+1. human_labels: ``annotation.projects.project_create`` with the 77 labels;
    ``import_batch_create`` (+ ``import_batch_claim`` / ``import_batch_run``) of train.csv with
    ``label_column="category"`` and ``create_labels=True`` (each label arrives as an ``import``
    proposal, the current label); test.csv is imported into the same project as plain examples
@@ -180,12 +180,12 @@ def bench_user():
 
 
 def import_file(project, user, path: Path, *, label_column: str) -> dict:
-    from annotation import services as annotation_services
-    from annotation.importing import import_batch_claim, import_batch_run
+    from annotation import corpus
+    from annotation.corpus import import_batch_claim, import_batch_run
     from annotation.models import ImportBatch
 
     started = time.monotonic()
-    batch = annotation_services.import_batch_create(
+    batch = corpus.import_batch_create(
         project=project,
         user=user,
         file_name=path.name,
@@ -223,14 +223,12 @@ def build_project(
     frozen gold v1 holding every test text with its REAL category."""
     from django.db import transaction
 
-    from annotation import services as annotation_services
+    from annotation import projects
     from annotation.models import Example, GoldSet, GoldSetItem, content_hash
 
     user = bench_user()
     started = time.monotonic()
-    project = annotation_services.project_create(
-        name=name, slug=slug, user=user, labels=[(c, "") for c in categories]
-    )
+    project = projects.project_create(name=name, slug=slug, user=user, labels=[(c, "") for c in categories])
     imports = [
         import_file(project, user, train_csv, label_column="category"),
         import_file(project, user, test_csv, label_column=test_label_column),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the offline embedding teacher (annotation.embedding_teacher) on Banking77.
+"""Benchmark of the offline embedding teacher (tasks.classification.offline) on Banking77.
 
     python bench/embedding_teacher_bench.py
 
@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from annotation.embedding_teacher import EmbeddingTeacher  # noqa: E402
+from tasks.classification.offline import EmbeddingTeacher  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "banking77"
 

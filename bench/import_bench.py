@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the corpus import (annotation.importing) into PostgreSQL.
+"""Benchmark of the corpus import (annotation.corpus.importing) into PostgreSQL.
 
     python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile]
 
@@ -185,12 +185,12 @@ def setup(database_url: str, data_dir: str) -> dict:
     call_command("migrate", verbosity=0, interactive=False)
     log(f"migrate: {time.perf_counter() - started:.1f}s")
 
-    from annotation import services
+    from annotation import projects
     from annotation.models import Example
 
     user, _ = get_user_model().objects.get_or_create(username="import-bench")
     slug = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-    project = services.project_create(name=f"Import bench {slug}", slug=slug, user=user, labels=LABELS)
+    project = projects.project_create(name=f"Import bench {slug}", slug=slug, user=user, labels=LABELS)
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         server = cursor.fetchone()[0]
@@ -235,8 +235,8 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     setup_django(database_url, data_dir)
     from django.db import connection, connections
 
-    from annotation import importing, services
-    from annotation.importing import import_batch_claim, import_batch_run
+    from annotation import corpus
+    from annotation.corpus import import_batch_claim, import_batch_run, importing
     from annotation.models import Project
 
     project = Project.objects.get(pk=project_id)
@@ -260,7 +260,7 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         profiler = cProfile.Profile()
         profiler.enable()
     started = time.perf_counter()
-    batch = services.import_batch_create(
+    batch = corpus.import_batch_create(
         project=project, user=None, file_name=csv_path.name, path=csv_path, label_column="label"
     )
     created_at = time.perf_counter()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of label quality scoring (annotation.quality) on Banking77.
+"""Benchmark of label quality scoring (annotation.review.quality) on Banking77.
 
     python bench/label_quality_bench.py [--seed 0] [--folds 5]
 
@@ -26,7 +26,8 @@ out-of-sample probabilities (captured during the timed run, so no extra fitting)
 (embedding + cross-validation + scoring) with MiniLM already loaded (loading it is
 ``model_load_seconds``, done while embedding the prototypes); ``phases_s`` splits it.
 
-Exactly one JSON object goes to stdout. Needs no Django settings and no network.
+Exactly one JSON object goes to stdout. Needs no network; Django is set up on a throw-away
+data dir (``annotation.review`` is an app's package), and no database is touched.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +48,13 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import distillapp.ml  # noqa: E402
-from annotation import quality  # noqa: E402
+
+os.environ["DISTILL_DATA_DIR"] = tempfile.mkdtemp(prefix="label-quality-bench-")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
+import django  # noqa: E402
+
+django.setup()
+from annotation.review import quality  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "banking77"
 TEACHER_ERROR_RATE = 0.185

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the review queue (annotation.review, annotation.views.review) on PostgreSQL.
+"""Benchmark of the review queue (annotation.review.verdicts, annotation.views.review) on PostgreSQL.
 
     python bench/review_bench.py [--examples N] [--actions A] [--warmup W] [--strategy S]
                                  [--churn F] [--synchronous-commit on|off]
@@ -147,8 +147,8 @@ def setup(database_url: str, data_dir: str, examples: int, churn: float, result_
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from annotation import services
-    from annotation.importing import import_batch_claim, import_batch_run
+    from annotation import corpus, projects
+    from annotation.corpus import import_batch_claim, import_batch_run
     from annotation.models import Example, Membership, ReviewState
 
     started = time.perf_counter()
@@ -160,9 +160,9 @@ def setup(database_url: str, data_dir: str, examples: int, churn: float, result_
     lead = User.objects.create_user(username=f"rb-lead-{tag}", password=None)
     reviewers = [User.objects.create_user(username=f"rb-rev{i}-{tag}", password=None) for i in (1, 2)]
     slug = f"review-bench-{tag}"
-    project = services.project_create(name=f"Review bench {tag}", slug=slug, user=lead, labels=LABELS)
+    project = projects.project_create(name=f"Review bench {tag}", slug=slug, user=lead, labels=LABELS)
     for user in reviewers:
-        services.membership_set(project=project, username=user.username, role=Membership.Role.REVIEWER)
+        projects.membership_set(project=project, username=user.username, role=Membership.Role.REVIEWER)
     # Written now too, so that the parent can clean up if a later part of the setup fails.
     partial = {"project_id": project.pk, "slug": slug, "db_created": not exists}
     partial["user_ids"] = [lead.pk, *(u.pk for u in reviewers)]
@@ -175,7 +175,7 @@ def setup(database_url: str, data_dir: str, examples: int, churn: float, result_
     timings["generate_csv"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    batch = services.import_batch_create(
+    batch = corpus.import_batch_create(
         project=project, user=lead, file_name=csv_path.name, path=csv_path, label_column="label"
     )
     if not import_batch_claim(batch.pk):

@@ -104,7 +104,7 @@ def setup(args, data_dir: Path) -> dict:
     from django.core.management import call_command
 
     from annotation.models import Example, GoldSet, GoldSetItem, content_hash
-    from annotation.services import project_create
+    from annotation.projects import project_create
     from distillapp import ml
     from tasks.classification import student
     from training import services, serving

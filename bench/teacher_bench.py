@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of teacher labelling jobs (annotation.labeling) against a local OpenAI-compatible server.
+"""Benchmark of teacher labelling jobs (annotation.teacher.labeling) against a local OpenAI-compatible server.
 
     python bench/teacher_bench.py [--examples N] [--concurrency C] [--latency-ms L]
                                   [--database-url URL | --sqlite] [--skip-embedding]
@@ -330,9 +330,10 @@ def run_job(args, data_dir: str) -> dict:
     call_command("migrate", verbosity=0, interactive=False)
     log(f"migrate: {time.perf_counter() - started:.1f}s")
 
-    from annotation import labeling, services
-    from annotation import teacher as teacher_boundary
+    from annotation import projects, teacher
     from annotation.models import Example, Proposal, TeacherConfig, content_hash
+    from annotation.teacher import client as teacher_boundary
+    from annotation.teacher import labeling
 
     in_process = None
     base_url = args.base_url
@@ -342,7 +343,7 @@ def run_job(args, data_dir: str) -> dict:
 
     user, _ = get_user_model().objects.get_or_create(username="teacher-bench")
     slug = f"teacher-bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-    project = services.project_create(name=f"Teacher bench {slug}", slug=slug, user=user, labels=LABELS)
+    project = projects.project_create(name=f"Teacher bench {slug}", slug=slug, user=user, labels=LABELS)
     texts = [example_text(n) for n in range(1, args.examples + 1)]
     Example.objects.bulk_create(
         [Example(project=project, text=t, content_hash=content_hash(t)) for t in texts], batch_size=2000
@@ -352,7 +353,7 @@ def run_job(args, data_dir: str) -> dict:
 
     django_settings.TEACHER_API_KEY_VARS = [*django_settings.TEACHER_API_KEY_VARS, API_KEY_ENV]
     django_settings.TEACHER_BASE_URLS = [*django_settings.TEACHER_BASE_URLS, base_url.rstrip("/")]
-    config = labeling.teacher_config_for(project)
+    config = teacher.teacher_config_for(project)
     config.provider = TeacherConfig.Provider.OPENAI
     config.model = MODEL
     config.base_url = base_url
@@ -374,8 +375,8 @@ def run_job(args, data_dir: str) -> dict:
     from distillapp.worker import preload
 
     preload()
-    job = labeling.labeling_job_create(project=project, user=user, selection="unlabelled")
-    if not labeling.labeling_job_claim(job.pk):
+    job = teacher.labeling_job_create(project=project, user=user, selection="unlabelled")
+    if not teacher.labeling_job_claim(job.pk):
         raise SystemExit("could not claim the job")
 
     from django.db import connections
@@ -422,7 +423,7 @@ def run_job(args, data_dir: str) -> dict:
         profiler.enable()
     cpu_started = time.process_time()
     started = time.perf_counter()
-    labeling.run_with_heartbeat(job.pk, lambda: labeling.labeling_job_run(job=job))
+    teacher.run_with_heartbeat(job.pk, lambda: teacher.labeling_job_run(job=job))
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
     if profiler is not None:

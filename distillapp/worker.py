@@ -46,7 +46,7 @@ def preload() -> None:
     import httpx  # noqa: F401
     import openai  # noqa: F401
 
-    import annotation.labeling  # noqa: F401
+    # The whole teacher package: its client, labelling and synthetic jobs.
     import annotation.teacher  # noqa: F401
 
 

@@ -5,7 +5,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from annotation import services
+from annotation import projects
 from annotation.models import Membership, Project
 from distillapp import embedded_redis
 from tests.fake_openai import FakeOpenAI
@@ -93,7 +93,7 @@ DEFAULT_LABELS = [
 
 
 def make_project(*, lead, reviewer=None, slug: str = "tickets", labels=DEFAULT_LABELS) -> Project:
-    project = services.project_create(name=slug.title(), slug=slug, user=lead, labels=list(labels))
+    project = projects.project_create(name=slug.title(), slug=slug, user=lead, labels=list(labels))
     if reviewer is not None:
         Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
     return project

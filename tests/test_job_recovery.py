@@ -25,7 +25,7 @@ from django.db.models import Count, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import labeling, review, services, synthetic
+from annotation import corpus, review, teacher
 from annotation.models import (
     Example,
     ImportBatch,
@@ -114,8 +114,8 @@ def test_killed_labelling_horse_is_recovered_by_the_running_worker(project, llm,
         lambda req: FakeReply(content='{"label": "Other"}', prompt_tokens=100, completion_tokens=5), 0.1
     )
     with transaction.atomic():
-        job = labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
-        labeling.labeling_job_start(job=job)
+        job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
+        teacher.labeling_job_start(job=job)
 
     with rq_worker("llm", "training", "default") as worker:
         wait_until(lambda: LabelingJob.objects.get(pk=job.pk).done >= 6, worker, timeout=60, what="progress")
@@ -140,10 +140,10 @@ def test_killed_import_horse_is_recovered_and_imports_each_row_once(project, tmp
     path = tmp_path / "tickets.csv"
     path.write_text("text,label\n" + "".join(f"ticket {i},Billing\n" for i in range(lines)))
     with transaction.atomic():
-        batch = services.import_batch_create(
+        batch = corpus.import_batch_create(
             project=project, user=None, file_name=path.name, path=path, label_column="label"
         )
-        services.import_batch_start(batch=batch, inline=False)
+        corpus.import_batch_start(batch=batch, inline=False)
 
     with rq_worker("default") as worker:
         wait_until(
@@ -177,14 +177,14 @@ def test_killed_synthetic_horse_is_recovered_without_extra_examples_or_costs(pro
     use_llm(project, llm)
     llm.responder = slow(two_new_texts, 0.3)
     with transaction.atomic():
-        job = synthetic.synthetic_job_create(
+        job = teacher.synthetic_job_create(
             project=project,
             user=None,
             labels=["Billing", "Other"],
             per_label=6,
             near_duplicate_threshold=1.01,
         )
-        synthetic.synthetic_job_start(job=job)
+        teacher.synthetic_job_start(job=job)
 
     with rq_worker("llm") as worker:
         wait_until(
@@ -328,7 +328,7 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
 
     gone = {"status": "running", "worker": dead_worker(), "heartbeat_at": timezone.now()}
     batch = ImportBatch.objects.create(project=project, file_name="a.csv", format="csv", **gone)
-    labelling = labeling.labeling_job_create(
+    labelling = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     LabelingJob.objects.filter(pk=labelling.pk).update(**gone)
@@ -360,7 +360,7 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
 
 
 def test_resume_queues_a_failed_job_again(project, lead_client, reviewer_client, outsider_client, queues):
-    job = labeling.labeling_job_create(
+    job = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     LabelingJob.objects.filter(pk=job.pk).update(status="failed", error="boom", finished_at=timezone.now())

@@ -25,6 +25,8 @@ FORBIDDEN = {
 # torch and transformers are loaded through distillapp.ml and the task types' students only.
 HEAVY = {"torch", "transformers"}
 HEAVY_ALLOWED = {"distillapp/ml.py", "tasks/classification/student.py", "tasks/extraction/student.py"}
+# The teacher LLM is reached through one boundary module (the worker only preloads openai).
+OPENAI_BOUNDARY = "annotation/teacher/client.py"
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -61,3 +63,13 @@ def test_torch_is_imported_only_at_the_model_boundary():
         if imported_packages(f) & HEAVY and str(f.relative_to(ROOT)) not in HEAVY_ALLOWED
     ]
     assert not wrong, f"torch/transformers imported outside distillapp.ml and the students: {wrong}"
+
+
+def test_openai_is_imported_only_by_the_teacher_client():
+    importers = [
+        str(f.relative_to(ROOT))
+        for package in ("annotation", "training", "tasks")
+        for f in sources(package)
+        if "openai" in imported_packages(f)
+    ]
+    assert importers == [OPENAI_BOUNDARY], f"openai imported outside the teacher's client: {importers}"

@@ -1,4 +1,4 @@
-"""Reading corpus files row by row, and writing export rows.
+"""Corpus file formats: reading files row by row, and the CSV cell guard exports write.
 
 Parsing is streaming and strict: every row either becomes a `Row` or a
 `RowError` naming its line, so an import can report every bad line (and
@@ -8,9 +8,8 @@ import nothing) without ever holding the whole file in memory.
 from __future__ import annotations
 
 import csv
-import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import BinaryIO
@@ -367,24 +366,7 @@ def _read_jsonl(lines: _LineReader, *, columns: Columns) -> Iterator[Row | RowEr
         )
 
 
-# --- export ---------------------------------------------------------------------
-
-CSV_EXPORT_COLUMNS = [
-    "example_id",
-    "id",
-    "text",
-    "label",
-    "label_state",
-    "source",
-    "is_gold",
-    "gold_versions",
-    "proposed_by",
-    "proposed_label",
-    "proposed_confidence",
-    "reviews",
-    "metadata",
-]
-
+# --- the export's cell guard, undone on import ------------------------------------
 
 # A cell a spreadsheet would read as a formula (=, +, -, @, or a leading tab or
 # carriage return) is written behind a single quote (OWASP's advice for CSV
@@ -400,103 +382,3 @@ def neutralise_cell(value: str) -> str:
 
 def restore_cell(value: str) -> str:
     return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
-
-
-def _flat(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def iter_csv(records: Iterable[dict]) -> Iterator[str]:
-    """CSV text, one chunk per row, for streaming responses and files."""
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_EXPORT_COLUMNS)
-    for record in records:
-        proposal = record["provenance"]["latest_proposal"] or {}
-        # "accept:ana:Billing"; blind gold labels and adjudications name their kind instead.
-        reviews = "; ".join(
-            f"{r['verdict'] if r['kind'] == 'review' else r['kind']}:{r['reviewer']}:{_flat(r['value'])}"
-            for r in record["provenance"]["reviews"]
-        )
-        yield writer.writerow(
-            neutralise_cell(str(cell))
-            for cell in [
-                record["example_id"],
-                record["id"],
-                record["text"],
-                _flat(record["label"]),
-                record["label_state"],
-                record["source"],
-                "true" if record["is_gold"] else "false",
-                " ".join(str(v) for v in record["gold_versions"]),
-                proposal.get("agent", ""),
-                _flat(proposal.get("value")),
-                "" if proposal.get("confidence") is None else f"{proposal['confidence']:.4f}",
-                reviews,
-                json.dumps(record["metadata"], ensure_ascii=False) if record["metadata"] else "",
-            ]
-        )
-
-
-def iter_jsonl(records: Iterable[dict]) -> Iterator[str]:
-    for record in records:
-        yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
-
-
-def iter_span_jsonl(records: Iterable[dict], *, task) -> Iterator[str]:
-    """A span task's JSONL: each record's text, spans (offsets, label, text) and fields
-    object in place of its label, then the same provenance as iter_jsonl."""
-    from tasks.extraction import formats
-
-    for record in records:
-        extra = {key: value for key, value in record.items() if key not in ("text", "label")}
-        answer = record["label"]
-        spans = answer["spans"] if isinstance(answer, dict) else None
-        line = formats.jsonl_record(record["text"], spans, categories=task.categories, **extra)
-        yield json.dumps(line, ensure_ascii=False, default=str) + "\n"
-
-
-def iter_conll(records: Iterable[dict]) -> Iterator[str]:
-    """CoNLL BIO of the records with a label; unlabelled ones have no place in BIO."""
-    from tasks.extraction import formats
-
-    yield from formats.write_conll(
-        (record["text"], record["label"]["spans"] if isinstance(record["label"], dict) else None)
-        for record in records
-    )
-
-
-EXPORT_CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "conll": "text/plain"}
-
-
-def iter_export(records: Iterable[dict], *, fmt: str, task) -> Iterator[str]:
-    """Export chunks in one of the task's export formats."""
-    if fmt not in task.export_formats:
-        raise CorpusFormatError(
-            f"A {task.title.lower()} project exports {' or '.join(task.export_formats)}, not {fmt}."
-        )
-    if fmt == "csv":
-        return iter_csv(records)
-    if fmt == "conll":
-        return iter_conll(records)
-    return iter_span_jsonl(records, task=task) if task.file_answers == "spans" else iter_jsonl(records)
-
-
-def write_export(records: Iterable[dict], *, fmt: str, out: io.TextIOBase, task=None) -> int:
-    """Write an export; returns how many examples (CoNLL: labelled sentences) it holds."""
-    chunks = iter_export(records, fmt=fmt, task=task) if task is not None else None
-    if chunks is None:
-        chunks = iter_csv(records) if fmt == "csv" else iter_jsonl(records)
-    count = -1 if fmt == "csv" else 0
-    for chunk in chunks:
-        out.write(chunk)
-        count += 1
-    return count

@@ -9,26 +9,34 @@ system's predictions) or reviews by the importing lead (verified labels),
 and, when asked, gold items (candidates to label blind, or a frozen version
 a lead attests). So a malformed file imports nothing, a killed import leaves nothing behind (the staging table dies with
 its connection), and memory stays flat whatever the file size.
+
+`import_batch_create` checks what the file's labels mean and records the file (an upload
+is copied into the data directory); `import_batch_start` runs it at once or queues it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from annotation.corpus import (
+from annotation.corpus.formats import (
     SPAN_FORMATS,
     Columns,
     CorpusFormatError,
     Row,
     RowError,
+    formats_for,
+    guess_format,
     line_reader,
     read_rows,
 )
@@ -39,10 +47,13 @@ from annotation.models import (
     GoldSetItem,
     ImportBatch,
     Label,
+    Membership,
+    Project,
     ReviewClaim,
     ReviewState,
     next_free_key,
 )
+from annotation.projects import ServiceError
 from distillapp import rows
 from tasks.base import AnswerError, Category
 
@@ -238,6 +249,206 @@ class _Outcome:
         self.invalid += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append(RowError(line, reason))
+
+
+# --- recording, starting and running an import -------------------------------------
+
+
+def import_batch_create(
+    *,
+    project: Project,
+    user,
+    file_name: str,
+    fileobj: BinaryIO | None = None,
+    path: Path | None = None,
+    fmt: str | None = None,
+    text_column: str = "text",
+    label_column: str = "",
+    id_column: str = "id",
+    create_labels: bool = False,
+    label_meaning: str = LABELS_PREDICTIONS,
+    label_agent: str = "",
+    keep_columns: list[str] | None = None,
+    hidden_column: str = "",
+    gold: str = "",
+) -> ImportBatch:
+    """Record an import; an uploaded file is copied into the data directory.
+
+    `fileobj` is an upload (copied so a worker can read it later); `path` is
+    a file on this machine, read where it lies.
+
+    `label_meaning` says what the label column is: another system's
+    predictions (proposals by the agent ``import:<label_agent>``, or ``import``)
+    or labels people verified (reviews by `user`, who must lead the project).
+    `keep_columns` names the other columns kept as metadata (None: all);
+    `hidden_column` is stored apart and never shown to reviewers. `gold` puts
+    the file's examples into the draft gold set as candidates, or (attested)
+    straight into a new frozen version with the file's labels.
+    """
+    fmt = fmt or guess_format(file_name)
+    formats = formats_for(project.task)
+    if fmt == "conll" and fmt not in formats:
+        raise ServiceError("CoNLL files hold extraction spans; this project's answers are labels.")
+    if fmt not in formats:
+        raise ServiceError(f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(formats)}.")
+    label_column, hidden_column = label_column.strip(), hidden_column.strip()
+    text_column, id_column = text_column.strip() or "text", id_column.strip()
+    spans = project.task.file_answers == "spans"
+    if spans:
+        _check_span_file_options(
+            fmt=fmt,
+            text_column=text_column,
+            label_column=label_column,
+            id_column=id_column,
+            hidden_column=hidden_column,
+            keep_columns=keep_columns,
+        )
+    options = _import_label_options(
+        project=project,
+        user=user,
+        label_column=label_column,
+        label_meaning=label_meaning,
+        label_agent=label_agent,
+        gold=gold,
+        span_file=spans and fmt in SPAN_FORMATS,
+    )
+    if hidden_column and hidden_column in {text_column, label_column, id_column}:
+        raise ServiceError(f"The hidden column {hidden_column!r} is already the text, label or id column.")
+    if fmt == "txt" and (hidden_column or label_column or keep_columns):
+        raise ServiceError("A TXT file has no columns; use CSV, TSV or JSONL for labels and other columns.")
+    digest = hashlib.sha256()
+    if fileobj is not None:
+        upload_dir = Path(settings.UPLOAD_DIR)
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        target = upload_dir / f"{uuid.uuid4().hex}.{fmt}"
+        with open(target, "wb") as out:
+            while chunk := fileobj.read(1024 * 1024):
+                digest.update(chunk)
+                out.write(chunk)
+    elif path is not None:
+        target = Path(path).resolve()
+        with open(target, "rb") as source:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+    else:
+        raise ServiceError("No file given.")
+    return ImportBatch.objects.create(
+        project=project,
+        file_name=Path(file_name).name[:255],
+        file_path=str(target),
+        format=fmt,
+        sha256=digest.hexdigest(),
+        size_bytes=target.stat().st_size,
+        options={
+            "text_column": text_column,
+            "label_column": label_column,
+            "id_column": id_column,
+            "create_labels": create_labels,
+            "keep_columns": [c.strip() for c in keep_columns if c.strip()]
+            if keep_columns is not None
+            else None,
+            "hidden_column": hidden_column,
+            **options,
+        },
+        created_by=user,
+    )
+
+
+def _check_span_file_options(
+    *,
+    fmt: str,
+    text_column: str,
+    label_column: str,
+    id_column: str,
+    hidden_column: str,
+    keep_columns: list[str] | None,
+) -> None:
+    """A span task's file carries its answers itself: JSONL spans or fields, or CoNLL tags."""
+    if label_column:
+        raise ServiceError(
+            "An extraction file carries its answers as spans or a fields object (JSONL) or as BIO "
+            "tags (CoNLL), not in a label column; leave the label column empty."
+        )
+    if fmt == "conll" and (hidden_column or keep_columns or text_column != "text"):
+        raise ServiceError("A CoNLL file has only tokens and tags; it has no columns to choose.")
+    if fmt == "jsonl" and text_column != "text":
+        raise ServiceError('An extraction JSONL file holds its text in "text" (its spans point into it).')
+    if fmt == "jsonl" and id_column not in ("", "id"):
+        raise ServiceError('An extraction JSONL file holds its ids in "id".')
+
+
+def _import_label_options(
+    *,
+    project: Project,
+    user,
+    label_column: str,
+    label_meaning: str,
+    label_agent: str,
+    gold: str,
+    span_file: bool = False,
+) -> dict:
+    """What the file's labels mean and where its examples go, checked before anything is read.
+
+    A span file (`span_file`) carries its answers as a label column would.
+    """
+    if label_meaning not in (LABELS_PREDICTIONS, LABELS_VERIFIED):
+        raise ServiceError(f"Unknown label meaning {label_meaning!r}; use predictions or verified.")
+    if gold not in ("", GOLD_CANDIDATES, GOLD_ATTESTED):
+        raise ServiceError(f"Unknown gold choice {gold!r}; use candidates or attested.")
+    label_column = label_column or ("spans" if span_file else "")
+    if gold == GOLD_ATTESTED:
+        if not label_column:
+            raise ServiceError(
+                "An attested gold file of an extraction project is JSONL with spans or fields, or CoNLL."
+                if project.task.file_answers == "spans"
+                else "An attested gold file needs its label column."
+            )
+        label_meaning = LABELS_VERIFIED
+    if gold == GOLD_CANDIDATES and label_column and label_meaning == LABELS_VERIFIED:
+        raise ServiceError(
+            "Gold candidates are labelled blind by two reviewers, so their labels cannot be verified "
+            "already; attest the file as a gold version instead, or import the labels as predictions."
+        )
+    if (label_column and label_meaning == LABELS_VERIFIED) or gold == GOLD_ATTESTED:
+        # Verified labels are reviews in someone's name, and only a lead may vouch for them.
+        if user is None or project.role_of(user) != Membership.Role.LEAD:
+            raise ServiceError("Only a lead of the project can import labels as verified (name the user).")
+    agent = IMPORT_AGENT
+    name = label_agent.strip()
+    if name:
+        if len(name) > 100 or not all(c.isalnum() or c in "-_.@ " for c in name):
+            raise ServiceError(
+                "The predicting system's name takes letters, digits, spaces and - _ . @ (at most 100)."
+            )
+        agent = f"{IMPORT_AGENT}:{name}"
+    meaning = label_meaning if label_column else ""
+    return {
+        "label_meaning": meaning,
+        "label_agent": agent if meaning == LABELS_PREDICTIONS else "",
+        "gold": gold,
+    }
+
+
+def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> ImportBatch:
+    """Run a batch now (small files) or queue it on the "default" queue."""
+    if inline is None:
+        inline = batch.size_bytes <= settings.IMPORT_INLINE_MAX_BYTES
+    if inline:
+        if import_batch_claim(batch.pk):
+            import_batch_run(batch=batch)
+        batch.refresh_from_db()
+        return batch
+
+    def forget_upload() -> None:
+        # Nothing will read the uploaded copy now: do not leave it in the data directory.
+        if batch.file_path:
+            Path(batch.file_path).unlink(missing_ok=True)
+
+    rows.enqueue(ImportBatch, batch.pk, note="; nothing was imported", on_failed=forget_upload)
+    # Outside a transaction the enqueue (or its failure) has happened already: the caller
+    # must see a failed row as failed, not say "importing".
+    batch.refresh_from_db()
+    return batch
 
 
 def import_batch_claim(batch_id: int) -> bool:

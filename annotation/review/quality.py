@@ -4,7 +4,7 @@
 way cleanlab does it:
 
 1. texts are embedded with the bundled MiniLM (``distillapp.ml.embed_texts``, imported
-   lazily, so importing this module loads neither torch nor Django);
+   lazily, so importing this module does not load torch);
 2. a multinomial logistic regression on the embeddings gives *out-of-sample* predicted
    probabilities through stratified K-fold cross-validation (each example is scored by
    a model that never saw it, so it cannot just memorise its own, possibly wrong, label);
@@ -56,6 +56,10 @@ import os
 from collections import Counter
 
 import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Example, Project, QualityRun
 
 METHOD = "normalized_margin"
 C = 1.0
@@ -138,3 +142,57 @@ def out_of_sample_pred_probs(
     # products (10,003 x 384 x 77), so the cores go to folds in parallel processes instead.
     with threadpool_limits(limits=1, user_api="blas"):
         return cross_val_predict(model, features, int_labels, cv=cv, method="predict_proba", n_jobs=n_jobs)
+
+
+# --- the run that scores a project ---------------------------------------------------
+
+
+def quality_run_start(*, project: Project, user) -> QualityRun:
+    from distillapp import rows
+
+    run = QualityRun.objects.create(project=project, created_by=user)
+    rows.enqueue(QualityRun, run.pk)
+    return run
+
+
+def quality_run(*, run: QualityRun) -> QualityRun:
+    """Score every labelled, non-gold example: low scores are likely label errors.
+
+    Out-of-sample probabilities from cross-validated logistic regression on
+    MiniLM embeddings (label_quality_scores above), so an example's own label never
+    vouches for itself.
+    """
+    import time
+
+    started = time.monotonic()  # the row was claimed by annotation.jobs.quality_run_job
+    try:
+        rows = [
+            (pk, text, label)
+            for pk, text, label in Example.objects.for_project(run.project)
+            .not_gold()
+            .with_current_label()
+            .filter(current_label__isnull=False)
+            .values_list("pk", "text", "current_label")
+            if isinstance(label, str)
+        ]
+        scores = label_quality_scores([t for _, t, _ in rows], [lab for _, _, lab in rows]) if rows else []
+        with transaction.atomic():
+            Example.objects.filter(project=run.project).update(quality_score=None)
+            Example.objects.bulk_update(
+                [Example(pk=pk, quality_score=float(s)) for (pk, _, _), s in zip(rows, scores, strict=True)],
+                ["quality_score"],
+                batch_size=2000,
+            )
+        QualityRun.objects.filter(pk=run.pk).update(
+            status=QualityRun.Status.SUCCEEDED,
+            examples=len(rows),
+            seconds=time.monotonic() - started,
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        QualityRun.objects.filter(pk=run.pk).update(
+            status=QualityRun.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
+        )
+        raise
+    run.refresh_from_db()
+    return run

@@ -7,8 +7,7 @@ point and run again labels each example exactly once and counts each cost
 once. Identical requests are answered from earlier proposals (the cache) at
 no cost, so a re-run never pays twice for the same question.
 
-The teacher's settings, prompt versions and few-shot memory live in
-annotation/teacher_service.py; the names callers import from here are re-exported.
+The teacher's settings, prompt versions and few-shot memory live in `service`.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from django.db import connection, connections, transaction
 from django.db.models import Avg, F, Q
 from django.utils import timezone
 
-from annotation import teacher as teacher_boundary
-from annotation.embedding_teacher import needs_reviewed
 from annotation.models import (
     STUDENT_AGENT_PREFIX,
     Example,
@@ -37,22 +34,15 @@ from annotation.models import (
     Proposal,
     TeacherConfig,
 )
-
-# The teacher's settings and prompts; the names marked F401 are re-exported so that
-# callers keep importing them from here (serving's teacher_answers, the teacher page's).
-from annotation.teacher_service import (
-    MEMORY_LIMIT,  # noqa: F401
+from annotation.teacher import client as teacher_boundary
+from annotation.teacher.embedding import needs_reviewed
+from annotation.teacher.service import (
     LabelingError,
     _config_snapshot,
     _few_shot_chooser,
     _memory,
     agent_name,
-    fixed_example_line,  # noqa: F401
-    fixed_examples_checked,  # noqa: F401
     prompt_version_current,
-    prompt_version_update,  # noqa: F401
-    reviewed_example_line,  # noqa: F401
-    teacher_answers,  # noqa: F401
     teacher_config_for,
     teacher_settings,
 )
@@ -402,7 +392,7 @@ def _embedding_batches(job: LabelingJob):
 def _run_embedding(job: LabelingJob) -> None:
     """The offline teacher of the project's task type (classification: embeddings;
     extraction: a dictionary of reviewed values), learned once for the whole job."""
-    from annotation.embedding_teacher import teacher_for_prompt
+    from annotation.teacher.embedding import teacher_for_prompt
 
     prompt = job.prompt_version
     reviewed = _memory(job.project) if needs_reviewed(prompt) else []

@@ -1,8 +1,8 @@
 """The teacher as the rest of the app calls it: its settings, its prompt versions,
 its few-shot memory, and its answers for texts outside any job (the serving fallback).
 
-Labelling jobs (annotation/labeling.py) and synthetic data (annotation/synthetic.py)
-build on these; the LLM itself is reached only through annotation/teacher.py.
+Labelling jobs (`labeling`) and synthetic data (`synthetic`) build on these; the LLM
+itself is reached only through `client`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from annotation import teacher as teacher_boundary
-from annotation.embedding_teacher import fits, needs_reviewed
 from annotation.models import Example, Project, PromptVersion, Review, TeacherConfig
+from annotation.teacher import client as teacher_boundary
+from annotation.teacher.embedding import fits, needs_reviewed
 from tasks.base import AnswerError, Task
 
 MEMORY_LIMIT = 5000
@@ -260,7 +260,7 @@ def _few_shot_chooser(
 @functools.lru_cache(maxsize=8)
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
     """The offline teacher with its memory embedded, kept while the memory is unchanged."""
-    from annotation.embedding_teacher import teacher_for_prompt
+    from annotation.teacher.embedding import teacher_for_prompt
 
     project = Project.objects.get(pk=project_id)
     prompt = PromptVersion.objects.get(pk=prompt_version_id)

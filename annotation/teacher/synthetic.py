@@ -24,14 +24,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation import teacher as teacher_boundary
-from annotation.labeling import (
+from annotation.models import Example, Project, Proposal, SyntheticJob, TeacherConfig, content_hash
+from annotation.teacher import client as teacher_boundary
+from annotation.teacher.service import (
     LabelingError,
     _config_snapshot,
     teacher_config_for,
     teacher_settings,
 )
-from annotation.models import Example, Project, Proposal, SyntheticJob, TeacherConfig, content_hash
 from distillapp import rows
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
-from annotation import services
+from annotation import projects
 from annotation.models import (
     Membership,
     Project,
@@ -51,7 +51,7 @@ def _act(request: HttpRequest, action: Callable[[], str], form: forms.Form | Non
         return
     try:
         messages.success(request, action())
-    except services.ServiceError as exc:
+    except projects.ServiceError as exc:
         messages.error(request, str(exc))
 
 

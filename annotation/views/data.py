@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import corpus, services
+from annotation import corpus, projects
 from annotation.forms import (
     ExportForm,
     ImportForm,
@@ -38,7 +38,7 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
     try:
-        batch = services.import_batch_create(
+        batch = corpus.import_batch_create(
             project=project,
             user=request.user,
             file_name=data["file"].name,
@@ -54,10 +54,10 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
             hidden_column=data["hidden_column"],
             gold=data["gold"],
         )
-    except services.ServiceError as exc:
+    except projects.ServiceError as exc:
         messages.error(request, str(exc))
         return redirect("annotation:project-detail", slug=project.slug)
-    batch = services.import_batch_start(batch=batch)
+    batch = corpus.import_batch_start(batch=batch)
     if batch.status == ImportBatch.Status.SUCCEEDED:
         messages.success(
             request,
@@ -94,7 +94,7 @@ def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
     batch = get_object_or_404(ImportBatch, project=project, pk=pk)
     if batch.status == ImportBatch.Status.PENDING or batch.is_stale:
-        services.import_batch_start(batch=batch, inline=False)
+        corpus.import_batch_start(batch=batch, inline=False)
         messages.info(request, f"{batch.file_name} is queued again.")
     else:
         messages.error(request, f"{batch.file_name} is not interrupted; nothing to resume.")
@@ -123,13 +123,13 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:project-detail", slug=project.slug)
     fmt, scope = form.cleaned_data["format"], form.cleaned_data["scope"]
     try:
-        examples, gold_set = services.examples_for_export(
+        examples, gold_set = corpus.examples_for_export(
             project=project, scope=scope, gold_version=form.cleaned_data["gold"]
         )
-    except services.ServiceError as exc:
+    except projects.ServiceError as exc:
         messages.error(request, str(exc))
         return redirect("annotation:project-detail", slug=project.slug)
-    records = services.export_records(examples, gold_set=gold_set)
+    records = corpus.export_records(examples, gold_set=gold_set)
     # Streamed row by row, so a big project's export neither times out nor
     # fills the server's memory.
     chunks = corpus.iter_export(records, fmt=fmt, task=project.task)

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation import labeling, services
+from annotation import projects, teacher
 from annotation.forms import (
     ExportForm,
     ImportForm,
@@ -39,11 +39,11 @@ from distillapp import rows
 @login_required
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
-    projects = Project.objects.for_user(request.user).order_by("name")
+    mine = Project.objects.for_user(request.user).order_by("name")
     return render(
         request,
         "annotation/project_list.html",
-        {"projects": projects, "may_create": user_may_create_projects(request.user)},
+        {"projects": mine, "may_create": user_may_create_projects(request.user)},
     )
 
 
@@ -55,7 +55,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
         )
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        project = services.project_create(
+        project = projects.project_create(
             name=form.cleaned_data["name"],
             slug=form.cleaned_data["slug"],
             task_type=form.cleaned_data["task_type"],
@@ -76,7 +76,7 @@ def _status_context(project: Project) -> dict:
     is_busy = any(not x.is_finished for x in [*batches, *jobs, *synthetic_jobs])
     waiting = [b for b in batches if b.status == ImportBatch.Status.PENDING]
     return {
-        "counts": services.project_counts(project),
+        "counts": projects.project_counts(project),
         "batches": batches,
         "jobs": jobs,
         "synthetic_jobs": synthetic_jobs,
@@ -97,9 +97,9 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "import_form": ImportForm(project=project),
         "export_form": ExportForm(project=project),
         "labeling_form": LabelingForm(),
-        "teacher": labeling.teacher_config_for(project),
+        "teacher": teacher.teacher_config_for(project),
         "gold_sets": project.gold_sets.frozen(),
-        "dashboard": services.project_dashboard(project),
+        "dashboard": projects.project_dashboard(project),
         **_status_context(project),
     }
     return render(request, "annotation/project_detail.html", context)
@@ -162,7 +162,7 @@ def label_create(request: HttpRequest, slug: str) -> HttpResponse:
 
     def create() -> str:
         data = form.cleaned_data
-        label = services.label_create(
+        label = projects.label_create(
             project=project, name=data["name"], description=data["description"], key=data["key"]
         )
         return f"Label “{label.name}” added with key {label.key or '—'}."
@@ -180,7 +180,7 @@ def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
     def update() -> str:
         data = form.cleaned_data
-        services.label_update(
+        projects.label_update(
             label=label,
             name=data["name"],
             description=data["description"],
@@ -200,7 +200,7 @@ def label_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     label = get_object_or_404(Label, project=project, pk=pk)
 
     def delete() -> str:
-        services.label_delete(label=label)
+        projects.label_delete(label=label)
         return f"Label “{label.name}” deleted."
 
     _act(request, delete)
@@ -233,7 +233,7 @@ def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
     form = MembershipForm(request.POST)
 
     def add() -> str:
-        membership = services.membership_set(
+        membership = projects.membership_set(
             project=project, username=form.cleaned_data["username"], role=form.cleaned_data["role"]
         )
         return f"{membership.user} is now a {membership.get_role_display().lower()}."
@@ -249,7 +249,7 @@ def membership_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     membership = get_object_or_404(Membership, project=project, pk=pk)
 
     def remove() -> str:
-        services.membership_remove(membership=membership)
+        projects.membership_remove(membership=membership)
         return f"{membership.user} was removed from the project."
 
     _act(request, remove)

@@ -11,8 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation import labeling, synthetic
-from annotation import teacher as teacher_boundary
+from annotation import teacher
 from annotation.forms import (
     LabelingForm,
     PromptForm,
@@ -36,22 +35,22 @@ from distillapp import rows
 @login_required
 def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
-    config = labeling.teacher_config_for(project)
-    prompt = labeling.prompt_version_current(project, user=request.user)
+    config = teacher.teacher_config_for(project)
+    prompt = teacher.prompt_version_current(project, user=request.user)
     task = prompt.task
     config_form = TeacherConfigForm(request.POST or None, instance=config, prefix="teacher")
     prompt_form = PromptForm(
         request.POST or None,
         prefix="prompt",
         task=task,
-        example_line=labeling.reviewed_example_line(project),
+        example_line=teacher.reviewed_example_line(project),
         initial={
             "instructions": prompt.instructions,
             "few_shot": prompt.few_shot,
             "few_shot_k": prompt.few_shot_k,
             "few_shot_per_label": prompt.few_shot_per_label,
             "fixed_examples": "\n".join(
-                labeling.fixed_example_line(task, e["text"], e["label"]) for e in prompt.fixed_examples
+                teacher.fixed_example_line(task, e["text"], e["label"]) for e in prompt.fixed_examples
             ),
         },
     )
@@ -60,7 +59,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             with transaction.atomic():
                 config_form.save()
                 data = prompt_form.cleaned_data
-                saved = labeling.prompt_version_update(
+                saved = teacher.prompt_version_update(
                     project=project,
                     user=request.user,
                     instructions=data["instructions"],
@@ -69,13 +68,13 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
                     few_shot_per_label=data["few_shot_per_label"],
                     fixed_examples=data["fixed_examples"],
                 )
-        except labeling.LabelingError as exc:
+        except teacher.LabelingError as exc:
             messages.error(request, str(exc))
         else:
             note = " (a new prompt version, since the last one has answers)" if saved.pk != prompt.pk else ""
             messages.success(request, f"Teacher saved; prompt v{saved.version}{note}.")
             return redirect("annotation:teacher-settings", slug=project.slug)
-    system_prompt = teacher_boundary.render_system_prompt(
+    system_prompt = teacher.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
     return render(
@@ -99,7 +98,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
 def _key_status(config: TeacherConfig) -> str:
     """ "set", "unset" or "not allowed"; only an allow-listed variable is ever looked up,
     so the page cannot be used to probe the server's environment."""
-    if teacher_boundary.credentials_problem(api_key_env=config.api_key_env, base_url=""):
+    if teacher.credentials_problem(api_key_env=config.api_key_env, base_url=""):
         return "not allowed"
     return "set" if os.environ.get(config.api_key_env) else "unset"
 
@@ -115,13 +114,13 @@ def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
     try:
-        estimate = labeling.labeling_estimate(
+        estimate = teacher.labeling_estimate(
             project=project,
             selection=data["selection"],
             sample_size=data["sample_size"],
             search=data["search"],
         )
-    except labeling.LabelingError as exc:
+    except teacher.LabelingError as exc:
         messages.error(request, str(exc))
         return redirect("annotation:project-detail", slug=project.slug)
     if data["provider"] == TeacherConfig.Provider.EMBEDDING:
@@ -144,7 +143,7 @@ def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
     try:
-        job = labeling.labeling_job_create(
+        job = teacher.labeling_job_create(
             project=project,
             user=request.user,
             selection=data["selection"],
@@ -152,10 +151,10 @@ def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
             search=data["search"],
             provider=data["provider"] or None,
         )
-    except labeling.LabelingError as exc:
+    except teacher.LabelingError as exc:
         messages.error(request, str(exc))
         return redirect("annotation:project-detail", slug=project.slug)
-    labeling.labeling_job_start(job=job)
+    teacher.labeling_job_start(job=job)
     messages.info(
         request, f"Labelling {job.estimate.get('examples', 0):,} examples; progress is shown below."
     )
@@ -170,7 +169,7 @@ def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespons
     if job.is_finished:
         messages.error(request, "This labelling job has already ended.")
     else:
-        labeling.labeling_job_cancel(job=job)
+        teacher.labeling_job_cancel(job=job)
         messages.info(request, "Cancelling: answers already received are kept.")
     return redirect("annotation:project-detail", slug=project.slug)
 
@@ -198,7 +197,7 @@ def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:teacher-settings", slug=project.slug)
     data = form.cleaned_data
     try:
-        job = synthetic.synthetic_job_create(
+        job = teacher.synthetic_job_create(
             project=project,
             user=request.user,
             labels=data["labels"],
@@ -212,10 +211,10 @@ def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
             seed_with_real=data["seed_with_real"],
             near_duplicate_threshold=data["near_duplicate_threshold"],
         )
-    except labeling.LabelingError as exc:
+    except teacher.LabelingError as exc:
         messages.error(request, str(exc))
         return redirect("annotation:teacher-settings", slug=project.slug)
-    synthetic.synthetic_job_start(job=job)
+    teacher.synthetic_job_start(job=job)
     messages.info(request, f"Writing {job.requested:,} synthetic examples; progress is shown below.")
     return redirect("annotation:project-detail", slug=project.slug)
 
@@ -228,7 +227,7 @@ def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if job.is_finished:
         messages.error(request, "This job has already ended.")
     else:
-        synthetic.synthetic_job_cancel(job=job)
+        teacher.synthetic_job_cancel(job=job)
         messages.info(request, "Cancelling: examples already written are kept.")
     return redirect("annotation:project-detail", slug=project.slug)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation.embedding_teacher import EmbeddingTeacher
+from annotation.teacher.embedding import EmbeddingTeacher
 from tests.shared_data import dataset, first_per_label
 
 LABEL_COUNT = 10
@@ -85,5 +85,10 @@ def test_empty_input_predicts_nothing():
 
 
 def test_importing_the_teacher_does_not_load_torch():
-    code = "import sys, annotation.embedding_teacher; assert 'torch' not in sys.modules"
+    # The whole teacher package (the offline teacher, the client, the jobs), with Django set
+    # up as the web process and the worker have it.
+    code = (
+        "import os, sys, django; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'distillapp.settings'); "
+        "django.setup(); import annotation.teacher; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

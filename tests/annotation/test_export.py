@@ -7,7 +7,8 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation import corpus, services
+from annotation import corpus, projects
+from annotation.corpus import formats
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, Review
 from tests.annotation.test_import import run_import
 from tests.conftest import make_project
@@ -34,9 +35,9 @@ def labelled(project, reviewer, lead):
 
 
 def export(project, fmt: str, **kwargs) -> str:
-    examples, gold_set = services.examples_for_export(project=project, **kwargs)
+    examples, gold_set = corpus.examples_for_export(project=project, **kwargs)
     out = io.StringIO()
-    corpus.write_export(services.export_records(examples, gold_set=gold_set), fmt=fmt, out=out)
+    corpus.write_export(corpus.export_records(examples, gold_set=gold_set), fmt=fmt, out=out)
     return out.getvalue()
 
 
@@ -102,7 +103,7 @@ def test_gold_scope_exports_one_frozen_version_with_its_labels(project, labelled
         ("card charged twice", "Other", [1]),
         ("hello there", "Billing", [1]),
     ]
-    with pytest.raises(services.ServiceError, match="no frozen gold set version 2"):
+    with pytest.raises(projects.ServiceError, match="no frozen gold set version 2"):
         export(project, "jsonl", scope="gold", gold_version=2)
 
 
@@ -187,6 +188,6 @@ def test_csv_cells_cannot_start_a_spreadsheet_formula(project, lead, tmp_path):
 
 @pytest.mark.parametrize("value", ["=1", "+", "-x", "@a", "\tx", "\rx", "'", "''", "'a", "a", "", "a=b"])
 def test_the_formula_guard_is_undone_exactly(value):
-    guarded = corpus.neutralise_cell(value)
+    guarded = formats.neutralise_cell(value)
     assert not guarded.startswith(("=", "+", "-", "@", "\t", "\r"))
-    assert corpus.restore_cell(guarded) == value
+    assert formats.restore_cell(guarded) == value

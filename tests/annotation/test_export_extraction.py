@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from annotation import corpus, services
+from annotation import corpus, projects
 from annotation.models import Example, Label, Membership
 from tasks.extraction import formats
 from tests.annotation.test_import_extraction import CONLL, FIELDS, TEXT, jsonl, run_import, span
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def extraction(lead, reviewer):
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=FIELDS
     )
     Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
@@ -37,8 +37,8 @@ SOURCE = [
 
 
 def export(project, fmt: str = "jsonl", **scope) -> str:
-    examples, gold_set = services.examples_for_export(project=project, **scope)
-    records = services.export_records(examples, gold_set=gold_set)
+    examples, gold_set = corpus.examples_for_export(project=project, **scope)
+    records = corpus.export_records(examples, gold_set=gold_set)
     out = io.StringIO()
     corpus.write_export(records, fmt=fmt, out=out, task=project.task)
     return out.getvalue()
@@ -83,7 +83,7 @@ def test_conll_export_holds_the_labelled_texts(extraction, tmp_path):
 def test_jsonl_export_imports_again_unchanged(extraction, lead, tmp_path):
     run_import(extraction, tmp_path, jsonl(*SOURCE), label_meaning="verified", user=lead)
     first = export(extraction)
-    copy = services.project_create(name="Copy", slug="copy", user=lead, task_type="extraction", labels=FIELDS)
+    copy = projects.project_create(name="Copy", slug="copy", user=lead, task_type="extraction", labels=FIELDS)
     Label.objects.filter(project=copy, name="date").update(allows_many=False)
     copy.forget_task()
     batch = run_import(copy, tmp_path, first, name="export.jsonl", label_meaning="verified", user=lead)
@@ -108,7 +108,7 @@ def test_conll_export_imports_again_unchanged(extraction, lead, tmp_path):
     assert [(r.text, r.spans) for r in formats.read_conll(first)] == [
         (r.text, r.spans) for r in formats.read_conll(CONLL)
     ]
-    copy = services.project_create(name="Copy", slug="copy", user=lead, task_type="extraction")
+    copy = projects.project_create(name="Copy", slug="copy", user=lead, task_type="extraction")
     batch = run_import(copy, tmp_path, first, name="export.conll", create_labels=True)
     assert batch.status == "succeeded", batch.error_report
     assert export(copy, "conll") == first

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation import importing, services
-from annotation.importing import import_batch_claim, import_batch_run
+from annotation import corpus, projects
+from annotation.corpus import import_batch_claim, import_batch_run, importing
 from annotation.models import Example, ImportBatch, Label, Proposal
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def run_import(
     path = tmp_path / name
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     options.setdefault("user", None)
-    batch = services.import_batch_create(project=project, file_name=name, path=path, **options)
+    batch = corpus.import_batch_create(project=project, file_name=name, path=path, **options)
     assert import_batch_claim(batch.pk)
     return import_batch_run(batch=batch)
 
@@ -236,7 +236,7 @@ def test_staged_import_in_several_chunks_keeps_file_order(project, tmp_path, mon
 def test_claim_is_taken_once(project, tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("one\n")
-    batch = services.import_batch_create(project=project, user=None, file_name="a.txt", path=path)
+    batch = corpus.import_batch_create(project=project, user=None, file_name="a.txt", path=path)
     assert import_batch_claim(batch.pk) is True
     assert import_batch_claim(batch.pk) is False
 
@@ -289,8 +289,8 @@ def test_import_command_unknown_project(tmp_path):
 
 
 def test_verified_labels_are_reviews_by_the_importing_lead(project, lead, tmp_path):
-    from annotation.labeling import _memory
     from annotation.models import Review
+    from annotation.teacher.service import _memory
 
     batch = run_import(
         project,
@@ -320,8 +320,8 @@ def test_verified_labels_need_a_lead(project, reviewer, tmp_path):
     path = tmp_path / "v.csv"
     path.write_text("text,label\nx,Billing\n")
     for user in (None, reviewer):
-        with pytest.raises(services.ServiceError, match="Only a lead"):
-            services.import_batch_create(
+        with pytest.raises(projects.ServiceError, match="Only a lead"):
+            corpus.import_batch_create(
                 project=project,
                 user=user,
                 file_name="v.csv",
@@ -343,8 +343,8 @@ def test_predictions_are_proposals_by_the_named_system(project, tmp_path):
     proposal = Proposal.objects.get(example__project=project)
     assert (proposal.agent, proposal.value) == ("import:crm rules", "Billing")
     assert batch.options["label_agent"] == "import:crm rules"
-    with pytest.raises(services.ServiceError, match="name takes"):
-        services.import_batch_create(
+    with pytest.raises(projects.ServiceError, match="name takes"):
+        corpus.import_batch_create(
             project=project,
             user=None,
             file_name="x.csv",
@@ -440,8 +440,8 @@ def test_file_as_gold_candidates_joins_the_draft_for_blind_labelling(project, tm
 def test_candidates_cannot_claim_verified_labels(project, lead, tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("text,label\nx,Billing\n")
-    with pytest.raises(services.ServiceError, match="labelled blind"):
-        services.import_batch_create(
+    with pytest.raises(projects.ServiceError, match="labelled blind"):
+        corpus.import_batch_create(
             project=project,
             user=lead,
             file_name="t.csv",

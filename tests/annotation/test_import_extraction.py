@@ -11,8 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from annotation import corpus, services
-from annotation.importing import import_batch_claim, import_batch_run
+from annotation import corpus, projects
+from annotation.corpus import import_batch_claim, import_batch_run
 from annotation.models import Example, GoldSetItem, ImportBatch, Label, Membership, Proposal, Review
 from tasks.extraction import formats
 from tests.shared_data import dataset
@@ -25,7 +25,7 @@ TEXT = "Table for 4 on 12 May in Paris"  # people 10-11, date 15-21, location 25
 
 @pytest.fixture
 def extraction(lead, reviewer):
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=FIELDS
     )
     Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
@@ -36,7 +36,7 @@ def run_import(project, tmp_path: Path, content: str | bytes, name: str = "data.
     path = tmp_path / name
     path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
     options.setdefault("user", None)
-    batch = services.import_batch_create(project=project, file_name=name, path=path, **options)
+    batch = corpus.import_batch_create(project=project, file_name=name, path=path, **options)
     assert import_batch_claim(batch.pk)
     return import_batch_run(batch=batch)
 
@@ -246,8 +246,8 @@ def test_verified_spans_are_reviews_by_the_lead(extraction, lead, tmp_path):
 def test_verified_spans_need_a_lead(extraction, reviewer, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(jsonl({"text": TEXT}))
-    with pytest.raises(services.ServiceError, match="Only a lead"):
-        services.import_batch_create(
+    with pytest.raises(projects.ServiceError, match="Only a lead"):
+        corpus.import_batch_create(
             project=extraction, user=reviewer, file_name="d.jsonl", path=path, label_meaning="verified"
         )
 
@@ -298,8 +298,8 @@ def test_gold_candidates_from_a_span_file(extraction, tmp_path):
 def test_column_options_that_a_span_file_cannot_have(extraction, tmp_path, options, message):
     path = tmp_path / "d.jsonl"
     path.write_text(jsonl({"text": TEXT}))
-    with pytest.raises(services.ServiceError, match=message):
-        services.import_batch_create(project=extraction, user=None, file_name="d.jsonl", path=path, **options)
+    with pytest.raises(projects.ServiceError, match=message):
+        corpus.import_batch_create(project=extraction, user=None, file_name="d.jsonl", path=path, **options)
 
 
 # --- CoNLL ----------------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_malformed_conll_rejects_the_file_with_its_line(extraction, tmp_path, co
 
 
 def test_line_numbers_stay_right_across_chunks(extraction, tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus, "SPAN_CHUNK_LINES", 3)
+    monkeypatch.setattr("annotation.corpus.formats.SPAN_CHUNK_LINES", 3)
     sentences = "".join(f"word{i}\tO\nParis\tB-location\n\n" for i in range(10))
     batch = run_import(extraction, tmp_path, sentences + "badline\nRome\tB-location\n", name="d.conll")
     assert_rejected(batch, extraction, [(31, "expected a token")])
@@ -355,8 +355,8 @@ def test_line_numbers_stay_right_across_chunks(extraction, tmp_path, monkeypatch
 def test_classification_project_refuses_conll(project, tmp_path):
     path = tmp_path / "d.conll"
     path.write_text(CONLL)
-    with pytest.raises(services.ServiceError, match="CoNLL files hold extraction spans"):
-        services.import_batch_create(project=project, user=None, file_name="d.conll", path=path)
+    with pytest.raises(projects.ServiceError, match="CoNLL files hold extraction spans"):
+        corpus.import_batch_create(project=project, user=None, file_name="d.conll", path=path)
 
 
 def wnut_slice(folder: Path, sentences: int) -> str:
@@ -374,8 +374,8 @@ def wnut_slice(folder: Path, sentences: int) -> str:
 
 def test_wnut17_slice_imports_as_is(lead, tmp_path, monkeypatch):
     content = wnut_slice(dataset("wnut17"), 300)
-    monkeypatch.setattr(corpus, "SPAN_CHUNK_LINES", 500)  # several chunks
-    project = services.project_create(name="WNUT", slug="wnut", user=lead, task_type="extraction")
+    monkeypatch.setattr("annotation.corpus.formats.SPAN_CHUNK_LINES", 500)  # several chunks
+    project = projects.project_create(name="WNUT", slug="wnut", user=lead, task_type="extraction")
     batch = run_import(project, tmp_path, content, name="dev.conll", create_labels=True)
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error_report
     expected = {row.text.strip(): row.spans for row in formats.read_conll(content)}

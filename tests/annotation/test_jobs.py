@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 from rq import SimpleWorker
 
-from annotation import services
+from annotation import corpus
 from annotation.models import Example, ImportBatch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,10 +19,10 @@ def queued_batch(project, tmp_path, lines: int = 120) -> ImportBatch:
     path = tmp_path / "tickets.csv"
     path.write_text("text,label\n" + "".join(f"ticket {i},Billing\n" for i in range(lines)))
     with transaction.atomic():
-        batch = services.import_batch_create(
+        batch = corpus.import_batch_create(
             project=project, user=None, file_name=path.name, path=path, label_column="label"
         )
-        services.import_batch_start(batch=batch, inline=False)
+        corpus.import_batch_start(batch=batch, inline=False)
     return batch
 
 

@@ -18,8 +18,9 @@ from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import labeling
+from annotation import teacher
 from annotation.models import Example, LabelingJob, LabelingJobItem, PromptVersion, Proposal, TeacherConfig
+from annotation.teacher import labeling
 from distillapp import rows
 from tests.fake_openai import FakeOpenAI, FakeReply, answer_with, slow
 
@@ -49,7 +50,7 @@ def tickets(project):
 
 
 def use_llm(project, server, **fields) -> TeacherConfig:
-    config = labeling.teacher_config_for(project)
+    config = teacher.teacher_config_for(project)
     config.provider = TeacherConfig.Provider.OPENAI
     config.model = "gpt-test"
     config.base_url = server.base_url
@@ -61,11 +62,11 @@ def use_llm(project, server, **fields) -> TeacherConfig:
 
 
 def run_job(project, user=None, **kwargs) -> LabelingJob:
-    job = labeling.labeling_job_create(
+    job = teacher.labeling_job_create(
         project=project, user=user, selection=kwargs.pop("selection", "unlabelled"), **kwargs
     )
-    assert labeling.labeling_job_claim(job.pk)
-    return labeling.labeling_job_run(job=job)
+    assert teacher.labeling_job_claim(job.pk)
+    return teacher.labeling_job_run(job=job)
 
 
 def test_job_labels_every_example_once_with_cost_and_tokens(project, tickets, llm):
@@ -130,15 +131,15 @@ def test_cancel_stops_a_running_job_and_keeps_what_it_has(project, llm):
         Example.objects.create(project=project, text=f"ticket number {i}")
     use_llm(project, llm, concurrency=2)
     llm.responder = slow(lambda req: FakeReply(content='{"label": "Other"}'), 0.1)
-    job = labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
-    assert labeling.labeling_job_claim(job.pk)
-    runner = threading.Thread(target=lambda: labeling.labeling_job_run(job=job))
+    job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
+    assert teacher.labeling_job_claim(job.pk)
+    runner = threading.Thread(target=lambda: teacher.labeling_job_run(job=job))
     runner.start()
     deadline = time.monotonic() + 20
     while LabelingJob.objects.get(pk=job.pk).done < 4:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    labeling.labeling_job_cancel(job=job)
+    teacher.labeling_job_cancel(job=job)
     runner.join(timeout=20)
     job.refresh_from_db()
     assert job.status == LabelingJob.Status.CANCELLED
@@ -148,11 +149,11 @@ def test_cancel_stops_a_running_job_and_keeps_what_it_has(project, llm):
 
 def test_cancel_before_start(project, tickets, llm):
     use_llm(project, llm)
-    job = labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
-    labeling.labeling_job_cancel(job=job)
+    job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
+    teacher.labeling_job_cancel(job=job)
     job.refresh_from_db()
     assert job.status == LabelingJob.Status.CANCELLED
-    assert not labeling.labeling_job_claim(job.pk)
+    assert not teacher.labeling_job_claim(job.pk)
 
 
 def database_url() -> str:
@@ -180,8 +181,8 @@ def test_killed_worker_resumes_and_labels_each_example_exactly_once(project, llm
         lambda req: FakeReply(content='{"label": "Other"}', prompt_tokens=100, completion_tokens=5), 0.1
     )
     with transaction.atomic():
-        job = labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
-        labeling.labeling_job_start(job=job)
+        job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
+        teacher.labeling_job_start(job=job)
 
     worker = start_worker()
     try:
@@ -227,22 +228,22 @@ def test_embedding_teacher_job_needs_no_key(project, tickets):
 def test_openai_teacher_without_key_is_refused(project, tickets, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    config = labeling.teacher_config_for(project)
+    config = teacher.teacher_config_for(project)
     config.provider = "openai"
     config.save()
-    with pytest.raises(labeling.LabelingError, match="No API key"):
-        labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
+    with pytest.raises(teacher.LabelingError, match="No API key"):
+        teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
 
 
 def test_estimate_uses_measured_tokens_once_there_are_some(project, tickets, llm):
     use_llm(project, llm)
-    before = labeling.labeling_estimate(project=project, selection="unlabelled")
+    before = teacher.labeling_estimate(project=project, selection="unlabelled")
     assert before["basis"] == "estimated" and before["examples"] == 6
     llm.responder = lambda req: FakeReply(
         content='{"label": "Other"}', prompt_tokens=2000, completion_tokens=10
     )
     run_job(project, selection="sample", sample_size=2)
-    after = labeling.labeling_estimate(project=project, selection="unlabelled")
+    after = teacher.labeling_estimate(project=project, selection="unlabelled")
     assert after["basis"] == "measured" and after["examples"] == 4
     assert after["input_tokens"] == 4 * 2000
     assert Decimal(after["cost_usd"]) == Decimal("0.001224")  # 8000*0.15/1M + 40*0.60/1M
@@ -250,8 +251,8 @@ def test_estimate_uses_measured_tokens_once_there_are_some(project, tickets, llm
 
 def test_prompt_versions_are_immutable_once_used(project, tickets, llm, lead):
     use_llm(project, llm)
-    v1 = labeling.prompt_version_current(project)
-    edited = labeling.prompt_version_update(
+    v1 = teacher.prompt_version_current(project)
+    edited = teacher.prompt_version_update(
         project=project,
         user=lead,
         instructions="Be careful.",
@@ -262,7 +263,7 @@ def test_prompt_versions_are_immutable_once_used(project, tickets, llm, lead):
     )
     assert edited.pk == v1.pk and edited.instructions == "Be careful."  # unused: edited in place
     run_job(project, selection="sample", sample_size=1)
-    v2 = labeling.prompt_version_update(
+    v2 = teacher.prompt_version_update(
         project=project,
         user=lead,
         instructions="Be very careful.",
@@ -275,17 +276,17 @@ def test_prompt_versions_are_immutable_once_used(project, tickets, llm, lead):
     assert PromptVersion.objects.get(pk=v1.pk).instructions == "Be careful."
     # A label change reaches an unused version in place, and makes a new one once used.
     project.labels.create(name="Shipping", key="9", order=9)
-    current = labeling.prompt_version_current(project)
+    current = teacher.prompt_version_current(project)
     assert current.version == 2 and "Shipping" in current.label_names
     run_job(project, selection="sample", sample_size=1)
     project.labels.create(name="Returns", key="8", order=10)
-    assert labeling.prompt_version_current(project).version == 3
+    assert teacher.prompt_version_current(project).version == 3
     assert "Returns" not in PromptVersion.objects.get(project=project, version=2).label_names
 
 
 def test_fixed_few_shot_examples_are_sent(project, tickets, llm, lead):
     use_llm(project, llm)
-    labeling.prompt_version_update(
+    teacher.prompt_version_update(
         project=project,
         user=lead,
         instructions="Label it.",
@@ -316,7 +317,7 @@ def test_similar_few_shot_picks_reviewed_examples_with_a_per_label_cap(project, 
         Review.objects.create(example=example, reviewer=reviewer, verdict="correct", value=label)
     Example.objects.create(project=project, text="I was charged twice this month")
     use_llm(project, llm)
-    labeling.prompt_version_update(
+    teacher.prompt_version_update(
         project=project,
         user=lead,
         instructions="Label it.",
@@ -336,7 +337,7 @@ def test_similar_few_shot_picks_reviewed_examples_with_a_per_label_cap(project, 
 def test_requeue_interrupted_finds_a_dead_workers_job(project, tickets, queues):
     from distillapp.worker import requeue_interrupted
 
-    job = labeling.labeling_job_create(
+    job = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     LabelingJob.objects.filter(pk=job.pk).update(status="running", worker="nohost-anywhere:1")
@@ -381,7 +382,7 @@ def test_teacher_pages_are_for_leads(project, reviewer_client, outsider_client, 
 
 
 def test_cancel_view_permissions(project, reviewer_client, outsider_client, lead_client):
-    job = labeling.labeling_job_create(
+    job = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     url = reverse("annotation:labeling-cancel", args=[project.slug, job.pk])
@@ -462,7 +463,7 @@ def test_embedding_job_reports_progress_as_answers_arrive(project, monkeypatch):
 
 
 def test_labelling_page_says_the_job_is_starting_before_the_first_answer(project, lead_client, tickets):
-    job = labeling.labeling_job_create(
+    job = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     # Held by this (live) process, so the page's recovery of dead workers' jobs leaves it be.
@@ -478,9 +479,9 @@ def test_labelling_page_says_the_job_is_starting_before_the_first_answer(project
 
 @pytest.mark.parametrize("few_shot", ["none", "fixed", "similar"])
 def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, few_shot, monkeypatch):
-    from annotation import embedding_teacher
+    from annotation.teacher import embedding
 
-    labeling.prompt_version_update(
+    teacher.prompt_version_update(
         project=project,
         user=lead,
         instructions="Classify the ticket.",
@@ -493,12 +494,12 @@ def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, f
     monkeypatch.setattr(labeling, "_memory", lambda project: reviewed)
     made = {}
 
-    class Recorder(embedding_teacher.EmbeddingTeacher):
+    class Recorder(embedding.EmbeddingTeacher):
         def __init__(self, labels, memory=(), **kwargs):
             made.update(memory=list(memory), k=kwargs.get("k"))
 
         def predict(self, texts):
-            return [embedding_teacher.EmbeddingPrediction("Other", 0.5, {}) for _ in texts]
+            return [embedding.EmbeddingPrediction("Other", 0.5, {}) for _ in texts]
 
     monkeypatch.setattr("tasks.classification.offline.EmbeddingTeacher", Recorder)
     Example.objects.create(project=project, text="where is my invoice")

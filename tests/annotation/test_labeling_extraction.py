@@ -10,8 +10,9 @@ import pytest
 from django.db.models import Count, Sum
 from django.urls import reverse
 
-from annotation import labeling, services, synthetic
+from annotation import projects, teacher
 from annotation.models import Example, LabelingJob, Membership, Proposal, Review, TeacherConfig
+from annotation.teacher import labeling
 from distillapp import rows
 from tests.fake_openai import FakeOpenAI, FakeReply
 
@@ -52,7 +53,7 @@ def responder(request) -> FakeReply:
 
 @pytest.fixture
 def xproject(lead, reviewer):
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings",
         slug="bookings",
         user=lead,
@@ -76,7 +77,7 @@ def llm(monkeypatch):
 
 
 def use_llm(project, server, **fields) -> TeacherConfig:
-    config = labeling.teacher_config_for(project)
+    config = teacher.teacher_config_for(project)
     config.provider = TeacherConfig.Provider.OPENAI
     config.model = "gpt-test"
     config.base_url = server.base_url
@@ -88,11 +89,11 @@ def use_llm(project, server, **fields) -> TeacherConfig:
 
 
 def run_job(project, **kwargs) -> LabelingJob:
-    job = labeling.labeling_job_create(
+    job = teacher.labeling_job_create(
         project=project, user=None, selection=kwargs.pop("selection", "unlabelled"), **kwargs
     )
-    assert labeling.labeling_job_claim(job.pk)
-    return labeling.labeling_job_run(job=job)
+    assert teacher.labeling_job_claim(job.pk)
+    return teacher.labeling_job_run(job=job)
 
 
 def test_llm_job_stores_span_answers_with_cost_tokens_and_queue_keys(xproject, bookings, llm):
@@ -216,10 +217,10 @@ def test_a_failed_job_resumes_without_labelling_anything_twice(xproject, llm, qu
             write(job, results, agent)
 
         monkeypatch.setattr(labeling, "_write", crash_after_two_batches)
-        job = labeling.labeling_job_create(project=xproject, user=None, selection="unlabelled")
-        assert labeling.labeling_job_claim(job.pk)
+        job = teacher.labeling_job_create(project=xproject, user=None, selection="unlabelled")
+        assert teacher.labeling_job_claim(job.pk)
         with pytest.raises(RuntimeError):
-            labeling.labeling_job_run(job=job)
+            teacher.labeling_job_run(job=job)
         job.refresh_from_db()
         assert job.status == LabelingJob.Status.FAILED and 0 < job.done < 44
         done_before = job.done
@@ -227,8 +228,8 @@ def test_a_failed_job_resumes_without_labelling_anything_twice(xproject, llm, qu
 
         monkeypatch.setattr(labeling, "_write", write)
         assert rows.resume(LabelingJob, job.pk)
-        assert labeling.labeling_job_claim(job.pk)
-        job = labeling.labeling_job_run(job=job)
+        assert teacher.labeling_job_claim(job.pk)
+        job = teacher.labeling_job_run(job=job)
         assert job.status == LabelingJob.Status.SUCCEEDED
         assert (job.total, job.done, job.failed) == (44, 44, 0)
         per_example = Proposal.objects.values("example").annotate(n=Count("pk"))
@@ -263,7 +264,7 @@ def test_fixed_few_shot_examples_are_json_lines_checked_against_the_text(
         },
     )
     assert response.status_code == 302
-    prompt = labeling.prompt_version_current(xproject)
+    prompt = teacher.prompt_version_current(xproject)
     assert prompt.fixed_examples == [
         {
             "text": "Dinner in Oslo at 9pm",
@@ -286,8 +287,8 @@ def test_fixed_few_shot_examples_are_json_lines_checked_against_the_text(
     assert "Dinner in Oslo at 9pm" in page and "&quot;entities&quot;" in page
 
     # A value that is not in the example's text is refused, and nothing is saved.
-    with pytest.raises(labeling.LabelingError, match="Fixed example 1: 'Rome' \\(city\\) is not in the text"):
-        labeling.prompt_version_update(
+    with pytest.raises(teacher.LabelingError, match="Fixed example 1: 'Rome' \\(city\\) is not in the text"):
+        teacher.prompt_version_update(
             project=xproject,
             user=lead,
             instructions="x",
@@ -301,7 +302,7 @@ def test_fixed_few_shot_examples_are_json_lines_checked_against_the_text(
 
 
 def teacher_form_data(project) -> dict:
-    config = labeling.teacher_config_for(project)
+    config = teacher.teacher_config_for(project)
     data = {
         f"teacher-{name}": getattr(config, name)
         for name in (
@@ -339,7 +340,7 @@ def test_similar_few_shot_picks_reviewed_span_answers(xproject, reviewer, llm):
     )
     target = Example.objects.create(project=xproject, text="A table in Paris for 4 at 7pm")
     use_llm(xproject, llm)
-    labeling.prompt_version_update(
+    teacher.prompt_version_update(
         project=xproject,
         user=None,
         instructions="",
@@ -374,7 +375,7 @@ def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, review
         ]
         review(example, reviewer, spans_of(text, pairs))
     new = Example.objects.create(project=xproject, text="LISBON for 4 at 7PM, not 14")
-    config = labeling.teacher_config_for(xproject)
+    config = teacher.teacher_config_for(xproject)
     assert config.provider == TeacherConfig.Provider.EMBEDDING  # the offline default
     job = run_job(xproject)
     assert job.status == LabelingJob.Status.SUCCEEDED and job.done == 1
@@ -385,7 +386,7 @@ def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, review
     assert proposal.value == spans_of(new.text, [("city", "LISBON"), ("people", "4"), ("time", "7PM")])
     assert Example.objects.get(pk=new.pk).teacher_label == "city: LISBON · people: 4 · time: 7PM"
     # The serving fallback asks the same teacher.
-    (answer,) = labeling.teacher_answers(xproject, ["Rome at 8pm"])
+    (answer,) = teacher.teacher_answers(xproject, ["Rome at 8pm"])
     assert answer.is_valid and answer.agent == "teacher:dictionary:prompt-v1"
     assert answer.value == spans_of("Rome at 8pm", [("city", "Rome"), ("time", "8pm")])
     # The teacher page says which offline teacher the project gets, and that it writes no synthetic data.
@@ -398,8 +399,8 @@ def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, review
 
 def test_synthetic_data_is_refused_for_extraction(xproject, llm):
     use_llm(xproject, llm)
-    with pytest.raises(labeling.LabelingError, match="Synthetic extraction data comes later"):
-        synthetic.synthetic_job_create(project=xproject, user=None)
+    with pytest.raises(teacher.LabelingError, match="Synthetic extraction data comes later"):
+        teacher.synthetic_job_create(project=xproject, user=None)
 
 
 def test_queue_keys_compare_span_sets_with_the_student(xproject):

@@ -215,7 +215,7 @@ def test_bulk_view_previews_then_accepts(project, lead_client, queue_items):
 
 
 def test_dashboard_numbers(project, reviewer, lead, queue_items, reviewer_client):
-    from annotation import services
+    from annotation import projects
 
     charged, crashes, hello, _ = queue_items
     review.review_record(example=charged, user=reviewer, verdict="accept")
@@ -223,7 +223,7 @@ def test_dashboard_numbers(project, reviewer, lead, queue_items, reviewer_client
     review.review_record(example=hello, user=lead, verdict="accept")
     Review.objects.filter(reviewer=reviewer).update(seconds_spent=4)
     Review.objects.filter(reviewer=lead).update(seconds_spent=10)
-    board = services.project_dashboard(project)
+    board = projects.project_dashboard(project)
     assert board["teacher_accuracy"] == pytest.approx(2 / 3)
     assert [
         (t["reviewer"], t["items"], t["median_seconds"], t["items_per_hour"]) for t in board["throughput"]

@@ -7,7 +7,7 @@ import json
 import pytest
 from django.urls import reverse
 
-from annotation import review, services
+from annotation import projects, review
 from annotation.models import Example, GoldSetItem, Label, Membership, Proposal, Review
 from tests.conftest import client_for, make_user
 
@@ -26,7 +26,7 @@ PROPOSED = {
 
 @pytest.fixture
 def extraction(lead, reviewer):
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings",
         slug="bookings",
         user=lead,

@@ -9,7 +9,7 @@ import pytest
 from django.db.models import Sum
 from django.urls import reverse
 
-from annotation import labeling, synthetic
+from annotation import teacher
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, SyntheticGoldError, SyntheticJob
 from tests.fake_openai import FakeOpenAI, FakeReply
 
@@ -43,7 +43,7 @@ def responder(req):
 def llm(project, monkeypatch):
     monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
     with FakeOpenAI(responder) as server:
-        config = labeling.teacher_config_for(project)
+        config = teacher.teacher_config_for(project)
         config.provider, config.model, config.base_url, config.api_key_env = (
             "openai",
             "gpt-test",
@@ -55,9 +55,9 @@ def llm(project, monkeypatch):
 
 
 def run(project, **kwargs) -> SyntheticJob:
-    job = synthetic.synthetic_job_create(project=project, user=None, **kwargs)
-    assert synthetic.synthetic_job_claim(job.pk)
-    return synthetic.synthetic_job_run(job=job)
+    job = teacher.synthetic_job_create(project=project, user=None, **kwargs)
+    assert teacher.synthetic_job_claim(job.pk)
+    return teacher.synthetic_job_run(job=job)
 
 
 def test_writes_examples_per_label_dropping_duplicates(project, llm):
@@ -118,8 +118,8 @@ def test_gold_texts_never_seed_the_writer(project, llm):
 
 
 def test_embedding_teacher_cannot_write(project):
-    with pytest.raises(labeling.LabelingError, match="needs an LLM teacher"):
-        synthetic.synthetic_job_create(project=project, user=None)
+    with pytest.raises(teacher.LabelingError, match="needs an LLM teacher"):
+        teacher.synthetic_job_create(project=project, user=None)
 
 
 def test_synthetic_examples_never_enter_a_gold_set(project, llm):

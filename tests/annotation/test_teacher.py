@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from annotation import teacher
+from annotation.teacher import client
 from tasks import Category, task_for
 from tests.fake_openai import (
     FakeOpenAI,
@@ -25,9 +25,9 @@ TASK = task_for("classification", [Category(name=name) for name in LABELS])
 TRUTH = {"I was charged twice": "Billing", "The app crashes": "Technical support"}
 
 
-def make_teacher(server: FakeOpenAI, monkeypatch, **overrides) -> teacher.OpenAITeacher:
+def make_teacher(server: FakeOpenAI, monkeypatch, **overrides) -> client.OpenAITeacher:
     monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
-    settings = teacher.TeacherSettings(
+    settings = client.TeacherSettings(
         model="gpt-test",
         base_url=server.base_url,
         api_key_env="FAKE_LLM_KEY",
@@ -35,13 +35,13 @@ def make_teacher(server: FakeOpenAI, monkeypatch, **overrides) -> teacher.OpenAI
         price_output_per_mtok=Decimal("0.60"),
         **overrides,
     )
-    return teacher.OpenAITeacher(settings, TASK)
+    return client.OpenAITeacher(settings, TASK)
 
 
-def classify(t: teacher.OpenAITeacher, text: str) -> list[teacher.TeacherAnswer]:
+def classify(t: client.OpenAITeacher, text: str) -> list[client.TeacherAnswer]:
     async def go():
         try:
-            return await t.classify(teacher.render_messages(system_prompt="Label it.", text=text, task=TASK))
+            return await t.classify(client.render_messages(system_prompt="Label it.", text=text, task=TASK))
         finally:
             await t.close()
 
@@ -178,8 +178,8 @@ def test_json_that_is_not_a_completion_is_unreadable_never_a_label(monkeypatch):
 def test_missing_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(teacher.TeacherError, match="set the environment variable OPENAI_API_KEY"):
-        teacher.OpenAITeacher(teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY"), TASK)
+    with pytest.raises(client.TeacherError, match="set the environment variable OPENAI_API_KEY"):
+        client.OpenAITeacher(client.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY"), TASK)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +215,7 @@ def test_logprob_confidence_ignores_json_punctuation_and_refuses_mismatch():
 
 
 def test_rate_limiter_spaces_requests():
-    limiter = teacher.RateLimiter(requests_per_minute=600)  # one every 0.1 s
+    limiter = client.RateLimiter(requests_per_minute=600)  # one every 0.1 s
 
     async def go():
         loop = asyncio.get_running_loop()
@@ -238,7 +238,7 @@ def test_concurrency_is_the_callers_to_bound(monkeypatch):
             try:
                 return await asyncio.gather(
                     *(
-                        t.classify(teacher.render_messages(system_prompt="s", text=f"t{i}", task=TASK))
+                        t.classify(client.render_messages(system_prompt="s", text=f"t{i}", task=TASK))
                         for i in range(16)
                     )
                 )

@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from annotation import labeling, teacher
+from annotation import teacher
 from annotation.models import Example, Project, TeacherConfig
 from tests.conftest import client_for, make_user
 
@@ -81,18 +81,18 @@ def test_a_lead_cannot_send_the_secret_key_to_their_own_server(project, lead_cli
     assert response.status_code == 200  # the form comes back with its errors
     page = response.content.decode()
     assert "not one of the available choices" in page
-    config = labeling.teacher_config_for(project)
+    config = teacher.teacher_config_for(project)
     assert config.api_key_env != "DJANGO_SECRET_KEY" and config.base_url != attacker_url
 
     # Whatever is stored (old rows, the admin), a call never goes out with it.
     TeacherConfig.objects.filter(project=project).update(
         provider="openai", api_key_env="DJANGO_SECRET_KEY", base_url=attacker_url
     )
-    with pytest.raises(labeling.LabelingError, match="not allowed on this server"):
-        labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
+    with pytest.raises(teacher.LabelingError, match="not allowed on this server"):
+        teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
     config.refresh_from_db()
     with pytest.raises(teacher.TeacherError, match="not allowed"):
-        teacher.OpenAITeacher(labeling.teacher_settings(config), project.task)
+        teacher.OpenAITeacher(teacher.teacher_settings(config), project.task)
     assert seen == [] and all(SECRET not in str(headers) for headers in seen)
 
 
@@ -104,8 +104,8 @@ def test_an_allowed_key_may_not_go_to_an_unlisted_address(project, attacker, mon
         project=project,
         defaults={"provider": "openai", "api_key_env": "OPENAI_API_KEY", "base_url": attacker_url},
     )
-    with pytest.raises(labeling.LabelingError, match="DISTILL_TEACHER_BASE_URLS"):
-        labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
+    with pytest.raises(teacher.LabelingError, match="DISTILL_TEACHER_BASE_URLS"):
+        teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
     settings = teacher.TeacherSettings(model="m", api_key_env="OPENAI_API_KEY", base_url=attacker_url)
     with pytest.raises(teacher.TeacherError, match="base URL"):  # the serving fallback's client too
         teacher.OpenAITeacher(settings, project.task)
@@ -123,9 +123,9 @@ def test_allowed_endpoints_still_work(project, lead_client, monkeypatch):
         assert server.base_url in page and "FAKE_LLM_KEY" in page
         response = lead_client.post(url, settings_form(api_key_env="FAKE_LLM_KEY", base_url=server.base_url))
         assert response.status_code == 302
-        job = labeling.labeling_job_create(project=project, user=None, selection="unlabelled")
-        assert labeling.labeling_job_claim(job.pk)
-        labeling.labeling_job_run(job=job)
+        job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
+        assert teacher.labeling_job_claim(job.pk)
+        teacher.labeling_job_run(job=job)
         assert server.requests[0].headers["authorization"] == "Bearer sk-test"
 
 

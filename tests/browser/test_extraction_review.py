@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from annotation import services
+from annotation import projects
 from annotation.models import Example, Label, Membership, Proposal, Review
 from tests.browser.conftest import log_in
 
@@ -37,7 +37,7 @@ DRAG_POINTS = """([start, end]) => {
 def test_correct_spans_with_mouse_and_keyboard(page, django_user_model, artifacts):
     lead = django_user_model.objects.create_user(username="lena", password="a-long-password")
     reviewer = django_user_model.objects.create_user(username="rui", password="a-long-password")
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings",
         slug="bookings",
         user=lead,
@@ -133,7 +133,7 @@ def test_correct_spans_with_mouse_and_keyboard(page, django_user_model, artifact
 
 def test_enter_on_an_untouched_card_is_an_accept(page, django_user_model):
     reviewer = django_user_model.objects.create_user(username="rui", password="a-long-password")
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings",
         slug="bookings",
         user=reviewer,
@@ -158,7 +158,7 @@ def test_adjudicate_two_blind_span_sets(page, django_user_model, artifacts):
     lead = django_user_model.objects.create_user(username="lena", password="a-long-password")
     first = django_user_model.objects.create_user(username="rui", password="a-long-password")
     second = django_user_model.objects.create_user(username="sara", password="a-long-password")
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings",
         slug="bookings",
         user=lead,
@@ -205,7 +205,7 @@ def test_the_blind_card_starts_empty_and_snaps_like_the_server(page, django_user
     from tasks.extraction.spans import snap_to_words
 
     reviewer = django_user_model.objects.create_user(username="rui", password="a-long-password")
-    project = services.project_create(
+    project = projects.project_create(
         name="Bookings", slug="bookings", user=reviewer, task_type="extraction", labels=[("people", "")]
     )
     Example.objects.create(project=project, text=TEXT)

@@ -13,10 +13,9 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from annotation import teacher as teacher_boundary
-from annotation.labeling import prompt_version_current, teacher_config_for
 from annotation.models import Example, Proposal, TeacherConfig
 from annotation.review import QueueFilter, queue
+from annotation.teacher import prompt_version_current, render_system_prompt, teacher_config_for
 from tests.conftest import make_project
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.training.conftest import make_run
@@ -119,7 +118,7 @@ def test_the_client_cannot_steer_what_reaches_the_llm(project, token, llm):
     assert body["messages"] == [
         {
             "role": "system",
-            "content": teacher_boundary.render_system_prompt(
+            "content": render_system_prompt(
                 instructions=prompt.instructions, guidelines=prompt.guidelines, task=prompt.task
             ),
         },

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from annotation.labeling import teacher_config_for
 from annotation.models import Example, GoldSet, GoldSetItem, Label, Proposal, TeacherConfig
+from annotation.teacher import teacher_config_for
 from tasks.extraction import student as extraction_student
 from tests.conftest import make_project
 from tests.fake_openai import FakeOpenAI, FakeReply

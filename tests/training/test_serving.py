@@ -148,7 +148,7 @@ def test_routing_at_the_threshold_with_review_fallback(project, live):
 
 
 def test_teacher_fallback_answers_low_confidence_texts(project, live, monkeypatch):
-    from annotation.labeling import teacher_config_for
+    from annotation.teacher import teacher_config_for
     from tests.fake_openai import FakeOpenAI, FakeReply
 
     version, raw = live
@@ -184,7 +184,7 @@ def test_drop_in_through_the_real_openai_client(
 ):
     import openai
 
-    from annotation.labeling import teacher_config_for
+    from annotation.teacher import teacher_config_for
     from tests.fake_openai import FakeOpenAI, FakeReply
 
     version = serving.version_promote(run=make_run(project, tiny_classifier), user=lead, threshold=0.0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import corpus, services
+from annotation import corpus, projects
 from annotation.models import Project
 
 
@@ -36,12 +36,12 @@ class Command(BaseCommand):
             )
         scope = "gold" if opts["gold"] is not None else "reviewed" if opts["reviewed"] else "all"
         try:
-            examples, gold_set = services.examples_for_export(
+            examples, gold_set = corpus.examples_for_export(
                 project=project, scope=scope, gold_version=opts["gold"]
             )
-        except services.ServiceError as exc:
+        except projects.ServiceError as exc:
             raise CommandError(str(exc)) from None
-        records = services.export_records(examples, gold_set=gold_set)
+        records = corpus.export_records(examples, gold_set=gold_set)
         if opts["out"]:
             with open(opts["out"], "w", encoding="utf-8", newline="") as out:
                 count = corpus.write_export(records, fmt=opts["format"], out=out, task=task)

@@ -5,8 +5,8 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import corpus, services
-from annotation.importing import import_batch_claim, import_batch_run
+from annotation import corpus, projects
+from annotation.corpus import import_batch_claim, import_batch_run
 from annotation.models import ImportBatch, Project
 from distillapp.progress import follow_row
 
@@ -75,7 +75,7 @@ class Command(BaseCommand):
             if user is None:
                 raise CommandError(f"No user called {opts['user']!r}.")
         try:
-            batch = services.import_batch_create(
+            batch = corpus.import_batch_create(
                 project=project,
                 user=user,
                 file_name=path.name,
@@ -93,7 +93,7 @@ class Command(BaseCommand):
                 hidden_column=opts["hidden_column"],
                 gold=opts["gold"],
             )
-        except services.ServiceError as exc:
+        except projects.ServiceError as exc:
             raise CommandError(str(exc)) from None
         if not import_batch_claim(batch.pk):
             raise CommandError("The import batch could not be claimed.")

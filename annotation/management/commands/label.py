@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from annotation import labeling
+from annotation import teacher
 from annotation.models import LabelingJob, Project, TeacherConfig
 from distillapp.progress import follow_row
 
@@ -38,7 +38,7 @@ class Command(BaseCommand):
         )
         user = get_user_model().objects.filter(username=opts["user"]).first() if opts["user"] else None
         try:
-            job = labeling.labeling_job_create(
+            job = teacher.labeling_job_create(
                 project=project,
                 user=user,
                 selection=selection,
@@ -46,7 +46,7 @@ class Command(BaseCommand):
                 search=opts["search"],
                 provider=opts["teacher"],
             )
-        except labeling.LabelingError as exc:
+        except teacher.LabelingError as exc:
             raise CommandError(str(exc)) from None
         estimate = job.estimate
         self.stdout.write(
@@ -55,10 +55,10 @@ class Command(BaseCommand):
         )
         if not opts["wait"]:
             with transaction.atomic():
-                labeling.labeling_job_start(job=job)
+                teacher.labeling_job_start(job=job)
             self.stdout.write("Queued on the llm queue; a worker will run it.")
             return
-        if not labeling.labeling_job_claim(job.pk):
+        if not teacher.labeling_job_claim(job.pk):
             raise CommandError("The job could not be claimed.")
         with follow_row(
             LabelingJob,
@@ -69,7 +69,7 @@ class Command(BaseCommand):
             position=lambda row: (row["done"] + row["failed"] + row["cached"], row["total"]),
             postfix=lambda row: {"failed": row["failed"], "cost": f"${row['cost_usd']:.4f}"},
         ):
-            job = labeling.run_with_heartbeat(job.pk, lambda: labeling.labeling_job_run(job=job))
+            job = teacher.run_with_heartbeat(job.pk, lambda: teacher.labeling_job_run(job=job))
         self.stdout.write(
             self.style.SUCCESS(
                 f"Job {job.pk} {job.get_status_display().lower()}: {job.done:,} labelled, {job.failed:,} failed, "

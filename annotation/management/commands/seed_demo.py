@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from annotation import importing, services
-from annotation.importing import import_batch_claim, import_batch_run
+from annotation import corpus, projects
+from annotation.corpus import import_batch_claim, import_batch_run
 from annotation.models import Label, Membership, Project
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "demo" / "tickets.jsonl"
@@ -105,7 +105,7 @@ class Command(BaseCommand):
         project = Project.objects.filter(slug=DEMO_SLUG).first()
         if project is None:
             with transaction.atomic():
-                project = services.project_create(
+                project = projects.project_create(
                     name="Support tickets",
                     slug=DEMO_SLUG,
                     user=lead,
@@ -121,7 +121,7 @@ class Command(BaseCommand):
                 with open(DEMO_FILE, encoding="utf-8") as source, open(texts, "w", encoding="utf-8") as out:
                     for line in source:
                         out.write(json.dumps({"text": json.loads(line)["text"]}) + "\n")
-                batch = services.import_batch_create(
+                batch = corpus.import_batch_create(
                     project=project, user=lead, file_name=DEMO_FILE.name, path=texts
                 )
                 if import_batch_claim(batch.pk):
@@ -143,7 +143,7 @@ class Command(BaseCommand):
     def _bookings(self, lead, reviewer) -> None:
         """The extraction demo: 81 booking requests, the first few with reviewed spans."""
         with transaction.atomic():
-            project = services.project_create(
+            project = projects.project_create(
                 name="Table bookings",
                 slug=BOOKINGS_SLUG,
                 user=lead,
@@ -151,7 +151,7 @@ class Command(BaseCommand):
                 guidelines=BOOKINGS_GUIDELINES,
             )
             for name, description, key, color, allows_many in BOOKINGS_FIELDS:
-                label = services.label_create(project=project, name=name, description=description, key=key)
+                label = projects.label_create(project=project, name=name, description=description, key=key)
                 Label.objects.filter(pk=label.pk).update(color=color, allows_many=allows_many)
             if reviewer is not None:
                 Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
@@ -167,12 +167,12 @@ class Command(BaseCommand):
                         record = {"text": record["text"]}
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
             # The spans that come with the first requests are answers people checked.
-            batch = services.import_batch_create(
+            batch = corpus.import_batch_create(
                 project=project,
                 user=lead,
                 file_name=BOOKINGS_FILE.name,
                 path=requests,
-                label_meaning=importing.LABELS_VERIFIED,
+                label_meaning=corpus.LABELS_VERIFIED,
             )
             if import_batch_claim(batch.pk):
                 batch = import_batch_run(batch=batch)

@@ -1,0 +1,61 @@
+"""The corpus: examples in and out of a project as files.
+
+`formats` reads corpus files row by row (CSV, TSV, JSONL, TXT, CoNLL); `importing`
+records an import, stages its rows and moves them in as one transaction (as a job);
+`exporting` chooses examples and writes them with their provenance. This package
+re-exports their public names, so callers write `from annotation import corpus`. A test
+or bench that replaces a name must replace it in the module that looks it up
+(`annotation.corpus.importing`, ...).
+"""
+
+from __future__ import annotations
+
+from annotation.corpus.exporting import (
+    EXPORT_CONTENT_TYPES,
+    EXPORT_SCOPES,
+    examples_for_export,
+    export_records,
+    iter_export,
+    write_export,
+)
+from annotation.corpus.formats import (
+    ALL_FORMATS,
+    FORMATS,
+    SPAN_FORMATS,
+    CorpusFormatError,
+    formats_for,
+    guess_format,
+)
+from annotation.corpus.importing import (
+    GOLD_ATTESTED,
+    GOLD_CANDIDATES,
+    LABELS_PREDICTIONS,
+    LABELS_VERIFIED,
+    import_batch_claim,
+    import_batch_create,
+    import_batch_run,
+    import_batch_start,
+)
+
+__all__ = [
+    "ALL_FORMATS",
+    "EXPORT_CONTENT_TYPES",
+    "EXPORT_SCOPES",
+    "FORMATS",
+    "GOLD_ATTESTED",
+    "GOLD_CANDIDATES",
+    "LABELS_PREDICTIONS",
+    "LABELS_VERIFIED",
+    "SPAN_FORMATS",
+    "CorpusFormatError",
+    "examples_for_export",
+    "export_records",
+    "formats_for",
+    "guess_format",
+    "import_batch_claim",
+    "import_batch_create",
+    "import_batch_run",
+    "import_batch_start",
+    "iter_export",
+    "write_export",
+]

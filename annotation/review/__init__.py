@@ -1,0 +1,67 @@
+"""Review: people checking the teacher's answers, and the gold sets everything is measured on.
+
+`verdicts` is the review queue: the next card, claimed for one reviewer, and the verdict
+recorded on it (one by one, undone, or in bulk); `gold` draws gold sets, labels them
+blind twice, adjudicates and freezes them; `quality` scores how likely each current label
+is wrong (the queue's "likely errors" order). This package re-exports their public names,
+so callers write `from annotation import review` and `review.queue(...)`. (The queue's
+module is not called `queue`: the package's `queue` is the function.)
+"""
+
+from __future__ import annotations
+
+from annotation.review.gold import (
+    REJECT,
+    gold_adjudicate,
+    gold_draft,
+    gold_draw,
+    gold_freeze,
+    gold_label_blind,
+    gold_next_blind,
+    gold_next_disagreement,
+    gold_status,
+)
+from annotation.review.quality import label_quality_scores, quality_run, quality_run_start
+from annotation.review.verdicts import (
+    STRATEGIES,
+    InvalidAnswer,
+    QueueFilter,
+    ReviewError,
+    bulk_accept,
+    bulk_accept_preview,
+    queue,
+    review_next,
+    review_record,
+    review_undo,
+    reviewed_today,
+    teacher_accuracy_on_gold,
+    teacher_proposal,
+)
+
+__all__ = [
+    "REJECT",
+    "STRATEGIES",
+    "InvalidAnswer",
+    "QueueFilter",
+    "ReviewError",
+    "bulk_accept",
+    "bulk_accept_preview",
+    "gold_adjudicate",
+    "gold_draft",
+    "gold_draw",
+    "gold_freeze",
+    "gold_label_blind",
+    "gold_next_blind",
+    "gold_next_disagreement",
+    "gold_status",
+    "label_quality_scores",
+    "quality_run",
+    "quality_run_start",
+    "queue",
+    "review_next",
+    "review_record",
+    "review_undo",
+    "reviewed_today",
+    "teacher_accuracy_on_gold",
+    "teacher_proposal",
+]

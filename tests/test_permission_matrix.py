@@ -10,10 +10,10 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotation import teacher
+from annotation import labeling
 from annotation.models import GoldSet, ImportBatch, LabelingJob, Membership, SyntheticJob
 from tests.conftest import client_for, make_project, make_user
-from training.models import ApiToken, Evaluation, TrainingRun
+from training.models import ApiToken, Evaluation, EvaluationJob, ExportJob, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -60,10 +60,16 @@ ACCESS = {
     "training:run-resume": LEAD,
     "training:run-evaluate": LEAD,
     "training:run-download": MEMBER,
+    "training:evaluation-job": MEMBER,
+    "training:evaluation-job-cancel": LEAD,
+    "training:evaluation-job-resume": LEAD,
     "training:evaluation": MEMBER,
     "training:evaluation-examples": MEMBER,
     "training:compare": MEMBER,
     "training:deploy": (MEMBER, LEAD),  # members read it, leads save the serving settings
+    "training:export-job": MEMBER,
+    "training:export-job-cancel": LEAD,
+    "training:export-job-resume": LEAD,
     "training:promote": LEAD,
     "training:rollback": LEAD,
     "training:token-create": LEAD,
@@ -133,13 +139,15 @@ def world(django_user_model, queues, tmp_path):
         "membership": project.memberships.get(role=Membership.Role.REVIEWER).pk,
         "import-batch": ImportBatch.objects.create(project=project, file_name="x.csv", format="csv").pk,
         "labeling": LabelingJob.objects.create(
-            project=project, teacher={}, prompt_version=teacher.prompt_version_current(project, user=lead)
+            project=project, teacher={}, prompt_version=labeling.prompt_version_current(project, user=lead)
         ).pk,
         "synthetic": SyntheticJob.objects.create(project=project).pk,
         "evaluation": Evaluation.objects.create(
             project=project, run=run, gold_set=gold, subject="student", agent=run.agent, metrics={}
         ).pk,
         "token": ApiToken.objects.create(project=project, name="t", prefix="p", token_hash="h" * 64).pk,
+        "evaluation-job": EvaluationJob.objects.create(project=project, run=run).pk,
+        "export-job": ExportJob.objects.create(project=project, run=run).pk,
     }
     return project, clients, ids
 
@@ -158,6 +166,12 @@ PK_OF = {
     "training:evaluation": "evaluation",
     "training:evaluation-examples": "evaluation",
     "training:token-revoke": "token",
+    "training:evaluation-job": "evaluation-job",
+    "training:evaluation-job-cancel": "evaluation-job",
+    "training:evaluation-job-resume": "evaluation-job",
+    "training:export-job": "export-job",
+    "training:export-job-cancel": "export-job",
+    "training:export-job-resume": "export-job",
 }
 
 

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 
 from annotation.admin import ProjectAdmin
 from distillapp.models import own_fields_first
-from training.models import Evaluation, TrainingRun
+from training.models import Evaluation, EvaluationJob, ExportJob, TrainingRun
 
 
 @admin.register(TrainingRun)
@@ -42,6 +42,26 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(EvaluationJob)
+class EvaluationJobAdmin(admin.ModelAdmin):
+    list_display = ["pk", "project", "run", "gold_version", "status", "result", "created_by", "created_at"]
+    list_filter = ["status", "project"]
+    readonly_fields = own_fields_first(EvaluationJob)
+
+    def has_add_permission(self, request):
+        return False  # started from the run page
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(admin.ModelAdmin):
+    list_display = ["pk", "project", "run", "gold_version", "status", "created_by", "created_at"]
+    list_filter = ["status", "project"]
+    readonly_fields = own_fields_first(ExportJob)
+
+    def has_add_permission(self, request):
+        return False  # started from the deploy page
 
 
 @admin.action(description="Launch training run (default settings)")

@@ -13,3 +13,23 @@ def training_run_job(run_id: int) -> None:
         return
     with rows.heartbeat(TrainingRun, run_id):
         run_execute(run=TrainingRun.objects.get(pk=run_id))
+
+
+def evaluation_job_job(job_id: int) -> None:
+    from training.models import EvaluationJob
+    from training.services import evaluation_job_run
+
+    if not rows.claim(EvaluationJob, job_id):
+        return  # finished, cancelled, or alive in another worker
+    with rows.heartbeat(EvaluationJob, job_id):
+        evaluation_job_run(job=EvaluationJob.objects.get(pk=job_id))
+
+
+def export_job_job(job_id: int) -> None:
+    from training.models import ExportJob
+    from training.serving import export_job_run
+
+    if not rows.claim(ExportJob, job_id):
+        return
+    with rows.heartbeat(ExportJob, job_id):
+        export_job_run(job=ExportJob.objects.get(pk=job_id))

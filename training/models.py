@@ -139,7 +139,71 @@ class Evaluation(models.Model):
         return self.metrics.get("accuracy")
 
 
-__all__ = ["Evaluation", "Example", "TrainingRun", "default_hyperparameters"]
+class EvaluationJob(BackgroundJob):
+    """A lead's "Evaluate" in the background: the run on one frozen gold version, then the
+    teacher and the imported systems on the same version (their Evaluations are saved
+    together at the end, so a killed and re-run job never leaves half a set)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Evaluating"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="evaluation_jobs")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="evaluation_jobs")
+    gold_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the latest frozen one when the job runs."
+    )
+    target_accuracy = models.FloatField(default=0.95)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    phase = models.CharField(max_length=40, blank=True, help_text="What the job is doing now.")
+    result = models.ForeignKey(
+        "Evaluation",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The run's (student) evaluation it made.",
+    )
+
+    def __str__(self) -> str:
+        return f"Evaluation of run {self.run.number} ({self.get_status_display()})"
+
+
+class ExportJob(BackgroundJob):
+    """A lead's "Quantize (int8)" in the background: the run's ONNX int8 export, measured
+    against fp32 on frozen gold (serving.onnx_prepare; promotion reads quantization.json)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Quantizing"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="export_jobs")
+    gold_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty: the gold version of the run's latest evaluation."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    phase = models.CharField(max_length=40, blank=True, help_text="What the job is doing now.")
+    result = models.JSONField(default=dict, blank=True, help_text="The measurement (quantization.json).")
+
+    def __str__(self) -> str:
+        return f"int8 export of run {self.run.number} ({self.get_status_display()})"
+
+
+__all__ = [
+    "Evaluation",
+    "EvaluationJob",
+    "Example",
+    "ExportJob",
+    "TrainingRun",
+    "default_hyperparameters",
+]
 
 
 # --- deployment -------------------------------------------------------------------------------------

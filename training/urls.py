@@ -12,12 +12,26 @@ urlpatterns = [
     path("p/<slug:slug>/runs/<int:number>/resume/", views.run_resume, name="run-resume"),
     path("p/<slug:slug>/runs/<int:number>/evaluate/", views.run_evaluate, name="run-evaluate"),
     path("p/<slug:slug>/runs/<int:number>/download/", views.run_download, name="run-download"),
+    path("p/<slug:slug>/evaluation-jobs/<int:pk>/", views.evaluation_job, name="evaluation-job"),
+    path(
+        "p/<slug:slug>/evaluation-jobs/<int:pk>/cancel/",
+        views.evaluation_job_cancel,
+        name="evaluation-job-cancel",
+    ),
+    path(
+        "p/<slug:slug>/evaluation-jobs/<int:pk>/resume/",
+        views.evaluation_job_resume,
+        name="evaluation-job-resume",
+    ),
     path("p/<slug:slug>/evaluations/<int:pk>/", views.evaluation, name="evaluation"),
     path(
         "p/<slug:slug>/evaluations/<int:pk>/examples/", views.evaluation_examples, name="evaluation-examples"
     ),
     path("p/<slug:slug>/compare/", views.compare, name="compare"),
     path("p/<slug:slug>/deploy/", views.deploy, name="deploy"),
+    path("p/<slug:slug>/deploy/exports/<int:pk>/", views.export_job, name="export-job"),
+    path("p/<slug:slug>/deploy/exports/<int:pk>/cancel/", views.export_job_cancel, name="export-job-cancel"),
+    path("p/<slug:slug>/deploy/exports/<int:pk>/resume/", views.export_job_resume, name="export-job-resume"),
     path("p/<slug:slug>/deploy/promote/", views.promote, name="promote"),
     path("p/<slug:slug>/deploy/rollback/", views.rollback, name="rollback"),
     path("p/<slug:slug>/deploy/tokens/new/", views.token_create, name="token-create"),

@@ -11,7 +11,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.models import Example
 from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
@@ -19,7 +21,7 @@ from distillapp import rows
 from tasks import measure as metrics_lib
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm, PromoteForm, ServingConfigForm, TokenForm
-from training.models import ApiToken, Evaluation, ModelVersion, TrainingRun
+from training.models import ApiToken, Evaluation, EvaluationJob, ExportJob, ModelVersion, TrainingRun
 
 
 def _run(project, number: int) -> TrainingRun:
@@ -115,6 +117,7 @@ def _run_context(request, project, role, run) -> dict:
         "loss_chart": _loss_chart(run),
         "evaluate_form": EvaluateForm(task=project.task),
         "evaluations": run.evaluations.select_related("gold_set"),
+        "evaluation_job": run.evaluation_jobs.first(),
     }
 
 
@@ -123,7 +126,8 @@ def _run_context(request, project, role, run) -> dict:
 def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     run = _run(project, number)
-    rows.recover_shown([run])  # a run whose worker died is queued again as the page polls
+    # A run or an evaluation whose worker died is queued again as the page polls.
+    rows.recover_shown([run, *run.evaluation_jobs.all()[:1]])
     context = _run_context(request, project, role, run)
     if request.htmx:
         response = render(request, "training/run.html#progress", context)
@@ -168,29 +172,69 @@ def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, _form_errors(form))
         return redirect("training:run", slug=project.slug, number=run.number)
-    try:
-        student = services.evaluate_run(
+    # Scoring a big gold set takes minutes: a worker does it, the run page shows how it goes
+    # and opens the evaluation when it is done (evaluation_job below).
+    if run.evaluation_jobs.filter(
+        status__in=[EvaluationJob.Status.PENDING, EvaluationJob.Status.RUNNING]
+    ).exists():
+        messages.info(request, f"Run {run.number} is already being evaluated.")
+    else:
+        services.evaluation_job_start(
             run=run,
+            user=request.user,
             gold_version=form.cleaned_data["gold"],
             target_accuracy=form.cleaned_data["target_accuracy"],
         )
-        services.evaluate_teacher(
-            project=project,
-            gold_version=student.gold_set.version,
-            target_accuracy=form.cleaned_data["target_accuracy"],
-        )
-        # Systems whose predictions were imported are measured beside teacher and student.
-        for agent in services.imported_systems(project, student.gold_set):
-            services.evaluate_system(
-                project=project,
-                agent=agent,
-                gold_version=student.gold_set.version,
-                target_accuracy=form.cleaned_data["target_accuracy"],
-            )
-    except services.TrainingError as exc:
-        messages.error(request, str(exc))
-        return redirect("training:run", slug=project.slug, number=run.number)
-    return redirect("training:evaluation", slug=project.slug, pk=student.pk)
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+def _evaluation_job(project, pk: int) -> EvaluationJob:
+    return get_object_or_404(EvaluationJob.objects.select_related("run"), project=project, pk=pk)
+
+
+@login_required
+@require_GET
+def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
+    project, role = _project_for_member(request, slug)
+    job = _evaluation_job(project, pk)
+    rows.recover_shown([job])
+    if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
+        done = reverse("training:evaluation", args=[project.slug, job.result_id])
+        return HttpResponseClientRedirect(done) if request.htmx else redirect(done)
+    if not request.htmx:
+        return redirect("training:run", slug=project.slug, number=job.run.number)
+    context = {"project": project, "is_lead": role == "lead", "run": job.run, "evaluation_job": job}
+    response = render(request, "training/run.html#evaluating", context)
+    if job.is_finished:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@login_required
+@require_POST
+def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = _evaluation_job(project, pk)
+    if job.is_finished:
+        messages.error(request, "This evaluation has already ended.")
+    else:
+        rows.cancel(EvaluationJob, job.pk)
+        messages.info(request, "Cancelling the evaluation: nothing it measured is kept.")
+    return redirect("training:run", slug=project.slug, number=job.run.number)
+
+
+@login_required
+@require_POST
+def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed or interrupted evaluation again; it measures from the start."""
+    project = _project_for_lead(request, slug)
+    job = _evaluation_job(project, pk)
+    if job.can_resume and rows.resume(EvaluationJob, job.pk):
+        messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
+    else:
+        messages.error(request, "This evaluation is not interrupted; nothing to resume.")
+    return redirect("training:run", slug=project.slug, number=job.run.number)
 
 
 @login_required
@@ -403,6 +447,8 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, "Serving settings saved.")
             return redirect("training:deploy", slug=project.slug)
     finished = project.training_runs.filter(status="succeeded").order_by("-number")
+    deploy_rows = [_deploy_row(r, config) for r in finished]
+    rows.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
     return render(
         request,
         "training/deploy.html",
@@ -412,14 +458,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             "active": serving.active_version(project),
             "versions": project.model_versions.select_related("run", "promoted_by")[:20],
             "events": project.deployment_events.select_related("version__run", "user")[:20],
-            "runs": [
-                {
-                    "run": r,
-                    "choice": serving.threshold_recommendation(r, config.target_accuracy),
-                    "int8": serving.onnx_measurement(r),
-                }
-                for r in finished
-            ],
+            "runs": deploy_rows,
             "runtimes": ModelVersion.Runtime.choices,
             "serving_cache_seconds": settings.SERVING_CACHE_SECONDS,
             "tokens": project.api_tokens.all(),
@@ -431,23 +470,77 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _deploy_row(run: TrainingRun, config) -> dict:
+    """One run in the deploy page's table: its threshold, int8 measurement and latest export job."""
+    return {
+        "run": run,
+        "choice": serving.threshold_recommendation(run, config.target_accuracy),
+        "int8": serving.onnx_measurement(run),
+        "export": run.export_jobs.first(),
+    }
+
+
 def _quantize(request: HttpRequest, project) -> HttpResponse:
-    """The deploy page's "Quantize (int8)" button: export the run and measure it on gold."""
+    """The deploy page's "Quantize (int8)" button: a worker exports the run and measures it on
+    gold (minutes for a big model); the page shows the measurement when it is done."""
     number = request.POST["quantize"]
     run = _run(project, int(number)) if number.isdigit() else None
     if run is None:
         raise Http404("No such run.")
-    try:
-        result = serving.onnx_prepare(run=run)
-    except serving.ServingError as exc:
-        messages.error(request, str(exc))
+    if run.export_jobs.filter(status__in=[ExportJob.Status.PENDING, ExportJob.Status.RUNNING]).exists():
+        messages.info(request, f"Run {run.number} is already being quantized.")
+    else:
+        serving.export_job_start(run=run, user=request.user)
+    return redirect("training:deploy", slug=project.slug)
+
+
+def _export_job(project, pk: int) -> ExportJob:
+    return get_object_or_404(ExportJob.objects.select_related("run"), project=project, pk=pk)
+
+
+@login_required
+@require_GET
+def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The deploy page's int8 cell of the job's run (htmx polls it until the job ends)."""
+    project, role = _project_for_member(request, slug)
+    job = _export_job(project, pk)
+    rows.recover_shown([job])
+    if not request.htmx:
         return redirect("training:deploy", slug=project.slug)
-    verdict = "it may be activated" if result["may_activate"] else "too inaccurate to activate"
-    messages.info(
-        request,
-        f"Run {run.number} int8: {result['score_name']} {result['onnx_accuracy']:.1%} on gold "
-        f"v{result['gold_version']} against {result['fp32_accuracy']:.1%} in fp32; {verdict}.",
-    )
+    context = {
+        "project": project,
+        "is_lead": role == "lead",
+        "r": _deploy_row(job.run, serving.serving_config_for(project)),
+    }
+    response = render(request, "training/deploy.html#int8", context)
+    if job.is_finished:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@login_required
+@require_POST
+def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = _export_job(project, pk)
+    if job.is_finished:
+        messages.error(request, "This int8 export has already ended.")
+    else:
+        rows.cancel(ExportJob, job.pk)
+        messages.info(request, "Cancelling the int8 export after its current stage.")
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
+    project = _project_for_lead(request, slug)
+    job = _export_job(project, pk)
+    if job.can_resume and rows.resume(ExportJob, job.pk):
+        messages.info(request, f"The int8 export of run {job.run.number} is queued again.")
+    else:
+        messages.error(request, "This int8 export is not interrupted; nothing to resume.")
     return redirect("training:deploy", slug=project.slug)
 
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from annotation import review
 from annotation.models import Example, GoldSetItem, Proposal, Review
 from tasks.classification import student as classification_student
-from training import services
+from training import jobs, services
 from training.models import Evaluation, TrainingRun
 from training.services import runs
 
@@ -221,14 +221,17 @@ def test_an_imported_system_is_evaluated_as_itself_beside_teacher_and_student(
         Proposal.objects.create(example=example, agent="import:crm", value="Billing")
     gold.freeze(user=lead)
     assert services.imported_systems(project, gold) == ["import:crm"]
-    response = lead_client.post(
+    lead_client.post(
         reverse("training:run-evaluate", args=[project.slug, run.number]), {"target_accuracy": "0.95"}
     )
+    job = run.evaluation_jobs.get()
+    jobs.evaluation_job_job(job.pk)  # what a training worker runs (the student faked here)
     system = Evaluation.objects.get(subject=Evaluation.Subject.SYSTEM)
     assert (system.agent, system.metrics["accuracy"]) == ("import:crm", 0.5)
     teacher = Evaluation.objects.get(subject=Evaluation.Subject.TEACHER)
     assert teacher.agent != "import:crm"
-    page = lead_client.get(response["Location"]).content.decode()
+    done = lead_client.get(reverse("training:evaluation-job", args=[project.slug, job.pk]))
+    page = lead_client.get(done["Location"]).content.decode()
     assert 'data-system="import:crm"' in page and "0.500" in page
     with pytest.raises(services.TrainingError, match="not an imported system"):
         services.evaluate_system(project=project, agent="teacher:m:p1")

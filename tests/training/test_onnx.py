@@ -13,7 +13,7 @@ from distillapp import ml
 from tasks.classification import student as classification_student
 from tests.training.conftest import make_run
 from tests.training.test_serving import call
-from training import serving
+from training import jobs, serving
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -148,7 +148,10 @@ def test_deploy_page_quantizes_shows_and_promotes_as_int8(
     assert client.post(url, {"quantize": run.number}).status_code == 302
     assert serving.onnx_measurement(run) is None
 
-    page = lead_client.post(url, {"quantize": run.number}, follow=True).content.decode()
+    lead_client.post(url, {"quantize": run.number})
+    assert serving.onnx_measurement(run) is None  # a worker exports and measures it
+    jobs.export_job_job(run.export_jobs.get().pk)
+    page = lead_client.get(url).content.decode()
     measured = serving.onnx_measurement(run)
     assert measured is not None and "Quantize again" in page
     assert f"{measured['onnx_accuracy']:.3f}" in page and f"{measured['fp32_accuracy']:.3f}" in page

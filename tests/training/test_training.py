@@ -296,7 +296,16 @@ def test_error_overlap_cells():
 
 @pytest.mark.django_db(transaction=True)
 def test_pages_for_a_finished_run(
-    project, reviewer, lead, tiny_base, lead_client, reviewer_client, outsider_client, settings, tmp_path
+    project,
+    reviewer,
+    lead,
+    tiny_base,
+    lead_client,
+    reviewer_client,
+    outsider_client,
+    settings,
+    tmp_path,
+    queues,
 ):
     settings.DATA_DIR = tmp_path
     examples = labelled(project, reviewer)
@@ -320,7 +329,14 @@ def test_pages_for_a_finished_run(
     response = lead_client.post(
         reverse("training:run-evaluate", args=[project.slug, 1]), {"target_accuracy": 0.9}, follow=True
     )
-    html = response.content.decode()
+    assert "Waiting for a training worker to evaluate on gold v1" in response.content.decode()
+    # A training worker evaluates it; the run page's poll then opens the evaluation.
+    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    job = run.evaluation_jobs.get()
+    poll = lead_client.get(
+        reverse("training:evaluation-job", args=[project.slug, job.pk]), headers={"HX-Request": "true"}
+    )
+    html = lead_client.get(poll["HX-Redirect"]).content.decode()
     assert "Confusion matrix" in html and 'data-cell="both_right"' in html
     student = Evaluation.objects.get(subject="student")
     cell = lead_client.get(

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from annotation.models import IMPORT_AGENT, STUDENT_AGENT_PREFIX, GoldSet, Project, Proposal
 from tasks import measure as metrics_lib
-from training.models import Evaluation, TrainingRun, default_hyperparameters
+from training.models import Evaluation, EvaluationJob, TrainingRun, default_hyperparameters
 from training.services.dataset import TrainingError
 from training.services.runs import student_predict
+
+logger = logging.getLogger(__name__)
 
 
 def _gold(project: Project, version: int | None) -> GoldSet:
@@ -24,7 +29,17 @@ def _gold(project: Project, version: int | None) -> GoldSet:
 
 
 def _finish_evaluation(
-    *, project, gold, subject, agent, run, items, predicted: dict, target_accuracy: float, notes=None
+    *,
+    project,
+    gold,
+    subject,
+    agent,
+    run,
+    items,
+    predicted: dict,
+    target_accuracy: float,
+    notes=None,
+    save: bool = True,
 ) -> Evaluation:
     task = project.task
     rows = []
@@ -61,7 +76,7 @@ def _finish_evaluation(
     )
     numbers["gold_without_label"] = len(items) - len(labelled)
     numbers.update(notes or {})
-    return Evaluation.objects.create(
+    evaluation = Evaluation(
         project=project,
         run=run,
         gold_set=gold,
@@ -71,11 +86,15 @@ def _finish_evaluation(
         metrics=numbers,
         predictions=rows,
     )
+    if save:
+        evaluation.save()
+    return evaluation
 
 
 def evaluate_run(
-    *, run: TrainingRun, gold_version: int | None = None, target_accuracy: float = 0.95
+    *, run: TrainingRun, gold_version: int | None = None, target_accuracy: float = 0.95, save: bool = True
 ) -> Evaluation:
+    """The run's student on frozen gold (`save=False`: measured, not yet saved)."""
     if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
         raise TrainingError(f"Run {run.number} has no trained model to evaluate.")
     gold = _gold(run.project, gold_version)
@@ -118,6 +137,7 @@ def evaluate_run(
                 "gold_items": len(items),
             }
         },
+        save=save,
     )
 
 
@@ -152,7 +172,12 @@ def imported_systems(project: Project, gold: GoldSet) -> list[str]:
 
 
 def evaluate_system(
-    *, project: Project, agent: str, gold_version: int | None = None, target_accuracy: float = 0.95
+    *,
+    project: Project,
+    agent: str,
+    gold_version: int | None = None,
+    target_accuracy: float = 0.95,
+    save: bool = True,
 ) -> Evaluation:
     """An imported system's predictions (its agent, ``import:NAME``) on gold, measured as itself:
     a team can see how the rules or model it already runs compares with teacher and student."""
@@ -176,6 +201,7 @@ def evaluate_system(
         items=items,
         predicted=predicted,
         target_accuracy=target_accuracy,
+        save=save,
     )
 
 
@@ -190,7 +216,7 @@ def latest_system_evaluations(student: Evaluation) -> list[Evaluation]:
 
 
 def evaluate_teacher(
-    *, project: Project, gold_version: int | None = None, target_accuracy: float = 0.95
+    *, project: Project, gold_version: int | None = None, target_accuracy: float = 0.95, save: bool = True
 ) -> Evaluation:
     """The teacher's latest valid proposal on each gold example, scored like a student.
 
@@ -226,7 +252,120 @@ def evaluate_teacher(
         items=items,
         predicted=predicted,
         target_accuracy=target_accuracy,
+        save=save,
     )
+
+
+# --- the evaluation job ---------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    """The lead cancelled the job: it stops before its next stage and saves nothing."""
+
+
+class _Lost(Exception):
+    """The row is no longer this process's (taken over as dead): its new holder saves the result."""
+
+
+def evaluation_job_start(
+    *, run: TrainingRun, user, gold_version: int | None = None, target_accuracy: float = 0.95
+) -> EvaluationJob:
+    """Queue the evaluation of a run (and of the teacher and imported systems beside it) on gold.
+
+    "The latest frozen version" is read now, so the page can say which version is being
+    measured and the job measures that one even if another is frozen meanwhile. What can go
+    wrong (no frozen gold, no model) is found by the job and shown on its row.
+    """
+    from distillapp import rows
+
+    if gold_version is None:
+        latest = run.project.gold_sets.frozen_version()
+        gold_version = latest.version if latest else None
+    job = EvaluationJob.objects.create(
+        project=run.project,
+        run=run,
+        gold_version=gold_version,
+        target_accuracy=target_accuracy,
+        created_by=user,
+    )
+    rows.enqueue(EvaluationJob, job.pk)
+    return job
+
+
+def evaluation_job_run(*, job: EvaluationJob) -> EvaluationJob:
+    """The student on the job's gold version, then the teacher and each imported system on it.
+
+    The row was claimed by training.jobs. The Evaluations are measured first and saved
+    together at the end, in the transaction that marks the row done and only while this
+    process still holds it: a job killed half-way and run again never leaves a half-made
+    or doubled set, and a job cancelled between stages saves nothing.
+    """
+    from distillapp import rows
+
+    held = EvaluationJob.objects.filter(
+        pk=job.pk, status=EvaluationJob.Status.RUNNING, worker=rows.this_worker()
+    )
+
+    def stage(phase: str) -> None:
+        if EvaluationJob.objects.filter(pk=job.pk, is_cancel_requested=True).exists():
+            raise _Cancelled
+        held.update(phase=phase, heartbeat_at=timezone.now())
+
+    try:
+        run, project = job.run, job.project
+        stage("evaluating the student")
+        student = evaluate_run(
+            run=run, gold_version=job.gold_version, target_accuracy=job.target_accuracy, save=False
+        )
+        version = student.gold_set.version
+        stage("evaluating the teacher")
+        made = [
+            student,
+            evaluate_teacher(
+                project=project, gold_version=version, target_accuracy=job.target_accuracy, save=False
+            ),
+        ]
+        # Systems whose predictions were imported are measured beside teacher and student.
+        for agent in imported_systems(project, student.gold_set):
+            stage(f"evaluating {agent}"[:40])
+            made.append(
+                evaluate_system(
+                    project=project,
+                    agent=agent,
+                    gold_version=version,
+                    target_accuracy=job.target_accuracy,
+                    save=False,
+                )
+            )
+        with transaction.atomic():
+            finished = held.filter(is_cancel_requested=False).update(
+                status=EvaluationJob.Status.SUCCEEDED,
+                phase="",
+                gold_version=version,
+                finished_at=timezone.now(),
+            )
+            if not finished:
+                raise _Cancelled if held.exists() else _Lost
+            for evaluation in made:
+                evaluation.save()
+            EvaluationJob.objects.filter(pk=job.pk).update(result=student)
+    except _Cancelled:
+        held.update(status=EvaluationJob.Status.CANCELLED, phase="", finished_at=timezone.now())
+    except _Lost:
+        logger.warning("Evaluation job %s was taken over by another worker; its result is theirs", job.pk)
+    except TrainingError as exc:
+        held.update(status=EvaluationJob.Status.FAILED, phase="", error=str(exc), finished_at=timezone.now())
+    except Exception as exc:
+        logger.exception("Evaluation job %s failed", job.pk)
+        held.update(
+            status=EvaluationJob.Status.FAILED,
+            phase="",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    job.refresh_from_db()
+    return job
 
 
 def error_analysis(student: Evaluation, teacher: Evaluation | None) -> dict:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.db import transaction
@@ -11,9 +13,18 @@ from django.utils import timezone
 
 from annotation.models import Project
 from tasks import measure as metrics_lib
-from training.models import DeploymentEvent, Evaluation, ModelVersion, TrainingRun, default_hyperparameters
+from training.models import (
+    DeploymentEvent,
+    Evaluation,
+    ExportJob,
+    ModelVersion,
+    TrainingRun,
+    default_hyperparameters,
+)
 from training.serving.cache import _forget_now_and_on_commit
 from training.serving.config import ServingError, serving_config_for
+
+logger = logging.getLogger(__name__)
 
 
 def threshold_recommendation(run: TrainingRun, target_accuracy: float) -> dict | None:
@@ -163,13 +174,16 @@ def quantized_may_activate(*, onnx_accuracy: float, fp32_accuracy: float) -> boo
     return fp32_accuracy - onnx_accuracy <= QUANTIZED_MAX_DROP + 1e-9
 
 
-def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
+def onnx_prepare(
+    *, run: TrainingRun, gold_version: int | None = None, progress: Callable[[str], None] | None = None
+) -> dict:
     """Export the run to ONNX int8 and measure it against fp32 on the same frozen gold set.
 
     The gold set is the one of the run's latest student evaluation unless `gold_version`
     names another. Both models are scored here on the same texts with the same
     max_length. The measurement is kept beside the export (quantization.json), where
-    promotion reads it.
+    promotion reads it. `progress(phase)` is told each stage (the export job writes it on
+    its row, and may stop there).
     """
     from distillapp import ml
 
@@ -196,6 +210,11 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
         raise ServingError(f"Gold set v{gold.version} has no examples.", code="empty_gold")
     max_length = {**default_hyperparameters(), **run.hyperparameters}["max_length"]
     model_dir = Path(run.artifact_path) / "model"
+    progress = progress or (lambda phase: None)
+    progress("exporting to ONNX int8")
+    # An export stopped half-way (killed, cancelled, failed) must not leave an earlier
+    # measurement standing beside a model file it did not measure.
+    (onnx_dir_for(run) / "quantization.json").unlink(missing_ok=True)
     started = time.perf_counter()
     onnx_dir = task.student.export_onnx(model_dir, onnx_dir_for(run), max_length=max_length)
     export_seconds = time.perf_counter() - started
@@ -204,6 +223,7 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     if not labelled:
         raise ServingError(f"Gold set v{gold.version} has no labelled examples.", code="empty_gold")
     texts, golds = [i.example.text for i in labelled], [i.label for i in labelled]
+    progress(f"measuring fp32 and int8 on gold v{gold.version}")
     fp32, _ = task.student.predict(model_dir, texts, max_length=max_length)
     int8, _ = task.student.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
     fp32 = [task.student_answer(a, text=t) for a, t in zip(fp32, texts, strict=True)]
@@ -227,6 +247,70 @@ def onnx_prepare(*, run: TrainingRun, gold_version: int | None = None) -> dict:
     }
     (onnx_dir / "quantization.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+class _Cancelled(Exception):
+    """The lead cancelled the export: it stops before its next stage."""
+
+
+def export_job_start(*, run: TrainingRun, user, gold_version: int | None = None) -> ExportJob:
+    """Queue the run's int8 export and its measurement on gold (the deploy page's "Quantize").
+
+    The gold version (by default that of the run's latest student evaluation) is read now,
+    so the page can say which one is measured; the job finds and reports what goes wrong.
+    """
+    from distillapp import rows
+
+    if gold_version is None:
+        evaluation = (
+            run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
+        )
+        gold_version = evaluation.gold_set.version if evaluation else None
+    job = ExportJob.objects.create(project=run.project, run=run, gold_version=gold_version, created_by=user)
+    rows.enqueue(ExportJob, job.pk)
+    return job
+
+
+def export_job_run(*, job: ExportJob) -> ExportJob:
+    """onnx_prepare for the row training.jobs claimed; the measurement is written on it too.
+
+    A killed export is simply run again: the export replaces its files whole and the
+    measurement is written last (the row's result and quantization.json).
+    """
+    from distillapp import rows
+
+    held = ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.RUNNING, worker=rows.this_worker())
+
+    def stage(phase: str) -> None:
+        if ExportJob.objects.filter(pk=job.pk, is_cancel_requested=True).exists():
+            raise _Cancelled
+        held.update(phase=phase[:40], heartbeat_at=timezone.now())
+
+    try:
+        result = onnx_prepare(run=job.run, gold_version=job.gold_version, progress=stage)
+        if not held.update(
+            status=ExportJob.Status.SUCCEEDED,
+            phase="",
+            result=result,
+            gold_version=result["gold_version"],
+            finished_at=timezone.now(),
+        ):
+            logger.warning("Export job %s was taken over by another worker; its result is theirs", job.pk)
+    except _Cancelled:
+        held.update(status=ExportJob.Status.CANCELLED, phase="", finished_at=timezone.now())
+    except ServingError as exc:
+        held.update(status=ExportJob.Status.FAILED, phase="", error=str(exc), finished_at=timezone.now())
+    except Exception as exc:
+        logger.exception("Export job %s failed", job.pk)
+        held.update(
+            status=ExportJob.Status.FAILED,
+            phase="",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    job.refresh_from_db()
+    return job
 
 
 def onnx_measurement(run: TrainingRun) -> dict | None:

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotation import labeling
+from annotation import teacher
 from annotation.models import GoldSet, ImportBatch, LabelingJob, Membership, SyntheticJob
 from tests.conftest import client_for, make_project, make_user
 from training.models import ApiToken, Evaluation, EvaluationJob, ExportJob, TrainingRun
@@ -139,7 +139,7 @@ def world(django_user_model, queues, tmp_path):
         "membership": project.memberships.get(role=Membership.Role.REVIEWER).pk,
         "import-batch": ImportBatch.objects.create(project=project, file_name="x.csv", format="csv").pk,
         "labeling": LabelingJob.objects.create(
-            project=project, teacher={}, prompt_version=labeling.prompt_version_current(project, user=lead)
+            project=project, teacher={}, prompt_version=teacher.prompt_version_current(project, user=lead)
         ).pk,
         "synthetic": SyntheticJob.objects.create(project=project).pk,
         "evaluation": Evaluation.objects.create(

@@ -16,6 +16,7 @@ from annotation.models import (
     SyntheticJob,
     TeacherConfig,
 )
+from tasks import TASK_TYPES
 
 
 class ProjectForm(forms.Form):
@@ -24,9 +25,14 @@ class ProjectForm(forms.Form):
         max_length=80, required=False, help_text="Used in URLs and the API; made from the name if empty."
     )
     task_type = forms.ChoiceField(
-        choices=[(Project.TaskType.CLASSIFICATION, "Classification")],
+        # Only the task types the app can distill (tasks.TASK_TYPES); summarisation comes later.
+        choices=[(value, label) for value, label in Project.TaskType.choices if value in TASK_TYPES],
         initial=Project.TaskType.CLASSIFICATION,
-        help_text="Extraction and summarisation arrive later.",
+        label="Task",
+        help_text=(
+            "Classification: one label per text. Extraction: fields marked as spans in the text "
+            "(dates, amounts, names). It cannot be changed later."
+        ),
     )
     guidelines = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 6}),
@@ -36,7 +42,7 @@ class ProjectForm(forms.Form):
     labels = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Billing: charges, invoices, refunds"}),
         required=False,
-        help_text="One label per line, as “Name: description”.",
+        help_text="One label (for extraction: one field) per line, as “Name: description”.",
     )
 
     def clean(self):
@@ -66,8 +72,32 @@ class ProjectForm(forms.Form):
 class ProjectSettingsForm(forms.ModelForm):
     class Meta:
         model = Project
-        fields = ["name", "guidelines"]
+        fields = ["name", "guidelines", "review_order", "review_budget", "refresh_every", "audit_share"]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 12})}
+        labels = {
+            "review_order": "Review order",
+            "review_budget": "Review budget (items)",
+            "refresh_every": "Refresh the queue every (verdicts)",
+            "audit_share": "Random audit share",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from annotation.review import STRATEGIES
+
+        self.fields["review_order"] = forms.ChoiceField(
+            choices=list(STRATEGIES.items()),
+            label="Review order",
+            help_text="What reviewers see first until they choose another order.",
+        )
+        self.fields["audit_share"].min_value = 0
+        self.fields["audit_share"].max_value = 1
+
+    def clean_audit_share(self) -> float:
+        share = self.cleaned_data["audit_share"]
+        if not 0 <= share <= 1:
+            raise forms.ValidationError("A share between 0 and 1 (0.1: one card in ten).")
+        return share
 
 
 class LabelForm(forms.Form):

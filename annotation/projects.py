@@ -23,6 +23,7 @@ from annotation.models import (
     Review,
     next_free_key,
 )
+from annotation.review.audit import WEAK_TEACHER, teacher_estimate
 
 
 class ServiceError(ValueError):
@@ -189,11 +190,14 @@ def project_dashboard(project: Project) -> dict:
     ]
     peak = max([1] + [max(d["current"], d["teacher"]) for d in distribution])
     gold = review.gold_draft(project) or project.gold_sets.frozen_version()
+    estimate = teacher_estimate(project)
     return {
         "throughput": throughput,
         "teacher_accepted": verdicts.get(Review.Verdict.ACCEPT, 0),
         "teacher_corrected": verdicts.get(Review.Verdict.CORRECT, 0),
         "teacher_accuracy": verdicts.get(Review.Verdict.ACCEPT, 0) / judged if judged else None,
+        "teacher_estimate": estimate,
+        "weak_teacher": bool(estimate["estimate"] and estimate["estimate"]["high"] < WEAK_TEACHER),
         "distribution": distribution,
         "distribution_peak": peak,
         "gold": gold,

@@ -30,6 +30,7 @@ urlpatterns = [
     path("p/<slug:slug>/review/act/", views.review_act, name="review-act"),
     path("p/<slug:slug>/review/skip/", views.review_skip, name="review-skip"),
     path("p/<slug:slug>/review/undo/", views.review_undo, name="review-undo"),
+    path("p/<slug:slug>/review/similar/", views.review_similar, name="review-similar"),
     path("p/<slug:slug>/review/bulk/", views.review_bulk, name="review-bulk"),
     path("p/<slug:slug>/review/quality/", views.review_quality, name="review-quality"),
     path("p/<slug:slug>/gold/", views.gold, name="gold"),

@@ -43,6 +43,7 @@ ACCESS = {
     "annotation:review-act": MEMBER,
     "annotation:review-skip": MEMBER,
     "annotation:review-undo": MEMBER,
+    "annotation:review-similar": MEMBER,
     "annotation:review-bulk": LEAD,
     "annotation:review-quality": LEAD,
     "annotation:gold": MEMBER,

@@ -8,6 +8,7 @@ class TrainingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_delete, post_save
 
+        from annotation.review.rounds import refresh_due
         from training import serving
         from training.models import ApiToken, ModelVersion, ServingConfig
 
@@ -15,6 +16,14 @@ class TrainingConfig(AppConfig):
         # cache at once; other processes see them within SERVING_CACHE_SECONDS.
         def forget(**kwargs) -> None:
             serving.forget_cached()
+
+        # A finished review round retrains the quick student that orders the queue.
+        def refresh(sender, project, **kwargs) -> None:
+            from training.services.rounds import refresh_queue
+
+            refresh_queue(project=project)
+
+        refresh_due.connect(refresh, dispatch_uid="training-review-round-refresh", weak=False)
 
         for model in (ApiToken, ModelVersion, ServingConfig):
             post_save.connect(

@@ -100,7 +100,7 @@ class LaunchForm(forms.Form):
         "class_weighting",
     )
 
-    def __init__(self, *args, project=None, **kwargs):
+    def __init__(self, *args, project=None, advice: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         from training.services import (
             base_model_choices,
@@ -130,6 +130,11 @@ class LaunchForm(forms.Form):
                 self.fields[name].initial = value
         quick_defaults = run_defaults(task, "quick") if "quick" in task.student_kinds else {}
         self.fields["C"].initial = quick_defaults.get("C")
+        if advice:  # the measured recommendation (training.services.advice) is the default
+            self.fields["label_source"].initial = advice["label_source"]
+            self.fields["teacher_min_confidence"].initial = advice["teacher_min_confidence"]
+            if "noise_handling" in self.fields:
+                self.fields["noise_handling"].initial = advice["noise_handling"]
         if "ensemble" in task.student_kinds:
             candidates = ensemble_candidates(project)
             choices = [

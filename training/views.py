@@ -32,6 +32,7 @@ def _run(project, number: int) -> TrainingRun:
 @require_GET
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
+    advice = services.label_source_advice(project)
     estimate = services.training_estimate(
         project=project, label_source="all", teacher_min_confidence=0.0, include_synthetic=False, epochs=4
     )
@@ -42,7 +43,8 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
             "project": project,
             "is_lead": role == "lead",
             "runs": project.training_runs.order_by("-number"),
-            "form": LaunchForm(project=project),
+            "form": LaunchForm(project=project, advice=advice),
+            "advice": advice,
             "estimate": estimate,
             "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
         },

@@ -452,6 +452,9 @@ class Review(models.Model):
     value = models.JSONField(null=True, blank=True, help_text="The final answer; empty on reject.")
     seconds_spent = models.FloatField(null=True, blank=True)
     is_bulk = models.BooleanField(default=False)
+    is_audit = models.BooleanField(
+        default=False, help_text="Served from the random audit share: an unbiased sample of the teacher's answers."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -38,6 +38,26 @@ class Project(models.Model):
     slug = models.SlugField(max_length=80, unique=True)
     task_type = models.CharField(max_length=20, choices=TaskType.choices, default=TaskType.CLASSIFICATION)
     guidelines = models.TextField(blank=True, help_text="Annotation guidelines, in Markdown.")
+    # Review rounds: where the review budget goes (annotation.review.rounds).
+    audit_share = models.FloatField(
+        default=0.1,
+        help_text="Share of review cards drawn at random whatever the order: they measure the teacher without bias.",
+    )
+    review_budget = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Items the lead plans to have reviewed (empty: no budget)."
+    )
+    review_order = models.CharField(
+        max_length=20,
+        default="confidence",
+        help_text="The review queue's order when a reviewer has not chosen one (annotation.review STRATEGIES).",
+    )
+    refresh_every = models.PositiveIntegerField(
+        default=100,
+        help_text="Verdicts between quick-student refreshes of the queue's student keys (0: never).",
+    )
+    refreshed_at_verdicts = models.PositiveIntegerField(
+        default=0, editable=False, help_text="The project's verdict count when the last refresh started."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

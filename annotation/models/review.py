@@ -20,6 +20,7 @@ class ReviewClaim(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     claimed_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
+    is_audit = models.BooleanField(default=False, help_text="Drawn at random for the audit share.")
 
     def __str__(self) -> str:
         return f"{self.example_id} held by {self.user_id} until {self.expires_at:%H:%M:%S}"

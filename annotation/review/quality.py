@@ -104,9 +104,17 @@ def label_quality_scores(
         return scores
 
     if embeddings is None:
-        from distillapp.ml import embed_texts
+        from distillapp import embeddings as cache
+        from distillapp.ml import default_base_model
 
-        features = embed_texts([texts[i] for i in kept])
+        # Through the app's embedding cache: a review round's quick student has usually
+        # embedded these texts already (same model, same 128 tokens).
+        features = cache.embed(
+            [texts[i] for i in kept],
+            model_name=default_base_model(),
+            max_length=128,
+            cache_dir=cache.default_cache_dir(),
+        )
     else:
         features = embeddings[kept]
 

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from annotation.models import (
@@ -24,6 +24,7 @@ from annotation.models import (
     ReviewClaim,
     ReviewState,
 )
+from annotation.review import rounds
 from tasks.base import Answer, AnswerError
 
 STRATEGIES = {
@@ -60,6 +61,9 @@ class QueueFilter:
     max_confidence: float | None = None
     search: str = ""
     skipped: list[int] = field(default_factory=list)
+    # "More like this": the examples most similar to `similar_to`, closest first (similar.py).
+    similar: list[int] = field(default_factory=list)
+    similar_to: int | None = None
 
     def apply(self, examples):
         if self.label:
@@ -72,9 +76,28 @@ class QueueFilter:
             examples = examples.filter(teacher_confidence__lte=self.max_confidence)
         if self.search:
             examples = examples.filter(text__icontains=self.search)
+        if self.similar_to is not None:
+            examples = examples.filter(pk__in=self.similar)
         return examples
 
+    @property
+    def is_unfiltered(self) -> bool:
+        """No filter narrows the pool (audit draws only then: a filtered pool is not the teacher's)."""
+        return not (
+            self.similar_to is not None
+            or self.label
+            or self.source
+            or self.search
+            or self.min_confidence is not None
+            or self.max_confidence is not None
+        )
+
     def order(self, examples):
+        if self.similar_to is not None and self.strategy != "random":
+            closest_first = Case(
+                *[When(pk=pk, then=Value(i)) for i, pk in enumerate(self.similar)], default=Value(0)
+            )
+            return examples.order_by(closest_first, "pk")
         if self.strategy == "disagreement":
             return examples.order_by("-is_disagreement", F("teacher_confidence").asc(nulls_last=True), "pk")
         if self.strategy == "errors":
@@ -92,19 +115,21 @@ def queue(project: Project, filters: QueueFilter):
     return filters.apply(examples)
 
 
-def _claim(example_id: int, user) -> bool:
+def _claim(example_id: int, user, *, is_audit: bool = False) -> bool:
     now = timezone.now()
     expires = now + dt.timedelta(seconds=CLAIM_SECONDS)
     # Renew my own claim or take over an expired one, in one conditional update.
     if (
         ReviewClaim.objects.filter(example_id=example_id)
         .filter(Q(user=user) | Q(expires_at__lt=now))
-        .update(user=user, claimed_at=now, expires_at=expires)
+        .update(user=user, claimed_at=now, expires_at=expires, is_audit=is_audit)
     ):
         return True
     try:
         with transaction.atomic():
-            ReviewClaim.objects.create(example_id=example_id, user=user, claimed_at=now, expires_at=expires)
+            ReviewClaim.objects.create(
+                example_id=example_id, user=user, claimed_at=now, expires_at=expires, is_audit=is_audit
+            )
         return True
     except IntegrityError:
         return False  # another reviewer holds it
@@ -117,22 +142,36 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
     ).first()
     if mine is not None:
         held = queue(project, filters).filter(pk=mine.example_id).exclude(pk__in=filters.skipped).first()
-        if held is not None and _claim(held.pk, user):
+        if held is not None and _claim(held.pk, user, is_audit=mine.is_audit):
             return held
     held_by_others = ReviewClaim.objects.filter(
         example=OuterRef("pk"), expires_at__gt=timezone.now()
     ).exclude(user=user)
-    candidates = filters.order(
+    # Every k-th card of the project (k = 1 / audit share) is drawn at random from the whole
+    # pool, whatever the order: those verdicts measure the teacher without bias. In the
+    # random order every card is such a draw.
+    audit = filters.is_unfiltered and (filters.strategy == "random" or _audit_turn(project))
+    order = QueueFilter(strategy="random", skipped=filters.skipped) if audit else filters
+    candidates = order.order(
         queue(project, filters).exclude(pk__in=filters.skipped).filter(~Exists(held_by_others))
     )
     for _ in range(5):  # a claim race lost is retried on the next candidate
         example = candidates.first()
         if example is None:
             return None
-        if _claim(example.pk, user):
+        if _claim(example.pk, user, is_audit=audit):
             ReviewClaim.objects.filter(user=user, example__project=project).exclude(example=example).delete()
             return example
     return None
+
+
+def _audit_turn(project: Project) -> bool:
+    """Is the project's next card an audit draw? Every round(1 / audit_share)-th verdict's card is."""
+    if project.audit_share <= 0:
+        return False
+    every = max(1, round(1 / min(1.0, project.audit_share)))
+    done = Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW).count()
+    return (done + 1) % every == 0
 
 
 def teacher_proposal(example: Example) -> Proposal | None:
@@ -147,6 +186,10 @@ def teacher_proposal(example: Example) -> Proposal | None:
 def _seconds_on(example: Example, user) -> float | None:
     claim = ReviewClaim.objects.filter(example=example, user=user).first()
     return round((timezone.now() - claim.claimed_at).total_seconds(), 2) if claim else None
+
+
+def _was_audit(example: Example, user) -> bool:
+    return ReviewClaim.objects.filter(example=example, user=user, is_audit=True).exists()
 
 
 @transaction.atomic
@@ -180,6 +223,7 @@ def review_record(
         verdict=verdict,
         value=value,
         seconds_spent=_seconds_on(example, user),
+        is_audit=_was_audit(example, user),
     )
     ReviewClaim.objects.filter(example=example).delete()
     # A review changes only the review state (queue examples are never gold,
@@ -187,6 +231,7 @@ def review_record(
     Example.objects.filter(pk=example.pk).update(
         review_state=ReviewState.REJECTED if verdict == Review.Verdict.REJECT else ReviewState.REVIEWED
     )
+    rounds.after_verdict(example.project)
     return review
 
 
@@ -205,7 +250,7 @@ def review_undo(*, project: Project, user) -> Example | None:
     last.delete()
     Example.objects.filter(pk=example.pk).sync_queue_fields()
     ReviewClaim.objects.filter(example=example).delete()
-    _claim(example.pk, user)
+    _claim(example.pk, user, is_audit=last.is_audit)  # an undone audit card stays one
     example.refresh_from_db()
     return example
 
@@ -261,4 +306,5 @@ def bulk_accept(*, project: Project, user, filters: QueueFilter, threshold: floa
         batch_size=1000,
     )
     Example.objects.filter(pk__in=list(proposals)).sync_queue_fields()
+    rounds.after_verdict(project)
     return len(proposals)

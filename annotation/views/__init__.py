@@ -25,6 +25,7 @@ from annotation.views.review import (
     review_bulk,
     review_quality,
     review_queue,
+    review_similar,
     review_skip,
     review_undo,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "review_quality",
     "review_queue",
     "review_skip",
+    "review_similar",
     "review_undo",
     "synthetic_cancel",
     "synthetic_resume",

@@ -20,6 +20,8 @@ from annotation.models import (
     Project,
     ReviewClaim,
 )
+from annotation.review.rounds import round_status
+from annotation.review.similar import similar_to
 from annotation.views._common import (
     _project_for_lead,
     _project_for_member,
@@ -49,7 +51,33 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
         }
         request.session[key] = saved
         request.session[f"{key}:skipped"] = []
+    # The project's order (its lead's setting) until the reviewer chooses one.
+    saved = {
+        "strategy": project.review_order if project.review_order in review.STRATEGIES else "confidence",
+        **saved,
+    }
     return review.QueueFilter(**saved, skipped=request.session.get(f"{key}:skipped", []))
+
+
+@login_required
+@require_POST
+def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
+    """Find more like this: the queue becomes the unreviewed texts closest to this card's."""
+    project, role = _project_for_member(request, slug)
+    example = get_object_or_404(Example, project=project, pk=request.POST.get("example_id"), is_gold=False)
+    key = f"review:{project.pk}"
+    saved = {k: v for k, v in request.session.get(key, {}).items() if k not in ("similar", "similar_to")}
+    ids = similar_to(example)
+    request.session[key] = {**saved, "similar": ids, "similar_to": example.pk}
+    request.session[f"{key}:skipped"] = []
+    ReviewClaim.objects.filter(user=request.user, example__project=project).delete()
+    messages.info(
+        request,
+        f"The {len(ids)} unreviewed texts most like #{example.pk}, closest first. Choose an order to go back to the queue.",
+    )
+    if not request.htmx:
+        return redirect("annotation:review", slug=project.slug)
+    return _render_card(request, project, role, _queue_filter(request, project))
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -137,8 +165,14 @@ def _card_context(
         "initial_json": json.dumps(teacher.value) if teacher else "",
         "filters": filters,
         "strategies": review.STRATEGIES,
-        "strategy_name": review.STRATEGIES.get(filters.strategy, ""),
+        "strategy_name": (
+            f"Most like #{filters.similar_to}"
+            if filters.similar_to
+            else review.STRATEGIES.get(filters.strategy, "")
+        ),
+        "similar_key": "m" if not any(label.key == "m" for label in labels) else "",
         "reviewed_today": review.reviewed_today(project=project, user=request.user),
+        "round": round_status(project),
         # Counting a big queue visits every row (12-22 ms at 100k); past the cap
         # the page says "1,000+" (bench/README.md, review queue).
         "remaining": review.queue(project, filters)[: REMAINING_CAP + 1].count(),

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from distillapp import ml
+from distillapp import embeddings, ml
 from tasks.classification import quick
 
 NAMES = ["weather", "food", "sport"]
@@ -150,17 +150,17 @@ def test_cache_embeds_each_text_once(tmp_path, monkeypatch):
     monkeypatch.setattr(ml, "embed_texts", counting)
     model = ml.default_base_model()
     first = [t for t, _ in TRAIN]
-    a = quick.embed_cached(first, model_name=model, max_length=32, cache_dir=tmp_path)
+    a = embeddings.embed_cached(first, model_name=model, max_length=32, cache_dir=tmp_path)
     assert sorted(embedded) == sorted(first)
     # Again with overlap and a duplicate: only the new texts are embedded.
     second = first[:5] + [t for t, _ in HELD_OUT] + [HELD_OUT[0][0]]
-    b = quick.embed_cached(second, model_name=model, max_length=32, cache_dir=tmp_path)
+    b = embeddings.embed_cached(second, model_name=model, max_length=32, cache_dir=tmp_path)
     assert sorted(embedded) == sorted(first + [t for t, _ in HELD_OUT])
     assert np.allclose(b[:5], a[:5])
     assert np.allclose(b[5:-1], real([t for t, _ in HELD_OUT], model_name=model, max_length=32), atol=1e-5)
     # Another max_length is another key: embedded anew.
     embedded.clear()
-    quick.embed_cached(first[:3], model_name=model, max_length=16, cache_dir=tmp_path)
+    embeddings.embed_cached(first[:3], model_name=model, max_length=16, cache_dir=tmp_path)
     assert sorted(embedded) == sorted(first[:3])
 
     # Training and predicting through the same cache embed nothing more.
@@ -180,17 +180,17 @@ def test_cache_embeds_each_text_once(tmp_path, monkeypatch):
 
 
 def test_many_chunks_are_merged_and_still_found(tmp_path, monkeypatch):
-    monkeypatch.setattr(quick, "MAX_CHUNKS", 3)
+    monkeypatch.setattr(embeddings, "MAX_CHUNKS", 3)
     model = ml.default_base_model()
     texts = [t for t, _ in TRAIN][:8]
     for text in texts:  # one chunk per call
-        quick.embed_cached([text], model_name=model, max_length=32, cache_dir=tmp_path)
+        embeddings.embed_cached([text], model_name=model, max_length=32, cache_dir=tmp_path)
     (directory,) = tmp_path.iterdir()
     assert len(list(directory.glob("chunk-*.npz"))) <= 3
     calls: list[str] = []
     real = ml.embed_texts
     monkeypatch.setattr(ml, "embed_texts", lambda batch, **kw: calls.extend(batch) or real(batch, **kw))
-    quick.embed_cached(texts, model_name=model, max_length=32, cache_dir=tmp_path)
+    embeddings.embed_cached(texts, model_name=model, max_length=32, cache_dir=tmp_path)
     assert calls == []
 
 
@@ -217,7 +217,7 @@ def test_should_stop_between_batches_keeps_cached_embeddings(tmp_path, monkeypat
         return len(asked) > 2
 
     with pytest.raises(ml.Stopped):
-        quick.embed_cached(
+        embeddings.embed_cached(
             [t for t, _ in TRAIN],
             model_name=model,
             max_length=32,
@@ -228,7 +228,7 @@ def test_should_stop_between_batches_keeps_cached_embeddings(tmp_path, monkeypat
     embedded: list[str] = []
     real = ml.embed_texts
     monkeypatch.setattr(ml, "embed_texts", lambda batch, **kw: embedded.extend(batch) or real(batch, **kw))
-    quick.embed_cached([t for t, _ in TRAIN], model_name=model, max_length=32, cache_dir=tmp_path)
+    embeddings.embed_cached([t for t, _ in TRAIN], model_name=model, max_length=32, cache_dir=tmp_path)
     assert len(embedded) == len(TRAIN) - 16  # the two finished batches were kept
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from annotation.models import Example, Review
+from distillapp import embeddings
 from tasks import measure
 from tasks.classification import quick as quick_student
 from tasks.classification import student as finetune_student
@@ -111,7 +112,7 @@ def test_the_quick_student_serves_its_fitted_temperature(tiny_base, tmp_path):
     served, _ = quick_student.predict_proba(tmp_path / "quick", texts[40:])
     head, _ = quick_student.load(tmp_path / "quick")
     raw = head.predict_proba(
-        quick_student._embed(texts[40:], model_name=tiny_base, max_length=16, cache_dir=None)
+        embeddings.embed(texts[40:], model_name=tiny_base, max_length=16, cache_dir=None)
     )
     assert served == pytest.approx(measure.apply_temperature(np.log(raw), config["temperature"]), abs=1e-5)
 

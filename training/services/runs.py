@@ -299,6 +299,10 @@ def _finish(run: TrainingRun, directory: Path, counts: dict) -> None:
     run.refresh_from_db()
     hp = {**run_defaults(run.project.task, run.kind), **run.hyperparameters}
     predicted = student_predict_all(run=run, model_dir=directory / "model", max_length=hp["max_length"])
+    if hp.get("review_round"):
+        # A review round's student replaces the previous round's on the queue: its proposals go.
+        older = run.project.training_runs.filter(number__lt=run.number, hyperparameters__review_round=True)
+        Proposal.objects.filter(example__project=run.project, agent__in=[r.agent for r in older]).delete()
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.SUCCEEDED,
         phase="",
@@ -410,7 +414,9 @@ def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_
 
 def embedding_cache_dir() -> Path:
     """Where quick students keep base-model embeddings (one file set per base model)."""
-    return Path(settings.DATA_DIR) / "embeddings"
+    from distillapp.embeddings import default_cache_dir
+
+    return default_cache_dir()
 
 
 def predict_options(kind: str) -> dict:

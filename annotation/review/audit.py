@@ -1,0 +1,77 @@
+"""How right is the teacher? Measured on the random audit share of the review queue.
+
+A review queue ordered by risk (lowest confidence, disagreement, likely errors) shows the
+teacher's worst answers first, so its accuracy on reviewed items is biased low; on a
+queue filtered by label it is biased in any direction. The queue therefore serves a share
+of its cards (``Project.audit_share``, 10 % by default) drawn at random from the whole
+unreviewed pool, whatever the order; a card served in the random order is one too. The
+verdicts on those cards (``Review.is_audit``) are an unbiased sample of the teacher's
+answers: their accuracy, with its Wilson interval, is the estimate the launch form and the
+dashboard use. Accuracy per confidence floor (on the same audit sample) says above which
+confidence the teacher's labels are measured to be right.
+"""
+
+from __future__ import annotations
+
+from annotation.models import Project, Review
+from tasks.measure import wilson_interval
+
+# Audit verdicts needed before the estimate is shown as one (fewer: "n too small").
+MIN_AUDIT = 20
+# A teacher whose accuracy is below this even at the top of its interval is weak: the
+# dashboard and the launch form warn, and training leans on reviewed labels.
+WEAK_TEACHER = 0.6
+CONFIDENCE_FLOORS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def _summary(pairs: list[tuple[bool, float | None]]) -> dict:
+    n = len(pairs)
+    right = sum(ok for ok, _ in pairs)
+    interval = wilson_interval(right, n)
+    return {
+        "n": n,
+        "right": right,
+        "accuracy": right / n if n else None,
+        "low": interval[0] if interval else None,
+        "high": interval[1] if interval else None,
+    }
+
+
+def teacher_estimate(project: Project) -> dict:
+    """The teacher's accuracy on audit verdicts (unbiased) and on all verdicts (biased by the order).
+
+    A verdict judges the teacher when the card had a teacher proposal: accept is right,
+    correct and reject are wrong (a reject says no label fits, so the proposed one did not).
+    ``estimate`` is the audit summary once it has ``MIN_AUDIT`` verdicts, else None.
+    """
+    rows = list(
+        Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW, proposal__isnull=False)
+        .order_by()
+        .values_list("verdict", "is_audit", "proposal__confidence")
+    )
+    judged = [(verdict == Review.Verdict.ACCEPT, audit, conf) for verdict, audit, conf in rows]
+    audit = [(ok, conf) for ok, is_audit, conf in judged if is_audit]
+    everything = [(ok, conf) for ok, _, conf in judged]
+    by_confidence = []
+    for floor in CONFIDENCE_FLOORS:
+        above = [(ok, conf) for ok, conf in audit if conf is not None and conf >= floor]
+        if above:
+            by_confidence.append({"min_confidence": floor, **_summary(above)})
+    audit_summary = _summary(audit)
+    return {
+        "audit": audit_summary,
+        "all": _summary(everything),
+        "estimate": audit_summary if audit_summary["n"] >= MIN_AUDIT else None,
+        "by_confidence": by_confidence,
+        "audit_share": project.audit_share,
+        "min_audit": MIN_AUDIT,
+    }
+
+
+def trusted_confidence(estimate: dict, *, target: float) -> dict | None:
+    """The lowest confidence floor above which the audit shows the teacher right at `target`
+    with 95 % confidence (the interval's low end), or None if no floor does."""
+    for row in estimate["by_confidence"]:
+        if row["n"] >= MIN_AUDIT and row["low"] is not None and row["low"] >= target:
+            return row
+    return None

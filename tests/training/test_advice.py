@@ -1,0 +1,98 @@
+"""The launch form's recommended label source, from the measured teacher and students."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from annotation.models import Example, GoldSet, Proposal, Review
+from training import services
+from training.models import Evaluation, TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+def audited(project, reviewer, outcomes: list[tuple[float, bool]]):
+    """One audit review per (teacher confidence, teacher right?)."""
+    labels = list(project.labels.values_list("name", flat=True))
+    for i, (confidence, right) in enumerate(outcomes):
+        example = Example.objects.create(project=project, text=f"audited ticket {i}")
+        proposal = Proposal.objects.create(
+            example=example, agent="teacher:m:v1", value=labels[0], confidence=confidence
+        )
+        Review.objects.create(
+            example=example,
+            reviewer=reviewer,
+            proposal=proposal,
+            verdict="accept" if right else "correct",
+            value=labels[0] if right else labels[1],
+            is_audit=True,
+        )
+    Example.objects.filter(project=project).sync_queue_fields()
+
+
+def gold_evaluation(project, *, subject, score, examples=200, run=None):
+    gold = GoldSet.objects.filter(project=project).first() or GoldSet.objects.create(
+        project=project, version=1
+    )
+    return Evaluation.objects.create(
+        project=project,
+        run=run,
+        gold_set=gold,
+        subject=subject,
+        agent=run.agent if run else "teacher:m:v1",
+        metrics={"score": score, "accuracy": score, "examples": examples},
+    )
+
+
+def test_without_a_measure_the_advice_says_so(project):
+    advice = services.label_source_advice(project)
+    assert advice["label_source"] == "all" and advice["noise_handling"] == "prune"
+    assert "not been measured without bias" in advice["reason"] and not advice["warning"]
+
+
+def test_a_strong_teacher_keeps_all_labels(project, reviewer):
+    audited(project, reviewer, [(0.9, True)] * 28 + [(0.4, False)] * 2)
+    advice = services.label_source_advice(project)
+    assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune")
+    assert advice["teacher"]["source"] == "30 audit reviews" and not advice["warning"]
+
+
+def test_a_middling_teacher_gets_pruning_and_weights(project, reviewer):
+    audited(project, reviewer, [(0.9, True)] * 22 + [(0.4, False)] * 8)
+    advice = services.label_source_advice(project)
+    assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune+weight")
+
+
+def test_a_weak_teacher_is_trusted_only_where_the_audit_shows_it_right(project, reviewer):
+    # Right on all 40 cards at confidence 0.95 (Wilson low end 0.912), wrong on the 75 others.
+    audited(project, reviewer, [(0.95, True)] * 40 + [(0.3, False)] * 75)
+    advice = services.label_source_advice(project)
+    assert advice["label_source"] == "reviewed+teacher" and advice["teacher_min_confidence"] == 0.5
+    assert "35%" in advice["warning"] and "drown" in advice["warning"]
+
+
+def test_a_weak_teacher_with_no_trusted_confidence_means_reviewed_labels_only(project, reviewer):
+    audited(project, reviewer, [(0.9, False)] * 20 + [(0.9, True)] * 5)
+    advice = services.label_source_advice(project)
+    assert (advice["label_source"], advice["noise_handling"]) == ("reviewed", "none")
+    assert advice["warning"]
+
+
+def test_gold_beats_the_audit_and_a_reviewed_only_student_can_beat_the_teacher(project, reviewer, lead):
+    audited(project, reviewer, [(0.9, True)] * 40)  # the audit alone would say: strong
+    gold_evaluation(project, subject="teacher", score=0.70, examples=400)
+    run = TrainingRun.objects.create(project=project, number=1, status="succeeded", label_source="reviewed")
+    gold_evaluation(project, subject="student", score=0.80, run=run)
+    advice = services.label_source_advice(project)
+    assert advice["teacher"]["source"] == "gold v1" and advice["teacher"]["high"] < 0.80
+    assert advice["reviewed_only_student"] == {"accuracy": 0.80, "run": 1, "kind": "finetune"}
+    assert advice["label_source"] == "reviewed+teacher"  # the audit shows 0.9-confidence labels right
+    assert "run 1" in advice["warning"] and "0.800" in advice["warning"]
+
+
+def test_the_launch_form_starts_from_the_recommendation(project, reviewer, lead_client):
+    audited(project, reviewer, [(0.9, False)] * 20 + [(0.9, True)] * 5)
+    page = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
+    assert 'data-advice="reviewed"' in page and "Reviewed labels only" in page
+    assert '<option value="reviewed" selected>' in page

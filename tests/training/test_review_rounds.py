@@ -1,0 +1,153 @@
+"""Review rounds: after every N verdicts a quick student retrains and refreshes the queue."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from rq import SimpleWorker
+
+from annotation import review
+from annotation.models import Example, Proposal, Review
+from annotation.review.rounds import after_verdict, refresh_due, round_status
+from training.models import TrainingRun
+
+from .test_training import labelled
+
+pytestmark = pytest.mark.django_db
+
+
+def verdicts(project, user, n: int) -> None:
+    for _ in range(n):
+        example = review.review_next(project=project, user=user, filters=review.QueueFilter())
+        review.review_record(example=example, user=user, verdict="accept")
+
+
+def test_a_round_ends_once_after_refresh_every_verdicts(
+    project, reviewer, django_capture_on_commit_callbacks
+):
+    project.refresh_every = 5
+    project.save()
+    labelled(project, reviewer, 6)
+    sent = []
+
+    def receiver(sender, project, **kwargs):
+        sent.append(project.pk)
+
+    refresh_due.connect(receiver, dispatch_uid="test-round")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            verdicts(project, reviewer, 4)
+        assert sent == [] and round_status(project)["until_refresh"] == 1
+        with django_capture_on_commit_callbacks(execute=True):
+            verdicts(project, reviewer, 1)
+        assert sent == [project.pk]
+        project.refresh_from_db()
+        assert project.refreshed_at_verdicts == 5 and round_status(project)["until_refresh"] == 5
+        # Asking again without a new verdict starts nothing.
+        assert after_verdict(project) is False
+    finally:
+        refresh_due.disconnect(dispatch_uid="test-round")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_round_trains_a_quick_student_that_reorders_the_queue(
+    project, reviewer, lead, tiny_base, queues, settings, tmp_path
+):
+    settings.DATA_DIR = tmp_path
+    settings.STUDENT_BASE_MODELS = [tiny_base]
+    project.refresh_every = 4
+    project.save()
+    labelled(project, reviewer)
+    worker = SimpleWorker([queues["training"]], connection=queues["training"].connection)
+    verdicts(project, reviewer, 4)  # the signal goes after commit: autocommit, so at once
+    first = TrainingRun.objects.get()
+    assert first.kind == "quick" and first.hyperparameters["review_round"] is True
+    assert first.created_by is None and first.hyperparameters["noise_handling"] == "prune"
+    worker.work(burst=True)
+    first.refresh_from_db()
+    assert first.status == "succeeded", first.traceback
+    assert Proposal.objects.filter(agent=first.agent).count() == 24
+    assert Example.objects.exclude(student_label="").count() == 24  # the disagreement key is fresh
+    assert project.quality_runs.exists()  # and the likely-errors key is being scored again
+
+    verdicts(project, reviewer, 4)
+    second = TrainingRun.objects.order_by("-number").first()
+    assert second.number == first.number + 1 or second.kind == "quick"
+    worker.work(burst=True)
+    second.refresh_from_db()
+    assert second.status == "succeeded", second.traceback
+    # The new round's student replaced the old one on the queue.
+    assert not Proposal.objects.filter(agent=first.agent).exists()
+    assert Proposal.objects.filter(agent=second.agent).count() == 24
+
+
+def test_no_refresh_while_one_is_on_its_way(project, reviewer, lead):
+    from training.services.rounds import refresh_queue
+
+    labelled(project, reviewer)
+    assert refresh_queue(project=project) is not None
+    assert refresh_queue(project=project) is None
+    assert TrainingRun.objects.count() == 1
+
+
+def test_extraction_projects_have_no_quick_refresh(lead):
+    from annotation.projects import project_create
+    from training.services.rounds import refresh_queue
+
+    project = project_create(name="B", slug="b", user=lead, task_type="extraction", labels=[("date", "")])
+    assert refresh_queue(project=project) is None
+
+
+def test_the_review_page_shows_the_budget_and_the_next_refresh(project, reviewer, reviewer_client):
+    project.review_budget = 10
+    project.refresh_every = 8
+    project.save()
+    labelled(project, reviewer, 6)
+    verdicts(project, reviewer, 3)
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert 'data-count="budget-left">7<' in page and 'data-count="until-refresh">5<' in page
+    verdicts(project, reviewer, 7)
+    assert round_status(project)["budget_reached"]
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert 'data-count="budget-reached"' in page
+
+
+def test_the_lead_sets_the_order_budget_and_rounds(project, reviewer, lead_client, reviewer_client):
+    labelled(project, reviewer, 6)
+    response = lead_client.post(
+        reverse("annotation:project-settings", args=[project.slug]),
+        {
+            "name": project.name,
+            "guidelines": "",
+            "review_order": "oldest",
+            "review_budget": 50,
+            "refresh_every": 25,
+            "audit_share": 0.2,
+        },
+    )
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert (project.review_order, project.review_budget, project.refresh_every, project.audit_share) == (
+        "oldest",
+        50,
+        25,
+        0.2,
+    )
+    # A reviewer who has not chosen an order gets the project's.
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert review.STRATEGIES["oldest"] in page
+    first = Example.objects.filter(project=project).order_by("pk").first()
+    assert f'data-example-id="{first.pk}"' in page
+    bad = lead_client.post(
+        reverse("annotation:project-settings", args=[project.slug]),
+        {"name": project.name, "review_order": "oldest", "refresh_every": 25, "audit_share": 3},
+    )
+    assert bad.status_code == 200 and "between 0 and 1" in bad.content.decode()
+    assert Review.objects.count() == 0
+
+
+def test_a_new_project_can_be_an_extraction_project(lead, lead_client):
+    lead.is_staff = True
+    lead.save()
+    page = lead_client.get(reverse("annotation:project-create")).content.decode()
+    assert 'value="extraction"' in page and 'value="summarization"' not in page

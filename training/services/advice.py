@@ -1,0 +1,144 @@
+"""What to train on: the launch form's recommended label source, from what has been measured.
+
+The teacher's accuracy comes from the frozen gold set when the teacher was evaluated on it
+(the best measure), else from the review queue's random audit share
+(annotation.review.audit). A student trained on reviewed labels alone is compared when
+such a run was evaluated on gold. The rules, in order:
+
+1. No unbiased measure of the teacher yet: train on all current labels, pruning the ones
+   the label-quality scores flag, and say that the measure is missing.
+2. The teacher is measured worse than a student trained on reviewed labels alone (the
+   upper end of its interval below that student's gold score), or weak (upper end below
+   ``WEAK_TEACHER``): reviewed labels only, plus the teacher's labels above the confidence
+   where the audit shows them right (``TRUSTED_ACCURACY``), if there is one. Warn.
+3. A strong teacher (point estimate at least ``STRONG_TEACHER``): all current labels, flagged
+   ones pruned.
+4. In between: all current labels, flagged ones pruned, the rest weighted by the teacher's
+   confidence.
+"""
+
+from __future__ import annotations
+
+from annotation.models import Example, Project
+from annotation.review.audit import WEAK_TEACHER, teacher_estimate, trusted_confidence
+from tasks.measure import wilson_interval
+from training.models import Evaluation, TrainingRun
+
+STRONG_TEACHER = 0.85
+TRUSTED_ACCURACY = 0.9
+
+
+def _teacher_on_gold(project: Project) -> dict | None:
+    evaluation = (
+        Evaluation.objects.filter(project=project, subject=Evaluation.Subject.TEACHER)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    if evaluation is None or evaluation.metrics.get("score") is None:
+        return None
+    n = evaluation.metrics.get("examples") or 0
+    score = evaluation.metrics["score"]
+    interval = wilson_interval(score * n, n) if n else None
+    return {
+        "accuracy": score,
+        "n": n,
+        "low": interval[0] if interval else None,
+        "high": interval[1] if interval else None,
+        "source": f"gold v{evaluation.gold_set.version}",
+    }
+
+
+def _reviewed_only_student(project: Project) -> dict | None:
+    """The best gold score of a run trained on reviewed labels only."""
+    best = None
+    for evaluation in Evaluation.objects.filter(
+        project=project,
+        subject=Evaluation.Subject.STUDENT,
+        run__label_source=TrainingRun.LabelSource.REVIEWED,
+    ).select_related("run"):
+        score = evaluation.metrics.get("score")
+        if score is not None and (best is None or score > best["accuracy"]):
+            best = {"accuracy": score, "run": evaluation.run.number, "kind": evaluation.run.kind}
+    return best
+
+
+def label_source_advice(project: Project) -> dict:
+    """The recommended label source, teacher confidence floor and noise handling, with the reason."""
+    audit = teacher_estimate(project)
+    teacher = _teacher_on_gold(project)
+    if teacher is None and audit["estimate"] is not None:
+        teacher = {**audit["estimate"], "source": f"{audit['estimate']['n']} audit reviews"}
+    reviewed = Example.objects.for_project(project).not_gold().filter(review_state="reviewed").count()
+    student = _reviewed_only_student(project)
+    advice = {
+        "teacher": teacher,
+        "audit": audit,
+        "reviewed": reviewed,
+        "reviewed_only_student": student,
+        "warning": "",
+        "teacher_min_confidence": 0.0,
+    }
+    if teacher is None:
+        return {
+            **advice,
+            "label_source": TrainingRun.LabelSource.ALL_CURRENT,
+            "noise_handling": "prune",
+            "reason": (
+                f"The teacher has not been measured without bias yet ({audit['audit']['n']} of "
+                f"{audit['min_audit']} audit reviews; evaluating it on gold also measures it). Until then: all "
+                "current labels, leaving out those the label-quality scores flag."
+            ),
+        }
+    accuracy, high = teacher["accuracy"], teacher["high"] if teacher["high"] is not None else teacher["accuracy"]
+    beaten = student is not None and high < student["accuracy"]
+    if beaten or high < WEAK_TEACHER:
+        trusted = trusted_confidence(audit, target=TRUSTED_ACCURACY)
+        why = (
+            f"a student trained on reviewed labels alone (run {student['run']}) scored {student['accuracy']:.3f} on gold"
+            if beaten
+            else f"below {WEAK_TEACHER:.0%} even at the top of its interval"
+        )
+        warning = (
+            f"The teacher is right on {accuracy:.0%} of {teacher['source']} "
+            f"(95 % interval {teacher['low']:.0%}–{high:.0%}); {why}. Its labels would drown the "
+            f"{reviewed:,} reviewed ones."
+        )
+        if trusted is not None:
+            return {
+                **advice,
+                "label_source": TrainingRun.LabelSource.REVIEWED_PLUS_TEACHER,
+                "teacher_min_confidence": trusted["min_confidence"],
+                "noise_handling": "prune",
+                "warning": warning,
+                "reason": (
+                    f"Reviewed labels, plus the teacher's at confidence ≥ {trusted['min_confidence']}, where the "
+                    f"audit shows it right on {trusted['accuracy']:.0%} of {trusted['n']} (at least "
+                    f"{trusted['low']:.0%})."
+                ),
+            }
+        return {
+            **advice,
+            "label_source": TrainingRun.LabelSource.REVIEWED,
+            "noise_handling": "none",
+            "warning": warning,
+            "reason": "Reviewed labels only: no teacher confidence is measured to be right often enough.",
+        }
+    if accuracy >= STRONG_TEACHER:
+        return {
+            **advice,
+            "label_source": TrainingRun.LabelSource.ALL_CURRENT,
+            "noise_handling": "prune",
+            "reason": (
+                f"The teacher is right on {accuracy:.0%} of {teacher['source']}: all current labels, leaving out "
+                "the ones the label-quality scores flag."
+            ),
+        }
+    return {
+        **advice,
+        "label_source": TrainingRun.LabelSource.ALL_CURRENT,
+        "noise_handling": "prune+weight",
+        "reason": (
+            f"The teacher is right on {accuracy:.0%} of {teacher['source']}: all current labels, leaving out "
+            "flagged ones and weighting the rest by the teacher's confidence."
+        ),
+    }

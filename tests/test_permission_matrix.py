@@ -77,6 +77,7 @@ ACCESS = {
     "training:token-revoke": LEAD,
     "training:monitor": MEMBER,
     "training:cost": MEMBER,
+    "training:review-value": MEMBER,
 }
 # Outside projects: the sign-in pages, health, the token APIs (their own tests) and the admin.
 NOT_PROJECT_PAGES = {

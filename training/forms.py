@@ -206,6 +206,7 @@ class ServingConfigForm(forms.ModelForm):
             "compute_usd_per_hour",
             "monthly_volume",
             "api_price_per_call",
+            "review_usd_per_hour",
         ]
         # Written out: the generated ones read "Hosting usd per month", "Api price per call".
         labels = {
@@ -219,6 +220,7 @@ class ServingConfigForm(forms.ModelForm):
             "compute_usd_per_hour": "Training compute (USD per hour)",
             "monthly_volume": "Calls per month",
             "api_price_per_call": "API price per call (USD)",
+            "review_usd_per_hour": "Expert review (USD per hour)",
         }
         help_texts = {
             "target_accuracy": (

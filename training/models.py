@@ -322,6 +322,9 @@ class ServingConfig(models.Model):
     )
     # Inputs of the break-even that cannot be measured here.
     hosting_usd_per_month = models.DecimalField(max_digits=12, decimal_places=2, default=50)
+    review_usd_per_hour = models.DecimalField(
+        max_digits=10, decimal_places=2, default=30, help_text="What an hour of an expert's review costs."
+    )
     compute_usd_per_hour = models.DecimalField(max_digits=10, decimal_places=4, default=1)
     monthly_volume = models.PositiveIntegerField(
         null=True, blank=True, help_text="Empty: measured from traffic."

@@ -38,4 +38,5 @@ urlpatterns = [
     path("p/<slug:slug>/deploy/tokens/<int:pk>/revoke/", views.token_revoke, name="token-revoke"),
     path("p/<slug:slug>/monitor/", views.monitor, name="monitor"),
     path("p/<slug:slug>/cost/", views.cost, name="cost"),
+    path("p/<slug:slug>/review-pays/", views.review_value, name="review-value"),
 ]

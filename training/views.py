@@ -628,6 +628,22 @@ def monitor(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
+def review_value(request: HttpRequest, slug: str) -> HttpResponse:
+    """Where review pays: the learning curve, errors found per order, review time and cost."""
+    from training.services.review_value import curve_chart
+    from training.services.review_value import review_value as measure
+
+    project, role = _project_for_member(request, slug)
+    value = measure(project)
+    return render(
+        request,
+        "training/review_value.html",
+        {"project": project, "is_lead": role == "lead", "value": value, "chart": curve_chart(value["curve"])},
+    )
+
+
+@login_required
+@require_GET
 def cost(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     return render(

@@ -452,8 +452,17 @@ class Review(models.Model):
     value = models.JSONField(null=True, blank=True, help_text="The final answer; empty on reject.")
     seconds_spent = models.FloatField(null=True, blank=True)
     is_bulk = models.BooleanField(default=False)
+    # Database defaults too: the importer writes reviews with raw SQL (corpus/importing.py).
     is_audit = models.BooleanField(
-        default=False, help_text="Served from the random audit share: an unbiased sample of the teacher's answers."
+        default=False,
+        db_default=False,
+        help_text="Served from the random audit share: an unbiased sample of the teacher's answers."
+    )
+    queue_order = models.CharField(
+        max_length=20,
+        blank=True,
+        db_default="",
+        help_text="The queue order the card was served in (empty: not from the queue)."
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 

@@ -21,6 +21,7 @@ class ReviewClaim(models.Model):
     claimed_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     is_audit = models.BooleanField(default=False, help_text="Drawn at random for the audit share.")
+    queue_order = models.CharField(max_length=20, blank=True, help_text="The order it was served in.")
 
     def __str__(self) -> str:
         return f"{self.example_id} held by {self.user_id} until {self.expires_at:%H:%M:%S}"

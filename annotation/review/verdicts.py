@@ -115,20 +115,25 @@ def queue(project: Project, filters: QueueFilter):
     return filters.apply(examples)
 
 
-def _claim(example_id: int, user, *, is_audit: bool = False) -> bool:
+def _claim(example_id: int, user, *, is_audit: bool = False, order: str = "") -> bool:
     now = timezone.now()
     expires = now + dt.timedelta(seconds=CLAIM_SECONDS)
     # Renew my own claim or take over an expired one, in one conditional update.
     if (
         ReviewClaim.objects.filter(example_id=example_id)
         .filter(Q(user=user) | Q(expires_at__lt=now))
-        .update(user=user, claimed_at=now, expires_at=expires, is_audit=is_audit)
+        .update(user=user, claimed_at=now, expires_at=expires, is_audit=is_audit, queue_order=order)
     ):
         return True
     try:
         with transaction.atomic():
             ReviewClaim.objects.create(
-                example_id=example_id, user=user, claimed_at=now, expires_at=expires, is_audit=is_audit
+                example_id=example_id,
+                user=user,
+                claimed_at=now,
+                expires_at=expires,
+                is_audit=is_audit,
+                queue_order=order,
             )
         return True
     except IntegrityError:
@@ -142,7 +147,7 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
     ).first()
     if mine is not None:
         held = queue(project, filters).filter(pk=mine.example_id).exclude(pk__in=filters.skipped).first()
-        if held is not None and _claim(held.pk, user, is_audit=mine.is_audit):
+        if held is not None and _claim(held.pk, user, is_audit=mine.is_audit, order=mine.queue_order):
             return held
     held_by_others = ReviewClaim.objects.filter(
         example=OuterRef("pk"), expires_at__gt=timezone.now()
@@ -159,7 +164,8 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
         example = candidates.first()
         if example is None:
             return None
-        if _claim(example.pk, user, is_audit=audit):
+        served_as = "similar" if filters.similar_to is not None else filters.strategy
+        if _claim(example.pk, user, is_audit=audit, order="random" if audit else served_as):
             ReviewClaim.objects.filter(user=user, example__project=project).exclude(example=example).delete()
             return example
     return None
@@ -184,12 +190,19 @@ def teacher_proposal(example: Example) -> Proposal | None:
 
 
 def _seconds_on(example: Example, user) -> float | None:
+    return _served(example, user)["seconds"]
+
+
+def _served(example: Example, user) -> dict:
+    """How my claim on this card was served: seconds on it, audit draw or not, the queue order."""
     claim = ReviewClaim.objects.filter(example=example, user=user).first()
-    return round((timezone.now() - claim.claimed_at).total_seconds(), 2) if claim else None
-
-
-def _was_audit(example: Example, user) -> bool:
-    return ReviewClaim.objects.filter(example=example, user=user, is_audit=True).exists()
+    if claim is None:
+        return {"seconds": None, "is_audit": False, "order": ""}
+    return {
+        "seconds": round((timezone.now() - claim.claimed_at).total_seconds(), 2),
+        "is_audit": claim.is_audit,
+        "order": claim.queue_order,
+    }
 
 
 @transaction.atomic
@@ -216,14 +229,16 @@ def review_record(
         value = None
     else:
         raise ReviewError(f"Unknown verdict {verdict!r}.")
+    served = _served(example, user)
     review = Review.objects.create(
         example=example,
         reviewer=user,
         proposal=proposal,
         verdict=verdict,
         value=value,
-        seconds_spent=_seconds_on(example, user),
-        is_audit=_was_audit(example, user),
+        seconds_spent=served["seconds"],
+        is_audit=served["is_audit"],
+        queue_order=served["order"],
     )
     ReviewClaim.objects.filter(example=example).delete()
     # A review changes only the review state (queue examples are never gold,
@@ -250,7 +265,7 @@ def review_undo(*, project: Project, user) -> Example | None:
     last.delete()
     Example.objects.filter(pk=example.pk).sync_queue_fields()
     ReviewClaim.objects.filter(example=example).delete()
-    _claim(example.pk, user, is_audit=last.is_audit)  # an undone audit card stays one
+    _claim(example.pk, user, is_audit=last.is_audit, order=last.queue_order)  # an undone audit card stays one
     example.refresh_from_db()
     return example
 

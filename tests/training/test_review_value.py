@@ -1,0 +1,108 @@
+"""Where review pays: learning curve, errors found per queue order, review time and cost."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from annotation import review
+from annotation.models import Example, GoldSet, Proposal, Review
+from training.models import Evaluation, ServingConfig, TrainingRun
+from training.services.review_value import (
+    errors_found_by_order,
+    learning_curve,
+    next_batch_gain,
+    review_value,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def evaluated(project, number, *, kind, reviewed, score):
+    gold = GoldSet.objects.filter(project=project).first() or GoldSet.objects.create(
+        project=project, version=1
+    )
+    run = TrainingRun.objects.create(
+        project=project,
+        number=number,
+        kind=kind,
+        status="succeeded",
+        counts={"reviewed": reviewed, "train": 1000},
+    )
+    Evaluation.objects.create(
+        project=project, run=run, gold_set=gold, subject="student", agent=run.agent, metrics={"score": score}
+    )
+    return run
+
+
+def test_the_curve_and_the_next_batch_gain(project):
+    evaluated(project, 1, kind="quick", reviewed=100, score=0.70)
+    evaluated(project, 2, kind="finetune", reviewed=150, score=0.80)
+    evaluated(project, 3, kind="quick", reviewed=300, score=0.78)
+    curve = learning_curve(project)
+    assert [(p["run"], p["reviewed"], p["score"]) for p in curve] == [
+        (1, 100, 0.70),
+        (2, 150, 0.80),
+        (3, 300, 0.78),
+    ]
+    # Quick runs 1 -> 3: 8 points over 200 reviews = 4 points per 100.
+    assert next_batch_gain(curve) == {
+        "kind": "quick",
+        "from_run": 1,
+        "to_run": 3,
+        "points_per_batch": 4.0,
+        "batch": 100,
+    }
+    assert next_batch_gain(curve[:2]) is None  # one run per kind: no slope
+
+
+def test_errors_found_per_order_with_the_audit_baseline(project, reviewer):
+    labels = list(project.labels.values_list("name", flat=True))
+    for i in range(30):
+        example = Example.objects.create(project=project, text=f"ticket {i}")
+        # The teacher is wrong on the 12 least confident texts.
+        Proposal.objects.create(example=example, agent="teacher:m:v1", value=labels[0], confidence=i / 30)
+    Example.objects.filter(project=project).sync_queue_fields()
+    for _ in range(20):  # lowest confidence first; the 10th and 20th cards are audit draws
+        example = review.review_next(
+            project=project, user=reviewer, filters=review.QueueFilter(strategy="confidence")
+        )
+        wrong = example.teacher_confidence < 12 / 30
+        review.review_record(
+            example=example,
+            user=reviewer,
+            verdict="correct" if wrong else "accept",
+            label=labels[1] if wrong else None,
+        )
+    rows = {row["order"]: row for row in errors_found_by_order(project)}
+    assert rows["confidence"]["reviews"] == 18 and rows["random"]["reviews"] == 2
+    confident_errors = Review.objects.filter(queue_order="confidence").exclude(verdict="accept").count()
+    assert rows["confidence"]["errors"] == confident_errors >= 10
+    assert rows["confidence"]["per_100"] == round(100 * confident_errors / 18, 1)
+    assert rows["confidence"]["low"] < rows["confidence"]["per_100"] < rows["confidence"]["high"]
+
+
+def test_review_time_and_cost_at_the_leads_rate(project, reviewer):
+    ServingConfig.objects.create(project=project, review_usd_per_hour=Decimal("60"))
+    for i, seconds in enumerate([30, 90, 5000]):  # the last one is a coffee break: capped at 600 s
+        example = Example.objects.create(project=project, text=f"t{i}")
+        Review.objects.create(example=example, reviewer=reviewer, verdict="reject", seconds_spent=seconds)
+    Proposal.objects.create(example=example, agent="teacher:m:v1", value="Billing", cost_usd=Decimal("0.25"))
+    Proposal.objects.create(example=example, agent="student:run-1", value="Billing", cost_usd=Decimal("9"))
+    cost = review_value(project)["cost"]
+    assert cost["hours"] == round(720 / 3600, 2) and cost["seconds_per_item"] == 240.0
+    assert cost["cost_usd"] == Decimal("12.00")  # 0.2 h x 60 USD
+    assert cost["next_batch_usd"] == Decimal("400.00")  # 100 x 240 s at 60 USD / h
+    assert cost["api_usd"] == Decimal("0.25")  # the teacher's calls, never a student's
+
+
+def test_the_page(project, reviewer, reviewer_client, outsider_client):
+    evaluated(project, 1, kind="quick", reviewed=100, score=0.70)
+    evaluated(project, 2, kind="quick", reviewed=200, score=0.75)
+    url = reverse("training:review-value", args=[project.slug])
+    page = reviewer_client.get(url).content.decode()
+    assert 'data-series="quick"' in page and 'data-metric="next-batch-gain"' in page and "5.00 points" in page
+    assert "Where review pays" in page
+    assert outsider_client.get(url).status_code == 404

@@ -1,0 +1,185 @@
+"""Where review pays: what the project got for its reviews, and what the next batch may bring.
+
+All from what has been measured in this project, nothing modelled:
+
+- the learning curve: each evaluated run's gold score against the number of reviewed
+  labels it trained on (per run kind);
+- teacher errors found per 100 reviews in each queue order (a verdict other than accept
+  on a card with a teacher proposal is an error found), with the random audit draws as the
+  baseline an order has to beat;
+- the next batch's estimated gain: the slope between the two latest evaluated runs of one
+  kind whose reviewed counts differ, times the batch, labelled as an extrapolation;
+- review time (each verdict's seconds on the card, capped at 10 minutes: longer is a
+  break) and its cost at the lead's hourly rate, beside the teacher's API spend.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from annotation.models import STUDENT_AGENT_PREFIX, Project, Proposal, Review
+from tasks.measure import wilson_interval
+from training.models import Evaluation, ServingConfig
+
+BATCH = 100
+MAX_SECONDS = 600
+
+
+def learning_curve(project: Project) -> list[dict]:
+    """Gold score of every evaluated run against the reviewed labels it trained on, by reviewed count."""
+    points = {}
+    for evaluation in (
+        Evaluation.objects.filter(project=project, subject=Evaluation.Subject.STUDENT, run__isnull=False)
+        .select_related("run", "gold_set")
+        .order_by("created_at", "pk")
+    ):
+        score = evaluation.metrics.get("score")
+        if score is None:
+            continue
+        run = evaluation.run
+        points[run.pk] = {  # the run's latest evaluation counts
+            "run": run.number,
+            "kind": run.kind,
+            "reviewed": int(run.counts.get("reviewed") or 0),
+            "train": run.train_count,
+            "score": score,
+            "gold_version": evaluation.gold_set.version,
+        }
+    return sorted(points.values(), key=lambda p: (p["reviewed"], p["run"]))
+
+
+def next_batch_gain(curve: list[dict], batch: int = BATCH) -> dict | None:
+    """Score points per `batch` more reviews, from the two latest runs of one kind with different counts."""
+    by_kind: dict[str, list[dict]] = {}
+    for point in sorted(curve, key=lambda p: p["run"]):
+        by_kind.setdefault(point["kind"], []).append(point)
+    best = None
+    for kind, points in by_kind.items():
+        latest = points[-1]
+        earlier = [p for p in points[:-1] if p["reviewed"] != latest["reviewed"]]
+        if not earlier:
+            continue
+        previous = earlier[-1]
+        slope = (latest["score"] - previous["score"]) / (latest["reviewed"] - previous["reviewed"])
+        candidate = {
+            "kind": kind,
+            "from_run": previous["run"],
+            "to_run": latest["run"],
+            "points_per_batch": round(100 * slope * batch, 2),
+            "batch": batch,
+        }
+        if best is None or latest["run"] > best["to_run"]:
+            best = candidate
+    return best
+
+
+def errors_found_by_order(project: Project) -> list[dict]:
+    """Teacher errors found per 100 reviews in each queue order; "random" is the unbiased baseline."""
+    from annotation.review import STRATEGIES
+
+    rows: dict[str, list[bool]] = {}
+    for verdict, order, audit in (
+        Review.objects.filter(
+            example__project=project, kind=Review.Kind.REVIEW, proposal__isnull=False, is_bulk=False
+        )
+        .order_by()
+        .values_list("verdict", "queue_order", "is_audit")
+    ):
+        key = "random" if audit else (order or "unknown")
+        rows.setdefault(key, []).append(verdict != Review.Verdict.ACCEPT)
+    names = {**STRATEGIES, "similar": "More like this", "unknown": "Before orders were recorded"}
+    out = []
+    for order, found in sorted(rows.items(), key=lambda kv: -len(kv[1])):
+        interval = wilson_interval(sum(found), len(found))
+        out.append(
+            {
+                "order": order,
+                "name": names.get(order, order),
+                "reviews": len(found),
+                "errors": sum(found),
+                "per_100": round(100 * sum(found) / len(found), 1),
+                "low": round(100 * interval[0], 1) if interval else None,
+                "high": round(100 * interval[1], 1) if interval else None,
+            }
+        )
+    return out
+
+
+def review_cost(project: Project, rate: Decimal) -> dict:
+    reviews = Review.objects.filter(example__project=project, is_bulk=False)
+    seconds = [
+        min(s, MAX_SECONDS)
+        for s in reviews.exclude(seconds_spent=None).values_list("seconds_spent", flat=True)
+    ]
+    hours = sum(seconds) / 3600
+    per_item = (sum(seconds) / len(seconds)) if seconds else None
+    api = Proposal.objects.filter(example__project=project).exclude(
+        agent__startswith=STUDENT_AGENT_PREFIX
+    ).aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
+    return {
+        "reviews": reviews.count(),
+        "timed": len(seconds),
+        "hours": round(hours, 2),
+        "seconds_per_item": round(per_item, 1) if per_item is not None else None,
+        "rate": rate,
+        "cost_usd": (Decimal(str(round(hours, 4))) * rate).quantize(Decimal("0.01")),
+        "next_batch_usd": (
+            (Decimal(str(per_item)) * BATCH / 3600 * rate).quantize(Decimal("0.01")) if per_item else None
+        ),
+        "api_usd": Decimal(api).quantize(Decimal("0.01")),
+    }
+
+
+def review_value(project: Project) -> dict:
+    config = ServingConfig.objects.filter(project=project).first()
+    rate = (
+        config.review_usd_per_hour if config else ServingConfig._meta.get_field("review_usd_per_hour").default
+    )
+    curve = learning_curve(project)
+    return {
+        "curve": curve,
+        "gain": next_batch_gain(curve),
+        "orders": errors_found_by_order(project),
+        "cost": review_cost(project, Decimal(rate)),
+        "batch": BATCH,
+    }
+
+
+def curve_chart(curve: list[dict], *, width: int = 560, height: int = 200) -> dict | None:
+    """SVG geometry of the learning curve: one polyline per run kind, x = reviewed labels."""
+    if not curve:
+        return None
+    xs = [p["reviewed"] for p in curve]
+    lo_y = min(p["score"] for p in curve)
+    hi_y = max(p["score"] for p in curve)
+    span_x = max(xs) - min(xs) or 1
+    lo_y, hi_y = max(0.0, lo_y - 0.05), min(1.0, hi_y + 0.05)
+    span_y = hi_y - lo_y or 1
+
+    def x(value: float) -> float:
+        return round((value - min(xs)) / span_x * width, 1)
+
+    def y(value: float) -> float:
+        return round(height - (value - lo_y) / span_y * height, 1)
+
+    series = {}
+    for point in curve:
+        series.setdefault(point["kind"], []).append(point)
+    return {
+        "width": width,
+        "height": height,
+        "series": [
+            {
+                "kind": kind,
+                "points": " ".join(f"{x(p['reviewed'])},{y(p['score'])}" for p in points),
+                "dots": [{"x": x(p["reviewed"]), "y": y(p["score"]), **p} for p in points],
+            }
+            for kind, points in series.items()
+        ],
+        "x_min": min(xs),
+        "x_max": max(xs),
+        "y_min": round(lo_y, 2),
+        "y_max": round(hi_y, 2),
+    }

@@ -254,6 +254,11 @@ class GoldDrawForm(forms.Form):
         kwargs.setdefault("initial", {"size": max(1, min(200, available))})
         super().__init__(*args, **kwargs)
         if project is not None:
+            # "label" for classification, "fields" for extraction (the set a text holds).
+            noun = project.task.category_noun
+            self.fields["stratified"].label = (
+                f"stratified by proposed {noun}" if noun == "label" else f"stratified by the proposed {noun}s"
+            )
             batches = project.import_batches.filter(status="succeeded", rows_created__gt=0).order_by("-pk")
             self.fields["source"].choices = [
                 ("all", "the whole project"),
@@ -486,6 +491,12 @@ class SyntheticForm(forms.Form):
         super().__init__(*args, **kwargs)
         if project is not None:
             self.fields["labels"].choices = [(n, n) for n in project.labels.values_list("name", flat=True)]
+            # The unit each call writes for: a label, or an extraction field (the texts hold
+            # a value of it, and of any other field they happen to mention).
+            noun = project.task.category_noun
+            self.fields["labels"].label = f"{noun.capitalize()}s"
+            self.fields["labels"].help_text = f"None ticked: every {noun}."
+            self.fields["per_label"].label = f"Examples per {noun}"
 
     def clean(self):
         data = super().clean()

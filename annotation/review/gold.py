@@ -50,12 +50,13 @@ def gold_draw(
         candidates = candidates.filter(import_batch_id=import_batch_id)
     if filters is not None:
         candidates = filters.apply(candidates)
-    pool = list(candidates.values_list("pk", "teacher_label"))
     rng = random.Random(seed)
     if stratified:
+        # Strata are the task's (a label; for spans, the set of fields the teacher marked).
+        task = project.task
         by_label: dict[str, list[int]] = {}
-        for pk, label in pool:
-            by_label.setdefault(label or "", []).append(pk)
+        for pk, proposed in candidates.with_current_label().order_by("pk").values_list("pk", "proposed_value"):
+            by_label.setdefault(task.stratum(proposed) if proposed is not None else "", []).append(pk)
         for members in by_label.values():
             rng.shuffle(members)
         chosen: list[int] = []
@@ -65,7 +66,8 @@ def gold_draw(
                 if members and len(chosen) < size:
                     chosen.append(members.pop())
     else:
-        chosen = [pk for pk, _ in rng.sample(pool, min(size, len(pool)))]
+        pool = list(candidates.order_by("pk").values_list("pk", flat=True))
+        chosen = rng.sample(pool, min(size, len(pool)))
     GoldSetItem.objects.bulk_create([GoldSetItem(gold_set=draft, example_id=pk) for pk in chosen])
     Example.objects.filter(pk__in=chosen).update(is_gold=True)
     ReviewClaim.objects.filter(example_id__in=chosen).delete()

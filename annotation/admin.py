@@ -193,6 +193,7 @@ class SyntheticJobAdmin(admin.ModelAdmin):
         "created",
         "exact_duplicates",
         "near_duplicates",
+        "invalid",
         "cost_usd",
     ]
     list_filter = ["status", "project"]

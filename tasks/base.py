@@ -53,6 +53,19 @@ class Category:
     allows_many: bool = True  # extraction: may a text hold several values of this field?
 
 
+@dataclass(frozen=True)
+class SyntheticBrief:
+    """One call of the synthetic-data job: write ``count`` texts for ``category``."""
+
+    category: Category
+    count: int
+    difficulty: str = "mixed"  # "easy", "mixed" or "hard" (SyntheticJob.Difficulty)
+    # The other categories whose definitions are closest to this one (for near-misses).
+    confusable: tuple[str, ...] = ()
+    # Varies what a task asks from call to call (extraction: which other fields to mention).
+    seed: int = 0
+
+
 class Task(ABC):
     """One task type, bound to one project's categories."""
 
@@ -117,11 +130,18 @@ class Task(ABC):
         """What the user says after an invalid answer, asking once for a valid one."""
         return f"That answer was invalid ({reason}). Reply with only the JSON object asked for."
 
-    def logprob_confidence(
-        self, content: str, value: Answer, tokens: list[tuple[str, float]]
-    ) -> float | None:
-        """The answer's probability from the answer tokens' log-probs, where the task can tell."""
-        return None
+    def logprob_answer(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]], *, text: str
+    ) -> tuple[Answer, float | None]:
+        """The answer, with the confidence of each of its parts where it has parts (an extraction
+        answer's spans), and its text-level confidence, from the reply tokens' log-probs
+        (``tokens`` spell ``content``); the confidence is None where the task cannot tell."""
+        return value, None
+
+    def consistency_answer(self, value: Answer, samples: list[Answer | None]) -> tuple[Answer, float]:
+        """Like ``logprob_answer``, from k sampled answers (None: a sample that was invalid):
+        ``value`` is the most common of them. Here: the share of samples that say the same."""
+        return value, sum(s is not None and self.same(s, value) for s in samples) / len(samples)
 
     # The labelling job's defaults: the prompt's opening instructions and the answer's
     # token budget (a span list needs more room than one label).
@@ -130,8 +150,30 @@ class Task(ABC):
         "definitions, then give the single label that fits the text best."
     )
     teacher_max_tokens: ClassVar[int] = 64
-    # Can the synthetic-data job write texts for this task type?
+
+    # --- synthetic data -----------------------------------------------------------------
+    #
+    # The synthetic-data job asks the LLM for a batch of new examples written for one
+    # category (a label; a field), as ``{"examples": [<item>, ...]}``. The job adds the
+    # style (persona, tone, length, noise), the guidelines and seed texts; the task says
+    # what to write and in what shape, and turns each item into a ``(text, answer)``.
+
+    # Can the synthetic-data job write texts for this task type? What it writes, for pages.
     writes_synthetic: ClassVar[bool] = False
+    synthetic_about: ClassVar[str] = ""
+
+    def synthetic_prompt(self, brief: SyntheticBrief) -> str:
+        """The task's part of the writer's system prompt: what to write for ``brief.category``,
+        how hard, and what each example (one item of the reply's list) is."""
+        raise NotImplementedError(f"{self.title} cannot write synthetic examples")
+
+    def synthetic_item_schema(self) -> dict:
+        """The JSON schema of one item (the reply's ``examples`` array holds them)."""
+        raise NotImplementedError(f"{self.title} cannot write synthetic examples")
+
+    def synthetic_item(self, item: object, *, brief: SyntheticBrief) -> tuple[str, Answer]:
+        """One written item as ``(text, answer)``, or AnswerError saying why it is refused."""
+        raise NotImplementedError(f"{self.title} cannot write synthetic examples")
 
     # --- the offline teacher (no API key) -----------------------------------------------
 

@@ -194,7 +194,8 @@ class LabelingJobItem(models.Model):
 
 
 class SyntheticJob(BackgroundJob):
-    """Asks the teacher LLM for new examples per label, with diversity controls."""
+    """Asks the teacher LLM for new examples per label (per field, for extraction), with
+    diversity controls."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"
@@ -215,7 +216,9 @@ class SyntheticJob(BackgroundJob):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="synthetic_jobs")
     teacher = models.JSONField(default=dict, help_text="The teacher settings at launch.")
-    labels = models.JSONField(default=list, help_text="Names of the labels to write examples for.")
+    labels = models.JSONField(
+        default=list, help_text="Names of the labels (extraction: fields) to write examples for."
+    )
     per_label = models.PositiveIntegerField(default=20)
     personas = models.JSONField(default=list)
     tones = models.JSONField(default=list)
@@ -233,6 +236,12 @@ class SyntheticJob(BackgroundJob):
     created = models.PositiveIntegerField(default=0)
     exact_duplicates = models.PositiveIntegerField(default=0)
     near_duplicates = models.PositiveIntegerField(default=0)
+    invalid = models.PositiveIntegerField(
+        default=0, help_text="Examples refused by the task's checks (e.g. a value that is not in its text)."
+    )
+    invalid_examples = models.JSONField(
+        default=list, blank=True, help_text="The first refused examples: {label, example, reason} each."
+    )
     failed_calls = models.PositiveIntegerField(default=0)
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)

@@ -135,34 +135,34 @@ def repair_messages(messages: list[dict], bad_content: str | None, reason: str, 
 
 # --- synthetic examples --------------------------------------------------------------------
 
-GENERATION_FORMAT = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "examples",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {"examples": {"type": "array", "items": {"type": "string"}}},
-            "required": ["examples"],
-            "additionalProperties": False,
+
+def generation_format(item_schema: dict) -> dict:
+    """The reply's schema: ``{"examples": [<item>, ...]}``, an item as the task defines it."""
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "examples",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"examples": {"type": "array", "items": item_schema}},
+                "required": ["examples"],
+                "additionalProperties": False,
+            },
         },
-    },
-}
+    }
+
+
 NOISE_HINTS = {
     "none": "Write clean, correctly spelled text.",
     "light": "Add a few realistic typos, missing punctuation or casual abbreviations.",
     "heavy": "Write the way hurried people type: typos, no capitals, run-on sentences, stray characters.",
 }
-DIFFICULTY_HINTS = {
-    "easy": "Make each example clearly and typically about this label.",
-    "mixed": "Mix clear examples with a few that are harder to classify.",
-    "hard": "Write near-misses: examples that look like they could belong to {confusable} but still belong to this label.",
-}
 
 
 @dataclass
 class Generated:
-    texts: list[str]
+    items: list  # the reply's examples as written (the task reads each one)
     error: str = ""
     raw_response: str = ""
     input_tokens: int = 0
@@ -173,8 +173,7 @@ class Generated:
 
 def render_generation_messages(
     *,
-    label: dict,
-    other_labels: list[dict],
+    task_prompt: str,
     guidelines: str,
     count: int,
     persona: str,
@@ -182,47 +181,38 @@ def render_generation_messages(
     min_words: int,
     max_words: int,
     noise: str,
-    difficulty: str,
-    confusable: list[str],
     seeds: list[str],
 ) -> list[dict[str, str]]:
-    others = "\n".join(f"- {o['name']}: {o.get('description', '')}".rstrip(": ") for o in other_labels)
+    """The task's part (what to write, for which category, in what shape), then the style,
+    the guidelines and a few real texts for style."""
     lines = [
-        "You write realistic, varied training examples for a text classifier.",
-        f"Write {count} new, different texts that belong to the label {label['name']!r}"
-        + (f" ({label['description']})" if label.get("description") else "")
-        + ".",
+        task_prompt.strip(),
         f"Each text is written by {persona}, in a {tone} tone, {min_words} to {max_words} words long.",
         NOISE_HINTS.get(noise, NOISE_HINTS["none"]),
-        DIFFICULTY_HINTS.get(difficulty, DIFFICULTY_HINTS["mixed"]).format(
-            confusable=" or ".join(confusable) or "another label"
-        ),
-        "Never write a text that belongs to one of the other labels:",
-        others or "- (none)",
     ]
     if guidelines.strip():
         lines += ["Guidelines of the task:", guidelines.strip()]
     if seeds:
         lines += ["Real texts from this task, for style only (do not copy them):"]
         lines += [f"- {seed[:500]}" for seed in seeds]
-    lines += ['Answer with a JSON object and nothing else: {"examples": ["...", "..."]}.']
+    lines += ['Answer with a JSON object and nothing else: {"examples": [<example>, ...]}.']
     return [
         {"role": "system", "content": "\n".join(lines)},
         {"role": "user", "content": f"Write {count} examples."},
     ]
 
 
-def parse_generated(content: str | None) -> tuple[list[str], str]:
+def parse_generated(content: str | None) -> tuple[list, str]:
+    """The reply's list of examples, each as written (the task checks them one by one)."""
     obj, error = json_answer(content)
     if error:
         return [], error
     examples = obj.get("examples") if isinstance(obj, dict) else None
     if not isinstance(examples, list):
         return [], 'answer has no "examples" list'
-    texts = [e.strip() for e in examples if isinstance(e, str) and e.strip()]
-    if not texts:
-        return [], "answer has no usable examples"
-    return texts, ""
+    if not examples:
+        return [], "answer has no examples"
+    return examples, ""
 
 
 # --- calls -----------------------------------------------------------------------------------
@@ -391,32 +381,39 @@ class OpenAITeacher:
             if not votes:
                 answer.error = parsed[0][1]
                 return answer
-            key, count = votes.most_common(1)[0]
-            answer.value = valid[key]
-            answer.confidence = count / len(reply.contents)
+            key, _count = votes.most_common(1)[0]
+            # The task says how sure the samples are of the answer (and of each of its
+            # spans, for extraction): for a label, the share that chose it.
+            answer.value, answer.confidence = self.task.consistency_answer(valid[key], [v for v, _ in parsed])
             answer.confidence_method = "self_consistency"
             return answer
         content = reply.contents[0]
         answer.value, answer.error = self.task.parse_teacher(content, text=text)
         if answer.value is not None:
-            answer.confidence = self.task.logprob_confidence(content, answer.value, reply.tokens)
+            answer.value, answer.confidence = self.task.logprob_answer(
+                content, answer.value, reply.tokens, text=text
+            )
             answer.confidence_method = "logprobs" if answer.confidence is not None else ""
         return answer
 
     async def generate(
-        self, messages: list[dict], *, temperature: float = 1.0, max_tokens: int = 2000
+        self, messages: list[dict], *, item_schema: dict, temperature: float = 1.0, max_tokens: int = 2000
     ) -> Generated:
-        """New example texts, asked for as {"examples": [...]} (synthetic data)."""
+        """New examples, asked for as {"examples": [<item>, ...]} (synthetic data)."""
         started = time.perf_counter()
         try:
             reply, attempts = await self._call(
-                messages, samples=1, schema=GENERATION_FORMAT, temperature=temperature, max_tokens=max_tokens
+                messages,
+                samples=1,
+                schema=generation_format(item_schema),
+                temperature=temperature,
+                max_tokens=max_tokens,
             )
         except TeacherError as exc:
-            return Generated(texts=[], error=str(exc), latency_ms=int((time.perf_counter() - started) * 1000))
-        texts, error = parse_generated(reply.contents[0])
+            return Generated(items=[], error=str(exc), latency_ms=int((time.perf_counter() - started) * 1000))
+        items, error = parse_generated(reply.contents[0])
         return Generated(
-            texts=texts,
+            items=items,
             error=error,
             raw_response=reply.raw,
             input_tokens=reply.input_tokens,

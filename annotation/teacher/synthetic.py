@@ -1,18 +1,23 @@
-"""Synthetic examples: the teacher LLM writes new texts per label.
+"""Synthetic examples: the teacher LLM writes new texts per label (per field, for extraction).
 
-Each call asks for a handful of texts for one label, with a persona, tone,
-length range, noise level and difficulty drawn for that call (near-misses
-name the labels most easily confused with it), optionally seeded with a few
-real texts for style. What comes back is checked, exact and near duplicates
-(MiniLM cosine above a threshold, against the project and the job itself)
-are dropped and counted, and the rest become `synthetic` examples with the
-generating label as a proposal. The job counts what each label still needs
-from the database, so a killed job resumes without writing extra examples.
+Each call asks for a handful of examples written for one category (a label; a field),
+with a persona, tone, length range, noise level and difficulty drawn for that call
+(near-misses name the categories most easily confused with it), optionally seeded with a
+few real, never gold, texts for style. The task says what to write and in what shape
+(``Task.synthetic_prompt`` / ``synthetic_item_schema``) and reads each example back into
+a text and its answer (``synthetic_item``): a label, or spans whose values it locates in
+the text. An example the task refuses (a value that is not in its text) is counted with
+its reason and never stored. Exact and near duplicates (MiniLM cosine above a threshold,
+against the project and the job itself) are dropped and counted, and the rest become
+`synthetic` examples with their answer as the teacher's proposal. The job counts what
+each category still needs from the database, so a killed job resumes without writing
+extra examples.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -33,11 +38,13 @@ from annotation.teacher.service import (
     teacher_settings,
 )
 from distillapp import rows
+from tasks.base import AnswerError, Category, SyntheticBrief, Task
 
 logger = logging.getLogger(__name__)
 
 PER_CALL = 10
 NEAR_DUPLICATE_POOL = 5000
+INVALID_EXAMPLES_KEPT = 20  # refused examples shown with their reason on the job's row
 DEFAULT_PERSONAS = [
     "a busy professional",
     "a first-time customer",
@@ -65,25 +72,19 @@ def synthetic_job_create(
     near_duplicate_threshold: float = 0.92,
 ) -> SyntheticJob:
     task = project.task
+    noun = task.category_noun
     if not task.writes_synthetic:
-        # The prompt and the stored proposal are a label's; texts written with their
-        # span answers (values verbatim, never gold) are not built yet.
-        raise LabelingError(
-            f"Synthetic {task.title.lower()} data comes later: the teacher cannot write "
-            f"{task.title.lower()} examples yet."
-        )
+        raise LabelingError(f"The teacher cannot write {task.title.lower()} examples.")
     config = teacher_config_for(project)
     if config.provider != TeacherConfig.Provider.OPENAI:
-        raise LabelingError(
-            "Writing examples needs an LLM teacher; the offline embedding teacher cannot write text."
-        )
+        raise LabelingError("Writing examples needs an LLM teacher; the offline teacher cannot write text.")
     known = list(project.labels.values_list("name", flat=True))
     chosen = labels or known
     unknown = sorted(set(chosen) - set(known))
     if unknown:
-        raise LabelingError(f"Unknown labels: {', '.join(unknown)}.")
+        raise LabelingError(f"Unknown {noun}s: {', '.join(unknown)}.")
     if not chosen:
-        raise LabelingError("The project has no labels yet.")
+        raise LabelingError(f"The project has no {noun}s yet.")
     if not 1 <= min_words <= max_words:
         raise LabelingError("The length range must have 1 <= minimum <= maximum words.")
     return SyntheticJob.objects.create(
@@ -128,18 +129,18 @@ def _created_per_label(job: SyntheticJob) -> dict[str, int]:
     return counts
 
 
-def _confusable(labels: list[dict]) -> dict[str, list[str]]:
-    """For each label, the two other labels whose definitions are closest."""
+def _confusable(categories: list[Category]) -> dict[str, list[str]]:
+    """For each category, the two others whose definitions are closest."""
     from distillapp.ml import embed_texts
 
-    if len(labels) < 2:
-        return {label["name"]: [] for label in labels}
-    vectors = embed_texts([f"{lab['name']}: {lab.get('description', '')}" for lab in labels])
+    if len(categories) < 2:
+        return {c.name: [] for c in categories}
+    vectors = embed_texts([f"{c.name}: {c.description}" for c in categories])
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
     return {
-        label["name"]: [labels[j]["name"] for j in similarity[i].argsort()[::-1][:2]]
-        for i, label in enumerate(labels)
+        c.name: [categories[j].name for j in similarity[i].argsort()[::-1][:2]]
+        for i, c in enumerate(categories)
     }
 
 
@@ -160,11 +161,10 @@ def _run(job: SyntheticJob) -> None:
     from distillapp.ml import embed_texts
 
     project = job.project
-    definitions = {
-        label.name: {"name": label.name, "description": label.description} for label in project.labels.all()
-    }
-    labels = [definitions[name] for name in job.labels if name in definitions]
-    confusable = _confusable(list(definitions.values()))
+    task = project.task
+    by_name = {c.name: c for c in task.categories}
+    chosen = [by_name[name] for name in job.labels if name in by_name]
+    confusable = _confusable(task.categories)
     settings = teacher_settings(job.teacher)
     agent = f"teacher:{settings.model}:synthetic"
     rng = random.Random(job.pk)
@@ -202,8 +202,8 @@ def _run(job: SyntheticJob) -> None:
         if not missing:
             break
         calls = []
-        for label in labels:
-            need = missing.get(label["name"], 0)
+        for category in chosen:
+            need = missing.get(category.name, 0)
             while need > 0:
                 count = min(PER_CALL, need)
                 need -= count
@@ -212,9 +212,15 @@ def _run(job: SyntheticJob) -> None:
                     "tone": rng.choice(job.tones),
                     "difficulty": job.difficulty,
                 }
+                brief = SyntheticBrief(
+                    category=category,
+                    count=count,
+                    difficulty=job.difficulty,
+                    confusable=tuple(confusable.get(category.name, [])),
+                    seed=rng.randrange(2**31),
+                )
                 messages = teacher_boundary.render_generation_messages(
-                    label=label,
-                    other_labels=[d for d in definitions.values() if d["name"] != label["name"]],
+                    task_prompt=task.synthetic_prompt(brief),
                     guidelines=project.guidelines,
                     count=count,
                     persona=style["persona"],
@@ -222,13 +228,11 @@ def _run(job: SyntheticJob) -> None:
                     min_words=job.min_words,
                     max_words=job.max_words,
                     noise=job.noise,
-                    difficulty=job.difficulty,
-                    confusable=confusable.get(label["name"], []),
                     seeds=rng.sample(real, min(3, len(real))) if real else [],
                 )
-                calls.append((label, style, messages))
-        results = asyncio.run(_call_all(settings, [m for _, _, m in calls]))
-        pool = _store(job, calls, results, pool, agent)
+                calls.append((brief, style, messages))
+        results = asyncio.run(_call_all(settings, task, [m for _, _, m in calls]))
+        pool = _store(job, task, calls, results, pool, agent)
     job.refresh_from_db()
     shortfall = job.requested - job.created
     SyntheticJob.objects.filter(pk=job.pk).update(
@@ -242,13 +246,16 @@ def _run(job: SyntheticJob) -> None:
     )
 
 
-async def _call_all(settings, all_messages: list[list[dict]]) -> list[teacher_boundary.Generated]:
-    client = teacher_boundary.OpenAITeacher(settings, task=None)  # writes texts: no answers to parse
+async def _call_all(settings, task: Task, all_messages: list[list[dict]]) -> list[teacher_boundary.Generated]:
+    client = teacher_boundary.OpenAITeacher(settings, task=None)  # writes examples: no answers to parse
     semaphore = asyncio.Semaphore(settings.concurrency)
+    item_schema = task.synthetic_item_schema()
 
     async def one(messages):
         async with semaphore:
-            return await client.generate(messages, temperature=max(settings.temperature, 0.9))
+            return await client.generate(
+                messages, item_schema=item_schema, temperature=max(settings.temperature, 0.9)
+            )
 
     try:
         return await asyncio.gather(*(one(m) for m in all_messages))
@@ -256,46 +263,61 @@ async def _call_all(settings, all_messages: list[list[dict]]) -> list[teacher_bo
         await client.close()
 
 
-def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> np.ndarray:
-    """Check, deduplicate and save one round of generated texts; returns the grown pool.
+def _store(job: SyntheticJob, task: Task, calls, results, pool: np.ndarray, agent: str) -> np.ndarray:
+    """Check, deduplicate and save one round of written examples; returns the grown pool.
 
-    Each call's examples, proposals and counts (tokens, cost) are written in one
-    transaction: a job killed between two calls has counted each paid call once.
+    Each call's examples, proposals and counts (tokens, cost, refused examples) are
+    written in one transaction: a job killed between two calls has counted each paid
+    call once.
     """
     from distillapp.ml import embed_texts
 
     max_chars = django_settings.IMPORT_MAX_TEXT_CHARS
     created = _created_per_label(job)
-    for (label, style, _messages), result in zip(calls, results, strict=True):
-        counts = {"generated": 0, "exact": 0, "near": 0, "failed": int(bool(result.error))}
-        kept: list[str] = []
-        texts = [] if result.error else [t for t in result.texts if len(t) <= max_chars]
-        counts["generated"] = len(texts)
-        vectors = embed_texts(texts) if texts else []
-        for text, vector in zip(texts, vectors, strict=True):
-            if created[label["name"]] + len(kept) >= job.per_label:
+    for (brief, style, _messages), result in zip(calls, results, strict=True):
+        name = brief.category.name
+        items = [] if result.error else result.items
+        counts = {"generated": len(items), "exact": 0, "near": 0, "failed": int(bool(result.error))}
+        checked, invalid = [], []
+        for item in items:
+            try:
+                text, answer = task.synthetic_item(item, brief=brief)
+                if len(text) > max_chars:
+                    raise AnswerError(f"the text is longer than {max_chars:,} characters")
+            except AnswerError as exc:
+                invalid.append(
+                    {"label": name, "example": json.dumps(item, ensure_ascii=False)[:500], "reason": str(exc)}
+                )
+                continue
+            checked.append((text, answer, item))
+        kept: list[tuple[str, object, object]] = []
+        vectors = embed_texts([text for text, _, _ in checked]) if checked else []
+        for (text, answer, item), vector in zip(checked, vectors, strict=True):
+            if created[name] + len(kept) >= job.per_label:
                 break
             if pool.shape[0] and float((pool @ vector).max()) > job.near_duplicate_threshold:
                 # Exact copies score 1.0 too; tell them apart for the counts.
                 hashes = {content_hash(text)}
                 is_exact = Example.objects.filter(
                     project=job.project, content_hash__in=hashes
-                ).exists() or any(content_hash(k) in hashes for k in kept)
+                ).exists() or any(content_hash(k) in hashes for k, _, _ in kept)
                 counts["exact" if is_exact else "near"] += 1
                 continue
-            kept.append(text)
+            kept.append((text, answer, item))
             pool = np.vstack([pool, vector[None, :]])
         share = (result.cost_usd / len(kept)).quantize(Decimal("0.00000001")) if kept else Decimal("0")
         new_ids: list[int] = []
         with transaction.atomic():
-            for i, text in enumerate(kept):
+            for i, (text, answer, item) in enumerate(kept):
                 try:
                     with transaction.atomic():
                         example = Example.objects.create(
                             project=job.project,
                             text=text,
                             source=Example.Source.SYNTHETIC,
-                            metadata={"synthetic_job": job.pk, "label": label["name"], **style},
+                            # "label": the category it was written for (a field, for
+                            # extraction); what each still needs is counted from it.
+                            metadata={"synthetic_job": job.pk, "label": name, **style},
                         )
                 except IntegrityError:
                     counts["exact"] += 1  # same text already in the project
@@ -303,21 +325,24 @@ def _store(job: SyntheticJob, calls, results, pool: np.ndarray, agent: str) -> n
                 Proposal.objects.create(
                     example=example,
                     agent=agent,
-                    value=label["name"],
-                    raw_response=text,
+                    value=answer,
+                    raw_response=json.dumps(item, ensure_ascii=False),
                     input_tokens=result.input_tokens if i == 0 else 0,
                     output_tokens=result.output_tokens if i == 0 else 0,
-                    # The call's cost spread over the texts kept from it.
+                    # The call's cost spread over the examples kept from it.
                     cost_usd=result.cost_usd - share * (len(kept) - 1) if i == 0 else share,
                 )
-                created[label["name"]] += 1
+                created[name] += 1
                 new_ids.append(example.pk)
             Example.objects.filter(pk__in=new_ids).sync_queue_fields()
+            shown = SyntheticJob.objects.values_list("invalid_examples", flat=True).get(pk=job.pk)
             SyntheticJob.objects.filter(pk=job.pk).update(
                 generated=F("generated") + counts["generated"],
                 created=sum(created.values()),
                 exact_duplicates=F("exact_duplicates") + counts["exact"],
                 near_duplicates=F("near_duplicates") + counts["near"],
+                invalid=F("invalid") + len(invalid),
+                invalid_examples=(shown + invalid)[:INVALID_EXAMPLES_KEPT],
                 failed_calls=F("failed_calls") + counts["failed"],
                 input_tokens=F("input_tokens") + result.input_tokens,
                 output_tokens=F("output_tokens") + result.output_tokens,

@@ -11,7 +11,7 @@ import json
 import math
 from collections import Counter
 
-from tasks.base import Answer, AnswerError, Task, json_answer
+from tasks.base import Answer, AnswerError, SyntheticBrief, Task, json_answer
 from tasks.measure import bootstrap_macro_f1, calibration, wilson_interval
 
 
@@ -74,9 +74,49 @@ class ClassificationTask(Task):
     ) -> float | None:
         return logprob_confidence(content, value, tokens)
 
+    def logprob_answer(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]], *, text: str = ""
+    ) -> tuple[Answer, float | None]:
+        return value, logprob_confidence(content, value, tokens)
+
     # --- the offline teacher and synthetic data -------------------------------------------
 
     writes_synthetic = True
+    synthetic_about = "The teacher LLM writes new texts per label; the label is stored as the teacher's proposal."
+    SYNTHETIC_DIFFICULTY = {
+        "easy": "Make each example clearly and typically about this label.",
+        "mixed": "Mix clear examples with a few that are harder to classify.",
+        "hard": "Write near-misses: examples that look like they could belong to {confusable} "
+        "but still belong to this label.",
+    }
+
+    def synthetic_prompt(self, brief: SyntheticBrief) -> str:
+        label = brief.category
+        others = "\n".join(
+            f"- {c.name}: {c.description}".rstrip(": ") for c in self.categories if c.name != label.name
+        )
+        difficulty = self.SYNTHETIC_DIFFICULTY.get(brief.difficulty, self.SYNTHETIC_DIFFICULTY["mixed"])
+        return "\n".join(
+            [
+                "You write realistic, varied training examples for a text classifier.",
+                f"Write {brief.count} new, different texts that belong to the label {label.name!r}"
+                + (f" ({label.description})" if label.description else "")
+                + ".",
+                difficulty.format(confusable=" or ".join(brief.confusable) or "another label"),
+                "Never write a text that belongs to one of the other labels:",
+                others or "- (none)",
+                "Each example is the text itself, as a JSON string.",
+            ]
+        )
+
+    def synthetic_item_schema(self) -> dict:
+        return {"type": "string"}
+
+    def synthetic_item(self, item: object, *, brief: SyntheticBrief) -> tuple[str, Answer]:
+        if not isinstance(item, str) or not item.strip():
+            raise AnswerError(f"an example is a non-empty text, not {json.dumps(item)[:100]}")
+        return item.strip(), brief.category.name
+
     offline_teacher_name = "embedding-minilm"
     offline_teacher_about = (
         "the offline embedding teacher: it compares each text with the label descriptions "

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
 from collections import Counter
 from collections.abc import Mapping
 
-from tasks.base import Answer, AnswerError, Category, Task, json_answer
+from tasks.base import Answer, AnswerError, Category, SyntheticBrief, Task, json_answer
 from tasks.extraction import measure
 from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
 
@@ -78,12 +80,16 @@ class ExtractionTask(Task):
 
     # --- the teacher --------------------------------------------------------------------
 
-    def prompt_block(self) -> str:
+    def _fields_lines(self) -> list[str]:
         lines = ["Fields:"]
         for category in self.categories:
             description = (category.description or "").strip()
             how_many = "any number of values" if category.allows_many else "at most one value"
             lines.append(f"- {category.name} ({how_many})" + (f": {description}" if description else ""))
+        return lines
+
+    def prompt_block(self) -> str:
+        lines = self._fields_lines()
         names = ", ".join(json.dumps(name) for name in self.names)
         lines += [
             "",
@@ -125,40 +131,48 @@ class ExtractionTask(Task):
 
     def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
         """Every value located verbatim in the text, or (None, why): never a partial answer."""
-        obj, error = json_answer(content)
+        located, error = self._located_entities(content, text=text)
         if error:
             return None, error
+        try:
+            answer = self.validate({"spans": [span for _, span in located]}, text=text)
+        except AnswerError as exc:
+            return None, str(exc)
+        return answer, ""
+
+    def _located_entities(self, content: str | None, *, text: str) -> tuple[list[tuple[int, dict]], str]:
+        """``(index of the entity in the reply, its span)`` for each value the reply lists, in
+        reply order (a single-valued field's value named twice is one span), or ([], why)."""
+        obj, error = json_answer(content)
+        if error:
+            return [], error
         entities = obj.get("entities") if isinstance(obj, dict) else obj
         if not isinstance(entities, list):
-            return None, f'answer has no "entities" list: {content[:200]!r}'
-        names, values = [], []
+            return [], f'answer has no "entities" list: {content[:200]!r}'
+        indexes, names, values = [], [], []
         for index, entity in enumerate(entities):
             if not isinstance(entity, dict):
-                return None, f"entity {index + 1} is not an object"
+                return [], f"entity {index + 1} is not an object"
             field, value = entity.get("field"), entity.get("text")
             if not isinstance(field, str) or field not in self.by_name:
-                return None, f"entity {index + 1} names an unknown field {field!r}"
+                return [], f"entity {index + 1} names an unknown field {field!r}"
             if not isinstance(value, str) or not value.strip():
-                return None, f"entity {index + 1} ({field}) has an empty text"
+                return [], f"entity {index + 1} ({field}) has an empty text"
             if not self.by_name[field].allows_many and (field, value.strip()) in zip(
                 names, values, strict=True
             ):
                 continue  # the same single value named twice is one value
+            indexes.append(index)
             names.append(field)
             values.append(value.strip())
         try:
             places = locate(text, values, names)
-            answer = self.validate(
-                {
-                    "spans": [
-                        {"start": s, "end": e, "field": f} for (s, e), f in zip(places, names, strict=True)
-                    ]
-                },
-                text=text,
-            )
         except AnswerError as exc:
-            return None, str(exc)
-        return answer, ""
+            return [], str(exc)
+        return [
+            (index, {"start": s, "end": e, "field": f})
+            for index, (s, e), f in zip(indexes, places, names, strict=True)
+        ], ""
 
     def repair_request(self, reason: str) -> str:
         names = ", ".join(json.dumps(name) for name in self.names)
@@ -168,18 +182,70 @@ class ExtractionTask(Task):
             "each value copied exactly from the text."
         )
 
-    def logprob_confidence(
-        self, content: str, value: Answer, tokens: list[tuple[str, float]]
-    ) -> float | None:
-        """The probability of the whole reply: every entity listed, and none more.
+    def logprob_answer(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]], *, text: str
+    ) -> tuple[Answer, float | None]:
+        """Each span's confidence from the log-probs of its own stretch of the reply, and the
+        text's as the least sure of those decisions (both ``None`` when the tokens do not spell
+        the reply).
 
-        For a span set every token of the reply is a choice (which values, which
-        fields, where the list stops), so all of them count; None when the tokens do
-        not spell the content.
+        The reply's tokens are cut into one stretch per listed entity and one for the list's
+        end. An entity's stretch runs from the end of the one before to the closing quote of
+        its last string (``, {"field": "people", "text": "4"``): the choice to list one more
+        value at all, its field, its value and where the value stops. Its probability,
+        exp(sum of the stretch's log-probs), is the span's confidence: a span is right only
+        when all of these are. The punctuation inside it costs nothing under a JSON schema
+        (log-prob ~0). The last stretch (``}]``) is the choice to list no more.
+
+        A text's confidence is the MIN over its spans and the list's end, as the student's is
+        the min over its token decisions: the least sure decision in the answer, so a text is
+        as sure as its weakest value or its likeliest missed one, and a reply with no spans
+        is as sure as its ``[]``. (The product of them all would be the whole reply's
+        probability: it falls with every value listed, so texts with many values would
+        always look unsure.) A token that spells the ends of two stretches (``"}]``) counts
+        in the first.
         """
-        if not tokens or "".join(token for token, _ in tokens) != content:
-            return None
-        return max(0.0, min(1.0, math.exp(sum(logprob for _, logprob in tokens))))
+        if not tokens or "".join(token for token, _ in tokens) != content or value is None:
+            return value, None
+        layout = _reply_layout(content)
+        located, error = self._located_entities(content, text=text)
+        if layout is None or error:
+            return value, None
+        entity_ends, list_end = layout
+        boundaries = [*entity_ends, list_end]
+        sums = [0.0] * len(boundaries)
+        position, stretch = 0, 0
+        for token, logprob in tokens:
+            # A token belongs to the first stretch that ends after it starts.
+            while stretch < len(boundaries) and boundaries[stretch] <= position:
+                stretch += 1
+            if stretch == len(boundaries):
+                break  # the closing brace after the list: no choice left
+            sums[stretch] += logprob
+            position += len(token)
+        probability = [max(0.0, min(1.0, math.exp(total))) for total in sums]
+        if any(index >= len(entity_ends) for index, _ in located):
+            return value, None
+        by_span: dict[tuple[int, int, str], float] = {}
+        for index, span in located:
+            by_span.setdefault(span_key(span), probability[index])
+        spans = [{**span, "confidence": by_span.get(span_key(span))} for span in value["spans"]]
+        if any(span["confidence"] is None for span in spans):
+            return value, None  # the reply does not spell this answer
+        return {"spans": spans}, min([*(span["confidence"] for span in spans), probability[-1]])
+
+    def consistency_answer(self, value: Answer, samples: list[Answer | None]) -> tuple[Answer, float]:
+        """Each span's confidence is the share of the k samples that hold it (an invalid sample
+        holds none); the text's is the least of those and of the share of samples that hold
+        no span beyond the answer's (the list's end), as for log-probs."""
+        sets = [_keys(sample) if sample is not None else None for sample in samples]
+        spans = [
+            {**span, "confidence": sum(s is not None and span_key(span) in s for s in sets) / len(sets)}
+            for span in value["spans"]
+        ]
+        own = _keys(value)
+        ends = sum(s is not None and s <= own for s in sets) / len(sets)
+        return {"spans": spans}, min([*(span["confidence"] for span in spans), ends])
 
     def example_reply(self, value: Answer, *, text: str) -> str:
         entities = [
@@ -206,6 +272,77 @@ class ExtractionTask(Task):
         from tasks.extraction.offline import DictionaryTeacher
 
         return DictionaryTeacher(self.categories, memory)
+
+    # --- synthetic data -----------------------------------------------------------------
+
+    writes_synthetic = True
+    synthetic_about = (
+        "The teacher LLM writes new texts per field, each with every value it holds. Each value "
+        "is located in its text and the spans are stored as the teacher's proposal; an example "
+        "with a value that is not in its text is refused and counted with the reason, never stored."
+    )
+    SYNTHETIC_DIFFICULTY = {
+        "easy": "Write each value plainly, in its most common form.",
+        "mixed": "Write most values plainly and a few in less common forms (abbreviations, words "
+        "instead of digits, informal spellings).",
+        "hard": "Write near-misses: values in unusual forms, and words that look like a value of "
+        "{target}{confusable} but are not one (list only the real values).",
+    }
+
+    def synthetic_prompt(self, brief: SyntheticBrief) -> str:
+        """Texts that each hold a value of the brief's field, and now and then of one or two
+        others (drawn per call), with every value they hold listed verbatim."""
+        field = brief.category
+        others = [c for c in self.categories if c.name != field.name]
+        rng = random.Random(brief.seed)
+        also = rng.sample(others, rng.randint(0, min(2, len(others))))
+        difficulty = self.SYNTHETIC_DIFFICULTY.get(brief.difficulty, self.SYNTHETIC_DIFFICULTY["mixed"])
+        lines = [
+            "You write realistic, varied training examples for a model that extracts fields from texts.",
+            f"Write {brief.count} new, different texts that each hold a value of the field {field.name!r}"
+            + (f" ({field.description})" if field.description else "")
+            + "."
+            + (f" Some of them also hold {' and '.join(repr(c.name) for c in also)}." if also else ""),
+            difficulty.format(
+                target=repr(field.name),
+                confusable="".join(f" or {name!r}" for name in brief.confusable),
+            ),
+            "With each text, list every value of the fields below that the text holds (not only "
+            "the ones asked for), in the order they appear. Copy each value exactly as it is "
+            "written in the text (same spelling, case and spacing): a value that is not in its "
+            "text word for word makes the example useless.",
+        ]
+        lines += self._fields_lines()
+        names = ", ".join(json.dumps(name) for name in self.names)
+        lines.append(
+            'Each example is {"text": <the text>, "entities": [{"field": <one of '
+            f'{names}>, "text": <the value>}}, ...]}}.'
+        )
+        return "\n".join(lines)
+
+    def synthetic_item_schema(self) -> dict:
+        entities = self.response_format()["json_schema"]["schema"]["properties"]["entities"]
+        return {
+            "type": "object",
+            "properties": {"text": {"type": "string"}, "entities": entities},
+            "required": ["text", "entities"],
+            "additionalProperties": False,
+        }
+
+    def synthetic_item(self, item: object, *, brief: SyntheticBrief) -> tuple[str, Answer]:
+        """The text and its spans, every value located in the text with the teacher's rules;
+        refused when a value is not in the text or the text holds none of the field asked for."""
+        if not isinstance(item, Mapping) or not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise AnswerError('an example is {"text": <a non-empty text>, "entities": [...]}')
+        text = item["text"].strip()
+        if not isinstance(item.get("entities"), list):
+            raise AnswerError('the example has no "entities" list')
+        answer, why = self.parse_teacher(json.dumps({"entities": item["entities"]}), text=text)
+        if answer is None:
+            raise AnswerError(why)
+        if not any(span["field"] == brief.category.name for span in answer["spans"]):
+            raise AnswerError(f"it holds no value of {brief.category.name!r}, the field it was written for")
+        return text, answer
 
     # --- people -------------------------------------------------------------------------
 
@@ -344,3 +481,69 @@ def _keys(answer: Mapping | None) -> set[tuple[int, int, str]]:
 
 def _one_line(value: str) -> str:
     return " ".join(value.split())
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _reply_layout(content: str) -> tuple[list[int], int] | None:
+    """Where each entity of a reply ends (just after the closing quote of its last string)
+    and where its list ends (just after the "]"), as offsets into the reply; None when the
+    reply is not an entities list (json_answer reads more: it is then not worth guessing)."""
+    starts = [i for i in (content.find("{"), content.find("[")) if i >= 0]
+    if not starts:
+        return None
+    try:
+        root = _located_json(content, min(starts))
+    except (ValueError, IndexError):
+        return None
+    entities = root.parts.get("entities") if isinstance(root.parts, dict) else root
+    if entities is None or not isinstance(entities.parts, list):
+        return None
+    ends = []
+    for entity in entities.parts:
+        strings = (
+            [part.end for part in (entity.parts or {}).values()] if isinstance(entity.parts, dict) else []
+        )
+        ends.append(max(strings, default=entity.end))
+    return ends, entities.end
+
+
+class _At:
+    """A JSON value's place in a string: [start, end), and its located parts (dict or list)."""
+
+    __slots__ = ("start", "end", "parts")
+
+    def __init__(self, start: int, end: int, parts: dict | list | None = None):
+        self.start, self.end, self.parts = start, end, parts
+
+
+def _located_json(s: str, i: int) -> _At:
+    """The JSON value that starts at s[i] (after whitespace), with where each part lies."""
+    i = _WHITESPACE.match(s, i).end()
+    if s[i] in "{[":
+        closing = "}" if s[i] == "{" else "]"
+        parts: dict | list = {} if s[i] == "{" else []
+        j = _WHITESPACE.match(s, i + 1).end()
+        if s[j] == closing:
+            return _At(i, j + 1, parts)
+        while True:
+            if isinstance(parts, dict):
+                key, j = _DECODER.raw_decode(s, j)
+                j = _WHITESPACE.match(s, j).end()
+                if not isinstance(key, str) or s[j] != ":":
+                    raise ValueError("not an object")
+                part = _located_json(s, j + 1)
+                parts[key] = part
+            else:
+                part = _located_json(s, j)
+                parts.append(part)
+            j = _WHITESPACE.match(s, part.end).end()
+            if s[j] == closing:
+                return _At(i, j + 1, parts)
+            if s[j] != ",":
+                raise ValueError("expected a comma")
+            j = _WHITESPACE.match(s, j + 1).end()
+    _, end = _DECODER.raw_decode(s, i)
+    return _At(i, end)

@@ -47,6 +47,11 @@ def spans_of(text: str, pairs) -> dict:
     return {"spans": sorted(spans, key=lambda s: (s["start"], s["end"], s["field"]))}
 
 
+def without_confidence(value: dict) -> dict:
+    """The answer's spans as (start, end, field), the teacher's per-span confidences left out."""
+    return {"spans": [{k: s[k] for k in ("start", "end", "field")} for s in value["spans"]]}
+
+
 def responder(request) -> FakeReply:
     return FakeReply(content=reply_for(text_of(request)))
 
@@ -105,9 +110,12 @@ def test_llm_job_stores_span_answers_with_cost_tokens_and_queue_keys(xproject, b
     proposals = Proposal.objects.filter(labeling_job=job).select_related("example")
     task = xproject.task
     for p in proposals:
-        assert p.value == spans_of(p.example.text, BOOKINGS[p.example.text])
+        assert without_confidence(p.value) == spans_of(p.example.text, BOOKINGS[p.example.text])
         assert p.agent == "teacher:gpt-test:prompt-v1" and p.error == ""
         assert p.confidence_method == "logprobs" and 0 < p.confidence <= 1
+        # Each span has its own confidence; the text's is the least sure decision.
+        assert all(0 < s["confidence"] <= 1 for s in p.value["spans"])
+        assert p.confidence <= min((s["confidence"] for s in p.value["spans"]), default=1)
         assert p.input_tokens > 0 and p.output_tokens > 0 and p.cost_usd > 0
     assert job.cost_usd == proposals.aggregate(c=Sum("cost_usd"))["c"]
     assert job.input_tokens == proposals.aggregate(t=Sum("input_tokens"))["t"]
@@ -167,7 +175,7 @@ def test_a_repaired_answer_is_kept(xproject, bookings, llm):
     assert (job.done, job.failed) == (4, 0)
     first, second = Proposal.objects.filter(example__text=target).order_by("pk")
     assert first.value is None and "'Porto' (city) is not in the text" in first.error
-    assert second.value == spans_of(target, BOOKINGS[target]) and second.error == ""
+    assert without_confidence(second.value) == spans_of(target, BOOKINGS[target]) and second.error == ""
 
 
 def test_self_consistency_votes_over_span_sets(xproject, llm):
@@ -180,8 +188,14 @@ def test_self_consistency_votes_over_span_sets(xproject, llm):
     llm.responder = lambda req: FakeReply(n_contents=[reply_for(text), other, reordered])
     run_job(xproject)
     proposal = Proposal.objects.get(example__text=text)
-    assert proposal.value == spans_of(text, BOOKINGS[text])
+    assert without_confidence(proposal.value) == spans_of(text, BOOKINGS[text])
     assert proposal.confidence_method == "self_consistency"
+    # Each span's confidence is the share of the samples holding it.
+    assert [(text[s["start"] : s["end"]], s["confidence"]) for s in proposal.value["spans"]] == [
+        ("Paris", 1.0),
+        ("4", pytest.approx(2 / 3)),
+        ("7pm", pytest.approx(2 / 3)),
+    ]
     assert proposal.confidence == pytest.approx(2 / 3)
     assert llm.requests[0].body["n"] == 3
 
@@ -355,7 +369,7 @@ def test_similar_few_shot_picks_reviewed_span_answers(xproject, reviewer, llm):
     assert json.loads(messages[2]["content"]) == {
         "entities": [{"field": "city", "text": "Oslo"}, {"field": "people", "text": "2"}]
     }
-    assert target.proposals.get().value == spans_of(target.text, BOOKINGS[target.text])
+    assert without_confidence(target.proposals.get().value) == spans_of(target.text, BOOKINGS[target.text])
 
 
 def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, reviewer, lead_client):
@@ -389,18 +403,12 @@ def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, review
     (answer,) = teacher.teacher_answers(xproject, ["Rome at 8pm"])
     assert answer.is_valid and answer.agent == "teacher:dictionary:prompt-v1"
     assert answer.value == spans_of("Rome at 8pm", [("city", "Rome"), ("time", "8pm")])
-    # The teacher page says which offline teacher the project gets, and that it writes no synthetic data.
+    # The teacher page says which offline teacher the project gets, and that it cannot write text.
     page = lead_client.get(reverse("annotation:teacher-settings", args=[xproject.slug])).content.decode()
     assert 'data-field="offline-teacher"' in page and "offline dictionary teacher" in page
     assert 'data-field="offline-few-shot"' in page
     assert "Offline dictionary teacher (no API key)" in page
-    assert "Synthetic extraction data comes later" in page
-
-
-def test_synthetic_data_is_refused_for_extraction(xproject, llm):
-    use_llm(xproject, llm)
-    with pytest.raises(teacher.LabelingError, match="Synthetic extraction data comes later"):
-        teacher.synthetic_job_create(project=xproject, user=None)
+    assert "the offline dictionary teacher cannot write text" in page
 
 
 def test_queue_keys_compare_span_sets_with_the_student(xproject):

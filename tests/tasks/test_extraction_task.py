@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import pytest
 
-from tasks.base import AnswerError, Category, Task
+from tasks.base import AnswerError, Category, SyntheticBrief, Task
 from tasks.extraction import ExtractionTask
 
 TASK = ExtractionTask(
@@ -205,10 +207,122 @@ def test_repair_request_restates_the_format():
     assert '{"entities": [{"field": <one of "date", "people", "time">' in request
 
 
-def test_logprob_confidence_is_the_whole_reply():
-    content = reply(("people", "4"))
-    half = len(content) // 2
-    tokens = [(content[:half], -0.1), (content[half:], -0.2)]
-    assert TASK.logprob_confidence(content, None, tokens) == pytest.approx(2.718281828**-0.3)
-    assert TASK.logprob_confidence(content, None, tokens[:1]) is None
-    assert TASK.logprob_confidence(content, None, []) is None
+def test_logprob_confidence_per_span_from_its_own_stretch_of_the_reply():
+    """Hand-computed: each span's stretch runs from the previous span's end to its value's
+    closing quote; the text's confidence is the least sure of the spans and the list's end."""
+    content = reply(("people", "4"), ("date", "12 May"))
+    tokens = [
+        ('{"entities": [', -0.05),  # first stretch: that there is a value at all
+        ('{"field": "', 0.0),
+        ("people", -0.2),
+        ('", "text": "', 0.0),
+        ("4", -0.1),
+        ('"}', 0.0),  # the value's closing quote ends the people stretch
+        (', {"field": "', -0.3),  # one more value
+        ("date", -0.4),
+        ('", "text": "', 0.0),
+        ("12", -0.5),
+        (" May", -0.1),
+        ('"}', 0.0),
+        ("]", -0.7),  # the list's end: no more values
+        ("}", -0.2),  # after the list: no choice, not counted
+    ]
+    assert "".join(t for t, _ in tokens) == content
+    value, _ = TASK.parse_teacher(content, text=TEXT)
+    answer, confidence = TASK.logprob_answer(content, value, tokens, text=TEXT)
+    assert [(TEXT[s["start"] : s["end"]], s["field"], s["confidence"]) for s in answer["spans"]] == [
+        ("4", "people", pytest.approx(math.exp(-0.35))),
+        ("12 May", "date", pytest.approx(math.exp(-1.3))),
+    ]
+    assert confidence == pytest.approx(math.exp(-1.3))
+    # An unsure list end (a value it may have missed) rules the text.
+    tokens[12] = ("]", -2.0)
+    assert TASK.logprob_answer(content, value, tokens, text=TEXT)[1] == pytest.approx(math.exp(-2.0))
+    assert TASK.validate(answer, text=TEXT) == value
+    # Tokens that do not spell the reply give no confidence at all.
+    assert TASK.logprob_answer(content, value, tokens[:-1], text=TEXT) == (value, None)
+    assert TASK.logprob_answer(content, value, [], text=TEXT) == (value, None)
+
+
+def test_logprob_confidence_of_repeated_values_and_of_no_values():
+    content = reply(("people", "4"), ("people", "4"))
+    # Four-character pseudo tokens, each with its own log-prob: -0.01 * its index.
+    tokens = [(content[i : i + 4], -0.01 * (i // 4)) for i in range(0, len(content), 4)]
+    value, _ = TASK.parse_teacher(content, text=TEXT)
+    answer, confidence = TASK.logprob_answer(content, value, tokens, text=TEXT)
+    first_end = content.index('"4"') + 3  # just after the first value's closing quote
+    second_end = content.index('"4"', first_end) + 3
+    list_end = content.index("]") + 1
+
+    def stretch(start: int, end: int) -> float:
+        # A token belongs to the stretch in which it starts.
+        return math.exp(sum(lp for i, (_, lp) in enumerate(tokens) if start <= 4 * i < end))
+
+    # The first "4" of the reply is the first "4" of the text, the second the second.
+    assert [(s["start"], s["confidence"]) for s in answer["spans"]] == [
+        (10, pytest.approx(stretch(0, first_end))),
+        (25, pytest.approx(stretch(first_end, second_end))),
+    ]
+    assert confidence == pytest.approx(
+        min(stretch(0, first_end), stretch(first_end, second_end), stretch(second_end, list_end))
+    )
+    empty = '```json\n{"entities": []}\n```'
+    tokens = [("```json\n", 0.0), ('{"entities": [', -0.1), ("]", -0.4), ("}\n```", 0.0)]
+    assert TASK.logprob_answer(empty, {"spans": []}, tokens, text=TEXT) == (
+        {"spans": []},
+        pytest.approx(math.exp(-0.5)),
+    )
+
+
+def test_self_consistency_confidence_per_span():
+    full = TASK.parse_teacher(reply(("people", "4"), ("date", "12 May")), text=TEXT)[0]
+    one = TASK.parse_teacher(reply(("people", "4")), text=TEXT)[0]
+    more = TASK.parse_teacher(reply(("people", "4"), ("date", "12 May"), ("time", "4")), text=TEXT)[0]
+    answer, confidence = TASK.consistency_answer(full, [full, full, one, more, None])
+    assert [s["confidence"] for s in answer["spans"]] == [pytest.approx(4 / 5), pytest.approx(3 / 5)]
+    # Only 3 of the 5 samples hold no span beyond the answer's (one adds a time, one is invalid),
+    # and only 3 hold the date: the text's confidence is 3/5.
+    assert confidence == pytest.approx(3 / 5)
+
+
+# --- synthetic data ----------------------------------------------------------------------
+
+
+def test_a_written_example_is_its_text_and_located_spans_or_refused_with_the_reason():
+    brief = SyntheticBrief(category=TASK.by_name["people"], count=3)
+    text, answer = TASK.synthetic_item(
+        {
+            "text": f"  {TEXT} ",
+            "entities": [{"field": "people", "text": "4"}, {"field": "date", "text": "12 May"}],
+        },
+        brief=brief,
+    )
+    assert text == TEXT and shown(answer) == [("4", "people"), ("12 May", "date")]
+    for item, why in [
+        (
+            {"text": TEXT, "entities": [{"field": "people", "text": "five"}]},
+            "'five' (people) is not in the text",
+        ),
+        ({"text": TEXT, "entities": [{"field": "date", "text": "12 May"}]}, "holds no value of 'people'"),
+        ({"text": TEXT, "entities": [{"field": "venue", "text": "Table"}]}, "unknown field 'venue'"),
+        ({"text": TEXT}, 'no "entities" list'),
+        ({"text": " ", "entities": []}, "a non-empty text"),
+        ("just a text", "a non-empty text"),
+    ]:
+        with pytest.raises(AnswerError, match=re.escape(why)):
+            TASK.synthetic_item(item, brief=brief)
+
+
+def test_the_writing_prompt_names_the_field_and_varies_the_others_by_call():
+    prompts = {
+        TASK.synthetic_prompt(SyntheticBrief(category=TASK.by_name["date"], count=4, seed=seed))
+        for seed in range(20)
+    }
+    assert all(
+        "Write 4 new, different texts that each hold a value of the field 'date'" in p for p in prompts
+    )
+    also = {
+        re.search(r"Some of them also hold ([^.]*)\.", p).group(1) if "also hold" in p else ""
+        for p in prompts
+    }
+    assert {"", "'people'", "'time'"} <= also

@@ -235,7 +235,7 @@ def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted job again: it writes only what each label still lacks."""
+    """Queue a failed or interrupted job again: it writes only what each label (field) still lacks."""
     project = _project_for_lead(request, slug)
     job = get_object_or_404(SyntheticJob, project=project, pk=pk)
     if job.can_resume and rows.resume(SyntheticJob, job.pk):

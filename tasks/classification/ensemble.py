@@ -50,6 +50,8 @@ def combine(
     names = _names(members)
     weight = 0.5
     result = ml.TrainResult(device=ml.device(), seconds=0.0, steps=1, stopped_early=False)
+    # With no validation text the members count alike (the plain average).
+    result.validation = {"examples": 0, "weight": weight}
     if texts:
         first, second = (
             _member_proba(m, texts, names, embedding_cache_dir=embedding_cache_dir) for m in members

@@ -147,7 +147,10 @@ def review_value(project: Project) -> dict:
     }
 
 
-def curve_chart(curve: list[dict], *, width: int = 560, height: int = 200) -> dict | None:
+SERIES_COLORS = {"quick": "#2f6fec", "finetune": "#1f8a4c", "ensemble": "#c0392b"}
+
+
+def curve_chart(curve: list[dict], *, width: int = 600, height: int = 200) -> dict | None:
     """SVG geometry of the learning curve: one polyline per run kind, x = reviewed labels."""
     if not curve:
         return None
@@ -173,6 +176,7 @@ def curve_chart(curve: list[dict], *, width: int = 560, height: int = 200) -> di
         "series": [
             {
                 "kind": kind,
+                "color": SERIES_COLORS.get(kind, "#667085"),
                 "points": " ".join(f"{x(p['reviewed'])},{y(p['score'])}" for p in points),
                 "dots": [{"x": x(p["reviewed"]), "y": y(p["score"]), **p} for p in points],
             }

@@ -204,3 +204,35 @@ def test_the_fine_tune_speed_estimate_ignores_quick_runs(project, lead):
     )
     speed, measured_on = services.measured_cpu_speed()
     assert measured_on is None and speed == services.CPU_EXAMPLES_PER_SECOND
+
+
+def test_the_train_command_trains_a_quick_student_and_an_ensemble(project, lead, tiny_base, data, capsys):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    call_command(
+        "train",
+        "--project",
+        project.slug,
+        "--base-model",
+        tiny_base,
+        "--epochs",
+        "1",
+        "--max-length",
+        "16",
+        "--wait",
+    )
+    call_command(
+        "train", "--project", project.slug, "--base-model", tiny_base, "--kind", "quick", "--c", "3", "--wait"
+    )
+    quick = TrainingRun.objects.get(number=2)
+    assert quick.kind == "quick" and quick.hyperparameters["C"] == 3.0 and quick.status == "succeeded"
+    with pytest.raises(CommandError, match="--members"):
+        call_command("train", "--project", project.slug, "--kind", "ensemble")
+    with pytest.raises(CommandError, match="no run 7"):
+        call_command("train", "--project", project.slug, "--kind", "ensemble", "--members", "1", "7")
+    call_command("train", "--project", project.slug, "--kind", "ensemble", "--members", "1", "2", "--wait")
+    ensemble = TrainingRun.objects.get(number=3)
+    assert ensemble.kind == "ensemble" and ensemble.status == "succeeded"
+    assert set(ensemble.members.values_list("number", flat=True)) == {1, 2}
+    assert "Run 3 done" in capsys.readouterr().out

@@ -10,10 +10,26 @@ from training.models import TrainingRun
 
 
 class Command(BaseCommand):
-    help = "Fine-tune the student on a project's current labels (never its gold examples)."
+    help = "Train a student on a project's current labels (never its gold examples)."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--project", required=True)
+        parser.add_argument(
+            "--kind",
+            choices=[c for c, _ in TrainingRun.Kind.choices],
+            default=TrainingRun.Kind.FINETUNE,
+            help="finetune (default), quick (frozen embeddings + logistic regression: seconds) or "
+            "ensemble (the average of the two runs given with --members).",
+        )
+        parser.add_argument(
+            "--members", type=int, nargs=2, metavar="RUN", help="An ensemble's two run numbers."
+        )
+        parser.add_argument("--c", type=float, help="The quick student's regularisation C.")
+        parser.add_argument(
+            "--noise",
+            choices=["none", "prune", "weight", "prune+weight"],
+            help="What to do with unreviewed labels (default: none).",
+        )
         parser.add_argument("--epochs", type=float)
         parser.add_argument("--learning-rate", type=float)
         parser.add_argument("--batch-size", type=int)
@@ -41,9 +57,20 @@ class Command(BaseCommand):
                 ("learning_rate", "learning_rate"),
                 ("batch_size", "batch_size"),
                 ("max_length", "max_length"),
+                ("C", "c"),
+                ("noise_handling", "noise"),
             ]
             if opts[name] is not None
         }
+        members = []
+        if opts["kind"] == TrainingRun.Kind.ENSEMBLE:
+            if not opts["members"]:
+                raise CommandError("An ensemble averages two runs: give their numbers with --members N M.")
+            found = {r.number: r for r in project.training_runs.filter(number__in=opts["members"])}
+            missing = [n for n in opts["members"] if n not in found]
+            if missing:
+                raise CommandError(f"{project.slug} has no run {', '.join(map(str, missing))}.")
+            members = [found[n] for n in opts["members"]]
         try:
             run = services.run_create(
                 project=project,
@@ -53,6 +80,8 @@ class Command(BaseCommand):
                 label_source=opts["label_source"],
                 teacher_min_confidence=opts["min_confidence"],
                 include_synthetic=opts["synthetic"],
+                kind=opts["kind"],
+                members=members,
             )
         except services.TrainingError as exc:
             raise CommandError(str(exc)) from None

@@ -237,7 +237,16 @@
       remove.title = "Remove this span";
       remove.setAttribute("aria-label", "Remove " + span.field + " " + value.textContent);
       remove.textContent = "×";
-      li.append(chip, " ", value, " ", remove);
+      li.append(chip, " ", value, " ");
+      if (key(span) in state.confidence) {
+        var conf = document.createElement("span");
+        conf.className = "conf";
+        conf.title = "The teacher's confidence in this span";
+        conf.dataset.spanConfidence = state.confidence[key(span)].toFixed(2);
+        conf.textContent = state.confidence[key(span)].toFixed(2);
+        li.append(conf, " ");
+      }
+      li.append(remove);
       list.appendChild(li);
     });
     var changed = !sameSet(spans, state.initial);
@@ -426,7 +435,12 @@
     fields.forEach(function (f) { byName[f.name] = f; if (f.key) byKey[f.key] = f; });
     var sides = data.sides || null;
     var initial;
+    // The teacher's confidence of each proposed span (log-probs or sample share), shown beside it.
+    var confidence = {};
     if (data.initial && Array.isArray(data.initial.spans)) {
+      data.initial.spans.forEach(function (s) {
+        if (typeof s.confidence === "number") confidence[key(s)] = s.confidence;
+      });
       initial = normalise(data.initial.spans);
     } else if (sides) {
       // Adjudication starts from what both reviewers marked.
@@ -451,6 +465,7 @@
       byKey: byKey,
       sides: sides,
       initial: initial,
+      confidence: confidence,
       spans: initial.slice(),
       focused: -1,
       history: [],

@@ -228,3 +228,33 @@ def test_the_blind_card_starts_empty_and_snaps_like_the_server(page, django_user
     )
     expected = [list(snap_to_words(t, s, e)) for t, s, e in cases]
     assert [tuple(g) for g in got] == [tuple(x) for x in expected]
+
+
+def test_the_card_shows_each_proposed_spans_confidence(page, django_user_model):
+    reviewer = django_user_model.objects.create_user(username="rui", password="a-long-password")
+    project = projects.project_create(
+        name="Bookings",
+        slug="bookings",
+        user=reviewer,
+        task_type="extraction",
+        labels=[("people", ""), ("date", "")],
+    )
+    example = Example.objects.create(project=project, text=TEXT)
+    spans = [{**PEOPLE, "confidence": 0.912}, DATE]  # the date came without one
+    Proposal.objects.create(
+        example=example,
+        agent="teacher:gpt:prompt-v2",
+        value={"spans": spans},
+        confidence=0.912,
+        confidence_method="logprobs",
+    )
+    Example.objects.filter(project=project).sync_queue_fields()
+    log_in(page, "rui", "a-long-password")
+    page.goto("/p/bookings/review/")
+    page.wait_for_selector("[data-span-editor][data-span-count='2']")
+    shown = page.locator("[data-span-confidence]")
+    assert shown.count() == 1 and shown.inner_text() == "0.91"
+    # Removing the span removes its confidence with it.
+    page.locator("[data-span-list] li:has([data-span-confidence]) .span-remove").click()
+    assert page.locator("[data-span-confidence]").count() == 0
+    assert page.locator("[data-span-list] li").count() == 1

@@ -59,6 +59,7 @@ def teacher_estimate(project: Project) -> dict:
             by_confidence.append({"min_confidence": floor, **_summary(above)})
     audit_summary = _summary(audit)
     return {
+        "confidence_gap": confidence_gap(audit),
         "audit": audit_summary,
         "all": _summary(everything),
         "estimate": audit_summary if audit_summary["n"] >= MIN_AUDIT else None,
@@ -66,6 +67,23 @@ def teacher_estimate(project: Project) -> dict:
         "audit_share": project.audit_share,
         "min_audit": MIN_AUDIT,
     }
+
+
+# Audit verdicts with a confidence needed in each half before the gap is measured.
+MIN_HALF = 10
+
+
+def confidence_gap(audit: list[tuple[bool, float | None]]) -> float | None:
+    """How much more often the teacher is right on its more confident half of the audit cards
+    (accuracy above the median confidence minus below it); None with too few cards. A gap
+    near 0 means its confidence says nothing about being right, so weighting by it only
+    throws away good labels."""
+    scored = sorted((conf, ok) for ok, conf in audit if conf is not None)
+    half = len(scored) // 2
+    if half < MIN_HALF:
+        return None
+    low, high = scored[:half], scored[-half:]
+    return sum(ok for _, ok in high) / half - sum(ok for _, ok in low) / half
 
 
 def trusted_confidence(estimate: dict, *, target: float) -> dict | None:

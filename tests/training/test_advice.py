@@ -64,6 +64,16 @@ def test_a_middling_teacher_gets_pruning_and_weights(project, reviewer):
     assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune+weight")
 
 
+def test_a_middling_teacher_whose_confidence_says_nothing_is_only_pruned(project, reviewer):
+    # Right on 75 %, as often at confidence 0.9 as at 0.5: weighting by it would only cost labels.
+    audited(
+        project, reviewer, ([(0.9, True)] * 3 + [(0.9, False)]) * 5 + ([(0.5, True)] * 3 + [(0.5, False)]) * 5
+    )
+    advice = services.label_source_advice(project)
+    assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune")
+    assert advice["audit"]["confidence_gap"] == 0.0 and "not weighted in" in advice["reason"]
+
+
 def test_a_weak_teacher_is_trusted_only_where_the_audit_shows_it_right(project, reviewer):
     # Right on all 40 cards at confidence 0.95 (Wilson low end 0.912), wrong on the 75 others.
     audited(project, reviewer, [(0.95, True)] * 40 + [(0.3, False)] * 75)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of label quality scoring (annotation.review.quality) on Banking77.
+"""Benchmark of label quality scoring (tasks/classification/quality.py) on Banking77.
 
     python bench/label_quality_bench.py [--seed 0] [--folds 5]
 
@@ -27,7 +27,7 @@ out-of-sample probabilities (captured during the timed run, so no extra fitting)
 ``model_load_seconds``, done while embedding the prototypes); ``phases_s`` splits it.
 
 Exactly one JSON object goes to stdout. Needs no network; Django is set up on a throw-away
-data dir (``annotation.review`` is an app's package), and no database is touched.
+data dir, and no database is touched.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
 import django  # noqa: E402
 
 django.setup()
-from annotation.review import quality  # noqa: E402
+from tasks.classification import quality  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "banking77"
 TEACHER_ERROR_RATE = 0.185

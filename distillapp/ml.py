@@ -88,6 +88,67 @@ def embed_texts(
     return out
 
 
+def embed_words(
+    texts: list[str],
+    words: list[list[tuple[int, int]]],
+    *,
+    model_name: str | None = None,
+    batch_size: int = 64,
+    max_length: int = 128,
+    layer: int = -1,
+) -> list[np.ndarray]:
+    """Contextual word vectors: for text i a float32 (len(words[i]), dim) array, row j the base
+    model's hidden state at the first sub-token of word j (``words[i][j]`` = (start, end)
+    characters of text i), from ``layer`` (0: the input embeddings, -1: the last layer).
+
+    A text longer than ``max_length`` tokens is read in windows that overlap by half a window
+    (as the extraction student reads it); a word takes the window where its first sub-token
+    has the most context on both sides. A word that no token covers (characters the tokenizer
+    drops) keeps a zero row.
+    """
+    import bisect
+
+    import torch
+
+    if len(words) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(words)} word lists.")
+    with LOAD_LOCK:
+        tokenizer, model = _load_encoder(model_name or default_base_model())
+    out = [np.zeros((len(w), model.config.hidden_size), dtype=np.float32) for w in words]
+    if not texts:
+        return out
+    encoded = tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        stride=max(0, (max_length - 2) // 2),
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    context = [np.full(len(w), -1) for w in words]  # the best window's context for each word so far
+    keys = [key for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded]
+    with torch.inference_mode():
+        for idx in same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+            feed = {key: torch.tensor([encoded[key][w] for w in idx], device=model.device) for key in keys}
+            hidden = model(**feed, output_hidden_states=True).hidden_states[layer].float().cpu().numpy()
+            for row, w in enumerate(idx):
+                t = encoded["overflow_to_sample_mapping"][w]
+                inner = [i for i, s in enumerate(encoded.sequence_ids(w)) if s == 0]
+                if not inner:
+                    continue
+                offsets = [encoded["offset_mapping"][w][i] for i in inner]
+                ends = [end for _, end in offsets]
+                for j, (start, end) in enumerate(words[t]):
+                    k = bisect.bisect_right(ends, start)  # the first token that ends after the word starts
+                    if k == len(inner) or offsets[k][0] >= end:
+                        continue
+                    room = min(k, len(inner) - 1 - k)
+                    if room > context[t][j]:
+                        context[t][j] = room
+                        out[t][j] = hidden[row, inner[k]]
+    return out
+
+
 # --- fine-tuning -------------------------------------------------------------------------------
 
 

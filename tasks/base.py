@@ -16,7 +16,10 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Answer = Any  # JSON-serialisable; its shape belongs to the task type.
 
@@ -72,9 +75,12 @@ class Task(ABC):
     type: ClassVar[str]
     title: ClassVar[str]
     category_noun: ClassVar[str] = "label"  # "label" or "field", for pages and messages
-    # Can the review queue score likely annotation errors (cleanlab over the student's
-    # cross-validated probabilities) for this task yet?
+    # Can the review queue score likely annotation errors (``label_quality_scores``: cleanlab
+    # over cross-validated probabilities) for this task yet?
     scores_label_errors: ClassVar[bool] = False
+    # Can its runs leave out the labels those scores flag and weight the rest by the teacher's
+    # confidence (the launch form's noise handling)? Needs a student that takes weights.
+    handles_label_noise: ClassVar[bool] = False
     # The review card's body and the blind gold card, as template partials.
     card_template: ClassVar[str]
     # The task's part of the evaluation page (included with ``m``, the metrics, in context).
@@ -207,6 +213,13 @@ class Task(ABC):
     @abstractmethod
     def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
         """Is this prediction wholly right (for coverage sweeps and error overlap)?"""
+
+    def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
+        """One score per (text, its current answer) in [0, 1], float64: lower = the answer is
+        more likely wrong (the review queue's "likely label errors" order), computed out of
+        sample (no answer vouches for itself) with cleanlab. Task types with
+        ``scores_label_errors`` implement it."""
+        raise NotImplementedError(f"{self.title} cannot score label errors")
 
     def training_names(self, answers: list[Answer]) -> list[str]:
         """The names the student's head is built for, given its training answers."""

@@ -120,7 +120,7 @@ class LaunchForm(forms.Form):
         if project is None:
             return
         task = project.task
-        if not task.scores_label_errors:
+        if not task.handles_label_noise:
             del self.fields["noise_handling"]
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]

@@ -21,7 +21,7 @@ from annotation.review.gold import (
     gold_next_disagreement,
     gold_status,
 )
-from annotation.review.quality import label_quality_scores, quality_run, quality_run_start
+from annotation.review.quality import quality_run, quality_run_start
 from annotation.review.verdicts import (
     STRATEGIES,
     InvalidAnswer,
@@ -54,7 +54,6 @@ __all__ = [
     "gold_next_blind",
     "gold_next_disagreement",
     "gold_status",
-    "label_quality_scores",
     "quality_run",
     "quality_run_start",
     "queue",

@@ -1,158 +1,22 @@
-"""Label quality: how likely each example's current label is wrong (confident learning).
+"""The label-quality run: how likely each example's current label is wrong (confident learning).
 
-``label_quality_scores`` puts likely label errors first in a human review queue, the
-way cleanlab does it:
-
-1. texts are embedded with the bundled MiniLM (``distillapp.ml.embed_texts``, imported
-   lazily, so importing this module does not load torch);
-2. a multinomial logistic regression on the embeddings gives *out-of-sample* predicted
-   probabilities through stratified K-fold cross-validation (each example is scored by
-   a model that never saw it, so it cannot just memorise its own, possibly wrong, label);
-3. ``cleanlab.rank.get_label_quality_scores`` turns those probabilities and the current
-   labels into one score per example in [0, 1]; lower = more likely mislabelled.
-
-Method: ``normalized_margin``, ``(p[label] - max other p + 1) / 2``. Measured with
-bench/label_quality_bench.py (full Banking77 train split, 10,003 texts, 77 labels,
-18.5 % of the labels flipped to the most similar other label, as a teacher that errs
-toward close labels does), share of the teacher's errors in the 10 % lowest scores
-(the best possible is 54 %, since the errors are 18.5 % of the data):
-
-| C (inverse regularisation) | normalized_margin | self_confidence | confidence_weighted_entropy | CV seconds* |
-|---:|---:|---:|---:|---:|
-| 0.3 | 0.485 | 0.351 | 0.324 | 6.7 |
-| 1 (chosen) | **0.507** | 0.379 | 0.322 | 10.1 |
-| 3 | 0.504 | 0.383 | 0.304 | 16.4 |
-| 10 | 0.491 | 0.382 | 0.282 | 46 |
-
-(* 5 folds in one process with 2-thread BLAS, before the speed-up below; noisy machine.)
-
-``normalized_margin`` wins because the errors go to a *close* label: the model then
-puts real mass on the wrong given label (self-confidence is not that low) but even more
-on the right one, and the margin sees exactly that. C = 1 (scikit-learn's default) is the
-most accurate of the cheap settings; lbfgs converges in ~30 iterations on these
-L2-normalised 384-d features (float32 is kept: about twice as fast as float64).
-
-Speed (2 cores, 10,003 examples, 5 folds): the folds take 7.7-9.3 s with the default
-2-thread OpenBLAS, 3.4 s with 1 BLAS thread, and 2.1 s with 1 BLAS thread per fold and
-the folds in 2 processes (joblib), which is what runs for 2,000+ examples; embedding the
-texts (24-36 s measured, on a machine shared with other jobs) is then most of the time.
-
-Bench result (seed 0): 50.9 % of the teacher's errors in the 10 % lowest scores, vs 29.4 %
-when ordering by the (simulated) teacher's own confidence and 9.9 % in random order.
-
-Small classes. StratifiedKFold needs every class in every fold, so ``folds`` is lowered to
-the smallest class count (when that is >= 2). A class with a single example cannot be
-predicted out of sample at all (a model fit on the other examples has never seen that
-label, so its self-confidence would always be 0 and it would always top the queue); such
-examples get the neutral score 0.5 (the score of an example whose label is exactly as
-likely as the best other label) and the model is fit on the remaining examples. With fewer
-than two labels overall there is nothing to compare, and every score is 1.0; likewise when
-only one label has two or more examples, those examples get 1.0.
+A ``QualityRun`` scores every labelled, non-gold example of a project and stores the score
+in ``Example.quality_score``; the review queue's "likely label errors" order serves the
+lowest first, and training's noise handling can leave out the ones below 0.5. How an
+answer is scored belongs to the task type (``Task.label_quality_scores``): for
+classification, cross-validated logistic regression on MiniLM sentence embeddings
+(tasks/classification/quality.py); for extraction, the same per word over the BIO tags of
+the spans, on contextual word vectors, with a text scored by its worst word
+(tasks/extraction/quality.py). Both are out-of-sample scores in [0, 1] from cleanlab.
 """
 
 from __future__ import annotations
 
-import os
-from collections import Counter
-
-import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Example, Project, QualityRun
-
-METHOD = "normalized_margin"
-C = 1.0
-MAX_ITER = 300
-SINGLETON_SCORE = 0.5
-# Below this many examples, starting worker processes costs more than the folds take.
-PARALLEL_MIN_EXAMPLES = 2000
-
-
-def label_quality_scores(
-    texts: list[str],
-    labels: list[str],
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    embeddings: np.ndarray | None = None,
-) -> np.ndarray:
-    """One score per example in [0, 1] (float64); lower = its label is more likely wrong.
-
-    ``embeddings`` (n, dim), when given, are used instead of embedding ``texts``
-    (e.g. L2-normalised MiniLM vectors already at hand). See the module docstring.
-    """
-    n = len(labels)
-    if len(texts) != n:
-        raise ValueError(f"{len(texts)} texts but {n} labels.")
-    if folds < 2:
-        raise ValueError("folds must be >= 2.")
-    if embeddings is not None:
-        embeddings = np.asarray(embeddings)
-        if embeddings.ndim != 2 or embeddings.shape[0] != n:
-            raise ValueError(f"embeddings must have shape ({n}, dim), not {embeddings.shape}.")
-    scores = np.ones(n, dtype=np.float64)
-    counts = Counter(labels)
-    if len(counts) < 2:
-        return scores
-
-    singleton = np.array([counts[label] == 1 for label in labels], dtype=bool)
-    scores[singleton] = SINGLETON_SCORE
-    kept = np.flatnonzero(~singleton)
-    kept_counts = [count for count in counts.values() if count >= 2]
-    if len(kept_counts) < 2:
-        return scores
-
-    if embeddings is None:
-        from distillapp import embeddings as cache
-        from distillapp.ml import default_base_model
-
-        # Through the app's embedding cache: a review round's quick student has usually
-        # embedded these texts already (same model, same 128 tokens).
-        features = cache.embed(
-            [texts[i] for i in kept],
-            model_name=default_base_model(),
-            max_length=128,
-            cache_dir=cache.default_cache_dir(),
-        )
-    else:
-        features = embeddings[kept]
-
-    classes = sorted({labels[i] for i in kept})
-    index = {label: i for i, label in enumerate(classes)}
-    int_labels = np.array([index[labels[i]] for i in kept], dtype=np.intp)
-    pred_probs = out_of_sample_pred_probs(features, int_labels, folds=min(folds, min(kept_counts)), seed=seed)
-
-    from cleanlab.rank import get_label_quality_scores
-
-    kept_scores = get_label_quality_scores(labels=int_labels, pred_probs=pred_probs, method=METHOD)
-    scores[kept] = np.clip(kept_scores, 0.0, 1.0)
-    return scores
-
-
-def out_of_sample_pred_probs(
-    features: np.ndarray, int_labels: np.ndarray, *, folds: int, seed: int
-) -> np.ndarray:
-    """(n, classes) probabilities, each row from a model fit without that example.
-
-    ``int_labels`` are 0..classes-1, each with at least ``folds`` examples.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from threadpoolctl import threadpool_limits
-
-    if features.dtype not in (np.float32, np.float64):
-        features = features.astype(np.float32)
-    model = LogisticRegression(C=C, max_iter=MAX_ITER)
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    n_jobs = min(folds, os.cpu_count() or 1) if len(features) >= PARALLEL_MIN_EXAMPLES else 1
-    # One BLAS thread per fit: multi-threaded BLAS is slower than one thread on these small
-    # products (10,003 x 384 x 77), so the cores go to folds in parallel processes instead.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return cross_val_predict(model, features, int_labels, cv=cv, method="predict_proba", n_jobs=n_jobs)
-
-
-# --- the run that scores a project ---------------------------------------------------
+from tasks.base import AnswerError
 
 
 def quality_run_start(*, project: Project, user) -> QualityRun:
@@ -166,24 +30,28 @@ def quality_run_start(*, project: Project, user) -> QualityRun:
 def quality_run(*, run: QualityRun) -> QualityRun:
     """Score every labelled, non-gold example: low scores are likely label errors.
 
-    Out-of-sample probabilities from cross-validated logistic regression on
-    MiniLM embeddings (label_quality_scores above), so an example's own label never
-    vouches for itself.
+    Out-of-sample scores from the project's task type (``Task.label_quality_scores``),
+    so an example's own label never vouches for itself. An answer that no longer fits the
+    project's categories is not scored (training leaves it out too).
     """
     import time
 
     started = time.monotonic()  # the row was claimed by annotation.jobs.quality_run_job
     try:
-        rows = [
-            (pk, text, label)
-            for pk, text, label in Example.objects.for_project(run.project)
+        task = run.project.task
+        rows = []
+        for pk, text, label in (
+            Example.objects.for_project(run.project)
             .not_gold()
             .with_current_label()
             .filter(current_label__isnull=False)
             .values_list("pk", "text", "current_label")
-            if isinstance(label, str)
-        ]
-        scores = label_quality_scores([t for _, t, _ in rows], [lab for _, _, lab in rows]) if rows else []
+        ):
+            try:
+                rows.append((pk, text, task.validate(label, text=text)))
+            except AnswerError:
+                continue
+        scores = task.label_quality_scores([t for _, t, _ in rows], [a for _, _, a in rows]) if rows else []
         with transaction.atomic():
             Example.objects.filter(project=run.project).update(quality_score=None)
             Example.objects.bulk_update(

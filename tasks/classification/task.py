@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from tasks.base import Answer, AnswerError, SyntheticBrief, Task, json_answer
 from tasks.measure import bootstrap_macro_f1, calibration, wilson_interval
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class ClassificationTask(Task):
@@ -20,6 +24,7 @@ class ClassificationTask(Task):
     title = "Classification"
     category_noun = "label"
     scores_label_errors = True
+    handles_label_noise = True
     card_template = "tasks/classification/card.html"
     evaluation_template = "tasks/classification/evaluation.html"
     score_name = "accuracy"
@@ -35,6 +40,11 @@ class ClassificationTask(Task):
             # 128 tokens, the length the base model was trained to embed.
             return {"C": DEFAULT_C, "max_length": 128}
         return {}
+
+    def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
+        from tasks.classification.quality import label_quality_scores
+
+        return label_quality_scores(texts, answers)
 
     def validate(self, value: Answer, *, text: str = "") -> Answer:
         if not isinstance(value, str) or value.strip() not in self.names:

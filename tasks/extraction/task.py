@@ -13,10 +13,14 @@ import random
 import re
 from collections import Counter
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from tasks.base import Answer, AnswerError, Category, SyntheticBrief, Task, json_answer
 from tasks.extraction import measure
 from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SUMMARY_LIMIT = 100
 
@@ -33,6 +37,8 @@ class ExtractionTask(Task):
     right_name = "exact match"
     # A text may hold no field at all: one field is a task (dates out of e-mails).
     min_training_categories = 1
+    # Per word over the spans' BIO tags, a text scored by its worst word (tasks/extraction/quality.py).
+    scores_label_errors = True
     # Highlight colours of fields that have none of their own.
     PALETTE = ("#f4a261", "#2a9d8f", "#e9c46a", "#8ab17d", "#e76f51", "#7fa7d9", "#c38fd0", "#b5838d")
 
@@ -389,6 +395,11 @@ class ExtractionTask(Task):
             ):
                 single[span["field"]] = span
         return {"spans": sorted([*kept, *single.values()], key=span_key)}
+
+    def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
+        from tasks.extraction.quality import label_quality_scores
+
+        return label_quality_scores(texts, answers)
 
     def stratum(self, value: Answer) -> str:
         # Texts holding the same fields are alike enough to split together.

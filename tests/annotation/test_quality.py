@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from annotation.review.quality import SINGLETON_SCORE, label_quality_scores
+from tasks.classification.quality import SINGLETON_SCORE, label_quality_scores
 from tests.shared_data import dataset, first_per_label
 
 LABEL_COUNT = 8

@@ -76,7 +76,7 @@ def run_create(
     hp = {**run_defaults(task, kind), **(hyperparameters or {})}
     if hp.get("noise_handling", "none") not in NOISE_HANDLING:
         raise TrainingError(f"Unknown noise handling {hp['noise_handling']!r}.")
-    if hp.get("noise_handling", "none") != "none" and not task.scores_label_errors:
+    if hp.get("noise_handling", "none") != "none" and not task.handles_label_noise:
         raise TrainingError(f"{task.title} runs have no noise handling yet: choose none.")
     estimate = training_estimate(
         project=project,

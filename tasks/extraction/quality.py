@@ -1,0 +1,216 @@
+"""Label quality of span answers: how likely each text's current spans are wrong.
+
+Confident learning over words, the way cleanlab scores token classification:
+
+1. words are the text's whitespace tokens (``spans.whitespace_tokens``, the unit the CoNLL
+   writer and the teacher's boundary slips work in); each gets the BIO tag of the current
+   answer (``B-<field>`` on a span's first word, ``I-<field>`` on the rest, ``O`` outside;
+   where spans overlap the first is kept, as in the student and the CoNLL writer);
+2. each word is one vector: the frozen base model's hidden state (layer ``LAYER``) at its
+   first sub-token (``distillapp.ml.embed_words``), contextual, so "4" after "table for"
+   and "4" in "4 May" differ, L2-normalised and set beside its left and right neighbours';
+3. a multinomial logistic regression over the tags gives *out-of-sample* probabilities
+   per word by K-fold cross-validation FOLDED BY TEXT (scikit-learn's StratifiedGroupKFold:
+   a text's words are never scored by a model that saw any of them, and each fold holds a
+   similar share of every tag);
+4. ``cleanlab.token_classification.rank.get_label_quality_scores`` turns those into a score
+   per word and per text in [0, 1]; lower = more likely a missed, shifted or wrong-field span.
+
+Choices, measured with bench/span_quality_bench.py on Restaurant-8k train with the
+simulated teacher of bench/extraction_bench.py (bench/README.md, "Span label quality"):
+
+- per word ``self_confidence`` (the probability of the given tag, cleanlab's token default)
+  and the text's score is the MIN over its words: of the corrupted texts, 37.6-40.5 % land
+  in the 10 % lowest scores (best possible 39-42 %, random 10 %), vs 34-39 % with
+  ``normalized_margin`` (classification's method; here it ranks worse on all three samples)
+  and about the same with softmin;
+- MiniLM's layer 3 of 6 with each word beside its two neighbours: on one 2,000-text
+  sample (normalized margin) 0.37, vs 0.31 for the last layer alone, 0.35 for layer 3
+  alone and 0.36 for the last layer with neighbours; layer 4 was as good as 3 on two
+  further samples, the last layer 0.01-0.02 worse;
+- C = 1 (C = 3 was no better across samples).
+
+Time (2 cores shared with other jobs): 2,000 texts (15,000 words) in 45-80 s, 8,198
+texts (61,000 words) in 314 s, about 60 % embedding the words and 40 % the folds.
+
+Below 0.5 means the given tag of some word is more likely wrong than right. That flags
+40-48 % of the texts at 52-58 % precision (the teacher corrupted 24 %), too loose to prune
+training data on: extraction runs have no noise handling (``handles_label_noise``).
+
+Rare tags: a tag found in fewer than ``MIN_TAG_TEXTS`` texts cannot be predicted out of
+sample with any trust (a fold fit without those texts has never seen it, so its words
+would always score 0 and top the queue). Such words get the neutral score 0.5 and are left
+out of the fit, like classification's single-example labels. With fewer than two tags
+left (e.g. no spans at all anywhere), or fewer than two texts with words, every score is
+1.0: there is nothing to compare.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.extraction.spans import _without_overlaps, whitespace_tokens
+
+METHOD = "self_confidence"
+# The base model's layer the word vectors come from (of MiniLM-L6's 6; 0 is the input
+# embeddings) and the inverse regularisation of the regression: see the module docstring.
+LAYER = 3
+C = 1.0
+MAX_ITER = 300
+NEUTRAL_SCORE = 0.5
+MIN_TAG_TEXTS = 2
+# Below this many words, starting worker processes costs more than the folds take.
+PARALLEL_MIN_WORDS = 10_000
+
+
+@dataclass
+class SpanQuality:
+    """``text_scores`` (n,) and, for each text, its words (start, end), their given tags and
+    their scores (NEUTRAL_SCORE for rare tags; 1.0 where nothing was scored)."""
+
+    text_scores: np.ndarray
+    words: list[list[tuple[int, int]]]
+    tags: list[list[str]]
+    word_scores: list[np.ndarray]
+
+
+def word_tags(text: str, spans: Sequence[Mapping], words: Sequence[tuple[int, int]]) -> list[str]:
+    """The BIO tag of each word (start, end) under these spans: a word that overlaps a span
+    is ``B-`` if it is the span's first such word, else ``I-``."""
+    tags = ["O"] * len(words)
+    for span in _without_overlaps(spans):
+        inside = [j for j, (s, e) in enumerate(words) if s < span["end"] and e > span["start"]]
+        for k, j in enumerate(inside):
+            if tags[j] == "O":  # two spans in one word (a cut inside it): the first wins
+                tags[j] = ("B-" if k == 0 else "I-") + span["field"]
+    return tags
+
+
+def label_quality_scores(
+    texts: list[str],
+    answers: list[Mapping],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    model_name: str | None = None,
+    word_vectors: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """One score per text in [0, 1] (float64); lower = its spans are more likely wrong.
+
+    ``answers`` are ``{"spans": [...]}``. ``word_vectors`` (one (words, dim) array per text,
+    over ``whitespace_tokens``), when given, are used instead of embedding the texts.
+    """
+    return span_quality(
+        texts, answers, folds=folds, seed=seed, model_name=model_name, word_vectors=word_vectors
+    ).text_scores
+
+
+def span_quality(
+    texts: list[str],
+    answers: list[Mapping],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    model_name: str | None = None,
+    word_vectors: list[np.ndarray] | None = None,
+) -> SpanQuality:
+    """Text and word scores (see SpanQuality and the module docstring)."""
+    n = len(texts)
+    if len(answers) != n:
+        raise ValueError(f"{n} texts but {len(answers)} answers.")
+    if folds < 2:
+        raise ValueError("folds must be >= 2.")
+    words = [whitespace_tokens(text) for text in texts]
+    tags = [
+        word_tags(text, answer.get("spans", []), w)
+        for text, answer, w in zip(texts, answers, words, strict=True)
+    ]
+    if word_vectors is not None and [len(v) for v in word_vectors] != [len(w) for w in words]:
+        raise ValueError("word_vectors must hold one row per whitespace word of each text.")
+    result = SpanQuality(np.ones(n), words, tags, [np.ones(len(w)) for w in words])
+
+    texts_with = Counter(tag for text_tags in tags for tag in set(text_tags))
+    known = {tag for tag, count in texts_with.items() if count >= MIN_TAG_TEXTS}
+    for j, text_tags in enumerate(tags):
+        result.word_scores[j][[tag not in known for tag in text_tags]] = NEUTRAL_SCORE
+    scored = [j for j in range(n) if any(tag in known for tag in tags[j])]
+    if len(known) < 2 or len(scored) < 2:
+        return _text_scores(result)
+
+    if word_vectors is None:
+        from distillapp.ml import embed_words
+
+        vectors = embed_words(
+            [texts[j] for j in scored], [words[j] for j in scored], model_name=model_name, layer=LAYER
+        )
+    else:
+        vectors = [np.asarray(word_vectors[j], dtype=np.float32) for j in scored]
+    vectors = [with_neighbours(v) for v in vectors]
+    classes = sorted(known)
+    index = {tag: i for i, tag in enumerate(classes)}
+    rows, labels, groups = [], [], []
+    for g, (j, v) in enumerate(zip(scored, vectors, strict=True)):
+        keep = [k for k, tag in enumerate(tags[j]) if tag in known]
+        rows.append(v[keep])
+        labels += [index[tags[j][k]] for k in keep]
+        groups += [g] * len(keep)
+    features = np.vstack(rows)
+    int_labels = np.array(labels, dtype=np.intp)
+    pred_probs = out_of_sample_word_probs(
+        features, int_labels, np.array(groups), folds=min(folds, len(scored)), seed=seed
+    )
+
+    from cleanlab.token_classification.rank import get_label_quality_scores
+
+    bounds = np.cumsum([len(r) for r in rows])[:-1]
+    _, token_scores = get_label_quality_scores(
+        [part.tolist() for part in np.split(int_labels, bounds)],
+        np.split(pred_probs, bounds),
+        token_score_method=METHOD,
+    )
+    for j, scores in zip(scored, token_scores, strict=True):
+        keep = [k for k, tag in enumerate(tags[j]) if tag in known]
+        result.word_scores[j][keep] = np.clip(scores.to_numpy(), 0.0, 1.0)
+    return _text_scores(result)
+
+
+def with_neighbours(vectors: np.ndarray) -> np.ndarray:
+    """Each word's L2-normalised vector beside its left and right neighbours' (zeros at the
+    text's edges): (words, 3 * dim)."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+    edge = np.zeros((1, unit.shape[1]), dtype=unit.dtype)
+    return np.hstack([unit, np.vstack([edge, unit[:-1]]), np.vstack([unit[1:], edge])])
+
+
+def _text_scores(result: SpanQuality) -> SpanQuality:
+    # cleanlab's "min" sentence score, over the neutral words too.
+    result.text_scores = np.array([float(s.min()) if len(s) else 1.0 for s in result.word_scores])
+    return result
+
+
+def out_of_sample_word_probs(
+    features: np.ndarray, int_labels: np.ndarray, groups: np.ndarray, *, folds: int, seed: int
+) -> np.ndarray:
+    """(words, tags) probabilities, each row from a model fit without any word of its text
+    (``groups``: the text of each word). A tag a fold's training words lack gets 0 there."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from threadpoolctl import threadpool_limits
+
+    model = LogisticRegression(C=C, max_iter=MAX_ITER)
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    n_jobs = min(folds, os.cpu_count() or 1) if len(features) >= PARALLEL_MIN_WORDS else 1
+    # One BLAS thread per fit, folds in parallel processes (as for classification's scores).
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        # "The least populated class has only k members": rare tags are expected here.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return cross_val_predict(
+            model, features, int_labels, groups=groups, cv=cv, method="predict_proba", n_jobs=n_jobs
+        )

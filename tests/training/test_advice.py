@@ -55,7 +55,7 @@ def test_a_strong_teacher_keeps_all_labels(project, reviewer):
     audited(project, reviewer, [(0.9, True)] * 28 + [(0.4, False)] * 2)
     advice = services.label_source_advice(project)
     assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune")
-    assert advice["teacher"]["source"] == "30 audit reviews" and not advice["warning"]
+    assert advice["teacher"]["source"] == "30 audit reviews of unreviewed examples" and not advice["warning"]
 
 
 def test_a_middling_teacher_gets_pruning_and_weights(project, reviewer):

@@ -70,7 +70,10 @@ def label_source_advice(project: Project) -> dict:
     audit = teacher_estimate(project)
     teacher = _teacher_on_gold(project)
     if teacher is None and audit["estimate"] is not None:
-        teacher = {**audit["estimate"], "source": f"{audit['estimate']['n']} audit reviews"}
+        teacher = {
+            **audit["estimate"],
+            "source": f"{audit['estimate']['n']} audit reviews of unreviewed examples",
+        }
     reviewed = Example.objects.for_project(project).not_gold().filter(review_state="reviewed").count()
     student = _reviewed_only_student(project)
     advice = {

@@ -195,6 +195,61 @@ def test_decode_confidences():
     assert empty == {"spans": []} and sure == 1.0
 
 
+def test_spans_grow_to_whole_words():
+    labels = student.bio_labels(["person", "group"])
+    text = "@justinbieber and the Backstreetboys"
+    # Tokens of the words "@", "justinbieber", "and", "the", "Backstreetboys".
+    offsets = [(0, 1), (1, 7), (7, 10), (10, 13), (14, 17), (18, 21), (22, 32), (32, 36)]
+    words = [(0, 1), (1, 13), (1, 13), (1, 13), (14, 17), (18, 21), (22, 36), (22, 36)]
+    predicted = ["O", "B-person", "O", "I-person", "O", "O", "O", "I-group"]
+    probabilities = np.full((len(offsets), len(labels)), 0.01, dtype=np.float32)
+    for row, label in enumerate(predicted):
+        probabilities[row, labels.index(label)] = 0.9 - row / 100
+    by_token, _ = student.decode(text, offsets, probabilities, labels)
+    assert [(text[s["start"] : s["end"]], s["field"]) for s in by_token["spans"]] == [
+        ("justin", "person"),
+        ("ber", "person"),
+        ("boys", "group"),
+    ]
+    by_word, confidence = student.decode(text, offsets, probabilities, labels, words=words)
+    # Two runs in one word are one span; a run inside a word grows to the whole word.
+    assert by_word["spans"] == [
+        {"start": 1, "end": 13, "field": "person", "confidence": pytest.approx(0.87)},
+        {"start": 22, "end": 36, "field": "group", "confidence": pytest.approx(0.83)},
+    ]
+    assert confidence == pytest.approx(0.83)
+    # A word with runs of two fields keeps the first's.
+    predicted[3] = "B-group"
+    for row, label in enumerate(predicted):
+        probabilities[row] = 0.01
+        probabilities[row, labels.index(label)] = 0.9
+    mixed, _ = student.decode(text, offsets, probabilities, labels, words=words)
+    assert [(s["start"], s["end"], s["field"]) for s in mixed["spans"]] == [
+        (1, 13, "person"),
+        (22, 36, "group"),
+    ]
+
+
+def test_merge_grows_spans_to_the_tokenizers_words():
+    text = "Table for Przybylski at 7pm"
+    labels = student.bio_labels(["last_name", "time"])
+    # Marked: the first two of the five pieces of "Przybylski", and the "pm" of "7pm".
+    marked = {(10, 12): "B-last_name", (12, 14): "I-last_name", (25, 27): "B-time"}
+    for max_length in (64, 6):  # 6: "Przybylski" is cut by a window's edge
+        windows = student._windows(tokenizer(), [text], max_length)
+        probabilities = []
+        for offsets in windows["offset_mapping"]:
+            rows = np.zeros((len(offsets), len(labels)), dtype=np.float32)
+            for i, offset in enumerate(offsets):
+                rows[i, labels.index(marked.get(tuple(offset), "O"))] = 1.0
+            probabilities.append(rows)
+        (answer,), _ = student.merge(windows, probabilities, [text], labels)
+        assert [(text[s["start"] : s["end"]], s["field"]) for s in answer["spans"]] == [
+            ("Przybylski", "last_name"),
+            ("7pm", "time"),
+        ], max_length
+
+
 def test_a_span_of_an_unknown_field_is_refused():
     labels = {label: i for i, label in enumerate(student.bio_labels(["date"]))}
     windows = student._windows(tokenizer(), ["at 7pm"], 32)

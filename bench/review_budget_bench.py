@@ -5,6 +5,7 @@ reviewed, per review order, measured through the app's services on Banking77.
     python bench/review_budget_bench.py [--limit N] [--budgets 0,2.5,5,10,20]
         [--orders random,confidence,errors,disagreement,default]
         [--teachers simulated,embedding,weak] [--no-finetune] [--plot PATH] [--save PATH]
+        [--noise-variants prune,none] [--refresh-every N] [--gold-limit N] [--torch-threads T]
 
 Everything runs in this process on a throw-away SQLite database (DISTILL_DATA_DIR is a temp
 dir, DATABASE_URL and REDIS_URL removed, then ``migrate``), as bench/banking77_distill.py
@@ -73,6 +74,10 @@ The bench keeps ``distillapp.ml.embed_texts`` results in memory (the same text a
 length always give the same vector) so the grid does not embed the pool again for every
 quality run; that memo is OFF while the round is timed, so the time is the app's own.
 
+``--noise-variants prune,none`` also trains each quick cell on the recommended labels with
+those noise handlings instead of the recommended one (cells marked ``variant``; a diagnosis of
+the recommendation, left out of the order comparison and the plot).
+
 Exactly one JSON object goes to stdout; progress goes to stderr. ``--save PATH`` also writes
 it to PATH and appends each cell as it is measured to PATH.cells.jsonl.
 """
@@ -133,6 +138,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def git_state() -> dict:
+    """The commit the app's code came from, and its files changed since (others work here too)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [
+        line[3:]
+        for line in git("status", "--porcelain").splitlines()
+        if line[3:].startswith(("annotation/", "training/", "tasks/", "distillapp/"))
+    ]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "app_files_changed": changed}
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -602,7 +627,7 @@ def run_order(
     budgets: list[float],
     finetune_budgets: list[float],
     refresh_every: int | None,
-    stop_after: float | None = None,
+    noise_variants: list[str] = (),
 ) -> dict:
     """Review `project` in `order` up to each budget, training the cells on the way."""
     from annotation import review
@@ -636,8 +661,6 @@ def run_order(
     review_seconds = 0.0
     last_status = None
     targets = sorted(set(budgets) | set(finetune_budgets))
-    if stop_after is not None:
-        targets = [b for b in targets if b <= stop_after]
     if restore_student_key and 0.0 not in targets:
         train_cell(project, kind="quick", advice=services.label_source_advice(project))  # the student key
     for budget in targets:
@@ -685,13 +708,25 @@ def run_order(
                 f"  {teacher}/{order} at {budget} % ({verdicts} verdicts): {kind} on {advice['label_source']} "
                 f"(noise {advice['noise_handling']}, floor {advice['teacher_min_confidence']}), load {loadavg()}"
             )
-            result = train_cell(project, kind=kind, advice=advice)
-            run = result.pop("run")
-            if restore_student_key and kind == "quick" and budget > 0:
-                forget_run_proposals(project, run)
-            cell = {**common, "student": kind, **result}
-            cells.append(cell)
-            recorder.cell(cell)
+            variants = [None]
+            if kind == "quick":
+                variants += [v for v in noise_variants if v != advice["noise_handling"]]
+            for variant in variants:
+                # A variant: the same recommended labels with another noise handling (a diagnosis
+                # of the recommendation; not part of the order comparison).
+                result = train_cell(
+                    project,
+                    kind=kind,
+                    advice=advice if variant is None else {**advice, "noise_handling": variant},
+                )
+                run = result.pop("run")
+                if restore_student_key and kind == "quick" and budget > 0:
+                    forget_run_proposals(project, run)
+                cell = {**common, "student": kind, **result}
+                if variant is not None:
+                    cell["variant"] = f"noise={variant}"
+                cells.append(cell)
+                recorder.cell(cell)
     unreviewed = Example.objects.filter(project=project, is_gold=False, review_state="unreviewed")
     return {
         "cells": cells,
@@ -759,12 +794,13 @@ def part_teacher(
             budgets=args.budgets,
             finetune_budgets=finetune_budgets,
             refresh_every=args.refresh_every,
+            noise_variants=args.noise_variants,
         )
         cells += result["cells"]
         summaries[order] = result["summary"]
         if order == "default":
             default_project = project
-    accuracy = {(c["order"], c["budget"], c["student"]): c["accuracy"] for c in cells}
+    accuracy = {(c["order"], c["budget"], c["student"]): c["accuracy"] for c in cells if "variant" not in c}
     comparisons = []
     for budget in args.budgets:
         d, r = accuracy.get(("default", budget, "quick")), accuracy.get(("random", budget, "quick"))
@@ -906,7 +942,7 @@ def plot(output: dict, path: Path) -> str:
         part = output[teacher]
         by_order: dict[str, list] = defaultdict(list)
         for cell in part["cells"]:
-            if cell["student"] == "quick":
+            if cell["student"] == "quick" and "variant" not in cell:
                 by_order[cell["order"]].append((cell["budget"], cell["accuracy"]))
         for order, points in by_order.items():
             points.sort()
@@ -978,6 +1014,12 @@ def main() -> int:
         "--refresh-every", type=int, default=None, help="default order's rounds (default: the app's)"
     )
     parser.add_argument(
+        "--noise-variants",
+        type=lambda s: parse_list(s, ("none", "prune", "weight", "prune+weight")),
+        default=[],
+        help="also train each quick cell with these noise handlings (diagnosis; marked variant)",
+    )
+    parser.add_argument(
         "--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
     parser.add_argument("--plot", type=Path, default=None, help="PNG of accuracy against budget per order")
@@ -990,7 +1032,8 @@ def main() -> int:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     load_start = loadavg()
     work = Path(tempfile.mkdtemp(prefix="review-budget-"))
-    log(f"data dir {work}; load {load_start}; {vars(args)}")
+    git = git_state()
+    log(f"data dir {work}; load {load_start}; {vars(args)}; git {git}")
     real_stdout = sys.stdout
     output: dict = {}
     try:
@@ -1069,6 +1112,7 @@ def main() -> int:
                 "finetune": not args.no_finetune,
                 "refresh_every": args.refresh_every,
                 "texts_embedded_by_the_memo": memo.computed,
+                "git": git,
             }
     finally:
         if args.keep:

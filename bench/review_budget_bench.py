@@ -943,19 +943,14 @@ def plot(output: dict, path: Path) -> str:
         by_order: dict[str, list] = defaultdict(list)
         for cell in part["cells"]:
             if cell["student"] == "quick" and "variant" not in cell:
-                by_order[cell["order"]].append((cell["budget"], cell["accuracy"]))
-        for order, points in by_order.items():
-            points.sort()
+                weighted = "weight" in (cell.get("noise_handling") or "")
+                by_order[cell["order"]].append((cell["budget"], cell["accuracy"], weighted))
+        for order in [o for o in ORDERS if o in by_order]:
+            points = sorted(by_order[order])
             colour, marker = styles.get(order, ("black", "x"))
-            ax.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                marker=marker,
-                color=colour,
-                label=order,
-                lw=1.4,
-                ms=5,
-            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, label=order, lw=1.4)
+            for x, y, weighted in points:  # hollow: the advice chose weighting by teacher confidence
+                ax.plot([x], [y], marker=marker, color=colour, ms=6, mfc="white" if weighted else colour)
         finetunes = sorted((c["budget"], c["accuracy"]) for c in part["cells"] if c["student"] == "finetune")
         if finetunes:
             ax.plot(
@@ -978,7 +973,11 @@ def plot(output: dict, path: Path) -> str:
         ax.set_ylabel("gold accuracy (Banking77 test)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("Quick student on the app's recommended labels, by review order", fontsize=10)
+    fig.suptitle(
+        "Quick student on the app's recommended labels, by review order "
+        "(hollow marker: the advice weighted teacher labels by confidence)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -987,6 +986,38 @@ def plot(output: dict, path: Path) -> str:
 
 
 # --- main ---------------------------------------------------------------------------------------
+
+
+def merged(paths: list[Path]) -> dict:
+    """Saved outputs of several runs as one: the first run's cells, plus the cells (and ceiling
+    numbers) of later runs that it lacks, e.g. a grid run with --no-finetune and a fine-tune run."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    out = runs[0]
+    for other in runs[1:]:
+        for teacher in ("simulated", "embedding"):
+            if not other.get(teacher):
+                continue
+            if not out.get(teacher):
+                out[teacher] = other[teacher]
+                continue
+            part = out[teacher]
+            have = {(c["order"], c["budget"], c["student"], c.get("variant")) for c in part["cells"]}
+            part["cells"] += [
+                c
+                for c in other[teacher]["cells"]
+                if (c["order"], c["budget"], c["student"], c.get("variant")) not in have
+            ]
+            for key in ("ceiling_finetune", "ceiling_quick"):
+                if part.get(key) is None:
+                    part[key] = other[teacher].get(key)
+            at10 = {
+                c["student"]: c["accuracy"]
+                for c in part["cells"]
+                if c["order"] == "default" and c["budget"] == 10.0 and "variant" not in c
+            }
+            if part.get("ceiling_finetune") is not None and "finetune" in at10:
+                part["gap_at_10pct_points"] = round(100 * (part["ceiling_finetune"] - at10["finetune"]), 2)
+    return out
 
 
 def parse_list(text: str, allowed=None, cast=str) -> list:
@@ -1025,8 +1056,20 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=None, help="PNG of accuracy against budget per order")
     parser.add_argument("--save", type=Path, default=None, help="also write the JSON here (+ .cells.jsonl)")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="no run: merge these saved outputs (--save) and draw --plot from them",
+    )
     args = parser.parse_args()
     args.budgets = sorted(set(args.budgets))
+    if args.replot:
+        output = merged(args.replot)
+        output["plot"] = plot(output, args.plot) if args.plot else None
+        print(json.dumps(output, indent=1, default=str))
+        return 0
 
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")

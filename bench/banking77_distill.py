@@ -49,6 +49,7 @@ import contextlib
 import csv
 import json
 import os
+import platform
 import random
 import shutil
 import sys
@@ -78,6 +79,17 @@ TEACHER_TEST_SEED = 78
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the JSON (the bench machines differ between sessions)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def loadavg() -> list[float]:
@@ -585,6 +597,7 @@ def main() -> int:
                 else None,
             }
             output["environment"] = {
+                "cpu": cpu_model(),
                 "cpu_count": os.cpu_count(),
                 "torch_threads": torch.get_num_threads(),
                 "torch": torch.__version__,

@@ -65,19 +65,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_bench  # noqa: E402 - the sibling bench, whose setup and server this one reuses
+from banking77_distill import cpu_model  # noqa: E402
 from serve_bench import REPO_ROOT, Server, log, percentile  # noqa: E402
 
 P99_LIMIT_MS = 1000.0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 # --- the client ----------------------------------------------------------------------------------

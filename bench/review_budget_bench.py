@@ -105,6 +105,8 @@ for _path in (REPO_ROOT, BENCH_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from banking77_distill import cpu_model  # noqa: E402
+
 DATA = REPO_ROOT.parent / "shared" / "data" / "banking77"
 ORDERS = ("random", "confidence", "errors", "disagreement", "default")
 TEACHERS = ("simulated", "embedding", "weak")
@@ -127,17 +129,6 @@ def log(message: str) -> None:
 
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def git_state() -> dict:

@@ -72,11 +72,20 @@ class ProjectForm(forms.Form):
 class ProjectSettingsForm(forms.ModelForm):
     class Meta:
         model = Project
-        fields = ["name", "guidelines", "review_order", "review_budget", "refresh_every", "audit_share"]
+        fields = [
+            "name",
+            "guidelines",
+            "review_order",
+            "review_budget",
+            "review_budget_hours",
+            "refresh_every",
+            "audit_share",
+        ]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 12})}
         labels = {
             "review_order": "Review order",
             "review_budget": "Review budget (items)",
+            "review_budget_hours": "or (reviewer hours)",
             "refresh_every": "Refresh the queue every (verdicts)",
             "audit_share": "Random audit share",
         }
@@ -92,6 +101,14 @@ class ProjectSettingsForm(forms.ModelForm):
         )
         self.fields["audit_share"].min_value = 0
         self.fields["audit_share"].max_value = 1
+
+    def clean_review_budget_hours(self) -> float | None:
+        hours = self.cleaned_data["review_budget_hours"]
+        if hours is not None and not 0 < hours <= 100_000:
+            raise forms.ValidationError(
+                "A number of hours above 0 (1.5: an hour and a half), or empty for none."
+            )
+        return hours
 
     def clean_audit_share(self) -> float:
         share = self.cleaned_data["audit_share"]

@@ -146,6 +146,7 @@ def project_dashboard(project: Project) -> dict:
     import statistics
 
     from annotation import review
+    from annotation.review.rounds import MAX_CARD_SECONDS
 
     reviews = Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW, is_bulk=False)
     throughput = []
@@ -153,7 +154,7 @@ def project_dashboard(project: Project) -> dict:
     counts: dict[str, int] = {}
     for name, seconds in reviews.values_list("reviewer__username", "seconds_spent"):
         counts[name] = counts.get(name, 0) + 1
-        if seconds is not None and 0 < seconds < 600:  # longer is a coffee break, not work
+        if seconds is not None and 0 < seconds < MAX_CARD_SECONDS:  # longer is a break: not the pace
             per_reviewer.setdefault(name, []).append(seconds)
     for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
         times = per_reviewer.get(name, [])

@@ -46,6 +46,11 @@ class Project(models.Model):
     review_budget = models.PositiveIntegerField(
         null=True, blank=True, help_text="Items the lead plans to have reviewed (empty: no budget)."
     )
+    review_budget_hours = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Reviewer hours the lead plans to spend (empty: no hour budget); measured from the time on each card.",
+    )
     review_order = models.CharField(
         max_length=20,
         default="confidence",

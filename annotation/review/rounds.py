@@ -21,18 +21,49 @@ from annotation.models import Project, Review
 refresh_due = Signal()
 
 
+# A card open longer than this was a break, not work: it counts this long.
+MAX_CARD_SECONDS = 600
+
+
 def verdict_count(project: Project) -> int:
     return Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW).count()
 
 
+def review_time(project: Project, *, gold: bool = True) -> dict:
+    """Reviewer time spent on the project's cards (bulk verdicts take none); without `gold`,
+    on review cards only (not blind gold labels or adjudications).
+
+    ``seconds`` sums each timed card's seconds, capped at MAX_CARD_SECONDS; a card with no
+    time (an import, a verdict from the API) counts as the mean of the timed ones, so the
+    hours follow the cards done. ``seconds_per_item`` is that mean (None before any timed card).
+    """
+    reviews = Review.objects.filter(example__project=project, is_bulk=False)
+    if not gold:
+        reviews = reviews.filter(kind=Review.Kind.REVIEW)
+    times = [
+        min(s, MAX_CARD_SECONDS)
+        for s in reviews.exclude(seconds_spent=None).values_list("seconds_spent", flat=True)
+        if s > 0
+    ]
+    cards = reviews.count()
+    per_item = sum(times) / len(times) if times else None
+    return {
+        "cards": cards,
+        "timed": len(times),
+        "seconds": per_item * cards if per_item else 0.0,
+        "seconds_per_item": per_item,
+    }
+
+
 def round_status(project: Project) -> dict:
-    """Verdicts so far, the budget left and the verdicts until the next refresh."""
+    """Verdicts so far, the budget left (in items and in reviewer hours) and the verdicts
+    until the next refresh. The budget is reached when either is spent."""
     done = verdict_count(project)
     budget = project.review_budget
     until = None
     if project.refresh_every:
         until = max(0, project.refreshed_at_verdicts + project.refresh_every - done)
-    return {
+    status = {
         "verdicts": done,
         "budget": budget,
         "budget_left": max(0, budget - done) if budget else None,
@@ -40,7 +71,27 @@ def round_status(project: Project) -> dict:
         "budget_percent": min(100, round(100 * done / budget)) if budget else None,
         "refresh_every": project.refresh_every,
         "until_refresh": until,
+        "budget_hours": project.review_budget_hours,
+        "hours_spent": None,
+        "hours_left": None,
+        "cards_left_in_hours": None,
+        "hours_percent": None,
     }
+    if project.review_budget_hours:
+        time = review_time(project, gold=False)  # the budget is for the review queue, as in items
+        spent = time["seconds"] / 3600
+        left = max(0.0, project.review_budget_hours - spent)
+        status.update(
+            hours_spent=spent,
+            hours_left=left,
+            # At the pace measured so far: what the hours left buy.
+            cards_left_in_hours=int(left * 3600 / time["seconds_per_item"])
+            if time["seconds_per_item"]
+            else None,
+            hours_percent=min(100, round(100 * spent / project.review_budget_hours)),
+        )
+        status["budget_reached"] = status["budget_reached"] or left == 0
+    return status
 
 
 def after_verdict(project: Project) -> bool:

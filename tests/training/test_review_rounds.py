@@ -151,3 +151,57 @@ def test_a_new_project_can_be_an_extraction_project(lead, lead_client):
     lead.save()
     page = lead_client.get(reverse("annotation:project-create")).content.decode()
     assert 'value="extraction"' in page and 'value="summarization"' not in page
+
+
+def test_a_budget_in_reviewer_hours_counts_the_time_on_each_card(
+    project, reviewer, reviewer_client, lead_client
+):
+    response = lead_client.post(
+        reverse("annotation:project-settings", args=[project.slug]),
+        {
+            "name": project.name,
+            "guidelines": "",
+            "review_order": "oldest",
+            "review_budget_hours": "-1",
+            "refresh_every": 25,
+            "audit_share": 0.1,
+        },
+    )
+    assert response.status_code == 200 and "A number of hours above 0" in response.content.decode()
+    response = lead_client.post(
+        reverse("annotation:project-settings", args=[project.slug]),
+        {
+            "name": project.name,
+            "guidelines": "",
+            "review_order": "oldest",
+            "review_budget_hours": "0.02",
+            "refresh_every": 25,
+            "audit_share": 0.1,
+        },
+    )
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.review_budget_hours == 0.02 and project.review_budget is None  # 72 seconds
+
+    labelled(project, reviewer, 6)
+    verdicts(project, reviewer, 3)
+    # Two timed cards (10 s, 20 s) and one without a time, which counts as their mean.
+    for review_row, seconds in zip(Review.objects.order_by("pk"), [10, 20, None], strict=True):
+        review_row.seconds_spent = seconds
+        review_row.save()
+    status = round_status(project)
+    assert status["hours_spent"] * 3600 == pytest.approx(45)
+    assert status["hours_left"] * 3600 == pytest.approx(27)
+    assert status["cards_left_in_hours"] == 1 and status["hours_percent"] == 62
+    assert not status["budget_reached"] and status["budget_left"] is None
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert 'data-count="hours-left">0.0<' in page and 'data-count="cards-left-in-hours">1<' in page
+
+    # A card left open for over an hour was a break: it counts 600 s, and the budget is spent.
+    verdicts(project, reviewer, 1)
+    Review.objects.filter(pk=Review.objects.order_by("-pk")[0].pk).update(seconds_spent=5000)
+    status = round_status(project)
+    assert status["hours_spent"] * 3600 == pytest.approx(4 * (10 + 20 + 600) / 3)
+    assert status["budget_reached"] and status["hours_left"] == 0
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert 'data-count="budget-reached"' in page and "reviewer hours" in page

@@ -20,11 +20,11 @@ from decimal import Decimal
 from django.db.models import Sum
 
 from annotation.models import STUDENT_AGENT_PREFIX, Project, Proposal, Review
+from annotation.review.rounds import review_time
 from tasks.measure import wilson_interval
 from training.models import Evaluation, ServingConfig
 
 BATCH = 100
-MAX_SECONDS = 600
 
 
 def learning_curve(project: Project) -> list[dict]:
@@ -108,19 +108,15 @@ def errors_found_by_order(project: Project) -> list[dict]:
 
 
 def review_cost(project: Project, rate: Decimal) -> dict:
-    reviews = Review.objects.filter(example__project=project, is_bulk=False)
-    seconds = [
-        min(s, MAX_SECONDS)
-        for s in reviews.exclude(seconds_spent=None).values_list("seconds_spent", flat=True)
-    ]
-    hours = sum(seconds) / 3600
-    per_item = (sum(seconds) / len(seconds)) if seconds else None
+    time = review_time(project)
+    hours = time["seconds"] / 3600
+    per_item = time["seconds_per_item"]
     api = Proposal.objects.filter(example__project=project).exclude(
         agent__startswith=STUDENT_AGENT_PREFIX
     ).aggregate(total=Sum("cost_usd"))["total"] or Decimal(0)
     return {
-        "reviews": reviews.count(),
-        "timed": len(seconds),
+        "reviews": time["cards"],
+        "timed": time["timed"],
         "hours": round(hours, 2),
         "seconds_per_item": round(per_item, 1) if per_item is not None else None,
         "rate": rate,

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -66,6 +65,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 for _path in (REPO_ROOT, BENCH_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from banking77_distill import cpu_model  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("DISTILL_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 RESTAURANT_FIELDS = ["date", "time", "people", "first_name", "last_name"]
@@ -253,7 +254,7 @@ def build_project(
     return project, imports
 
 
-def train_and_evaluate(project, *, epochs: float | None) -> dict:
+def train_and_evaluate(project, *, overrides: dict) -> dict:
     from banking77_distill import RunWatcher
 
     from training import services as training_services
@@ -263,7 +264,7 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
         project=project,
         user=None,
         kind=TrainingRun.Kind.FINETUNE,
-        hyperparameters={"epochs": epochs} if epochs is not None else None,  # None: the defaults
+        hyperparameters=overrides or None,  # None: the launch form's defaults
     )
     if not training_services.run_claim(run.pk):
         raise RuntimeError(f"run {run.pk} could not be claimed")
@@ -337,22 +338,23 @@ def confidence_quartiles(task, rows: list[dict]) -> list[dict]:
     return out
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--part", choices=["restaurant8k", "wnut17", "teacher", "all"], default="all")
     parser.add_argument("--limit", type=int, default=None, help="seeded sample of N train and N test rows")
     parser.add_argument("--epochs", type=float, default=None, help="override the default epochs (smoke runs)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one default hyperparameter (a screen, e.g. learning_rate=1e-4 or case_feature=true)",
+    )
     args = parser.parse_args()
+    overrides = {"epochs": args.epochs} if args.epochs is not None else {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        overrides[name] = json.loads(value)
 
     import torch
     from banking77_distill import loadavg, setup_django
@@ -374,7 +376,7 @@ def main() -> None:
             ),
             "hyperparameters": run_defaults(ExtractionTask([]), "finetune"),
             "hyperparameters_source": "training.services.run_defaults (the launch form's, for extraction)",
-            "epochs_override": args.epochs,
+            "overrides": overrides,
             "limit": args.limit,
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -394,7 +396,7 @@ def main() -> None:
                 test_rows=r8k_test,
                 work=work,
             )
-            report["restaurant8k"] = {**train_and_evaluate(project, epochs=args.epochs), "imports": imports}
+            report["restaurant8k"] = {**train_and_evaluate(project, overrides=overrides), "imports": imports}
         if "wnut17" in parts:
             project, imports = build_project(
                 slug="wnut17",
@@ -403,7 +405,7 @@ def main() -> None:
                 test_rows=sample(wnut17("test"), args.limit, 2),
                 work=work,
             )
-            report["wnut17"] = {**train_and_evaluate(project, epochs=args.epochs), "imports": imports}
+            report["wnut17"] = {**train_and_evaluate(project, overrides=overrides), "imports": imports}
         if "teacher" in parts:
             from training.services import evaluate_system
 
@@ -418,7 +420,7 @@ def main() -> None:
                 teacher=(taught, teacher_test),
             )
             teacher = evaluate_system(project=project, agent=TEACHER_AGENT, gold_version=1).metrics
-            trained = train_and_evaluate(project, epochs=args.epochs)
+            trained = train_and_evaluate(project, overrides=overrides)
             report["simulated_teacher"] = {
                 "teacher_strict_f1": round(teacher["strict"]["micro"]["f1"], 4),
                 "teacher_partial_f1": round(teacher["partial"]["micro"]["f1"], 4),

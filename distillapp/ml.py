@@ -160,6 +160,8 @@ class Hyperparameters:
     max_length: int = 64
     seed: int = 13
     class_weighting: bool = False
+    # Extraction: give an uncased base model the text's capitals back (tasks/extraction/student.py).
+    case_feature: bool = False
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
 
@@ -438,13 +440,17 @@ def _load_onnx(onnx_dir: str, mtime: float):
     session = onnxruntime.InferenceSession(
         str(Path(onnx_dir) / ONNX_MODEL_FILE), options, providers=["CPUExecutionProvider"]
     )
-    config = AutoConfig.from_pretrained(onnx_dir)
-    names = [config.id2label[i] for i in range(config.num_labels)]
-    return AutoTokenizer.from_pretrained(onnx_dir), session, names
+    return AutoTokenizer.from_pretrained(onnx_dir), session, AutoConfig.from_pretrained(onnx_dir)
+
+
+def label_names(config) -> list[str]:
+    """A saved model's output names, in output order."""
+    return [config.id2label[i] for i in range(config.num_labels)]
 
 
 def load_onnx(onnx_dir: Path | str):
-    """(tokenizer, session, label names) of an `export_onnx_int8` directory, loaded once."""
+    """(tokenizer, session, config) of an `export_onnx_int8` directory, loaded once; the
+    config's ``id2label`` names the outputs (`label_names`)."""
     path = Path(onnx_dir)
     with _ONNX_LOAD_LOCK:
         # The file's mtime is in the key, so a new export is loaded afresh.

@@ -74,6 +74,14 @@ class LaunchForm(forms.Form):
         min_value=0, max_value=0.5, initial=DEFAULTS["validation_fraction"]
     )
     class_weighting = forms.BooleanField(required=False, help_text="Weight rare labels up in the loss.")
+    case_feature = forms.BooleanField(
+        required=False,
+        label="Mark capitals",
+        help_text=(
+            "The bundled MiniLM is uncased: this gives it back which words start with a capital, often "
+            "the only sign of a name in noisy text."
+        ),
+    )
     C = forms.FloatField(
         min_value=1e-4,
         max_value=1e4,
@@ -86,7 +94,7 @@ class LaunchForm(forms.Form):
     # Which fields each run kind uses; the others are hidden for it and ignored.
     KIND_FIELDS = {
         # The quick student embeds at its own 128 tokens, the length the base model was trained on.
-        "finetune": {"epochs", "learning_rate", "batch_size", "warmup_ratio", "max_length"},
+        "finetune": {"epochs", "learning_rate", "batch_size", "warmup_ratio", "max_length", "case_feature"},
         "quick": {"C"},
     }
     SHARED_FIELDS = (
@@ -113,8 +121,9 @@ class LaunchForm(forms.Form):
             (name, name) for name in base_model_choices()
         ]
         for names in self.KIND_FIELDS.values():
-            for name in names - {"C"}:
+            for name in names - {"C", "case_feature"}:
                 self.fields[name].widget.attrs.update(_only("finetune"))
+        self.fields["case_feature"].widget.attrs.update(_only("finetune"))
         for name in self.SHARED_FIELDS:
             self.fields[name].widget.attrs.update(_only("finetune", "quick"))
         if project is None:
@@ -122,6 +131,8 @@ class LaunchForm(forms.Form):
         task = project.task
         if not task.handles_label_noise:
             del self.fields["noise_handling"]
+        if "case_feature" not in run_defaults(task):  # a task whose student has no use for capitals
+            del self.fields["case_feature"]
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
         self.kind_help = {k.value: KIND_HELP[k] for k in kinds}

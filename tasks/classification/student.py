@@ -166,7 +166,8 @@ def predict_onnx(
     onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
 ) -> tuple[list[str], list[float]]:
     """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
-    tokenizer, session, names = ml.load_onnx(onnx_dir)
+    tokenizer, session, config = ml.load_onnx(onnx_dir)
+    names = ml.label_names(config)
     t = temperature(onnx_dir)
     inputs = [i.name for i in session.get_inputs()]
     probabilities = np.empty((len(texts), len(names)), dtype=np.float32)

@@ -19,6 +19,13 @@ Restaurant-8k loses 18 of 3,477 to overlaps (it marks "in an hour" as both date 
 time) and 3 to a boundary inside a word ("13:00" of "13:00pm" grows to the whole word,
 "06:15 PM" of "t06:15 PM" too).
 
+Capitals (``case_feature``): the bundled MiniLM is uncased, so its tokenizer lower-cases
+the text and "Apple" the firm looks like "apple" the fruit; in noisy text (WNUT-17) a capital
+is often the only sign of a name. The student then gets them back through the token type
+embedding, which a one-text task leaves unused: type 1 on a token whose first character is
+a capital letter, 0 elsewhere (and on [CLS], [SEP]). The flag is saved in the model's config
+(``case_feature``), so prediction, the int8 export and serving mark the same tokens.
+
 Long texts: a text longer than ``max_length`` tokens is cut into windows that overlap by
 half a window (the tokenizer's ``stride``), so every span up to half a window long lies
 whole in some window. In training, a span cut by a window's edge is left out of that
@@ -57,17 +64,31 @@ def _overlap(max_length: int) -> int:
     return max(0, (max_length - 2) // 2)
 
 
-def _windows(tokenizer, texts: list[str], max_length: int):
+def _windows(tokenizer, texts: list[str], max_length: int, *, capitals: bool = False):
     """Every text as one or more overlapping windows (a BatchEncoding; its
-    ``overflow_to_sample_mapping`` says whose window each row is)."""
-    return tokenizer(
+    ``overflow_to_sample_mapping`` says whose window each row is). With `capitals`, the
+    token types mark the tokens that start with a capital letter (module docstring)."""
+    encoded = tokenizer(
         texts,
         truncation=True,
         max_length=max_length,
         stride=_overlap(max_length),
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
+        return_token_type_ids=True,
     )
+    if capitals:
+        encoded["token_type_ids"] = [
+            [int(end > start and texts[text_index][start].isupper()) for start, end in offsets]
+            for offsets, text_index in zip(
+                encoded["offset_mapping"], encoded["overflow_to_sample_mapping"], strict=True
+            )
+        ]
+    return encoded
+
+
+def _capitals(config) -> bool:
+    return bool(getattr(config, "case_feature", False))
 
 
 def _content(encoded, window: int) -> list[int]:
@@ -166,7 +187,13 @@ def train(
     model = AutoModelForTokenClassification.from_pretrained(
         base_model, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
     )
-    encoded = _windows(tokenizer, list(texts), hp.max_length)
+    if hp.case_feature:
+        if getattr(model.config, "type_vocab_size", 0) < 2:
+            raise ValueError(
+                f"{base_model} has no second token type to mark capitals with; train it without the case feature"
+            )
+        model.config.case_feature = True  # saved with the model: prediction marks the same tokens
+    encoded = _windows(tokenizer, list(texts), hp.max_length, capitals=hp.case_feature)
     train_set = ml.LabelledEncodings(encoded, token_labels(encoded, list(texts), list(answers), label2id))
     compute_loss = None
     if hp.class_weighting:
@@ -219,7 +246,7 @@ def predict(
     import torch
 
     tokenizer, model = ml.load_saved(AUTO_CLASS, model_dir)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    labels = ml.label_names(model.config)
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         batch = {key: torch.tensor(value, device=model.device) for key, value in feed.items()}
@@ -227,7 +254,16 @@ def predict(
             return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
 
     keys = ("input_ids", "token_type_ids", "attention_mask")
-    return _predict(tokenizer, run, keys, labels, texts, batch_size=batch_size, max_length=max_length)
+    return _predict(
+        tokenizer,
+        run,
+        keys,
+        labels,
+        texts,
+        batch_size=batch_size,
+        max_length=max_length,
+        capitals=_capitals(model.config),
+    )
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
@@ -238,7 +274,8 @@ def predict_onnx(
     onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
 ) -> tuple[list[dict], list[float]]:
     """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
-    tokenizer, session, labels = ml.load_onnx(onnx_dir)
+    tokenizer, session, config = ml.load_onnx(onnx_dir)
+    labels = ml.label_names(config)
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         logits = session.run(["logits"], feed)[0].astype(np.float32)
@@ -247,7 +284,16 @@ def predict_onnx(
         return exp / exp.sum(axis=-1, keepdims=True)
 
     keys = tuple(i.name for i in session.get_inputs())
-    return _predict(tokenizer, run, keys, labels, texts, batch_size=batch_size, max_length=max_length)
+    return _predict(
+        tokenizer,
+        run,
+        keys,
+        labels,
+        texts,
+        batch_size=batch_size,
+        max_length=max_length,
+        capitals=_capitals(config),
+    )
 
 
 def _predict(
@@ -259,12 +305,13 @@ def _predict(
     *,
     batch_size: int,
     max_length: int,
+    capitals: bool,
 ) -> tuple[list[dict], list[float]]:
     """Token probabilities of every window from `run` (a batch of windows in, their
     softmax out), merged per text and decoded to spans."""
     if not texts:
         return [], []
-    encoded = _windows(tokenizer, list(texts), max_length)
+    encoded = _windows(tokenizer, list(texts), max_length, capitals=capitals)
     keys = [key for key in keys if key in encoded]
     probabilities: list[np.ndarray | None] = [None] * len(encoded["input_ids"])
     for idx in ml.same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):

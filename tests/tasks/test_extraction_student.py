@@ -302,8 +302,72 @@ def test_a_tiny_model_trains_predicts_and_exports(tmp_path):
     np.testing.assert_allclose(onnx_confidences, confidences, atol=0.1)
 
     # The export keeps per-token logits with free batch and sequence axes.
-    _, session, labels = ml.load_onnx(onnx_dir)
+    _, session, config = ml.load_onnx(onnx_dir)
+    labels = ml.label_names(config)
     assert labels == student.bio_labels(FIELDS)
     for batch, length in ((1, 5), (3, 17)):
         feed = {i.name: np.ones((batch, length), dtype=np.int64) for i in session.get_inputs()}
         assert session.run(["logits"], feed)[0].shape == (batch, length, len(labels))
+
+
+def test_the_case_feature_gives_an_uncased_student_its_capitals_back(tmp_path):
+    texts = ["Lunch with Anna at Noon", "ANNA at 7", "anna at 7"]
+    windows = student._windows(tokenizer(), texts, 32, capitals=True)
+    for w, text in enumerate(texts):
+        marked = [
+            text[start:end]
+            for (start, end), kind in zip(
+                windows["offset_mapping"][w], windows["token_type_ids"][w], strict=True
+            )
+            if kind
+        ]
+        assert marked == [word for word in text.split() if word[0].isupper()]
+    # Without it the uncased tokenizer sees one text three times over.
+    plain = student._windows(tokenizer(), texts[1:], 32)
+    assert plain["input_ids"][0] == plain["input_ids"][1] and not any(map(any, plain["token_type_ids"]))
+
+    rows = restaurant8k("train", 12)
+    base = ml.make_tiny_model(tmp_path / "base")
+    outputs = {}
+    for case_feature in (False, True):
+        out = tmp_path / f"model-{case_feature}"
+        student.train(
+            texts=[t for t, _ in rows],
+            answers=[{"spans": s} for _, s in rows],
+            names=FIELDS,
+            base_model=base,
+            output_dir=out,
+            hyperparameters=ml.Hyperparameters(
+                epochs=1, batch_size=4, max_length=32, case_feature=case_feature
+            ),
+        )
+        _, upper = student.predict(out, ["Table for Anna Smith"], max_length=32)
+        _, lower = student.predict(out, ["table for anna smith"], max_length=32)
+        outputs[case_feature] = (upper, lower)
+    # The flag is saved with the model, so prediction marks the capitals too (and the
+    # int8 export, from the same config), and only then do capitals change the answer.
+    assert outputs[False][0] == outputs[False][1]
+    assert outputs[True][0] != outputs[True][1]
+    onnx_dir = student.export_onnx(tmp_path / "model-True", tmp_path / "onnx", max_length=32)
+    _, onnx_upper = student.predict_onnx(onnx_dir, ["Table for Anna Smith"], max_length=32)
+    _, onnx_lower = student.predict_onnx(onnx_dir, ["table for anna smith"], max_length=32)
+    assert onnx_upper != onnx_lower
+    np.testing.assert_allclose(onnx_upper, outputs[True][0], atol=0.05)
+
+
+def test_a_base_model_with_one_token_type_refuses_the_case_feature(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    base = ml.make_tiny_model(tmp_path / "base")
+    config = BertConfig.from_pretrained(base)
+    config.type_vocab_size = 1
+    BertModel(config).save_pretrained(base)
+    with pytest.raises(ValueError, match="no second token type"):
+        student.train(
+            texts=["Anna at 7"],
+            answers=[{"spans": []}],
+            names=FIELDS,
+            base_model=base,
+            output_dir=tmp_path / "model",
+            hyperparameters=ml.Hyperparameters(epochs=1, case_feature=True),
+        )

@@ -38,6 +38,20 @@ def test_it_is_a_task_with_fields():
     assert TASK.names == ["date", "people", "time"]
 
 
+def test_the_launch_form_trains_an_extraction_student_at_its_own_rate_with_capitals():
+    from training.models import default_hyperparameters
+    from training.services import run_defaults
+
+    shared, extraction = default_hyperparameters(), run_defaults(TASK, "finetune")
+    # Measured on WNUT-17 and Restaurant-8k (bench/README.md, "Extraction students").
+    assert extraction["learning_rate"] == 1e-4 < shared["learning_rate"]
+    assert extraction["case_feature"] is True and "case_feature" not in shared
+    assert {**extraction, "learning_rate": shared["learning_rate"], "case_feature": False} == {
+        **shared,
+        "case_feature": False,
+    }
+
+
 # --- validate ----------------------------------------------------------------------------
 
 

@@ -200,3 +200,25 @@ def test_tiny_extraction_run_end_to_end_through_a_real_worker(
         assert lead_client.get(reverse(page, args=[extraction.slug])).status_code == 200
     assert lead_client.get(reverse("training:run", args=[extraction.slug, 1])).status_code == 200
     assert Evaluation.objects.filter(project=extraction).count() == 2
+
+
+def test_the_launch_form_offers_capitals_for_extraction_only(extraction, project, lead_client):
+    from training.forms import LaunchForm
+
+    form = LaunchForm(project=extraction)
+    assert form.fields["case_feature"].initial is True
+    assert form.fields["learning_rate"].initial == 1e-4
+    assert "case_feature" not in LaunchForm(project=project).fields
+    assert (
+        "Mark capitals" not in lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
+    )
+
+    page = lead_client.get(reverse("training:runs", args=[extraction.slug])).content.decode()
+    assert "Mark capitals" in page and 'name="case_feature"' in page
+    proposed(extraction, 12)
+    values = {n: f.initial for n, f in form.fields.items() if f.initial is not None}
+    values.pop("case_feature")  # an unticked box sends nothing
+    response = lead_client.post(reverse("training:run-create", args=[extraction.slug]), values)
+    assert response.status_code == 302
+    run = extraction.training_runs.get()
+    assert run.hyperparameters["case_feature"] is False and run.hyperparameters["learning_rate"] == 1e-4

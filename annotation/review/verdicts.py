@@ -30,7 +30,7 @@ from tasks.base import Answer, AnswerError
 STRATEGIES = {
     "confidence": "Lowest teacher confidence first",
     "disagreement": "Teacher and student disagree first",
-    "errors": "Likely label errors first",
+    "errors": "Likely label errors first (then lowest teacher confidence)",
     "random": "Random (unbiased audit)",
     "oldest": "Oldest first",
 }
@@ -101,7 +101,10 @@ class QueueFilter:
         if self.strategy == "disagreement":
             return examples.order_by("-is_disagreement", F("teacher_confidence").asc(nulls_last=True), "pk")
         if self.strategy == "errors":
-            return examples.order_by(F("quality_score").asc(nulls_last=True), "pk")
+            # Examples not scored yet (no quality run, or labelled since) by the teacher's doubt.
+            return examples.order_by(
+                F("quality_score").asc(nulls_last=True), F("teacher_confidence").asc(nulls_last=True), "pk"
+            )
         if self.strategy == "random":
             return examples.order_by("queue_rank", "pk")
         if self.strategy == "oldest":

@@ -71,6 +71,16 @@ def test_other_orders(project, reviewer, queue_items, strategy, first):
     )
 
 
+def test_likely_errors_first_then_the_unscored_by_teacher_confidence(project, reviewer, queue_items):
+    Example.objects.filter(text="charged twice").update(quality_score=0.5)
+    order = []
+    filters = review.QueueFilter(strategy="errors")
+    while (example := review.review_next(project=project, user=reviewer, filters=filters)) is not None:
+        order.append(example.text)
+        review.review_record(example=example, user=reviewer, verdict="reject")
+    assert order == ["charged twice", "app crashes", "hello", "no proposal at all"]
+
+
 def test_filters(project, reviewer, queue_items):
     by = lambda **kw: [e.text for e in review.queue(project, review.QueueFilter(**kw)).order_by("pk")]  # noqa: E731
     assert by(label="Billing") == ["charged twice"]

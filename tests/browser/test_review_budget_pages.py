@@ -82,12 +82,16 @@ def test_review_page_rounds_and_more_like_this_by_key(page, django_user_model, a
     reviewer = make_user(django_user_model, "rob")
     project = make_project(lead=lead, reviewer=reviewer)
     project.review_budget = 50
+    project.review_budget_hours = 1
     project.refresh_every = 30
     project.save()
     seed(project, reviewer)
     log_in(page, "rob", "pw-rob")
     page.goto(reverse("annotation:review", args=[project.slug]))
     assert page.locator('[data-count="budget-left"]').inner_text() == "30"
+    # 20 cards at 12 s: 4 minutes of the hour spent; the rest buys 280 cards at that pace.
+    assert page.locator('[data-count="hours-left"]').inner_text() == "0.9"
+    assert page.locator('[data-count="cards-left-in-hours"]').inner_text() == "280"
     assert page.locator('[data-count="until-refresh"]').inner_text() == "10"
     first = page.locator("#card").get_attribute("data-example-id")
     page.keyboard.press("m")

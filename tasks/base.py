@@ -221,6 +221,12 @@ class Task(ABC):
         ``scores_label_errors`` implement it."""
         raise NotImplementedError(f"{self.title} cannot score label errors")
 
+    def label_quality(self, texts: list[str], answers: list[Answer]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``label_quality_scores`` and which answers are likely errors (bool each), the set a
+        run's "prune" noise handling leaves out; None where the task type does not decide
+        (training then flags a score below 0.5)."""
+        return self.label_quality_scores(texts, answers), None
+
     def training_names(self, answers: list[Answer]) -> list[str]:
         """The names the student's head is built for, given its training answers."""
         return list(self.names)

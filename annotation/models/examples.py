@@ -330,6 +330,13 @@ class Example(models.Model):
     quality_score = models.FloatField(
         null=True, blank=True, editable=False, help_text="Label quality (cleanlab); low = likely wrong."
     )
+    label_issue = models.BooleanField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The last quality run's verdict: cleanlab counts this label among the likely errors "
+        "(null: not decided; training then flags a quality score below 0.5).",
+    )
     queue_rank = models.FloatField(default=random_rank, editable=False, help_text="A fixed random order.")
 
     objects = ExampleQuerySet.as_manager()
@@ -456,13 +463,13 @@ class Review(models.Model):
     is_audit = models.BooleanField(
         default=False,
         db_default=False,
-        help_text="Served from the random audit share: an unbiased sample of the teacher's answers."
+        help_text="Served from the random audit share: an unbiased sample of the teacher's answers.",
     )
     queue_order = models.CharField(
         max_length=20,
         blank=True,
         db_default="",
-        help_text="The queue order the card was served in (empty: not from the queue)."
+        help_text="The queue order the card was served in (empty: not from the queue).",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 

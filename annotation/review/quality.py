@@ -51,12 +51,19 @@ def quality_run(*, run: QualityRun) -> QualityRun:
                 rows.append((pk, text, task.validate(label, text=text)))
             except AnswerError:
                 continue
-        scores = task.label_quality_scores([t for _, t, _ in rows], [a for _, _, a in rows]) if rows else []
+        scores, issues = (
+            task.label_quality([t for _, t, _ in rows], [a for _, _, a in rows]) if rows else ([], None)
+        )
+        if issues is None:
+            issues = [None] * len(rows)
         with transaction.atomic():
-            Example.objects.filter(project=run.project).update(quality_score=None)
+            Example.objects.filter(project=run.project).update(quality_score=None, label_issue=None)
             Example.objects.bulk_update(
-                [Example(pk=pk, quality_score=float(s)) for (pk, _, _), s in zip(rows, scores, strict=True)],
-                ["quality_score"],
+                [
+                    Example(pk=pk, quality_score=float(s), label_issue=None if flag is None else bool(flag))
+                    for (pk, _, _), s, flag in zip(rows, scores, issues, strict=True)
+                ],
+                ["quality_score", "label_issue"],
                 batch_size=2000,
             )
         QualityRun.objects.filter(pk=run.pk).update(

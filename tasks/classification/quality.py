@@ -40,6 +40,26 @@ texts (24-36 s measured, on a machine shared with other jobs) is then most of th
 Bench result (seed 0): 50.9 % of the teacher's errors in the 10 % lowest scores, vs 29.4 %
 when ordering by the (simulated) teacher's own confidence and 9.9 % in random order.
 
+Which labels a run leaves out ("prune" noise handling): ``label_quality`` also returns
+cleanlab's ``find_label_issues(filter_by="prune_by_noise_rate")`` over the same probabilities:
+it estimates from the confident joint how many labels of each class are wrong and flags that
+many, the lowest margins first. Measured on the full Banking77 train split with the simulated
+81.6 % teacher (cached MiniLM embeddings, quick student C = 10 trained on what is kept, test
+accuracy; the human-label student scores 0.929):
+
+| flagged | 0 % reviewed: pruned, noise left, accuracy | 10 % reviewed (lowest scores first) |
+|---|---|---|
+| nothing | 0, 18.4 %, 0.8685 | 0, 9.0 %, 0.8958 |
+| score < 0.5 (the rule before) | 2,825, 1.2 %, 0.9000 | 1,825, 1.0 %, 0.9039 |
+| **prune_by_noise_rate** | 2,102, 3.2 %, **0.9088** | 1,108, 2.8 %, **0.9104** |
+| score < 0.45 | 2,191, 2.6 %, 0.9081 | 1,191, 2.3 %, 0.9127 |
+| relabel the flagged (score < 0.5) with the out-of-sample guess | 0, 12.7 %, 0.8744 | |
+
+A fixed threshold threw away ~1,070 right labels to remove ~1,760 wrong ones; the noise-rate
+estimate keeps more and adapts to the teacher (a fixed 0.45 would be tuned to this one).
+The guesses are right on only 58 % of the flagged labels, so relabelling is worse than pruning.
+On a few dozen texts the probabilities are soft and the estimate flags little.
+
 Small classes. StratifiedKFold needs every class in every fold, so ``folds`` is lowered to
 the smallest class count (when that is >= 2). A class with a single example cannot be
 predicted out of sample at all (a model fit on the other examples has never seen that
@@ -78,6 +98,22 @@ def label_quality_scores(
     ``embeddings`` (n, dim), when given, are used instead of embedding ``texts``
     (e.g. L2-normalised MiniLM vectors already at hand). See the module docstring.
     """
+    return label_quality(texts, labels, folds=folds, seed=seed, embeddings=embeddings)[0]
+
+
+def label_quality(
+    texts: list[str],
+    labels: list[str],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    embeddings: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scores of `label_quality_scores` and, from the same out-of-sample probabilities,
+    which labels are likely errors (bool per example): cleanlab's ``find_label_issues`` with
+    ``prune_by_noise_rate``, which estimates how many labels of each given class are wrong
+    (the confident joint) and flags that many, those with the lowest margin. See the module
+    docstring for why this and not a fixed score threshold."""
     n = len(labels)
     if len(texts) != n:
         raise ValueError(f"{len(texts)} texts but {n} labels.")
@@ -88,16 +124,17 @@ def label_quality_scores(
         if embeddings.ndim != 2 or embeddings.shape[0] != n:
             raise ValueError(f"embeddings must have shape ({n}, dim), not {embeddings.shape}.")
     scores = np.ones(n, dtype=np.float64)
+    issues = np.zeros(n, dtype=bool)
     counts = Counter(labels)
     if len(counts) < 2:
-        return scores
+        return scores, issues
 
     singleton = np.array([counts[label] == 1 for label in labels], dtype=bool)
     scores[singleton] = SINGLETON_SCORE
     kept = np.flatnonzero(~singleton)
     kept_counts = [count for count in counts.values() if count >= 2]
     if len(kept_counts) < 2:
-        return scores
+        return scores, issues
 
     if embeddings is None:
         from distillapp import embeddings as cache
@@ -119,11 +156,15 @@ def label_quality_scores(
     int_labels = np.array([index[labels[i]] for i in kept], dtype=np.intp)
     pred_probs = out_of_sample_pred_probs(features, int_labels, folds=min(folds, min(kept_counts)), seed=seed)
 
+    from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     kept_scores = get_label_quality_scores(labels=int_labels, pred_probs=pred_probs, method=METHOD)
     scores[kept] = np.clip(kept_scores, 0.0, 1.0)
-    return scores
+    issues[kept] = find_label_issues(
+        labels=int_labels, pred_probs=pred_probs, filter_by="prune_by_noise_rate", n_jobs=1
+    )
+    return scores, issues
 
 
 def out_of_sample_pred_probs(

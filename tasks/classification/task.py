@@ -46,6 +46,11 @@ class ClassificationTask(Task):
 
         return label_quality_scores(texts, answers)
 
+    def label_quality(self, texts: list[str], answers: list[Answer]) -> tuple[np.ndarray, np.ndarray]:
+        from tasks.classification.quality import label_quality
+
+        return label_quality(texts, answers)
+
     def validate(self, value: Answer, *, text: str = "") -> Answer:
         if not isinstance(value, str) or value.strip() not in self.names:
             raise AnswerError(f"{value!r} is not one of the project's labels ({', '.join(self.names)})")
@@ -92,7 +97,9 @@ class ClassificationTask(Task):
     # --- the offline teacher and synthetic data -------------------------------------------
 
     writes_synthetic = True
-    synthetic_about = "The teacher LLM writes new texts per label; the label is stored as the teacher's proposal."
+    synthetic_about = (
+        "The teacher LLM writes new texts per label; the label is stored as the teacher's proposal."
+    )
     SYNTHETIC_DIFFICULTY = {
         "easy": "Make each example clearly and typically about this label.",
         "mixed": "Mix clear examples with a few that are harder to classify.",

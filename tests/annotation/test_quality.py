@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tasks.classification.quality import SINGLETON_SCORE, label_quality_scores
+from tasks.classification.quality import SINGLETON_SCORE, label_quality, label_quality_scores
 from tests.shared_data import dataset, first_per_label
 
 LABEL_COUNT = 8
@@ -58,6 +58,21 @@ def test_flipped_labels_are_at_the_bottom(noisy, scores):
     flipped = np.zeros(len(scores), dtype=bool)
     flipped[noisy["flipped"]] = True
     assert scores[flipped].mean() < scores[~flipped].mean()
+
+
+def test_label_issues_are_cleanlabs_noise_rate_pruning_of_the_same_probabilities(noisy, scores, embeddings):
+    again, issues = label_quality(noisy["texts"], noisy["labels"], embeddings=embeddings)
+    np.testing.assert_allclose(again, scores, atol=1e-6)
+    assert issues.dtype == bool and issues.shape == scores.shape
+    flipped = np.zeros(len(scores), dtype=bool)
+    flipped[noisy["flipped"]] = True
+    # Most flagged labels are flipped ones, and most flipped ones are flagged (20 of 200 flipped).
+    assert (issues & flipped).sum() >= 0.7 * issues.sum()
+    assert (issues & flipped).sum() >= 0.7 * flipped.sum()
+    # Flagged labels are low-margin ones: each scores below the mean of the labels kept.
+    assert scores[issues].max() < scores[~issues].mean()
+    _, none_flagged = label_quality(["a", "b", "c"], ["x", "x", "x"], embeddings=np.eye(3))
+    assert not none_flagged.any()
 
 
 def test_given_embeddings_give_the_same_scores(noisy, scores, embeddings):

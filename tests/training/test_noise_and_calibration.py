@@ -49,6 +49,17 @@ def test_pruning_and_weights_touch_only_unreviewed_labels():
         handle_noise(rows, "drop-everything")
 
 
+def test_where_the_quality_run_decided_its_verdict_prunes_not_the_score():
+    rows = [
+        {**row(1, "proposed", quality=0.3), "issue": False},  # a low margin cleanlab keeps
+        {**row(2, "proposed", quality=0.7), "issue": True},  # its class's noise rate flags it
+        {**row(3, "proposed", quality=0.4), "issue": None},  # not decided: the score flags it
+        {**row(4, "reviewed", quality=0.1), "issue": True},  # a person's label stays
+    ]
+    kept, _, report = handle_noise(rows, "prune")
+    assert [r["id"] for r in kept] == [1, 4] and report["pruned"] == 2
+
+
 @pytest.mark.parametrize("kind", ["quick", "finetune"])
 def test_a_run_leaves_out_flagged_teacher_labels_and_records_it(
     kind, project, reviewer, lead, tiny_base, settings, tmp_path

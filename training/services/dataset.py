@@ -86,7 +86,9 @@ def training_set(
         raise TrainingError(f"Unknown label source {label_source!r}.")
     task = project.task
     rows = []
-    for pk, text, label, state, digest, source, confidence, quality in examples.order_by("pk").values_list(
+    for pk, text, label, state, digest, source, confidence, quality, issue in examples.order_by(
+        "pk"
+    ).values_list(
         "pk",
         "text",
         "current_label",
@@ -95,6 +97,7 @@ def training_set(
         "source",
         "teacher_confidence",
         "quality_score",
+        "label_issue",
     ):
         try:
             # The answer in its normal form; one the project's labels (fields) no longer fit is left out.
@@ -111,6 +114,7 @@ def training_set(
                 "source": source,
                 "confidence": confidence,
                 "quality": quality,
+                "issue": issue,
             }
         )
     return rows
@@ -124,8 +128,10 @@ NOISE_HANDLING = {
     "weight": "Weight unreviewed labels by the teacher's confidence",
     "prune+weight": "Both",
 }
-# cleanlab's normalized margin below 0.5: another label is more likely than the given one
-# (out of sample), i.e. the quality run flags it.
+# Where the quality run did not decide (``Example.label_issue`` null: a task type that only
+# scores), a label is flagged when cleanlab's normalized margin is below 0.5: another label is
+# more likely than the given one (out of sample). Classification decides with cleanlab's
+# find_label_issues (tasks/classification/quality.py), which flags fewer right labels.
 FLAGGED_BELOW = 0.5
 MIN_WEIGHT = 0.05
 
@@ -138,7 +144,11 @@ def handle_noise(rows: list[dict], handling: str) -> tuple[list[dict], list[floa
     if "prune" in handling:
         unreviewed = [r for r in rows if r["state"] != "reviewed"]
         scored = [r for r in unreviewed if r["quality"] is not None]
-        flagged = {r["id"] for r in scored if r["quality"] < FLAGGED_BELOW}
+        flagged = {
+            r["id"]
+            for r in scored
+            if (r["issue"] if r.get("issue") is not None else r["quality"] < FLAGGED_BELOW)
+        }
         rows = [r for r in rows if r["id"] not in flagged]
         report.update(
             pruned=len(flagged),

@@ -272,3 +272,8 @@ def test_quality_run_puts_the_mislabelled_example_first(project, lead, lead_clie
     # measures the decision on 200), but every label has a verdict.
     assert not Example.objects.filter(project=project, label_issue=None).exists()
     assert Example.objects.filter(project=project, label_issue=False).count() >= 20
+    Example.objects.filter(pk=wrong.pk).update(label_issue=True)
+    page = lead_client.get(
+        reverse("annotation:review", args=[project.slug]) + "?strategy=errors"
+    ).content.decode()
+    assert f'data-example-id="{wrong.pk}"' in page and 'data-flag="label-issue"' in page

@@ -6,6 +6,7 @@ reviewed, per review order, measured through the app's services on Banking77.
         [--orders random,confidence,errors,disagreement,default]
         [--teachers simulated,embedding,weak] [--no-finetune] [--plot PATH] [--save PATH]
         [--noise-variants prune,none] [--refresh-every N] [--gold-limit N] [--torch-threads T]
+        [--ceiling-from SAVED.json]
 
 Everything runs in this process on a throw-away SQLite database (DISTILL_DATA_DIR is a temp
 dir, DATABASE_URL and REDIS_URL removed, then ``migrate``), as bench/banking77_distill.py
@@ -1048,6 +1049,12 @@ def main() -> int:
     parser.add_argument("--save", type=Path, default=None, help="also write the JSON here (+ .cells.jsonl)")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
     parser.add_argument(
+        "--ceiling-from",
+        type=Path,
+        default=None,
+        help="take the human-label ceiling from this saved output (--save) instead of training it again",
+    )
+    parser.add_argument(
         "--replot",
         type=Path,
         nargs="+",
@@ -1087,7 +1094,15 @@ def main() -> int:
             log(f"pool rows {len(data.pool_rows)}, gold rows {len(data.gold_rows)}")
 
             teachers = [t for t in args.teachers if t in ("simulated", "embedding")]
-            ceiling = part_ceiling(data, finetune=not args.no_finetune, recorder=recorder) if teachers else {}
+            if args.ceiling_from:
+                ceiling = {
+                    **json.loads(args.ceiling_from.read_text())["ceiling"],
+                    "from": str(args.ceiling_from),
+                }
+            elif teachers:
+                ceiling = part_ceiling(data, finetune=not args.no_finetune, recorder=recorder)
+            else:
+                ceiling = {}
             output["ceiling"] = ceiling
             round_project = None
             for teacher in teachers:

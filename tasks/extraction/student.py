@@ -246,7 +246,6 @@ def predict(
     import torch
 
     tokenizer, model = ml.load_saved(AUTO_CLASS, model_dir)
-    labels = ml.label_names(model.config)
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         batch = {key: torch.tensor(value, device=model.device) for key, value in feed.items()}
@@ -254,16 +253,7 @@ def predict(
             return torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy()
 
     keys = ("input_ids", "token_type_ids", "attention_mask")
-    return _predict(
-        tokenizer,
-        run,
-        keys,
-        labels,
-        texts,
-        batch_size=batch_size,
-        max_length=max_length,
-        capitals=_capitals(model.config),
-    )
+    return _predict(tokenizer, run, keys, model.config, texts, batch_size=batch_size, max_length=max_length)
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
@@ -275,7 +265,6 @@ def predict_onnx(
 ) -> tuple[list[dict], list[float]]:
     """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
     tokenizer, session, config = ml.load_onnx(onnx_dir)
-    labels = ml.label_names(config)
 
     def run(feed: dict[str, np.ndarray]) -> np.ndarray:
         logits = session.run(["logits"], feed)[0].astype(np.float32)
@@ -284,34 +273,26 @@ def predict_onnx(
         return exp / exp.sum(axis=-1, keepdims=True)
 
     keys = tuple(i.name for i in session.get_inputs())
-    return _predict(
-        tokenizer,
-        run,
-        keys,
-        labels,
-        texts,
-        batch_size=batch_size,
-        max_length=max_length,
-        capitals=_capitals(config),
-    )
+    return _predict(tokenizer, run, keys, config, texts, batch_size=batch_size, max_length=max_length)
 
 
 def _predict(
     tokenizer,
     run: Callable[[dict[str, np.ndarray]], np.ndarray],
     keys: Sequence[str],
-    labels: list[str],
+    config,
     texts: list[str],
     *,
     batch_size: int,
     max_length: int,
-    capitals: bool,
 ) -> tuple[list[dict], list[float]]:
     """Token probabilities of every window from `run` (a batch of windows in, their
-    softmax out), merged per text and decoded to spans."""
+    softmax out), merged per text and decoded to spans. The saved model's `config` names
+    the labels and says whether capitals are marked."""
     if not texts:
         return [], []
-    encoded = _windows(tokenizer, list(texts), max_length, capitals=capitals)
+    labels = ml.label_names(config)
+    encoded = _windows(tokenizer, list(texts), max_length, capitals=_capitals(config))
     keys = [key for key in keys if key in encoded]
     probabilities: list[np.ndarray | None] = [None] * len(encoded["input_ids"])
     for idx in ml.same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):

@@ -234,51 +234,6 @@ class JobList:
         return finished
 
 
-def shim_import_reviews() -> list[str]:
-    """Stand-in for an app bug, applied only while the bug is there (recorded in the output).
-
-    Migration 0013 added ``Review.is_audit`` (NOT NULL, no database default) but the importer's
-    raw ``INSERT`` of verified labels (``annotation.corpus.importing._Stage.insert_reviews``)
-    does not name the column, so every verified-label import and every attested gold import
-    fails with ``NOT NULL constraint failed: annotation_review.is_audit``. Until the importer
-    names it, this runs the same statement with ``is_audit`` false.
-    """
-    import inspect
-
-    from annotation.corpus import importing
-
-    if "is_audit" in inspect.getsource(importing._Stage.insert_reviews):
-        return []
-
-    def insert_reviews(self, *, project_id: int, batch_id: int, reviewer_id: int) -> int:
-        from django.db import connection
-        from django.utils import timezone
-
-        from annotation.models import Example, Review
-
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        true, false = (True, False) if self.vendor == "postgresql" else (1, 0)
-        self.cursor.execute(
-            f"""
-            INSERT INTO {Review._meta.db_table}
-                (example_id, reviewer_id, proposal_id, kind, verdict, value, seconds_spent,
-                 is_bulk, is_audit, created_at)
-            SELECT e.id, %s, NULL, %s, %s, {self._answer_json()}, NULL, %s, %s, %s
-            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
-            WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
-            ORDER BY e.id
-            """,
-            [reviewer_id, Review.Kind.REVIEW, Review.Verdict.CORRECT, true, false, now, project_id, batch_id],
-        )
-        return self.cursor.rowcount
-
-    importing._Stage.insert_reviews = insert_reviews
-    return [
-        "annotation.corpus.importing._Stage.insert_reviews does not insert Review.is_audit (NOT NULL since "
-        "migration 0013): verified and attested-gold imports fail; the bench ran the same INSERT with is_audit false"
-    ]
-
-
 class EmbedMemo:
     """``distillapp.ml.embed_texts`` with each (model, max_length, text) computed once in this
     process: same vectors, less waiting. ``enabled = False`` passes every call through."""
@@ -1084,7 +1039,6 @@ def main() -> int:
 
             if args.torch_threads:
                 torch.set_num_threads(args.torch_threads)
-            output["app_workarounds"] = shim_import_reviews()
             jobs = JobList()
             jobs.install()
             memo = EmbedMemo()

@@ -24,4 +24,4 @@ def test_tests_that_need_the_shared_datasets_skip_without_them(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "needs the shared dataset banking77" in result.stdout
-    assert "8 skipped" in result.stdout.splitlines()[-1]  # every test that reads Banking77
+    assert "9 skipped" in result.stdout.splitlines()[-1]  # every test that reads Banking77

@@ -921,7 +921,7 @@ def plot(output: dict, path: Path) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
-        "Quick student on the app's recommended labels, by review order "
+        "Quick student on the app's recommended labels, by review order\n"
         "(hollow marker: the advice weighted teacher labels by confidence)",
         fontsize=9,
     )

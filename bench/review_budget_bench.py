@@ -588,7 +588,7 @@ def run_order(
     }
     if order == "default":
         project.refresh_every = defaults["refresh_every"] if refresh_every is None else refresh_every
-        strategy = project.review_order if project.review_order in review.STRATEGIES else "errors"
+        strategy = project.review_order if project.review_order in review.STRATEGIES else "confidence"
     else:
         project.refresh_every = 0
         strategy = order

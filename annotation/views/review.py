@@ -53,7 +53,7 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
         request.session[f"{key}:skipped"] = []
     # The project's order (its lead's setting) until the reviewer chooses one.
     saved = {
-        "strategy": project.review_order if project.review_order in review.STRATEGIES else "errors",
+        "strategy": project.review_order if project.review_order in review.STRATEGIES else "confidence",
         **saved,
     }
     return review.QueueFilter(**saved, skipped=request.session.get(f"{key}:skipped", []))

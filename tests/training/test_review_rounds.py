@@ -156,29 +156,14 @@ def test_a_new_project_can_be_an_extraction_project(lead, lead_client):
 def test_a_budget_in_reviewer_hours_counts_the_time_on_each_card(
     project, reviewer, reviewer_client, lead_client
 ):
-    response = lead_client.post(
-        reverse("annotation:project-settings", args=[project.slug]),
-        {
-            "name": project.name,
-            "guidelines": "",
-            "review_order": "oldest",
-            "review_budget_hours": "-1",
-            "refresh_every": 25,
-            "audit_share": 0.1,
-        },
-    )
+    def save_hours(hours: str):
+        form = {"name": project.name, "guidelines": "", "review_order": "oldest", "refresh_every": 25}
+        url = reverse("annotation:project-settings", args=[project.slug])
+        return lead_client.post(url, {**form, "audit_share": 0.1, "review_budget_hours": hours})
+
+    response = save_hours("-1")
     assert response.status_code == 200 and "A number of hours above 0" in response.content.decode()
-    response = lead_client.post(
-        reverse("annotation:project-settings", args=[project.slug]),
-        {
-            "name": project.name,
-            "guidelines": "",
-            "review_order": "oldest",
-            "review_budget_hours": "0.02",
-            "refresh_every": 25,
-            "audit_share": 0.1,
-        },
-    )
+    response = save_hours("0.02")
     assert response.status_code == 302
     project.refresh_from_db()
     assert project.review_budget_hours == 0.02 and project.review_budget is None  # 72 seconds

@@ -236,7 +236,7 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     from django.db import connection, connections
 
     from annotation import corpus
-    from annotation.corpus import import_batch_claim, import_batch_run, importing
+    from annotation.corpus import import_batch_claim, import_batch_run, importing, staging
     from annotation.models import Project
 
     project = Project.objects.get(pk=project_id)
@@ -244,12 +244,12 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     baseline_rss = peak_rss_mb()
 
     timer = PhaseTimer()
-    timer.wrap(importing._Stage, "add", "stage_copy")
+    timer.wrap(staging.Stage, "add", "stage_copy")
     timer.wrap(importing, "_report_progress", "progress_updates")
-    timer.wrap(importing._Stage, "finish", "stage_distinct_index_analyze", mark="finish")
-    timer.wrap(importing._Stage, "insert_examples", "insert_examples")
-    timer.wrap(importing._Stage, "insert_proposals", "insert_proposals")
-    timer.wrap(importing._Stage, "__exit__", "drop_stage")
+    timer.wrap(staging.Stage, "finish", "stage_distinct_index_analyze", mark="finish")
+    timer.wrap(staging.Stage, "insert_examples", "insert_examples")
+    timer.wrap(staging.Stage, "insert_proposals", "insert_proposals")
+    timer.wrap(staging.Stage, "__exit__", "drop_stage")
     # The FKs are DEFERRABLE INITIALLY DEFERRED, so their checks run at COMMIT.
     timer.wrap(type(connections["default"]), "commit", "commit")
 

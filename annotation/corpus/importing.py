@@ -17,7 +17,6 @@ is copied into the data directory); `import_batch_start` runs it at once or queu
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from annotation.corpus.formats import (
@@ -40,6 +39,7 @@ from annotation.corpus.formats import (
     line_reader,
     read_rows,
 )
+from annotation.corpus.staging import STAGE_BATCH_ROWS, Stage, check_row, staged_row
 from annotation.models import (
     IMPORT_AGENT,
     Example,
@@ -50,7 +50,6 @@ from annotation.models import (
     Membership,
     Project,
     ReviewClaim,
-    ReviewState,
     next_free_key,
 )
 from annotation.projects import ServiceError
@@ -59,7 +58,6 @@ from tasks.base import AnswerError, Category
 
 logger = logging.getLogger(__name__)
 
-STAGE_BATCH_ROWS = 5000
 
 # What a file's label column means (ImportBatch.options["label_meaning"]).
 LABELS_PREDICTIONS = "predictions"  # another system's answers: proposals by a named agent
@@ -70,171 +68,6 @@ GOLD_ATTESTED = "attested"  # a new frozen gold version whose labels a lead atte
 MAX_REPORTED_ERRORS = 50
 MAX_NEW_LABELS = 500
 PROGRESS_EVERY_SECONDS = 0.5
-
-
-class _Stage:
-    """A per-connection temporary table holding one file's valid rows.
-
-    Its label column holds a label name, or with `json_answers` (a span file) each
-    row's answer as JSON text, and then a summary column its queue key (the task's
-    summary, worked out while staging); an empty label means the row has no answer.
-    """
-
-    def __init__(self, *, json_answers: bool = False) -> None:
-        self.vendor = connection.vendor
-        self.cursor = connection.cursor()
-        self.json_answers = json_answers
-
-    def _answer_json(self) -> str:
-        """SQL for the staged answer as a JSON value (the label is a JSON string)."""
-        if self.json_answers:
-            return "CAST(s.label AS jsonb)" if self.vendor == "postgresql" else "json(s.label)"
-        return "to_jsonb(s.label)" if self.vendor == "postgresql" else "json_quote(s.label)"
-
-    def __enter__(self) -> _Stage:
-        self._drop()
-        summary = ", summary text" if self.json_answers else ""
-        if self.vendor == "postgresql":
-            # COPY cannot skip duplicates, so rows land here first and are
-            # deduplicated into import_rows by finish().
-            self.cursor.execute(
-                "CREATE TEMP TABLE import_stage (line integer, hash text, text text, "
-                f"external_id text, label text, metadata jsonb, hidden jsonb{summary})"
-            )
-        else:
-            self.cursor.execute(
-                "CREATE TEMP TABLE import_rows (hash text PRIMARY KEY, line integer, text text, "
-                f"external_id text, label text, metadata text, hidden text{summary})"
-            )
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        try:
-            self._drop()
-        finally:
-            self.cursor.close()
-
-    def _drop(self) -> None:
-        self.cursor.execute("DROP TABLE IF EXISTS import_stage")
-        self.cursor.execute("DROP TABLE IF EXISTS import_rows")
-
-    def add(self, rows: list[tuple]) -> None:
-        columns = "line, hash, text, external_id, label, metadata, hidden"
-        values = "%s, %s, %s, %s, %s, %s, %s"
-        if self.json_answers:
-            columns, values = columns + ", summary", values + ", %s"
-        if self.vendor == "postgresql":
-            with self.cursor.copy(f"COPY import_stage ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            # The first occurrence of a text in the file wins.
-            self.cursor.executemany(f"INSERT OR IGNORE INTO import_rows ({columns}) VALUES ({values})", rows)
-
-    def finish(self) -> None:
-        """Deduplicate the staged rows; runs inside the final transaction."""
-        if self.vendor == "postgresql":
-            # Sorting and hash-joining a million staged rows in memory instead
-            # of spilling to disk (or looking rows up one by one) halves the
-            # final phase; LOCAL ends with the transaction.
-            self.cursor.execute("SET LOCAL work_mem = '256MB'")
-            self.cursor.execute(
-                "CREATE TEMP TABLE import_rows AS SELECT DISTINCT ON (hash) * FROM import_stage "
-                "ORDER BY hash, line"
-            )
-            self.cursor.execute("DROP TABLE import_stage")
-            self.cursor.execute("CREATE INDEX ON import_rows (hash)")
-            self.cursor.execute("ANALYZE import_rows")
-
-    def insert_examples(self, *, project_id: int, batch_id: int, verified: bool, is_gold: bool) -> int:
-        """Move the staged rows in; returns how many were new to the project."""
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        false = False if self.vendor == "postgresql" else 0
-        gold = (True if self.vendor == "postgresql" else 1) if is_gold else false
-        rank = "random()" if self.vendor == "postgresql" else "abs(random()) / 9223372036854775807.0"
-        # The queue fields follow sync_queue_fields(): a new example's only
-        # answer is the imported label. Predictions are proposals, so the label
-        # is the teacher label; verified labels are reviews, so the example is
-        # reviewed and has no teacher label.
-        # A span answer's teacher label is its summary, as sync_queue_fields() writes it.
-        if verified:
-            state = f"CASE WHEN label <> '' THEN '{ReviewState.REVIEWED}' ELSE '{ReviewState.UNREVIEWED}' END"
-            teacher = "''"
-        else:
-            state, teacher = f"'{ReviewState.UNREVIEWED}'", "summary" if self.json_answers else "label"
-        # "WHERE true" lets SQLite tell the upsert clause from a join.
-        self.cursor.execute(
-            f"""
-            INSERT INTO {Example._meta.db_table}
-                (project_id, text, metadata, hidden_metadata, external_id, source, import_batch_id,
-                 content_hash, is_gold, created_at, review_state, teacher_label,
-                 teacher_confidence, student_label, student_confidence, is_disagreement,
-                 quality_score, queue_rank)
-            SELECT %s, text, metadata, hidden, external_id, %s, %s, hash, %s, %s, {state}, {teacher},
-                   NULL, '', NULL, %s, NULL, {rank}
-            FROM import_rows WHERE true ORDER BY line
-            ON CONFLICT (project_id, content_hash) DO NOTHING
-            """,
-            [project_id, Example.Source.IMPORTED, batch_id, gold, now, false],
-        )
-        return self.cursor.rowcount
-
-    def insert_reviews(self, *, project_id: int, batch_id: int, reviewer_id: int) -> int:
-        """Verified labels: one review by the importing lead per new example with a label."""
-        from annotation.models import Review
-
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        true = True if self.vendor == "postgresql" else 1
-        as_json = self._answer_json()
-        # Bulk, so they never count as a reviewer's throughput nor come back on undo.
-        self.cursor.execute(
-            f"""
-            INSERT INTO {Review._meta.db_table}
-                (example_id, reviewer_id, proposal_id, kind, verdict, value, seconds_spent,
-                 is_bulk, created_at)
-            SELECT e.id, %s, NULL, %s, %s, {as_json}, NULL, %s, %s
-            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
-            WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
-            ORDER BY e.id
-            """,
-            [reviewer_id, Review.Kind.REVIEW, Review.Verdict.CORRECT, true, now, project_id, batch_id],
-        )
-        return self.cursor.rowcount
-
-    def file_examples(self, *, project_id: int) -> list[tuple[int, object]]:
-        """(example id, the file's answer) for every example the file names, new or already there."""
-        self.cursor.execute(
-            f"""
-            SELECT e.id, s.label
-            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
-            WHERE e.project_id = %s AND e.source <> %s
-            ORDER BY s.line
-            """,
-            [project_id, Example.Source.SYNTHETIC],
-        )
-        if self.json_answers:
-            return [(pk, json.loads(label) if label else None) for pk, label in self.cursor.fetchall()]
-        return list(self.cursor.fetchall())
-
-    def insert_proposals(self, *, project_id: int, batch_id: int, agent: str = IMPORT_AGENT) -> int:
-        from annotation.models import Proposal
-
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        as_json = self._answer_json()
-        self.cursor.execute(
-            f"""
-            INSERT INTO {Proposal._meta.db_table}
-                (example_id, agent, value, confidence, raw_response, input_tokens,
-                 output_tokens, cost_usd, latency_ms, error, confidence_method, cache_key,
-                 created_at)
-            SELECT e.id, %s, {as_json}, NULL, '', 0, 0, 0, NULL, '', '', '', %s
-            FROM {Example._meta.db_table} e JOIN import_rows s ON s.hash = e.content_hash
-            WHERE e.project_id = %s AND e.import_batch_id = %s AND s.label <> ''
-            ORDER BY e.id
-            """,
-            [agent, now, project_id, batch_id],
-        )
-        return self.cursor.rowcount
 
 
 @dataclass
@@ -509,7 +342,7 @@ def _run(batch: ImportBatch) -> None:
     spans = project.task.file_answers == "spans" and batch.format in SPAN_FORMATS
     answers = _SpanAnswers(project.task, set(known_labels), create_labels, outcome) if spans else None
 
-    with open(batch.file_path, "rb") as fileobj, _Stage(json_answers=spans) as stage:
+    with open(batch.file_path, "rb") as fileobj, Stage(json_answers=spans) as stage:
         lines = line_reader(fileobj)
         buffer: list[tuple] = []
         try:
@@ -522,7 +355,7 @@ def _run(batch: ImportBatch) -> None:
                     outcome.fail(item.line, item.reason)
                     continue
                 outcome.rows_read += 1
-                reason = _check_row(item, max_chars=max_chars)
+                reason = check_row(item, max_chars=max_chars)
                 if answers is not None:
                     if reason is None and gold == GOLD_ATTESTED and item.answer is None:
                         reason = "has no spans; every row of an attested gold file needs its verified answer"
@@ -549,7 +382,7 @@ def _run(batch: ImportBatch) -> None:
                 outcome.rows_valid += 1
                 if outcome.invalid:
                     continue  # the file is rejected; keep reading only to report errors
-                buffer.append(_staged(item, task=answers.task) if answers is not None else _staged(item))
+                buffer.append(staged_row(item, task=answers.task) if answers is not None else staged_row(item))
                 if len(buffer) >= STAGE_BATCH_ROWS:
                     stage.add(buffer)
                     buffer.clear()
@@ -599,53 +432,6 @@ def _run(batch: ImportBatch) -> None:
                 finished_at=timezone.now(),
                 heartbeat_at=timezone.now(),
             )
-
-
-def _check_row(row: Row, *, max_chars: int) -> str | None:
-    if "\x00" in row.text:
-        return "text contains a NUL character"
-    if not row.text.strip():
-        return "text is empty"
-    if len(row.text) > max_chars:
-        return (
-            f"text is {len(row.text):,} characters, over the limit of {max_chars:,} (IMPORT_MAX_TEXT_CHARS)"
-        )
-    if len(row.external_id) > 255:
-        return "id is longer than 255 characters"
-    if len(row.label) > 100:
-        return "label is longer than 100 characters"
-    return None
-
-
-def _staged(row: Row, *, task=None) -> tuple:
-    """A staging row; with a task (a span file), the answer as JSON and its summary follow."""
-    from annotation.models import content_hash
-
-    text = row.text.strip()
-    staged = (
-        row.line,
-        content_hash(text),
-        text,
-        row.external_id,
-        row.label,
-        json.dumps(row.metadata, ensure_ascii=False),
-        json.dumps(row.hidden, ensure_ascii=False),
-    )
-    if task is None:
-        return staged
-    if row.answer is None:
-        return (*staged[:4], "", *staged[5:], "")
-    # The example keeps the text stripped; its spans (never on whitespace) move with it.
-    shift = len(row.text) - len(row.text.lstrip())
-    answer = {
-        "spans": [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in row.answer["spans"]]
-    }
-    return (
-        *staged[:4],
-        json.dumps(answer, ensure_ascii=False),
-        *staged[5:],
-        task.summary(answer, text=text)[:100],
-    )
 
 
 def _report_progress(batch: ImportBatch, outcome: _Outcome, bytes_read: int) -> None:

@@ -459,7 +459,7 @@ class Review(models.Model):
     value = models.JSONField(null=True, blank=True, help_text="The final answer; empty on reject.")
     seconds_spent = models.FloatField(null=True, blank=True)
     is_bulk = models.BooleanField(default=False)
-    # Database defaults too: the importer writes reviews with raw SQL (corpus/importing.py).
+    # Database defaults too: the importer writes reviews with raw SQL (corpus/staging.py).
     is_audit = models.BooleanField(
         default=False,
         db_default=False,

@@ -1,0 +1,56 @@
+"""The training app's pages, by concern: runs (launch, progress, evaluation jobs), results
+(evaluation pages, comparison) and deploy (promotion, exports, tokens, monitoring, value, cost)."""
+
+from training.views.deploy import (
+    cost,
+    deploy,
+    export_job,
+    export_job_cancel,
+    export_job_resume,
+    monitor,
+    promote,
+    review_value,
+    rollback,
+    token_create,
+    token_revoke,
+)
+from training.views.results import compare, evaluation, evaluation_examples
+from training.views.runs import (
+    evaluation_job,
+    evaluation_job_cancel,
+    evaluation_job_resume,
+    run_cancel,
+    run_create,
+    run_detail,
+    run_download,
+    run_evaluate,
+    run_resume,
+    runs,
+)
+
+__all__ = [
+    "compare",
+    "cost",
+    "deploy",
+    "evaluation",
+    "evaluation_examples",
+    "evaluation_job",
+    "evaluation_job_cancel",
+    "evaluation_job_resume",
+    "export_job",
+    "export_job_cancel",
+    "export_job_resume",
+    "monitor",
+    "promote",
+    "review_value",
+    "rollback",
+    "run_cancel",
+    "run_create",
+    "run_detail",
+    "run_download",
+    "run_evaluate",
+    "run_resume",
+    "runs",
+    "token_create",
+    "token_revoke",
+]

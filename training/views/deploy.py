@@ -1,0 +1,238 @@
+"""Deployment: promote, rollback, the int8 export jobs, API tokens, monitoring, review value and cost."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from distillapp import rows
+from training import serving
+from training.forms import PromoteForm, ServingConfigForm, TokenForm
+from training.models import ApiToken, ExportJob, ModelVersion, TrainingRun
+from training.views.runs import _run
+
+
+@login_required
+def deploy(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    is_lead = role == "lead"
+    config = serving.serving_config_for(project)
+    if request.method == "POST" and not is_lead:
+        raise PermissionDenied("Only the project's leads can change serving.")
+    if request.method == "POST" and "quantize" in request.POST:
+        return _quantize(request, project)
+    config_form = ServingConfigForm(request.POST or None, instance=config)
+    if request.method == "POST":
+        if config_form.is_valid():
+            config_form.save()
+            messages.success(request, "Serving settings saved.")
+            return redirect("training:deploy", slug=project.slug)
+    finished = project.training_runs.filter(status="succeeded").order_by("-number")
+    deploy_rows = [_deploy_row(r, config) for r in finished]
+    rows.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
+    return render(
+        request,
+        "training/deploy.html",
+        {
+            "project": project,
+            "is_lead": is_lead,
+            "active": serving.active_version(project),
+            "versions": project.model_versions.select_related("run", "promoted_by")[:20],
+            "events": project.deployment_events.select_related("version__run", "user")[:20],
+            "runs": deploy_rows,
+            "runtimes": ModelVersion.Runtime.choices,
+            "serving_cache_seconds": settings.SERVING_CACHE_SECONDS,
+            "tokens": project.api_tokens.all(),
+            "promote_form": PromoteForm(),
+            "token_form": TokenForm(),
+            "config_form": config_form,
+            "new_token": request.session.pop(f"new-token:{project.pk}", None),
+        },
+    )
+
+
+def _deploy_row(run: TrainingRun, config) -> dict:
+    """One run in the deploy page's table: its threshold, int8 measurement and latest export job."""
+    return {
+        "run": run,
+        "choice": serving.threshold_recommendation(run, config.target_accuracy),
+        "int8": serving.onnx_measurement(run),
+        "export": run.export_jobs.first(),
+    }
+
+
+def _quantize(request: HttpRequest, project) -> HttpResponse:
+    """The deploy page's "Quantize (int8)" button: a worker exports the run and measures it on
+    gold (minutes for a big model); the page shows the measurement when it is done."""
+    number = request.POST["quantize"]
+    run = _run(project, int(number)) if number.isdigit() else None
+    if run is None:
+        raise Http404("No such run.")
+    if run.export_jobs.filter(status__in=[ExportJob.Status.PENDING, ExportJob.Status.RUNNING]).exists():
+        messages.info(request, f"Run {run.number} is already being quantized.")
+    else:
+        serving.export_job_start(run=run, user=request.user)
+    return redirect("training:deploy", slug=project.slug)
+
+
+def _export_job(project, pk: int) -> ExportJob:
+    return get_object_or_404(ExportJob.objects.select_related("run"), project=project, pk=pk)
+
+
+@login_required
+@require_GET
+def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The deploy page's int8 cell of the job's run (htmx polls it until the job ends)."""
+    project, role = _project_for_member(request, slug)
+    job = _export_job(project, pk)
+    rows.recover_shown([job])
+    if not request.htmx:
+        return redirect("training:deploy", slug=project.slug)
+    context = {
+        "project": project,
+        "is_lead": role == "lead",
+        "r": _deploy_row(job.run, serving.serving_config_for(project)),
+    }
+    response = render(request, "training/deploy.html#int8", context)
+    if job.is_finished:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@login_required
+@require_POST
+def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = _export_job(project, pk)
+    if job.is_finished:
+        messages.error(request, "This int8 export has already ended.")
+    else:
+        rows.cancel(ExportJob, job.pk)
+        messages.info(request, "Cancelling the int8 export after its current stage.")
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
+    project = _project_for_lead(request, slug)
+    job = _export_job(project, pk)
+    if job.can_resume and rows.resume(ExportJob, job.pk):
+        messages.info(request, f"The int8 export of run {job.run.number} is queued again.")
+    else:
+        messages.error(request, "This int8 export is not interrupted; nothing to resume.")
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def promote(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = PromoteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("training:deploy", slug=project.slug)
+    run = _run(project, form.cleaned_data["run"])
+    try:
+        version = serving.version_promote(
+            run=run,
+            user=request.user,
+            threshold=form.cleaned_data["threshold"],
+            runtime=request.POST.get("runtime") or ModelVersion.Runtime.TORCH,
+        )
+        messages.success(
+            request,
+            f"Run {run.number} is live at threshold {version.threshold:.2f} on {version.get_runtime_display()}.",
+        )
+    except serving.ServingError as exc:
+        messages.error(request, str(exc))
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def rollback(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    try:
+        version = serving.version_rollback(project=project, user=request.user)
+        messages.success(request, f"Rolled back: run {version.run.number} is live again.")
+    except serving.ServingError as exc:
+        messages.error(request, str(exc))
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def token_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = TokenForm(request.POST)
+    name = form.cleaned_data["name"] if form.is_valid() else "token"
+    _, raw = serving.token_create(project=project, user=request.user, name=name)
+    # Shown once, on the next page; only its hash is kept.
+    request.session[f"new-token:{project.pk}"] = raw
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    token = get_object_or_404(ApiToken, project=project, pk=pk)
+    serving.token_revoke(token=token)
+    messages.success(request, f"Token {token.name} ({token.prefix}…) is revoked.")
+    return redirect("training:deploy", slug=project.slug)
+
+
+@login_required
+@require_GET
+def monitor(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    data = serving.monitoring(project)
+    peak = max([1] + [row["n"] for row in data["per_day"]])
+    hist_peak = max([1] + data["confidence_histogram"])
+    return render(
+        request,
+        "training/monitor.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "m": data,
+            "day_peak": peak,
+            "hist_peak": hist_peak,
+            "active": serving.active_version(project),
+        },
+    )
+
+
+@login_required
+@require_GET
+def review_value(request: HttpRequest, slug: str) -> HttpResponse:
+    """Where review pays: the learning curve, errors found per order, review time and cost."""
+    from training.services.review_value import curve_chart
+    from training.services.review_value import review_value as measure
+
+    project, role = _project_for_member(request, slug)
+    value = measure(project)
+    return render(
+        request,
+        "training/review_value.html",
+        {"project": project, "is_lead": role == "lead", "value": value, "chart": curve_chart(value["curve"])},
+    )
+
+
+@login_required
+@require_GET
+def cost(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return render(
+        request,
+        "training/cost.html",
+        {"project": project, "is_lead": role == "lead", "report": serving.cost_report(project)},
+    )

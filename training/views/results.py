@@ -1,0 +1,185 @@
+"""Evaluation pages: metrics, confusion heat-map, the examples behind a cell, run comparison."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from annotation.models import Example
+from annotation.views._common import _project_for_member
+from tasks import measure as metrics_lib
+from training import services
+from training.models import Evaluation
+
+
+def _heat(value: int, peak: int) -> str:
+    return f"{0.08 + 0.85 * value / peak:.2f}" if value and peak else "0"
+
+
+# Column names longer than this are shortened in a crowded confusion matrix, where they
+# stand on end (the column's title keeps the full name); row names wrap instead.
+HEAT_NAME_CHARS = 22
+
+
+def _heat_size(labels: int) -> str:
+    """How roomy the confusion matrix can be: big wrapped names for a few labels, compact for many."""
+    return "few" if labels <= 8 else "some" if labels <= 20 else "many"
+
+
+def _short(name: str, size: str) -> str:
+    if size == "few" or len(name) <= HEAT_NAME_CHARS:
+        return name
+    return name[: HEAT_NAME_CHARS - 1].rstrip() + "…"
+
+
+@login_required
+@require_GET
+def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    student = get_object_or_404(Evaluation, project=project, pk=pk)
+    teacher = services.latest_teacher_evaluation(student) if student.subject == "student" else None
+    overlap = services.error_analysis(student, teacher) if teacher else {}
+    # Only an evaluation stored before intervals lacks them; the macro-F1 bootstrap that
+    # fills them in is over labels (per_class), so span answers are never handed to it.
+    m = metrics_lib.with_intervals(
+        student.metrics, student.predictions if "per_class" in student.metrics else None
+    )
+    choice = metrics_lib.threshold_choice(
+        m.get("coverage", []), student.target_accuracy, examples=m.get("examples") or 0
+    )
+    confusion = m.get("confusion", {"labels": [], "matrix": []})
+    names, matrix = confusion["labels"], confusion["matrix"]
+    size = _heat_size(len(names))
+    # Rows sorted by how many of the row's examples are wrong, worst first.
+    order = sorted(range(len(names)), key=lambda i: -(sum(matrix[i]) - matrix[i][i]) if matrix else 0)
+    off_peak = max([v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j] + [1])
+    diag_peak = max([matrix[i][i] for i in range(len(matrix))] + [1])
+    heat_rows = [
+        {
+            "label": names[i],
+            "total": sum(matrix[i]),
+            "cells": [
+                {
+                    "value": matrix[i][j],
+                    "predicted": names[j],
+                    "alpha": _heat(matrix[i][j], diag_peak if i == j else off_peak),
+                    "is_diagonal": i == j,
+                }
+                for j in order
+            ],
+        }
+        for i in order
+    ]
+    task = project.task
+    texts = dict(
+        Example.objects.filter(pk__in=[r["example"] for r in student.predictions]).values_list("pk", "text")
+    )
+    return render(
+        request,
+        "training/evaluation.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "task": task,
+            "task_context": task.evaluation_context(m, student.predictions, texts),
+            "evaluation": student,
+            "m": m,
+            "choice": choice,
+            "teacher": teacher,
+            "systems": services.latest_system_evaluations(student) if student.subject == "student" else [],
+            "overlap": {k: len(v) for k, v in overlap.items()},
+            "heat_labels": [{"name": names[j], "short": _short(names[j], size)} for j in order],
+            "heat_rows": heat_rows,
+            "heat_size": size,
+        },
+    )
+
+
+OVERLAP_CELLS = {
+    "both_right": "Both right",
+    "only_student_wrong": "Only the student is wrong",
+    "only_teacher_wrong": "Only the teacher is wrong",
+    "both_wrong": "Both wrong",
+}
+
+
+@login_required
+@require_GET
+def evaluation_examples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The examples behind one overlap cell or one confusion (true -> predicted)."""
+    project, role = _project_for_member(request, slug)
+    student = get_object_or_404(Evaluation, project=project, pk=pk)
+    rows = {r["example"]: r for r in student.predictions}
+    cell = request.GET.get("cell", "")
+    if cell:
+        if cell not in OVERLAP_CELLS:
+            raise Http404("Unknown cell.")
+        teacher = services.latest_teacher_evaluation(student)
+        ids = services.error_analysis(student, teacher).get(cell, [])
+        title = OVERLAP_CELLS[cell]
+        teacher_rows = {r["example"]: r for r in teacher.predictions} if teacher else {}
+    else:
+        true, predicted = request.GET.get("true", ""), request.GET.get("predicted", "")
+        ids = [i for i, r in rows.items() if r["gold"] == true and (r["predicted"] or "(none)") == predicted]
+        title = f"Gold “{true}”, predicted “{predicted}”"
+        teacher_rows = {}
+    texts = dict(Example.objects.filter(pk__in=ids).values_list("pk", "text"))
+    task = project.task
+
+    def shown(row: dict | None, text: str) -> dict | None:
+        # An answer as one line: a label, or an extraction's "field: value · ..." from its text.
+        if row is None:
+            return None
+        return {
+            **row,
+            "gold": task.summary(row["gold"], text=text),
+            "predicted": task.summary(row["predicted"], text=text) if row["predicted"] is not None else None,
+        }
+
+    items = [
+        {
+            "id": i,
+            "text": texts.get(i, ""),
+            "row": shown(rows.get(i), texts.get(i, "")),
+            "teacher": shown(teacher_rows.get(i), texts.get(i, "")),
+        }
+        for i in ids
+    ]
+    return render(
+        request,
+        "training/evaluation_examples.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "evaluation": student,
+            "title": title,
+            "items": items,
+        },
+    )
+
+
+@login_required
+@require_GET
+def compare(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    numbers = [int(n) for n in request.GET.getlist("run") if n.isdigit()]
+    chosen = (
+        list(project.training_runs.filter(number__in=numbers).order_by("number"))
+        if numbers
+        else list(project.training_runs.filter(status="succeeded").order_by("-number")[:3])[::-1]
+    )
+    return render(
+        request,
+        "training/compare.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "comparison": services.compare_runs(chosen),
+            "all_runs": project.training_runs.order_by("-number"),
+        },
+    )
+
+
+# --- deployment, monitoring, cost --------------------------------------------------------------

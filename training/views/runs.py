@@ -1,0 +1,260 @@
+"""Training runs: the launch form, run pages (progress, cancel, resume, download) and evaluation jobs."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from distillapp import rows
+from training import services, serving
+from training.forms import EvaluateForm, LaunchForm
+from training.models import EvaluationJob, TrainingRun
+
+
+def _run(project, number: int) -> TrainingRun:
+    return get_object_or_404(TrainingRun, project=project, number=number)
+
+
+@login_required
+@require_GET
+def runs(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    advice = services.label_source_advice(project)
+    estimate = services.training_estimate(
+        project=project, label_source="all", teacher_min_confidence=0.0, include_synthetic=False, epochs=4
+    )
+    return render(
+        request,
+        "training/runs.html",
+        {
+            "project": project,
+            "is_lead": role == "lead",
+            "runs": project.training_runs.order_by("-number"),
+            "form": LaunchForm(project=project, advice=advice),
+            "advice": advice,
+            "estimate": estimate,
+            "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
+        },
+    )
+
+
+@login_required
+@require_POST
+def run_create(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    form = LaunchForm(request.POST, project=project)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("training:runs", slug=project.slug)
+    data = form.cleaned_data
+    try:
+        run = services.run_create(
+            project=project,
+            user=request.user,
+            base_model=data["base_model"],
+            hyperparameters=form.hyperparameters(),
+            label_source=data["label_source"],
+            teacher_min_confidence=data["teacher_min_confidence"],
+            include_synthetic=data["include_synthetic"],
+            kind=data["kind"],
+            members=[_run(project, number) for number in form.member_numbers()],
+        )
+    except services.TrainingError as exc:
+        messages.error(request, str(exc))
+        return redirect("training:runs", slug=project.slug)
+    services.run_start(run=run)
+    messages.info(request, f"Run {run.number} is queued: {run.counts['estimate']['examples']:,} examples.")
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+def _loss_chart(run: TrainingRun, width: int = 600, height: int = 160) -> dict | None:
+    """The loss curve's SVG coordinates, with value ticks on both axes (None before two points)."""
+    history = run.loss_history or []
+    if len(history) < 2:
+        return None
+    steps = [s for s, _ in history]
+    losses = [loss for _, loss in history]
+    low = min(0.0, min(losses))
+    loss_step = serving.nice_step((max(losses) - low) or 1.0, ticks=4)
+    top = low + math.ceil((max(losses) - low) / loss_step - 1e-9) * loss_step
+    span_x = max(1, run.total_steps or steps[-1])
+    step_step = max(1, math.ceil(serving.nice_step(span_x, ticks=5)))
+
+    def y(loss: float) -> float:
+        return round(height - (loss - low) / ((top - low) or 1.0) * height, 1)
+
+    return {
+        "points": " ".join(f"{s / span_x * width:.1f},{y(loss)}" for s, loss in history),
+        "width": width,
+        "height": height,
+        "mid_y": height / 2,
+        "y_ticks": [
+            {"y": y(low + i * loss_step), "label": f"{low + i * loss_step:g}"}
+            for i in range(round((top - low) / loss_step) + 1)
+        ],
+        "x_ticks": [
+            {"x": round(s / span_x * width, 1), "label": f"{s:,}"} for s in range(0, span_x + 1, step_step)
+        ],
+    }
+
+
+def _run_context(request, project, role, run) -> dict:
+    return {
+        "project": project,
+        "is_lead": role == "lead",
+        "run": run,
+        "loss_chart": _loss_chart(run),
+        "evaluate_form": EvaluateForm(task=project.task),
+        "evaluations": run.evaluations.select_related("gold_set"),
+        "evaluation_job": run.evaluation_jobs.first(),
+    }
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    run = _run(project, number)
+    # A run or an evaluation whose worker died is queued again as the page polls.
+    rows.recover_shown([run, *run.evaluation_jobs.all()[:1]])
+    context = _run_context(request, project, role, run)
+    if request.htmx:
+        response = render(request, "training/run.html#progress", context)
+        if run.is_finished:
+            response.status_code = HTMX_STOP_POLLING
+        return response
+    return render(request, "training/run.html", context)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    run = _run(project, number)
+    if run.is_finished:
+        messages.error(request, "This run has already ended.")
+    else:
+        services.run_cancel(run=run)
+        messages.info(request, "Cancelling after the current step.")
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+@login_required
+@require_POST
+def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    """Queue a failed or interrupted run again; it trains from the start."""
+    project = _project_for_lead(request, slug)
+    run = _run(project, number)
+    if run.can_resume and rows.resume(TrainingRun, run.pk):
+        messages.info(request, f"Run {run.number} is queued again.")
+    else:
+        messages.error(request, "This run is not interrupted; nothing to resume.")
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+@login_required
+@require_POST
+def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    run = _run(project, number)
+    form = EvaluateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _form_errors(form))
+        return redirect("training:run", slug=project.slug, number=run.number)
+    # Scoring a big gold set takes minutes: a worker does it, the run page shows how it goes
+    # and opens the evaluation when it is done (evaluation_job below).
+    if run.evaluation_jobs.filter(
+        status__in=[EvaluationJob.Status.PENDING, EvaluationJob.Status.RUNNING]
+    ).exists():
+        messages.info(request, f"Run {run.number} is already being evaluated.")
+    else:
+        services.evaluation_job_start(
+            run=run,
+            user=request.user,
+            gold_version=form.cleaned_data["gold"],
+            target_accuracy=form.cleaned_data["target_accuracy"],
+        )
+    return redirect("training:run", slug=project.slug, number=run.number)
+
+
+def _evaluation_job(project, pk: int) -> EvaluationJob:
+    return get_object_or_404(EvaluationJob.objects.select_related("run"), project=project, pk=pk)
+
+
+@login_required
+@require_GET
+def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
+    project, role = _project_for_member(request, slug)
+    job = _evaluation_job(project, pk)
+    rows.recover_shown([job])
+    if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
+        done = reverse("training:evaluation", args=[project.slug, job.result_id])
+        return HttpResponseClientRedirect(done) if request.htmx else redirect(done)
+    if not request.htmx:
+        return redirect("training:run", slug=project.slug, number=job.run.number)
+    context = {"project": project, "is_lead": role == "lead", "run": job.run, "evaluation_job": job}
+    response = render(request, "training/run.html#evaluating", context)
+    if job.is_finished:
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+@login_required
+@require_POST
+def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    job = _evaluation_job(project, pk)
+    if job.is_finished:
+        messages.error(request, "This evaluation has already ended.")
+    else:
+        rows.cancel(EvaluationJob, job.pk)
+        messages.info(request, "Cancelling the evaluation: nothing it measured is kept.")
+    return redirect("training:run", slug=project.slug, number=job.run.number)
+
+
+@login_required
+@require_POST
+def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed or interrupted evaluation again; it measures from the start."""
+    project = _project_for_lead(request, slug)
+    job = _evaluation_job(project, pk)
+    if job.can_resume and rows.resume(EvaluationJob, job.pk):
+        messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
+    else:
+        messages.error(request, "This evaluation is not interrupted; nothing to resume.")
+    return redirect("training:run", slug=project.slug, number=job.run.number)
+
+
+@login_required
+@require_GET
+def run_download(request: HttpRequest, slug: str, number: int) -> FileResponse:
+    project, _ = _project_for_member(request, slug)
+    run = _run(project, number)
+    if not run.artifact_path or not Path(run.artifact_path).is_dir():
+        raise Http404("This run has no artifacts.")
+    # Built once beside the artifacts (they never change after the run) and streamed
+    # from disk: a zip of a few hundred MB must not be assembled in the request's memory.
+    root = Path(run.artifact_path)
+    archive_path = root.with_name(root.name + ".zip")
+    if not archive_path.exists():
+        partial = archive_path.with_name(f"{archive_path.name}.{os.getpid()}.part")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and "checkpoints" not in path.parts:
+                    archive.write(path, path.relative_to(root))
+        partial.replace(archive_path)
+    return FileResponse(
+        archive_path.open("rb"), as_attachment=True, filename=f"{project.slug}-run-{run.number}.zip"
+    )

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0017_review_order_errors_first'),
+        ('annotation', '0016_review_budget_hours'),
     ]
 
     operations = [

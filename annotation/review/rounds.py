@@ -13,6 +13,8 @@ never imports training (the layers go one way).
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.functions import Least
 from django.dispatch import Signal
 
 from annotation.models import Project, Review
@@ -40,16 +42,18 @@ def review_time(project: Project, *, gold: bool = True) -> dict:
     reviews = Review.objects.filter(example__project=project, is_bulk=False)
     if not gold:
         reviews = reviews.filter(kind=Review.Kind.REVIEW)
-    times = [
-        min(s, MAX_CARD_SECONDS)
-        for s in reviews.exclude(seconds_spent=None).values_list("seconds_spent", flat=True)
-        if s > 0
-    ]
-    cards = reviews.count()
-    per_item = sum(times) / len(times) if times else None
+    # One query: the review page asks on every card.
+    timed = Q(seconds_spent__gt=0)
+    totals = reviews.aggregate(
+        cards=Count("pk"),
+        timed=Count("pk", filter=timed),
+        total=Sum(Least(F("seconds_spent"), Value(float(MAX_CARD_SECONDS))), filter=timed),
+    )
+    cards = totals["cards"]
+    per_item = totals["total"] / totals["timed"] if totals["timed"] else None
     return {
         "cards": cards,
-        "timed": len(times),
+        "timed": totals["timed"],
         "seconds": per_item * cards if per_item else 0.0,
         "seconds_per_item": per_item,
     }

@@ -27,6 +27,7 @@ EMBED_BATCH = 64
 CHUNK_TEXTS = 2048
 # More chunk files than this are merged into one on the next write (each review round adds one).
 MAX_CHUNKS = 32
+KEY_BYTES = 32  # a sha256 digest
 
 
 def embed_cached(
@@ -134,10 +135,18 @@ def _read_chunks(directory: Path) -> dict[bytes, np.ndarray]:
     for path in sorted(directory.glob("chunk-*.npz")):
         try:
             with np.load(path) as chunk:
-                known.update(zip(chunk["keys"].tolist(), chunk["vectors"], strict=True))
+                known.update(zip(_keys(chunk["keys"]), chunk["vectors"], strict=True))
         except FileNotFoundError:
             pass  # merged away by another process meanwhile: its rows are in the merged chunk
     return known
+
+
+def _keys(stored: np.ndarray) -> list[bytes]:
+    """The digests of a chunk's ``keys`` array: rows of raw bytes, or (chunks written before
+    2026-11-30) "S32" strings, whose trailing NUL bytes numpy dropped and are put back here."""
+    if stored.dtype.kind == "S":
+        return [key.ljust(KEY_BYTES, b"\0") for key in stored.tolist()]
+    return [row.tobytes() for row in stored]
 
 
 def _write_chunk(directory: Path, keys: list[bytes], vectors: list[np.ndarray], known: dict) -> None:
@@ -158,7 +167,10 @@ def _save(directory: Path, keys: list[bytes], vectors: np.ndarray) -> None:
     name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
     temporary = directory / f".{name}.{os.getpid()}.tmp"
     with temporary.open("wb") as handle:
-        np.savez(handle, keys=np.array(keys, dtype="S32"), vectors=vectors)
+        # Raw bytes, one row of KEY_BYTES per key: numpy's "S32" strings drop trailing NUL
+        # bytes, so a digest ending in 0x00 (1 text in 256) never matched again.
+        raw = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        np.savez(handle, keys=raw, vectors=vectors)
     temporary.replace(directory / name)
 
 

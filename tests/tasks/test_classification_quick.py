@@ -280,3 +280,39 @@ def test_choose_weight_finds_a_mix_better_than_either():
 def test_no_onnx_export_yet(model_dir, tmp_path):
     with pytest.raises(NotImplementedError, match="quick student"):
         quick.export_onnx(model_dir, tmp_path, max_length=32)
+
+
+def _text_whose_key_ends_in_nul(model: str, max_length: int) -> str:
+    for i in range(5000):
+        text = f"refund number {i}"
+        if embeddings._digest(model, str(max_length), text).endswith(b"\0"):
+            return text
+    raise AssertionError("no key ending in 0x00 in 5,000 texts")
+
+
+def test_a_key_ending_in_a_nul_byte_is_found_again(tmp_path, monkeypatch):
+    # numpy's "S32" strings dropped a digest's trailing NUL bytes, so 1 text in 256 was
+    # embedded again (and written to a new chunk) on every call.
+    model = ml.default_base_model()
+    text = _text_whose_key_ends_in_nul(model, 32)
+    first = embeddings.embed_cached([text, "another text"], model_name=model, max_length=32, cache_dir=tmp_path)
+    calls: list[str] = []
+    real = ml.embed_texts
+    monkeypatch.setattr(ml, "embed_texts", lambda batch, **kw: calls.extend(batch) or real(batch, **kw))
+    again = embeddings.embed_cached([text], model_name=model, max_length=32, cache_dir=tmp_path)
+    assert calls == []
+    assert np.array_equal(again[0], first[0])
+
+
+def test_chunks_written_with_string_keys_are_still_read(tmp_path, monkeypatch):
+    model = ml.default_base_model()
+    texts = [_text_whose_key_ends_in_nul(model, 32), "another text"]
+    vectors = ml.embed_texts(texts, model_name=model, max_length=32)
+    directory = tmp_path / embeddings._digest(model, "32").hex()[:16]
+    directory.mkdir()
+    keys = [embeddings._digest(model, "32", text) for text in texts]
+    with (directory / "chunk-00000000000000000001-old.npz").open("wb") as handle:
+        np.savez(handle, keys=np.array(keys, dtype="S32"), vectors=vectors)  # the old format
+    monkeypatch.setattr(ml, "embed_texts", lambda batch, **kw: pytest.fail(f"embedded {batch}"))
+    found = embeddings.embed_cached(texts, model_name=model, max_length=32, cache_dir=tmp_path)
+    assert np.array_equal(found, vectors)

@@ -5,8 +5,10 @@ Labels are ``O``, ``B-<field>`` and ``I-<field>`` for each field, in that order.
 Spans to tokens: the fast tokenizer's offset mapping gives each sub-word token its
 characters; a token that overlaps a span gets its label (``B-`` on the span's first token,
 ``I-`` on the rest), so EVERY sub-token is labelled, not only a word's first. Decoding:
-a span is a run of tokens ``B-f I-f ...`` (an ``I-f`` that follows anything else starts a
-span too), grown to whole words (the tokenizer's words: split at whitespace and at
+the tags are the most probable sequence in which every ``I-f`` follows a ``B-f`` or an
+``I-f`` (Viterbi over the tokens' log-probabilities, ``best_path``), not each token's own
+most probable tag: one WNUT-17 student's test strict F1 went from 0.392 to 0.406 (dev 0.578)
+with it (bench/README.md, "Extraction students"). A span is a run ``B-f I-f ...``, grown to whole words (the tokenizer's words: split at whitespace and at
 punctuation) and then to whole grapheme clusters (a token can leave out a combining
 accent that the uncased tokenizer strips); a span that then overlaps the one before it
 (two runs in one word) joins it, keeping the first's field. A span that stops inside a
@@ -33,7 +35,7 @@ window's loss (label -100) when another window holds it whole; a span longer tha
 window is labelled where it falls. In prediction, a token seen by several windows takes
 the prediction of the window where it lies furthest from an edge (the most context).
 
-Confidence: a token's confidence is the probability of its predicted label; a span's is
+Confidence: a token's confidence is the probability of its tag on that best path; a span's is
 the MIN over its tokens; a text's is the min over all its tokens, i.e. the min of its
 spans' confidences and of the ``O`` probabilities of the tokens outside them. It is the
 probability of the least sure decision in the text, so a text is only as confident as
@@ -346,7 +348,7 @@ def decode(
     """BIO token predictions (tokens in text order) as character spans with confidences, and
     the text's confidence (see the module docstring). `words` gives each token's word as
     (start, end): spans grow to whole words; without it they keep their tokens' bounds."""
-    choice = probabilities.argmax(axis=1) if len(offsets) else np.array([], dtype=int)
+    choice = best_path(probabilities, labels) if len(offsets) else np.array([], dtype=int)
     sure = probabilities[np.arange(len(offsets)), choice] if len(offsets) else np.array([])
     bounds = words if words is not None else offsets
     spans: list[dict] = []
@@ -373,6 +375,33 @@ def decode(
     if spans and not text.isascii():
         spans = _whole_clusters(text, spans)
     return {"spans": spans}, float(sure.min()) if len(sure) else 1.0
+
+
+def best_path(probabilities: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """The label ids of the most probable BIO sequence (Viterbi, the sum of the tokens'
+    log-probabilities) among those where each ``I-f`` follows ``B-f`` or ``I-f``."""
+    count = len(labels)
+    prefix = [label.partition("-")[0] for label in labels]
+    field = [label.partition("-")[2] for label in labels]
+    allowed = np.array(
+        [
+            [prefix[b] != "I" or (prefix[a] in ("B", "I") and field[a] == field[b]) for b in range(count)]
+            for a in range(count)
+        ]
+    )
+    moves = np.where(allowed, 0.0, -np.inf)
+    log_p = np.log(np.clip(probabilities.astype(np.float64), 1e-12, None))
+    score = np.where([p != "I" for p in prefix], log_p[0], -np.inf)
+    back = np.zeros((len(log_p), count), dtype=np.intp)
+    for t in range(1, len(log_p)):
+        candidates = score[:, None] + moves  # (from, to)
+        back[t] = candidates.argmax(axis=0)
+        score = candidates.max(axis=0) + log_p[t]
+    path = np.zeros(len(log_p), dtype=np.intp)
+    path[-1] = int(score.argmax())
+    for t in range(len(log_p) - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
 
 
 def _whole_clusters(text: str, spans: list[dict]) -> list[dict]:

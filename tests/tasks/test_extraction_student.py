@@ -179,20 +179,45 @@ def test_a_span_longer_than_a_window_is_still_labelled():
 def test_decode_confidences():
     labels = student.bio_labels(["date", "time"])
     offsets = [(0, 4), (5, 7), (8, 11), (12, 14), (15, 20)]
-    # O  B-date  I-date  O  I-time (an I- without a B- starts a span)
+    # O  B-date  I-date  O  I-time: an I- cannot follow O, so the last token takes the best
+    # tag that can (B-time, 0.25), and its confidence is that tag's probability.
     probabilities = np.full((5, len(labels)), 0.01, dtype=np.float32)
     for row, (label, p) in enumerate(
         [("O", 0.9), ("B-date", 0.8), ("I-date", 0.6), ("O", 0.95), ("I-time", 0.7)]
     ):
         probabilities[row, labels.index(label)] = p
+    probabilities[4, labels.index("B-time")] = 0.25
     answer, confidence = student.decode("Book 12 May at 19:30", offsets, probabilities, labels)
     assert answer["spans"] == [
         {"start": 5, "end": 11, "field": "date", "confidence": pytest.approx(0.6)},
-        {"start": 15, "end": 20, "field": "time", "confidence": pytest.approx(0.7)},
+        {"start": 15, "end": 20, "field": "time", "confidence": pytest.approx(0.25)},
     ]
-    assert confidence == pytest.approx(0.6)  # the least sure token decision
+    assert confidence == pytest.approx(0.25)  # the least sure token decision
     empty, sure = student.decode("", [], np.zeros((0, len(labels))), labels)
     assert empty == {"spans": []} and sure == 1.0
+
+
+def test_decoding_takes_the_best_valid_tag_sequence():
+    labels = student.bio_labels(["date", "time"])
+    text = "Book 12 May"
+    offsets = [(0, 4), (5, 7), (8, 11)]
+    rows = {0: {"O": 0.9}, 1: {"B-date": 0.8, "B-time": 0.15}, 2: {"I-time": 0.5, "I-date": 0.45}}
+    probabilities = np.full((3, len(labels)), 0.01, dtype=np.float32)
+    for row, tags in rows.items():
+        for label, p in tags.items():
+            probabilities[row, labels.index(label)] = p
+    # Each token's own best tag reads "12" as a date and "May" as a time of its own; no
+    # time can go on from a date's first token, and B-date I-date beats B-time I-time
+    # (0.8 x 0.45 > 0.15 x 0.5).
+    assert [labels[i] for i in probabilities.argmax(axis=1)] == ["O", "B-date", "I-time"]
+    assert [labels[i] for i in student.best_path(probabilities, labels)] == ["O", "B-date", "I-date"]
+    answer, confidence = student.decode(text, offsets, probabilities, labels)
+    assert answer["spans"] == [{"start": 5, "end": 11, "field": "date", "confidence": pytest.approx(0.45)}]
+    assert confidence == pytest.approx(0.45)
+    # A first token cannot be I-: the best allowed tag takes its place.
+    first = np.full((1, len(labels)), 0.01, dtype=np.float32)
+    first[0, labels.index("I-date")], first[0, labels.index("B-date")] = 0.9, 0.05
+    assert [labels[i] for i in student.best_path(first, labels)] == ["B-date"]
 
 
 def test_spans_grow_to_whole_words():
@@ -201,7 +226,7 @@ def test_spans_grow_to_whole_words():
     # Tokens of the words "@", "justinbieber", "and", "the", "Backstreetboys".
     offsets = [(0, 1), (1, 7), (7, 10), (10, 13), (14, 17), (18, 21), (22, 32), (32, 36)]
     words = [(0, 1), (1, 13), (1, 13), (1, 13), (14, 17), (18, 21), (22, 36), (22, 36)]
-    predicted = ["O", "B-person", "O", "I-person", "O", "O", "O", "I-group"]
+    predicted = ["O", "B-person", "O", "B-person", "O", "O", "O", "B-group"]
     probabilities = np.full((len(offsets), len(labels)), 0.01, dtype=np.float32)
     for row, label in enumerate(predicted):
         probabilities[row, labels.index(label)] = 0.9 - row / 100

@@ -108,3 +108,17 @@ def test_the_launch_form_starts_from_the_recommendation(project, reviewer, lead_
     page = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
     assert 'data-advice="reviewed"' in page and "Reviewed labels only" in page
     assert '<option value="reviewed" selected>' in page
+
+
+def test_an_extraction_project_is_never_advised_to_prune(lead, reviewer, lead_client):
+    from annotation import projects
+
+    extraction = projects.project_create(
+        name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=[("date", "The day")]
+    )
+    advice = services.label_source_advice(extraction)
+    # Extraction runs have no noise handling: run_create would refuse "prune".
+    assert (advice["label_source"], advice["noise_handling"]) == ("all", "none")
+    assert "flag" not in advice["reason"] and advice["reason"].endswith("all current labels.")
+    page = lead_client.get(reverse("training:runs", args=[extraction.slug])).content.decode()
+    assert "label-quality scores flag" not in page and "all current labels." in page

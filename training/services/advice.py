@@ -77,6 +77,9 @@ def label_source_advice(project: Project) -> dict:
         }
     reviewed = Example.objects.for_project(project).not_gold().filter(review_state="reviewed").count()
     student = _reviewed_only_student(project)
+    # Extraction runs have no noise handling (Task.handles_label_noise): nothing is left out.
+    prunes = project.task.handles_label_noise
+    prune = "prune" if prunes else "none"
     advice = {
         "teacher": teacher,
         "audit": audit,
@@ -89,11 +92,11 @@ def label_source_advice(project: Project) -> dict:
         return {
             **advice,
             "label_source": TrainingRun.LabelSource.ALL_CURRENT,
-            "noise_handling": "prune",
+            "noise_handling": prune,
             "reason": (
                 f"The teacher has not been measured without bias yet ({audit['audit']['n']} of "
                 f"{audit['min_audit']} audit reviews; evaluating it on gold also measures it). Until then: all "
-                "current labels, leaving out those the label-quality scores flag."
+                "current labels" + (", leaving out those the label-quality scores flag." if prunes else ".")
             ),
         }
     accuracy, high = (
@@ -118,7 +121,7 @@ def label_source_advice(project: Project) -> dict:
                 **advice,
                 "label_source": TrainingRun.LabelSource.REVIEWED_PLUS_TEACHER,
                 "teacher_min_confidence": trusted["min_confidence"],
-                "noise_handling": "prune",
+                "noise_handling": prune,
                 "warning": warning,
                 "reason": (
                     f"Reviewed labels, plus the teacher's at confidence ≥ {trusted['min_confidence']}, where the "
@@ -145,9 +148,9 @@ def label_source_advice(project: Project) -> dict:
     return {
         **advice,
         "label_source": TrainingRun.LabelSource.ALL_CURRENT,
-        "noise_handling": "prune",
+        "noise_handling": prune,
         "reason": (
-            f"The teacher is right on {accuracy:.0%} of {teacher['source']}: all current labels, leaving out "
-            f"the ones the label-quality scores flag.{confidence_note}"
+            f"The teacher is right on {accuracy:.0%} of {teacher['source']}: all current labels"
+            + (f", leaving out the ones the label-quality scores flag.{confidence_note}" if prunes else ".")
         ),
     }

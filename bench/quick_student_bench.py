@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Banking77 with the quick student (tasks/classification/quick.py), human labels, outside the app.
 
-    python bench/quick_student_bench.py [--limit N] [--max-length L] [--c C] [--torch-threads T]
+    python bench/quick_student_bench.py [--limit N] [--max-length L] [--c C] [--torch-threads T] [--single-texts N]
 
 Trains on ../shared/data/banking77/train.csv (the human `category` labels; ``--limit N``: a
 seeded random sample of N train rows, for smoke runs) and scores on all of test.csv. The
@@ -12,7 +12,10 @@ Timings: ``embed_seconds`` and ``head_fit_seconds`` of training (the model load 
 first and not counted), ``train_seconds`` = train()'s whole time, ``predict_seconds`` for the
 test texts, and ``retrain_warm_cache_seconds``: the same training again through an embedding
 cache that already holds every train text (what a review round's retrain costs).
-``total_seconds`` is the whole script. Exactly one JSON object goes to stdout.
+``total_seconds`` is the whole script. ``onnx_int8_encoder``: the same student served from
+its int8 encoder export (``quick.export_onnx``): test accuracy and agreement with torch, the
+batch prediction time against torch's, and the median / p95 time of one text per call on
+both (``--single-texts`` test texts). Exactly one JSON object goes to stdout.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="train rows (seeded sample); smoke runs")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--c", type=float, default=None)
+    parser.add_argument("--single-texts", type=int, default=300, help="test texts timed one per call")
     parser.add_argument(
         "--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
@@ -117,6 +121,36 @@ def main() -> int:
         retrain_seconds = time.monotonic() - retrain_started
         log(f"retrained through the warm cache in {retrain_seconds:.1f} s")
 
+        # Serving: the encoder as ONNX int8 (quick.export_onnx) against the torch encoder,
+        # on the same test texts: accuracy, a batch of all of them, and one text per call
+        # (what a predict API request of one text costs), no embedding cache on either side.
+        export_started = time.monotonic()
+        onnx_dir = quick.export_onnx(work / "model", work / "onnx-int8", max_length=args.max_length)
+        export_seconds = time.monotonic() - export_started
+        onnx_started = time.monotonic()
+        onnx_predicted, _ = quick.predict_onnx(onnx_dir, test_texts)
+        onnx_batch_seconds = time.monotonic() - onnx_started
+        onnx_accuracy = sum(p == g for p, g in zip(onnx_predicted, test_labels, strict=True)) / len(test_labels)
+        agreement = sum(a == b for a, b in zip(onnx_predicted, predicted, strict=True)) / len(predicted)
+        singles = test_texts[: args.single_texts]
+        quick.predict_onnx(onnx_dir, singles[:1])  # warm up the session
+        one_by_one = {}
+        for name, call in (
+            ("torch", lambda text: quick.predict(work / "model", [text])),
+            ("onnx_int8", lambda text: quick.predict_onnx(onnx_dir, [text])),
+        ):
+            timings = []
+            for text in singles:
+                t0 = time.perf_counter()
+                call(text)
+                timings.append(1000 * (time.perf_counter() - t0))
+            timings.sort()
+            one_by_one[name] = {
+                "median_ms": round(timings[len(timings) // 2], 2),
+                "p95_ms": round(timings[int(len(timings) * 0.95)], 2),
+            }
+        log(f"int8 encoder: accuracy {onnx_accuracy:.4f}, agreement {agreement:.4f}, one text {one_by_one}")
+
     output = {
         "quick_student": {
             "accuracy": round(accuracy, 4),
@@ -131,6 +165,18 @@ def main() -> int:
             "retrain_warm_cache_seconds": round(retrain_seconds, 2),
             "C": c,
             "max_length": args.max_length,
+        },
+        "onnx_int8_encoder": {
+            "accuracy": round(onnx_accuracy, 4),
+            "accuracy_drop_points": round(100 * (accuracy - onnx_accuracy), 2),
+            "agreement_with_torch": round(agreement, 4),
+            "export_seconds": round(export_seconds, 1),
+            "batch_predict_seconds": round(onnx_batch_seconds, 2),
+            "torch_batch_predict_seconds": round(predict_seconds, 2),
+            "batch_speedup": round(predict_seconds / onnx_batch_seconds, 2),
+            "one_text_per_call": one_by_one,
+            "one_text_speedup": round(one_by_one["torch"]["median_ms"] / one_by_one["onnx_int8"]["median_ms"], 2),
+            "single_texts": len(singles),
         },
         "environment": {
             "cpu_model": cpu_model(),

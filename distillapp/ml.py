@@ -357,7 +357,9 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
 
     `out_dir` then holds model.int8.onnx (dynamic batch and sequence axes; the output is
     the head's logits), the tokenizer and the config (for id2label): everything a task's
-    ONNX prediction needs.
+    ONNX prediction needs. With ``auto_class="AutoModel"`` (a bare encoder, the quick
+    student's) the output is ``embedding`` instead: the sentence embedding of
+    `embed_texts` (mean of the token vectors, L2-normalised), computed in the graph.
     Activations are quantized at run time (onnxruntime's dynamic quantization).
     """
     import tempfile
@@ -381,6 +383,8 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
         return_tensors="pt",
     )
     names = [name for name in tokenizer.model_input_names if name in sample]
+    pooled = auto_class == "AutoModel"  # a bare encoder: its sentence embedding
+    output = "embedding" if pooled else "logits"
 
     class Logits(torch.nn.Module):
         # Positional inputs: passing them as kwargs= to the TorchScript exporter gave a
@@ -390,7 +394,13 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
             self.model = model
 
         def forward(self, *tensors):
-            return self.model(**dict(zip(names, tensors, strict=True))).logits
+            inputs = dict(zip(names, tensors, strict=True))
+            if not pooled:
+                return self.model(**inputs).logits
+            tokens = self.model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+            mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2, dim=1)
 
     with tempfile.TemporaryDirectory(dir=out) as scratch:
         fp32 = Path(scratch) / "model.fp32.onnx"
@@ -404,10 +414,10 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
                 tuple(sample[name] for name in names),
                 str(fp32),
                 input_names=names,
-                output_names=["logits"],
+                output_names=[output],
                 dynamic_axes={
                     **{name: {0: "batch", 1: "sequence"} for name in names},
-                    "logits": {0: "batch", 1: "sequence"}
+                    output: {0: "batch", 1: "sequence"}
                     if "TokenClassification" in auto_class
                     else {0: "batch"},
                 },

@@ -11,7 +11,8 @@ A model directory holds ``quick_head.joblib`` (the fitted scikit-learn estimator
 pickle, so only load directories this app wrote) and ``quick_student.json`` (base model,
 label names in column order, max_length, C, timings). The served model is the base
 encoder plus the head: the encoder is loaded from ``base_model`` at prediction time, so
-that name or path must still resolve where the student is served.
+that name or path must still resolve where the student is served; or, after
+``export_onnx``, the int8 encoder and a copy of the head, which serve on their own.
 
 Embeddings can be cached (``distillapp.embeddings``): keyed by sha256 of (base model, max_length,
 text), stored as .npz chunks under a directory, so that retraining on a grown pool and
@@ -193,29 +194,62 @@ def predict_proba(
         cache_dir=embedding_cache_dir,
         batch_size=batch_size,
     )
+    return _head_probabilities(head, config, vectors), names
+
+
+def _head_probabilities(head, config: dict, vectors: np.ndarray) -> np.ndarray:
+    """The head's calibrated probabilities of embedded texts, one column per trained-for name."""
     with _one_blas_thread():
-        probabilities = _columns(head, head.predict_proba(vectors), len(names))
+        probabilities = _columns(head, head.predict_proba(vectors), len(config["names"]))
     t = float(config.get("temperature", 1.0))
     if t != 1.0:
         # A label the head never saw keeps probability 0 (log 0 = -inf stays -inf).
         with np.errstate(divide="ignore"):
             probabilities = measure.apply_temperature(np.log(probabilities), t)
-    return probabilities.astype(np.float32), names
+    return probabilities.astype(np.float32)
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
-    # The shared exporter (ml.export_onnx_int8) exports a transformers head's logits; the
-    # quick student's head is scikit-learn's, and its encoder is the unchanged base model.
-    raise NotImplementedError(
-        "The quick student has no ONNX export yet: it is served from the base encoder (torch) "
-        "and its scikit-learn head."
-    )
+    """The base encoder as ONNX int8 (mean pooling and normalising in the graph,
+    ``ml.export_onnx_int8`` with ``AutoModel``) beside a copy of the head and its config:
+    `out_dir` then serves on its own (``predict_onnx``), without torch. The encoder is cut
+    at the length the head was trained with, whatever `max_length` says."""
+    import shutil
+
+    _, config = load(model_dir)
+    out = ml.export_onnx_int8(config["base_model"], out_dir, max_length=config["max_length"], auto_class="AutoModel")
+    for name in (HEAD_FILE, CONFIG_FILE):
+        shutil.copyfile(Path(model_dir) / name, out / name)
+    return out
 
 
 def predict_onnx(
     onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
 ) -> tuple[list[str], list[float]]:
-    raise NotImplementedError("The quick student has no ONNX export yet; use predict().")
+    """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
+    probabilities, names = predict_proba_onnx(onnx_dir, texts, batch_size=batch_size)
+    best = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
+    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
+
+
+def predict_proba_onnx(onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64) -> tuple[np.ndarray, list[str]]:
+    """`predict_proba` from an `export_onnx` directory: texts of the same token length share
+    one call (``ml.same_length_batches``: no padding)."""
+    head, config = load(onnx_dir)
+    names = config["names"]
+    if not texts:
+        return np.empty((0, len(names)), dtype=np.float32), names
+    tokenizer, session, _ = ml.load_onnx(onnx_dir)
+    encoded = tokenizer(list(texts), truncation=True, max_length=config["max_length"])
+    keys = [i.name for i in session.get_inputs()]
+    vectors: np.ndarray | None = None
+    for idx in ml.same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+        feed = {key: np.array([encoded[key][i] for i in idx], dtype=np.int64) for key in keys}
+        out = session.run(["embedding"], feed)[0]
+        if vectors is None:
+            vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+        vectors[idx] = out
+    return _head_probabilities(head, config, vectors), names
 
 
 @functools.lru_cache(maxsize=8)

@@ -277,9 +277,37 @@ def test_choose_weight_finds_a_mix_better_than_either():
     assert [names[i] for i in averaged.argmax(axis=1)] == labels
 
 
-def test_no_onnx_export_yet(model_dir, tmp_path):
-    with pytest.raises(NotImplementedError, match="quick student"):
-        quick.export_onnx(model_dir, tmp_path, max_length=32)
+def test_the_int8_encoder_export_serves_on_its_own(model_dir, tmp_path, monkeypatch):
+    out = quick.export_onnx(model_dir, tmp_path / "onnx", max_length=999)
+    assert (out / ml.ONNX_MODEL_FILE).is_file() and (out / quick.HEAD_FILE).is_file()
+    texts = [t for t, _ in HELD_OUT] + [t for t, _ in TRAIN][:6]
+    torch_p, names = quick.predict_proba(model_dir, texts)
+    # No torch encoder from here on: the export is the encoder, with pooling in the graph.
+    monkeypatch.setattr(ml, "embed_texts", lambda *a, **k: pytest.fail("the torch encoder was used"))
+    int8_p, int8_names = quick.predict_proba_onnx(out, texts)
+    assert int8_names == names and int8_p.shape == torch_p.shape
+    # Activations are quantized per call, so other batches move the numbers a little.
+    assert np.abs(quick.predict_proba_onnx(out, texts, batch_size=4)[0] - int8_p).max() < 0.05
+    assert np.allclose(int8_p.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(int8_p - torch_p).max() < 0.1  # int8 weights: close, not equal
+    labels, confidences = quick.predict_onnx(out, texts)
+    assert labels == [names[i] for i in torch_p.argmax(axis=1)]
+    assert confidences == pytest.approx(list(int8_p.max(axis=1)), abs=1e-6)
+    assert quick.predict_onnx(out, []) == ([], [])
+
+
+def test_the_onnx_encoder_embeds_as_embed_texts_does(tmp_path):
+    out = ml.export_onnx_int8(ml.default_base_model(), tmp_path, max_length=32, auto_class="AutoModel")
+    tokenizer, session, _ = ml.load_onnx(out)
+    texts = ["a short text", "a somewhat longer text about a refund of my card payment"]
+    feed = {
+        i.name: np.array(tokenizer(texts[1:], truncation=True, max_length=32)[i.name], dtype=np.int64)
+        for i in session.get_inputs()
+    }
+    (vector,) = session.run(["embedding"], feed)[0]
+    reference = ml.embed_texts(texts[1:], max_length=32)[0]
+    assert abs(np.linalg.norm(vector) - 1.0) < 1e-4
+    assert float(vector @ reference) > 0.98  # int8 weights: the same direction, nearly
 
 
 def _text_whose_key_ends_in_nul(model: str, max_length: int) -> str:

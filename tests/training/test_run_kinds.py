@@ -85,8 +85,36 @@ def test_a_quick_run_is_promoted_and_served_like_any_run(project, lead, tiny_bas
         version, ["refund my invoice please", "the login page shows an error"]
     )
     assert set(answers) <= {"Billing", "Technical support"} and all(0.5 <= c <= 1 for c in confidences)
-    with pytest.raises(ServingError, match="only fine-tuned runs have an ONNX int8 export"):
-        onnx_prepare(run=run)
+    # Its encoder quantizes like a fine-tune, measured on the same gold set, and serves as int8.
+    measured = onnx_prepare(run=run)
+    assert measured["examples"] == 4 and 0.0 <= measured["onnx_accuracy"] <= 1.0
+    if measured["may_activate"]:
+        int8 = version_promote(run=run, user=lead, threshold=0.0, runtime="onnx-int8")
+        assert int8.runtime == "onnx-int8"
+        int8_answers, _ = served_predict(int8, ["refund my invoice please", "the login page shows an error"])
+        assert set(int8_answers) <= {"Billing", "Technical support"}
+
+
+def test_an_ensemble_has_no_int8_export(project, lead, lead_client, tiny_base, data):
+    finetune = run_now(
+        services.run_create(
+            project=project,
+            user=lead,
+            base_model=tiny_base,
+            hyperparameters={"epochs": 1, "batch_size": 8, "max_length": 16},
+        )
+    )
+    quick = run_now(services.run_create(project=project, user=lead, base_model=tiny_base, kind="quick"))
+    ensemble = run_now(services.run_create(project=project, user=lead, kind="ensemble", members=[quick, finetune]))
+    services.evaluate_run(run=ensemble)
+    with pytest.raises(ServingError, match="only fine-tuned and quick runs have an ONNX int8 export"):
+        onnx_prepare(run=ensemble)
+    # The deploy page offers int8 for the other two only.
+    services.evaluate_run(run=quick)
+    page = lead_client.get(reverse("training:deploy", args=[project.slug])).content.decode()
+    assert f'data-no-int8="{ensemble.number}"' in page
+    assert f'name="quantize" value="{quick.number}"' in page
+    assert f'name="quantize" value="{ensemble.number}"' not in page
 
 
 def test_ensemble_averages_a_fine_tune_and_a_quick_student(project, lead, tiny_base, data):

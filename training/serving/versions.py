@@ -165,6 +165,11 @@ QUANTIZED_MAX_DROP = 0.005
 SERVING_BATCH_SIZE = 8
 
 
+# Run kinds with an int8 export: a fine-tune's whole model; a quick student's encoder (its
+# scikit-learn head is copied beside it). An ensemble is served from its members' PyTorch models.
+ONNX_KINDS = (TrainingRun.Kind.FINETUNE, TrainingRun.Kind.QUICK)
+
+
 def onnx_dir_for(run: TrainingRun) -> Path:
     return Path(run.artifact_path) / "onnx-int8"
 
@@ -189,13 +194,14 @@ def onnx_prepare(
 
     if run.status != TrainingRun.Status.SUCCEEDED or not run.artifact_path:
         raise ServingError(f"Run {run.number} has no trained model to quantize.", code="not_trained")
-    if run.kind != TrainingRun.Kind.FINETUNE:
+    if run.kind not in ONNX_KINDS:
         raise ServingError(
-            f"Run {run.number} is a {run.get_kind_display().lower()} run: only fine-tuned runs have an "
-            "ONNX int8 export; promote it on PyTorch.",
+            f"Run {run.number} is a {run.get_kind_display().lower()} run: only fine-tuned and quick runs "
+            "have an ONNX int8 export; promote it on PyTorch.",
             code="no_onnx",
         )
     task = run.project.task
+    student = task.student_for(run.kind)
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if gold_version is not None:
         gold = run.project.gold_sets.frozen_version(gold_version)
@@ -216,7 +222,7 @@ def onnx_prepare(
     # measurement standing beside a model file it did not measure.
     (onnx_dir_for(run) / "quantization.json").unlink(missing_ok=True)
     started = time.perf_counter()
-    onnx_dir = task.student.export_onnx(model_dir, onnx_dir_for(run), max_length=max_length)
+    onnx_dir = student.export_onnx(model_dir, onnx_dir_for(run), max_length=max_length)
     export_seconds = time.perf_counter() - started
     # A gold item rejected as "no answer fits" has no answer to score against.
     labelled = [i for i in items if i.label is not None]
@@ -224,8 +230,8 @@ def onnx_prepare(
         raise ServingError(f"Gold set v{gold.version} has no labelled examples.", code="empty_gold")
     texts, golds = [i.example.text for i in labelled], [i.label for i in labelled]
     progress(f"measuring fp32 and int8 on gold v{gold.version}")
-    fp32, _ = task.student.predict(model_dir, texts, max_length=max_length)
-    int8, _ = task.student.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
+    fp32, _ = student.predict(model_dir, texts, max_length=max_length)
+    int8, _ = student.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)
     fp32 = [task.student_answer(a, text=t) for a, t in zip(fp32, texts, strict=True)]
     int8 = [task.student_answer(a, text=t) for a, t in zip(int8, texts, strict=True)]
     # The task's headline score on gold (accuracy; strict entity micro-F1 for extraction),

@@ -130,7 +130,9 @@ def main() -> int:
         onnx_started = time.monotonic()
         onnx_predicted, _ = quick.predict_onnx(onnx_dir, test_texts)
         onnx_batch_seconds = time.monotonic() - onnx_started
-        onnx_accuracy = sum(p == g for p, g in zip(onnx_predicted, test_labels, strict=True)) / len(test_labels)
+        onnx_accuracy = sum(p == g for p, g in zip(onnx_predicted, test_labels, strict=True)) / len(
+            test_labels
+        )
         agreement = sum(a == b for a, b in zip(onnx_predicted, predicted, strict=True)) / len(predicted)
         singles = test_texts[: args.single_texts]
         quick.predict_onnx(onnx_dir, singles[:1])  # warm up the session
@@ -175,7 +177,9 @@ def main() -> int:
             "torch_batch_predict_seconds": round(predict_seconds, 2),
             "batch_speedup": round(predict_seconds / onnx_batch_seconds, 2),
             "one_text_per_call": one_by_one,
-            "one_text_speedup": round(one_by_one["torch"]["median_ms"] / one_by_one["onnx_int8"]["median_ms"], 2),
+            "one_text_speedup": round(
+                one_by_one["torch"]["median_ms"] / one_by_one["onnx_int8"]["median_ms"], 2
+            ),
             "single_texts": len(singles),
         },
         "environment": {

@@ -382,7 +382,9 @@ def _run(batch: ImportBatch) -> None:
                 outcome.rows_valid += 1
                 if outcome.invalid:
                     continue  # the file is rejected; keep reading only to report errors
-                buffer.append(staged_row(item, task=answers.task) if answers is not None else staged_row(item))
+                buffer.append(
+                    staged_row(item, task=answers.task) if answers is not None else staged_row(item)
+                )
                 if len(buffer) >= STAGE_BATCH_ROWS:
                     stage.add(buffer)
                     buffer.clear()

@@ -225,5 +225,3 @@ def staged_row(row: Row, *, task=None) -> tuple:
         *staged[5:],
         task.summary(answer, text=text)[:100],
     )
-
-

@@ -55,7 +55,9 @@ def gold_draw(
         # Strata are the task's (a label; for spans, the set of fields the teacher marked).
         task = project.task
         by_label: dict[str, list[int]] = {}
-        for pk, proposed in candidates.with_current_label().order_by("pk").values_list("pk", "proposed_value"):
+        for pk, proposed in (
+            candidates.with_current_label().order_by("pk").values_list("pk", "proposed_value")
+        ):
             by_label.setdefault(task.stratum(proposed) if proposed is not None else "", []).append(pk)
         for members in by_label.values():
             rng.shuffle(members)

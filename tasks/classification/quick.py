@@ -217,7 +217,9 @@ def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) 
     import shutil
 
     _, config = load(model_dir)
-    out = ml.export_onnx_int8(config["base_model"], out_dir, max_length=config["max_length"], auto_class="AutoModel")
+    out = ml.export_onnx_int8(
+        config["base_model"], out_dir, max_length=config["max_length"], auto_class="AutoModel"
+    )
     for name in (HEAD_FILE, CONFIG_FILE):
         shutil.copyfile(Path(model_dir) / name, out / name)
     return out
@@ -232,7 +234,9 @@ def predict_onnx(
     return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
 
 
-def predict_proba_onnx(onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64) -> tuple[np.ndarray, list[str]]:
+def predict_proba_onnx(
+    onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64
+) -> tuple[np.ndarray, list[str]]:
     """`predict_proba` from an `export_onnx` directory: texts of the same token length share
     one call (``ml.same_length_batches``: no padding)."""
     head, config = load(onnx_dir)

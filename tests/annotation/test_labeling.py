@@ -514,8 +514,5 @@ def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, f
 
 def test_teacher_page_disables_writing_for_the_offline_teacher(project, lead_client):
     page = lead_client.get(reverse("annotation:teacher-settings", args=[project.slug])).content.decode()
-    assert (
-        'type="submit" disabled title="The offline teacher cannot write text">Write examples'
-        in page
-    )
+    assert 'type="submit" disabled title="The offline teacher cannot write text">Write examples' in page
     assert 'data-field="embedding-few-shot"' in page and "zero-shot" in page

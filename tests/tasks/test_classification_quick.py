@@ -323,7 +323,9 @@ def test_a_key_ending_in_a_nul_byte_is_found_again(tmp_path, monkeypatch):
     # embedded again (and written to a new chunk) on every call.
     model = ml.default_base_model()
     text = _text_whose_key_ends_in_nul(model, 32)
-    first = embeddings.embed_cached([text, "another text"], model_name=model, max_length=32, cache_dir=tmp_path)
+    first = embeddings.embed_cached(
+        [text, "another text"], model_name=model, max_length=32, cache_dir=tmp_path
+    )
     calls: list[str] = []
     real = ml.embed_texts
     monkeypatch.setattr(ml, "embed_texts", lambda batch, **kw: calls.extend(batch) or real(batch, **kw))

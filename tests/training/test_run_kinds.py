@@ -105,7 +105,9 @@ def test_an_ensemble_has_no_int8_export(project, lead, lead_client, tiny_base, d
         )
     )
     quick = run_now(services.run_create(project=project, user=lead, base_model=tiny_base, kind="quick"))
-    ensemble = run_now(services.run_create(project=project, user=lead, kind="ensemble", members=[quick, finetune]))
+    ensemble = run_now(
+        services.run_create(project=project, user=lead, kind="ensemble", members=[quick, finetune])
+    )
     services.evaluate_run(run=ensemble)
     with pytest.raises(ServingError, match="only fine-tuned and quick runs have an ONNX int8 export"):
         onnx_prepare(run=ensemble)

@@ -490,12 +490,15 @@ def train_cell(project, *, kind: str, advice: dict | None, label_source: str | N
     from training import services
     from training.models import TrainingRun
 
+    hyperparameters = {}
     if advice is not None:
         source, floor, noise = (
             advice["label_source"],
             advice["teacher_min_confidence"],
             advice["noise_handling"],
         )
+        if kind == TrainingRun.Kind.FINETUNE and "label_smoothing" in advice:
+            hyperparameters["label_smoothing"] = advice["label_smoothing"]  # as the launch form's initial
     else:
         source, floor, noise = label_source, 0.0, "none"
     started = time.monotonic()
@@ -505,7 +508,7 @@ def train_cell(project, *, kind: str, advice: dict | None, label_source: str | N
         kind=kind,
         label_source=source,
         teacher_min_confidence=floor,
-        hyperparameters={"noise_handling": noise},
+        hyperparameters={"noise_handling": noise, **hyperparameters},
     )
     if not services.run_claim(run.pk):
         raise RuntimeError(f"run {run.pk} could not be claimed")
@@ -533,6 +536,7 @@ def train_cell(project, *, kind: str, advice: dict | None, label_source: str | N
         "label_source": source,
         "teacher_min_confidence": floor,
         "noise_handling": noise,
+        "label_smoothing": run.hyperparameters.get("label_smoothing"),
         "train_examples": run.counts.get("train"),
         "reviewed_in_train": run.counts.get("reviewed"),
         "pruned": noise_report.get("pruned"),

@@ -162,6 +162,9 @@ class Hyperparameters:
     class_weighting: bool = False
     # Extraction: give an uncased base model the text's capitals back (tasks/extraction/student.py).
     case_feature: bool = False
+    # Classification fine-tunes: the share of each target spread over the other labels
+    # (cross_entropy's label_smoothing); the advice sets 0.1 where teacher labels are trained on.
+    label_smoothing: float = 0.0
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
 

@@ -82,6 +82,16 @@ class LaunchForm(forms.Form):
             "the only sign of a name in noisy text."
         ),
     )
+    label_smoothing = forms.FloatField(
+        min_value=0,
+        max_value=0.5,
+        required=False,
+        label="Label smoothing",
+        help_text=(
+            "Share of each label spread over the others, so a wrong teacher label pulls less; "
+            "0.1 is recommended when teacher labels are trained on."
+        ),
+    )
     C = forms.FloatField(
         min_value=1e-4,
         max_value=1e4,
@@ -94,7 +104,15 @@ class LaunchForm(forms.Form):
     # Which fields each run kind uses; the others are hidden for it and ignored.
     KIND_FIELDS = {
         # The quick student embeds at its own 128 tokens, the length the base model was trained on.
-        "finetune": {"epochs", "learning_rate", "batch_size", "warmup_ratio", "max_length", "case_feature"},
+        "finetune": {
+            "epochs",
+            "learning_rate",
+            "batch_size",
+            "warmup_ratio",
+            "max_length",
+            "case_feature",
+            "label_smoothing",
+        },
         "quick": {"C"},
     }
     SHARED_FIELDS = (
@@ -121,9 +139,10 @@ class LaunchForm(forms.Form):
             (name, name) for name in base_model_choices()
         ]
         for names in self.KIND_FIELDS.values():
-            for name in names - {"C", "case_feature"}:
+            for name in names - {"C", "case_feature", "label_smoothing"}:
                 self.fields[name].widget.attrs.update(_only("finetune"))
         self.fields["case_feature"].widget.attrs.update(_only("finetune"))
+        self.fields["label_smoothing"].widget.attrs.update(_only("finetune"))
         for name in self.SHARED_FIELDS:
             self.fields[name].widget.attrs.update(_only("finetune", "quick"))
         if project is None:
@@ -133,6 +152,8 @@ class LaunchForm(forms.Form):
             del self.fields["noise_handling"]
         if "case_feature" not in run_defaults(task):  # a task whose student has no use for capitals
             del self.fields["case_feature"]
+        if "label_smoothing" not in run_defaults(task):  # a task whose student has no smoothing
+            del self.fields["label_smoothing"]
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
         self.kind_help = {k.value: KIND_HELP[k] for k in kinds}
@@ -146,6 +167,8 @@ class LaunchForm(forms.Form):
             self.fields["teacher_min_confidence"].initial = advice["teacher_min_confidence"]
             if "noise_handling" in self.fields:
                 self.fields["noise_handling"].initial = advice["noise_handling"]
+            if "label_smoothing" in self.fields and "label_smoothing" in advice:
+                self.fields["label_smoothing"].initial = advice["label_smoothing"]
         if "ensemble" in task.student_kinds:
             candidates = ensemble_candidates(project)
             choices = [

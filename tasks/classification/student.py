@@ -58,7 +58,7 @@ def train(
         weights=weights,
     )
     compute_loss = None
-    if hp.class_weighting or weights is not None:
+    if hp.class_weighting or weights is not None or hp.label_smoothing:
         class_weights = None
         if hp.class_weighting:
             counts = torch.bincount(torch.tensor(train_set.labels), minlength=len(names)).float()
@@ -68,20 +68,14 @@ def train(
             targets = inputs.pop("labels")
             sample_weight = inputs.pop("sample_weight", None)
             outputs = model(**inputs)
-            logits = outputs.logits
-            per_example = torch.nn.functional.cross_entropy(
-                logits,
+            loss = weighted_loss(
+                outputs.logits,
                 targets,
-                weight=None if class_weights is None else class_weights.to(logits.device, logits.dtype),
-                reduction="none",
+                class_weights=class_weights,
+                sample_weight=sample_weight,
+                label_smoothing=hp.label_smoothing,
             )
-            # A weighted mean, as cross_entropy's own: each example counts its class weight
-            # times its sample weight.
-            w = torch.ones_like(per_example)
-            if sample_weight is not None:
-                w = sample_weight.to(logits.device, logits.dtype)
-            norm = w if class_weights is None else w * class_weights.to(logits.device, logits.dtype)[targets]
-            return (per_example * w).sum() / norm.sum().clamp(min=1e-6), outputs
+            return loss, outputs
 
     result = ml.fit(
         model=model,
@@ -101,6 +95,21 @@ def train(
         result.validation = {"examples": len(validation[0]), "accuracy": correct / len(validation[0])}
         result.validation["calibration"] = calibrate(output_dir, probabilities, validation[1], names)
     return result
+
+
+def weighted_loss(logits, targets, *, class_weights=None, sample_weight=None, label_smoothing: float = 0.0):
+    """Cross-entropy as a weighted mean, as cross_entropy's own: each example counts its class
+    weight times its sample weight; `label_smoothing` spreads that share of each target over
+    all labels (Szegedy et al.; a teacher's wrong label then pulls less)."""
+    import torch
+
+    weight = None if class_weights is None else class_weights.to(logits.device, logits.dtype)
+    per_example = torch.nn.functional.cross_entropy(
+        logits, targets, weight=weight, reduction="none", label_smoothing=label_smoothing
+    )
+    w = torch.ones_like(per_example) if sample_weight is None else sample_weight.to(logits.device, logits.dtype)
+    norm = w if weight is None else w * weight[targets]
+    return (per_example * w).sum() / norm.sum().clamp(min=1e-6)
 
 
 CALIBRATION_FILE = "calibration.json"

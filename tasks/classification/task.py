@@ -39,6 +39,10 @@ class ClassificationTask(Task):
             # It embeds once and fits a head: no epochs or learning rate. Texts are cut at
             # 128 tokens, the length the base model was trained to embed.
             return {"C": DEFAULT_C, "max_length": 128}
+        if kind == "finetune":
+            # Off by default (human labels); the advice turns it on where teacher labels are
+            # trained on (training/services/advice.py).
+            return {"label_smoothing": 0.0}
         return {}
 
     def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:

@@ -107,7 +107,11 @@ def weighted_loss(logits, targets, *, class_weights=None, sample_weight=None, la
     per_example = torch.nn.functional.cross_entropy(
         logits, targets, weight=weight, reduction="none", label_smoothing=label_smoothing
     )
-    w = torch.ones_like(per_example) if sample_weight is None else sample_weight.to(logits.device, logits.dtype)
+    w = (
+        torch.ones_like(per_example)
+        if sample_weight is None
+        else sample_weight.to(logits.device, logits.dtype)
+    )
     norm = w if weight is None else w * weight[targets]
     return (per_example * w).sum() / norm.sum().clamp(min=1e-6)
 

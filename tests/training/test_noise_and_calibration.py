@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.urls import reverse
 
 from annotation.models import Example, Review
 from distillapp import embeddings
@@ -165,3 +166,66 @@ def test_the_run_page_warns_that_validation_is_measured_against_unreviewed_label
     page = lead_client.get(reverse("training:run", args=[project.slug, run.number])).content.decode()
     assert "data-validation-warning" in page and "only 0 were reviewed" in page
     assert "Quick (frozen embeddings" in page
+
+
+def test_label_smoothing_spreads_each_target_over_the_labels():
+    import torch
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    targets = torch.tensor([0, 2])
+    log_p = torch.log_softmax(logits, dim=-1)
+    # Smoothed target: 1 - 0.1 on the label plus 0.1 / 3 on every label.
+    smoothed = torch.full((2, 3), 0.1 / 3)
+    smoothed[torch.arange(2), targets] += 0.9
+    expected = float(-(smoothed * log_p).sum(dim=1).mean())
+    got = float(finetune_student.weighted_loss(logits, targets, label_smoothing=0.1))
+    assert got == pytest.approx(expected, rel=1e-6)
+    plain = float(finetune_student.weighted_loss(logits, targets))
+    assert plain == pytest.approx(float(-log_p[torch.arange(2), targets].mean()), rel=1e-6)
+    # Sample weights still weigh whole examples.
+    weighted = finetune_student.weighted_loss(
+        logits, targets, sample_weight=torch.tensor([1.0, 0.0]), label_smoothing=0.1
+    )
+    assert float(weighted) == pytest.approx(float(-(smoothed[0] * log_p[0]).sum()), rel=1e-6)
+
+
+def test_a_fine_tune_trains_with_the_label_smoothing_it_is_given(
+    project, reviewer, lead, tiny_base, settings, tmp_path
+):
+    settings.DATA_DIR = tmp_path
+    labelled(project, reviewer)
+    losses = {}
+    for smoothing in (0.0, 0.3):
+        run = services.run_create(
+            project=project,
+            user=lead,
+            base_model=tiny_base,
+            hyperparameters={
+                "label_smoothing": smoothing,
+                "validation_fraction": 0,
+                "epochs": 1,
+                "batch_size": 8,
+                "max_length": 16,
+            },
+        )
+        assert services.run_claim(run.pk)
+        services.run_execute(run=run)
+        run.refresh_from_db()
+        assert run.status == "succeeded", run.traceback
+        manifest = json.loads((Path(run.artifact_path) / "manifest.json").read_text())
+        assert manifest["hyperparameters"]["label_smoothing"] == smoothing
+        losses[smoothing] = run.loss
+    # The same seed and data: only the loss function differs, and smoothing changes it.
+    assert losses[0.0] != pytest.approx(losses[0.3], abs=1e-4)
+
+
+def test_the_advice_smooths_teacher_labels_and_the_form_starts_from_it(project, lead_client):
+    advice = services.label_source_advice(project)
+    assert advice["label_source"] == "all" and advice["label_smoothing"] == 0.1
+    assert "smooth the labels" in advice["reason"]
+    from training.forms import LaunchForm
+
+    form = LaunchForm(project=project, advice=advice)
+    assert form.fields["label_smoothing"].initial == 0.1
+    page = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
+    assert 'name="label_smoothing"' in page and 'value="0.1"' in page

@@ -219,7 +219,19 @@ def test_a_fine_tune_trains_with_the_label_smoothing_it_is_given(
     assert losses[0.0] != pytest.approx(losses[0.3], abs=1e-4)
 
 
-def test_the_advice_smooths_teacher_labels_and_the_form_starts_from_it(project, lead_client):
+def test_the_advice_smooths_teacher_labels_and_the_form_starts_from_it(project, reviewer, lead_client):
+    from annotation.models import Proposal
+
+    # Human labels only: no smoothing (the measured defaults).
+    human = Example.objects.create(project=project, text="a refund, please")
+    Review.objects.create(example=human, reviewer=reviewer, verdict="correct", value="Billing")
+    Example.objects.filter(project=project).sync_queue_fields()
+    advice = services.label_source_advice(project)
+    assert advice["label_smoothing"] == 0.0 and "smooth" not in advice["reason"]
+    # Unreviewed teacher labels in the training set: smooth them.
+    taught = Example.objects.create(project=project, text="my login fails")
+    Proposal.objects.create(example=taught, agent="teacher:m:v1", value="Technical support", confidence=0.8)
+    Example.objects.filter(project=project).sync_queue_fields()
     advice = services.label_source_advice(project)
     assert advice["label_source"] == "all" and advice["label_smoothing"] == 0.1
     assert "smooth the labels" in advice["reason"]

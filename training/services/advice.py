@@ -77,7 +77,16 @@ def label_source_advice(project: Project) -> dict:
     that handle label noise) fine-tunes' label smoothing, with the reason."""
     advice = _label_source_advice(project)
     if project.task.handles_label_noise:
-        smooth = advice["label_source"] != TrainingRun.LabelSource.REVIEWED
+        # Only where unreviewed teacher labels would be trained on: human labels keep the
+        # measured defaults (bench/banking77_distill.py).
+        smooth = (
+            advice["label_source"] != TrainingRun.LabelSource.REVIEWED
+            and Example.objects.for_project(project)
+            .not_gold()
+            .filter(review_state="unreviewed")
+            .exclude(teacher_label="")
+            .exists()
+        )
         advice["label_smoothing"] = TEACHER_LABEL_SMOOTHING if smooth else 0.0
         if smooth:
             advice["reason"] += (

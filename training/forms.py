@@ -89,7 +89,7 @@ class LaunchForm(forms.Form):
         label="Label smoothing",
         help_text=(
             "Share of each label spread over the others, so a wrong teacher label pulls less; "
-            "0.1 is recommended when teacher labels are trained on."
+            "recommended when teacher labels are trained on (see the recommendation above)."
         ),
     )
     C = forms.FloatField(

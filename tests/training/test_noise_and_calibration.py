@@ -221,6 +221,7 @@ def test_a_fine_tune_trains_with_the_label_smoothing_it_is_given(
 
 def test_the_advice_smooths_teacher_labels_and_the_form_starts_from_it(project, reviewer, lead_client):
     from annotation.models import Proposal
+    from training.services.advice import TEACHER_LABEL_SMOOTHING
 
     # Human labels only: no smoothing (the measured defaults).
     human = Example.objects.create(project=project, text="a refund, please")
@@ -233,11 +234,11 @@ def test_the_advice_smooths_teacher_labels_and_the_form_starts_from_it(project, 
     Proposal.objects.create(example=taught, agent="teacher:m:v1", value="Technical support", confidence=0.8)
     Example.objects.filter(project=project).sync_queue_fields()
     advice = services.label_source_advice(project)
-    assert advice["label_source"] == "all" and advice["label_smoothing"] == 0.1
+    assert advice["label_source"] == "all" and advice["label_smoothing"] == TEACHER_LABEL_SMOOTHING > 0
     assert "smooth the labels" in advice["reason"]
     from training.forms import LaunchForm
 
     form = LaunchForm(project=project, advice=advice)
-    assert form.fields["label_smoothing"].initial == 0.1
+    assert form.fields["label_smoothing"].initial == TEACHER_LABEL_SMOOTHING
     page = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
-    assert 'name="label_smoothing"' in page and 'value="0.1"' in page
+    assert 'name="label_smoothing"' in page and f'value="{TEACHER_LABEL_SMOOTHING}"' in page

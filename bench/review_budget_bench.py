@@ -6,7 +6,7 @@ reviewed, per review order, measured through the app's services on Banking77.
         [--orders random,confidence,errors,disagreement,default]
         [--teachers simulated,embedding,weak] [--no-finetune] [--plot PATH] [--save PATH]
         [--noise-variants prune,none] [--refresh-every N] [--gold-limit N] [--torch-threads T]
-        [--ceiling-from SAVED.json]
+        [--ceiling-from SAVED.json] [--finetune-budgets 0,10]
 
 Everything runs in this process on a throw-away SQLite database (DISTILL_DATA_DIR is a temp
 dir, DATABASE_URL and REDIS_URL removed, then ``migrate``), as bench/banking77_distill.py
@@ -734,7 +734,7 @@ def part_teacher(
         log(f"{teacher} teacher, order {order}: building the project")
         project, info = build_teacher_project(data, teacher, f"{teacher}-{order}")
         log(f"  teacher: {info}")
-        finetune_budgets = list(FINETUNE_BUDGETS) if (order == "default" and not args.no_finetune) else []
+        finetune_budgets = list(args.finetune_budgets) if (order == "default" and not args.no_finetune) else []
         result = run_order(
             project,
             data,
@@ -987,6 +987,12 @@ def main() -> int:
         "--gold-limit", type=int, default=None, help="gold rows (a seeded sample; smoke runs)"
     )
     parser.add_argument("--budgets", type=lambda s: parse_list(s, cast=float), default=list(BUDGETS))
+    parser.add_argument(
+        "--finetune-budgets",
+        type=lambda s: parse_list(s, cast=float),
+        default=list(FINETUNE_BUDGETS),
+        help="budgets with a fine-tune (default order only; default 0,10)",
+    )
     parser.add_argument("--orders", type=lambda s: parse_list(s, ORDERS), default=list(ORDERS))
     parser.add_argument("--teachers", type=lambda s: parse_list(s, TEACHERS), default=list(TEACHERS))
     parser.add_argument(

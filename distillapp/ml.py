@@ -51,6 +51,15 @@ def _load_encoder(model_name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedM
 LOAD_LOCK = threading.Lock()
 
 
+def sentence_embedding(tokens, attention_mask):
+    """The mean of the unmasked token vectors, L2-normalised (torch tensors in and out)."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+    mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+
 def embed_texts(
     texts: list[str],
     *,
@@ -80,10 +89,7 @@ def embed_texts(
                 max_length=max_length,
                 return_tensors="pt",
             ).to(model.device)
-            tokens = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            pooled = sentence_embedding(model(**batch).last_hidden_state, batch["attention_mask"])
             out[idx] = pooled.float().cpu().numpy()
     return out
 
@@ -163,7 +169,7 @@ class Hyperparameters:
     # Extraction: give an uncased base model the text's capitals back (tasks/extraction/student.py).
     case_feature: bool = False
     # Classification fine-tunes: the share of each target spread over the other labels
-    # (cross_entropy's label_smoothing); the advice sets 0.1 where teacher labels are trained on.
+    # (cross_entropy's label_smoothing); the advice sets it where teacher labels are trained on.
     label_smoothing: float = 0.0
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
@@ -400,10 +406,7 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
             inputs = dict(zip(names, tensors, strict=True))
             if not pooled:
                 return self.model(**inputs).logits
-            tokens = self.model(**inputs).last_hidden_state
-            mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(mean, p=2, dim=1)
+            return sentence_embedding(self.model(**inputs).last_hidden_state, inputs["attention_mask"])
 
     with tempfile.TemporaryDirectory(dir=out) as scratch:
         fp32 = Path(scratch) / "model.fp32.onnx"

@@ -362,3 +362,10 @@ def apply_temperature(log_probabilities: np.ndarray, temperature: float) -> np.n
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def best_labels(probabilities: np.ndarray, names: list[str]) -> tuple[list[str], list[float]]:
+    """Each row's most probable name and its probability (rows of `probabilities`, columns in
+    the order of `names`)."""
+    best = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
+    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]

@@ -165,8 +165,7 @@ def predict(
         max_length=max_length,
         embedding_cache_dir=embedding_cache_dir,
     )
-    best = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
-    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
+    return measure.best_labels(probabilities, names)
 
 
 def predict_proba(
@@ -230,8 +229,7 @@ def predict_onnx(
 ) -> tuple[list[str], list[float]]:
     """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
     probabilities, names = predict_proba_onnx(onnx_dir, texts, batch_size=batch_size)
-    best = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
-    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
+    return measure.best_labels(probabilities, names)
 
 
 def predict_proba_onnx(

@@ -90,7 +90,7 @@ def train(
     )
     if validation and validation[0]:
         probabilities, _ = predict_proba(output_dir, validation[0], max_length=hp.max_length)
-        predicted, _ = _best(probabilities, names)
+        predicted, _ = measure.best_labels(probabilities, names)
         correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
         result.validation = {"examples": len(validation[0]), "accuracy": correct / len(validation[0])}
         result.validation["calibration"] = calibrate(output_dir, probabilities, validation[1], names)
@@ -145,7 +145,7 @@ def predict(
 ) -> tuple[list[str], list[float]]:
     """The predicted label and its softmax probability for each text."""
     probabilities, names = predict_proba(model_dir, texts, batch_size=batch_size, max_length=max_length)
-    return _best(probabilities, names)
+    return measure.best_labels(probabilities, names)
 
 
 def predict_proba(
@@ -191,9 +191,4 @@ def predict_onnx(
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         probabilities[idx] = exp / exp.sum(axis=1, keepdims=True)
-    return _best(probabilities, names)
-
-
-def _best(probabilities: np.ndarray, names: list[str]) -> tuple[list[str], list[float]]:
-    best = probabilities.argmax(axis=1) if len(probabilities) else np.array([], dtype=int)
-    return [names[i] for i in best], [float(probabilities[row, i]) for row, i in enumerate(best)]
+    return measure.best_labels(probabilities, names)

@@ -18,6 +18,7 @@ from tasks.classification import student as finetune_student
 from training import services
 from training.services.dataset import handle_noise
 
+from .test_run_kinds import run_now
 from .test_training import labelled
 
 pytestmark = pytest.mark.django_db
@@ -196,22 +197,20 @@ def test_a_fine_tune_trains_with_the_label_smoothing_it_is_given(
     labelled(project, reviewer)
     losses = {}
     for smoothing in (0.0, 0.3):
-        run = services.run_create(
-            project=project,
-            user=lead,
-            base_model=tiny_base,
-            hyperparameters={
-                "label_smoothing": smoothing,
-                "validation_fraction": 0,
-                "epochs": 1,
-                "batch_size": 8,
-                "max_length": 16,
-            },
+        run = run_now(
+            services.run_create(
+                project=project,
+                user=lead,
+                base_model=tiny_base,
+                hyperparameters={
+                    "label_smoothing": smoothing,
+                    "validation_fraction": 0,
+                    "epochs": 1,
+                    "batch_size": 8,
+                    "max_length": 16,
+                },
+            )
         )
-        assert services.run_claim(run.pk)
-        services.run_execute(run=run)
-        run.refresh_from_db()
-        assert run.status == "succeeded", run.traceback
         manifest = json.loads((Path(run.artifact_path) / "manifest.json").read_text())
         assert manifest["hyperparameters"]["label_smoothing"] == smoothing
         losses[smoothing] = run.loss

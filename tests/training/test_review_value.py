@@ -106,3 +106,20 @@ def test_the_page(project, reviewer, reviewer_client, outsider_client):
     assert 'data-series="quick"' in page and 'data-metric="next-batch-gain"' in page and "5.00 points" in page
     assert "Where review pays" in page
     assert outsider_client.get(url).status_code == 404
+
+
+def test_the_chart_starts_at_no_reviews_so_one_run_is_not_drawn_on_the_axis():
+    from training.services.review_value import curve_chart
+
+    chart = curve_chart([{"kind": "quick", "reviewed": 942, "score": 0.913, "run": 11}], width=600)
+    assert chart["x_min"] == 0 and chart["x_max"] == 942
+    # The one run sits at the right end (942 of 0..942), not at x = 0 beside the y labels.
+    assert chart["series"][0]["dots"][0]["x"] == 600.0
+    two = curve_chart(
+        [
+            {"kind": "quick", "reviewed": 100, "score": 0.90, "run": 1},
+            {"kind": "quick", "reviewed": 400, "score": 0.92, "run": 2},
+        ],
+        width=400,
+    )
+    assert [d["x"] for d in two["series"][0]["dots"]] == [100.0, 400.0]

@@ -147,10 +147,13 @@ SERIES_COLORS = {"quick": "#2f6fec", "finetune": "#1f8a4c", "ensemble": "#c0392b
 
 
 def curve_chart(curve: list[dict], *, width: int = 600, height: int = 200) -> dict | None:
-    """SVG geometry of the learning curve: one polyline per run kind, x = reviewed labels."""
+    """SVG geometry of the learning curve: one polyline per run kind, x = reviewed labels.
+
+    The x axis starts at 0 reviewed labels, so a single run (or runs at one count) shows
+    where it stands on the way from none, not on the y axis of a one-value range."""
     if not curve:
         return None
-    xs = [p["reviewed"] for p in curve]
+    xs = [0, *(p["reviewed"] for p in curve)]
     lo_y = min(p["score"] for p in curve)
     hi_y = max(p["score"] for p in curve)
     span_x = max(xs) - min(xs) or 1

@@ -64,6 +64,10 @@ def test_a_middling_teacher_is_pruned_not_weighted_even_when_its_confidence_tell
     advice = services.label_source_advice(project)
     assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune")
     assert advice["audit"]["confidence_gap"] >= 0.5 and "not weighted in" in advice["reason"]
+    # The gap in words a lead reads: 15 cards above the median all right, 7 of 15 below.
+    assert (
+        "more confident half is right 53 percentage points more often than the other half" in advice["reason"]
+    )
 
 
 def test_a_middling_teacher_whose_confidence_says_nothing_is_only_pruned(project, reviewer):

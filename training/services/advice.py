@@ -171,8 +171,9 @@ def _label_source_advice(project: Project) -> dict:
         ""
         if gap is None or accuracy >= STRONG_TEACHER
         else (
-            f" Its confidence is not weighted in (on the audit its more confident half is right {gap:+.0%} "
-            "more often than the other): on Banking77 weighting on top of pruning cost accuracy."
+            " Its confidence is not weighted in (on the audit, its more confident half is right "
+            f"{abs(gap) * 100:.0f} percentage points {'more' if gap >= 0 else 'less'} often than the other "
+            "half): on Banking77, weighting on top of pruning cost accuracy."
         )
     )
     return {

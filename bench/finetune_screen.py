@@ -15,7 +15,8 @@ classification student on exactly those rows with the run's hyperparameters plus
 
 ``--true-labels`` trains on the same rows with their true labels: the difference to the plain
 screen is what the wrong labels left in cost, the rest of the gap to the human-label run is
-what the rows left out cost.
+what the rows left out cost. ``--second-pass`` then trains again without the unreviewed
+labels the first model disagrees with (``second_pass`` in the output).
 
     python bench/finetune_screen.py --data-dir /tmp/review-budget-XXXX/data \
         --set label_smoothing=0.2 --set seed=14 --torch-threads 1
@@ -59,6 +60,11 @@ def main() -> int:
         "--true-labels",
         action="store_true",
         help="train on the same rows with their true labels (what the wrong labels left in cost)",
+    )
+    parser.add_argument(
+        "--second-pass",
+        action="store_true",
+        help="then train again without the unreviewed labels the first model disagrees with",
     )
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--save", type=Path, default=None)
@@ -110,54 +116,67 @@ def main() -> int:
 
     student = task.student_for(TrainingRun.Kind.FINETUNE)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="screen-") as out:
-        result = student.train(
-            texts=[texts[r["id"]] for r in train],
-            answers=[truth[r["hash"]] if args.true_labels else r["label"] for r in train],
-            names=manifest["labels"],
-            base_model=run.base_model or ml.default_base_model(),
-            output_dir=Path(out),
-            hyperparameters=ml.Hyperparameters(**fields),
-            validation=([texts[r["id"]] for r in validation], [r["label"] for r in validation]),
-        )
 
-        def accuracy(batch: list[str], labels: list[str]) -> float:
-            probabilities, names = student.predict_proba(Path(out), batch, max_length=fields["max_length"])
-            predicted, _ = measure.best_labels(probabilities, names)
-            return round(sum(p == g for p, g in zip(predicted, labels, strict=True)) / len(labels), 4)
+    def train_and_score(rows: list[dict]) -> tuple[dict, set[int]]:
+        """Train on `rows`; score it; the unreviewed rows whose label the model predicts otherwise."""
+        with tempfile.TemporaryDirectory(prefix="screen-") as out:
+            result = student.train(
+                texts=[texts[r["id"]] for r in rows],
+                answers=[truth[r["hash"]] if args.true_labels else r["label"] for r in rows],
+                names=manifest["labels"],
+                base_model=run.base_model or ml.default_base_model(),
+                output_dir=Path(out),
+                hyperparameters=ml.Hyperparameters(**fields),
+                validation=([texts[r["id"]] for r in validation], [r["label"] for r in validation]),
+            )
 
-        # The trained model's own view of the unreviewed labels it learnt from: how many of
-        # the wrong ones (and of the right ones) it disagrees with, in sample.
-        unreviewed = [r for r in train if r["state"] != "reviewed"]
-        probabilities, names = student.predict_proba(
-            Path(out), [texts[r["id"]] for r in unreviewed], max_length=fields["max_length"]
-        )
-        predicted, _ = measure.best_labels(probabilities, names)
-        disagrees = {"wrong": 0, "right": 0, "prediction_is_truth": 0}
-        for row, guess in zip(unreviewed, predicted, strict=True):
-            if guess != row["label"]:
-                disagrees["wrong" if row["label"] != truth[row["hash"]] else "right"] += 1
-                disagrees["prediction_is_truth"] += guess == truth[row["hash"]]
+            def predict(batch: list[str]) -> list[str]:
+                probabilities, names = student.predict_proba(
+                    Path(out), batch, max_length=fields["max_length"]
+                )
+                return measure.best_labels(probabilities, names)[0]
 
-        output = {
-            "run": {"project": run.project.slug, "number": run.number},
-            "set": dict(args.set),
-            "true_labels": args.true_labels,
-            "hyperparameters": fields,
-            "train": len(train),
-            "train_reviewed": sum(r["state"] == "reviewed" for r in train),
-            "train_noise": sum(r["label"] != truth[r["hash"]] for r in train),
-            "dev_accuracy": accuracy(
-                [texts[r["id"]] for r in validation], [truth[r["hash"]] for r in validation]
-            ),
-            "validation_accuracy_given_labels": round(result.validation["accuracy"], 4),
-            "gold_accuracy": accuracy(gold_texts, gold_labels),
-            "disagrees_with_unreviewed_labels": disagrees,
-            "gold_rows": len(gold_texts),
-            "train_seconds": round(result.seconds, 1),
-            "total_seconds": round(time.monotonic() - started, 1),
-            "cpu": {"model": cpu_model(), "torch_threads": torch.get_num_threads(), "loadavg": loadavg()},
-        }
+            def accuracy(batch: list[str], labels: list[str]) -> float:
+                hits = sum(p == g for p, g in zip(predict(batch), labels, strict=True))
+                return round(hits / len(labels), 4)
+
+            # The trained model's own view of the unreviewed labels it learnt from: how many
+            # of the wrong ones (and of the right ones) it disagrees with, in sample.
+            unreviewed = [r for r in rows if r["state"] != "reviewed"]
+            disagrees = {"wrong": 0, "right": 0, "prediction_is_truth": 0}
+            flagged = set()
+            for row, guess in zip(unreviewed, predict([texts[r["id"]] for r in unreviewed]), strict=True):
+                if guess != row["label"]:
+                    flagged.add(row["id"])
+                    disagrees["wrong" if row["label"] != truth[row["hash"]] else "right"] += 1
+                    disagrees["prediction_is_truth"] += guess == truth[row["hash"]]
+            return {
+                "train": len(rows),
+                "train_reviewed": sum(r["state"] == "reviewed" for r in rows),
+                "train_noise": sum(r["label"] != truth[r["hash"]] for r in rows),
+                "dev_accuracy": accuracy(
+                    [texts[r["id"]] for r in validation], [truth[r["hash"]] for r in validation]
+                ),
+                "validation_accuracy_given_labels": round(result.validation["accuracy"], 4),
+                "gold_accuracy": accuracy(gold_texts, gold_labels),
+                "disagrees_with_unreviewed_labels": disagrees,
+                "train_seconds": round(result.seconds, 1),
+            }, flagged
+
+    first, flagged = train_and_score(train)
+    output = {
+        "run": {"project": run.project.slug, "number": run.number},
+        "set": dict(args.set),
+        "true_labels": args.true_labels,
+        "hyperparameters": fields,
+        **first,
+        "gold_rows": len(gold_texts),
+    }
+    if args.second_pass:
+        log(f"second pass without the {len(flagged)} unreviewed labels the first model disagrees with")
+        output["second_pass"] = train_and_score([r for r in train if r["id"] not in flagged])[0]
+    output["total_seconds"] = round(time.monotonic() - started, 1)
+    output["cpu"] = {"model": cpu_model(), "torch_threads": torch.get_num_threads(), "loadavg": loadavg()}
     text = json.dumps(output, indent=1)
     if args.save:
         args.save.write_text(text + "\n")

@@ -153,15 +153,15 @@ def curve_chart(curve: list[dict], *, width: int = 600, height: int = 200) -> di
     where it stands on the way from none, not on the y axis of a one-value range."""
     if not curve:
         return None
-    xs = [0, *(p["reviewed"] for p in curve)]
+    x_max = max(p["reviewed"] for p in curve)
     lo_y = min(p["score"] for p in curve)
     hi_y = max(p["score"] for p in curve)
-    span_x = max(xs) - min(xs) or 1
+    span_x = x_max or 1
     lo_y, hi_y = max(0.0, lo_y - 0.05), min(1.0, hi_y + 0.05)
     span_y = hi_y - lo_y or 1
 
     def x(value: float) -> float:
-        return round((value - min(xs)) / span_x * width, 1)
+        return round(value / span_x * width, 1)
 
     def y(value: float) -> float:
         return round(height - (value - lo_y) / span_y * height, 1)
@@ -181,8 +181,8 @@ def curve_chart(curve: list[dict], *, width: int = 600, height: int = 200) -> di
             }
             for kind, points in series.items()
         ],
-        "x_min": min(xs),
-        "x_max": max(xs),
+        "x_min": 0,
+        "x_max": x_max,
         "y_min": round(lo_y, 2),
         "y_max": round(hi_y, 2),
     }

@@ -97,7 +97,12 @@ class ProjectSettingsForm(forms.ModelForm):
         self.fields["review_order"] = forms.ChoiceField(
             choices=list(STRATEGIES.items()),
             label="Review order",
-            help_text="What reviewers see first until they choose another order.",
+            help_text=(
+                "What reviewers see first until they choose another order. Where review pays most: "
+                "lowest teacher confidence first until the label-error flags are measured to cover "
+                "most of the teacher's errors (against the random audit), then the labels training "
+                "would keep, least certain first, since pruning already leaves out the flagged ones."
+            ),
         )
         self.fields["audit_share"].min_value = 0
         self.fields["audit_share"].max_value = 1

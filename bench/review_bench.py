@@ -17,7 +17,8 @@ library, plus psycopg in the cleanup child):
    (which creates one `import` proposal per example and sets teacher_label);
    then, with plain SQL, add one teacher proposal per example (with a
    confidence; it agrees with the imported label 85 % of the time), one
-   student proposal for 20 % of them, a quality score, and set the queue
+   student proposal for 20 % of them, a quality score (10 % flagged as likely
+   label errors, for the "kept" order), and set the queue
    fields (teacher_label, teacher_confidence, student_*, is_disagreement) from
    them exactly as ExampleQuerySet.sync_queue_fields() would; a sample of 300
    examples is re-synced with sync_queue_fields() to check that. Then
@@ -237,7 +238,8 @@ def setup(database_url: str, data_dir: str, examples: int, churn: float, result_
                 student_label = coalesce(s.value #>> '{}', ''),
                 student_confidence = s.confidence,
                 is_disagreement = s.value IS NOT NULL AND s.value <> t.value,
-                quality_score = random()
+                quality_score = random(),
+                label_issue = random() < 0.1
             FROM annotation_proposal t
             LEFT JOIN annotation_proposal s ON s.example_id = t.example_id AND s.agent = %s
             WHERE t.example_id = e.id AND t.agent = %s AND e.project_id = %s

@@ -96,7 +96,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -582,7 +582,7 @@ def run_order(
 ) -> dict:
     """Review `project` in `order` up to each budget, training the cells on the way."""
     from annotation import review
-    from annotation.models import Example, Project
+    from annotation.models import Example, Project, QualityRun, Review
     from annotation.review.rounds import round_status
     from training import services
 
@@ -650,6 +650,20 @@ def run_order(
             "errors_per_100_reviews": round(100 * corrections / verdicts, 1) if verdicts else None,
             "audit_verdicts": audits,
             "audit_estimate": round(estimate["accuracy"], 4) if estimate else None,
+            # The orders the cards were served in ("auto" serves "confidence" or "kept").
+            "served_as": dict(
+                Counter(
+                    Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW).values_list(
+                        "queue_order", flat=True
+                    )
+                )
+            ),
+            "flag_coverage": [
+                None if c is None else round(c, 3)
+                for c in QualityRun.objects.filter(project=project)
+                .order_by("pk")
+                .values_list("flag_coverage", flat=True)
+            ],
         }
         kinds = (["quick"] if budget in budgets else []) + (
             ["finetune"] if budget in finetune_budgets else []
@@ -734,7 +748,9 @@ def part_teacher(
         log(f"{teacher} teacher, order {order}: building the project")
         project, info = build_teacher_project(data, teacher, f"{teacher}-{order}")
         log(f"  teacher: {info}")
-        finetune_budgets = list(args.finetune_budgets) if (order == "default" and not args.no_finetune) else []
+        finetune_budgets = (
+            list(args.finetune_budgets) if (order == "default" and not args.no_finetune) else []
+        )
         result = run_order(
             project,
             data,

@@ -53,12 +53,10 @@ class Project(models.Model):
     )
     review_order = models.CharField(
         max_length=20,
-        # Lowest teacher confidence first. Likely label errors first finds more teacher errors
-        # (simulated teacher: 89 per 100 reviews) and trained a better student on the simulated
-        # teacher (+1.1 points at 10 % reviewed), but 1.9 points worse on the app's embedding
-        # teacher, whose errors depend on the text as a real LLM's do (bench/README.md,
-        # "Review budget", 2026-11-30).
-        default="confidence",
+        # "auto": lowest teacher confidence first until the label-quality flags are measured to
+        # cover most of the teacher's errors, then the labels training keeps, least certain
+        # first (annotation.review.verdicts.resolved_strategy; bench/README.md, "Review budget").
+        default="auto",
         help_text="The review queue's order when a reviewer has not chosen one (annotation.review STRATEGIES).",
     )
     refresh_every = models.PositiveIntegerField(

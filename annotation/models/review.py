@@ -41,6 +41,17 @@ class QualityRun(BackgroundJob):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     examples = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(null=True, blank=True)
+    flagged = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Unreviewed labels the run flags as likely wrong (what pruning leaves out).",
+    )
+    flag_coverage = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Flagged unreviewed labels over the wrong ones the audit estimates among them "
+        "(null: no audit estimate yet, or the task type does not flag).",
+    )
 
     def __str__(self) -> str:
         return f"Quality run {self.pk} ({self.get_status_display()})"

@@ -15,8 +15,30 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.models import Example, Project, QualityRun
+from annotation.models import Example, Project, QualityRun, ReviewState
 from tasks.base import AnswerError
+
+
+def flag_coverage(project: Project) -> tuple[int, float | None]:
+    """How many unreviewed labels are flagged, and what share of the wrong unreviewed labels
+    that is: flagged / ((1 - the audit's accuracy estimate) × unreviewed labels). Above 1 the
+    flags are more than the errors (some right labels among them); far below 1, most errors
+    are not flagged, so pruning cannot remove them. None before the audit has an estimate,
+    or when the audit finds the teacher always right."""
+    from annotation.review.audit import teacher_estimate
+
+    unreviewed = (
+        Example.objects.for_project(project)
+        .not_gold()
+        .filter(review_state=ReviewState.UNREVIEWED)
+        .exclude(teacher_label="")
+    )
+    flagged = unreviewed.filter(label_issue=True).count()
+    estimate = teacher_estimate(project)["estimate"]
+    if estimate is None or estimate["accuracy"] >= 1:
+        return flagged, None
+    wrong = (1 - estimate["accuracy"]) * unreviewed.count()
+    return flagged, flagged / wrong if wrong else None
 
 
 def quality_run_start(*, project: Project, user) -> QualityRun:
@@ -54,7 +76,8 @@ def quality_run(*, run: QualityRun) -> QualityRun:
         scores, issues = (
             task.label_quality([t for _, t, _ in rows], [a for _, _, a in rows]) if rows else ([], None)
         )
-        if issues is None:
+        decided = issues is not None  # the task type flags likely errors (else it only scores)
+        if not decided:
             issues = [None] * len(rows)
         with transaction.atomic():
             Example.objects.filter(project=run.project).update(quality_score=None, label_issue=None)
@@ -66,9 +89,12 @@ def quality_run(*, run: QualityRun) -> QualityRun:
                 ["quality_score", "label_issue"],
                 batch_size=2000,
             )
+        flagged, coverage = flag_coverage(run.project) if decided else (None, None)
         QualityRun.objects.filter(pk=run.pk).update(
             status=QualityRun.Status.SUCCEEDED,
             examples=len(rows),
+            flagged=flagged,
+            flag_coverage=coverage,
             seconds=time.monotonic() - started,
             finished_at=timezone.now(),
         )

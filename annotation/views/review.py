@@ -59,6 +59,17 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
     return review.QueueFilter(**saved, skipped=request.session.get(f"{key}:skipped", []))
 
 
+def _strategy_name(project: Project, filters: review.QueueFilter) -> str:
+    if filters.similar_to:
+        return f"Most like #{filters.similar_to}"
+    name = review.STRATEGIES.get(filters.strategy, "")
+    if filters.strategy == "auto":
+        # Say which order "auto" serves now, so a reviewer knows why these cards come.
+        now = review.resolved_strategy(project, "auto")
+        return f"{name}: now {review.STRATEGIES[now][0].lower()}{review.STRATEGIES[now][1:]}"
+    return name
+
+
 @login_required
 @require_POST
 def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
@@ -165,11 +176,7 @@ def _card_context(
         "initial_json": json.dumps(teacher.value) if teacher else "",
         "filters": filters,
         "strategies": review.STRATEGIES,
-        "strategy_name": (
-            f"Most like #{filters.similar_to}"
-            if filters.similar_to
-            else review.STRATEGIES.get(filters.strategy, "")
-        ),
+        "strategy_name": _strategy_name(project, filters),
         "similar_key": "m" if not any(label.key == "m" for label in labels) else "",
         "reviewed_today": review.reviewed_today(project=project, user=request.user),
         "round": round_status(project),

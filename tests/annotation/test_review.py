@@ -272,6 +272,9 @@ def test_quality_run_puts_the_mislabelled_example_first(project, lead, lead_clie
     # measures the decision on 200), but every label has a verdict.
     assert not Example.objects.filter(project=project, label_issue=None).exists()
     assert Example.objects.filter(project=project, label_issue=False).count() >= 20
+    # What it flags among unreviewed labels; no audit yet, so no share of the errors it covers.
+    assert run.flagged == Example.objects.filter(project=project, label_issue=True).count()
+    assert run.flag_coverage is None
     Example.objects.filter(pk=wrong.pk).update(label_issue=True)
     page = lead_client.get(
         reverse("annotation:review", args=[project.slug]) + "?strategy=errors"

@@ -21,7 +21,7 @@ from annotation.review.gold import (
     gold_next_disagreement,
     gold_status,
 )
-from annotation.review.quality import quality_run, quality_run_start
+from annotation.review.quality import latest_quality_run, quality_run, quality_run_start
 from annotation.review.verdicts import (
     STRATEGIES,
     InvalidAnswer,
@@ -57,6 +57,7 @@ __all__ = [
     "gold_status",
     "quality_run",
     "quality_run_start",
+    "latest_quality_run",
     "queue",
     "resolved_strategy",
     "review_next",

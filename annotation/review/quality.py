@@ -19,6 +19,15 @@ from annotation.models import Example, Project, QualityRun, ReviewState
 from tasks.base import AnswerError
 
 
+def latest_quality_run(project: Project) -> QualityRun | None:
+    """The project's last finished label-quality scoring (whose keys the queue serves now)."""
+    return (
+        QualityRun.objects.filter(project=project, status=QualityRun.Status.SUCCEEDED)
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+
+
 def flag_coverage(project: Project) -> tuple[int, float | None]:
     """How many unreviewed labels are flagged, and what share of the wrong unreviewed labels
     that is: flagged / ((1 - the audit's accuracy estimate) × unreviewed labels). Above 1 the

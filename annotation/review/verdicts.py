@@ -21,12 +21,12 @@ from annotation.models import (
     Example,
     Project,
     Proposal,
-    QualityRun,
     Review,
     ReviewClaim,
     ReviewState,
 )
 from annotation.review import rounds
+from annotation.review.quality import latest_quality_run
 from tasks.base import Answer, AnswerError
 
 STRATEGIES = {
@@ -58,12 +58,8 @@ def resolved_strategy(project: Project, strategy: str) -> str:
     """The order a queue setting serves now: "auto" becomes "kept" or "confidence"."""
     if strategy != "auto":
         return strategy
-    coverage = (
-        QualityRun.objects.filter(project=project, status=QualityRun.Status.SUCCEEDED)
-        .order_by("-finished_at", "-pk")
-        .values_list("flag_coverage", flat=True)
-        .first()
-    )
+    run = latest_quality_run(project)
+    coverage = run.flag_coverage if run is not None else None
     return "kept" if coverage is not None and coverage >= KEPT_FROM_COVERAGE else "confidence"
 
 

@@ -123,3 +123,35 @@ def test_the_chart_starts_at_no_reviews_so_one_run_is_not_drawn_on_the_axis():
         width=400,
     )
     assert [d["x"] for d in two["series"][0]["dots"]] == [100.0, 400.0]
+
+
+def test_the_page_says_what_pruning_covers_and_which_order_the_default_serves(
+    project, reviewer, reviewer_client
+):
+    from django.utils import timezone
+
+    from annotation.models import QualityRun
+
+    example = Example.objects.create(project=project, text="refund please")
+    proposal = Proposal.objects.create(example=example, agent="teacher:m:v1", value="Billing", confidence=0.4)
+    Review.objects.create(
+        example=example, reviewer=reviewer, proposal=proposal, verdict="accept", value="Billing"
+    )
+    url = reverse("training:review-value", args=[project.slug])
+    assert 'data-metric="flag-coverage"' not in reviewer_client.get(url).content.decode()  # no quality run
+    QualityRun.objects.create(
+        project=project, status="succeeded", flagged=1234, flag_coverage=0.2, finished_at=timezone.now()
+    )
+    page = reviewer_client.get(url).content.decode()
+    assert "<strong>1,234</strong> unreviewed labels, <strong>20 %</strong> of the wrong ones" in page
+    assert "now <em>lowest teacher confidence first</em>" in page
+    QualityRun.objects.create(
+        project=project, status="succeeded", flagged=900, flag_coverage=0.83, finished_at=timezone.now()
+    )
+    page = reviewer_client.get(url).content.decode()
+    assert (
+        "<strong>83 %</strong>" in page
+        and "now <em>labels training would keep, least certain first</em>" in page
+    )
+    QualityRun.objects.create(project=project, status="succeeded", flagged=10, finished_at=timezone.now())
+    assert "the audit has too few cards yet" in reviewer_client.get(url).content.decode()

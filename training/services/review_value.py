@@ -7,6 +7,9 @@ All from what has been measured in this project, nothing modelled:
 - teacher errors found per 100 reviews in each queue order (a verdict other than accept
   on a card with a teacher proposal is an error found), with the random audit draws as the
   baseline an order has to beat;
+- what the last label-quality run flags among unreviewed labels (what pruning leaves out)
+  as a share of the teacher errors the audit estimates there, and so which order the
+  default ("auto") queue serves;
 - the next batch's estimated gain: the slope between the two latest evaluated runs of one
   kind whose reviewed counts differ, times the batch, labelled as an extrapolation;
 - review time (each verdict's seconds on the card, capped at 10 minutes: longer is a
@@ -107,6 +110,26 @@ def errors_found_by_order(project: Project) -> list[dict]:
     return out
 
 
+def pruning_cover(project: Project) -> dict | None:
+    """What the last label-quality run flags among unreviewed labels, the share of the audit's
+    estimated teacher errors that is, and the order the project's "auto" queue serves for it."""
+    from annotation.review import latest_quality_run, resolved_strategy
+    from annotation.review.verdicts import KEPT_FROM_COVERAGE, STRATEGIES
+
+    run = latest_quality_run(project)
+    if run is None or run.flagged is None:
+        return None
+    serves = resolved_strategy(project, "auto")
+    return {
+        "flagged": run.flagged,
+        "coverage": run.flag_coverage,
+        "finished_at": run.finished_at,
+        "threshold": KEPT_FROM_COVERAGE,
+        "serves": serves,
+        "serves_name": STRATEGIES[serves],
+    }
+
+
 def review_cost(project: Project, rate: Decimal) -> dict:
     time = review_time(project)
     hours = time["seconds"] / 3600
@@ -138,6 +161,7 @@ def review_value(project: Project) -> dict:
         "curve": curve,
         "gain": next_batch_gain(curve),
         "orders": errors_found_by_order(project),
+        "pruning": pruning_cover(project),
         "cost": review_cost(project, Decimal(rate)),
         "batch": BATCH,
     }

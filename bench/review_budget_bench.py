@@ -48,8 +48,8 @@ the start — and ``default``: the project as the app creates it (``Project.revi
 ``training.services.rounds.refresh_queue``, which starts a quick run and a quality run). All
 orders keep the app's random audit share (``Project.audit_share``: every 10th card is drawn
 at random and marked ``Review.is_audit``). There is no rq worker here: the bench replaces
-``distillapp.rows.enqueue`` with a list and works that list off after every verdict, as an
-idle worker would at once (``run_claim`` + ``run_execute`` for a run, ``rows.claim`` +
+``distillapp.rows.enqueue`` (and the round's refresh job, which has no row) with a list and
+works that list off after every verdict, as an idle worker would at once (``run_claim`` + ``run_execute`` for a run, ``rows.claim`` +
 ``review.quality_run`` for a quality run).
 
 The simulated reviewer takes the next card (``review.review_next``) and answers with the
@@ -201,6 +201,19 @@ class JobList:
 
         rows.enqueue = enqueue
 
+        from distillapp import queues
+
+        plain = queues.enqueue_on_commit
+
+        def enqueue_on_commit(queue_name, func_path, *args, on_error=None):
+            # A review round's refresh (training.jobs.queue_refresh_job) is a job with no row.
+            if func_path == "training.jobs.queue_refresh_job":
+                self.pending.append(("refresh", int(args[0])))
+            else:
+                plain(queue_name, func_path, *args, on_error=on_error)
+
+        queues.enqueue_on_commit = enqueue_on_commit
+
     def work(self) -> list[dict]:
         from annotation import review
         from annotation.models import QualityRun
@@ -212,7 +225,12 @@ class JobList:
         while self.pending:
             label, pk = self.pending.pop(0)
             started = time.monotonic()
-            if label == "training.TrainingRun":
+            if label == "refresh":
+                from training.jobs import queue_refresh_job
+
+                queue_refresh_job(pk)  # starts the round's quick run and quality run: next in the list
+                entry = {"job": "refresh"}
+            elif label == "training.TrainingRun":
                 if not services.run_claim(pk):
                     raise RuntimeError(f"run {pk} could not be claimed")
                 run = services.run_execute(run=TrainingRun.objects.get(pk=pk))

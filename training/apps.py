@@ -17,11 +17,15 @@ class TrainingConfig(AppConfig):
         def forget(**kwargs) -> None:
             serving.forget_cached()
 
-        # A finished review round retrains the quick student that orders the queue.
+        # A finished review round retrains the quick student that orders the queue, in the
+        # training queue's worker (training.jobs.queue_refresh_job): never in the request.
         def refresh(sender, project, **kwargs) -> None:
-            from training.services.rounds import refresh_queue
+            from distillapp import queues
 
-            refresh_queue(project=project)
+            # Redis unreachable: logged by enqueue_on_commit; the next round refreshes.
+            queues.enqueue_on_commit(
+                "training", "training.jobs.queue_refresh_job", project.pk, on_error=lambda exc: None
+            )
 
         refresh_due.connect(refresh, dispatch_uid="training-review-round-refresh", weak=False)
 

@@ -642,7 +642,7 @@ def main() -> int:
         parser.error("--examples must leave cards for both loops (more than 2 × (actions + warmup))")
     if not 0 <= args.churn < 1:
         parser.error("--churn must be in [0, 1)")
-    if args.strategy not in ("confidence", "disagreement", "errors", "random", "oldest"):
+    if args.strategy not in ("auto", "confidence", "disagreement", "errors", "kept", "random", "oldest"):
         parser.error(f"unknown --strategy {args.strategy}")
     tmp = Path(tempfile.mkdtemp(prefix="distill-review-bench-"))
     data_dir = tmp / "data"

@@ -57,13 +57,17 @@ STRATEGIES = {
 KEPT_FROM_COVERAGE = 0.5
 
 
+def auto_strategy(coverage: float | None) -> str:
+    """The order "auto" serves for a quality run's flag coverage (None: not measured)."""
+    return "kept" if coverage is not None and coverage >= KEPT_FROM_COVERAGE else "confidence"
+
+
 def resolved_strategy(project: Project, strategy: str) -> str:
     """The order a queue setting serves now: "auto" becomes "kept" or "confidence"."""
     if strategy != "auto":
         return strategy
     run = latest_quality_run(project)
-    coverage = run.flag_coverage if run is not None else None
-    return "kept" if coverage is not None and coverage >= KEPT_FROM_COVERAGE else "confidence"
+    return auto_strategy(run.flag_coverage if run is not None else None)
 
 
 class ReviewError(ValueError):
@@ -207,9 +211,9 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
     # pool, whatever the order: those verdicts measure the teacher without bias. In the
     # random order every card is such a draw.
     audit = filters.is_unfiltered and (filters.strategy == "random" or _audit_turn(project))
-    strategy = resolved_strategy(project, filters.strategy)
+    strategy = "random" if audit else resolved_strategy(project, filters.strategy)
     order = (
-        QueueFilter(strategy="random", skipped=filters.skipped)
+        QueueFilter(strategy=strategy, skipped=filters.skipped)
         if audit
         else dataclasses.replace(filters, strategy=strategy)
     )
@@ -220,8 +224,8 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
         example = next((e for e in (c.first() for c in candidates) if e is not None), None)
         if example is None:
             return None
-        served_as = "similar" if filters.similar_to is not None else strategy
-        if _claim(example.pk, user, is_audit=audit, order="random" if audit else served_as):
+        served_as = "similar" if filters.similar_to is not None else strategy  # "random" on audit draws
+        if _claim(example.pk, user, is_audit=audit, order=served_as):
             ReviewClaim.objects.filter(user=user, example__project=project).exclude(example=example).delete()
             return example
     return None

@@ -113,17 +113,16 @@ def errors_found_by_order(project: Project) -> list[dict]:
 def pruning_cover(project: Project) -> dict | None:
     """What the last label-quality run flags among unreviewed labels, the share of the audit's
     estimated teacher errors that is, and the order the project's "auto" queue serves for it."""
-    from annotation.review import latest_quality_run, resolved_strategy
-    from annotation.review.verdicts import KEPT_FROM_COVERAGE, STRATEGIES
+    from annotation.review import latest_quality_run
+    from annotation.review.verdicts import KEPT_FROM_COVERAGE, STRATEGIES, auto_strategy
 
     run = latest_quality_run(project)
     if run is None or run.flagged is None:
         return None
-    serves = resolved_strategy(project, "auto")
+    serves = auto_strategy(run.flag_coverage)
     return {
         "flagged": run.flagged,
         "coverage": run.flag_coverage,
-        "finished_at": run.finished_at,
         "threshold": KEPT_FROM_COVERAGE,
         "serves": serves,
         "serves_name": STRATEGIES[serves],

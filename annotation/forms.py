@@ -16,7 +16,24 @@ from annotation.models import (
     SyntheticJob,
     TeacherConfig,
 )
-from tasks import TASK_TYPES
+from tasks import OptionField, task_choices, task_class
+
+
+def option_form_field(option: OptionField, *, attrs: dict | None = None) -> forms.Field:
+    """The form field of one of a task type's project settings (tasks.base.OptionField)."""
+    common = {"label": option.label, "help_text": option.help, "initial": option.default}
+    if option.kind == "int":
+        return forms.IntegerField(
+            min_value=option.min_value,
+            max_value=option.max_value,
+            widget=forms.NumberInput(attrs=attrs),
+            **common,
+        )
+    if option.kind == "choice":
+        return forms.ChoiceField(choices=option.choices, widget=forms.Select(attrs=attrs), **common)
+    return forms.CharField(
+        required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 3, **(attrs or {})}), **common
+    )
 
 
 class ProjectForm(forms.Form):
@@ -25,13 +42,13 @@ class ProjectForm(forms.Form):
         max_length=80, required=False, help_text="Used in URLs and the API; made from the name if empty."
     )
     task_type = forms.ChoiceField(
-        # Only the task types the app can distill (tasks.TASK_TYPES); summarisation comes later.
-        choices=[(value, label) for value, label in Project.TaskType.choices if value in TASK_TYPES],
-        initial=Project.TaskType.CLASSIFICATION,
+        choices=task_choices,  # every registered task type (tasks.TASK_TYPES)
+        initial="classification",
         label="Task",
         help_text=(
             "Classification: one label per text. Extraction: fields marked as spans in the text "
-            "(dates, amounts, names). It cannot be changed later."
+            "(dates, amounts, names). Summarisation: a short summary of each text, written to a "
+            "target length. It cannot be changed later."
         ),
     )
     guidelines = forms.CharField(
@@ -45,12 +62,30 @@ class ProjectForm(forms.Form):
         help_text="One label (for extraction: one field) per line, as “Name: description”.",
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Each task type's own settings, shown (static/js/app.js) only while that type is chosen.
+        for task_type, _ in task_choices():
+            for option in task_class(task_type).option_fields:
+                self.fields[f"{task_type}__{option.name}"] = option_form_field(
+                    option, attrs={"data-task-type": task_type}
+                )
+                self.fields[f"{task_type}__{option.name}"].required = False
+
     def clean(self):
         data = super().clean()
         if data.get("name") and not data.get("slug"):
             data["slug"] = slugify(data["name"])[:80]
         if data.get("slug") and Project.objects.filter(slug=data["slug"]).exists():
             self.add_error("slug", "A project with this slug exists; choose another.")
+        task_type = data.get("task_type")
+        if task_type:
+            task = task_class(task_type)
+            data["task_options"] = {
+                o.name: data.get(f"{task_type}__{o.name}")
+                for o in task.option_fields
+                if data.get(f"{task_type}__{o.name}") not in (None, "")
+            }
         return data
 
     def clean_labels(self) -> list[tuple[str, str]]:
@@ -106,6 +141,23 @@ class ProjectSettingsForm(forms.ModelForm):
         )
         self.fields["audit_share"].min_value = 0
         self.fields["audit_share"].max_value = 1
+        # The project's task type's own settings (a summary's target length and style).
+        task = task_class(self.instance.task_type)
+        for option in task.option_fields:
+            field = self.fields[f"option__{option.name}"] = option_form_field(option)
+            field.initial = (self.instance.task_options or {}).get(option.name, option.default)
+            field.required = option.kind != "text"
+
+    def save(self, commit: bool = True):
+        project = super().save(commit=False)
+        options = dict(project.task_options or {})
+        for option in task_class(project.task_type).option_fields:
+            options[option.name] = self.cleaned_data.get(f"option__{option.name}")
+        project.task_options = options
+        project.forget_task()
+        if commit:
+            project.save()
+        return project
 
     def clean_review_budget_hours(self) -> float | None:
         hours = self.cleaned_data["review_budget_hours"]
@@ -199,19 +251,27 @@ class ImportForm(forms.Form):
 
     def __init__(self, *args, project: Project | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.task = project.task if project is not None else None
-        if self.task is not None and self.task.file_answers == "spans":
-            # An extraction file carries its answers itself: spans or fields (JSONL), BIO tags (CoNLL).
-            self.fields["format"].choices = [("", "From the file name")] + [
-                (f, FORMAT_NAMES.get(f, f.upper())) for f in corpus.formats_for(self.task)
-            ]
-            self.fields["file"].help_text = (
-                "TXT, CSV or JSONL text only; JSONL with spans ({text, spans: [{start, end, label}]}) "
-                "or a fields object ({text, fields: {...}}); CoNLL BIO (.conll, .bio). UTF-8."
-            )
+        self.task = task = project.task if project is not None else None
+        if task is None:
+            return
+        # What the task reads: its formats, and where a file's answers are.
+        self.fields["format"].choices = [("", "From the file name")] + [
+            (f, FORMAT_NAMES.get(f, f.upper())) for f in corpus.formats_for(task)
+        ]
+        if task.import_help:
+            self.fields["file"].help_text = task.import_help
+        self.fields["label_meaning"].label = f"The {task.answer_noun} are"
+        if not task.label_column:  # the file carries its answers itself (extraction's JSONL, CoNLL)
             del self.fields["label_column"]
-            self.fields["label_meaning"].label = "The spans are"
-            self.fields["create_labels"].help_text = "Add fields found in the file that the project lacks."
+        elif task.label_column == "answer":
+            self.fields["label_column"].label = f"{task.answer_noun.capitalize()} column"
+            self.fields["label_column"].help_text = f"Optional: existing {task.answer_noun}, one per row."
+        if not task.uses_categories:
+            del self.fields["create_labels"]
+        else:
+            self.fields["create_labels"].help_text = (
+                f"Add {task.category_noun}s found in the file that the project lacks."
+            )
 
     def main_fields(self) -> list:
         return [self[name] for name in self.MAIN_FIELDS if name in self.fields]
@@ -234,8 +294,8 @@ class ImportForm(forms.Form):
             self.add_error("format", "Cannot tell the format from the file name; choose one.")
         gold = data.get("gold") or ""
         fmt = data.get("format") or (corpus.guess_format(upload.name) if upload else None)
-        if self.task is not None and self.task.file_answers == "spans":
-            self._clean_span_file(data, fmt, gold)
+        if self.task is not None and not self.task.label_column:
+            self._clean_answer_file(data, fmt, gold)
         elif gold == "attested":
             data["label_meaning"] = "verified"
             if not (data.get("label_column") or "").strip():
@@ -252,16 +312,18 @@ class ImportForm(forms.Form):
             data["keep_columns"] = names or None
         return data
 
-    def _clean_span_file(self, data: dict, fmt: str | None, gold: str) -> None:
+    def _clean_answer_file(self, data: dict, fmt: str | None, gold: str) -> None:
         data["label_column"] = ""
+        task = self.task
         if gold == "attested":
             data["label_meaning"] = "verified"
-            if fmt not in corpus.SPAN_FORMATS:
-                self.add_error("gold", "An attested gold file is JSONL with spans or fields, or CoNLL.")
-        elif fmt == "conll" and not data.get("label_meaning"):
-            # A CoNLL file always carries answers; the lead says what they are.
+            if fmt not in task.answer_formats:
+                self.add_error("gold", f"An attested gold file gives its answers as {task.answer_files_about}.")
+        elif fmt in task.answer_formats and fmt != "jsonl" and not data.get("label_meaning"):
+            # A file of this format always carries answers (CoNLL); the lead says what they are.
             self.add_error(
-                "label_meaning", "Say whether the spans are verified or another system's predictions."
+                "label_meaning",
+                f"Say whether the {task.answer_noun} are verified or another system's predictions.",
             )
 
 

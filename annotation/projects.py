@@ -39,12 +39,18 @@ def project_create(
     name: str,
     slug: str,
     user,
-    task_type: str = Project.TaskType.CLASSIFICATION,
+    task_type: str = "classification",
     guidelines: str = "",
     labels: list[tuple[str, str]] | None = None,
+    task_options: dict | None = None,
 ) -> Project:
     project = Project.objects.create(
-        name=name, slug=slug, task_type=task_type, guidelines=guidelines, created_by=user
+        name=name,
+        slug=slug,
+        task_type=task_type,
+        task_options=task_options or {},
+        guidelines=guidelines,
+        created_by=user,
     )
     Membership.objects.create(project=project, user=user, role=Membership.Role.LEAD)
     for name_, description in labels or []:

@@ -234,7 +234,7 @@ def build_project(
         name=slug,
         slug=slug,
         user=user,
-        task_type=Project.TaskType.EXTRACTION,
+        task_type="extraction",
         labels=[(name, "") for name in fields],
     )
     train_texts, test_texts = [t for t, _ in train_rows], [t for t, _ in test_rows]

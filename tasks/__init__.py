@@ -10,25 +10,44 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tasks.base import Answer, AnswerError, Category, Task
+from tasks.base import Answer, AnswerError, AnswerFileError, Category, FileRow, OptionField, Task
 
-# type -> "module:class"; imported on first use so that a page never loads every type.
+# type -> (title, "module:class"); the class is imported on first use so that a page never
+# loads every type.
 TASK_TYPES = {
-    "classification": "tasks.classification:ClassificationTask",
-    "extraction": "tasks.extraction:ExtractionTask",
+    "classification": ("Classification", "tasks.classification:ClassificationTask"),
+    "extraction": ("Extraction", "tasks.extraction:ExtractionTask"),
+    "summarization": ("Summarisation", "tasks.summarization:SummarizationTask"),
 }
+
+
+def task_choices() -> list[tuple[str, str]]:
+    """(type, title) of every registered task type: ``Project.task_type``'s choices."""
+    return [(name, title) for name, (title, _) in TASK_TYPES.items()]
 
 
 def task_class(task_type: str) -> type[Task]:
     try:
-        module, _, name = TASK_TYPES[task_type].partition(":")
+        module, _, name = TASK_TYPES[task_type][1].partition(":")
     except KeyError:
         raise ValueError(f"unknown task type {task_type!r}; known: {', '.join(TASK_TYPES)}") from None
     return getattr(import_module(module), name)
 
 
-def task_for(task_type: str, categories: list[Category]) -> Task:
-    return task_class(task_type)(categories)
+def task_for(task_type: str, categories: list[Category], options: dict | None = None) -> Task:
+    return task_class(task_type)(categories, options)
 
 
-__all__ = ["Answer", "AnswerError", "Category", "Task", "TASK_TYPES", "task_class", "task_for"]
+__all__ = [
+    "Answer",
+    "AnswerError",
+    "AnswerFileError",
+    "Category",
+    "FileRow",
+    "OptionField",
+    "Task",
+    "TASK_TYPES",
+    "task_choices",
+    "task_class",
+    "task_for",
+]

@@ -45,6 +45,25 @@ class AnswerError(ValueError):
     """An answer that does not fit the task or its categories; the message says why."""
 
 
+class AnswerFileError(ValueError):
+    """Lines of an answer file that cannot be read; ``errors`` lists (line, reason)."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__("; ".join(f"line {line}: {reason}" for line, reason in self.errors[:5]))
+
+
+@dataclass
+class FileRow:
+    """One row of an answer file (``Task.read_answer_chunk``); ``line`` counts from the chunk's first."""
+
+    line: int
+    text: str
+    answer: Any = None  # None: the row has no answer
+    external_id: str = ""
+    metadata: dict | None = None
+
+
 @dataclass(frozen=True)
 class Category:
     """A label (classification) or a field (extraction): what an answer may name."""
@@ -54,6 +73,24 @@ class Category:
     key: str = ""
     color: str = ""
     allows_many: bool = True  # extraction: may a text hold several values of this field?
+
+
+@dataclass(frozen=True)
+class OptionField:
+    """One project-level setting a task type reads (summarisation's target length and style).
+
+    The project form builds a field from it; the value is kept in ``Project.task_options``
+    and reaches the task as ``task.options[name]``.
+    """
+
+    name: str
+    label: str
+    kind: str  # "int", "choice" or "text"
+    default: Any
+    help: str = ""
+    choices: tuple[tuple[str, str], ...] = ()
+    min_value: int | None = None
+    max_value: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,14 +128,27 @@ class Task(ABC):
     right_name: ClassVar[str] = "accuracy"
     # A training set needs answers naming at least this many categories.
     min_training_categories: ClassVar[int] = 1
-    # Files: where an imported file carries its answers ("label": a label column; "spans":
-    # JSONL spans or a fields object, CoNLL BIO tags) and the formats an export offers.
-    file_answers: ClassVar[str] = "label"
+    # Does a project of this type have categories (labels, fields) at all? A summary names none.
+    uses_categories: ClassVar[bool] = True
+    # Project-level settings of this task type (``Project.task_options``).
+    option_fields: ClassVar[tuple[OptionField, ...]] = ()
+    # Files. What an import's label column holds: "category" (a label name), "answer" (the
+    # answer itself, read by ``column_answer``) or "" (no label column: the formats in
+    # ``answer_formats`` carry the answers and ``read_answers`` reads them).
+    label_column: ClassVar[str] = "category"
+    import_formats: ClassVar[tuple[str, ...]] = ("csv", "tsv", "jsonl", "txt")
+    answer_formats: ClassVar[tuple[str, ...]] = ()
+    answer_files_about: ClassVar[str] = ""  # how those files give answers, for messages
+    answer_noun: ClassVar[str] = "labels"  # what a file's answers are called on the import form
+    import_help: ClassVar[str] = ""  # the import form's help for the file, where the default does not fit
+    # The formats an export offers; those beyond CSV and JSONL are written by ``write_file``.
     export_formats: ClassVar[tuple[str, ...]] = ("csv", "jsonl")
 
-    def __init__(self, categories: list[Category]):
+    def __init__(self, categories: list[Category], options: dict | None = None):
         self.categories = list(categories)
         self.names = [c.name for c in self.categories]
+        self.options = {f.name: f.default for f in self.option_fields}
+        self.options.update({k: v for k, v in (options or {}).items() if k in self.options})
 
     # --- the answer ---------------------------------------------------------------------
 
@@ -113,6 +163,46 @@ class Task(ABC):
     @abstractmethod
     def summary(self, value: Answer, *, text: str = "") -> str:
         """A short one-line form (queue columns, tables); never parsed back."""
+
+    def answer_categories(self, answer: Answer) -> set[str]:
+        """The category names an answer uses (an import checks them; renaming one rewrites them)."""
+        return set()
+
+    def rename_category(self, answer: Answer, old: str, new: str) -> Answer:
+        """The answer with category ``old`` called ``new``."""
+        return answer
+
+    def column_answer(self, cell: str, *, text: str) -> Answer:
+        """The answer an import's label column holds (``label_column == "answer"``), or AnswerError."""
+        raise NotImplementedError(f"{self.title} reads no answers from a label column")
+
+    def shift_answer(self, answer: Answer, shift: int) -> Answer:
+        """The answer for its text with ``shift`` leading characters stripped (offsets move)."""
+        return answer
+
+    def file_record(self, record: dict) -> dict:
+        """An export record as a JSONL line of this task writes it (the label in its file form)."""
+        return record
+
+    def file_label(self, answer: Answer | None) -> Any:
+        """The answer as a CSV cell or JSONL ``label`` shows it; importing it again gives it back."""
+        return answer
+
+    def read_answer_chunk(self, lines: list[str], *, fmt: str, skip) -> list[FileRow]:
+        """The rows of consecutive lines of a file in one of ``answer_formats`` (a chunk ends
+        at a record boundary), each with its answer checked against its text but not yet
+        against the categories; AnswerFileError lists the lines that cannot be read. `skip`
+        names keys an export writes for provenance, not to be kept as metadata."""
+        raise NotImplementedError(f"{self.title} reads no answer files")
+
+    def write_file(self, fmt: str, records):
+        """Export chunks in a format beyond CSV and JSONL (``export_formats``)."""
+        raise NotImplementedError(f"{self.title} writes no {fmt} files")
+
+    def gold_answer(self, final: Answer, blind: list[Answer | None]) -> Answer:
+        """The answer a gold item keeps, from the final one and the blind answers it came from
+        (summarisation keeps every reviewer's summary as a reference)."""
+        return final
 
     # --- the teacher --------------------------------------------------------------------
 
@@ -278,6 +368,11 @@ class Task(ABC):
     @abstractmethod
     def served(self, value: Answer | None, *, text: str) -> dict:
         """The task-specific fields of one prediction in the API's response."""
+
+    @classmethod
+    @abstractmethod
+    def served_schema(cls) -> dict:
+        """The OpenAPI (JSON Schema) properties of ``served``'s fields, each with a description."""
 
     def drop_in_content(self, value: Answer | None, *, text: str, wants_json: bool) -> str:
         """The assistant message of the OpenAI-compatible drop-in for this answer."""

@@ -21,7 +21,6 @@ from annotation.corpus.exporting import (
 from annotation.corpus.formats import (
     ALL_FORMATS,
     FORMATS,
-    SPAN_FORMATS,
     CorpusFormatError,
     formats_for,
     guess_format,
@@ -46,7 +45,6 @@ __all__ = [
     "GOLD_CANDIDATES",
     "LABELS_PREDICTIONS",
     "LABELS_VERIFIED",
-    "SPAN_FORMATS",
     "CorpusFormatError",
     "examples_for_export",
     "export_records",

@@ -2,7 +2,7 @@
 
 `examples_for_export` chooses (all, reviewed, or a frozen gold version), `export_records`
 turns each example into a plain dict, and `iter_export` / `write_export` write those
-records as CSV, JSONL or CoNLL. The cell guard the CSV writer applies lives in
+records as CSV or JSONL (the task writes the formats beyond those, extraction's CoNLL). The cell guard the CSV writer applies lives in
 `formats`, which undoes it when an export is imported again.
 """
 
@@ -142,8 +142,10 @@ class _Echo:
         return value
 
 
-def iter_csv(records: Iterable[dict]) -> Iterator[str]:
-    """CSV text, one chunk per row, for streaming responses and files."""
+def iter_csv(records: Iterable[dict], *, task=None) -> Iterator[str]:
+    """CSV text, one chunk per row, for streaming responses and files; the label cell is the
+    answer in the task's file form (a summary's text), so the file imports again."""
+    label = task.file_label if task is not None else (lambda answer: answer)
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_EXPORT_COLUMNS)
     for record in records:
@@ -159,13 +161,13 @@ def iter_csv(records: Iterable[dict]) -> Iterator[str]:
                 record["example_id"],
                 record["id"],
                 record["text"],
-                _flat(record["label"]),
+                _flat(label(record["label"])),
                 record["label_state"],
                 record["source"],
                 "true" if record["is_gold"] else "false",
                 " ".join(str(v) for v in record["gold_versions"]),
                 proposal.get("agent", ""),
-                _flat(proposal.get("value")),
+                _flat(label(proposal.get("value"))),
                 "" if proposal.get("confidence") is None else f"{proposal['confidence']:.4f}",
                 reviews,
                 json.dumps(record["metadata"], ensure_ascii=False) if record["metadata"] else "",
@@ -173,32 +175,11 @@ def iter_csv(records: Iterable[dict]) -> Iterator[str]:
         )
 
 
-def iter_jsonl(records: Iterable[dict]) -> Iterator[str]:
+def iter_jsonl(records: Iterable[dict], *, task=None) -> Iterator[str]:
+    """One JSON line per record; the task writes its label in its file form (``file_record``)."""
     for record in records:
-        yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
-
-
-def iter_span_jsonl(records: Iterable[dict], *, task) -> Iterator[str]:
-    """A span task's JSONL: each record's text, spans (offsets, label, text) and fields
-    object in place of its label, then the same provenance as iter_jsonl."""
-    from tasks.extraction import formats
-
-    for record in records:
-        extra = {key: value for key, value in record.items() if key not in ("text", "label")}
-        answer = record["label"]
-        spans = answer["spans"] if isinstance(answer, dict) else None
-        line = formats.jsonl_record(record["text"], spans, categories=task.categories, **extra)
+        line = task.file_record(record) if task is not None else record
         yield json.dumps(line, ensure_ascii=False, default=str) + "\n"
-
-
-def iter_conll(records: Iterable[dict]) -> Iterator[str]:
-    """CoNLL BIO of the records with a label; unlabelled ones have no place in BIO."""
-    from tasks.extraction import formats
-
-    yield from formats.write_conll(
-        (record["text"], record["label"]["spans"] if isinstance(record["label"], dict) else None)
-        for record in records
-    )
 
 
 EXPORT_CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/x-ndjson", "conll": "text/plain"}
@@ -211,10 +192,10 @@ def iter_export(records: Iterable[dict], *, fmt: str, task) -> Iterator[str]:
             f"A {task.title.lower()} project exports {' or '.join(task.export_formats)}, not {fmt}."
         )
     if fmt == "csv":
-        return iter_csv(records)
-    if fmt == "conll":
-        return iter_conll(records)
-    return iter_span_jsonl(records, task=task) if task.file_answers == "spans" else iter_jsonl(records)
+        return iter_csv(records, task=task)
+    if fmt == "jsonl":
+        return iter_jsonl(records, task=task)
+    return task.write_file(fmt, records)
 
 
 def write_export(records: Iterable[dict], *, fmt: str, out: io.TextIOBase, task=None) -> int:

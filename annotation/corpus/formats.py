@@ -15,9 +15,7 @@ from pathlib import PurePath
 from typing import BinaryIO
 
 FORMATS = ("csv", "tsv", "jsonl", "txt")
-# Formats that carry span answers (a task whose file_answers is "spans"): JSONL with
-# spans or a fields object, and CoNLL BIO, which only such a task reads.
-SPAN_FORMATS = ("jsonl", "conll")
+# Every format some task type reads (CoNLL BIO: extraction; tasks.base.Task.import_formats).
 ALL_FORMATS = (*FORMATS, "conll")
 EXTENSION_FORMATS = {
     ".csv": "csv",
@@ -29,9 +27,9 @@ EXTENSION_FORMATS = {
     ".conll": "conll",
     ".bio": "conll",
 }
-# A span file is parsed this many lines at a time (CoNLL: up to the next blank line),
-# so memory stays flat and progress moves however big the file.
-SPAN_CHUNK_LINES = 5000
+# An answer file is parsed this many lines at a time (up to the next blank line where a
+# record spans lines), so memory stays flat and progress moves however big the file.
+ANSWER_CHUNK_LINES = 5000
 
 # Columns an export writes for people and provenance; an import of that
 # export skips them so a round trip gives back the same examples.
@@ -66,8 +64,8 @@ class Row:
     label: str = ""
     metadata: dict = field(default_factory=dict)
     hidden: dict = field(default_factory=dict)
-    # A span file's answer ({"spans": [...]}, offsets into `text`); None: no answer.
-    answer: dict | None = None
+    # The answer an answer file or a label column of answers gives (its task's shape); None: none.
+    answer: object = None
 
 
 @dataclass(slots=True)
@@ -95,8 +93,8 @@ def guess_format(file_name: str) -> str | None:
 
 
 def formats_for(task) -> tuple[str, ...]:
-    """The formats a project of this task imports: CoNLL only where answers are spans."""
-    return ALL_FORMATS if task.file_answers == "spans" else FORMATS
+    """The formats a project of this task imports."""
+    return task.import_formats
 
 
 class _LineReader:
@@ -138,16 +136,17 @@ def read_rows(
     fmt: str,
     columns: Columns,
     lines: _LineReader | None = None,
-    spans: bool = False,
+    task=None,
 ) -> Iterator[Row | RowError]:
     """Parse a corpus file into rows; text limits and labels are checked later.
 
-    With `spans` (a task whose answers are spans), JSONL and CoNLL rows carry their
-    answer in ``Row.answer``, checked against the text but not yet against the fields.
+    With a `task` whose ``answer_formats`` hold `fmt` (extraction's JSONL spans, CoNLL), the
+    task reads the rows and their answers (``Row.answer``), checked against the text but
+    not yet against the categories.
     """
     lines = lines or _LineReader(fileobj)
-    if spans and fmt in SPAN_FORMATS:
-        yield from _read_span_file(lines, fmt=fmt, columns=columns)
+    if task is not None and fmt in task.answer_formats:
+        yield from _read_answer_file(lines, fmt=fmt, columns=columns, task=task)
     elif fmt in ("csv", "tsv"):
         yield from _read_delimited(lines, delimiter="," if fmt == "csv" else "\t", columns=columns)
     elif fmt == "jsonl":
@@ -164,14 +163,14 @@ def read_rows(
         raise CorpusFormatError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
 
 
-def _read_span_file(lines: _LineReader, *, fmt: str, columns: Columns) -> Iterator[Row | RowError]:
-    """Rows of a JSONL (spans or fields) or CoNLL BIO file, by tasks.extraction.formats.
+def _read_answer_file(lines: _LineReader, *, fmt: str, columns: Columns, task) -> Iterator[Row | RowError]:
+    """Rows of a file the task reads itself (``Task.read_answer_chunk``).
 
     Its readers take a whole text and are all or nothing; here they are given the file
-    a chunk at a time (CoNLL chunks end at a blank line, so no sentence is cut) and
-    their line numbers are moved to the file's.
+    a chunk at a time (outside JSONL a chunk ends at a blank line, so no record is cut)
+    and their line numbers are moved to the file's.
     """
-    from tasks.extraction import formats
+    from tasks import AnswerFileError
 
     pending: list[RowError] = []
     chunk: list[str] = []
@@ -181,14 +180,13 @@ def _read_span_file(lines: _LineReader, *, fmt: str, columns: Columns) -> Iterat
         items: list[Row | RowError] = list(pending)
         pending.clear()
         try:
-            if fmt == "conll":
-                found = formats.read_conll(chunk)
-            else:
-                found = formats.read_jsonl(chunk, skip=EXPORT_ONLY_FIELDS)
-        except formats.SpanFormatError as exc:
+            found = task.read_answer_chunk(chunk, fmt=fmt, skip=EXPORT_ONLY_FIELDS)
+        except AnswerFileError as exc:
             items += [RowError(first - 1 + line, reason) for line, reason in exc.errors]
+        except RecursionError:
+            items.append(RowError(first, "a value is nested too deeply to read"))
         else:
-            items += [_span_row(row, first - 1, columns) for row in found]
+            items += [_answer_row(row, first - 1, columns) for row in found]
         yield from sorted(items, key=lambda item: item.line)
 
     for raw in lines:
@@ -199,15 +197,15 @@ def _read_span_file(lines: _LineReader, *, fmt: str, columns: Columns) -> Iterat
             if fmt == "jsonl":
                 raw = ""  # reported once, as an encoding error
         chunk.append(raw)
-        if len(chunk) >= SPAN_CHUNK_LINES and (fmt == "jsonl" or not raw.strip()):
+        if len(chunk) >= ANSWER_CHUNK_LINES and (fmt == "jsonl" or not raw.strip()):
             yield from parse()
             chunk.clear()
     if chunk or pending:
         yield from parse()
 
 
-def _span_row(row, offset: int, columns: Columns) -> Row:
-    metadata = row.metadata
+def _answer_row(row, offset: int, columns: Columns) -> Row:
+    metadata = dict(row.metadata or {})
     hidden = {}
     if columns.hidden and columns.hidden in metadata:
         hidden = {columns.hidden: metadata.pop(columns.hidden)}
@@ -219,7 +217,7 @@ def _span_row(row, offset: int, columns: Columns) -> Row:
         external_id=row.external_id if columns.id else "",
         metadata=metadata,
         hidden=hidden,
-        answer=None if row.spans is None else {"spans": row.spans},
+        answer=row.answer,
     )
 
 

@@ -29,7 +29,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.corpus.formats import (
-    SPAN_FORMATS,
+    ALL_FORMATS,
     Columns,
     CorpusFormatError,
     Row,
@@ -119,16 +119,17 @@ def import_batch_create(
     straight into a new frozen version with the file's labels.
     """
     fmt = fmt or guess_format(file_name)
-    formats = formats_for(project.task)
-    if fmt == "conll" and fmt not in formats:
-        raise ServiceError("CoNLL files hold extraction spans; this project's answers are labels.")
+    task = project.task
+    formats = formats_for(task)
+    if fmt in ALL_FORMATS and fmt not in formats:
+        raise ServiceError(f"A {task.title.lower()} project does not read {fmt} files; use {', '.join(formats)}.")
     if fmt not in formats:
         raise ServiceError(f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(formats)}.")
     label_column, hidden_column = label_column.strip(), hidden_column.strip()
     text_column, id_column = text_column.strip() or "text", id_column.strip()
-    spans = project.task.file_answers == "spans"
-    if spans:
-        _check_span_file_options(
+    if not task.label_column:
+        _check_answer_file_options(
+            task=task,
             fmt=fmt,
             text_column=text_column,
             label_column=label_column,
@@ -143,7 +144,7 @@ def import_batch_create(
         label_meaning=label_meaning,
         label_agent=label_agent,
         gold=gold,
-        span_file=spans and fmt in SPAN_FORMATS,
+        answer_file=fmt in task.answer_formats,
     )
     if hidden_column and hidden_column in {text_column, label_column, id_column}:
         raise ServiceError(f"The hidden column {hidden_column!r} is already the text, label or id column.")
@@ -187,8 +188,9 @@ def import_batch_create(
     )
 
 
-def _check_span_file_options(
+def _check_answer_file_options(
     *,
+    task,
     fmt: str,
     text_column: str,
     label_column: str,
@@ -196,18 +198,20 @@ def _check_span_file_options(
     hidden_column: str,
     keep_columns: list[str] | None,
 ) -> None:
-    """A span task's file carries its answers itself: JSONL spans or fields, or CoNLL tags."""
+    """A task without a label column reads its answers from the file itself (extraction:
+    JSONL spans or a fields object, CoNLL tags)."""
+    kind = task.title.lower()
     if label_column:
         raise ServiceError(
-            "An extraction file carries its answers as spans or a fields object (JSONL) or as BIO "
-            "tags (CoNLL), not in a label column; leave the label column empty."
+            f"An {kind} file carries its answers as {task.answer_files_about}, not in a label "
+            "column; leave the label column empty."
         )
     if fmt == "conll" and (hidden_column or keep_columns or text_column != "text"):
         raise ServiceError("A CoNLL file has only tokens and tags; it has no columns to choose.")
     if fmt == "jsonl" and text_column != "text":
-        raise ServiceError('An extraction JSONL file holds its text in "text" (its spans point into it).')
+        raise ServiceError(f'An {kind} JSONL file holds its text in "text" (its answers point into it).')
     if fmt == "jsonl" and id_column not in ("", "id"):
-        raise ServiceError('An extraction JSONL file holds its ids in "id".')
+        raise ServiceError(f'An {kind} JSONL file holds its ids in "id".')
 
 
 def _import_label_options(
@@ -218,22 +222,25 @@ def _import_label_options(
     label_meaning: str,
     label_agent: str,
     gold: str,
-    span_file: bool = False,
+    answer_file: bool = False,
 ) -> dict:
     """What the file's labels mean and where its examples go, checked before anything is read.
 
-    A span file (`span_file`) carries its answers as a label column would.
+    An answer file (`answer_file`: extraction's JSONL, CoNLL) carries its answers as a label
+    column would.
     """
     if label_meaning not in (LABELS_PREDICTIONS, LABELS_VERIFIED):
         raise ServiceError(f"Unknown label meaning {label_meaning!r}; use predictions or verified.")
     if gold not in ("", GOLD_CANDIDATES, GOLD_ATTESTED):
         raise ServiceError(f"Unknown gold choice {gold!r}; use candidates or attested.")
-    label_column = label_column or ("spans" if span_file else "")
+    label_column = label_column or ("answers" if answer_file else "")
     if gold == GOLD_ATTESTED:
         if not label_column:
+            task = project.task
             raise ServiceError(
-                "An attested gold file of an extraction project is JSONL with spans or fields, or CoNLL."
-                if project.task.file_answers == "spans"
+                f"An attested gold file of an {task.title.lower()} project is "
+                f"{' or '.join(task.answer_formats)} with its answers."
+                if not task.label_column
                 else "An attested gold file needs its label column."
             )
         label_meaning = LABELS_VERIFIED
@@ -338,15 +345,22 @@ def _run(batch: ImportBatch) -> None:
     max_chars = settings.IMPORT_MAX_TEXT_CHARS
     outcome = _Outcome()
     last_progress = time.monotonic()
-    # A span file (JSONL spans or fields, CoNLL) carries answers the task checks, not a label column.
-    spans = project.task.file_answers == "spans" and batch.format in SPAN_FORMATS
-    answers = _SpanAnswers(project.task, set(known_labels), create_labels, outcome) if spans else None
+    # Rows carry answers the task checks (not label names) where the task reads the file
+    # itself (extraction's JSONL spans, CoNLL) or its label column holds answers (summaries).
+    task = project.task
+    answer_file = batch.format in task.answer_formats
+    column_answers = bool(columns.label) and task.label_column == "answer"
+    answers = (
+        _FileAnswers(task, set(known_labels), create_labels, outcome)
+        if answer_file or column_answers
+        else None
+    )
 
-    with open(batch.file_path, "rb") as fileobj, Stage(json_answers=spans) as stage:
+    with open(batch.file_path, "rb") as fileobj, Stage(json_answers=answers is not None) as stage:
         lines = line_reader(fileobj)
         buffer: list[tuple] = []
         try:
-            for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines, spans=spans):
+            for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines, task=task):
                 if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
                     _report_progress(batch, outcome, lines.bytes_read)
                     last_progress = time.monotonic()
@@ -355,10 +369,12 @@ def _run(batch: ImportBatch) -> None:
                     outcome.fail(item.line, item.reason)
                     continue
                 outcome.rows_read += 1
+                if column_answers:
+                    item.answer, item.label = item.label or None, ""
                 reason = check_row(item, max_chars=max_chars)
                 if answers is not None:
                     if reason is None and gold == GOLD_ATTESTED and item.answer is None:
-                        reason = "has no spans; every row of an attested gold file needs its verified answer"
+                        reason = "has no answer; every row of an attested gold file needs its verified answer"
                     if reason is None and item.answer is not None:
                         reason = answers.check(item)
                 elif reason is None and gold == GOLD_ATTESTED and not item.label:
@@ -406,11 +422,11 @@ def _run(batch: ImportBatch) -> None:
                 project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)
             )
             answered = 0
-            if (columns.label or spans) and verified:
+            if (columns.label or answer_file) and verified:
                 answered = stage.insert_reviews(
                     project_id=project.pk, batch_id=batch.pk, reviewer_id=batch.created_by_id
                 )
-            elif columns.label or spans:
+            elif columns.label or answer_file:
                 answered = stage.insert_proposals(
                     project_id=project.pk, batch_id=batch.pk, agent=options.get("label_agent") or IMPORT_AGENT
                 )
@@ -484,14 +500,20 @@ def _create_labels(project, new_labels: dict[str, int], *, colours: bool = False
     return len(labels)
 
 
-class _SpanAnswers:
-    """Checks a span file's answers: known fields (or new ones, when allowed), then the task's rules."""
+class _FileAnswers:
+    """Checks the answers a file gives: known categories (or new ones, when allowed), then the
+    task's rules. A label column of answers gives its cell, which the task reads first."""
 
     def __init__(self, task, known: set[str], create: bool, outcome: _Outcome):
         self.task, self.known, self.create, self.outcome = task, known, create, outcome
 
     def check(self, row: Row) -> str | None:
-        unknown = sorted({s["field"] for s in row.answer["spans"]} - self.known)
+        if isinstance(row.answer, str):
+            try:
+                row.answer = self.task.column_answer(row.answer, text=row.text)
+            except AnswerError as exc:
+                return str(exc)
+        unknown = sorted(self.task.answer_categories(row.answer) - self.known)
         if unknown and not self.create:
             return (
                 f"unknown field {', '.join(map(repr, unknown))} (the project's fields: "
@@ -507,7 +529,9 @@ class _SpanAnswers:
         if unknown:
             # New fields take the default rules (any number of values) until a lead edits them.
             self.known.update(unknown)
-            self.task = type(self.task)([*self.task.categories, *(Category(name=n) for n in unknown)])
+            self.task = type(self.task)(
+                [*self.task.categories, *(Category(name=n) for n in unknown)], self.task.options
+            )
         try:
             row.answer = self.task.validate(row.answer, text=row.text)
         except AnswerError as exc:

@@ -18,7 +18,7 @@ STAGE_BATCH_ROWS = 5000
 class Stage:
     """A per-connection temporary table holding one file's valid rows.
 
-    Its label column holds a label name, or with `json_answers` (a span file) each
+    Its label column holds a label name, or with `json_answers` (rows with answers) each
     row's answer as JSON text, and then a summary column its queue key (the task's
     summary, worked out while staging); an empty label means the row has no answer.
     """
@@ -99,7 +99,7 @@ class Stage:
         # answer is the imported label. Predictions are proposals, so the label
         # is the teacher label; verified labels are reviews, so the example is
         # reviewed and has no teacher label.
-        # A span answer's teacher label is its summary, as sync_queue_fields() writes it.
+        # A JSON answer's teacher label is its summary, as sync_queue_fields() writes it.
         if verified:
             state = f"CASE WHEN label <> '' THEN '{ReviewState.REVIEWED}' ELSE '{ReviewState.UNREVIEWED}' END"
             teacher = "''"
@@ -197,7 +197,7 @@ def check_row(row: Row, *, max_chars: int) -> str | None:
 
 
 def staged_row(row: Row, *, task=None) -> tuple:
-    """A staging row; with a task (a span file), the answer as JSON and its summary follow."""
+    """A staging row; with a task (rows with answers), the answer as JSON and its summary follow."""
     from annotation.models import content_hash
 
     text = row.text.strip()
@@ -214,11 +214,8 @@ def staged_row(row: Row, *, task=None) -> tuple:
         return staged
     if row.answer is None:
         return (*staged[:4], "", *staged[5:], "")
-    # The example keeps the text stripped; its spans (never on whitespace) move with it.
-    shift = len(row.text) - len(row.text.lstrip())
-    answer = {
-        "spans": [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in row.answer["spans"]]
-    }
+    # The example keeps the text stripped; an answer that points into it moves with it.
+    answer = task.shift_answer(row.answer, len(row.text) - len(row.text.lstrip()))
     return (
         *staged[:4],
         json.dumps(answer, ensure_ascii=False),

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from tasks import Category, Task, task_for
+from tasks import Category, Task, task_choices, task_for
 
 
 class ProjectQuerySet(models.QuerySet):
@@ -29,14 +29,15 @@ def user_may_create_projects(user) -> bool:
 
 
 class Project(models.Model):
-    class TaskType(models.TextChoices):
-        CLASSIFICATION = "classification", "Classification"
-        EXTRACTION = "extraction", "Extraction"
-        SUMMARIZATION = "summarization", "Summarization"
-
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
-    task_type = models.CharField(max_length=20, choices=TaskType.choices, default=TaskType.CLASSIFICATION)
+    # The registered task types (tasks.TASK_TYPES): a new type needs no migration here.
+    task_type = models.CharField(max_length=20, choices=task_choices, default="classification")
+    task_options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The task type's own project settings (tasks.base.Task.option_fields), e.g. a summary's target length.",
+    )
     guidelines = models.TextField(blank=True, help_text="Annotation guidelines, in Markdown.")
     # Review rounds: where the review budget goes (annotation.review.rounds).
     audit_share = models.FloatField(
@@ -88,7 +89,7 @@ class Project(models.Model):
         """
         cached = self.__dict__.get("_task")
         if cached is None:
-            cached = self.__dict__["_task"] = task_for(self.task_type, self.categories())
+            cached = self.__dict__["_task"] = task_for(self.task_type, self.categories(), self.task_options)
         return cached
 
     def forget_task(self) -> None:

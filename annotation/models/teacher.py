@@ -113,7 +113,7 @@ class PromptVersion(models.Model):
             )
             for d in self.labels
         ]
-        return task_for(self.project.task_type, categories)
+        return task_for(self.project.task_type, categories, self.project.task_options)
 
     @property
     def is_used(self) -> bool:

@@ -61,6 +61,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
             task_type=form.cleaned_data["task_type"],
             guidelines=form.cleaned_data["guidelines"],
             labels=form.cleaned_data["labels"],
+            task_options=form.cleaned_data.get("task_options") or {},
             user=request.user,
         )
         messages.success(request, f"Project “{project.name}” created. Import some examples next.")

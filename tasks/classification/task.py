@@ -189,8 +189,23 @@ class ClassificationTask(Task):
 
     # --- serving ------------------------------------------------------------------------
 
+    def answer_categories(self, answer: Answer) -> set[str]:
+        return {answer} if answer else set()
+
+    def rename_category(self, answer: Answer, old: str, new: str) -> Answer:
+        return new if answer == old else answer
+
     def served(self, value: Answer | None, *, text: str = "") -> dict:
         return {"label": value}
+
+    @classmethod
+    def served_schema(cls) -> dict:
+        return {
+            "label": {
+                "type": ["string", "null"],
+                "description": "The label; null when the student is unsure and no fallback answered.",
+            }
+        }
 
     def drop_in_content(self, value: Answer | None, *, text: str = "", wants_json: bool = False) -> str:
         return json.dumps({"label": value}) if wants_json else value

@@ -15,7 +15,16 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from tasks.base import Answer, AnswerError, Category, SyntheticBrief, Task, json_answer
+from tasks.base import (
+    Answer,
+    AnswerError,
+    AnswerFileError,
+    Category,
+    FileRow,
+    SyntheticBrief,
+    Task,
+    json_answer,
+)
 from tasks.extraction import measure
 from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
 
@@ -30,7 +39,16 @@ class ExtractionTask(Task):
     title = "Extraction"
     category_noun = "field"
     card_template = "tasks/extraction/card.html"
-    file_answers = "spans"
+    # No label column: JSONL spans or a fields object, or CoNLL BIO tags carry the answers.
+    label_column = ""
+    import_formats = ("csv", "tsv", "jsonl", "txt", "conll")
+    answer_formats = ("jsonl", "conll")
+    answer_files_about = "spans or a fields object (JSONL) or as BIO tags (CoNLL)"
+    answer_noun = "spans"
+    import_help = (
+        "TXT, CSV or JSONL text only; JSONL with spans ({text, spans: [{start, end, label}]}) "
+        "or a fields object ({text, fields: {...}}); CoNLL BIO (.conll, .bio). UTF-8."
+    )
     export_formats = ("jsonl", "conll")
     evaluation_template = "tasks/extraction/evaluation.html"
     score_name = "strict F1"
@@ -83,6 +101,60 @@ class ExtractionTask(Task):
             parts = [f"{name} ×{n}" for name, n in counts.items()]
         line = " · ".join(parts)
         return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
+
+    # --- files --------------------------------------------------------------------------
+
+    def answer_categories(self, answer: Answer) -> set[str]:
+        return {s["field"] for s in answer["spans"]} if answer else set()
+
+    def rename_category(self, answer: Answer, old: str, new: str) -> Answer:
+        if not answer:
+            return answer
+        return {"spans": [{**s, "field": new} if s["field"] == old else s for s in answer["spans"]]}
+
+    def shift_answer(self, answer: Answer, shift: int) -> Answer:
+        if not shift:
+            return answer
+        return {"spans": [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in answer["spans"]]}
+
+    def read_answer_chunk(self, lines: list[str], *, fmt: str, skip) -> list[FileRow]:
+        from tasks.extraction import formats
+
+        try:
+            found = formats.read_conll(lines) if fmt == "conll" else formats.read_jsonl(lines, skip=skip)
+        except formats.SpanFormatError as exc:
+            raise AnswerFileError(exc.errors) from None
+        return [
+            FileRow(
+                line=row.line,
+                text=row.text,
+                answer=None if row.spans is None else {"spans": row.spans},
+                external_id=row.external_id,
+                metadata=row.metadata,
+            )
+            for row in found
+        ]
+
+    def file_record(self, record: dict) -> dict:
+        """Each line's text, its spans (offsets, label, text) and fields object in place of its
+        label, then the same provenance as any JSONL export."""
+        from tasks.extraction import formats
+
+        extra = {key: value for key, value in record.items() if key not in ("text", "label")}
+        answer = record["label"]
+        spans = answer["spans"] if isinstance(answer, dict) else None
+        return formats.jsonl_record(record["text"], spans, categories=self.categories, **extra)
+
+    def write_file(self, fmt: str, records):
+        """CoNLL BIO of the records with an answer; unlabelled ones have no place in BIO."""
+        from tasks.extraction import formats
+
+        if fmt != "conll":
+            raise NotImplementedError(f"{self.title} writes no {fmt} files")
+        return formats.write_conll(
+            (record["text"], record["label"]["spans"] if isinstance(record["label"], dict) else None)
+            for record in records
+        )
 
     # --- the teacher --------------------------------------------------------------------
 
@@ -490,6 +562,33 @@ class ExtractionTask(Task):
                 item["confidence"] = round(float(span["confidence"]), 4)
             spans.append(item)
         return {"spans": spans, "fields": spans_to_fields(text, spans, self.categories)}
+
+    @classmethod
+    def served_schema(cls) -> dict:
+        span = {
+            "type": "object",
+            "required": ["field", "start", "end", "text"],
+            "properties": {
+                "field": {"type": "string"},
+                "start": {"type": "integer", "description": "Character offset, inclusive."},
+                "end": {"type": "integer", "description": "Character offset, exclusive."},
+                "text": {"type": "string"},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+        }
+        return {
+            "spans": {
+                "type": ["array", "null"],
+                "items": span,
+                "description": "Every value found, as character spans; null when the student is unsure "
+                "and no fallback answered.",
+            },
+            "fields": {
+                "type": ["object", "null"],
+                "additionalProperties": True,
+                "description": "field -> value (a list for a field that takes several values).",
+            },
+        }
 
     def drop_in_content(self, value: Answer | None, *, text: str, wants_json: bool = True) -> str:
         """The fields object (``{"date": "12 May", "people": ["4"]}``) as JSON, whatever was asked:

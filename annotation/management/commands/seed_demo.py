@@ -147,7 +147,7 @@ class Command(BaseCommand):
                 name="Table bookings",
                 slug=BOOKINGS_SLUG,
                 user=lead,
-                task_type=Project.TaskType.EXTRACTION,
+                task_type="extraction",
                 guidelines=BOOKINGS_GUIDELINES,
             )
             for name, description, key, color, allows_many in BOOKINGS_FIELDS:

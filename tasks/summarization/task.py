@@ -1,0 +1,354 @@
+"""The summarisation task: an answer is a short summary of the text, written to a target length.
+
+``{"summary": str}``; a reviewer's answer may add ``"rating"`` (1-5), and a frozen gold item
+keeps every reviewer's summary as ``"references"`` beside the final one. The project's
+target length (sentences or words) and style guidance are the task's options.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+
+from tasks.base import Answer, AnswerError, Category, OptionField, Task, json_answer
+
+SUMMARY_LIMIT = 100
+MAX_SUMMARY_CHARS = 5000
+# A prediction counts as right (coverage sweeps, error overlap) at this ROUGE-L F or above
+# against its best reference: about where two people's summaries of the same text meet.
+RIGHT_FLOOR = 0.4
+_SPACE = re.compile(r"\s+")
+
+
+def _clean(summary: str) -> str:
+    return _SPACE.sub(" ", summary).strip()
+
+
+class SummarizationTask(Task):
+    type = "summarization"
+    title = "Summarisation"
+    category_noun = "topic"
+    uses_categories = False
+    card_template = "tasks/summarization/card.html"
+    evaluation_template = "tasks/summarization/evaluation.html"
+    score_name = "ROUGE-L"
+    right_name = f"share at ROUGE-L ≥ {RIGHT_FLOOR}"
+    min_training_categories = 0
+    label_column = "answer"
+    answer_noun = "summaries"
+    import_help = (
+        "CSV, TSV or JSONL with a text column and, optionally, a summary column (name it below); "
+        "TXT: one text per line. UTF-8."
+    )
+    option_fields = (
+        OptionField(
+            "target_unit",
+            "Summary length in",
+            "choice",
+            "sentences",
+            choices=(("sentences", "sentences"), ("words", "words")),
+        ),
+        OptionField(
+            "target_length",
+            "Summary length",
+            "int",
+            2,
+            help="How long a summary should be, in the unit above: the teacher is asked for it, "
+            "reviewers see it, the extractive student selects up to it.",
+            min_value=1,
+            max_value=500,
+        ),
+        OptionField(
+            "style",
+            "Style guidance",
+            "text",
+            "",
+            help="Markdown: who reads the summary and what it must keep (names, amounts, the outcome). "
+            "Shown to reviewers and put in the teacher's prompt.",
+        ),
+    )
+    # The fine-tune is extractive on an encoder (the bundled MiniLM) and abstractive on an
+    # allowed seq2seq checkpoint (T5, BART): tasks/summarization/finetune.py picks by the model.
+    student_kinds = {"finetune": "finetune"}
+    teacher_max_tokens = 300
+    default_instructions = (
+        "You summarise texts for the task described below. Read the guidelines and the style "
+        "guidance, then write one faithful summary: keep the facts that matter, add nothing "
+        "the text does not say."
+    )
+
+    def __init__(self, categories: list[Category], options: dict | None = None):
+        super().__init__(categories, options)
+        self.target = {
+            "unit": self.options["target_unit"] if self.options["target_unit"] in ("words", "sentences") else "sentences",
+            "length": max(1, int(self.options["target_length"] or 2)),
+        }
+
+    def target_words(self) -> str:
+        n, unit = self.target["length"], self.target["unit"]
+        return f"{n} {unit[:-1] if n == 1 else unit}"
+
+    # --- the answer ---------------------------------------------------------------------
+
+    def validate(self, value: Answer, *, text: str = "") -> Answer:
+        if isinstance(value, str):
+            value = {"summary": value}
+        if not isinstance(value, Mapping) or not isinstance(value.get("summary"), str):
+            raise AnswerError('a summarisation answer is {"summary": "<text>"}')
+        summary = _clean(value["summary"])
+        if not summary:
+            raise AnswerError("the summary is empty")
+        if len(summary) > MAX_SUMMARY_CHARS:
+            raise AnswerError(f"the summary is {len(summary):,} characters, over {MAX_SUMMARY_CHARS:,}")
+        answer: dict = {"summary": summary}
+        rating = value.get("rating")
+        if rating not in (None, ""):
+            if isinstance(rating, bool) or not isinstance(rating, (int, str)) or str(rating) not in "12345":
+                raise AnswerError("a rating is a whole number from 1 to 5")
+            answer["rating"] = int(rating)
+        references = value.get("references")
+        if references:
+            if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+                raise AnswerError("references are a list of summaries")
+            answer["references"] = [_clean(r) for r in references if _clean(r)]
+        return answer
+
+    def same(self, a: Answer, b: Answer) -> bool:
+        if a is None or b is None:
+            return a is b
+        return _clean(a["summary"]).casefold() == _clean(b["summary"]).casefold()
+
+    def summary(self, value: Answer, *, text: str = "") -> str:
+        if not value:
+            return ""
+        line = _clean(value["summary"])
+        return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
+
+    def column_answer(self, cell: str, *, text: str) -> Answer:
+        return self.validate({"summary": cell}, text=text)
+
+    def file_label(self, answer: Answer | None):
+        return answer["summary"] if isinstance(answer, Mapping) else answer
+
+    def file_record(self, record: dict) -> dict:
+        """The label as the summary's text (a JSONL export imports again with its label column);
+        a gold item's other references follow as ``references``."""
+        answer = record.get("label")
+        line = {**record, "label": self.file_label(answer)}
+        if isinstance(answer, Mapping) and answer.get("references"):
+            line["references"] = answer["references"]
+        return line
+
+    def gold_answer(self, final: Answer, blind: list[Answer | None]) -> Answer:
+        """The final summary, with every reviewer's own summary kept as a reference."""
+        if final is None:
+            return final
+        references = []
+        for answer in blind:
+            if answer and not self.same(answer, final) and answer["summary"] not in references:
+                references.append(answer["summary"])
+        return {**final, "references": references} if references else final
+
+    def references(self, gold: Answer) -> list[str]:
+        return [gold["summary"], *gold.get("references", [])]
+
+    # --- the teacher --------------------------------------------------------------------
+
+    def prompt_block(self) -> str:
+        lines = [f"Write a summary of the text in at most {self.target_words()}."]
+        style = (self.options.get("style") or "").strip()
+        if style:
+            lines += ["", "Style:", style]
+        lines += [
+            "",
+            'Answer with a JSON object and nothing else: {"summary": "<the summary>"}.',
+            "Use only facts the text states; do not invent names, numbers or dates.",
+        ]
+        return "\n".join(lines)
+
+    def response_format(self) -> dict:
+        return {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "summarization",
+                "strict": True,
+                "schema": {
+                    "type": "object",
+                    "properties": {"summary": {"type": "string"}},
+                    "required": ["summary"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+
+    def parse_teacher(self, content: str | None, *, text: str = "") -> tuple[Answer | None, str]:
+        obj, error = json_answer(content)
+        if error:
+            return None, error
+        if not isinstance(obj, dict) or "summary" not in obj:
+            return None, f'answer has no "summary" field: {str(content)[:200]!r}'
+        try:
+            return self.validate({"summary": obj["summary"]}, text=text), ""
+        except AnswerError as exc:
+            return None, str(exc)
+
+    def example_reply(self, value: Answer, *, text: str = "") -> str:
+        return json.dumps({"summary": value["summary"]}, ensure_ascii=False)
+
+    def repair_request(self, reason: str) -> str:
+        return f'That answer was invalid ({reason}). Reply with only a JSON object {{"summary": "<the summary>"}}.'
+
+    def logprob_answer(
+        self, content: str, value: Answer, tokens: list[tuple[str, float]], *, text: str = ""
+    ) -> tuple[Answer, float | None]:
+        """The geometric mean probability of the summary's own tokens (the JSON around it is certain)."""
+        return value, summary_logprob_confidence(content, tokens)
+
+    def consistency_answer(self, value: Answer, samples: list[Answer | None]) -> tuple[Answer, float]:
+        """The sample closest to the others (highest mean ROUGE-L to them), and how much the
+        samples agree: their mean pairwise ROUGE-L F (an invalid sample agrees with nothing)."""
+        from tasks.summarization import measure
+
+        texts = [s["summary"] if s else "" for s in samples]
+        valid = [i for i, s in enumerate(samples) if s]
+        if len(texts) < 2 or not valid:
+            return value, 1.0 if valid else 0.0
+
+        def closeness(i: int) -> float:
+            return sum(measure.rouge_l(texts[i], texts[j]) for j in range(len(texts)) if j != i and texts[j])
+
+        best = max(valid, key=closeness)
+        return samples[best], float(measure.mean_pairwise_rouge_l(texts))
+
+    # --- the offline teacher --------------------------------------------------------------
+
+    offline_teacher_name = "extractive-centroid-minilm"
+    offline_teacher_about = (
+        "the offline extractive baseline: it copies the sentences (or dialogue turns) closest to "
+        "the text's centre in MiniLM embeddings, up to the target length; it writes no new words"
+    )
+
+    def offline_teacher(self, memory: list[tuple[str, Answer]], *, k: int = 10):
+        from tasks.summarization.offline import CentroidTeacher
+
+        return CentroidTeacher(self.target)
+
+    # --- people and measuring -----------------------------------------------------------
+
+    def agreement(self, pairs: list[tuple[Answer | None, Answer | None]], *, texts: list[str] = ()) -> dict:
+        from tasks.summarization import measure
+
+        return measure.agreement(pairs)
+
+    def metrics(
+        self,
+        gold: list[Answer],
+        predicted: list[Answer | None],
+        *,
+        texts: list[str] = (),
+        confidences=None,
+        target_accuracy: float = 0.95,
+    ) -> dict:
+        from tasks.summarization import measure
+
+        metrics = measure.metrics(
+            [self.references(g) for g in gold],
+            [p["summary"] if p else None for p in predicted],
+            texts=list(texts),
+            target=self.target,
+        )
+        metrics["score"] = metrics.get("rougeL")
+        return metrics
+
+    def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
+        from tasks.summarization import measure
+
+        if not predicted:
+            return False
+        return measure.rouge(self.references(gold), predicted["summary"])["rougeL"] >= RIGHT_FLOOR
+
+    def training_names(self, answers: list[Answer]) -> list[str]:
+        return []
+
+    def stratum(self, value: Answer) -> str:
+        return ""
+
+    def review_context(self, text: str, value: Answer | None) -> dict:
+        """The card's grounding check: the summary's numbers, dates and names not in the text."""
+        from tasks.summarization import measure
+
+        summary = value["summary"] if value else ""
+        return {
+            "target": self.target_words(),
+            "style": self.options.get("style") or "",
+            "unsupported": measure.unsupported(summary, text) if summary else [],
+        }
+
+    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+        """The worst summaries side by side with their reference, lowest ROUGE-L first."""
+        from tasks.summarization import measure
+
+        scored = []
+        for row in rows:
+            predicted = row.get("predicted")
+            if not row.get("gold"):
+                continue
+            text = texts.get(row["example"], "")
+            score = (
+                measure.rouge(self.references(row["gold"]), predicted["summary"])["rougeL"] if predicted else 0.0
+            )
+            scored.append(
+                {
+                    "example": row["example"],
+                    "text": text,
+                    "reference": row["gold"]["summary"],
+                    "predicted": predicted["summary"] if predicted else "",
+                    "rougeL": score,
+                    "unsupported": [u["text"] for u in measure.unsupported(predicted["summary"], text)]
+                    if predicted
+                    else [],
+                }
+            )
+        scored.sort(key=lambda r: r["rougeL"])
+        return {"worst": scored[:10], "right_floor": RIGHT_FLOOR}
+
+    # --- serving ------------------------------------------------------------------------
+
+    def served(self, value: Answer | None, *, text: str = "") -> dict:
+        return {"summary": value["summary"] if value else None}
+
+    @classmethod
+    def served_schema(cls) -> dict:
+        return {
+            "summary": {
+                "type": ["string", "null"],
+                "description": "The summary; null when the student is unsure and no fallback answered.",
+            }
+        }
+
+    def drop_in_content(self, value: Answer | None, *, text: str = "", wants_json: bool = False) -> str:
+        summary = value["summary"] if value else ""
+        return json.dumps({"summary": summary or None}, ensure_ascii=False) if wants_json else summary
+
+
+def summary_logprob_confidence(content: str, tokens: list[tuple[str, float]]) -> float | None:
+    """exp(mean log-prob) of the tokens that spell the summary's string inside the JSON reply."""
+    if not tokens:
+        return None
+    match = re.search(r'"summary"\s*:\s*"', content or "")
+    if not match:
+        return None
+    start = match.end()
+    end = start
+    while end < len(content) and not (content[end] == '"' and content[end - 1] != "\\"):
+        end += 1
+    position, chosen = 0, []
+    for token, logprob in tokens:
+        token_start, position = position, position + len(token)
+        if token_start < end and position > start:
+            chosen.append(logprob)
+    if not chosen:
+        return None
+    return float(math.exp(sum(chosen) / len(chosen)))

@@ -269,9 +269,9 @@ class ImportForm(forms.Form):
         if not task.uses_categories:
             del self.fields["create_labels"]
         else:
-            self.fields["create_labels"].help_text = (
-                f"Add {task.category_noun}s found in the file that the project lacks."
-            )
+            self.fields[
+                "create_labels"
+            ].help_text = f"Add {task.category_noun}s found in the file that the project lacks."
 
     def main_fields(self) -> list:
         return [self[name] for name in self.MAIN_FIELDS if name in self.fields]
@@ -318,7 +318,9 @@ class ImportForm(forms.Form):
         if gold == "attested":
             data["label_meaning"] = "verified"
             if fmt not in task.answer_formats:
-                self.add_error("gold", f"An attested gold file gives its answers as {task.answer_files_about}.")
+                self.add_error(
+                    "gold", f"An attested gold file gives its answers as {task.answer_files_about}."
+                )
         elif fmt in task.answer_formats and fmt != "jsonl" and not data.get("label_meaning"):
             # A file of this format always carries answers (CoNLL); the lead says what they are.
             self.add_error(

@@ -226,7 +226,6 @@ def build_project(
     from banking77_distill import bench_user
 
     from annotation.corpus.importing import GOLD_ATTESTED, LABELS_PREDICTIONS, LABELS_VERIFIED
-    from annotation.models import Project
     from annotation.projects import project_create
 
     user = bench_user()

@@ -17,6 +17,8 @@ from typing import BinaryIO
 FORMATS = ("csv", "tsv", "jsonl", "txt")
 # Every format some task type reads (CoNLL BIO: extraction; tasks.base.Task.import_formats).
 ALL_FORMATS = (*FORMATS, "conll")
+# What a format holds, for a project whose task type does not read it.
+FORMAT_ABOUT = {"conll": "CoNLL files hold extraction spans"}
 EXTENSION_FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",

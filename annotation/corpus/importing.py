@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from annotation.corpus.formats import (
     ALL_FORMATS,
+    FORMAT_ABOUT,
     Columns,
     CorpusFormatError,
     Row,
@@ -122,7 +123,10 @@ def import_batch_create(
     task = project.task
     formats = formats_for(task)
     if fmt in ALL_FORMATS and fmt not in formats:
-        raise ServiceError(f"A {task.title.lower()} project does not read {fmt} files; use {', '.join(formats)}.")
+        raise ServiceError(
+            f"{FORMAT_ABOUT.get(fmt, f'{fmt} files are not read here')}; a {task.title.lower()} project "
+            f"reads {', '.join(formats)}."
+        )
     if fmt not in formats:
         raise ServiceError(f"Cannot tell the format of {file_name!r}; choose one of: {', '.join(formats)}.")
     label_column, hidden_column = label_column.strip(), hidden_column.strip()
@@ -374,7 +378,10 @@ def _run(batch: ImportBatch) -> None:
                 reason = check_row(item, max_chars=max_chars)
                 if answers is not None:
                     if reason is None and gold == GOLD_ATTESTED and item.answer is None:
-                        reason = "has no answer; every row of an attested gold file needs its verified answer"
+                        reason = (
+                            f"has no {task.answer_noun}; every row of an attested gold file needs "
+                            "its verified answer"
+                        )
                     if reason is None and item.answer is not None:
                         reason = answers.check(item)
                 elif reason is None and gold == GOLD_ATTESTED and not item.label:

@@ -60,8 +60,8 @@ class ExtractionTask(Task):
     # Highlight colours of fields that have none of their own.
     PALETTE = ("#f4a261", "#2a9d8f", "#e9c46a", "#8ab17d", "#e76f51", "#7fa7d9", "#c38fd0", "#b5838d")
 
-    def __init__(self, categories: list[Category]):
-        super().__init__(categories)
+    def __init__(self, categories: list[Category], options: dict | None = None):
+        super().__init__(categories, options)
         self.by_name = {c.name: c for c in self.categories}
 
     # --- the answer ---------------------------------------------------------------------
@@ -115,7 +115,9 @@ class ExtractionTask(Task):
     def shift_answer(self, answer: Answer, shift: int) -> Answer:
         if not shift:
             return answer
-        return {"spans": [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in answer["spans"]]}
+        return {
+            "spans": [{**s, "start": s["start"] - shift, "end": s["end"] - shift} for s in answer["spans"]]
+        }
 
     def read_answer_chunk(self, lines: list[str], *, fmt: str, skip) -> list[FileRow]:
         from tasks.extraction import formats

@@ -82,7 +82,9 @@ class SummarizationTask(Task):
     def __init__(self, categories: list[Category], options: dict | None = None):
         super().__init__(categories, options)
         self.target = {
-            "unit": self.options["target_unit"] if self.options["target_unit"] in ("words", "sentences") else "sentences",
+            "unit": self.options["target_unit"]
+            if self.options["target_unit"] in ("words", "sentences")
+            else "sentences",
             "length": max(1, int(self.options["target_length"] or 2)),
         }
 
@@ -297,7 +299,9 @@ class SummarizationTask(Task):
                 continue
             text = texts.get(row["example"], "")
             score = (
-                measure.rouge(self.references(row["gold"]), predicted["summary"])["rougeL"] if predicted else 0.0
+                measure.rouge(self.references(row["gold"]), predicted["summary"])["rougeL"]
+                if predicted
+                else 0.0
             )
             scored.append(
                 {

@@ -339,7 +339,7 @@ def test_malformed_conll_rejects_the_file_with_its_line(extraction, tmp_path, co
 
 
 def test_line_numbers_stay_right_across_chunks(extraction, tmp_path, monkeypatch):
-    monkeypatch.setattr("annotation.corpus.formats.SPAN_CHUNK_LINES", 3)
+    monkeypatch.setattr("annotation.corpus.formats.ANSWER_CHUNK_LINES", 3)
     sentences = "".join(f"word{i}\tO\nParis\tB-location\n\n" for i in range(10))
     batch = run_import(extraction, tmp_path, sentences + "badline\nRome\tB-location\n", name="d.conll")
     assert_rejected(batch, extraction, [(31, "expected a token")])
@@ -374,7 +374,7 @@ def wnut_slice(folder: Path, sentences: int) -> str:
 
 def test_wnut17_slice_imports_as_is(lead, tmp_path, monkeypatch):
     content = wnut_slice(dataset("wnut17"), 300)
-    monkeypatch.setattr("annotation.corpus.formats.SPAN_CHUNK_LINES", 500)  # several chunks
+    monkeypatch.setattr("annotation.corpus.formats.ANSWER_CHUNK_LINES", 500)  # several chunks
     project = projects.project_create(name="WNUT", slug="wnut", user=lead, task_type="extraction")
     batch = run_import(project, tmp_path, content, name="dev.conll", create_labels=True)
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error_report

@@ -88,23 +88,43 @@ def label_update(*, label: Label, name: str, description: str, key: str, order: 
     label.name, label.description, label.key, label.order = name, description.strip(), key, order
     label.save()
     if old_name != name:
-        # Answers store the label by name, so a rename rewrites them in the
-        # same transaction; otherwise they would point at a missing label.
-        Proposal.objects.filter(example__project=project, value=old_name).update(value=name)
-        Review.objects.filter(example__project=project, value=old_name).update(value=name)
-        GoldSetItem.objects.filter(
-            gold_set__project=project, gold_set__frozen_at__isnull=True, label=old_name
-        ).update(label=name)
+        # Answers name their labels (fields), so a rename rewrites them in the same
+        # transaction; otherwise they would point at a missing label. The task says which
+        # answers use a name and how the renamed answer reads.
+        task = project.task
+        for queryset, field in _answers_of(project, frozen_gold=False):
+            changed = []
+            for row in queryset.filter(**task.answers_naming(field, old_name)).iterator(chunk_size=2000):
+                value = getattr(row, field)
+                if value is not None and old_name in task.answer_categories(value):
+                    setattr(row, field, task.rename_category(value, old_name, name))
+                    changed.append(row)
+            queryset.model.objects.bulk_update(changed, [field], batch_size=2000)
+        project.forget_task()
     return label
+
+
+def _answers_of(project: Project, *, frozen_gold: bool = True):
+    """(queryset, answer field) of everything that holds an answer in the project: proposals,
+    reviews and gold items (frozen versions only where `frozen_gold`: they never change)."""
+    gold = GoldSetItem.objects.filter(gold_set__project=project)
+    if not frozen_gold:
+        gold = gold.filter(gold_set__frozen_at__isnull=True)
+    return [
+        (Proposal.objects.filter(example__project=project), "value"),
+        (Review.objects.filter(example__project=project), "value"),
+        (gold, "label"),
+    ]
 
 
 def label_is_used(label: Label) -> bool:
     project = label.project
-    return (
-        Proposal.objects.filter(example__project=project, value=label.name).exists()
-        or Review.objects.filter(example__project=project, value=label.name).exists()
-        or GoldSetItem.objects.filter(gold_set__project=project, label=label.name).exists()
-    )
+    task = project.task
+    for queryset, field in _answers_of(project):
+        for value in queryset.filter(**task.answers_naming(field, label.name)).values_list(field, flat=True):
+            if value is not None and label.name in task.answer_categories(value):
+                return True
+    return False
 
 
 def label_delete(*, label: Label) -> None:

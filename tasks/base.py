@@ -172,6 +172,11 @@ class Task(ABC):
         """The answer with category ``old`` called ``new``."""
         return answer
 
+    def answers_naming(self, field: str, name: str) -> dict:
+        """A database filter (on the JSON answer ``field``) that holds at least every answer
+        naming ``name``; ``answer_categories`` then decides. Default: every non-empty answer."""
+        return {f"{field}__isnull": False}
+
     def column_answer(self, cell: str, *, text: str) -> Answer:
         """The answer an import's label column holds (``label_column == "answer"``), or AnswerError."""
         raise NotImplementedError(f"{self.title} reads no answers from a label column")

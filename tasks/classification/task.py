@@ -195,6 +195,9 @@ class ClassificationTask(Task):
     def rename_category(self, answer: Answer, old: str, new: str) -> Answer:
         return new if answer == old else answer
 
+    def answers_naming(self, field: str, name: str) -> dict:
+        return {field: name}  # the answer is the label's name
+
     def served(self, value: Answer | None, *, text: str = "") -> dict:
         return {"label": value}
 

@@ -489,3 +489,10 @@ def same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
         else:
             batches.append([i])
     return batches
+
+
+def is_encoder_decoder(model_name: str) -> bool:
+    """Is this checkpoint a seq2seq model (T5, BART) rather than an encoder (BERT)?"""
+    from transformers import AutoConfig
+
+    return bool(getattr(AutoConfig.from_pretrained(model_name), "is_encoder_decoder", False))

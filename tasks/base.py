@@ -338,6 +338,10 @@ class Task(ABC):
         """How often each category occurs in these answers (training-set counts, drift)."""
         return {}
 
+    def review_context(self, text: str, value: Answer | None) -> dict:
+        """What the review card adds for this text and answer (summarisation: the grounding check)."""
+        return {}
+
     def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
         """Extra context for ``evaluation_template`` from an evaluation's metrics and rows
         (``{"example", "gold", "predicted", "confidence"}``); `texts` maps example id to text."""
@@ -362,6 +366,11 @@ class Task(ABC):
     def student(self):
         """The task type's fine-tuned student module: train, predict, export_onnx, predict_onnx."""
         return self.student_for("finetune")
+
+    def student_options(self, kind: str = "finetune") -> dict:
+        """What this task type's students take beyond the shared arguments (summarisation: the
+        project's target length)."""
+        return {}
 
     def default_hyperparameters(self, kind: str = "finetune") -> dict:
         """This task type's launch-form defaults for a run kind, over the shared ones

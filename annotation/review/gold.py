@@ -281,9 +281,14 @@ def gold_freeze(*, gold_set: GoldSet, user) -> GoldSet:
             f"{missing} of {status['items']} items have no final label yet "
             "(two blind labels that agree, or an adjudication)."
         )
+    task = gold_set.project.task
     for row in status["rows"]:
-        # A rejected item keeps no label (None): no label fits, so no metric counts it.
-        GoldSetItem.objects.filter(pk=row["item"].pk).update(label=row["final"])
+        # A rejected item keeps no label (None): no label fits, so no metric counts it. The
+        # task keeps what it needs of the blind answers (summarisation: each as a reference).
+        final = row["final"]
+        if final is not None:
+            final = task.gold_answer(final, [a for a in row["labels"] if a != REJECT])
+        GoldSetItem.objects.filter(pk=row["item"].pk).update(label=final)
     gold_set.freeze(user=user)
     Example.objects.filter(gold_items__gold_set=gold_set).sync_queue_fields()
     return gold_set

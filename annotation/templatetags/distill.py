@@ -47,3 +47,9 @@ def markdown_safe(text: str) -> str:
 @register.filter
 def percent(part: int, whole: int) -> int:
     return round(100 * part / whole) if whole else 0
+
+
+@register.simple_tag
+def task_review_context(task, text: str, value) -> dict:
+    """What the task adds to a review card for this text and answer (tasks.base.Task.review_context)."""
+    return task.review_context(text or "", value)

@@ -187,6 +187,12 @@ class ClassificationTask(Task):
     def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
         return predicted is not None and gold == predicted
 
+    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+        """The confusion heat-map (tasks/classification/heatmap.py)."""
+        from tasks.classification.heatmap import heatmap
+
+        return heatmap(metrics.get("confusion", {}))
+
     # --- serving ------------------------------------------------------------------------
 
     def answer_categories(self, answer: Answer) -> set[str]:

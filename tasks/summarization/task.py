@@ -253,6 +253,7 @@ class SummarizationTask(Task):
         confidences=None,
         target_accuracy: float = 0.95,
     ) -> dict:
+        from tasks.measure import calibration, wilson_interval
         from tasks.summarization import measure
 
         metrics = measure.metrics(
@@ -262,6 +263,21 @@ class SummarizationTask(Task):
             target=self.target,
         )
         metrics["score"] = metrics.get("rougeL")
+        # Right = ROUGE-L at or above the floor: calibration and the coverage sweep measure how
+        # often a summary at each confidence is right in that sense.
+        right = [None if p is None else self.is_right(g, p) for g, p in zip(gold, predicted, strict=True)]
+        count = sum(1 for r in right if r)
+        metrics["share_right"] = count / len(right) if right else None
+        metrics["share_right_interval"] = wilson_interval(count, len(right))
+        metrics.update(
+            calibration(
+                [True] * len(right),
+                right,
+                list(confidences or [None] * len(right)),
+                bins=10,
+                target_accuracy=target_accuracy,
+            )
+        )
         return metrics
 
     def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
@@ -273,6 +289,9 @@ class SummarizationTask(Task):
 
     def training_names(self, answers: list[Answer]) -> list[str]:
         return []
+
+    def student_options(self, kind: str = "finetune") -> dict:
+        return {"target": dict(self.target)}
 
     def stratum(self, value: Answer) -> str:
         return ""

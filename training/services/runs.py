@@ -254,6 +254,7 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
 
         fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
         options = {} if weights is None else {"weights": weights}
+        options.update(task.student_options(run.kind))
         if run.kind == TrainingRun.Kind.QUICK:
             options.update(embedding_cache_dir=embedding_cache_dir(), c=float(hp["C"]))
         result = task.student_for(run.kind).train(

@@ -1,4 +1,4 @@
-"""Evaluation pages: metrics, confusion heat-map, the examples behind a cell, run comparison."""
+"""Evaluation pages: metrics (the task draws its own part), the examples behind a cell, run comparison."""
 
 from __future__ import annotations
 
@@ -12,26 +12,6 @@ from annotation.views._common import _project_for_member
 from tasks import measure as metrics_lib
 from training import services
 from training.models import Evaluation
-
-
-def _heat(value: int, peak: int) -> str:
-    return f"{0.08 + 0.85 * value / peak:.2f}" if value and peak else "0"
-
-
-# Column names longer than this are shortened in a crowded confusion matrix, where they
-# stand on end (the column's title keeps the full name); row names wrap instead.
-HEAT_NAME_CHARS = 22
-
-
-def _heat_size(labels: int) -> str:
-    """How roomy the confusion matrix can be: big wrapped names for a few labels, compact for many."""
-    return "few" if labels <= 8 else "some" if labels <= 20 else "many"
-
-
-def _short(name: str, size: str) -> str:
-    if size == "few" or len(name) <= HEAT_NAME_CHARS:
-        return name
-    return name[: HEAT_NAME_CHARS - 1].rstrip() + "…"
 
 
 @login_required
@@ -49,29 +29,6 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     choice = metrics_lib.threshold_choice(
         m.get("coverage", []), student.target_accuracy, examples=m.get("examples") or 0
     )
-    confusion = m.get("confusion", {"labels": [], "matrix": []})
-    names, matrix = confusion["labels"], confusion["matrix"]
-    size = _heat_size(len(names))
-    # Rows sorted by how many of the row's examples are wrong, worst first.
-    order = sorted(range(len(names)), key=lambda i: -(sum(matrix[i]) - matrix[i][i]) if matrix else 0)
-    off_peak = max([v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j] + [1])
-    diag_peak = max([matrix[i][i] for i in range(len(matrix))] + [1])
-    heat_rows = [
-        {
-            "label": names[i],
-            "total": sum(matrix[i]),
-            "cells": [
-                {
-                    "value": matrix[i][j],
-                    "predicted": names[j],
-                    "alpha": _heat(matrix[i][j], diag_peak if i == j else off_peak),
-                    "is_diagonal": i == j,
-                }
-                for j in order
-            ],
-        }
-        for i in order
-    ]
     task = project.task
     texts = dict(
         Example.objects.filter(pk__in=[r["example"] for r in student.predictions]).values_list("pk", "text")
@@ -90,9 +47,6 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "teacher": teacher,
             "systems": services.latest_system_evaluations(student) if student.subject == "student" else [],
             "overlap": {k: len(v) for k, v in overlap.items()},
-            "heat_labels": [{"name": names[j], "short": _short(names[j], size)} for j in order],
-            "heat_rows": heat_rows,
-            "heat_size": size,
         },
     )
 

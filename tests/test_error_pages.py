@@ -22,7 +22,7 @@ def test_a_project_you_are_not_in_is_a_page_saying_so(project, outsider_client):
     assert_in_the_app_frame(html)
     assert "No such project." in html
     # Signed in: the top bar still offers the projects and the sign-out.
-    assert "Sign out otto_outsider" in html
+    assert "<span data-signed-in-as>otto_outsider</span>" in html
     assert reverse("annotation:project-list") in html
 
 

@@ -43,7 +43,12 @@ def _reason(exception: Exception | None) -> str:
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     reason = _reason(exception) if isinstance(exception, Http404) else ""
-    context = {"reason": reason, "path": request.path, "back": way_back(request)}
+    context = {
+        "reason": reason,
+        "path": request.path,
+        "back": way_back(request),
+        "in_a_project": request.path.startswith(("/p/", "/training/p/")),
+    }
     return render(request, "404.html", context, status=404)
 
 

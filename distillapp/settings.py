@@ -173,6 +173,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "distillapp.middleware.SignInRequiredMiddleware",
 ]
 
 ROOT_URLCONF = "distillapp.urls"

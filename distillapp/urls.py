@@ -2,15 +2,23 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, HttpResponsePermanentRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.templatetags.static import static
 from django.urls import include, path
 
+from distillapp import views
 from training import api
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # JSON under /api/ and /v1/, the site's page elsewhere.
+    if request.path.startswith(api.API_PATH_PREFIXES):
+        return api.not_found(request, exception)
+    return views.page_not_found(request, exception)
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
@@ -21,7 +29,7 @@ def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
 urlpatterns = [
     path("", include("annotation.urls")),
     path("training/", include("training.urls")),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", views.SignInView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
@@ -34,5 +42,5 @@ urlpatterns = [
     path("api/docs", api.api_docs, name="api-docs"),
 ]
 
-# JSON under /api/ and /v1/, the site's page elsewhere.
-handler404 = "training.api.not_found"
+handler403 = "distillapp.views.permission_denied"
+handler404 = not_found

@@ -211,7 +211,9 @@ class EvaluateForm(forms.Form):
 
 
 class PromoteForm(forms.Form):
-    run = forms.IntegerField(min_value=1, label="Run number")
+    run = forms.IntegerField(
+        min_value=1, label="Run", error_messages={"required": "Choose the run to promote in the list."}
+    )
     threshold = forms.FloatField(
         min_value=0,
         max_value=1,

@@ -9,6 +9,7 @@
   document.addEventListener("keydown", function (event) {
     if (event.metaKey || event.ctrlKey || event.altKey) return;
     if (event.target.closest("input, textarea, select, [contenteditable]")) return;
+    if (document.querySelector("dialog[open]")) return;  // the sign-in dialog (session.js) has the keys
     if (event.key === "?") { event.preventDefault(); help(); return; }
     if (event.key === "Escape") { var p = document.getElementById("keys-help"); if (p) p.hidden = true; return; }
     // One decision at a time: ignore keys while a card is being fetched.

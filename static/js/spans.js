@@ -353,6 +353,7 @@
     if (event.metaKey || event.ctrlKey || event.altKey) return;
     if (event.target.closest && event.target.closest("input, textarea, select, [contenteditable]")) return;
     if (document.querySelector(".htmx-request")) return;  // review.js holds keys while a card loads
+    if (document.querySelector("dialog[open]")) return;  // the sign-in dialog (session.js) has the keys
     var k = event.key;
     function handled() { event.preventDefault(); event.stopImmediatePropagation(); }
     if (k === "ArrowRight" || k === "ArrowLeft") { handled(); step(k === "ArrowRight", event.shiftKey); return; }

@@ -72,6 +72,74 @@ def no_threshold_reason(choice: dict) -> str:
     return f"The evaluation on gold v{choice['gold_version']} has no confidences to choose a threshold from."
 
 
+def _score(evaluation: Evaluation | None) -> float | None:
+    """The task's headline score on gold (accuracy; strict entity F1 for extraction)."""
+    if evaluation is None:
+        return None
+    return evaluation.metrics.get("score", evaluation.metrics.get("accuracy"))
+
+
+def promotion_check(run: TrainingRun, *, active: ModelVersion | None = None) -> dict:
+    """The run's gold score beside the teacher's and the live version's on the same frozen
+    gold set, and what a lead must confirm before putting it live (`warnings`): a score
+    below the teacher's or the live version's (by how much), or no evaluation on the latest
+    frozen gold set. The deploy page lists these; the promote view asks before it promotes.
+    `active` is the live version (looked up when not given).
+    """
+    project = run.project
+    latest_gold = project.gold_sets.frozen_version()
+    students = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).select_related("gold_set")
+    evaluation = (students.filter(gold_set=latest_gold).first() if latest_gold else None) or students.first()
+    check = {
+        "run": run,
+        "evaluation": evaluation,
+        "score": _score(evaluation),
+        "latest_gold_version": latest_gold.version if latest_gold else None,
+        "teacher_score": None,
+        "teacher_delta": None,
+        "live_run": None,
+        "live_score": None,
+        "live_delta": None,
+        "warnings": [],
+    }
+    if evaluation is None:
+        return check
+    gold = evaluation.gold_set
+    active = active if active is not None else active_version(project)
+    teacher = (
+        Evaluation.objects.filter(project=project, gold_set=gold, subject=Evaluation.Subject.TEACHER)
+        .order_by("-created_at")
+        .first()
+    )
+    check["teacher_score"] = _score(teacher)
+    if active is not None and active.run_id != run.pk:
+        check["live_run"] = active.run
+        check["live_score"] = _score(
+            active.run.evaluations.filter(subject=Evaluation.Subject.STUDENT, gold_set=gold).first()
+        )
+    score, name, warnings = check["score"], project.task.score_name, check["warnings"]
+    for key in ("teacher", "live"):
+        if score is not None and check[f"{key}_score"] is not None:
+            check[f"{key}_delta"] = score - check[f"{key}_score"]
+    if latest_gold is not None and gold.pk != latest_gold.pk:
+        warnings.append(
+            f"Run {run.number} was never evaluated on the latest gold set (v{latest_gold.version}); "
+            f"its scores are from gold v{gold.version}."
+        )
+    if score is not None and check["teacher_score"] is not None and score < check["teacher_score"]:
+        warnings.append(
+            f"Run {run.number} scores {score:.3f} ({name}) on gold v{gold.version}, "
+            f"{check['teacher_score'] - score:.3f} below the teacher ({check['teacher_score']:.3f})."
+        )
+    if score is not None and check["live_score"] is not None and score < check["live_score"]:
+        warnings.append(
+            f"Run {run.number} scores {score:.3f} ({name}) on gold v{gold.version}, "
+            f"{check['live_score'] - score:.3f} below the live version "
+            f"(run {check['live_run'].number}, {check['live_score']:.3f})."
+        )
+    return check
+
+
 @transaction.atomic
 def version_promote(
     *,

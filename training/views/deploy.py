@@ -34,7 +34,11 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, "Serving settings saved.")
             return redirect("training:deploy", slug=project.slug)
     finished = project.training_runs.filter(status="succeeded").order_by("-number")
-    deploy_rows = [_deploy_row(r, config) for r in finished]
+    active = serving.active_version(project)
+    # Each run beside the teacher and the live version, with what promoting it must confirm.
+    deploy_rows = [
+        {**_deploy_row(r, config), "check": serving.promotion_check(r, active=active)} for r in finished
+    ]
     rows.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
     return render(
         request,
@@ -42,14 +46,13 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "project": project,
             "is_lead": is_lead,
-            "active": serving.active_version(project),
+            "active": active,
             "versions": project.model_versions.select_related("run", "promoted_by")[:20],
             "events": project.deployment_events.select_related("version__run", "user")[:20],
             "runs": deploy_rows,
             "runtimes": ModelVersion.Runtime.choices,
             "serving_cache_seconds": settings.SERVING_CACHE_SECONDS,
             "tokens": project.api_tokens.all(),
-            "promote_form": PromoteForm(),
             "token_form": TokenForm(),
             "config_form": config_form,
             "new_token": request.session.pop(f"new-token:{project.pk}", None),
@@ -134,18 +137,42 @@ def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def promote(request: HttpRequest, slug: str) -> HttpResponse:
+    """Promote the run chosen in the deploy page's list at the threshold in its row. A run
+    worse than the teacher or the live version, or not measured on the latest gold set, is
+    promoted only once the lead has read why and confirmed (the reasons stay on the version)."""
     project = _project_for_lead(request, slug)
-    form = PromoteForm(request.POST)
+    number = request.POST.get("run", "")
+    threshold = request.POST.get(f"threshold-{number}", request.POST.get("threshold", ""))
+    form = PromoteForm({"run": number, "threshold": threshold})
     if not form.is_valid():
         messages.error(request, _form_errors(form))
         return redirect("training:deploy", slug=project.slug)
-    run = _run(project, form.cleaned_data["run"])
+    run = project.training_runs.filter(
+        number=form.cleaned_data["run"], status=TrainingRun.Status.SUCCEEDED
+    ).first()
+    if run is None:
+        messages.error(request, f"There is no finished run {form.cleaned_data['run']} to promote.")
+        return redirect("training:deploy", slug=project.slug)
+    runtime = request.POST.get("runtime") or ModelVersion.Runtime.TORCH
+    check = serving.promotion_check(run)
+    if check["warnings"] and request.POST.get("confirm") != "1":
+        context = {
+            "project": project,
+            "is_lead": True,
+            "check": check,
+            "threshold": threshold,
+            "runtime": runtime,
+            "runtime_name": dict(ModelVersion.Runtime.choices).get(runtime, runtime),
+        }
+        return render(request, "training/promote_confirm.html", context)
+    note = " ".join(check["warnings"])
     try:
         version = serving.version_promote(
             run=run,
             user=request.user,
             threshold=form.cleaned_data["threshold"],
-            runtime=request.POST.get("runtime") or ModelVersion.Runtime.TORCH,
+            runtime=runtime,
+            note=note if len(note) <= 300 else note[:299] + "…",
         )
         messages.success(
             request,

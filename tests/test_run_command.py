@@ -52,13 +52,24 @@ def test_seed_demo_is_complete_and_idempotent(capsys):
         "people: 4 · date: Friday · time: 7:30pm · name: Carla Mendes"
     )
 
+    # The summarisation demo: 60 calls we wrote, 8 summaries reviewed, 12 proposed, once.
+    calls = Project.objects.get(slug="call-notes")
+    assert calls.task_type == "summarization" and calls.task.target == {"unit": "sentences", "length": 2}
+    assert "team lead" in calls.task.prompt_block()
+    states = Counter(
+        Example.objects.for_project(calls).with_current_label().values_list("label_state", flat=True)
+    )
+    assert states == {"reviewed": 8, "proposed": 12, "unlabelled": 40}
+    assert calls.memberships.get(user__username="reviewer").role == Membership.Role.REVIEWER
+
 
 @pytest.mark.django_db
 def test_seed_demo_adds_the_extraction_demo_to_an_older_installation(capsys):
     call_command("seed_demo")
-    Project.objects.filter(slug="table-bookings").delete()
+    Project.objects.filter(slug__in=["table-bookings", "call-notes"]).delete()
     call_command("seed_demo")
     assert Example.objects.filter(project__slug="table-bookings").count() == 81
+    assert Example.objects.filter(project__slug="call-notes").count() == 60
     assert Project.objects.filter(slug="support-tickets").count() == 1
 
 

@@ -40,6 +40,26 @@ guest wrote it.
 - Keep a title with the name (*Dr. Helen Park*) but not words around it (*under the name*).
 - Mark every value when a request holds two bookings or a change from one time to another.
 """
+# The summarisation demo: support calls we wrote ourselves; the first ones come with summaries.
+CALLS_FILE = Path(__file__).resolve().parents[2] / "demo" / "calls.jsonl"
+CALLS_SLUG = "call-notes"
+CALLS_REVIEWED = 8  # summaries a person checked (reviews)
+CALLS_PROPOSED = 20  # the rest of the summaries come from another system, to review
+CALLS_STYLE = """\
+For the support team lead reading the day's calls: **who** called, **what** the problem was and
+**what was agreed** (refund, callback, engineer visit), with the amounts, dates and reference numbers
+the call gives. Third person, past tense, no greetings.
+"""
+CALLS_GUIDELINES = """\
+# Call notes
+
+Summarise each support call in at most two sentences for the team lead.
+
+- Keep the facts the next person needs: names, order or account numbers, amounts, dates, the outcome.
+- Never add a fact the call does not state; a number or name marked *possibly unsupported* must be
+  checked against the call before you accept.
+- Reject (`x`) a text that is not a support call.
+"""
 DEMO_LABELS = [
     (
         "Billing",
@@ -70,7 +90,7 @@ Pick the team that should **answer** the ticket.
 class Command(BaseCommand):
     help = (
         "Create the demo projects (support-ticket classifier, 150 tickets; table-booking extraction, "
-        "81 requests) and demo logins. Idempotent."
+        "81 requests; call-note summaries, 60 calls) and demo logins. Idempotent."
     )
 
     def handle(self, *args, **opts) -> None:
@@ -78,13 +98,16 @@ class Command(BaseCommand):
         # login an operator deleted stays deleted; and a server that is not a local run
         # (DJANGO_SECURE on) never gets "demo"/"demo" but a random password, shown once.
         if Project.objects.filter(slug=DEMO_SLUG).exists():
-            # An installation seeded before the extraction demo existed gets it once, led by
-            # the demo lead if that login is still there.
-            if not Project.objects.filter(slug=BOOKINGS_SLUG).exists():
-                User = get_user_model()
-                lead = User.objects.filter(username="demo").first()
-                if lead is not None:
-                    self._bookings(lead, User.objects.filter(username="reviewer").first())
+            # An installation seeded before a later demo existed gets it once, led by the demo
+            # lead if that login is still there.
+            User = get_user_model()
+            lead = User.objects.filter(username="demo").first()
+            if lead is not None:
+                reviewer = User.objects.filter(username="reviewer").first()
+                if not Project.objects.filter(slug=BOOKINGS_SLUG).exists():
+                    self._bookings(lead, reviewer)
+                if not Project.objects.filter(slug=CALLS_SLUG).exists():
+                    self._calls(lead, reviewer)
             self.stdout.write("Demo project already there; demo logins unchanged.")
             return
         User = get_user_model()
@@ -129,6 +152,8 @@ class Command(BaseCommand):
             self.stdout.write(f"Demo project created with {batch.rows_created} tickets.")
         if not Project.objects.filter(slug=BOOKINGS_SLUG).exists():
             self._bookings(lead, reviewer)
+        if not Project.objects.filter(slug=CALLS_SLUG).exists():
+            self._calls(lead, reviewer)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo logins: lead “demo” / “{password}” (also admin), reviewer “reviewer” / “{password}”"
@@ -179,4 +204,48 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Extraction demo project created with {batch.rows_created} booking requests "
             f"({min(BOOKINGS_REVIEWED, batch.rows_created)} reviewed)."
+        )
+
+    def _calls(self, lead, reviewer) -> None:
+        """The summarisation demo: 60 support calls; the first summaries reviewed, the next ones
+        another system's proposals, the rest bare texts for the teacher."""
+        with transaction.atomic():
+            project = projects.project_create(
+                name="Call notes",
+                slug=CALLS_SLUG,
+                user=lead,
+                task_type="summarization",
+                task_options={"target_unit": "sentences", "target_length": 2, "style": CALLS_STYLE},
+                guidelines=CALLS_GUIDELINES,
+            )
+            if reviewer is not None:
+                Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
+        records = [json.loads(line) for line in CALLS_FILE.read_text(encoding="utf-8").splitlines()]
+        parts = [
+            (records[:CALLS_REVIEWED], {"label_meaning": corpus.LABELS_VERIFIED}),
+            (
+                records[CALLS_REVIEWED:],
+                {"label_meaning": corpus.LABELS_PREDICTIONS, "label_agent": "agent-notes"},
+            ),
+        ]
+        created = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            for number, (part, options) in enumerate(parts):
+                path = Path(tmp) / f"calls-{number}.jsonl"
+                path.write_text(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8"
+                )
+                batch = corpus.import_batch_create(
+                    project=project,
+                    user=lead,
+                    file_name=CALLS_FILE.name,
+                    path=path,
+                    label_column="summary",
+                    **options,
+                )
+                if import_batch_claim(batch.pk):
+                    created += import_batch_run(batch=batch).rows_created
+        self.stdout.write(
+            f"Summarisation demo project created with {created} calls ({CALLS_REVIEWED} summaries reviewed, "
+            f"{CALLS_PROPOSED - CALLS_REVIEWED} proposed by another system)."
         )

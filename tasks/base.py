@@ -160,6 +160,10 @@ class Task(ABC):
         """Do two (normalised) answers say the same thing?"""
         return a == b
 
+    def disagree(self, a: Answer, b: Answer) -> bool:
+        """Do two answers (the teacher's, the student's) differ enough to review first?"""
+        return not self.same(a, b)
+
     @abstractmethod
     def summary(self, value: Answer, *, text: str = "") -> str:
         """A short one-line form (queue columns, tables); never parsed back."""

@@ -280,7 +280,7 @@ def _summary(task: Task, value: Any, text: str) -> str:
 
 def _differ(task: Task, a: Any, b: Any) -> bool:
     try:
-        return not task.same(a, b)
+        return task.disagree(a, b)
     except (TypeError, KeyError, AttributeError):
         return a != b
 

@@ -72,6 +72,9 @@ class SummarizationTask(Task):
     # The fine-tune is extractive on an encoder (the bundled MiniLM) and abstractive on an
     # allowed seq2seq checkpoint (T5, BART): tasks/summarization/finetune.py picks by the model.
     student_kinds = {"finetune": "finetune"}
+    # The "likely label errors" order: summaries with the most content the text does not
+    # support first (the grounding check; no cross-validated model needed).
+    scores_label_errors = True
     teacher_max_tokens = 300
     default_instructions = (
         "You summarise texts for the task described below. Read the guidelines and the style "
@@ -121,6 +124,12 @@ class SummarizationTask(Task):
         if a is None or b is None:
             return a is b
         return _clean(a["summary"]).casefold() == _clean(b["summary"]).casefold()
+
+    def disagree(self, a: Answer, b: Answer) -> bool:
+        """Two summaries disagree when they share less than the right floor (ROUGE-L)."""
+        from tasks.summarization import measure
+
+        return measure.rouge_l(a["summary"], b["summary"]) < RIGHT_FLOOR
 
     def summary(self, value: Answer, *, text: str = "") -> str:
         if not value:
@@ -289,6 +298,21 @@ class SummarizationTask(Task):
 
     def training_names(self, answers: list[Answer]) -> list[str]:
         return []
+
+    def label_quality_scores(self, texts: list[str], answers: list[Answer]):
+        """1 / (1 + the number of numbers, dates and names the summary adds that its text lacks):
+        1.0 for a grounded summary, 0.5 with one unsupported item, lower with more."""
+        import numpy as np
+
+        from tasks.summarization import measure
+
+        return np.array(
+            [
+                1.0 / (1 + len(measure.unsupported(a["summary"], t))) if a else 1.0
+                for t, a in zip(texts, answers, strict=True)
+            ],
+            dtype=np.float64,
+        )
 
     def student_options(self, kind: str = "finetune") -> dict:
         return {"target": dict(self.target)}

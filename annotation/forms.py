@@ -64,7 +64,11 @@ class ProjectForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Each task type's own settings, shown (static/js/app.js) only while that type is chosen.
+        # Each task type's own settings, shown (static/js/project_form.js) only while that type
+        # is chosen; the labels box hides for a type without categories.
+        self.fields["task_type"].widget.attrs["data-no-labels"] = " ".join(
+            t for t, _ in task_choices() if not task_class(t).uses_categories
+        )
         for task_type, _ in task_choices():
             for option in task_class(task_type).option_fields:
                 self.fields[f"{task_type}__{option.name}"] = option_form_field(

@@ -115,6 +115,7 @@ class Task(ABC):
     # Can the review queue score likely annotation errors (``label_quality_scores``: cleanlab
     # over cross-validated probabilities) for this task yet?
     scores_label_errors: ClassVar[bool] = False
+    label_errors_about: ClassVar[str] = "Cross-validated on MiniLM embeddings (cleanlab)"
     # Can its runs leave out the labels those scores flag and weight the rest by the teacher's
     # confidence (the launch form's noise handling)? Needs a student that takes weights.
     handles_label_noise: ClassVar[bool] = False

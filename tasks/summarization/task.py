@@ -75,6 +75,7 @@ class SummarizationTask(Task):
     # The "likely label errors" order: summaries with the most content the text does not
     # support first (the grounding check; no cross-validated model needed).
     scores_label_errors = True
+    label_errors_about = "Summaries with numbers, dates or names their text does not contain score lowest"
     teacher_max_tokens = 300
     default_instructions = (
         "You summarise texts for the task described below. Read the guidelines and the style "

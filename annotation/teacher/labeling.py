@@ -135,7 +135,7 @@ def labeling_job_create(
     config = teacher_config_for(project)
     if provider:
         config.provider = provider  # a one-off override; the project's setting stays
-    if not project.labels.exists():
+    if project.task.uses_categories and not project.labels.exists():
         noun = project.task.category_noun
         raise LabelingError(f"The project has no {noun}s yet; add {noun}s before labelling.")
     snapshot = _config_snapshot(config)

@@ -498,15 +498,16 @@ class PromptForm(forms.Form):
 
     def __init__(self, *args, task=None, example_line: str = "", **kwargs):
         super().__init__(*args, **kwargs)
-        if task is not None and task.category_noun != "label":
+        if task is not None and task.label_column != "category":
+            # An answer that is not one label name: fixed examples are JSON lines, shown with
+            # one of this project's own answers as the teacher writes it.
             self.fields["few_shot_per_label"].label = "At most per answer shape"
             self.fields["fixed_examples"].help_text = (
                 "For the fixed strategy: one JSON object per line, the text and the answer as the "
-                'teacher writes it: {"text": "Table for 4", "entities": [{"field": "people", "text": "4"}]}; '
-                "each value copied exactly from the text."
+                "teacher writes it (the placeholder shows one of this project's answers)."
             )
-            self.fields["fixed_examples"].widget.attrs["placeholder"] = example_line or (
-                '{"text": "...", "entities": [{"field": "...", "text": "..."}]}'
+            self.fields["fixed_examples"].widget.attrs["placeholder"] = (
+                example_line or '{"text": "...", <the answer\'s keys>}'
             )
 
     def clean_fixed_examples(self) -> list[dict]:

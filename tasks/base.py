@@ -142,6 +142,9 @@ class Task(ABC):
     answer_files_about: ClassVar[str] = ""  # how those files give answers, for messages
     answer_noun: ClassVar[str] = "labels"  # what a file's answers are called on the import form
     import_help: ClassVar[str] = ""  # the import form's help for the file, where the default does not fit
+    export_about: ClassVar[str] = (
+        "Each row carries its current label and provenance (proposals, reviews, gold versions)."
+    )
     # The formats an export offers; those beyond CSV and JSONL are written by ``write_file``.
     export_formats: ClassVar[tuple[str, ...]] = ("csv", "jsonl")
 

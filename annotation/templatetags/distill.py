@@ -53,3 +53,9 @@ def percent(part: int, whole: int) -> int:
 def task_review_context(task, text: str, value) -> dict:
     """What the task adds to a review card for this text and answer (tasks.base.Task.review_context)."""
     return task.review_context(text or "", value)
+
+
+@register.filter
+def get_item(mapping, key):
+    """``mapping[key]`` in a template (None when missing)."""
+    return mapping.get(key) if hasattr(mapping, "get") else None

@@ -50,6 +50,10 @@ class ExtractionTask(Task):
         "or a fields object ({text, fields: {...}}); CoNLL BIO (.conll, .bio). UTF-8."
     )
     export_formats = ("jsonl", "conll")
+    export_about = (
+        "Each JSONL line carries its text, its current spans (offsets and text) with a fields object, "
+        "and provenance (proposals, reviews, gold versions); CoNLL BIO holds the labelled texts only."
+    )
     evaluation_template = "tasks/extraction/evaluation.html"
     score_name = "strict F1"
     right_name = "exact match"

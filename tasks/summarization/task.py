@@ -42,6 +42,10 @@ class SummarizationTask(Task):
         "CSV, TSV or JSONL with a text column and, optionally, a summary column (name it below); "
         "TXT: one text per line. UTF-8."
     )
+    export_about = (
+        "Each row carries its current summary as its label, with provenance (proposals, reviews, gold "
+        "versions); a gold export adds every reviewer's summary as references."
+    )
     option_fields = (
         OptionField(
             "target_unit",

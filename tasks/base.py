@@ -346,6 +346,14 @@ class Task(ABC):
         """How often each category occurs in these answers (training-set counts, drift)."""
         return {}
 
+    # Does the evaluation page offer blind A/B judging of student against teacher (people
+    # decide where an overlap metric says little: summaries)?
+    compares_by_preference: ClassVar[bool] = False
+
+    def display(self, value: Answer | None, *, text: str = "") -> str:
+        """The whole answer as people read it on a page (``summary`` is the one-line form)."""
+        return self.summary(value, text=text)
+
     def review_context(self, text: str, value: Answer | None) -> dict:
         """What the review card adds for this text and answer (summarisation: the grounding check)."""
         return {}

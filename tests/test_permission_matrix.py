@@ -66,6 +66,7 @@ ACCESS = {
     "training:evaluation-job-resume": LEAD,
     "training:evaluation": MEMBER,
     "training:evaluation-examples": MEMBER,
+    "training:evaluation-preference": MEMBER,
     "training:compare": MEMBER,
     "training:deploy": (MEMBER, LEAD),  # members read it, leads save the serving settings
     "training:export-job": MEMBER,
@@ -167,6 +168,7 @@ PK_OF = {
     "annotation:synthetic-resume": "synthetic",
     "training:evaluation": "evaluation",
     "training:evaluation-examples": "evaluation",
+    "training:evaluation-preference": "evaluation",
     "training:token-revoke": "token",
     "training:evaluation-job": "evaluation-job",
     "training:evaluation-job-cancel": "evaluation-job",

@@ -367,3 +367,34 @@ class PredictionLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.route}: {self.label or '-'} ({self.confidence})"
+
+
+class PreferenceVote(models.Model):
+    """One blind A/B judgement on a gold text: which of two systems' answers is better.
+
+    The student of an evaluation against the teacher on the same gold version. The reviewer
+    sees the two in an order drawn per reviewer and text (``student_first``), never which is
+    which; the vote is stored decoded (student, teacher or same).
+    """
+
+    class Choice(models.TextChoices):
+        STUDENT = "student", "The student's"
+        TEACHER = "teacher", "The teacher's"
+        SAME = "same", "Equally good"
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="preference_votes")
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="+")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    student_first = models.BooleanField(help_text="Was the student's answer shown as A?")
+    choice = models.CharField(max_length=10, choices=Choice.choices)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["evaluation", "example", "reviewer"], name="preference_vote_once_per_reviewer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} prefers {self.choice} on #{self.example_id}"

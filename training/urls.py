@@ -25,6 +25,11 @@ urlpatterns = [
     ),
     path("p/<slug:slug>/evaluations/<int:pk>/", views.evaluation, name="evaluation"),
     path(
+        "p/<slug:slug>/evaluations/<int:pk>/prefer/",
+        views.evaluation_preference,
+        name="evaluation-preference",
+    ),
+    path(
         "p/<slug:slug>/evaluations/<int:pk>/examples/", views.evaluation_examples, name="evaluation-examples"
     ),
     path("p/<slug:slug>/compare/", views.compare, name="compare"),

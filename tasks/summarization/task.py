@@ -142,6 +142,11 @@ class SummarizationTask(Task):
         line = _clean(value["summary"])
         return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
 
+    compares_by_preference = True
+
+    def display(self, value: Answer | None, *, text: str = "") -> str:
+        return value["summary"] if value else ""
+
     def column_answer(self, cell: str, *, text: str) -> Answer:
         return self.validate({"summary": cell}, text=text)
 

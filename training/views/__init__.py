@@ -14,7 +14,7 @@ from training.views.deploy import (
     token_create,
     token_revoke,
 )
-from training.views.results import compare, evaluation, evaluation_examples
+from training.views.results import compare, evaluation, evaluation_examples, evaluation_preference
 from training.views.runs import (
     evaluation_job,
     evaluation_job_cancel,
@@ -34,6 +34,7 @@ __all__ = [
     "deploy",
     "evaluation",
     "evaluation_examples",
+    "evaluation_preference",
     "evaluation_job",
     "evaluation_job_cancel",
     "evaluation_job_resume",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation.models import Example
 from annotation.views._common import _project_for_member
 from tasks import measure as metrics_lib
 from training import services
 from training.models import Evaluation
+from training.services import preference
 
 
 @login_required
@@ -47,6 +49,9 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "teacher": teacher,
             "systems": services.latest_system_evaluations(student) if student.subject == "student" else [],
             "overlap": {k: len(v) for k, v in overlap.items()},
+            "preference": preference.preference_summary(student)
+            if task.compares_by_preference and student.subject == "student"
+            else None,
         },
     )
 
@@ -137,3 +142,46 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 # --- deployment, monitoring, cost --------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def evaluation_preference(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Blind A/B: the student's and the teacher's answers on a gold text, in an order the reviewer
+    is never told; A, B or Same (1, 2, 0)."""
+    project, role = _project_for_member(request, slug)
+    student = get_object_or_404(Evaluation, project=project, pk=pk, subject="student")
+    status = 200
+    if request.method == "POST":
+        example_id = request.POST.get("example_id", "")
+        try:
+            if not example_id.isdigit():
+                raise preference.PreferenceError("No text was named.")
+            preference.preference_record(
+                evaluation=student,
+                example_id=int(example_id),
+                user=request.user,
+                pick=request.POST.get("pick", ""),
+            )
+        except preference.PreferenceError as exc:
+            messages.error(request, str(exc))
+            status = 400
+        if not request.htmx and status == 200:
+            return redirect("training:evaluation-preference", slug=project.slug, pk=student.pk)
+    pair = preference.preference_next(evaluation=student, user=request.user)
+    task = project.task
+    if pair:
+        text = pair["example"].text
+        pair["a_shown"], pair["b_shown"] = (
+            task.display(pair["a"], text=text),
+            task.display(pair["b"], text=text),
+        )
+    context = {
+        "project": project,
+        "is_lead": role == "lead",
+        "evaluation": student,
+        "pair": pair,
+        "summary": preference.preference_summary(student),
+    }
+    template = "training/preference.html#card" if request.htmx else "training/preference.html"
+    return render(request, template, context, status=status)

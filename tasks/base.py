@@ -383,6 +383,14 @@ class Task(ABC):
         """The task type's fine-tuned student module: train, predict, export_onnx, predict_onnx."""
         return self.student_for("finetune")
 
+    # Launch-form fields this task type's students have no use for.
+    unused_training_fields: ClassVar[tuple[str, ...]] = ()
+
+    def student_about(self, kind: str, base_models: list[str]) -> str:
+        """What a run kind trains for this task type, and which of the operator's base models
+        it can use; "" for the shared wording."""
+        return ""
+
     def student_options(self, kind: str = "finetune") -> dict:
         """What this task type's students take beyond the shared arguments (summarisation: the
         project's target length)."""

@@ -154,9 +154,14 @@ class LaunchForm(forms.Form):
             del self.fields["case_feature"]
         if "label_smoothing" not in run_defaults(task):  # a task whose student has no smoothing
             del self.fields["label_smoothing"]
+        for name in task.unused_training_fields:
+            self.fields.pop(name, None)
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
-        self.kind_help = {k.value: KIND_HELP[k] for k in kinds}
+        # The task may say what its kinds are and which this server can train (its base models).
+        self.kind_help = {
+            k.value: task.student_about(k.value, base_model_choices()) or KIND_HELP[k] for k in kinds
+        }
         for name, value in run_defaults(task).items():
             if name in self.fields:
                 self.fields[name].initial = value

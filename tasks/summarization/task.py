@@ -324,6 +324,24 @@ class SummarizationTask(Task):
             dtype=np.float64,
         )
 
+    unused_training_fields = ("class_weighting",)
+
+    def student_about(self, kind: str, base_models: list[str]) -> str:
+        others = ", ".join(base_models)
+        return (
+            "With the bundled MiniLM (or another encoder), an extractive student: it scores each sentence "
+            "or dialogue turn and copies the best up to the target length, trained on the turns that "
+            "best match the reviewed and teacher summaries (minutes on a CPU). With a seq2seq "
+            "checkpoint (t5-small, flan-t5-base, bart-base) an abstractive student that writes its own "
+            "summary (a GPU is advised). "
+            + (
+                f"This server also allows: {others}; a seq2seq one among them trains the abstractive student."
+                if others
+                else "This server allows only the bundled MiniLM, so runs here are extractive; the operator "
+                "adds a seq2seq checkpoint with DISTILL_STUDENT_BASE_MODELS."
+            )
+        )
+
     def student_options(self, kind: str = "finetune") -> dict:
         return {"target": dict(self.target)}
 

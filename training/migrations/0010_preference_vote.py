@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('annotation', '0019_task_options'),
-        ('training', '0008_review_rate'),
+        ('training', '0009_serving_limits'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -52,6 +52,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             "promote_form": PromoteForm(),
             "token_form": TokenForm(),
             "config_form": config_form,
+            "budget": serving.fallback_budget_status(project, config),
             "new_token": request.session.pop(f"new-token:{project.pk}", None),
         },
     )
@@ -207,6 +208,7 @@ def monitor(request: HttpRequest, slug: str) -> HttpResponse:
             "day_peak": peak,
             "hist_peak": hist_peak,
             "active": serving.active_version(project),
+            "budget": serving.fallback_budget_status(project, serving.serving_config_for(project)),
         },
     )
 

@@ -8,7 +8,12 @@ fields from; the answer is then the fields object as JSON). Everything else a
 client sends (model, n, max_tokens, its own system prompt) is ignored: an unsure text
 takes the project's fallback exactly as on the prediction API (`serving.predict_texts`),
 so the teacher is asked with the project's model, prompt and limits, and billed for
-what it used.
+what it used. A text that no fallback answered gets the project's unsure answer: by
+default an error (422 student_unsure) that the client's own fallback catches, never a
+guess it would take for an answer (README "Serving the student").
+
+Every request with a valid token is first counted against the token's limit per minute
+(`serving.rate_check`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from training.models import TrainingRun, default_hyperparameters
+from training.models import MAX_BATCH_LIMIT, ServingConfig, TrainingRun, default_hyperparameters
 from training.services.dataset import NOISE_HANDLING
 
 DEFAULTS = default_hyperparameters()
@@ -226,8 +226,6 @@ class TokenForm(forms.Form):
 
 class ServingConfigForm(forms.ModelForm):
     class Meta:
-        from training.models import ServingConfig
-
         model = ServingConfig
         fields = [
             "fallback",
@@ -270,13 +268,15 @@ class ServingConfigForm(forms.ModelForm):
                 "with 95 % confidence."
             ),
             "traffic_sample_rate": "1 keeps every text the student was unsure of; 0 keeps none.",
-            "max_batch": "At most 256.",
+            "max_batch": f"At most {MAX_BATCH_LIMIT}.",
         }
-        widgets = {"drop_in_abstain_content": forms.TextInput()}
 
     def clean(self) -> dict:
         data = super().clean()
         unsure = data.get("drop_in_unsure")
-        if unsure == "abstain" and not (data.get("drop_in_abstain_content") or "").strip():
+        if (
+            unsure == ServingConfig.DropInUnsure.ABSTAIN
+            and not (data.get("drop_in_abstain_content") or "").strip()
+        ):
             self.add_error("drop_in_abstain_content", "Write the text the drop-in answers when it abstains.")
         return data

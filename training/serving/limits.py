@@ -2,9 +2,9 @@
 teacher fallback's spend per project and calendar month (UTC).
 
 Both are counted in Redis through Django's cache, the one place every serving process
-shares: a token's count is one INCR per request (two on its first request of a minute),
-and a token over its limit is remembered in the process until its minute ends, so a flood
-costs no Redis call at all. The spend is read only when unsure texts are about to go to the
+shares: a token's count is one INCR per request (with Django's EXISTS before it), and a
+token over its limit is remembered in the process until its minute ends, so a flood costs
+no Redis call at all (a limit raised meanwhile helps that token from the next minute). The spend is read only when unsure texts are about to go to the
 teacher, and added to after it answers. A Redis that cannot be reached does not stop
 serving: the rate limit lets requests through (logged), the budget is read from the log.
 """

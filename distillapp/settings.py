@@ -209,6 +209,18 @@ EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
 if REDIS_IS_EMBEDDED:
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
 
+# Django's cache is the same Redis: what every serving process must share and no process
+# may keep alone (each token's requests this minute, each project's LLM spend this month).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "distill",
+        # A Redis that hangs must not hang the request path (serving fails open past this).
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+}
+
 RQ_QUEUE_NAMES = ("llm", "training", "default")
 RQ_DEFAULT_TIMEOUT = env_int("RQ_DEFAULT_TIMEOUT", 6 * 3600, minimum=60)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in RQ_QUEUE_NAMES}

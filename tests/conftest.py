@@ -46,13 +46,23 @@ def allowed_teachers(settings, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def fresh_serving_cache():
-    """Each test starts with an empty per-process serving cache (ids repeat across tests)."""
-    from training import serving
+def fresh_serving_cache(settings):
+    """Each test starts with an empty per-process serving cache (ids repeat across tests), and
+    its own keys in the shared cache (Redis: the rate and spend counters), by a prefix of its own."""
+    import uuid
 
+    from training import serving
+    from training.serving import limits
+
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}"}
+        for name, config in settings.CACHES.items()
+    }
     serving.forget_cached()
+    limits._blocked.clear()
     yield
     serving.forget_cached()
+    limits._blocked.clear()
 
 
 @pytest.fixture

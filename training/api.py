@@ -8,7 +8,12 @@ fields from; the answer is then the fields object as JSON). Everything else a
 client sends (model, n, max_tokens, its own system prompt) is ignored: an unsure text
 takes the project's fallback exactly as on the prediction API (`serving.predict_texts`),
 so the teacher is asked with the project's model, prompt and limits, and billed for
-what it used.
+what it used. A text that no fallback answered gets the project's unsure answer: by
+default an error (422 student_unsure) that the client's own fallback catches, never a
+guess it would take for an answer (README "Serving the student").
+
+Every request with a valid token is first counted against the token's limit per minute
+(`serving.rate_check`).
 """
 
 from __future__ import annotations
@@ -37,13 +42,21 @@ logger = logging.getLogger(__name__)
 # its LLM, which is read no further: a body past this is refused before it is parsed.
 DROP_IN_MAX_BODY_BYTES = 1024 * 1024
 API_PATH_PREFIXES = ("/api/", "/v1/")
-_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    422: "unsure_error",
+    429: "rate_limit_error",
+}
 
 
-def error_response(message: str, *, code: str, status: int, headers: dict | None = None) -> JsonResponse:
+def error_response(
+    message: str, *, code: str, status: int, headers: dict | None = None, extra: dict | None = None
+) -> JsonResponse:
     kind = "server_error" if status >= 500 else _ERROR_TYPES.get(status, "invalid_request_error")
     return JsonResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        {"error": {"message": message, "type": kind, "param": None, "code": code}, **(extra or {})},
         status=status,
         headers=headers,
     )
@@ -63,7 +76,9 @@ def json_api(method: str) -> Callable:
             try:
                 return view(request, *args, **kwargs)
             except serving.ServingError as exc:
-                return error_response(str(exc), code=exc.code, status=exc.status)
+                return error_response(
+                    str(exc), code=exc.code, status=exc.status, headers=exc.headers, extra=exc.extra
+                )
             except Exception:
                 # Logged with its traceback; the client still gets JSON it can read, not a page.
                 logger.exception("API request failed: %s %s", request.method, request.path)
@@ -134,22 +149,23 @@ def _checked_texts(texts, config: ServingConfig) -> list[str]:
     return texts
 
 
-def _project_of_token(request: HttpRequest) -> Project:
-    return serving.token_check(request.headers.get("Authorization")).project
+def _token_project(request: HttpRequest) -> tuple[Project, serving.Live]:
+    """The token's project and its live state, once the token's request has been counted."""
+    token = serving.token_check(request.headers.get("Authorization"))
+    state = serving.live(token.project)
+    serving.rate_check(token=token, config=state.config)
+    return token.project, state
 
 
 @json_api("POST")
 def predict(request: HttpRequest, slug: str) -> JsonResponse:
     """POST /api/v1/projects/<slug>/predict {"texts": [...]}: for each text the task's answer (a
     label; an extraction's spans and fields object), its confidence, route and model version."""
-    project = _project_of_token(request)
+    project, state = _token_project(request)
     if project.slug != slug:
-        if not Project.objects.filter(slug=slug).exists():
-            raise serving.ServingError(f"No project {slug!r}.", code="no_project", status=404)
-        raise serving.ServingError(
-            "This API token belongs to another project.", code="wrong_project", status=403
-        )
-    state = serving.live(project)
+        # The same answer whether the slug is unknown or another project's: a token tells its
+        # holder nothing about which other projects exist.
+        raise serving.ServingError(f"This token has no project {slug!r}.", code="no_project", status=404)
     body = _json_body(request, max_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE or DROP_IN_MAX_BODY_BYTES)
     texts = _checked_texts(body.get("texts"), state.config)
     answers = serving.predict_texts(project=project, texts=texts, state=state)
@@ -202,12 +218,24 @@ def _chat_text(body: dict, where: str) -> str:
     return content
 
 
-def _completion(body: dict, answer: serving.Answer, *, task, text: str) -> dict:
-    unsure = answer.route == "review"
-    # Unsure with no teacher answer: the student's own answer, marked so (header and field).
-    value = answer.student_label if unsure else answer.label
+def _distill_fields(answer: serving.Answer) -> dict:
+    return {
+        "route": answer.route,
+        "unsure": answer.route == "review",
+        "confidence": None if answer.confidence is None else round(answer.confidence, 4),
+        "model_version": answer.model_version,
+    }
+
+
+def _completion(body: dict, answer: serving.Answer, *, task, text: str, config: ServingConfig) -> dict:
     response_format = body.get("response_format")
     wants_json = isinstance(response_format, dict) and response_format.get("type") in RESPONSE_FORMATS[1:]
+    if answer.route != "review":
+        content = task.drop_in_content(answer.label, text=text, wants_json=wants_json)
+    elif config.drop_in_unsure == ServingConfig.DropInUnsure.ABSTAIN:
+        content = config.drop_in_abstain_content  # as the lead wrote it, whatever was asked
+    else:  # the lead chose the student's guess, marked unsure (header and field)
+        content = task.drop_in_content(answer.student_label, text=text, wants_json=wants_json)
     input_tokens, output_tokens = answer.teacher_tokens
     return {
         "id": f"chatcmpl-distill-{uuid.uuid4().hex[:24]}",
@@ -221,7 +249,7 @@ def _completion(body: dict, answer: serving.Answer, *, task, text: str) -> dict:
                 "message": {
                     "role": "assistant",
                     # A label, {"label": ...} when JSON is asked for; an extraction's fields object.
-                    "content": task.drop_in_content(value, text=text, wants_json=wants_json),
+                    "content": content,
                     "refusal": None,
                 },
                 "logprobs": None,
@@ -234,34 +262,39 @@ def _completion(body: dict, answer: serving.Answer, *, task, text: str) -> dict:
             "completion_tokens": output_tokens,
             "total_tokens": input_tokens + output_tokens,
         },
-        "distill": {
-            "route": answer.route,
-            "unsure": unsure,
-            "confidence": None if answer.confidence is None else round(answer.confidence, 4),
-            "model_version": answer.model_version,
-        },
+        "distill": _distill_fields(answer),
     }
 
 
 @json_api("POST")
 def chat_completions(request: HttpRequest) -> JsonResponse:
     """POST /v1/chat/completions: the student answers when sure, else the project's fallback."""
-    project = _project_of_token(request)
-    state = serving.live(project)
+    project, state = _token_project(request)
     body = _json_body(request, max_bytes=DROP_IN_MAX_BODY_BYTES)
     texts = _checked_texts([_chat_text(body, state.config.drop_in_message)], state.config)
     [answer] = serving.predict_texts(project=project, texts=texts, endpoint="chat", state=state)
-    response = JsonResponse(_completion(body, answer, task=project.task, text=texts[0]))
-    response["X-Distill-Route"] = answer.route
-    response["X-Distill-Unsure"] = "1" if answer.route == "review" else "0"
-    return response
+    unsure = answer.route == "review"
+    headers = {"X-Distill-Route": answer.route, "X-Distill-Unsure": "1" if unsure else "0"}
+    if unsure and state.config.drop_in_unsure == ServingConfig.DropInUnsure.ERROR:
+        raise serving.ServingError(
+            "The model is not sure of this text and no fallback answered it (the text is kept for "
+            "review): use your own fallback.",
+            code="student_unsure",
+            status=422,
+            # 422 is not retried by OpenAI's clients; this says so to any other client too.
+            headers={**headers, "X-Should-Retry": "false"},
+            extra={"distill": _distill_fields(answer)},
+        )
+    return JsonResponse(
+        _completion(body, answer, task=project.task, text=texts[0], config=state.config), headers=headers
+    )
 
 
 @json_api("GET")
 def models(request: HttpRequest) -> JsonResponse:
     """GET /v1/models: the project's served model, in OpenAI's list shape (empty when none is active)."""
-    project = _project_of_token(request)
-    version = serving.live(project).version
+    project, state = _token_project(request)
+    version = state.version
     data = []
     if version is not None:
         data.append(

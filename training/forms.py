@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from training.models import TrainingRun, default_hyperparameters
+from training.models import MAX_BATCH_LIMIT, ServingConfig, TrainingRun, default_hyperparameters
 from training.services.dataset import NOISE_HANDLING
 
 DEFAULTS = default_hyperparameters()
@@ -233,8 +233,6 @@ class TokenForm(forms.Form):
 
 class ServingConfigForm(forms.ModelForm):
     class Meta:
-        from training.models import ServingConfig
-
         model = ServingConfig
         fields = [
             "fallback",
@@ -243,6 +241,10 @@ class ServingConfigForm(forms.ModelForm):
             "max_text_chars",
             "traffic_sample_rate",
             "drop_in_message",
+            "drop_in_unsure",
+            "drop_in_abstain_content",
+            "requests_per_minute",
+            "monthly_fallback_budget_usd",
             "hosting_usd_per_month",
             "compute_usd_per_hour",
             "monthly_volume",
@@ -257,6 +259,10 @@ class ServingConfigForm(forms.ModelForm):
             "max_text_chars": "Characters per text, at most",
             "traffic_sample_rate": "Unsure texts kept for review (share, 0–1)",
             "drop_in_message": "Drop-in: the message to classify",
+            "drop_in_unsure": "Drop-in: when the student is unsure and no fallback answered",
+            "drop_in_abstain_content": "Drop-in: abstain text",
+            "requests_per_minute": "Requests per minute, per token",
+            "monthly_fallback_budget_usd": "Teacher fallback budget (USD per month)",
             "hosting_usd_per_month": "Hosting (USD per month)",
             "compute_usd_per_hour": "Training compute (USD per hour)",
             "monthly_volume": "Calls per month",
@@ -269,4 +275,15 @@ class ServingConfigForm(forms.ModelForm):
                 "with 95 % confidence."
             ),
             "traffic_sample_rate": "1 keeps every text the student was unsure of; 0 keeps none.",
+            "max_batch": f"At most {MAX_BATCH_LIMIT}.",
         }
+
+    def clean(self) -> dict:
+        data = super().clean()
+        unsure = data.get("drop_in_unsure")
+        if (
+            unsure == ServingConfig.DropInUnsure.ABSTAIN
+            and not (data.get("drop_in_abstain_content") or "").strip()
+        ):
+            self.add_error("drop_in_abstain_content", "Write the text the drop-in answers when it abstains.")
+        return data

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -299,17 +302,55 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
 
+# Texts in one API request, at most, whatever a project's settings say: one request runs the
+# student on all of them in the request (and the teacher on the unsure ones).
+MAX_BATCH_LIMIT = 256
+
+
 class ServingConfig(models.Model):
     class Fallback(models.TextChoices):
         TEACHER = "teacher", "Ask the teacher LLM (synchronously)"
         REVIEW = "review", "Answer null and send the text to review"
 
+    class DropInUnsure(models.TextChoices):
+        # 422, which an OpenAI client does not retry: its own fallback (another model, a
+        # LiteLLM/LangChain fallback chain, a person) catches it. README "Serving the student".
+        ERROR = "error", "An error (HTTP 422, code student_unsure) the client's fallback can catch"
+        ABSTAIN = "abstain", "A normal answer whose content is the abstain text below"
+        GUESS = "guess", "The student's low-confidence guess (marked only by X-Distill-Unsure)"
+
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="serving_config")
     fallback = models.CharField(max_length=10, choices=Fallback.choices, default=Fallback.REVIEW)
-    max_batch = models.PositiveIntegerField(default=64)
+    max_batch = models.PositiveIntegerField(
+        default=64, validators=[MinValueValidator(1), MaxValueValidator(MAX_BATCH_LIMIT)]
+    )
     max_text_chars = models.PositiveIntegerField(default=5000)
     traffic_sample_rate = models.FloatField(
-        default=1.0, help_text="Share of low-confidence texts kept for review."
+        default=0.1,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Share of low-confidence texts kept for review.",
+    )
+    requests_per_minute = models.PositiveIntegerField(
+        default=1200,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="Per API token, on both APIs; past it a token gets 429 until the minute ends.",
+    )
+    monthly_fallback_budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=Decimal("100"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="The teacher fallback's spend per calendar month (UTC); past it unsure texts go "
+        "to review. Empty: no cap.",
+    )
+    drop_in_unsure = models.CharField(max_length=10, choices=DropInUnsure.choices, default=DropInUnsure.ERROR)
+    drop_in_abstain_content = models.CharField(
+        max_length=1000,
+        blank=True,
+        help_text="The drop-in's whole answer content when unsure, as written (for an extraction "
+        'project a client parsing JSON may want "{}").',
     )
     target_accuracy = models.FloatField(
         default=0.95, help_text="Promotion picks the threshold that reaches it on gold."

@@ -10,32 +10,42 @@ import json
 
 from django.conf import settings
 
-from training.models import ServingConfig
+from training.models import MAX_BATCH_LIMIT, ServingConfig
 
 # The defaults; each project's serving settings may change them.
 MAX_BATCH = ServingConfig._meta.get_field("max_batch").default
 MAX_TEXT_CHARS = ServingConfig._meta.get_field("max_text_chars").default
+REQUESTS_PER_MINUTE = ServingConfig._meta.get_field("requests_per_minute").default
 
 ERROR_CODES = {
     400: "bad_json, bad_request, no_texts, bad_texts, empty_text, bad_messages, no_user_message, "
     "stream_unsupported",
     401: "no_token, bad_token",
-    403: "wrong_project",
     404: "no_project, not_found",
     405: "method_not_allowed",
     413: "body_too_large, too_many_texts, text_too_long",
     415: "unsupported_media_type",
+    422: "student_unsure",
+    429: "rate_limit_exceeded",
     503: "no_active_model",
 }
 STATUS_TEXT = {
     200: "The answer.",
     400: "The request is malformed.",
     401: "No API token, or not a valid one (wrong or revoked).",
-    403: "The token belongs to another project.",
-    404: "No such project, or no such operation.",
+    404: "No such project for this token (the same answer whether the project does not exist or is "
+    "another's), or no such operation.",
     405: "Another HTTP method is needed.",
     413: "Too much: the body, the number of texts or a text's length is over a limit.",
     415: "The body is not declared as application/json.",
+    422: "The student is unsure of the text and no fallback answered it (the review fallback, a "
+    "teacher that cannot be reached, or the month's fallback budget spent); the text is kept for "
+    "review. The default answer of the drop-in when unsure (the project's serving settings may "
+    "choose an abstain content or the student's guess instead): OpenAI's clients raise it "
+    "(openai.UnprocessableEntityError) without retrying, so the client's own fallback can catch it. "
+    'Beside "error", "distill" holds the route, confidence and model version.',
+    429: f"The token has made more requests this minute than the project allows per token (default "
+    f"{REQUESTS_PER_MINUTE:,}); Retry-After says in how many seconds the minute ends.",
     503: "No model is active for this project yet: a lead must promote a run.",
 }
 
@@ -102,7 +112,7 @@ SCHEMAS = {
                 "maxItems": MAX_BATCH,
                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
                 "description": f"At most {MAX_BATCH} texts of at most {MAX_TEXT_CHARS:,} characters each "
-                "(the project's serving settings can change both).",
+                f"(the project's serving settings can change both; never more than {MAX_BATCH_LIMIT} texts).",
             }
         },
     },
@@ -156,7 +166,8 @@ SCHEMAS = {
                 "type": "object",
                 "nullable": True,
                 "properties": {"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}},
-                "description": 'json_object or json_schema: the answer is {"label": ...}; else the bare label.',
+                "description": 'Classification: json_object or json_schema makes the answer {"label": ...}; '
+                "else the bare label. Extraction: always the fields object as a JSON string.",
             },
             "stream": {
                 "type": "boolean",
@@ -188,7 +199,16 @@ SCHEMAS = {
                             "required": ["role", "content"],
                             "properties": {
                                 "role": {"type": "string", "enum": ["assistant"]},
-                                "content": {"type": "string"},
+                                "content": {
+                                    "type": "string",
+                                    "description": "Classification: the label, or "
+                                    '{"label": ...} as JSON when response_format asks for JSON. '
+                                    "Extraction: the fields object as a JSON string, whatever was "
+                                    'asked: {"date": "12 May", "people": ["4"], "name": null} (a '
+                                    "field that takes one value maps to a string or null, one that "
+                                    "takes many to a list). When unsure with the abstain setting: "
+                                    "the lead's abstain text, exactly as written.",
+                                },
                             },
                         },
                         "finish_reason": {"type": "string"},
@@ -212,8 +232,9 @@ SCHEMAS = {
                     "route": {"type": "string", "enum": ["student", "teacher", "review"]},
                     "unsure": {
                         "type": "boolean",
-                        "description": "true: the student's own label, below the threshold, with no teacher "
-                        "answer; the text was kept for review.",
+                        "description": "true: below the threshold with no teacher answer, the text kept "
+                        "for review; the content is the lead's abstain text, or the student's own "
+                        "guess when the project chose it (by default such a text gets a 422 instead).",
                     },
                     "confidence": NULLABLE_NUMBER,
                     "model_version": {"type": "string"},
@@ -246,7 +267,7 @@ SCHEMAS = {
 _ROUTE_HEADERS = {
     "X-Distill-Route": {"description": "student, teacher or review.", "schema": {"type": "string"}},
     "X-Distill-Unsure": {
-        "description": "1 when the answer is the student's label below the threshold (kept for review).",
+        "description": "1 when the student was unsure and no fallback answered (the text is kept for review).",
         "schema": {"type": "string", "enum": ["0", "1"]},
     },
 }
@@ -257,14 +278,14 @@ PATHS = {
             "operationId": "predict",
             "summary": "Label texts",
             "description": "The student labels each text. A text below the active version's confidence "
-            "threshold takes the project's fallback: the teacher's answer (route teacher), or null and "
-            "the review queue (route review).",
+            "threshold takes the project's fallback: the teacher's answer (route teacher, while the "
+            "project's monthly fallback budget lasts), or null and the review queue (route review).",
             "parameters": [
                 {
                     "name": "slug",
                     "in": "path",
                     "required": True,
-                    "description": "The project's slug; the token must belong to it.",
+                    "description": "The project's slug; the token must belong to it (else 404).",
                     "schema": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"},
                 }
             ],
@@ -273,7 +294,7 @@ PATHS = {
             ),
             "responses": {
                 "200": _ok("PredictResponse", "One prediction per text, in order."),
-                **_errors(400, 401, 403, 404, 405, 413, 415, 503),
+                **_errors(400, 401, 404, 405, 413, 415, 429, 503),
             },
         }
     },
@@ -284,15 +305,20 @@ PATHS = {
             "description": "Point an OpenAI client's base_url at /v1 with the project's token. The text of "
             "the last user message is labelled by the student; below the threshold it takes the project's "
             "fallback, like the prediction API: the teacher, asked with the project's own model, prompt "
-            "and limits (nothing else from the request reaches it), or, for a review fallback or a "
-            "teacher that cannot be reached, the student's label marked unsure (X-Distill-Unsure: 1).",
+            "and limits (nothing else from the request reaches it). When no fallback answers (a review "
+            "fallback, a teacher that cannot be reached, the month's fallback budget spent) the text is "
+            "kept for review and the answer is the project's choice: by default a 422 error with code "
+            "student_unsure, which the client's own fallback catches; or a normal completion whose content "
+            "is the lead's abstain text, or the student's low-confidence guess (both marked "
+            "X-Distill-Unsure: 1). For an extraction project the content is the fields object as a JSON "
+            "string.",
             "requestBody": _json_body(
                 "ChatCompletionRequest",
                 {"model": "any", "messages": [{"role": "user", "content": "I was charged twice"}]},
             ),
             "responses": {
                 "200": _ok("ChatCompletion", "A chat completion whose content is the label.", _ROUTE_HEADERS),
-                **_errors(400, 401, 405, 413, 415, 503),
+                **_errors(400, 401, 405, 413, 415, 422, 429, 503),
             },
         }
     },
@@ -301,7 +327,7 @@ PATHS = {
             "operationId": "listModels",
             "summary": "The served model",
             "description": "The project's active version in OpenAI's list shape; empty when none is active.",
-            "responses": {"200": _ok("ModelList", "The served model."), **_errors(401, 405)},
+            "responses": {"200": _ok("ModelList", "The served model."), **_errors(401, 405, 429)},
         }
     },
 }

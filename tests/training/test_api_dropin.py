@@ -19,6 +19,7 @@ from annotation.teacher import prompt_version_current, render_system_prompt, tea
 from tests.conftest import make_project
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.training.conftest import make_run
+from tests.training.test_serving import keep_every_unsure_text
 from training import serving
 from training.models import PredictionLog, ServingConfig
 
@@ -31,6 +32,7 @@ CHAT = "/v1/chat/completions"
 @pytest.fixture
 def version(project, lead, tiny_classifier):
     # Threshold 1.0: the untrained tiny student is never sure, so every text takes the fallback.
+    keep_every_unsure_text(project)
     return serving.version_promote(run=make_run(project, tiny_classifier), user=lead, threshold=1.0)
 
 
@@ -188,22 +190,47 @@ def assert_kept_for_review(project, text: str) -> None:
         (ServingConfig.Fallback.TEACHER, TeacherConfig.Provider.OPENAI),  # but no key, no base URL
     ],
 )
-def test_offline_unsure_answers_are_the_students_marked_unsure(project, token, offline, fallback, provider):
+def test_offline_unsure_answers_are_an_error_the_client_can_catch(
+    project, token, offline, fallback, provider
+):
+    """#24: an unsure text is no longer a normal 200 holding the student's low-confidence guess
+    (which an OpenAI client uses as an answer), but, by default, an OpenAI-shaped 422."""
     teacher = teacher_config_for(project)
     teacher.provider = provider
     teacher.save()
     use_fallback(project, fallback)
     text = "the app crashes when I log in"
     response = post(CHAT, token, {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]})
-    assert response.status_code == 200, response.content[:300]
-    assert response["X-Distill-Unsure"] == "1"
-    completion = response.json()
-    assert completion["choices"][0]["message"]["content"] in LABELS
-    assert completion["distill"]["unsure"] is True and completion["distill"]["route"] == "review"
-    assert completion["usage"]["total_tokens"] == 0
+    assert_openai_error(response, 422, "student_unsure")
+    assert response["X-Distill-Unsure"] == "1" and response["X-Should-Retry"] == "false"
+    body = response.json()
+    assert body["distill"]["unsure"] is True and body["distill"]["route"] == "review"
+    assert "choices" not in body
     assert_kept_for_review(project, text)
     log = PredictionLog.objects.get()
     assert (log.route, log.endpoint, log.label) == ("review", "chat", "")
+
+
+def test_the_lead_may_choose_an_abstain_content_or_the_students_guess(project, token, offline):
+    config = serving.serving_config_for(project)
+    config.drop_in_unsure = ServingConfig.DropInUnsure.ABSTAIN
+    config.drop_in_abstain_content = "UNSURE"
+    config.save()
+    chat = {
+        "messages": [{"role": "user", "content": "the app crashes"}],
+        "response_format": {"type": "json_object"},
+    }
+    response = post(CHAT, token, chat)
+    assert response.status_code == 200, response.content[:300]
+    completion = response.json()
+    assert completion["choices"][0]["message"]["content"] == "UNSURE"  # as written, JSON asked or not
+    assert completion["distill"]["unsure"] is True and response["X-Distill-Unsure"] == "1"
+
+    config.drop_in_unsure = ServingConfig.DropInUnsure.GUESS
+    config.save()
+    completion = post(CHAT, token, {"messages": [{"role": "user", "content": "refund please"}]}).json()
+    assert completion["choices"][0]["message"]["content"] in LABELS  # the old behaviour, chosen
+    assert completion["distill"]["unsure"] is True
 
 
 def test_offline_teacher_answers_when_it_is_the_projects_fallback(project, token, offline):
@@ -286,7 +313,8 @@ def test_a_body_that_is_not_declared_json_gets_a_json_415(token, endpoint, conte
 def test_json_with_a_charset_is_accepted(token, endpoint):
     path, body = endpoint
     response = post(path, token, body, content_type="application/json; charset=utf-8")
-    assert response.status_code == 200, response.content[:300]
+    # The drop-in's unsure text (threshold 1.0) answers 422 student_unsure: its body was read.
+    assert response.status_code == (200 if path != CHAT else 422), response.content[:300]
 
 
 def test_every_error_is_json(token, endpoint, project):

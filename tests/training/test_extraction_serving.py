@@ -17,7 +17,7 @@ from tests.conftest import make_project
 from tests.fake_openai import FakeOpenAI, FakeReply
 from tests.training.conftest import make_run
 from tests.training.test_extraction_training import FIELDS, bookings
-from tests.training.test_serving import call
+from tests.training.test_serving import call, keep_every_unsure_text
 from training import serving
 from training.models import ModelVersion, PredictionLog, ServingConfig
 
@@ -74,6 +74,7 @@ def artifacts(tiny_extractor, tmp_path):
 
 
 def promote(project, lead, artifacts, *, threshold: float) -> tuple[ModelVersion, str]:
+    keep_every_unsure_text(project)
     version = serving.version_promote(run=make_run(project, artifacts), user=lead, threshold=threshold)
     return version, serving.token_create(project=project, user=lead, name="ci")[1]
 
@@ -190,17 +191,38 @@ def test_an_unsure_text_takes_the_teachers_spans(extraction, lead, artifacts, mo
     assert prediction["route"] == "teacher"
     assert [(s["field"], s["text"]) for s in prediction["spans"]] == [("people", "4"), ("date", "Friday")]
     assert prediction["fields"] == {"date": ["Friday"], "time": [], "people": ["4"], "name": None}
-    # The drop-in's second text holds neither value: the teacher's answer is invalid, so it
-    # is the student's fields object, marked unsure.
-    assert response.status_code == 200, response.content[:300]
+    # The drop-in's second text holds neither value: the teacher's answer is invalid, so the
+    # drop-in answers unsure, by default an error the client's fallback catches.
+    assert response.status_code == 422, response.content[:300]
     assert response["X-Distill-Unsure"] == "1"
-    assert set(json.loads(response.json()["choices"][0]["message"]["content"])) == {
-        "date",
-        "time",
-        "people",
-        "name",
-    }
+    assert response.json()["error"]["code"] == "student_unsure"
     assert Proposal.objects.filter(agent__startswith="teacher:gpt-4o-mini", error="").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("unsure", "status"),
+    [("error", 422), ("abstain", 200), ("guess", 200)],
+)
+def test_the_drop_in_answers_an_unsure_text_as_the_lead_chose(extraction, lead, artifacts, unsure, status):
+    """#24 for extraction: the default is the error; an abstain content is given as written
+    ("{}" parses as no fields); the guess is the student's fields object as a JSON string."""
+    _, token = promote(extraction, lead, artifacts, threshold=1.0)
+    config = serving.serving_config_for(extraction)
+    config.drop_in_unsure, config.drop_in_abstain_content = unsure, "{}"
+    config.save()
+    response = Client().post(
+        "/v1/chat/completions",
+        data=json.dumps({"messages": [{"role": "user", "content": TEXTS[0]}]}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == status, response.content[:300]
+    assert response["X-Distill-Unsure"] == "1"
+    if unsure == "error":
+        assert response.json()["error"]["code"] == "student_unsure"
+        return
+    content = json.loads(response.json()["choices"][0]["message"]["content"])
+    assert content == {} if unsure == "abstain" else set(content) == {"date", "time", "people", "name"}
 
 
 def test_the_int8_gate_compares_strict_f1(extraction, lead, artifacts):

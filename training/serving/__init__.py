@@ -19,6 +19,16 @@ from training.serving.cost import (
     model_cost,
     nice_step,
 )
+from training.serving.limits import (
+    BUDGET_WARNING_SHARE,
+    RATE_WINDOW_SECONDS,
+    BudgetStatus,
+    fallback_budget_spent,
+    fallback_budget_status,
+    fallback_spend,
+    logged_spend,
+    rate_check,
+)
 from training.serving.monitor import DRIFT_WARNING, latency_summary, monitoring
 from training.serving.routing import (
     WARM_UP_MAX_VERSIONS,
@@ -52,6 +62,14 @@ from training.serving.versions import (
 from training.serving.writer import TrafficExample, prediction_logs, traffic_examples
 
 __all__ = [
+    "BUDGET_WARNING_SHARE",
+    "RATE_WINDOW_SECONDS",
+    "BudgetStatus",
+    "fallback_budget_spent",
+    "fallback_budget_status",
+    "fallback_spend",
+    "logged_spend",
+    "rate_check",
     "COST_CHART_MAX_MONTHS",
     "COST_CHART_MONTHS",
     "DRIFT_WARNING",

@@ -7,12 +7,23 @@ from training.models import ServingConfig
 
 
 class ServingError(ValueError):
-    """A serving request that cannot be carried out; `status` is the HTTP status to answer with."""
+    """A serving request that cannot be carried out; `status` is the HTTP status to answer with,
+    `headers` any the answer needs (Retry-After), `extra` top-level keys beside the error."""
 
-    def __init__(self, message: str, *, code: str, status: int = 400):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int = 400,
+        headers: dict | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.status = status
+        self.headers = headers or {}
+        self.extra = extra or {}
 
 
 def serving_config_for(project: Project) -> ServingConfig:

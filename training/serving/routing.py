@@ -13,8 +13,14 @@ from pathlib import Path
 from django.db import connections
 
 from annotation.models import Project
-from training.models import ModelVersion, PredictionLog, ServingConfig, default_hyperparameters
-from training.serving import writer
+from training.models import (
+    MAX_BATCH_LIMIT,
+    ModelVersion,
+    PredictionLog,
+    ServingConfig,
+    default_hyperparameters,
+)
+from training.serving import limits, writer
 from training.serving.cache import _cached
 from training.serving.config import ServingError, serving_config_for
 from training.serving.versions import SERVING_BATCH_SIZE, active_version
@@ -67,9 +73,10 @@ def validate_texts(texts, config: ServingConfig) -> list[str]:
         raise ServingError('Send {"texts": ["...", ...]} with at least one text.', code="no_texts")
     if not all(isinstance(t, str) for t in texts):
         raise ServingError("Every item of 'texts' must be a string.", code="bad_texts")
-    if len(texts) > config.max_batch:
+    limit = min(config.max_batch, MAX_BATCH_LIMIT)  # a row saved before the bound keeps to it too
+    if len(texts) > limit:
         raise ServingError(
-            f"{len(texts)} texts in one request; the limit is {config.max_batch}.",
+            f"{len(texts)} texts in one request; the limit is {limit}.",
             code="too_many_texts",
             status=413,
         )
@@ -196,7 +203,12 @@ def predict_texts(
     ]
     unsure = [i for i, a in enumerate(answers) if a.confidence < version.threshold]
     teacher = {}
-    if unsure and config.fallback == ServingConfig.Fallback.TEACHER:
+    if (
+        unsure
+        and config.fallback == ServingConfig.Fallback.TEACHER
+        # Past the month's budget these texts go to review (the deploy page says so).
+        and not limits.fallback_budget_spent(project, config)
+    ):
         started = time.perf_counter()
         try:
             replies = teacher_answers(project, [texts[i] for i in unsure])
@@ -206,6 +218,9 @@ def predict_texts(
             replies = [None] * len(unsure)
         teacher_ms = (time.perf_counter() - started) * 1000 / len(unsure)
         teacher = dict(zip(unsure, replies, strict=True))
+        limits.fallback_spend_add(
+            project=project, cost_usd=sum((r.cost_usd for r in replies if r is not None), Decimal("0"))
+        )
     for i in unsure:
         answer = answers[i]
         reply = teacher.get(i)
@@ -218,6 +233,8 @@ def predict_texts(
             answer.label, answer.route = None, "review"
             if reply is not None:
                 answer.latency_ms += teacher_ms
+                # An answer that could not be used was paid for all the same (the budget counts it).
+                answer.teacher_cost_usd = reply.cost_usd
         _keep_for_review(project, texts[i], version, answer, reply, config.traffic_sample_rate)
     task = project.task
     writer.prediction_logs.add(

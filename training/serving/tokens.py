@@ -34,7 +34,7 @@ def token_revoke(*, token: ApiToken) -> None:
 TOKEN_TOUCH_SECONDS = 60
 
 
-def token_check(authorization: str | None, *, project: Project | None = None) -> ApiToken:
+def token_check(authorization: str | None) -> ApiToken:
     """The token of an `Authorization: Bearer ...` header, or a ServingError saying why not."""
     if not authorization or not authorization.startswith("Bearer "):
         raise ServingError(
@@ -44,8 +44,6 @@ def token_check(authorization: str | None, *, project: Project | None = None) ->
     token = _cached(("token", digest), lambda: _token_by_hash(digest))
     if token is None or not token.is_active:
         raise ServingError("This API token is not valid (wrong, or revoked).", code="bad_token", status=401)
-    if project is not None and token.project_id != project.pk:
-        raise ServingError("This API token belongs to another project.", code="wrong_project", status=403)
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= TOKEN_TOUCH_SECONDS:
         token.last_used_at = now

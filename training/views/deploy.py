@@ -55,6 +55,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
             "tokens": project.api_tokens.all(),
             "token_form": TokenForm(),
             "config_form": config_form,
+            "budget": serving.fallback_budget_status(project, config),
             "new_token": request.session.pop(f"new-token:{project.pk}", None),
         },
     )
@@ -234,6 +235,7 @@ def monitor(request: HttpRequest, slug: str) -> HttpResponse:
             "day_peak": peak,
             "hist_peak": hist_peak,
             "active": serving.active_version(project),
+            "budget": serving.fallback_budget_status(project, serving.serving_config_for(project)),
         },
     )
 

@@ -410,7 +410,8 @@ class Task(ABC):
     @classmethod
     @abstractmethod
     def served_schema(cls) -> dict:
-        """The OpenAPI (JSON Schema) properties of ``served``'s fields, each with a description."""
+        """The OpenAPI 3.0 properties of ``served``'s fields (``nullable`` for the unsure answer),
+        each with a description."""
 
     def drop_in_content(self, value: Answer | None, *, text: str, wants_json: bool) -> str:
         """The assistant message of the OpenAI-compatible drop-in for this answer."""

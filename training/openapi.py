@@ -116,21 +116,6 @@ SCHEMAS = {
             }
         },
     },
-    "Prediction": {
-        "type": "object",
-        "required": ["label", "confidence", "route", "model_version", "latency_ms"],
-        "properties": {
-            "label": {
-                "type": "string",
-                "nullable": True,
-                "description": "null when the text went to review (route review).",
-            },
-            "confidence": NULLABLE_NUMBER,
-            "route": {"type": "string", "enum": ["student", "teacher", "review"]},
-            "model_version": {"type": "string"},
-            "latency_ms": {"type": "number"},
-        },
-    },
     "PredictResponse": {
         "type": "object",
         "required": ["predictions"],
@@ -333,6 +318,35 @@ PATHS = {
 }
 
 
+def prediction_schemas() -> dict:
+    """One prediction schema per registered task type (its fields from ``Task.served_schema``,
+    then the routing fields every answer has), and ``Prediction``: one of them."""
+    from tasks import task_choices, task_class
+
+    common = {
+        "confidence": NULLABLE_NUMBER,
+        "route": {"type": "string", "enum": ["student", "teacher", "review"]},
+        "model_version": {"type": "string"},
+        "latency_ms": {"type": "number"},
+    }
+    schemas, refs = {}, []
+    for task_type, title in task_choices():
+        fields = task_class(task_type).served_schema()
+        name = f"{title.replace(' ', '')}Prediction"
+        schemas[name] = {
+            "type": "object",
+            "description": f"One text's answer in a {title.lower()} project.",
+            "required": [*fields, *common],
+            "properties": {**fields, **common},
+        }
+        refs.append({"$ref": f"#/components/schemas/{name}"})
+    schemas["Prediction"] = {
+        "oneOf": refs,
+        "description": "One text's answer: the fields of the project's task type, then how it was answered.",
+    }
+    return schemas
+
+
 def document() -> dict:
     from training.api import DROP_IN_MAX_BODY_BYTES
 
@@ -352,7 +366,7 @@ def document() -> dict:
         "paths": PATHS,
         "components": {
             "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **prediction_schemas()},
         },
     }
 

@@ -211,7 +211,8 @@ class ClassificationTask(Task):
     def served_schema(cls) -> dict:
         return {
             "label": {
-                "type": ["string", "null"],
+                "type": "string",
+                "nullable": True,
                 "description": "The label; null when the student is unsure and no fallback answered.",
             }
         }

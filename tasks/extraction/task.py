@@ -584,13 +584,15 @@ class ExtractionTask(Task):
         }
         return {
             "spans": {
-                "type": ["array", "null"],
+                "type": "array",
+                "nullable": True,
                 "items": span,
                 "description": "Every value found, as character spans; null when the student is unsure "
                 "and no fallback answered.",
             },
             "fields": {
-                "type": ["object", "null"],
+                "type": "object",
+                "nullable": True,
                 "additionalProperties": True,
                 "description": "field -> value (a list for a field that takes several values).",
             },

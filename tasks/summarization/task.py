@@ -398,7 +398,8 @@ class SummarizationTask(Task):
     def served_schema(cls) -> dict:
         return {
             "summary": {
-                "type": ["string", "null"],
+                "type": "string",
+                "nullable": True,
                 "description": "The summary; null when the student is unsure and no fallback answered.",
             }
         }

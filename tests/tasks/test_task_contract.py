@@ -125,11 +125,23 @@ def test_agreement_and_metrics_are_perfect_on_identical_answers(task_type):
     assert worse["score"] < 1.0
 
 
+def json_schema(openapi: object) -> object:
+    """An OpenAPI 3.0 schema as JSON Schema: ``nullable`` becomes a type that admits null."""
+    if isinstance(openapi, dict):
+        out = {k: json_schema(v) for k, v in openapi.items() if k != "nullable"}
+        if openapi.get("nullable"):
+            out["type"] = [openapi["type"], "null"]
+        return out
+    if isinstance(openapi, list):
+        return [json_schema(v) for v in openapi]
+    return openapi
+
+
 @pytest.mark.parametrize("task_type", TYPES)
 def test_the_served_shape_matches_its_openapi_schema(task_type):
     task, answers, _ = sample(task_type)
     properties = task_class(task_type).served_schema()
-    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    schema = json_schema({"type": "object", "properties": properties, "required": list(properties)})
     validator = jsonschema_rs.validator_for(schema)
     for text, answer in answers:
         served = task.served(task.validate(answer, text=text), text=text)
@@ -138,6 +150,12 @@ def test_the_served_shape_matches_its_openapi_schema(task_type):
     unsure = task.served(None, text=answers[0][0])
     assert validator.is_valid(unsure) and set(unsure) == set(properties)
     assert all(p.get("description") for p in properties.values())
+    from training.openapi import document
+
+    schemas = document()["components"]["schemas"]
+    own = [ref["$ref"].rsplit("/", 1)[1] for ref in schemas["Prediction"]["oneOf"]]
+    mine = [name for name in own if set(properties) <= set(schemas[name]["properties"])]
+    assert len(mine) == 1 and set(schemas[mine[0]]["required"]) >= set(properties)
 
 
 @pytest.mark.parametrize("task_type", TYPES)

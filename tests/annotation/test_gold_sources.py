@@ -64,7 +64,8 @@ def test_draw_form_offers_batches_and_uses_the_leads_filter(project, two_files, 
 
 def test_draw_default_size_fits_a_small_project(project, two_files, lead_client):
     page = lead_client.get(reverse("annotation:gold", args=[project.slug])).content.decode()
-    assert 'name="size" value="26"' in page
+    # Half of the 26 at most: a default draw never takes the whole corpus out of training.
+    assert 'name="size" value="13"' in page
 
 
 def upload(content: bytes, name: str = "team-test.csv") -> SimpleUploadedFile:
@@ -128,3 +129,15 @@ def test_reviewer_cannot_import_as_gold(project, reviewer_client):
     )
     assert response.status_code == 403
     assert not GoldSet.objects.exists()
+
+
+def test_the_draw_suggests_a_sample_not_the_whole_project_and_says_it_leaves_training(project, lead_client):
+    from annotation.forms import recommended_gold_size
+    from annotation.models import Example
+
+    for i in range(170):
+        Example.objects.create(project=project, text=f"ticket {i}")
+    page = lead_client.get(reverse("annotation:gold", args=[project.slug])).content.decode()
+    assert 'name="size" value="20"' in page  # a tenth, at least 20; not "Draw 170"
+    assert "leave training for good" in page
+    assert [recommended_gold_size(n) for n in (0, 10, 60, 170, 3000, 50_000)] == [1, 5, 20, 20, 300, 400]

@@ -16,7 +16,11 @@ SPANS = {"spans": [{"start": 10, "end": 11, "field": "people"}, {"start": 15, "e
 @pytest.fixture
 def bookings(lead):
     return projects.project_create(
-        name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=[("people", ""), ("date", "")]
+        name="Bookings",
+        slug="bookings",
+        user=lead,
+        task_type="extraction",
+        labels=[("people", ""), ("date", "")],
     )
 
 

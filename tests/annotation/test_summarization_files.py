@@ -155,3 +155,21 @@ def test_a_frozen_gold_item_keeps_both_reviewers_summaries_as_references(
     assert item.label == {"summary": "Final 0.", "references": ["First view 0.", "Second view 0."]}
     line = json.loads(export(calls, scope="gold").splitlines()[0])
     assert line["label"] == "Final 0." and line["references"] == ["First view 0.", "Second view 0."]
+
+
+def test_the_lead_changes_the_target_and_style_on_the_settings_page(calls, lead):
+    from django.urls import reverse
+
+    from annotation.models import Project
+    from tests.conftest import client_for
+
+    url = reverse("annotation:project-settings", args=[calls.slug])
+    page = client_for(lead).get(url).content.decode()
+    assert 'name="option__target_length"' in page and 'name="option__style"' in page
+    form = {"name": "Calls", "guidelines": "", "review_order": "auto", "refresh_every": 100, "audit_share": 0.1}
+    options = {"option__target_unit": "words", "option__target_length": 40, "option__style": "Keep amounts."}
+    assert client_for(lead).post(url, {**form, **options}).status_code == 302
+    task = Project.objects.get(pk=calls.pk).task
+    assert task.target == {"unit": "words", "length": 40} and "Keep amounts." in task.prompt_block()
+    refused = client_for(lead).post(url, {**form, **options, "option__target_length": 0})
+    assert refused.status_code == 200 and Project.objects.get(pk=calls.pk).task.target["length"] == 40

@@ -150,11 +150,29 @@ def test_the_lead_sets_the_order_budget_and_rounds(project, reviewer, lead_clien
     assert Review.objects.count() == 0
 
 
-def test_a_new_project_can_be_an_extraction_project(lead, lead_client):
+def test_a_new_project_can_be_any_registered_task_type(lead, lead_client):
+    from annotation.models import Project
+
     lead.is_staff = True
     lead.save()
     page = lead_client.get(reverse("annotation:project-create")).content.decode()
-    assert 'value="extraction"' in page and 'value="summarization"' not in page
+    assert 'value="extraction"' in page and 'value="summarization"' in page
+    # A task type's own settings come with the form, marked with their type.
+    assert 'name="summarization__target_length"' in page and 'data-task-type="summarization"' in page
+    response = lead_client.post(
+        reverse("annotation:project-create"),
+        {
+            "name": "Calls",
+            "task_type": "summarization",
+            "summarization__target_unit": "words",
+            "summarization__target_length": "30",
+            "summarization__style": "For the team lead.",
+        },
+    )
+    assert response.status_code == 302
+    calls = Project.objects.get(slug="calls")
+    assert calls.task.target == {"unit": "words", "length": 30}
+    assert "For the team lead." in calls.task.prompt_block()
 
 
 def test_a_budget_in_reviewer_hours_counts_the_time_on_each_card(

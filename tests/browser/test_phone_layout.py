@@ -149,7 +149,7 @@ def test_no_page_is_wider_than_a_phone(demo, phone, artifacts):
             too_wide.append((url, width, culprits))
         name = url.strip("/").replace("/", "_") or "projects"
         phone.screenshot(path=str(artifacts / f"phone-{name}.png"), full_page=True)
-    assert too_wide == []
+    assert too_wide == [], "\n".join(map(str, too_wide))
 
 
 def test_wide_tables_scroll_in_their_own_box_with_a_hint(demo, phone):

@@ -123,6 +123,10 @@ def lead_pages(demo) -> list[str]:
     pages += [
         reverse("training:run", args=[tickets.slug, demo["run"].number]),
         reverse("training:evaluation", args=[tickets.slug, demo["evaluation"].pk]),
+        reverse("training:evaluation-examples", args=[tickets.slug, demo["evaluation"].pk]),
+        reverse("training:compare", args=[tickets.slug]) + f"?run={demo['run'].number}",
+        reverse("annotation:project-create"),
+        reverse("api-docs"),
         reverse(
             "annotation:import-batch",
             args=[tickets.slug, ImportBatch.objects.filter(project=tickets).first().pk],

@@ -354,8 +354,7 @@ def make_tiny_model(directory: Path) -> str:
 
 
 def make_tiny_seq2seq(directory: Path) -> str:
-    """A tiny random T5 with the bundled (BERT) tokenizer, for tests of the seq2seq code path:
-    [PAD] starts the decoder and [SEP] ends a generated text."""
+    """A tiny random T5 with the bundled tokenizer, for tests ([PAD] starts a text, [SEP] ends it)."""
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
     tokenizer = AutoTokenizer.from_pretrained(default_base_model())
@@ -435,8 +434,6 @@ def generate(
     import torch
 
     tokenizer, model = load_saved("AutoModelForSeq2SeqLM", model_dir)
-    outputs: list[str] = []
-    scores: list[float] = []
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     results: dict[int, tuple[str, float]] = {}
     with torch.inference_mode():
@@ -454,19 +451,15 @@ def generate(
                 **batch, max_new_tokens=max_new_tokens, num_beams=num_beams, early_stopping=True
             )
             # Teacher-forced again: the log-probability of each generated token (after the start token).
-            labels = sequences[:, 1:].clone()
-            pad = model.config.pad_token_id
-            mask = labels != pad
+            labels = sequences[:, 1:]
+            mask = labels != model.config.pad_token_id
             logits = model(**batch, decoder_input_ids=sequences[:, :-1]).logits.float()
             token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
             means = (token_logprobs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
             decoded = tokenizer.batch_decode(sequences, skip_special_tokens=True)
             for i, text, mean in zip(idx, decoded, means.tolist(), strict=True):
                 results[i] = (text.strip(), float(mean))
-    for i in range(len(texts)):
-        outputs.append(results[i][0])
-        scores.append(results[i][1])
-    return outputs, scores
+    return [results[i][0] for i in range(len(texts))], [results[i][1] for i in range(len(texts))]
 
 
 # --- ONNX Runtime, int8 -------------------------------------------------------------------------

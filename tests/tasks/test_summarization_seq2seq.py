@@ -50,3 +50,14 @@ def test_training_stops_when_asked(tmp_path):
             hyperparameters=ml.Hyperparameters(epochs=1, batch_size=4, max_length=32),
             should_stop=lambda: True,
         )
+
+
+def test_a_checkpoints_summarisation_prefix_is_read_from_its_config(tmp_path):
+    import json
+
+    tiny = ml.make_tiny_seq2seq(tmp_path / "tiny")
+    assert ml.task_prefix(tiny, "summarization") == ""
+    config = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    config["task_specific_params"] = {"summarization": {"prefix": "summarize: "}}
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
+    assert ml.task_prefix(tiny, "summarization") == "summarize: "

@@ -32,7 +32,7 @@ REFERENCE = "#Person1# wants to buy a red car but it costs too much."
 def test_greedy_oracle_adds_units_while_rouge_1_plus_2_rises():
     units = split_units(DIALOGUE)
     # Turn 0 alone: R1 F 14/20 + R2 F 10/18 = 1.26 beats turn 2 (0.6 + 0.33); adding turn 2
-    # gives 22/28 + 16/26 = 1.40; adding turn 1 then lowers it.
+    # gives 22/28 + 16/25 = 1.43 (bigrams within turns: 7 + 7); adding turn 1 then lowers it.
     assert measure.oracle_units(DIALOGUE, units, REFERENCE) == [0, 2]
     assert measure.oracle_units(DIALOGUE, units, REFERENCE, max_units=1) == [0]
     assert measure.oracle_units(DIALOGUE, units, "") == []
@@ -117,3 +117,20 @@ def test_agreement_rouge_between_reviewers_and_ordinal_alpha():
     same = [({"summary": "a", "rating": 3}, {"summary": "a", "rating": 3})] * 2
     assert measure.agreement(same)["alpha"] is None  # no variation
     assert measure.agreement([])["rougeL"] is None
+
+
+def test_the_cached_tokenizer_scores_as_rouge_scores_own():
+    from rouge_score import rouge_scorer
+
+    own = rouge_scorer.RougeScorer(list(measure.MEASURES), use_stemmer=True)
+    reference = "#Person1# is buying running shoes; the shop's prices were 20% higher."
+    candidate = "#Person2#: These running shoes cost $120, the prices are higher now!"
+    expected = own.score(reference, candidate)
+    scores = measure.rouge([reference], candidate)
+    assert scores == pytest.approx(
+        {
+            **{m: expected[m].fmeasure for m in measure.MEASURES},
+            **{f"{m}_first": expected[m].fmeasure for m in measure.MEASURES},
+        }
+    )
+    assert measure.tokens("Running shoes!") == ["run", "shoe"]

@@ -1,0 +1,256 @@
+"""The extractive summarisation student: units (turns or sentences) scored by a linear head
+over their words and place in the text; the best kept up to a learned length, in document order.
+
+Training labels are each text's greedy ROUGE oracle units against its summary
+(``measure.oracle_units``). A unit's features are its words and word pairs (hashed, so
+nothing is fitted to a vocabulary) and a few scalars: its position, its length, the share
+of its words found elsewhere in the text, its lexical similarity to the whole text, whether
+it asks a question and whether its speaker opened the dialogue. A logistic regression
+(scikit-learn) scores them. Measured on DialogSum (bench/README.md, "Summarisation
+students"): the words are what lifts it above lead-3; the frozen MiniLM's unit embeddings
+(and their similarity to the text's centroid) added nothing over these features at 1,000
+dialogues, and embedding the ~120,000 train turns takes most of an hour on a shared
+2-core CPU, so this student does not read the base model at all.
+
+How many units to keep (the length rule) is chosen on the validation texts, where given,
+to maximise ROUGE-1 F: the project's target, 1-4 units, or 15-60 words. Without
+validation the target is the rule. The confidence is the margin between the weakest kept
+unit's probability and the strongest left out, mapped to [0, 1] ((margin + 1) / 2; 1.0
+when every unit is kept).
+
+Hyperparameters used: ``seed`` (the rest are for fine-tunes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from distillapp import ml
+from tasks.summarization import measure
+from tasks.summarization.units import clean_target, fit_to_target, join_units, split_units, word_count
+
+CONFIG_FILE = "extractive.json"
+HEAD_FILE = "head.joblib"
+RULES = [{"unit": "units", "length": n} for n in (1, 2, 3, 4)] + [
+    {"unit": "words", "length": n} for n in (15, 20, 25, 30, 40, 60)
+]
+HASHED_FEATURES = 2**18
+C = 0.3  # the logistic regression's inverse regularisation (0.1 and 1.0 within 0.3 ROUGE-1)
+LABEL_CHUNK = 500  # texts labelled between progress reports
+_SPEAKER = re.compile(r"^\s*([^:\n]{1,40}):")
+_STOP = frozenset(
+    "a an the and or but i you he she it we they me him her us them my your to of in on at for with is are "
+    "was were be been do does did have has had not no yes so that this what well oh ok okay can will would "
+    "just there here then than as if all".split()
+)
+
+
+def _scalars(unit_texts: list[str]) -> np.ndarray:
+    """A text's units' scalar features (module docstring), one row per unit."""
+    n = len(unit_texts)
+    tokens = [measure.tokens(u) for u in unit_texts]
+    words = [set(t) - _STOP for t in tokens]
+    counts = np.array([word_count(u) for u in unit_texts], dtype=float)
+    everywhere: dict[str, int] = {}
+    for own in words:
+        for w in own:
+            everywhere[w] = everywhere.get(w, 0) + 1
+    # Share of a unit's content words that other units use too; their mean spread (centrality).
+    shared = np.array([sum(everywhere[w] > 1 for w in own) / len(own) if own else 0.0 for own in words])
+    centrality = np.array([sum(everywhere[w] - 1 for w in own) / max(n - 1, 1) for own in words])
+    speakers = [_SPEAKER.match(u) for u in unit_texts]
+    first_speaker = speakers[0].group(1) if speakers and speakers[0] else None
+    position = np.arange(n, dtype=float)
+    return np.column_stack(
+        [
+            position / max(n - 1, 1),
+            np.minimum(position, 10) / 10,
+            position == 0,
+            position == 1,
+            position == n - 1,
+            np.full(n, min(n, 30) / 30),
+            np.log1p(counts),
+            counts / max(counts.sum(), 1.0),
+            shared,
+            np.log1p(centrality),
+            np.array([len(w) for w in words], dtype=float) / 10,
+            np.array(["?" in u for u in unit_texts], dtype=float),
+            np.array([bool(s) and s.group(1) == first_speaker for s in speakers], dtype=float),
+        ]
+    ).astype(np.float32)
+
+
+def _hasher():
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(
+        n_features=HASHED_FEATURES,
+        ngram_range=(1, 2),
+        alternate_sign=False,
+        norm="l2",
+        token_pattern=r"(?u)\b\w+\b",
+    )
+
+
+def features(unit_lists: Sequence[list[str]], scaler=None):
+    """The (sparse) feature rows of every unit of every text, in order; the scalars are
+    standardised by `scaler` (fitted here when None: returned with the rows)."""
+    import scipy.sparse
+    from sklearn.preprocessing import StandardScaler
+
+    flat = [u for units in unit_lists for u in units]
+    scalars = np.vstack([_scalars(units) for units in unit_lists if units])
+    scaler = scaler or StandardScaler().fit(scalars)
+    rows = scipy.sparse.hstack(
+        [_hasher().transform(flat), scipy.sparse.csr_matrix(scaler.transform(scalars))]
+    )
+    return rows.tocsr(), scaler
+
+
+def _units(texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], list[list[str]]]:
+    spans = [split_units(text) for text in texts]
+    return spans, [[text[s:e] for s, e in sp] for text, sp in zip(texts, spans, strict=True)]
+
+
+def _choose(probabilities: np.ndarray, units: list[str], rule: Mapping) -> list[int]:
+    ranked = [int(i) for i in np.argsort(-probabilities, kind="stable")]
+    if rule["unit"] == "units":
+        return sorted(ranked[: rule["length"]])
+    return fit_to_target(units, ranked, rule)
+
+
+def _confidence(probabilities: np.ndarray, kept: list[int]) -> float:
+    left = np.delete(probabilities, kept)
+    if not len(left) or not kept:
+        return 1.0
+    return float((probabilities[kept].min() - left.max() + 1) / 2)
+
+
+def train(
+    *,
+    texts: list[str],
+    answers: list[Mapping],
+    names: list[str] | None = None,
+    base_model: str = "",
+    output_dir: Path,
+    hyperparameters: ml.Hyperparameters,
+    validation: tuple[list[str], list[Mapping]] | None = None,
+    on_progress: Callable[[ml.Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    target: Mapping | None = None,
+    **_,
+) -> ml.TrainResult:
+    """Learn to pick each text's oracle units; `answers` are ``{"summary": ...}``.
+
+    Progress counts the texts labelled (the oracle is most of the time), then one step for
+    the fit. ``result.validation`` holds the ROUGE-1/2/L F on `validation` and the chosen
+    length rule; ``result.steps`` the texts learnt from.
+    """
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    started = time.monotonic()
+    target = clean_target(target)
+    pairs = [(t, a["summary"]) for t, a in zip(texts, answers, strict=True) if a and a.get("summary")]
+    spans, unit_lists = _units([t for t, _ in pairs])
+    kept = [i for i, units in enumerate(unit_lists) if units]
+    if not kept:
+        raise ValueError("no text with a summary and at least one unit to learn from")
+    total = -(-len(kept) // LABEL_CHUNK) + 1
+    labels: list[bool] = []
+    for step, first in enumerate(range(0, len(kept), LABEL_CHUNK), start=1):
+        if should_stop is not None and should_stop():
+            raise ml.Stopped()
+        for i in kept[first : first + LABEL_CHUNK]:
+            chosen = set(measure.oracle_units(pairs[i][0], spans[i], pairs[i][1]))
+            labels += [j in chosen for j in range(len(unit_lists[i]))]
+        if on_progress is not None:
+            on_progress(ml.Progress(step=step, total_steps=total, epoch=step / total, loss=None))
+    rows, scaler = features([unit_lists[i] for i in kept])
+    head = LogisticRegression(C=C, solver="liblinear", max_iter=3000, random_state=hyperparameters.seed)
+    head.fit(rows, np.array(labels, dtype=int))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump({"scaler": scaler, "head": head}, output_dir / HEAD_FILE)
+    config = {"target": target, "rule": target}
+    result_validation: dict = {}
+    if validation and validation[0]:
+        val = [(t, a["summary"]) for t, a in zip(*validation, strict=True) if a and a.get("summary")]
+        probabilities, val_units = _probabilities({"scaler": scaler, "head": head}, [t for t, _ in val])
+        best = None
+        for rule in [target] + RULES:
+            picks = [
+                join_units(t, sp, _choose(p, u, rule)) if u else ""
+                for (t, _), (sp, u), p in zip(val, val_units, probabilities, strict=True)
+            ]
+            scores = [measure.rouge([s], pick) for (_, s), pick in zip(val, picks, strict=True)]
+            mean = {m: float(np.mean([s[m] for s in scores])) for m in measure.MEASURES}
+            if best is None or mean["rouge1"] > best[1]["rouge1"]:
+                best = (rule, mean)
+        config["rule"] = best[0]
+        result_validation = {"examples": len(val), **best[1], "rule": best[0]}
+    (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    if on_progress is not None:
+        on_progress(ml.Progress(step=total, total_steps=total, epoch=1.0, loss=None))
+    return ml.TrainResult(
+        device="cpu",
+        seconds=time.monotonic() - started,
+        steps=len(kept),
+        stopped_early=False,
+        validation=result_validation,
+    )
+
+
+def _probabilities(saved: Mapping, texts: list[str]):
+    spans, unit_lists = _units(texts)
+    out = [np.zeros(0) for _ in texts]
+    if any(unit_lists):
+        rows, _ = features(unit_lists, saved["scaler"])
+        flat = saved["head"].predict_proba(rows)[:, 1]
+        start = 0
+        for i, units in enumerate(unit_lists):
+            out[i] = flat[start : start + len(units)]
+            start += len(units)
+    return out, list(zip(spans, unit_lists, strict=True))
+
+
+def load(model_dir: Path | str) -> tuple[dict, dict]:
+    import joblib
+
+    path = Path(model_dir)
+    return joblib.load(path / HEAD_FILE), json.loads((path / CONFIG_FILE).read_text())
+
+
+def predict(
+    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+) -> tuple[list[dict], list[float]]:
+    """Each text's ``{"summary": ...}`` (its kept units) and confidence (the score margin);
+    `batch_size` and `max_length` are the fine-tunes' and not used."""
+    if not texts:
+        return [], []
+    saved, config = load(model_dir)
+    probabilities, units = _probabilities(saved, list(texts))
+    answers, confidences = [], []
+    for text, (spans, unit_texts), p in zip(texts, units, probabilities, strict=True):
+        if not unit_texts:
+            answers.append({"summary": ""})
+            confidences.append(0.0)
+            continue
+        kept = _choose(p, unit_texts, config["rule"])
+        answers.append({"summary": join_units(text, spans, kept)})
+        confidences.append(_confidence(p, kept))
+    return answers, confidences
+
+
+def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:
+    raise ValueError("int8 (ONNX) serving is not offered for the extractive summarisation student.")
+
+
+def predict_onnx(onnx_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128):
+    raise ValueError("int8 (ONNX) serving is not offered for the extractive summarisation student.")

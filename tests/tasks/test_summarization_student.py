@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from distillapp import ml
+from tasks.summarization import student
+
+NAMES = ["Anna", "Ben", "Carl", "Dora", "Emil", "Fay", "Gus", "Hana"]
+THINGS = ["a red car", "two tickets", "a new phone", "a cheap flat", "fresh bread", "a blue coat"]
+
+
+def dialogue(rng: random.Random) -> tuple[str, str]:
+    """The first turn says what #Person1# wants; the rest is small talk. The summary restates it."""
+    thing = rng.choice(THINGS)
+    turns = [f"#Person1#: I want to buy {thing} today."]
+    for _ in range(rng.randint(3, 5)):
+        turns.append(f"#Person{rng.choice((1, 2))}#: {rng.choice(NAMES)} says hello, how nice.")
+    return "\n".join(turns), f"#Person1# wants to buy {thing}."
+
+
+def test_train_learns_the_oracle_units_and_predict_keeps_them(tmp_path):
+    rng = random.Random(3)
+    train = [dialogue(rng) for _ in range(40)]
+    val = [dialogue(rng) for _ in range(10)]
+    seen = []
+    result = student.train(
+        texts=[t for t, _ in train],
+        answers=[{"summary": s} for _, s in train],
+        names=[],
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(max_length=32),
+        validation=([t for t, _ in val], [{"summary": s} for _, s in val]),
+        on_progress=seen.append,
+        target={"unit": "sentences", "length": 2},
+    )
+    assert result.steps == 40
+    assert seen and seen[-1].step == seen[-1].total_steps
+    # One unit is the whole oracle: the rule learned on validation keeps one, not the target's two.
+    assert result.validation["rule"] == {"unit": "units", "length": 1}
+    assert result.validation["rouge1"] > 0.8
+    test = [dialogue(rng) for _ in range(5)]
+    answers, confidences = student.predict(tmp_path / "model", [t for t, _ in test] + [""])
+    for (text, _), answer in zip(test, answers, strict=False):
+        assert answer == {"summary": text.split("\n")[0]}
+    assert answers[-1] == {"summary": ""}
+    assert all(0.5 < c <= 1.0 for c in confidences[:-1])  # a clear margin
+    with pytest.raises(ValueError, match="not offered"):
+        student.export_onnx(tmp_path / "model", tmp_path / "onnx", max_length=32)
+
+
+def test_train_stops_when_asked_and_without_validation_keeps_the_target(tmp_path):
+    rng = random.Random(5)
+    data = [dialogue(rng) for _ in range(6)]
+    kwargs = dict(
+        texts=[t for t, _ in data],
+        answers=[{"summary": s} for _, s in data],
+        names=[],
+        hyperparameters=ml.Hyperparameters(max_length=32),
+    )
+    with pytest.raises(ml.Stopped):
+        student.train(**kwargs, output_dir=tmp_path / "stopped", should_stop=lambda: True)
+    student.train(**kwargs, output_dir=tmp_path / "model", target={"unit": "sentences", "length": 2})
+    answers, _ = student.predict(tmp_path / "model", [data[0][0]])
+    assert len(answers[0]["summary"].split("\n")) == 2
+    with pytest.raises(ValueError, match="no text"):
+        student.train(**{**kwargs, "answers": [{"summary": ""}] * 6}, output_dir=tmp_path / "none")

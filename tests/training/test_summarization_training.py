@@ -1,0 +1,124 @@
+"""Summarisation through the training machinery: an extractive run on the demo's call notes
+through a real worker, its gold evaluation beside the teacher's, the student served by the API;
+and the abstractive path on a tiny random T5 the operator allows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+from rq import SimpleWorker
+
+from annotation import projects
+from annotation.models import Example, GoldSet, GoldSetItem, Proposal
+from distillapp import ml
+from training import serving, services
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CALLS = Path(__file__).resolve().parents[2] / "annotation" / "demo" / "calls.jsonl"
+
+
+def calls() -> list[dict]:
+    return [json.loads(line) for line in CALLS.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def notes(lead):
+    project = projects.project_create(
+        name="Calls", slug="calls", user=lead, task_type="summarization", task_options={"target_length": 2}
+    )
+    # The 20 written summaries as the teacher's; the 40 bare calls get the first ones' summaries
+    # rotated, so the run has enough rows (a test of the path, not of quality).
+    records = calls()
+    written = [r for r in records if "summary" in r]
+    for i, record in enumerate(records):
+        example = Example.objects.create(project=project, text=record["text"])
+        summary = record.get("summary") or written[i % len(written)]["summary"]
+        Proposal.objects.create(
+            example=example, agent="teacher:m:prompt-v1", value={"summary": summary}, confidence=0.5
+        )
+    Example.objects.filter(project=project).sync_queue_fields()
+    return project
+
+
+def freeze_gold(project, lead, count: int = 6) -> list[Example]:
+    gold = GoldSet.objects.create(project=project, version=1)
+    examples = list(Example.objects.filter(project=project).order_by("pk")[:count])
+    for example in examples:
+        answer = example.proposals.get().value
+        GoldSetItem.objects.create(
+            gold_set=gold, example=example, label={**answer, "references": ["Another view."]}
+        )
+    Example.objects.filter(pk__in=[e.pk for e in examples]).update(is_gold=True)
+    gold.freeze(user=lead)
+    return examples
+
+
+def test_an_extractive_run_trains_evaluates_and_serves_summaries(
+    notes, lead, lead_client, queues, settings, tmp_path
+):
+    settings.DATA_DIR = tmp_path
+    gold_examples = freeze_gold(notes, lead)
+    run = services.run_create(project=notes, user=lead, hyperparameters={"validation_fraction": 0.2})
+    services.run_start(run=run)
+    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.traceback
+    manifest = json.loads((Path(run.artifact_path) / "manifest.json").read_text())
+    seen = {row["id"] for row in manifest["train"] + manifest["validation"]}
+    assert not seen & {e.pk for e in gold_examples} and len(seen) == 54
+    validation = json.loads((Path(run.artifact_path) / "metrics.json").read_text())["validation"]
+    assert 0 < validation["rouge1"] <= 1
+
+    # The student's summaries are copied units of each call, within the target length.
+    students = Proposal.objects.filter(agent="student:run-1").select_related("example")
+    assert students.count() == 54
+    for proposal in students[:10]:
+        summary = proposal.value["summary"]
+        assert summary and 0 <= proposal.confidence <= 1
+        assert all(part.strip() in proposal.example.text for part in summary.split("\n") if part.strip())
+
+    student = services.evaluate_run(run=run)
+    teacher = services.evaluate_teacher(project=notes)
+    assert student.metrics["examples"] == teacher.metrics["examples"] == 6
+    assert teacher.metrics["score"] == pytest.approx(1.0)  # the gold summary is the teacher's here
+    assert 0 < student.metrics["score"] < 1 and student.metrics["coverage"]
+    html = lead_client.get(reverse("training:evaluation", args=[notes.slug, student.pk])).content.decode()
+    assert "ROUGE-L" in html and "Worst summaries" in html and "Which do people prefer?" in html
+
+    serving.version_promote(run=run, user=lead, threshold=0.0)
+    _, raw = serving.token_create(project=notes, name="app", user=lead)
+    response = lead_client.post(
+        f"/api/v1/projects/{notes.slug}/predict",
+        {"texts": [calls()[30]["text"]]},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw}"},
+    )
+    assert response.status_code == 200, response.content
+    prediction = response.json()["predictions"][0]
+    assert prediction["route"] == "student" and prediction["summary"] and "label" not in prediction
+
+
+def test_an_allowed_seq2seq_checkpoint_trains_the_abstractive_student(
+    notes, lead, queues, settings, tmp_path
+):
+    settings.DATA_DIR = tmp_path
+    base = ml.make_tiny_seq2seq(tmp_path / "tiny-t5")
+    settings.STUDENT_BASE_MODELS = [str(base)]
+    run = services.run_create(
+        project=notes,
+        user=lead,
+        base_model=str(base),
+        hyperparameters={"epochs": 1, "batch_size": 8, "max_length": 64, "learning_rate": 1e-3},
+    )
+    services.run_start(run=run)
+    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.traceback
+    assert json.loads((Path(run.artifact_path) / "model" / "config.json").read_text())["is_encoder_decoder"]
+    proposal = Proposal.objects.filter(agent="student:run-1").first()
+    assert proposal is not None and isinstance(proposal.value["summary"], str)
+    assert 0 <= proposal.confidence <= 1

@@ -20,9 +20,17 @@ MAX_SUMMARY_CHARS = 5000
 # against its best reference: about where two people's summaries of the same text meet.
 RIGHT_FLOOR = 0.4
 _SPACE = re.compile(r"\s+")
+_LINE_SPACE = re.compile(r"[^\S\n]+")
 
 
 def _clean(summary: str) -> str:
+    """Spaces within a line collapse to one and blank lines go; line breaks stay (an extractive
+    summary of a dialogue keeps one turn a line)."""
+    lines = (_LINE_SPACE.sub(" ", line).strip() for line in summary.replace("\r\n", "\n").split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+def _flat(summary: str) -> str:
     return _SPACE.sub(" ", summary).strip()
 
 
@@ -128,7 +136,7 @@ class SummarizationTask(Task):
     def same(self, a: Answer, b: Answer) -> bool:
         if a is None or b is None:
             return a is b
-        return _clean(a["summary"]).casefold() == _clean(b["summary"]).casefold()
+        return _flat(a["summary"]).casefold() == _flat(b["summary"]).casefold()
 
     def disagree(self, a: Answer, b: Answer) -> bool:
         """Two summaries disagree when they share less than the right floor (ROUGE-L)."""
@@ -139,7 +147,7 @@ class SummarizationTask(Task):
     def summary(self, value: Answer, *, text: str = "") -> str:
         if not value:
             return ""
-        line = _clean(value["summary"])
+        line = _flat(value["summary"])
         return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
 
     compares_by_preference = True

@@ -117,3 +117,15 @@ def test_self_consistency_keeps_the_central_sample_and_scores_agreement(calls, l
     proposal = Proposal.objects.filter(example__text__contains="771").get()
     assert proposal.value["summary"] in samples[:2]
     assert proposal.confidence_method == "self_consistency" and 0.1 < proposal.confidence < 0.9
+
+
+def test_the_offline_teacher_copies_the_central_turns_without_a_key(calls):
+    config = teacher.teacher_config_for(calls)
+    assert config.provider == TeacherConfig.Provider.EMBEDDING  # no key: the offline teacher
+    job = run_job(calls)
+    assert (job.status, job.done, job.failed) == (LabelingJob.Status.SUCCEEDED, 2, 0)
+    for proposal in Proposal.objects.select_related("example"):
+        assert "extractive-centroid-minilm" in proposal.agent
+        lines = [line for line in proposal.value["summary"].split("\n") if line.strip()]
+        assert lines and all(line.strip() in proposal.example.text for line in lines)
+        assert 0 <= proposal.confidence <= 1

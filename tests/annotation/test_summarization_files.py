@@ -166,7 +166,13 @@ def test_the_lead_changes_the_target_and_style_on_the_settings_page(calls, lead)
     url = reverse("annotation:project-settings", args=[calls.slug])
     page = client_for(lead).get(url).content.decode()
     assert 'name="option__target_length"' in page and 'name="option__style"' in page
-    form = {"name": "Calls", "guidelines": "", "review_order": "auto", "refresh_every": 100, "audit_share": 0.1}
+    form = {
+        "name": "Calls",
+        "guidelines": "",
+        "review_order": "auto",
+        "refresh_every": 100,
+        "audit_share": 0.1,
+    }
     options = {"option__target_unit": "words", "option__target_length": 40, "option__style": "Keep amounts."}
     assert client_for(lead).post(url, {**form, **options}).status_code == 302
     task = Project.objects.get(pk=calls.pk).task

@@ -14,7 +14,7 @@ from rq import SimpleWorker
 from annotation import projects
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal
 from distillapp import ml
-from training import serving, services
+from training import services, serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -592,7 +592,16 @@ class SyntheticForm(forms.Form):
 
     def __init__(self, *args, project=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if project is not None:
+        if project is not None and not project.task.uses_categories:
+            # No categories: the lead names the topics the texts are about.
+            noun = project.task.category_noun
+            self.fields["labels"] = forms.CharField(
+                widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a late parcel\na double charge"}),
+                label=f"{noun.capitalize()}s",
+                help_text=f"What the texts are about, one {noun} per line.",
+            )
+            self.fields["per_label"].label = f"Examples per {noun}"
+        elif project is not None:
             self.fields["labels"].choices = [(n, n) for n in project.labels.values_list("name", flat=True)]
             # The unit each call writes for: a label, or an extraction field (the texts hold
             # a value of it, and of any other field they happen to mention).
@@ -605,6 +614,8 @@ class SyntheticForm(forms.Form):
         data = super().clean()
         if data.get("min_words") and data.get("max_words") and data["min_words"] > data["max_words"]:
             self.add_error("max_words", "Must be at least the minimum.")
+        if isinstance(data.get("labels"), str):  # topics, one per line
+            data["labels"] = [t.strip() for t in data["labels"].splitlines() if t.strip()]
         data["personas"] = [p.strip() for p in (data.get("personas") or "").splitlines() if p.strip()]
         data["tones"] = [t.strip() for t in (data.get("tones") or "").split(",") if t.strip()]
         return data

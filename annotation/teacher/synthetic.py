@@ -78,13 +78,19 @@ def synthetic_job_create(
     config = teacher_config_for(project)
     if config.provider != TeacherConfig.Provider.OPENAI:
         raise LabelingError("Writing examples needs an LLM teacher; the offline teacher cannot write text.")
-    known = list(project.labels.values_list("name", flat=True))
-    chosen = labels or known
-    unknown = sorted(set(chosen) - set(known))
-    if unknown:
-        raise LabelingError(f"Unknown {noun}s: {', '.join(unknown)}.")
-    if not chosen:
-        raise LabelingError(f"The project has no {noun}s yet.")
+    if task.uses_categories:
+        known = list(project.labels.values_list("name", flat=True))
+        chosen = labels or known
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise LabelingError(f"Unknown {noun}s: {', '.join(unknown)}.")
+        if not chosen:
+            raise LabelingError(f"The project has no {noun}s yet.")
+    else:
+        # A task without categories writes about topics the lead names (a summary's subject).
+        chosen = list(dict.fromkeys(t.strip()[:100] for t in labels or [] if t.strip()))
+        if not chosen:
+            raise LabelingError(f"Name at least one {noun} to write about, one per line.")
     if not 1 <= min_words <= max_words:
         raise LabelingError("The length range must have 1 <= minimum <= maximum words.")
     return SyntheticJob.objects.create(
@@ -162,9 +168,13 @@ def _run(job: SyntheticJob) -> None:
 
     project = job.project
     task = project.task
-    by_name = {c.name: c for c in task.categories}
-    chosen = [by_name[name] for name in job.labels if name in by_name]
-    confusable = _confusable(task.categories)
+    if task.uses_categories:
+        by_name = {c.name: c for c in task.categories}
+        chosen = [by_name[name] for name in job.labels if name in by_name]
+        confusable = _confusable(task.categories)
+    else:  # the lead's topics stand in for categories
+        chosen = [Category(name=topic) for topic in job.labels]
+        confusable = _confusable(chosen)
     settings = teacher_settings(job.teacher)
     agent = f"teacher:{settings.model}:synthetic"
     rng = random.Random(job.pk)

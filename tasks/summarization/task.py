@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from tasks.base import Answer, AnswerError, Category, OptionField, Task, json_answer
+from tasks.base import Answer, AnswerError, Category, OptionField, SyntheticBrief, Task, json_answer
 
 SUMMARY_LIMIT = 100
 MAX_SUMMARY_CHARS = 5000
@@ -250,6 +250,56 @@ class SummarizationTask(Task):
 
         best = max(valid, key=closeness)
         return samples[best], float(measure.mean_pairwise_rouge_l(texts))
+
+    # --- synthetic data -------------------------------------------------------------------
+
+    writes_synthetic = True
+    synthetic_about = (
+        "The teacher LLM writes new texts about each topic you name, each with its summary; the "
+        "summary is stored as the teacher's proposal, to review like any other."
+    )
+    SYNTHETIC_DIFFICULTY = {
+        "easy": "Keep each text simple, with one clear point to summarise.",
+        "mixed": "Mix simple texts with a few longer ones that hold several points.",
+        "hard": "Write texts where the point that matters is easy to miss, with details a summary must keep.",
+    }
+
+    def synthetic_prompt(self, brief: SyntheticBrief) -> str:
+        style = (self.options.get("style") or "").strip()
+        return "\n".join(
+            [
+                "You write realistic, varied training examples for a summariser.",
+                f"Write {brief.count} new, different texts about {brief.category.name!r}, and for each "
+                f"a faithful summary of at most {self.target_words()}.",
+                self.SYNTHETIC_DIFFICULTY.get(brief.difficulty, self.SYNTHETIC_DIFFICULTY["mixed"]),
+                *(["Summary style:", style] if style else []),
+                "A summary states only what its text says: every name, number and date in it occurs in the text.",
+                'Each example is a JSON object {"text": <the text>, "summary": <its summary>}.',
+            ]
+        )
+
+    def synthetic_item_schema(self) -> dict:
+        return {
+            "type": "object",
+            "properties": {"text": {"type": "string"}, "summary": {"type": "string"}},
+            "required": ["text", "summary"],
+            "additionalProperties": False,
+        }
+
+    def synthetic_item(self, item: object, *, brief: SyntheticBrief) -> tuple[str, Answer]:
+        """The text and its summary; refused where the summary names something its text lacks."""
+        from tasks.summarization import measure
+
+        if not isinstance(item, Mapping) or not isinstance(item.get("text"), str) or not item["text"].strip():
+            raise AnswerError(f'an example is {{"text", "summary"}} with a text, not {json.dumps(item)[:100]}')
+        text = item["text"].strip()
+        answer = self.validate({"summary": item.get("summary") or ""}, text=text)
+        made_up = measure.unsupported(answer["summary"], text)
+        if made_up:
+            raise AnswerError(
+                f"the summary names {', '.join(repr(u['text']) for u in made_up[:3])}, not in its text"
+            )
+        return text, answer
 
     # --- the offline teacher --------------------------------------------------------------
 

@@ -100,6 +100,15 @@ def test_an_extractive_run_trains_evaluates_and_serves_summaries(
     assert response.status_code == 200, response.content
     prediction = response.json()["predictions"][0]
     assert prediction["route"] == "student" and prediction["summary"] and "label" not in prediction
+    # The OpenAI-compatible drop-in answers the summary as the message content.
+    chat = lead_client.post(
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": calls()[30]["text"]}]},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw}"},
+    )
+    assert chat.status_code == 200, chat.content
+    assert chat.json()["choices"][0]["message"]["content"] == prediction["summary"]
 
 
 def test_an_allowed_seq2seq_checkpoint_trains_the_abstractive_student(

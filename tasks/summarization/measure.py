@@ -117,7 +117,9 @@ def oracle_units(
     if not ref:
         return []
     ref1, ref2 = _ngrams(ref, 1), _ngrams(ref, 2)
-    grams = [(_ngrams(words, 1), _ngrams(words, 2), len(words), max(len(words) - 1, 0)) for words in unit_tokens]
+    grams = [
+        (_ngrams(words, 1), _ngrams(words, 2), len(words), max(len(words) - 1, 0)) for words in unit_tokens
+    ]
 
     def score(c1: Counter, c2: Counter, n1: int, n2: int) -> float:
         return _f(sum((c1 & ref1).values()), n1, len(ref)) + _f(sum((c2 & ref2).values()), n2, len(ref) - 1)

@@ -473,12 +473,10 @@ _ONNX_LOAD_LOCK = threading.Lock()
 def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: int, auto_class: str) -> Path:
     """Export a saved student to ONNX and quantize its weights to int8; returns `out_dir`.
 
-    `out_dir` then holds model.int8.onnx (dynamic batch and sequence axes; the output is
-    the head's logits), the tokenizer and the config (for id2label): everything a task's
-    ONNX prediction needs. With ``auto_class="AutoModel"`` (a bare encoder, the quick
-    student's) the output is ``embedding`` instead: the sentence embedding of
-    `embed_texts` (mean of the token vectors, L2-normalised), computed in the graph.
-    Activations are quantized at run time (onnxruntime's dynamic quantization).
+    `out_dir` holds model.int8.onnx (dynamic axes; output: the head's logits, or for
+    ``auto_class="AutoModel"`` the ``embedding`` of `embed_texts`, computed in the graph), the
+    tokenizer and the config: everything a task's ONNX prediction needs. Activations are
+    quantized at run time (onnxruntime's dynamic quantization).
     """
     import tempfile
     import warnings
@@ -583,13 +581,8 @@ def load_onnx(onnx_dir: Path | str):
 
 
 def same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of equal token length (at most batch_size each).
-
-    No padding at all: on a CPU the model's cost is its tokens, so padded positions are
-    pure waste; texts of the same length still share one call. On a 2-core AVX2 CPU this
-    ran 32-text Banking77 requests at 1.2x the speed of length-sorted batches of 8
-    (bench/README.md, "Serving").
-    """
+    """Indices grouped into batches of equal token length (at most batch_size each): no padding,
+    the CPU's cost is its tokens (bench/README.md, "Serving")."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches: list[list[int]] = []
     for i in order:

@@ -274,3 +274,31 @@ def write_conll(rows: Iterable[tuple[str, Sequence[Mapping] | None]]) -> Iterato
         if not pairs:
             continue
         yield "".join(f"{token}\t{tag}\n" for token, tag in pairs) + "\n"
+
+
+def read_answer_chunk(lines: list[str], *, fmt: str, skip: Collection[str] = ()) -> list:
+    """Consecutive lines of a JSONL or CoNLL file as the importer's rows (``tasks.FileRow``)."""
+    from tasks.base import AnswerFileError, FileRow
+
+    try:
+        found = read_conll(lines) if fmt == "conll" else read_jsonl(lines, skip=skip)
+    except SpanFormatError as exc:
+        raise AnswerFileError(exc.errors) from None
+    return [
+        FileRow(
+            line=row.line,
+            text=row.text,
+            answer=None if row.spans is None else {"spans": row.spans},
+            external_id=row.external_id,
+            metadata=row.metadata,
+        )
+        for row in found
+    ]
+
+
+def file_record(record: dict, *, categories) -> dict:
+    """An export record as a JSONL line: spans and fields in place of its label, then the rest."""
+    extra = {key: value for key, value in record.items() if key not in ("text", "label")}
+    answer = record["label"]
+    spans = answer["spans"] if isinstance(answer, dict) else None
+    return jsonl_record(record["text"], spans, categories=categories, **extra)

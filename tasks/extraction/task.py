@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING
 from tasks.base import (
     Answer,
     AnswerError,
-    AnswerFileError,
     Category,
     FileRow,
     SyntheticBrief,
@@ -26,6 +24,7 @@ from tasks.base import (
     json_answer,
 )
 from tasks.extraction import measure
+from tasks.extraction.reply import reply_layout
 from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
 
 if TYPE_CHECKING:
@@ -126,30 +125,14 @@ class ExtractionTask(Task):
     def read_answer_chunk(self, lines: list[str], *, fmt: str, skip) -> list[FileRow]:
         from tasks.extraction import formats
 
-        try:
-            found = formats.read_conll(lines) if fmt == "conll" else formats.read_jsonl(lines, skip=skip)
-        except formats.SpanFormatError as exc:
-            raise AnswerFileError(exc.errors) from None
-        return [
-            FileRow(
-                line=row.line,
-                text=row.text,
-                answer=None if row.spans is None else {"spans": row.spans},
-                external_id=row.external_id,
-                metadata=row.metadata,
-            )
-            for row in found
-        ]
+        return formats.read_answer_chunk(lines, fmt=fmt, skip=skip)
 
     def file_record(self, record: dict) -> dict:
         """Each line's text, its spans (offsets, label, text) and fields object in place of its
         label, then the same provenance as any JSONL export."""
         from tasks.extraction import formats
 
-        extra = {key: value for key, value in record.items() if key not in ("text", "label")}
-        answer = record["label"]
-        spans = answer["spans"] if isinstance(answer, dict) else None
-        return formats.jsonl_record(record["text"], spans, categories=self.categories, **extra)
+        return formats.file_record(record, categories=self.categories)
 
     def write_file(self, fmt: str, records):
         """CoNLL BIO of the records with an answer; unlabelled ones have no place in BIO."""
@@ -158,8 +141,7 @@ class ExtractionTask(Task):
         if fmt != "conll":
             raise NotImplementedError(f"{self.title} writes no {fmt} files")
         return formats.write_conll(
-            (record["text"], record["label"]["spans"] if isinstance(record["label"], dict) else None)
-            for record in records
+            (r["text"], r["label"]["spans"] if isinstance(r["label"], dict) else None) for r in records
         )
 
     # --- the teacher --------------------------------------------------------------------
@@ -291,7 +273,7 @@ class ExtractionTask(Task):
         """
         if not tokens or "".join(token for token, _ in tokens) != content or value is None:
             return value, None
-        layout = _reply_layout(content)
+        layout = reply_layout(content)
         located, error = self._located_entities(content, text=text)
         if layout is None or error:
             return value, None
@@ -610,69 +592,3 @@ def _keys(answer: Mapping | None) -> set[tuple[int, int, str]]:
 
 def _one_line(value: str) -> str:
     return " ".join(value.split())
-
-
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
-
-
-def _reply_layout(content: str) -> tuple[list[int], int] | None:
-    """Where each entity of a reply ends (just after the closing quote of its last string)
-    and where its list ends (just after the "]"), as offsets into the reply; None when the
-    reply is not an entities list (json_answer reads more: it is then not worth guessing)."""
-    starts = [i for i in (content.find("{"), content.find("[")) if i >= 0]
-    if not starts:
-        return None
-    try:
-        root = _located_json(content, min(starts))
-    except (ValueError, IndexError):
-        return None
-    entities = root.parts.get("entities") if isinstance(root.parts, dict) else root
-    if entities is None or not isinstance(entities.parts, list):
-        return None
-    ends = []
-    for entity in entities.parts:
-        strings = (
-            [part.end for part in (entity.parts or {}).values()] if isinstance(entity.parts, dict) else []
-        )
-        ends.append(max(strings, default=entity.end))
-    return ends, entities.end
-
-
-class _At:
-    """A JSON value's place in a string: [start, end), and its located parts (dict or list)."""
-
-    __slots__ = ("start", "end", "parts")
-
-    def __init__(self, start: int, end: int, parts: dict | list | None = None):
-        self.start, self.end, self.parts = start, end, parts
-
-
-def _located_json(s: str, i: int) -> _At:
-    """The JSON value that starts at s[i] (after whitespace), with where each part lies."""
-    i = _WHITESPACE.match(s, i).end()
-    if s[i] in "{[":
-        closing = "}" if s[i] == "{" else "]"
-        parts: dict | list = {} if s[i] == "{" else []
-        j = _WHITESPACE.match(s, i + 1).end()
-        if s[j] == closing:
-            return _At(i, j + 1, parts)
-        while True:
-            if isinstance(parts, dict):
-                key, j = _DECODER.raw_decode(s, j)
-                j = _WHITESPACE.match(s, j).end()
-                if not isinstance(key, str) or s[j] != ":":
-                    raise ValueError("not an object")
-                part = _located_json(s, j + 1)
-                parts[key] = part
-            else:
-                part = _located_json(s, j)
-                parts.append(part)
-            j = _WHITESPACE.match(s, part.end).end()
-            if s[j] == closing:
-                return _At(i, j + 1, parts)
-            if s[j] != ",":
-                raise ValueError("expected a comma")
-            j = _WHITESPACE.match(s, j + 1).end()
-    _, end = _DECODER.raw_decode(s, i)
-    return _At(i, end)

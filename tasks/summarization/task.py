@@ -291,7 +291,9 @@ class SummarizationTask(Task):
         from tasks.summarization import measure
 
         if not isinstance(item, Mapping) or not isinstance(item.get("text"), str) or not item["text"].strip():
-            raise AnswerError(f'an example is {{"text", "summary"}} with a text, not {json.dumps(item)[:100]}')
+            raise AnswerError(
+                f'an example is {{"text", "summary"}} with a text, not {json.dumps(item)[:100]}'
+            )
         text = item["text"].strip()
         answer = self.validate({"summary": item.get("summary") or ""}, text=text)
         made_up = measure.unsupported(answer["summary"], text)

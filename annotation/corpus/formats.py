@@ -316,7 +316,7 @@ def _metadata_cell(cell: str) -> dict:
         return {}
     try:
         value = json.loads(cell)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return {"metadata": cell}
     return value if isinstance(value, dict) else {"metadata": value}
 
@@ -332,6 +332,9 @@ def _read_jsonl(lines: _LineReader, *, columns: Columns) -> Iterator[Row | RowEr
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             yield RowError(line, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except RecursionError:  # the parser's own limit: a bad row, not a failed import
+            yield RowError(line, "not valid JSON (nested too deeply)")
             continue
         if not isinstance(obj, dict):
             yield RowError(line, "is not a JSON object")

@@ -110,6 +110,8 @@ def _jsonl_row(line: int, raw: str, checker: _Task, skip: Collection[str]) -> Sp
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:  # the parser's own limit: a bad line, not a failed import
+        raise ValueError("not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise ValueError("is not a JSON object")
     text = obj.get("text")

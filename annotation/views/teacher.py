@@ -77,6 +77,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
     system_prompt = teacher.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
+    refused = config_form.is_bound and not config_form.is_valid()
     return render(
         request,
         "annotation/teacher_settings.html",
@@ -90,7 +91,37 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             "versions": project.prompt_versions.all()[:20],
             "key_status": _key_status(config),
             "synthetic_form": SyntheticForm(project=project),
+            "estimate": None
+            if refused
+            else teacher.labeling_estimate(
+                project=project, selection=LabelingJob.Selection.UNLABELLED, config=config
+            ),
+            "estimate_errors": _form_errors(config_form) if refused else None,
             "task": task,
+        },
+    )
+
+
+@login_required
+@require_POST
+def teacher_estimate(request: HttpRequest, slug: str) -> HttpResponse:
+    """What labelling the unlabelled examples would cost with the settings as typed, unsaved
+    (the settings form asks on every change), or why those settings are refused."""
+    project = _project_for_lead(request, slug)
+    config = teacher.teacher_config_for(project)
+    form = TeacherConfigForm(request.POST, instance=config, prefix="teacher")
+    estimate = None
+    if form.is_valid():  # the form's instance now holds the typed values; it is never saved
+        estimate = teacher.labeling_estimate(
+            project=project, selection=LabelingJob.Selection.UNLABELLED, config=form.instance
+        )
+    return render(
+        request,
+        "annotation/teacher_settings.html#estimate",
+        {
+            "project": project,
+            "estimate": estimate,
+            "estimate_errors": None if estimate else _form_errors(form),
         },
     )
 

@@ -138,4 +138,6 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
     suffix = f"gold-v{gold_set.version}" if gold_set else scope
     name = f"{project.slug}-{suffix}-{dt.date.today():%Y%m%d}.{fmt}"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    if gold_set is None:  # says what it left out, as the form and the command do
+        response["X-Distill-Gold-Left-Out"] = str(corpus.gold_left_out(project))
     return response

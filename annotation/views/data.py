@@ -23,6 +23,7 @@ from annotation.views._common import (
     _form_errors,
     _project_for_lead,
     _project_for_member,
+    rate_limited,
 )
 
 # --- import and export ------------------------------------------------------------------
@@ -30,6 +31,7 @@ from annotation.views._common import (
 
 @login_required
 @require_POST
+@rate_limited("import")
 def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = ImportForm(request.POST, request.FILES, project=project)
@@ -89,6 +91,7 @@ def _gold_note(batch: ImportBatch) -> str:
 
 @login_required
 @require_POST
+@rate_limited("import")
 def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue an interrupted import again; the job takes it up from scratch."""
     project = _project_for_lead(request, slug)

@@ -25,6 +25,7 @@ from annotation.review.similar import similar_to
 from annotation.views._common import (
     _project_for_lead,
     _project_for_member,
+    rate_limited,
 )
 from distillapp import rows
 
@@ -72,6 +73,7 @@ def _strategy_name(project: Project, filters: review.QueueFilter) -> str:
 
 @login_required
 @require_POST
+@rate_limited("similar")
 def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
     """Find more like this: the queue becomes the unreviewed texts closest to this card's."""
     project, role = _project_for_member(request, slug)
@@ -523,6 +525,7 @@ def gold_freeze(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("quality")
 def review_quality(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     review.quality_run_start(project=project, user=request.user)

@@ -26,6 +26,7 @@ from annotation.models import (
 from annotation.views._common import (
     _form_errors,
     _project_for_lead,
+    rate_limited,
 )
 from distillapp import rows
 
@@ -166,6 +167,7 @@ def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = LabelingForm(request.POST)
@@ -207,6 +209,7 @@ def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it labels only the examples still pending."""
     project = _project_for_lead(request, slug)
@@ -220,6 +223,7 @@ def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = SyntheticForm(request.POST, project=project)
@@ -265,6 +269,7 @@ def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it writes only what each label (field) still lacks."""
     project = _project_for_lead(request, slug)

@@ -44,11 +44,11 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
             "strategy": request.GET.get("strategy")
             if request.GET.get("strategy") in review.STRATEGIES
             else "confidence",
-            "label": request.GET.get("label", ""),
-            "source": request.GET.get("source", ""),
+            "label": _text(request.GET.get("label", "")),
+            "source": _text(request.GET.get("source", "")),
             "min_confidence": _float_or_none(request.GET.get("min")),
             "max_confidence": _float_or_none(request.GET.get("max")),
-            "search": request.GET.get("q", "").strip(),
+            "search": _text(request.GET.get("q", "")).strip(),
         }
         request.session[key] = saved
         request.session[f"{key}:skipped"] = []
@@ -58,6 +58,12 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
         **saved,
     }
     return review.QueueFilter(**saved, skipped=request.session.get(f"{key}:skipped", []))
+
+
+def _text(value: str) -> str:
+    """A filter typed in the address bar, as the database can compare it: PostgreSQL text
+    holds no NUL character (a query with one is an error, not an empty result)."""
+    return value.replace("\x00", "")
 
 
 def _strategy_name(project: Project, filters: review.QueueFilter) -> str:

@@ -1,4 +1,4 @@
-"""Every annotation form and HTMX endpoint, fuzzed with a signed-in reviewer and lead:
+"""Every form and HTMX endpoint of a project, fuzzed with a signed-in reviewer and lead:
 no input they can send is a server error; bad input answers 4xx with a message (issue #23)."""
 
 from __future__ import annotations
@@ -11,21 +11,25 @@ from hypothesis import strategies as st
 
 from annotation import forms
 from tests.test_permission_matrix import ACCESS, url_of, world  # noqa: F401 (the fixture)
+from training import forms as training_forms
 
 pytestmark = pytest.mark.django_db
 
-ENDPOINTS = sorted(name for name in ACCESS if name.startswith("annotation:"))
+# Every project page of both apps (the training pages read the same reviewer-reachable input).
+ENDPOINTS = sorted(ACCESS)
 
 # Every field a form or view of the app reads, so the fuzzer fills real fields, not only noise.
 FIELDS = sorted(
     {
         name
-        for form in vars(forms).values()
+        for module in (forms, training_forms)
+        for form in vars(module).values()
         if isinstance(form, type) and issubclass(form, forms.forms.BaseForm)
         for name in getattr(form, "base_fields", {})
     }
     | {"example_id", "verdict", "value", "label", "threshold", "confirm", "strategy", "min", "max", "q"}
     | {"source", "scope", "format", "gold", "size", "selection", "provider", "username", "role"}
+    | {"cell", "predicted", "true", "run", "runtime"}
 )
 
 
@@ -77,7 +81,7 @@ DATA = st.fixed_dictionaries({}, optional={name: VALUES | st.lists(VALUES, max_s
 
 @pytest.mark.parametrize("name", ENDPOINTS)
 @settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     database=None,  # nothing written into the checkout

@@ -3,12 +3,17 @@ and the budget, hours and rounds count distinct examples (issue #23)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection, connections
 from django.urls import reverse
 
 from annotation import review
 from annotation.models import Example, Proposal, Review, ReviewClaim
+from annotation.review import verdicts
 from annotation.review.rounds import after_verdict, refresh_due, review_time, round_status, verdict_count
+from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -136,3 +141,41 @@ def test_a_claim_taken_over_by_another_reviewer_is_not_mine(project, reviewer, l
     with pytest.raises(review.NotServed):
         review.review_record(example=served, user=reviewer, verdict="accept")
     assert review.review_record(example=served, user=lead, verdict="accept").reviewer == lead
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_double_submit_at_the_same_moment_stores_one_verdict(project, reviewer, monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time: the race needs PostgreSQL's concurrent transactions")
+    proposed(project, 3)
+    served = review.review_next(project=project, user=reviewer, filters=review.QueueFilter())
+    # Both requests read the claim before either deletes it (each waits up to a second).
+    barrier = threading.Barrier(2)
+    read_claim = verdicts._served
+
+    def served_then_wait(example, user):
+        found = read_claim(example, user)
+        try:
+            barrier.wait(timeout=1)
+        except threading.BrokenBarrierError:
+            pass
+        return found
+
+    monkeypatch.setattr(verdicts, "_served", served_then_wait)
+    statuses = []
+
+    def press():
+        try:
+            statuses.append(
+                act(client_for(reviewer), project, example_id=served.pk, verdict="accept").status_code
+            )
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [200, 409]
+    assert Review.objects.filter(example=served).count() == 1

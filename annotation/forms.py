@@ -384,8 +384,13 @@ EXPORT_FORMAT_NAMES = {"jsonl": "JSONL", "csv": "CSV", "conll": "CoNLL BIO (labe
 class ExportForm(forms.Form):
     format = forms.ChoiceField(choices=[("jsonl", "JSONL"), ("csv", "CSV")], required=False)
     scope = forms.ChoiceField(
-        choices=[("all", "Everything"), ("reviewed", "Reviewed examples"), ("gold", "A gold set version")],
+        choices=[
+            ("all", "Everything but gold"),
+            ("reviewed", "Reviewed examples (no gold)"),
+            ("gold", "A gold set version"),
+        ],
         required=False,
+        help_text="Gold examples leave only in a gold set version's export.",
     )
     gold = forms.IntegerField(
         min_value=1, required=False, label="Gold version", help_text="Empty: the latest frozen version."

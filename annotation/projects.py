@@ -136,10 +136,19 @@ def label_delete(*, label: Label) -> None:
     label.delete()
 
 
+def _lock_members(project: Project) -> None:
+    """Hold the project's row until the transaction ends, so membership changes of one project
+    run one after another: two leads demoting each other at the same moment would each read
+    two leads, and each write leave one, leaving none. The second now reads the first's write."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+
+
+@transaction.atomic
 def membership_set(*, project: Project, username: str, role: str) -> Membership:
     user = get_user_model().objects.filter(username=username.strip()).first()
     if user is None:
         raise ServiceError(f"There is no user called {username!r}.")
+    _lock_members(project)
     leads = project.memberships.filter(role=Membership.Role.LEAD)
     if role != Membership.Role.LEAD and list(leads.values_list("user_id", flat=True)) == [user.pk]:
         raise ServiceError("A project needs at least one lead; make someone else lead first.")
@@ -147,8 +156,13 @@ def membership_set(*, project: Project, username: str, role: str) -> Membership:
     return membership
 
 
+@transaction.atomic
 def membership_remove(*, membership: Membership) -> None:
     project = membership.project
+    _lock_members(project)
+    membership = Membership.objects.filter(pk=membership.pk).first()  # as it is now, under the lock
+    if membership is None:
+        return  # removed meanwhile
     if (
         membership.role == Membership.Role.LEAD
         and project.memberships.filter(role=Membership.Role.LEAD).count() == 1

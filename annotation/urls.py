@@ -22,6 +22,7 @@ urlpatterns = [
     path("p/<slug:slug>/imports/<int:pk>/resume/", views.import_resume, name="import-resume"),
     path("p/<slug:slug>/export/", views.project_export, name="project-export"),
     path("p/<slug:slug>/teacher/", views.teacher_settings, name="teacher-settings"),
+    path("p/<slug:slug>/teacher/estimate/", views.teacher_estimate, name="teacher-estimate"),
     path("p/<slug:slug>/labeling/estimate/", views.labeling_estimate, name="labeling-estimate"),
     path("p/<slug:slug>/labeling/start/", views.labeling_job_create, name="labeling-start"),
     path("p/<slug:slug>/labeling/<int:pk>/cancel/", views.labeling_job_cancel, name="labeling-cancel"),

@@ -449,8 +449,10 @@ def add_simulated_teacher(project, data: Data, *, accuracy: float) -> dict:
 
 def add_embedding_teacher(project, data: Data) -> dict:
     """The app's offline teacher after a reviewer labelled SEEDS_PER_LABEL examples per label."""
+    from django.utils import timezone
+
     from annotation import review, teacher
-    from annotation.models import Example, LabelingJob
+    from annotation.models import Example, LabelingJob, ReviewClaim
 
     lead, reviewer = users()
     pool = pool_examples(project)
@@ -465,6 +467,9 @@ def add_embedding_teacher(project, data: Data) -> dict:
     ]
     truth_by_pk = {pk: data.truth[digest] for pk, _, digest in pool}
     for example in Example.objects.filter(pk__in=seeds).order_by("pk"):
+        # A verdict needs the card served to its reviewer (the queue's claim): serve the seed.
+        now = timezone.now()
+        ReviewClaim.objects.create(example=example, user=reviewer, claimed_at=now, expires_at=now)
         review.review_record(example=example, user=reviewer, verdict="correct", label=truth_by_pk[example.pk])
     current = teacher.prompt_version_current(project, user=lead)
     teacher.prompt_version_update(

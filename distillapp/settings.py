@@ -158,6 +158,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_rq",
+    "axes",
     "distillapp",
     "annotation",
     "training",
@@ -174,6 +175,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "distillapp.middleware.SignInRequiredMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "distillapp.urls"
@@ -289,11 +292,28 @@ if PROJECT_CREATORS not in {"staff", "anyone"}:
 
 # --- auth, i18n, static --------------------------------------------------------
 
+# Applied where a password is set through a form (the admin, changepassword,
+# createsuperuser); seed_demo's demo/demo is set directly and stays the demo's login.
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-in throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one username
+# from one address, that pair is refused (429) for the cool-off, the right password included.
+# Keyed on the pair, so a stranger guessing elsewhere cannot lock a reviewer out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("DISTILL_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = env_int("DISTILL_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "annotation/locked_out.html"
+# The address is REMOTE_ADDR (axes' default): a forwarded header a client writes itself
+# would give every guess a fresh address.
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "annotation:project-list"
 LOGOUT_REDIRECT_URL = "login"

@@ -35,6 +35,7 @@ ACCESS = {
     "annotation:import-resume": LEAD,
     "annotation:project-export": MEMBER,
     "annotation:teacher-settings": LEAD,
+    "annotation:teacher-estimate": LEAD,
     "annotation:labeling-estimate": LEAD,
     "annotation:labeling-start": LEAD,
     "annotation:labeling-cancel": LEAD,

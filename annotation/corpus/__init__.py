@@ -15,6 +15,7 @@ from annotation.corpus.exporting import (
     EXPORT_SCOPES,
     examples_for_export,
     export_records,
+    gold_left_out,
     iter_export,
     write_export,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "LABELS_VERIFIED",
     "CorpusFormatError",
     "examples_for_export",
+    "gold_left_out",
     "export_records",
     "formats_for",
     "guess_format",

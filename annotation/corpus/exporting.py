@@ -1,6 +1,7 @@
 """Exports: which examples go out, one record each with its provenance, and the files they make.
 
-`examples_for_export` chooses (all, reviewed, or a frozen gold version), `export_records`
+`examples_for_export` chooses (all, reviewed, or a frozen gold version; gold only in the
+last), `export_records`
 turns each example into a plain dict, and `iter_export` / `write_export` write those
 records as CSV or JSONL (the task writes the formats beyond those, extraction's CoNLL). The cell guard the CSV writer applies lives in
 `formats`, which undoes it when an export is imported again.
@@ -35,11 +36,12 @@ def examples_for_export(
             which = f"version {gold_version}" if gold_version is not None else "version"
             raise ServiceError(f"This project has no frozen gold set {which}.")
         examples = examples.filter(gold_items__gold_set=gold_set)
-    elif scope == "reviewed":
-        drafting = GoldSetItem.objects.filter(gold_set__project=project, gold_set__frozen_at__isnull=True)
-        examples = examples.exclude(label_state__in=["proposed", "unlabelled"]).exclude(
-            pk__in=drafting.values("example_id")
-        )
+    else:
+        # Gold leaves only through its own export: a training set built from "everything" or
+        # "reviewed" would otherwise hold the examples it is measured on.
+        examples = without_gold(examples, project=project)
+        if scope == "reviewed":
+            examples = examples.exclude(label_state__in=["proposed", "unlabelled"])
     examples = examples.prefetch_related(
         Prefetch("proposals", queryset=Proposal.objects.order_by("created_at", "pk")),
         Prefetch(
@@ -49,6 +51,18 @@ def examples_for_export(
         Prefetch("gold_items", queryset=GoldSetItem.objects.select_related("gold_set")),
     ).order_by("pk")
     return examples, gold_set
+
+
+def without_gold(examples: QuerySet, *, project: Project) -> QuerySet:
+    """The examples of no gold set (drafts included), whether or not they are flagged gold."""
+    in_gold = GoldSetItem.objects.filter(gold_set__project=project).values("example_id")
+    return examples.filter(is_gold=False).exclude(pk__in=in_gold)
+
+
+def gold_left_out(project: Project) -> int:
+    """How many examples an export other than the gold export leaves out, to say so."""
+    examples = Example.objects.for_project(project)
+    return examples.count() - without_gold(examples, project=project).count()
 
 
 def export_records(examples: QuerySet, *, gold_set: GoldSet | None = None) -> Iterator[dict]:

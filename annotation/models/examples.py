@@ -479,6 +479,15 @@ class Review(models.Model):
             models.Index(fields=["example", "-created_at"], name="review_example_idx"),
             models.Index(fields=["reviewer", "-created_at"], name="review_reviewer_idx"),
         ]
+        constraints = [
+            # A double-submitted blind gold label must not count as both of an item's two
+            # labels (its kappa would be one reviewer agreeing with themselves).
+            models.UniqueConstraint(
+                fields=["example", "reviewer"],
+                condition=models.Q(kind="blind"),
+                name="review_one_blind_label_per_reviewer",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.verdict} by {self.reviewer}: {self.value!r}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -21,6 +22,13 @@ class TeacherConfig(models.Model):
         OPENAI = "openai", "OpenAI-compatible API"
         EMBEDDING = "embedding", "Offline embedding teacher (no API key)"
 
+    # Each multiplies what one labelling call may spend or hold (samples the output tokens
+    # billed per call, max_tokens each answer, the timeout a worker slot); a lead's typo
+    # must not buy a thousand answers per text. teacher_settings() clamps older rows too.
+    MAX_TOKENS = 4096
+    MAX_SAMPLES = 10
+    MAX_TIMEOUT_SECONDS = 300
+
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="teacher_config")
     provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.EMBEDDING)
     model = models.CharField(max_length=200, default="gpt-4o-mini")
@@ -35,7 +43,9 @@ class TeacherConfig(models.Model):
         help_text="Name of the environment variable holding the key; the key itself is never stored.",
     )
     temperature = models.FloatField(default=0.0)
-    max_tokens = models.PositiveIntegerField(default=64)
+    max_tokens = models.PositiveIntegerField(
+        default=64, validators=[MinValueValidator(1), MaxValueValidator(MAX_TOKENS)]
+    )
     price_input_per_mtok = models.DecimalField(
         max_digits=10, decimal_places=4, default=Decimal("0.15"), help_text="USD per million input tokens."
     )
@@ -44,7 +54,9 @@ class TeacherConfig(models.Model):
     )
     concurrency = models.PositiveIntegerField(default=8, help_text="Calls in flight at once.")
     requests_per_minute = models.PositiveIntegerField(default=0, help_text="0: no limit.")
-    timeout_seconds = models.FloatField(default=30.0)
+    timeout_seconds = models.FloatField(
+        default=30.0, validators=[MinValueValidator(1), MaxValueValidator(MAX_TIMEOUT_SECONDS)]
+    )
     max_attempts = models.PositiveIntegerField(
         default=5, help_text="Tries per call on 429, 5xx and timeouts."
     )
@@ -55,7 +67,9 @@ class TeacherConfig(models.Model):
         default=True, help_text="Ask for token log-probabilities (confidence)."
     )
     self_consistency_samples = models.PositiveIntegerField(
-        default=0, help_text="When no logprobs come back: sample this many answers (0: off)."
+        default=0,
+        validators=[MaxValueValidator(MAX_SAMPLES)],
+        help_text="When no logprobs come back: sample this many answers (0: off; each is billed).",
     )
     updated_at = models.DateTimeField(auto_now=True)
 

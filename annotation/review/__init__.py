@@ -25,6 +25,7 @@ from annotation.review.quality import latest_quality_run, quality_run, quality_r
 from annotation.review.verdicts import (
     STRATEGIES,
     InvalidAnswer,
+    NotServed,
     QueueFilter,
     ReviewError,
     bulk_accept,
@@ -43,6 +44,7 @@ __all__ = [
     "REJECT",
     "STRATEGIES",
     "InvalidAnswer",
+    "NotServed",
     "QueueFilter",
     "ReviewError",
     "bulk_accept",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Value, When
 from django.utils import timezone
 
@@ -155,19 +155,26 @@ def gold_label_blind(
     """One blind answer for a draft gold item: an answer (a label, a span set), or a reject."""
     _require_item(gold_set, example)
     verdict, value = _verdict_and_value(example, verdict, value if value is not None else label)
+    # Two reviewers submitting at once both count one label, and a third would slip past the
+    # "two labels" check: the example's row lock makes the check and the write one step.
+    Example.objects.select_for_update().filter(pk=example.pk).first()
     reviewers = list(_blind_reviews(gold_set).filter(example=example).values_list("reviewer_id", flat=True))
     if user.pk in reviewers:
         raise ReviewError("You already labelled this gold item; a second reviewer must label it.")
     if len(reviewers) >= 2:
         raise ReviewError("This gold item already has two blind labels.")
-    review = Review.objects.create(
-        example=example,
-        reviewer=user,
-        kind=Review.Kind.BLIND,
-        verdict=verdict,
-        value=value,
-        seconds_spent=_seconds_on(example, user),
-    )
+    try:
+        with transaction.atomic():
+            review = Review.objects.create(
+                example=example,
+                reviewer=user,
+                kind=Review.Kind.BLIND,
+                verdict=verdict,
+                value=value,
+                seconds_spent=_seconds_on(example, user),
+            )
+    except IntegrityError:  # review_one_blind_label_per_reviewer: my double-submit's twin won
+        raise ReviewError("You already labelled this gold item; a second reviewer must label it.") from None
     ReviewClaim.objects.filter(example=example).delete()
     return review
 

@@ -28,15 +28,23 @@ MAX_CARD_SECONDS = 600
 
 
 def verdict_count(project: Project) -> int:
-    return Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW).count()
+    """Examples decided in the review queue: an example counts once, however many rows it has
+    (rows a replay wrote before verdicts needed a claim, an import's, a lead's bulk accept)."""
+    return (
+        Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW)
+        .values("example_id")
+        .distinct()
+        .count()
+    )
 
 
 def review_time(project: Project, *, gold: bool = True) -> dict:
     """Reviewer time spent on the project's cards (bulk verdicts take none); without `gold`,
     on review cards only (not blind gold labels or adjudications).
 
-    ``seconds`` sums each timed card's seconds, capped at MAX_CARD_SECONDS; a card with no
-    time (an import, a verdict from the API) counts as the mean of the timed ones, so the
+    ``cards`` counts distinct examples. ``seconds`` is the mean of the timed verdicts' seconds
+    (each capped at MAX_CARD_SECONDS) times the cards: a card with no time (an import, a
+    verdict from the API) counts as that mean, and a card decided twice counts once, so the
     hours follow the cards done. ``seconds_per_item`` is that mean (None before any timed card).
     """
     reviews = Review.objects.filter(example__project=project, is_bulk=False)
@@ -45,7 +53,7 @@ def review_time(project: Project, *, gold: bool = True) -> dict:
     # One query: the review page asks on every card.
     timed = Q(seconds_spent__gt=0)
     totals = reviews.aggregate(
-        cards=Count("pk"),
+        cards=Count("example_id", distinct=True),
         timed=Count("pk", filter=timed),
         total=Sum(Least(F("seconds_spent"), Value(float(MAX_CARD_SECONDS))), filter=timed),
     )

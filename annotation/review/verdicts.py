@@ -74,6 +74,10 @@ class ReviewError(ValueError):
     """A review action that cannot be done, with a message for the reviewer."""
 
 
+class NotServed(ReviewError):
+    """A verdict on a card the queue did not serve this reviewer (or already decided): refused."""
+
+
 class InvalidAnswer(ReviewError):
     """A posted answer the project's task refuses (AnswerError): the request was bad, nothing is stored."""
 
@@ -257,8 +261,9 @@ def _served(example: Example, user) -> dict:
     """How my claim on this card was served: seconds on it, audit draw or not, the queue order."""
     claim = ReviewClaim.objects.filter(example=example, user=user).first()
     if claim is None:
-        return {"seconds": None, "is_audit": False, "order": ""}
+        return {"seconds": None, "is_audit": False, "order": "", "is_mine": False}
     return {
+        "is_mine": True,
         "seconds": round((timezone.now() - claim.claimed_at).total_seconds(), 2),
         "is_audit": claim.is_audit,
         "order": claim.queue_order,
@@ -290,6 +295,13 @@ def review_record(
     else:
         raise ReviewError(f"Unknown verdict {verdict!r}.")
     served = _served(example, user)
+    # Only a card served to this reviewer (their claim, renewed by undo) gets a verdict, once:
+    # deleting the claim is the conditional write one of two double-submits wins (the other
+    # waits on the row and deletes nothing), so a replay adds no row, no budget and no round.
+    if not served["is_mine"] or not ReviewClaim.objects.filter(example=example, user=user).delete()[0]:
+        raise NotServed("This card was not served to you, or it is already decided; here is your next one.")
+    if not Example.objects.filter(pk=example.pk, is_gold=False, review_state=ReviewState.UNREVIEWED).exists():
+        raise NotServed("This card is already decided; here is your next one.")
     review = Review.objects.create(
         example=example,
         reviewer=user,
@@ -300,7 +312,6 @@ def review_record(
         is_audit=served["is_audit"],
         queue_order=served["order"],
     )
-    ReviewClaim.objects.filter(example=example).delete()
     # A review changes only the review state (queue examples are never gold,
     # so no adjudication outranks it): one update instead of a full re-sync.
     Example.objects.filter(pk=example.pk).update(

@@ -76,10 +76,19 @@ def select_examples(*, project: Project, selection: str, sample_size: int | None
 
 
 def labeling_estimate(
-    *, project: Project, selection: str, sample_size: int | None = None, search: str = ""
+    *,
+    project: Project,
+    selection: str,
+    sample_size: int | None = None,
+    search: str = "",
+    config: TeacherConfig | None = None,
 ) -> dict:
-    """Examples x tokens x price, from this prompt's measured calls when there are some."""
-    config = teacher_config_for(project)
+    """Examples x tokens x price, from this prompt's measured calls when there are some.
+
+    ``config``: settings not saved yet (the settings form's live estimate); else the project's.
+    ``cost_at_most_usd`` bounds the bill: every answer at max_tokens, for every sample.
+    """
+    config = config or teacher_config_for(project)
     prompt = prompt_version_current(project)
     examples = select_examples(project=project, selection=selection, sample_size=sample_size, search=search)
     count = examples.count()
@@ -101,17 +110,25 @@ def labeling_estimate(
         input_per = (len(system) + mean_chars * (1 + shots)) / 4 + 10
         # An eighth of the answer budget: 8 tokens for a label, 64 for a span list.
         output_per, basis = prompt.task.teacher_max_tokens / 8, "estimated"
+    call = teacher_settings(config)
+    # Self-consistency asks for n answers in one call: the input once, each answer billed.
+    samples = call.self_consistency_samples if call.self_consistency_samples >= 2 else 1
+    if basis == "estimated":
+        output_per *= samples
     if config.provider == TeacherConfig.Provider.EMBEDDING:
-        cost = Decimal("0")
+        cost = most = Decimal("0")
         model = prompt.task.offline_teacher_name or config.agent_model
     else:
-        cost = teacher_settings(config).cost_usd(int(input_per * count), int(output_per * count))
+        cost = call.cost_usd(int(input_per * count), int(output_per * count))
+        most = call.cost_usd(int(input_per * count), call.max_tokens * samples * count)
         model = config.agent_model
     return {
         "examples": count,
         "input_tokens": int(input_per * count),
         "output_tokens": int(output_per * count),
         "cost_usd": format(cost.normalize(), "f"),  # "0", not Decimal's "0E-8"
+        "cost_at_most_usd": format(most.normalize(), "f"),
+        "samples": samples,
         "basis": basis,
         "provider": config.provider,
         "model": model,

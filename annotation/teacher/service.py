@@ -48,6 +48,14 @@ def teacher_settings(config: TeacherConfig | dict) -> teacher_boundary.TeacherSe
         values = {name: config[name] for name in fields if name in config}
     for name in ("price_input_per_mtok", "price_output_per_mtok"):
         values[name] = Decimal(str(values.get(name, "0")))
+    # A row saved before the bounds (or written around the form) spends no more than they allow.
+    for name, most in (
+        ("max_tokens", TeacherConfig.MAX_TOKENS),
+        ("self_consistency_samples", TeacherConfig.MAX_SAMPLES),
+        ("timeout_seconds", TeacherConfig.MAX_TIMEOUT_SECONDS),
+    ):
+        if name in values:
+            values[name] = min(values[name], most)
     return teacher_boundary.TeacherSettings(**values)
 
 

@@ -37,6 +37,7 @@ from annotation.views.teacher import (
     synthetic_cancel,
     synthetic_resume,
     synthetic_start,
+    teacher_estimate,
     teacher_settings,
 )
 
@@ -76,5 +77,6 @@ __all__ = [
     "synthetic_cancel",
     "synthetic_resume",
     "synthetic_start",
+    "teacher_estimate",
     "teacher_settings",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
 
 from django import forms
 from django.contrib import messages
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 
 from annotation import projects
 from annotation.models import (
@@ -16,6 +19,54 @@ from annotation.models import (
 )
 
 HTMX_STOP_POLLING = 286
+
+# Actions that each start expensive work (a job, an embedding search, a teacher run), per
+# account and minute: enough for anyone working by hand, not for a script replaying them.
+RATE_LIMITS = {
+    "similar": (30, "“More like this” searches"),
+    "quality": (6, "label-error scoring runs"),
+    "import": (20, "imports"),
+    "teacher": (20, "teacher runs"),
+}
+
+
+RATE_LIMIT_KEY = "ratelimit"  # the cache keys' prefix (tests give each test its own)
+_rate_clock = time.time  # tests hold it still, so a count never straddles two minutes
+
+
+def rate_limited(action: str) -> Callable:
+    """Refuse a user's POST to this view past RATE_LIMITS[action] in a minute (429).
+
+    Counted in Django's cache, one key per user, action and minute (a fixed window); the
+    first request of a window adds the key, the rest increment it, so concurrent requests
+    of one user are counted once each."""
+    per_minute, what = RATE_LIMITS[action]
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def limited(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method == "POST" and request.user.is_authenticated:
+                now = _rate_clock()
+                window = int(now // 60)
+                key = f"{RATE_LIMIT_KEY}:{action}:{request.user.pk}:{window}"
+                cache.add(key, 0, timeout=120)
+                try:
+                    count = cache.incr(key)
+                except ValueError:  # expired between add and incr
+                    count = 1
+                if count > per_minute:
+                    wait = 60 - int(now) % 60
+                    return HttpResponse(
+                        f"Too many {what}: at most {per_minute} a minute. Try again in {wait} seconds.",
+                        status=429,
+                        headers={"Retry-After": str(wait)},
+                        content_type="text/plain; charset=utf-8",
+                    )
+            return view(request, *args, **kwargs)
+
+        return limited
+
+    return decorate
 
 
 def _project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:

@@ -23,6 +23,7 @@ from annotation.views._common import (
     _form_errors,
     _project_for_lead,
     _project_for_member,
+    rate_limited,
 )
 
 # --- import and export ------------------------------------------------------------------
@@ -30,6 +31,7 @@ from annotation.views._common import (
 
 @login_required
 @require_POST
+@rate_limited("import")
 def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = ImportForm(request.POST, request.FILES, project=project)
@@ -89,6 +91,7 @@ def _gold_note(batch: ImportBatch) -> str:
 
 @login_required
 @require_POST
+@rate_limited("import")
 def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue an interrupted import again; the job takes it up from scratch."""
     project = _project_for_lead(request, slug)
@@ -138,4 +141,6 @@ def project_export(request: HttpRequest, slug: str) -> HttpResponse:
     suffix = f"gold-v{gold_set.version}" if gold_set else scope
     name = f"{project.slug}-{suffix}-{dt.date.today():%Y%m%d}.{fmt}"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
+    if gold_set is None:  # says what it left out, as the form and the command do
+        response["X-Distill-Gold-Left-Out"] = str(corpus.gold_left_out(project))
     return response

@@ -25,6 +25,7 @@ from annotation.review.similar import similar_to
 from annotation.views._common import (
     _project_for_lead,
     _project_for_member,
+    rate_limited,
 )
 from distillapp import rows
 
@@ -43,11 +44,11 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
             "strategy": request.GET.get("strategy")
             if request.GET.get("strategy") in review.STRATEGIES
             else "confidence",
-            "label": request.GET.get("label", ""),
-            "source": request.GET.get("source", ""),
+            "label": _text(request.GET.get("label", "")),
+            "source": _text(request.GET.get("source", "")),
             "min_confidence": _float_or_none(request.GET.get("min")),
             "max_confidence": _float_or_none(request.GET.get("max")),
-            "search": request.GET.get("q", "").strip(),
+            "search": _text(request.GET.get("q", "")).strip(),
         }
         request.session[key] = saved
         request.session[f"{key}:skipped"] = []
@@ -57,6 +58,12 @@ def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
         **saved,
     }
     return review.QueueFilter(**saved, skipped=request.session.get(f"{key}:skipped", []))
+
+
+def _text(value: str) -> str:
+    """A filter typed in the address bar, as the database can compare it: PostgreSQL text
+    holds no NUL character (a query with one is an error, not an empty result)."""
+    return value.replace("\x00", "")
 
 
 def _strategy_name(project: Project, filters: review.QueueFilter) -> str:
@@ -72,10 +79,11 @@ def _strategy_name(project: Project, filters: review.QueueFilter) -> str:
 
 @login_required
 @require_POST
+@rate_limited("similar")
 def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
     """Find more like this: the queue becomes the unreviewed texts closest to this card's."""
     project, role = _project_for_member(request, slug)
-    example = get_object_or_404(Example, project=project, pk=request.POST.get("example_id"), is_gold=False)
+    example = _queue_example_or_404(request, project)
     key = f"review:{project.pk}"
     saved = {k: v for k, v in request.session.get(key, {}).items() if k not in ("similar", "similar_to")}
     ids = similar_to(example)
@@ -89,6 +97,20 @@ def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
     if not request.htmx:
         return redirect("annotation:review", slug=project.slug)
     return _render_card(request, project, role, _queue_filter(request, project))
+
+
+def _posted_id(request: HttpRequest) -> int | None:
+    """The posted ``example_id`` as a number; None for anything else ("abc", "²", "1e3")."""
+    raw = request.POST.get("example_id", "")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
+
+
+def _queue_example_or_404(request: HttpRequest, project: Project) -> Example:
+    """The posted queue card of this project (never a gold item); 404 for anything else."""
+    example_id = _posted_id(request)
+    if example_id is None:
+        raise Http404("No such example.")
+    return get_object_or_404(Example, project=project, pk=example_id, is_gold=False)
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -139,7 +161,7 @@ def _posted_answer(request: HttpRequest):
         return request.POST.get("label")
     try:
         return json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested thousands deep: not an answer either
         raise BadAnswer("The posted answer is not valid JSON.") from None
 
 
@@ -210,7 +232,7 @@ def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def review_act(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
-    example = get_object_or_404(Example, project=project, pk=request.POST.get("example_id"), is_gold=False)
+    example = _queue_example_or_404(request, project)
     example.project = project  # the task is read once per request
     try:
         review.review_record(
@@ -225,6 +247,11 @@ def review_act(request: HttpRequest, slug: str) -> HttpResponse:
         return _render_card(
             request, project, role, _queue_filter(request, project), example=example, status=400
         )
+    except review.NotServed as exc:
+        # A replay, a stale tab or someone else's card: nothing is stored; my own next card comes.
+        messages.error(request, str(exc))
+        if request.htmx:
+            return _render_card(request, project, role, _queue_filter(request, project), status=409)
     except review.ReviewError as exc:
         messages.error(request, str(exc))
         if request.htmx:
@@ -240,11 +267,11 @@ def review_skip(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     key = f"review:{project.pk}:skipped"
     skipped = request.session.get(key, [])
-    example_id = request.POST.get("example_id", "")
-    if example_id.isdigit():
-        skipped = [*skipped, int(example_id)][-500:]
+    example_id = _posted_id(request)
+    if example_id is not None:
+        skipped = [*skipped, example_id][-500:]
         request.session[key] = skipped
-        ReviewClaim.objects.filter(example_id=int(example_id), user=request.user).delete()
+        ReviewClaim.objects.filter(example_id=example_id, user=request.user).delete()
     if not request.htmx:
         return redirect("annotation:review", slug=project.slug)
     return _render_card(request, project, role, _queue_filter(request, project))
@@ -355,7 +382,7 @@ def _draft_or_404(project: Project) -> GoldSet:
 
 def _draft_item_or_404(draft: GoldSet, example_id: str | None) -> Example:
     """Only items of the gold set being labelled may get blind labels or adjudications."""
-    if not (example_id or "").isdigit():
+    if not (example_id or "").isascii() or not (example_id or "").isdigit() or len(example_id) > 18:
         raise Http404("No such gold item.")
     return get_object_or_404(Example, pk=int(example_id), gold_items__gold_set=draft)
 
@@ -504,6 +531,7 @@ def gold_freeze(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("quality")
 def review_quality(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     review.quality_run_start(project=project, user=request.user)

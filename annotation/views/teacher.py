@@ -26,6 +26,7 @@ from annotation.models import (
 from annotation.views._common import (
     _form_errors,
     _project_for_lead,
+    rate_limited,
 )
 from distillapp import rows
 
@@ -77,6 +78,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
     system_prompt = teacher.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
+    refused = config_form.is_bound and not config_form.is_valid()
     return render(
         request,
         "annotation/teacher_settings.html",
@@ -90,7 +92,37 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             "versions": project.prompt_versions.all()[:20],
             "key_status": _key_status(config),
             "synthetic_form": SyntheticForm(project=project),
+            "estimate": None
+            if refused
+            else teacher.labeling_estimate(
+                project=project, selection=LabelingJob.Selection.UNLABELLED, config=config
+            ),
+            "estimate_errors": _form_errors(config_form) if refused else None,
             "task": task,
+        },
+    )
+
+
+@login_required
+@require_POST
+def teacher_estimate(request: HttpRequest, slug: str) -> HttpResponse:
+    """What labelling the unlabelled examples would cost with the settings as typed, unsaved
+    (the settings form asks on every change), or why those settings are refused."""
+    project = _project_for_lead(request, slug)
+    config = teacher.teacher_config_for(project)
+    form = TeacherConfigForm(request.POST, instance=config, prefix="teacher")
+    estimate = None
+    if form.is_valid():  # the form's instance now holds the typed values; it is never saved
+        estimate = teacher.labeling_estimate(
+            project=project, selection=LabelingJob.Selection.UNLABELLED, config=form.instance
+        )
+    return render(
+        request,
+        "annotation/teacher_settings.html#estimate",
+        {
+            "project": project,
+            "estimate": estimate,
+            "estimate_errors": None if estimate else _form_errors(form),
         },
     )
 
@@ -135,6 +167,7 @@ def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = LabelingForm(request.POST)
@@ -176,6 +209,7 @@ def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it labels only the examples still pending."""
     project = _project_for_lead(request, slug)
@@ -189,6 +223,7 @@ def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = SyntheticForm(request.POST, project=project)
@@ -234,6 +269,7 @@ def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("teacher")
 def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it writes only what each label (field) still lacks."""
     project = _project_for_lead(request, slug)

@@ -81,11 +81,13 @@
     document.querySelectorAll("details[data-fold-narrow]").forEach(function (d) { d.open = false; });
   });
 
-  // A refused answer (400) comes back as the same card saying why: show it rather
-  // than leave the old card standing as if nothing happened.
+  // A refused answer (400) comes back as the same card saying why, a verdict on a card
+  // no longer mine (409: a second tab, a double press) as my next card saying why: show
+  // it rather than leave the old card standing as if nothing happened.
   document.addEventListener("htmx:beforeSwap", function (event) {
     var target = event.detail.target;
-    if (event.detail.xhr.status === 400 && target && target.id === "card") {
+    var status = event.detail.xhr.status;
+    if ((status === 400 || status === 409) && target && target.id === "card") {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }

@@ -114,12 +114,10 @@ def test_conll_export_imports_again_unchanged(extraction, lead, tmp_path):
     assert export(copy, "conll") == first
 
 
-def test_gold_draft_items_export_no_answers(extraction, tmp_path):
+def test_gold_draft_items_are_not_exported(extraction, tmp_path):
     run_import(extraction, tmp_path, jsonl(SOURCE[0]), gold="candidates")
-    (line,) = export(extraction).splitlines()
-    record = json.loads(line)
-    assert record["label_state"] == "gold_draft" and "spans" not in record
-    assert export(extraction, "conll") == ""
+    # Gold leaves only through a frozen version's export (issue #23).
+    assert export(extraction) == "" and export(extraction, "conll") == ""
 
 
 def test_frozen_gold_version_exports_its_spans(extraction, lead, tmp_path):

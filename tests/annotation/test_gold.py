@@ -337,7 +337,7 @@ def test_a_blind_label_costs_the_same_queries_with_a_big_gold_set(
     def post_one() -> None:
         url = reverse("annotation:gold-label", args=[project.slug])
         example_id = card_id(reviewer_client.get(url, headers={"HX-Request": "true"}))
-        with django_assert_max_num_queries(22):
+        with django_assert_max_num_queries(25):  # 3 of them: the item lock and a savepoint (issue #23)
             reviewer_client.post(
                 url, {"example_id": example_id, "label": "Other"}, headers={"HX-Request": "true"}
             )

@@ -178,6 +178,9 @@ def test_malformed_csv_imports_nothing_and_names_the_line(project, tmp_path, con
         (['{"text": "ok"}', '["a list"]'], 2, "is not a JSON object"),
         (['{"text": "ok"}', '{"body": "x"}'], 2, "has no 'text' field"),
         (['{"text": 42}'], 1, "is not a string"),
+        # Nested past the parser's recursion limit: a bad line, not a failed import with a traceback.
+        (['{"text": "ok"}', "[" * 100_000 + "]" * 100_000], 2, "nested too deeply"),
+        (['{"text": "ok", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}"], 1, "nested too deeply"),
     ],
 )
 def test_malformed_jsonl_imports_nothing(project, tmp_path, lines, line, reason):

@@ -161,6 +161,12 @@ def test_invalid_json_and_bad_encoding_name_their_lines(extraction, tmp_path):
     assert_rejected(batch, extraction, [(2, "not valid JSON"), (3, "not valid UTF-8")])
 
 
+def test_json_nested_past_the_parsers_limit_is_a_bad_line(extraction, tmp_path):
+    content = '{"text": "fine"}\n{"text": "x", "spans": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    batch = run_import(extraction, tmp_path, content)
+    assert_rejected(batch, extraction, [(2, "nested too deeply")])
+
+
 def test_one_value_field_with_two_values_is_rejected_by_the_task(extraction, tmp_path):
     Label.objects.filter(project=extraction, name="date").update(allows_many=False)
     extraction.forget_task()

@@ -23,6 +23,15 @@ def proposed(project, text: str, label: str | None, confidence: float | None = N
     return example
 
 
+def served(example: Example, user) -> Example:
+    """The card as the queue serves it to this reviewer (a claim): only a served card takes a verdict."""
+    now = timezone.now()
+    ReviewClaim.objects.create(
+        example=example, user=user, claimed_at=now, expires_at=now + dt.timedelta(minutes=5)
+    )
+    return example
+
+
 @pytest.fixture
 def queue_items(project):
     return [
@@ -91,9 +100,11 @@ def test_filters(project, reviewer, queue_items):
 
 def test_accept_correct_reject_and_the_current_label(project, reviewer, queue_items):
     charged, crashes, hello, _ = queue_items
-    accepted = review.review_record(example=charged, user=reviewer, verdict="accept")
-    corrected = review.review_record(example=crashes, user=reviewer, verdict="correct", label="Billing")
-    rejected = review.review_record(example=hello, user=reviewer, verdict="reject")
+    accepted = review.review_record(example=served(charged, reviewer), user=reviewer, verdict="accept")
+    corrected = review.review_record(
+        example=served(crashes, reviewer), user=reviewer, verdict="correct", label="Billing"
+    )
+    rejected = review.review_record(example=served(hello, reviewer), user=reviewer, verdict="reject")
     assert (accepted.verdict, accepted.value, accepted.proposal.value) == ("accept", "Billing", "Billing")
     assert (corrected.verdict, corrected.value) == ("correct", "Billing")
     assert (rejected.verdict, rejected.value) == ("reject", None)
@@ -106,7 +117,7 @@ def test_accept_correct_reject_and_the_current_label(project, reviewer, queue_it
 def test_picking_the_proposed_label_counts_as_accept(project, reviewer, queue_items):
     assert (
         review.review_record(
-            example=queue_items[0], user=reviewer, verdict="correct", label="Billing"
+            example=served(queue_items[0], reviewer), user=reviewer, verdict="correct", label="Billing"
         ).verdict
         == "accept"
     )
@@ -114,9 +125,11 @@ def test_picking_the_proposed_label_counts_as_accept(project, reviewer, queue_it
 
 def test_accept_without_proposal_and_unknown_label_are_refused(project, reviewer, queue_items):
     with pytest.raises(review.ReviewError, match="no proposal to accept"):
-        review.review_record(example=queue_items[3], user=reviewer, verdict="accept")
+        review.review_record(example=served(queue_items[3], reviewer), user=reviewer, verdict="accept")
     with pytest.raises(review.ReviewError, match="not one of the project's labels"):
-        review.review_record(example=queue_items[0], user=reviewer, verdict="correct", label="Refunds")
+        review.review_record(
+            example=served(queue_items[0], reviewer), user=reviewer, verdict="correct", label="Refunds"
+        )
     assert not Review.objects.exists()
 
 
@@ -228,9 +241,9 @@ def test_dashboard_numbers(project, reviewer, lead, queue_items, reviewer_client
     from annotation import projects
 
     charged, crashes, hello, _ = queue_items
-    review.review_record(example=charged, user=reviewer, verdict="accept")
-    review.review_record(example=crashes, user=reviewer, verdict="correct", label="Billing")
-    review.review_record(example=hello, user=lead, verdict="accept")
+    review.review_record(example=served(charged, reviewer), user=reviewer, verdict="accept")
+    review.review_record(example=served(crashes, reviewer), user=reviewer, verdict="correct", label="Billing")
+    review.review_record(example=served(hello, lead), user=lead, verdict="accept")
     Review.objects.filter(reviewer=reviewer).update(seconds_spent=4)
     Review.objects.filter(reviewer=lead).update(seconds_spent=10)
     board = projects.project_dashboard(project)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from annotation import projects, review
-from annotation.models import Example, GoldSetItem, Label, Membership, Proposal, Review
+from annotation.models import Example, GoldSetItem, Label, Membership, Proposal, Review, ReviewClaim
+from tests.annotation.test_review import served
 from tests.conftest import client_for, make_user
 
 pytestmark = pytest.mark.django_db
@@ -47,6 +49,9 @@ def booking(project, text: str = TEXT, proposal: dict | None = PROPOSED) -> Exam
 
 
 def act(client, project, example, **data):
+    """Post a verdict on a card served to the client's user (the queue's claim)."""
+    if not ReviewClaim.objects.filter(example=example).exists():
+        served(example, User.objects.get(pk=client.session["_auth_user_id"]))
     if "value" in data and not isinstance(data["value"], str):
         data["value"] = json.dumps(data["value"])
     return client.post(
@@ -97,7 +102,7 @@ def test_unchanged_spans_are_an_accept_and_edited_ones_a_correction(extraction, 
 def test_the_server_trims_whitespace_from_a_posted_span(extraction, reviewer):
     example = booking(extraction, proposal=None)
     saved = review.review_record(
-        example=example,
+        example=served(example, reviewer),
         user=reviewer,
         verdict="correct",
         value={"spans": [{"start": 36, "end": 46, "field": "name"}]},  # " Ana Lopez"

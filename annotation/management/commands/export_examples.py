@@ -12,14 +12,21 @@ from annotation.models import Project
 class Command(BaseCommand):
     help = (
         "Export a project's examples with current labels and provenance as CSV or JSONL "
-        "(extraction: JSONL with spans and fields, or CoNLL BIO)."
+        "(extraction: JSONL with spans and fields, or CoNLL BIO). Gold examples leave only "
+        "through --gold: every other export leaves them out."
     )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument("--format", choices=["csv", "jsonl", "conll"], default="jsonl")
-        parser.add_argument("--gold", type=int, help="Only the examples of this frozen gold set version.")
-        parser.add_argument("--reviewed", action="store_true", help="Only reviewed (or rejected) examples.")
+        parser.add_argument(
+            "--gold",
+            type=int,
+            help="Only the examples of this frozen gold set version (the only export holding gold).",
+        )
+        parser.add_argument(
+            "--reviewed", action="store_true", help="Only reviewed (or rejected) examples, gold left out."
+        )
         parser.add_argument("--out", type=Path, help="Output file (default: standard output).")
 
     def handle(self, *args, **opts) -> None:
@@ -41,6 +48,8 @@ class Command(BaseCommand):
             )
         except projects.ServiceError as exc:
             raise CommandError(str(exc)) from None
+        if gold_set is None and (left_out := corpus.gold_left_out(project)):
+            self.stderr.write(f"Left out {left_out:,} gold examples: they leave only through --gold VERSION.")
         records = corpus.export_records(examples, gold_set=gold_set)
         if opts["out"]:
             with open(opts["out"], "w", encoding="utf-8", newline="") as out:

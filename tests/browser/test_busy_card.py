@@ -51,6 +51,8 @@ def test_keys_pressed_while_the_card_loads_show_the_cue_and_are_not_lost_silentl
     page.wait_for_function("() => document.querySelector('#card').getAttribute('aria-busy') === 'true'")
     busy = card.locator(".card-busy")
     busy.wait_for(state="visible")
+    # The note shows after a short delay (a fast card never flashes it): wait for it.
+    card.locator(".card-busy-note").wait_for(state="visible")
     assert "Loading the next card" in busy.inner_text()
     # The card is covered (dimmed): a tap lands on the cover, not on the old card's buttons.
     accept = card.locator("[data-key=a]").bounding_box()

@@ -123,6 +123,8 @@ class Task(ABC):
     card_template: ClassVar[str]
     # The task's part of the evaluation page (included with ``m``, the metrics, in context).
     evaluation_template: ClassVar[str]
+    # The gold page's agreement figures (partials ``stats`` and ``details``, ``agreement`` in context).
+    agreement_template: ClassVar[str]
     # What ``metrics["score"]`` is, for pages and messages ("accuracy", "strict F1").
     score_name: ClassVar[str] = "score"
     # What the coverage sweep measures at each threshold: the share of answers wholly right.

@@ -342,7 +342,7 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
             "status": review.gold_status(draft) if draft else None,
             "task": project.task,
             # What the task's agreement returns differs by type; each type shows its own.
-            "agreement_template": f"tasks/{project.task.type}/agreement.html",
+            "agreement_template": project.task.agreement_template,
             "reject": review.REJECT,
             "frozen": frozen_status,
             "real_examples": real_examples,

@@ -27,6 +27,7 @@ class ClassificationTask(Task):
     handles_label_noise = True
     card_template = "tasks/classification/card.html"
     evaluation_template = "tasks/classification/evaluation.html"
+    agreement_template = "tasks/classification/agreement.html"
     score_name = "accuracy"
     # One label is nothing to tell apart.
     min_training_categories = 2

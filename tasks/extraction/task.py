@@ -54,6 +54,7 @@ class ExtractionTask(Task):
         "and provenance (proposals, reviews, gold versions); CoNLL BIO holds the labelled texts only."
     )
     evaluation_template = "tasks/extraction/evaluation.html"
+    agreement_template = "tasks/extraction/agreement.html"
     score_name = "strict F1"
     right_name = "exact match"
     # A text may hold no field at all: one field is a task (dates out of e-mails).

@@ -41,6 +41,7 @@ class SummarizationTask(Task):
     uses_categories = False
     card_template = "tasks/summarization/card.html"
     evaluation_template = "tasks/summarization/evaluation.html"
+    agreement_template = "tasks/summarization/agreement.html"
     score_name = "ROUGE-L"
     right_name = f"share at ROUGE-L ≥ {RIGHT_FLOOR}"
     min_training_categories = 0
@@ -151,6 +152,8 @@ class SummarizationTask(Task):
         return line if len(line) <= SUMMARY_LIMIT else line[: SUMMARY_LIMIT - 1] + "…"
 
     compares_by_preference = True
+    # Evaluations add the MiniLM embedding similarity to the references (meaning beside wording).
+    EMBEDDING_SIMILARITY = True
 
     def display(self, value: Answer | None, *, text: str = "") -> str:
         return value["summary"] if value else ""
@@ -340,6 +343,7 @@ class SummarizationTask(Task):
             [p["summary"] if p else None for p in predicted],
             texts=list(texts),
             target=self.target,
+            embeddings=self.EMBEDDING_SIMILARITY,
         )
         metrics["score"] = metrics.get("rougeL")
         # Right = ROUGE-L at or above the floor: calibration and the coverage sweep measure how

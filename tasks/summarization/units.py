@@ -198,9 +198,10 @@ def speakers(text: str) -> list[str]:
 def rewrite_turn(turn: str, tags: Sequence[str], *, fillers: bool = True) -> str:
     """A dialogue turn in the third person: its speaker tag for I/me/my; where the dialogue
     has exactly two speakers, the other's tag for you/your and both tags for we/us/our/let's;
-    the colon after the tag dropped; and (`fillers`) the "Well, / Oh, / Yes, ..." that open
-    its sentences and hedges ("just", "really", "please") left out. A turn without a
-    speaker tag is returned as it is."""
+    with (`fillers`) the "Well, / Oh, / Yes, ..." that open its sentences and hedges ("just",
+    "really", "please") left out. A rewrite that opens with the speaker's tag stands alone
+    ("#Person1# want #Person1#'s car back"); any other keeps "tag: " before it. A turn
+    without a speaker tag is returned as it is."""
     match = _TAG.match(turn)
     if match is None:
         return turn
@@ -214,7 +215,10 @@ def rewrite_turn(turn: str, tags: Sequence[str], *, fillers: bool = True) -> str
         body = trimmed[:1].upper() + trimmed[1:] if trimmed.strip(" ,.!?") else body
     for pattern, replacement in _person_rules(own, others[0] if len(others) == 1 else None):
         body = pattern.sub(replacement, body)
-    return body if body.startswith(own) else f"{own} {body}"
+    # "#Person1# wants ..." reads as a summary; a turn that does not open with its speaker
+    # keeps the tag and colon as attribution ("#Person2#: #Person1# can have it"): ROUGE
+    # counts no punctuation, so the two score the same.
+    return body if body.startswith(own) else f"{own}: {body}"
 
 
 def rewrite_summary(text: str, spans: Sequence[tuple[int, int]], indices: Sequence[int], **options) -> str:

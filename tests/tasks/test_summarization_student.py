@@ -5,7 +5,8 @@ import random
 import pytest
 
 from distillapp import ml
-from tasks.summarization import student
+from tasks.summarization import measure, student
+from tasks.summarization.units import split_units
 
 NAMES = ["Anna", "Ben", "Carl", "Dora", "Emil", "Fay", "Gus", "Hana"]
 THINGS = ["a red car", "two tickets", "a new phone", "a cheap flat", "fresh bread", "a blue coat"]
@@ -85,3 +86,16 @@ def test_a_text_that_is_not_a_dialogue_keeps_its_sentences_as_they_are(tmp_path)
     prose = "I want my car back. You said your garage is full. We will see."
     answers, _ = student.predict(tmp_path / "model", [prose])
     assert answers[0]["summary"] == prose
+
+
+def test_the_oracle_labels_a_dialogue_over_its_rewritten_turns():
+    text = "#Person1#: Well, I want my car.\n#Person2#: You can have it."
+    rewritten, spans = student._as_summarised(text, split_units(text))
+    assert [rewritten[s:e] for s, e in spans] == [
+        "#Person1# want #Person1#'s car.",
+        "#Person2#: #Person1# can have it.",
+    ]
+    # The rewrite is what the oracle reads: the reference's words and the speaker tags match.
+    assert measure.oracle_units(rewritten, spans, "#Person1# wants #Person1#'s car.") == [0]
+    prose = "I want my car. You can have it."
+    assert student._as_summarised(prose, split_units(prose)) == (prose, split_units(prose))

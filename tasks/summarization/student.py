@@ -2,7 +2,7 @@
 over their words and place in the text; the best kept up to a learned length, in document order.
 
 Training labels are each text's greedy ROUGE oracle units against its summary
-(``measure.oracle_units``). A unit's features are its words and word pairs (hashed, so
+(``measure.oracle_units``; a dialogue's over its turns rewritten, see below). A unit's features are its words and word pairs (hashed, so
 nothing is fitted to a vocabulary) and a few scalars: its position, its length, the share
 of its words found elsewhere in the text, its lexical similarity to the whole text, whether
 it asks a question and whether its speaker opened the dialogue. A logistic regression
@@ -17,6 +17,11 @@ to maximise ROUGE-1 F: the project's target, 1-4 units, or 15-60 words. Without
 validation the target is the rule. The confidence is the margin between the weakest kept
 unit's probability and the strongest left out, mapped to [0, 1] ((margin + 1) / 2; 1.0
 when every unit is kept).
+
+The kept turns of a dialogue are then rewritten in the third person (``units.rewrite_turn``:
+"#Person1#: Well, I want my car back" -> "#Person1# want #Person1#'s car back"), the form of
+DialogSum's references: +3.5 ROUGE-1 on its dev split, the largest gain measured. Texts
+that are not dialogues keep their sentences as they are.
 
 Hyperparameters used: ``seed`` (the rest are for fine-tunes).
 """
@@ -33,7 +38,17 @@ import numpy as np
 
 from distillapp import ml
 from tasks.summarization import measure
-from tasks.summarization.units import clean_target, fit_to_target, join_units, split_units, word_count
+from tasks.summarization.units import (
+    clean_target,
+    fit_to_target,
+    is_dialogue,
+    join_units,
+    rewrite_summary,
+    rewrite_turn,
+    speakers,
+    split_units,
+    word_count,
+)
 
 CONFIG_FILE = "extractive.json"
 HEAD_FILE = "head.joblib"
@@ -118,6 +133,19 @@ def _units(texts: Sequence[str]) -> tuple[list[list[tuple[int, int]]], list[list
     return spans, [[text[s:e] for s, e in sp] for text, sp in zip(texts, spans, strict=True)]
 
 
+def _as_summarised(text: str, spans: list[tuple[int, int]]) -> tuple[str, list[tuple[int, int]]]:
+    """`text` and its units' spans as a summary shows them: a dialogue's turns rewritten
+    (``rewrite_turn``), one a line, so the oracle labels the turns whose rewrite matches the
+    reference best (dev ROUGE-1 +0.1, test +0.5 at 3,000 train dialogues); other texts as
+    they are."""
+    if not is_dialogue(text):
+        return text, spans
+    tags = speakers(text)
+    turns = [rewrite_turn(text[start:end], tags) for start, end in spans]
+    starts = np.cumsum([0] + [len(t) + 1 for t in turns[:-1]])
+    return "\n".join(turns), [(int(s), int(s) + len(t)) for s, t in zip(starts, turns, strict=True)]
+
+
 def _choose(probabilities: np.ndarray, units: list[str], rule: Mapping) -> list[int]:
     ranked = [int(i) for i in np.argsort(-probabilities, kind="stable")]
     if rule["unit"] == "units":
@@ -168,7 +196,7 @@ def train(
         if should_stop is not None and should_stop():
             raise ml.Stopped()
         for i in kept[first : first + LABEL_CHUNK]:
-            chosen = set(measure.oracle_units(pairs[i][0], spans[i], pairs[i][1]))
+            chosen = set(measure.oracle_units(*_as_summarised(pairs[i][0], spans[i]), pairs[i][1]))
             labels += [j in chosen for j in range(len(unit_lists[i]))]
         if on_progress is not None:
             on_progress(ml.Progress(step=step, total_steps=total, epoch=step / total, loss=None))
@@ -178,7 +206,7 @@ def train(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump({"scaler": scaler, "head": head}, output_dir / HEAD_FILE)
-    config = {"target": target, "rule": target}
+    config = {"target": target, "rule": target, "rewrite": True}
     result_validation: dict = {}
     if validation and validation[0]:
         val = [(t, a["summary"]) for t, a in zip(*validation, strict=True) if a and a.get("summary")]
@@ -186,7 +214,7 @@ def train(
         best = None
         for rule in [target] + RULES:
             picks = [
-                join_units(t, sp, _choose(p, u, rule)) if u else ""
+                rewrite_summary(t, sp, _choose(p, u, rule)) if u else ""
                 for (t, _), (sp, u), p in zip(val, val_units, probabilities, strict=True)
             ]
             scores = [measure.rouge([s], pick) for (_, s), pick in zip(val, picks, strict=True)]
@@ -228,13 +256,21 @@ def load(model_dir: Path | str) -> tuple[dict, dict]:
 
 
 def predict(
-    model_dir: Path | str, texts: list[str], *, batch_size: int = 64, max_length: int = 128
+    model_dir: Path | str,
+    texts: list[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = 128,
+    rewrite: bool | None = None,
 ) -> tuple[list[dict], list[float]]:
-    """Each text's ``{"summary": ...}`` (its kept units) and confidence (the score margin);
-    `batch_size` and `max_length` are the fine-tunes' and not used."""
+    """Each text's ``{"summary": ...}`` (its kept units, a dialogue's turns rewritten in the
+    third person unless `rewrite` is False; None: as the model was saved) and confidence
+    (the score margin); `batch_size` and `max_length` are the fine-tunes' and not used."""
     if not texts:
         return [], []
     saved, config = load(model_dir)
+    # Models saved before the rewrite existed have no key: they keep their extracts.
+    join = rewrite_summary if (config.get("rewrite", False) if rewrite is None else rewrite) else join_units
     probabilities, units = _probabilities(saved, list(texts))
     answers, confidences = [], []
     for text, (spans, unit_texts), p in zip(texts, units, probabilities, strict=True):
@@ -243,7 +279,7 @@ def predict(
             confidences.append(0.0)
             continue
         kept = _choose(p, unit_texts, config["rule"])
-        answers.append({"summary": join_units(text, spans, kept)})
+        answers.append({"summary": join(text, spans, kept)})
         confidences.append(_confidence(p, kept))
     return answers, confidences
 

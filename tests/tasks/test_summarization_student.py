@@ -5,7 +5,8 @@ import random
 import pytest
 
 from distillapp import ml
-from tasks.summarization import student
+from tasks.summarization import measure, student
+from tasks.summarization.units import split_units
 
 NAMES = ["Anna", "Ben", "Carl", "Dora", "Emil", "Fay", "Gus", "Hana"]
 THINGS = ["a red car", "two tickets", "a new phone", "a cheap flat", "fresh bread", "a blue coat"]
@@ -43,7 +44,10 @@ def test_train_learns_the_oracle_units_and_predict_keeps_them(tmp_path):
     test = [dialogue(rng) for _ in range(5)]
     answers, confidences = student.predict(tmp_path / "model", [t for t, _ in test] + [""])
     for (text, _), answer in zip(test, answers, strict=False):
-        assert answer == {"summary": text.split("\n")[0]}
+        # The kept turn, in the third person: the form of the references.
+        assert answer == {"summary": text.split("\n")[0].replace(": I want", " want")}
+    extracts, _ = student.predict(tmp_path / "model", [t for t, _ in test], rewrite=False)
+    assert [a["summary"] for a in extracts] == [t.split("\n")[0] for t, _ in test]
     assert answers[-1] == {"summary": ""}
     assert all(0.5 < c <= 1.0 for c in confidences[:-1])  # a clear margin
     with pytest.raises(ValueError, match="not offered"):
@@ -66,3 +70,32 @@ def test_train_stops_when_asked_and_without_validation_keeps_the_target(tmp_path
     assert len(answers[0]["summary"].split("\n")) == 2
     with pytest.raises(ValueError, match="no text"):
         student.train(**{**kwargs, "answers": [{"summary": ""}] * 6}, output_dir=tmp_path / "none")
+
+
+def test_a_text_that_is_not_a_dialogue_keeps_its_sentences_as_they_are(tmp_path):
+    rng = random.Random(7)
+    data = [dialogue(rng) for _ in range(20)]
+    student.train(
+        texts=[t for t, _ in data],
+        answers=[{"summary": s} for _, s in data],
+        names=[],
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(max_length=32),
+        target={"unit": "sentences", "length": 3},
+    )
+    prose = "I want my car back. You said your garage is full. We will see."
+    answers, _ = student.predict(tmp_path / "model", [prose])
+    assert answers[0]["summary"] == prose
+
+
+def test_the_oracle_labels_a_dialogue_over_its_rewritten_turns():
+    text = "#Person1#: Well, I want my car.\n#Person2#: You can have it."
+    rewritten, spans = student._as_summarised(text, split_units(text))
+    assert [rewritten[s:e] for s, e in spans] == [
+        "#Person1# want #Person1#'s car.",
+        "#Person2#: #Person1# can have it.",
+    ]
+    # The rewrite is what the oracle reads: the reference's words and the speaker tags match.
+    assert measure.oracle_units(rewritten, spans, "#Person1# wants #Person1#'s car.") == [0]
+    prose = "I want my car. You can have it."
+    assert student._as_summarised(prose, split_units(prose)) == (prose, split_units(prose))

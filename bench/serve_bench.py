@@ -35,7 +35,8 @@
    requests meet the cold workers, as after a deploy: their failures are reported apart
    (``cold_start_errors``) and do not fail the bench. ``where_the_time_goes`` splits each
    phase per request: ``model_ms`` (PredictionLog.latency_ms, which the app measures around
-   ``student_predict``), ``server_cpu_ms`` (CPU of the server's processes, psutil) and
+   ``student_predict``), ``server_cpu_ms`` (CPU of the server's processes, psutil, until the
+   requests' prediction logs are written) and
    ``client_cpu_ms`` (CPU of this process: the 8 client threads share the 2 cores with the
    server).
 
@@ -245,20 +246,27 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
     batches = [texts[i : i + BATCH] for i in range(0, 20 * BATCH, BATCH)]
     singles = texts[:200]
 
-    def batched(fn) -> float:
+    cpu_ms: dict[str, float] = {}  # CPU ms per text (one thread): steadier than wall on a busy machine
+
+    def batched(fn, name: str = "") -> float:
         fn(batches[0])
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             fn(batch)
+        if name:
+            cpu_ms[name] = round((time.process_time() - cpu) * 1000 / (len(batches) * BATCH), 3)
         return round(len(batches) * BATCH / (time.perf_counter() - started), 1)
 
-    def single_ms(fn) -> float:
+    def single_ms(fn, name: str = "") -> float:
         fn(singles[:1])
         times = []
+        cpu = time.process_time()
         for text in singles:
             started = time.perf_counter()
             fn([text])
             times.append((time.perf_counter() - started) * 1000)
+        if name:
+            cpu_ms[name] = round((time.process_time() - cpu) * 1000 / len(singles), 3)
         return percentile(times, 50)
 
     def torch_fn(batch):
@@ -269,8 +277,8 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
 
     result = {
         "threads": 1,
-        "fp32_texts_per_second": batched(torch_fn),
-        "fp32_single_p50_ms": single_ms(torch_fn),
+        "fp32_texts_per_second": batched(torch_fn, "fp32_batched_cpu_ms_per_text"),
+        "fp32_single_p50_ms": single_ms(torch_fn, "fp32_single_cpu_ms"),
     }
     if Path(onnx_dir).is_dir():
         result["onnx_int8_texts_per_second_batch_32"] = batched(onnx_fn(32))
@@ -278,6 +286,7 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
             onnx_fn(serving.SERVING_BATCH_SIZE)
         )
         result["onnx_int8_single_p50_ms"] = single_ms(onnx_fn(serving.SERVING_BATCH_SIZE))
+    result.update(cpu_ms)
     print(json.dumps(result))
 
 
@@ -437,13 +446,16 @@ def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> t
     connections.close_all()  # no connection of this process held while the server writes
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
     out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients)
-    cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
+    cpu_client = time.process_time() - cpu_client
     n = len(bodies)
     texts = sum(len(b) for b in bodies)
     # The server writes its prediction logs in the background (SERVING_LOG_FLUSH_SECONDS).
     deadline = time.monotonic() + 15
     while PredictionLog.objects.filter(pk__gte=first).count() < texts and time.monotonic() < deadline:
         time.sleep(0.2)
+    # Read once these requests' monitoring rows are written (by the server's background
+    # thread, partly after the last answer): otherwise a flush falls in or out by chance.
+    cpu_server = server.cpu_seconds() - cpu_server
     logs = list(PredictionLog.objects.filter(pk__gte=first).values_list("latency_ms", flat=True))
     connections.close_all()
     split = {

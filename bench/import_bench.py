@@ -209,10 +209,17 @@ def setup(database_url: str, data_dir: str) -> dict:
 class PhaseTimer:
     """Wraps the import's staging steps to time them, without editing the app."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend_pid: int | None = None) -> None:
         self.totals: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.marks: dict[str, float] = {}
+        # CPU seconds of this process and of the PostgreSQL backend serving it, per phase: on a
+        # shared machine wall time moves with the load, CPU time much less.
+        self.backend_pid = backend_pid
+        self.cpu: dict[str, list[float]] = {}
+
+    def cpu_now(self) -> tuple[float, float]:
+        return time.process_time(), backend_cpu_seconds(self.backend_pid)
 
     def wrap(self, owner, attr: str, phase: str, *, mark: str | None = None) -> None:
         original = getattr(owner, attr)
@@ -220,15 +227,32 @@ class PhaseTimer:
 
         def wrapped(*args, **kwargs):
             started = time.perf_counter()
+            cpu = timer.cpu_now()
             if mark and mark not in timer.marks:
                 timer.marks[mark] = started
+                timer.marks[mark + "_cpu"] = cpu
             try:
                 return original(*args, **kwargs)
             finally:
                 timer.totals[phase] = timer.totals.get(phase, 0.0) + time.perf_counter() - started
                 timer.calls[phase] = timer.calls.get(phase, 0) + 1
+                spent = [b - a for a, b in zip(cpu, timer.cpu_now(), strict=True)]
+                totals = timer.cpu.setdefault(phase, [0.0, 0.0])
+                totals[0] += spent[0]
+                totals[1] += spent[1]
 
         setattr(owner, attr, wrapped)
+
+
+def backend_cpu_seconds(pid: int | None) -> float:
+    """user + system CPU of a local PostgreSQL backend (/proc/PID/stat), 0 if unreadable."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int, profile: bool) -> dict:
@@ -243,7 +267,10 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     connection.ensure_connection()
     baseline_rss = peak_rss_mb()
 
-    timer = PhaseTimer()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend_pid = cursor.fetchone()[0]
+    timer = PhaseTimer(backend_pid if Path(f"/proc/{backend_pid}/stat").exists() else None)
     timer.wrap(staging.Stage, "add", "stage_copy")
     timer.wrap(importing, "_report_progress", "progress_updates")
     timer.wrap(staging.Stage, "finish", "stage_distinct_index_analyze", mark="finish")
@@ -260,6 +287,7 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         profiler = cProfile.Profile()
         profiler.enable()
     started = time.perf_counter()
+    cpu_started = timer.cpu_now()
     batch = corpus.import_batch_create(
         project=project, user=None, file_name=csv_path.name, path=csv_path, label_column="label"
     )
@@ -269,6 +297,7 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     run_started = time.perf_counter()
     batch = import_batch_run(batch=batch)
     finished = time.perf_counter()
+    cpu_finished = timer.cpu_now()
     if profiler is not None:
         import io
         import pstats
@@ -281,6 +310,7 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         print(report.getvalue(), file=sys.stderr)
 
     seconds = finished - started
+    floor, floor_cpu = copy_floor(csv_path, timer)
     t = timer.totals
     phases = {"create_batch_sha256": created_at - started}
     if "finish" in timer.marks:
@@ -300,6 +330,12 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     ):
         phases[key] = t.get(key, 0.0)
     phases["other"] = seconds - sum(phases.values())
+    cpu = {phase: [round(py, 2), round(pg, 2)] for phase, (py, pg) in timer.cpu.items()}
+    if "finish_cpu" in timer.marks:
+        parse = [b - a for a, b in zip(cpu_started, timer.marks["finish_cpu"], strict=True)]
+        for phase in ("stage_copy", "progress_updates"):
+            parse = [x - y for x, y in zip(parse, timer.cpu.get(phase, [0.0, 0.0]), strict=True)]
+        cpu["before_finish_less_copy_progress"] = [round(x, 2) for x in parse]
     return {
         "status": batch.status,
         "error": batch.error,
@@ -316,7 +352,36 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         "stage_copy_calls": timer.calls.get("stage_copy", 0),
         "progress_update_calls": timer.calls.get("progress_updates", 0),
         "profiled": profile,
+        "floor_copy_s": floor,
+        "floor_copy_cpu_s": floor_cpu,
+        # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
+        "cpu_s": [round(b - a, 2) for a, b in zip(cpu_started, cpu_finished, strict=True)],
+        "phases_cpu_s": cpu,
     }
+
+
+def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int = 3) -> tuple[float, float]:
+    """The floor under the import: a bare COPY of the same file into a temp table with no
+    index (the import reads, checks, hashes, deduplicates and indexes it too). Returns the best
+    wall seconds of `tries` and the mean CPU seconds (this process + the backend) of one."""
+    from django.db import connection
+
+    best, cpu = float("inf"), 0.0
+    with connection.cursor() as cursor:
+        for _ in range(tries):
+            cursor.execute("DROP TABLE IF EXISTS floor_rows")
+            cursor.execute("CREATE TEMP TABLE floor_rows (id text, text text, label text)")
+            started, cpu_started = time.perf_counter(), timer.cpu_now()
+            with (
+                open(csv_path, "rb") as source,
+                cursor.copy("COPY floor_rows FROM STDIN (FORMAT csv, HEADER)") as copy,
+            ):
+                while chunk := source.read(1 << 20):
+                    copy.write(chunk)
+            best = min(best, time.perf_counter() - started)
+            cpu += sum(b - a for a, b in zip(cpu_started, timer.cpu_now(), strict=True))
+        cursor.execute("DROP TABLE floor_rows")
+    return round(best, 3), round(cpu / tries, 3)
 
 
 # --- step 4: cleanup (child process) ---------------------------------------------------
@@ -451,6 +516,13 @@ def main() -> int:
             "vm_hwm_mb": round(imp["vm_hwm_mb"], 1) if imp["vm_hwm_mb"] else None,
             "baseline_rss_mb": round(imp["baseline_rss_mb"], 1),
             "phases_s": imp["phases"],
+            # A bare COPY of the same file into an unindexed temp table (best of 3), same run.
+            "floor_copy_s": imp["floor_copy_s"],
+            # Its CPU seconds (this process + the backend), mean of the 3.
+            "floor_copy_cpu_s": imp["floor_copy_cpu_s"],
+            "cpu_s": {"python": imp["cpu_s"][0], "postgres_backend": imp["cpu_s"][1]},
+            "phases_cpu_s": imp["phases_cpu_s"],
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
             "profiled": imp["profiled"],
             "examples_in_db_before": setup_info["examples_before"],
             "server": setup_info["server"].split(" on ")[0],

@@ -52,6 +52,7 @@ targets_met, not in the exit status).
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import os
@@ -70,7 +71,13 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from import_bench import admin_url, delete_project, quote_ident, run_child  # noqa: E402  (stdlib-only helpers)
+from import_bench import (  # noqa: E402  (stdlib-only helpers)
+    admin_url,
+    backend_cpu_seconds,
+    delete_project,
+    quote_ident,
+    run_child,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_review_bench"
 TARGET_MEDIAN_MS = 50.0
@@ -395,6 +402,12 @@ def measure(
     from annotation import review
     from annotation.models import Example, Membership, Project, Review
     from annotation.views import review as review_views
+    from distillapp import embedded_redis
+
+    # Every 100 verdicts a review round queues a refresh job: without REDIS_URL the app's
+    # embedded Redis (in the bench's temp data directory) takes it, as under `run.sh`; no
+    # worker runs it here.
+    atexit.register(embedded_redis.stop, embedded_redis.ensure_started(), save=False)
 
     if not synchronous_commit:
         # Diagnostic only: how much of an action is waiting for WAL flushes at COMMIT.
@@ -432,13 +445,40 @@ def measure(
         if card_id(response) != current[0]:
             raise SystemExit("a reload changed the card")
 
+    # The floor: the cheapest request through the same client and middleware (sessions,
+    # auth, messages; no database query in the view), timed as the actions are.
+    # CPU seconds (this process + its PostgreSQL backend) move much less with the machine's
+    # load than wall time: the regression guard compares those.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+
+    def cpu_now() -> float:
+        return time.process_time() + backend_cpu_seconds(backend)
+
+    # /healthz runs no query, so its floor is this process's CPU alone (nanosecond clock; the
+    # backend's /proc counter ticks in 10 ms, too coarse for 0.2 ms requests).
+    floor = []
+    for i in range(210):
+        if i == 10:
+            floor_cpu = time.process_time()
+        started = time.perf_counter()
+        response = clients[0].get("/healthz")
+        floor.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise SystemExit(f"/healthz answered {response.status_code}")
+    floor_cpu = time.process_time() - floor_cpu
+
     # The timed loop: full client.post() calls, alternating reviewers.
     timer = QueryTimer()
     times: list[float] = []
     queries_per_action: list[int] = []
     db_ms_per_action: list[float] = []
     verdicts: dict[str, int] = {}
+    actions_cpu = 0.0
     for i in range(warmup + actions):
+        if i == warmup:
+            actions_cpu = cpu_now()
         who = i % 2
         data = {"example_id": current[who], **verdict_for(rng, labels)}
         count_before, seconds_before = timer.count, timer.seconds
@@ -461,6 +501,7 @@ def measure(
             queries_per_action.append(timer.count - count_before)
             db_ms_per_action.append((timer.seconds - seconds_before) * 1000)
             verdicts[data["verdict"]] = verdicts.get(data["verdict"], 0) + 1
+    actions_cpu = cpu_now() - actions_cpu
     log(f"{actions} actions: median {ms(statistics.median(times))} ms")
 
     # The parts, timed directly: the same calls review_act makes.
@@ -550,6 +591,9 @@ def measure(
         "times": [round(t * 1000, 3) for t in times],
         "first_card_ms": ms(first_card),
         "first_card_warm_ms": ms(statistics.median(reloads)),
+        "floor_ms": ms(statistics.median(floor[10:])),
+        "floor_cpu_ms": round(floor_cpu * 1000 / 200, 4),
+        "cpu_ms_per_action": round(actions_cpu * 1000 / actions, 2),
         "breakdown": breakdown,
         "top_queries": top_queries,
         "verdicts": verdicts,
@@ -654,6 +698,9 @@ def main() -> int:
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver,localhost,127.0.0.1"  # django.test.Client's host
     os.environ.pop("REDIS_URL", None)
     os.environ.pop("DJANGO_DEBUG", None)  # DEBUG would log every query
+    # django.test.Client speaks plain HTTP: with DJANGO_SECURE on (the default without DEBUG)
+    # every request would be a redirect to HTTPS.
+    os.environ["DJANGO_SECURE"] = "false"
 
     common = ["--database-url", args.database_url, "--_data-dir", str(data_dir)]
     setup_file = tmp / "setup.json"
@@ -689,6 +736,11 @@ def main() -> int:
             "max_ms": round(max(times), 2),
             "first_card_ms": run["first_card_ms"],
             "first_card_warm_ms": run["first_card_warm_ms"],
+            # The median GET /healthz through the same client: the request path's floor.
+            "floor_ms": run["floor_ms"],
+            # CPU ms (this process + its backend) per timed action and per /healthz request.
+            "cpu_ms_per_action": run["cpu_ms_per_action"],
+            "floor_cpu_ms": run["floor_cpu_ms"],
             "breakdown": run["breakdown"],
             "top_queries": run["top_queries"],
             "verdicts": run["verdicts"],

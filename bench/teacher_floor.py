@@ -81,6 +81,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-ms", type=float, default=200)
+    parser.add_argument(
+        "--modes", default="post,create,post", help="runs in order: post (what the app sends), create"
+    )
     args = parser.parse_args()
     queue: mp.Queue = mp.Queue()
     server = mp.Process(target=_serve, args=(queue, args.latency_ms / 1000), daemon=True)
@@ -89,7 +92,7 @@ def main() -> int:
         base_url = queue.get(timeout=60)
         runs = [
             asyncio.run(_run(base_url, mode, args.calls, args.concurrency, args.latency_ms))
-            for mode in ("post", "create", "post")
+            for mode in args.modes.split(",")
         ]
     finally:
         server.terminate()

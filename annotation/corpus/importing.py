@@ -423,7 +423,7 @@ def _run(batch: ImportBatch) -> None:
         # The moves below write inside one transaction, invisible to the page;
         # the job's heartbeat (distillapp.rows.heartbeat) beats on meanwhile.
         with transaction.atomic():
-            stage.finish()
+            stage.finish(project_id=project.pk)
             labels_created = _create_labels(project, outcome.new_labels, colours=answers is not None)
             created = stage.insert_examples(
                 project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation import corpus, projects
-from annotation.corpus import import_batch_claim, import_batch_run, importing
+from annotation.corpus import import_batch_claim, import_batch_run, importing, staging
 from annotation.models import Example, ImportBatch, Label, Proposal
 
 pytestmark = pytest.mark.django_db
@@ -234,6 +234,41 @@ def test_staged_import_in_several_chunks_keeps_file_order(project, tmp_path, mon
     assert (
         list(Example.objects.filter(project=project).order_by("pk").values_list("text", flat=True)) == texts
     )
+
+
+def test_a_text_another_writer_adds_during_the_import_is_skipped_not_an_error(project, tmp_path, monkeypatch):
+    # The staged rows are checked against the project before the examples go in (PostgreSQL
+    # then inserts without a per-row conflict check); a text that arrives in between (traffic
+    # kept for review) must still count as a duplicate, get no proposal, and be the example
+    # the file's gold row names.
+    from annotation import review
+
+    original = staging.Stage.insert_examples
+
+    def racing(self, **kwargs):
+        Example.objects.create(project=project, text="refund   PLEASE", source=Example.Source.TRAFFIC)
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(staging.Stage, "insert_examples", racing)
+    batch = run_import(
+        project,
+        tmp_path,
+        "text,label\nRefund please,Billing\nThe app crashes,Technical support\nRefund please,Billing\n",
+        label_column="label",
+        gold="candidates",
+    )
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
+    assert (batch.rows_read, batch.rows_created, batch.rows_duplicate, batch.proposals_created) == (
+        3,
+        1,
+        2,
+        1,
+    )
+    raced = Example.objects.get(project=project, text="refund   PLEASE")
+    assert raced.source == Example.Source.TRAFFIC and not raced.proposals.exists()
+    crash = Example.objects.get(project=project, text="The app crashes")
+    assert list(crash.proposals.values_list("value", flat=True)) == ["Technical support"]
+    assert set(review.gold_draft(project).items.values_list("example_id", flat=True)) == {raced.pk, crash.pk}
 
 
 def test_claim_is_taken_once(project, tmp_path):

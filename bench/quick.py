@@ -1,0 +1,393 @@
+#!/usr/bin/env python
+"""Regression guard: every bench at a small size, each figure as a ratio to a floor measured in
+the same run, beside the ratio recorded in bench/baseline.json.
+
+    python bench/quick.py [--json] [--database-url URL] [--only import,review,teacher,serve]
+                          [--rows N] [--examples N] [--calls N] [--texts N]
+                          [--update-baseline --note "why the figures moved"]
+
+A 2-core machine shared with other work cannot give stable absolute timings: wall times move
+2-4x with the load. So each figure is CPU time (of the measured process, plus its PostgreSQL
+backend where it has one), divided by the CPU time of a floor measured in the same run (the
+ratio: higher is worse):
+
+- import (bench/import_bench.py, --rows 100,000): the import over a bare COPY of the same file
+  into an unindexed temp table (mean of 3, same database, same run);
+- review (bench/review_bench.py, --examples 10,000, 60 timed actions): a verdict + next card
+  through django.test.Client over a GET /healthz through the same client and middleware;
+- teacher (bench/teacher_bench.py, --calls 300 at concurrency 32, 200 ms fake latency): the
+  job's CPU per call over the bare SDK's (bench/teacher_floor.py, the app's request shape);
+- serve (bench/serve_bench.py --tiny-model --quick, ~1,000 texts): a tiny random classifier built
+  in code (the server path is what is measured), fp32, 2 web workers; the server's CPU per
+  single-text request over the model alone's per text (one thread, no HTTP), and the same per
+  text in 32-text requests.
+
+Wall-clock figures (seconds, calls/s, p50) are printed beside them, not compared.
+A ratio more than 10 % above the baseline's is marked. The benches' own checks (counts, every
+answer right) must pass or the exit status is 1; a marked ratio gives exit status 3. Update the
+baseline only with --note saying why a figure moved. Progress goes to stderr; --json also prints
+the whole result as JSON after the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+BASELINE = BENCH_DIR / "baseline.json"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_quick"
+WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
+BENCHES = ("import", "review", "teacher", "serve")
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from import_bench import admin_url, quote_ident  # noqa: E402  (stdlib-only helpers)
+
+
+def log(message: str) -> None:
+    print(f"[quick] {message}", file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict, float, list[float]]:
+    """Run one bench script; its JSON (stdout), wall seconds and the 1-minute load before/after."""
+    log_file = logs / f"{name}.log"
+    load = [round(os.getloadavg()[0], 2)]
+    started = time.perf_counter()
+    with open(log_file, "w") as err:
+        proc = subprocess.run(
+            [sys.executable, str(BENCH_DIR / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+    seconds = time.perf_counter() - started
+    load.append(round(os.getloadavg()[0], 2))
+    out = proc.stdout.strip()
+    try:
+        result = json.loads(out)
+    except json.JSONDecodeError:
+        result = json.loads(out.splitlines()[-1]) if out else {}
+    if proc.returncode != 0:
+        tail = log_file.read_text()[-3000:]
+        raise RuntimeError(f"{script} exited with {proc.returncode}: {result.get('error', '')}\n{tail}")
+    return result, seconds, load
+
+
+def figure(value: float, floor: float, unit: str, what: str, inverse: bool = False) -> dict:
+    """A figure and its floor; the ratio is always 'how many times worse than the floor'."""
+    ratio = (floor / value) if inverse else (value / floor)
+    return {"value": value, "floor": floor, "unit": unit, "ratio": round(ratio, 3), "what": what}
+
+
+def bench_import(args, logs: Path) -> dict:
+    out, seconds, load = run_bench(
+        "import",
+        "import_bench.py",
+        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep"],
+        logs,
+    )
+    if not out.get("counts_ok"):
+        raise RuntimeError(f"import counts wrong: {out}")
+    cpu = out["cpu_s"]["python"] + out["cpu_s"]["postgres_backend"]
+    return {
+        "figures": {
+            "import_cpu_s": figure(
+                round(cpu, 2),
+                out["floor_copy_cpu_s"],
+                "CPU s",
+                f"import {args.rows:,} rows / bare COPY of the file (this process + backend)",
+            )
+        },
+        "extra": {
+            "seconds": out["seconds"],
+            "floor_copy_s": out["floor_copy_s"],
+            "cpu_s": out["cpu_s"],
+            "phases_cpu_s": out["phases_cpu_s"],
+        },
+        "wall_s": round(seconds, 1),
+        "load_1m": load,
+    }
+
+
+def bench_review(args, logs: Path) -> dict:
+    actions = max(10, min(60, args.examples // 4 - 20))
+    warmup = 5
+    out, seconds, load = run_bench(
+        "review",
+        "review_bench.py",
+        ["--examples", str(args.examples), "--actions", str(actions), "--warmup", str(warmup)]
+        + ["--database-url", args.database_url, "--keep"],
+        logs,
+    )
+    return {
+        "figures": {
+            "review_action_cpu_ms": figure(
+                out["cpu_ms_per_action"],
+                out["floor_cpu_ms"],
+                "CPU ms",
+                f"review action ({actions}) / GET /healthz, same client (this process + backend)",
+            )
+        },
+        "extra": {"median_ms": out["median_ms"], "floor_ms": out["floor_ms"], "p95_ms": out["p95_ms"]},
+        "wall_s": round(seconds, 1),
+        "load_1m": load,
+    }
+
+
+def bench_teacher(args, logs: Path) -> dict:
+    app, seconds, load = run_bench(
+        "teacher",
+        "teacher_bench.py",
+        ["--examples", str(args.calls), "--skip-embedding", "--database-url", args.database_url],
+        logs,
+    )
+    if not app.get("checks_ok"):
+        raise RuntimeError(f"teacher checks failed: {app.get('checks')}")
+    floor, floor_seconds, floor_load = run_bench(
+        "teacher_floor", "teacher_floor.py", ["--calls", str(args.calls), "--modes", "post"], logs
+    )
+    sdk = floor["runs"][0]
+    return {
+        "figures": {
+            "teacher_cpu_ms_per_call": figure(
+                app["job_cpu_ms_per_call"],
+                sdk["client_cpu_ms_per_call"],
+                "CPU ms",
+                f"labelling job / bare SDK, {args.calls} calls",
+            )
+        },
+        "extra": {
+            "calls_per_second": app["calls_per_second"],
+            "sdk_calls_per_second": sdk["calls_per_second"],
+            "overhead_ms_per_call": app["overhead_ms_per_call"],
+        },
+        "wall_s": round(seconds + floor_seconds, 1),
+        "load_1m": [load[0], floor_load[1]],
+    }
+
+
+def bench_serve(args, logs: Path) -> dict:
+    batches = max(1, args.texts // 2 // 32)
+    requests = max(16, args.texts - batches * 32)
+    out, seconds, load = run_bench(
+        "serve",
+        "serve_bench.py",
+        ["--tiny-model", "--quick", "--runtimes", "torch", "--gold", "50", "--web-workers", "2"]
+        + ["--requests", str(requests), "--batches", str(batches)],
+        logs,
+    )
+    server, alone = out["fp32"], out["model_alone"]
+    split = server["where_the_time_goes"]
+    return {
+        "figures": {
+            "serve_single_cpu_ms": figure(
+                split["single"]["server_cpu_ms"],
+                alone["fp32_single_cpu_ms"],
+                "CPU ms",
+                f"server per request, {requests} single texts / model alone per text",
+            ),
+            "serve_batched_cpu_ms_per_text": figure(
+                round(split["batched_32"]["server_cpu_ms"] / 32, 3),
+                alone["fp32_batched_cpu_ms_per_text"],
+                "CPU ms",
+                f"server / model alone, per text in {batches} requests of 32",
+            ),
+        },
+        "extra": {
+            "p50_ms": server["p50_ms"],
+            "model_alone_p50_ms": alone["fp32_single_p50_ms"],
+            "batched_texts_per_second": server["batched_texts_per_second"],
+        },
+        "wall_s": round(seconds, 1),
+        "load_1m": load,
+    }
+
+
+RUNNERS = {"import": bench_import, "review": bench_review, "teacher": bench_teacher, "serve": bench_serve}
+
+
+def sizes(args) -> dict:
+    return {"rows": args.rows, "examples": args.examples, "calls": args.calls, "texts": args.texts}
+
+
+def compare(result: dict, baseline: dict | None) -> list[dict]:
+    """One row per figure, with the baseline's ratio where the sizes are the baseline's."""
+    rows = []
+    same_sizes = baseline is not None and baseline.get("sizes") == result["sizes"]
+    for bench, data in result["benches"].items():
+        for key, fig in data.get("figures", {}).items():
+            base = (baseline or {}).get("figures", {}).get(key) if same_sizes else None
+            change = fig["ratio"] / base["ratio"] - 1 if base else None
+            rows.append(
+                {
+                    "bench": bench,
+                    "figure": key,
+                    **fig,
+                    "baseline_ratio": base["ratio"] if base else None,
+                    "change": round(change, 3) if change is not None else None,
+                    "worse": change is not None and fig["ratio"] > base["ratio"] * WORSE,
+                }
+            )
+    return rows
+
+
+def print_table(result: dict, rows: list[dict], baseline: dict | None) -> None:
+    print(f"CPU: {result['cpu']} ({result['cpus']} cores)")
+    print(
+        f"load average 1m: {result['load_1m'][0]} before, {result['load_1m'][1]} after; "
+        f"total {result['seconds']} s; sizes {result['sizes']}"
+    )
+    if baseline:
+        same = baseline.get("sizes") == result["sizes"]
+        print(
+            f"baseline: {baseline.get('date')} on {baseline.get('cpu')}, load {baseline.get('load_1m')}"
+            + ("" if same else f" -- other sizes {baseline.get('sizes')}: not compared")
+        )
+    header = (
+        f"{'bench':8} {'figure':32} {'value':>10} {'floor':>10} {'ratio':>7} {'baseline':>8} {'change':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        base = f"{row['baseline_ratio']:.2f}" if row["baseline_ratio"] is not None else "-"
+        change = f"{row['change']:+.0%}" if row["change"] is not None else "-"
+        mark = "  << more than 10 % worse" if row["worse"] else ""
+        print(
+            f"{row['bench']:8} {row['figure']:32} {row['value']:>10g} {row['floor']:>10g} "
+            f"{row['ratio']:>7.2f} {base:>8} {change:>7}{mark}"
+        )
+        print(f"{'':8} {'  ' + row['what'] + ' (' + row['unit'] + ')':80}")
+    for bench, data in result["benches"].items():
+        if "error" in data:
+            print(f"{bench:8} FAILED: {data['error'].splitlines()[0][:200]}")
+        else:
+            print(f"{bench:8} wall {data['wall_s']} s, load {data['load_1m']}, {json.dumps(data['extra'])}")
+
+
+def ensure_database(database_url: str) -> bool:
+    """Create the database if missing (so no bench drops it); True if this run created it."""
+    import psycopg
+
+    admin, name = admin_url(database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return False
+        conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    return True
+
+
+def drop_database(database_url: str) -> None:
+    import psycopg
+
+    admin, name = admin_url(database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="also print the result as JSON")
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="PostgreSQL for import, review and teacher (created and dropped unless it exists)",
+    )
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of the benches")
+    parser.add_argument("--rows", type=int, default=100_000, help="import rows (default 100000)")
+    parser.add_argument("--examples", type=int, default=10_000, help="review examples (default 10000)")
+    parser.add_argument("--calls", type=int, default=300, help="teacher calls (default 300)")
+    parser.add_argument("--texts", type=int, default=1000, help="texts served (default 1000)")
+    parser.add_argument(
+        "--baseline", default=str(BASELINE), help="baseline file (default bench/baseline.json)"
+    )
+    parser.add_argument("--update-baseline", action="store_true", help="write this run as the baseline")
+    parser.add_argument("--note", default="", help="why the baseline moves (required with --update-baseline)")
+    args = parser.parse_args(argv)
+    only = [b.strip() for b in args.only.split(",") if b.strip()]
+    if set(only) - set(BENCHES):
+        parser.error(f"--only takes {', '.join(BENCHES)}")
+    if args.update_baseline and not args.note.strip():
+        parser.error("--update-baseline needs --note saying why the figures moved")
+
+    baseline_path = Path(args.baseline)
+    baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
+    started = time.perf_counter()
+    load_before = round(os.getloadavg()[0], 2)
+    created = ensure_database(args.database_url) if {"import", "review", "teacher"} & set(only) else False
+    benches: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="distill-quick-") as tmp:
+        try:
+            for name in only:
+                log(f"{name} ...")
+                try:
+                    benches[name] = RUNNERS[name](args, Path(tmp))
+                    log(f"{name}: {benches[name]['wall_s']} s")
+                except Exception as exc:  # reported in the table; the others still run
+                    log(f"{name} failed: {exc}")
+                    benches[name] = {"error": str(exc)}
+        finally:
+            if created:
+                drop_database(args.database_url)
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "load_1m": [load_before, round(os.getloadavg()[0], 2)],
+        "seconds": round(time.perf_counter() - started, 1),
+        "sizes": sizes(args),
+        "benches": benches,
+    }
+    rows = compare(result, baseline)
+    print_table(result, rows, baseline)
+    if args.json:
+        print(json.dumps({**result, "table": rows}, indent=1))
+    failed = any("error" in data for data in benches.values())
+    if args.update_baseline:
+        if failed or set(only) != set(BENCHES):
+            log("not updating the baseline: every bench must run and pass")
+        else:
+            record = {
+                "date": result["date"],
+                "cpu": result["cpu"],
+                "cpus": result["cpus"],
+                "load_1m": result["load_1m"],
+                "sizes": result["sizes"],
+                "note": args.note.strip(),
+                "history": [
+                    *(baseline or {}).get("history", []),
+                    {"date": result["date"], "note": args.note.strip()},
+                ],
+                "figures": {
+                    row["figure"]: {k: row[k] for k in ("value", "floor", "unit", "ratio")} for row in rows
+                },
+            }
+            baseline_path.write_text(json.dumps(record, indent=1) + "\n")
+            log(f"wrote {baseline_path}")
+    if failed:
+        return 1
+    return 3 if any(row["worse"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

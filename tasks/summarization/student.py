@@ -146,6 +146,17 @@ def _as_summarised(text: str, spans: list[tuple[int, int]]) -> tuple[str, list[t
     return "\n".join(turns), [(int(s), int(s) + len(t)) for s, t in zip(starts, turns, strict=True)]
 
 
+class FirstUnits:
+    """The head of a training set whose labels are all the same: one probability for every unit."""
+
+    def __init__(self, probability: float):
+        self.probability = probability
+
+    def predict_proba(self, rows) -> np.ndarray:
+        p = np.full(rows.shape[0], self.probability)
+        return np.stack([1 - p, p], axis=1)
+
+
 def _choose(probabilities: np.ndarray, units: list[str], rule: Mapping) -> list[int]:
     ranked = [int(i) for i in np.argsort(-probabilities, kind="stable")]
     if rule["unit"] == "units":
@@ -201,8 +212,13 @@ def train(
         if on_progress is not None:
             on_progress(ml.Progress(step=step, total_steps=total, epoch=step / total, loss=None))
     rows, scaler = features([unit_lists[i] for i in kept])
-    head = LogisticRegression(C=C, solver="liblinear", max_iter=3000, random_state=hyperparameters.seed)
-    head.fit(rows, np.array(labels, dtype=int))
+    if len(set(labels)) < 2:
+        # Every unit of every text is in (or out of) its oracle: nothing to tell apart, so the
+        # units keep their order (the first ones first) until more varied summaries come.
+        head = FirstUnits(float(labels[0]) if labels else 0.0)
+    else:
+        head = LogisticRegression(C=C, solver="liblinear", max_iter=3000, random_state=hyperparameters.seed)
+        head.fit(rows, np.array(labels, dtype=int))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump({"scaler": scaler, "head": head}, output_dir / HEAD_FILE)

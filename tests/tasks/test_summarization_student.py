@@ -99,3 +99,24 @@ def test_the_oracle_labels_a_dialogue_over_its_rewritten_turns():
     assert measure.oracle_units(rewritten, spans, "#Person1# wants #Person1#'s car.") == [0]
     prose = "I want my car. You can have it."
     assert student._as_summarised(prose, split_units(prose)) == (prose, split_units(prose))
+
+
+def test_a_training_set_whose_units_are_all_chosen_still_trains(tmp_path):
+    """Every text one sentence: every unit is in its oracle, one class only; the student keeps
+    the first units instead of failing (a new project's first few summaries)."""
+    from distillapp import ml
+    from tasks.summarization import student
+
+    texts = ["Order 1 was late.", "The card was charged twice.", "A parcel went missing."]
+    answers = [{"summary": t} for t in texts]
+    student.train(
+        texts=texts * 2,
+        answers=answers * 2,
+        names=[],
+        base_model="unused",
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(),
+        target={"unit": "sentences", "length": 1},
+    )
+    predicted, confidences = student.predict(tmp_path / "model", texts)
+    assert [p["summary"] for p in predicted] == texts and all(0 <= c <= 1 for c in confidences)

@@ -178,3 +178,37 @@ def test_options_have_defaults_and_reach_the_task(task_type):
             changed = cls(categories, {option.name: (option.default or 0) + 1})
             assert changed.options[option.name] == (option.default or 0) + 1
     assert cls(categories, {"not-an-option": 1}).options == defaults
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> str:
+    from distillapp import ml
+
+    return ml.make_tiny_model(tmp_path_factory.mktemp("tiny") / "base")
+
+
+@pytest.mark.parametrize("task_type", TYPES)
+def test_the_fine_tuned_student_trains_and_predicts_answers_the_task_accepts(task_type, tiny_base, tmp_path):
+    from distillapp import ml
+
+    task, answers, _ = sample(task_type)
+    texts = [text for text, _ in answers] * 4
+    labels = [task.validate(answer, text=text) for text, answer in answers] * 4
+    student = task.student
+    student.train(
+        texts=texts,
+        answers=labels,
+        names=task.training_names(labels),
+        base_model=tiny_base,
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(epochs=1, batch_size=4, max_length=32),
+        validation=(texts[:2], labels[:2]),
+        **task.student_options(),
+    )
+    predicted, confidences = student.predict(tmp_path / "model", texts[:2], max_length=32)
+    assert len(predicted) == len(confidences) == 2
+    for text, value, confidence in zip(texts[:2], predicted, confidences, strict=True):
+        answer = task.student_answer(value, text=text)
+        task.validate(answer, text=text)  # raises AnswerError if the student's answer does not fit
+        assert 0.0 <= confidence <= 1.0
+        assert set(task.served(answer, text=text)) == set(task_class(task_type).served_schema())

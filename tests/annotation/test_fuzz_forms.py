@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.forms import BaseForm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ FIELDS = sorted(
         name
         for module in (forms, training_forms)
         for form in vars(module).values()
-        if isinstance(form, type) and issubclass(form, forms.forms.BaseForm)
+        if isinstance(form, type) and issubclass(form, BaseForm)
         for name in getattr(form, "base_fields", {})
     }
     | {"example_id", "verdict", "value", "label", "threshold", "confirm", "strategy", "min", "max", "q"}

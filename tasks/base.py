@@ -360,9 +360,12 @@ class Task(ABC):
         """What the review card adds for this text and answer (summarisation: the grounding check)."""
         return {}
 
-    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+    def evaluation_context(
+        self, metrics: dict, rows: list[dict], texts: dict[int, str], *, teacher_rows: list[dict] = ()
+    ) -> dict:
         """Extra context for ``evaluation_template`` from an evaluation's metrics and rows
-        (``{"example", "gold", "predicted", "confidence"}``); `texts` maps example id to text."""
+        (``{"example", "gold", "predicted", "confidence"}``); `texts` maps example id to text;
+        `teacher_rows` are the teacher's rows on the same gold version, where it was measured."""
         return {}
 
     # Run kind -> the module in this task's package that trains and serves that kind of

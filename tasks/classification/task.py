@@ -188,7 +188,9 @@ class ClassificationTask(Task):
     def is_right(self, gold: Answer, predicted: Answer | None) -> bool:
         return predicted is not None and gold == predicted
 
-    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+    def evaluation_context(
+        self, metrics: dict, rows: list[dict], texts: dict[int, str], *, teacher_rows: list[dict] = ()
+    ) -> dict:
         """The confusion heat-map (tasks/classification/heatmap.py)."""
         from tasks.classification.heatmap import heatmap
 

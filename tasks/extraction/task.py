@@ -502,7 +502,9 @@ class ExtractionTask(Task):
 
     WORST_EXAMPLES = 15
 
-    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
+    def evaluation_context(
+        self, metrics: dict, rows: list[dict], texts: dict[int, str], *, teacher_rows: list[dict] = ()
+    ) -> dict:
         """The worst gold items (most wrong spans, then the most confident), both sides highlighted."""
         worst = []
         for row in rows:

@@ -239,6 +239,8 @@ def train(
                 best = (rule, mean)
         config["rule"] = best[0]
         result_validation = {"examples": len(val), **best[1], "rule": best[0]}
+        config["calibration"] = calibrate(val, val_units, probabilities, best[0])
+        result_validation["calibrated"] = config["calibration"] is not None
     (output_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     if on_progress is not None:
         on_progress(ml.Progress(step=total, total_steps=total, epoch=1.0, loss=None))
@@ -297,7 +299,35 @@ def predict(
         kept = _choose(p, unit_texts, config["rule"])
         answers.append({"summary": join(text, spans, kept)})
         confidences.append(_confidence(p, kept))
+    calibration = config.get("calibration")
+    if calibration:  # the margin as the share of validation summaries this sure that were right
+        confidences = [float(c) for c in np.interp(confidences, calibration["x"], calibration["y"])]
     return answers, confidences
+
+
+# Calibration needs this many validation summaries, right and wrong ones among them.
+CALIBRATION_MIN = 20
+
+
+def calibrate(val, val_units, probabilities, rule) -> dict | None:
+    """Map the score margin to how often a summary that sure is right: ROUGE-L against its
+    summary at or above the task's floor (the coverage sweep's "right"), by isotonic
+    regression on validation (increasing, clipped). None with too few or one-sided examples."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from tasks.summarization.task import RIGHT_FLOOR
+
+    margins, right = [], []
+    for (text, summary), (spans, units), p in zip(val, val_units, probabilities, strict=True):
+        if not units:
+            continue
+        kept = _choose(p, units, rule)
+        margins.append(_confidence(p, kept))
+        right.append(float(measure.rouge_l(summary, rewrite_summary(text, spans, kept)) >= RIGHT_FLOOR))
+    if len(margins) < CALIBRATION_MIN or len(set(right)) < 2:
+        return None
+    fit = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(margins, right)
+    return {"x": [float(x) for x in fit.X_thresholds_], "y": [float(y) for y in fit.y_thresholds_]}
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:

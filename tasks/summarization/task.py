@@ -423,10 +423,13 @@ class SummarizationTask(Task):
             "unsupported": measure.unsupported(summary, text) if summary else [],
         }
 
-    def evaluation_context(self, metrics: dict, rows: list[dict], texts: dict[int, str]) -> dict:
-        """The worst summaries side by side with their reference, lowest ROUGE-L first."""
+    def evaluation_context(
+        self, metrics: dict, rows: list[dict], texts: dict[int, str], *, teacher_rows: list[dict] = ()
+    ) -> dict:
+        """The worst summaries side by side with their reference and the teacher's, lowest ROUGE-L first."""
         from tasks.summarization import measure
 
+        theirs = {r["example"]: r.get("predicted") for r in teacher_rows}
         scored = []
         for row in rows:
             predicted = row.get("predicted")
@@ -445,6 +448,7 @@ class SummarizationTask(Task):
                     "reference": row["gold"]["summary"],
                     "predicted": predicted["summary"] if predicted else "",
                     "rougeL": score,
+                    "teacher": (theirs.get(row["example"]) or {}).get("summary", ""),
                     "unsupported": [u["text"] for u in measure.unsupported(predicted["summary"], text)]
                     if predicted
                     else [],

@@ -120,3 +120,46 @@ def test_a_training_set_whose_units_are_all_chosen_still_trains(tmp_path):
     )
     predicted, confidences = student.predict(tmp_path / "model", texts)
     assert [p["summary"] for p in predicted] == texts and all(0 <= c <= 1 for c in confidences)
+
+
+def test_confidence_is_calibrated_on_validation_to_how_often_a_summary_is_right(tmp_path):
+    """The margin is mapped (isotonic, on validation) to the share of summaries that sure whose
+    ROUGE-L reaches the task's floor: on the validation texts themselves, the mean calibrated
+    confidence is that share."""
+    import random
+
+    import numpy as np
+
+    from distillapp import ml
+    from tasks.summarization import measure, student
+    from tasks.summarization.task import RIGHT_FLOOR
+
+    coin = random.Random(7)
+    texts, answers = [], []
+    for i in range(60):
+        turns = [
+            f"Customer: The lamp number {i} came cracked.",
+            "Agent: Money goes back tomorrow morning.",
+            "Customer: The courier left it outside in rain.",
+            "Agent: A new driver arrives on Friday.",
+        ]
+        texts.append("\n".join(turns))
+        # The summary is one of the turns at random: no margin is always right.
+        answers.append({"summary": coin.choice(turns)})
+    student.train(
+        texts=texts[:40],
+        answers=answers[:40],
+        names=[],
+        base_model="unused",
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(),
+        validation=(texts[40:], answers[40:]),
+        target={"unit": "sentences", "length": 1},
+    )
+    predicted, confidences = student.predict(tmp_path / "model", texts[40:])
+    right = [
+        measure.rouge_l(a["summary"], p["summary"]) >= RIGHT_FLOOR
+        for a, p in zip(answers[40:], predicted, strict=True)
+    ]
+    assert 0 < sum(right) < len(right)
+    assert np.mean(confidences) == pytest.approx(np.mean(right), abs=0.05)

@@ -93,6 +93,7 @@ def test_an_extractive_run_trains_evaluates_and_serves_summaries(
     assert 0 < student.metrics["score"] < 1 and student.metrics["coverage"]
     html = lead_client.get(reverse("training:evaluation", args=[notes.slug, student.pk])).content.decode()
     assert "ROUGE-L" in html and "Worst summaries" in html and "Which do people prefer?" in html
+    assert "The teacher's" in html
 
     serving.version_promote(run=run, user=lead, threshold=0.0)
     _, raw = serving.token_create(project=notes, name="app", user=lead)

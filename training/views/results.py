@@ -42,7 +42,9 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
             "project": project,
             "is_lead": role == "lead",
             "task": task,
-            "task_context": task.evaluation_context(m, student.predictions, texts),
+            "task_context": task.evaluation_context(
+                m, student.predictions, texts, teacher_rows=teacher.predictions if teacher else ()
+            ),
             "evaluation": student,
             "m": m,
             "choice": choice,

@@ -102,6 +102,7 @@ def embed_words(
     batch_size: int = 64,
     max_length: int = 128,
     layer: int = -1,
+    encoder: tuple[PreTrainedTokenizerBase, Callable[[dict], np.ndarray]] | None = None,
 ) -> list[np.ndarray]:
     """Contextual word vectors: for text i a float32 (len(words[i]), dim) array, row j the base
     model's hidden state at the first sub-token of word j (``words[i][j]`` = (start, end)
@@ -111,18 +112,29 @@ def embed_words(
     (as the extraction student reads it); a word takes the window where its first sub-token
     has the most context on both sides. A word that no token covers (characters the tokenizer
     drops) keeps a zero row.
+
+    `encoder` = (tokenizer, hidden) replaces the base model: ``hidden(feed)`` takes a batch of
+    int64 tokenizer columns and returns its hidden states (batch, tokens, dim) of the layer
+    wanted (an ONNX export's, ``export_onnx_int8(layer=...)``).
     """
     import bisect
 
-    import torch
-
     if len(words) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(words)} word lists.")
-    with LOAD_LOCK:
-        tokenizer, model = _load_encoder(model_name or default_base_model())
-    out = [np.zeros((len(w), model.config.hidden_size), dtype=np.float32) for w in words]
+    if encoder is None:
+        import torch
+
+        with LOAD_LOCK:
+            tokenizer, model = _load_encoder(model_name or default_base_model())
+
+        def hidden_states(feed: dict) -> np.ndarray:
+            batch = {key: torch.tensor(value, device=model.device) for key, value in feed.items()}
+            with torch.inference_mode():
+                return model(**batch, output_hidden_states=True).hidden_states[layer].float().cpu().numpy()
+    else:
+        tokenizer, hidden_states = encoder
     if not texts:
-        return out
+        return []
     encoded = tokenizer(
         list(texts),
         truncation=True,
@@ -131,28 +143,56 @@ def embed_words(
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
+    out: list[np.ndarray] = []  # made at the first batch, which says the vectors' size
     context = [np.full(len(w), -1) for w in words]  # the best window's context for each word so far
     keys = [key for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded]
-    with torch.inference_mode():
-        for idx in same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-            feed = {key: torch.tensor([encoded[key][w] for w in idx], device=model.device) for key in keys}
-            hidden = model(**feed, output_hidden_states=True).hidden_states[layer].float().cpu().numpy()
-            for row, w in enumerate(idx):
-                t = encoded["overflow_to_sample_mapping"][w]
-                inner = [i for i, s in enumerate(encoded.sequence_ids(w)) if s == 0]
-                if not inner:
+    for idx in same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+        feed = {key: np.array([encoded[key][w] for w in idx], dtype=np.int64) for key in keys}
+        hidden = hidden_states(feed)
+        if not out:
+            out = [np.zeros((len(w), hidden.shape[-1]), dtype=np.float32) for w in words]
+        for row, w in enumerate(idx):
+            t = encoded["overflow_to_sample_mapping"][w]
+            inner = [i for i, s in enumerate(encoded.sequence_ids(w)) if s == 0]
+            if not inner:
+                continue
+            offsets = [encoded["offset_mapping"][w][i] for i in inner]
+            ends = [end for _, end in offsets]
+            for j, (start, end) in enumerate(words[t]):
+                k = bisect.bisect_right(ends, start)  # the first token that ends after the word starts
+                if k == len(inner) or offsets[k][0] >= end:
                     continue
-                offsets = [encoded["offset_mapping"][w][i] for i in inner]
-                ends = [end for _, end in offsets]
-                for j, (start, end) in enumerate(words[t]):
-                    k = bisect.bisect_right(ends, start)  # the first token that ends after the word starts
-                    if k == len(inner) or offsets[k][0] >= end:
-                        continue
-                    room = min(k, len(inner) - 1 - k)
-                    if room > context[t][j]:
-                        context[t][j] = room
-                        out[t][j] = hidden[row, inner[k]]
+                room = min(k, len(inner) - 1 - k)
+                if room > context[t][j]:
+                    context[t][j] = room
+                    out[t][j] = hidden[row, inner[k]]
     return out
+
+
+def tokenizer_words(
+    texts: list[str], *, model_name: str | None = None, tokenizer=None
+) -> list[list[tuple[int, int]]]:
+    """Each text's words as the base model's tokenizer (or `tokenizer`) cuts them (at whitespace
+    and at each punctuation mark), as (start, end) characters: the words the extraction
+    student's spans grow to."""
+    if tokenizer is None:
+        with LOAD_LOCK:
+            tokenizer, _ = _load_encoder(model_name or default_base_model())
+    if not texts:
+        return []
+    # Whole texts (no truncation): a long text's words are all there, embed_words reads it in windows.
+    encoded = tokenizer(
+        list(texts), add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False
+    )
+    words = []
+    for i in range(len(texts)):
+        extent: dict[int, tuple[int, int]] = {}
+        for word, (start, end) in zip(encoded.word_ids(i), encoded["offset_mapping"][i], strict=True):
+            if word is not None and end > start:
+                first, last = extent.get(word, (start, end))
+                extent[word] = (min(first, start), max(last, end))
+        words.append([extent[word] for word in sorted(extent)])
+    return words
 
 
 # --- fine-tuning -------------------------------------------------------------------------------
@@ -361,14 +401,17 @@ ONNX_MODEL_FILE = "model.int8.onnx"
 _ONNX_LOAD_LOCK = threading.Lock()
 
 
-def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: int, auto_class: str) -> Path:
+def export_onnx_int8(
+    model_dir: Path | str, out_dir: Path | str, *, max_length: int, auto_class: str, layer: int | None = None
+) -> Path:
     """Export a saved student to ONNX and quantize its weights to int8; returns `out_dir`.
 
     `out_dir` then holds model.int8.onnx (dynamic batch and sequence axes; the output is
     the head's logits), the tokenizer and the config (for id2label): everything a task's
     ONNX prediction needs. With ``auto_class="AutoModel"`` (a bare encoder, the quick
     student's) the output is ``embedding`` instead: the sentence embedding of
-    `embed_texts` (mean of the token vectors, L2-normalised), computed in the graph.
+    `embed_texts` (mean of the token vectors, L2-normalised), computed in the graph; with
+    `layer` too, ``hidden``: that layer's hidden states (batch, tokens, dim), for `embed_words`.
     Activations are quantized at run time (onnxruntime's dynamic quantization).
     """
     import tempfile
@@ -392,8 +435,8 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
         return_tensors="pt",
     )
     names = [name for name in tokenizer.model_input_names if name in sample]
-    pooled = auto_class == "AutoModel"  # a bare encoder: its sentence embedding
-    output = "embedding" if pooled else "logits"
+    pooled = auto_class == "AutoModel"  # a bare encoder: its sentence embedding or a layer
+    output = ("embedding" if layer is None else "hidden") if pooled else "logits"
 
     class Logits(torch.nn.Module):
         # Positional inputs: passing them as kwargs= to the TorchScript exporter gave a
@@ -406,6 +449,8 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
             inputs = dict(zip(names, tensors, strict=True))
             if not pooled:
                 return self.model(**inputs).logits
+            if layer is not None:
+                return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
             return sentence_embedding(self.model(**inputs).last_hidden_state, inputs["attention_mask"])
 
     with tempfile.TemporaryDirectory(dir=out) as scratch:
@@ -424,7 +469,7 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
                 dynamic_axes={
                     **{name: {0: "batch", 1: "sequence"} for name in names},
                     output: {0: "batch", 1: "sequence"}
-                    if "TokenClassification" in auto_class
+                    if "TokenClassification" in auto_class or output == "hidden"
                     else {0: "batch"},
                 },
                 opset_version=17,

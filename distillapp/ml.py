@@ -46,6 +46,22 @@ def _load_encoder(model_name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedM
     return tokenizer, model
 
 
+@functools.lru_cache(maxsize=4)
+def _load_encoder_layers(model_name: str, layers: int) -> PreTrainedModel:
+    """The encoder's first `layers` layers only: its last hidden state is the full model's
+    ``hidden_states[layers]`` (no norm follows a BERT-style encoder's layers), for half the
+    compute when layer 3 of 6 is wanted."""
+    from transformers import AutoModel
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # not a report on the weights of the layers left out
+    try:
+        return AutoModel.from_pretrained(model_name, num_hidden_layers=layers).to(device()).eval()
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 # One loader at a time: concurrent first requests in a fresh server thread pool
 # otherwise race inside transformers' lazy imports (ImportError).
 LOAD_LOCK = threading.Lock()
@@ -124,8 +140,11 @@ def embed_words(
     if encoder is None:
         import torch
 
+        name = model_name or default_base_model()
         with LOAD_LOCK:
-            tokenizer, model = _load_encoder(model_name or default_base_model())
+            tokenizer, model = _load_encoder(name)
+            if 0 < layer < model.config.num_hidden_layers:
+                model, layer = _load_encoder_layers(name, layer), layer
 
         def hidden_states(feed: dict) -> np.ndarray:
             batch = {key: torch.tensor(value, device=model.device) for key, value in feed.items()}

@@ -6,7 +6,7 @@ does: the base model is never updated. Each text is cut into the tokenizer's wor
 (``ml.tokenizer_words``: at whitespace and at each punctuation mark, the words the
 fine-tune's spans grow to); each word is the base model's hidden state (layer ``LAYER``) at
 its first sub-token (``ml.embed_words``, the vectors the span quality run uses), set beside
-its neighbours' (``quality.with_neighbours``) with two flags the uncased model cannot see
+its two neighbours' on each side (``with_context``) with two flags the uncased model cannot see
 (the word starts with a capital; it is all digits). A multinomial logistic regression over
 the BIO tags of the fields (``student.bio_labels``; a word's tag from ``quality.word_tags``)
 gives each word's tag probabilities, and ``student.decode`` turns them into spans: the best
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import embeddings, ml
-from tasks.extraction.quality import with_neighbours, word_tags
+from tasks.extraction.quality import word_tags
 from tasks.extraction.student import bio_labels, decode
 
 HEAD_FILE = "quick_head.joblib"
@@ -43,16 +43,33 @@ CONFIG_FILE = "quick_student.json"
 UNIT = "tokenizer"  # how texts are cut into words: part of the embedding cache's key
 LAYER = 3  # the span quality run's layer (tasks/extraction/quality.py); bench/README.md
 DEFAULT_C = 3.0
+CONTEXT = 2  # neighbours on each side beside a word's own vector
 MAX_ITER = 1000
 
 
-def word_features(text: str, words: list[tuple[int, int]], vectors: np.ndarray) -> np.ndarray:
-    """(words, 3 * dim + 2): each word's vector beside its neighbours', and its two flags."""
+def with_context(vectors: np.ndarray, width: int = CONTEXT) -> np.ndarray:
+    """Each word's L2-normalised vector, then its neighbours' at 1..`width` words to the left
+    and to the right (zeros past the text's edges): (words, (2 * width + 1) * dim)."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+    n = len(unit)
+    parts = [unit]
+    for k in range(1, width + 1):
+        left, right = np.zeros_like(unit), np.zeros_like(unit)
+        left[k:], right[: max(0, n - k)] = unit[: max(0, n - k)], unit[k:]
+        parts += [left, right]
+    return np.hstack(parts)
+
+
+def word_features(
+    text: str, words: list[tuple[int, int]], vectors: np.ndarray, *, width: int = CONTEXT
+) -> np.ndarray:
+    """(words, 5 * dim + 2): each word's vector in its context (``with_context``) and its two
+    flags (starts with a capital, all digits)."""
     flags = np.array(
         [[float(text[start].isupper()), float(text[start:end].isdigit())] for start, end in words],
         dtype=np.float32,
     ).reshape(len(words), 2)
-    return np.hstack([with_neighbours(vectors), flags]).astype(np.float32)
+    return np.hstack([with_context(vectors, width), flags]).astype(np.float32)
 
 
 def _features(
@@ -61,6 +78,7 @@ def _features(
     model_name: str,
     max_length: int,
     layer: int,
+    width: int,
     cache_dir: Path | None,
     batch_size: int = embeddings.EMBED_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
@@ -79,7 +97,7 @@ def _features(
         on_batch=on_batch,
         should_stop=should_stop,
     )
-    return words, [word_features(t, w, v) for t, w, v in zip(texts, words, vectors, strict=True)]
+    return words, [word_features(t, w, v, width=width) for t, w, v in zip(texts, words, vectors, strict=True)]
 
 
 def train(
@@ -127,6 +145,7 @@ def train(
         model_name=base_model,
         max_length=hp.max_length,
         layer=LAYER,
+        width=CONTEXT,
         cache_dir=embedding_cache_dir,
         on_batch=on_batch,
         should_stop=should_stop,
@@ -179,6 +198,7 @@ def train(
         "labels": labels,
         "max_length": hp.max_length,
         "layer": LAYER,
+        "context": CONTEXT,
         "classifier": "LogisticRegression",
         "C": c,
         "class_weight": head.class_weight,
@@ -223,6 +243,7 @@ def predict(
         model_name=config["base_model"],
         max_length=config["max_length"],
         layer=config["layer"],
+        width=config["context"],
         cache_dir=embedding_cache_dir,
         batch_size=batch_size,
     )
@@ -291,7 +312,9 @@ def predict_onnx(
         max_length=config["max_length"],
         encoder=(tokenizer, hidden),
     )
-    features = [word_features(t, w, v) for t, w, v in zip(texts, words, vectors, strict=True)]
+    features = [
+        word_features(t, w, v, width=config["context"]) for t, w, v in zip(texts, words, vectors, strict=True)
+    ]
     return _decode_all(head, config, texts, words, features)
 
 

@@ -100,3 +100,18 @@ def test_a_span_of_an_unknown_field_is_refused(tmp_path):
             output_dir=tmp_path,
             hyperparameters=HP,
         )
+
+
+def test_should_stop_stops_and_writes_no_model(tmp_path):
+    with pytest.raises(ml.Stopped):
+        quick.train(
+            texts=[t for t, _ in TRAIN[:4]],
+            answers=[a for _, a in TRAIN[:4]],
+            names=FIELDS,
+            base_model=ml.default_base_model(),
+            output_dir=tmp_path / "model",
+            hyperparameters=HP,
+            should_stop=lambda: True,
+            embedding_cache_dir=tmp_path / "cache",
+        )
+    assert not (tmp_path / "model").exists()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Banking77 with the quick student (tasks/classification/quick.py), human labels, outside the app.
+"""Quick students: Banking77 outside the app, or (``--task extraction``) Restaurant-8k review rounds in it.
 
     python bench/quick_student_bench.py [--limit N] [--max-length L] [--c C] [--torch-threads T] [--single-texts N]
+    python bench/quick_student_bench.py --task extraction [--limit N] [--c C] [--torch-threads T]
 
 Trains on ../shared/data/banking77/train.csv (the human `category` labels; ``--limit N``: a
 seeded random sample of N train rows, for smoke runs) and scores on all of test.csv. The
@@ -16,6 +17,16 @@ cache that already holds every train text (what a review round's retrain costs).
 its int8 encoder export (``quick.export_onnx``): test accuracy and agreement with torch, the
 batch prediction time against torch's, and the median / p95 time of one text per call on
 both (``--single-texts`` test texts). Exactly one JSON object goes to stdout.
+
+``--task extraction``: the quick extraction student (tasks/extraction/quick.py) through the
+app's services, as a review round runs it. An extraction project with Restaurant-8k train as
+verified labels and test as attested gold v1 (bench/extraction_bench.py's ``build_project``;
+``--limit N``: N seeded rows of each), then two review-round quick runs (``run_create`` with
+the round's mark, ``run_claim``, ``run_execute``: embed, fit, predict every non-gold text),
+the first with an empty embedding cache and the second with the first's (what every later
+round costs), ``evaluate_run`` of the first on gold (strict/partial F1, as the fine-tune's
+0.949 in bench/README.md "Extraction students") and ``onnx_prepare`` (the int8 encoder
+measured against fp32 on the same gold, the deploy page's gate).
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ def read_csv(path: Path) -> tuple[list[str], list[str]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--task", choices=["classification", "extraction"], default="classification")
     parser.add_argument("--limit", type=int, default=None, help="train rows (seeded sample); smoke runs")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--c", type=float, default=None)
@@ -71,6 +83,8 @@ def main() -> int:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
+    if args.task == "extraction":
+        return extraction_rounds(args, started=started, started_at=started_at, load_start=load_start)
 
     train_texts, train_labels = read_csv(DATA / "train.csv")
     test_texts, test_labels = read_csv(DATA / "test.csv")
@@ -198,6 +212,105 @@ def main() -> int:
         },
     }
     print(json.dumps(output, indent=2))
+    return 0
+
+
+def extraction_rounds(args, *, started: float, started_at: str, load_start: list[float]) -> int:
+    """Two review rounds' quick runs on Restaurant-8k through the app (module docstring)."""
+    import torch
+    from banking77_distill import setup_django
+    from extraction_bench import RESTAURANT_FIELDS, build_project, restaurant8k, sample
+
+    with tempfile.TemporaryDirectory(prefix="quick-extraction-bench-") as scratch:
+        work = Path(scratch)
+        setup_django(work / "data")
+        from training import services
+        from training.models import TrainingRun
+        from training.services.rounds import ROUND_MARK
+        from training.serving import onnx_prepare
+
+        train_rows = sample(restaurant8k("train"), args.limit, 1)
+        project, imports = build_project(
+            slug="restaurant8k",
+            fields=RESTAURANT_FIELDS,
+            train_rows=train_rows,
+            test_rows=sample(restaurant8k("test"), args.limit, 2),
+            work=work,
+        )
+        log(f"imported {imports}")
+        hyperparameters = {ROUND_MARK: True, **({"C": args.c} if args.c is not None else {})}
+        rounds = []
+        for number in (1, 2):
+            round_started = time.monotonic()
+            run = services.run_create(
+                project=project, user=None, kind=TrainingRun.Kind.QUICK, hyperparameters=hyperparameters
+            )
+            if not services.run_claim(run.pk):
+                raise RuntimeError(f"run {run.pk} could not be claimed")
+            run = services.run_execute(run=run)
+            seconds = time.monotonic() - round_started
+            if run.status != TrainingRun.Status.SUCCEEDED:
+                raise RuntimeError(f"run {run.number} ended {run.status}: {run.error}")
+            config = json.loads((Path(run.artifact_path) / "model" / "quick_student.json").read_text())
+            rounds.append(
+                {
+                    "cache": "empty" if number == 1 else "warm (the first round's)",
+                    "round_seconds": round(seconds, 1),
+                    "train_seconds": round(run.train_seconds, 1),
+                    "embed_seconds": config["timings"]["embed_seconds"],
+                    "head_fit_seconds": config["timings"]["head_fit_seconds"],
+                    "head_iterations": config["iterations"],
+                    "train_examples": run.counts["train"],
+                    "train_words": config["train_words"],
+                    "predicted_examples": run.counts["predicted"],
+                    "validation_strict_f1": round(run.metrics["validation"]["strict_f1"], 4),
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+                }
+            )
+            log(f"round {number}: {rounds[-1]}")
+            if number == 1:
+                first = run
+        evaluate_started = time.monotonic()
+        m = services.evaluate_run(run=first, gold_version=1).metrics
+        evaluate_seconds = time.monotonic() - evaluate_started
+        log(f"gold strict F1 {m['strict']['micro']['f1']:.4f} in {evaluate_seconds:.1f} s")
+        int8 = onnx_prepare(run=first, gold_version=1)
+        log(f"int8: {int8}")
+        output = {
+            "bench": "quick extraction student, review rounds",
+            "restaurant8k": {
+                "strict_f1": round(m["strict"]["micro"]["f1"], 4),
+                "partial_f1": round(m["partial"]["micro"]["f1"], 4),
+                "strict_precision": round(m["strict"]["micro"]["precision"], 4),
+                "strict_recall": round(m["strict"]["micro"]["recall"], 4),
+                "per_field_strict_f1": {
+                    row["field"]: round(row["strict"]["f1"], 4) if row["strict"] else None
+                    for row in m["per_field"]
+                },
+                "exact_match": round(m["exact_match"], 4),
+                "gold_items": m["examples"],
+                "evaluate_seconds": round(evaluate_seconds, 1),
+                "finetune_strict_f1_recorded": 0.949,
+                "C": first.hyperparameters["C"],
+            },
+            "rounds": rounds,
+            "onnx_int8_encoder": int8,
+            "imports": imports,
+            "environment": {
+                "cpu_model": cpu_model(),
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+            },
+            "run": {
+                "limit": args.limit,
+                "started_at": started_at,
+                "total_seconds": round(time.monotonic() - started, 1),
+                "loadavg_start": load_start,
+                "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            },
+        }
+    print(json.dumps(output, indent=2, default=str))
     return 0
 
 

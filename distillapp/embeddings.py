@@ -6,6 +6,10 @@ need the frozen base model's embedding of the same pool texts; embedding 10,000 
 sha256(model name, max_length, text); vectors live in .npz chunk files under
 ``default_cache_dir()`` (one directory per model and length), written whole
 (a temp file, then a rename), so concurrent processes never read half a chunk.
+
+Contextual word vectors (``ml.embed_words``: one row per word of a text, for extraction's
+quick student) are cached the same way by ``embed_words_cached``, one (words, dim) array per
+text, in a directory of their own per model, length, layer and way of cutting words.
 """
 
 from __future__ import annotations
@@ -97,6 +101,72 @@ def embed(
     return np.stack([rows[text] for text in texts])
 
 
+def embed_words_cached(
+    texts: Sequence[str],
+    words: Sequence[Sequence[tuple[int, int]]],
+    *,
+    unit: str,
+    model_name: str,
+    max_length: int,
+    layer: int,
+    cache_dir: Path | str | None,
+    batch_size: int = EMBED_BATCH,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[np.ndarray]:
+    """``ml.embed_words`` of `texts` (one float32 (len(words[i]), dim) array each), embedding
+    only texts not already in `cache_dir` (None: no cache).
+
+    `unit` names how `words` were cut from each text ("tokenizer", "whitespace"): it is part
+    of the key, with the model, length and layer, so the caller promises that one unit always
+    cuts one text into the same words. Batches, `on_batch` and `should_stop` as ``embed_cached``.
+    """
+    parts = (model_name, str(max_length), f"words:{unit}:layer{layer}")
+    directory = Path(cache_dir) / _digest(*parts).hex()[:16] if cache_dir is not None else None
+    keys = [_digest(*parts, text) for text in texts]
+    known = _read_chunks(directory) if directory is not None else {}
+    first = {}
+    for i, key in enumerate(keys):
+        if key not in known:
+            first.setdefault(key, i)
+    # Length-sorted (less padding), as for sentence embeddings.
+    missing = sorted(first.values(), key=lambda i: len(texts[i]))
+    total = -(-len(missing) // batch_size)
+    pending_keys: list[bytes] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if directory is not None and pending_keys:
+            _write_chunk(directory, pending_keys, pending, known, ragged=True)
+        else:
+            known.update(zip(pending_keys, pending, strict=True))
+        pending_keys.clear()
+        pending.clear()
+
+    try:
+        for number, start in enumerate(range(0, len(missing), batch_size), start=1):
+            if should_stop is not None and should_stop():
+                raise ml.Stopped()
+            batch = missing[start : start + batch_size]
+            vectors = ml.embed_words(
+                [texts[i] for i in batch],
+                [list(words[i]) for i in batch],
+                model_name=model_name,
+                batch_size=batch_size,
+                max_length=max_length,
+                layer=layer,
+            )
+            pending_keys += [keys[i] for i in batch]
+            pending += vectors
+            if len(pending_keys) >= CHUNK_TEXTS:
+                flush()
+            if on_batch is not None:
+                on_batch(number, total)
+    finally:
+        flush()
+    return [known[key] for key in keys]
+
+
 def _batches(
     texts: list[str],
     model_name: str,
@@ -135,7 +205,10 @@ def _read_chunks(directory: Path) -> dict[bytes, np.ndarray]:
     for path in sorted(directory.glob("chunk-*.npz")):
         try:
             with np.load(path) as chunk:
-                known.update(zip(_keys(chunk["keys"]), chunk["vectors"], strict=True))
+                vectors = chunk["vectors"]
+                if "lengths" in chunk:  # word vectors: each key owns `length` consecutive rows
+                    vectors = np.split(vectors, np.cumsum(chunk["lengths"])[:-1])
+                known.update(zip(_keys(chunk["keys"]), vectors, strict=True))
         except FileNotFoundError:
             pass  # merged away by another process meanwhile: its rows are in the merged chunk
     return known
@@ -149,28 +222,43 @@ def _keys(stored: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in stored]
 
 
-def _write_chunk(directory: Path, keys: list[bytes], vectors: list[np.ndarray], known: dict) -> None:
-    stacked = np.concatenate(vectors).astype(np.float32)
-    known.update(zip(keys, stacked, strict=True))
+def _write_chunk(
+    directory: Path, keys: list[bytes], vectors: list[np.ndarray], known: dict, *, ragged: bool = False
+) -> None:
+    """Write `keys` and their `vectors` (batches of rows; with `ragged`, one array per key) as a
+    chunk, or merge every chunk into one when there are too many."""
+    if ragged:
+        rows = [v.astype(np.float32) for v in vectors]
+        known.update(zip(keys, rows, strict=True))
+    else:
+        stacked = np.concatenate(vectors).astype(np.float32)
+        known.update(zip(keys, stacked, strict=True))
     directory.mkdir(parents=True, exist_ok=True)
     existing = sorted(directory.glob("chunk-*.npz"))
     if len(existing) >= MAX_CHUNKS:
         # Merge: one file with every row known (this process read them all), then drop the old.
-        _save(directory, list(known), np.stack(list(known.values())))
+        _save(directory, list(known), *_packed(list(known.values()), ragged))
         for path in existing:
             path.unlink(missing_ok=True)
     else:
-        _save(directory, keys, stacked)
+        _save(directory, keys, *_packed(rows, True) if ragged else (stacked, None))
 
 
-def _save(directory: Path, keys: list[bytes], vectors: np.ndarray) -> None:
+def _packed(values: list[np.ndarray], ragged: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    if not ragged:
+        return np.stack(values), None
+    return np.concatenate(values), np.array([len(v) for v in values], dtype=np.int64)
+
+
+def _save(directory: Path, keys: list[bytes], vectors: np.ndarray, lengths: np.ndarray | None = None) -> None:
     name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
     temporary = directory / f".{name}.{os.getpid()}.tmp"
     with temporary.open("wb") as handle:
         # Raw bytes, one row of KEY_BYTES per key: numpy's "S32" strings drop trailing NUL
         # bytes, so a digest ending in 0x00 (1 text in 256) never matched again.
         raw = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-        np.savez(handle, keys=raw, vectors=vectors)
+        extra = {} if lengths is None else {"lengths": lengths}
+        np.savez(handle, keys=raw, vectors=vectors, **extra)
     temporary.replace(directory / name)
 
 

@@ -46,6 +46,22 @@ def _load_encoder(model_name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedM
     return tokenizer, model
 
 
+@functools.lru_cache(maxsize=4)
+def _load_encoder_layers(model_name: str, layers: int) -> PreTrainedModel:
+    """The encoder's first `layers` layers only: its last hidden state is the full model's
+    ``hidden_states[layers]`` (no norm follows a BERT-style encoder's layers), for half the
+    compute when layer 3 of 6 is wanted."""
+    from transformers import AutoModel
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # not a report on the weights of the layers left out
+    try:
+        return AutoModel.from_pretrained(model_name, num_hidden_layers=layers).to(device()).eval()
+    finally:
+        logging.set_verbosity(verbosity)
+
+
 # One loader at a time: concurrent first requests in a fresh server thread pool
 # otherwise race inside transformers' lazy imports (ImportError).
 LOAD_LOCK = threading.Lock()
@@ -102,6 +118,7 @@ def embed_words(
     batch_size: int = 64,
     max_length: int = 128,
     layer: int = -1,
+    encoder: tuple[PreTrainedTokenizerBase, Callable[[dict], np.ndarray]] | None = None,
 ) -> list[np.ndarray]:
     """Contextual word vectors: for text i a float32 (len(words[i]), dim) array, row j the base
     model's hidden state at the first sub-token of word j (``words[i][j]`` = (start, end)
@@ -111,18 +128,32 @@ def embed_words(
     (as the extraction student reads it); a word takes the window where its first sub-token
     has the most context on both sides. A word that no token covers (characters the tokenizer
     drops) keeps a zero row.
+
+    `encoder` = (tokenizer, hidden) replaces the base model: ``hidden(feed)`` takes a batch of
+    int64 tokenizer columns and returns its hidden states (batch, tokens, dim) of the layer
+    wanted (an ONNX export's, ``export_onnx_int8(layer=...)``).
     """
     import bisect
 
-    import torch
-
     if len(words) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(words)} word lists.")
-    with LOAD_LOCK:
-        tokenizer, model = _load_encoder(model_name or default_base_model())
-    out = [np.zeros((len(w), model.config.hidden_size), dtype=np.float32) for w in words]
+    if encoder is None:
+        import torch
+
+        name = model_name or default_base_model()
+        with LOAD_LOCK:
+            tokenizer, model = _load_encoder(name)
+            if 0 < layer < model.config.num_hidden_layers:
+                model, layer = _load_encoder_layers(name, layer), layer
+
+        def hidden_states(feed: dict) -> np.ndarray:
+            batch = {key: torch.tensor(value, device=model.device) for key, value in feed.items()}
+            with torch.inference_mode():
+                return model(**batch, output_hidden_states=True).hidden_states[layer].float().cpu().numpy()
+    else:
+        tokenizer, hidden_states = encoder
     if not texts:
-        return out
+        return []
     encoded = tokenizer(
         list(texts),
         truncation=True,
@@ -131,28 +162,56 @@ def embed_words(
         return_overflowing_tokens=True,
         return_offsets_mapping=True,
     )
+    out: list[np.ndarray] = []  # made at the first batch, which says the vectors' size
     context = [np.full(len(w), -1) for w in words]  # the best window's context for each word so far
     keys = [key for key in ("input_ids", "token_type_ids", "attention_mask") if key in encoded]
-    with torch.inference_mode():
-        for idx in same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
-            feed = {key: torch.tensor([encoded[key][w] for w in idx], device=model.device) for key in keys}
-            hidden = model(**feed, output_hidden_states=True).hidden_states[layer].float().cpu().numpy()
-            for row, w in enumerate(idx):
-                t = encoded["overflow_to_sample_mapping"][w]
-                inner = [i for i, s in enumerate(encoded.sequence_ids(w)) if s == 0]
-                if not inner:
+    for idx in same_length_batches([len(ids) for ids in encoded["input_ids"]], batch_size):
+        feed = {key: np.array([encoded[key][w] for w in idx], dtype=np.int64) for key in keys}
+        hidden = hidden_states(feed)
+        if not out:
+            out = [np.zeros((len(w), hidden.shape[-1]), dtype=np.float32) for w in words]
+        for row, w in enumerate(idx):
+            t = encoded["overflow_to_sample_mapping"][w]
+            inner = [i for i, s in enumerate(encoded.sequence_ids(w)) if s == 0]
+            if not inner:
+                continue
+            offsets = [encoded["offset_mapping"][w][i] for i in inner]
+            ends = [end for _, end in offsets]
+            for j, (start, end) in enumerate(words[t]):
+                k = bisect.bisect_right(ends, start)  # the first token that ends after the word starts
+                if k == len(inner) or offsets[k][0] >= end:
                     continue
-                offsets = [encoded["offset_mapping"][w][i] for i in inner]
-                ends = [end for _, end in offsets]
-                for j, (start, end) in enumerate(words[t]):
-                    k = bisect.bisect_right(ends, start)  # the first token that ends after the word starts
-                    if k == len(inner) or offsets[k][0] >= end:
-                        continue
-                    room = min(k, len(inner) - 1 - k)
-                    if room > context[t][j]:
-                        context[t][j] = room
-                        out[t][j] = hidden[row, inner[k]]
+                room = min(k, len(inner) - 1 - k)
+                if room > context[t][j]:
+                    context[t][j] = room
+                    out[t][j] = hidden[row, inner[k]]
     return out
+
+
+def tokenizer_words(
+    texts: list[str], *, model_name: str | None = None, tokenizer=None
+) -> list[list[tuple[int, int]]]:
+    """Each text's words as the base model's tokenizer (or `tokenizer`) cuts them (at whitespace
+    and at each punctuation mark), as (start, end) characters: the words the extraction
+    student's spans grow to."""
+    if tokenizer is None:
+        with LOAD_LOCK:
+            tokenizer, _ = _load_encoder(model_name or default_base_model())
+    if not texts:
+        return []
+    # Whole texts (no truncation): a long text's words are all there, embed_words reads it in windows.
+    encoded = tokenizer(
+        list(texts), add_special_tokens=False, truncation=False, return_offsets_mapping=True, verbose=False
+    )
+    words = []
+    for i in range(len(texts)):
+        extent: dict[int, tuple[int, int]] = {}
+        for word, (start, end) in zip(encoded.word_ids(i), encoded["offset_mapping"][i], strict=True):
+            if word is not None and end > start:
+                first, last = extent.get(word, (start, end))
+                extent[word] = (min(first, start), max(last, end))
+        words.append([extent[word] for word in sorted(extent)])
+    return words
 
 
 # --- fine-tuning -------------------------------------------------------------------------------
@@ -353,115 +412,6 @@ def make_tiny_model(directory: Path) -> str:
     return str(directory)
 
 
-def make_tiny_seq2seq(directory: Path) -> str:
-    """A tiny random T5 with the bundled tokenizer, for tests ([PAD] starts a text, [SEP] ends it)."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    tokenizer = AutoTokenizer.from_pretrained(default_base_model())
-    config = T5Config(
-        vocab_size=tokenizer.vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=64,
-        num_layers=1,
-        num_decoder_layers=1,
-        num_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    T5ForConditionalGeneration(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
-
-
-def task_prefix(model_name: str, task: str) -> str:
-    """The text a checkpoint's config puts before its inputs for `task` (t5-small: "summarize: ")."""
-    from transformers import AutoConfig
-
-    params = getattr(AutoConfig.from_pretrained(model_name), "task_specific_params", None) or {}
-    return (params.get(task) or {}).get("prefix", "")
-
-
-def fit_seq2seq(
-    *,
-    base_model: str,
-    sources: list[str],
-    targets: list[str],
-    output_dir: Path,
-    hyperparameters: Hyperparameters,
-    target_max_length: int,
-    on_progress: Callable[[Progress], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Fine-tune a seq2seq checkpoint to write `targets` from `sources` (`fit`'s loop, with
-    transformers' seq2seq collator: labels padded with -100); sources are cut at
-    ``max_length`` tokens, targets at `target_max_length`."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, set_seed
-
-    hp = hyperparameters
-    set_seed(hp.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForSeq2SeqLM.from_pretrained(base_model)
-    # Seq2seq models take no token types (a BERT tokenizer would add them).
-    columns = tokenizer(sources, truncation=True, max_length=hp.max_length, return_token_type_ids=False)
-    labels = tokenizer(
-        text_target=targets, truncation=True, max_length=target_max_length, return_token_type_ids=False
-    )["input_ids"]
-    return fit(
-        model=model,
-        tokenizer=tokenizer,
-        train_set=LabelledEncodings(columns, labels),
-        collator=DataCollatorForSeq2Seq(tokenizer, model=model),
-        output_dir=output_dir,
-        hyperparameters=hp,
-        on_progress=on_progress,
-        should_stop=should_stop,
-    )
-
-
-def generate(
-    model_dir: Path | str,
-    texts: list[str],
-    *,
-    max_length: int,
-    max_new_tokens: int,
-    num_beams: int = 4,
-    batch_size: int = 16,
-) -> tuple[list[str], list[float]]:
-    """A saved seq2seq model's beam-search output for each text and its mean token
-    log-probability (the generated tokens, end token included, scored again by the model)."""
-    import torch
-
-    tokenizer, model = load_saved("AutoModelForSeq2SeqLM", model_dir)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    results: dict[int, tuple[str, float]] = {}
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-                return_token_type_ids=False,
-            ).to(model.device)
-            sequences = model.generate(
-                **batch, max_new_tokens=max_new_tokens, num_beams=num_beams, early_stopping=True
-            )
-            # Teacher-forced again: the log-probability of each generated token (after the start token).
-            labels = sequences[:, 1:]
-            mask = labels != model.config.pad_token_id
-            logits = model(**batch, decoder_input_ids=sequences[:, :-1]).logits.float()
-            token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-            means = (token_logprobs * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-            decoded = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-            for i, text, mean in zip(idx, decoded, means.tolist(), strict=True):
-                results[i] = (text.strip(), float(mean))
-    return [results[i][0] for i in range(len(texts))], [results[i][1] for i in range(len(texts))]
-
-
 # --- ONNX Runtime, int8 -------------------------------------------------------------------------
 
 ONNX_MODEL_FILE = "model.int8.onnx"
@@ -470,13 +420,15 @@ ONNX_MODEL_FILE = "model.int8.onnx"
 _ONNX_LOAD_LOCK = threading.Lock()
 
 
-def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: int, auto_class: str) -> Path:
+def export_onnx_int8(
+    model_dir: Path | str, out_dir: Path | str, *, max_length: int, auto_class: str, layer: int | None = None
+) -> Path:
     """Export a saved student to ONNX and quantize its weights to int8; returns `out_dir`.
 
     `out_dir` holds model.int8.onnx (dynamic axes; output: the head's logits, or for
-    ``auto_class="AutoModel"`` the ``embedding`` of `embed_texts`, computed in the graph), the
-    tokenizer and the config: everything a task's ONNX prediction needs. Activations are
-    quantized at run time (onnxruntime's dynamic quantization).
+    ``auto_class="AutoModel"`` the ``embedding`` of `embed_texts`, computed in the graph, and with
+    `layer` too ``hidden``, that layer's states for `embed_words`), the tokenizer and the config.
+    Activations are quantized at run time (onnxruntime's dynamic quantization).
     """
     import tempfile
     import warnings
@@ -499,8 +451,8 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
         return_tensors="pt",
     )
     names = [name for name in tokenizer.model_input_names if name in sample]
-    pooled = auto_class == "AutoModel"  # a bare encoder: its sentence embedding
-    output = "embedding" if pooled else "logits"
+    pooled = auto_class == "AutoModel"  # a bare encoder: its sentence embedding or a layer
+    output = ("embedding" if layer is None else "hidden") if pooled else "logits"
 
     class Logits(torch.nn.Module):
         # Positional inputs: passing them as kwargs= to the TorchScript exporter gave a
@@ -513,6 +465,8 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
             inputs = dict(zip(names, tensors, strict=True))
             if not pooled:
                 return self.model(**inputs).logits
+            if layer is not None:
+                return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
             return sentence_embedding(self.model(**inputs).last_hidden_state, inputs["attention_mask"])
 
     with tempfile.TemporaryDirectory(dir=out) as scratch:
@@ -531,7 +485,7 @@ def export_onnx_int8(model_dir: Path | str, out_dir: Path | str, *, max_length: 
                 dynamic_axes={
                     **{name: {0: "batch", 1: "sequence"} for name in names},
                     output: {0: "batch", 1: "sequence"}
-                    if "TokenClassification" in auto_class
+                    if "TokenClassification" in auto_class or output == "hidden"
                     else {0: "batch"},
                 },
                 opset_version=17,
@@ -593,8 +547,13 @@ def same_length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return batches
 
 
-def is_encoder_decoder(model_name: str) -> bool:
-    """Is this checkpoint a seq2seq model (T5, BART) rather than an encoder (BERT)?"""
-    from transformers import AutoConfig
+# The seq2seq half of the boundary (summarisation's abstractive student), re-exported here.
+from distillapp.ml_seq2seq import (  # noqa: E402
+    fit_seq2seq,
+    generate,
+    is_encoder_decoder,
+    make_tiny_seq2seq,
+    task_prefix,
+)
 
-    return bool(getattr(AutoConfig.from_pretrained(model_name), "is_encoder_decoder", False))
+__all__ = ["fit_seq2seq", "generate", "is_encoder_decoder", "make_tiny_seq2seq", "task_prefix"]

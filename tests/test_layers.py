@@ -17,6 +17,7 @@ FORBIDDEN = {
     "annotation": {"training"},
     "tasks": {"annotation", "training"},
     "distillapp/ml.py": {"annotation", "training", "tasks"},
+    "distillapp/ml_seq2seq.py": {"annotation", "training", "tasks"},
     "distillapp/rows.py": {"annotation", "training", "tasks"},
     "distillapp/models.py": {"annotation", "training", "tasks"},
     "distillapp/progress.py": {"annotation", "training", "tasks"},
@@ -24,7 +25,12 @@ FORBIDDEN = {
 }
 # torch and transformers are loaded through distillapp.ml and the task types' students only.
 HEAVY = {"torch", "transformers"}
-HEAVY_ALLOWED = {"distillapp/ml.py", "tasks/classification/student.py", "tasks/extraction/student.py"}
+HEAVY_ALLOWED = {
+    "distillapp/ml.py",
+    "distillapp/ml_seq2seq.py",
+    "tasks/classification/student.py",
+    "tasks/extraction/student.py",
+}
 # The teacher LLM is reached through one boundary module (the worker only preloads openai).
 OPENAI_BOUNDARY = "annotation/teacher/client.py"
 

@@ -413,7 +413,16 @@ class ExtractionTask(Task):
 
     # --- the student ------------------------------------------------------------------------
 
+    # The fine-tune, and the quick student on frozen word vectors (seconds: review rounds).
+    student_kinds = {"finetune": "student", "quick": "quick"}
+
     def default_hyperparameters(self, kind: str = "finetune") -> dict:
+        if kind == "quick":
+            from tasks.extraction.quick import DEFAULT_C
+
+            # It embeds once and fits a head: no epochs or learning rate. Texts are read in
+            # windows of 128 tokens, the length the base model was trained on.
+            return {"C": DEFAULT_C, "max_length": 128}
         # Measured on WNUT-17 test (bench/README.md, "Extraction students"; one seed each, on
         # a 2-core AMD EPYC), 4 epochs: the shared 3e-4 scored strict F1 0.329, 3e-4 with
         # capitals 0.343, 1e-4 0.345, 1e-4 with capitals 0.346 (class weighting 0.203); then

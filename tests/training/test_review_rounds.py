@@ -9,6 +9,7 @@ from rq import SimpleWorker
 from annotation import review
 from annotation.models import Example, Proposal, Review
 from annotation.review.rounds import after_verdict, refresh_due, round_status
+from tests.conftest import make_project
 from training.models import TrainingRun
 
 from .test_training import labelled
@@ -94,12 +95,47 @@ def test_no_refresh_while_one_is_on_its_way(project, reviewer, lead):
     assert TrainingRun.objects.count() == 1
 
 
-def test_extraction_projects_have_no_quick_refresh(lead):
-    from annotation.projects import project_create
-    from training.services.rounds import refresh_queue
+@pytest.mark.django_db(transaction=True)
+def test_a_round_on_an_extraction_project_refreshes_its_student_spans(
+    lead, reviewer, reviewer_client, queues, settings, tmp_path
+):
+    from .test_extraction_training import FIELDS, proposed
 
-    project = project_create(name="B", slug="b", user=lead, task_type="extraction", labels=[("date", "")])
-    assert refresh_queue(project=project) is None
+    settings.DATA_DIR = tmp_path
+    project = make_project(lead=lead, reviewer=reviewer, slug="bookings", labels=FIELDS)
+    project.task_type = "extraction"
+    project.refresh_every = 4
+    project.save()
+    project.forget_task()
+    proposed(project, 24)
+    page = reviewer_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert 'data-count="until-refresh">4<' in page  # the review page counts down to the refresh
+    worker = SimpleWorker([queues["training"]], connection=queues["training"].connection)
+    verdicts(project, reviewer, 4)
+    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.queue_refresh_job"]
+    worker.work(burst=True)
+    first = TrainingRun.objects.get()
+    assert first.kind == "quick" and first.hyperparameters["review_round"] is True
+    assert first.hyperparameters["noise_handling"] == "none"  # extraction runs prune nothing
+    assert project.quality_runs.exists()  # the likely span errors are scored again
+    worker.work(burst=True)
+    first.refresh_from_db()
+    assert first.status == "succeeded", first.traceback
+    students = Proposal.objects.filter(agent=first.agent)
+    assert students.count() == 24
+    for proposal in students:
+        project.task.validate(proposal.value, text=proposal.example.text)  # spans, each with a confidence
+        assert all(0 <= s["confidence"] <= 1 for s in proposal.value["spans"])
+    # The queue's student keys are fresh: the student's spans, and whether they differ from the teacher's.
+    assert Example.objects.filter(project=project, student_confidence__isnull=False).count() == 24
+    assert Example.objects.filter(project=project).exclude(student_label="").exists()
+
+    verdicts(project, reviewer, 4)
+    worker.work(burst=True)
+    second = TrainingRun.objects.order_by("-number").first()
+    assert second.number == first.number + 1 and second.status == "succeeded", second.traceback
+    assert not Proposal.objects.filter(agent=first.agent).exists()
+    assert Proposal.objects.filter(agent=second.agent).count() == 24
 
 
 def test_the_review_page_shows_the_budget_and_the_next_refresh(project, reviewer, reviewer_client):

@@ -186,19 +186,20 @@ def test_ensemble_members_are_checked(project, lead, tiny_base, data):
     assert TrainingRun.objects.count() == 2
 
 
-def test_extraction_projects_have_only_the_fine_tune(lead, lead_client, settings, tmp_path):
+def test_extraction_projects_have_the_fine_tune_and_the_quick_student(lead, lead_client, settings, tmp_path):
     from annotation.projects import project_create
 
     settings.DATA_DIR = tmp_path
     project = project_create(
         name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=[("date", "")]
     )
-    with pytest.raises(services.TrainingError, match="no 'quick' student"):
-        services.run_create(project=project, user=lead, kind="quick")
+    with pytest.raises(services.TrainingError, match="no 'ensemble' student"):
+        services.run_create(project=project, user=lead, kind="ensemble")
     page = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
-    assert 'value="finetune"' in page and 'value="quick"' not in page
+    assert 'value="finetune"' in page and 'value="quick"' in page and 'value="ensemble"' not in page
+    assert "Regularisation C" in page
     response = lead_client.post(
-        reverse("training:run-create", args=[project.slug]), {"kind": "quick"}, follow=True
+        reverse("training:run-create", args=[project.slug]), {"kind": "ensemble"}, follow=True
     )
     assert "Select a valid choice" in response.content.decode()
     assert not TrainingRun.objects.exists()

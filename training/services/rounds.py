@@ -1,9 +1,11 @@
 """The training side of review rounds: a quick student refreshes the queue's keys.
 
 annotation.review.rounds sends ``refresh_due`` when a project's reviewers have given
-``refresh_every`` verdicts since the last refresh. ``refresh_queue`` answers it: a quick
-run (seconds: the pool's embeddings are cached) on the recommended label source, whose
-proposals on every non-gold example refresh the teacher/student disagreement key, and,
+``refresh_every`` verdicts since the last refresh. ``refresh_queue`` answers it for every
+task type with a quick student (``Task.student_kinds``: classification's on sentence
+embeddings, extraction's on word vectors): a quick run (seconds: the pool's embeddings are
+cached) on the recommended label source, whose proposals on every non-gold example refresh
+the teacher/student disagreement key, and,
 where the task scores label errors, a label-quality run for the "likely errors" key.
 Proposals of older refresh runs are dropped when a new one finishes (runs.py), so a
 long review session does not pile up a copy of the pool per round.
@@ -40,9 +42,8 @@ def refresh_queue(sender=None, *, project: Project, **kwargs) -> TrainingRun | N
     ).exists():
         return None  # the running refresh will see most of these verdicts; the next round the rest
     advice = label_source_advice(project)
-    hyperparameters = {ROUND_MARK: True}
-    if task.scores_label_errors:
-        hyperparameters["noise_handling"] = advice["noise_handling"]
+    # The advice's noise handling: "none" where the task's runs have none (Task.handles_label_noise).
+    hyperparameters = {ROUND_MARK: True, "noise_handling": advice["noise_handling"]}
     try:
         run = run_create(
             project=project,

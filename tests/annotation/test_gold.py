@@ -325,8 +325,9 @@ def test_adjudication_page_counts_n_of_m_and_offers_reject_and_skip(
 
 def test_the_draw_never_offers_more_than_the_project_has(project, corpus, lead_client):
     page = lead_client.get(reverse("annotation:gold", args=[project.slug])).content.decode()
-    # 10 real examples (2 synthetic are never drawn): the default is 10, not 200.
-    assert 'name="size" value="10"' in page
+    # 10 real examples (2 synthetic are never drawn): the default is 5 (never more than half:
+    # a default draw never takes the whole corpus out of training), not 200.
+    assert 'name="size" value="5"' in page
 
 
 def test_a_blind_label_costs_the_same_queries_with_a_big_gold_set(

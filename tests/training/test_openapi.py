@@ -130,3 +130,58 @@ def test_the_fuzzer_reaches_the_student(served):
         headers={"Authorization": f"Bearer {raw}"},
     )
     assert response.status_code == 200
+
+
+@pytest.fixture
+def served_summaries(lead, tmp_path):
+    """A live extractive summariser on a summarisation project (the demo's written calls)."""
+    from pathlib import Path
+
+    from annotation import projects
+    from distillapp import ml
+    from tasks.summarization import student
+
+    calls = [
+        json.loads(line)
+        for line in (Path(__file__).resolve().parents[2] / "annotation/demo/calls.jsonl")
+        .read_text()
+        .splitlines()
+    ][:20]
+    project = projects.project_create(name="Calls", slug="calls", user=lead, task_type="summarization")
+    student.train(
+        texts=[c["text"] for c in calls],
+        answers=[{"summary": c["summary"]} for c in calls],
+        names=[],
+        base_model="unused",
+        output_dir=tmp_path / "model",
+        hyperparameters=ml.Hyperparameters(),
+        target=project.task.target,
+    )
+    version = serving.version_promote(run=make_run(project, tmp_path), user=lead, threshold=0.5)
+    _, raw = serving.token_create(project=project, user=lead, name="fuzz")
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield project, raw, version
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@schema.parametrize()
+@hypothesis_settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_a_summarisation_project_keeps_to_the_document_too(case, served_summaries):
+    """The same fuzzing against a summarisation project: its answers (``summary``) fit the
+    document's SummarisationPrediction, one of Prediction's task-type schemas."""
+    project, raw, _ = served_summaries
+    token = {"Authorization": f"Bearer {raw}"}
+    if "slug" in (case.path_parameters or {}):
+        case.path_parameters["slug"] = project.slug
+    response = case.call(headers=token)
+    assert response.status_code < 500, response.text[:500]
+    json.loads(response.content)
+    case.validate_response(response, headers=token)

@@ -86,11 +86,84 @@ def abstractive_smoke(work: Path, train: list[dict], test: list[dict]) -> dict:
     }
 
 
+def through_app(train: list[dict], test: list[dict], work: Path) -> dict:
+    """The same student through the app's own services, on a throw-away SQLite project: the
+    train dialogues imported as verified summaries, the test ones as an attested gold file
+    (summary1), ``run_create`` / ``run_claim`` / ``run_execute`` with the launch form's defaults
+    (its validation share, not DialogSum's dev split), then ``evaluate_run`` on gold."""
+    from banking77_distill import bench_user, setup_django
+
+    setup_django(work / "data")
+    from annotation import corpus
+    from annotation.corpus import import_batch_claim, import_batch_run
+    from annotation.corpus.importing import GOLD_ATTESTED, LABELS_VERIFIED
+    from annotation.projects import project_create
+    from training import services
+
+    user = bench_user()
+    project = project_create(
+        name="DialogSum",
+        slug="dialogsum",
+        user=user,
+        task_type="summarization",
+        task_options={"target_unit": "sentences", "target_length": 2},
+    )
+
+    def imported(rows: list[dict], name: str, **options) -> float:
+        path = work / name
+        with path.open("w", encoding="utf-8") as out:
+            for r in rows:
+                out.write(
+                    json.dumps({"text": r["dialogue"], "summary": r.get("summary") or r["summary1"]}) + "\n"
+                )
+        started = time.monotonic()
+        batch = corpus.import_batch_create(
+            project=project, user=user, file_name=name, path=path, label_column="summary", **options
+        )
+        if not import_batch_claim(batch.pk):
+            raise RuntimeError("the import could not be claimed")
+        batch = import_batch_run(batch=batch)
+        if batch.status != "succeeded":
+            raise RuntimeError(f"import {name} failed: {batch.error} {batch.error_report[:3]}")
+        return time.monotonic() - started
+
+    import_seconds = imported(train, "train.jsonl", label_meaning=LABELS_VERIFIED)
+    imported(test, "test.jsonl", gold=GOLD_ATTESTED)
+    run = services.run_create(project=project, user=None)
+    if not services.run_claim(run.pk):
+        raise RuntimeError("the run could not be claimed")
+    started = time.monotonic()
+    run = services.run_execute(run=run)
+    if run.status != "succeeded":
+        raise RuntimeError(f"run failed: {run.error}")
+    run_seconds = time.monotonic() - started
+    evaluation = services.evaluate_run(run=run)
+    m = evaluation.metrics
+    return {
+        "import_train_seconds": round(import_seconds, 1),
+        "run_seconds": round(run_seconds, 1),
+        "train_seconds": round(run.train_seconds or 0, 1),
+        "train_examples": run.counts.get("train"),
+        "gold_items": m.get("examples"),
+        "rouge1": round(100 * m["rouge1"], 2),
+        "rouge2": round(100 * m["rouge2"], 2),
+        "rougeL": round(100 * m["rougeL"], 2),
+        "embedding_similarity": m.get("embedding_similarity"),
+        "unsupported_rate": m.get("unsupported_rate"),
+        "share_right": m.get("share_right"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-limit", type=int, default=None, help="the first N train dialogues")
     parser.add_argument("--test-limit", type=int, default=None, help="the first N test dialogues")
     parser.add_argument("--skip-abstractive", action="store_true")
+    parser.add_argument(
+        "--through-app",
+        action="store_true",
+        help="also import, train and evaluate the student through the app's services (SQLite)",
+    )
     args = parser.parse_args()
 
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -134,6 +207,7 @@ def main() -> None:
         smoke = None
         if not args.skip_abstractive:
             smoke = abstractive_smoke(work, train[:64], test[:20])
+        app = through_app(train, test, work) if args.through_app else None
     lead_scores, oracle_scores = scores(measure, lead3, test), scores(measure, oracle, test)
     print(
         json.dumps(
@@ -164,6 +238,8 @@ def main() -> None:
                     "student_minus_lead3_rouge1": round(student_scores["rouge1"] - lead_scores["rouge1"], 2),
                 },
                 "abstractive_smoke": smoke,
+                # Through the app's services, gold = summary1 (best of one reference).
+                "through_app": app,
             },
             indent=2,
         )

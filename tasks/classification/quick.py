@@ -24,7 +24,6 @@ on a validation split (``choose_weight``).
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -34,9 +33,8 @@ import numpy as np
 
 from distillapp import embeddings, ml
 from tasks import measure
+from tasks.heads import CONFIG_FILE, HEAD_FILE, load, one_blas_thread
 
-HEAD_FILE = "quick_head.joblib"
-CONFIG_FILE = "quick_student.json"
 DEFAULT_C = 10.0
 # lbfgs on 10k MiniLM vectors x 77 labels at C = 10 converges in a few hundred iterations;
 # the margin keeps a harder task from stopping on a ConvergenceWarning.
@@ -102,7 +100,7 @@ def train(
         class_weight="balanced" if hp.class_weighting else None,
         random_state=hp.seed,
     )
-    with _one_blas_thread():
+    with one_blas_thread():
         head.fit(
             vectors[: len(texts)], targets, sample_weight=None if weights is None else np.asarray(weights)
         )
@@ -198,7 +196,7 @@ def predict_proba(
 
 def _head_probabilities(head, config: dict, vectors: np.ndarray) -> np.ndarray:
     """The head's calibrated probabilities of embedded texts, one column per trained-for name."""
-    with _one_blas_thread():
+    with one_blas_thread():
         probabilities = _columns(head, head.predict_proba(vectors), len(config["names"]))
     t = float(config.get("temperature", 1.0))
     if t != 1.0:
@@ -252,29 +250,6 @@ def predict_proba_onnx(
             vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)
         vectors[idx] = out
     return _head_probabilities(head, config, vectors), names
-
-
-@functools.lru_cache(maxsize=8)
-def _load(model_dir: str, mtime: float):
-    import joblib
-
-    config = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
-    return joblib.load(Path(model_dir) / HEAD_FILE), config
-
-
-def load(model_dir: Path | str):
-    """(head, config) of a saved quick student, loaded once; a retrained directory afresh."""
-    path = Path(model_dir)
-    return _load(str(path), (path / HEAD_FILE).stat().st_mtime)
-
-
-def _one_blas_thread():
-    # lbfgs makes many small matrix products: on the 2-core CPU shared with other jobs,
-    # OpenBLAS's 2 threads spin-waiting for each other made a 3,000 x 384 x 77 fit 10x
-    # slower than one thread (17 s against 1.7 s at load 9).
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
 
 
 def _columns(head, proba: np.ndarray, n_names: int) -> np.ndarray:

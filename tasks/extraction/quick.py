@@ -26,7 +26,6 @@ round's retrain and its prediction of the pool embed only texts not seen before.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -37,9 +36,8 @@ import numpy as np
 from distillapp import embeddings, ml
 from tasks.extraction.quality import word_tags
 from tasks.extraction.student import bio_labels, decode
+from tasks.heads import CONFIG_FILE, HEAD_FILE, load, one_blas_thread
 
-HEAD_FILE = "quick_head.joblib"
-CONFIG_FILE = "quick_student.json"
 UNIT = "tokenizer"  # how texts are cut into words: part of the embedding cache's key
 LAYER = 3  # the span quality run's layer (tasks/extraction/quality.py); bench/README.md
 DEFAULT_C = 3.0
@@ -177,7 +175,7 @@ def train(
     head = LogisticRegression(
         C=c, max_iter=MAX_ITER, class_weight="balanced" if hp.class_weighting else None, random_state=hp.seed
     )
-    with _one_blas_thread():
+    with one_blas_thread():
         head.fit(x, y, sample_weight=sample_weight)
         train_proba = head.predict_proba(x)
     fit_seconds = time.monotonic() - fit_started
@@ -257,7 +255,7 @@ def _decode_all(head, config: dict, texts, words, features) -> tuple[list[dict],
     if not texts:
         return answers, confidences
     stacked = np.vstack(features)
-    with _one_blas_thread():
+    with one_blas_thread():
         proba = head.predict_proba(stacked) if len(stacked) else np.empty((0, len(head.classes_)))
     # A tag the head never saw gets probability 0 (best_path then never takes it).
     columns = np.zeros((len(proba), len(labels)), dtype=np.float64)
@@ -316,25 +314,3 @@ def predict_onnx(
         word_features(t, w, v, width=config["context"]) for t, w, v in zip(texts, words, vectors, strict=True)
     ]
     return _decode_all(head, config, texts, words, features)
-
-
-@functools.lru_cache(maxsize=8)
-def _load(model_dir: str, mtime: float):
-    import joblib
-
-    config = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
-    return joblib.load(Path(model_dir) / HEAD_FILE), config
-
-
-def load(model_dir: Path | str):
-    """(head, config) of a saved quick student, loaded once; a retrained directory afresh."""
-    path = Path(model_dir)
-    return _load(str(path), (path / HEAD_FILE).stat().st_mtime)
-
-
-def _one_blas_thread():
-    # As for classification's quick student (tasks/classification/quick.py): lbfgs's many
-    # small products run slower on OpenBLAS's threads than on one when the CPU is shared.
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")

@@ -349,10 +349,35 @@ def agreement(pairs: Sequence[tuple[Mapping | None, Mapping | None]], *, texts: 
                 value_domain=[1, 2, 3, 4, 5],
             )
         )
+    ratings = [float(r["rating"]) for pair in both for r in pair if r.get("rating")]
     return {
         "pairs": len(pairs),
         "summaries": len(rouges),
         "rougeL": _mean(rouges),
         "rated": len(rated),
         "alpha": alpha,
+        "mean_rating": _mean(ratings),
     }
+
+
+# Calibration needs this many validation summaries, right and wrong ones among them.
+CALIBRATION_MIN = 20
+
+
+def calibration_map(confidences: Sequence[float], right: Sequence[bool]) -> dict | None:
+    """An increasing map from a student's raw confidence to how often a summary that sure was
+    right on validation (isotonic regression, clipped); None with too few or one-sided examples."""
+    from sklearn.isotonic import IsotonicRegression
+
+    if len(confidences) < CALIBRATION_MIN or len(set(right)) < 2:
+        return None
+    fit = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    fit.fit(list(confidences), [float(r) for r in right])
+    return {"x": [float(x) for x in fit.X_thresholds_], "y": [float(y) for y in fit.y_thresholds_]}
+
+
+def calibrated(confidences: Sequence[float], mapping: Mapping | None) -> list[float]:
+    """Raw confidences through a ``calibration_map`` (unchanged without one)."""
+    if not mapping:
+        return [float(c) for c in confidences]
+    return [float(c) for c in np.interp(list(confidences), mapping["x"], mapping["y"])]

@@ -73,14 +73,21 @@ def train(
     (Path(output_dir) / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
     if validation and validation[0]:
         from tasks.summarization import measure
+        from tasks.summarization.task import RIGHT_FLOOR
 
         val = [(t, a["summary"]) for t, a in zip(*validation, strict=True) if a and a.get("summary")]
-        predicted, _ = predict(output_dir, [t for t, _ in val])
+        predicted, confidences = predict(output_dir, [t for t, _ in val])
         scores = [measure.rouge([s], p["summary"]) for (_, s), p in zip(val, predicted, strict=True)]
         result.validation = {
             "examples": len(val),
             **{m: sum(s[m] for s in scores) / len(scores) for m in measure.MEASURES},
         }
+        # The mean token probability as how often a summary that sure reached ROUGE-L's floor.
+        settings["calibration"] = measure.calibration_map(
+            confidences, [s["rougeL"] >= RIGHT_FLOOR for s in scores]
+        )
+        (Path(output_dir) / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
+        result.validation["calibrated"] = settings["calibration"] is not None
     return result
 
 
@@ -102,7 +109,11 @@ def predict(
         num_beams=NUM_BEAMS,
         batch_size=batch_size,
     )
-    return [{"summary": o} for o in outputs], [min(1.0, math.exp(lp)) for lp in logprobs]
+    from tasks.summarization import measure
+
+    raw = [min(1.0, math.exp(lp)) for lp in logprobs]
+    # Calibrated on validation where training could (measure.calibration_map), else raw.
+    return [{"summary": o} for o in outputs], measure.calibrated(raw, settings.get("calibration"))
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:

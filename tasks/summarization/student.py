@@ -299,22 +299,13 @@ def predict(
         kept = _choose(p, unit_texts, config["rule"])
         answers.append({"summary": join(text, spans, kept)})
         confidences.append(_confidence(p, kept))
-    calibration = config.get("calibration")
-    if calibration:  # the margin as the share of validation summaries this sure that were right
-        confidences = [float(c) for c in np.interp(confidences, calibration["x"], calibration["y"])]
-    return answers, confidences
-
-
-# Calibration needs this many validation summaries, right and wrong ones among them.
-CALIBRATION_MIN = 20
+    # The margin as the share of validation summaries this sure that were right.
+    return answers, measure.calibrated(confidences, config.get("calibration"))
 
 
 def calibrate(val, val_units, probabilities, rule) -> dict | None:
-    """Map the score margin to how often a summary that sure is right: ROUGE-L against its
-    summary at or above the task's floor (the coverage sweep's "right"), by isotonic
-    regression on validation (increasing, clipped). None with too few or one-sided examples."""
-    from sklearn.isotonic import IsotonicRegression
-
+    """Map the score margin to how often a summary that sure is right (ROUGE-L against its
+    summary at or above the task's floor, the coverage sweep's "right") on validation."""
     from tasks.summarization.task import RIGHT_FLOOR
 
     margins, right = [], []
@@ -323,11 +314,8 @@ def calibrate(val, val_units, probabilities, rule) -> dict | None:
             continue
         kept = _choose(p, units, rule)
         margins.append(_confidence(p, kept))
-        right.append(float(measure.rouge_l(summary, rewrite_summary(text, spans, kept)) >= RIGHT_FLOOR))
-    if len(margins) < CALIBRATION_MIN or len(set(right)) < 2:
-        return None
-    fit = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip").fit(margins, right)
-    return {"x": [float(x) for x in fit.X_thresholds_], "y": [float(y) for y in fit.y_thresholds_]}
+        right.append(measure.rouge_l(summary, rewrite_summary(text, spans, kept)) >= RIGHT_FLOOR)
+    return measure.calibration_map(margins, right)
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:

@@ -134,3 +134,21 @@ def test_the_cached_tokenizer_scores_as_rouge_scores_own():
         }
     )
     assert measure.tokens("Running shoes!") == ["run", "shoe"]
+
+
+def test_a_calibration_map_turns_a_confidence_into_how_often_that_sure_was_right():
+    confidences = [i / 40 for i in range(40)]
+    right = [c > 0.5 for c in confidences]  # right exactly above 0.5
+    mapping = measure.calibration_map(confidences, right)
+    assert measure.calibrated([0.1, 0.9], mapping) == [0.0, 1.0]
+    assert measure.calibrated([0.3], None) == [0.3]  # no map: unchanged
+    assert measure.calibration_map(confidences[:5], right[:5]) is None  # too few
+    assert measure.calibration_map(confidences, [True] * 40) is None  # one-sided
+
+
+def test_agreement_gives_the_mean_rating_beside_alpha():
+    pairs = [
+        ({"summary": "a b", "rating": 4}, {"summary": "a b", "rating": 5}),
+        ({"summary": "c", "rating": 2}, None),
+    ]
+    assert measure.agreement(pairs)["mean_rating"] == pytest.approx(4.5)

@@ -29,7 +29,8 @@ def test_a_tiny_t5_trains_reports_progress_and_generates_with_a_confidence(tmp_p
         target={"unit": "words", "length": 5},
     )
     assert result.steps == 4 and [p.step for p in seen] == [1, 2, 3, 4]
-    assert set(result.validation) == {"examples", "rouge1", "rouge2", "rougeL"}
+    assert set(result.validation) == {"examples", "rouge1", "rouge2", "rougeL", "calibrated"}
+    assert result.validation["calibrated"] is False  # a few validation texts: too few to calibrate
     answers, confidences = seq2seq.predict(tmp_path / "model", TEXTS[:3])
     assert len(answers) == 3 and all(isinstance(a["summary"], str) for a in answers)
     assert all(0.0 < c <= 1.0 for c in confidences)

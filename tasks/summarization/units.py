@@ -156,6 +156,45 @@ _HEDGE = re.compile(
 )
 
 
+# Verbs a speaker says of themself that read wrong after a name ("Customer think"): the third
+# person singular ("Customer thinks"). Only these: a word after "I" may be an adverb ("I also").
+_VERBS = frozenset(
+    "want need think know like see feel hope get take make go come call pay buy live work love guess "
+    "mean understand remember forget agree prefer believe wonder say tell ask try plan expect hear own "
+    "use order book change cancel wish suppose promise apologize appreciate bring send leave stay study "
+    "play teach read write run drive meet find keep give look worry enjoy usually".split()
+)
+_IRREGULAR = {
+    "am": "is",
+    "are": "is",
+    "have": "has",
+    "do": "does",
+    "don't": "doesn't",
+    "haven't": "hasn't",
+    "were": "was",
+    "weren't": "wasn't",
+}
+
+
+def _third_person(verb: str) -> str:
+    lower = verb.lower()
+    if lower in _IRREGULAR:
+        return _IRREGULAR[lower]
+    if lower not in _VERBS or lower == "usually":
+        return verb
+    if lower.endswith(("s", "sh", "ch", "x", "o")):
+        return verb + "es"
+    if lower.endswith("y") and lower[-2:-1] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _subject_rule(pronoun: str, name: str, flags: int) -> tuple[re.Pattern, object]:
+    """ "I think" -> "Customer thinks": the pronoun as a subject before a verb it agrees with."""
+    pattern = re.compile(rf"\b{pronoun}\s+(don't|haven't|weren't|[a-z]+)\b", flags)
+    return pattern, lambda m: f"{name} {_third_person(m.group(1))}"
+
+
 def _person_rules(own: str, other: str | None) -> list[tuple[re.Pattern, str]]:
     rules = [
         (rf"\bI{_APOSTROPHE}m\b", f"{own} is"),
@@ -182,7 +221,10 @@ def _person_rules(own: str, other: str | None) -> list[tuple[re.Pattern, str]]:
             (r"\bour\b", f"{own} and {other}'s"),
         ]
     # Case-insensitive except "I": the pronoun is always a capital, the letter "i" is not one.
-    return [(re.compile(p, 0 if p.startswith(r"\bI") else re.I), r) for p, r in rules]
+    compiled = [(re.compile(p, 0 if p.startswith(r"\bI") else re.I), r) for p, r in rules]
+    # The subject forms first, so "I think" agrees before the bare "I" rule renames it.
+    subjects = [_subject_rule("I", own, 0)] + ([_subject_rule("you", other, re.I)] if other else [])
+    return compiled[:4] + subjects + compiled[4:]
 
 
 def speakers(text: str) -> list[str]:

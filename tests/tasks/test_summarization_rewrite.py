@@ -13,7 +13,7 @@ TWO = ["#Person1#", "#Person2#"]
 @pytest.mark.parametrize(
     ("turn", "expected"),
     [
-        ("#Person1#: I want my car back.", "#Person1# want #Person1#'s car back."),
+        ("#Person1#: I want my car back.", "#Person1# wants #Person1#'s car back."),
         ("#Person2#: Is this mine? Give it to me.", "#Person2#: Is this #Person2#'s? Give it to #Person2#."),
         (
             "#Person1#: Can you show me your ticket?",
@@ -50,7 +50,7 @@ def test_rewrite_turn_keeps_what_it_cannot_resolve():
     assert rewrite_turn("#Person2#: You can have it.", TWO) == "#Person2#: #Person1# can have it."
     assert rewrite_turn("no speaker here, I think", TWO) == "no speaker here, I think"
     assert rewrite_turn("#Person1#: Yes.", TWO, fillers=True) == "#Person1#: Yes."  # nothing left: kept
-    assert rewrite_turn("#Person1#: Well, I see.", TWO, fillers=False) == "#Person1#: Well, #Person1# see."
+    assert rewrite_turn("#Person1#: Well, I see.", TWO, fillers=False) == "#Person1#: Well, #Person1# sees."
 
 
 def test_rewrite_summary_rewrites_dialogues_only():
@@ -67,3 +67,20 @@ def test_rewrite_summary_rewrites_dialogues_only():
         == join_units(prose, spans, [0, 1])
         == ("I lost my keys. You checked your bag.")
     )
+
+
+def test_a_speaker_named_for_i_or_you_takes_the_verb_that_agrees():
+    from tasks.summarization.units import rewrite_turn
+
+    tags = ["Agent", "Customer"]
+    assert (
+        rewrite_turn("Customer: I think I have lost my card.", tags)
+        == "Customer thinks Customer has lost Customer's card."
+    )
+    assert (
+        rewrite_turn("Agent: You are right, you were charged twice.", tags)
+        == "Agent: Customer is right, Customer was charged twice."
+    )
+    assert rewrite_turn("Customer: I don't know.", tags) == "Customer doesn't know."
+    # Only known verbs agree: a word after "I" may be an adverb.
+    assert rewrite_turn("Customer: I also want a refund.", tags) == "Customer also want a refund."

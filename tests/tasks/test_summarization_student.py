@@ -45,7 +45,7 @@ def test_train_learns_the_oracle_units_and_predict_keeps_them(tmp_path):
     answers, confidences = student.predict(tmp_path / "model", [t for t, _ in test] + [""])
     for (text, _), answer in zip(test, answers, strict=False):
         # The kept turn, in the third person: the form of the references.
-        assert answer == {"summary": text.split("\n")[0].replace(": I want", " want")}
+        assert answer == {"summary": text.split("\n")[0].replace(": I want", " wants")}
     extracts, _ = student.predict(tmp_path / "model", [t for t, _ in test], rewrite=False)
     assert [a["summary"] for a in extracts] == [t.split("\n")[0] for t, _ in test]
     assert answers[-1] == {"summary": ""}
@@ -92,7 +92,7 @@ def test_the_oracle_labels_a_dialogue_over_its_rewritten_turns():
     text = "#Person1#: Well, I want my car.\n#Person2#: You can have it."
     rewritten, spans = student._as_summarised(text, split_units(text))
     assert [rewritten[s:e] for s, e in spans] == [
-        "#Person1# want #Person1#'s car.",
+        "#Person1# wants #Person1#'s car.",
         "#Person2#: #Person1# can have it.",
     ]
     # The rewrite is what the oracle reads: the reference's words and the speaker tags match.

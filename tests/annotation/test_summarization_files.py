@@ -179,3 +179,20 @@ def test_the_lead_changes_the_target_and_style_on_the_settings_page(calls, lead)
     assert task.target == {"unit": "words", "length": 40} and "Keep amounts." in task.prompt_block()
     refused = client_for(lead).post(url, {**form, **options, "option__target_length": 0})
     assert refused.status_code == 200 and Project.objects.get(pk=calls.pk).task.target["length"] == 40
+
+
+@pytest.mark.parametrize(
+    "name, content, line",
+    [
+        ("bad.csv", 'text,summary\nAgent: hi,fine\n,orphan summary\nAgent: ok,"' + "word " * 1200 + '"\n', 3),
+        ("bad.tsv", "text\tsummary\nAgent: hi\tfine\nAgent: a\tb\tc\n", 3),
+        ("bad.jsonl", '{"text": "Agent: hi", "summary": "fine"}\n{"text": "Agent: x", "summary": 5}\n', 2),
+    ],
+)
+def test_every_format_refuses_a_bad_summary_file_naming_its_line(calls, lead, tmp_path, name, content, line):
+    batch = run_import(
+        calls, tmp_path, content, name=name, label_column="summary", label_meaning="verified", user=lead
+    )
+    assert batch.status == "failed" and "nothing was imported" in batch.error
+    assert batch.error_report[0]["line"] == line, batch.error_report
+    assert not Example.objects.filter(project=calls).exists()

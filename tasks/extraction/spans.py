@@ -324,3 +324,17 @@ def example_to_conll(text: str, spans: Iterable[Mapping]) -> list[tuple[str, str
                 tag = ("B-" if start == span["start"] else "I-") + span["field"]
             pairs.append((text[start:end], tag))
     return pairs
+
+
+# One span as the prediction API answers it (OpenAPI 3.0; ExtractionTask.served_schema).
+SERVED_SPAN = {
+    "type": "object",
+    "required": ["field", "start", "end", "text"],
+    "properties": {
+        "field": {"type": "string"},
+        "start": {"type": "integer", "description": "Character offset, inclusive."},
+        "end": {"type": "integer", "description": "Character offset, exclusive."},
+        "text": {"type": "string"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}

@@ -565,17 +565,9 @@ class ExtractionTask(Task):
 
     @classmethod
     def served_schema(cls) -> dict:
-        span = {
-            "type": "object",
-            "required": ["field", "start", "end", "text"],
-            "properties": {
-                "field": {"type": "string"},
-                "start": {"type": "integer", "description": "Character offset, inclusive."},
-                "end": {"type": "integer", "description": "Character offset, exclusive."},
-                "text": {"type": "string"},
-                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-            },
-        }
+        from tasks.extraction.spans import SERVED_SPAN
+
+        span = SERVED_SPAN
         return {
             "spans": {
                 "type": "array",

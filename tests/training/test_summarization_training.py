@@ -137,3 +137,10 @@ def test_an_allowed_seq2seq_checkpoint_trains_the_abstractive_student(
     proposal = Proposal.objects.filter(agent="student:run-1").first()
     assert proposal is not None and isinstance(proposal.value["summary"], str)
     assert 0 <= proposal.confidence <= 1
+
+
+def test_a_teacher_with_no_answer_on_gold_is_not_measured_not_zero(notes, lead):
+    freeze_gold(notes, lead)
+    Proposal.objects.filter(example__is_gold=True).delete()  # the teacher never saw the gold texts
+    teacher = services.evaluate_teacher(project=notes)
+    assert teacher.metrics["answered"] == 0 and teacher.metrics["score"] is None

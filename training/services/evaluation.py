@@ -75,6 +75,11 @@ def _finish_evaluation(
         judged, lambda r: metrics_lib.length_bucket(r["length"])
     )
     numbers["gold_without_label"] = len(items) - len(labelled)
+    # A system with no answer on any gold text was not measured: its headline is no score, not 0
+    # (a project of human labels has no teacher answers on gold; issue #24).
+    numbers["answered"] = sum(r["predicted"] is not None for r in rows)
+    if rows and not numbers["answered"]:
+        numbers["score"] = None
     numbers.update(notes or {})
     evaluation = Evaluation(
         project=project,

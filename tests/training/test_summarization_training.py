@@ -144,3 +144,27 @@ def test_a_teacher_with_no_answer_on_gold_is_not_measured_not_zero(notes, lead):
     Proposal.objects.filter(example__is_gold=True).delete()  # the teacher never saw the gold texts
     teacher = services.evaluate_teacher(project=notes)
     assert teacher.metrics["answered"] == 0 and teacher.metrics["score"] is None
+
+
+def test_the_likely_errors_order_serves_a_summary_with_made_up_facts_first(notes, lead, lead_client, queues):
+    """ "Score likely label errors" on a summarisation project: the grounding check scores each
+    summary, and the errors order serves the one naming what its call does not say first."""
+    from annotation import review
+
+    examples = list(Example.objects.filter(project=notes).order_by("pk"))
+    # Only the calls with their own written summaries (the fixture lends the others someone
+    # else's, which the check rightly scores low too).
+    Proposal.objects.filter(example__in=examples[20:]).delete()
+    example = examples[7]
+    Proposal.objects.filter(example=example).update(
+        value={"summary": "Mr Zoltan Fischer paid $9,999 on 31 March."}
+    )
+    response = lead_client.post(reverse("annotation:review-quality", args=[notes.slug]))
+    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    assert response.status_code == 302
+    run = notes.quality_runs.get()
+    assert run.status == "succeeded", run.error
+    example.refresh_from_db()
+    assert example.quality_score < 0.5
+    first = review.review_next(project=notes, user=lead, filters=review.QueueFilter(strategy="errors"))
+    assert first == example

@@ -99,7 +99,7 @@ class ExtractionTask(Task):
         if not spans:
             return "(no fields)"
         if text:
-            parts = [f"{s['field']}: {_one_line(text[s['start'] : s['end']])}" for s in spans]
+            parts = [f"{s['field']}: {' '.join(text[s['start'] : s['end']].split())}" for s in spans]
         else:
             counts = Counter(s["field"] for s in spans)
             parts = [f"{name} ×{n}" for name, n in counts.items()]
@@ -110,6 +110,10 @@ class ExtractionTask(Task):
 
     def answer_categories(self, answer: Answer) -> set[str]:
         return {s["field"] for s in answer["spans"]} if answer else set()
+
+    def answers_naming(self, field: str, name: str) -> dict:
+        # Answers whose JSON text holds the name (a superset); non-ASCII is stored escaped or not.
+        return {f"{field}__icontains": name} if name.isascii() else super().answers_naming(field, name)
 
     def rename_category(self, answer: Answer, old: str, new: str) -> Answer:
         if not answer:
@@ -565,9 +569,8 @@ class ExtractionTask(Task):
 
     @classmethod
     def served_schema(cls) -> dict:
-        from tasks.extraction.spans import SERVED_SPAN
+        from tasks.extraction.spans import SERVED_SPAN as span
 
-        span = SERVED_SPAN
         return {
             "spans": {
                 "type": "array",
@@ -592,7 +595,3 @@ class ExtractionTask(Task):
 
 def _keys(answer: Mapping | None) -> set[tuple[int, int, str]]:
     return {span_key(s) for s in (answer or {}).get("spans", [])}
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split())

@@ -94,7 +94,7 @@ def test_a_summary_too_long_rejects_the_file_naming_the_line(calls, lead, tmp_pa
     assert_rejected(batch, calls, [(3, "characters, over")])
 
 
-def test_a_summary_column_never_needs_labels(calls, lead, tmp_path):
+def test_a_summarisation_project_refuses_conll_files(calls, lead, tmp_path):
     with pytest.raises(projects.ServiceError, match="a summarisation project reads csv"):
         corpus.import_batch_create(project=calls, user=lead, file_name="x.conll", path=tmp_path / "x.conll")
 

@@ -41,7 +41,8 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from bench_db import admin_url, postgres_create, quote_ident
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_bench"
@@ -87,19 +88,6 @@ def setup_django(database_url: str, data_dir: str) -> None:
     import django
 
     django.setup()
-
-
-def admin_url(database_url: str) -> tuple[str, str]:
-    """The URL of the server's 'postgres' database, and the bench db's name."""
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/")
-    if not name:
-        raise SystemExit(f"--database-url names no database: {database_url}")
-    return urlunsplit(parts._replace(path="/postgres", query="")), name
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --- step 1: generate the CSV (child process) -------------------------------------
@@ -168,14 +156,7 @@ def generate(path: Path, rows: int) -> dict:
 
 
 def setup(database_url: str, data_dir: str) -> dict:
-    import psycopg
-
-    admin, name = admin_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            log(f"creating database {name}")
-            conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    exists = not postgres_create(database_url)  # a copy of the migrated template
     setup_django(database_url, data_dir)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command

@@ -49,7 +49,7 @@ BENCHES = ("import", "review", "teacher", "serve")
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from import_bench import admin_url, quote_ident  # noqa: E402  (stdlib-only helpers)
+from bench_db import admin_url, postgres_create, quote_ident  # noqa: E402  (stdlib-only helpers)
 
 
 def log(message: str) -> None:
@@ -137,7 +137,7 @@ def bench_review(args, logs: Path) -> dict:
         "review",
         "review_bench.py",
         ["--examples", str(args.examples), "--actions", str(actions), "--warmup", str(warmup)]
-        + ["--database-url", args.database_url, "--keep"],
+        + ["--database-url", args.database_url, "--keep", "--no-breakdown"],
         logs,
     )
     return {
@@ -287,14 +287,7 @@ def print_table(result: dict, rows: list[dict], baseline: dict | None) -> None:
 
 def ensure_database(database_url: str) -> bool:
     """Create the database if missing (so no bench drops it); True if this run created it."""
-    import psycopg
-
-    admin, name = admin_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            return False
-        conn.execute(f"CREATE DATABASE {quote_ident(name)}")
-    return True
+    return postgres_create(database_url)  # a copy of the migrated template (bench_db.py)
 
 
 def drop_database(database_url: str) -> None:

@@ -71,13 +71,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from import_bench import (  # noqa: E402  (stdlib-only helpers)
-    admin_url,
-    backend_cpu_seconds,
-    delete_project,
-    quote_ident,
-    run_child,
-)
+from bench_db import admin_url, postgres_create, quote_ident  # noqa: E402
+from import_bench import backend_cpu_seconds, delete_project, run_child  # noqa: E402  (stdlib-only helpers)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_review_bench"
 TARGET_MEDIAN_MS = 50.0
@@ -142,14 +137,7 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def setup(database_url: str, data_dir: str, examples: int, churn: float, result_file: Path) -> dict:
-    import psycopg
-
-    admin, name = admin_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            log(f"creating database {name}")
-            conn.execute(f"CREATE DATABASE {quote_ident(name)}")
+    exists = not postgres_create(database_url)  # a copy of the migrated template
     setup_django()
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
@@ -389,6 +377,7 @@ def measure(
     strategy: str,
     explain: bool,
     synchronous_commit: bool = True,
+    breakdown_parts: bool = True,
 ) -> dict:
     setup_django()
     from django.contrib.auth import get_user_model
@@ -504,7 +493,8 @@ def measure(
     actions_cpu = cpu_now() - actions_cpu
     log(f"{actions} actions: median {ms(statistics.median(times))} ms")
 
-    # The parts, timed directly: the same calls review_act makes.
+    # The parts, timed directly: the same calls review_act makes (--no-breakdown: skipped,
+    # bench/quick.py reads only the CPU per action).
     factory = RequestFactory()
     parts: dict[str, list[float]] = {}
 
@@ -515,7 +505,7 @@ def measure(
         parts.setdefault(name, []).append(time.perf_counter() - started)
 
     sessions = [SessionStore(session_key=client.session.session_key) for client in clients]
-    for i in range(warmup + actions):
+    for i in range(warmup + actions if breakdown_parts else 0):
         who = i % 2
         user = reviewers[who]
         request = factory.post(act_url, headers={"HX-Request": "true"})
@@ -554,10 +544,11 @@ def measure(
         "card_context",
         "render_card",
     )
-    breakdown["sum_of_parts_ms"] = round(sum(breakdown[f"{k}_ms"] for k in measured_parts), 2)
-    breakdown["http_and_middleware_ms"] = round(
-        ms(statistics.median(times)) - breakdown["sum_of_parts_ms"], 2
-    )
+    if parts:
+        breakdown["sum_of_parts_ms"] = round(sum(breakdown[f"{k}_ms"] for k in measured_parts), 2)
+        breakdown["http_and_middleware_ms"] = round(
+            ms(statistics.median(times)) - breakdown["sum_of_parts_ms"], 2
+        )
     breakdown["queries_per_action"] = statistics.median(queries_per_action)
     breakdown["db_ms_per_action"] = round(statistics.median(db_ms_per_action), 2)
     breakdown["python_ms_per_action"] = round(ms(statistics.median(times)) - breakdown["db_ms_per_action"], 2)
@@ -653,6 +644,11 @@ def main() -> int:
         help="diagnostic: 'off' sets synchronous_commit=off for the measuring connection (default on)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the project and the database afterwards")
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip timing the action's parts one by one (bench/quick.py)",
+    )
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_result", help=argparse.SUPPRESS)
     parser.add_argument("--_data-dir", dest="data_dir", help=argparse.SUPPRESS)
@@ -674,6 +670,7 @@ def main() -> int:
                     args.strategy,
                     args.explain,
                     args.synchronous_commit == "on",
+                    not args.no_breakdown,
                 )
             elif args._step == "cleanup":
                 result = cleanup(args.database_url, info["project_id"], info["user_ids"], args.drop)
@@ -719,6 +716,8 @@ def main() -> int:
         if args.explain:
             extra.append("--explain")
         extra += ["--synchronous-commit", args.synchronous_commit]
+        if args.no_breakdown:
+            extra.append("--no-breakdown")
         load_before = os.getloadavg()[0]
         if load_before > 0.5:
             log(f"the 1-minute load average is {load_before:.2f}: other work may skew the timings")

@@ -13,7 +13,7 @@
    ``services.evaluate_run`` on a frozen gold set of ``--gold`` test.csv texts, and quantized
    with ``serving.onnx_prepare`` (the deploy page's "Quantize (int8)"), which reports both
    gold accuracies. An API token is made with ``serving.token_create``.
-2. in_process (a child process, OMP_NUM_THREADS=1): the model alone, one thread, no HTTP:
+2. model_alone (in the bench's process, torch.set_num_threads(1)): the model alone, one thread, no HTTP:
    32-text requests through ``student.predict`` (torch) and ``student.predict_onnx`` (batch_size 32 and
    ``serving.SERVING_BATCH_SIZE``), and single texts; texts/s and ms.
 3. server: ``manage.py serve --no-worker`` on 127.0.0.1 (gunicorn distillapp.wsgi:application,
@@ -22,8 +22,9 @@
    command's own settings (one math thread per web worker: OMP_NUM_THREADS=1), and with
    ``--compare-threads`` once more with one thread per core (``threads_per_core_server``).
    For each runtime, the run is promoted with threshold 0.0 (every answer comes from the
-   student) with ``serving.version_promote(runtime="torch" | "onnx-int8")``; the server notices
-   within SERVING_CACHE_SECONDS (the bench waits that long), so it is not restarted in between. Then, after a
+   student) with ``serving.version_promote(runtime="torch" | "onnx-int8")``, the first runtime
+   before the server starts; the server notices the second within SERVING_CACHE_SECONDS (the
+   bench waits that long), so it is not restarted in between. Then, after a
    warm-up (16 requests one at a time on new connections, so every worker loads the model,
    then 64 from 8 clients), 8 client threads (http.client,
    one keep-alive connection each, loopback only) send:
@@ -62,6 +63,8 @@ import threading
 import time
 from pathlib import Path
 
+from bench_db import sqlite_copy
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -98,6 +101,7 @@ def setup(args, data_dir: Path) -> dict:
     os.environ.setdefault("DJANGO_SECURE", "false")
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
+    sqlite_copy(data_dir / "distillapp.sqlite3")  # migrated once per schema (bench_db.py)
     import django
 
     django.setup()
@@ -181,8 +185,9 @@ def setup(args, data_dir: Path) -> dict:
             {"run": run.number, "train": [{"id": None, "hash": content_hash(r["text"])} for r in train]}
         )
     )
-    log(f"evaluating on {len(seen)} gold texts")
+    log(f"evaluating on {len(seen)} gold texts")  # the app promotes only an evaluated run
     evaluation = services.evaluate_run(run=run)
+    log("evaluated")
     if "onnx-int8" in args.runtimes:
         log("exporting and quantizing (onnx_prepare)")
         int8 = serving.onnx_prepare(run=run)
@@ -234,19 +239,15 @@ def tiny_classifier(directory: Path, labels: list[str]) -> None:
 # --- the model alone ---------------------------------------------------------------------------
 
 
-def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
-    """Child process: one thread, no HTTP; prints one JSON line."""
-    import django
+def model_alone(model_dir: str, onnx_dir: str, texts: list[str]) -> dict:
+    """The model alone: one math thread, no HTTP, in this process (after setup, which has
+    imported torch and the app already: a child process would pay ~6 s of imports again)."""
     import torch
-
-    os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
-    django.setup()  # training.serving imports the models
 
     from tasks.classification import student
     from training import serving
 
     torch.set_num_threads(1)
-    texts = json.loads(Path(texts_file).read_text())
     batches = [texts[i : i + BATCH] for i in range(0, 20 * BATCH, BATCH)]
     singles = texts[:200]
 
@@ -291,7 +292,7 @@ def in_process(model_dir: str, onnx_dir: str, texts_file: str) -> None:
         )
         result["onnx_int8_single_p50_ms"] = single_ms(onnx_fn(serving.SERVING_BATCH_SIZE))
     result.update(cpu_ms)
-    print(json.dumps(result))
+    return result
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -474,8 +475,8 @@ def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> t
     return out, split
 
 
-def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
-    from django.conf import settings
+def promote(ctx: dict, runtime: str) -> str | None:
+    """Serve the run on `runtime`; the reason when the app refuses (the int8 gate)."""
     from django.db import connections
 
     from training import serving
@@ -483,10 +484,15 @@ def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
     try:
         serving.version_promote(run=ctx["run"], user=ctx["user"], threshold=0.0, runtime=runtime)
     except serving.ServingError as exc:  # the int8 gate: the app would not serve it either
-        return {"refused": f"{exc.code}: {exc}", "error_count": 0}
-    connections.close_all()
-    # The server's processes notice the promotion within their cache time, without a restart.
-    time.sleep(settings.SERVING_CACHE_SECONDS + 0.5)
+        return f"{exc.code}: {exc}"
+    finally:
+        connections.close_all()
+    return None
+
+
+def measure(server: Server, ctx: dict, args, refused: str | None) -> dict:
+    if refused:
+        return {"refused": refused, "error_count": 0}
     texts = ctx["test_texts"]
     rng = random.Random(7)
 
@@ -523,15 +529,21 @@ def measure(server: Server, ctx: dict, args, runtime: str) -> dict:
 
 
 def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
+    from django.conf import settings
+
+    runtimes = [(key, r) for key, r in (("fp32", "torch"), ("onnx_int8", "onnx-int8")) if r in args.runtimes]
+    refused = promote(ctx, runtimes[0][1])  # before the start: the server serves it at once
     server = Server(data_dir, extra_env, args.web_workers)
     try:
         server.wait_ready()
         log(f"server up on {server.url} ({extra_env or 'serve defaults'})")
         out = {}
-        for key, runtime in (("fp32", "torch"), ("onnx_int8", "onnx-int8")):
-            if runtime not in args.runtimes:
-                continue
-            out[key] = measure(server, ctx, args, runtime)
+        for i, (key, runtime) in enumerate(runtimes):
+            if i:
+                refused = promote(ctx, runtime)
+                # The server's processes notice within their cache time, without a restart.
+                time.sleep(settings.SERVING_CACHE_SECONDS + 0.5)
+            out[key] = measure(server, ctx, args, refused)
             log(f"{key}: {json.dumps({k: v for k, v in out[key].items() if k != 'where_the_time_goes'})}")
         return out
     finally:
@@ -569,37 +581,21 @@ def main() -> int:
         help="No cold-start, 64-request or one-client phases (bench/quick.py's regression guard).",
     )
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
-    parser.add_argument("--in-process", nargs=3, metavar=("MODEL_DIR", "ONNX_DIR", "TEXTS_JSON"))
     args = parser.parse_args()
     args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     if not set(args.runtimes) <= {"torch", "onnx-int8"}:
         parser.error("--runtimes takes torch and/or onnx-int8")
-    if args.in_process:
-        in_process(*args.in_process)
-        return 0
 
     data_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     try:
         ctx = setup(args, data_dir)
-        texts_file = data_dir / "texts.json"
-        texts_file.write_text(json.dumps(ctx["test_texts"]))
         log("the model alone, one thread")
-        child = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--in-process",
-                str(Path(ctx["run"].artifact_path) / "model"),
-                str(Path(ctx["run"].artifact_path) / "onnx-int8"),
-                str(texts_file),
-            ],
-            env={**os.environ, **SINGLE_THREAD_ENV},
-            capture_output=True,
-            text=True,
-            check=True,
+        alone = model_alone(
+            str(Path(ctx["run"].artifact_path) / "model"),
+            str(Path(ctx["run"].artifact_path) / "onnx-int8"),
+            ctx["test_texts"],
         )
-        model_alone = json.loads(child.stdout.strip().splitlines()[-1])
-        log(f"model alone: {model_alone}")
+        log(f"model alone: {alone}")
         # The reported server runs with `manage.py serve`'s own defaults (one math thread
         # per web worker); --compare-threads adds a run with one thread per core.
         reported = serve_and_measure(data_dir, ctx, args, {})
@@ -615,7 +611,7 @@ def main() -> int:
             "threads_per_worker_process": 4,
             "server_env": "manage.py serve defaults (OMP_NUM_THREADS=1 per web worker)",
             "threads_per_core_server": default,
-            "model_alone": model_alone,
+            "model_alone": alone,
             "onnx_batch_size": SERVING_BATCH_SIZE,
             "gold": {
                 "examples": ctx["int8"]["examples"],

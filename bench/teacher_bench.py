@@ -70,7 +70,8 @@ for _path in (REPO_ROOT, BENCH_DIR):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from import_bench import admin_url, quote_ident, run_child, setup_django  # noqa: E402  (stdlib-only helpers)
+from bench_db import admin_url, postgres_create, quote_ident  # noqa: E402
+from import_bench import run_child, setup_django  # noqa: E402  (stdlib-only helpers)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_teacher_bench"
 API_KEY_ENV = "TEACHER_BENCH_API_KEY"
@@ -299,15 +300,7 @@ def prepare_database(database_url: str) -> bool:
     """Create the PostgreSQL database if it is missing; True if this run created it."""
     if not database_url.startswith(("postgres://", "postgresql://")):
         return False
-    import psycopg
-
-    admin, name = admin_url(database_url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            log(f"creating database {name}")
-            conn.execute(f"CREATE DATABASE {quote_ident(name)}")
-    return not exists
+    return postgres_create(database_url)  # a copy of the migrated template
 
 
 def run_job(args, data_dir: str) -> dict:

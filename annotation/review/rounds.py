@@ -13,8 +13,8 @@ never imports training (the layers go one way).
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum, Value
-from django.db.models.functions import Least
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Least
 from django.dispatch import Signal
 
 from annotation.models import Project, Review
@@ -29,7 +29,12 @@ MAX_CARD_SECONDS = 600
 
 def verdict_count(project: Project) -> int:
     """Examples decided in the review queue: an example counts once, however many rows it has
-    (rows a replay wrote before verdicts needed a claim, an import's, a lead's bulk accept)."""
+    (rows a replay wrote before verdicts needed a claim, an import's, a lead's bulk accept).
+    After a verdict on this instance, the count ``after_verdict`` read (the review page's card
+    asks again in the same request)."""
+    known = project.recalled("verdicts")
+    if known is not None:
+        return known
     return (
         Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW)
         .values("example_id")
@@ -108,10 +113,22 @@ def round_status(project: Project) -> dict:
 
 def after_verdict(project: Project) -> bool:
     """Start a refresh if this verdict ended a round; True if it did (exactly one caller wins)."""
+    project.forget("verdicts")
     if not project.refresh_every:
         return False
-    done = verdict_count(project)
-    last = Project.objects.filter(pk=project.pk).values_list("refreshed_at_verdicts", flat=True).first() or 0
+    # The count and the round's start in one query (the review page's hot path).
+    decided = Subquery(
+        Review.objects.filter(example__project=OuterRef("pk"), kind=Review.Kind.REVIEW)
+        .order_by()
+        .values("example__project")
+        .annotate(n=Count("example_id", distinct=True))
+        .values("n")
+    )
+    done, last = (
+        Project.objects.filter(pk=project.pk).values_list(Coalesce(decided, 0), "refreshed_at_verdicts").get()
+    )
+    project.remember("verdicts", done)
+    last = last or 0
     if done - last < project.refresh_every:
         return False
     # A conditional update: of two verdicts that end the same round, one starts the refresh.

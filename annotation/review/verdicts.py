@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
@@ -175,39 +175,74 @@ def queue(project: Project, filters: QueueFilter):
 
 
 def _claim(example_id: int, user, *, is_audit: bool = False, order: str = "") -> bool:
+    """Take the card for `user`: a new claim, my own renewed, or an expired one taken over, in
+    one statement; False when someone else holds it (their live claim is left as it is)."""
     now = timezone.now()
-    expires = now + dt.timedelta(seconds=CLAIM_SECONDS)
-    # Renew my own claim or take over an expired one, in one conditional update.
-    if (
-        ReviewClaim.objects.filter(example_id=example_id)
-        .filter(Q(user=user) | Q(expires_at__lt=now))
-        .update(user=user, claimed_at=now, expires_at=expires, is_audit=is_audit, queue_order=order)
-    ):
-        return True
-    try:
-        with transaction.atomic():
-            ReviewClaim.objects.create(
-                example_id=example_id,
-                user=user,
-                claimed_at=now,
-                expires_at=expires,
-                is_audit=is_audit,
-                queue_order=order,
-            )
-        return True
-    except IntegrityError:
-        return False  # another reviewer holds it
+    adapt = connection.ops.adapt_datetimefield_value
+    table = connection.ops.quote_name(ReviewClaim._meta.db_table)
+    # The ORM's upsert (bulk_create update_conflicts) has no WHERE on the conflict branch,
+    # which is what makes the take-over conditional; PostgreSQL and SQLite share this syntax.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (example_id, user_id, claimed_at, expires_at, is_audit, queue_order)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (example_id) DO UPDATE SET user_id = excluded.user_id,"
+            " claimed_at = excluded.claimed_at, expires_at = excluded.expires_at,"
+            " is_audit = excluded.is_audit, queue_order = excluded.queue_order"
+            f" WHERE {table}.user_id = excluded.user_id OR {table}.expires_at < excluded.claimed_at",
+            [
+                example_id,
+                user.pk,
+                adapt(now),
+                adapt(now + dt.timedelta(seconds=CLAIM_SECONDS)),
+                is_audit,
+                order,
+            ],
+        )
+        return cursor.rowcount == 1
 
 
-def review_next(*, project: Project, user, filters: QueueFilter) -> Example | None:
-    """The next card for this reviewer, claimed for them; None when the queue is empty."""
-    mine = ReviewClaim.objects.filter(
-        user=user, example__project=project, expires_at__gt=timezone.now()
-    ).first()
-    if mine is not None:
-        held = queue(project, filters).filter(pk=mine.example_id).exclude(pk__in=filters.skipped).first()
-        if held is not None and _claim(held.pk, user, is_audit=mine.is_audit, order=mine.queue_order):
-            return held
+def _take_claim(example: Example, user) -> dict | None:
+    """Delete my claim on this card and say how it was served (seconds on it, audit draw or
+    not, the queue order); None when I hold none. Deleting is the conditional write one of two
+    double-submits wins (the other waits on the row and deletes nothing)."""
+    table = connection.ops.quote_name(ReviewClaim._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE example_id = %s AND user_id = %s"
+            " RETURNING claimed_at, is_audit, queue_order",
+            [example.pk, user.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    claimed_at = row[0]
+    if isinstance(claimed_at, str):  # SQLite hands back its text column
+        claimed_at = dt.datetime.fromisoformat(claimed_at)
+    if timezone.is_naive(claimed_at):
+        claimed_at = timezone.make_aware(claimed_at, dt.UTC)
+    return {
+        "seconds": round((timezone.now() - claimed_at).total_seconds(), 2),
+        "is_audit": bool(row[1]),
+        "order": row[2],
+    }
+
+
+def review_next(
+    *, project: Project, user, filters: QueueFilter, after_verdict: bool = False
+) -> Example | None:
+    """The next card for this reviewer, claimed for them; None when the queue is empty.
+
+    `after_verdict`: the reviewer's verdict just took their one claim in the project (a claim
+    deletes the reviewer's others), so there is no held card to look up or claim to clear."""
+    if not after_verdict:
+        mine = ReviewClaim.objects.filter(
+            user=user, example__project=project, expires_at__gt=timezone.now()
+        ).first()
+        if mine is not None:
+            held = queue(project, filters).filter(pk=mine.example_id).exclude(pk__in=filters.skipped).first()
+            if held is not None and _claim(held.pk, user, is_audit=mine.is_audit, order=mine.queue_order):
+                return held
     held_by_others = ReviewClaim.objects.filter(
         example=OuterRef("pk"), expires_at__gt=timezone.now()
     ).exclude(user=user)
@@ -230,7 +265,10 @@ def review_next(*, project: Project, user, filters: QueueFilter) -> Example | No
             return None
         served_as = "similar" if filters.similar_to is not None else strategy  # "random" on audit draws
         if _claim(example.pk, user, is_audit=audit, order=served_as):
-            ReviewClaim.objects.filter(user=user, example__project=project).exclude(example=example).delete()
+            if not after_verdict:
+                ReviewClaim.objects.filter(user=user, example__project=project).exclude(
+                    example=example
+                ).delete()
             return example
     return None
 
@@ -240,8 +278,7 @@ def _audit_turn(project: Project) -> bool:
     if project.audit_share <= 0:
         return False
     every = max(1, round(1 / min(1.0, project.audit_share)))
-    done = Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW).count()
-    return (done + 1) % every == 0
+    return (rounds.verdict_count(project) + 1) % every == 0
 
 
 def teacher_proposal(example: Example) -> Proposal | None:
@@ -294,13 +331,16 @@ def review_record(
         value = None
     else:
         raise ReviewError(f"Unknown verdict {verdict!r}.")
-    served = _served(example, user)
-    # Only a card served to this reviewer (their claim, renewed by undo) gets a verdict, once:
-    # deleting the claim is the conditional write one of two double-submits wins (the other
-    # waits on the row and deletes nothing), so a replay adds no row, no budget and no round.
-    if not served["is_mine"] or not ReviewClaim.objects.filter(example=example, user=user).delete()[0]:
+    # Only a card served to this reviewer (their claim, renewed by undo) gets a verdict, once,
+    # so a replay adds no row, no budget and no round.
+    served = _take_claim(example, user)
+    if served is None:
         raise NotServed("This card was not served to you, or it is already decided; here is your next one.")
-    if not Example.objects.filter(pk=example.pk, is_gold=False, review_state=ReviewState.UNREVIEWED).exists():
+    # A review changes only the review state (queue examples are never gold, so no
+    # adjudication outranks it): one conditional update instead of a check and a re-sync.
+    if not Example.objects.filter(pk=example.pk, is_gold=False, review_state=ReviewState.UNREVIEWED).update(
+        review_state=ReviewState.REJECTED if verdict == Review.Verdict.REJECT else ReviewState.REVIEWED
+    ):
         raise NotServed("This card is already decided; here is your next one.")
     review = Review.objects.create(
         example=example,
@@ -311,11 +351,6 @@ def review_record(
         seconds_spent=served["seconds"],
         is_audit=served["is_audit"],
         queue_order=served["order"],
-    )
-    # A review changes only the review state (queue examples are never gold,
-    # so no adjudication outranks it): one update instead of a full re-sync.
-    Example.objects.filter(pk=example.pk).update(
-        review_state=ReviewState.REJECTED if verdict == Review.Verdict.REJECT else ReviewState.REVIEWED
     )
     rounds.after_verdict(example.project)
     return review
@@ -335,7 +370,9 @@ def review_undo(*, project: Project, user) -> Example | None:
     example = last.example
     last.delete()
     Example.objects.filter(pk=example.pk).sync_queue_fields()
-    ReviewClaim.objects.filter(example=example).delete()
+    # The undone card becomes my one claim in the project (the card I had open goes back to
+    # the pool), as review_next leaves it: review_next(after_verdict=True) counts on it.
+    ReviewClaim.objects.filter(Q(example=example) | Q(user=user, example__project=project)).delete()
     _claim(example.pk, user, is_audit=last.is_audit, order=last.queue_order)  # an undone audit card stays one
     example.refresh_from_db()
     return example

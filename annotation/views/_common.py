@@ -71,8 +71,13 @@ def rate_limited(action: str) -> Callable:
 
 def _project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
     """The project and the user's role; 404 for anyone outside it."""
-    project = Project.objects.filter(slug=slug).first()
-    role = project.role_of(request.user) if project else None
+    user = request.user
+    project = (
+        (Project.objects.with_role_of(user) if user.is_authenticated else Project.objects)
+        .filter(slug=slug)
+        .first()
+    )
+    role = project.role_of(user) if project else None
     if role is None:
         raise Http404("No such project.")
     return project, role

@@ -180,7 +180,7 @@ def _card_context(
     task = project.task
     for proposal in [*proposals, *([student] if student else [])]:
         proposal.summary = task.summary(proposal.value, text=example.text) if proposal.is_valid else ""
-    labels = list(project.labels.all())
+    labels = project.label_list()
     quality_run = project.quality_runs.first()
     rows.recover_shown([quality_run] if quality_run else [])
     return {
@@ -212,10 +212,19 @@ def _card_context(
 
 
 def _render_card(
-    request: HttpRequest, project: Project, role: str, filters, *, example=None, status: int = 200
+    request: HttpRequest,
+    project: Project,
+    role: str,
+    filters,
+    *,
+    example=None,
+    status: int = 200,
+    after_verdict: bool = False,
 ) -> HttpResponse:
     if example is None:
-        example = review.review_next(project=project, user=request.user, filters=filters)
+        example = review.review_next(
+            project=project, user=request.user, filters=filters, after_verdict=after_verdict
+        )
     context = _card_context(request, project, role, example, filters)
     template = "annotation/review.html#card" if request.htmx else "annotation/review.html"
     return render(request, template, context, status=status)
@@ -258,7 +267,7 @@ def review_act(request: HttpRequest, slug: str) -> HttpResponse:
             return _render_card(request, project, role, _queue_filter(request, project), example=example)
     if not request.htmx:
         return redirect("annotation:review", slug=project.slug)
-    return _render_card(request, project, role, _queue_filter(request, project))
+    return _render_card(request, project, role, _queue_filter(request, project), after_verdict=True)
 
 
 @login_required

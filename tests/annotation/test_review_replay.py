@@ -149,19 +149,19 @@ def test_a_double_submit_at_the_same_moment_stores_one_verdict(project, reviewer
         pytest.skip("SQLite runs one writer at a time: the race needs PostgreSQL's concurrent transactions")
     proposed(project, 3)
     served = review.review_next(project=project, user=reviewer, filters=review.QueueFilter())
-    # Both requests read the claim before either deletes it (each waits up to a second).
+    # Both requests are inside their transaction, just before deleting the claim, before
+    # either deletes it (each waits up to a second).
     barrier = threading.Barrier(2)
-    read_claim = verdicts._served
+    take_claim = verdicts._take_claim
 
-    def served_then_wait(example, user):
-        found = read_claim(example, user)
+    def wait_then_take(example, user):
         try:
             barrier.wait(timeout=1)
         except threading.BrokenBarrierError:
             pass
-        return found
+        return take_claim(example, user)
 
-    monkeypatch.setattr(verdicts, "_served", served_then_wait)
+    monkeypatch.setattr(verdicts, "_take_claim", wait_then_take)
     statuses = []
 
     def press():

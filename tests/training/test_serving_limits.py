@@ -268,3 +268,18 @@ def test_the_lead_saves_the_new_settings_and_an_abstain_needs_its_text(project, 
         60,
     )
     assert config.monthly_fallback_budget_usd == Decimal("25")
+
+
+def test_a_counter_expires_from_its_first_count_and_counts_across_processes_from_redis():
+    # The counter lives in Redis (every web process shares it) and expires a window after its
+    # first count, not after its last: a busy token's window still ends.
+    key = f"test:counter:{random.random()}"
+    assert limits._incr(key, 2, timeout=30) == 2
+    client = cache._cache.get_client(write=True)
+    full = cache.make_and_validate_key(key)
+    first_ttl = client.ttl(full)
+    assert 0 < first_ttl <= 30
+    client.expire(full, 7)  # as if time had passed
+    assert limits._incr(key, 3, timeout=30) == 5
+    assert 0 < client.ttl(full) <= 7  # a later count leaves the expiry alone
+    assert cache.get(key) == 5  # Django's cache reads what the counter wrote

@@ -17,7 +17,7 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, Least
 from django.dispatch import Signal
 
-from annotation.models import Project, Review
+from annotation.models import Example, Project, Review, ReviewState
 
 # Sent once per finished round, after the verdict's transaction commits: project=<Project>.
 refresh_due = Signal()
@@ -28,19 +28,22 @@ MAX_CARD_SECONDS = 600
 
 
 def verdict_count(project: Project) -> int:
-    """Examples decided in the review queue: an example counts once, however many rows it has
-    (rows a replay wrote before verdicts needed a claim, an import's, a lead's bulk accept).
+    """Examples decided in the review queue: an example counts once, however many review rows it
+    has (rows a replay wrote before verdicts needed a claim, an import's, a lead's bulk accept).
     After a verdict on this instance, the count ``after_verdict`` read (the review page's card
     asks again in the same request)."""
     known = project.recalled("verdicts")
     if known is not None:
         return known
-    return (
-        Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW)
-        .values("example_id")
-        .distinct()
-        .count()
-    )
+    return _decided(project).count()
+
+
+def _decided(project):
+    """The project's decided queue examples (`project` may be an OuterRef). A non-gold example
+    leaves the unreviewed state by a review verdict only, so its review state says it, read
+    from the queue's index: counting distinct examples over the review rows joined every
+    review of the database to its example (98 ms with 1,300 reviews over 4 projects)."""
+    return Example.objects.filter(project=project, is_gold=False).exclude(review_state=ReviewState.UNREVIEWED)
 
 
 def review_time(project: Project, *, gold: bool = True) -> dict:
@@ -118,11 +121,7 @@ def after_verdict(project: Project) -> bool:
         return False
     # The count and the round's start in one query (the review page's hot path).
     decided = Subquery(
-        Review.objects.filter(example__project=OuterRef("pk"), kind=Review.Kind.REVIEW)
-        .order_by()
-        .values("example__project")
-        .annotate(n=Count("example_id", distinct=True))
-        .values("n")
+        _decided(OuterRef("pk")).order_by().values("project").annotate(n=Count("pk")).values("n")
     )
     done, last = (
         Project.objects.filter(pk=project.pk).values_list(Coalesce(decided, 0), "refreshed_at_verdicts").get()

@@ -124,6 +124,7 @@ def test_budget_rounds_and_hours_count_distinct_examples(project, reviewer, lead
     for seconds in (30, 30, 30, 30):
         Review.objects.create(example=examples[0], reviewer=reviewer, verdict="accept", seconds_spent=seconds)
     Review.objects.create(example=examples[1], reviewer=reviewer, verdict="accept", seconds_spent=30)
+    Example.objects.filter(project=project).sync_queue_fields()  # as every path that writes reviews does
     assert verdict_count(project) == 2
     status = round_status(project)
     assert status["verdicts"] == 2 and status["budget_left"] == 2

@@ -35,12 +35,10 @@ from django.views.decorators.csrf import csrf_exempt
 from annotation.models import Project
 from training import openapi, serving
 from training.models import ModelVersion, ServingConfig
+from training.serving.config import DROP_IN_MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
-# A chat request carries one text to classify plus whatever prompt the client used to send
-# its LLM, which is read no further: a body past this is refused before it is parsed.
-DROP_IN_MAX_BODY_BYTES = 1024 * 1024
 API_PATH_PREFIXES = ("/api/", "/v1/")
 _ERROR_TYPES = {
     401: "authentication_error",

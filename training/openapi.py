@@ -11,6 +11,7 @@ import json
 from django.conf import settings
 
 from training.models import MAX_BATCH_LIMIT, ServingConfig
+from training.serving.config import DROP_IN_MAX_BODY_BYTES
 
 # The defaults; each project's serving settings may change them.
 MAX_BATCH = ServingConfig._meta.get_field("max_batch").default
@@ -348,8 +349,6 @@ def prediction_schemas() -> dict:
 
 
 def document() -> dict:
-    from training.api import DROP_IN_MAX_BODY_BYTES
-
     return {
         "openapi": "3.0.3",
         "info": {

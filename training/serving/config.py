@@ -5,6 +5,11 @@ from __future__ import annotations
 from annotation.models import Project
 from training.models import ServingConfig
 
+# A chat request carries one text to classify plus whatever prompt the client used to send
+# its LLM, which is read no further: a body past this is refused before it is parsed (the API
+# answers it, the OpenAPI document states it).
+DROP_IN_MAX_BODY_BYTES = 1024 * 1024
+
 
 class ServingError(ValueError):
     """A serving request that cannot be carried out; `status` is the HTTP status to answer with,

@@ -43,7 +43,10 @@ def _decided(project):
     leaves the unreviewed state by a review verdict only, so its review state says it, read
     from the queue's index: counting distinct examples over the review rows joined every
     review of the database to its example (98 ms with 1,300 reviews over 4 projects)."""
-    return Example.objects.filter(project=project, is_gold=False).exclude(review_state=ReviewState.UNREVIEWED)
+    # `in` the two decided states, not `!= unreviewed`: a range of the index, not all its rows.
+    return Example.objects.filter(
+        project=project, is_gold=False, review_state__in=[ReviewState.REVIEWED, ReviewState.REJECTED]
+    )
 
 
 def review_time(project: Project, *, gold: bool = True) -> dict:

@@ -33,6 +33,7 @@ from annotation.views._common import (
     _project_for_member,
     _workers_online,
 )
+from annotation.views.data import held_import
 from distillapp import rows
 
 
@@ -86,6 +87,13 @@ def _status_context(project: Project) -> dict:
     }
 
 
+def _import_form(request: HttpRequest, project: Project) -> ImportForm:
+    """The import form, with the settings and file of the user's last failed try, if any."""
+    held = held_import(request, project)
+    file = held.get("file")
+    return ImportForm(project=project, initial=held.get("settings"), held_name=file["name"] if file else "")
+
+
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
@@ -95,7 +103,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "role": role,
         "is_lead": role == Membership.Role.LEAD,
         "labels": project.labels.all(),
-        "import_form": ImportForm(project=project),
+        "import_form": _import_form(request, project) if role == Membership.Role.LEAD else None,
         "export_form": ExportForm(project=project),
         "labeling_form": LabelingForm(),
         "teacher": teacher.teacher_config_for(project),

@@ -307,6 +307,8 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# How long a lead's invitation link (Members page) may be used, once.
+INVITATION_HOURS = env_int("DISTILL_INVITATION_HOURS", 72, minimum=1)
 AXES_FAILURE_LIMIT = env_int("DISTILL_LOGIN_FAILURE_LIMIT", 10, minimum=1)
 AXES_COOLOFF_TIME = env_int("DISTILL_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

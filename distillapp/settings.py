@@ -224,7 +224,11 @@ CACHES = {
     }
 }
 
-RQ_QUEUE_NAMES = ("llm", "training", "default")
+# "short" is the lane of jobs a person waits on that take seconds to a few minutes (gold
+# evaluations, int8 exports): `serve` gives it a worker of its own, so a long fine-tune on
+# "training" never holds them up. A worker listening to several takes them in this order.
+SHORT_QUEUE = "short"
+RQ_QUEUE_NAMES = ("llm", SHORT_QUEUE, "training", "default")
 RQ_DEFAULT_TIMEOUT = env_int("RQ_DEFAULT_TIMEOUT", 6 * 3600, minimum=60)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in RQ_QUEUE_NAMES}
 RQ_SHOW_ADMIN_LINK = True

@@ -611,7 +611,6 @@ def test_pages_answer_while_the_models_load_and_the_first_prediction_after_is_wa
 
     version, raw = live
     _fresh_model_caches()
-    monkeypatch.setattr(serving_routing, "_warm_versions", set())
     loading, release = threading.Event(), threading.Event()
     real_predict = serving_routing.student_predict
 
@@ -647,8 +646,7 @@ def test_a_request_that_loads_the_model_is_a_cold_start_left_out_of_monitor(
     project, live, lead_client, monkeypatch
 ):
     version, raw = live
-    _fresh_model_caches()
-    monkeypatch.setattr(serving_routing, "_warm_versions", set())  # no warm-up ran in this process
+    _fresh_model_caches()  # no warm-up ran in this process
     set_threshold(version, 0.0)
     call(raw, project.slug, {"texts": ["the first one loads the model"]})
     call(raw, project.slug, {"texts": ["then it is loaded", "and stays"]})

@@ -117,6 +117,7 @@ WARM_UP_MAX_VERSIONS = 4
 # processes do not wait at all, see `warm_up_start`).
 WARM_UP_SECONDS = 60.0
 
+
 def warm_up_start() -> tuple[threading.Thread, list[str]]:
     """Start loading the active model versions in a background thread, and return at once.
 

@@ -7,15 +7,23 @@ carry out (the corpus's imports and exports too); views show its message to the 
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import secrets
 from collections import Counter
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Count
+from django.utils import timezone
 
 from annotation.models import (
     Example,
     GoldSetItem,
+    Invitation,
     Label,
     Membership,
     Project,
@@ -169,6 +177,80 @@ def membership_remove(*, membership: Membership) -> None:
     ):
         raise ServiceError("A project needs at least one lead; add another lead first.")
     membership.delete()
+
+
+# --- invitations: a lead adds someone new without the Django admin ---------------------
+
+
+def invitation_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def invitation_create(*, project: Project, username: str, role: str, user) -> tuple[Invitation, str]:
+    """An invitation for a new account `username`, and its token (returned only here: the
+    row keeps its hash). A pending invitation of the same name to the project is replaced."""
+    username = username.strip()
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError as exc:
+        raise ServiceError(f"{username!r} cannot be a user name: {' '.join(exc.messages)}") from exc
+    if get_user_model().objects.filter(username__iexact=username).exists():
+        raise ServiceError(
+            f"There is already a user called {username!r}: add them with “Add a member” instead."
+        )
+    if role not in Membership.Role.values:
+        raise ServiceError(f"Unknown role {role!r}.")
+    project.invitations.filter(username__iexact=username, used_at__isnull=True).delete()
+    token = secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        project=project,
+        username=username,
+        role=role,
+        token_hash=invitation_token_hash(token),
+        created_by=user,
+        expires_at=timezone.now() + dt.timedelta(hours=settings.INVITATION_HOURS),
+    )
+    return invitation, token
+
+
+def invitation_for_token(token: str) -> Invitation | None:
+    """The invitation a link names, used or not; None for a link that names none."""
+    return (
+        Invitation.objects.select_related("project").filter(token_hash=invitation_token_hash(token)).first()
+    )
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, password: str):
+    """Create the invited account with `password` (already validated) and its membership;
+    the new user. A used, withdrawn or expired link creates nothing."""
+    invitation = invitation_for_token(token)
+    now = timezone.now()
+    # A conditional update: of two tabs sending the same link at once, one takes it.
+    if invitation is None or not Invitation.objects.filter(
+        pk=invitation.pk, used_at__isnull=True, expires_at__gt=now
+    ).update(used_at=now):
+        raise ServiceError(
+            "This invitation link was used already, withdrawn or has expired; ask the project's lead "
+            "for a new one."
+        )
+    User = get_user_model()
+    if User.objects.filter(username__iexact=invitation.username).exists():
+        raise ServiceError(
+            f"The user name {invitation.username!r} was taken after the invitation was sent; ask the "
+            "project's lead to invite you under another name."
+        )
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username=invitation.username, password=password)
+    except IntegrityError as exc:  # taken at this very moment
+        raise ServiceError(
+            f"The user name {invitation.username!r} is taken; ask for a new invitation."
+        ) from exc
+    Membership.objects.create(project=invitation.project, user=user, role=invitation.role)
+    Invitation.objects.filter(pk=invitation.pk).update(user=user)
+    return user
 
 
 def project_counts(project: Project) -> dict[str, int]:

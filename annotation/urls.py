@@ -17,6 +17,13 @@ urlpatterns = [
     path("p/<slug:slug>/members/", views.project_members, name="project-members"),
     path("p/<slug:slug>/members/add/", views.membership_add, name="membership-add"),
     path("p/<slug:slug>/members/<int:pk>/remove/", views.membership_remove, name="membership-remove"),
+    path("p/<slug:slug>/members/invite/", views.invitation_create, name="invitation-create"),
+    path(
+        "p/<slug:slug>/members/invitations/<int:pk>/withdraw/",
+        views.invitation_withdraw,
+        name="invitation-withdraw",
+    ),
+    path("invite/<str:token>/", views.invitation_accept, name="invitation-accept"),
     path("p/<slug:slug>/imports/new/", views.import_upload, name="import-upload"),
     path("p/<slug:slug>/imports/<int:pk>/", views.import_batch, name="import-batch"),
     path("p/<slug:slug>/imports/<int:pk>/resume/", views.import_resume, name="import-resume"),

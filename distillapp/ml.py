@@ -37,10 +37,26 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# How many models this process has loaded (every loader's cache miss counts one): serving
+# compares it around a prediction to tell one that waited for a load (a cold start).
+_model_loads = 0
+
+
+def model_loads() -> int:
+    return _model_loads
+
+
+def note_model_load() -> None:
+    """Count a model load (the loaders here, and any task type's own, call it)."""
+    global _model_loads
+    _model_loads += 1
+
+
 @functools.lru_cache(maxsize=4)
 def _load_encoder(model_name: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     from transformers import AutoModel, AutoTokenizer
 
+    note_model_load()
     tokenizer = AutoTokenizer.from_pretrained(model_name)
     model = AutoModel.from_pretrained(model_name).to(device()).eval()
     return tokenizer, model
@@ -54,6 +70,7 @@ def _load_encoder_layers(model_name: str, layers: int) -> PreTrainedModel:
     from transformers import AutoModel
     from transformers.utils import logging
 
+    note_model_load()
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # not a report on the weights of the layers left out
     try:
@@ -381,6 +398,7 @@ def fit(
 def _load_saved(auto_class: str, model_dir: str, mtime: float):
     import transformers
 
+    note_model_load()
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = getattr(transformers, auto_class).from_pretrained(model_dir).to(device()).eval()
     return tokenizer, model
@@ -509,6 +527,7 @@ def _load_onnx(onnx_dir: str, mtime: float):
     import onnxruntime
     from transformers import AutoConfig, AutoTokenizer
 
+    note_model_load()
     options = onnxruntime.SessionOptions()
     # OMP_NUM_THREADS is torch's knob too: under gunicorn, one thread per worker process
     # keeps the workers from fighting over the cores.

@@ -51,8 +51,9 @@ JOBS: dict[str, JobType] = {
         "training", "training.jobs.training_run_job", restart={"step": 0, "loss_history": []}
     ),
     # Evaluation and int8 export run again from the start; each saves its result only at the end.
-    "training.EvaluationJob": JobType("training", "training.jobs.evaluation_job_job"),
-    "training.ExportJob": JobType("training", "training.jobs.export_job_job"),
+    # Both are short and someone waits on them: their own lane, never behind a fine-tune.
+    "training.EvaluationJob": JobType("short", "training.jobs.evaluation_job_job"),
+    "training.ExportJob": JobType("short", "training.jobs.export_job_job"),
 }
 
 

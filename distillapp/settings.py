@@ -228,7 +228,11 @@ CACHES = {
 # Redis restart): one query less on every signed-in request (bench/README.md, review queue).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
-RQ_QUEUE_NAMES = ("llm", "training", "default")
+# "short" is the lane of jobs a person waits on that take seconds to a few minutes (gold
+# evaluations, int8 exports): `serve` gives it a worker of its own, so a long fine-tune on
+# "training" never holds them up. A worker listening to several takes them in this order.
+SHORT_QUEUE = "short"
+RQ_QUEUE_NAMES = ("llm", SHORT_QUEUE, "training", "default")
 RQ_DEFAULT_TIMEOUT = env_int("RQ_DEFAULT_TIMEOUT", 6 * 3600, minimum=60)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_DEFAULT_TIMEOUT} for name in RQ_QUEUE_NAMES}
 RQ_SHOW_ADMIN_LINK = True
@@ -311,6 +315,8 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# How long a lead's invitation link (Members page) may be used, once.
+INVITATION_HOURS = env_int("DISTILL_INVITATION_HOURS", 72, minimum=1)
 AXES_FAILURE_LIMIT = env_int("DISTILL_LOGIN_FAILURE_LIMIT", 10, minimum=1)
 AXES_COOLOFF_TIME = env_int("DISTILL_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

@@ -139,7 +139,7 @@ class Task(ABC):
     # answer itself, read by ``column_answer``) or "" (no label column: the formats in
     # ``answer_formats`` carry the answers and ``read_answers`` reads them).
     label_column: ClassVar[str] = "category"
-    import_formats: ClassVar[tuple[str, ...]] = ("csv", "tsv", "jsonl", "txt")
+    import_formats: ClassVar[tuple[str, ...]] = ("csv", "tsv", "jsonl", "txt", "xlsx")
     answer_formats: ClassVar[tuple[str, ...]] = ()
     answer_files_about: ClassVar[str] = ""  # how those files give answers, for messages
     answer_noun: ClassVar[str] = "labels"  # what a file's answers are called on the import form

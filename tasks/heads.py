@@ -15,6 +15,9 @@ CONFIG_FILE = "quick_student.json"
 def _load(model_dir: str, mtime: float):
     import joblib
 
+    from distillapp.ml import note_model_load
+
+    note_model_load()
     config = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
     return joblib.load(Path(model_dir) / HEAD_FILE), config
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from annotation import teacher
+from annotation import projects, teacher
 from annotation.models import GoldSet, ImportBatch, LabelingJob, Membership, SyntheticJob
 from tests.conftest import client_for, make_project, make_user
 from training.models import ApiToken, Evaluation, EvaluationJob, ExportJob, TrainingRun
@@ -30,6 +30,8 @@ ACCESS = {
     "annotation:project-members": MEMBER,
     "annotation:membership-add": LEAD,
     "annotation:membership-remove": LEAD,
+    "annotation:invitation-create": LEAD,
+    "annotation:invitation-withdraw": LEAD,
     "annotation:import-upload": LEAD,
     "annotation:import-batch": MEMBER,
     "annotation:import-resume": LEAD,
@@ -85,6 +87,7 @@ ACCESS = {
 NOT_PROJECT_PAGES = {
     "annotation:project-list",
     "annotation:project-create",  # who may create: tests/annotation/test_teacher_security.py
+    "annotation:invitation-accept",  # the token is the key: tests/annotation/test_invitations.py
     "login",
     "logout",
     "healthz",
@@ -146,6 +149,9 @@ def world(django_user_model, queues, tmp_path):
             project=project, teacher={}, prompt_version=teacher.prompt_version_current(project, user=lead)
         ).pk,
         "synthetic": SyntheticJob.objects.create(project=project).pk,
+        "invitation": projects.invitation_create(
+            project=project, username="nina", role="reviewer", user=lead
+        )[0].pk,
         "evaluation": Evaluation.objects.create(
             project=project, run=run, gold_set=gold, subject="student", agent=run.agent, metrics={}
         ).pk,
@@ -161,6 +167,7 @@ PK_OF = {
     "annotation:label-update": "label",
     "annotation:label-delete": "label",
     "annotation:membership-remove": "membership",
+    "annotation:invitation-withdraw": "invitation",
     "annotation:import-batch": "import-batch",
     "annotation:import-resume": "import-batch",
     "annotation:labeling-cancel": "labeling",

@@ -127,7 +127,15 @@ def test_serve_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path):
         children = subprocess.run(
             ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True
         ).stdout.split()
-        assert len(children) == 2  # the rq worker and gunicorn
+        commands = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:-1] for pid in children)
+        # gunicorn, a worker on every queue, and the short lane's own worker: a gold evaluation
+        # never waits behind a fine-tune (issue #24).
+        assert [c[:4] for c in commands] == [
+            [b"-m", b"gunicorn", b"distillapp.wsgi:application", b"--config"],
+            [b"manage.py", b"rqworker", b"llm", b"short"],
+            [b"manage.py", b"rqworker", b"short"],
+        ], commands
+        assert commands[1][2:] == [b"llm", b"short", b"training", b"default"]
         assert (tmp_path / "redis.sock").exists()  # embedded Redis is up
         # Ctrl-C goes to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)

@@ -64,7 +64,7 @@ class ExportJobAdmin(admin.ModelAdmin):
         return False  # started from the deploy page
 
 
-@admin.action(description="Launch training run (default settings)")
+@admin.action(description="Launch training run (the launch form's recommended settings)")
 def launch_training_run(modeladmin, request, queryset):
     from django.db import transaction
 
@@ -74,12 +74,26 @@ def launch_training_run(modeladmin, request, queryset):
         try:
             with transaction.atomic():
                 # Leads only: run_create refuses anyone else, superusers included as leads.
-                run = services.run_create(project=project, user=request.user)
+                # The launch form's recommendation (label source, noise handling, smoothing),
+                # not bare defaults: one function decides both.
+                run = services.run_create(
+                    project=project, user=request.user, **services.recommended_run(project)
+                )
                 services.run_start(run=run)
         except services.TrainingError as exc:
             modeladmin.message_user(request, f"{project}: {exc}", level=messages.ERROR)
         else:
-            modeladmin.message_user(request, f"{project}: run {run.number} queued.", level=messages.SUCCESS)
+            hp = run.hyperparameters
+            settings = (
+                f"{run.get_label_source_display().lower()}, noise handling {hp.get('noise_handling', 'none')}"
+            )
+            if "label_smoothing" in hp:
+                settings += f", label smoothing {hp['label_smoothing']}"
+            modeladmin.message_user(
+                request,
+                f"{project}: run {run.number} queued with the launch form's recommended settings ({settings}).",
+                level=messages.SUCCESS,
+            )
 
 
 # The projects' admin belongs to annotation; the action that trains is this app's to add.

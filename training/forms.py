@@ -167,13 +167,15 @@ class LaunchForm(forms.Form):
                 self.fields[name].initial = value
         quick_defaults = run_defaults(task, "quick") if "quick" in task.student_kinds else {}
         self.fields["C"].initial = quick_defaults.get("C")
-        if advice:  # the measured recommendation (training.services.advice) is the default
-            self.fields["label_source"].initial = advice["label_source"]
-            self.fields["teacher_min_confidence"].initial = advice["teacher_min_confidence"]
-            if "noise_handling" in self.fields:
-                self.fields["noise_handling"].initial = advice["noise_handling"]
-            if "label_smoothing" in self.fields and "label_smoothing" in advice:
-                self.fields["label_smoothing"].initial = advice["label_smoothing"]
+        if advice:  # the measured recommendation (training.services.recommended_run) is the default
+            from training.services import recommended_run
+
+            recommended = recommended_run(project, advice=advice)
+            self.fields["label_source"].initial = recommended["label_source"]
+            self.fields["teacher_min_confidence"].initial = recommended["teacher_min_confidence"]
+            for name, value in recommended["hyperparameters"].items():
+                if name in self.fields:
+                    self.fields[name].initial = value
         if "ensemble" in task.student_kinds:
             candidates = ensemble_candidates(project)
             choices = [

@@ -1,4 +1,4 @@
-"""Job entry points of the training queue: ids in, claim the row, call the service."""
+"""Job entry points of the training and short queues: ids in, claim the row, call the service."""
 
 from __future__ import annotations
 

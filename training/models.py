@@ -401,6 +401,9 @@ class PredictionLog(models.Model):
     latency_ms = models.FloatField()
     teacher_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     endpoint = models.CharField(max_length=20, default="predict")
+    # The request loaded the model first (the process's first on this version, or one that
+    # waited for the warm-up): its latency is the load's, left out of Monitor's figures.
+    is_cold_start = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

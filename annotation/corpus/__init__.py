@@ -1,6 +1,6 @@
 """The corpus: examples in and out of a project as files.
 
-`formats` reads corpus files row by row (CSV, TSV, JSONL, TXT, CoNLL); `importing`
+`formats` reads corpus files row by row (CSV, TSV, Excel, JSONL, TXT, CoNLL); `importing`
 records an import, stages its rows and moves them in as one transaction (as a job);
 `exporting` chooses examples and writes them with their provenance. This package
 re-exports their public names, so callers write `from annotation import corpus`. A test
@@ -23,8 +23,10 @@ from annotation.corpus.formats import (
     ALL_FORMATS,
     FORMATS,
     CorpusFormatError,
+    cannot_import,
     formats_for,
     guess_format,
+    other_file_about,
 )
 from annotation.corpus.importing import (
     GOLD_ATTESTED,
@@ -47,11 +49,13 @@ __all__ = [
     "LABELS_PREDICTIONS",
     "LABELS_VERIFIED",
     "CorpusFormatError",
+    "cannot_import",
     "examples_for_export",
     "gold_left_out",
     "export_records",
     "formats_for",
     "guess_format",
+    "other_file_about",
     "import_batch_claim",
     "import_batch_create",
     "import_batch_run",

@@ -1,20 +1,22 @@
 """Corpus file formats: reading files row by row, and the CSV cell guard exports write.
 
 Parsing is streaming and strict: every row either becomes a `Row` or a
-`RowError` naming its line, so an import can report every bad line (and
-import nothing) without ever holding the whole file in memory.
+`RowError` naming its line (an Excel sheet's row), so an import can report every bad
+line (and import nothing) without ever holding the whole file in memory.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import BinaryIO
 
-FORMATS = ("csv", "tsv", "jsonl", "txt")
+FORMATS = ("csv", "tsv", "jsonl", "txt", "xlsx")
 # Every format some task type reads (CoNLL BIO: extraction; tasks.base.Task.import_formats).
 ALL_FORMATS = (*FORMATS, "conll")
 # What a format holds, for a project whose task type does not read it.
@@ -28,7 +30,27 @@ EXTENSION_FORMATS = {
     ".txt": "txt",
     ".conll": "conll",
     ".bio": "conll",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
 }
+# Files people try that no format here reads: named plainly, with the way to a CSV.
+OTHER_FILES = {
+    ".xls": "an Excel 97–2003 workbook (.xls)",
+    ".xlsb": "an Excel binary workbook (.xlsb)",
+    ".ods": "an OpenDocument spreadsheet (.ods)",
+    ".numbers": "a Numbers spreadsheet (.numbers)",
+    ".doc": "a Word document (.doc)",
+    ".docx": "a Word document (.docx)",
+    ".odt": "an OpenDocument text (.odt)",
+    ".rtf": "a rich-text document (.rtf)",
+    ".pdf": "a PDF document",
+    ".zip": "a ZIP archive",
+    ".gz": "a gzip archive",
+}
+SAVE_AS_CSV = (
+    "open it in Excel, LibreOffice or Numbers and save (or export) the sheet as “CSV UTF-8” "
+    "(or as an Excel workbook, .xlsx), one example per row with a header row, then upload that"
+)
 # An answer file is parsed this many lines at a time (up to the next blank line where a
 # record spans lines), so memory stays flat and progress moves however big the file.
 ANSWER_CHUNK_LINES = 5000
@@ -99,6 +121,53 @@ def formats_for(task) -> tuple[str, ...]:
     return task.import_formats
 
 
+def file_kind(fileobj: BinaryIO, file_name: str = "") -> tuple[str | None, str]:
+    """What a file's bytes say it is, whatever its name: ("xlsx", "") for an Excel workbook,
+    (None, "an Excel 97–2003 workbook (.xls)") for a binary file no format reads, (None, "")
+    for anything else (text, read as its format says). The file is left at its start."""
+    head = fileobj.read(8)
+    fileobj.seek(0)
+    about = ""
+    if head.startswith(b"\xd0\xcf\x11\xe0"):  # OLE2: the old Office formats
+        about = OTHER_FILES.get(PurePath(file_name).suffix.lower(), "an old-style Office file (.xls, .doc)")
+    elif head.startswith(b"%PDF"):
+        about = OTHER_FILES[".pdf"]
+    elif head.startswith(b"\x1f\x8b"):
+        about = OTHER_FILES[".gz"]
+    elif head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(fileobj) as archive:
+                names = set(archive.namelist())
+                mimetype = archive.read("mimetype")[:100] if "mimetype" in names else b""
+        except (zipfile.BadZipFile, OSError):
+            names, mimetype = set(), b""
+        finally:
+            fileobj.seek(0)
+        if "xl/workbook.xml" in names:
+            return "xlsx", ""
+        if "xl/workbook.bin" in names:
+            about = OTHER_FILES[".xlsb"]
+        elif "word/document.xml" in names:
+            about = OTHER_FILES[".docx"]
+        elif b"opendocument.spreadsheet" in mimetype:
+            about = OTHER_FILES[".ods"]
+        elif b"opendocument.text" in mimetype:
+            about = OTHER_FILES[".odt"]
+        else:
+            about = OTHER_FILES.get(PurePath(file_name).suffix.lower(), OTHER_FILES[".zip"])
+    return None, about
+
+
+def other_file_about(file_name: str) -> str:
+    """The plain name of a file kind no format reads, from its name ("" if not one of them)."""
+    return OTHER_FILES.get(PurePath(file_name).suffix.lower(), "")
+
+
+def cannot_import(file_name: str, about: str) -> str:
+    """The error for a file no format reads (`about`: what it is), with the way to a CSV."""
+    return f"{PurePath(file_name).name!r} is {about}, which cannot be imported; {SAVE_AS_CSV}."
+
+
 class _LineReader:
     """Yields decoded lines of a binary file, remembering bad encodings.
 
@@ -137,7 +206,7 @@ def read_rows(
     *,
     fmt: str,
     columns: Columns,
-    lines: _LineReader | None = None,
+    lines: _LineReader | _SheetReader | None = None,
     task=None,
 ) -> Iterator[Row | RowError]:
     """Parse a corpus file into rows; text limits and labels are checked later.
@@ -146,11 +215,14 @@ def read_rows(
     task reads the rows and their answers (``Row.answer``), checked against the text but
     not yet against the categories.
     """
-    lines = lines or _LineReader(fileobj)
+    lines = lines or line_reader(fileobj, fmt)
     if task is not None and fmt in task.answer_formats:
         yield from _read_answer_file(lines, fmt=fmt, columns=columns, task=task)
     elif fmt in ("csv", "tsv"):
         yield from _read_delimited(lines, delimiter="," if fmt == "csv" else "\t", columns=columns)
+    elif fmt == "xlsx":
+        sheet = lines if isinstance(lines, _SheetReader) else _SheetReader(fileobj)
+        yield from _read_table(sheet.records(), kind="sheet", columns=columns, first="row 1")
     elif fmt == "jsonl":
         yield from _read_jsonl(lines, columns=columns)
     elif fmt == "txt":
@@ -223,8 +295,80 @@ def _answer_row(row, offset: int, columns: Columns) -> Row:
     )
 
 
-def line_reader(fileobj: BinaryIO) -> _LineReader:
-    return _LineReader(fileobj)
+def line_reader(fileobj: BinaryIO, fmt: str = "") -> _LineReader | _SheetReader:
+    """What `read_rows` reads the file through; its ``bytes_read`` tells the progress."""
+    return _SheetReader(fileobj) if fmt == "xlsx" else _LineReader(fileobj)
+
+
+class _SheetReader:
+    """The rows of an Excel workbook's first sheet as text cells, numbered as the sheet
+    numbers them. openpyxl's read-only mode streams the sheet, so memory stays flat."""
+
+    def __init__(self, fileobj: BinaryIO):
+        self.fileobj = fileobj
+        self.bytes_read = 0
+        self.encoding_errors: list[int] = []  # a workbook has no text encoding to get wrong
+        self.sheet = ""
+        self.sheet_count = 0
+
+    def records(self) -> Iterator[tuple[int, list[str]] | RowError]:
+        import openpyxl  # only an Excel import pays for it
+        from openpyxl.utils import get_column_letter
+
+        size = self.fileobj.seek(0, 2)
+        self.fileobj.seek(0)
+        try:
+            workbook = openpyxl.load_workbook(self.fileobj, read_only=True, data_only=True)
+        except Exception as exc:  # a zip that is no workbook, a broken part: the file as a whole
+            raise CorpusFormatError(
+                f"the file is not an Excel workbook that can be read ({exc}); {SAVE_AS_CSV}."
+            ) from exc
+        try:
+            self.sheet_count = len(workbook.worksheets)
+            if not self.sheet_count:
+                return
+            sheet = workbook.worksheets[0]
+            self.sheet = sheet.title
+            width = None
+            last = sheet.max_row or 0
+            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                if last:
+                    self.bytes_read = size * min(number, last) // last
+                cells = [_cell_text(value) for value in values]
+                while cells and cells[-1] == "":
+                    cells.pop()
+                if width is None:
+                    width = len(cells)
+                    yield number, cells
+                    continue
+                if not cells:
+                    continue  # an empty row, as a blank line of a CSV
+                if len(cells) > width:
+                    yield RowError(
+                        number,
+                        f"has a value in column {get_column_letter(len(cells))} but the header row "
+                        f"names only {width} column{'s' if width != 1 else ''}",
+                    )
+                    continue
+                yield number, cells + [""] * (width - len(cells))
+        finally:
+            workbook.close()
+            self.bytes_read = size
+
+
+def _cell_text(value) -> str:
+    """A cell as the sheet shows it: whole numbers without ".0", dates in ISO form."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)
 
 
 def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> Iterator[Row | RowError]:
@@ -232,63 +376,59 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
     # with a clear message instead of csv's own "field larger than limit".
     csv.field_size_limit(2**31 - 1)
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        yield RowError(1, f"the header cannot be read: {exc}")
-        return
-    yield from _encoding_errors(lines)
-    header = [name.strip() for name in header]
-    # This app's own CSV export: undo its formula guard (see neutralise_cell).
-    is_export = {"example_id", "label_state"} <= set(header)
     kind = "TSV" if delimiter == "\t" else "CSV"
-    if columns.text not in header:
-        raise CorpusFormatError(
-            f"line 1: the {kind} header has no text column {columns.text!r} "
-            f"(columns: {', '.join(header) or 'none'}); choose the text column."
-        )
-    if columns.label and columns.label not in header:
-        raise CorpusFormatError(
-            f"line 1: the {kind} header has no label column {columns.label!r} (columns: {', '.join(header)})."
-        )
-    if columns.hidden and columns.hidden not in header:
-        raise CorpusFormatError(
-            f"line 1: the {kind} header has no hidden column {columns.hidden!r} (columns: {', '.join(header)})."
-        )
-    missing = [name for name in columns.keep or () if name not in header]
-    if missing:
-        raise CorpusFormatError(
-            f"line 1: the {kind} header has no column {', '.join(map(repr, missing))} to keep "
-            f"(columns: {', '.join(header)})."
-        )
-    text_index = header.index(columns.text)
-    label_index = header.index(columns.label) if columns.label else None
-    id_index = header.index(columns.id) if columns.id and columns.id in header else None
-    hidden_index = header.index(columns.hidden) if columns.hidden else None
-    used = {text_index, label_index, id_index, hidden_index}
-    extra = [
-        (i, name)
-        for i, name in enumerate(header)
-        if i not in used and name not in EXPORT_ONLY_FIELDS and name and columns.keeps(name)
-    ]
-    previous_end = 1
-    while True:
+
+    def records() -> Iterator[tuple[int, list[str]] | RowError]:
         try:
-            record = next(reader)
+            header = next(reader)
         except StopIteration:
-            yield from _encoding_errors(lines)
             return
         except csv.Error as exc:
-            yield from _encoding_errors(lines)
-            # The reader cannot resync after a broken quote; stop here.
-            yield RowError(previous_end + 1, f"malformed {kind} ({exc})")
+            yield RowError(1, f"the header cannot be read: {exc}")
             return
-        line = previous_end + 1
-        previous_end = reader.line_num
         yield from _encoding_errors(lines)
-        if not record or record == [""]:
+        yield 1, header
+        previous_end = 1
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                yield from _encoding_errors(lines)
+                return
+            except csv.Error as exc:
+                yield from _encoding_errors(lines)
+                # The reader cannot resync after a broken quote; stop here.
+                yield RowError(previous_end + 1, f"malformed {kind} ({exc})")
+                return
+            line = previous_end + 1
+            previous_end = reader.line_num
+            yield from _encoding_errors(lines)
+            if record and record != [""]:
+                yield line, record
+
+    yield from _read_table(records(), kind=kind, columns=columns)
+
+
+def _read_table(
+    records: Iterable[tuple[int, list[str]] | RowError], *, kind: str, columns: Columns, first: str = "line 1"
+) -> Iterator[Row | RowError]:
+    """Rows of a table whose first record is its header (CSV, TSV, an Excel sheet).
+
+    `records` gives (line, cells) or the reader's own RowError; `first` names the header's
+    place in messages ("line 1", "row 1").
+    """
+    header: list[str] | None = None
+    for item in records:
+        if isinstance(item, RowError):
+            yield item
+            continue
+        line, record = item
+        if header is None:
+            header = [name.strip() for name in record]
+            # This app's own CSV export: undo its formula guard (see neutralise_cell).
+            is_export = {"example_id", "label_state"} <= set(header)
+            indexes, extra = _header_columns(header, kind=kind, columns=columns, first=first)
+            text_index, label_index, id_index, hidden_index = indexes
             continue
         if len(record) != len(header):
             yield RowError(line, f"has {len(record)} fields but the header has {len(header)} (check quoting)")
@@ -309,6 +449,40 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
             metadata=metadata,
             hidden={columns.hidden: record[hidden_index]} if hidden_index is not None else {},
         )
+
+
+def _header_columns(header: list[str], *, kind: str, columns: Columns, first: str):
+    """The indexes of the text, label, id and hidden columns, and the other columns kept."""
+    if columns.text not in header:
+        raise CorpusFormatError(
+            f"{first}: the {kind} header has no text column {columns.text!r} "
+            f"(columns: {', '.join(header) or 'none'}); choose the text column."
+        )
+    if columns.label and columns.label not in header:
+        raise CorpusFormatError(
+            f"{first}: the {kind} header has no label column {columns.label!r} (columns: {', '.join(header)})."
+        )
+    if columns.hidden and columns.hidden not in header:
+        raise CorpusFormatError(
+            f"{first}: the {kind} header has no hidden column {columns.hidden!r} (columns: {', '.join(header)})."
+        )
+    missing = [name for name in columns.keep or () if name not in header]
+    if missing:
+        raise CorpusFormatError(
+            f"{first}: the {kind} header has no column {', '.join(map(repr, missing))} to keep "
+            f"(columns: {', '.join(header)})."
+        )
+    text_index = header.index(columns.text)
+    label_index = header.index(columns.label) if columns.label else None
+    id_index = header.index(columns.id) if columns.id and columns.id in header else None
+    hidden_index = header.index(columns.hidden) if columns.hidden else None
+    used = {text_index, label_index, id_index, hidden_index}
+    extra = [
+        (i, name)
+        for i, name in enumerate(header)
+        if i not in used and name not in EXPORT_ONLY_FIELDS and name and columns.keeps(name)
+    ]
+    return (text_index, label_index, id_index, hidden_index), extra
 
 
 def _metadata_cell(cell: str) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -35,9 +36,12 @@ from annotation.corpus.formats import (
     CorpusFormatError,
     Row,
     RowError,
+    cannot_import,
+    file_kind,
     formats_for,
     guess_format,
     line_reader,
+    other_file_about,
     read_rows,
 )
 from annotation.corpus.staging import STAGE_BATCH_ROWS, Stage, check_row, staged_row
@@ -120,6 +124,12 @@ def import_batch_create(
     straight into a new frozen version with the file's labels.
     """
     fmt = fmt or guess_format(file_name)
+    kind, about = _file_kind(fileobj=fileobj, path=path, file_name=file_name)
+    about = about or ("" if fmt else other_file_about(file_name))
+    if about:
+        raise ServiceError(cannot_import(file_name, about))
+    if kind:
+        fmt = kind  # the bytes are a workbook, whatever the name or the chosen format say
     task = project.task
     formats = formats_for(task)
     if fmt in ALL_FORMATS and fmt not in formats:
@@ -190,6 +200,15 @@ def import_batch_create(
         },
         created_by=user,
     )
+
+
+def _file_kind(*, fileobj: BinaryIO | None, path: Path | None, file_name: str) -> tuple[str | None, str]:
+    if fileobj is not None:
+        return file_kind(fileobj, file_name)
+    if path is not None and Path(path).is_file():
+        with open(path, "rb") as source:
+            return file_kind(source, file_name)
+    return None, ""
 
 
 def _check_answer_file_options(
@@ -361,7 +380,7 @@ def _run(batch: ImportBatch) -> None:
     )
 
     with open(batch.file_path, "rb") as fileobj, Stage(json_answers=answers is not None) as stage:
-        lines = line_reader(fileobj)
+        lines = line_reader(fileobj, batch.format)
         buffer: list[tuple] = []
         try:
             for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines, task=task):
@@ -412,10 +431,14 @@ def _run(batch: ImportBatch) -> None:
                     stage.add(buffer)
                     buffer.clear()
         except CorpusFormatError as exc:
-            outcome.fail(1, str(exc).removeprefix("line 1: "))
+            outcome.fail(1, re.sub(r"^(line|row) 1: ", "", str(exc)))
+        # An Excel import names the sheet it read, so "row 7" points into the right one.
+        sheet = (
+            {"sheet": lines.sheet, "sheet_count": lines.sheet_count} if getattr(lines, "sheet", "") else {}
+        )
 
         if outcome.invalid:
-            _record_failure(batch, outcome)
+            _record_failure(batch, outcome, options={**options, **sheet})
             return
         if buffer:
             stage.add(buffer)
@@ -443,7 +466,7 @@ def _run(batch: ImportBatch) -> None:
                     batch, stage.file_examples(project_id=project.pk), attested=gold == GOLD_ATTESTED
                 )
             ImportBatch.objects.filter(pk=batch.pk).update(
-                options={**options, **gold_report},
+                options={**options, **sheet, **gold_report},
                 status=ImportBatch.Status.SUCCEEDED,
                 rows_read=outcome.rows_read,
                 rows_created=created,
@@ -469,10 +492,11 @@ def _report_progress(batch: ImportBatch, outcome: _Outcome, bytes_read: int) -> 
     )
 
 
-def _record_failure(batch: ImportBatch, outcome: _Outcome) -> None:
+def _record_failure(batch: ImportBatch, outcome: _Outcome, *, options: dict) -> None:
     shown = len(outcome.errors)
     more = f" The first {shown} are listed." if outcome.invalid > shown else ""
     ImportBatch.objects.filter(pk=batch.pk).update(
+        options=options,
         status=ImportBatch.Status.FAILED,
         rows_read=outcome.rows_read,
         rows_created=0,

@@ -12,6 +12,7 @@ from annotation.forms.corpus import (
     recommended_gold_size,
 )
 from annotation.forms.projects import (
+    InvitationForm,
     LabelForm,
     MembershipForm,
     ProjectForm,
@@ -29,6 +30,7 @@ __all__ = [
     "ExportForm",
     "GoldDrawForm",
     "ImportForm",
+    "InvitationForm",
     "LabelForm",
     "LabelingForm",
     "MembershipForm",

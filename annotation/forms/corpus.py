@@ -10,8 +10,8 @@ from annotation.models import (
     Project,
 )
 
-FORMAT_CHOICES = [("", "From the file name")] + [(f, f.upper()) for f in corpus.FORMATS]
-FORMAT_NAMES = {"conll": "CoNLL BIO (token, tab, tag)"}
+FORMAT_NAMES = {"conll": "CoNLL BIO (token, tab, tag)", "xlsx": "Excel workbook (.xlsx, first sheet)"}
+FORMAT_CHOICES = [("", "From the file name")] + [(f, FORMAT_NAMES.get(f, f.upper())) for f in corpus.FORMATS]
 
 
 LABEL_MEANING_CHOICES = [
@@ -27,7 +27,10 @@ GOLD_CHOICES = [
 
 
 class ImportForm(forms.Form):
-    file = forms.FileField(help_text="CSV, TSV, JSONL or TXT (one example per line), UTF-8.")
+    file = forms.FileField(
+        help_text="CSV, TSV, Excel (.xlsx: the first sheet, a header row like CSV's), JSONL or TXT "
+        "(one example per line), UTF-8."
+    )
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     text_column = forms.CharField(max_length=100, initial="text", required=False)
     label_column = forms.CharField(max_length=100, required=False, help_text="Optional: existing labels.")
@@ -65,8 +68,17 @@ class ImportForm(forms.Form):
 
     MAIN_FIELDS = ("file", "gold", "format", "text_column", "label_column", "label_meaning", "label_agent")
 
-    def __init__(self, *args, project: Project | None = None, **kwargs):
+    def __init__(self, *args, project: Project | None = None, held_name: str = "", **kwargs):
         super().__init__(*args, **kwargs)
+        # The file of a failed try, kept on the server (a browser cannot keep a chosen file):
+        # leaving the file empty imports it again.
+        self.held_name = held_name
+        if held_name:
+            self.fields["file"].required = False
+            self.fields["file"].help_text = (
+                f"Kept from your last try: “{held_name}”. Leave this empty to import it again with the "
+                "settings below, or choose another file."
+            )
         self.task = task = project.task if project is not None else None
         if task is None:
             return
@@ -74,7 +86,7 @@ class ImportForm(forms.Form):
         self.fields["format"].choices = [("", "From the file name")] + [
             (f, FORMAT_NAMES.get(f, f.upper())) for f in corpus.formats_for(task)
         ]
-        if task.import_help:
+        if task.import_help and not held_name:
             self.fields["file"].help_text = task.import_help
         self.fields["label_meaning"].label = f"The {task.answer_noun} are"
         if not task.label_column:  # the file carries its answers itself (extraction's JSONL, CoNLL)
@@ -97,7 +109,7 @@ class ImportForm(forms.Form):
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
-        if upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
+        if upload and upload.size > settings.IMPORT_MAX_UPLOAD_BYTES:
             raise forms.ValidationError(
                 f"The file is {upload.size:,} bytes; the limit is {settings.IMPORT_MAX_UPLOAD_BYTES:,}."
             )
@@ -106,10 +118,15 @@ class ImportForm(forms.Form):
     def clean(self):
         data = super().clean()
         upload = data.get("file")
-        if upload and not data.get("format") and corpus.guess_format(upload.name) is None:
-            self.add_error("format", "Cannot tell the format from the file name; choose one.")
+        name = upload.name if upload else self.held_name
+        if name and not data.get("format") and corpus.guess_format(name) is None:
+            about = corpus.other_file_about(name)  # .xls, .ods, .docx: say what to do instead
+            if about:
+                self.add_error("file", corpus.cannot_import(name, about))
+            else:
+                self.add_error("format", "Cannot tell the format from the file name; choose one.")
         gold = data.get("gold") or ""
-        fmt = data.get("format") or (corpus.guess_format(upload.name) if upload else None)
+        fmt = data.get("format") or (corpus.guess_format(name) if name else None)
         if self.task is not None and not self.task.label_column:
             self._clean_answer_file(data, fmt, gold)
         elif gold == "attested":

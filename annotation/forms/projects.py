@@ -190,3 +190,12 @@ class LabelForm(forms.Form):
 class MembershipForm(forms.Form):
     username = forms.CharField(max_length=150)
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.REVIEWER)
+
+
+class InvitationForm(forms.Form):
+    username = forms.CharField(
+        max_length=150,
+        label="New user name",
+        help_text="Letters, digits and @ . + - _ only. They choose their own password from the link.",
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.REVIEWER)

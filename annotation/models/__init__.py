@@ -31,6 +31,8 @@ from annotation.models.gold import (
 from annotation.models.projects import (
     LABEL_KEY_SEQUENCE,
     RESERVED_KEYS,
+    Invitation,
+    InvitationQuerySet,
     Label,
     Membership,
     Project,
@@ -61,6 +63,8 @@ __all__ = [
     "GoldSetItemQuerySet",
     "GoldSetQuerySet",
     "ImportBatch",
+    "Invitation",
+    "InvitationQuerySet",
     "Label",
     "LabelingJob",
     "LabelingJobItem",

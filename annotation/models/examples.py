@@ -40,6 +40,7 @@ class ImportBatch(JobRecord):
         JSONL = "jsonl", "JSON Lines"
         TXT = "txt", "Plain text (one example per line)"
         CONLL = "conll", "CoNLL BIO (extraction)"
+        XLSX = "xlsx", "Excel workbook (first sheet)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting"

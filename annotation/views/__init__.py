@@ -2,6 +2,9 @@
 
 from annotation.views.data import import_batch, import_resume, import_upload, project_export
 from annotation.views.projects import (
+    invitation_accept,
+    invitation_create,
+    invitation_withdraw,
     label_create,
     label_delete,
     label_update,
@@ -50,6 +53,9 @@ __all__ = [
     "import_batch",
     "import_resume",
     "import_upload",
+    "invitation_accept",
+    "invitation_create",
+    "invitation_withdraw",
     "label_create",
     "label_delete",
     "label_update",

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -34,32 +40,44 @@ from annotation.views._common import (
 @rate_limited("import")
 def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
-    form = ImportForm(request.POST, request.FILES, project=project)
+    held = held_import(request, project)
+    held_file = held.get("file")
+    form = ImportForm(
+        request.POST, request.FILES, project=project, held_name=held_file["name"] if held_file else ""
+    )
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, _form_errors(form) + _kept(request, project, form))
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
+    upload = data["file"]
     try:
-        batch = corpus.import_batch_create(
-            project=project,
-            user=request.user,
-            file_name=data["file"].name,
-            fileobj=data["file"],
-            fmt=data["format"] or None,
-            text_column=data["text_column"],
-            label_column=data.get("label_column") or "",
-            id_column=data["id_column"],
-            create_labels=data["create_labels"],
-            label_meaning=data["label_meaning"] or "predictions",
-            label_agent=data["label_agent"],
-            keep_columns=data["keep_columns"],
-            hidden_column=data["hidden_column"],
-            gold=data["gold"],
-        )
+        with open(_held_path(held_file["id"]), "rb") if upload is None else nullcontext(upload) as fileobj:
+            batch = corpus.import_batch_create(
+                project=project,
+                user=request.user,
+                file_name=upload.name if upload is not None else held_file["name"],
+                fileobj=fileobj,
+                fmt=data["format"] or None,
+                text_column=data["text_column"],
+                label_column=data.get("label_column") or "",
+                id_column=data["id_column"],
+                create_labels=data["create_labels"],
+                label_meaning=data["label_meaning"] or "predictions",
+                label_agent=data["label_agent"],
+                keep_columns=data["keep_columns"],
+                hidden_column=data["hidden_column"],
+                gold=data["gold"],
+            )
     except projects.ServiceError as exc:
-        messages.error(request, str(exc))
+        messages.error(request, str(exc) + _kept(request, project, form))
         return redirect("annotation:project-detail", slug=project.slug)
     batch = corpus.import_batch_start(batch=batch)
+    if batch.status == ImportBatch.Status.FAILED:
+        messages.error(
+            request, f"{batch.file_name} was not imported: {batch.error}" + _kept(request, project, form)
+        )
+        return redirect("annotation:import-batch", slug=project.slug, pk=batch.pk)
+    _forget_held(request, project)
     if batch.status == ImportBatch.Status.SUCCEEDED:
         messages.success(
             request,
@@ -68,12 +86,67 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
         )
         if batch.options.get("gold"):
             return redirect("annotation:gold", slug=project.slug)
-    elif batch.status == ImportBatch.Status.FAILED:
-        messages.error(request, f"{batch.file_name} was not imported: {batch.error}")
-        return redirect("annotation:import-batch", slug=project.slug, pk=batch.pk)
     else:
         messages.info(request, f"Importing {batch.file_name} in the background; progress is shown below.")
     return redirect("annotation:project-detail", slug=project.slug)
+
+
+# --- a failed import's settings and file, kept for the next try ------------------------
+# A browser cannot refill a file input, so the upload of a failed try is kept on the server
+# (under the data directory, named in the user's session) and the form offers it again.
+
+HELD_MAX_AGE_SECONDS = 24 * 3600
+
+
+def _held_key(project) -> str:
+    return f"import-retry:{project.pk}"
+
+
+def _held_path(file_id: str) -> Path:
+    if not re.fullmatch(r"[0-9a-f]{32}", file_id):
+        raise ValueError("not a held file's id")
+    return Path(settings.UPLOAD_DIR) / "held" / file_id
+
+
+def held_import(request: HttpRequest, project) -> dict:
+    """This user's last failed import of the project: {"settings": form data, "file": {"id",
+    "name", "size"} or None}; {} when there is none."""
+    held = request.session.get(_held_key(project)) or {}
+    file = held.get("file")
+    if file and not _held_path(file["id"]).exists():  # pruned since
+        held = {**held, "file": None}
+    return held
+
+
+def _kept(request: HttpRequest, project, form: ImportForm) -> str:
+    """Keep the form's settings, and its upload (or the one kept before), for the next try;
+    the words the error message ends with."""
+    previous = held_import(request, project).get("file")
+    upload = request.FILES.get("file")
+    file = previous
+    if upload is not None and upload.size <= settings.IMPORT_MAX_UPLOAD_BYTES:
+        folder = _held_path("0" * 32).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():  # tries nobody came back to
+            if old.stat().st_mtime < time.time() - HELD_MAX_AGE_SECONDS:
+                old.unlink(missing_ok=True)
+        file = {"id": uuid.uuid4().hex, "name": Path(upload.name).name[:255], "size": upload.size}
+        with open(_held_path(file["id"]), "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        if previous:
+            _held_path(previous["id"]).unlink(missing_ok=True)
+    fields = {name: form.data.get(name) for name in form.fields if name != "file" and name in form.data}
+    request.session[_held_key(project)] = {"settings": fields, "file": file}
+    if file:
+        return f" Your settings and the file “{file['name']}” are kept in the import form: change them and import again."
+    return " Your settings are kept in the import form; choose the file again (a browser cannot keep it)."
+
+
+def _forget_held(request: HttpRequest, project) -> None:
+    held = request.session.pop(_held_key(project), None) or {}
+    if held.get("file"):
+        _held_path(held["file"]["id"]).unlink(missing_ok=True)
 
 
 def _gold_note(batch: ImportBatch) -> str:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation import projects, teacher
 from annotation.forms import (
     ExportForm,
     ImportForm,
+    InvitationForm,
     LabelForm,
     LabelingForm,
     MembershipForm,
@@ -21,6 +25,7 @@ from annotation.forms import (
 )
 from annotation.models import (
     ImportBatch,
+    Invitation,
     Label,
     Membership,
     Project,
@@ -29,10 +34,12 @@ from annotation.models import (
 from annotation.views._common import (
     HTMX_STOP_POLLING,
     _act,
+    _form_errors,
     _project_for_lead,
     _project_for_member,
     _workers_online,
 )
+from annotation.views.data import held_import
 from distillapp import rows
 
 
@@ -86,6 +93,13 @@ def _status_context(project: Project) -> dict:
     }
 
 
+def _import_form(request: HttpRequest, project: Project) -> ImportForm:
+    """The import form, with the settings and file of the user's last failed try, if any."""
+    held = held_import(request, project)
+    file = held.get("file")
+    return ImportForm(project=project, initial=held.get("settings"), held_name=file["name"] if file else "")
+
+
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
@@ -95,7 +109,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "role": role,
         "is_lead": role == Membership.Role.LEAD,
         "labels": project.labels.all(),
-        "import_form": ImportForm(project=project),
+        "import_form": _import_form(request, project) if role == Membership.Role.LEAD else None,
         "export_form": ExportForm(project=project),
         "labeling_form": LabelingForm(),
         "teacher": teacher.teacher_config_for(project),
@@ -211,20 +225,101 @@ def label_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 # --- members --------------------------------------------------------------------------
 
 
-@login_required
-@require_GET
-def project_members(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+def _members_page(request: HttpRequest, project: Project, role: str, **extra) -> HttpResponse:
+    is_lead = role == Membership.Role.LEAD
     return render(
         request,
         "annotation/project_members.html",
         {
             "project": project,
-            "is_lead": role == Membership.Role.LEAD,
+            "is_lead": is_lead,
             "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
             "form": MembershipForm(),
+            "invitation_form": InvitationForm(prefix="invite"),
+            "invitations": project.invitations.filter(used_at__isnull=True).select_related("created_by")
+            if is_lead
+            else [],
+            **extra,
         },
     )
+
+
+@login_required
+@require_GET
+def project_members(request: HttpRequest, slug: str) -> HttpResponse:
+    project, role = _project_for_member(request, slug)
+    return _members_page(request, project, role)
+
+
+@login_required
+@require_POST
+def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
+    """Invite someone new: the page that answers shows the link once (only its hash is kept)."""
+    project = _project_for_lead(request, slug)
+    form = InvitationForm(request.POST, prefix="invite")
+    if form.is_valid():
+        try:
+            invitation, token = projects.invitation_create(
+                project=project,
+                username=form.cleaned_data["username"],
+                role=form.cleaned_data["role"],
+                user=request.user,
+            )
+        except projects.ServiceError as exc:
+            messages.error(request, str(exc))
+        else:
+            link = request.build_absolute_uri(reverse("annotation:invitation-accept", args=[token]))
+            response = _members_page(
+                request, project, Membership.Role.LEAD, new_invitation=invitation, link=link
+            )
+            response["Cache-Control"] = "no-store"  # the link is shown once, never from a cache
+            return response
+    else:
+        messages.error(request, _form_errors(form))
+    return redirect("annotation:project-members", slug=project.slug)
+
+
+@login_required
+@require_POST
+def invitation_withdraw(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    project = _project_for_lead(request, slug)
+    invitation = get_object_or_404(Invitation, project=project, pk=pk, used_at__isnull=True)
+    invitation.delete()
+    messages.success(
+        request, f"The invitation of {invitation.username} is withdrawn; its link no longer works."
+    )
+    return redirect("annotation:project-members", slug=project.slug)
+
+
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The invited person's page: choose a password, and the account and membership exist."""
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    invitation = projects.invitation_for_token(token)
+    usable = invitation is not None and invitation.used_at is None and not invitation.is_expired
+    context = {"invitation": invitation if usable else None}
+    if not usable:
+        # Unknown, used, withdrawn or expired: the same words, so a link says nothing about others.
+        return render(
+            request, "annotation/invitation_accept.html", context, status=410 if invitation else 404
+        )
+    form = SetPasswordForm(get_user_model()(username=invitation.username), request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = projects.invitation_accept(token=token, password=form.cleaned_data["new_password1"])
+        except projects.ServiceError as exc:
+            messages.error(request, str(exc))
+            return redirect("annotation:invitation-accept", token=token)
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(
+            request,
+            f"Welcome, {user.get_username()}: you are a {invitation.get_role_display().lower()} of "
+            f"{invitation.project.name}. Sign in next time with your user name and this password.",
+        )
+        return redirect("annotation:project-detail", slug=invitation.project.slug)
+    response = render(request, "annotation/invitation_accept.html", {**context, "form": form})
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required

@@ -40,12 +40,12 @@ class ExtractionTask(Task):
     card_template = "tasks/extraction/card.html"
     # No label column: JSONL spans or a fields object, or CoNLL BIO tags carry the answers.
     label_column = ""
-    import_formats = ("csv", "tsv", "jsonl", "txt", "conll")
+    import_formats = ("csv", "tsv", "jsonl", "txt", "xlsx", "conll")
     answer_formats = ("jsonl", "conll")
     answer_files_about = "spans or a fields object (JSONL) or as BIO tags (CoNLL)"
     answer_noun = "spans"
     import_help = (
-        "TXT, CSV or JSONL text only; JSONL with spans ({text, spans: [{start, end, label}]}) "
+        "TXT, CSV, Excel (.xlsx, first sheet) or JSONL text only; JSONL with spans ({text, spans: [{start, end, label}]}) "
         "or a fields object ({text, fields: {...}}); CoNLL BIO (.conll, .bio). UTF-8."
     )
     export_formats = ("jsonl", "conll")

@@ -48,7 +48,7 @@ class SummarizationTask(Task):
     label_column = "answer"
     answer_noun = "summaries"
     import_help = (
-        "CSV, TSV or JSONL with a text column and, optionally, a summary column (name it below); "
+        "CSV, TSV, Excel (.xlsx, first sheet) or JSONL with a text column and, optionally, a summary column (name it below); "
         "TXT: one text per line. UTF-8."
     )
     export_about = (

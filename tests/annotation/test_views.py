@@ -165,7 +165,7 @@ def test_upload_malformed_file_shows_the_lines_and_imports_nothing(project, lead
 def test_upload_unknown_extension_asks_for_format(project, lead_client):
     response = lead_client.post(
         reverse("annotation:import-upload", args=[project.slug]),
-        {"file": upload(name="data.xlsx"), "text_column": "text"},
+        {"file": upload(name="data.dat"), "text_column": "text"},
         follow=True,
     )
     assert "choose one" in response.content.decode()

@@ -46,7 +46,7 @@ def test_evaluate_and_quantize_run_in_the_background(
     page.goto(reverse("training:run", args=["support", run.number]))
     page.get_by_role("button", name="Evaluate student and teacher").click()
     waiting = page.locator('[data-evaluation-job="pending"]')
-    assert "Waiting for a training worker to evaluate on gold v1" in waiting.inner_text()
+    assert "Waiting for a worker to evaluate on gold v1" in waiting.inner_text()
     page.screenshot(path=str(artifacts / "run-evaluating.png"), full_page=True)
     jobs.evaluation_job_job(EvaluationJob.objects.get().pk)  # the worker's part
     # The page's next poll opens the evaluation.
@@ -57,7 +57,7 @@ def test_evaluate_and_quantize_run_in_the_background(
     page.goto(reverse("training:deploy", args=["support"]))
     page.get_by_role("button", name="Quantize (int8)").click()
     cell = page.locator('[data-int8="1"]')
-    assert "waiting for a training worker" in cell.inner_text()
+    assert "waiting for a worker" in cell.inner_text()
     jobs.export_job_job(ExportJob.objects.get().pk)
     measured = serving.onnx_measurement(run)
     # The polled cell is swapped for the measurement, and polling stops.

@@ -71,7 +71,7 @@ def test_evaluate_returns_at_once_with_a_pending_job(project, lead, run, lead_cl
     page = lead_client.get(response["Location"]).content.decode()
     poll = reverse("training:evaluation-job", args=[project.slug, job.pk])
     assert f'hx-get="{poll}"' in page and 'data-evaluation-job="pending"' in page
-    assert "Waiting for a training worker to evaluate on gold v1" in page
+    assert "Waiting for a worker to evaluate on gold v1" in page
     fragment = lead_client.get(poll, headers={"HX-Request": "true"})
     assert fragment.status_code == 200 and 'data-evaluation-job="pending"' in fragment.content.decode()
     # A second click while it waits does not queue a second evaluation.
@@ -93,11 +93,13 @@ def test_a_real_worker_evaluates_student_teacher_and_imported_system(project, le
     gold = gold_project(project, lead)
     lead_client.post(evaluate_url(project, run), {"target_accuracy": "0.9"})
     job = EvaluationJob.objects.get()
-    # Queued when the request's transaction committed; a training worker takes it.
-    assert [(j.func_name, j.args) for j in queues["training"].jobs] == [
+    # Queued when the request's transaction committed, on the short lane (never behind a
+    # fine-tune on "training"); the short queue's worker takes it.
+    assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
         ("training.jobs.evaluation_job_job", (job.pk,))
     ]
-    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    assert not queues["training"].count
+    SimpleWorker([queues["short"]], connection=queues["short"].connection).work(burst=True)
 
     job.refresh_from_db()
     assert (job.status, job.error, job.phase) == ("succeeded", "", "")
@@ -150,7 +152,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
         lead_client.post(resume)
     job.refresh_from_db()
     assert (job.status, job.error) == ("pending", "")
-    assert [j.args for j in queues["training"].jobs] == [(job.pk,)]
+    assert [j.args for j in queues["short"].jobs] == [(job.pk,)]
     jobs.evaluation_job_job(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded" and job.result.gold_set.version == 1
@@ -181,7 +183,7 @@ def test_an_evaluation_taken_over_from_a_dead_worker_saves_one_set(
     )
     with django_capture_on_commit_callbacks(execute=True):
         assert rows.recover(EvaluationJob) == [job.pk]
-    assert [(j.func_name, j.args) for j in queues["training"].jobs] == [
+    assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
         ("training.jobs.evaluation_job_job", (job.pk,))
     ]
     jobs.evaluation_job_job(job.pk)
@@ -229,7 +231,7 @@ def test_quantize_queues_an_export_whose_measurement_the_deploy_page_then_shows(
     page = lead_client.get(deploy_url(project)).content.decode()
     poll = reverse("training:export-job", args=[project.slug, job.pk])
     assert f'hx-get="{poll}"' in page and 'data-export-job="pending"' in page
-    assert "waiting for a training worker" in page
+    assert "waiting for a worker" in page
 
     jobs.export_job_job(job.pk)
     job.refresh_from_db()
@@ -261,7 +263,7 @@ def test_a_failed_export_shows_its_error_and_can_be_resumed(
     with django_capture_on_commit_callbacks(execute=True):
         lead_client.post(resume)
     job.refresh_from_db()
-    assert job.status == "pending" and [j.args for j in queues["training"].jobs] == [(job.pk,)]
+    assert job.status == "pending" and [j.args for j in queues["short"].jobs] == [(job.pk,)]
 
 
 def test_an_export_cancelled_while_it_runs_stops_before_exporting(project, lead, run):
@@ -295,7 +297,7 @@ def test_killed_evaluation_horse_is_recovered_and_saves_one_set(project, lead, r
     with transaction.atomic():
         job = services.evaluation_job_start(run=run, user=lead)
 
-    with rq_worker("training") as worker:
+    with rq_worker("short") as worker:
         wait_until(
             # Its horse is loading torch and the model, or predicting: nothing is saved yet.
             lambda: EvaluationJob.objects.filter(
@@ -325,7 +327,7 @@ def test_recovery_covers_both_job_types(project, run, queues, django_capture_on_
     with django_capture_on_commit_callbacks(execute=True):
         found = rows.recover_all()
     assert found == {"training.EvaluationJob": [evaluation.pk], "training.ExportJob": [export.pk]}
-    assert sorted((j.func_name, j.args[0]) for j in queues["training"].jobs) == [
+    assert sorted((j.func_name, j.args[0]) for j in queues["short"].jobs) == [
         ("training.jobs.evaluation_job_job", evaluation.pk),
         ("training.jobs.export_job_job", export.pk),
     ]

@@ -241,3 +241,47 @@ def test_the_advice_smooths_teacher_labels_and_the_form_starts_from_it(project, 
     assert form.fields["label_smoothing"].initial == TEACHER_LABEL_SMOOTHING
     page = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
     assert 'name="label_smoothing"' in page and f'value="{TEACHER_LABEL_SMOOTHING}"' in page
+
+
+def test_the_admins_launch_uses_the_launch_forms_recommendation(
+    project, reviewer, queues, django_user_model, django_capture_on_commit_callbacks
+):
+    """Issue #24: the admin's "Launch training run" trained with label smoothing 0 and no
+    pruning where the launch form recommended 0.2 and pruning; one function decides both."""
+    from django.test import Client
+
+    from annotation.models import Proposal
+    from training.forms import LaunchForm
+    from training.models import TrainingRun
+    from training.services.advice import TEACHER_LABEL_SMOOTHING
+
+    labelled(project, reviewer, 3)
+    for i in range(4):  # unreviewed teacher labels in the training set
+        example = Example.objects.create(project=project, text=f"teacher-labelled ticket {i}")
+        Proposal.objects.create(example=example, agent="teacher:m:v1", value="Billing", confidence=0.8)
+    Example.objects.filter(project=project).sync_queue_fields()
+    form = LaunchForm(project=project, advice=services.label_source_advice(project))
+    recommended = {
+        name: form.fields[name].initial
+        for name in ("label_source", "teacher_min_confidence", "noise_handling", "label_smoothing")
+    }
+    assert recommended["noise_handling"] == "prune"
+    assert recommended["label_smoothing"] == TEACHER_LABEL_SMOOTHING
+
+    admin = django_user_model.objects.create_superuser(username="root", password="pw", email="r@example.com")
+    client = Client()
+    client.force_login(admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:annotation_project_changelist"),
+            {"action": "launch_training_run", "_selected_action": [project.pk]},
+            follow=True,
+        )
+    assert "run 1 queued with the launch form&#x27;s recommended settings" in response.content.decode()
+    run = TrainingRun.objects.get()
+    assert {
+        "label_source": run.label_source,
+        "teacher_min_confidence": run.teacher_min_confidence,
+        "noise_handling": run.hyperparameters["noise_handling"],
+        "label_smoothing": run.hyperparameters["label_smoothing"],
+    } == recommended

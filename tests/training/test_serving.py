@@ -548,7 +548,7 @@ def test_warm_up_is_bounded(project, live, monkeypatch):
 
 
 def test_the_web_server_warms_up_each_process(monkeypatch):
-    """serve starts gunicorn with a config whose post_worker_init hook runs warm_up."""
+    """serve starts gunicorn with a config whose post_worker_init hook starts warm_up_start."""
     from gunicorn.app.base import Application
 
     from distillapp.management.commands import serve
@@ -565,7 +565,7 @@ def test_the_web_server_warms_up_each_process(monkeypatch):
     assert "python:distillapp.gunicorn_config" in open(serve.__file__).read()
     hook = Probe().cfg.post_worker_init
     calls = []
-    monkeypatch.setattr(serving, "warm_up", lambda: calls.append("warm"))
+    monkeypatch.setattr(serving, "warm_up_start", lambda: calls.append("warm"))
     hook(None)
     assert calls == ["warm"]
 
@@ -580,6 +580,83 @@ def test_the_web_server_warms_up_each_process(monkeypatch):
     def broken():
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(serving, "warm_up", broken)
+    monkeypatch.setattr(serving, "warm_up_start", broken)
     hook(Worker)  # logged, never raised: the worker still boots
     assert Worker.log.messages == ["Warm-up failed; models load on their first request"]
+
+
+def _gunicorn_hook():
+    from gunicorn.app.base import Application
+
+    class Probe(Application):
+        def load_config(self):
+            self.load_config_from_module_name_or_filename("python:distillapp.gunicorn_config")
+
+        def load(self):
+            return None
+
+    return Probe().cfg.post_worker_init
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_answer_while_the_models_load_and_the_first_prediction_after_is_warm(
+    project, live, monkeypatch
+):
+    """Issue #24 item 9: a restart with live models left even the sign-in page unanswered
+    while each web process loaded them; now the process takes requests at once."""
+    import threading
+    import time
+
+    from transformers import AutoModelForSequenceClassification
+
+    version, raw = live
+    _fresh_model_caches()
+    loading, release = threading.Event(), threading.Event()
+    real_predict = serving_routing.student_predict
+
+    def slow_load(version, texts):
+        loading.set()
+        assert release.wait(30)
+        return real_predict(version, texts)
+
+    monkeypatch.setattr(serving_routing, "student_predict", slow_load)
+    started = time.monotonic()
+    _gunicorn_hook()(None)  # what each web process runs before its first request
+    assert time.monotonic() - started < 2, "the process waited for its models before serving"
+    assert loading.wait(10)
+    warm_up = next(t for t in threading.enumerate() if t.name == "serving-warm-up")
+    assert warm_up.is_alive()
+    assert Client().get(reverse("login")).status_code == 200  # while the models load
+    release.set()
+    warm_up.join(30)
+    assert not warm_up.is_alive()
+
+    monkeypatch.setattr(serving_routing, "student_predict", real_predict)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the first request loaded the model")
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", no_loading)
+    assert call(raw, project.slug, {"texts": ["first request"]})[0] == 200
+    assert PredictionLog.objects.get().is_cold_start is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_loads_the_model_is_a_cold_start_left_out_of_monitor(
+    project, live, lead_client, monkeypatch
+):
+    version, raw = live
+    _fresh_model_caches()  # no warm-up ran in this process
+    set_threshold(version, 0.0)
+    call(raw, project.slug, {"texts": ["the first one loads the model"]})
+    call(raw, project.slug, {"texts": ["then it is loaded", "and stays"]})
+    assert list(PredictionLog.objects.order_by("pk").values_list("is_cold_start", flat=True)) == [
+        True,
+        False,
+        False,
+    ]
+    data = serving.monitoring(project)
+    assert data["latency"]["student"]["n"] == 2 and data["cold_starts"]["n"] == 1
+    assert serving.cost_inputs(project)["latency"]["student"]["n"] == 2
+    page = lead_client.get(reverse("training:monitor", args=[project.slug])).content.decode()
+    assert 'data-cold-starts="1"' in page and "are left out, since they measure the loading" in page

@@ -329,9 +329,9 @@ def test_pages_for_a_finished_run(
     response = lead_client.post(
         reverse("training:run-evaluate", args=[project.slug, 1]), {"target_accuracy": 0.9}, follow=True
     )
-    assert "Waiting for a training worker to evaluate on gold v1" in response.content.decode()
-    # A training worker evaluates it; the run page's poll then opens the evaluation.
-    SimpleWorker([queues["training"]], connection=queues["training"].connection).work(burst=True)
+    assert "Waiting for a worker to evaluate on gold v1" in response.content.decode()
+    # The short queue's worker evaluates it; the run page's poll then opens the evaluation.
+    SimpleWorker([queues["short"]], connection=queues["short"].connection).work(burst=True)
     job = run.evaluation_jobs.get()
     poll = lead_client.get(
         reverse("training:evaluation-job", args=[project.slug, job.pk]), headers={"HX-Request": "true"}

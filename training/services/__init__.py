@@ -7,7 +7,7 @@ replaces a name must replace it in the module that looks it up (`training.servic
 
 from __future__ import annotations
 
-from training.services.advice import label_source_advice
+from training.services.advice import label_source_advice, recommended_run
 from training.services.dataset import (
     CPU_EXAMPLES_PER_SECOND,
     CPU_PREDICT_TOKENS_PER_SECOND,
@@ -74,6 +74,7 @@ __all__ = [
     "gold_overlap",
     "imported_systems",
     "label_source_advice",
+    "recommended_run",
     "latest_system_evaluations",
     "latest_teacher_evaluation",
     "measured_cpu_speed",

@@ -97,6 +97,26 @@ def label_source_advice(project: Project) -> dict:
     return advice
 
 
+def recommended_run(
+    project: Project, *, kind: str = TrainingRun.Kind.FINETUNE, advice: dict | None = None
+) -> dict:
+    """The settings the advice recommends for a run of `kind`, as ``run_create`` takes them:
+    ``label_source``, ``teacher_min_confidence`` and ``hyperparameters`` (the noise handling,
+    and label smoothing where the kind has it). The launch form starts from them, and the
+    admin's action and a review round's refresh launch with them, so all three agree."""
+    from training.services.runs import run_defaults
+
+    advice = advice if advice is not None else label_source_advice(project)
+    hyperparameters = {"noise_handling": advice["noise_handling"]}
+    if "label_smoothing" in advice and "label_smoothing" in run_defaults(project.task, kind):
+        hyperparameters["label_smoothing"] = advice["label_smoothing"]
+    return {
+        "label_source": advice["label_source"],
+        "teacher_min_confidence": advice["teacher_min_confidence"],
+        "hyperparameters": hyperparameters,
+    }
+
+
 def _label_source_advice(project: Project) -> dict:
     audit = teacher_estimate(project)
     teacher = _teacher_on_gold(project)

@@ -17,7 +17,7 @@ import logging
 
 from annotation.models import Project
 from training.models import TrainingRun
-from training.services.advice import label_source_advice
+from training.services.advice import recommended_run
 from training.services.dataset import TrainingError
 
 logger = logging.getLogger(__name__)
@@ -41,18 +41,11 @@ def refresh_queue(sender=None, *, project: Project, **kwargs) -> TrainingRun | N
         **{f"hyperparameters__{ROUND_MARK}": True},
     ).exists():
         return None  # the running refresh will see most of these verdicts; the next round the rest
-    advice = label_source_advice(project)
-    # The advice's noise handling: "none" where the task's runs have none (Task.handles_label_noise).
-    hyperparameters = {ROUND_MARK: True, "noise_handling": advice["noise_handling"]}
+    # The advice's settings, as the launch form and the admin's action use them.
+    recommended = recommended_run(project, kind=TrainingRun.Kind.QUICK)
+    recommended["hyperparameters"][ROUND_MARK] = True
     try:
-        run = run_create(
-            project=project,
-            user=None,
-            kind=TrainingRun.Kind.QUICK,
-            label_source=advice["label_source"],
-            teacher_min_confidence=advice["teacher_min_confidence"],
-            hyperparameters=hyperparameters,
-        )
+        run = run_create(project=project, user=None, kind=TrainingRun.Kind.QUICK, **recommended)
     except TrainingError as exc:
         logger.info("No queue refresh for %s: %s", project.slug, exc)
         return None

@@ -40,6 +40,7 @@ from training.serving.routing import (
     student_predict,
     validate_texts,
     warm_up,
+    warm_up_start,
 )
 from training.serving.tokens import TOKEN_TOUCH_SECONDS, token_check, token_create, token_revoke
 from training.serving.versions import (
@@ -115,4 +116,5 @@ __all__ = [
     "version_promote",
     "version_rollback",
     "warm_up",
+    "warm_up_start",
 ]

@@ -85,11 +85,11 @@ def cost_inputs(project: Project) -> dict:
         )
     else:
         p, p_source = Decimal("0"), "unknown: no paid teacher call yet"
-    # Medians and tails, not means: a process's first request (the model loading) or one
-    # slow LLM call would pull a mean far from what a caller sees.
+    # Medians and tails, not means: one slow LLM call would pull a mean far from what a
+    # caller sees. Requests that loaded the model (cold starts) measure the load: left out.
     latency = {
         "student": latency_summary(
-            logs.filter(route="student")
+            logs.filter(route="student", is_cold_start=False)
             .order_by("-pk")
             .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
         ),

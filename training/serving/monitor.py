@@ -33,11 +33,12 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
     )
     routes = dict(logs.values_list("route").order_by().annotate(n=Count("pk")))
     latencies: dict[str, list[float]] = {}
+    cold: list[float] = []
     confidences: list[float] = []
-    for route, latency, confidence in logs.order_by("-pk").values_list("route", "latency_ms", "confidence")[
-        :_LATENCY_SAMPLE
-    ]:
-        latencies.setdefault(route, []).append(latency)
+    recent = logs.order_by("-pk").values_list("route", "latency_ms", "confidence", "is_cold_start")
+    for route, latency, confidence, is_cold_start in recent[:_LATENCY_SAMPLE]:
+        # A request that loaded the model measures the load, not the model: apart.
+        (cold if is_cold_start else latencies.setdefault(route, [])).append(latency)
         if confidence is not None and route == "student":
             confidences.append(confidence)
     histogram = [0] * 10
@@ -67,6 +68,7 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
         "routes": routes,
         "student_share": routes.get("student", 0) / total if total else None,
         "latency": {route: latency_summary(v) for route, v in sorted(latencies.items())},
+        "cold_starts": latency_summary(cold),
         "confidence_histogram": histogram,
         "distribution": [
             {

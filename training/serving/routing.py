@@ -113,22 +113,24 @@ def student_predict(version: ModelVersion, texts: list[str]) -> tuple[list, list
 
 # A process keeps this many models loaded (ml's caches); warming more would evict the first.
 WARM_UP_MAX_VERSIONS = 4
-# A web process waits at most this long for its models before taking requests (gunicorn
-# kills a worker that has not booted within its --timeout, 120 s in the serve command).
+# `warm_up` waits at most this long for the models (a command or a test; the web server's
+# processes do not wait at all, see `warm_up_start`).
 WARM_UP_SECONDS = 60.0
 
 
-def warm_up(*, timeout: float = WARM_UP_SECONDS) -> list[str]:
-    """Load the active model versions into this process before it takes requests.
+def warm_up_start() -> tuple[threading.Thread, list[str]]:
+    """Start loading the active model versions in a background thread, and return at once.
 
-    Without it each web process loads its model on its first request (about 4 s on a
-    CPU), and that request's latency is logged with it. Bounded: the loading runs in a
-    thread that this call waits on for at most `timeout` s; a load still running then
-    carries on, and the first requests wait for it under ml's loader lock rather than
-    starting their own. Never raises: a process that cannot warm up still serves, cold.
-    Returns the names of the versions that are loaded.
+    The web server calls it as each process starts (distillapp/gunicorn_config.py), so pages
+    answer at once while the models load beside them; without it a process loads a model
+    on its first prediction (about 4-6 s on a CPU). A prediction that comes during the load
+    waits for it under ml's loader lock instead of loading its own copy, and is logged as a
+    cold start; once the warm-up is done, none is. Never raises: a process that cannot warm
+    up still serves, cold. Returns the thread and the list it fills with the names of the
+    versions loaded.
     """
     warmed: list[str] = []
+    began = time.perf_counter()
 
     def load() -> None:
         try:
@@ -153,19 +155,24 @@ def warm_up(*, timeout: float = WARM_UP_SECONDS) -> list[str]:
                     version.project_id,
                     time.perf_counter() - started,
                 )
+            logger.info("Warm-up: %d model(s) ready in %.1f s", len(warmed), time.perf_counter() - began)
         except Exception:
             logger.exception("Warm-up failed; models load on their first request")
         finally:
             connections.close_all()  # this thread's own connection
 
     thread = threading.Thread(target=load, name="serving-warm-up", daemon=True)
-    started = time.perf_counter()
     thread.start()
+    return thread, warmed
+
+
+def warm_up(*, timeout: float = WARM_UP_SECONDS) -> list[str]:
+    """`warm_up_start`, waiting for it at most `timeout` s; the names of the versions loaded
+    by then (a load still running carries on)."""
+    thread, warmed = warm_up_start()
     thread.join(timeout)
     if thread.is_alive():
         logger.warning("Warm-up: still loading after %.0f s; serving meanwhile", timeout)
-    else:
-        logger.info("Warm-up: %d model(s) ready in %.1f s", len(warmed), time.perf_counter() - started)
     return list(warmed)
 
 
@@ -187,8 +194,14 @@ def predict_texts(
             code="no_active_model",
             status=503,
         )
+    from distillapp import ml
+
+    loads = ml.model_loads()
     started = time.perf_counter()
     labels, confidences = student_predict(version, texts)
+    # A model was loaded meanwhile (by this request, or by the warm-up it waited for): its
+    # latency is the load's, and the log row says so (Monitor leaves it out).
+    is_cold_start = ml.model_loads() != loads
     student_ms = (time.perf_counter() - started) * 1000 / len(texts)
     answers = [
         Answer(
@@ -250,6 +263,7 @@ def predict_texts(
                 latency_ms=a.latency_ms,
                 teacher_cost_usd=a.teacher_cost_usd,
                 endpoint=endpoint,
+                is_cold_start=is_cold_start,
             )
             for a in answers
         ]

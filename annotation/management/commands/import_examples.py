@@ -13,7 +13,7 @@ from distillapp.progress import follow_row
 
 class Command(BaseCommand):
     help = (
-        "Import examples from a CSV, TSV, JSONL or TXT file into a project (all or nothing); "
+        "Import examples from a CSV, TSV, Excel (.xlsx, first sheet), JSONL or TXT file into a project (all or nothing); "
         "extraction projects also read JSONL spans or fields and CoNLL BIO."
     )
 

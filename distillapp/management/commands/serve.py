@@ -1,4 +1,4 @@
-"""Run the web server and an rq worker together; Ctrl-C stops both.
+"""Run the web server and the rq workers together; Ctrl-C stops them all.
 
 With REDIS_URL unset, the embedded Redis server is started first and
 stopped last.
@@ -19,12 +19,24 @@ from distillapp import embedded_redis
 
 
 class Command(BaseCommand):
-    help = "Start the web server and a job worker (queues llm, training, default) together."
+    help = (
+        "Start the web server, a job worker (every queue) and a worker for the short queue "
+        "(gold evaluations, int8 exports) together."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--workers", type=int, default=1, help="Number of rq worker processes.")
+        parser.add_argument(
+            "--workers", type=int, default=1, help="rq worker processes listening to every queue."
+        )
+        parser.add_argument(
+            "--short-workers",
+            type=int,
+            default=1,
+            help="rq worker processes for the short queue only (gold evaluations, int8 exports), so "
+            "a long fine-tune never holds them up; 0: none.",
+        )
         parser.add_argument(
             "--web-workers",
             type=int,
@@ -45,6 +57,9 @@ class Command(BaseCommand):
         if not opts["no_worker"]:
             for _ in range(opts["workers"]):
                 children.append(subprocess.Popen([python, "manage.py", "rqworker", *settings.RQ_QUEUE_NAMES]))
+            # A worker runs one job at a time: the short lane needs its own process.
+            for _ in range(opts["short_workers"]):
+                children.append(subprocess.Popen([python, "manage.py", "rqworker", settings.SHORT_QUEUE]))
         # One math thread per web worker: with two workers on two cores, more threads only fight
         # over the cores (ONNX int8 single-text p50 -26 to -30 %, bench/README.md "Serving").
         web_env = {**os.environ}

@@ -126,7 +126,7 @@ class LaunchForm(forms.Form):
         "class_weighting",
     )
 
-    def __init__(self, *args, project=None, advice: dict | None = None, **kwargs):
+    def __init__(self, *args, project=None, advice: dict | None = None, times: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         from training.services import (
             base_model_choices,
@@ -159,8 +159,13 @@ class LaunchForm(forms.Form):
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
         # The task may say what its kinds are and which this server can train (its base models).
+        # Each with how long it would take on this data with the defaults (the view measures it).
         self.kind_help = {
-            k.value: task.student_about(k.value, base_model_choices()) or KIND_HELP[k] for k in kinds
+            k.value: (
+                task.student_about(k.value, base_model_choices()) or KIND_HELP[k],
+                (times or {}).get(k.value),
+            )
+            for k in kinds
         }
         for name, value in run_defaults(task).items():
             if name in self.fields:

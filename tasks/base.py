@@ -390,6 +390,9 @@ class Task(ABC):
 
     # Launch-form fields this task type's students have no use for.
     unused_training_fields: ClassVar[tuple[str, ...]] = ()
+    # What a launch-form field means for this task type's students, over the shared wording
+    # (the quick student's C: the value measured best on this type's benchmark).
+    training_field_help: ClassVar[dict[str, str]] = {}
 
     def student_about(self, kind: str, base_models: list[str]) -> str:
         """What a run kind trains for this task type, and which of the operator's base models

@@ -8,19 +8,19 @@ from training.services.dataset import NOISE_HANDLING
 DEFAULTS = default_hyperparameters()
 
 
+# The shared wording; a task type says what its own students do (Task.student_about).
 KIND_HELP = {
     TrainingRun.Kind.FINETUNE: (
-        "Adapts the whole base model: the better choice for long texts and for labels that hinge on "
+        "Adapts the whole base model: the better choice for long texts and for answers that hinge on "
         "wording; minutes to an hour on a CPU."
     ),
     TrainingRun.Kind.QUICK: (
-        "Embeds each text once with the frozen base model and fits a logistic regression: seconds, "
-        "and as accurate as the fine-tune on short texts with many labels (Banking77: 0.929 against "
-        "0.923). Use it to seed, to order review and to compare label sources."
+        "Embeds each text once with the frozen base model and fits a logistic regression: seconds to "
+        "a minute. Use it to seed, to order review and to compare label sources."
     ),
     TrainingRun.Kind.ENSEMBLE: (
         "Averages a fine-tune's and a quick student's probabilities, with the weight chosen on their "
-        "validation split: the most accurate when both exist (Banking77: 0.935)."
+        "validation split."
     ),
 }
 
@@ -97,7 +97,7 @@ class LaunchForm(forms.Form):
         max_value=1e4,
         required=False,
         label="Regularisation C",
-        help_text="Larger fits the labels more closely; 10 measured best on Banking77.",
+        help_text="Larger fits the labels more closely, smaller generalises more.",
         widget=forms.NumberInput(attrs=_only("quick")),
     )
 
@@ -156,6 +156,11 @@ class LaunchForm(forms.Form):
             del self.fields["label_smoothing"]
         for name in task.unused_training_fields:
             self.fields.pop(name, None)
+        for name, text in task.training_field_help.items():
+            if name in self.fields:
+                self.fields[name].help_text = text
+        if "class_weighting" in self.fields and "class_weighting" not in task.training_field_help:
+            self.fields["class_weighting"].help_text = f"Weight rare {task.category_noun}s up in the loss."
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
         # The task may say what its kinds are and which this server can train (its base models).

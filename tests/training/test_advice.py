@@ -69,7 +69,10 @@ def test_a_strong_teacher_keeps_all_labels(project, pool, reviewer):
     audited(project, reviewer, [(0.9, True)] * 28 + [(0.4, False)] * 2)
     advice = services.label_source_advice(project)
     assert (advice["label_source"], advice["noise_handling"]) == ("all", "prune")
-    assert advice["teacher"]["source"] == "30 audit reviews of unreviewed examples" and not advice["warning"]
+    assert (
+        advice["teacher"]["source"] == "30 audit reviews of unreviewed examples (teacher:m:v1)"
+        and not advice["warning"]
+    )
 
 
 def test_a_middling_teacher_is_pruned_not_weighted_even_when_its_confidence_tells(project, pool, reviewer):
@@ -115,7 +118,7 @@ def test_gold_beats_the_audit_and_a_reviewed_only_student_can_beat_the_teacher(p
     run = TrainingRun.objects.create(project=project, number=1, status="succeeded", label_source="reviewed")
     gold_evaluation(project, subject="student", score=0.80, run=run)
     advice = services.label_source_advice(project)
-    assert advice["teacher"]["source"] == "gold v1" and advice["teacher"]["high"] < 0.80
+    assert advice["teacher"]["source"] == "gold v1 (teacher:m:v1)" and advice["teacher"]["high"] < 0.80
     assert advice["reviewed_only_student"] == {"accuracy": 0.80, "run": 1, "kind": "finetune"}
     assert advice["label_source"] == "reviewed+teacher"  # the audit shows 0.9-confidence labels right
     assert "run 1" in advice["warning"] and "0.800" in advice["warning"]

@@ -48,8 +48,17 @@ def _teacher_on_gold(project: Project) -> dict | None:
         "n": n,
         "low": interval[0] if interval else None,
         "high": interval[1] if interval else None,
-        "source": f"gold v{evaluation.gold_set.version}",
+        "source": f"gold v{evaluation.gold_set.version} ({evaluation.agent})",
     }
+
+
+def _named(agents: dict[str, int]) -> str:
+    """Which teacher an audit measured: one agent, or how many versions it mixes."""
+    if len(agents) == 1:
+        return f" ({next(iter(agents))})"
+    if agents:
+        return f" (over {len(agents)} teacher versions, mostly {next(iter(agents))})"
+    return ""
 
 
 def _reviewed_only_student(project: Project) -> dict | None:
@@ -134,7 +143,8 @@ def _label_source_advice(project: Project) -> dict:
     if teacher is None and audit["estimate"] is not None:
         teacher = {
             **audit["estimate"],
-            "source": f"{audit['estimate']['n']} audit reviews of unreviewed examples",
+            "source": f"{audit['estimate']['n']} audit reviews of unreviewed examples"
+            + _named(audit["agents"]),
         }
     reviewed = people
     student = _reviewed_only_student(project)

@@ -246,12 +246,12 @@ class ModelVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project} v{self.pk} (run {self.run.number}, threshold {self.threshold:.2f})"
+        return f"{self.project} v{self.pk} (run {self.run.number}, threshold {self.threshold:g})"
 
     @property
     def name(self) -> str:
         suffix = "+int8" if self.runtime == self.Runtime.ONNX_INT8 else ""
-        return f"run-{self.run.number}@{self.threshold:.2f}{suffix}"
+        return f"run-{self.run.number}@{self.threshold:g}{suffix}"
 
 
 class DeploymentEvent(models.Model):

@@ -583,3 +583,42 @@ def test_the_web_server_warms_up_each_process(monkeypatch):
     monkeypatch.setattr(serving, "warm_up", broken)
     hook(Worker)  # logged, never raised: the worker still boots
     assert Worker.log.messages == ["Warm-up failed; models load on their first request"]
+
+
+def test_a_drift_warning_from_out_of_scope_traffic_says_so(project, live, lead_client):
+    """#24: texts unlike any the student learnt from get low confidence and the nearest label;
+    the drift warning names out-of-scope input as the likely cause."""
+    version, _ = live  # threshold 0.5, which 60 % of gold texts reached
+    PredictionLog.objects.bulk_create(
+        [
+            PredictionLog(
+                project=project,
+                version=version,
+                route="review",
+                student_label="Other",
+                confidence=0.2,
+                latency_ms=5.0,
+            )
+            for _ in range(40)
+        ]
+        + [
+            PredictionLog(
+                project=project,
+                version=version,
+                route="student",
+                student_label="Other",
+                confidence=0.9,
+                latency_ms=5.0,
+            )
+            for _ in range(10)
+        ]
+    )
+    data = serving.monitoring(project)
+    assert data["drift_warning"]
+    assert data["out_of_scope"] == {"live": 0.2, "expected": 0.6, "n": 50, "threshold": 0.5}
+    html = lead_client.get(reverse("training:monitor", args=[project.slug])).content.decode()
+    assert 'data-cause="out-of-scope"' in html and "Out-of-scope input is a likely cause" in html
+    assert "only 20 % of the last 50 texts reach the threshold (0.5), against 60 % of gold texts" in html
+    # Traffic that clears the threshold as often as gold did: drift, but no such cause.
+    PredictionLog.objects.filter(confidence=0.2).update(confidence=0.8)
+    assert serving.monitoring(project)["out_of_scope"] is None

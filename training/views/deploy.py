@@ -177,7 +177,7 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
         )
         messages.success(
             request,
-            f"Run {run.number} is live at threshold {version.threshold:g} on {version.get_runtime_display()}.",
+            f"Run {run.number} is live at threshold {version.threshold_text} on {version.get_runtime_display()}.",
         )
     except serving.ServingError as exc:
         messages.error(request, str(exc))

@@ -66,12 +66,26 @@ class LaunchForm(forms.Form):
     learning_rate = forms.FloatField(min_value=1e-7, max_value=1, initial=DEFAULTS["learning_rate"])
     batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=DEFAULTS["batch_size"])
     max_length = forms.IntegerField(
-        min_value=8, max_value=512, initial=DEFAULTS["max_length"], help_text="Tokens per text."
+        min_value=8,
+        max_value=512,
+        initial=DEFAULTS["max_length"],
+        label="Tokens per text, at most",
+        help_text="Longer texts are cut.",
     )
-    seed = forms.IntegerField(initial=DEFAULTS["seed"])
-    warmup_ratio = forms.FloatField(min_value=0, max_value=0.99, initial=DEFAULTS["warmup_ratio"])
+    seed = forms.IntegerField(initial=DEFAULTS["seed"], help_text="The same seed and data give the same run.")
+    warmup_ratio = forms.FloatField(
+        min_value=0,
+        max_value=0.99,
+        initial=DEFAULTS["warmup_ratio"],
+        label="Warm-up share",
+        help_text="The share of steps over which the learning rate rises to its value.",
+    )
     validation_fraction = forms.FloatField(
-        min_value=0, max_value=0.5, initial=DEFAULTS["validation_fraction"]
+        min_value=0,
+        max_value=0.5,
+        initial=DEFAULTS["validation_fraction"],
+        label="Held-out share",
+        help_text="The share of the training set kept apart to check the run as it trains.",
     )
     class_weighting = forms.BooleanField(required=False, help_text="Weight rare labels up in the loss.")
     case_feature = forms.BooleanField(
@@ -200,6 +214,30 @@ class LaunchForm(forms.Form):
                 self.fields["first_member"].initial = str(candidates[0].number)
                 self.fields["second_member"].initial = str(candidates[1].number)
 
+    @classmethod
+    def described(cls, kind: str, hyperparameters: dict) -> list[tuple[str, str]]:
+        """A run's settings as the launch form names them, only those its kind uses (a quick
+        run has no epochs or learning rate), for the run page."""
+        used = {"seed", "validation_fraction", "class_weighting", "noise_handling"} | cls.KIND_FIELDS.get(
+            kind, set()
+        )
+        rows = []
+        for name, value in hyperparameters.items():
+            if name not in used:
+                continue
+            field = cls.base_fields[name]
+            label = field.label or name.replace("_", " ").capitalize()
+            if isinstance(value, bool):
+                shown = "yes" if value else "no"
+            elif name in ("validation_fraction", "warmup_ratio", "label_smoothing"):
+                shown = f"{float(value) * 100:g} %"
+            elif name == "noise_handling":
+                shown = str(NOISE_HANDLING.get(value, value))
+            else:
+                shown = f"{value:g}" if isinstance(value, float) else str(value)
+            rows.append((label, shown))
+        return rows
+
     def hyperparameters(self) -> dict:
         kind = self.cleaned_data["kind"]
         keys = {"seed", "validation_fraction", "class_weighting", "noise_handling"} | self.KIND_FIELDS.get(
@@ -287,6 +325,16 @@ class ServingConfigForm(forms.ModelForm):
             "traffic_sample_rate": "1 keeps every text the student was unsure of; 0 keeps none.",
             "max_batch": f"At most {MAX_BATCH_LIMIT}.",
         }
+
+    def __init__(self, *args, task=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if task is not None:  # "Target accuracy", or "Target exact match" for span answers
+            self.fields["target_accuracy"].label = f"Target {task.right_name}"
+            self.fields["target_accuracy"].help_text = (
+                f"The share of the student's answers that must be right ({task.right_name}): the recommended "
+                f"threshold is the lowest whose {task.right_name} on gold reaches this with 95 % confidence; "
+                "below it, texts go to the fallback."
+            )
 
     def clean(self) -> dict:
         data = super().clean()

@@ -330,10 +330,14 @@ def test_pages(project, live, lead_client, reviewer_client, outsider_client):
     again = lead_client.get(reverse("training:deploy", args=[project.slug])).content.decode()
     assert "shown only this once" not in again
     assert "reach every serving process within 2 s" in again
-    assert (
-        "Break-even" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
-        or "Never" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
-    )
+    # No traffic and no price per call yet: the cost page says what is missing, not "Never".
+    cost = lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+    assert "Not enough to say yet" in cost and 'data-missing="price"' in cost and "Never" not in cost
+    config = serving.serving_config_for(project)
+    config.monthly_volume, config.api_price_per_call = 10_000, Decimal("0.002")
+    config.save()
+    cost = lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+    assert "Break-even" in cost or "Never" in cost
 
 
 def test_another_process_promotion_is_noticed_within_the_cache_ttl(project, lead, live, monkeypatch):

@@ -27,7 +27,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
         raise PermissionDenied("Only the project's leads can change serving.")
     if request.method == "POST" and "quantize" in request.POST:
         return _quantize(request, project)
-    config_form = ServingConfigForm(request.POST or None, instance=config)
+    config_form = ServingConfigForm(request.POST or None, instance=config, task=project.task)
     if request.method == "POST":
         if config_form.is_valid():
             config_form.save()

@@ -135,6 +135,7 @@ def _run_context(request, project, role, run) -> dict:
         "is_lead": role == "lead",
         "run": run,
         "loss_chart": _loss_chart(run),
+        "settings": LaunchForm.described(run.kind, run.hyperparameters),
         "evaluate_form": EvaluateForm(task=project.task),
         "evaluations": run.evaluations.select_related("gold_set"),
         "evaluation_job": run.evaluation_jobs.first(),

@@ -127,6 +127,8 @@ class Task(ABC):
     agreement_template: ClassVar[str]
     # What ``metrics["score"]`` is, for pages and messages ("accuracy", "strict F1").
     score_name: ClassVar[str] = "score"
+    # What 1.000 of that score would mean, for the sentence under it on the evaluation page.
+    score_about: ClassVar[str] = "1.000 is the best"
     # What the coverage sweep measures at each threshold: the share of answers wholly right.
     right_name: ClassVar[str] = "accuracy"
     # A training set needs answers naming at least this many categories.

@@ -32,6 +32,7 @@ class ClassificationTask(Task):
     # One label is nothing to tell apart.
     min_training_categories = 2
     student_kinds = {"finetune": "student", "quick": "quick", "ensemble": "ensemble"}
+    score_about = "1.000 would be every gold item right"
     training_field_help = {
         "C": "Larger fits the labels more closely, smaller generalises more; 10 measured best on Banking77.",
     }

@@ -419,6 +419,7 @@ class ExtractionTask(Task):
 
     # The fine-tune, and the quick student on frozen word vectors (seconds: review rounds).
     student_kinds = {"finetune": "student", "quick": "quick"}
+    score_about = "1.000 would be every gold span found exactly, and no other"
     training_field_help = {
         "C": "Larger fits the reviewed spans more closely, smaller generalises more; 3 measured best on Restaurant-8k.",
         "class_weighting": "Weight the tags of rare fields up in the loss (it cost strict F1 on WNUT-17).",

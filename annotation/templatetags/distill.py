@@ -77,7 +77,7 @@ _KAPPA_WORDS = (
 @register.filter
 def kappa_words(kappa) -> str:
     """How strong an agreement κ is, in words: "substantial agreement"."""
-    if kappa is None:
+    if not isinstance(kappa, (int, float)):
         return "not measured yet"
     for floor, words in _KAPPA_WORDS:
         if kappa > floor:
@@ -88,9 +88,10 @@ def kappa_words(kappa) -> str:
 @register.filter
 def pct(value, digits: int = 0) -> str:
     """A share 0-1 as a percentage: 0.523 -> "52 %"."""
-    if value is None:
+    try:
+        return f"{float(value) * 100:.{int(digits)}f} %"
+    except (TypeError, ValueError):  # None, or a metric this evaluation does not have ("")
         return "—"
-    return f"{float(value) * 100:.{int(digits)}f} %"
 
 
 _CONFIDENCE_METHODS = {
@@ -104,7 +105,7 @@ _CONFIDENCE_METHODS = {
 @register.simple_tag
 def confidence(value, who: str = "teacher", method: str = "") -> str:
     """A model's confidence on a review card: "31 % sure", with what that means as its tooltip."""
-    if value is None:
+    if not isinstance(value, (int, float)):
         return ""
     share = round(float(value) * 100)
     how = _CONFIDENCE_METHODS.get(method or "", "")
@@ -121,7 +122,7 @@ def confidence(value, who: str = "teacher", method: str = "") -> str:
 @register.filter
 def duration(seconds) -> str:
     """Seconds as people say them: "17 s", "4 min", "1 h 20 min"."""
-    if seconds is None:
+    if not isinstance(seconds, (int, float)):
         return "—"
     seconds = float(seconds)
     if seconds < 90:

@@ -91,6 +91,9 @@ def test_every_number_a_lead_reads_comes_with_words(sized, monkeypatch, tmp_path
     assert "plus hosting every month" in page.locator("[data-words=formula]").inner_text()
     shot(page, artifacts, size, url)
 
+    page.goto(reverse("training:monitor", args=["table-bookings"]))
+    assert page.locator("[data-missing=model]").is_visible()
+
     # A quick run lists the settings a quick run has: no epochs, no learning rate.
     page.goto(reverse("training:run", args=["table-bookings", state["table-bookings"]["run"].number]))
     settings = page.locator("[data-field=settings]").inner_text()

@@ -17,7 +17,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from annotation.models import (
@@ -254,13 +254,31 @@ def invitation_accept(*, token: str, password: str):
 
 
 def project_counts(project: Project) -> dict[str, int]:
-    """Examples by label state, in one grouped query, plus the gold count."""
+    """Examples by label state, in one grouped query, plus the gold count.
+
+    "reviewed" counts examples a reviewer gave a verdict on; labels a lead imported as verified
+    (an attested gold file included) are "imported_verified": nobody reviewed them here.
+    """
     examples = Example.objects.for_project(project)
     states = dict.fromkeys(["unlabelled", "proposed", "reviewed", "rejected"], 0)
     grouped = examples.with_current_label().values("label_state").order_by()
     for row in grouped.annotate(n=Count("pk")):
         states[row["label_state"]] = row["n"]
-    return {"examples": sum(states.values()), **states, "gold": examples.filter(is_gold=True).count()}
+    by_people = Review.objects.verdicts().filter(
+        example=OuterRef("pk"), kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION]
+    )
+    imported = (
+        examples.filter(reviews__is_import=True).exclude(Exists(by_people)).distinct().count()
+        if states["reviewed"]
+        else 0
+    )
+    return {
+        "examples": sum(states.values()),
+        **states,
+        "reviewed": states["reviewed"] - imported,
+        "imported_verified": imported,
+        "gold": examples.filter(is_gold=True).count(),
+    }
 
 
 def project_dashboard(project: Project) -> dict:

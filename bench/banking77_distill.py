@@ -296,7 +296,7 @@ def train_and_evaluate(project, *, epochs: float | None) -> dict:
     estimate = run.counts["estimate"]
     log(
         f"run {run.number} of {project.slug}: hyperparameters {run.hyperparameters}, "
-        f"estimate {estimate['examples']} examples, ~{estimate['minutes_cpu']} min CPU"
+        f"estimate {estimate['examples']} examples, {estimate['about']}"
     )
     watcher = RunWatcher(run.pk, f"{project.slug} run {run.number}")
     watcher.start()

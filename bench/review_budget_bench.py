@@ -538,9 +538,7 @@ def train_cell(project, *, kind: str, advice: dict | None, label_source: str | N
     watcher = None
     if kind == TrainingRun.Kind.FINETUNE:
         estimate = run.counts["estimate"]
-        log(
-            f"    fine-tune run {run.number}: {estimate['examples']} examples, ~{estimate['minutes_cpu']} min CPU"
-        )
+        log(f"    fine-tune run {run.number}: {estimate['examples']} examples, {estimate['about']}")
         watcher = RunWatcher(run.pk, f"{project.slug} run {run.number}")
         watcher.start()
     try:

@@ -127,6 +127,8 @@ class Task(ABC):
     agreement_template: ClassVar[str]
     # What ``metrics["score"]`` is, for pages and messages ("accuracy", "strict F1").
     score_name: ClassVar[str] = "score"
+    # What 1.000 of that score would mean, for the sentence under it on the evaluation page.
+    score_about: ClassVar[str] = "1.000 is the best"
     # What the coverage sweep measures at each threshold: the share of answers wholly right.
     right_name: ClassVar[str] = "accuracy"
     # A training set needs answers naming at least this many categories.
@@ -390,6 +392,9 @@ class Task(ABC):
 
     # Launch-form fields this task type's students have no use for.
     unused_training_fields: ClassVar[tuple[str, ...]] = ()
+    # What a launch-form field means for this task type's students, over the shared wording
+    # (the quick student's C: the value measured best on this type's benchmark).
+    training_field_help: ClassVar[dict[str, str]] = {}
 
     def student_about(self, kind: str, base_models: list[str]) -> str:
         """What a run kind trains for this task type, and which of the operator's base models

@@ -8,19 +8,19 @@ from training.services.dataset import NOISE_HANDLING
 DEFAULTS = default_hyperparameters()
 
 
+# The shared wording; a task type says what its own students do (Task.student_about).
 KIND_HELP = {
     TrainingRun.Kind.FINETUNE: (
-        "Adapts the whole base model: the better choice for long texts and for labels that hinge on "
+        "Adapts the whole base model: the better choice for long texts and for answers that hinge on "
         "wording; minutes to an hour on a CPU."
     ),
     TrainingRun.Kind.QUICK: (
-        "Embeds each text once with the frozen base model and fits a logistic regression: seconds, "
-        "and as accurate as the fine-tune on short texts with many labels (Banking77: 0.929 against "
-        "0.923). Use it to seed, to order review and to compare label sources."
+        "Embeds each text once with the frozen base model and fits a logistic regression: seconds to "
+        "a minute. Use it to seed, to order review and to compare label sources."
     ),
     TrainingRun.Kind.ENSEMBLE: (
         "Averages a fine-tune's and a quick student's probabilities, with the weight chosen on their "
-        "validation split: the most accurate when both exist (Banking77: 0.935)."
+        "validation split."
     ),
 }
 
@@ -66,12 +66,26 @@ class LaunchForm(forms.Form):
     learning_rate = forms.FloatField(min_value=1e-7, max_value=1, initial=DEFAULTS["learning_rate"])
     batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=DEFAULTS["batch_size"])
     max_length = forms.IntegerField(
-        min_value=8, max_value=512, initial=DEFAULTS["max_length"], help_text="Tokens per text."
+        min_value=8,
+        max_value=512,
+        initial=DEFAULTS["max_length"],
+        label="Tokens per text, at most",
+        help_text="Longer texts are cut.",
     )
-    seed = forms.IntegerField(initial=DEFAULTS["seed"])
-    warmup_ratio = forms.FloatField(min_value=0, max_value=0.99, initial=DEFAULTS["warmup_ratio"])
+    seed = forms.IntegerField(initial=DEFAULTS["seed"], help_text="The same seed and data give the same run.")
+    warmup_ratio = forms.FloatField(
+        min_value=0,
+        max_value=0.99,
+        initial=DEFAULTS["warmup_ratio"],
+        label="Warm-up share",
+        help_text="The share of steps over which the learning rate rises to its value.",
+    )
     validation_fraction = forms.FloatField(
-        min_value=0, max_value=0.5, initial=DEFAULTS["validation_fraction"]
+        min_value=0,
+        max_value=0.5,
+        initial=DEFAULTS["validation_fraction"],
+        label="Held-out share",
+        help_text="The share of the training set kept apart to check the run as it trains.",
     )
     class_weighting = forms.BooleanField(required=False, help_text="Weight rare labels up in the loss.")
     case_feature = forms.BooleanField(
@@ -97,7 +111,7 @@ class LaunchForm(forms.Form):
         max_value=1e4,
         required=False,
         label="Regularisation C",
-        help_text="Larger fits the labels more closely; 10 measured best on Banking77.",
+        help_text="Larger fits the labels more closely, smaller generalises more.",
         widget=forms.NumberInput(attrs=_only("quick")),
     )
 
@@ -126,7 +140,7 @@ class LaunchForm(forms.Form):
         "class_weighting",
     )
 
-    def __init__(self, *args, project=None, advice: dict | None = None, **kwargs):
+    def __init__(self, *args, project=None, advice: dict | None = None, times: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         from training.services import (
             base_model_choices,
@@ -156,11 +170,21 @@ class LaunchForm(forms.Form):
             del self.fields["label_smoothing"]
         for name in task.unused_training_fields:
             self.fields.pop(name, None)
+        for name, text in task.training_field_help.items():
+            if name in self.fields:
+                self.fields[name].help_text = text
+        if "class_weighting" in self.fields and "class_weighting" not in task.training_field_help:
+            self.fields["class_weighting"].help_text = f"Weight rare {task.category_noun}s up in the loss."
         kinds = [k for k in TrainingRun.Kind if k in task.student_kinds]
         self.fields["kind"].choices = [(k.value, k.label) for k in kinds]
         # The task may say what its kinds are and which this server can train (its base models).
+        # Each with how long it would take on this data with the defaults (the view measures it).
         self.kind_help = {
-            k.value: task.student_about(k.value, base_model_choices()) or KIND_HELP[k] for k in kinds
+            k.value: (
+                task.student_about(k.value, base_model_choices()) or KIND_HELP[k],
+                (times or {}).get(k.value),
+            )
+            for k in kinds
         }
         for name, value in run_defaults(task).items():
             if name in self.fields:
@@ -191,6 +215,30 @@ class LaunchForm(forms.Form):
             elif len(candidates) >= 2:
                 self.fields["first_member"].initial = str(candidates[0].number)
                 self.fields["second_member"].initial = str(candidates[1].number)
+
+    @classmethod
+    def described(cls, kind: str, hyperparameters: dict) -> list[tuple[str, str]]:
+        """A run's settings as the launch form names them, only those its kind uses (a quick
+        run has no epochs or learning rate), for the run page."""
+        used = {"seed", "validation_fraction", "class_weighting", "noise_handling"} | cls.KIND_FIELDS.get(
+            kind, set()
+        )
+        rows = []
+        for name, value in hyperparameters.items():
+            if name not in used:
+                continue
+            field = cls.base_fields[name]
+            label = field.label or name.replace("_", " ").capitalize()
+            if isinstance(value, bool):
+                shown = "yes" if value else "no"
+            elif name in ("validation_fraction", "warmup_ratio", "label_smoothing"):
+                shown = f"{float(value) * 100:g} %"
+            elif name == "noise_handling":
+                shown = str(NOISE_HANDLING.get(value, value))
+            else:
+                shown = f"{value:g}" if isinstance(value, float) else str(value)
+            rows.append((label, shown))
+        return rows
 
     def hyperparameters(self) -> dict:
         kind = self.cleaned_data["kind"]
@@ -279,6 +327,16 @@ class ServingConfigForm(forms.ModelForm):
             "traffic_sample_rate": "1 keeps every text the student was unsure of; 0 keeps none.",
             "max_batch": f"At most {MAX_BATCH_LIMIT}.",
         }
+
+    def __init__(self, *args, task=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if task is not None:  # "Target accuracy", or "Target exact match" for span answers
+            self.fields["target_accuracy"].label = f"Target {task.right_name}"
+            self.fields["target_accuracy"].help_text = (
+                f"The share of the student's answers that must be right ({task.right_name}): the recommended "
+                f"threshold is the lowest whose {task.right_name} on gold reaches this with 95 % confidence; "
+                "below it, texts go to the fallback."
+            )
 
     def clean(self) -> dict:
         data = super().clean()

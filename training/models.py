@@ -246,12 +246,18 @@ class ModelVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project} v{self.pk} (run {self.run.number}, threshold {self.threshold:.2f})"
+        return f"{self.project} v{self.pk} (run {self.run.number}, threshold {self.threshold_text})"
 
     @property
     def name(self) -> str:
         suffix = "+int8" if self.runtime == self.Runtime.ONNX_INT8 else ""
-        return f"run-{self.run.number}@{self.threshold:.2f}{suffix}"
+        return f"run-{self.run.number}@{self.threshold_text}{suffix}"
+
+    @property
+    def threshold_text(self) -> str:
+        """Two decimals, three where the sweep is finer (0.005 steps above 0.95): 0.995 is not 1.00."""
+        t = self.threshold
+        return f"{t:.3f}" if t > 0.95 and round(t, 2) != round(t, 3) else f"{t:.2f}"
 
 
 class DeploymentEvent(models.Model):

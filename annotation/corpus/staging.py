@@ -188,13 +188,14 @@ class Stage:
             f"""
             INSERT INTO {Review._meta.db_table}
                 (example_id, reviewer_id, proposal_id, kind, verdict, value, seconds_spent,
-                 is_bulk, created_at)
-            SELECT {self._new_rows("%s, NULL, %s, %s, " + as_json + ", NULL, %s, %s")}
+                 is_bulk, is_import, created_at)
+            SELECT {self._new_rows("%s, NULL, %s, %s, " + as_json + ", NULL, %s, %s, %s")}
             """,
             [
                 reviewer_id,
                 Review.Kind.REVIEW,
                 Review.Verdict.CORRECT,
+                true,
                 true,
                 now,
                 *self._new_params(project_id, batch_id),

@@ -168,6 +168,19 @@ class LabelingForm(forms.Form):
         choices=[("", "The project's teacher")] + list(TeacherConfig.Provider.choices), required=False
     )
 
+    def __init__(self, *args, task=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if task is not None and task.offline_teacher_name:  # the task's own offline teacher, by name
+            self.fields["provider"].choices = [
+                (
+                    value,
+                    f"Offline {task.offline_teacher_name} teacher (no API key)"
+                    if value == TeacherConfig.Provider.EMBEDDING
+                    else name,
+                )
+                for value, name in self.fields["provider"].choices
+            ]
+
     def clean(self):
         data = super().clean()
         if data.get("selection") == LabelingJob.Selection.SAMPLE and not data.get("sample_size"):

@@ -436,6 +436,12 @@ class Proposal(models.Model):
         return self.value is not None and not self.error
 
 
+class ReviewQuerySet(models.QuerySet):
+    def verdicts(self) -> ReviewQuerySet:
+        """Verdicts reviewers gave in the app: not the verified labels an import wrote."""
+        return self.filter(is_import=False)
+
+
 class Review(models.Model):
     class Verdict(models.TextChoices):
         ACCEPT = "accept", "Accept"
@@ -472,7 +478,16 @@ class Review(models.Model):
         db_default="",
         help_text="The queue order the card was served in (empty: not from the queue).",
     )
+    # A verified label from a file (an attested gold import included) is a review in the lead's
+    # name, so training trusts it; but it is nobody's verdict today: counts of reviews leave it out.
+    is_import = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Written by an import of verified labels, not a reviewer's verdict.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ReviewQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -18,6 +18,8 @@ confidence the teacher's labels are measured to be right.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from annotation.models import Project, Review
 from tasks.measure import wilson_interval
 
@@ -52,9 +54,12 @@ def teacher_estimate(project: Project) -> dict:
     rows = list(
         Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW, proposal__isnull=False)
         .order_by()
-        .values_list("verdict", "is_audit", "proposal__confidence")
+        .values_list("verdict", "is_audit", "proposal__confidence", "proposal__agent")
     )
-    judged = [(verdict == Review.Verdict.ACCEPT, audit, conf) for verdict, audit, conf in rows]
+    judged = [(verdict == Review.Verdict.ACCEPT, audit, conf) for verdict, audit, conf, _ in rows]
+    # Which teacher the audit measured: a new prompt or model, or the offline teacher's grown
+    # memory (its agent name carries both), is another teacher.
+    agents = Counter(agent for _, is_audit, _, agent in rows if is_audit)
     audit = [(ok, conf) for ok, is_audit, conf in judged if is_audit]
     everything = [(ok, conf) for ok, _, conf in judged]
     by_confidence = []
@@ -68,6 +73,7 @@ def teacher_estimate(project: Project) -> dict:
         "audit": audit_summary,
         "all": _summary(everything),
         "estimate": audit_summary if audit_summary["n"] >= MIN_AUDIT else None,
+        "agents": dict(agents.most_common()),
         "by_confidence": by_confidence,
         "audit_share": project.audit_share,
         "min_audit": MIN_AUDIT,

@@ -380,7 +380,12 @@ def review_undo(*, project: Project, user) -> Example | None:
 
 def reviewed_today(*, project: Project, user) -> int:
     start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    return Review.objects.filter(example__project=project, reviewer=user, created_at__gte=start).count()
+    # A lead's import of verified labels (an attested gold set) is no review done today.
+    return (
+        Review.objects.verdicts()
+        .filter(example__project=project, reviewer=user, created_at__gte=start)
+        .count()
+    )
 
 
 # --- bulk accept -----------------------------------------------------------------------------

@@ -409,12 +409,14 @@ def _embedding_batches(job: LabelingJob):
 def _run_embedding(job: LabelingJob) -> None:
     """The offline teacher of the project's task type (classification: embeddings;
     extraction: a dictionary of reviewed values), learned once for the whole job."""
-    from annotation.teacher.embedding import teacher_for_prompt
+    from annotation.teacher.embedding import memory_for_prompt
 
     prompt = job.prompt_version
     reviewed = _memory(job.project) if needs_reviewed(prompt) else []
-    model = teacher_for_prompt(prompt, reviewed)
-    agent = agent_name(job.teacher, prompt)
+    memory, k = memory_for_prompt(prompt, reviewed)
+    model = prompt.task.offline_teacher(memory, k=k)
+    # Named by what it learnt from: the same prompt with more reviews is another teacher.
+    agent = agent_name(job.teacher, prompt, memory=(memory, k))
     for chunk in _embedding_batches(job):
         if _is_cancelled(job.pk):
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import asdict
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Count, Max
 
 from annotation.models import Example, Project, PromptVersion, Review, TeacherConfig
 from annotation.teacher import client as teacher_boundary
@@ -196,12 +198,28 @@ def reviewed_example_line(project: Project) -> str:
     return fixed_example_line(project.task, *checked[0]) if checked else ""
 
 
-def agent_name(config_snapshot: dict, prompt_version: PromptVersion) -> str:
+def agent_name(config_snapshot: dict, prompt_version: PromptVersion, *, memory: tuple | None = None) -> str:
+    """``teacher:<model>:prompt-v<N>``. The offline teacher's answers change with what it learnt
+    from, so its model carries its memory's version like the prompt's: ``<name>.mem<n>-<hash>``
+    (``memory_version``), and gold and audit figures name the teacher they measured."""
     if config_snapshot.get("provider") == TeacherConfig.Provider.EMBEDDING:
         model = prompt_version.task.offline_teacher_name or "offline"
+        if memory is not None:
+            model += memory_version(*memory)
     else:
         model = config_snapshot["model"]
     return f"teacher:{model}:prompt-v{prompt_version.version}"
+
+
+def memory_version(examples: list[tuple[str, object]], k: int) -> str:
+    """``.mem<n>-<hash>``: the n examples the offline teacher learnt from (and its k), hashed;
+    "" for one that answers from the label descriptions alone."""
+    if not examples:
+        return ""
+    digest = hashlib.sha256(
+        json.dumps([k, sorted([t, v] for t, v in examples)], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return f".mem{len(examples)}-{digest[:6]}"
 
 
 # --- few-shot memory ---------------------------------------------------------------------------
@@ -267,13 +285,15 @@ def _few_shot_chooser(
 
 @functools.lru_cache(maxsize=8)
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
-    """The offline teacher with its memory embedded, kept while the memory is unchanged."""
-    from annotation.teacher.embedding import teacher_for_prompt
+    """The offline teacher with its memory embedded, kept while the memory is unchanged, and
+    its memory (examples, k) for its name."""
+    from annotation.teacher.embedding import memory_for_prompt
 
     project = Project.objects.get(pk=project_id)
     prompt = PromptVersion.objects.get(pk=prompt_version_id)
     reviewed = _memory(project) if needs_reviewed(prompt) else []
-    return teacher_for_prompt(prompt, reviewed)
+    memory, k = memory_for_prompt(prompt, reviewed)
+    return prompt.task.offline_teacher(memory, k=k), (memory, k)
 
 
 def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary.TeacherAnswer]:
@@ -282,10 +302,13 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
     prompt = prompt_version_current(project)
     agent = agent_name(_config_snapshot(config), prompt)
     if config.provider == TeacherConfig.Provider.EMBEDDING:
-        reviewed = Example.objects.for_project(project).filter(review_state="reviewed")
-        memory_key = (reviewed.count(), reviewed.order_by("-pk").values_list("pk", flat=True).first())
+        # Any verdict, changed answer, undo or gold draw changes what it learns from (and its name).
+        reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
+        gold = Example.objects.for_project(project).filter(is_gold=True).count()
+        memory_key = (reviews["n"], reviews["last"], gold)
         started = time.perf_counter()
-        model = _embedding_teacher(project.pk, prompt.pk, memory_key)
+        model, memory = _embedding_teacher(project.pk, prompt.pk, memory_key)
+        agent = agent_name(_config_snapshot(config), prompt, memory=memory)
         predictions = model.predict(texts)
         per_text = int((time.perf_counter() - started) * 1000 / max(1, len(texts)))
         return [

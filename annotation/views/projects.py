@@ -111,7 +111,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "labels": project.labels.all(),
         "import_form": _import_form(request, project) if role == Membership.Role.LEAD else None,
         "export_form": ExportForm(project=project),
-        "labeling_form": LabelingForm(),
+        "labeling_form": LabelingForm(task=project.task),
         "teacher": teacher.teacher_config_for(project),
         "gold_sets": project.gold_sets.frozen(),
         "dashboard": projects.project_dashboard(project),

@@ -32,6 +32,23 @@ class ClassificationTask(Task):
     # One label is nothing to tell apart.
     min_training_categories = 2
     student_kinds = {"finetune": "student", "quick": "quick", "ensemble": "ensemble"}
+    score_about = "1.000 would be every gold item right"
+    training_field_help = {
+        "C": "Larger fits the labels more closely, smaller generalises more; 10 measured best on Banking77.",
+    }
+
+    def student_about(self, kind: str, base_models: list[str]) -> str:
+        return {
+            "quick": (
+                "Embeds each text once with the frozen base model and fits a logistic regression: "
+                "seconds, and as accurate as the fine-tune on short texts with many labels (Banking77: "
+                "0.929 against 0.923). Use it to seed, to order review and to compare label sources."
+            ),
+            "ensemble": (
+                "Averages a fine-tune's and a quick student's probabilities, with the weight chosen on "
+                "their validation split: the most accurate when both exist (Banking77: 0.935)."
+            ),
+        }.get(kind, "")
 
     def default_hyperparameters(self, kind: str = "finetune") -> dict:
         if kind == "quick":

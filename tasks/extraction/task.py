@@ -419,6 +419,26 @@ class ExtractionTask(Task):
 
     # The fine-tune, and the quick student on frozen word vectors (seconds: review rounds).
     student_kinds = {"finetune": "student", "quick": "quick"}
+    score_about = "1.000 would be every gold span found exactly, and no other"
+    training_field_help = {
+        "C": "Larger fits the reviewed spans more closely, smaller generalises more; 3 measured best on Restaurant-8k.",
+        "class_weighting": "Weight the tags of rare fields up in the loss (it cost strict F1 on WNUT-17).",
+    }
+
+    def student_about(self, kind: str, base_models: list[str]) -> str:
+        return {
+            "finetune": (
+                "Adapts the whole base model to tag each word of a text with its field: the better "
+                "choice for rare fields and noisy text; minutes to an hour on a CPU (Restaurant-8k: "
+                "strict F1 0.949)."
+            ),
+            "quick": (
+                "Reads each word's vector from the frozen base model once and fits a logistic "
+                "regression over the tags: about a minute, nearly as good on regular texts "
+                "(Restaurant-8k: strict F1 0.925 against the fine-tune's 0.949). Use it to seed "
+                "and to order review."
+            ),
+        }.get(kind, "")
 
     def default_hyperparameters(self, kind: str = "finetune") -> dict:
         if kind == "quick":

@@ -85,6 +85,7 @@ class SummarizationTask(Task):
     # The fine-tune is extractive on an encoder (the bundled MiniLM) and abstractive on an
     # allowed seq2seq checkpoint (T5, BART): tasks/summarization/finetune.py picks by the model.
     student_kinds = {"finetune": "finetune"}
+    score_about = "1.000 would be the reviewers' own wording; people summarising the same text often agree around 0.3 to 0.5"
     # The "likely label errors" order: summaries with the most content the text does not
     # support first (the grounding check; no cross-validated model needed).
     scores_label_errors = True

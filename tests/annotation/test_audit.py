@@ -150,3 +150,20 @@ def test_more_like_this_serves_the_closest_unreviewed_texts_first(
     assert list((tmp_path / "embeddings").rglob("chunk-*.npz"))
     # A gold example is never offered.
     assert reviewer_client.post(url, {"example_id": 999999}).status_code == 404
+
+
+def test_the_estimate_names_the_teacher_it_measured(project, reviewer, lead_client):
+    """#24: the offline teacher's answers change as reviews accumulate; the audit says which
+    teacher (agent: model, memory version, prompt version) its cards judged."""
+    pool(project)
+    review_all(project, reviewer, review.QueueFilter(strategy="random"), MIN_AUDIT)
+    estimate = teacher_estimate(project)
+    assert estimate["agents"] == {"teacher:m:v1": MIN_AUDIT}
+    page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert '<code data-field="audit-teacher">teacher:m:v1</code>' in page
+    # Later cards judged the teacher after it learnt from more reviews: another name.
+    Proposal.objects.filter(example__review_state="unreviewed").update(agent="teacher:m.mem20-abcdef:v1")
+    review_all(project, reviewer, review.QueueFilter(strategy="random"), 5)
+    assert teacher_estimate(project)["agents"] == {"teacher:m:v1": MIN_AUDIT, "teacher:m.mem20-abcdef:v1": 5}
+    page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert "over 2 teacher versions" in page

@@ -141,3 +141,37 @@ def test_the_draw_suggests_a_sample_not_the_whole_project_and_says_it_leaves_tra
     assert 'name="size" value="20"' in page  # a tenth, at least 20; not "Draw 170"
     assert "leave training for good" in page
     assert [recommended_gold_size(n) for n in (0, 10, 60, 170, 3000, 50_000)] == [1, 5, 20, 20, 300, 400]
+
+
+def test_an_attested_gold_import_is_not_counted_as_reviews(project, lead, lead_client):
+    """#24 honest figures: old code showed "3 reviewed" on the overview beside "No reviews yet",
+    and "3 reviewed today" on the lead's review page right after the import."""
+    response = lead_client.post(
+        reverse("annotation:import-upload", args=[project.slug]),
+        {
+            "file": upload(
+                b"text,label\ncard charged twice,Billing\napp crashes,Technical support\nhi,Other\n"
+            ),
+            "text_column": "text",
+            "label_column": "label",
+            "gold": "attested",
+        },
+        follow=True,
+    )
+    assert "gold v1 is frozen with its 3 attested labels" in response.content.decode()
+    overview = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert '<span class="num" data-count="reviewed">0</span>' in overview
+    assert '<span class="num" data-count="imported-verified">3</span>' in overview
+    assert "verified on import" in overview
+    page = lead_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert '<strong data-count="reviewed-today">0</strong> reviewed today' in page
+    # A reviewer's verdict on one of them counts again.
+    from annotation.models import Review
+
+    example = Example.objects.get(project=project, text="hi")
+    Review.objects.create(example=example, reviewer=lead, verdict="accept", value="Other")
+    overview = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    assert '<span class="num" data-count="reviewed">1</span>' in overview
+    assert '<span class="num" data-count="imported-verified">2</span>' in overview
+    page = lead_client.get(reverse("annotation:review", args=[project.slug])).content.decode()
+    assert '<strong data-count="reviewed-today">1</strong> reviewed today' in page

@@ -4,6 +4,7 @@ against a local OpenAI-compatible server, and the offline dictionary teacher."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -394,15 +395,22 @@ def test_offline_dictionary_teacher_labels_from_reviewed_values(xproject, review
     job = run_job(xproject)
     assert job.status == LabelingJob.Status.SUCCEEDED and job.done == 1
     proposal = new.proposals.get()
-    assert proposal.agent == "teacher:dictionary:prompt-v1"
+    # #24: named by what it learnt from (3 reviewed texts), like a prompt version.
+    assert re.fullmatch(r"teacher:dictionary\.mem3-[0-9a-f]{6}:prompt-v1", proposal.agent), proposal.agent
     assert proposal.confidence_method == "dictionary" and 0 <= proposal.confidence <= 1
     assert proposal.cost_usd == 0
     assert proposal.value == spans_of(new.text, [("city", "LISBON"), ("people", "4"), ("time", "7PM")])
     assert Example.objects.get(pk=new.pk).teacher_label == "city: LISBON · people: 4 · time: 7PM"
     # The serving fallback asks the same teacher.
     (answer,) = teacher.teacher_answers(xproject, ["Rome at 8pm"])
-    assert answer.is_valid and answer.agent == "teacher:dictionary:prompt-v1"
+    assert answer.is_valid and answer.agent == proposal.agent
     assert answer.value == spans_of("Rome at 8pm", [("city", "Rome"), ("time", "8pm")])
+    # One more review: its answers may change, so it is another teacher, under another name.
+    oslo = Example.objects.create(project=xproject, text="Oslo tonight")
+    review(oslo, reviewer, spans_of(oslo.text, [("city", "Oslo")]))
+    (later,) = teacher.teacher_answers(xproject, ["Oslo at 8pm"])
+    assert later.agent.startswith("teacher:dictionary.mem4-") and later.agent != proposal.agent
+    assert later.value == spans_of("Oslo at 8pm", [("city", "Oslo"), ("time", "8pm")])
     # The teacher page says which offline teacher the project gets, and that it cannot write text.
     page = lead_client.get(reverse("annotation:teacher-settings", args=[xproject.slug])).content.decode()
     assert 'data-field="offline-teacher"' in page and "offline dictionary teacher" in page
@@ -438,3 +446,21 @@ def test_queue_keys_compare_span_sets_with_the_student(xproject):
     Example.objects.filter(pk=example.pk).sync_queue_fields()
     example.refresh_from_db()
     assert example.is_disagreement is False and example.student_label == "city: Paris · people: 4 · time: 7pm"
+
+
+def test_label_command_names_the_offline_teacher_of_an_extraction_project(xproject, reviewer):
+    """#24: `label --teacher embedding` ran the dictionary teacher on an extraction project
+    without saying so."""
+    import io
+
+    from django.core.management import call_command
+
+    example = Example.objects.create(project=xproject, text="Paris for 4")
+    review(example, reviewer, spans_of(example.text, [("city", "Paris"), ("people", "4")]))
+    Example.objects.create(project=xproject, text="paris at 9")
+    for name in ("embedding", "offline"):
+        out = io.StringIO()
+        call_command("label", "--project", xproject.slug, "--teacher", name, "--wait", stdout=out)
+        assert "the offline dictionary teacher" in out.getvalue() and "embedding" not in out.getvalue()
+    agents = set(Proposal.objects.filter(example__project=xproject).values_list("agent", flat=True))
+    assert len(agents) == 1 and agents.pop().startswith("teacher:dictionary.mem1-")

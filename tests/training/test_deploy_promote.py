@@ -84,6 +84,9 @@ def test_the_runs_are_listed_with_the_teacher_and_the_live_score_and_their_thres
     assert 'data-live-score="2">0.800' in html
     # The threshold starts at the recommended one, not empty.
     assert 'name="threshold-2" value="0.5"' in html
+    # Any threshold the sweep recommends can be sent as it is (0.995 is off a 0.01 step).
+    assert 'name="threshold-2" value="0.5" step="any"' in html
+    assert "below the teacher" in html or "above the teacher" in html  # the delta in words
 
 
 def test_a_run_above_the_teacher_and_the_live_version_is_promoted_at_once(

@@ -235,3 +235,27 @@ def test_an_imported_system_is_evaluated_as_itself_beside_teacher_and_student(
     assert 'data-system="import:crm"' in page and "0.500" in page
     with pytest.raises(services.TrainingError, match="not an imported system"):
         services.evaluate_system(project=project, agent="teacher:m:p1")
+
+
+def test_evaluate_json_says_a_teacher_with_no_answer_on_gold_was_not_measured(
+    project, corpus, lead, reviewer, tmp_path, memorising_student
+):
+    """#24 honest figures: a project of human labels has no teacher answers on gold. Old code:
+    ``teacher.accuracy: 0.0`` and every gold item counted "only the teacher is wrong"."""
+    trained_run(project, tmp_path)
+    fresh = [Example.objects.create(project=project, text=f"human-labelled {i}") for i in range(4)]
+    for example in fresh:  # verified labels imported, never a teacher's answer
+        Proposal.objects.create(example=example, agent="import", value="Other")
+    freeze_gold(project, fresh, lead, reviewer, labels={e.pk: "Other" for e in fresh})
+    out = io.StringIO()
+    call_command("evaluate", "--project", project.slug, "--run", "1", "--json", stdout=out)
+    report = json.loads(out.getvalue())
+    teacher = report["teacher"]
+    assert teacher["accuracy"] is None and teacher["score"] is None
+    assert "no answer on any of the 4 gold texts" in teacher["not_measured"]
+    assert "per_class" not in teacher and "coverage" not in teacher
+    assert report["student"]["accuracy"] == 1.0
+    assert report["overlap"]["only_teacher_wrong"] == 0 and report["overlap"]["both_wrong"] == 0
+    text = io.StringIO()
+    call_command("evaluate", "--project", project.slug, "--run", "1", stdout=text)
+    assert "teacher accuracy not measured (no answer on any of the 4 gold texts)" in text.getvalue()

@@ -267,3 +267,16 @@ def test_admin_shows_train_seconds_rounded(project, admin_client, tmp_path):
     detail = admin_client.get(reverse("admin:training_trainingrun_change", args=[run.pk])).content.decode()
     for html in (listing, detail):
         assert "67.8 s" in html and "67.789" not in html
+
+
+def test_the_coverage_sweep_is_fine_near_the_top_where_the_threshold_is_chosen():
+    """#24: the sweep jumped from 0.97 to 0.99; a student right on everything above 0.995 and
+    not between 0.99 and 0.995 had no threshold reaching 0.99."""
+    thresholds = [row for row in metrics.SWEEP_THRESHOLDS if row >= 0.95]
+    assert thresholds[0] == 0.95 and max(np.diff(thresholds)) <= 0.005 + 1e-9 and thresholds[-1] >= 0.995
+    golds = ["A"] * 800
+    preds = ["A"] * 600 + ["A"] * 170 + ["B"] * 30
+    confidences = [0.996] * 600 + [0.993] * 200
+    m = classification_metrics(golds, preds, confidences, ["A", "B"], target_accuracy=0.99)
+    assert m["threshold"] is not None and m["threshold"]["threshold"] == 0.995
+    assert m["threshold"]["answered"] == 600

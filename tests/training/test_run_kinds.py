@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from rq import SimpleWorker
 
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal
@@ -223,6 +224,7 @@ def test_launch_form_launches_a_quick_run_with_its_own_fields(project, lead, lea
 
 
 def test_the_fine_tune_speed_estimate_ignores_quick_runs(project, lead):
+    now = timezone.now()
     TrainingRun.objects.create(
         project=project,
         number=1,
@@ -230,11 +232,13 @@ def test_the_fine_tune_speed_estimate_ignores_quick_runs(project, lead):
         status="succeeded",
         device="cpu",
         train_seconds=60,
-        counts={"train": 100_000},
+        counts={"train": 100_000, "estimate": {"modelled_seconds": 1.0}},
         hyperparameters={"epochs": 4},
+        started_at=now - timezone.timedelta(seconds=60),
+        finished_at=now,
     )
-    speed, measured_on = services.measured_cpu_speed()
-    assert measured_on is None and speed == services.CPU_EXAMPLES_PER_SECOND
+    assert services.measured_runs(task_type="classification", kind="finetune", base_model="") == []
+    assert len(services.measured_runs(task_type="classification", kind="quick", base_model="")) == 1
 
 
 def test_the_train_command_trains_a_quick_student_and_an_ensemble(project, lead, tiny_base, data, capsys):

@@ -330,10 +330,14 @@ def test_pages(project, live, lead_client, reviewer_client, outsider_client):
     again = lead_client.get(reverse("training:deploy", args=[project.slug])).content.decode()
     assert "shown only this once" not in again
     assert "reach every serving process within 2 s" in again
-    assert (
-        "Break-even" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
-        or "Never" in lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
-    )
+    # No traffic and no price per call yet: the cost page says what is missing, not "Never".
+    cost = lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+    assert "Not enough to say yet" in cost and 'data-missing="price"' in cost and "Never" not in cost
+    config = serving.serving_config_for(project)
+    config.monthly_volume, config.api_price_per_call = 10_000, Decimal("0.002")
+    config.save()
+    cost = lead_client.get(reverse("training:cost", args=[project.slug])).content.decode()
+    assert "Break-even" in cost or "Never" in cost
 
 
 def test_another_process_promotion_is_noticed_within_the_cache_ttl(project, lead, live, monkeypatch):
@@ -660,3 +664,42 @@ def test_a_request_that_loads_the_model_is_a_cold_start_left_out_of_monitor(
     assert serving.cost_inputs(project)["latency"]["student"]["n"] == 2
     page = lead_client.get(reverse("training:monitor", args=[project.slug])).content.decode()
     assert 'data-cold-starts="1"' in page and "are left out, since they measure the loading" in page
+
+
+def test_a_drift_warning_from_out_of_scope_traffic_says_so(project, live, lead_client):
+    """#24: texts unlike any the student learnt from get low confidence and the nearest label;
+    the drift warning names out-of-scope input as the likely cause."""
+    version, _ = live  # threshold 0.5, which 60 % of gold texts reached
+    PredictionLog.objects.bulk_create(
+        [
+            PredictionLog(
+                project=project,
+                version=version,
+                route="review",
+                student_label="Other",
+                confidence=0.2,
+                latency_ms=5.0,
+            )
+            for _ in range(40)
+        ]
+        + [
+            PredictionLog(
+                project=project,
+                version=version,
+                route="student",
+                student_label="Other",
+                confidence=0.9,
+                latency_ms=5.0,
+            )
+            for _ in range(10)
+        ]
+    )
+    data = serving.monitoring(project)
+    assert data["drift_warning"]
+    assert data["out_of_scope"] == {"live": 0.2, "expected": 0.6, "n": 50, "threshold": 0.5}
+    html = lead_client.get(reverse("training:monitor", args=[project.slug])).content.decode()
+    assert 'data-cause="out-of-scope"' in html and "Out-of-scope input is a likely cause" in html
+    assert "only 20 % of the last 50 texts reach the threshold (0.5), against 60 % of gold texts" in html
+    # Traffic that clears the threshold as often as gold did: drift, but no such cause.
+    PredictionLog.objects.filter(confidence=0.2).update(confidence=0.8)
+    assert serving.monitoring(project)["out_of_scope"] is None

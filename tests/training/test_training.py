@@ -16,6 +16,7 @@ from rq import SimpleWorker
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, Review
 from tasks import measure as metrics
 from tasks.classification.task import classification_metrics
+from tests.conftest import make_project
 from training import services
 from training.models import Evaluation, TrainingRun
 
@@ -180,7 +181,27 @@ def test_failed_run_records_the_error(project, reviewer, lead, settings, tmp_pat
     assert run.status == "failed" and run.error.startswith("OSError") and "Traceback" in run.traceback
 
 
-def test_time_estimate_uses_the_speed_this_machine_measured(project, reviewer, lead):
+def finished_run(project, number: int, *, kind="finetune", base_model="", modelled=100.0, wall=300.0):
+    """A run that finished here: `wall` seconds, where the rough guess made for it said `modelled`."""
+    now = timezone.now()
+    return TrainingRun.objects.create(
+        project=project,
+        number=number,
+        kind=kind,
+        base_model=base_model,
+        status=TrainingRun.Status.SUCCEEDED,
+        device="cpu",
+        train_seconds=wall - 10,
+        counts={"train": 100, "estimate": {"modelled_seconds": modelled}},
+        started_at=now - timezone.timedelta(seconds=wall),
+        finished_at=now - timezone.timedelta(seconds=number),
+    )
+
+
+def test_time_estimate_scales_by_earlier_runs_of_the_same_kind_only(project, reviewer, lead):
+    """#24 honest figures: old code took the last fine-tune speed of any project or task type
+    (189 min shown for a 5-minute run). Now only runs of the same task type, run kind and base
+    model calibrate the guess for these texts, and the estimate says how sure it is."""
     labelled(project, reviewer)  # 24 examples
     ask = dict(
         project=project,
@@ -190,36 +211,45 @@ def test_time_estimate_uses_the_speed_this_machine_measured(project, reviewer, l
         epochs=4,
     )
     first = services.training_estimate(**ask)
-    assert first["speed_measured_on"] is None
-    assert first["examples_per_second"] == services.CPU_EXAMPLES_PER_SECOND
-    # No run here yet: the whole run, fixed costs and prediction included, by text length.
     rows = services.training_set(project=project, label_source=TrainingRun.LabelSource.ALL_CURRENT)
     tokens = sum(services.approx_tokens(r["text"], 64) for r in rows)
     predict = Example.objects.for_project(project).not_gold().count() * tokens / len(rows)
-    seconds = (
-        services.RUN_FIXED_SECONDS
-        + tokens * 4 / services.CPU_TRAIN_TOKENS_PER_SECOND
-        + predict / services.CPU_PREDICT_TOKENS_PER_SECOND
-    )
-    assert first["minutes_cpu"] == round(seconds / 60, 1)
-    # A finished CPU run: 1,200 examples x 3 epochs in 120 s = 30 examples/s, and 30 s
-    # outside the trainer's loop (loading, saving, predicting).
-    now = timezone.now()
-    TrainingRun.objects.create(
-        project=project,
-        number=7,
-        status=TrainingRun.Status.SUCCEEDED,
-        device="cpu",
-        train_seconds=120,
-        counts={"train": 1200},
-        hyperparameters={"epochs": 3},
-        started_at=now - timezone.timedelta(seconds=150),
-        finished_at=now,
-    )
-    second = services.training_estimate(**ask)
-    assert second["examples_per_second"] == 30.0
-    assert second["speed_measured_on"] == f"run 7 of {project.name}"
-    assert second["minutes_cpu"] == round((24 * 4 / 30 + 30) / 60, 1)
+    fixed, train_rate, predict_rate = services.ROUGH_GUESS["finetune"]
+    modelled = fixed + tokens * 4 / train_rate + predict / predict_rate
+    assert first["modelled_seconds"] == round(modelled, 1)
+    assert first["minutes"] == round(modelled / 60, 1) and first["sure"] == "rough"
+    assert "no earlier run of this kind here, so a rough guess" in first["about"]
+    # Slow runs of other kinds say nothing about this one: an extraction fine-tune, a quick
+    # run, a fine-tune of another base model.
+    spans = make_project(lead=lead, slug="spans")
+    spans.task_type = "extraction"
+    spans.save()
+    finished_run(spans, 1, wall=100 * 60)
+    finished_run(project, 1, kind="quick", wall=100 * 60)
+    finished_run(project, 2, base_model="bert-base-uncased", wall=100 * 60)
+    assert services.training_estimate(**ask)["sure"] == "rough"
+    # Three fine-tunes of the bundled MiniLM on classification: 2x, 3x and 4x the guess.
+    for number, wall in ((3, 200.0), (4, 300.0), (5, 400.0)):
+        finished_run(project, number, wall=wall)
+    measured = services.training_estimate(**ask)
+    assert measured["sure"] == "measured"
+    assert measured["minutes"] == round(modelled * 3 / 60, 1)
+    assert measured["measured_runs"] == [f"run {n} of {project.name}" for n in (3, 4, 5)]
+    assert "from 3 earlier runs of this kind here" in measured["about"]
+    assert "would have taken" in measured["about"]
+    # The quick kind has its own: the one quick run here (60x its guess).
+    quick = services.training_estimate(**ask, kind="quick")
+    assert "from the one earlier run of this kind" in quick["about"]
+
+
+def test_the_launch_form_says_how_long_each_kind_takes_and_how_sure(project, reviewer, lead, lead_client):
+    labelled(project, reviewer)
+    finished_run(project, 1, wall=300.0)
+    html = lead_client.get(reverse("training:runs", args=[project.slug])).content.decode()
+    assert 'data-estimate="measured"' in html and "from the one earlier run of this kind here" in html
+    assert 'data-estimate="rough"' in html  # the quick student: no quick run yet
+    assert "no earlier run of this kind here, so a rough guess" in html
+    assert "examples/s measured on" not in html
 
 
 def test_reviewers_cannot_launch(project, reviewer, lead, reviewer_client):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from training.services.advice import label_source_advice, recommended_run
 from training.services.dataset import (
-    CPU_EXAMPLES_PER_SECOND,
-    CPU_PREDICT_TOKENS_PER_SECOND,
-    CPU_TRAIN_TOKENS_PER_SECOND,
-    RUN_FIXED_SECONDS,
+    ROUGH_GUESS,
     TrainingError,
     approx_tokens,
-    measured_cpu_speed,
+    measured_runs,
+    modelled_seconds,
     split_validation,
+    time_estimate,
     training_estimate,
     training_set,
 )
@@ -52,10 +51,7 @@ from training.services.runs import (
 )
 
 __all__ = [
-    "CPU_EXAMPLES_PER_SECOND",
-    "CPU_PREDICT_TOKENS_PER_SECOND",
-    "CPU_TRAIN_TOKENS_PER_SECOND",
-    "RUN_FIXED_SECONDS",
+    "ROUGH_GUESS",
     "TrainingError",
     "approx_tokens",
     "artifacts_root",
@@ -77,7 +73,8 @@ __all__ = [
     "recommended_run",
     "latest_system_evaluations",
     "latest_teacher_evaluation",
-    "measured_cpu_speed",
+    "measured_runs",
+    "modelled_seconds",
     "predict_options",
     "run_cancel",
     "run_claim",
@@ -88,6 +85,7 @@ __all__ = [
     "split_validation",
     "student_predict",
     "student_predict_all",
+    "time_estimate",
     "training_estimate",
     "training_set",
 ]

@@ -48,8 +48,17 @@ def _teacher_on_gold(project: Project) -> dict | None:
         "n": n,
         "low": interval[0] if interval else None,
         "high": interval[1] if interval else None,
-        "source": f"gold v{evaluation.gold_set.version}",
+        "source": f"gold v{evaluation.gold_set.version} ({evaluation.agent})",
     }
+
+
+def _named(agents: dict[str, int]) -> str:
+    """Which teacher an audit measured: one agent, or how many versions it mixes."""
+    if len(agents) == 1:
+        return f" ({next(iter(agents))})"
+    if agents:
+        return f" (over {len(agents)} teacher versions, mostly {next(iter(agents))})"
+    return ""
 
 
 def _reviewed_only_student(project: Project) -> dict | None:
@@ -117,15 +126,47 @@ def recommended_run(
     }
 
 
+def _teacher_labels_to_train_on(project: Project) -> int:
+    """Non-gold examples whose current label is still the teacher's (nobody reviewed them)."""
+    return (
+        Example.objects.for_project(project)
+        .not_gold()
+        .filter(review_state="unreviewed")
+        .exclude(teacher_label="")
+        .count()
+    )
+
+
 def _label_source_advice(project: Project) -> dict:
+    unreviewed = _teacher_labels_to_train_on(project)
+    people = Example.objects.for_project(project).not_gold().filter(review_state="reviewed").count()
+    if people and not unreviewed:
+        # Labels given or verified by people only (imported as verified, or every teacher label
+        # reviewed): no teacher label would be trained on, so there is nothing to measure,
+        # prune or weigh.
+        return {
+            "teacher": None,
+            "audit": teacher_estimate(project),
+            "reviewed": people,
+            "reviewed_only_student": None,
+            "warning": "",
+            "teacher_min_confidence": 0.0,
+            "label_source": TrainingRun.LabelSource.ALL_CURRENT,
+            "noise_handling": "none",
+            "reason": (
+                "Every label a run would learn from was given or verified by people (no unreviewed "
+                "teacher labels): all current labels, nothing left out."
+            ),
+        }
     audit = teacher_estimate(project)
     teacher = _teacher_on_gold(project)
     if teacher is None and audit["estimate"] is not None:
         teacher = {
             **audit["estimate"],
-            "source": f"{audit['estimate']['n']} audit reviews of unreviewed examples",
+            "source": f"{audit['estimate']['n']} audit reviews of unreviewed examples"
+            + _named(audit["agents"]),
         }
-    reviewed = Example.objects.for_project(project).not_gold().filter(review_state="reviewed").count()
+    reviewed = people
     student = _reviewed_only_student(project)
     # Extraction runs have no noise handling (Task.handles_label_noise): nothing is left out.
     prunes = project.task.handles_label_noise
@@ -163,9 +204,22 @@ def _label_source_advice(project: Project) -> dict:
         )
         warning = (
             f"The teacher is right on {accuracy:.0%} of {teacher['source']} "
-            f"(95 % interval {teacher['low']:.0%}–{high:.0%}); {why}. Its labels would drown the "
-            f"{reviewed:,} reviewed ones."
+            f"(95 % interval {teacher['low']:.0%}–{high:.0%}); {why}. Its {unreviewed:,} unreviewed "
+            f"labels would drown the {reviewed:,} reviewed ones."
         )
+        if not reviewed:
+            return {
+                **advice,
+                "label_source": TrainingRun.LabelSource.ALL_CURRENT,
+                "noise_handling": prune,
+                "warning": (
+                    f"The teacher is right on {accuracy:.0%} of {teacher['source']} "
+                    f"(95 % interval {teacher['low']:.0%}–{high:.0%}); {why}. No label is reviewed yet, "
+                    "so a student can only learn the teacher's answers, mistakes included: review some "
+                    "first (the queue serves the likely errors first)."
+                ),
+                "reason": "All current labels (the teacher's): there are no reviewed ones to train on instead.",
+            }
         if trusted is not None:
             return {
                 **advice,

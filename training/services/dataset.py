@@ -10,23 +10,20 @@ from annotation.models import Example, Project
 from tasks import AnswerError
 from training.models import TrainingRun, default_hyperparameters
 
-# Examples x epochs per second of training MiniLM-L6 on a 2-core CPU, for the launch
-# form's estimate until this installation has finished a run of its own (then that run's
-# measured speed is used). 35 on an AMD EPYC (AVX2), 55 on a Xeon with AVX-512
-# (bench/banking77_distill.py, bench/README.md).
-CPU_EXAMPLES_PER_SECOND = 35.0
-
-# The first estimate (no run measured here yet) is a whole run, not just the trainer's
-# loop, and it scales with the texts' length: Banking77's 35 examples/s are 15-token
-# texts, the demo tickets have 30. Measured on the shared 2-core sandbox (150 demo
-# tickets, MiniLM-L6, max_length 64): the trainer did about 200 tokens x epochs a second,
-# and a run also spends a fixed ~15 s importing torch, loading the model, validating and
-# saving, then predicts every non-gold example (forward only, ~3x the training rate).
-# The demo's 4-epoch run that took 1.7 min was estimated at 0.3 min before; this says
-# 1.9 min. A finished run here replaces these numbers with its own.
-CPU_TRAIN_TOKENS_PER_SECOND = 200.0
-CPU_PREDICT_TOKENS_PER_SECOND = 600.0
-RUN_FIXED_SECONDS = 15.0
+# The rough guess, used only until this installation has finished a run of the same kind
+# (task type, run kind, base model). Measured on the shared 2-core sandbox (150 demo
+# tickets, MiniLM-L6, max_length 64): a fine-tune's trainer did about 200 tokens x epochs
+# a second; a run also spends a fixed ~15 s importing torch, loading the model, validating
+# and saving, then predicts every non-gold example (forward only, ~3x the training rate).
+# A quick run embeds each text once (forward only) and fits a small head. Per run kind:
+# (fixed seconds, training tokens x epochs per second or None for one forward pass,
+# prediction tokens per second). bench/README.md, "Training time estimates".
+ROUGH_GUESS = {
+    "finetune": (15.0, 200.0, 600.0),
+    "quick": (10.0, None, 600.0),
+}
+# Runs of the same kind whose measured time calibrates the estimate (the newest first).
+MEASURED_RUNS = 5
 
 
 def approx_tokens(text: str, max_length: int) -> float:
@@ -35,19 +32,41 @@ def approx_tokens(text: str, max_length: int) -> float:
     return min(max_length, len(text) / 4 + 2)
 
 
-def measured_cpu_speed() -> tuple[float, TrainingRun | None]:
-    """Examples x epochs per second of the latest finished CPU run here, else the default."""
+def modelled_seconds(*, kind: str, train_tokens: float, predict_tokens: float, epochs: float) -> float:
+    """The rough guess of a whole run's seconds from the sizes at hand (ROUGH_GUESS)."""
+    fixed, train_rate, predict_rate = ROUGH_GUESS.get(kind, ROUGH_GUESS["finetune"])
+    training = train_tokens * epochs / train_rate if train_rate else 0.0
+    return fixed + training + predict_tokens / predict_rate
+
+
+def measured_runs(*, task_type: str, kind: str, base_model: str) -> list[tuple[TrainingRun, float]]:
+    """Finished runs of this kind (task type, run kind, base model) with their measured time
+    over the rough guess made for them: (run, ratio), the newest first. A run of another task
+    type or kind says nothing about this one (a quick run is ~100x faster than a fine-tune)."""
+    found = []
     for run in TrainingRun.objects.filter(
         status=TrainingRun.Status.SUCCEEDED,
-        kind=TrainingRun.Kind.FINETUNE,
-        device="cpu",
-        train_seconds__gte=30,
-    ).order_by("-finished_at")[:5]:
-        examples = (run.counts or {}).get("train")
-        epochs = {**default_hyperparameters(), **run.hyperparameters}.get("epochs")
-        if examples and epochs:
-            return examples * float(epochs) / run.train_seconds, run
-    return CPU_EXAMPLES_PER_SECOND, None
+        kind=kind,
+        base_model=base_model,
+        project__task_type=task_type,
+        started_at__isnull=False,
+        finished_at__isnull=False,
+        counts__estimate__has_key="modelled_seconds",
+    ).order_by("-finished_at", "-pk")[:MEASURED_RUNS]:
+        modelled = run.counts["estimate"]["modelled_seconds"]
+        wall = (run.finished_at - run.started_at).total_seconds()
+        if modelled and wall > 0:
+            found.append((run, wall / modelled))
+    return found
+
+
+def duration_words(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(5, round(seconds / 5) * 5):.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.0f} min" if minutes >= 10 else f"{minutes:.1f} min".replace(".0 ", " ")
+    return f"{minutes / 60:.1f} h"
 
 
 class TrainingError(ValueError):
@@ -199,7 +218,11 @@ def training_estimate(
     teacher_min_confidence: float,
     include_synthetic: bool,
     epochs: float,
+    kind: str = TrainingRun.Kind.FINETUNE,
+    base_model: str = "",
+    max_length: int | None = None,
 ) -> dict:
+    """The training set's size and how long a run of this kind would take on it (``time_estimate``)."""
     rows = training_set(
         project=project,
         label_source=label_source,
@@ -207,32 +230,56 @@ def training_estimate(
         include_synthetic=include_synthetic,
     )
     per_label = project.task.category_counts([r["label"] for r in rows])
-    speed, measured_on = measured_cpu_speed()
-    if measured_on is not None:
-        seconds = len(rows) * epochs / speed
-        if measured_on.started_at and measured_on.finished_at:
-            # What that run spent outside the trainer's loop (loading, saving, predicting).
-            wall = (measured_on.finished_at - measured_on.started_at).total_seconds()
-            seconds += max(0.0, wall - measured_on.train_seconds)
-    else:
-        max_length = default_hyperparameters().get("max_length", 64)
-        tokens = sum(approx_tokens(r["text"], max_length) for r in rows)
-        # The run then predicts every non-gold example, texts like the ones it trained on.
-        predict_tokens = Example.objects.for_project(project).not_gold().count() * tokens / max(1, len(rows))
-        seconds = (
-            RUN_FIXED_SECONDS
-            + tokens * epochs / CPU_TRAIN_TOKENS_PER_SECOND
-            + predict_tokens / CPU_PREDICT_TOKENS_PER_SECOND
-        )
     return {
         "examples": len(rows),
         "per_label": {name: n for name, n in per_label.items() if n},
         "labels_without_examples": sorted(
             set(project.labels.values_list("name", flat=True)) - {name for name, n in per_label.items() if n}
         ),
-        "minutes_cpu": round(seconds / 60, 1),
-        "examples_per_second": round(speed, 1),
-        "speed_measured_on": (
-            f"run {measured_on.number} of {measured_on.project.name}" if measured_on else None
+        **time_estimate(
+            project=project, rows=rows, kind=kind, base_model=base_model, epochs=epochs, max_length=max_length
         ),
+    }
+
+
+def time_estimate(
+    *, project: Project, rows: list[dict], kind: str, base_model: str, epochs: float, max_length: int | None
+) -> dict:
+    """How long a run of this kind takes on these rows: the rough guess for these texts (their
+    lengths, how many, the epochs), scaled by how far off that guess was on the last runs of
+    the same kind here; ``about`` says it in words, with how sure it is."""
+    max_length = max_length or default_hyperparameters().get("max_length", 64)
+    train_tokens = sum(approx_tokens(r["text"], max_length) for r in rows)
+    # The run then predicts every non-gold example, texts like the ones it trained on.
+    predict_tokens = (
+        Example.objects.for_project(project).not_gold().count() * train_tokens / max(1, len(rows))
+    )
+    modelled = modelled_seconds(
+        kind=kind, train_tokens=train_tokens, predict_tokens=predict_tokens, epochs=epochs
+    )
+    measured = measured_runs(task_type=project.task_type, kind=kind, base_model=base_model)
+    if measured:
+        ratios = sorted(ratio for _, ratio in measured)
+        seconds = modelled * ratios[len(ratios) // 2]
+        n = len(measured)
+        about = (
+            f"about {duration_words(seconds)}, from {'the one earlier run' if n == 1 else f'{n} earlier runs'} "
+            "of this kind here"
+        )
+        low, high = duration_words(modelled * ratios[0]), duration_words(modelled * ratios[-1])
+        if n > 1 and low != high:
+            about += f" (scaled to these texts they would have taken {low} to {high})"
+    else:
+        seconds = modelled
+        about = (
+            f"about {duration_words(seconds)}: no earlier run of this kind here, so a rough guess "
+            "from a typical 2-core CPU (a GPU or a faster CPU is quicker, a larger base model slower)"
+        )
+    return {
+        "kind": kind,
+        "minutes": round(seconds / 60, 1),
+        "modelled_seconds": round(modelled, 1),
+        "measured_runs": [f"run {run.number} of {run.project.name}" for run, _ in measured],
+        "sure": "measured" if measured else "rough",
+        "about": about,
     }

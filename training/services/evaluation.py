@@ -79,7 +79,7 @@ def _finish_evaluation(
     # (a project of human labels has no teacher answers on gold; issue #24).
     numbers["answered"] = sum(r["predicted"] is not None for r in rows)
     if rows and not numbers["answered"]:
-        numbers["score"] = None
+        numbers = not_measured(numbers, reason=f"no answer on any of the {len(rows)} gold texts")
     numbers.update(notes or {})
     evaluation = Evaluation(
         project=project,
@@ -94,6 +94,18 @@ def _finish_evaluation(
     if save:
         evaluation.save()
     return evaluation
+
+
+def not_measured(numbers: dict, *, reason: str) -> dict:
+    """The metric set of a system that was not measured: every figure None (a missing answer
+    would otherwise count as wrong: accuracy 0.000), with the reason said."""
+    kept = ("examples", "answered", "gold_without_label")
+    return {
+        **{k: None for k, v in numbers.items() if k not in kept and not isinstance(v, (dict, list))},
+        **{k: numbers[k] for k in kept if k in numbers},
+        "score": None,
+        "not_measured": reason,
+    }
 
 
 def evaluate_run(
@@ -380,9 +392,12 @@ def error_analysis(student: Evaluation, teacher: Evaluation | None) -> dict:
     task = student.project.task
 
     def right(evaluation: Evaluation) -> dict[int, bool]:
+        # A text the system gave no answer on is left out of every cell: a teacher that never
+        # saw the gold texts (a project of human labels) is not "wrong" on them.
         return {
             row["example"]: row["right"] if "right" in row else task.is_right(row["gold"], row["predicted"])
             for row in evaluation.predictions
+            if row["predicted"] is not None
         }
 
     return metrics_lib.error_overlap(right(student), right(teacher))

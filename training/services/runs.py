@@ -84,6 +84,9 @@ def run_create(
         teacher_min_confidence=teacher_min_confidence,
         include_synthetic=include_synthetic,
         epochs=hp["epochs"],
+        kind=kind,
+        base_model=base_model,
+        max_length=hp.get("max_length"),
     )
     needed = task.min_training_categories
     if estimate["examples"] < 2 or len(estimate["per_label"]) < needed:
@@ -165,7 +168,12 @@ def _ensemble_create(*, project: Project, user, members: list[TrainingRun]) -> T
         teacher_min_confidence=members[0].teacher_min_confidence,
         include_synthetic=any(m.include_synthetic for m in members),
         counts={
-            "estimate": {"examples": max(m.train_count for m in members), "per_label": {}, "minutes_cpu": 0.5}
+            "estimate": {
+                "examples": max(m.train_count for m in members),
+                "per_label": {},
+                "minutes": 0.5,
+                "about": "under a minute (it trains nothing: it weighs two finished runs on their validation split)",
+            }
         },
         created_by=user,
     )

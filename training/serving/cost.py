@@ -138,6 +138,7 @@ def cost_report(project: Project, *, months: int | None = None) -> dict:
     return {
         "inputs": inputs,
         "values": values,
+        "missing": _missing(project, inputs),
         "curve": curve,
         "break_even_month": even,
         "chart": _chart(
@@ -146,6 +147,40 @@ def cost_report(project: Project, *, months: int | None = None) -> dict:
             break_even_cost=float(api_cost(even, V=values["V"], p=values["p"])) if even is not None else None,
         ),
     }
+
+
+def _missing(project: Project, inputs: dict) -> list[dict]:
+    """What the break-even still lacks, each with what to do: without it the curves compare
+    nothing (no price per call makes the API look free, no traffic makes hosting the only cost)."""
+    missing = []
+    if active_version(project) is None:
+        missing.append(
+            {
+                "key": "model",
+                "what": "No model is deployed.",
+                "do": "Promote an evaluated run on the Deploy page; the traffic it answers then measures "
+                "the fallback rate f.",
+            }
+        )
+    if not inputs["V"][0]:
+        missing.append(
+            {
+                "key": "traffic",
+                "what": "No traffic yet, so no calls per month (V).",
+                "do": "Send texts to the prediction API, or enter the calls you expect per month on the "
+                "Deploy page.",
+            }
+        )
+    if not inputs["p"][0]:
+        missing.append(
+            {
+                "key": "price",
+                "what": "No price per API call (p): no paid teacher call has measured it.",
+                "do": "Enter what one call to your LLM costs on the Deploy page, or label with a paid "
+                "teacher.",
+            }
+        )
+    return missing
 
 
 def nice_step(span: float, ticks: int = 5) -> float:

@@ -61,6 +61,7 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
         if predicted and trained
         else None
     )
+    drift_warning = drift is not None and drift > DRIFT_WARNING
     return {
         "days": days,
         "total": total,
@@ -79,8 +80,45 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
             for k in labels
         ],
         "drift": drift,
-        "drift_warning": drift is not None and drift > DRIFT_WARNING,
+        "drift_warning": drift_warning,
+        "out_of_scope": _out_of_scope(version, logs) if drift_warning else None,
     }
+
+
+# Live traffic clearing the threshold this much less often than gold texts did points at
+# texts unlike any the student learnt from (out of scope): they get low confidences and the
+# nearest category, which moves the predicted distribution too.
+OUT_OF_SCOPE_GAP = 0.15
+
+
+def _out_of_scope(version, logs) -> dict | None:
+    """The share of recent texts with a student confidence at or above the live threshold,
+    against the share of gold texts that cleared it, where live is markedly lower."""
+    from training.models import Evaluation
+
+    if version is None:
+        return None
+    evaluation = (
+        Evaluation.objects.filter(run=version.run, subject=Evaluation.Subject.STUDENT)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    rows = (
+        [r for r in (evaluation.metrics.get("coverage") or []) if r["threshold"] <= version.threshold]
+        if evaluation
+        else []
+    )
+    if not rows:
+        return None
+    expected = max(rows, key=lambda r: r["threshold"])["coverage"]
+    scored = logs.filter(version=version, confidence__isnull=False)
+    n = scored.count()
+    if not n:
+        return None
+    live = scored.filter(confidence__gte=version.threshold).count() / n
+    if live > expected - OUT_OF_SCOPE_GAP:
+        return None
+    return {"live": live, "expected": expected, "n": n, "threshold": version.threshold}
 
 
 DRIFT_WARNING = 0.2

@@ -27,7 +27,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
         raise PermissionDenied("Only the project's leads can change serving.")
     if request.method == "POST" and "quantize" in request.POST:
         return _quantize(request, project)
-    config_form = ServingConfigForm(request.POST or None, instance=config)
+    config_form = ServingConfigForm(request.POST or None, instance=config, task=project.task)
     if request.method == "POST":
         if config_form.is_valid():
             config_form.save()
@@ -177,7 +177,7 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
         )
         messages.success(
             request,
-            f"Run {run.number} is live at threshold {version.threshold:.2f} on {version.get_runtime_display()}.",
+            f"Run {run.number} is live at threshold {version.threshold_text} on {version.get_runtime_display()}.",
         )
     except serving.ServingError as exc:
         messages.error(request, str(exc))

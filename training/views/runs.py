@@ -31,9 +31,29 @@ def _run(project, number: int) -> TrainingRun:
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     advice = services.label_source_advice(project)
+    task = project.task
     estimate = services.training_estimate(
-        project=project, label_source="all", teacher_min_confidence=0.0, include_synthetic=False, epochs=4
+        project=project,
+        label_source=TrainingRun.LabelSource.ALL_CURRENT,
+        teacher_min_confidence=0.0,
+        include_synthetic=False,
+        epochs=services.run_defaults(task)["epochs"],
     )
+    # How long each kind of run would take on this data with its defaults, from earlier runs of
+    # the same kind here (or a rough guess that says so).
+    rows = services.training_set(project=project) if estimate["examples"] else []
+    times = {}
+    for kind in task.student_kinds:
+        if kind != TrainingRun.Kind.ENSEMBLE and rows:
+            hp = services.run_defaults(task, kind)
+            times[kind] = services.time_estimate(
+                project=project,
+                rows=rows,
+                kind=kind,
+                base_model="",
+                epochs=hp["epochs"],
+                max_length=hp.get("max_length"),
+            )
     return render(
         request,
         "training/runs.html",
@@ -41,7 +61,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
             "project": project,
             "is_lead": role == "lead",
             "runs": project.training_runs.order_by("-number"),
-            "form": LaunchForm(project=project, advice=advice),
+            "form": LaunchForm(project=project, advice=advice, times=times),
             "advice": advice,
             "estimate": estimate,
             "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
@@ -115,6 +135,7 @@ def _run_context(request, project, role, run) -> dict:
         "is_lead": role == "lead",
         "run": run,
         "loss_chart": _loss_chart(run),
+        "settings": LaunchForm.described(run.kind, run.hyperparameters),
         "evaluate_form": EvaluateForm(task=project.task),
         "evaluations": run.evaluations.select_related("gold_set"),
         "evaluation_job": run.evaluation_jobs.first(),

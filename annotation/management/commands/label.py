@@ -10,11 +10,19 @@ from distillapp.progress import follow_row
 
 
 class Command(BaseCommand):
-    help = "Label a project's examples with its teacher (LLM or the offline embedding teacher)."
+    help = (
+        "Label a project's examples with its teacher: an LLM (openai) or the task type's offline "
+        "teacher (offline: embeddings for labels, a dictionary of reviewed values for extraction, "
+        "an extractive baseline for summaries)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--project", required=True, help="Project slug.")
-        parser.add_argument("--teacher", choices=[c for c, _ in TeacherConfig.Provider.choices])
+        parser.add_argument(
+            "--teacher",
+            choices=["openai", "offline", TeacherConfig.Provider.EMBEDDING],
+            help='openai, or offline: the project\'s own offline teacher ("embedding" is an older name for it).',
+        )
         parser.add_argument("--sample", type=int, help="Label a random sample of N unlabelled examples.")
         parser.add_argument("--search", default="", help="Label the examples whose text contains this.")
         parser.add_argument("--gold", action="store_true", help="Label the gold examples (teacher vs gold).")
@@ -44,15 +52,26 @@ class Command(BaseCommand):
                 selection=selection,
                 sample_size=opts["sample"],
                 search=opts["search"],
-                provider=opts["teacher"],
+                provider=TeacherConfig.Provider.EMBEDDING
+                if opts["teacher"] == "offline"
+                else opts["teacher"],
             )
         except teacher.LabelingError as exc:
             raise CommandError(str(exc)) from None
         estimate = job.estimate
-        self.stdout.write(
-            f"Job {job.pk}: {estimate['examples']:,} examples with {estimate['model']} "
-            f"(prompt v{estimate['prompt_version']}), estimated ${estimate['cost_usd']} ({estimate['basis']})."
-        )
+        if estimate["provider"] == TeacherConfig.Provider.EMBEDDING:
+            # Say which offline teacher this task type has: not always an embedding one.
+            task = project.task
+            self.stdout.write(
+                f"Job {job.pk}: {estimate['examples']:,} examples with {task.offline_teacher_about} "
+                f"(agent teacher:{estimate['model']}…:prompt-v{estimate['prompt_version']}, "
+                "its name carrying what it learnt from); no API cost."
+            )
+        else:
+            self.stdout.write(
+                f"Job {job.pk}: {estimate['examples']:,} examples with {estimate['model']} "
+                f"(prompt v{estimate['prompt_version']}), estimated ${estimate['cost_usd']} ({estimate['basis']})."
+            )
         if not opts["wait"]:
             with transaction.atomic():
                 teacher.labeling_job_start(job=job)

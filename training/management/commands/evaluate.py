@@ -66,6 +66,8 @@ class Command(BaseCommand):
             task = run.project.task
 
             def score(evaluation) -> str:
+                if evaluation.metrics.get("not_measured"):
+                    return f"not measured ({evaluation.metrics['not_measured']})"
                 value = evaluation.metrics.get("score", evaluation.metrics.get("accuracy"))
                 return "n/a" if value is None else f"{value:.3f}"
 

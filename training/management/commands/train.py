@@ -87,7 +87,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         estimate = run.counts["estimate"]
         self.stdout.write(
-            f"Run {run.number}: {estimate['examples']:,} examples, about {estimate['minutes_cpu']} min on CPU."
+            f"Run {run.number}: {estimate['examples']:,} examples; it takes {estimate['about']}."
         )
         if not opts["wait"]:
             with transaction.atomic():

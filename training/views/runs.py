@@ -15,7 +15,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from annotation.views._common import (
+    HTMX_STOP_POLLING,
+    _form_errors,
+    _project_for_lead,
+    _project_for_member,
+    rate_limited,
+)
 from distillapp import rows
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm
@@ -51,6 +57,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("training")
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = LaunchForm(request.POST, project=project)
@@ -152,6 +159,7 @@ def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("training")
 def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """Queue a failed or interrupted run again; it trains from the start."""
     project = _project_for_lead(request, slug)
@@ -165,6 +173,7 @@ def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("training")
 def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
     run = _run(project, number)
@@ -226,6 +235,7 @@ def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespo
 
 @login_required
 @require_POST
+@rate_limited("training")
 def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted evaluation again; it measures from the start."""
     project = _project_for_lead(request, slug)

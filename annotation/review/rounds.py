@@ -45,11 +45,13 @@ def review_time(project: Project, *, gold: bool = True) -> dict:
     ``cards`` counts distinct examples. ``seconds`` is the mean of the timed verdicts' seconds
     (each capped at MAX_CARD_SECONDS) times the cards: a card with no time (an import, a
     verdict from the API) counts as that mean, and a card decided twice counts once, so the
-    hours follow the cards done. ``seconds_per_item`` is that mean (None before any timed card).
+    hours follow the cards done. Each reviewer's latest row of a card is their verdict
+    (``timed`` counts those): a replay's copies neither add verdicts nor drag the mean. ``seconds_per_item`` is that mean (None before any timed card).
     """
     reviews = Review.objects.filter(example__project=project, is_bulk=False)
     if not gold:
         reviews = reviews.filter(kind=Review.Kind.REVIEW)
+    reviews = reviews.latest_per_example(per_reviewer=True)
     # One query: the review page asks on every card.
     timed = Q(seconds_spent__gt=0)
     totals = reviews.aggregate(

@@ -46,6 +46,10 @@ JOBS: dict[str, JobType] = {
     "annotation.LabelingJob": JobType("llm", "annotation.jobs.labeling_job_job"),
     "annotation.SyntheticJob": JobType("llm", "annotation.jobs.synthetic_job_job"),
     "annotation.QualityRun": JobType("training", "annotation.jobs.quality_run_job"),
+    # Embedding continues where it stopped: the cache keeps every chunk written.
+    "annotation.SimilarityIndex": JobType(
+        "training", "annotation.jobs.similarity_index_job", restart={"texts_done": 0, "texts_total": 0}
+    ),
     # Training does not resume mid-epoch: a taken-over run starts over.
     "training.TrainingRun": JobType(
         "training", "training.jobs.training_run_job", restart={"step": 0, "loss_history": []}

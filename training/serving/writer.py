@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 
+from annotation import review
 from annotation.models import Example, Proposal
 from training.models import PredictionLog
 
@@ -118,6 +119,7 @@ class TrafficExample:
 
 
 def _write_traffic(items: list[TrafficExample]) -> None:
+    stored = set()
     for item in items:
         try:
             with transaction.atomic():
@@ -127,8 +129,12 @@ def _write_traffic(items: list[TrafficExample]) -> None:
                 for fields in item.proposals:
                     Proposal.objects.create(example=example, **fields)
                 Example.objects.filter(pk=example.pk).sync_queue_fields()
+            stored.add(item.project_id)
         except IntegrityError:
             pass  # seen before (it is already in the project), or its project is gone
+    for project_id in stored:
+        # The new texts are embedded by a worker for "more like this" (never in its request).
+        review.similarity_index_start(project_id=project_id)
 
 
 prediction_logs = _BackgroundWriter("prediction-log", _write_logs, chunk=500)

@@ -57,6 +57,8 @@ JOBS: dict[str, JobType] = {
     # Evaluation and int8 export run again from the start; each saves its result only at the end.
     "training.EvaluationJob": JobType("training", "training.jobs.evaluation_job_job"),
     "training.ExportJob": JobType("training", "training.jobs.export_job_job"),
+    # Starts a review round's quick run and quality run in one transaction: all or nothing.
+    "training.RoundRefresh": JobType("training", "training.jobs.round_refresh_job"),
 }
 
 

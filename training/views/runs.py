@@ -25,7 +25,7 @@ from annotation.views._common import (
 from distillapp import rows
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm
-from training.models import EvaluationJob, TrainingRun
+from training.models import EvaluationJob, RoundRefresh, TrainingRun
 
 
 def _run(project, number: int) -> TrainingRun:
@@ -36,6 +36,8 @@ def _run(project, number: int) -> TrainingRun:
 @require_GET
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
+    refreshes = list(project.round_refreshes.select_related("run")[:5])
+    rows.recover_shown(refreshes)  # a refresh whose worker died is queued again
     advice = services.label_source_advice(project)
     estimate = services.training_estimate(
         project=project, label_source="all", teacher_min_confidence=0.0, include_synthetic=False, epochs=4
@@ -51,6 +53,7 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
             "advice": advice,
             "estimate": estimate,
             "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
+            "refreshes": refreshes,
         },
     )
 
@@ -169,6 +172,20 @@ def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     else:
         messages.error(request, "This run is not interrupted; nothing to resume.")
     return redirect("training:run", slug=project.slug, number=run.number)
+
+
+@login_required
+@require_POST
+@rate_limited("training")
+def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed (or interrupted) review round refresh again."""
+    project = _project_for_lead(request, slug)
+    refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
+    if refresh.can_resume and rows.resume(RoundRefresh, refresh.pk):
+        messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
+    else:
+        messages.error(request, "This refresh has not failed; nothing to resume.")
+    return redirect("training:runs", slug=project.slug)
 
 
 @login_required

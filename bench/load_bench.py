@@ -540,7 +540,14 @@ def main() -> int:
     parser.add_argument("--gold", type=int, default=1000)
     parser.add_argument("--model", help="A directory for the trained student: reused when it holds one.")
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
+    parser.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="A tiny random classifier instead of MiniLM (the server's path).",
+    )
     args = parser.parse_args()
+    # serve_bench.setup quantizes only for the runtimes it will serve (serve_bench's --runtimes).
+    args.runtimes = [args.runtime]
     if args.smoke:
         args.step_seconds, args.soak_seconds = 4, 20
         args.max_clients = min(args.max_clients, 64)

@@ -317,10 +317,12 @@ def main() -> int:
         worker = RqWorker(data_dir, env)
         worker.start()
         log(f"server {server.url}, rq worker {worker.process.pid}, redis :{redis.port}")
+        # The job's texts are chosen now, before any traffic example exists: traffic examples
+        # keep exactly their one student proposal (checked at the end).
+        job = teacher.labeling_job_create(project=ctx["project"], user=ctx["user"], selection="unlabelled")
         traffic = Traffic(server.port, ctx["token"], ctx["project"].slug, ctx["traffic"])
         threads = traffic.start(args.clients)
         time.sleep(2)  # warm: every web process has loaded the model
-        job = teacher.labeling_job_create(project=ctx["project"], user=ctx["user"], selection="unlabelled")
         teacher.labeling_job_start(job=job)
         watch = JobWatch(job.pk)
         begin = time.monotonic()

@@ -23,7 +23,13 @@ from annotation.review.gold import (
     gold_status,
 )
 from annotation.review.quality import latest_quality_run, quality_run, quality_run_start
-from annotation.review.similar import Similar, similar_to, similarity_index_run, similarity_index_start
+from annotation.review.similar import (
+    INTAKE_INDEX_EVERY,
+    Similar,
+    similar_to,
+    similarity_index_run,
+    similarity_index_start,
+)
 from annotation.review.verdicts import (
     STRATEGIES,
     InvalidAnswer,
@@ -43,6 +49,7 @@ from annotation.review.verdicts import (
 )
 
 __all__ = [
+    "INTAKE_INDEX_EVERY",
     "REJECT",
     "STRATEGIES",
     "InvalidAnswer",

@@ -14,6 +14,7 @@ the search ranks what is indexed so far and says how much that is.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -30,6 +31,9 @@ POOL_CAP = 5000
 MAX_LENGTH = 128  # the quick student's length: the same cache entries
 # Texts per cache chunk the index job writes: a search sees the job's progress this often.
 INDEX_CHUNK = 256
+# API traffic queues the index at most this often: a job a request would cost a worker a
+# model load for a text or two (bench/README.md "Fault bench"). A search queues it at once.
+INTAKE_INDEX_EVERY = dt.timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -87,8 +91,9 @@ def similar_to(example: Example, *, count: int = SIMILAR_COUNT, pool_cap: int = 
     return Similar(ids=ids, ready=len(ready), total=len(pool), has_card=card is not None, index=index)
 
 
-def similarity_index_start(*, project_id: int) -> bool:
-    """Queue the project's index job unless one is waiting or running; True if queued.
+def similarity_index_start(*, project_id: int, unless_ran_within: dt.timedelta | None = None) -> bool:
+    """Queue the project's index job unless one is waiting or running (or, with
+    `unless_ran_within`, ended that recently); True if queued.
 
     One row per project goes back to pending by a conditional update, so of two imports or
     intakes at the same moment one queues it. A running job looks for new texts again before
@@ -101,7 +106,10 @@ def similarity_index_start(*, project_id: int) -> bool:
             index, created = SimilarityIndex.objects.get_or_create(project_id=project_id)
     except IntegrityError:  # the project is gone (a traffic write for a deleted project)
         return False
-    if not created and not SimilarityIndex.objects.filter(pk=index.pk, status__in=done).update(
+    ended = SimilarityIndex.objects.filter(pk=index.pk, status__in=done)
+    if unless_ran_within is not None:
+        ended = ended.exclude(finished_at__gt=timezone.now() - unless_ran_within)
+    if not created and not ended.update(
         status=SimilarityIndex.Status.PENDING, error="", worker="", started_at=None, finished_at=None
     ):
         return False

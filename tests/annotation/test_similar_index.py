@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from annotation import jobs, review
 from annotation.models import Example, SimilarityIndex
@@ -139,8 +140,17 @@ def test_api_traffic_kept_for_review_queues_the_index(project, embedded, queues,
         [writer.TrafficExample(project_id=project.pk, text=t, proposals=()) for t in TEXTS[:3]],
     )
     assert Example.objects.filter(project=project).count() == 3 and embedded == []
-    assert SimilarityIndex.objects.get(project=project).status == "pending"
-    assert queues["training"].count == 1
+    index = SimilarityIndex.objects.get(project=project)
+    assert index.status == "pending" and queues["training"].count == 1
+    jobs.similarity_index_job(index.pk)
+    # Steady traffic does not keep a worker loading the model for a text or two: after a run,
+    # intake queues the index again only once INTAKE_INDEX_EVERY has passed (a search at once).
+    keep = [writer.TrafficExample(project_id=project.pk, text=t, proposals=()) for t in TEXTS[3:5]]
+    committed(writer._write_traffic, keep[:1])
+    assert SimilarityIndex.objects.get().status == "succeeded" and queues["training"].count == 1
+    SimilarityIndex.objects.update(finished_at=timezone.now() - review.INTAKE_INDEX_EVERY)
+    committed(writer._write_traffic, keep[1:])
+    assert SimilarityIndex.objects.get().status == "pending" and queues["training"].count == 2
 
 
 def test_a_dead_index_worker_is_recovered_and_continues(project, pool, embedded, queues, committed):
@@ -152,8 +162,6 @@ def test_a_dead_index_worker_is_recovered_and_continues(project, pool, embedded,
     )
     index.refresh_from_db()
     assert index.status == "running"
-    from django.utils import timezone
-
     SimilarityIndex.objects.filter(pk=index.pk).update(heartbeat_at=timezone.now() - rows.stale_after() * 2)
     assert rows.recover(SimilarityIndex) == [index.pk]
     jobs.similarity_index_job(index.pk)

@@ -134,7 +134,7 @@ def _write_traffic(items: list[TrafficExample]) -> None:
             pass  # seen before (it is already in the project), or its project is gone
     for project_id in stored:
         # The new texts are embedded by a worker for "more like this" (never in its request).
-        review.similarity_index_start(project_id=project_id)
+        review.similarity_index_start(project_id=project_id, unless_ran_within=review.INTAKE_INDEX_EVERY)
 
 
 prediction_logs = _BackgroundWriter("prediction-log", _write_logs, chunk=500)

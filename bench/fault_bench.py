@@ -185,7 +185,7 @@ class Traffic:
     def __init__(self, port: int, token: str, slug: str, texts: list[str]):
         self.port, self.slug, self.texts = port, slug, texts
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        self.records: list[tuple[float, bool, str, str]] = []  # (t, ok, kind, what the user saw)
+        self.records: list[tuple[float, bool, str, str]] = []  # (answered at, ok, kind, what the user saw)
         self.review: list[str] = []
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -200,7 +200,6 @@ class Traffic:
         connection = None
         while not self.stop.is_set():
             text = self._text()
-            started = time.monotonic()
             try:
                 connection = connection or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
                 connection.request(
@@ -222,7 +221,7 @@ class Traffic:
                     connection.close()
                 connection = None
             with self.lock:
-                self.records.append((started, ok, kind, seen))
+                self.records.append((time.monotonic(), ok, kind, seen))
 
     def start(self, clients: int) -> list[threading.Thread]:
         threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
@@ -263,7 +262,8 @@ class JobWatch:
 
 
 def window(records, start: float, end: float) -> dict:
-    """The requests sent from `start` until `end`: how many failed, how, and for how long."""
+    """The requests answered (or failed) from `start` until `end`: how many failed, how, and
+    until when."""
     sent = [r for r in records if start <= r[0] < end]
     failed = [r for r in sent if not r[1]]
     return {
@@ -299,7 +299,7 @@ def main() -> int:
     try:
         ctx = setup(args, data_dir, redis, llm)
         from annotation import teacher
-        from annotation.models import LabelingJobItem, Proposal
+        from annotation.models import Example, LabelingJob, LabelingJobItem, Proposal
 
         env = {
             name: os.environ[name]
@@ -317,14 +317,16 @@ def main() -> int:
         worker = RqWorker(data_dir, env)
         worker.start()
         log(f"server {server.url}, rq worker {worker.process.pid}, redis :{redis.port}")
-        # The job's texts are chosen now, before any traffic example exists: traffic examples
-        # keep exactly their one student proposal (checked at the end).
         job = teacher.labeling_job_create(project=ctx["project"], user=ctx["user"], selection="unlabelled")
+        teacher.labeling_job_start(job=job)
+        # The worker chooses the job's texts when it starts it: before any traffic example
+        # exists, so that traffic examples keep exactly their one proposal (checked at the end).
+        deadline = time.monotonic() + 60
+        while not LabelingJob.objects.filter(pk=job.pk, total__gt=0).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watch = JobWatch(job.pk)
         traffic = Traffic(server.port, ctx["token"], ctx["project"].slug, ctx["traffic"])
         threads = traffic.start(args.clients)
-        time.sleep(2)  # warm: every web process has loaded the model
-        teacher.labeling_job_start(job=job)
-        watch = JobWatch(job.pk)
         begin = time.monotonic()
         faults: list[tuple[str, float]] = [("none (baseline)", begin)]
 
@@ -368,7 +370,14 @@ def main() -> int:
                 break
             time.sleep(0.5)
         watch.stop.set()
-        time.sleep(3)  # the web processes' traffic writers flush
+        # The web processes' traffic writers catch up: wait until the stored count holds still.
+        stored_before, still_since = -1, time.monotonic()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and time.monotonic() - still_since < 5:
+            now_stored = Example.objects.filter(project=ctx["project"], source=Example.Source.TRAFFIC).count()
+            if now_stored != stored_before:
+                stored_before, still_since = now_stored, time.monotonic()
+            time.sleep(0.5)
 
         report_faults = []
         for i, (name, start) in enumerate(faults):

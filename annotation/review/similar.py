@@ -117,33 +117,34 @@ def similarity_index_start(*, project_id: int, unless_ran_within: dt.timedelta |
     return True
 
 
-# Rounds of "embed what is missing" one run makes: texts arriving while it embeds are
-# taken in the next round; a stream that never stops is left to the next trigger.
-MAX_ROUNDS = 5
+# Texts one run embeds at most (~10 s on 2 cores): a big pool is embedded over several runs,
+# each queued again behind what is waiting (the worker takes the "llm" queue first), so a
+# labelling job is never held up for long by one worker embedding a whole pool.
+INDEX_RUN_TEXTS = 512
 
 
 def similarity_index_run(*, index: SimilarityIndex) -> SimilarityIndex:
-    """Embed the project's unreviewed, non-gold texts that have no cached vector (newest
-    first: the search reads the newest POOL_CAP), recording progress on the row."""
+    """Embed up to INDEX_RUN_TEXTS of the project's unreviewed, non-gold texts that have no
+    cached vector (newest first: the search reads the newest POOL_CAP), recording progress on
+    the row; queue the next run when more are missing."""
     from distillapp import embeddings
 
     cache = _cache()
     try:
-        for _ in range(MAX_ROUNDS):
-            texts = [text for _, text in _pool(index.project_id)]
-            missing = [
-                t for t, v in zip(texts, embeddings.cached_vectors(texts, **cache), strict=True) if v is None
-            ]
-            if not missing:
-                break
-            SimilarityIndex.objects.filter(pk=index.pk).update(texts_total=len(missing), texts_done=0)
+        texts = [text for _, text in _pool(index.project_id)]
+        missing = [
+            t for t, v in zip(texts, embeddings.cached_vectors(texts, **cache), strict=True) if v is None
+        ]
+        batch = missing[:INDEX_RUN_TEXTS]
+        SimilarityIndex.objects.filter(pk=index.pk).update(texts_total=len(batch), texts_done=0)
 
-            def progress(done: int, total: int, size: int = len(missing)) -> None:
-                SimilarityIndex.objects.filter(pk=index.pk).update(
-                    texts_done=min(size, done * embeddings.EMBED_BATCH)
-                )
+        def progress(done: int, total: int) -> None:
+            SimilarityIndex.objects.filter(pk=index.pk).update(
+                texts_done=min(len(batch), done * embeddings.EMBED_BATCH)
+            )
 
-            embeddings.embed_cached(missing, **cache, on_batch=progress, chunk_texts=INDEX_CHUNK)
+        if batch:
+            embeddings.embed_cached(batch, **cache, on_batch=progress, chunk_texts=INDEX_CHUNK)
     except Exception as exc:
         logger.exception("Similarity index of project %s failed", index.project_id)
         SimilarityIndex.objects.filter(pk=index.pk).update(
@@ -153,5 +154,7 @@ def similarity_index_run(*, index: SimilarityIndex) -> SimilarityIndex:
     SimilarityIndex.objects.filter(pk=index.pk).update(
         status=SimilarityIndex.Status.SUCCEEDED, error="", finished_at=timezone.now()
     )
+    if len(missing) > len(batch):
+        similarity_index_start(project_id=index.project_id)
     index.refresh_from_db()
     return index

@@ -132,8 +132,10 @@ def test_an_import_queues_the_index_once(project, tmp_path, embedded, queues, co
     assert SimilarityIndex.objects.get().status == "succeeded" and queues["training"].count == 2
 
 
-def test_api_traffic_kept_for_review_queues_the_index(project, embedded, queues, committed):
+def test_api_traffic_kept_for_review_queues_the_index(project, embedded, queues, committed, monkeypatch):
     from training.serving import writer
+
+    monkeypatch.setattr(writer, "_index_asked", {})  # what this process asked for, and when
 
     committed(
         writer._write_traffic,
@@ -148,7 +150,9 @@ def test_api_traffic_kept_for_review_queues_the_index(project, embedded, queues,
     keep = [writer.TrafficExample(project_id=project.pk, text=t, proposals=()) for t in TEXTS[3:5]]
     committed(writer._write_traffic, keep[:1])
     assert SimilarityIndex.objects.get().status == "succeeded" and queues["training"].count == 1
+    # Two minutes later (the row's end and this process's last ask both that old):
     SimilarityIndex.objects.update(finished_at=timezone.now() - review.INTAKE_INDEX_EVERY)
+    writer._index_asked.clear()
     committed(writer._write_traffic, keep[1:])
     assert SimilarityIndex.objects.get().status == "pending" and queues["training"].count == 2
 
@@ -186,3 +190,20 @@ def test_a_failed_index_says_why_on_the_card(
     html = committed(more_like, reviewer_client, project, pool[0]).content.decode()
     assert "Still indexing (0 of 5 texts ready)" in html
     assert SimilarityIndex.objects.get().status == "pending"
+
+
+def test_a_big_pool_is_indexed_over_several_runs_each_queued_behind_waiting_jobs(
+    project, pool, embedded, queues, committed, monkeypatch
+):
+    monkeypatch.setattr(similar, "INDEX_RUN_TEXTS", 4)
+    committed(review.similarity_index_start, project_id=project.pk)
+    index = SimilarityIndex.objects.get(project=project)
+    committed(jobs.similarity_index_job, index.pk)
+    index.refresh_from_db()
+    # Four of six embedded (the newest first), and the row queued again for the rest.
+    assert len(embedded) == 4 and sorted(embedded) == sorted(TEXTS[2:])
+    assert (index.status, index.texts_total, index.texts_done) == ("pending", 4, 4)
+    assert queues["training"].count == 2
+    committed(jobs.similarity_index_job, index.pk)
+    index.refresh_from_db()
+    assert sorted(embedded) == sorted(TEXTS) and index.status == "succeeded" and queues["training"].count == 2

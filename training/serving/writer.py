@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -132,9 +134,16 @@ def _write_traffic(items: list[TrafficExample]) -> None:
             stored.add(item.project_id)
         except IntegrityError:
             pass  # seen before (it is already in the project), or its project is gone
+    now = time.monotonic()
     for project_id in stored:
-        # The new texts are embedded by a worker for "more like this" (never in its request).
-        review.similarity_index_start(project_id=project_id, unless_ran_within=review.INTAKE_INDEX_EVERY)
+        # The new texts are embedded by a worker for "more like this" (never in its request),
+        # asked at most once per INTAKE_INDEX_EVERY by this process: the writer keeps up.
+        if now - _index_asked.get(project_id, -math.inf) >= review.INTAKE_INDEX_EVERY.total_seconds():
+            _index_asked[project_id] = now
+            review.similarity_index_start(project_id=project_id, unless_ran_within=review.INTAKE_INDEX_EVERY)
+
+
+_index_asked: dict[int, float] = {}  # project id -> when this process last asked for its index
 
 
 prediction_logs = _BackgroundWriter("prediction-log", _write_logs, chunk=500)

@@ -2,7 +2,7 @@
 """Faults survived (issue #23): Redis restarted, a worker and a web process killed with SIGKILL.
 
     python bench/fault_bench.py --database-url postgres://postgres@127.0.0.1:5432/EMPTY_DB
-                                [--phase-seconds 12] [--examples 240] [--clients 4] [--keep]
+                                [--phase-seconds 12] [--examples 720] [--clients 4] [--keep]
 
 Loopback only. One JSON object goes to stdout, progress to stderr.
 
@@ -27,8 +27,8 @@ Loopback only. One JSON object goes to stdout, progress to stderr.
 4. Reported per fault, over the requests sent from the fault until the next one: how many
    failed and how (status or exception, and what the user saw: the first bytes of the
    answer, whether it held a traceback), ``recover_s`` (from the fault to the last failed
-   request; 0 if none failed) and ``job_stall_s`` (from the fault until the labelling job's
-   row counted another text). At the end: the labelling job's row, its proposals per
+   request; 0 if none failed), ``job_stall_s`` (from the fault until the labelling job's
+   row counted another text) and ``job_taken_over_s`` (until another process held its row). At the end: the labelling job's row, its proposals per
    example (none lost, none doubled), the fake LLM's calls per text (a text called twice was
    paid twice), and every distinct text answered "review" stored exactly once.
 
@@ -231,11 +231,11 @@ class Traffic:
 
 
 class JobWatch:
-    """The labelling job's row sampled every 0.2 s: (t, done)."""
+    """The labelling job's row sampled every 0.2 s: (t, done, worker)."""
 
     def __init__(self, job_id: int):
         self.job_id = job_id
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, str]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -247,8 +247,10 @@ class JobWatch:
 
         while not self.stop.is_set():
             try:
-                done = LabelingJob.objects.filter(pk=self.job_id).values_list("done", flat=True).first() or 0
-                self.samples.append((time.monotonic(), done))
+                done, worker = (
+                    LabelingJob.objects.filter(pk=self.job_id).values_list("done", "worker").first()
+                )
+                self.samples.append((time.monotonic(), done, worker))
             except Exception:  # noqa: BLE001 - a sample missed is not a result
                 connections.close_all()
             time.sleep(0.2)
@@ -256,8 +258,14 @@ class JobWatch:
 
     def stall_after(self, t: float) -> float | None:
         """Seconds from `t` until the job counted another text (None: not before the end)."""
-        before = max((d for s, d in self.samples if s <= t), default=0)
-        after = next((s for s, d in self.samples if s > t and d > before), None)
+        before = max((d for s, d, _ in self.samples if s <= t), default=0)
+        after = next((s for s, d, _ in self.samples if s > t + 0.25 and d > before), None)
+        return round(after - t, 2) if after is not None else None
+
+    def taken_over_after(self, t: float, until: float) -> float | None:
+        """Seconds from `t` until another process held the job's row, before `until` (None: none did)."""
+        held = next((w for s, _, w in reversed(self.samples) if s <= t), "")
+        after = next((s for s, _, w in self.samples if t < s < until and w and w != held), None)
         return round(after - t, 2) if after is not None else None
 
 
@@ -280,7 +288,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True, help="An empty PostgreSQL database.")
     parser.add_argument("--phase-seconds", type=float, default=12)
-    parser.add_argument("--examples", type=int, default=240)
+    parser.add_argument("--examples", type=int, default=720)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -383,7 +391,9 @@ def main() -> int:
         for i, (name, start) in enumerate(faults):
             stop = faults[i + 1][1] if i + 1 < len(faults) else end
             row = {"fault": name, **window(traffic.records, start, stop)}
-            row["job_stall_s"] = watch.stall_after(start) if name != "none (baseline)" else None
+            if name != "none (baseline)":
+                row["job_stall_s"] = watch.stall_after(start)
+                row["job_taken_over_s"] = watch.taken_over_after(start, stop)
             report_faults.append(row)
         report_faults.append(
             {

@@ -31,7 +31,9 @@ class _BackgroundWriter:
     Each chunk is written in one transaction and leaves the buffer only once committed: a
     chunk that fails on a database error stays at the head of the buffer for the next
     flush, and is never written twice. Rows still buffered when the process exits normally
-    are written by an atexit hook; a killed process loses at most one interval of them.
+    are written by an atexit hook; a killed process loses what it had not written: one
+    interval's rows while the writer keeps up, its whole backlog when it does not (traffic
+    examples under sustained unsure traffic: bench/README.md "Fault bench").
     """
 
     def __init__(self, name: str, write, *, chunk: int) -> None:

@@ -46,3 +46,13 @@ def quality_run_job(run_id: int) -> None:
         return
     with rows.heartbeat(QualityRun, run_id):
         quality_run(run=QualityRun.objects.get(pk=run_id))
+
+
+def similarity_index_job(index_id: int) -> None:
+    from annotation.models import SimilarityIndex
+    from annotation.review import similarity_index_run
+
+    if not rows.claim(SimilarityIndex, index_id):
+        return  # already indexed, or alive in another worker
+    with rows.heartbeat(SimilarityIndex, index_id):
+        similarity_index_run(index=SimilarityIndex.objects.get(pk=index_id))

@@ -288,7 +288,9 @@ def project_dashboard(project: Project) -> dict:
     from annotation import review
     from annotation.review.rounds import MAX_CARD_SECONDS
 
-    reviews = Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW, is_bulk=False)
+    reviews = Review.objects.filter(
+        example__project=project, kind=Review.Kind.REVIEW, is_bulk=False
+    ).latest_per_example(per_reviewer=True)
     throughput = []
     per_reviewer: dict[str, list[float]] = {}
     counts: dict[str, int] = {}

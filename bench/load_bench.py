@@ -340,12 +340,19 @@ class RqWorker:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            import psutil
+
+            # Its work horse too: killed after the timeout, the worker would leave it running.
+            horses = psutil.Process(self.process.pid).children(recursive=True)
             self.process.terminate()
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            for horse in horses:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    horse.kill()
 
 
 def probe_job(timeout: float = 60) -> float | None:
@@ -429,6 +436,11 @@ def prepare(args, data_dir: Path) -> dict:
     # every text answered "review" must become a new traffic example.
     known = set(Example.objects.filter(project=ctx["project"]).values_list("content_hash", flat=True))
     pool = list(dict.fromkeys(t for t in ctx["test_texts"] if content_hash(t) not in known))
+    # Every text answered "review" is kept (the default keeps a 10 % sample): the soak checks
+    # each one is stored exactly once.
+    config = serving.serving_config_for(ctx["project"])
+    config.traffic_sample_rate = 1.0
+    config.save()
     runtime = args.runtime
     try:
         version = serving.version_promote(run=ctx["run"], user=ctx["user"], threshold=0.0, runtime=runtime)
@@ -540,7 +552,14 @@ def main() -> int:
     parser.add_argument("--gold", type=int, default=1000)
     parser.add_argument("--model", help="A directory for the trained student: reused when it holds one.")
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
+    parser.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="A tiny random classifier instead of MiniLM (the server's path).",
+    )
     args = parser.parse_args()
+    # serve_bench.setup quantizes only for the runtimes it will serve (serve_bench's --runtimes).
+    args.runtimes = [args.runtime]
     if args.smoke:
         args.step_seconds, args.soak_seconds = 4, 20
         args.max_clients = min(args.max_clients, 64)

@@ -226,7 +226,7 @@ def extraction_rounds(args, *, started: float, started_at: str, load_start: list
         setup_django(work / "data")
         from training import services
         from training.models import TrainingRun
-        from training.services.rounds import ROUND_MARK
+        from training.services.round_refresh import ROUND_MARK
         from training.serving import onnx_prepare
 
         train_rows = sample(restaurant8k("train"), args.limit, 1)

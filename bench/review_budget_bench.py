@@ -45,10 +45,10 @@ score of the first quality run, lowest first), ``disagreement`` (teacher vs the 
 student first) — these four with ``refresh_every = 0``, so their keys stay as they were at
 the start — and ``default``: the project as the app creates it (``Project.review_order``,
 ``refresh_every`` verdicts a round; after each round the app's ``refresh_due`` signal calls
-``training.services.rounds.refresh_queue``, which starts a quick run and a quality run). All
+``training.services.round_refresh``'s ``RoundRefresh`` job, which starts a quick run and a quality run). All
 orders keep the app's random audit share (``Project.audit_share``: every 10th card is drawn
 at random and marked ``Review.is_audit``). There is no rq worker here: the bench replaces
-``distillapp.rows.enqueue`` (and the round's refresh job, which has no row) with a list and
+``distillapp.rows.enqueue`` with a list and
 works that list off after every verdict, as an idle worker would at once (``run_claim`` + ``run_execute`` for a run, ``rows.claim`` +
 ``review.quality_run`` for a quality run).
 
@@ -201,19 +201,6 @@ class JobList:
 
         rows.enqueue = enqueue
 
-        from distillapp import queues
-
-        plain = queues.enqueue_on_commit
-
-        def enqueue_on_commit(queue_name, func_path, *args, on_error=None):
-            # A review round's refresh (training.jobs.queue_refresh_job) is a job with no row.
-            if func_path == "training.jobs.queue_refresh_job":
-                self.pending.append(("refresh", int(args[0])))
-            else:
-                plain(queue_name, func_path, *args, on_error=on_error)
-
-        queues.enqueue_on_commit = enqueue_on_commit
-
     def work(self) -> list[dict]:
         from annotation import review
         from annotation.models import QualityRun
@@ -225,10 +212,10 @@ class JobList:
         while self.pending:
             label, pk = self.pending.pop(0)
             started = time.monotonic()
-            if label == "refresh":
-                from training.jobs import queue_refresh_job
+            if label == "training.RoundRefresh":
+                from training.jobs import round_refresh_job
 
-                queue_refresh_job(pk)  # starts the round's quick run and quality run: next in the list
+                round_refresh_job(pk)  # starts the round's quick run and quality run: next in the list
                 entry = {"job": "refresh"}
             elif label == "training.TrainingRun":
                 if not services.run_claim(pk):
@@ -878,15 +865,15 @@ def part_weak(data: Data, args, jobs: JobList, recorder: Recorder) -> dict:
 def measure_round(project, jobs: JobList, memo: EmbedMemo) -> dict:
     """One review round as the app runs it: refresh_queue, then its quick run and quality run."""
     from annotation.models import Example
-    from training.services.rounds import refresh_queue
+    from training.services.round_refresh import refresh_queue
 
     examples = Example.objects.for_project(project).not_gold().count()
     memo.enabled = False
     try:
         started = time.monotonic()
-        run = refresh_queue(project=project)
+        run, outcome = refresh_queue(project=project)
         if run is None:
-            raise RuntimeError("refresh_queue started nothing")
+            raise RuntimeError(f"refresh_queue started nothing: {outcome}")
         call_seconds = time.monotonic() - started
         entries = jobs.work()
         total = time.monotonic() - started

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,7 @@ def embed_cached(
     batch_size: int = EMBED_BATCH,
     on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    chunk_texts: int = CHUNK_TEXTS,
 ) -> np.ndarray:
     """``ml.embed_texts`` of `texts` (n, dim), embedding only texts not already in `cache_dir`.
 
@@ -50,7 +52,8 @@ def embed_cached(
     whole (temp file, then rename), so concurrent runs never read half a chunk (two runs may
     both embed a text: harmless). `on_batch(done, total)` reports embedding batches of the
     missing texts; `should_stop()` is asked before each and raises ``ml.Stopped``, keeping
-    what was embedded so far.
+    what was embedded so far. A chunk is written every `chunk_texts` texts: what readers
+    (``cached_vectors``) see of a run in progress.
     """
     directory = Path(cache_dir) / _digest(model_name, str(max_length)).hex()[:16]
     keys = [_digest(model_name, str(max_length), text) for text in texts]
@@ -62,7 +65,7 @@ def embed_cached(
         for batch, vectors in _batches(missing, model_name, max_length, batch_size, on_batch, should_stop):
             pending_keys += [_digest(model_name, str(max_length), text) for text in batch]
             pending.append(vectors)
-            if len(pending_keys) >= CHUNK_TEXTS:
+            if len(pending_keys) >= chunk_texts:
                 _write_chunk(directory, pending_keys, pending, known)
                 pending_keys, pending = [], []
     finally:
@@ -71,6 +74,37 @@ def embed_cached(
     if not texts:
         return np.empty((0, 0), dtype=np.float32)
     return np.stack([known[key] for key in keys])
+
+
+def cached_vectors(
+    texts: Sequence[str], *, model_name: str, max_length: int, cache_dir: Path | str
+) -> list[np.ndarray | None]:
+    """The cached vector of each text, None where it has none yet. Never embeds (no model is
+    loaded): what a web request may afford. The chunks read are kept per process and only
+    new chunk files are read on the next call (chunks are written whole and never changed)."""
+    directory = Path(cache_dir) / _digest(model_name, str(max_length)).hex()[:16]
+    known = _known_here(directory)
+    return [known.get(_digest(model_name, str(max_length), text)) for text in texts]
+
+
+_seen_chunks: dict[Path, tuple[frozenset[str], dict[bytes, np.ndarray]]] = {}
+_seen_lock = threading.Lock()
+
+
+def _known_here(directory: Path) -> dict[bytes, np.ndarray]:
+    """Every vector in `directory`, reading only the chunk files this process has not read.
+
+    A merge (``_write_chunk``) replaces the files with one holding the same rows and more:
+    when files read before are gone, everything is read again."""
+    with _seen_lock:
+        names = frozenset(path.name for path in directory.glob("chunk-*.npz"))
+        seen, known = _seen_chunks.get(directory, (frozenset(), {}))
+        if not seen <= names:
+            seen, known = frozenset(), {}
+        if names - seen:
+            known = {**known, **_read_chunks(directory, names=names - seen)}
+            _seen_chunks[directory] = (names, known)
+        return known
 
 
 def embed(
@@ -200,9 +234,11 @@ def _digest(*parts: str) -> bytes:
     return hasher.digest()
 
 
-def _read_chunks(directory: Path) -> dict[bytes, np.ndarray]:
+def _read_chunks(directory: Path, *, names: frozenset[str] | None = None) -> dict[bytes, np.ndarray]:
+    """The vectors of every chunk file in `directory` (or of those `names`)."""
     known: dict[bytes, np.ndarray] = {}
-    for path in sorted(directory.glob("chunk-*.npz")):
+    paths = directory.glob("chunk-*.npz") if names is None else (directory / name for name in names)
+    for path in sorted(paths):
         try:
             with np.load(path) as chunk:
                 vectors = chunk["vectors"]

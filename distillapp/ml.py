@@ -11,6 +11,7 @@ the LLM worker never pay for loading torch.
 from __future__ import annotations
 
 import functools
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -457,6 +458,8 @@ def export_onnx_int8(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for scratch in out.glob(f"{_EXPORT_SCRATCH}*"):  # left by an export that was killed
+        shutil.rmtree(scratch, ignore_errors=True)
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     # A fresh copy, not load_saved's: export switches train/eval modes on the module.
     model = getattr(transformers, auto_class).from_pretrained(model_dir).eval()
@@ -487,7 +490,7 @@ def export_onnx_int8(
                 return self.model(**inputs, output_hidden_states=True).hidden_states[layer]
             return sentence_embedding(self.model(**inputs).last_hidden_state, inputs["attention_mask"])
 
-    with tempfile.TemporaryDirectory(dir=out) as scratch:
+    with tempfile.TemporaryDirectory(dir=out, prefix=_EXPORT_SCRATCH) as scratch:
         fp32 = Path(scratch) / "model.fp32.onnx"
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript exporter (dynamo=False) needs no onnxscript; it warns that it
@@ -513,11 +516,23 @@ def export_onnx_int8(
         # Per output channel: a MiniLM-L6 Banking77 student agreed with its fp32 self on
         # 97.3 % of 1,000 test texts, against 94.7 % with one scale per tensor, as fast.
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
-        # Swapped in whole: a server may be serving the previous export from this directory.
+        fp32.unlink()
+        side = Path(scratch) / "files"
+        tokenizer.save_pretrained(side)
+        model.config.save_pretrained(side)
+        # A server may be serving the previous export from this directory, and a kill -9 may
+        # come at any moment: every file is written whole in the scratch directory and swapped
+        # in by a rename, the model last (its mtime is what makes a server load the export
+        # again, and then the tokenizer and config beside it are complete).
+        for path in sorted(side.iterdir()):
+            path.replace(out / path.name)
         int8.replace(out / ONNX_MODEL_FILE)
-    tokenizer.save_pretrained(out)
-    model.config.save_pretrained(out)
     return out
+
+
+# The export's scratch directory inside its output directory (removed by the next export
+# when a kill left it behind).
+_EXPORT_SCRATCH = ".int8-export-"
 
 
 @functools.lru_cache(maxsize=4)

@@ -46,6 +46,11 @@ JOBS: dict[str, JobType] = {
     "annotation.LabelingJob": JobType("llm", "annotation.jobs.labeling_job_job"),
     "annotation.SyntheticJob": JobType("llm", "annotation.jobs.synthetic_job_job"),
     "annotation.QualityRun": JobType("training", "annotation.jobs.quality_run_job"),
+    # Embedding continues where it stopped: the cache keeps every chunk written. A reviewer
+    # waits on it ("still indexing"), 512 texts a run: the short lane, never behind a fine-tune.
+    "annotation.SimilarityIndex": JobType(
+        "short", "annotation.jobs.similarity_index_job", restart={"texts_done": 0, "texts_total": 0}
+    ),
     # Training does not resume mid-epoch: a taken-over run starts over.
     "training.TrainingRun": JobType(
         "training", "training.jobs.training_run_job", restart={"step": 0, "loss_history": []}
@@ -54,6 +59,8 @@ JOBS: dict[str, JobType] = {
     # Both are short and someone waits on them: their own lane, never behind a fine-tune.
     "training.EvaluationJob": JobType("short", "training.jobs.evaluation_job_job"),
     "training.ExportJob": JobType("short", "training.jobs.export_job_job"),
+    # Starts a review round's quick run and quality run in one transaction: all or nothing.
+    "training.RoundRefresh": JobType("training", "training.jobs.round_refresh_job"),
 }
 
 

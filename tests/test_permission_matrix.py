@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from annotation import projects, teacher
 from annotation.models import GoldSet, ImportBatch, LabelingJob, Membership, SyntheticJob
 from tests.conftest import client_for, make_project, make_user
-from training.models import ApiToken, Evaluation, EvaluationJob, ExportJob, TrainingRun
+from training.models import ApiToken, Evaluation, EvaluationJob, ExportJob, RoundRefresh, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -64,6 +64,7 @@ ACCESS = {
     "training:run-resume": LEAD,
     "training:run-evaluate": LEAD,
     "training:run-download": MEMBER,
+    "training:round-refresh-resume": LEAD,
     "training:evaluation-job": MEMBER,
     "training:evaluation-job-cancel": LEAD,
     "training:evaluation-job-resume": LEAD,
@@ -158,6 +159,7 @@ def world(django_user_model, queues, tmp_path):
         "token": ApiToken.objects.create(project=project, name="t", prefix="p", token_hash="h" * 64).pk,
         "evaluation-job": EvaluationJob.objects.create(project=project, run=run).pk,
         "export-job": ExportJob.objects.create(project=project, run=run).pk,
+        "round-refresh": RoundRefresh.objects.create(project=project, verdicts=10, status="failed").pk,
     }
     return project, clients, ids
 
@@ -184,6 +186,7 @@ PK_OF = {
     "training:export-job": "export-job",
     "training:export-job-cancel": "export-job",
     "training:export-job-resume": "export-job",
+    "training:round-refresh-resume": "round-refresh",
 }
 
 

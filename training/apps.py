@@ -17,15 +17,12 @@ class TrainingConfig(AppConfig):
         def forget(**kwargs) -> None:
             serving.forget_cached()
 
-        # A finished review round retrains the quick student that orders the queue, in the
-        # training queue's worker (training.jobs.queue_refresh_job): never in the request.
-        def refresh(sender, project, **kwargs) -> None:
-            from distillapp import queues
+        # A finished review round retrains the quick student that orders the queue: a row
+        # written with the verdict, run by the training queue's worker (never in the request).
+        def refresh(sender, project, verdicts, **kwargs) -> None:
+            from training.services.round_refresh import round_refresh_start
 
-            # Redis unreachable: logged by enqueue_on_commit; the next round refreshes.
-            queues.enqueue_on_commit(
-                "training", "training.jobs.queue_refresh_job", project.pk, on_error=lambda exc: None
-            )
+            round_refresh_start(project=project, verdicts=verdicts)
 
         refresh_due.connect(refresh, dispatch_uid="training-review-round-refresh", weak=False)
 

@@ -35,15 +35,11 @@ def export_job_job(job_id: int) -> None:
         export_job_run(job=ExportJob.objects.get(pk=job_id))
 
 
-def queue_refresh_job(project_id: int) -> None:
-    """A finished review round's refresh (training.services.rounds.refresh_queue), run here
-    rather than in the reviewer's request: choosing the label source and counting the
-    training set read every label (2.2 s at 100,000 examples, bench/README.md "Review queue").
-    It has no row of its own: what it starts (a quick run, a quality run) has, and a refresh
-    lost with its worker is the next round's."""
-    from annotation.models import Project
-    from training.services.rounds import refresh_queue
+def round_refresh_job(refresh_id: int) -> None:
+    from training.models import RoundRefresh
+    from training.services.round_refresh import round_refresh_run
 
-    project = Project.objects.filter(pk=project_id).first()
-    if project is not None:
-        refresh_queue(project=project)
+    if not rows.claim(RoundRefresh, refresh_id):
+        return  # done, or alive in another worker
+    with rows.heartbeat(RoundRefresh, refresh_id):
+        round_refresh_run(refresh=RoundRefresh.objects.select_related("project").get(pk=refresh_id))

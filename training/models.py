@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from annotation.models import STUDENT_AGENT_PREFIX, Example, GoldSet, Project
-from distillapp.models import BackgroundJob
+from distillapp.models import BackgroundJob, JobRecord
 
 
 def default_hyperparameters() -> dict:
@@ -199,11 +199,46 @@ class ExportJob(BackgroundJob):
         return f"int8 export of run {self.run.number} ({self.get_status_display()})"
 
 
+class RoundRefresh(JobRecord):
+    """A finished review round's refresh of the queue's keys: a quick run and a quality run
+    (training.services.round_refresh). Written in the transaction of the verdict that ended
+    the round, one per round, so a refresh whose worker dies is recovered like every job
+    and one that fails says why and can be resumed."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        RUNNING = "running", "Starting the refresh"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="round_refreshes")
+    verdicts = models.PositiveIntegerField(help_text="The distinct verdicts that ended the round.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    run = models.ForeignKey(
+        TrainingRun,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The quick run it started.",
+    )
+    outcome = models.CharField(max_length=300, blank=True, help_text="What the refresh did, in words.")
+
+    class Meta(JobRecord.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["project", "verdicts"], name="round_refresh_once_per_round"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Refresh after {self.verdicts} verdicts ({self.get_status_display()})"
+
+
 __all__ = [
     "Evaluation",
     "EvaluationJob",
     "Example",
     "ExportJob",
+    "RoundRefresh",
     "TrainingRun",
     "default_hyperparameters",
 ]

@@ -12,6 +12,11 @@ urlpatterns = [
     path("p/<slug:slug>/runs/<int:number>/resume/", views.run_resume, name="run-resume"),
     path("p/<slug:slug>/runs/<int:number>/evaluate/", views.run_evaluate, name="run-evaluate"),
     path("p/<slug:slug>/runs/<int:number>/download/", views.run_download, name="run-download"),
+    path(
+        "p/<slug:slug>/round-refreshes/<int:pk>/resume/",
+        views.round_refresh_resume,
+        name="round-refresh-resume",
+    ),
     path("p/<slug:slug>/evaluation-jobs/<int:pk>/", views.evaluation_job, name="evaluation-job"),
     path(
         "p/<slug:slug>/evaluation-jobs/<int:pk>/cancel/",

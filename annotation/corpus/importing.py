@@ -339,6 +339,11 @@ def import_batch_run(*, batch: ImportBatch) -> ImportBatch:
     finally:
         _remove_uploaded_copy(batch)
     batch.refresh_from_db()
+    if batch.status == ImportBatch.Status.SUCCEEDED and batch.rows_created:
+        from annotation.review import similarity_index_start
+
+        # "More like this" reads vectors only: a worker embeds the new texts now.
+        similarity_index_start(project_id=batch.project_id)
     return batch
 
 

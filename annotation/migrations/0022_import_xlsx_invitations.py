@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0020_gold_blind_unique_teacher_bounds'),
+        ('annotation', '0021_similarity_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -40,7 +40,7 @@ from annotation.models.projects import (
     next_free_key,
     user_may_create_projects,
 )
-from annotation.models.review import CLAIM_SECONDS, QualityRun, ReviewClaim
+from annotation.models.review import CLAIM_SECONDS, QualityRun, ReviewClaim, SimilarityIndex
 from annotation.models.teacher import (
     LabelingJob,
     LabelingJobItem,
@@ -77,6 +77,7 @@ __all__ = [
     "Review",
     "ReviewClaim",
     "ReviewState",
+    "SimilarityIndex",
     "SyntheticGoldError",
     "SyntheticJob",
     "TeacherConfig",

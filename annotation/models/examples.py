@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, F, Max, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from annotation.models.projects import Project
@@ -440,6 +440,17 @@ class ReviewQuerySet(models.QuerySet):
     def verdicts(self) -> ReviewQuerySet:
         """Verdicts reviewers gave in the app: not the verified labels an import wrote."""
         return self.filter(is_import=False)
+
+    def latest_per_example(self, *, per_reviewer: bool = False) -> ReviewQuerySet:
+        """Of these rows, each example's latest per kind (and per reviewer with `per_reviewer`).
+
+        Figures count examples decided, not rows: rows a replay wrote before a verdict needed a
+        served card (issue #23) would count one card many times. The latest row is the
+        example's current verdict; `per_reviewer` keeps each reviewer's own (two blind gold
+        labels of one text are two people's work)."""
+        keys = ["example_id", "kind", *(["reviewer_id"] if per_reviewer else [])]
+        latest = self.order_by().values(*keys).annotate(latest=Max("pk")).values("latest")
+        return self.filter(pk__in=latest)
 
 
 class Review(models.Model):

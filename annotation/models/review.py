@@ -1,4 +1,4 @@
-"""Review support: reviewers' holds on cards and label-quality scoring runs."""
+"""Review support: reviewers' holds on cards, label-quality scoring runs and the similarity index."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from annotation.models.examples import Example
 from annotation.models.projects import Project
-from distillapp.models import BackgroundJob
+from distillapp.models import BackgroundJob, JobRecord
 
 CLAIM_SECONDS = 120
 
@@ -55,3 +55,28 @@ class QualityRun(BackgroundJob):
 
     def __str__(self) -> str:
         return f"Quality run {self.pk} ({self.get_status_display()})"
+
+
+class SimilarityIndex(JobRecord):
+    """The project's unreviewed pool embedded into the embedding cache, so "more like this"
+    reads vectors and never embeds in a web request (annotation.review.similar).
+
+    One row per project, run again (back to pending) whenever texts arrive: an import, API
+    traffic, or a search that finds texts without a vector. The cache says which texts are
+    ready; the row says whether a worker is on it and how far the current run has got."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Indexing"
+        SUCCEEDED = "succeeded", "Indexed"
+        FAILED = "failed", "Failed"
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="similarity_index")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    texts_total = models.PositiveIntegerField(
+        default=0, help_text="Texts the current run found without a vector."
+    )
+    texts_done = models.PositiveIntegerField(default=0, help_text="Of those, embedded so far.")
+
+    def __str__(self) -> str:
+        return f"Similarity index of {self.project_id} ({self.get_status_display()})"

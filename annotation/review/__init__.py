@@ -3,7 +3,8 @@
 `verdicts` is the review queue: the next card, claimed for one reviewer, and the verdict
 recorded on it (one by one, undone, or in bulk); `gold` draws gold sets, labels them
 blind twice, adjudicates and freezes them; `quality` scores how likely each current label
-is wrong (the queue's "likely errors" order). This package re-exports their public names,
+is wrong (the queue's "likely errors" order); `similar` is "more like this" and the job that
+embeds the pool for it. This package re-exports their public names,
 so callers write `from annotation import review` and `review.queue(...)`. (The queue's
 module is not called `queue`: the package's `queue` is the function.)
 """
@@ -22,6 +23,13 @@ from annotation.review.gold import (
     gold_status,
 )
 from annotation.review.quality import latest_quality_run, quality_run, quality_run_start
+from annotation.review.similar import (
+    INTAKE_INDEX_EVERY,
+    Similar,
+    similar_to,
+    similarity_index_run,
+    similarity_index_start,
+)
 from annotation.review.verdicts import (
     STRATEGIES,
     InvalidAnswer,
@@ -41,12 +49,14 @@ from annotation.review.verdicts import (
 )
 
 __all__ = [
+    "INTAKE_INDEX_EVERY",
     "REJECT",
     "STRATEGIES",
     "InvalidAnswer",
     "NotServed",
     "QueueFilter",
     "ReviewError",
+    "Similar",
     "bulk_accept",
     "bulk_accept_preview",
     "gold_adjudicate",
@@ -66,6 +76,9 @@ __all__ = [
     "review_record",
     "review_undo",
     "reviewed_today",
+    "similar_to",
+    "similarity_index_run",
+    "similarity_index_start",
     "teacher_accuracy_on_gold",
     "teacher_proposal",
 ]

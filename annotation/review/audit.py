@@ -53,6 +53,7 @@ def teacher_estimate(project: Project) -> dict:
     """
     rows = list(
         Review.objects.filter(example__project=project, kind=Review.Kind.REVIEW, proposal__isnull=False)
+        .latest_per_example()  # an example is one draw, however many rows a replay left
         .order_by()
         .values_list("verdict", "is_audit", "proposal__confidence", "proposal__agent")
     )

@@ -3,7 +3,7 @@
 After every ``Project.refresh_every`` verdicts, the queue's keys that depend on a student
 (teacher/student disagreement, label-error scores) are stale: the labels they were computed
 from have changed. ``after_verdict`` notices that a round is over and sends
-``refresh_due``; the training app answers it (training.services.rounds) by training a
+``refresh_due``; the training app answers it (training.services.round_refresh) by training a
 quick student on the current labels in the background, whose proposals refresh the
 disagreement key, and by scoring label quality again. So each batch of cards goes where
 the current labels are weakest. The annotation app only says that a refresh is due: it
@@ -19,7 +19,9 @@ from django.dispatch import Signal
 
 from annotation.models import Example, Project, Review, ReviewState
 
-# Sent once per finished round, after the verdict's transaction commits: project=<Project>.
+# Sent once per finished round, inside the verdict's transaction, so that what a receiver
+# records (the training app's RoundRefresh row) commits with the verdict or not at all:
+# project=<Project>, verdicts=<the distinct verdicts that ended the round>.
 refresh_due = Signal()
 
 
@@ -56,11 +58,13 @@ def review_time(project: Project, *, gold: bool = True) -> dict:
     ``cards`` counts distinct examples. ``seconds`` is the mean of the timed verdicts' seconds
     (each capped at MAX_CARD_SECONDS) times the cards: a card with no time (an import, a
     verdict from the API) counts as that mean, and a card decided twice counts once, so the
-    hours follow the cards done. ``seconds_per_item`` is that mean (None before any timed card).
+    hours follow the cards done. Each reviewer's latest row of a card is their verdict
+    (``timed`` counts those): a replay's copies neither add verdicts nor drag the mean. ``seconds_per_item`` is that mean (None before any timed card).
     """
     reviews = Review.objects.filter(example__project=project, is_bulk=False)
     if not gold:
         reviews = reviews.filter(kind=Review.Kind.REVIEW)
+    reviews = reviews.latest_per_example(per_reviewer=True)
     # One query: the review page asks on every card.
     timed = Q(seconds_spent__gt=0)
     totals = reviews.aggregate(
@@ -133,11 +137,12 @@ def after_verdict(project: Project) -> bool:
     last = last or 0
     if done - last < project.refresh_every:
         return False
-    # A conditional update: of two verdicts that end the same round, one starts the refresh.
-    if not Project.objects.filter(pk=project.pk, refreshed_at_verdicts=last).update(
-        refreshed_at_verdicts=done
-    ):
-        return False
-    project.refreshed_at_verdicts = done
-    transaction.on_commit(lambda: refresh_due.send(sender=Project, project=project))
+    with transaction.atomic():  # the round's end and what the receivers record, together
+        # A conditional update: of two verdicts that end the same round, one starts the refresh.
+        if not Project.objects.filter(pk=project.pk, refreshed_at_verdicts=last).update(
+            refreshed_at_verdicts=done
+        ):
+            return False
+        project.refreshed_at_verdicts = done
+        refresh_due.send(sender=Project, project=project, verdicts=done)
     return True

@@ -27,6 +27,9 @@ RATE_LIMITS = {
     "quality": (6, "label-error scoring runs"),
     "import": (20, "imports"),
     "teacher": (20, "teacher runs"),
+    # Launching, evaluating or quantizing a model (and resuming one): each queues minutes of
+    # the training worker's time.
+    "training": (10, "training launches, evaluations and int8 exports"),
 }
 
 
@@ -34,35 +37,42 @@ RATE_LIMIT_KEY = "ratelimit"  # the cache keys' prefix (tests give each test its
 _rate_clock = time.time  # tests hold it still, so a count never straddles two minutes
 
 
-def rate_limited(action: str) -> Callable:
-    """Refuse a user's POST to this view past RATE_LIMITS[action] in a minute (429).
+def rate_limit_refusal(request: HttpRequest, action: str) -> HttpResponse | None:
+    """Count this POST against the user's RATE_LIMITS[action]; past it, the 429 to answer.
 
     Counted in Django's cache, one key per user, action and minute (a fixed window); the
     first request of a window adds the key, the rest increment it, so concurrent requests
     of one user are counted once each."""
+    if request.method != "POST" or not request.user.is_authenticated:
+        return None
     per_minute, what = RATE_LIMITS[action]
+    now = _rate_clock()
+    window = int(now // 60)
+    key = f"{RATE_LIMIT_KEY}:{action}:{request.user.pk}:{window}"
+    cache.add(key, 0, timeout=120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        count = 1
+    if count <= per_minute:
+        return None
+    wait = 60 - int(now) % 60
+    return HttpResponse(
+        f"Too many {what}: at most {per_minute} a minute. Try again in {wait} seconds.",
+        status=429,
+        headers={"Retry-After": str(wait)},
+        content_type="text/plain; charset=utf-8",
+    )
+
+
+def rate_limited(action: str) -> Callable:
+    """Refuse a user's POST to this view past RATE_LIMITS[action] in a minute (429)."""
+    RATE_LIMITS[action]  # an unknown action fails at import, not on the first request
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def limited(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if request.method == "POST" and request.user.is_authenticated:
-                now = _rate_clock()
-                window = int(now // 60)
-                key = f"{RATE_LIMIT_KEY}:{action}:{request.user.pk}:{window}"
-                cache.add(key, 0, timeout=120)
-                try:
-                    count = cache.incr(key)
-                except ValueError:  # expired between add and incr
-                    count = 1
-                if count > per_minute:
-                    wait = 60 - int(now) % 60
-                    return HttpResponse(
-                        f"Too many {what}: at most {per_minute} a minute. Try again in {wait} seconds.",
-                        status=429,
-                        headers={"Retry-After": str(wait)},
-                        content_type="text/plain; charset=utf-8",
-                    )
-            return view(request, *args, **kwargs)
+            return rate_limit_refusal(request, action) or view(request, *args, **kwargs)
 
         return limited
 

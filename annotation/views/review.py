@@ -86,17 +86,35 @@ def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
     example = _queue_example_or_404(request, project)
     key = f"review:{project.pk}"
     saved = {k: v for k, v in request.session.get(key, {}).items() if k not in ("similar", "similar_to")}
-    ids = similar_to(example)
-    request.session[key] = {**saved, "similar": ids, "similar_to": example.pk}
-    request.session[f"{key}:skipped"] = []
-    ReviewClaim.objects.filter(user=request.user, example__project=project).delete()
-    messages.info(
-        request,
-        f"The {len(ids)} unreviewed texts most like #{example.pk}, closest first. Choose an order to go back to the queue.",
-    )
+    found = similar_to(example)  # cached vectors only: an unindexed pool is a worker's job
+    if found.ids:
+        request.session[key] = {**saved, "similar": found.ids, "similar_to": example.pk}
+        request.session[f"{key}:skipped"] = []
+        ReviewClaim.objects.filter(user=request.user, example__project=project).delete()
+    # else: nothing is ranked yet; the reviewer stays on this card and queue.
+    messages.info(request, _similar_message(example, found))
     if not request.htmx:
         return redirect("annotation:review", slug=project.slug)
     return _render_card(request, project, role, _queue_filter(request, project))
+
+
+def _similar_message(example: Example, found: review.Similar) -> str:
+    back = "Choose an order to go back to the queue."
+    if not found.is_indexing:
+        return f"The {len(found.ids)} unreviewed texts most like #{example.pk}, closest first. {back}"
+    indexing = f"Still indexing ({found.ready:,} of {found.total:,} texts ready)"
+    index = found.index
+    if index is not None and index.status == index.Status.FAILED:
+        indexing = f"Indexing failed ({index.error}); {found.ready:,} of {found.total:,} texts ready"
+    if not found.ids:
+        return (
+            f"{indexing}: this text cannot be compared yet. A worker is embedding the unreviewed "
+            "texts; ask again in a minute."
+        )
+    return (
+        f"{indexing}: the {len(found.ids)} texts most like #{example.pk} among those ready, closest "
+        f"first. A worker is embedding the rest; ask again in a minute for all of them. {back}"
+    )
 
 
 def _posted_id(request: HttpRequest) -> int | None:

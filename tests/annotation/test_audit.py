@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from annotation import review
-from annotation.models import Example, Proposal, Review
+from annotation import jobs, review
+from annotation.models import Example, Proposal, Review, SimilarityIndex
 from annotation.review.audit import MIN_AUDIT, teacher_estimate, trusted_confidence
 from annotation.review.similar import similar_to
 
@@ -137,16 +137,18 @@ def test_more_like_this_serves_the_closest_unreviewed_texts_first(
     ]
     examples = [Example.objects.create(project=project, text=t) for t in texts]
     Example.objects.filter(project=project).sync_queue_fields()
+    # The pool is embedded by its index job (queued at import and intake), never in a request.
+    review.similarity_index_start(project_id=project.pk)
+    jobs.similarity_index_job(SimilarityIndex.objects.get(project=project).pk)
     url = reverse("annotation:review-similar", args=[project.slug])
     page = reviewer_client.post(url, {"example_id": examples[0].pk}, follow=True).content.decode()
     assert f"Most like #{examples[0].pk}" in page
     # The two other card-payment texts come first, the weather last.
     assert f'data-example-id="{examples[1].pk}"' in page or f'data-example-id="{examples[2].pk}"' in page
-    filters = review.QueueFilter(similar=similar_to(examples[0]), similar_to=examples[0].pk)
+    filters = review.QueueFilter(similar=similar_to(examples[0]).ids, similar_to=examples[0].pk)
     order = [e.text for e in filters.order(review.queue(project, filters))]
     assert set(order[:2]) == {texts[1], texts[2]} and order[-1] == texts[5]
     assert not filters.is_unfiltered  # no audit draw interrupts a similarity search
-    # The pool's embeddings were cached: the next search embeds only what is new.
     assert list((tmp_path / "embeddings").rglob("chunk-*.npz"))
     # A gold example is never offered.
     assert reviewer_client.post(url, {"example_id": 999999}).status_code == 404

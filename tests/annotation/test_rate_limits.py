@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from annotation import review
 from annotation.models import Example, QualityRun
 from annotation.views._common import RATE_LIMITS
 
@@ -14,7 +15,10 @@ pytestmark = pytest.mark.django_db
 def test_more_like_this_past_the_limit_is_a_429_for_that_account_only(
     project, reviewer, reviewer_client, lead_client, monkeypatch
 ):
-    monkeypatch.setattr("annotation.views.review.similar_to", lambda example: [])
+    monkeypatch.setattr(
+        "annotation.views.review.similar_to",
+        lambda example: review.Similar(ids=[example.pk], ready=1, total=1, has_card=True),
+    )
     example = Example.objects.create(project=project, text="charged twice")
     url = reverse("annotation:review-similar", args=[project.slug])
     limit = RATE_LIMITS["similar"][0]

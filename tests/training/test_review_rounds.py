@@ -64,7 +64,7 @@ def test_a_finished_round_trains_a_quick_student_that_reorders_the_queue(
     # The reviewer's request only queued the refresh: choosing the label source and counting
     # the training set read every label (seconds on a big pool), so the worker does it.
     assert not TrainingRun.objects.exists()
-    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.queue_refresh_job"]
+    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.round_refresh_job"]
     worker.work(burst=True)
     first = TrainingRun.objects.get()
     assert first.kind == "quick" and first.hyperparameters["review_round"] is True
@@ -87,11 +87,12 @@ def test_a_finished_round_trains_a_quick_student_that_reorders_the_queue(
 
 
 def test_no_refresh_while_one_is_on_its_way(project, reviewer, lead):
-    from training.services.rounds import refresh_queue
+    from training.services.round_refresh import refresh_queue
 
     labelled(project, reviewer)
-    assert refresh_queue(project=project) is not None
-    assert refresh_queue(project=project) is None
+    assert refresh_queue(project=project)[0] is not None
+    run, outcome = refresh_queue(project=project)
+    assert run is None and outcome == "Run 1 of an earlier round was still on its way."
     assert TrainingRun.objects.count() == 1
 
 
@@ -112,7 +113,7 @@ def test_a_round_on_an_extraction_project_refreshes_its_student_spans(
     assert 'data-count="until-refresh">4<' in page  # the review page counts down to the refresh
     worker = SimpleWorker([queues["training"]], connection=queues["training"].connection)
     verdicts(project, reviewer, 4)
-    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.queue_refresh_job"]
+    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.round_refresh_job"]
     worker.work(burst=True)
     first = TrainingRun.objects.get()
     assert first.kind == "quick" and first.hyperparameters["review_round"] is True

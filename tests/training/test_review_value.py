@@ -155,3 +155,43 @@ def test_the_page_says_what_pruning_covers_and_which_order_the_default_serves(
     )
     QualityRun.objects.create(project=project, status="succeeded", flagged=10, finished_at=timezone.now())
     assert "the audit has too few cards yet" in reviewer_client.get(url).content.decode()
+
+
+def test_duplicate_review_rows_count_once_in_every_figure(project, reviewer, lead, reviewer_client):
+    """Rows a replay wrote before verdicts needed a served card (issue #23) count once: each
+    figure counts distinct examples, decided by their latest verdict."""
+    from annotation.review.audit import teacher_estimate
+
+    ServingConfig.objects.create(project=project, review_usd_per_hour=Decimal("60"))
+    # (verdict, audit draw, rows): the first card was replayed 40 times at 1 s a post, the
+    # audit card 9 times; the second was decided once, in 60 s.
+    cards = [("correct", False, 40), ("accept", False, 1), ("accept", True, 9)]
+    for i, (verdict, audit, copies) in enumerate(cards):
+        example = Example.objects.create(project=project, text=f"ticket {i}")
+        proposal = Proposal.objects.create(
+            example=example, agent="teacher:m:v1", value="Billing", confidence=0.5
+        )
+        for _ in range(copies):
+            Review.objects.create(
+                example=example,
+                reviewer=reviewer,
+                proposal=proposal,
+                verdict=verdict,
+                value="Other" if verdict == "correct" else "Billing",
+                is_audit=audit,
+                queue_order="random" if audit else "confidence",
+                seconds_spent=1 if copies > 1 else 60,
+            )
+    rows = {row["order"]: row for row in errors_found_by_order(project)}
+    assert (rows["confidence"]["reviews"], rows["confidence"]["errors"]) == (2, 1)
+    assert rows["confidence"]["per_100"] == 50.0
+    assert rows["random"]["reviews"] == 1
+    estimate = teacher_estimate(project)
+    assert estimate["all"]["n"] == 3 and estimate["all"]["right"] == 2 and estimate["audit"]["n"] == 1
+
+    cost = review_value(project)["cost"]
+    # Three cards, each timed once by its latest row: 1 s, 60 s and 1 s.
+    assert (cost["reviews"], cost["timed"]) == (3, 3)
+    assert cost["seconds_per_item"] == round(62 / 3, 1)
+    page = reviewer_client.get(reverse("training:review-value", args=[project.slug])).content.decode()
+    assert "<dt>Verdicts</dt><dd>3 (3 timed)</dd>" in page

@@ -470,6 +470,44 @@ def test_a_failed_traffic_write_is_retried_whole_and_once(project, live, setting
     assert writer.flush() == 0
 
 
+def test_a_chunk_of_traffic_is_one_transaction_retried_whole_and_stored_once(
+    project, live, settings, monkeypatch
+):
+    """The production writer's chunks (one commit each, to keep up with busy traffic): a chunk
+    that fails half-way is rolled back whole; its retry stores each text once."""
+    from django.db import OperationalError
+
+    settings.SERVING_LOG_FLUSH_SECONDS = 3600
+    assert serving_writer.traffic_examples._chunk > 1
+    writer = serving_writer._BackgroundWriter("test-traffic", serving_writer._write_traffic, chunk=3)
+    texts = ["one", "two", "three", "one"]  # a text seen twice in one chunk run is stored once
+    writer.add(
+        [
+            serving.TrafficExample(
+                project_id=project.pk, text=t, proposals=({"agent": "student:run-1", "value": "Billing"},)
+            )
+            for t in texts
+        ]
+    )
+    real_create = Proposal.objects.create
+    calls = []
+
+    def flaky_create(**fields):
+        calls.append(fields["example"].text)
+        if len(calls) == 2:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_create(**fields)
+
+    monkeypatch.setattr(Proposal.objects, "create", flaky_create)
+    with pytest.raises(OperationalError):
+        writer.flush()
+    assert not Example.objects.filter(source="traffic").exists() and writer.pending() == 4
+    assert writer.flush() == 4
+    stored = Example.objects.filter(source="traffic").order_by("pk")
+    assert [e.text for e in stored] == ["one", "two", "three"]
+    assert all(e.proposals.count() == 1 for e in stored)
+
+
 def test_buffered_rows_are_written_at_exit(project, live, settings, monkeypatch):
     version, raw = live
     set_threshold(version, 1.0)

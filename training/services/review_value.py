@@ -5,8 +5,8 @@ All from what has been measured in this project, nothing modelled:
 - the learning curve: each evaluated run's gold score against the number of reviewed
   labels it trained on (per run kind);
 - teacher errors found per 100 reviews in each queue order (a verdict other than accept
-  on a card with a teacher proposal is an error found), with the random audit draws as the
-  baseline an order has to beat;
+  on a card with a teacher proposal is an error found; an example counts once, by its
+  latest verdict), with the random audit draws as the baseline an order has to beat;
 - what the last label-quality run flags among unreviewed labels (what pruning leaves out)
   as a share of the teacher errors the audit estimates there, and so which order the
   default ("auto") queue serves;
@@ -87,6 +87,7 @@ def errors_found_by_order(project: Project) -> list[dict]:
         Review.objects.filter(
             example__project=project, kind=Review.Kind.REVIEW, proposal__isnull=False, is_bulk=False
         )
+        .latest_per_example()
         .order_by()
         .values_list("verdict", "queue_order", "is_audit")
     ):

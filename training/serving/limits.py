@@ -83,8 +83,9 @@ def rate_check(*, token: ApiToken, config: ServingConfig) -> None:
     key = f"serving:rate:{token.token_hash[:24]}:{window}"
     try:
         count = _incr(key, 1, timeout=RATE_WINDOW_SECONDS + 5)
-    except _REDIS_ERRORS:
-        logger.warning("Rate limit not counted: Redis cannot be reached", exc_info=True)
+    except _REDIS_ERRORS as exc:
+        # One line a request, not a traceback: an outage of seconds is hundreds of requests.
+        logger.warning("Rate limit not counted: Redis cannot be reached (%s)", exc)
         return
     if count > config.requests_per_minute:
         if len(_blocked) >= _BLOCKED_MAX_ENTRIES:
@@ -141,8 +142,8 @@ def fallback_spend(project: Project) -> Decimal:
             micros = int(logged_spend(project) * _MICROS)
             if not cache.add(key, micros, timeout=_SPEND_KEY_SECONDS):
                 micros = cache.get(key, micros)
-    except _REDIS_ERRORS:
-        logger.warning("Fallback spend read from the log: Redis cannot be reached", exc_info=True)
+    except _REDIS_ERRORS as exc:
+        logger.warning("Fallback spend read from the log: Redis cannot be reached (%s)", exc)
         return logged_spend(project)
     return Decimal(micros) / _MICROS
 
@@ -168,8 +169,8 @@ def fallback_spend_add(*, project: Project, cost_usd: Decimal) -> None:
         except ValueError:  # gone (a new month, Redis restarted): made from the log first
             fallback_spend(project)
             _incr(key, micros, timeout=_SPEND_KEY_SECONDS)
-    except _REDIS_ERRORS:
-        logger.warning("Fallback spend not counted: Redis cannot be reached", exc_info=True)
+    except _REDIS_ERRORS as exc:
+        logger.warning("Fallback spend not counted: Redis cannot be reached (%s)", exc)
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, transaction
 
+from annotation import review
 from annotation.models import Example, Proposal
 from training.models import PredictionLog
 
@@ -28,7 +31,9 @@ class _BackgroundWriter:
     Each chunk is written in one transaction and leaves the buffer only once committed: a
     chunk that fails on a database error stays at the head of the buffer for the next
     flush, and is never written twice. Rows still buffered when the process exits normally
-    are written by an atexit hook; a killed process loses at most one interval of them.
+    are written by an atexit hook; a killed process loses what it had not written: one
+    interval's rows while the writer keeps up, its whole backlog when it does not (traffic
+    examples under sustained unsure traffic: bench/README.md "Fault bench").
     """
 
     def __init__(self, name: str, write, *, chunk: int) -> None:
@@ -118,23 +123,39 @@ class TrafficExample:
 
 
 def _write_traffic(items: list[TrafficExample]) -> None:
-    for item in items:
-        try:
-            with transaction.atomic():
-                example = Example.objects.create(
-                    project_id=item.project_id, text=item.text.strip(), source=Example.Source.TRAFFIC
-                )
-                for fields in item.proposals:
-                    Proposal.objects.create(example=example, **fields)
-                Example.objects.filter(pk=example.pk).sync_queue_fields()
-        except IntegrityError:
-            pass  # seen before (it is already in the project), or its project is gone
+    stored = set()
+    # One commit a chunk (the commit's flush was most of a text's cost: one a text, the
+    # writer fell behind busy traffic and a killed process lost its whole backlog, bench/
+    # README.md "Fault bench"); one savepoint a text, so a text seen before skips alone.
+    with transaction.atomic():
+        for item in items:
+            try:
+                with transaction.atomic():
+                    example = Example.objects.create(
+                        project_id=item.project_id, text=item.text.strip(), source=Example.Source.TRAFFIC
+                    )
+                    for fields in item.proposals:
+                        Proposal.objects.create(example=example, **fields)
+                    Example.objects.filter(pk=example.pk).sync_queue_fields()
+                stored.add(item.project_id)
+            except IntegrityError:
+                pass  # seen before (it is already in the project), or its project is gone
+    now = time.monotonic()
+    for project_id in stored:
+        # The new texts are embedded by a worker for "more like this" (never in its request),
+        # asked at most once per INTAKE_INDEX_EVERY by this process: the writer keeps up.
+        if now - _index_asked.get(project_id, -math.inf) >= review.INTAKE_INDEX_EVERY.total_seconds():
+            _index_asked[project_id] = now
+            review.similarity_index_start(project_id=project_id, unless_ran_within=review.INTAKE_INDEX_EVERY)
+
+
+_index_asked: dict[int, float] = {}  # project id -> when this process last asked for its index
 
 
 prediction_logs = _BackgroundWriter("prediction-log", _write_logs, chunk=500)
-# One example per transaction: a retried chunk never stores a text twice, and one text's
-# failure holds back no other.
-traffic_examples = _BackgroundWriter("traffic-examples", _write_traffic, chunk=1)
+# A chunk is one transaction: one that fails is rolled back whole and retried, and the
+# unique (project, text) constraint keeps a retried text from being stored twice.
+traffic_examples = _BackgroundWriter("traffic-examples", _write_traffic, chunk=50)
 
 
 @atexit.register

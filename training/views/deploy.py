@@ -10,7 +10,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from annotation.views._common import (
+    HTMX_STOP_POLLING,
+    _form_errors,
+    _project_for_lead,
+    _project_for_member,
+    rate_limit_refusal,
+    rate_limited,
+)
 from distillapp import rows
 from training import serving
 from training.forms import PromoteForm, ServingConfigForm, TokenForm
@@ -74,6 +81,9 @@ def _deploy_row(run: TrainingRun, config) -> dict:
 def _quantize(request: HttpRequest, project) -> HttpResponse:
     """The deploy page's "Quantize (int8)" button: a worker exports the run and measures it on
     gold (minutes for a big model); the page shows the measurement when it is done."""
+    refused = rate_limit_refusal(request, "training")
+    if refused:
+        return refused
     number = request.POST["quantize"]
     run = _run(project, int(number)) if number.isdigit() else None
     if run is None:
@@ -124,6 +134,7 @@ def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("training")
 def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
     project = _project_for_lead(request, slug)

@@ -15,11 +15,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from annotation.views._common import HTMX_STOP_POLLING, _form_errors, _project_for_lead, _project_for_member
+from annotation.views._common import (
+    HTMX_STOP_POLLING,
+    _form_errors,
+    _project_for_lead,
+    _project_for_member,
+    rate_limited,
+)
 from distillapp import rows
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm
-from training.models import EvaluationJob, TrainingRun
+from training.models import EvaluationJob, RoundRefresh, TrainingRun
 
 
 def _run(project, number: int) -> TrainingRun:
@@ -30,6 +36,8 @@ def _run(project, number: int) -> TrainingRun:
 @require_GET
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
+    refreshes = list(project.round_refreshes.select_related("run")[:5])
+    rows.recover_shown(refreshes)  # a refresh whose worker died is queued again
     advice = services.label_source_advice(project)
     task = project.task
     estimate = services.training_estimate(
@@ -65,12 +73,14 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
             "advice": advice,
             "estimate": estimate,
             "evaluations": project.evaluations.select_related("gold_set", "run")[:20],
+            "refreshes": refreshes,
         },
     )
 
 
 @login_required
 @require_POST
+@rate_limited("training")
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     project = _project_for_lead(request, slug)
     form = LaunchForm(request.POST, project=project)
@@ -173,6 +183,7 @@ def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("training")
 def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """Queue a failed or interrupted run again; it trains from the start."""
     project = _project_for_lead(request, slug)
@@ -186,6 +197,21 @@ def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@rate_limited("training")
+def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    """Queue a failed (or interrupted) review round refresh again."""
+    project = _project_for_lead(request, slug)
+    refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
+    if refresh.can_resume and rows.resume(RoundRefresh, refresh.pk):
+        messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
+    else:
+        messages.error(request, "This refresh has not failed; nothing to resume.")
+    return redirect("training:runs", slug=project.slug)
+
+
+@login_required
+@require_POST
+@rate_limited("training")
 def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
     run = _run(project, number)
@@ -247,6 +273,7 @@ def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespo
 
 @login_required
 @require_POST
+@rate_limited("training")
 def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted evaluation again; it measures from the start."""
     project = _project_for_lead(request, slug)

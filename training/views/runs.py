@@ -49,14 +49,14 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
     )
     # How long each kind of run would take on this data with its defaults, from earlier runs of
     # the same kind here (or a rough guess that says so).
-    rows = services.training_set(project=project) if estimate["examples"] else []
+    training_rows = services.training_set(project=project) if estimate["examples"] else []
     times = {}
     for kind in task.student_kinds:
-        if kind != TrainingRun.Kind.ENSEMBLE and rows:
+        if kind != TrainingRun.Kind.ENSEMBLE and training_rows:
             hp = services.run_defaults(task, kind)
             times[kind] = services.time_estimate(
                 project=project,
-                rows=rows,
+                rows=training_rows,
                 kind=kind,
                 base_model="",
                 epochs=hp["epochs"],

@@ -2,7 +2,7 @@
 teacher fallback's spend per project and calendar month (UTC).
 
 Both are counted in Redis through Django's cache, the one place every serving process
-shares: a token's count is one pipelined SET NX + INCRBY per request, and a
+shares: a token's count is one Redis script (INCRBY, EXPIRE on the first count) per request, and a
 token over its limit is remembered in the process until its minute ends, so a flood costs
 no Redis call at all (a limit raised meanwhile helps that token from the next minute). The spend is read only when unsure texts are about to go to the
 teacher, and added to after it answers. A Redis that cannot be reached does not stop

@@ -92,10 +92,10 @@ def test_a_failed_refresh_says_why_on_the_runs_page_and_a_lead_resumes_it(
         verdicts(project, reviewer, 4)
     refresh = RoundRefresh.objects.get()
 
-    def broken(project):
+    def broken(project, **kwargs):
         raise RuntimeError("the labels could not be read")
 
-    monkeypatch.setattr("training.services.round_refresh.label_source_advice", broken)
+    monkeypatch.setattr("training.services.round_refresh.recommended_run", broken)
     with pytest.raises(RuntimeError):
         jobs.round_refresh_job(refresh.pk)
     refresh.refresh_from_db()

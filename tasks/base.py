@@ -170,6 +170,19 @@ class Task(ABC):
         """Do two answers (the teacher's, the student's) differ enough to review first?"""
         return not self.same(a, b)
 
+    # The order the review queue's "auto" serves while the label-quality flags do not cover
+    # most of the teacher's errors (annotation.review.verdicts.auto_strategy): "confidence"
+    # (lowest teacher confidence first) or "disagreement" (highest ``review_risk`` first).
+    auto_order: ClassVar[str] = "confidence"
+
+    def review_risk(self, teacher: Answer | None, student: Answer | None, *, text: str) -> float:
+        """How strongly the teacher's answer looks wrong, in [0, 1] (0: no sign): the
+        "disagreement" order serves the highest first, ties by lowest teacher confidence.
+        Here: 1 where the student's answer disagrees (``disagree``)."""
+        if teacher is None or student is None:
+            return 0.0
+        return 1.0 if self.disagree(teacher, student) else 0.0
+
     @abstractmethod
     def summary(self, value: Answer, *, text: str = "") -> str:
         """A short one-line form (queue columns, tables); never parsed back."""

@@ -91,6 +91,15 @@ class ExtractionTask(Task):
             return a is b
         return sorted(map(span_key, a["spans"])) == sorted(map(span_key, b["spans"]))
 
+    # Missed spans (the student marks one the teacher did not) first, then ambiguous
+    # placements and boundaries: bench/README.md, "Review budget, extraction".
+    auto_order = "disagreement"
+
+    def review_risk(self, teacher: Answer | None, student: Answer | None, *, text: str) -> float:
+        from tasks.extraction.risk import review_risk
+
+        return review_risk(teacher, student, text=text)
+
     def summary(self, value: Answer, *, text: str = "") -> str:
         """``date: 12 May · people: 4``; without the text, counts (``date ×1 · people ×2``)."""
         if value is None:
@@ -482,9 +491,10 @@ class ExtractionTask(Task):
         return {"spans": sorted([*kept, *single.values()], key=span_key)}
 
     def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
+        from distillapp.embeddings import default_cache_dir
         from tasks.extraction.quality import label_quality_scores
 
-        return label_quality_scores(texts, answers)
+        return label_quality_scores(texts, answers, cache_dir=default_cache_dir())
 
     def stratum(self, value: Answer) -> str:
         # Texts holding the same fields are alike enough to split together.
@@ -513,38 +523,12 @@ class ExtractionTask(Task):
             )
         return pieces
 
-    WORST_EXAMPLES = 15
-
     def evaluation_context(
         self, metrics: dict, rows: list[dict], texts: dict[int, str], *, teacher_rows: list[dict] = ()
     ) -> dict:
         """The worst gold items (most wrong spans, then the most confident), both sides highlighted."""
-        worst = []
-        for row in rows:
-            gold, predicted = _keys(row["gold"]), _keys(row["predicted"])
-            errors = len(gold ^ predicted)
-            if errors:
-                worst.append((errors, row.get("confidence") or 0.0, row))
-        worst.sort(key=lambda item: (-item[0], -item[1], item[2]["example"]))
-        examples = []
-        for errors, _, row in worst[: self.WORST_EXAMPLES]:
-            text = texts.get(row["example"], "")
-            examples.append(
-                {
-                    "id": row["example"],
-                    "errors": errors,
-                    "missed": len(_keys(row["gold"]) - _keys(row["predicted"])),
-                    "spurious": len(_keys(row["predicted"]) - _keys(row["gold"])),
-                    "confidence": row.get("confidence"),
-                    "gold": self.marked(text, row["gold"]),
-                    "predicted": self.marked(text, row["predicted"])
-                    if row["predicted"] is not None
-                    else None,
-                }
-            )
         return {
-            "worst": examples,
-            "wrong_texts": len(worst),
+            **measure.worst_texts(rows, texts, marked=self.marked),
             "legend": [{"name": name, "color": self.color(name)} for name in self.names],
         }
 

@@ -119,7 +119,7 @@ def pruning_cover(project: Project) -> dict | None:
     run = latest_quality_run(project)
     if run is None or run.flagged is None:
         return None
-    serves = auto_strategy(run.flag_coverage)
+    serves = auto_strategy(run.flag_coverage, project.task.auto_order)
     return {
         "flagged": run.flagged,
         "coverage": run.flag_coverage,

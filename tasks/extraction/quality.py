@@ -99,14 +99,22 @@ def label_quality_scores(
     seed: int = 0,
     model_name: str | None = None,
     word_vectors: list[np.ndarray] | None = None,
+    cache_dir=None,
 ) -> np.ndarray:
     """One score per text in [0, 1] (float64); lower = its spans are more likely wrong.
 
     ``answers`` are ``{"spans": [...]}``. ``word_vectors`` (one (words, dim) array per text,
-    over ``whitespace_tokens``), when given, are used instead of embedding the texts.
+    over ``whitespace_tokens``), when given, are used instead of embedding the texts;
+    `cache_dir` keeps the embedded words per text (``embeddings.embed_words_cached``).
     """
     return span_quality(
-        texts, answers, folds=folds, seed=seed, model_name=model_name, word_vectors=word_vectors
+        texts,
+        answers,
+        folds=folds,
+        seed=seed,
+        model_name=model_name,
+        word_vectors=word_vectors,
+        cache_dir=cache_dir,
     ).text_scores
 
 
@@ -118,6 +126,7 @@ def span_quality(
     seed: int = 0,
     model_name: str | None = None,
     word_vectors: list[np.ndarray] | None = None,
+    cache_dir=None,
 ) -> SpanQuality:
     """Text and word scores (see SpanQuality and the module docstring)."""
     n = len(texts)
@@ -143,10 +152,17 @@ def span_quality(
         return _text_scores(result)
 
     if word_vectors is None:
-        from distillapp.ml import embed_words
+        from distillapp import embeddings, ml
 
-        vectors = embed_words(
-            [texts[j] for j in scored], [words[j] for j in scored], model_name=model_name, layer=LAYER
+        # Cached per text: a review round scores the same pool again with new labels.
+        vectors = embeddings.embed_words_cached(
+            [texts[j] for j in scored],
+            [words[j] for j in scored],
+            unit="whitespace",
+            model_name=model_name or ml.default_base_model(),
+            max_length=128,
+            layer=LAYER,
+            cache_dir=cache_dir,
         )
     else:
         vectors = [np.asarray(word_vectors[j], dtype=np.float32) for j in scored]

@@ -31,32 +31,11 @@ from extraction_bench import (
     write_jsonl,
 )
 
+from tasks.extraction.risk import ERROR_KINDS, error_kinds  # noqa: E402
+
 DATA = SHARED_DATA / "restaurant8k"
-KINDS = ("missed", "boundary", "wrong_field", "spurious")
+KINDS = tuple(ERROR_KINDS)
 TOP_SHARE = 0.10
-
-
-def error_kinds(gold: list[dict], given: list[dict]) -> dict[str, int]:
-    """How many of each kind of error the teacher's spans hold against the gold spans."""
-    counts = dict.fromkeys(KINDS, 0)
-
-    def overlaps(a, b):
-        return a["start"] < b["end"] and b["start"] < a["end"]
-
-    for span in gold:
-        over = [s for s in given if overlaps(s, span)]
-        if not over:
-            counts["missed"] += 1
-        elif any(
-            (s["start"], s["end"], s["field"]) == (span["start"], span["end"], span["field"]) for s in over
-        ):
-            continue
-        elif any((s["start"], s["end"]) == (span["start"], span["end"]) for s in over):
-            counts["wrong_field"] += 1
-        else:
-            counts["boundary"] += 1
-    counts["spurious"] = sum(not any(overlaps(s, g) for g in gold) for s in given)
-    return counts
 
 
 class SpanData:

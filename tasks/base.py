@@ -119,6 +119,9 @@ class Task(ABC):
     # Can its runs leave out the labels those scores flag and weight the rest by the teacher's
     # confidence (the launch form's noise handling)? Needs a student that takes weights.
     handles_label_noise: ClassVar[bool] = False
+    # The noise handling the launch form advises where unreviewed teacher labels are trained on
+    # (training.services.advice), measured per task type with bench/review_budget_bench.py.
+    advised_noise_handling: ClassVar[str] = "prune"
     # The review card's body and the blind gold card, as template partials.
     card_template: ClassVar[str]
     # The task's part of the evaluation page (included with ``m``, the metrics, in context).
@@ -169,6 +172,15 @@ class Task(ABC):
     def disagree(self, a: Answer, b: Answer) -> bool:
         """Do two answers (the teacher's, the student's) differ enough to review first?"""
         return not self.same(a, b)
+
+    # What a reviewer's answer can show wrong in a proposal (``error_kinds``), for the
+    # review-value page: kind -> what it means.
+    error_kind_names: ClassVar[dict[str, str]] = {"wrong": "a wrong answer"}
+
+    def error_kinds(self, proposed: Answer, final: Answer | None, *, text: str) -> dict[str, int]:
+        """How many errors of each kind the reviewer's answer (None: rejected) shows in the
+        proposed one. Here: one wrong answer unless they are the same."""
+        return {"wrong": int(final is None or not self.same(proposed, final))}
 
     # The order the review queue's "auto" serves while the label-quality flags do not cover
     # most of the teacher's errors (annotation.review.verdicts.auto_strategy): "confidence"
@@ -344,6 +356,12 @@ class Task(ABC):
         run's "prune" noise handling leaves out; None where the task type does not decide
         (training then flags a score below 0.5)."""
         return self.label_quality_scores(texts, answers), None
+
+    def noise_refusal(self, handling: str, kind: str = "finetune") -> str:
+        """Why a run of `kind` cannot take this noise handling ("" where it can)."""
+        if handling != "none" and not self.handles_label_noise:
+            return f"{self.title} runs have no noise handling yet: choose none."
+        return ""
 
     def training_names(self, answers: list[Answer]) -> list[str]:
         """The names the student's head is built for, given its training answers."""

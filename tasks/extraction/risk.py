@@ -89,3 +89,31 @@ def review_risk(teacher: Mapping | None, student: Mapping | None, *, text: str) 
     return max(
         (WEIGHTS[kind] * strength for kind, strength in signs(teacher, student, text=text)), default=0.0
     )
+
+
+# The kinds of error a reviewer's spans show in the teacher's (``error_kinds``).
+ERROR_KINDS = {
+    "missed": "a value the teacher left out",
+    "boundary": "a value the teacher marked with other ends",
+    "wrong_field": "a value the teacher gave another field",
+    "spurious": "a span the teacher marked where there is no value",
+}
+
+
+def error_kinds(truth: list[Mapping], given: list[Mapping]) -> dict[str, int]:
+    """How many errors of each kind the `given` spans hold against the `truth` spans."""
+    counts = dict.fromkeys(ERROR_KINDS, 0)
+    for span in truth:
+        over = [s for s in given if _overlaps(s, span)]
+        if not over:
+            counts["missed"] += 1
+        elif any(
+            (s["start"], s["end"], s["field"]) == (span["start"], span["end"], span["field"]) for s in over
+        ):
+            continue
+        elif any((s["start"], s["end"]) == (span["start"], span["end"]) for s in over):
+            counts["wrong_field"] += 1
+        else:
+            counts["boundary"] += 1
+    counts["spurious"] = sum(not any(_overlaps(s, t) for t in truth) for s in given)
+    return counts

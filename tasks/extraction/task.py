@@ -21,11 +21,11 @@ from tasks.base import (
     FileRow,
     SyntheticBrief,
     Task,
-    json_answer,
 )
 from tasks.extraction import measure
-from tasks.extraction.reply import reply_layout
-from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
+from tasks.extraction.reply import located_entities, reply_layout
+from tasks.extraction.risk import ERROR_KINDS
+from tasks.extraction.spans import normalise_spans, span_key, spans_to_fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +61,9 @@ class ExtractionTask(Task):
     min_training_categories = 1
     # Per word over the spans' BIO tags, a text scored by its worst word (tasks/extraction/quality.py).
     scores_label_errors = True
+    # Runs may leave out the texts the quality run flags (``label_quality``); only the quick
+    # student takes per-text weights (``noise_refusal``).
+    handles_label_noise = True
     # Highlight colours of fields that have none of their own.
     PALETTE = ("#f4a261", "#2a9d8f", "#e9c46a", "#8ab17d", "#e76f51", "#7fa7d9", "#c38fd0", "#b5838d")
 
@@ -99,6 +102,14 @@ class ExtractionTask(Task):
         from tasks.extraction.risk import review_risk
 
         return review_risk(teacher, student, text=text)
+
+    error_kind_names = ERROR_KINDS
+
+    def error_kinds(self, proposed: Answer, final: Answer | None, *, text: str) -> dict[str, int]:
+        """Missed, boundary, wrong-field and spurious spans; a rejected text shows none."""
+        from tasks.extraction.risk import error_kinds
+
+        return error_kinds(final["spans"], proposed["spans"]) if final is not None else {}
 
     def summary(self, value: Answer, *, text: str = "") -> str:
         """``date: 12 May · people: 4``; without the text, counts (``date ×1 · people ×2``)."""
@@ -211,7 +222,7 @@ class ExtractionTask(Task):
 
     def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
         """Every value located verbatim in the text, or (None, why): never a partial answer."""
-        located, error = self._located_entities(content, text=text)
+        located, error = located_entities(content, text=text, by_name=self.by_name)
         if error:
             return None, error
         try:
@@ -219,40 +230,6 @@ class ExtractionTask(Task):
         except AnswerError as exc:
             return None, str(exc)
         return answer, ""
-
-    def _located_entities(self, content: str | None, *, text: str) -> tuple[list[tuple[int, dict]], str]:
-        """``(index of the entity in the reply, its span)`` for each value the reply lists, in
-        reply order (a single-valued field's value named twice is one span), or ([], why)."""
-        obj, error = json_answer(content)
-        if error:
-            return [], error
-        entities = obj.get("entities") if isinstance(obj, dict) else obj
-        if not isinstance(entities, list):
-            return [], f'answer has no "entities" list: {content[:200]!r}'
-        indexes, names, values = [], [], []
-        for index, entity in enumerate(entities):
-            if not isinstance(entity, dict):
-                return [], f"entity {index + 1} is not an object"
-            field, value = entity.get("field"), entity.get("text")
-            if not isinstance(field, str) or field not in self.by_name:
-                return [], f"entity {index + 1} names an unknown field {field!r}"
-            if not isinstance(value, str) or not value.strip():
-                return [], f"entity {index + 1} ({field}) has an empty text"
-            if not self.by_name[field].allows_many and (field, value.strip()) in zip(
-                names, values, strict=True
-            ):
-                continue  # the same single value named twice is one value
-            indexes.append(index)
-            names.append(field)
-            values.append(value.strip())
-        try:
-            places = locate(text, values, names)
-        except AnswerError as exc:
-            return [], str(exc)
-        return [
-            (index, {"start": s, "end": e, "field": f})
-            for index, (s, e), f in zip(indexes, places, names, strict=True)
-        ], ""
 
     def repair_request(self, reason: str) -> str:
         names = ", ".join(json.dumps(name) for name in self.names)
@@ -288,7 +265,7 @@ class ExtractionTask(Task):
         if not tokens or "".join(token for token, _ in tokens) != content or value is None:
             return value, None
         layout = reply_layout(content)
-        located, error = self._located_entities(content, text=text)
+        located, error = located_entities(content, text=text, by_name=self.by_name)
         if layout is None or error:
             return value, None
         entity_ends, list_end = layout
@@ -495,6 +472,20 @@ class ExtractionTask(Task):
         from tasks.extraction.quality import label_quality_scores
 
         return label_quality_scores(texts, answers, cache_dir=default_cache_dir())
+
+    def label_quality(self, texts: list[str], answers: list[Answer]) -> tuple[np.ndarray, np.ndarray]:
+        from tasks.extraction.quality import FLAGGED_BELOW
+
+        scores = self.label_quality_scores(texts, answers)
+        return scores, scores < FLAGGED_BELOW
+
+    def noise_refusal(self, handling: str, kind: str = "finetune") -> str:
+        if "weight" in handling and kind != "quick":
+            return (
+                "The extraction fine-tune takes no per-text weights: choose none or prune "
+                "(the quick student takes them)."
+            )
+        return super().noise_refusal(handling, kind)
 
     def stratum(self, value: Answer) -> str:
         # Texts holding the same fields are alike enough to split together.

@@ -62,6 +62,7 @@ class FileRow:
     answer: Any = None  # None: the row has no answer
     external_id: str = ""
     metadata: dict | None = None
+    notes: dict | None = None  # counts of how the answer was read (``Task.answer_note_names``)
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,22 @@ class Task(ABC):
         """The answer a gold item keeps, from the final one and the blind answers it came from
         (summarisation keeps every reviewer's summary as a reference)."""
         return final
+
+    # Reading an answer may leave a choice the project's reviewed answers settle (where a
+    # value the text holds twice sits): ``with_reviewed`` primes a copy of the task with them.
+    learns_from_reviewed: ClassVar[bool] = False
+
+    def with_reviewed(self, reviewed: list[tuple[str, Answer]]) -> Task:
+        """This task primed with reviewed ``(text, answer)`` pairs. Here: itself."""
+        return self
+
+    # What ``answer_notes`` counts, for the import and teacher pages: key -> what it means.
+    answer_note_names: ClassVar[dict[str, str]] = {}
+
+    def answer_notes(self, answer: Answer, *, text: str) -> dict[str, int]:
+        """Counts worth telling about an answer as it was read (extraction: values placed at
+        one of several occurrences, and by which rule)."""
+        return {}
 
     # --- the teacher --------------------------------------------------------------------
 

@@ -27,6 +27,15 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(fill_risk, migrations.RunPython.noop),
+        migrations.AddField(
+            model_name="labelingjob",
+            name="answer_notes",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="What the task noted reading the answers (Task.answer_note_names), summed.",
+            ),
+        ),
         migrations.RemoveIndex(model_name="example", name="queue_disagreement_idx"),
         migrations.AddIndex(
             model_name="example",

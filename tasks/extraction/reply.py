@@ -77,10 +77,17 @@ def located_json(s: str, i: int) -> At:
 
 
 def located_entities(
-    content: str | None, *, text: str, by_name: Mapping[str, Category]
+    content: str | None,
+    *,
+    text: str,
+    by_name: Mapping[str, Category],
+    context: Mapping | None = None,
+    rules: list[str] | None = None,
 ) -> tuple[list[tuple[int, dict]], str]:
     """``(index of the entity in the reply, its span)`` for each value the reply lists, in
-    reply order (a single-valued field's value named twice is one span), or ([], why)."""
+    reply order (a single-valued field's value named twice is one span), or ([], why).
+    A value the text holds more often than the reply names it is placed by ``locate``'s
+    rule (`context`, `rules`)."""
     obj, error = json_answer(content)
     if error:
         return [], error
@@ -102,7 +109,7 @@ def located_entities(
         names.append(field)
         values.append(value.strip())
     try:
-        places = locate(text, values, names)
+        places = locate(text, values, names, context=context, rules=rules)
     except AnswerError as exc:
         return [], str(exc)
     return [

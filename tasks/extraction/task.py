@@ -7,6 +7,7 @@ fields may overlap; the same (start, end, field) appears once.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -70,6 +71,33 @@ class ExtractionTask(Task):
     def __init__(self, categories: list[Category], options: dict | None = None):
         super().__init__(categories, options)
         self.by_name = {c.name: c for c in self.categories}
+        # Which words precede each field's values in reviewed answers (``with_reviewed``).
+        self.placement_context: dict[str, Counter] = {}
+
+    # A value the text holds more often than a fields object or the teacher names it is placed
+    # where its field's reviewed context words precede it, else at its first occurrence.
+    learns_from_reviewed = True
+    answer_note_names = {
+        "ambiguous": "values the text holds more often than they were named: placed at one occurrence",
+        "by_context": "of them placed where the words reviewers' spans of the field follow precede it",
+        "first": "of them placed at the first free occurrence (reviewed spans say nothing there)",
+    }
+
+    def with_reviewed(self, reviewed: list[tuple[str, Answer]]) -> ExtractionTask:
+        from tasks.extraction.spans import placement_context
+
+        primed = copy.copy(self)
+        primed.placement_context = placement_context(reviewed)
+        return primed
+
+    def answer_notes(self, answer: Answer, *, text: str) -> dict[str, int]:
+        """The answer's ambiguous spans (``risk.ambiguous_spans``) and the rule that puts each."""
+        from tasks.extraction.formats import placement_notes
+        from tasks.extraction.risk import ambiguous_spans
+        from tasks.extraction.spans import placement_rule
+
+        spans = ambiguous_spans(text, (answer or {}).get("spans", []))
+        return placement_notes([placement_rule(text, s, self.placement_context) for s in spans])
 
     # --- the answer ---------------------------------------------------------------------
 
@@ -150,7 +178,7 @@ class ExtractionTask(Task):
     def read_answer_chunk(self, lines: list[str], *, fmt: str, skip) -> list[FileRow]:
         from tasks.extraction import formats
 
-        return formats.read_answer_chunk(lines, fmt=fmt, skip=skip)
+        return formats.read_answer_chunk(lines, fmt=fmt, skip=skip, context=self.placement_context)
 
     def file_record(self, record: dict) -> dict:
         """Each line's text, its spans (offsets, label, text) and fields object in place of its
@@ -222,7 +250,9 @@ class ExtractionTask(Task):
 
     def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
         """Every value located verbatim in the text, or (None, why): never a partial answer."""
-        located, error = located_entities(content, text=text, by_name=self.by_name)
+        located, error = located_entities(
+            content, text=text, by_name=self.by_name, context=self.placement_context
+        )
         if error:
             return None, error
         try:
@@ -265,7 +295,9 @@ class ExtractionTask(Task):
         if not tokens or "".join(token for token, _ in tokens) != content or value is None:
             return value, None
         layout = reply_layout(content)
-        located, error = located_entities(content, text=text, by_name=self.by_name)
+        located, error = located_entities(
+            content, text=text, by_name=self.by_name, context=self.placement_context
+        )
         if layout is None or error:
             return value, None
         entity_ends, list_end = layout

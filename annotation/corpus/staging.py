@@ -128,7 +128,7 @@ class Stage:
         else:
             state, teacher = f"'{ReviewState.UNREVIEWED}'", "summary" if self.json_answers else "label"
         # A proposed answer's review risk needs no student (an ambiguous placement: Task.review_risk).
-        risk = "CASE WHEN label <> '' THEN risk END" if self.json_answers and not verified else "NULL"
+        risk = "CASE WHEN label <> '' THEN risk ELSE 0 END" if self.json_answers and not verified else "0"
         columns = """project_id, text, metadata, hidden_metadata, external_id, source, import_batch_id,
                  content_hash, is_gold, created_at, review_state, teacher_label,
                  teacher_confidence, student_label, student_confidence, is_disagreement,

@@ -4,7 +4,6 @@ from django.db import migrations, models
 def fill_risk(apps, schema_editor):
     # Until the next sync, an example's risk is what the disagreement order read before.
     Example = apps.get_model("annotation", "Example")
-    Example.objects.exclude(teacher_label="").update(risk=0.0)
     Example.objects.filter(is_disagreement=True).update(risk=1.0)
 
 
@@ -19,11 +18,11 @@ class Migration(migrations.Migration):
             model_name="example",
             name="risk",
             field=models.FloatField(
-                blank=True,
+                default=0.0,
+                db_default=0.0,
                 editable=False,
                 help_text="How strongly the teacher's answer looks wrong (the task's review_risk: the student "
                 "against it, an ambiguous placement); the disagreement order serves the highest first.",
-                null=True,
             ),
         ),
         migrations.RunPython(fill_risk, migrations.RunPython.noop),

@@ -283,10 +283,10 @@ def _summary(task: Task, value: Any, text: str) -> str:
         return str(value)[:100]  # an answer of another shape (the task type changed since)
 
 
-def _risk(task: Task, teacher: Any, student: Any, text: str) -> float | None:
-    """The task's review risk of the teacher's answer (None: no teacher answer to review)."""
+def _risk(task: Task, teacher: Any, student: Any, text: str) -> float:
+    """The task's review risk of the teacher's answer (0: none, or no teacher answer)."""
     if teacher is None:
-        return None
+        return 0.0
     try:
         return float(task.review_risk(teacher, student, text=text))
     except (TypeError, KeyError, AttributeError, IndexError):
@@ -342,9 +342,11 @@ class Example(models.Model):
     student_label = models.CharField(max_length=100, blank=True, editable=False)
     student_confidence = models.FloatField(null=True, blank=True, editable=False)
     is_disagreement = models.BooleanField(default=False, editable=False)
+    # Never null: the disagreement order reads it as the first key of a descending index range
+    # (PostgreSQL sorts nulls first there); no teacher answer is no risk.
     risk = models.FloatField(
-        null=True,
-        blank=True,
+        default=0.0,
+        db_default=0.0,
         editable=False,
         help_text="How strongly the teacher's answer looks wrong (the task's review_risk: the student "
         "against it, an ambiguous placement); the disagreement order serves the highest first.",

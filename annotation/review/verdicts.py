@@ -141,9 +141,7 @@ class QueueFilter:
             return examples.order_by(closest_first, "pk")
         if self.strategy == "disagreement":
             # The task's review risk (1 where teacher and student disagree, for classification).
-            return examples.order_by(
-                F("risk").desc(nulls_last=True), F("teacher_confidence").asc(nulls_last=True), "pk"
-            )
+            return examples.order_by("-risk", F("teacher_confidence").asc(nulls_last=True), "pk")
         if self.strategy == "errors":
             # Examples not scored yet (no quality run, or labelled since) by the teacher's doubt.
             return examples.order_by(

@@ -142,8 +142,24 @@ def _jsonl_row(line: int, raw: str, checker: _Task, skip: Collection[str], conte
     )
 
 
+PLACEMENT_NOTES = {
+    "ambiguous": "values the text holds more often than they were named: placed at one occurrence",
+    "by_context": "of them placed where the words reviewers' spans of the field follow precede it",
+    "first": "of them placed at the first free occurrence (reviewed spans say nothing there)",
+}
+
+
+def answer_placements(text: str, answer: dict | None, context) -> dict[str, int]:
+    """The answer's ambiguous spans (``risk.ambiguous_spans``) and the rule that puts each."""
+    from tasks.extraction.risk import ambiguous_spans
+    from tasks.extraction.spans import placement_rule
+
+    spans = ambiguous_spans(text, (answer or {}).get("spans", []))
+    return placement_notes([placement_rule(text, s, context) for s in spans])
+
+
 def placement_notes(rules: list[str]) -> dict[str, int]:
-    """``ExtractionTask.answer_note_names`` counts of these placements ("context", "first")."""
+    """``PLACEMENT_NOTES`` counts of these placements ("context", "first")."""
     if not rules:
         return {}
     return {

@@ -15,7 +15,8 @@ kind's weight times its strength:
   missed it).
 
 Measured on Restaurant-8k with the simulated teacher (bench/README.md, "Review budget,
-extraction"): missed spans first, as the weights say, found most of them early.
+extraction"): the first 10 % of the queue held 5.05x the random share of missed spans, 3.5x
+of boundaries and 2.2x of wrong fields.
 """
 
 from __future__ import annotations

@@ -233,6 +233,7 @@ def setup(database_url: str, data_dir: str, examples: int, churn: float, result_
                 student_label = coalesce(s.value #>> '{}', ''),
                 student_confidence = s.confidence,
                 is_disagreement = s.value IS NOT NULL AND s.value <> t.value,
+                risk = CASE WHEN s.value IS NOT NULL AND s.value <> t.value THEN 1.0 ELSE 0.0 END,
                 quality_score = random(),
                 label_issue = random() < 0.1
             FROM annotation_proposal t
@@ -253,7 +254,7 @@ def setup(database_url: str, data_dir: str, examples: int, churn: float, result_
 
     # Check the SQL above against the app's own rule on a sample.
     fields = ["review_state", "teacher_label", "teacher_confidence", "student_label", "student_confidence"]
-    fields.append("is_disagreement")
+    fields += ["is_disagreement", "risk"]
     sample = list(Example.objects.filter(project=project).order_by("?").values_list("pk", flat=True)[:300])
     before = {row["pk"]: row for row in Example.objects.filter(pk__in=sample).values("pk", *fields)}
     Example.objects.filter(pk__in=sample).sync_queue_fields()

@@ -62,6 +62,7 @@ class FileRow:
     answer: Any = None  # None: the row has no answer
     external_id: str = ""
     metadata: dict | None = None
+    notes: dict | None = None  # counts of how the answer was read (``Task.answer_note_names``)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,9 @@ class Task(ABC):
     # Can its runs leave out the labels those scores flag and weight the rest by the teacher's
     # confidence (the launch form's noise handling)? Needs a student that takes weights.
     handles_label_noise: ClassVar[bool] = False
+    # The noise handling the launch form advises where unreviewed teacher labels are trained on
+    # (training.services.advice), measured per task type with bench/review_budget_bench.py.
+    advised_noise_handling: ClassVar[str] = "prune"
     # The review card's body and the blind gold card, as template partials.
     card_template: ClassVar[str]
     # The task's part of the evaluation page (included with ``m``, the metrics, in context).
@@ -172,6 +176,28 @@ class Task(ABC):
         """Do two answers (the teacher's, the student's) differ enough to review first?"""
         return not self.same(a, b)
 
+    # What a reviewer's answer can show wrong in a proposal (``error_kinds``), for the
+    # review-value page: kind -> what it means.
+    error_kind_names: ClassVar[dict[str, str]] = {"wrong": "a wrong answer"}
+
+    def error_kinds(self, proposed: Answer, final: Answer | None, *, text: str) -> dict[str, int]:
+        """How many errors of each kind the reviewer's answer (None: rejected) shows in the
+        proposed one. Here: one wrong answer unless they are the same."""
+        return {"wrong": int(final is None or not self.same(proposed, final))}
+
+    # The order the review queue's "auto" serves while the label-quality flags do not cover
+    # most of the teacher's errors (annotation.review.verdicts.auto_strategy): "confidence"
+    # (lowest teacher confidence first) or "disagreement" (highest ``review_risk`` first).
+    auto_order: ClassVar[str] = "confidence"
+
+    def review_risk(self, teacher: Answer | None, student: Answer | None, *, text: str) -> float:
+        """How strongly the teacher's answer looks wrong, in [0, 1] (0: no sign): the
+        "disagreement" order serves the highest first, ties by lowest teacher confidence.
+        Here: 1 where the student's answer disagrees (``disagree``)."""
+        if teacher is None or student is None:
+            return 0.0
+        return 1.0 if self.disagree(teacher, student) else 0.0
+
     @abstractmethod
     def summary(self, value: Answer, *, text: str = "") -> str:
         """A short one-line form (queue columns, tables); never parsed back."""
@@ -220,6 +246,22 @@ class Task(ABC):
         """The answer a gold item keeps, from the final one and the blind answers it came from
         (summarisation keeps every reviewer's summary as a reference)."""
         return final
+
+    # Reading an answer may leave a choice the project's reviewed answers settle (where a
+    # value the text holds twice sits): ``with_reviewed`` primes a copy of the task with them.
+    learns_from_reviewed: ClassVar[bool] = False
+
+    def with_reviewed(self, reviewed: list[tuple[str, Answer]]) -> Task:
+        """This task primed with reviewed ``(text, answer)`` pairs. Here: itself."""
+        return self
+
+    # What ``answer_notes`` counts, for the import and teacher pages: key -> what it means.
+    answer_note_names: ClassVar[dict[str, str]] = {}
+
+    def answer_notes(self, answer: Answer, *, text: str) -> dict[str, int]:
+        """Counts worth telling about an answer as it was read (extraction: values placed at
+        one of several occurrences, and by which rule)."""
+        return {}
 
     # --- the teacher --------------------------------------------------------------------
 
@@ -333,6 +375,12 @@ class Task(ABC):
         run's "prune" noise handling leaves out; None where the task type does not decide
         (training then flags a score below 0.5)."""
         return self.label_quality_scores(texts, answers), None
+
+    def noise_refusal(self, handling: str, kind: str = "finetune") -> str:
+        """Why a run of `kind` cannot take this noise handling ("" where it can)."""
+        if handling != "none" and not self.handles_label_noise:
+            return f"{self.title} runs have no noise handling yet: choose none."
+        return ""
 
     def training_names(self, answers: list[Answer]) -> list[str]:
         """The names the student's head is built for, given its training answers."""

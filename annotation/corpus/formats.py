@@ -90,6 +90,7 @@ class Row:
     hidden: dict = field(default_factory=dict)
     # The answer an answer file or a label column of answers gives (its task's shape); None: none.
     answer: object = None
+    notes: dict | None = None  # how the task read the answer (Task.answer_note_names)
 
 
 @dataclass(slots=True)
@@ -292,6 +293,7 @@ def _answer_row(row, offset: int, columns: Columns) -> Row:
         metadata=metadata,
         hidden=hidden,
         answer=row.answer,
+        notes=row.notes,
     )
 
 

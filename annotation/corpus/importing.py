@@ -21,6 +21,7 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -82,6 +83,7 @@ class _Outcome:
     errors: list[RowError] = field(default_factory=list)
     invalid: int = 0
     new_labels: dict[str, int] = field(default_factory=dict)
+    notes: Counter = field(default_factory=Counter)  # how the task read the answers
 
     def fail(self, line: int, reason: str) -> None:
         self.invalid += 1
@@ -375,7 +377,8 @@ def _run(batch: ImportBatch) -> None:
     last_progress = time.monotonic()
     # Rows carry answers the task checks (not label names) where the task reads the file
     # itself (extraction's JSONL spans, CoNLL) or its label column holds answers (summaries).
-    task = project.task
+    # Primed with the reviewed answers: where a fields object's repeated value sits.
+    task = project.primed()
     answer_file = batch.format in task.answer_formats
     column_answers = bool(columns.label) and task.label_column == "answer"
     answers = (
@@ -427,6 +430,8 @@ def _run(batch: ImportBatch) -> None:
                     outcome.fail(item.line, reason)
                     continue
                 outcome.rows_valid += 1
+                if item.notes:
+                    outcome.notes.update(item.notes)
                 if outcome.invalid:
                     continue  # the file is rejected; keep reading only to report errors
                 buffer.append(
@@ -470,8 +475,9 @@ def _run(batch: ImportBatch) -> None:
                 gold_report = _make_gold(
                     batch, stage.file_examples(project_id=project.pk), attested=gold == GOLD_ATTESTED
                 )
+            notes = {"answer_notes": dict(outcome.notes)} if outcome.notes else {}
             ImportBatch.objects.filter(pk=batch.pk).update(
-                options={**options, **sheet, **gold_report},
+                options={**options, **sheet, **gold_report, **notes},
                 status=ImportBatch.Status.SUCCEEDED,
                 rows_read=outcome.rows_read,
                 rows_created=created,

@@ -43,7 +43,7 @@ class Stage:
 
     def __enter__(self) -> Stage:
         self._drop()
-        summary = ", summary text" if self.json_answers else ""
+        summary = ", summary text, risk double precision" if self.json_answers else ""
         if self.vendor == "postgresql":
             # COPY cannot skip duplicates, so rows land here first and are
             # deduplicated into import_rows by finish().
@@ -72,7 +72,7 @@ class Stage:
         columns = "line, hash, text, external_id, label, metadata, hidden"
         values = "%s, %s, %s, %s, %s, %s, %s"
         if self.json_answers:
-            columns, values = columns + ", summary", values + ", %s"
+            columns, values = columns + ", summary, risk", values + ", %s, %s"
         if self.vendor == "postgresql":
             with self.cursor.copy(f"COPY import_stage ({columns}) FROM STDIN") as copy:
                 for row in rows:
@@ -127,12 +127,14 @@ class Stage:
             teacher = "''"
         else:
             state, teacher = f"'{ReviewState.UNREVIEWED}'", "summary" if self.json_answers else "label"
+        # A proposed answer's review risk needs no student (an ambiguous placement: Task.review_risk).
+        risk = "CASE WHEN label <> '' THEN risk ELSE 0 END" if self.json_answers and not verified else "0"
         columns = """project_id, text, metadata, hidden_metadata, external_id, source, import_batch_id,
                  content_hash, is_gold, created_at, review_state, teacher_label,
                  teacher_confidence, student_label, student_confidence, is_disagreement,
-                 quality_score, queue_rank"""
+                 risk, quality_score, queue_rank"""
         values = f"""%s, text, metadata, hidden, external_id, %s, %s, hash, %s, %s, {state}, {teacher},
-                   NULL, '', NULL, %s, NULL, {rank}"""
+                   NULL, '', NULL, %s, {risk}, NULL, {rank}"""
         params = [project_id, Example.Source.IMPORTED, batch_id, gold, now, false]
         table = Example._meta.db_table
         if self.vendor != "postgresql":
@@ -271,7 +273,8 @@ def check_row(row: Row, *, max_chars: int) -> str | None:
 
 
 def staged_row(row: Row, *, task=None) -> tuple:
-    """A staging row; with a task (rows with answers), the answer as JSON and its summary follow."""
+    """A staging row; with a task (rows with answers), the answer as JSON, its summary and its
+    review risk with no student yet follow."""
     text = row.text.strip()
     staged = (
         row.line,
@@ -285,7 +288,7 @@ def staged_row(row: Row, *, task=None) -> tuple:
     if task is None:
         return staged
     if row.answer is None:
-        return (*staged[:4], "", *staged[5:], "")
+        return (*staged[:4], "", *staged[5:], "", None)
     # The example keeps the text stripped; an answer that points into it moves with it.
     answer = task.shift_answer(row.answer, len(row.text) - len(row.text.lstrip()))
     return (
@@ -293,4 +296,5 @@ def staged_row(row: Row, *, task=None) -> tuple:
         _to_json(answer),
         *staged[5:],
         task.summary(answer, text=text)[:100],
+        float(task.review_risk(answer, None, text=text)),
     )

@@ -189,6 +189,7 @@ class ExampleQuerySet(models.QuerySet):
             example.is_disagreement = (
                 teacher is not None and student is not None and _differ(task, teacher, student)
             )
+            example.risk = _risk(task, teacher, student, example.text)
             changed.append(example)
         fields = [
             "review_state",
@@ -197,6 +198,7 @@ class ExampleQuerySet(models.QuerySet):
             "student_label",
             "student_confidence",
             "is_disagreement",
+            "risk",
         ]
         Example.objects.bulk_update(changed, fields, batch_size=1000)
         return len(changed)
@@ -238,16 +240,19 @@ class ExampleQuerySet(models.QuerySet):
             else:
                 # No student proposal to ask the task about: the columns say what they can.
                 differs = bool(student_label) and student_label != label
-            params.append((label, confidence, differs, pk))
+            risk = _risk(task, value, student, text)
+            if student is None and differs:
+                risk = max(risk, 1.0)
+            params.append((label, confidence, differs, risk, pk))
         meta = Example._meta
         column = {
             name: connections[self.db].ops.quote_name(meta.get_field(name).column)
-            for name in ("teacher_label", "teacher_confidence", "is_disagreement", "id")
+            for name in ("teacher_label", "teacher_confidence", "is_disagreement", "risk", "id")
         }
         sql = (
             f"UPDATE {connections[self.db].ops.quote_name(meta.db_table)} SET "
             f"{column['teacher_label']} = %s, {column['teacher_confidence']} = %s, "
-            f"{column['is_disagreement']} = %s WHERE {column['id']} = %s"
+            f"{column['is_disagreement']} = %s, {column['risk']} = %s WHERE {column['id']} = %s"
         )
         with connections[self.db].cursor() as cursor:
             cursor.executemany(sql, params)
@@ -277,6 +282,16 @@ def _summary(task: Task, value: Any, text: str) -> str:
         return task.summary(value, text=text)[:100]
     except (TypeError, KeyError, AttributeError, IndexError):
         return str(value)[:100]  # an answer of another shape (the task type changed since)
+
+
+def _risk(task: Task, teacher: Any, student: Any, text: str) -> float:
+    """The task's review risk of the teacher's answer (0: none, or no teacher answer)."""
+    if teacher is None:
+        return 0.0
+    try:
+        return float(task.review_risk(teacher, student, text=text))
+    except (TypeError, KeyError, AttributeError, IndexError):
+        return 1.0 if student is not None and teacher != student else 0.0
 
 
 def _differ(task: Task, a: Any, b: Any) -> bool:
@@ -328,6 +343,15 @@ class Example(models.Model):
     student_label = models.CharField(max_length=100, blank=True, editable=False)
     student_confidence = models.FloatField(null=True, blank=True, editable=False)
     is_disagreement = models.BooleanField(default=False, editable=False)
+    # Never null: the disagreement order reads it as the first key of a descending index range
+    # (PostgreSQL sorts nulls first there); no teacher answer is no risk.
+    risk = models.FloatField(
+        default=0.0,
+        db_default=0.0,
+        editable=False,
+        help_text="How strongly the teacher's answer looks wrong (the task's review_risk: the student "
+        "against it, an ambiguous placement); the disagreement order serves the highest first.",
+    )
     quality_score = models.FloatField(
         null=True, blank=True, editable=False, help_text="Label quality (cleanlab); low = likely wrong."
     )
@@ -357,8 +381,8 @@ class Example(models.Model):
                 name="queue_confidence_idx",
             ),
             models.Index(
-                fields=["project", "is_gold", "review_state", "-is_disagreement", "teacher_confidence"],
-                name="queue_disagreement_idx",
+                fields=["project", "is_gold", "review_state", "-risk", "teacher_confidence"],
+                name="queue_risk_idx",
             ),
             models.Index(
                 fields=["project", "is_gold", "review_state", "quality_score"], name="queue_quality_idx"

@@ -33,6 +33,10 @@ def user_may_create_projects(user) -> bool:
     return settings.PROJECT_CREATORS == "anyone" or user.is_staff or user.has_perm("annotation.add_project")
 
 
+# Reviewed answers a task is primed with (Project.primed), the newest first.
+PRIMING_ANSWERS = 2000
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -93,6 +97,25 @@ class Project(models.Model):
         Cached on the instance; ``forget_task()`` after changing labels.
         """
         return self.remembered("task", lambda: task_for(self.task_type, self.categories(), self.task_options))
+
+    def primed(self, task: Task | None = None) -> Task:
+        """The task (the project's, or a prompt version's) primed with the project's newest
+        reviewed answers, for the choices reading an answer leaves open (``Task.with_reviewed``:
+        extraction learns which words precede each field's values). Itself where it learns
+        nothing."""
+        task = task if task is not None else self.task
+        if not task.learns_from_reviewed:
+            return task
+        from annotation.models.examples import Example
+
+        reviewed = (
+            Example.objects.for_project(self)
+            .with_current_label()
+            .filter(label_state="reviewed", current_label__isnull=False)
+            .order_by("-pk")
+            .values_list("text", "current_label")[:PRIMING_ANSWERS]
+        )
+        return task.with_reviewed(list(reviewed))
 
     def forget_task(self) -> None:
         self.forget("task", "labels")

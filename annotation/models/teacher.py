@@ -163,6 +163,11 @@ class LabelingJob(BackgroundJob):
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
     estimate = models.JSONField(default=dict, blank=True)
+    answer_notes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the task noted reading the answers (Task.answer_note_names), summed.",
+    )
 
     def __str__(self) -> str:
         return f"Labelling job {self.pk} ({self.get_status_display()})"

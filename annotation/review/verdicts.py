@@ -57,9 +57,12 @@ STRATEGIES = {
 KEPT_FROM_COVERAGE = 0.5
 
 
-def auto_strategy(coverage: float | None) -> str:
-    """The order "auto" serves for a quality run's flag coverage (None: not measured)."""
-    return "kept" if coverage is not None and coverage >= KEPT_FROM_COVERAGE else "confidence"
+def auto_strategy(coverage: float | None, otherwise: str = "confidence") -> str:
+    """The order "auto" serves for a quality run's flag coverage (None: not measured); below
+    the cover, the task's own risk order (``Task.auto_order``: extraction's student against
+    the teacher's spans finds missed spans sooner than any confidence, bench/README.md,
+    "Review budget, extraction")."""
+    return "kept" if coverage is not None and coverage >= KEPT_FROM_COVERAGE else otherwise
 
 
 def resolved_strategy(project: Project, strategy: str) -> str:
@@ -67,7 +70,7 @@ def resolved_strategy(project: Project, strategy: str) -> str:
     if strategy != "auto":
         return strategy
     run = latest_quality_run(project)
-    return auto_strategy(run.flag_coverage if run is not None else None)
+    return auto_strategy(run.flag_coverage if run is not None else None, project.task.auto_order)
 
 
 class ReviewError(ValueError):
@@ -137,7 +140,8 @@ class QueueFilter:
             )
             return examples.order_by(closest_first, "pk")
         if self.strategy == "disagreement":
-            return examples.order_by("-is_disagreement", F("teacher_confidence").asc(nulls_last=True), "pk")
+            # The task's review risk (1 where teacher and student disagree, for classification).
+            return examples.order_by("-risk", F("teacher_confidence").asc(nulls_last=True), "pk")
         if self.strategy == "errors":
             # Examples not scored yet (no quality run, or labelled since) by the teacher's doubt.
             return examples.order_by(

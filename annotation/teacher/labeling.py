@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -294,12 +295,13 @@ def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, s
     return work
 
 
-def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
+def _write(job: LabelingJob, results: list[_Result], agent: str, task=None) -> None:
     """Store answers and mark items done, once each, in one transaction.
 
     Set-based, whatever the batch size: one locking read of the batch's items, one
     insert of its proposals, one update of its items. An item that is no longer pending
-    (a resumed run stored it already) is skipped with its answers.
+    (a resumed run stored it already) is skipped with its answers. With the `task`, what it
+    notes about the answers (``Task.answer_notes``) adds up on the job's row.
     """
     done = failed = cached = input_tokens = output_tokens = 0
     cost = Decimal("0")
@@ -369,6 +371,12 @@ def _write(job: LabelingJob, results: list[_Result], agent: str) -> None:
                 if r.answers and r.answers[-1].is_valid
             }
         )
+        notes = _answer_notes(task, results) if task is not None else {}
+        if notes:
+            row = LabelingJob.objects.select_for_update().only("answer_notes").get(pk=job.pk)
+            merged = Counter(row.answer_notes or {})
+            merged.update(notes)
+            LabelingJob.objects.filter(pk=job.pk).update(answer_notes=dict(merged))
         LabelingJob.objects.filter(pk=job.pk).update(
             done=F("done") + done,
             failed=F("failed") + failed,
@@ -393,6 +401,15 @@ def _set_items(items: list[LabelingJobItem]) -> None:
             f"UPDATE {quote(meta.db_table)} SET {status} = %s, {proposal} = %s WHERE {pk} = %s",
             [(item.status, item.proposal_id, item.pk) for item in items],
         )
+
+
+def _answer_notes(task, results: list[_Result]) -> dict[str, int]:
+    notes: Counter = Counter()
+    for result in results:
+        final = result.answers[-1] if result.answers else None
+        if final is not None and final.is_valid:
+            notes.update(task.answer_notes(final.value, text=result.work.text))
+    return dict(notes)
 
 
 # The offline teacher answers this many texts between writes, so the page's
@@ -446,7 +463,8 @@ async def _run_openai(job: LabelingJob) -> None:
     settings = teacher_settings(job.teacher)
     prompt = job.prompt_version
     # Read in a thread: the task's categories come from the database (async-unsafe here).
-    task = await sync_to_async(lambda: prompt.task, thread_sensitive=True)()
+    # Primed with the reviewed answers: where a value the text holds twice sits.
+    task = await sync_to_async(lambda: job.project.primed(prompt.task), thread_sensitive=True)()
     client = teacher_boundary.OpenAITeacher(settings, task)
     system_prompt = teacher_boundary.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
@@ -501,7 +519,7 @@ async def _run_openai(job: LabelingJob) -> None:
                     break
                 item = finished.get_nowait()
             if batch:
-                await sync_to_async(_write, thread_sensitive=True)(job, batch, agent)
+                await sync_to_async(_write, thread_sensitive=True)(job, batch, agent, task)
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if await sync_to_async(_is_cancelled, thread_sensitive=True)(job.pk):

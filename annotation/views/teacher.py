@@ -99,6 +99,10 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             ),
             "estimate_errors": _form_errors(config_form) if refused else None,
             "task": task,
+            # How the latest labelling job's located values were placed (Task.answer_notes).
+            "answer_notes": project.labeling_jobs.order_by("-pk")
+            .values_list("answer_notes", flat=True)
+            .first(),
         },
     )
 

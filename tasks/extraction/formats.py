@@ -50,6 +50,7 @@ class SpanRow:
     spans: list[dict] | None
     external_id: str = ""
     metadata: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # how a fields object's values were placed
 
 
 class _Task:
@@ -80,7 +81,9 @@ def fields_in(rows: Iterable[SpanRow]) -> list[str]:
 # --- JSONL ------------------------------------------------------------------------------
 
 
-def read_jsonl(source: str | Iterable[str], *, task=None, skip: Collection[str] = ()) -> list[SpanRow]:
+def read_jsonl(
+    source: str | Iterable[str], *, task=None, skip: Collection[str] = (), context=None
+) -> list[SpanRow]:
     """Rows of a JSONL file, each ``{"text", "spans": [...]}`` or ``{"text", "fields": {...}}``.
 
     Spans may be ``{"start", "end", "label"|"field"}`` objects (doccano, Prodigy),
@@ -90,14 +93,15 @@ def read_jsonl(source: str | Iterable[str], *, task=None, skip: Collection[str] 
     both spans and fields (this app's export) the spans are used. A line with neither
     is an unlabelled text. Other keys become metadata, except those in ``skip``.
     With a task, each answer is validated by it (known fields, one value where one is
-    allowed).
+    allowed). A fields object's value the text holds more often than it is named is placed by
+    ``spans.locate``'s rule with `context`; the row's ``notes`` count those placements.
     """
     checker, rows, errors = _Task(task), [], []
     for line, raw in _lines(source):
         if not raw.strip():
             continue
         try:
-            rows.append(_jsonl_row(line, raw, checker, skip))
+            rows.append(_jsonl_row(line, raw, checker, skip, context))
         except (AnswerError, ValueError) as exc:
             errors.append((line, str(exc)))
     if errors:
@@ -105,7 +109,7 @@ def read_jsonl(source: str | Iterable[str], *, task=None, skip: Collection[str] 
     return rows
 
 
-def _jsonl_row(line: int, raw: str, checker: _Task, skip: Collection[str]) -> SpanRow:
+def _jsonl_row(line: int, raw: str, checker: _Task, skip: Collection[str], context=None) -> SpanRow:
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -118,8 +122,9 @@ def _jsonl_row(line: int, raw: str, checker: _Task, skip: Collection[str]) -> Sp
     if not isinstance(text, str) or not text.strip():
         raise ValueError('has no "text" string')
     spans = _spans_of(obj, text)
+    rules: list[str] = []
     if spans is None and obj.get("fields") is not None:
-        spans = fields_to_spans(text, obj["fields"])
+        spans = fields_to_spans(text, obj["fields"], context=context, rules=rules)
     if spans is not None:
         spans = checker.check(text, spans)
     metadata = dict(obj["metadata"]) if isinstance(obj.get("metadata"), dict) else {}
@@ -133,7 +138,35 @@ def _jsonl_row(line: int, raw: str, checker: _Task, skip: Collection[str]) -> Sp
         spans=spans,
         external_id="" if external_id is None else str(external_id),
         metadata=metadata,
+        notes=placement_notes(rules),
     )
+
+
+PLACEMENT_NOTES = {
+    "ambiguous": "values the text holds more often than they were named: placed at one occurrence",
+    "by_context": "of them placed where the words reviewers' spans of the field follow precede it",
+    "first": "of them placed at the first free occurrence (reviewed spans say nothing there)",
+}
+
+
+def answer_placements(text: str, answer: dict | None, context) -> dict[str, int]:
+    """The answer's ambiguous spans (``risk.ambiguous_spans``) and the rule that puts each."""
+    from tasks.extraction.risk import ambiguous_spans
+    from tasks.extraction.spans import placement_rule
+
+    spans = ambiguous_spans(text, (answer or {}).get("spans", []))
+    return placement_notes([placement_rule(text, s, context) for s in spans])
+
+
+def placement_notes(rules: list[str]) -> dict[str, int]:
+    """``PLACEMENT_NOTES`` counts of these placements ("context", "first")."""
+    if not rules:
+        return {}
+    return {
+        "ambiguous": len(rules),
+        "by_context": rules.count("context"),
+        "first": rules.count("first"),
+    }
 
 
 def _spans_of(obj: dict, text: str) -> list[dict] | None:
@@ -276,12 +309,12 @@ def write_conll(rows: Iterable[tuple[str, Sequence[Mapping] | None]]) -> Iterato
         yield "".join(f"{token}\t{tag}\n" for token, tag in pairs) + "\n"
 
 
-def read_answer_chunk(lines: list[str], *, fmt: str, skip: Collection[str] = ()) -> list:
+def read_answer_chunk(lines: list[str], *, fmt: str, skip: Collection[str] = (), context=None) -> list:
     """Consecutive lines of a JSONL or CoNLL file as the importer's rows (``tasks.FileRow``)."""
     from tasks.base import AnswerFileError, FileRow
 
     try:
-        found = read_conll(lines) if fmt == "conll" else read_jsonl(lines, skip=skip)
+        found = read_conll(lines) if fmt == "conll" else read_jsonl(lines, skip=skip, context=context)
     except SpanFormatError as exc:
         raise AnswerFileError(exc.errors) from None
     return [
@@ -291,6 +324,7 @@ def read_answer_chunk(lines: list[str], *, fmt: str, skip: Collection[str] = ())
             answer=None if row.spans is None else {"spans": row.spans},
             external_id=row.external_id,
             metadata=row.metadata,
+            notes=row.notes or None,
         )
         for row in found
     ]

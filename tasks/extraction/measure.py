@@ -275,3 +275,33 @@ def extraction_metrics(
         )
     )
     return metrics
+
+
+WORST_EXAMPLES = 15
+
+
+def worst_texts(rows: list[dict], texts: dict[int, str], *, marked, limit: int = WORST_EXAMPLES) -> dict:
+    """The gold items with the most wrong spans (then the most confident) of an evaluation's
+    rows, each side cut for highlighting by ``marked(text, answer)``."""
+    keys = _keys
+    worst = []
+    for row in rows:
+        errors = len(keys(row["gold"]) ^ keys(row["predicted"]))
+        if errors:
+            worst.append((errors, row.get("confidence") or 0.0, row))
+    worst.sort(key=lambda item: (-item[0], -item[1], item[2]["example"]))
+    examples = []
+    for errors, _, row in worst[:limit]:
+        text = texts.get(row["example"], "")
+        examples.append(
+            {
+                "id": row["example"],
+                "errors": errors,
+                "missed": len(keys(row["gold"]) - keys(row["predicted"])),
+                "spurious": len(keys(row["predicted"]) - keys(row["gold"])),
+                "confidence": row.get("confidence"),
+                "gold": marked(text, row["gold"]),
+                "predicted": marked(text, row["predicted"]) if row["predicted"] is not None else None,
+            }
+        )
+    return {"worst": examples, "wrong_texts": len(worst)}

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+
+from tasks.base import Category, json_answer
+from tasks.extraction.spans import AnswerError, locate
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -70,3 +74,45 @@ def located_json(s: str, i: int) -> At:
             j = _WHITESPACE.match(s, j + 1).end()
     _, end = _DECODER.raw_decode(s, i)
     return At(i, end)
+
+
+def located_entities(
+    content: str | None,
+    *,
+    text: str,
+    by_name: Mapping[str, Category],
+    context: Mapping | None = None,
+    rules: list[str] | None = None,
+) -> tuple[list[tuple[int, dict]], str]:
+    """``(index of the entity in the reply, its span)`` for each value the reply lists, in
+    reply order (a single-valued field's value named twice is one span), or ([], why).
+    A value the text holds more often than the reply names it is placed by ``locate``'s
+    rule (`context`, `rules`)."""
+    obj, error = json_answer(content)
+    if error:
+        return [], error
+    entities = obj.get("entities") if isinstance(obj, dict) else obj
+    if not isinstance(entities, list):
+        return [], f'answer has no "entities" list: {content[:200]!r}'
+    indexes, names, values = [], [], []
+    for index, entity in enumerate(entities):
+        if not isinstance(entity, dict):
+            return [], f"entity {index + 1} is not an object"
+        field, value = entity.get("field"), entity.get("text")
+        if not isinstance(field, str) or field not in by_name:
+            return [], f"entity {index + 1} names an unknown field {field!r}"
+        if not isinstance(value, str) or not value.strip():
+            return [], f"entity {index + 1} ({field}) has an empty text"
+        if not by_name[field].allows_many and (field, value.strip()) in zip(names, values, strict=True):
+            continue  # the same single value named twice is one value
+        indexes.append(index)
+        names.append(field)
+        values.append(value.strip())
+    try:
+        places = locate(text, values, names, context=context, rules=rules)
+    except AnswerError as exc:
+        return [], str(exc)
+    return [
+        (index, {"start": s, "end": e, "field": f})
+        for index, (s, e), f in zip(indexes, places, names, strict=True)
+    ], ""

@@ -130,16 +130,31 @@ def occurrences(text: str, value: str) -> list[tuple[int, int]]:
     return []
 
 
-def locate(text: str, values: Sequence[str], fields: Sequence[str] | None = None) -> list[tuple[int, int]]:
+def locate(
+    text: str,
+    values: Sequence[str],
+    fields: Sequence[str] | None = None,
+    *,
+    context: Mapping[str, Counter] | None = None,
+    rules: list[str] | None = None,
+) -> list[tuple[int, int]]:
     """(start, end) of each value in the text, repeated values resolved in order.
 
     The n-th mention of a value maps to its n-th occurrence, so the second "4" is the
     second "4" of the text; a value mentioned more often than it occurs maps its extra
     mentions to its last occurrence (the same span for another field, or a repeat that
     normalising drops). A value not in the text raises ValueNotInText.
+
+    A value mentioned FEWER times than it occurs leaves a choice (a receipt's total that is
+    also an item's price): with `context` (``placement_context``: the words reviewers' spans
+    of each field follow), each mention takes the free occurrence its field's words precede
+    most, and the first free one where they say nothing. `rules` gets "context" or "first"
+    for each such choice, in order.
     """
     mentions: Counter[str] = Counter()
+    totals = Counter(v.strip() for v in values if isinstance(v, str))
     found: dict[str, list[tuple[int, int]]] = {}
+    used: dict[str, set[int]] = {}
     result = []
     for index, value in enumerate(values):
         field = fields[index] if fields is not None else ""
@@ -151,9 +166,55 @@ def locate(text: str, values: Sequence[str], fields: Sequence[str] | None = None
         places = found[key]
         if not places:
             raise ValueNotInText(key, field)
-        result.append(places[min(mentions[key], len(places) - 1)])
+        if len(places) > totals[key]:
+            free = [i for i in range(len(places)) if i not in used.setdefault(key, set())]
+            words = (context or {}).get(field)
+            scores = [_context_score(text, places[i][0], words) for i in free]
+            best = max(range(len(free)), key=lambda j: (scores[j], -j))
+            choice, rule = (free[best], "context") if scores[best] > 0 else (free[0], "first")
+            used[key].add(choice)
+            if rules is not None:
+                rules.append(rule)
+            result.append(places[choice])
+        else:
+            result.append(places[min(mentions[key], len(places) - 1)])
         mentions[key] += 1
     return result
+
+
+# How many words before a value say which field it is ("Total:", "table for").
+CONTEXT_WORDS = 2
+_WORD = re.compile(r"[^\W\d_]+")  # letters only: a price before a total says nothing
+
+
+def context_words(text: str, start: int) -> list[str]:
+    """The (casefolded) words just before `start`."""
+    return [w.casefold() for w in _WORD.findall(text[max(0, start - 80) : start])][-CONTEXT_WORDS:]
+
+
+def placement_context(reviewed: Iterable[tuple[str, Mapping]]) -> dict[str, Counter]:
+    """For each field, how often each word comes just before its values in reviewed answers."""
+    context: dict[str, Counter] = {}
+    for text, answer in reviewed:
+        for span in (answer or {}).get("spans", []):
+            context.setdefault(span["field"], Counter()).update(context_words(text, span["start"]))
+    return context
+
+
+def _context_score(text: str, start: int, words: Counter | None) -> float:
+    if not words:
+        return 0.0
+    return sum(words[w] for w in context_words(text, start)) / sum(words.values())
+
+
+def placement_rule(text: str, span: Mapping, context: Mapping[str, Counter] | None) -> str:
+    """How ``locate`` places this span's value among its occurrences: "context" where its
+    field's words say it sits here, "first" where they say nothing."""
+    value = text[span["start"] : span["end"]]
+    scores = [
+        _context_score(text, s, (context or {}).get(span["field"])) for s, _ in occurrences(text, value)
+    ]
+    return "context" if scores and max(scores) > 0 else "first"
 
 
 # --- snapping a selection ---------------------------------------------------------------
@@ -192,11 +253,18 @@ def snap_to_words(text: str, start: int, end: int) -> tuple[int, int]:
 # --- fields objects ---------------------------------------------------------------------
 
 
-def fields_to_spans(text: str, fields: Mapping[str, object]) -> list[Span]:
+def fields_to_spans(
+    text: str,
+    fields: Mapping[str, object],
+    *,
+    context: Mapping[str, Counter] | None = None,
+    rules: list[str] | None = None,
+) -> list[Span]:
     """Spans for a fields object like ``{"date": "12 May", "people": ["4"]}``, located in its order.
 
     A field's value is a string, a list of strings, or null / "" / [] for none.
-    A value not in the text raises ValueNotInText naming the value and its field.
+    A value not in the text raises ValueNotInText naming the value and its field; one it
+    holds more often than it is named is placed by ``locate``'s rule (`context`, `rules`).
     """
     if not isinstance(fields, Mapping):
         raise AnswerError('"fields" must be an object of field: value or [values]')
@@ -210,7 +278,7 @@ def fields_to_spans(text: str, fields: Mapping[str, object]) -> list[Span]:
                 raise AnswerError(f"field {name!r}: a value must be a string, not {item!r}")
             names.append(name)
             values.append(item)
-    places = locate(text, values, names)
+    places = locate(text, values, names, context=context, rules=rules)
     return normalise_spans(
         text, [{"start": s, "end": e, "field": f} for (s, e), f in zip(places, names, strict=True)]
     )

@@ -7,6 +7,7 @@ fields may overlap; the same (start, end, field) appears once.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -21,11 +22,11 @@ from tasks.base import (
     FileRow,
     SyntheticBrief,
     Task,
-    json_answer,
 )
 from tasks.extraction import measure
-from tasks.extraction.reply import reply_layout
-from tasks.extraction.spans import locate, normalise_spans, span_key, spans_to_fields
+from tasks.extraction.reply import located_entities, reply_layout
+from tasks.extraction.risk import ERROR_KINDS
+from tasks.extraction.spans import normalise_spans, span_key, spans_to_fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,12 +62,36 @@ class ExtractionTask(Task):
     min_training_categories = 1
     # Per word over the spans' BIO tags, a text scored by its worst word (tasks/extraction/quality.py).
     scores_label_errors = True
+    # Runs may leave out the texts the quality run flags (``label_quality``); only the quick
+    # student takes per-text weights (``noise_refusal``). Pruning beat no handling in all ten
+    # cells on Restaurant-8k, by 0.9-2.1 points (bench/README.md, "Review budget, extraction").
+    handles_label_noise = True
+    advised_noise_handling = "prune"
     # Highlight colours of fields that have none of their own.
     PALETTE = ("#f4a261", "#2a9d8f", "#e9c46a", "#8ab17d", "#e76f51", "#7fa7d9", "#c38fd0", "#b5838d")
 
     def __init__(self, categories: list[Category], options: dict | None = None):
         super().__init__(categories, options)
         self.by_name = {c.name: c for c in self.categories}
+        # Which words precede each field's values in reviewed answers (``with_reviewed``).
+        self.placement_context: dict[str, Counter] = {}
+
+    # A value the text holds more often than a fields object or the teacher names it is placed
+    # where its field's reviewed context words precede it, else at its first occurrence.
+    learns_from_reviewed = True
+    from tasks.extraction.formats import PLACEMENT_NOTES as answer_note_names
+
+    def with_reviewed(self, reviewed: list[tuple[str, Answer]]) -> ExtractionTask:
+        from tasks.extraction.spans import placement_context
+
+        primed = copy.copy(self)
+        primed.placement_context = placement_context(reviewed)
+        return primed
+
+    def answer_notes(self, answer: Answer, *, text: str) -> dict[str, int]:
+        from tasks.extraction.formats import answer_placements
+
+        return answer_placements(text, answer, self.placement_context)
 
     # --- the answer ---------------------------------------------------------------------
 
@@ -90,6 +115,24 @@ class ExtractionTask(Task):
         if a is None or b is None:
             return a is b
         return sorted(map(span_key, a["spans"])) == sorted(map(span_key, b["spans"]))
+
+    # Missed spans (the student marks one the teacher did not) first, then ambiguous
+    # placements and boundaries: the first 10 % of the queue held 5.05x the random share of
+    # missed spans on Restaurant-8k (bench/README.md, "Review budget, extraction").
+    auto_order = "disagreement"
+
+    def review_risk(self, teacher: Answer | None, student: Answer | None, *, text: str) -> float:
+        from tasks.extraction.risk import review_risk
+
+        return review_risk(teacher, student, text=text)
+
+    error_kind_names = ERROR_KINDS
+
+    def error_kinds(self, proposed: Answer, final: Answer | None, *, text: str) -> dict[str, int]:
+        """Missed, boundary, wrong-field and spurious spans; a rejected text shows none."""
+        from tasks.extraction.risk import error_kinds
+
+        return error_kinds(final["spans"], proposed["spans"]) if final is not None else {}
 
     def summary(self, value: Answer, *, text: str = "") -> str:
         """``date: 12 May · people: 4``; without the text, counts (``date ×1 · people ×2``)."""
@@ -130,7 +173,7 @@ class ExtractionTask(Task):
     def read_answer_chunk(self, lines: list[str], *, fmt: str, skip) -> list[FileRow]:
         from tasks.extraction import formats
 
-        return formats.read_answer_chunk(lines, fmt=fmt, skip=skip)
+        return formats.read_answer_chunk(lines, fmt=fmt, skip=skip, context=self.placement_context)
 
     def file_record(self, record: dict) -> dict:
         """Each line's text, its spans (offsets, label, text) and fields object in place of its
@@ -202,7 +245,9 @@ class ExtractionTask(Task):
 
     def parse_teacher(self, content: str | None, *, text: str) -> tuple[Answer | None, str]:
         """Every value located verbatim in the text, or (None, why): never a partial answer."""
-        located, error = self._located_entities(content, text=text)
+        located, error = located_entities(
+            content, text=text, by_name=self.by_name, context=self.placement_context
+        )
         if error:
             return None, error
         try:
@@ -210,40 +255,6 @@ class ExtractionTask(Task):
         except AnswerError as exc:
             return None, str(exc)
         return answer, ""
-
-    def _located_entities(self, content: str | None, *, text: str) -> tuple[list[tuple[int, dict]], str]:
-        """``(index of the entity in the reply, its span)`` for each value the reply lists, in
-        reply order (a single-valued field's value named twice is one span), or ([], why)."""
-        obj, error = json_answer(content)
-        if error:
-            return [], error
-        entities = obj.get("entities") if isinstance(obj, dict) else obj
-        if not isinstance(entities, list):
-            return [], f'answer has no "entities" list: {content[:200]!r}'
-        indexes, names, values = [], [], []
-        for index, entity in enumerate(entities):
-            if not isinstance(entity, dict):
-                return [], f"entity {index + 1} is not an object"
-            field, value = entity.get("field"), entity.get("text")
-            if not isinstance(field, str) or field not in self.by_name:
-                return [], f"entity {index + 1} names an unknown field {field!r}"
-            if not isinstance(value, str) or not value.strip():
-                return [], f"entity {index + 1} ({field}) has an empty text"
-            if not self.by_name[field].allows_many and (field, value.strip()) in zip(
-                names, values, strict=True
-            ):
-                continue  # the same single value named twice is one value
-            indexes.append(index)
-            names.append(field)
-            values.append(value.strip())
-        try:
-            places = locate(text, values, names)
-        except AnswerError as exc:
-            return [], str(exc)
-        return [
-            (index, {"start": s, "end": e, "field": f})
-            for index, (s, e), f in zip(indexes, places, names, strict=True)
-        ], ""
 
     def repair_request(self, reason: str) -> str:
         names = ", ".join(json.dumps(name) for name in self.names)
@@ -279,7 +290,9 @@ class ExtractionTask(Task):
         if not tokens or "".join(token for token, _ in tokens) != content or value is None:
             return value, None
         layout = reply_layout(content)
-        located, error = self._located_entities(content, text=text)
+        located, error = located_entities(
+            content, text=text, by_name=self.by_name, context=self.placement_context
+        )
         if layout is None or error:
             return value, None
         entity_ends, list_end = layout
@@ -502,9 +515,24 @@ class ExtractionTask(Task):
         return {"spans": sorted([*kept, *single.values()], key=span_key)}
 
     def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
+        from distillapp.embeddings import default_cache_dir
         from tasks.extraction.quality import label_quality_scores
 
-        return label_quality_scores(texts, answers)
+        return label_quality_scores(texts, answers, cache_dir=default_cache_dir())
+
+    def label_quality(self, texts: list[str], answers: list[Answer]) -> tuple[np.ndarray, np.ndarray]:
+        from tasks.extraction.quality import FLAGGED_BELOW
+
+        scores = self.label_quality_scores(texts, answers)
+        return scores, scores < FLAGGED_BELOW
+
+    def noise_refusal(self, handling: str, kind: str = "finetune") -> str:
+        if "weight" in handling and kind != "quick":
+            return (
+                "The extraction fine-tune takes no per-text weights: choose none or prune "
+                "(the quick student takes them)."
+            )
+        return super().noise_refusal(handling, kind)
 
     def stratum(self, value: Answer) -> str:
         # Texts holding the same fields are alike enough to split together.
@@ -533,38 +561,12 @@ class ExtractionTask(Task):
             )
         return pieces
 
-    WORST_EXAMPLES = 15
-
     def evaluation_context(
         self, metrics: dict, rows: list[dict], texts: dict[int, str], *, teacher_rows: list[dict] = ()
     ) -> dict:
         """The worst gold items (most wrong spans, then the most confident), both sides highlighted."""
-        worst = []
-        for row in rows:
-            gold, predicted = _keys(row["gold"]), _keys(row["predicted"])
-            errors = len(gold ^ predicted)
-            if errors:
-                worst.append((errors, row.get("confidence") or 0.0, row))
-        worst.sort(key=lambda item: (-item[0], -item[1], item[2]["example"]))
-        examples = []
-        for errors, _, row in worst[: self.WORST_EXAMPLES]:
-            text = texts.get(row["example"], "")
-            examples.append(
-                {
-                    "id": row["example"],
-                    "errors": errors,
-                    "missed": len(_keys(row["gold"]) - _keys(row["predicted"])),
-                    "spurious": len(_keys(row["predicted"]) - _keys(row["gold"])),
-                    "confidence": row.get("confidence"),
-                    "gold": self.marked(text, row["gold"]),
-                    "predicted": self.marked(text, row["predicted"])
-                    if row["predicted"] is not None
-                    else None,
-                }
-            )
         return {
-            "worst": examples,
-            "wrong_texts": len(worst),
+            **measure.worst_texts(rows, texts, marked=self.marked),
             "legend": [{"name": name, "color": self.color(name)} for name in self.names],
         }
 

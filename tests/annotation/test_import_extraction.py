@@ -465,3 +465,58 @@ def test_span_jsonl_keeps_chosen_keys_and_hides_one(extraction, tmp_path):
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error_report
     example = Example.objects.get(project=extraction)
     assert (example.metadata, example.hidden_metadata) == ({"lang": "en"}, {"truth": "SECRET"})
+
+
+RECEIPT = "Burger 12.50 Subtotal 12.50 Total 12.50"
+
+
+@pytest.fixture
+def receipts(lead, reviewer):
+    project = projects.project_create(
+        name="Receipts",
+        slug="receipts",
+        user=lead,
+        task_type="extraction",
+        labels=[("total", "The sum paid")],
+    )
+    Membership.objects.create(project=project, user=reviewer, role=Membership.Role.REVIEWER)
+    return project
+
+
+def test_a_fields_object_places_a_repeated_total_by_the_reviewed_receipts_and_counts_it(
+    receipts, lead, tmp_path, reviewer, reviewer_client
+):
+    rows = [
+        {"text": RECEIPT, "fields": {"total": "12.50"}},
+        {"text": "Tea Total 1.20", "fields": {"total": "1.20"}},
+    ]
+    # Nothing reviewed yet: the first occurrence, and the import says so.
+    first = run_import(receipts, tmp_path, jsonl(*rows), label_meaning="predictions")
+    assert first.options["answer_notes"] == {"ambiguous": 1, "by_context": 0, "first": 1}
+    proposal = Proposal.objects.get(example__text=RECEIPT)
+    assert proposal.value["spans"][0]["start"] == 7  # the burger's price
+    # The ambiguous placement comes first in the review queue.
+    from annotation import review
+
+    served = review.review_next(project=receipts, user=reviewer, filters=review.QueueFilter())
+    assert served.text == RECEIPT
+    page = reviewer_client.get(
+        reverse("annotation:import-batch", args=[receipts.slug, first.pk])
+    ).content.decode()
+    assert 'data-metric="ambiguous-placements"' in page and 'data-field="first">1<' in page
+
+    # Reviewed receipts whose totals follow "Total": a new file's total goes there.
+    reviewed = jsonl(
+        {"text": "Fries 3.00 Total 3.00", "spans": [span(17, 21, "total")]},
+        {"text": "Soup 4.10 Tax 0.40 Total 4.50", "spans": [span(25, 29, "total")]},
+    )
+    run_import(receipts, tmp_path, reviewed, name="reviewed.jsonl", label_meaning="verified", user=lead)
+    again = run_import(
+        receipts,
+        tmp_path,
+        jsonl({"text": "Pie 12.50 Subtotal 12.50 Total 12.50", "fields": {"total": "12.50"}}),
+        name="more.jsonl",
+        label_meaning="predictions",
+    )
+    assert again.options["answer_notes"] == {"ambiguous": 1, "by_context": 1, "first": 0}
+    assert Proposal.objects.get(example__text__startswith="Pie").value["spans"][0]["start"] == 31

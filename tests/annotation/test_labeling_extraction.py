@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.db.models import Count, Sum
+from django.test import Client
 from django.urls import reverse
 
 from annotation import projects, teacher
@@ -225,11 +226,11 @@ def test_a_failed_job_resumes_without_labelling_anything_twice(xproject, llm, qu
         use_llm(xproject, llm, concurrency=2)
         write, writes = labeling._write, []
 
-        def crash_after_two_batches(job, results, agent):
+        def crash_after_two_batches(job, results, agent, *task):
             writes.append(len(results))
             if len(writes) > 2:
                 raise RuntimeError("worker killed")
-            write(job, results, agent)
+            write(job, results, agent, *task)
 
         monkeypatch.setattr(labeling, "_write", crash_after_two_batches)
         job = teacher.labeling_job_create(project=xproject, user=None, selection="unlabelled")
@@ -464,3 +465,43 @@ def test_label_command_names_the_offline_teacher_of_an_extraction_project(xproje
         assert "the offline dictionary teacher" in out.getvalue() and "embedding" not in out.getvalue()
     agents = set(Proposal.objects.filter(example__project=xproject).values_list("agent", flat=True))
     assert len(agents) == 1 and agents.pop().startswith("teacher:dictionary.mem1-")
+
+
+RECEIPT = "Burger 12.50 Subtotal 12.50 Total 12.50"
+#          0         1         2         3
+#          0123456789012345678901234567890123456789
+
+
+def test_the_teacher_places_a_repeated_total_where_reviewed_totals_sit_and_counts_it(lead, reviewer, llm):
+    """A total the receipt holds three times: with reviewed receipts the teacher's one total
+    goes after "Total", the job counts the placement, and the card comes first in the queue."""
+    project = projects.project_create(
+        name="Receipts",
+        slug="receipts",
+        user=lead,
+        task_type="extraction",
+        labels=[("total", "The sum paid")],
+    )
+    for text, start in [("Fries 3.00 Total 3.00", 17), ("Soup 4.10 Tax 0.40 Total 4.50", 25)]:
+        example = Example.objects.create(project=project, text=text)
+        value = text[start:].split()[0]
+        review(example, reviewer, {"spans": [{"start": start, "end": start + len(value), "field": "total"}]})
+    receipt = Example.objects.create(project=project, text=RECEIPT)
+    plain = Example.objects.create(project=project, text="Coffee Total 2.00")
+    table = {RECEIPT: [("total", "12.50")], "Coffee Total 2.00": [("total", "2.00")]}
+    with FakeOpenAI(
+        lambda request: FakeReply(content=reply_for(request.messages[-1]["content"], table))
+    ) as server:
+        use_llm(project, server)
+        job = run_job(project)
+    assert job.status == LabelingJob.Status.SUCCEEDED
+    answer = Proposal.objects.get(example=receipt, labeling_job=job).value
+    assert [(s["start"], s["end"]) for s in answer["spans"]] == [(34, 39)]  # after "Total", not the burger
+    assert job.answer_notes == {"ambiguous": 1, "by_context": 1, "first": 0}
+    receipt.refresh_from_db()
+    plain.refresh_from_db()
+    assert receipt.risk > plain.risk  # an ambiguous placement is reviewed first
+    page = Client()
+    page.force_login(lead)
+    html = page.get(reverse("annotation:teacher-settings", args=[project.slug])).content.decode()
+    assert 'data-metric="ambiguous-placements"' in html and 'data-field="by-context">1<' in html

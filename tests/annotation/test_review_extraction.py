@@ -275,3 +275,42 @@ def test_a_blind_reject_needs_no_spans(extraction, reviewer_client):
     review.gold_draw(project=extraction, size=1, seed=1)
     assert gold_post(reviewer_client, extraction, "gold-label", example, verdict="reject").status_code == 200
     assert Review.objects.get().verdict == "reject"
+
+
+def test_the_disagreement_order_serves_the_text_whose_missed_span_the_student_is_surest_of_first(
+    extraction, reviewer
+):
+    """The task says what a disagreement is: a span the student marks and the teacher missed
+    outranks a boundary slip, which outranks agreement; "auto" serves that order."""
+    extraction.audit_share = 0
+    extraction.save()
+    texts = {
+        "agrees": "Table for 2 on 3 May",
+        "boundary": "Table for 5 on 4 May please",
+        "missed sure": "Table for 6 on 5 May at noon",
+        "missed unsure": "Table for 7 on 6 May at noon",
+    }
+    people = {"agrees": (10, 11), "boundary": (10, 11), "missed sure": (10, 11), "missed unsure": (10, 11)}
+    dates = {name: (15, 20) for name in texts}
+    student_date = {**dates, "boundary": (15, 16)}
+    confidence = {"agrees": 0.9, "boundary": 0.9, "missed sure": 0.9, "missed unsure": 0.8}
+    for name, text in texts.items():
+        p, d = people[name], dates[name]
+        teacher = {"spans": [{"start": p[0], "end": p[1], "field": "people"}]}
+        student = {"spans": [{"start": p[0], "end": p[1], "field": "people", "confidence": 0.9}]}
+        if not name.startswith("missed"):
+            teacher["spans"].append({"start": d[0], "end": d[1], "field": "date"})
+        s = student_date[name]
+        student["spans"].append({"start": s[0], "end": s[1], "field": "date", "confidence": confidence[name]})
+        example = Example.objects.create(project=extraction, text=text)
+        Proposal.objects.create(example=example, agent="teacher:m:prompt-v1", value=teacher, confidence=0.9)
+        Proposal.objects.create(example=example, agent="student:run-1", value=student, confidence=0.5)
+    Example.objects.filter(project=extraction).sync_queue_fields()
+    assert review.resolved_strategy(extraction, "auto") == "disagreement"
+    order = []
+    filters = review.QueueFilter(strategy="auto")
+    while (example := review.review_next(project=extraction, user=reviewer, filters=filters)) is not None:
+        order.append(next(name for name, text in texts.items() if text == example.text))
+        review.review_record(example=example, user=reviewer, verdict="accept")
+    assert order == ["missed sure", "missed unsure", "boundary", "agrees"]
+    assert set(Review.objects.values_list("queue_order", flat=True)) == {"disagreement"}

@@ -156,8 +156,10 @@ def test_the_task_types_score_through_the_seam():
 
     assert extraction.scores_label_errors and ClassificationTask.scores_label_errors
     assert int(np.argmin(scores)) == WRONG
-    # Extraction's student takes no per-example weights: its runs have no noise handling.
-    assert not extraction.handles_label_noise and ClassificationTask.handles_label_noise
+    # Both prune what the quality run flags; extraction flags texts below FLAGGED_BELOW.
+    assert extraction.handles_label_noise and ClassificationTask.handles_label_noise
+    flagged_scores, flags = extraction.label_quality(texts, spoiled(answers, "wrong field"))
+    assert flags.tolist() == (flagged_scores < quality.FLAGGED_BELOW).tolist()
 
 
 def test_embed_words_reads_long_texts_in_windows(tmp_path):

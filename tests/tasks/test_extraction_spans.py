@@ -249,3 +249,24 @@ def test_bio_round_trip_on_restaurant8k():
             exact += 1
     # Most texts are single-spaced with spans on word edges: those come back unchanged.
     assert exact > 0.7 * len(rows)
+
+
+RECEIPT = "Burger 12.50 Subtotal 12.50 Total 12.50"
+
+
+def test_a_value_named_fewer_times_than_it_occurs_goes_where_its_fields_reviewed_words_precede_it():
+    from tasks.extraction.spans import locate, placement_context
+
+    rules = []
+    assert locate(RECEIPT, ["12.50"], ["total"], rules=rules) == [(7, 12)]  # nothing learnt: the first
+    assert rules == ["first"]
+    context = placement_context(
+        [("Fries 3.00 Total 3.00", {"spans": [{"start": 17, "end": 21, "field": "total"}]})]
+    )
+    rules = []
+    assert locate(RECEIPT, ["12.50"], ["total"], context=context, rules=rules) == [(34, 39)]
+    assert rules == ["context"]
+    # Two fields naming the value twice: the total by its words, the price at the first free one.
+    assert locate(RECEIPT, ["12.50", "12.50"], ["total", "price"], context=context) == [(34, 39), (7, 12)]
+    # Named as often as it occurs: the n-th mention is the n-th occurrence, as before.
+    assert locate("4 and 4", ["4", "4"], ["people", "people"], context=context) == [(0, 1), (6, 7)]

@@ -131,18 +131,22 @@ def test_the_launch_form_starts_from_the_recommendation(project, pool, reviewer,
     assert '<option value="reviewed" selected>' in page
 
 
-def test_an_extraction_project_is_never_advised_to_prune(lead, reviewer, lead_client):
+def test_an_extraction_project_is_advised_the_noise_handling_its_bench_chose(lead, reviewer, lead_client):
     from annotation import projects
+    from tasks.extraction.task import ExtractionTask
 
     extraction = projects.project_create(
         name="Bookings", slug="bookings", user=lead, task_type="extraction", labels=[("date", "The day")]
     )
     advice = services.label_source_advice(extraction)
-    # Extraction runs have no noise handling: run_create would refuse "prune".
-    assert (advice["label_source"], advice["noise_handling"]) == ("all", "none")
-    assert "flag" not in advice["reason"] and advice["reason"].endswith("all current labels.")
+    chosen = ExtractionTask.advised_noise_handling
+    assert (advice["label_source"], advice["noise_handling"]) == ("all", chosen)
+    assert "label_smoothing" not in advice  # the extraction fine-tune has no smoothing
     page = lead_client.get(reverse("training:runs", args=[extraction.slug])).content.decode()
-    assert "label-quality scores flag" not in page and "all current labels." in page
+    if chosen == "none":
+        assert advice["reason"].endswith("all current labels.") and "scores flag" not in page
+    else:
+        assert "label-quality scores flag" in advice["reason"] and "label-quality scores flag" in page
 
 
 def test_a_project_of_verified_labels_is_not_told_about_the_teacher(project, lead, lead_client):

@@ -18,6 +18,7 @@ from tasks.classification import student as finetune_student
 from training import services
 from training.services.dataset import handle_noise
 
+from .test_extraction_training import FIELDS, proposed
 from .test_run_kinds import run_now
 from .test_training import labelled
 
@@ -96,12 +97,38 @@ def test_a_run_leaves_out_flagged_teacher_labels_and_records_it(
     assert run.counts["noise"]["pruned"] == 1 and run.counts["noise"]["pruned_share"] == round(1 / 23, 4)
 
 
-def test_extraction_runs_refuse_noise_handling(lead, settings, tmp_path):
+def test_extraction_runs_refuse_the_noise_handling_that_does_not_apply_and_say_why(lead, settings, tmp_path):
     from annotation.projects import project_create
 
-    project = project_create(name="B", slug="b", user=lead, task_type="extraction", labels=[("date", "")])
-    with pytest.raises(services.TrainingError, match="no noise handling"):
-        services.run_create(project=project, user=lead, hyperparameters={"noise_handling": "prune"})
+    settings.DATA_DIR = tmp_path
+
+    project = project_create(name="B", slug="b", user=lead, task_type="extraction", labels=FIELDS)
+    examples = proposed(project, 12)
+    # The fine-tune takes no per-text weights, whatever the teacher measured.
+    with pytest.raises(services.TrainingError, match="fine-tune takes no per-text weights"):
+        services.run_create(project=project, user=lead, hyperparameters={"noise_handling": "weight"})
+    # A teacher without confidences leaves nothing to weight by, even for the quick student.
+    Example.objects.filter(project=project).update(teacher_confidence=None)
+    with pytest.raises(services.TrainingError, match="carry no confidence"):
+        services.run_create(
+            project=project,
+            user=lead,
+            kind="quick",
+            hyperparameters={"noise_handling": "weight"},
+        )
+    # Pruning applies: the text the quality run flags is left out of a quick run.
+    Example.objects.filter(pk=examples[0].pk).update(quality_score=0.01, label_issue=True)
+    run = run_now(
+        services.run_create(
+            project=project,
+            user=lead,
+            kind="quick",
+            hyperparameters={"noise_handling": "prune", "validation_fraction": 0.0},
+        )
+    )
+    trained = {r["id"] for r in json.loads((Path(run.artifact_path) / "manifest.json").read_text())["train"]}
+    assert examples[0].pk not in trained and len(trained) == 11
+    assert run.counts["noise"]["pruned"] == 1
 
 
 def test_the_quick_student_serves_its_fitted_temperature(tiny_base, tmp_path):

@@ -117,7 +117,8 @@ def test_a_round_on_an_extraction_project_refreshes_its_student_spans(
     worker.work(burst=True)
     first = TrainingRun.objects.get()
     assert first.kind == "quick" and first.hyperparameters["review_round"] is True
-    assert first.hyperparameters["noise_handling"] == "none"  # extraction runs prune nothing
+    # The round's noise handling is the advice's: what the bench chose for extraction.
+    assert first.hyperparameters["noise_handling"] == project.task.advised_noise_handling
     assert project.quality_runs.exists()  # the likely span errors are scored again
     worker.work(burst=True)
     first.refresh_from_db()

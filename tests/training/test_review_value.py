@@ -195,3 +195,71 @@ def test_duplicate_review_rows_count_once_in_every_figure(project, reviewer, lea
     assert cost["seconds_per_item"] == round(62 / 3, 1)
     page = reviewer_client.get(reverse("training:review-value", args=[project.slug])).content.decode()
     assert "<dt>Verdicts</dt><dd>3 (3 timed)</dd>" in page
+
+
+def test_an_extraction_project_counts_span_errors_by_kind_and_scores_the_teacher_in_strict_f1(
+    lead, reviewer, reviewer_client
+):
+    from annotation import projects
+
+    extraction = projects.project_create(
+        name="Bookings",
+        slug="bookings",
+        user=lead,
+        task_type="extraction",
+        labels=[("people", "How many"), ("date", "The day")],
+    )
+    projects.membership_set(project=extraction, username=reviewer.username, role="reviewer")
+    text = "Table for 4 on 12 May"
+    people, date = {"start": 10, "end": 11, "field": "people"}, {"start": 15, "end": 21, "field": "date"}
+    truth = {"spans": [people, date]}
+    cards = [
+        # (order, is audit, the teacher's spans)
+        ("disagreement", False, {"spans": [people]}),  # missed the date
+        ("disagreement", False, {"spans": [people, {**date, "start": 18}]}),  # the date's boundary
+        ("random", True, {"spans": [people, date]}),  # right
+        ("random", True, {"spans": [{**people, "field": "date"}, date]}),  # wrong field
+    ]
+    for i, (order, audit, spans) in enumerate(cards):
+        example = Example.objects.create(project=extraction, text=f"{text} ({i})")
+        proposal = Proposal.objects.create(example=example, agent="teacher:m:v1", value=spans)
+        verdict = "accept" if spans == truth else "correct"
+        Review.objects.create(
+            example=example,
+            reviewer=reviewer,
+            proposal=proposal,
+            verdict=verdict,
+            value=truth,
+            queue_order=order,
+            is_audit=audit,
+        )
+    value = review_value(extraction)
+    rows = {row["order"]: row for row in value["orders"]}
+    assert rows["disagreement"]["kinds"] == {"missed": 1, "boundary": 1, "wrong_field": 0, "spurious": 0}
+    assert rows["disagreement"]["kinds_per_100"]["missed"] == 50.0
+    assert rows["random"]["kinds"]["wrong_field"] == 1 and rows["random"]["errors"] == 1
+    # The audit cards: 3 of the teacher's 4 spans right, 3 of the 4 true spans found.
+    audit = value["teacher_on_audit"]
+    assert audit["n"] == 2 and audit["score"] == 0.75 and not audit["enough"]
+    page = reviewer_client.get(reverse("training:review-value", args=[extraction.slug])).content.decode()
+    assert "Gold strict F1 against reviewed labels" in page
+    assert "Missed per 100" in page and 'data-kind="missed">50.0<' in page
+    assert 'data-metric="teacher-on-audit"' in page and "<strong>0.750</strong> strict F1" in page
+
+
+def test_a_classification_page_keeps_one_error_column(project, reviewer, reviewer_client):
+    example = Example.objects.create(project=project, text="refund please")
+    proposal = Proposal.objects.create(example=example, agent="teacher:m:v1", value="Billing")
+    Review.objects.create(
+        example=example,
+        reviewer=reviewer,
+        proposal=proposal,
+        verdict="correct",
+        value="Refund",
+        is_audit=True,
+    )
+    value = review_value(project)
+    assert value["orders"][0]["kinds"] == {"wrong": 1}
+    assert value["teacher_on_audit"]["score"] == 0.0  # accuracy on the one audit card
+    page = reviewer_client.get(reverse("training:review-value", args=[project.slug])).content.decode()
+    assert "Wrong per 100" not in page and "accuracy against the reviewers" in page

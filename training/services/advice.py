@@ -87,7 +87,7 @@ def label_source_advice(project: Project) -> dict:
     """The recommended label source, teacher confidence floor, noise handling and (for tasks
     that handle label noise) fine-tunes' label smoothing, with the reason."""
     advice = _label_source_advice(project)
-    if project.task.handles_label_noise:
+    if "label_smoothing" in project.task.default_hyperparameters("finetune"):
         # Only where unreviewed teacher labels would be trained on: human labels keep the
         # measured defaults (bench/banking77_distill.py).
         smooth = (
@@ -168,9 +168,9 @@ def _label_source_advice(project: Project) -> dict:
         }
     reviewed = people
     student = _reviewed_only_student(project)
-    # Extraction runs have no noise handling (Task.handles_label_noise): nothing is left out.
-    prunes = project.task.handles_label_noise
-    prune = "prune" if prunes else "none"
+    # The task's measured noise handling (Task.advised_noise_handling), where it has any.
+    prunes = project.task.handles_label_noise and project.task.advised_noise_handling != "none"
+    prune = project.task.advised_noise_handling if prunes else "none"
     advice = {
         "teacher": teacher,
         "audit": audit,

@@ -6,7 +6,10 @@ All from what has been measured in this project, nothing modelled:
   labels it trained on (per run kind);
 - teacher errors found per 100 reviews in each queue order (a verdict other than accept
   on a card with a teacher proposal is an error found; an example counts once, by its
-  latest verdict), with the random audit draws as the baseline an order has to beat;
+  latest verdict), by kind in the task's terms, with the random audit draws as the baseline
+  an order has to beat;
+- the teacher's score in the task's metric on those audit cards (the reviewers' answers as
+  the truth);
 - what the last label-quality run flags among unreviewed labels (what pruning leaves out)
   as a share of the teacher errors the audit estimates there, and so which order the
   default ("auto") queue serves;
@@ -78,21 +81,43 @@ def next_batch_gain(curve: list[dict], batch: int = BATCH) -> dict | None:
     return best
 
 
-def errors_found_by_order(project: Project) -> list[dict]:
-    """Teacher errors found per 100 reviews in each queue order; "random" is the unbiased baseline."""
-    from annotation.review import STRATEGIES
-
-    rows: dict[str, list[bool]] = {}
-    for verdict, order, audit in (
+def _judged_reviews(project: Project):
+    """(verdict, order, is audit, proposed answer, reviewer's answer, text) of every queue
+    verdict on a teacher proposal."""
+    return (
         Review.objects.filter(
             example__project=project, kind=Review.Kind.REVIEW, proposal__isnull=False, is_bulk=False
         )
         .latest_per_example()
         .order_by()
-        .values_list("verdict", "queue_order", "is_audit")
-    ):
+        .values_list("verdict", "queue_order", "is_audit", "proposal__value", "value", "example__text")
+    )
+
+
+def errors_found_by_order(project: Project) -> list[dict]:
+    """Teacher errors found per 100 reviews in each queue order; "random" is the unbiased baseline.
+
+    An error found is a verdict other than accept; ``kinds`` counts what the reviewers' answers
+    show wrong in the proposals, in the task's terms (``Task.error_kinds``: for spans, the
+    missed, boundary, wrong-field and spurious ones), and ``kinds_per_100`` per 100 reviews."""
+    from annotation.review import STRATEGIES
+
+    task = project.task
+    rows: dict[str, list[bool]] = {}
+    kinds: dict[str, dict[str, int]] = {}
+    for verdict, order, audit, proposed, final, text in _judged_reviews(project):
         key = "random" if audit else (order or "unknown")
         rows.setdefault(key, []).append(verdict != Review.Verdict.ACCEPT)
+        counts = kinds.setdefault(key, dict.fromkeys(task.error_kind_names, 0))
+        if verdict != Review.Verdict.ACCEPT and proposed is not None:
+            try:
+                found = task.error_kinds(
+                    proposed, None if verdict == Review.Verdict.REJECT else final, text=text
+                )
+            except (TypeError, KeyError, AttributeError):
+                continue  # an answer of another shape (the task type changed since)
+            for kind, n in found.items():
+                counts[kind] = counts.get(kind, 0) + n
     names = {**STRATEGIES, "similar": "More like this", "unknown": "Before orders were recorded"}
     out = []
     for order, found in sorted(rows.items(), key=lambda kv: -len(kv[1])):
@@ -106,9 +131,34 @@ def errors_found_by_order(project: Project) -> list[dict]:
                 "per_100": round(100 * sum(found) / len(found), 1),
                 "low": round(100 * interval[0], 1) if interval else None,
                 "high": round(100 * interval[1], 1) if interval else None,
+                "kinds": kinds[order],
+                "kinds_per_100": {k: round(100 * n / len(found), 1) for k, n in kinds[order].items()},
             }
         )
     return out
+
+
+def teacher_on_audit(project: Project) -> dict | None:
+    """The teacher's score in the task's metric on the random audit cards, the reviewers'
+    answers taken as the truth (rejected cards left out): an unbiased estimate of how good the
+    unreviewed teacher labels are that training would use, in the same metric as gold."""
+    from annotation.review.audit import MIN_AUDIT
+
+    pairs = [
+        (proposed, final, text)
+        for verdict, _, audit, proposed, final, text in _judged_reviews(project)
+        if audit and verdict != Review.Verdict.REJECT and proposed is not None and final is not None
+    ]
+    if not pairs:
+        return None
+    task = project.task
+    try:
+        metrics = task.metrics(
+            [f for _, f, _ in pairs], [p for p, _, _ in pairs], texts=[t for _, _, t in pairs]
+        )
+    except (TypeError, KeyError, AttributeError, ValueError):
+        return None
+    return {"n": len(pairs), "score": metrics.get("score"), "enough": len(pairs) >= MIN_AUDIT}
 
 
 def pruning_cover(project: Project) -> dict | None:
@@ -120,7 +170,7 @@ def pruning_cover(project: Project) -> dict | None:
     run = latest_quality_run(project)
     if run is None or run.flagged is None:
         return None
-    serves = auto_strategy(run.flag_coverage)
+    serves = auto_strategy(run.flag_coverage, project.task.auto_order)
     return {
         "flagged": run.flagged,
         "coverage": run.flag_coverage,
@@ -161,6 +211,8 @@ def review_value(project: Project) -> dict:
         "curve": curve,
         "gain": next_batch_gain(curve),
         "orders": errors_found_by_order(project),
+        "error_kinds": project.task.error_kind_names,
+        "teacher_on_audit": teacher_on_audit(project),
         "pruning": pruning_cover(project),
         "cost": review_cost(project, Decimal(rate)),
         "batch": BATCH,

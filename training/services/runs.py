@@ -76,8 +76,15 @@ def run_create(
     hp = {**run_defaults(task, kind), **(hyperparameters or {})}
     if hp.get("noise_handling", "none") not in NOISE_HANDLING:
         raise TrainingError(f"Unknown noise handling {hp['noise_handling']!r}.")
-    if hp.get("noise_handling", "none") != "none" and not task.handles_label_noise:
-        raise TrainingError(f"{task.title} runs have no noise handling yet: choose none.")
+    handling = hp.get("noise_handling", "none")
+    refusal = task.noise_refusal(handling, kind)
+    if refusal:
+        raise TrainingError(refusal)
+    if "weight" in handling and not _teacher_confidences(project):
+        raise TrainingError(
+            "The teacher's labels carry no confidence to weight them by (imported without one, or a "
+            "teacher that does not measure it): choose none or prune."
+        )
     estimate = training_estimate(
         project=project,
         label_source=label_source,
@@ -179,6 +186,16 @@ def _ensemble_create(*, project: Project, user, members: list[TrainingRun]) -> T
     )
     run.members.set(members)
     return run
+
+
+def _teacher_confidences(project: Project) -> bool:
+    """Does any unreviewed teacher label of the project carry a confidence?"""
+    return (
+        Example.objects.for_project(project)
+        .not_gold()
+        .filter(review_state="unreviewed", teacher_confidence__isnull=False)
+        .exists()
+    )
 
 
 def run_start(*, run: TrainingRun) -> None:

@@ -449,16 +449,17 @@ def test_a_failed_traffic_write_is_retried_whole_and_once(project, live, setting
         for text in ["one", "two", "three"]
     ]
     writer.add(items)
-    real_create = Proposal.objects.create
+    real_create = Proposal.objects.bulk_create
     calls = []
 
-    def flaky_create(**fields):
-        calls.append(fields["example"].text)
+    def flaky_create(rows, *args, **kwargs):
+        rows = list(rows)
+        calls.append(rows[0].example.text)
         if len(calls) == 2:  # the second example's proposal: after its Example row was inserted
             raise OperationalError("database is locked")
-        return real_create(**fields)
+        return real_create(rows, *args, **kwargs)
 
-    monkeypatch.setattr(Proposal.objects, "create", flaky_create)
+    monkeypatch.setattr(Proposal.objects, "bulk_create", flaky_create)
     with pytest.raises(OperationalError):
         writer.flush()
     assert list(Example.objects.filter(source="traffic").values_list("text", flat=True)) == ["one"]
@@ -489,16 +490,16 @@ def test_a_chunk_of_traffic_is_one_transaction_retried_whole_and_stored_once(
             for t in texts
         ]
     )
-    real_create = Proposal.objects.create
+    real_create = Proposal.objects.bulk_create
     calls = []
 
-    def flaky_create(**fields):
-        calls.append(fields["example"].text)
-        if len(calls) == 2:
+    def flaky_create(rows, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # half-way through the first chunk: its examples are written
             raise OperationalError("server closed the connection unexpectedly")
-        return real_create(**fields)
+        return real_create(rows, *args, **kwargs)
 
-    monkeypatch.setattr(Proposal.objects, "create", flaky_create)
+    monkeypatch.setattr(Proposal.objects, "bulk_create", flaky_create)
     with pytest.raises(OperationalError):
         writer.flush()
     assert not Example.objects.filter(source="traffic").exists() and writer.pending() == 4
@@ -741,3 +742,57 @@ def test_a_drift_warning_from_out_of_scope_traffic_says_so(project, live, lead_c
     # Traffic that clears the threshold as often as gold did: drift, but no such cause.
     PredictionLog.objects.filter(confidence=0.2).update(confidence=0.8)
     assert serving.monitoring(project)["out_of_scope"] is None
+
+
+def test_a_chunk_is_written_in_bulk_and_falls_back_to_a_text_at_a_time_on_a_conflict(
+    project, settings, monkeypatch
+):
+    """Texts already stored are skipped; when the bulk write meets a conflict (another web
+    process stored one of the texts meanwhile), the chunk is written a text at a time, where
+    that text alone is skipped."""
+    from django.db import IntegrityError
+
+    settings.SERVING_LOG_FLUSH_SECONDS = 3600
+    Example.objects.create(project=project, text="seen before", source="traffic")
+    proposals = ({"agent": "student:run-1", "value": "Billing"},)
+
+    def chunk(*texts):
+        return [serving.TrafficExample(project_id=project.pk, text=t, proposals=proposals) for t in texts]
+
+    writer = serving_writer._BackgroundWriter("test-traffic", serving_writer._write_traffic, chunk=10)
+    writer.add(chunk("new one", "  seen before ", "new two", "new one"))
+    assert writer.flush() == 4
+    stored = {e.text: e.proposals.count() for e in Example.objects.filter(source="traffic")}
+    assert stored == {"seen before": 0, "new one": 1, "new two": 1}
+
+    bulk = serving_writer._store_traffic
+
+    def raced(items):
+        Example.objects.create(project=project, text="raced", source="traffic")  # the other process
+        bulk(items)
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(serving_writer, "_store_traffic", raced)
+    writer.add(chunk("new three", "raced"))
+    assert writer.flush() == 2
+    stored = {e.text: e.proposals.count() for e in Example.objects.filter(source="traffic")}
+    # The raced insert was rolled back with the bulk attempt; the fallback stored each text once.
+    assert stored == {"seen before": 0, "new one": 1, "new two": 1, "new three": 1, "raced": 1}
+
+
+def test_a_chunk_of_traffic_is_written_in_a_few_statements(project, settings, django_assert_max_num_queries):
+    settings.SERVING_LOG_FLUSH_SECONDS = 3600
+    writer = serving_writer._BackgroundWriter("test-traffic", serving_writer._write_traffic, chunk=50)
+    writer.add(
+        [
+            serving.TrafficExample(
+                project_id=project.pk,
+                text=f"text {i}",
+                proposals=({"agent": "teacher:m:v1", "value": "Billing"},),
+            )
+            for i in range(50)
+        ]
+    )
+    with django_assert_max_num_queries(20):  # 250+ a text at a time
+        assert writer.flush() == 50
+    assert Example.objects.filter(source="traffic", teacher_label="Billing").count() == 50

@@ -83,6 +83,8 @@ def validate_texts(texts, config: ServingConfig) -> list[str]:
     for index, text in enumerate(texts):
         if not text.strip():
             raise ServingError(f"Text {index} is empty.", code="empty_text")
+        if "\x00" in text:  # PostgreSQL cannot store it (a summary or a kept text would hold it)
+            raise ServingError(f"Text {index} contains a NUL character (\\u0000).", code="bad_texts")
         if len(text) > config.max_text_chars:
             raise ServingError(
                 f"Text {index} has {len(text)} characters; the limit is {config.max_text_chars}.",

@@ -65,7 +65,7 @@ def test_embedded_defaults_need_no_configuration(tmp_path):
 def test_settings_point_at_the_configured_services():
     from django.conf import settings
 
-    assert set(settings.RQ_QUEUES) == {"llm", "training", "default"}
+    assert set(settings.RQ_QUEUES) == {"llm", "short", "training", "default"}
     if os.environ.get("DATABASE_URL"):
         assert settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     else:

@@ -7,7 +7,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 from annotation import review
-from annotation.models import Example, Review
+from annotation.models import Example, Review, content_hash
 from tests.annotation.test_gold import corpus  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.django_db
@@ -45,19 +45,27 @@ def test_a_double_submit_that_passed_the_check_is_a_review_error(project, corpus
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_keeps_each_reviewers_first_blind_label(project, reviewer, lead):
     executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes()
     executor.migrate([("annotation", "0019_task_options")])
-    apps = executor.loader.project_state([("annotation", "0019_task_options")]).apps
-    OldReview = apps.get_model("annotation", "Review")
-    example = Example.objects.create(project=project, text="charged twice")
-    first = OldReview.objects.create(
-        example_id=example.pk, reviewer_id=reviewer.pk, kind="blind", verdict="correct", value="Billing"
-    )
-    OldReview.objects.create(
-        example_id=example.pk, reviewer_id=reviewer.pk, kind="blind", verdict="correct", value="Other"
-    )
-    other = OldReview.objects.create(
-        example_id=example.pk, reviewer_id=lead.pk, kind="blind", verdict="correct", value="Other"
-    )
-    executor = MigrationExecutor(connection)
-    executor.migrate([("annotation", "0020_gold_blind_unique_teacher_bounds")])
-    assert set(Review.objects.values_list("pk", flat=True)) == {first.pk, other.pk}
+    try:
+        apps = executor.loader.project_state([("annotation", "0019_task_options")]).apps
+        OldExample = apps.get_model("annotation", "Example")
+        OldReview = apps.get_model("annotation", "Review")
+        example = OldExample.objects.create(
+            project_id=project.pk, text="charged twice", content_hash=content_hash("charged twice")
+        )
+        first = OldReview.objects.create(
+            example_id=example.pk, reviewer_id=reviewer.pk, kind="blind", verdict="correct", value="Billing"
+        )
+        OldReview.objects.create(
+            example_id=example.pk, reviewer_id=reviewer.pk, kind="blind", verdict="correct", value="Other"
+        )
+        other = OldReview.objects.create(
+            example_id=example.pk, reviewer_id=lead.pk, kind="blind", verdict="correct", value="Other"
+        )
+        executor = MigrationExecutor(connection)
+        executor.migrate([("annotation", "0020_gold_blind_unique_teacher_bounds")])
+        assert set(Review.objects.values_list("pk", flat=True)) == {first.pk, other.pk}
+    finally:
+        # Back to the latest schema: the tests after this one run on it.
+        MigrationExecutor(connection).migrate(latest)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from annotation.models import Example, GoldSet, Proposal, Review
+from annotation import jobs, review
+from annotation.models import Example, GoldSet, Proposal, Review, SimilarityIndex
 from tests.browser.conftest import log_in
 from tests.conftest import make_project, make_user
 from training.models import Evaluation, TrainingRun
@@ -86,6 +87,10 @@ def test_review_page_rounds_and_more_like_this_by_key(page, django_user_model, a
     project.refresh_every = 30
     project.save()
     seed(project, reviewer)
+    # "More like this" reads the pool's cached vectors; a worker embeds them once they come in
+    # (no worker runs here: the index job runs now).
+    review.similarity_index_start(project_id=project.pk)
+    jobs.similarity_index_job(SimilarityIndex.objects.get(project=project).pk)
     log_in(page, "rob", "pw-rob")
     page.goto(reverse("annotation:review", args=[project.slug]))
     assert page.locator('[data-count="budget-left"]').inner_text() == "30"

@@ -30,12 +30,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.corpus.answers import MAX_NEW_LABELS, FileAnswers, make_gold
+from annotation.corpus.answers import create_labels as new_labels_create
 from annotation.corpus.formats import (
     ALL_FORMATS,
     FORMAT_ABOUT,
     Columns,
     CorpusFormatError,
-    Row,
     RowError,
     cannot_import,
     file_kind,
@@ -48,19 +49,12 @@ from annotation.corpus.formats import (
 from annotation.corpus.staging import STAGE_BATCH_ROWS, Stage, check_row, staged_row
 from annotation.models import (
     IMPORT_AGENT,
-    Example,
-    GoldSet,
-    GoldSetItem,
     ImportBatch,
-    Label,
     Membership,
     Project,
-    ReviewClaim,
-    next_free_key,
 )
 from annotation.projects import ServiceError
 from distillapp import rows
-from tasks.base import AnswerError, Category
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +66,6 @@ LABELS_VERIFIED = "verified"  # checked by people: reviews by the importing lead
 GOLD_CANDIDATES = "candidates"  # the draft gold set, to be labelled blind by two reviewers
 GOLD_ATTESTED = "attested"  # a new frozen gold version whose labels a lead attests
 MAX_REPORTED_ERRORS = 50
-MAX_NEW_LABELS = 500
 PROGRESS_EVERY_SECONDS = 0.5
 
 
@@ -382,7 +375,7 @@ def _run(batch: ImportBatch) -> None:
     answer_file = batch.format in task.answer_formats
     column_answers = bool(columns.label) and task.label_column == "answer"
     answers = (
-        _FileAnswers(task, set(known_labels), create_labels, outcome)
+        FileAnswers(task, set(known_labels), create_labels, outcome.new_labels)
         if answer_file or column_answers
         else None
     )
@@ -457,7 +450,7 @@ def _run(batch: ImportBatch) -> None:
         # the job's heartbeat (distillapp.rows.heartbeat) beats on meanwhile.
         with transaction.atomic():
             stage.finish(project_id=project.pk)
-            labels_created = _create_labels(project, outcome.new_labels, colours=answers is not None)
+            labels_created = new_labels_create(project, outcome.new_labels, colours=answers is not None)
             created = stage.insert_examples(
                 project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)
             )
@@ -472,7 +465,7 @@ def _run(batch: ImportBatch) -> None:
                 )
             gold_report = {}
             if gold:
-                gold_report = _make_gold(
+                gold_report = make_gold(
                     batch, stage.file_examples(project_id=project.pk), attested=gold == GOLD_ATTESTED
                 )
             notes = {"answer_notes": dict(outcome.notes)} if outcome.notes else {}
@@ -520,110 +513,3 @@ def _record_failure(batch: ImportBatch, outcome: _Outcome, *, options: dict) -> 
         error_report=[{"line": e.line, "reason": e.reason} for e in outcome.errors],
         finished_at=timezone.now(),
     )
-
-
-def _create_labels(project, new_labels: dict[str, int], *, colours: bool = False) -> int:
-    """Add the file's new labels in order of first use; new extraction fields get a colour."""
-    if not new_labels:
-        return 0
-    existing = list(project.labels.values_list("key", "order"))
-    used_keys = {key for key, _ in existing if key}
-    order = max((o for _, o in existing), default=0)
-    palette = getattr(type(project.task), "PALETTE", ()) if colours else ()
-    labels = []
-    for index, name in enumerate(sorted(new_labels, key=new_labels.get), start=len(existing)):
-        key = next_free_key(used_keys)
-        used_keys.add(key)
-        order += 1
-        colour = palette[index % len(palette)] if palette else ""
-        labels.append(Label(project=project, name=name, key=key, order=order, color=colour))
-    Label.objects.bulk_create(labels)
-    project.forget_task()
-    return len(labels)
-
-
-class _FileAnswers:
-    """Checks the answers a file gives: known categories (or new ones, when allowed), then the
-    task's rules. A label column of answers gives its cell, which the task reads first."""
-
-    def __init__(self, task, known: set[str], create: bool, outcome: _Outcome):
-        self.task, self.known, self.create, self.outcome = task, known, create, outcome
-
-    def check(self, row: Row) -> str | None:
-        if isinstance(row.answer, str):
-            try:
-                row.answer = self.task.column_answer(row.answer, text=row.text)
-            except AnswerError as exc:
-                return str(exc)
-        unknown = sorted(self.task.answer_categories(row.answer) - self.known)
-        if unknown and not self.create:
-            return (
-                f"unknown field {', '.join(map(repr, unknown))} (the project's fields: "
-                f"{', '.join(sorted(self.known)) or 'none yet'}; allow creating labels to add it)"
-            )
-        too_long = [name for name in unknown if len(name) > 100]
-        if too_long:
-            return f"field name {too_long[0][:40]!r}… is longer than 100 characters"
-        for name in unknown:
-            self.outcome.new_labels.setdefault(name, row.line)
-            if len(self.outcome.new_labels) > MAX_NEW_LABELS:
-                return f"more than {MAX_NEW_LABELS} different fields; is this the right file?"
-        if unknown:
-            # New fields take the default rules (any number of values) until a lead edits them.
-            self.known.update(unknown)
-            self.task = type(self.task)(
-                [*self.task.categories, *(Category(name=n) for n in unknown)], self.task.options
-            )
-        try:
-            row.answer = self.task.validate(row.answer, text=row.text)
-        except AnswerError as exc:
-            return str(exc)
-        return None
-
-
-def _make_gold(batch: ImportBatch, examples: list[tuple[int, str]], *, attested: bool) -> dict:
-    """Put the file's examples into gold: the draft's candidates, or a new frozen version.
-
-    Examples that were already in the project count too (a team's test set may
-    overlap what was imported before); they leave training like any gold item.
-    """
-    from annotation.review import gold_draft
-
-    project = batch.project
-    if attested:
-        latest = project.gold_sets.order_by("-version").first()
-        now = timezone.now()
-        gold_set = GoldSet.objects.create(
-            project=project,
-            version=(latest.version + 1) if latest else 1,
-            note=f"Imported from {batch.file_name}; labels attested as verified by {batch.created_by}.",
-            attested_by=batch.created_by,
-            attested_at=now,
-            attested_file=batch.file_name,
-            attested_sha256=batch.sha256,
-            import_batch=batch,
-        )
-        chosen = examples
-    else:
-        gold_set = gold_draft(project)
-        if gold_set is None:
-            latest = project.gold_sets.order_by("-version").first()
-            gold_set = GoldSet.objects.create(project=project, version=(latest.version + 1) if latest else 1)
-        in_gold = set(
-            GoldSetItem.objects.filter(example__project=project).values_list("example_id", flat=True)
-        )
-        chosen = [(pk, label) for pk, label in examples if pk not in in_gold]
-    GoldSetItem.objects.bulk_create(
-        [
-            GoldSetItem(gold_set=gold_set, example_id=pk, label=label if attested else None)
-            for pk, label in chosen
-        ],
-        batch_size=2000,
-    )
-    ids = [pk for pk, _ in chosen]
-    for start in range(0, len(ids), 2000):  # under SQLite's limit on query parameters
-        Example.objects.filter(pk__in=ids[start : start + 2000]).update(is_gold=True)
-        ReviewClaim.objects.filter(example_id__in=ids[start : start + 2000]).delete()
-    if attested:
-        gold_set.freeze(user=batch.created_by)
-    return {"gold_version": gold_set.version, "gold_items": len(chosen)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 from collections import Counter
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from tasks.base import (
     Task,
 )
 from tasks.extraction import measure
-from tasks.extraction.reply import located_entities, reply_layout
+from tasks.extraction.reply import located_entities, logprob_confidences, sample_confidences
 from tasks.extraction.risk import ERROR_KINDS
 from tasks.extraction.spans import normalise_spans, span_key, spans_to_fields
 
@@ -267,69 +266,15 @@ class ExtractionTask(Task):
     def logprob_answer(
         self, content: str, value: Answer, tokens: list[tuple[str, float]], *, text: str
     ) -> tuple[Answer, float | None]:
-        """Each span's confidence from the log-probs of its own stretch of the reply, and the
-        text's as the least sure of those decisions (both ``None`` when the tokens do not spell
-        the reply).
-
-        The reply's tokens are cut into one stretch per listed entity and one for the list's
-        end. An entity's stretch runs from the end of the one before to the closing quote of
-        its last string (``, {"field": "people", "text": "4"``): the choice to list one more
-        value at all, its field, its value and where the value stops. Its probability,
-        exp(sum of the stretch's log-probs), is the span's confidence: a span is right only
-        when all of these are. The punctuation inside it costs nothing under a JSON schema
-        (log-prob ~0). The last stretch (``}]``) is the choice to list no more.
-
-        A text's confidence is the MIN over its spans and the list's end, as the student's is
-        the min over its token decisions: the least sure decision in the answer, so a text is
-        as sure as its weakest value or its likeliest missed one, and a reply with no spans
-        is as sure as its ``[]``. (The product of them all would be the whole reply's
-        probability: it falls with every value listed, so texts with many values would
-        always look unsure.) A token that spells the ends of two stretches (``"}]``) counts
-        in the first.
-        """
-        if not tokens or "".join(token for token, _ in tokens) != content or value is None:
-            return value, None
-        layout = reply_layout(content)
-        located, error = located_entities(
-            content, text=text, by_name=self.by_name, context=self.placement_context
+        """Each span's confidence from the log-probs of its own stretch of the reply, the text's
+        the least sure of them (``reply.logprob_confidences`` says how and why)."""
+        return logprob_confidences(
+            content, value, tokens, text=text, by_name=self.by_name, context=self.placement_context
         )
-        if layout is None or error:
-            return value, None
-        entity_ends, list_end = layout
-        boundaries = [*entity_ends, list_end]
-        sums = [0.0] * len(boundaries)
-        position, stretch = 0, 0
-        for token, logprob in tokens:
-            # A token belongs to the first stretch that ends after it starts.
-            while stretch < len(boundaries) and boundaries[stretch] <= position:
-                stretch += 1
-            if stretch == len(boundaries):
-                break  # the closing brace after the list: no choice left
-            sums[stretch] += logprob
-            position += len(token)
-        probability = [max(0.0, min(1.0, math.exp(total))) for total in sums]
-        if any(index >= len(entity_ends) for index, _ in located):
-            return value, None
-        by_span: dict[tuple[int, int, str], float] = {}
-        for index, span in located:
-            by_span.setdefault(span_key(span), probability[index])
-        spans = [{**span, "confidence": by_span.get(span_key(span))} for span in value["spans"]]
-        if any(span["confidence"] is None for span in spans):
-            return value, None  # the reply does not spell this answer
-        return {"spans": spans}, min([*(span["confidence"] for span in spans), probability[-1]])
 
     def consistency_answer(self, value: Answer, samples: list[Answer | None]) -> tuple[Answer, float]:
-        """Each span's confidence is the share of the k samples that hold it (an invalid sample
-        holds none); the text's is the least of those and of the share of samples that hold
-        no span beyond the answer's (the list's end), as for log-probs."""
-        sets = [_keys(sample) if sample is not None else None for sample in samples]
-        spans = [
-            {**span, "confidence": sum(s is not None and span_key(span) in s for s in sets) / len(sets)}
-            for span in value["spans"]
-        ]
-        own = _keys(value)
-        ends = sum(s is not None and s <= own for s in sets) / len(sets)
-        return {"spans": spans}, min([*(span["confidence"] for span in spans), ends])
+        """Each span's confidence is the share of the k samples that hold it (``reply.sample_confidences``)."""
+        return sample_confidences(value, samples)
 
     def example_reply(self, value: Answer, *, text: str) -> str:
         entities = [
@@ -613,7 +558,3 @@ class ExtractionTask(Task):
         """The fields object (``{"date": "12 May", "people": ["4"]}``) as JSON, whatever was asked:
         a client that called an LLM for extraction parses JSON."""
         return json.dumps(self.served(value, text=text)["fields"], ensure_ascii=False)
-
-
-def _keys(answer: Mapping | None) -> set[tuple[int, int, str]]:
-    return {span_key(s) for s in (answer or {}).get("spans", [])}

@@ -381,8 +381,17 @@ def delete_project(conn, project_id: int) -> None:
         conn.execute(f"DELETE FROM {table} WHERE example_id IN ({examples})", {"p": project_id})
     conn.execute("DELETE FROM annotation_goldset WHERE project_id = %(p)s", {"p": project_id})
     conn.execute("DELETE FROM annotation_example WHERE project_id = %(p)s", {"p": project_id})
-    for table in ("annotation_importbatch", "annotation_label", "annotation_membership"):
-        conn.execute(f"DELETE FROM {table} WHERE project_id = %(p)s", {"p": project_id})
+    # Every other table with a project column (jobs the bench's actions queued: the similarity
+    # index, a round's refresh), read from the catalogue so a new job kind needs no edit here.
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT table_name FROM information_schema.columns WHERE column_name = 'project_id'"
+            " AND table_schema = current_schema() AND table_name <> 'annotation_example'"
+        )
+    ]
+    for table in sorted(tables, key=lambda name: name.startswith("annotation_")):
+        conn.execute(f"DELETE FROM {quote_ident(table)} WHERE project_id = %(p)s", {"p": project_id})
     conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
 
 

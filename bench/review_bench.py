@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import cProfile
 import csv
 import json
 import os
@@ -466,6 +467,8 @@ def measure(
     db_ms_per_action: list[float] = []
     verdicts: dict[str, int] = {}
     actions_cpu = 0.0
+    # REVIEW_BENCH_PROFILE=<file>: cProfile the timed actions (diagnostic; slows them).
+    profiler = cProfile.Profile() if os.environ.get("REVIEW_BENCH_PROFILE") else None
     for i in range(warmup + actions):
         if i == warmup:
             actions_cpu = cpu_now()
@@ -475,9 +478,13 @@ def measure(
         measured = i >= warmup
         if measured:
             with connection.execute_wrapper(timer):
+                if profiler:
+                    profiler.enable()
                 started = time.perf_counter()
                 response = clients[who].post(act_url, data, headers={"HX-Request": "true"})
                 elapsed = time.perf_counter() - started
+                if profiler:
+                    profiler.disable()
         else:
             response = clients[who].post(act_url, data, headers={"HX-Request": "true"})
         next_id = card_id(response)
@@ -492,6 +499,8 @@ def measure(
             db_ms_per_action.append((timer.seconds - seconds_before) * 1000)
             verdicts[data["verdict"]] = verdicts.get(data["verdict"], 0) + 1
     actions_cpu = cpu_now() - actions_cpu
+    if profiler:
+        profiler.dump_stats(os.environ["REVIEW_BENCH_PROFILE"])
     log(f"{actions} actions: median {ms(statistics.median(times))} ms")
 
     # The parts, timed directly: the same calls review_act makes (--no-breakdown: skipped,

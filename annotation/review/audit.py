@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter
 
 from annotation.models import Project, Review
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 
 # Audit verdicts needed before the estimate is shown as one (fewer: "n too small").
 MIN_AUDIT = 20

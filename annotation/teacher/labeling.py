@@ -36,7 +36,7 @@ from annotation.models import (
     TeacherConfig,
 )
 from annotation.teacher import client as teacher_boundary
-from annotation.teacher.embedding import needs_reviewed
+from annotation.teacher.memory import needs_reviewed
 from annotation.teacher.service import (
     LabelingError,
     _config_snapshot,
@@ -426,7 +426,7 @@ def _embedding_batches(job: LabelingJob):
 def _run_embedding(job: LabelingJob) -> None:
     """The offline teacher of the project's task type (classification: embeddings;
     extraction: a dictionary of reviewed values), learned once for the whole job."""
-    from annotation.teacher.embedding import memory_for_prompt
+    from annotation.teacher.memory import memory_for_prompt
 
     prompt = job.prompt_version
     reviewed = _memory(job.project) if needs_reviewed(prompt) else []

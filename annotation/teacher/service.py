@@ -21,7 +21,7 @@ from django.db.models import Count, Max
 
 from annotation.models import Example, Project, PromptVersion, Review, TeacherConfig
 from annotation.teacher import client as teacher_boundary
-from annotation.teacher.embedding import fits, needs_reviewed
+from annotation.teacher.memory import fits, needs_reviewed
 from tasks.base import AnswerError, Task
 
 MEMORY_LIMIT = 5000
@@ -287,7 +287,7 @@ def _few_shot_chooser(
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
     """The offline teacher with its memory embedded, kept while the memory is unchanged, and
     its memory (examples, k) for its name."""
-    from annotation.teacher.embedding import memory_for_prompt
+    from annotation.teacher.memory import memory_for_prompt
 
     project = Project.objects.get(pk=project_id)
     prompt = PromptVersion.objects.get(pk=prompt_version_id)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import ml
-from tasks import measure
+from tasks import stats
 from tasks.classification import quick, student
 
 CONFIG_FILE = "ensemble.json"
@@ -115,7 +115,7 @@ def predict(
     probabilities, names = predict_proba(
         model_dir, texts, batch_size=batch_size, embedding_cache_dir=embedding_cache_dir
     )
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)
 
 
 def export_onnx(model_dir: Path | str, out_dir: Path | str, *, max_length: int) -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import embeddings, ml
-from tasks import measure
+from tasks import stats
 from tasks.heads import CONFIG_FILE, HEAD_FILE, load, one_blas_thread
 
 DEFAULT_C = 10.0
@@ -138,7 +138,7 @@ def train(
         correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
         result.validation = {"examples": len(validation_texts), "accuracy": correct / len(validation_texts)}
         known = [i for i, label in enumerate(validation[1]) if label in index]
-        fitted = measure.fit_temperature(
+        fitted = stats.fit_temperature(
             np.log(np.clip(proba[known], 1e-30, None)), np.array([index[validation[1][i]] for i in known])
         )
         config["temperature"] = fitted["temperature"]
@@ -163,7 +163,7 @@ def predict(
         max_length=max_length,
         embedding_cache_dir=embedding_cache_dir,
     )
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)
 
 
 def predict_proba(
@@ -202,7 +202,7 @@ def _head_probabilities(head, config: dict, vectors: np.ndarray) -> np.ndarray:
     if t != 1.0:
         # A label the head never saw keeps probability 0 (log 0 = -inf stays -inf).
         with np.errstate(divide="ignore"):
-            probabilities = measure.apply_temperature(np.log(probabilities), t)
+            probabilities = stats.apply_temperature(np.log(probabilities), t)
     return probabilities.astype(np.float32)
 
 
@@ -227,7 +227,7 @@ def predict_onnx(
 ) -> tuple[list[str], list[float]]:
     """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
     probabilities, names = predict_proba_onnx(onnx_dir, texts, batch_size=batch_size)
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)
 
 
 def predict_proba_onnx(

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import embeddings, ml
-from tasks.extraction.quality import word_tags
+from tasks.extraction.span_quality import word_tags
 from tasks.extraction.student import bio_labels, decode
 from tasks.heads import CONFIG_FILE, HEAD_FILE, load, one_blas_thread
 
 UNIT = "tokenizer"  # how texts are cut into words: part of the embedding cache's key
-LAYER = 3  # the span quality run's layer (tasks/extraction/quality.py); bench/README.md
+LAYER = 3  # the span quality run's layer (tasks/extraction/span_quality.py); bench/README.md
 DEFAULT_C = 3.0
 CONTEXT = 2  # neighbours on each side beside a word's own vector
 MAX_ITER = 1000

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from annotation.models import Example, Project
 from annotation.review.audit import WEAK_TEACHER, teacher_estimate, trusted_confidence
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 from training.models import Evaluation, TrainingRun
 
 STRONG_TEACHER = 0.85

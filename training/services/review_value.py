@@ -27,7 +27,7 @@ from django.db.models import Sum
 
 from annotation.models import STUDENT_AGENT_PREFIX, Project, Proposal, Review
 from annotation.review.rounds import review_time
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 from training.models import Evaluation, ServingConfig
 
 BATCH = 100

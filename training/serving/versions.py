@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project
-from tasks import measure as metrics_lib
+from tasks import stats
 from training.models import (
     DeploymentEvent,
     Evaluation,
@@ -33,8 +33,8 @@ def threshold_recommendation(run: TrainingRun, target_accuracy: float) -> dict |
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if evaluation is None:
         return None
-    m = metrics_lib.with_intervals(evaluation.metrics)
-    choice = metrics_lib.threshold_choice(
+    m = stats.with_intervals(evaluation.metrics)
+    choice = stats.threshold_choice(
         m.get("coverage", []), target_accuracy, examples=m.get("examples") or 0
     )
     return {**choice, "gold_version": evaluation.gold_set.version, "examples": m.get("examples") or 0}

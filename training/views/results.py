@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation.models import Example
 from annotation.views._common import _project_for_member
-from tasks import measure as metrics_lib
+from tasks import stats
 from training import services
 from training.models import Evaluation
 from training.services import preference
@@ -25,10 +25,10 @@ def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     overlap = services.error_analysis(student, teacher) if teacher else {}
     # Only an evaluation stored before intervals lacks them; the macro-F1 bootstrap that
     # fills them in is over labels (per_class), so span answers are never handed to it.
-    m = metrics_lib.with_intervals(
+    m = stats.with_intervals(
         student.metrics, student.predictions if "per_class" in student.metrics else None
     )
-    choice = metrics_lib.threshold_choice(
+    choice = stats.threshold_choice(
         m.get("coverage", []), student.target_accuracy, examples=m.get("examples") or 0
     )
     task = project.task

@@ -502,7 +502,7 @@ async def _run_openai(job: LabelingJob) -> None:
             if work.cached_proposal_id:
                 await finished.put(_Result(work, []))
             else:
-                await finished.put(_Result(work, await client.classify(work.messages)))
+                await finished.put(_Result(work, await client.ask(work.messages)))
         await finished.put(None)
 
     async def write() -> None:

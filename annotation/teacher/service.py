@@ -336,7 +336,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
         async def one(text, few):
             async with semaphore:
                 return (
-                    await client.classify(
+                    await client.ask(
                         teacher_boundary.render_messages(
                             system_prompt=system_prompt, text=text, task=task, few_shot=few
                         )

@@ -33,8 +33,8 @@ from training.serving.monitor import DRIFT_WARNING, latency_summary, monitoring
 from training.serving.routing import (
     WARM_UP_MAX_VERSIONS,
     WARM_UP_SECONDS,
-    Answer,
     Live,
+    RoutedAnswer,
     live,
     predict_texts,
     student_predict,
@@ -79,7 +79,7 @@ __all__ = [
     "TOKEN_TOUCH_SECONDS",
     "WARM_UP_MAX_VERSIONS",
     "WARM_UP_SECONDS",
-    "Answer",
+    "RoutedAnswer",
     "Live",
     "ServingError",
     "TrafficExample",

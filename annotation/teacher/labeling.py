@@ -39,12 +39,12 @@ from annotation.teacher import client as teacher_boundary
 from annotation.teacher.memory import needs_reviewed
 from annotation.teacher.service import (
     LabelingError,
-    _config_snapshot,
-    _few_shot_chooser,
-    _memory,
     agent_name,
+    few_shot_chooser,
     prompt_version_current,
+    reviewed_memory,
     teacher_config_for,
+    teacher_config_snapshot,
     teacher_settings,
 )
 from distillapp import rows
@@ -156,7 +156,7 @@ def labeling_job_create(
     if project.task.uses_categories and not project.labels.exists():
         noun = project.task.category_noun
         raise LabelingError(f"The project has no {noun}s yet; add {noun}s before labelling.")
-    snapshot = _config_snapshot(config)
+    snapshot = teacher_config_snapshot(config)
     if config.provider == TeacherConfig.Provider.OPENAI:
         try:
             teacher_boundary.client_credentials(teacher_settings(config))
@@ -429,7 +429,7 @@ def _run_embedding(job: LabelingJob) -> None:
     from annotation.teacher.memory import memory_for_prompt
 
     prompt = job.prompt_version
-    reviewed = _memory(job.project) if needs_reviewed(prompt) else []
+    reviewed = reviewed_memory(job.project) if needs_reviewed(prompt) else []
     memory, k = memory_for_prompt(prompt, reviewed)
     model = prompt.task.offline_teacher(memory, k=k)
     # Named by what it learnt from: the same prompt with more reviews is another teacher.
@@ -470,7 +470,7 @@ async def _run_openai(job: LabelingJob) -> None:
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
     agent = agent_name(job.teacher, prompt)
-    choose = await sync_to_async(_few_shot_chooser)(prompt, job.project)
+    choose = await sync_to_async(few_shot_chooser)(prompt, job.project)
     todo: asyncio.Queue = asyncio.Queue(maxsize=max(2 * settings.concurrency, CHUNK))
     finished: asyncio.Queue = asyncio.Queue()
     stop = asyncio.Event()

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.extraction.spans import _without_overlaps, whitespace_tokens
+from tasks.extraction.spans import whitespace_tokens, without_overlaps
 
 METHOD = "self_confidence"
 # The base model's layer the word vectors come from (of MiniLM-L6's 6; 0 is the input
@@ -87,7 +87,7 @@ def word_tags(text: str, spans: Sequence[Mapping], words: Sequence[tuple[int, in
     """The BIO tag of each word (start, end) under these spans: a word that overlaps a span
     is ``B-`` if it is the span's first such word, else ``I-``."""
     tags = ["O"] * len(words)
-    for span in _without_overlaps(spans):
+    for span in without_overlaps(spans):
         inside = [j for j, (s, e) in enumerate(words) if s < span["end"] and e > span["start"]]
         for k, j in enumerate(inside):
             if tags[j] == "O":  # two spans in one word (a cut inside it): the first wins

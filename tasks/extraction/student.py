@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import ml
-from tasks.extraction.spans import _without_overlaps
+from tasks.extraction.spans import without_overlaps
 
 AUTO_CLASS = "AutoModelForTokenClassification"
 IGNORE = -100  # transformers' ignore_index: no loss on this token
@@ -114,7 +114,7 @@ def token_labels(
     """One label id per token of every window (IGNORE for special tokens and cut spans)."""
     labels: list[list[int]] = [[IGNORE] * len(ids) for ids in encoded["input_ids"]]
     for text_index, windows in enumerate(_by_text(encoded, len(texts))):
-        spans = _without_overlaps(answers[text_index].get("spans", []))
+        spans = without_overlaps(answers[text_index].get("spans", []))
         for span in spans:
             if f"B-{span['field']}" not in label2id:
                 raise ValueError(

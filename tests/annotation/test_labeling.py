@@ -491,7 +491,7 @@ def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, f
         fixed_examples=[{"label": "Billing", "text": "charged twice"}],
     )
     reviewed = [("app crashes", "Technical support"), ("refund me", "Billing"), ("hello", "Other")]
-    monkeypatch.setattr(labeling, "_memory", lambda project: reviewed)
+    monkeypatch.setattr(labeling, "reviewed_memory", lambda project: reviewed)
     made = {}
 
     class Recorder(EmbeddingTeacher):

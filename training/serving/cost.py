@@ -11,7 +11,7 @@ from django.utils import timezone
 from annotation.models import STUDENT_AGENT_PREFIX, Project, Proposal
 from training.models import PredictionLog
 from training.serving.config import serving_config_for
-from training.serving.monitor import _LATENCY_SAMPLE, latency_summary
+from training.serving.monitor import LATENCY_SAMPLE, latency_summary
 from training.serving.versions import active_version
 
 
@@ -91,12 +91,12 @@ def cost_inputs(project: Project) -> dict:
         "student": latency_summary(
             logs.filter(route="student", is_cold_start=False)
             .order_by("-pk")
-            .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
+            .values_list("latency_ms", flat=True)[:LATENCY_SAMPLE]
         ),
         "teacher": latency_summary(
             paid.exclude(latency_ms__isnull=True)
             .order_by("-pk")
-            .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
+            .values_list("latency_ms", flat=True)[:LATENCY_SAMPLE]
         ),
     }
     return {

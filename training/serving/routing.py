@@ -21,7 +21,7 @@ from training.models import (
     default_hyperparameters,
 )
 from training.serving import limits, writer
-from training.serving.cache import _cached
+from training.serving.cache import cached
 from training.serving.config import ServingError, serving_config_for
 from training.serving.versions import SERVING_BATCH_SIZE, active_version
 from training.serving.writer import TrafficExample
@@ -41,7 +41,7 @@ def live(project: Project) -> Live:
     def load() -> Live:
         return Live(config=serving_config_for(project), version=active_version(project))
 
-    return _cached(("live", project.pk), load)
+    return cached(("live", project.pk), load)
 
 
 @dataclass

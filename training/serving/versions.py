@@ -21,7 +21,7 @@ from training.models import (
     TrainingRun,
     default_hyperparameters,
 )
-from training.serving.cache import _forget_now_and_on_commit
+from training.serving.cache import forget_now_and_on_commit
 from training.serving.config import ServingError, serving_config_for
 
 logger = logging.getLogger(__name__)
@@ -34,9 +34,7 @@ def threshold_recommendation(run: TrainingRun, target_accuracy: float) -> dict |
     if evaluation is None:
         return None
     m = stats.with_intervals(evaluation.metrics)
-    choice = stats.threshold_choice(
-        m.get("coverage", []), target_accuracy, examples=m.get("examples") or 0
-    )
+    choice = stats.threshold_choice(m.get("coverage", []), target_accuracy, examples=m.get("examples") or 0)
     return {**choice, "gold_version": evaluation.gold_set.version, "examples": m.get("examples") or 0}
 
 
@@ -189,7 +187,7 @@ def version_promote(
         previous=previous,
         user=user,
     )
-    _forget_now_and_on_commit()
+    forget_now_and_on_commit()
     return version
 
 
@@ -214,7 +212,7 @@ def version_rollback(*, project: Project, user) -> ModelVersion:
         previous=earlier.previous if earlier else None,
         user=user,
     )
-    _forget_now_and_on_commit()
+    forget_now_and_on_commit()
     return previous
 
 

@@ -17,9 +17,9 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.views._common import (
     HTMX_STOP_POLLING,
-    _form_errors,
-    _project_for_lead,
-    _project_for_member,
+    form_errors,
+    project_for_lead,
+    project_for_member,
     rate_limited,
 )
 from distillapp import rows
@@ -28,14 +28,14 @@ from training.forms import EvaluateForm, LaunchForm
 from training.models import EvaluationJob, RoundRefresh, TrainingRun
 
 
-def _run(project, number: int) -> TrainingRun:
+def run_or_404(project, number: int) -> TrainingRun:
     return get_object_or_404(TrainingRun, project=project, number=number)
 
 
 @login_required
 @require_GET
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     refreshes = list(project.round_refreshes.select_related("run")[:5])
     rows.recover_shown(refreshes)  # a refresh whose worker died is queued again
     advice = services.label_source_advice(project)
@@ -82,10 +82,10 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @rate_limited("training")
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = LaunchForm(request.POST, project=project)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("training:runs", slug=project.slug)
     data = form.cleaned_data
     try:
@@ -98,7 +98,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
             teacher_min_confidence=data["teacher_min_confidence"],
             include_synthetic=data["include_synthetic"],
             kind=data["kind"],
-            members=[_run(project, number) for number in form.member_numbers()],
+            members=[run_or_404(project, number) for number in form.member_numbers()],
         )
     except services.TrainingError as exc:
         messages.error(request, str(exc))
@@ -155,8 +155,8 @@ def _run_context(request, project, role, run) -> dict:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
-    run = _run(project, number)
+    project, role = project_for_member(request, slug)
+    run = run_or_404(project, number)
     # A run or an evaluation whose worker died is queued again as the page polls.
     rows.recover_shown([run, *run.evaluation_jobs.all()[:1]])
     context = _run_context(request, project, role, run)
@@ -171,8 +171,8 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @login_required
 @require_POST
 def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
+    project = project_for_lead(request, slug)
+    run = run_or_404(project, number)
     if run.is_finished:
         messages.error(request, "This run has already ended.")
     else:
@@ -186,8 +186,8 @@ def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @rate_limited("training")
 def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """Queue a failed or interrupted run again; it trains from the start."""
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
+    project = project_for_lead(request, slug)
+    run = run_or_404(project, number)
     if run.can_resume and rows.resume(TrainingRun, run.pk):
         messages.info(request, f"Run {run.number} is queued again.")
     else:
@@ -200,7 +200,7 @@ def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @rate_limited("training")
 def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed (or interrupted) review round refresh again."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
     if refresh.can_resume and rows.resume(RoundRefresh, refresh.pk):
         messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
@@ -213,11 +213,11 @@ def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespon
 @require_POST
 @rate_limited("training")
 def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
+    project = project_for_lead(request, slug)
+    run = run_or_404(project, number)
     form = EvaluateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("training:run", slug=project.slug, number=run.number)
     # Scoring a big gold set takes minutes: a worker does it, the run page shows how it goes
     # and opens the evaluation when it is done (evaluation_job below).
@@ -243,7 +243,7 @@ def _evaluation_job(project, pk: int) -> EvaluationJob:
 @require_GET
 def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     job = _evaluation_job(project, pk)
     rows.recover_shown([job])
     if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
@@ -261,7 +261,7 @@ def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = _evaluation_job(project, pk)
     if job.is_finished:
         messages.error(request, "This evaluation has already ended.")
@@ -276,7 +276,7 @@ def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespo
 @rate_limited("training")
 def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted evaluation again; it measures from the start."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = _evaluation_job(project, pk)
     if job.can_resume and rows.resume(EvaluationJob, job.pk):
         messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
@@ -288,8 +288,8 @@ def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespo
 @login_required
 @require_GET
 def run_download(request: HttpRequest, slug: str, number: int) -> FileResponse:
-    project, _ = _project_for_member(request, slug)
-    run = _run(project, number)
+    project, _ = project_for_member(request, slug)
+    run = run_or_404(project, number)
     if not run.artifact_path or not Path(run.artifact_path).is_dir():
         raise Http404("This run has no artifacts.")
     # Built once beside the artifacts (they never change after the run) and streamed

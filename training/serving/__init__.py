@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from training.serving.cache import forget_cached
 from training.serving.config import ServingError, serving_config_for
-from training.serving.cost import api_cost, break_even_month, cost_inputs, cost_report, model_cost, nice_step
+from training.serving.cost import api_cost, break_even_month, cost_inputs, cost_report, model_cost
 from training.serving.limits import fallback_budget_status, fallback_spend, logged_spend, rate_check
 from training.serving.monitor import monitoring
 from training.serving.routing import (
@@ -61,7 +61,6 @@ __all__ = [
     "live",
     "model_cost",
     "monitoring",
-    "nice_step",
     "onnx_dir_for",
     "onnx_measurement",
     "onnx_prepare",

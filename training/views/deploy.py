@@ -255,7 +255,6 @@ def monitor(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def review_value(request: HttpRequest, slug: str) -> HttpResponse:
     """Where review pays: the learning curve, errors found per order, review time and cost."""
-    from training.services.review_value import curve_chart
     from training.services.review_value import review_value as measure
 
     project, role = project_for_member(request, slug)
@@ -263,7 +262,7 @@ def review_value(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "training/review_value.html",
-        {"project": project, "is_lead": role == "lead", "value": value, "chart": curve_chart(value["curve"])},
+        {"project": project, "is_lead": role == "lead", "value": value},
     )
 
 

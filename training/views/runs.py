@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from annotation.views._common import (
     rate_limited,
 )
 from distillapp import rows
-from training import services, serving
+from training import services
 from training.forms import EvaluateForm, LaunchForm
 from training.models import EvaluationJob, RoundRefresh, TrainingRun
 
@@ -108,43 +107,11 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("training:run", slug=project.slug, number=run.number)
 
 
-def _loss_chart(run: TrainingRun, width: int = 600, height: int = 160) -> dict | None:
-    """The loss curve's SVG coordinates, with value ticks on both axes (None before two points)."""
-    history = run.loss_history or []
-    if len(history) < 2:
-        return None
-    steps = [s for s, _ in history]
-    losses = [loss for _, loss in history]
-    low = min(0.0, min(losses))
-    loss_step = serving.nice_step((max(losses) - low) or 1.0, ticks=4)
-    top = low + math.ceil((max(losses) - low) / loss_step - 1e-9) * loss_step
-    span_x = max(1, run.total_steps or steps[-1])
-    step_step = max(1, math.ceil(serving.nice_step(span_x, ticks=5)))
-
-    def y(loss: float) -> float:
-        return round(height - (loss - low) / ((top - low) or 1.0) * height, 1)
-
-    return {
-        "points": " ".join(f"{s / span_x * width:.1f},{y(loss)}" for s, loss in history),
-        "width": width,
-        "height": height,
-        "mid_y": height / 2,
-        "y_ticks": [
-            {"y": y(low + i * loss_step), "label": f"{low + i * loss_step:g}"}
-            for i in range(round((top - low) / loss_step) + 1)
-        ],
-        "x_ticks": [
-            {"x": round(s / span_x * width, 1), "label": f"{s:,}"} for s in range(0, span_x + 1, step_step)
-        ],
-    }
-
-
 def _run_context(request, project, role, run) -> dict:
     return {
         "project": project,
         "is_lead": role == "lead",
         "run": run,
-        "loss_chart": _loss_chart(run),
         "settings": LaunchForm.described(run.kind, run.hyperparameters),
         "evaluate_form": EvaluateForm(task=project.task),
         "evaluations": run.evaluations.select_related("gold_set"),

@@ -64,31 +64,14 @@ def word_tags(text: str, spans: Sequence[Mapping], words: Sequence[tuple[int, in
     return tags
 
 
-def label_quality_scores(
-    texts: list[str],
-    answers: list[Mapping],
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    model_name: str | None = None,
-    word_vectors: list[np.ndarray] | None = None,
-    cache_dir=None,
-) -> np.ndarray:
+def label_quality_scores(texts: list[str], answers: list[Mapping], **options) -> np.ndarray:
     """One score per text in [0, 1] (float64); lower = its spans are more likely wrong.
 
-    ``answers`` are ``{"spans": [...]}``. ``word_vectors`` (one (words, dim) array per text,
-    over ``whitespace_tokens``), when given, are used instead of embedding the texts;
-    `cache_dir` keeps the embedded words per text (``embeddings.embed_words_cached``).
+    ``answers`` are ``{"spans": [...]}``; ``options`` are ``span_quality``'s: ``word_vectors``
+    (one (words, dim) array per text, over ``whitespace_tokens``), when given, are used instead
+    of embedding the texts; ``cache_dir`` keeps the embedded words per text.
     """
-    return span_quality(
-        texts,
-        answers,
-        folds=folds,
-        seed=seed,
-        model_name=model_name,
-        word_vectors=word_vectors,
-        cache_dir=cache_dir,
-    ).text_scores
+    return span_quality(texts, answers, **options).text_scores
 
 
 def span_quality(

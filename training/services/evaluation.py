@@ -71,9 +71,7 @@ def _finish_evaluation(
     # task says the prediction is not wholly right (a span set is not compared by ==).
     judged = [{**r, "gold": True, "predicted": r["right"]} for r in rows]
     numbers["errors_by_source"] = stats.errors_by(judged, lambda r: r["source"])
-    numbers["errors_by_length"] = stats.errors_by(
-        judged, lambda r: stats.length_bucket(r["length"])
-    )
+    numbers["errors_by_length"] = stats.errors_by(judged, lambda r: stats.length_bucket(r["length"]))
     numbers["gold_without_label"] = len(items) - len(labelled)
     # A system with no answer on any gold text was not measured: its headline is no score, not 0
     # (a project of human labels has no teacher answers on gold; issue #24).

@@ -82,7 +82,7 @@ def main() -> int:
         torch.set_num_threads(args.torch_threads)
     from annotation.models import Example, content_hash
     from distillapp import ml
-    from tasks import measure
+    from tasks import stats
     from training.models import TrainingRun
     from training.services.runs import artifacts_root, run_defaults
 
@@ -134,7 +134,7 @@ def main() -> int:
                 probabilities, names = student.predict_proba(
                     Path(out), batch, max_length=fields["max_length"]
                 )
-                return measure.best_labels(probabilities, names)[0]
+                return stats.best_labels(probabilities, names)[0]
 
             def accuracy(batch: list[str], labels: list[str]) -> float:
                 hits = sum(p == g for p, g in zip(predict(batch), labels, strict=True))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of label quality scoring (tasks/classification/quality.py) on Banking77.
+"""Benchmark of label quality scoring (tasks/classification/label_quality.py) on Banking77.
 
     python bench/label_quality_bench.py [--seed 0] [--folds 5]
 
@@ -54,7 +54,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "distillapp.settings")
 import django  # noqa: E402
 
 django.setup()
-from tasks.classification import quality  # noqa: E402
+from tasks.classification import label_quality  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "banking77"
 TEACHER_ERROR_RATE = 0.185
@@ -102,7 +102,7 @@ def run(data_dir: Path | None = None, seed: int = 0, folds: int = 5) -> dict:
     captured: dict[str, object] = {}
     phases = {"embedding": 0.0, "cross_validation": 0.0}
     embed_texts = distillapp.ml.embed_texts
-    pred_probs = quality.out_of_sample_pred_probs
+    pred_probs = label_quality.out_of_sample_pred_probs
 
     def timed_embed(*args, **kwargs):
         began = time.perf_counter()
@@ -117,14 +117,14 @@ def run(data_dir: Path | None = None, seed: int = 0, folds: int = 5) -> dict:
         return captured["pred_probs"]
 
     distillapp.ml.embed_texts = timed_embed
-    quality.out_of_sample_pred_probs = timed_pred_probs
+    label_quality.out_of_sample_pred_probs = timed_pred_probs
     try:
         start = time.perf_counter()
-        scores = quality.label_quality_scores(texts, teacher_labels, folds=folds, seed=seed)
+        scores = label_quality.label_quality_scores(texts, teacher_labels, folds=folds, seed=seed)
         seconds = time.perf_counter() - start
     finally:
         distillapp.ml.embed_texts = embed_texts
-        quality.out_of_sample_pred_probs = pred_probs
+        label_quality.out_of_sample_pred_probs = pred_probs
     phases["scoring_and_other"] = seconds - phases["embedding"] - phases["cross_validation"]
 
     # Simulated teacher confidence: the zero-shot teacher's probability of the teacher's label.
@@ -160,7 +160,7 @@ def run(data_dir: Path | None = None, seed: int = 0, folds: int = 5) -> dict:
         "labels": len(categories),
         "teacher_accuracy": round(1 - float(is_error.mean()), 4),
         "teacher_errors": int(is_error.sum()),
-        "method": quality.METHOD,
+        "method": label_quality.METHOD,
         "folds": folds,
         "seconds": round(seconds, 1),
         "phases_s": {name: round(value, 1) for name, value in phases.items()},

@@ -524,7 +524,7 @@ def measure(
         request.htmx = HtmxDetails(request)
         data = verdict_for(rng, labels)
         with clock("project_and_role"):
-            project_, role = review_views._project_for_member(request, project.slug)
+            project_, role = review_views.project_for_member(request, project.slug)
         filters = review_views._queue_filter(request, project_)
         with clock("load_example"):
             example = Example.objects.get(project=project_, pk=current[who], is_gold=False)

@@ -33,8 +33,8 @@ One project per teacher and order, built through the app:
     importer would if files carried confidences). Its confidence is SIMULATED too: the
     app's zero-shot embedding teacher's probability of the simulated label for the text
     (as bench/label_quality_bench.py does), so confident answers are more often right;
-  * ``embedding``: the app's own offline teacher (annotation/teacher/embedding.py): a
-    reviewer labels 5 pool examples per label (``review_record``, the seeds: 385 reviews
+  * ``embedding``: the app's own offline teacher (tasks/classification/offline.py, its
+    memory chosen by annotation/teacher/memory.py): a reviewer labels 5 pool examples per label (``review_record``, the seeds: 385 reviews
     that every budget below comes on top of), the prompt lets the 10 most similar
     reviewed examples vote (``prompt_version_update(few_shot="similar", few_shot_k=10)``)
     and a labelling job (``labeling_job_create(selection="unlabelled")``, claim, run)
@@ -353,7 +353,7 @@ class Data:
 
     def zero_shot_scores(self, texts: list[str]) -> dict[str, dict[str, float]]:
         """The app's zero-shot embedding teacher's probability of every label, per text."""
-        from annotation.teacher.embedding import EmbeddingTeacher
+        from tasks.classification.offline import EmbeddingTeacher
 
         if self._zero_shot is None:
             self._zero_shot = {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of span label-quality scoring (tasks/extraction/quality.py) on Restaurant-8k train.
+"""Benchmark of span label-quality scoring (tasks/extraction/span_quality.py) on Restaurant-8k train.
 
     python bench/span_quality_bench.py [--limit 2000] [--seed 0] [--folds 5]
 
@@ -55,7 +55,7 @@ from extraction_bench import (  # noqa: E402
 )
 
 import distillapp.ml  # noqa: E402
-from tasks.extraction import quality  # noqa: E402
+from tasks.extraction import span_quality  # noqa: E402
 
 TOP_SHARE = 0.10
 FLAGGED_BELOW = 0.5
@@ -105,7 +105,7 @@ def run(limit: int | None, seed: int, folds: int) -> dict:
     captured: dict[str, object] = {}
     phases = {"word_embedding": 0.0, "cross_validation": 0.0}
     embed_words = distillapp.ml.embed_words
-    word_probs = quality.out_of_sample_word_probs
+    word_probs = span_quality.out_of_sample_word_probs
 
     def timed_embed(*args, **kwargs):
         began = time.perf_counter()
@@ -121,14 +121,14 @@ def run(limit: int | None, seed: int, folds: int) -> dict:
         return captured["pred_probs"]
 
     distillapp.ml.embed_words = timed_embed
-    quality.out_of_sample_word_probs = timed_probs
+    span_quality.out_of_sample_word_probs = timed_probs
     try:
         began = time.perf_counter()
-        result = quality.span_quality(texts, answers, folds=folds, seed=seed)
+        result = span_quality.span_quality(texts, answers, folds=folds, seed=seed)
         seconds = time.perf_counter() - began
     finally:
         distillapp.ml.embed_words = embed_words
-        quality.out_of_sample_word_probs = word_probs
+        span_quality.out_of_sample_word_probs = word_probs
     phases["scoring_and_other"] = seconds - sum(phases.values())
     scores = result.text_scores
     order = np.argsort(scores, kind="stable")
@@ -161,7 +161,7 @@ def run(limit: int | None, seed: int, folds: int) -> dict:
         "teacher": counts,
         "corrupted_texts": int(corrupted.sum()),
         "corrupted_share": round(float(corrupted.mean()), 4),
-        "method": f"{quality.METHOD}/min",
+        "method": f"{span_quality.METHOD}/min",
         "folds": folds,
         "seconds": round(seconds, 1),
         "phases_s": {name: round(value, 1) for name, value in phases.items()},

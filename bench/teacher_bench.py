@@ -404,7 +404,7 @@ def run_job(args, data_dir: str) -> dict:
     timer.wrap(teacher_boundary.OpenAITeacher, "__init__", "client_init")
     timer.wrap(labeling, "_is_cancelled", "cancel_checks")
     timer.wrap(labeling, "_finish", "finish")
-    timer.wrap(teacher_boundary.OpenAITeacher, "classify", "classify", is_async=True)
+    timer.wrap(teacher_boundary.OpenAITeacher, "ask", "ask", is_async=True)
     lag = LoopLag()
     lag.wrap(labeling, "_run_openai")
 
@@ -444,9 +444,9 @@ def run_job(args, data_dir: str) -> dict:
         # OpenAITeacher(): mostly the first `import openai` in this process.
         "client_init": t.get("client_init", 0.0),
         # From the start to the first call: items, client, first chunk and its _prepare.
-        "first_call_after": m.get("classify_first_start", started) - started,
-        "classify_total": t.get("classify", 0.0),
-        "classify_mean_ms": 1000 * t.get("classify", 0.0) / max(1, timer.calls.get("classify", 0)),
+        "first_call_after": m.get("ask_first_start", started) - started,
+        "ask_total": t.get("ask", 0.0),
+        "ask_mean_ms": 1000 * t.get("ask", 0.0) / max(1, timer.calls.get("ask", 0)),
         "prepare": t.get("prepare", 0.0),
         "write": t.get("write", 0.0),
         "write_calls": timer.calls.get("write", 0),
@@ -455,9 +455,9 @@ def run_job(args, data_dir: str) -> dict:
         "write_queries": queries["write"],
         "cancel_checks": t.get("cancel_checks", 0.0),
         # From the first call's start to the last call's end: the steady state.
-        "calls_window": m.get("classify_last_end", started) - m.get("classify_first_start", started),
+        "calls_window": m.get("ask_last_end", started) - m.get("ask_first_start", started),
         # From the last answer to the end: the last writes, _finish, closing.
-        "after_last_call": (started + seconds) - m.get("classify_last_end", started + seconds),
+        "after_last_call": (started + seconds) - m.get("ask_last_end", started + seconds),
         "finish": t.get("finish", 0.0),
     }
     result = {

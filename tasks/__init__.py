@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tasks.base import Answer, AnswerError, AnswerFileError, Category, FileRow, OptionField, Task
+from tasks.base import AnswerError, AnswerFileError, Category, OptionField, Task
 
 # type -> (title, "module:class"); the class is imported on first use so that a page never
 # loads every type.
@@ -39,11 +39,9 @@ def task_for(task_type: str, categories: list[Category], options: dict | None = 
 
 
 __all__ = [
-    "Answer",
     "AnswerError",
     "AnswerFileError",
     "Category",
-    "FileRow",
     "OptionField",
     "Task",
     "TASK_TYPES",

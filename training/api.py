@@ -216,7 +216,7 @@ def _chat_text(body: dict, where: str) -> str:
     return content
 
 
-def _distill_fields(answer: serving.Answer) -> dict:
+def _distill_fields(answer: serving.RoutedAnswer) -> dict:
     return {
         "route": answer.route,
         "unsure": answer.route == "review",
@@ -225,15 +225,15 @@ def _distill_fields(answer: serving.Answer) -> dict:
     }
 
 
-def _completion(body: dict, answer: serving.Answer, *, task, text: str, config: ServingConfig) -> dict:
+def _completion(body: dict, answer: serving.RoutedAnswer, *, task, text: str, config: ServingConfig) -> dict:
     response_format = body.get("response_format")
     wants_json = isinstance(response_format, dict) and response_format.get("type") in RESPONSE_FORMATS[1:]
     if answer.route != "review":
-        content = task.drop_in_content(answer.label, text=text, wants_json=wants_json)
+        content = task.drop_in_content(answer.value, text=text, wants_json=wants_json)
     elif config.drop_in_unsure == ServingConfig.DropInUnsure.ABSTAIN:
         content = config.drop_in_abstain_content  # as the lead wrote it, whatever was asked
     else:  # the lead chose the student's guess, marked unsure (header and field)
-        content = task.drop_in_content(answer.student_label, text=text, wants_json=wants_json)
+        content = task.drop_in_content(answer.student_value, text=text, wants_json=wants_json)
     input_tokens, output_tokens = answer.teacher_tokens
     return {
         "id": f"chatcmpl-distill-{uuid.uuid4().hex[:24]}",

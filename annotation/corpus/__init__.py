@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from annotation.corpus.exporting import (
     EXPORT_CONTENT_TYPES,
-    EXPORT_SCOPES,
     examples_for_export,
     export_records,
     gold_left_out,
@@ -22,7 +21,6 @@ from annotation.corpus.exporting import (
 from annotation.corpus.formats import (
     ALL_FORMATS,
     FORMATS,
-    CorpusFormatError,
     cannot_import,
     formats_for,
     guess_format,
@@ -30,7 +28,6 @@ from annotation.corpus.formats import (
 )
 from annotation.corpus.importing import (
     GOLD_ATTESTED,
-    GOLD_CANDIDATES,
     LABELS_PREDICTIONS,
     LABELS_VERIFIED,
     import_batch_claim,
@@ -42,13 +39,10 @@ from annotation.corpus.importing import (
 __all__ = [
     "ALL_FORMATS",
     "EXPORT_CONTENT_TYPES",
-    "EXPORT_SCOPES",
     "FORMATS",
     "GOLD_ATTESTED",
-    "GOLD_CANDIDATES",
     "LABELS_PREDICTIONS",
     "LABELS_VERIFIED",
-    "CorpusFormatError",
     "cannot_import",
     "examples_for_export",
     "gold_left_out",

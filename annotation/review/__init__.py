@@ -44,7 +44,6 @@ from annotation.review.verdicts import (
     review_record,
     review_undo,
     reviewed_today,
-    teacher_accuracy_on_gold,
     teacher_proposal,
 )
 
@@ -79,6 +78,5 @@ __all__ = [
     "similar_to",
     "similarity_index_run",
     "similarity_index_start",
-    "teacher_accuracy_on_gold",
     "teacher_proposal",
 ]

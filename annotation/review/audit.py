@@ -10,8 +10,7 @@ on the examples still unreviewed when each was drawn: their accuracy, with its W
 interval, estimates how right the teacher labels are that training would use (reviewed
 examples train on the reviewer's label). It is not the teacher's accuracy on the whole
 pool: a risk order takes the worst answers out of the unreviewed pool first, so the
-remainder is better than the pool was (measured on Banking77 with the offline teacher:
-0.85-0.90 on audit cards after the confidence order, 0.78 on the whole pool); gold
+remainder is better than the pool was (bench/README.md, section "Review budget"); gold
 measures the whole. Accuracy per confidence floor (on the same audit sample) says above which
 confidence the teacher's labels are measured to be right.
 """
@@ -21,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 
 from annotation.models import Project, Review
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 
 # Audit verdicts needed before the estimate is shown as one (fewer: "n too small").
 MIN_AUDIT = 20

@@ -14,7 +14,7 @@ from django.db.models import Case, Count, Exists, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from annotation.models import Example, GoldSet, GoldSetItem, Project, Review, ReviewClaim
-from annotation.review.verdicts import QueueFilter, ReviewError, _claim, _seconds_on, _validated
+from annotation.review.verdicts import QueueFilter, ReviewError, card_claim, seconds_on_card, validated_answer
 from tasks.base import Answer
 
 
@@ -103,7 +103,7 @@ def _verdict_and_value(example: Example, verdict: str, answer: Answer | None) ->
         return Review.Verdict.REJECT, None
     if verdict != Review.Verdict.CORRECT:
         raise ReviewError(f"Unknown verdict {verdict!r}.")
-    return Review.Verdict.CORRECT, _validated(example, answer)
+    return Review.Verdict.CORRECT, validated_answer(example, answer)
 
 
 def gold_next_blind(*, gold_set: GoldSet, user, skipped: list[int] | tuple = ()) -> Example | None:
@@ -137,7 +137,7 @@ def gold_next_blind(*, gold_set: GoldSet, user, skipped: list[int] | tuple = ())
         order.insert(0, "is_skipped")
     candidates = candidates.order_by(*order).values_list("pk", flat=True)
     for pk in candidates[:5]:
-        if _claim(pk, user):
+        if card_claim(pk, user):
             return Example.objects.get(pk=pk)
     return None
 
@@ -171,7 +171,7 @@ def gold_label_blind(
                 kind=Review.Kind.BLIND,
                 verdict=verdict,
                 value=value,
-                seconds_spent=_seconds_on(example, user),
+                seconds_spent=seconds_on_card(example, user),
             )
     except IntegrityError:  # review_one_blind_label_per_reviewer: my double-submit's twin won
         raise ReviewError("You already labelled this gold item; a second reviewer must label it.") from None

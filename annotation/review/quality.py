@@ -5,9 +5,9 @@ in ``Example.quality_score``; the review queue's "likely label errors" order ser
 lowest first, and training's noise handling can leave out the ones below 0.5. How an
 answer is scored belongs to the task type (``Task.label_quality_scores``): for
 classification, cross-validated logistic regression on MiniLM sentence embeddings
-(tasks/classification/quality.py); for extraction, the same per word over the BIO tags of
+(tasks/classification/label_quality.py); for extraction, the same per word over the BIO tags of
 the spans, on contextual word vectors, with a text scored by its worst word
-(tasks/extraction/quality.py). Both are out-of-sample scores in [0, 1] from cleanlab.
+(tasks/extraction/span_quality.py). Both are out-of-sample scores in [0, 1] from cleanlab.
 """
 
 from __future__ import annotations

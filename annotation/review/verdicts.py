@@ -85,7 +85,7 @@ class InvalidAnswer(ReviewError):
     """A posted answer the project's task refuses (AnswerError): the request was bad, nothing is stored."""
 
 
-def _validated(example: Example, answer: Answer) -> Answer:
+def validated_answer(example: Example, answer: Answer) -> Answer:
     """The answer in the task's normal form; the task, not the page, decides what is valid."""
     try:
         return example.project.task.validate(answer, text=example.text)
@@ -178,7 +178,7 @@ def queue(project: Project, filters: QueueFilter):
     return filters.apply(examples)
 
 
-def _claim(example_id: int, user, *, is_audit: bool = False, order: str = "") -> bool:
+def card_claim(example_id: int, user, *, is_audit: bool = False, order: str = "") -> bool:
     """Take the card for `user`: a new claim, my own renewed, or an expired one taken over, in
     one statement; False when someone else holds it (their live claim is left as it is)."""
     now = timezone.now()
@@ -245,7 +245,7 @@ def review_next(
         ).first()
         if mine is not None:
             held = queue(project, filters).filter(pk=mine.example_id).exclude(pk__in=filters.skipped).first()
-            if held is not None and _claim(held.pk, user, is_audit=mine.is_audit, order=mine.queue_order):
+            if held is not None and card_claim(held.pk, user, is_audit=mine.is_audit, order=mine.queue_order):
                 return held
     held_by_others = ReviewClaim.objects.filter(
         example=OuterRef("pk"), expires_at__gt=timezone.now()
@@ -268,7 +268,7 @@ def review_next(
         if example is None:
             return None
         served_as = "similar" if filters.similar_to is not None else strategy  # "random" on audit draws
-        if _claim(example.pk, user, is_audit=audit, order=served_as):
+        if card_claim(example.pk, user, is_audit=audit, order=served_as):
             if not after_verdict:
                 ReviewClaim.objects.filter(user=user, example__project=project).exclude(
                     example=example
@@ -294,7 +294,7 @@ def teacher_proposal(example: Example) -> Proposal | None:
     )
 
 
-def _seconds_on(example: Example, user) -> float | None:
+def seconds_on_card(example: Example, user) -> float | None:
     return _served(example, user)["seconds"]
 
 
@@ -328,7 +328,7 @@ def review_record(
             raise ReviewError("There is no proposal to accept; pick a label instead.")
         value = proposal.value
     elif verdict == Review.Verdict.CORRECT:
-        value = _validated(example, value if value is not None else label)
+        value = validated_answer(example, value if value is not None else label)
         if proposal is not None and task.same(proposal.value, value):
             verdict = Review.Verdict.ACCEPT
     elif verdict == Review.Verdict.REJECT:
@@ -377,7 +377,9 @@ def review_undo(*, project: Project, user) -> Example | None:
     # The undone card becomes my one claim in the project (the card I had open goes back to
     # the pool), as review_next leaves it: review_next(after_verdict=True) counts on it.
     ReviewClaim.objects.filter(Q(example=example) | Q(user=user, example__project=project)).delete()
-    _claim(example.pk, user, is_audit=last.is_audit, order=last.queue_order)  # an undone audit card stays one
+    card_claim(
+        example.pk, user, is_audit=last.is_audit, order=last.queue_order
+    )  # an undone audit card stays one
     example.refresh_from_db()
     return example
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from annotation.teacher.client import (
     OpenAITeacher,
-    TeacherAnswer,
     TeacherError,
     TeacherSettings,
     allowed_api_key_vars,
     allowed_base_urls,
     credentials_problem,
-    render_messages,
     render_system_prompt,
 )
 from annotation.teacher.labeling import (
@@ -30,12 +28,10 @@ from annotation.teacher.labeling import (
     labeling_job_run,
     labeling_job_start,
     run_with_heartbeat,
-    select_examples,
 )
 from annotation.teacher.service import (
     LabelingError,
     fixed_example_line,
-    fixed_examples_checked,
     prompt_version_current,
     prompt_version_update,
     reviewed_example_line,
@@ -54,14 +50,12 @@ from annotation.teacher.synthetic import (
 __all__ = [
     "LabelingError",
     "OpenAITeacher",
-    "TeacherAnswer",
     "TeacherError",
     "TeacherSettings",
     "allowed_api_key_vars",
     "allowed_base_urls",
     "credentials_problem",
     "fixed_example_line",
-    "fixed_examples_checked",
     "labeling_estimate",
     "labeling_job_cancel",
     "labeling_job_claim",
@@ -70,11 +64,9 @@ __all__ = [
     "labeling_job_start",
     "prompt_version_current",
     "prompt_version_update",
-    "render_messages",
     "render_system_prompt",
     "reviewed_example_line",
     "run_with_heartbeat",
-    "select_examples",
     "synthetic_job_cancel",
     "synthetic_job_claim",
     "synthetic_job_create",

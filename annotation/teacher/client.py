@@ -341,7 +341,7 @@ class OpenAITeacher:
     async def close(self) -> None:
         await self.client.close()
 
-    async def classify(self, messages: list[dict]) -> list[TeacherAnswer]:
+    async def ask(self, messages: list[dict]) -> list[TeacherAnswer]:
         """One answer, plus a repaired second one when the first is invalid.
 
         The text answered is the last user message (render_messages puts it there).

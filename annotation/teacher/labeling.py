@@ -36,15 +36,15 @@ from annotation.models import (
     TeacherConfig,
 )
 from annotation.teacher import client as teacher_boundary
-from annotation.teacher.embedding import needs_reviewed
+from annotation.teacher.memory import needs_reviewed
 from annotation.teacher.service import (
     LabelingError,
-    _config_snapshot,
-    _few_shot_chooser,
-    _memory,
     agent_name,
+    few_shot_chooser,
     prompt_version_current,
+    reviewed_memory,
     teacher_config_for,
+    teacher_config_snapshot,
     teacher_settings,
 )
 from distillapp import rows
@@ -156,7 +156,7 @@ def labeling_job_create(
     if project.task.uses_categories and not project.labels.exists():
         noun = project.task.category_noun
         raise LabelingError(f"The project has no {noun}s yet; add {noun}s before labelling.")
-    snapshot = _config_snapshot(config)
+    snapshot = teacher_config_snapshot(config)
     if config.provider == TeacherConfig.Provider.OPENAI:
         try:
             teacher_boundary.client_credentials(teacher_settings(config))
@@ -426,10 +426,10 @@ def _embedding_batches(job: LabelingJob):
 def _run_embedding(job: LabelingJob) -> None:
     """The offline teacher of the project's task type (classification: embeddings;
     extraction: a dictionary of reviewed values), learned once for the whole job."""
-    from annotation.teacher.embedding import memory_for_prompt
+    from annotation.teacher.memory import memory_for_prompt
 
     prompt = job.prompt_version
-    reviewed = _memory(job.project) if needs_reviewed(prompt) else []
+    reviewed = reviewed_memory(job.project) if needs_reviewed(prompt) else []
     memory, k = memory_for_prompt(prompt, reviewed)
     model = prompt.task.offline_teacher(memory, k=k)
     # Named by what it learnt from: the same prompt with more reviews is another teacher.
@@ -470,7 +470,7 @@ async def _run_openai(job: LabelingJob) -> None:
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
     agent = agent_name(job.teacher, prompt)
-    choose = await sync_to_async(_few_shot_chooser)(prompt, job.project)
+    choose = await sync_to_async(few_shot_chooser)(prompt, job.project)
     todo: asyncio.Queue = asyncio.Queue(maxsize=max(2 * settings.concurrency, CHUNK))
     finished: asyncio.Queue = asyncio.Queue()
     stop = asyncio.Event()
@@ -502,7 +502,7 @@ async def _run_openai(job: LabelingJob) -> None:
             if work.cached_proposal_id:
                 await finished.put(_Result(work, []))
             else:
-                await finished.put(_Result(work, await client.classify(work.messages)))
+                await finished.put(_Result(work, await client.ask(work.messages)))
         await finished.put(None)
 
     async def write() -> None:

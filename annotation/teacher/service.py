@@ -21,7 +21,7 @@ from django.db.models import Count, Max
 
 from annotation.models import Example, Project, PromptVersion, Review, TeacherConfig
 from annotation.teacher import client as teacher_boundary
-from annotation.teacher.embedding import fits, needs_reviewed
+from annotation.teacher.memory import fits, needs_reviewed
 from tasks.base import AnswerError, Task
 
 MEMORY_LIMIT = 5000
@@ -61,7 +61,7 @@ def teacher_settings(config: TeacherConfig | dict) -> teacher_boundary.TeacherSe
     return teacher_boundary.TeacherSettings(**values)
 
 
-def _config_snapshot(config: TeacherConfig) -> dict:
+def teacher_config_snapshot(config: TeacherConfig) -> dict:
     snapshot = asdict(teacher_settings(config))
     snapshot["provider"] = config.provider
     for name in ("price_input_per_mtok", "price_output_per_mtok"):
@@ -225,7 +225,7 @@ def memory_version(examples: list[tuple[str, object]], k: int) -> str:
 # --- few-shot memory ---------------------------------------------------------------------------
 
 
-def _memory(project: Project) -> list[tuple[str, object]]:
+def reviewed_memory(project: Project) -> list[tuple[str, object]]:
     """Reviewed, non-gold examples with their answers (valid for the project's task now):
     few-shot and offline-teacher memory."""
     rows = (
@@ -239,7 +239,7 @@ def _memory(project: Project) -> list[tuple[str, object]]:
     return fits(project.task, rows)
 
 
-def _few_shot_chooser(
+def few_shot_chooser(
     prompt: PromptVersion, project: Project
 ) -> Callable[[list[str]], list[list[tuple[str, object]]]]:
     task = prompt.task
@@ -249,7 +249,7 @@ def _few_shot_chooser(
     if prompt.few_shot == PromptVersion.FewShot.SIMILAR:
         # Valid under the prompt's own labels (fields): a few-shot answer the prompt
         # does not define would teach the teacher a category it may not use.
-        memory = fits(task, _memory(project))
+        memory = fits(task, reviewed_memory(project))
         if not memory:
             return lambda texts: [[] for _ in texts]
         from distillapp.ml import embed_texts
@@ -287,11 +287,11 @@ def _few_shot_chooser(
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
     """The offline teacher with its memory embedded, kept while the memory is unchanged, and
     its memory (examples, k) for its name."""
-    from annotation.teacher.embedding import memory_for_prompt
+    from annotation.teacher.memory import memory_for_prompt
 
     project = Project.objects.get(pk=project_id)
     prompt = PromptVersion.objects.get(pk=prompt_version_id)
-    reviewed = _memory(project) if needs_reviewed(prompt) else []
+    reviewed = reviewed_memory(project) if needs_reviewed(prompt) else []
     memory, k = memory_for_prompt(prompt, reviewed)
     return prompt.task.offline_teacher(memory, k=k), (memory, k)
 
@@ -300,7 +300,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
     """The teacher's answers for texts outside any job (the serving fallback), in order."""
     config = teacher_config_for(project)
     prompt = prompt_version_current(project)
-    agent = agent_name(_config_snapshot(config), prompt)
+    agent = agent_name(teacher_config_snapshot(config), prompt)
     if config.provider == TeacherConfig.Provider.EMBEDDING:
         # Any verdict, changed answer, undo or gold draw changes what it learns from (and its name).
         reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
@@ -308,7 +308,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
         memory_key = (reviews["n"], reviews["last"], gold)
         started = time.perf_counter()
         model, memory = _embedding_teacher(project.pk, prompt.pk, memory_key)
-        agent = agent_name(_config_snapshot(config), prompt, memory=memory)
+        agent = agent_name(teacher_config_snapshot(config), prompt, memory=memory)
         predictions = model.predict(texts)
         per_text = int((time.perf_counter() - started) * 1000 / max(1, len(texts)))
         return [
@@ -327,7 +327,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
     system_prompt = teacher_boundary.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )
-    shots = _few_shot_chooser(prompt, project)(texts)
+    shots = few_shot_chooser(prompt, project)(texts)
 
     async def ask() -> list[teacher_boundary.TeacherAnswer]:
         client = teacher_boundary.OpenAITeacher(settings, task)
@@ -336,7 +336,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
         async def one(text, few):
             async with semaphore:
                 return (
-                    await client.classify(
+                    await client.ask(
                         teacher_boundary.render_messages(
                             system_prompt=system_prompt, text=text, task=task, few_shot=few
                         )

@@ -33,8 +33,8 @@ from annotation.models import Example, Project, Proposal, SyntheticJob, TeacherC
 from annotation.teacher import client as teacher_boundary
 from annotation.teacher.service import (
     LabelingError,
-    _config_snapshot,
     teacher_config_for,
+    teacher_config_snapshot,
     teacher_settings,
 )
 from distillapp import rows
@@ -95,7 +95,7 @@ def synthetic_job_create(
         raise LabelingError("The length range must have 1 <= minimum <= maximum words.")
     return SyntheticJob.objects.create(
         project=project,
-        teacher=_config_snapshot(config),
+        teacher=teacher_config_snapshot(config),
         labels=chosen,
         per_label=per_label,
         personas=personas or DEFAULT_PERSONAS,

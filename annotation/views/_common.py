@@ -79,7 +79,7 @@ def rate_limited(action: str) -> Callable:
     return decorate
 
 
-def _project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
+def project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
     """The project and the user's role; 404 for anyone outside it."""
     user = request.user
     project = (
@@ -93,14 +93,14 @@ def _project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
     return project, role
 
 
-def _project_for_lead(request: HttpRequest, slug: str) -> Project:
-    project, role = _project_for_member(request, slug)
+def project_for_lead(request: HttpRequest, slug: str) -> Project:
+    project, role = project_for_member(request, slug)
     if role != Membership.Role.LEAD:
         raise PermissionDenied("Only the project's leads can do this.")
     return project
 
 
-def _workers_online() -> int | None:
+def workers_online() -> int | None:
     try:
         import django_rq
         from rq import Worker
@@ -110,10 +110,10 @@ def _workers_online() -> int | None:
         return None
 
 
-def _act(request: HttpRequest, action: Callable[[], str], form: forms.Form | None = None) -> None:
+def act(request: HttpRequest, action: Callable[[], str], form: forms.Form | None = None) -> None:
     """Run a change and tell the user how it went, as a message on the next page."""
     if form is not None and not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return
     try:
         messages.success(request, action())
@@ -121,7 +121,7 @@ def _act(request: HttpRequest, action: Callable[[], str], form: forms.Form | Non
         messages.error(request, str(exc))
 
 
-def _form_errors(form) -> str:
+def form_errors(form) -> str:
     parts = []
     for field, errors in form.errors.items():
         label = form.fields[field].label or field.replace("_", " ") if field in form.fields else ""

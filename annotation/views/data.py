@@ -26,9 +26,9 @@ from annotation.models import (
     Membership,
 )
 from annotation.views._common import (
-    _form_errors,
-    _project_for_lead,
-    _project_for_member,
+    form_errors,
+    project_for_lead,
+    project_for_member,
     rate_limited,
 )
 
@@ -39,14 +39,14 @@ from annotation.views._common import (
 @require_POST
 @rate_limited("import")
 def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     held = held_import(request, project)
     held_file = held.get("file")
     form = ImportForm(
         request.POST, request.FILES, project=project, held_name=held_file["name"] if held_file else ""
     )
     if not form.is_valid():
-        messages.error(request, _form_errors(form) + _kept(request, project, form))
+        messages.error(request, form_errors(form) + _kept(request, project, form))
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
     upload = data["file"]
@@ -167,7 +167,7 @@ def _gold_note(batch: ImportBatch) -> str:
 @rate_limited("import")
 def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue an interrupted import again; the job takes it up from scratch."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     batch = get_object_or_404(ImportBatch, project=project, pk=pk)
     if batch.status == ImportBatch.Status.PENDING or batch.is_stale:
         corpus.import_batch_start(batch=batch, inline=False)
@@ -180,7 +180,7 @@ def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def import_batch(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     batch = get_object_or_404(ImportBatch, project=project, pk=pk)
     return render(
         request,
@@ -192,10 +192,10 @@ def import_batch(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def project_export(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     form = ExportForm(request.GET, project=project)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("annotation:project-detail", slug=project.slug)
     fmt, scope = form.cleaned_data["format"], form.cleaned_data["scope"]
     try:

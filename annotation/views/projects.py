@@ -33,11 +33,11 @@ from annotation.models import (
 )
 from annotation.views._common import (
     HTMX_STOP_POLLING,
-    _act,
-    _form_errors,
-    _project_for_lead,
-    _project_for_member,
-    _workers_online,
+    act,
+    form_errors,
+    project_for_lead,
+    project_for_member,
+    workers_online,
 )
 from annotation.views.data import held_import
 from distillapp import rows
@@ -89,7 +89,7 @@ def _status_context(project: Project) -> dict:
         "jobs": jobs,
         "synthetic_jobs": synthetic_jobs,
         "is_busy": is_busy,
-        "workers_online": _workers_online() if waiting else None,
+        "workers_online": workers_online() if waiting else None,
     }
 
 
@@ -103,7 +103,7 @@ def _import_form(request: HttpRequest, project: Project) -> ImportForm:
 @login_required
 @require_GET
 def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     context = {
         "project": project,
         "role": role,
@@ -124,7 +124,7 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def project_status(request: HttpRequest, slug: str) -> HttpResponse:
     """The polled part of the project page: counts and import progress."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     context = {
         "project": project,
         "role": role,
@@ -139,7 +139,7 @@ def project_status(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = ProjectSettingsForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         form.save()
@@ -156,7 +156,7 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def project_labels(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     return render(
         request,
         "annotation/project_labels.html",
@@ -172,7 +172,7 @@ def project_labels(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def label_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = LabelForm(request.POST)
 
     def create() -> str:
@@ -182,14 +182,14 @@ def label_create(request: HttpRequest, slug: str) -> HttpResponse:
         )
         return f"Label “{label.name}” added with key {label.key or '—'}."
 
-    _act(request, create, form)
+    act(request, create, form)
     return redirect("annotation:project-labels", slug=project.slug)
 
 
 @login_required
 @require_POST
 def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     label = get_object_or_404(Label, project=project, pk=pk)
     form = LabelForm(request.POST)
 
@@ -204,21 +204,21 @@ def label_update(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         )
         return f"Label “{label.name}” saved."
 
-    _act(request, update, form)
+    act(request, update, form)
     return redirect("annotation:project-labels", slug=project.slug)
 
 
 @login_required
 @require_POST
 def label_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     label = get_object_or_404(Label, project=project, pk=pk)
 
     def delete() -> str:
         projects.label_delete(label=label)
         return f"Label “{label.name}” deleted."
 
-    _act(request, delete)
+    act(request, delete)
     return redirect("annotation:project-labels", slug=project.slug)
 
 
@@ -247,7 +247,7 @@ def _members_page(request: HttpRequest, project: Project, role: str, **extra) ->
 @login_required
 @require_GET
 def project_members(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     return _members_page(request, project, role)
 
 
@@ -255,7 +255,7 @@ def project_members(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
     """Invite someone new: the page that answers shows the link once (only its hash is kept)."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = InvitationForm(request.POST, prefix="invite")
     if form.is_valid():
         try:
@@ -275,14 +275,14 @@ def invitation_create(request: HttpRequest, slug: str) -> HttpResponse:
             response["Cache-Control"] = "no-store"  # the link is shown once, never from a cache
             return response
     else:
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
     return redirect("annotation:project-members", slug=project.slug)
 
 
 @login_required
 @require_POST
 def invitation_withdraw(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     invitation = get_object_or_404(Invitation, project=project, pk=pk, used_at__isnull=True)
     invitation.delete()
     messages.success(
@@ -325,7 +325,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 @require_POST
 def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = MembershipForm(request.POST)
 
     def add() -> str:
@@ -334,19 +334,19 @@ def membership_add(request: HttpRequest, slug: str) -> HttpResponse:
         )
         return f"{membership.user} is now a {membership.get_role_display().lower()}."
 
-    _act(request, add, form)
+    act(request, add, form)
     return redirect("annotation:project-members", slug=project.slug)
 
 
 @login_required
 @require_POST
 def membership_remove(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     membership = get_object_or_404(Membership, project=project, pk=pk)
 
     def remove() -> str:
         projects.membership_remove(membership=membership)
         return f"{membership.user} was removed from the project."
 
-    _act(request, remove)
+    act(request, remove)
     return redirect("annotation:project-members", slug=project.slug)

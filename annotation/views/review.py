@@ -23,8 +23,8 @@ from annotation.models import (
 from annotation.review.rounds import round_status
 from annotation.review.similar import similar_to
 from annotation.views._common import (
-    _project_for_lead,
-    _project_for_member,
+    project_for_lead,
+    project_for_member,
     rate_limited,
 )
 from distillapp import rows
@@ -82,7 +82,7 @@ def _strategy_name(project: Project, filters: review.QueueFilter) -> str:
 @rate_limited("similar")
 def review_similar(request: HttpRequest, slug: str) -> HttpResponse:
     """Find more like this: the queue becomes the unreviewed texts closest to this card's."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     example = _queue_example_or_404(request, project)
     key = f"review:{project.pk}"
     saved = {k: v for k, v in request.session.get(key, {}).items() if k not in ("similar", "similar_to")}
@@ -252,14 +252,14 @@ def _render_card(
 @login_required
 @require_GET
 def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     return _render_card(request, project, role, _queue_filter(request, project))
 
 
 @login_required
 @require_POST
 def review_act(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     example = _queue_example_or_404(request, project)
     example.project = project  # the task is read once per request
     try:
@@ -292,7 +292,7 @@ def review_act(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def review_skip(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     key = f"review:{project.pk}:skipped"
     skipped = request.session.get(key, [])
     example_id = _posted_id(request)
@@ -308,7 +308,7 @@ def review_skip(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def review_undo(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     example = review.review_undo(project=project, user=request.user)
     if example is None:
         messages.info(request, "Nothing to undo.")
@@ -320,7 +320,7 @@ def review_undo(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 def review_bulk(request: HttpRequest, slug: str) -> HttpResponse:
     """Accept every proposal in the current filter at or above a confidence, after a preview."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     filters = _queue_filter(request, project)
     threshold = _float_or_none(request.POST.get("threshold") or request.GET.get("threshold"))
     if threshold is None or not 0 <= threshold <= 1:
@@ -351,7 +351,7 @@ def review_bulk(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_GET
 def gold(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     draft = review.gold_draft(project)
     frozen = project.gold_sets.frozen().order_by("-version")
     frozen_status = [(g, review.gold_status(g)) for g in frozen[:5]]
@@ -382,7 +382,7 @@ def gold(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def gold_draw(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = GoldDrawForm(request.POST, project=project)
     if not form.is_valid():
         messages.error(request, "Give the number of examples to draw (1 to 100,000) and where from.")
@@ -427,7 +427,7 @@ def _skipped(request: HttpRequest, key: str, example: Example | None = None) -> 
 @login_required
 def gold_label(request: HttpRequest, slug: str) -> HttpResponse:
     """Blind labelling: no teacher proposal, no other reviewer's label."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     draft = _draft_or_404(project)
     skipped_key = f"gold:{draft.pk}:skipped"
     example, status = None, 200
@@ -479,7 +479,7 @@ def gold_label(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     draft = _draft_or_404(project)
     skipped_key = f"gold:{draft.pk}:adjudication-skipped"
     refused, status_code = None, 200
@@ -547,7 +547,7 @@ def gold_adjudicate(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def gold_freeze(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     draft = _draft_or_404(project)
     try:
         review.gold_freeze(gold_set=draft, user=request.user)
@@ -561,7 +561,7 @@ def gold_freeze(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @rate_limited("quality")
 def review_quality(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     review.quality_run_start(project=project, user=request.user)
     messages.info(
         request,

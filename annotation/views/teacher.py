@@ -24,8 +24,8 @@ from annotation.models import (
     TeacherConfig,
 )
 from annotation.views._common import (
-    _form_errors,
-    _project_for_lead,
+    form_errors,
+    project_for_lead,
     rate_limited,
 )
 from distillapp import rows
@@ -35,7 +35,7 @@ from distillapp import rows
 
 @login_required
 def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     config = teacher.teacher_config_for(project)
     prompt = teacher.prompt_version_current(project, user=request.user)
     task = prompt.task
@@ -97,7 +97,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
             else teacher.labeling_estimate(
                 project=project, selection=LabelingJob.Selection.UNLABELLED, config=config
             ),
-            "estimate_errors": _form_errors(config_form) if refused else None,
+            "estimate_errors": form_errors(config_form) if refused else None,
             "task": task,
             # How the latest labelling job's located values were placed (Task.answer_notes).
             "answer_notes": project.labeling_jobs.order_by("-pk")
@@ -112,7 +112,7 @@ def teacher_settings(request: HttpRequest, slug: str) -> HttpResponse:
 def teacher_estimate(request: HttpRequest, slug: str) -> HttpResponse:
     """What labelling the unlabelled examples would cost with the settings as typed, unsaved
     (the settings form asks on every change), or why those settings are refused."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     config = teacher.teacher_config_for(project)
     form = TeacherConfigForm(request.POST, instance=config, prefix="teacher")
     estimate = None
@@ -126,7 +126,7 @@ def teacher_estimate(request: HttpRequest, slug: str) -> HttpResponse:
         {
             "project": project,
             "estimate": estimate,
-            "estimate_errors": None if estimate else _form_errors(form),
+            "estimate_errors": None if estimate else form_errors(form),
         },
     )
 
@@ -143,10 +143,10 @@ def _key_status(config: TeacherConfig) -> str:
 @require_POST
 def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
     """Show what a labelling run will cost before the lead confirms it."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = LabelingForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
     try:
@@ -173,10 +173,10 @@ def labeling_estimate(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @rate_limited("teacher")
 def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = LabelingForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("annotation:project-detail", slug=project.slug)
     data = form.cleaned_data
     try:
@@ -201,7 +201,7 @@ def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = get_object_or_404(LabelingJob, project=project, pk=pk)
     if job.is_finished:
         messages.error(request, "This labelling job has already ended.")
@@ -216,7 +216,7 @@ def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 @rate_limited("teacher")
 def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it labels only the examples still pending."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = get_object_or_404(LabelingJob, project=project, pk=pk)
     if job.can_resume and rows.resume(LabelingJob, job.pk):
         messages.info(request, f"Labelling job #{job.pk} is queued again; it continues where it stopped.")
@@ -229,10 +229,10 @@ def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 @require_POST
 @rate_limited("teacher")
 def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = SyntheticForm(request.POST, project=project)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("annotation:teacher-settings", slug=project.slug)
     data = form.cleaned_data
     try:
@@ -261,7 +261,7 @@ def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = get_object_or_404(SyntheticJob, project=project, pk=pk)
     if job.is_finished:
         messages.error(request, "This job has already ended.")
@@ -276,7 +276,7 @@ def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @rate_limited("teacher")
 def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it writes only what each label (field) still lacks."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = get_object_or_404(SyntheticJob, project=project, pk=pk)
     if job.can_resume and rows.resume(SyntheticJob, job.pk):
         messages.info(request, f"Synthetic job #{job.pk} is queued again; it continues where it stopped.")

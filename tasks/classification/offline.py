@@ -1,24 +1,13 @@
 """The offline classification teacher: a weak but honest embedding classifier, no API key.
 
-Texts, label definitions and reviewed examples are embedded with the bundled
-MiniLM (`distillapp.ml.embed_texts`, imported lazily so that this module never
-loads torch by itself). Cosine similarity is a dot product of normalised
-embeddings.
-
-How a text is scored. The candidates that vote are
-
-- every label's prototype: the embedding of ``"name: description"`` (or the
-  name alone), and
-- the ``k`` reviewed memory examples nearest to the text (with their labels).
-
-Each candidate votes for its label with weight ``exp(similarity / temperature)``
-and a label's probability is its share of the votes. Without memory this is
-exactly the softmax of the prototype similarities over all labels (zero-shot);
-with memory, nearby reviewed examples add to their label's votes, and since
-every prototype always votes, every label keeps a non-zero probability.
-
-Why prototypes plus the k nearest reviewed examples, temperature 0.05 (measured on Banking77,
-against centroids, plain k-NN and mixtures): bench/README.md, "Offline teacher".
+Texts, label definitions and reviewed examples are embedded with the bundled MiniLM
+(``distillapp.ml.embed_texts``, imported lazily so this module never loads torch itself).
+The candidates that vote are every label's prototype (the embedding of ``"name:
+description"``) and the ``k`` reviewed memory examples nearest to the text; each votes for
+its label with weight ``exp(similarity / temperature)`` and a label's probability is its
+share of the votes. Without memory that is the softmax of the prototype similarities
+(zero-shot); since every prototype always votes, every label keeps a non-zero probability.
+Why this rule and temperature 0.05: bench/README.md, section "Offline teacher".
 """
 
 from __future__ import annotations

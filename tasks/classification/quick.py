@@ -1,25 +1,13 @@
 """The quick classification student: frozen base-model embeddings and a logistic-regression head.
 
-It has the module interface of ``tasks.classification.student`` (train, predict,
-predict_proba, export_onnx, predict_onnx) and trains in seconds rather than minutes: the
-base model is never updated, each text is embedded once (``distillapp.ml.embed_texts``:
-mean-pooled, L2-normalised) and scikit-learn fits a multinomial logistic regression on
-the vectors. Measured outside the app on Banking77, frozen MiniLM-L6 embeddings with
-C = 10 reach the fine-tune's accuracy (bench/quick_student_bench.py, bench/README.md).
-
-A model directory holds ``quick_head.joblib`` (the fitted scikit-learn estimator; a
-pickle, so only load directories this app wrote) and ``quick_student.json`` (base model,
-label names in column order, max_length, C, timings). The served model is the base
-encoder plus the head: the encoder is loaded from ``base_model`` at prediction time, so
-that name or path must still resolve where the student is served; or, after
-``export_onnx``, the int8 encoder and a copy of the head, which serve on their own.
-
-Embeddings can be cached (``distillapp.embeddings``): keyed by sha256 of (base model, max_length,
-text), stored as .npz chunks under a directory, so that retraining on a grown pool and
-predicting the pool after training embed only texts not seen before.
-
-Also here: averaging two students' probabilities (``average_proba``) with a weight chosen
-on a validation split (``choose_weight``).
+The module interface of ``tasks.classification.student``, trained in seconds: the base model
+is never updated, each text is embedded once (``ml.embed_texts``, cached by
+``distillapp.embeddings``, so a retrain embeds only new texts) and scikit-learn fits a
+multinomial logistic regression. A model directory holds ``quick_head.joblib`` (a pickle:
+load only directories this app wrote) and ``quick_student.json``; the encoder is loaded from
+``base_model`` when predicting, or after ``export_onnx`` the int8 encoder and a copy of the
+head serve on their own. Also here: averaging two students (``average_proba``, weight from
+``choose_weight`` on validation). Measured: bench/README.md, section "Quick student".
 """
 
 from __future__ import annotations
@@ -32,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import embeddings, ml
-from tasks import measure
+from tasks import stats
 from tasks.heads import CONFIG_FILE, HEAD_FILE, load, one_blas_thread
 
 DEFAULT_C = 10.0
@@ -138,7 +126,7 @@ def train(
         correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
         result.validation = {"examples": len(validation_texts), "accuracy": correct / len(validation_texts)}
         known = [i for i, label in enumerate(validation[1]) if label in index]
-        fitted = measure.fit_temperature(
+        fitted = stats.fit_temperature(
             np.log(np.clip(proba[known], 1e-30, None)), np.array([index[validation[1][i]] for i in known])
         )
         config["temperature"] = fitted["temperature"]
@@ -163,7 +151,7 @@ def predict(
         max_length=max_length,
         embedding_cache_dir=embedding_cache_dir,
     )
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)
 
 
 def predict_proba(
@@ -202,7 +190,7 @@ def _head_probabilities(head, config: dict, vectors: np.ndarray) -> np.ndarray:
     if t != 1.0:
         # A label the head never saw keeps probability 0 (log 0 = -inf stays -inf).
         with np.errstate(divide="ignore"):
-            probabilities = measure.apply_temperature(np.log(probabilities), t)
+            probabilities = stats.apply_temperature(np.log(probabilities), t)
     return probabilities.astype(np.float32)
 
 
@@ -227,7 +215,7 @@ def predict_onnx(
 ) -> tuple[list[str], list[float]]:
     """Like `predict`, from an `export_onnx` directory, on ONNX Runtime (no torch model)."""
     probabilities, names = predict_proba_onnx(onnx_dir, texts, batch_size=batch_size)
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)
 
 
 def predict_proba_onnx(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import ml
-from tasks import measure
+from tasks import stats
 
 AUTO_CLASS = "AutoModelForSequenceClassification"
 
@@ -90,7 +90,7 @@ def train(
     )
     if validation and validation[0]:
         probabilities, _ = predict_proba(output_dir, validation[0], max_length=hp.max_length)
-        predicted, _ = measure.best_labels(probabilities, names)
+        predicted, _ = stats.best_labels(probabilities, names)
         correct = sum(p == g for p, g in zip(predicted, validation[1], strict=True))
         result.validation = {"examples": len(validation[0]), "accuracy": correct / len(validation[0])}
         result.validation["calibration"] = calibrate(output_dir, probabilities, validation[1], names)
@@ -125,7 +125,7 @@ def calibrate(model_dir: Path, probabilities: np.ndarray, labels: list[str], nam
 
     index = {name: i for i, name in enumerate(names)}
     known = [i for i, label in enumerate(labels) if label in index]
-    fitted = measure.fit_temperature(
+    fitted = stats.fit_temperature(
         np.log(np.clip(probabilities[known], 1e-30, None)), np.array([index[labels[i]] for i in known])
     )
     (Path(model_dir) / CALIBRATION_FILE).write_text(json.dumps(fitted, indent=1))
@@ -145,7 +145,7 @@ def predict(
 ) -> tuple[list[str], list[float]]:
     """The predicted label and its softmax probability for each text."""
     probabilities, names = predict_proba(model_dir, texts, batch_size=batch_size, max_length=max_length)
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)
 
 
 def predict_proba(
@@ -191,4 +191,4 @@ def predict_onnx(
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         probabilities[idx] = exp / exp.sum(axis=1, keepdims=True)
-    return measure.best_labels(probabilities, names)
+    return stats.best_labels(probabilities, names)

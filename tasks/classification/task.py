@@ -13,7 +13,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from tasks.base import Answer, AnswerError, SyntheticBrief, Task, json_answer
-from tasks.measure import bootstrap_macro_f1, calibration, wilson_interval
+from tasks.stats import bootstrap_macro_f1, calibration, wilson_interval
 
 if TYPE_CHECKING:
     import numpy as np
@@ -64,12 +64,12 @@ class ClassificationTask(Task):
         return {}
 
     def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
-        from tasks.classification.quality import label_quality_scores
+        from tasks.classification.label_quality import label_quality_scores
 
         return label_quality_scores(texts, answers)
 
     def label_quality(self, texts: list[str], answers: list[Answer]) -> tuple[np.ndarray, np.ndarray]:
-        from tasks.classification.quality import label_quality
+        from tasks.classification.label_quality import label_quality
 
         return label_quality(texts, answers)
 

@@ -310,7 +310,7 @@ def write_conll(rows: Iterable[tuple[str, Sequence[Mapping] | None]]) -> Iterato
 
 
 def read_answer_chunk(lines: list[str], *, fmt: str, skip: Collection[str] = (), context=None) -> list:
-    """Consecutive lines of a JSONL or CoNLL file as the importer's rows (``tasks.FileRow``)."""
+    """Consecutive lines of a JSONL or CoNLL file as the importer's rows (``tasks.base.FileRow``)."""
     from tasks.base import AnswerFileError, FileRow
 
     try:

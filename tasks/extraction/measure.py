@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from tasks.extraction.spans import span_key, whitespace_tokens
-from tasks.measure import calibration, wilson_interval
+from tasks.stats import calibration, wilson_interval
 
 REJECT = "(reject)"
 NONE = "(none)"

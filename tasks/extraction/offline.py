@@ -1,27 +1,15 @@
 """The offline extraction teacher: a dictionary of the values reviewers marked, no API key.
 
-Every value a reviewed answer marks for a field becomes a pattern for that field. In a
-new text a pattern matches case-insensitively and on whole tokens (words and single
-punctuation marks: "4" is not found in "14" or "4pm", "$5" is found in "now$5"), with
-any whitespace between tokens standing for any other.
+Every value a reviewed answer marks for a field becomes a pattern for that field, matched
+case-insensitively on whole tokens ("4" is not found in "14" or "4pm"), any whitespace
+standing for any other. A pattern's precision is ``marked / present`` over the reviewed
+texts that hold it; a match is kept when its precision is at least ``keep``; where matches
+overlap the longest wins, then the more precise; a one-value field keeps its most precise.
 
-How sure it is. A pattern's **precision** is how often the value was marked as that
-field in the reviewed texts where it occurs: ``marked / present``. "Paris" marked in 9 of
-the 10 reviewed texts that hold it has precision 0.9; "the", marked once as a restaurant
-name and present in 300 texts, has 1/300. A match is kept as a span when its precision is
-at least ``keep`` (0.5: more often marked than not); where matches overlap, the longest
-wins, then the more precise; a field that takes one value keeps its most precise match.
-
-The answer's confidence is the chance that the whole answer is right, taking the
-patterns as independent: the product of the kept spans' precisions, of ``1 - precision``
-for the matches it dropped, and of its **coverage**: the share of reviewed texts whose
-every marked value was marked in at least one *other* reviewed text too (what a
-dictionary learned without that text would have known; a text with no values counts as
-covered). Coverage stands for the values it cannot know yet; it grows as reviewers work.
-
-It is a weak teacher (it knows no value it has not seen, and no context), but an honest
-one: it runs anywhere, answers in milliseconds, and its confidence says how far to
-trust it.
+The answer's confidence takes the patterns as independent: the product of the kept spans'
+precisions, of ``1 - precision`` for the matches dropped, and of the **coverage** (the share
+of reviewed texts whose every value was also marked in another reviewed text: what it could
+not know yet). Weak (it knows no value it has not seen) but honest about it.
 """
 
 from __future__ import annotations

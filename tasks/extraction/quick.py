@@ -1,27 +1,13 @@
 """The quick extraction student: frozen contextual word vectors and a linear head over BIO tags.
 
-It has the module interface of ``tasks.extraction.student`` (train, predict, export_onnx,
-predict_onnx) and trains in seconds rather than minutes, as classification's quick student
-does: the base model is never updated. Each text is cut into the tokenizer's words
-(``ml.tokenizer_words``: at whitespace and at each punctuation mark, the words the
-fine-tune's spans grow to); each word is the base model's hidden state (layer ``LAYER``) at
-its first sub-token (``ml.embed_words``, the vectors the span quality run uses), set beside
-its two neighbours' on each side (``with_context``) with two flags the uncased model cannot see
-(the word starts with a capital; it is all digits). A multinomial logistic regression over
-the BIO tags of the fields (``student.bio_labels``; a word's tag from ``quality.word_tags``)
-gives each word's tag probabilities, and ``student.decode`` turns them into spans: the best
-valid BIO sequence (``best_path``), each span's confidence the min over its words, a text's
-the min over all its words. Measured on Restaurant-8k in bench/README.md ("Quick extraction
-student").
-
-A model directory holds ``quick_head.joblib`` (the fitted scikit-learn estimator; a pickle,
-so only load directories this app wrote) and ``quick_student.json`` (base model, fields,
-tags, max_length, layer, C, timings). The encoder is loaded from ``base_model`` at
-prediction time; after ``export_onnx`` the int8 encoder (its layer ``LAYER`` as the output)
-and a copy of the head serve on their own.
-
-Word vectors are cached per text (``distillapp.embeddings.embed_words_cached``), so a review
-round's retrain and its prediction of the pool embed only texts not seen before.
+The module interface of ``tasks.extraction.student``, trained in seconds: the base model is
+never updated. Each tokenizer word (``ml.tokenizer_words``) is its layer-``LAYER`` vector
+(``ml.embed_words``, cached per text by ``distillapp.embeddings.embed_words_cached``) beside
+two neighbours on each side, plus capital and digit flags; a logistic regression over the
+fields' BIO tags gives probabilities that ``student.decode`` turns into spans. A model
+directory holds ``quick_head.joblib`` (a pickle: load only directories this app wrote) and
+``quick_student.json``; after ``export_onnx`` an int8 encoder and a copy of the head serve on
+their own. Measured in bench/README.md, section "Quick extraction student".
 """
 
 from __future__ import annotations
@@ -34,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import embeddings, ml
-from tasks.extraction.quality import word_tags
+from tasks.extraction.span_quality import word_tags
 from tasks.extraction.student import bio_labels, decode
 from tasks.heads import CONFIG_FILE, HEAD_FILE, load, one_blas_thread
 
 UNIT = "tokenizer"  # how texts are cut into words: part of the embedding cache's key
-LAYER = 3  # the span quality run's layer (tasks/extraction/quality.py); bench/README.md
+LAYER = 3  # the span quality run's layer (tasks/extraction/span_quality.py); bench/README.md
 DEFAULT_C = 3.0
 CONTEXT = 2  # neighbours on each side beside a word's own vector
 MAX_ITER = 1000

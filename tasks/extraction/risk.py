@@ -14,9 +14,7 @@ kind's weight times its strength:
 - ``unconfirmed``: a teacher span the student marks nothing over (spurious, or the student
   missed it).
 
-Measured on Restaurant-8k with the simulated teacher (bench/README.md, "Review budget,
-extraction"): the first 10 % of the queue held 5.05x the random share of missed spans, 3.5x
-of boundaries and 2.2x of wrong fields.
+Measured: bench/README.md, section "Review budget, extraction".
 """
 
 from __future__ import annotations

@@ -360,7 +360,7 @@ def conll_to_example(tokens: Sequence[str], tags: Sequence[str]) -> tuple[str, l
     return text, normalise_spans(text, [{"start": s, "end": e, "field": f} for s, e, f in spans])
 
 
-def _without_overlaps(spans: Iterable[Mapping]) -> list[Mapping]:
+def without_overlaps(spans: Iterable[Mapping]) -> list[Mapping]:
     # BIO holds one field per token: where spans overlap, the one that starts first
     # (the longer one on a tie) is kept.
     kept, reach = [], 0
@@ -376,9 +376,9 @@ def example_to_conll(text: str, spans: Iterable[Mapping]) -> list[tuple[str, str
 
     A span boundary inside a token splits the token there ("13:00pm." with "13:00"
     marked gives "13:00" and "pm."), so every span keeps its exact value; where spans
-    overlap only the first is written (see _without_overlaps).
+    overlap only the first is written (see without_overlaps).
     """
-    kept = _without_overlaps(spans)
+    kept = without_overlaps(spans)
     cuts = {s["start"] for s in kept} | {s["end"] for s in kept}
     pairs = []
     for token_start, token_end in whitespace_tokens(text):

@@ -1,45 +1,13 @@
 """The extraction student: a token-classification head (BIO over the fields) on the base model.
 
-Labels are ``O``, ``B-<field>`` and ``I-<field>`` for each field, in that order.
-
-Spans to tokens: the fast tokenizer's offset mapping gives each sub-word token its
-characters; a token that overlaps a span gets its label (``B-`` on the span's first token,
-``I-`` on the rest), so EVERY sub-token is labelled, not only a word's first. Decoding:
-the tags are the most probable sequence in which every ``I-f`` follows a ``B-f`` or an
-``I-f`` (Viterbi over the tokens' log-probabilities, ``best_path``), not each token's own
-most probable tag: one WNUT-17 student's test strict F1 went from 0.392 to 0.406 (dev 0.578)
-with it (bench/README.md, "Extraction students"). A span is a run ``B-f I-f ...``, grown to whole words (the tokenizer's words: split at whitespace and at
-punctuation) and then to whole grapheme clusters (a token can leave out a combining
-accent that the uncased tokenizer strips); a span that then overlaps the one before it
-(two runs in one word) joins it, keeping the first's field. A span that stops inside a
-word is never what people mark ("justin" of "justinbieber"): growing it took one WNUT-17
-student's strict F1 from 0.322 to 0.355 on test and from 0.491 to 0.539 on dev
-(bench/README.md). Where spans overlap, BIO keeps one field per token: the span that
-starts first (the longer on a tie), as the CoNLL writer does. Limits of the round trip,
-measured on the test splits: WNUT-17 comes back exactly (1,079 of 1,079 spans);
-Restaurant-8k loses 18 of 3,477 to overlaps (it marks "in an hour" as both date and
-time) and 3 to a boundary inside a word ("13:00" of "13:00pm" grows to the whole word,
-"06:15 PM" of "t06:15 PM" too).
-
-Capitals (``case_feature``): the bundled MiniLM is uncased, so its tokenizer lower-cases
-the text and "Apple" the firm looks like "apple" the fruit; in noisy text (WNUT-17) a capital
-is often the only sign of a name. The student then gets them back through the token type
-embedding, which a one-text task leaves unused: type 1 on a token whose first character is
-a capital letter, 0 elsewhere (and on [CLS], [SEP]). The flag is saved in the model's config
-(``case_feature``), so prediction, the int8 export and serving mark the same tokens.
-
-Long texts: a text longer than ``max_length`` tokens is cut into windows that overlap by
-half a window (the tokenizer's ``stride``), so every span up to half a window long lies
-whole in some window. In training, a span cut by a window's edge is left out of that
-window's loss (label -100) when another window holds it whole; a span longer than any
-window is labelled where it falls. In prediction, a token seen by several windows takes
-the prediction of the window where it lies furthest from an edge (the most context).
-
-Confidence: a token's confidence is the probability of its tag on that best path; a span's is
-the MIN over its tokens; a text's is the min over all its tokens, i.e. the min of its
-spans' confidences and of the ``O`` probabilities of the tokens outside them. It is the
-probability of the least sure decision in the text, so a text is only as confident as
-its weakest boundary or its likeliest missed value (1.0 for a text with no tokens).
+Labels are ``O``, then ``B-<field>`` and ``I-<field>`` for each field. Every sub-token a span
+overlaps is labelled; tags are decoded as the most probable valid BIO sequence
+(``best_path``), a span grown to whole words and grapheme clusters, overlapping spans keep
+the first (as the CoNLL writer does). Capitals ride on the token type ids (``case_feature``,
+saved in the model's config) because the bundled MiniLM is uncased. A long text is cut into
+windows overlapping by half a window; a token takes the window where it lies furthest from
+an edge. A span's confidence is the min over its tokens, a text's the min over all of them.
+Why each rule, with its measurements: bench/README.md, section "Extraction students".
 """
 
 from __future__ import annotations
@@ -51,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from distillapp import ml
-from tasks.extraction.spans import _without_overlaps
+from tasks.extraction.spans import without_overlaps
 
 AUTO_CLASS = "AutoModelForTokenClassification"
 IGNORE = -100  # transformers' ignore_index: no loss on this token
@@ -114,7 +82,7 @@ def token_labels(
     """One label id per token of every window (IGNORE for special tokens and cut spans)."""
     labels: list[list[int]] = [[IGNORE] * len(ids) for ids in encoded["input_ids"]]
     for text_index, windows in enumerate(_by_text(encoded, len(texts))):
-        spans = _without_overlaps(answers[text_index].get("spans", []))
+        spans = without_overlaps(answers[text_index].get("spans", []))
         for span in spans:
             if f"B-{span['field']}" not in label2id:
                 raise ValueError(

@@ -59,7 +59,7 @@ class ExtractionTask(Task):
     right_name = "exact match"
     # A text may hold no field at all: one field is a task (dates out of e-mails).
     min_training_categories = 1
-    # Per word over the spans' BIO tags, a text scored by its worst word (tasks/extraction/quality.py).
+    # Per word over the spans' BIO tags, a text scored by its worst word (tasks/extraction/span_quality.py).
     scores_label_errors = True
     # Runs may leave out the texts the quality run flags (``label_quality``); only the quick
     # student takes per-text weights (``noise_refusal``). Pruning beat no handling in all ten
@@ -461,12 +461,12 @@ class ExtractionTask(Task):
 
     def label_quality_scores(self, texts: list[str], answers: list[Answer]) -> np.ndarray:
         from distillapp.embeddings import default_cache_dir
-        from tasks.extraction.quality import label_quality_scores
+        from tasks.extraction.span_quality import label_quality_scores
 
         return label_quality_scores(texts, answers, cache_dir=default_cache_dir())
 
     def label_quality(self, texts: list[str], answers: list[Answer]) -> tuple[np.ndarray, np.ndarray]:
-        from tasks.extraction.quality import FLAGGED_BELOW
+        from tasks.extraction.span_quality import FLAGGED_BELOW
 
         scores = self.label_quality_scores(texts, answers)
         return scores, scores < FLAGGED_BELOW

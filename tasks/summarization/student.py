@@ -1,28 +1,14 @@
 """The extractive summarisation student: units (turns or sentences) scored by a linear head
 over their words and place in the text; the best kept up to a learned length, in document order.
 
-Training labels are each text's greedy ROUGE oracle units against its summary
-(``measure.oracle_units``; a dialogue's over its turns rewritten, see below). A unit's features are its words and word pairs (hashed, so
-nothing is fitted to a vocabulary) and a few scalars: its position, its length, the share
-of its words found elsewhere in the text, its lexical similarity to the whole text, whether
-it asks a question and whether its speaker opened the dialogue. A logistic regression
-(scikit-learn) scores them. Measured on DialogSum (bench/README.md, "Summarisation
-students"): the words are what lifts it above lead-3; the frozen MiniLM's unit embeddings
-(and their similarity to the text's centroid) added nothing over these features at 1,000
-dialogues, and embedding the ~120,000 train turns takes most of an hour on a shared
-2-core CPU, so this student does not read the base model at all.
-
-How many units to keep (the length rule) is chosen on the validation texts, where given,
-to maximise ROUGE-1 F: the project's target, 1-4 units, or 15-60 words. Without
-validation the target is the rule. The confidence is the margin between the weakest kept
-unit's probability and the strongest left out, mapped to [0, 1] ((margin + 1) / 2; 1.0
-when every unit is kept).
-
-The kept turns of a dialogue are then rewritten in the third person (``units.rewrite_turn``:
-"#Person1#: Well, I want my car back" -> "#Person1# want #Person1#'s car back"), the form of
-DialogSum's references: +3.5 ROUGE-1 on its dev split, the largest gain measured. Texts
-that are not dialogues keep their sentences as they are.
-
+Labels are each text's greedy ROUGE oracle units (``measure.oracle_units``). Features are
+hashed words and word pairs plus position, length, overlap with the rest of the text,
+similarity to the whole, question and opening speaker; a logistic regression scores them.
+The length rule (the target, 1-4 units or 15-60 words) is chosen on validation texts to
+maximise ROUGE-1 F; the confidence is (margin + 1) / 2 between the weakest kept unit and the
+strongest left out. A dialogue's kept turns are rewritten in the third person
+(``units.rewrite_turn``), as DialogSum's references are. It does not read the base model:
+why, with the measurements, in bench/README.md, section "Summarisation students".
 Hyperparameters used: ``seed`` (the rest are for fine-tunes).
 """
 

@@ -336,7 +336,7 @@ class SummarizationTask(Task):
         confidences=None,
         target_accuracy: float = 0.95,
     ) -> dict:
-        from tasks.measure import calibration, wilson_interval
+        from tasks.stats import calibration, wilson_interval
         from tasks.summarization import measure
 
         metrics = measure.metrics(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from annotation.teacher.embedding import EmbeddingTeacher
+from tasks.classification.offline import EmbeddingTeacher
 from tests.shared_data import dataset, first_per_label
 
 LABEL_COUNT = 10

@@ -328,7 +328,7 @@ def test_import_command_unknown_project(tmp_path):
 
 def test_verified_labels_are_reviews_by_the_importing_lead(project, lead, tmp_path):
     from annotation.models import Review
-    from annotation.teacher.service import _memory
+    from annotation.teacher.service import reviewed_memory
 
     batch = run_import(
         project,
@@ -351,7 +351,10 @@ def test_verified_labels_are_reviews_by_the_importing_lead(project, lead, tmp_pa
     assert (charged.review_state, charged.teacher_label) == ("reviewed", "")
     assert Example.objects.get(text="hello there").review_state == "unreviewed"
     # Reviewed examples are the teacher's few-shot memory.
-    assert set(_memory(project)) == {("card charged twice", "Billing"), ("app crashes", "Technical support")}
+    assert set(reviewed_memory(project)) == {
+        ("card charged twice", "Billing"),
+        ("app crashes", "Technical support"),
+    }
 
 
 def test_verified_labels_need_a_lead(project, reviewer, tmp_path):

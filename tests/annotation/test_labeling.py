@@ -479,7 +479,7 @@ def test_labelling_page_says_the_job_is_starting_before_the_first_answer(project
 
 @pytest.mark.parametrize("few_shot", ["none", "fixed", "similar"])
 def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, few_shot, monkeypatch):
-    from annotation.teacher import embedding
+    from tasks.classification.offline import EmbeddingPrediction, EmbeddingTeacher
 
     teacher.prompt_version_update(
         project=project,
@@ -491,15 +491,15 @@ def test_embedding_teacher_follows_the_prompts_few_shot_setting(project, lead, f
         fixed_examples=[{"label": "Billing", "text": "charged twice"}],
     )
     reviewed = [("app crashes", "Technical support"), ("refund me", "Billing"), ("hello", "Other")]
-    monkeypatch.setattr(labeling, "_memory", lambda project: reviewed)
+    monkeypatch.setattr(labeling, "reviewed_memory", lambda project: reviewed)
     made = {}
 
-    class Recorder(embedding.EmbeddingTeacher):
+    class Recorder(EmbeddingTeacher):
         def __init__(self, labels, memory=(), **kwargs):
             made.update(memory=list(memory), k=kwargs.get("k"))
 
         def predict(self, texts):
-            return [embedding.EmbeddingPrediction("Other", 0.5, {}) for _ in texts]
+            return [EmbeddingPrediction("Other", 0.5, {}) for _ in texts]
 
     monkeypatch.setattr("tasks.classification.offline.EmbeddingTeacher", Recorder)
     Example.objects.create(project=project, text="where is my invoice")

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tasks.classification.quality import SINGLETON_SCORE, label_quality, label_quality_scores
+from tasks.classification.label_quality import SINGLETON_SCORE, label_quality, label_quality_scores
 from tests.shared_data import dataset, first_per_label
 
 LABEL_COUNT = 8

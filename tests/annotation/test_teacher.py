@@ -38,10 +38,10 @@ def make_teacher(server: FakeOpenAI, monkeypatch, **overrides) -> client.OpenAIT
     return client.OpenAITeacher(settings, TASK)
 
 
-def classify(t: client.OpenAITeacher, text: str) -> list[client.TeacherAnswer]:
+def ask(t: client.OpenAITeacher, text: str) -> list[client.TeacherAnswer]:
     async def go():
         try:
-            return await t.classify(client.render_messages(system_prompt="Label it.", text=text, task=TASK))
+            return await t.ask(client.render_messages(system_prompt="Label it.", text=text, task=TASK))
         finally:
             await t.close()
 
@@ -56,7 +56,7 @@ def test_correct_answer_with_tokens_cost_and_logprob_confidence(monkeypatch):
             completion_tokens=10,
             logprobs=[('{"label": "', -0.001), ("Bill", -0.2), ("ing", -0.1), ('"}', -0.001)],
         )
-        [answer] = classify(make_teacher(server, monkeypatch), "I was charged twice")
+        [answer] = ask(make_teacher(server, monkeypatch), "I was charged twice")
         request = server.requests[0].body
     assert answer.value == "Billing" and answer.error == ""
     assert answer.confidence == pytest.approx(math.exp(-0.3))
@@ -70,7 +70,7 @@ def test_correct_answer_with_tokens_cost_and_logprob_confidence(monkeypatch):
 
 def test_no_logprobs_means_no_confidence(monkeypatch):
     with FakeOpenAI(answer_with(TRUTH)) as server:
-        [answer] = classify(make_teacher(server, monkeypatch, use_logprobs=False), "The app crashes")
+        [answer] = ask(make_teacher(server, monkeypatch, use_logprobs=False), "The app crashes")
         assert "logprobs" not in server.requests[0].body
     assert answer.value == "Technical support"
     assert answer.confidence is None and answer.confidence_method == ""
@@ -79,7 +79,7 @@ def test_no_logprobs_means_no_confidence(monkeypatch):
 def test_self_consistency_vote_share(monkeypatch):
     votes = [json.dumps({"label": v}) for v in ["Billing", "Billing", "Other", "Billing", "nonsense"]]
     with FakeOpenAI(lambda req: FakeReply(n_contents=votes)) as server:
-        [answer] = classify(make_teacher(server, monkeypatch, self_consistency_samples=5), "x")
+        [answer] = ask(make_teacher(server, monkeypatch, self_consistency_samples=5), "x")
         body = server.requests[0].body
     assert body["n"] == 5 and body["temperature"] >= 0.7
     assert answer.value == "Billing"
@@ -96,7 +96,7 @@ def test_429_is_retried_honouring_retry_after(monkeypatch):
     with FakeOpenAI(rate_limited_then(answer_with(TRUTH), times=2, retry_after="7")) as server:
         t = make_teacher(server, monkeypatch)
         t._sleep = fake_sleep
-        [answer] = classify(t, "I was charged twice")
+        [answer] = ask(t, "I was charged twice")
         assert server.calls == 3
     assert answer.value == "Billing" and answer.attempts == 3
     assert len(slept) == 2 and all(7 <= s < 7.2 for s in slept)
@@ -104,14 +104,14 @@ def test_429_is_retried_honouring_retry_after(monkeypatch):
 
 def test_server_errors_are_retried_with_backoff(monkeypatch):
     with FakeOpenAI(server_error_then(answer_with(TRUTH), times=2)) as server:
-        [answer] = classify(make_teacher(server, monkeypatch), "The app crashes")
+        [answer] = ask(make_teacher(server, monkeypatch), "The app crashes")
         assert server.calls == 3
     assert answer.value == "Technical support"
 
 
 def test_gives_up_after_max_attempts_and_records_the_error(monkeypatch):
     with FakeOpenAI(server_error_then(answer_with(TRUTH), times=10)) as server:
-        [answer] = classify(make_teacher(server, monkeypatch, max_attempts=2), "The app crashes")
+        [answer] = ask(make_teacher(server, monkeypatch, max_attempts=2), "The app crashes")
         assert server.calls == 2
     assert answer.value is None
     assert answer.error.startswith("gave up after 2 tries: HTTP 500")
@@ -119,7 +119,7 @@ def test_gives_up_after_max_attempts_and_records_the_error(monkeypatch):
 
 def test_client_errors_are_not_retried(monkeypatch):
     with FakeOpenAI(lambda req: FakeReply(status=400, content="bad model")) as server:
-        [answer] = classify(make_teacher(server, monkeypatch), "x")
+        [answer] = ask(make_teacher(server, monkeypatch), "x")
         assert server.calls == 1
     assert answer.value is None and "refused the request (400)" in answer.error
 
@@ -145,7 +145,7 @@ def repaired_by(bad_content: str):
 )
 def test_invalid_answer_is_an_error_then_repaired_once(monkeypatch, responder, reason):
     with FakeOpenAI(responder) as server:
-        first, second = classify(make_teacher(server, monkeypatch), "I was charged twice")
+        first, second = ask(make_teacher(server, monkeypatch), "I was charged twice")
         repair = server.requests[1].body["messages"]
     assert first.value is None and reason in first.error and first.input_tokens > 0
     assert second.value == "Billing" and second.error == ""
@@ -162,14 +162,14 @@ def test_garbage_body_is_retried(monkeypatch):
         return answer_with(TRUTH)(req)
 
     with FakeOpenAI(responder) as server:
-        [answer] = classify(make_teacher(server, monkeypatch), "I was charged twice")
+        [answer] = ask(make_teacher(server, monkeypatch), "I was charged twice")
         assert server.calls == 2
     assert answer.value == "Billing"
 
 
 def test_json_that_is_not_a_completion_is_unreadable_never_a_label(monkeypatch):
     with FakeOpenAI(lambda req: FakeReply(raw_body='{"id": "x", "object": "chat.completion"}')) as server:
-        [answer] = classify(make_teacher(server, monkeypatch, max_attempts=2), "I was charged twice")
+        [answer] = ask(make_teacher(server, monkeypatch, max_attempts=2), "I was charged twice")
         assert server.calls == 2
     assert answer.value is None and answer.confidence is None
     assert answer.error.startswith("gave up after 2 tries: unreadable response")
@@ -238,7 +238,7 @@ def test_concurrency_is_the_callers_to_bound(monkeypatch):
             try:
                 return await asyncio.gather(
                     *(
-                        t.classify(client.render_messages(system_prompt="s", text=f"t{i}", task=TASK))
+                        t.ask(client.render_messages(system_prompt="s", text=f"t{i}", task=TASK))
                         for i in range(16)
                     )
                 )
@@ -255,7 +255,7 @@ def test_concurrency_is_the_callers_to_bound(monkeypatch):
 
 def test_answer_still_invalid_after_repair_stays_an_error(monkeypatch):
     with FakeOpenAI(malformed_then(answer_with(TRUTH), times=5)) as server:
-        answers = classify(make_teacher(server, monkeypatch), "I was charged twice")
+        answers = ask(make_teacher(server, monkeypatch), "I was charged twice")
         assert server.calls == 2  # one repair, not more
     assert [a.value for a in answers] == [None, None]
     assert all("not valid JSON" in a.error for a in answers)

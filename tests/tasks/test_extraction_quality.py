@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from distillapp import ml
-from tasks.extraction import quality
+from tasks.extraction import span_quality
 from tasks.extraction.spans import whitespace_tokens
 
 NAMES = ["Ana", "Ben", "Carla", "Dev", "Eva", "Femi", "Gus", "Hana", "Ivo", "Jun"]
@@ -49,7 +49,7 @@ def spoiled(answers: list[dict], how: str) -> list[dict]:
 def vectors() -> list[np.ndarray]:
     """The bundled MiniLM's word vectors of the bookings (embedded once for the module)."""
     texts, _ = bookings()
-    return ml.embed_words(texts, [whitespace_tokens(t) for t in texts], layer=quality.LAYER)
+    return ml.embed_words(texts, [whitespace_tokens(t) for t in texts], layer=span_quality.LAYER)
 
 
 def test_word_tags_mark_first_and_inner_words_of_each_span():
@@ -62,7 +62,7 @@ def test_word_tags_mark_first_and_inner_words_of_each_span():
         {"start": 32, "end": 37, "field": "last"},  # overlaps "name": the first span wins
     ]
 
-    tags = quality.word_tags(text, spans, words)
+    tags = span_quality.word_tags(text, spans, words)
 
     assert [text[s:e] for s, e in words] == ["Table", "for", "4", "on", "12", "May,", "name", "Ana", "Lopez"]
     assert tags == ["O", "O", "B-people", "O", "B-date", "I-date", "O", "B-name", "I-name"]
@@ -73,7 +73,7 @@ def test_the_spoiled_text_scores_lowest_and_is_flagged(how):
     # Embeds the texts itself (no vectors given): the path the quality run takes.
     texts, answers = bookings()
 
-    result = quality.span_quality(texts, spoiled(answers, how))
+    result = span_quality.span_quality(texts, spoiled(answers, how))
 
     scores = result.text_scores
     assert scores.shape == (len(texts),) and np.all((scores >= 0) & (scores <= 1))
@@ -87,7 +87,7 @@ def test_the_spoiled_text_scores_lowest_and_is_flagged(how):
 def test_consistent_answers_score_high(vectors):
     texts, answers = bookings()
 
-    scores = quality.label_quality_scores(texts, answers, word_vectors=vectors)
+    scores = span_quality.label_quality_scores(texts, answers, word_vectors=vectors)
 
     assert scores.min() >= 0.5
 
@@ -96,9 +96,9 @@ def test_given_vectors_give_the_same_scores(vectors):
     texts, answers = bookings()
     answers = spoiled(answers, "missed")
 
-    again = quality.label_quality_scores(texts, answers, word_vectors=vectors)
+    again = span_quality.label_quality_scores(texts, answers, word_vectors=vectors)
 
-    np.testing.assert_allclose(again, quality.label_quality_scores(texts, answers), atol=1e-6)
+    np.testing.assert_allclose(again, span_quality.label_quality_scores(texts, answers), atol=1e-6)
 
 
 def test_a_tag_in_one_text_only_is_neutral(vectors):
@@ -107,12 +107,12 @@ def test_a_tag_in_one_text_only_is_neutral(vectors):
     name, people, time = answers[WRONG]["spans"]
     answers[WRONG] = {"spans": [name, people, {**time, "end": time["end"] + len(" for")}]}
 
-    result = quality.span_quality(texts, answers, word_vectors=vectors)
+    result = span_quality.span_quality(texts, answers, word_vectors=vectors)
 
     tags = result.tags[WRONG]
     assert tags.count("I-time") == 1
-    assert result.word_scores[WRONG][tags.index("I-time")] == quality.NEUTRAL_SCORE
-    assert result.text_scores[WRONG] <= quality.NEUTRAL_SCORE
+    assert result.word_scores[WRONG][tags.index("I-time")] == span_quality.NEUTRAL_SCORE
+    assert result.text_scores[WRONG] <= span_quality.NEUTRAL_SCORE
 
 
 def test_a_texts_words_are_never_scored_by_a_model_that_saw_them():
@@ -122,7 +122,7 @@ def test_a_texts_words_are_never_scored_by_a_model_that_saw_them():
     features = np.eye(20, dtype=np.float32)[groups]
     labels = groups % 2
 
-    probs = quality.out_of_sample_word_probs(features, labels, groups, folds=5, seed=0)
+    probs = span_quality.out_of_sample_word_probs(features, labels, groups, folds=5, seed=0)
 
     assert probs.shape == (60, 2)
     assert probs.max() < 0.6
@@ -131,17 +131,17 @@ def test_a_texts_words_are_never_scored_by_a_model_that_saw_them():
 def test_nothing_to_compare_scores_all_ones():
     texts = ["no fields here", "none here either", "still nothing"]
 
-    assert quality.label_quality_scores(texts, [{"spans": []}] * 3).tolist() == [1.0, 1.0, 1.0]
-    assert quality.label_quality_scores([], []).shape == (0,)
+    assert span_quality.label_quality_scores(texts, [{"spans": []}] * 3).tolist() == [1.0, 1.0, 1.0]
+    assert span_quality.label_quality_scores([], []).shape == (0,)
     # An empty text has no words: nothing to score.
-    assert quality.label_quality_scores([""], [{"spans": []}]).tolist() == [1.0]
+    assert span_quality.label_quality_scores([""], [{"spans": []}]).tolist() == [1.0]
 
 
 def test_mismatched_inputs_are_rejected():
     with pytest.raises(ValueError):
-        quality.label_quality_scores(["a b"], [])
+        span_quality.label_quality_scores(["a b"], [])
     with pytest.raises(ValueError):
-        quality.label_quality_scores(["a b"], [{"spans": []}], word_vectors=[np.zeros((3, 4))])
+        span_quality.label_quality_scores(["a b"], [{"spans": []}], word_vectors=[np.zeros((3, 4))])
 
 
 def test_the_task_types_score_through_the_seam():
@@ -159,7 +159,7 @@ def test_the_task_types_score_through_the_seam():
     # Both prune what the quality run flags; extraction flags texts below FLAGGED_BELOW.
     assert extraction.handles_label_noise and ClassificationTask.handles_label_noise
     flagged_scores, flags = extraction.label_quality(texts, spoiled(answers, "wrong field"))
-    assert flags.tolist() == (flagged_scores < quality.FLAGGED_BELOW).tolist()
+    assert flags.tolist() == (flagged_scores < span_quality.FLAGGED_BELOW).tolist()
 
 
 def test_embed_words_reads_long_texts_in_windows(tmp_path):

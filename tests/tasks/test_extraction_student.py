@@ -10,7 +10,7 @@ import pytest
 from distillapp import ml
 from tasks.extraction import student
 from tasks.extraction.formats import read_conll
-from tasks.extraction.spans import _without_overlaps, span_key
+from tasks.extraction.spans import span_key, without_overlaps
 from tests.tasks.extraction_data import restaurant8k, wnut17_lines
 
 FIELDS = ["date", "time", "people", "first_name", "last_name"]
@@ -57,7 +57,7 @@ def assert_round_trip(texts, answers, names, max_length, *, at_least=1.0):
     """Every span BIO can hold comes back exactly (where spans overlap, BIO keeps the first:
     Restaurant-8k marks "in an hour" as both date and time, 12 of its 3,477 test spans)."""
     (predicted, confidences), _ = perfect_predictions(texts, answers, names, max_length)
-    held = [{"spans": _without_overlaps(a["spans"])} for a in answers]
+    held = [{"spans": without_overlaps(a["spans"])} for a in answers]
     same = [keys(p) == keys(a) for p, a in zip(predicted, held, strict=True)]
     assert sum(same) / len(same) >= at_least, [
         (t, keys(a), keys(p)) for t, a, p, ok in zip(texts, answers, predicted, same, strict=True) if not ok

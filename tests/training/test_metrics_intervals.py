@@ -10,13 +10,13 @@ import pytest
 from django.urls import reverse
 
 from annotation.models import GoldSet
-from tasks import measure as metrics
+from tasks import stats
 from tasks.classification.task import classification_metrics
 from tests.training.conftest import make_run
 from training import serving
 from training.models import Evaluation
 
-Z2 = metrics.Z95**2
+Z2 = stats.Z95**2
 
 
 # --- the interval maths, against hand-computed values -------------------------------------------------
@@ -24,30 +24,30 @@ Z2 = metrics.Z95**2
 
 def test_wilson_interval_against_hand_computed_values():
     # 17 of 17: the lower end is n / (n + z²) = 17 / 20.8415 = 0.8157; the upper end is 1.
-    low, high = metrics.wilson_interval(17, 17)
+    low, high = stats.wilson_interval(17, 17)
     assert low == pytest.approx(17 / (17 + Z2)) and low == pytest.approx(0.8157, abs=1e-4)
     assert high == 1.0
     # 8 of 10: centre (0.8 + z²/20) / (1 + z²/10) = 0.7167, half-width 0.2266 -> 0.490 to 0.943.
-    low, high = metrics.wilson_interval(8, 10)
+    low, high = stats.wilson_interval(8, 10)
     assert (low, high) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
     # 0 of 10: 0 to z² / (n + z²) = 0.2775.
-    assert metrics.wilson_interval(0, 10) == (0.0, pytest.approx(Z2 / (10 + Z2)))
-    assert metrics.wilson_interval(0, 0) is None
+    assert stats.wilson_interval(0, 10) == (0.0, pytest.approx(Z2 / (10 + Z2)))
+    assert stats.wilson_interval(0, 0) is None
     # A big sample narrows to the normal approximation: 900 of 1000 is 0.9 ± 1.96·0.0095.
-    low, high = metrics.wilson_interval(900, 1000)
+    low, high = stats.wilson_interval(900, 1000)
     assert (high - low) / 2 == pytest.approx(1.96 * math.sqrt(0.9 * 0.1 / 1000), rel=0.01)
 
 
 def test_gold_items_needed_for_a_target():
     # All right: n / (n + z²) >= 0.95  <=>  n >= 19 z² = 72.99, so 73 answered items.
-    assert metrics.answered_needed(1.0, 0.95) == 73
-    assert metrics.wilson_interval(73, 73)[0] >= 0.95 > metrics.wilson_interval(72, 72)[0]
+    assert stats.answered_needed(1.0, 0.95) == 73
+    assert stats.wilson_interval(73, 73)[0] >= 0.95 > stats.wilson_interval(72, 72)[0]
     # 98 % right: the smallest n whose lower bound clears 0.95.
-    n = metrics.answered_needed(0.98, 0.95)
-    assert metrics.wilson_interval(0.98 * n, n)[0] >= 0.95 > metrics.wilson_interval(0.98 * (n - 1), n - 1)[0]
+    n = stats.answered_needed(0.98, 0.95)
+    assert stats.wilson_interval(0.98 * n, n)[0] >= 0.95 > stats.wilson_interval(0.98 * (n - 1), n - 1)[0]
     # At or below the target no sample size shows it.
-    assert metrics.answered_needed(0.95, 0.95) is None
-    assert metrics.answered_needed(0.9, 0.95) is None
+    assert stats.answered_needed(0.95, 0.95) is None
+    assert stats.answered_needed(0.9, 0.95) is None
 
 
 def test_bootstrap_f1_is_scikit_learn_macro_f1_on_the_same_resamples():
@@ -59,7 +59,7 @@ def test_bootstrap_f1_is_scikit_learn_macro_f1_on_the_same_resamples():
     # Mostly right; some wrong, some unanswered (None), one a label the project no longer has.
     preds = [g if rng.random() < 0.7 else rng.choice([*labels, None]) for g in golds]
     preds[3] = "Retired"
-    low, high = metrics.bootstrap_macro_f1(golds, preds, labels, resamples=200, seed=11)
+    low, high = stats.bootstrap_macro_f1(golds, preds, labels, resamples=200, seed=11)
 
     # The same resamples (same seed, same draw order), scored by scikit-learn one by one.
     draws = np.random.default_rng(11)
@@ -78,15 +78,15 @@ def test_bootstrap_f1_is_scikit_learn_macro_f1_on_the_same_resamples():
     point = f1_score(golds, list(shown), labels=labels, average="macro", zero_division=0)
     assert low < point < high
     # Seeded: the page shows the same interval on every visit.
-    assert metrics.bootstrap_macro_f1(golds, preds, labels, resamples=200, seed=11) == (low, high)
-    assert metrics.bootstrap_macro_f1([], [], labels) is None
+    assert stats.bootstrap_macro_f1(golds, preds, labels, resamples=200, seed=11) == (low, high)
+    assert stats.bootstrap_macro_f1([], [], labels) is None
 
 
 def test_classification_metrics_store_the_intervals():
     golds = ["A", "A", "A", "B", "B", "C"]
     preds = ["A", "A", "B", "B", "C", "C"]
     m = classification_metrics(golds, preds, [0.9, 0.8, 0.6, 0.7, 0.55, 0.95], ["A", "B", "C"])
-    assert m["accuracy_interval"] == pytest.approx(metrics.wilson_interval(4, 6))
+    assert m["accuracy_interval"] == pytest.approx(stats.wilson_interval(4, 6))
     low, high = m["macro_f1_interval"]
     assert 0 <= low <= m["macro_avg"]["f1"] <= high <= 1
     row = next(r for r in m["coverage"] if r["threshold"] == 0.65)
@@ -99,13 +99,13 @@ def test_classification_metrics_store_the_intervals():
 
 def sweep(rows: list[tuple[float, int, int]], total: int) -> list[dict]:
     """Sweep rows from (threshold, answered, correct)."""
-    return [metrics._sweep_row(threshold=t, answered=a, correct=c, coverage=a / total) for t, a, c in rows]
+    return [stats._sweep_row(threshold=t, answered=a, correct=c, coverage=a / total) for t, a, c in rows]
 
 
 def test_the_threshold_is_chosen_on_the_lower_bound():
     # 0.3: 190 of 200 (0.95 measured, but its interval dips to 0.91); 0.5: 100 of 100 (>= 0.963).
     coverage = sweep([(0.3, 200, 190), (0.5, 100, 100), (0.7, 60, 60)], total=200)
-    choice = metrics.threshold_choice(coverage, 0.95, examples=200)
+    choice = stats.threshold_choice(coverage, 0.95, examples=200)
     assert choice["status"] == "supported" and choice["threshold"] == 0.5
     assert choice["row"]["low"] == pytest.approx(100 / (100 + Z2))
 
@@ -113,7 +113,7 @@ def test_the_threshold_is_chosen_on_the_lower_bound():
 def test_a_small_gold_set_is_said_to_be_too_small():
     """The issue's case: 17 of 40 gold items at >= 0.45, all right: 1.000, but not 0.95 for sure."""
     coverage = sweep([(0.0, 40, 29), (0.4, 40, 29), (0.45, 17, 17), (0.5, 17, 17)], total=40)
-    choice = metrics.threshold_choice(coverage, 0.95, examples=40)
+    choice = stats.threshold_choice(coverage, 0.95, examples=40)
     assert choice["status"] == "too_small" and choice["threshold"] is None
     assert choice["row"]["threshold"] == 0.45  # as few gold items as 0.5 needs, and more coverage
     # 73 answered items are needed at 1.000; 17 of 40 gold items are answered, so 73 · 40/17.
@@ -123,16 +123,16 @@ def test_a_small_gold_set_is_said_to_be_too_small():
 def test_no_threshold_reaching_the_target_is_said_so():
     """The issue's other case: the most accurate threshold is 0.99 at 0.717 on 10.6 % coverage."""
     coverage = sweep([(0.0, 500, 300), (0.9, 100, 70), (0.99, 53, 38)], total=500)
-    choice = metrics.threshold_choice(coverage, 0.95, examples=500)
+    choice = stats.threshold_choice(coverage, 0.95, examples=500)
     assert choice["status"] == "unreached" and choice["threshold"] is None
     assert choice["row"]["threshold"] == 0.99 and choice["row"]["accuracy"] == pytest.approx(0.717, abs=1e-3)
 
 
 def test_a_target_only_equalled_needs_more_than_gold():
     coverage = sweep([(0.5, 40, 38)], total=40)  # 0.95 exactly
-    choice = metrics.threshold_choice(coverage, 0.95, examples=40)
+    choice = stats.threshold_choice(coverage, 0.95, examples=40)
     assert choice["status"] == "too_small" and choice["gold_needed"] is None
-    assert metrics.threshold_choice([], 0.95, examples=0)["status"] == "no_confidences"
+    assert stats.threshold_choice([], 0.95, examples=0)["status"] == "no_confidences"
 
 
 def test_older_evaluations_get_their_counts_and_intervals_back():
@@ -145,8 +145,8 @@ def test_older_evaluations_get_their_counts_and_intervals_back():
         "coverage": [{"threshold": 0.45, "coverage": 0.425, "accuracy": 1.0}],
     }
     predictions = [{"gold": "A", "predicted": "A"}] * 29 + [{"gold": "B", "predicted": "A"}] * 11
-    m = metrics.with_intervals(stored, predictions)
-    assert m["accuracy_interval"] == pytest.approx(metrics.wilson_interval(29, 40))
+    m = stats.with_intervals(stored, predictions)
+    assert m["accuracy_interval"] == pytest.approx(stats.wilson_interval(29, 40))
     assert m["coverage"][0] | {"low": None} == {
         "threshold": 0.45,
         "coverage": 0.425,
@@ -272,7 +272,7 @@ def test_admin_shows_train_seconds_rounded(project, admin_client, tmp_path):
 def test_the_coverage_sweep_is_fine_near_the_top_where_the_threshold_is_chosen():
     """#24: the sweep jumped from 0.97 to 0.99; a student right on everything above 0.995 and
     not between 0.99 and 0.995 had no threshold reaching 0.99."""
-    thresholds = [row for row in metrics.SWEEP_THRESHOLDS if row >= 0.95]
+    thresholds = [row for row in stats.SWEEP_THRESHOLDS if row >= 0.95]
     assert thresholds[0] == 0.95 and max(np.diff(thresholds)) <= 0.005 + 1e-9 and thresholds[-1] >= 0.995
     golds = ["A"] * 800
     preds = ["A"] * 600 + ["A"] * 170 + ["B"] * 30

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from annotation.models import Example, Review
 from distillapp import embeddings
-from tasks import measure
+from tasks import stats
 from tasks.classification import quick as quick_student
 from tasks.classification import student as finetune_student
 from training import services
@@ -154,7 +154,7 @@ def test_the_quick_student_serves_its_fitted_temperature(tiny_base, tmp_path):
     raw = head.predict_proba(
         embeddings.embed(texts[40:], model_name=tiny_base, max_length=16, cache_dir=None)
     )
-    assert served == pytest.approx(measure.apply_temperature(np.log(raw), config["temperature"]), abs=1e-5)
+    assert served == pytest.approx(stats.apply_temperature(np.log(raw), config["temperature"]), abs=1e-5)
 
 
 def test_the_fine_tune_applies_the_temperature_beside_it(tiny_classifier, tmp_path):
@@ -166,7 +166,7 @@ def test_the_fine_tune_applies_the_temperature_beside_it(tiny_classifier, tmp_pa
     before, names = finetune_student.predict_proba(model, texts)
     (model / finetune_student.CALIBRATION_FILE).write_text(json.dumps({"temperature": 0.25}))
     after, _ = finetune_student.predict_proba(model, texts)
-    assert after == pytest.approx(measure.apply_temperature(np.log(before), 0.25), abs=1e-4)
+    assert after == pytest.approx(stats.apply_temperature(np.log(before), 0.25), abs=1e-4)
     assert (after.max(axis=1) > before.max(axis=1)).all()
     # The int8 export answers with the same temperature.
     onnx_dir = finetune_student.export_onnx(model, tmp_path / "onnx", max_length=32)

@@ -109,7 +109,7 @@ def test_the_page(project, reviewer, reviewer_client, outsider_client):
 
 
 def test_the_chart_starts_at_no_reviews_so_one_run_is_not_drawn_on_the_axis():
-    from training.services.review_value import curve_chart
+    from training.templatetags.charts import curve_chart
 
     chart = curve_chart([{"kind": "quick", "reviewed": 942, "score": 0.913, "run": 11}], width=600)
     assert chart["x_min"] == 0 and chart["x_max"] == 942

@@ -14,7 +14,7 @@ from django.utils import timezone
 from rq import SimpleWorker
 
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, Review
-from tasks import measure as metrics
+from tasks import stats
 from tasks.classification.task import classification_metrics
 from tests.conftest import make_project
 from training import services
@@ -316,7 +316,7 @@ def test_metrics_against_a_hand_computed_case():
 def test_error_overlap_cells():
     student = {1: True, 2: False, 3: True, 4: False, 5: True}
     teacher = {1: True, 2: True, 3: False, 4: False}
-    assert metrics.error_overlap(student, teacher) == {
+    assert stats.error_overlap(student, teacher) == {
         "both_right": [1],
         "only_student_wrong": [2],
         "only_teacher_wrong": [3],

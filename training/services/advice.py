@@ -1,31 +1,24 @@
 """What to train on: the launch form's recommended label source, from what has been measured.
 
-The teacher's accuracy comes from the frozen gold set when the teacher was evaluated on it
-(the best measure), else from the review queue's random audit share
-(annotation.review.audit). A student trained on reviewed labels alone is compared when
-such a run was evaluated on gold. The rules, in order:
+The teacher's accuracy comes from the frozen gold set when it was evaluated there, else from
+the review queue's random audit share. The rules, in order:
 
-1. No unbiased measure of the teacher yet: train on all current labels, pruning the ones
-   the label-quality scores flag, and say that the measure is missing.
-2. The teacher is measured worse than a student trained on reviewed labels alone (the
-   upper end of its interval below that student's gold score), or weak (upper end below
-   ``WEAK_TEACHER``): reviewed labels only, plus the teacher's labels above the confidence
-   where the audit shows them right (``TRUSTED_ACCURACY``), if there is one. Warn.
+1. No unbiased measure of the teacher yet: all current labels, flagged ones pruned; say the
+   measure is missing.
+2. The teacher measured worse than a student on reviewed labels alone (the upper end of its
+   interval below that student's gold score), or weak (below ``WEAK_TEACHER``): reviewed
+   labels only, plus the teacher's above the confidence where the audit shows them right
+   (``TRUSTED_ACCURACY``), if there is one. Warn.
 3. Otherwise: all current labels, flagged ones pruned. Never weighted by the teacher's
-   confidence on top: measured with bench/review_budget_bench.py on Banking77 with the
-   simulated 81.6 % teacher, weighting cost 2-4 points of quick-student accuracy against
-   pruning alone in every cell where an earlier rule chose it (2026-11-29), and again when it
-   was chosen only where the audit showed the teacher's more confident half right at least
-   15 points more often (random order, 2026-11-30: 0.8951 at 2.5 % reviewed with pruning,
-   0.8724 at 5 % with pruning and weights). Pruning already leaves out what the weights would
-   shrink. Weighting stays on the launch form for a lead who measures otherwise.
+   confidence on top: it cost accuracy wherever it was measured (bench/README.md, section
+   "Review budget").
 """
 
 from __future__ import annotations
 
 from annotation.models import Example, Project
 from annotation.review.audit import WEAK_TEACHER, teacher_estimate, trusted_confidence
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 from training.models import Evaluation, TrainingRun
 
 STRONG_TEACHER = 0.85

@@ -150,7 +150,7 @@ NOISE_HANDLING = {
 # Where the quality run did not decide (``Example.label_issue`` null: a task type that only
 # scores), a label is flagged when cleanlab's normalized margin is below 0.5: another label is
 # more likely than the given one (out of sample). Classification decides with cleanlab's
-# find_label_issues (tasks/classification/quality.py), which flags fewer right labels.
+# find_label_issues (tasks/classification/label_quality.py), which flags fewer right labels.
 FLAGGED_BELOW = 0.5
 MIN_WEIGHT = 0.05
 

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotation.models import IMPORT_AGENT, STUDENT_AGENT_PREFIX, GoldSet, Project, Proposal
-from tasks import measure as metrics_lib
+from tasks import stats
 from training.models import Evaluation, EvaluationJob, TrainingRun, default_hyperparameters
 from training.services.dataset import TrainingError
 from training.services.runs import student_predict
@@ -70,10 +70,8 @@ def _finish_evaluation(
     # errors_by counts a row wrong when its gold and prediction differ: here, when the
     # task says the prediction is not wholly right (a span set is not compared by ==).
     judged = [{**r, "gold": True, "predicted": r["right"]} for r in rows]
-    numbers["errors_by_source"] = metrics_lib.errors_by(judged, lambda r: r["source"])
-    numbers["errors_by_length"] = metrics_lib.errors_by(
-        judged, lambda r: metrics_lib.length_bucket(r["length"])
-    )
+    numbers["errors_by_source"] = stats.errors_by(judged, lambda r: r["source"])
+    numbers["errors_by_length"] = stats.errors_by(judged, lambda r: stats.length_bucket(r["length"]))
     numbers["gold_without_label"] = len(items) - len(labelled)
     # A system with no answer on any gold text was not measured: its headline is no score, not 0
     # (a project of human labels has no teacher answers on gold; issue #24).
@@ -400,7 +398,7 @@ def error_analysis(student: Evaluation, teacher: Evaluation | None) -> dict:
             if row["predicted"] is not None
         }
 
-    return metrics_lib.error_overlap(right(student), right(teacher))
+    return stats.error_overlap(right(student), right(teacher))
 
 
 def latest_teacher_evaluation(student: Evaluation) -> Evaluation | None:

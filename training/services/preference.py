@@ -12,7 +12,7 @@ import hashlib
 from django.db import IntegrityError, transaction
 
 from annotation.models import Example
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 from training.models import Evaluation, PreferenceVote
 from training.services.evaluation import latest_teacher_evaluation
 

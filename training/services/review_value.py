@@ -27,7 +27,7 @@ from django.db.models import Sum
 
 from annotation.models import STUDENT_AGENT_PREFIX, Project, Proposal, Review
 from annotation.review.rounds import review_time
-from tasks.measure import wilson_interval
+from tasks.stats import wilson_interval
 from training.models import Evaluation, ServingConfig
 
 BATCH = 100
@@ -216,49 +216,4 @@ def review_value(project: Project) -> dict:
         "pruning": pruning_cover(project),
         "cost": review_cost(project, Decimal(rate)),
         "batch": BATCH,
-    }
-
-
-SERIES_COLORS = {"quick": "#2f6fec", "finetune": "#1f8a4c", "ensemble": "#c0392b"}
-
-
-def curve_chart(curve: list[dict], *, width: int = 600, height: int = 200) -> dict | None:
-    """SVG geometry of the learning curve: one polyline per run kind, x = reviewed labels.
-
-    The x axis starts at 0 reviewed labels, so a single run (or runs at one count) shows
-    where it stands on the way from none, not on the y axis of a one-value range."""
-    if not curve:
-        return None
-    x_max = max(p["reviewed"] for p in curve)
-    lo_y = min(p["score"] for p in curve)
-    hi_y = max(p["score"] for p in curve)
-    span_x = x_max or 1
-    lo_y, hi_y = max(0.0, lo_y - 0.05), min(1.0, hi_y + 0.05)
-    span_y = hi_y - lo_y or 1
-
-    def x(value: float) -> float:
-        return round(value / span_x * width, 1)
-
-    def y(value: float) -> float:
-        return round(height - (value - lo_y) / span_y * height, 1)
-
-    series = {}
-    for point in curve:
-        series.setdefault(point["kind"], []).append(point)
-    return {
-        "width": width,
-        "height": height,
-        "series": [
-            {
-                "kind": kind,
-                "color": SERIES_COLORS.get(kind, "#667085"),
-                "points": " ".join(f"{x(p['reviewed'])},{y(p['score'])}" for p in points),
-                "dots": [{"x": x(p["reviewed"]), "y": y(p["score"]), **p} for p in points],
-            }
-            for kind, points in series.items()
-        ],
-        "x_min": 0,
-        "x_max": x_max,
-        "y_min": round(lo_y, 2),
-        "y_max": round(hi_y, 2),
     }

@@ -9,32 +9,12 @@ from __future__ import annotations
 
 from training.serving.cache import forget_cached
 from training.serving.config import ServingError, serving_config_for
-from training.serving.cost import (
-    COST_CHART_MAX_MONTHS,
-    COST_CHART_MONTHS,
-    api_cost,
-    break_even_month,
-    cost_inputs,
-    cost_report,
-    model_cost,
-    nice_step,
-)
-from training.serving.limits import (
-    BUDGET_WARNING_SHARE,
-    RATE_WINDOW_SECONDS,
-    BudgetStatus,
-    fallback_budget_spent,
-    fallback_budget_status,
-    fallback_spend,
-    logged_spend,
-    rate_check,
-)
-from training.serving.monitor import DRIFT_WARNING, latency_summary, monitoring
+from training.serving.cost import api_cost, break_even_month, cost_inputs, cost_report, model_cost
+from training.serving.limits import fallback_budget_status, fallback_spend, logged_spend, rate_check
+from training.serving.monitor import monitoring
 from training.serving.routing import (
-    WARM_UP_MAX_VERSIONS,
-    WARM_UP_SECONDS,
-    Answer,
     Live,
+    RoutedAnswer,
     live,
     predict_texts,
     student_predict,
@@ -44,17 +24,14 @@ from training.serving.routing import (
 )
 from training.serving.tokens import TOKEN_TOUCH_SECONDS, token_check, token_create, token_revoke
 from training.serving.versions import (
-    QUANTIZED_MAX_DROP,
     SERVING_BATCH_SIZE,
     active_version,
     export_job_run,
     export_job_start,
-    no_threshold_reason,
     onnx_dir_for,
     onnx_measurement,
     onnx_prepare,
     promotion_check,
-    quantized_may_activate,
     recommended_threshold,
     threshold_recommendation,
     version_promote,
@@ -63,23 +40,13 @@ from training.serving.versions import (
 from training.serving.writer import TrafficExample, prediction_logs, traffic_examples
 
 __all__ = [
-    "BUDGET_WARNING_SHARE",
-    "RATE_WINDOW_SECONDS",
-    "BudgetStatus",
-    "fallback_budget_spent",
     "fallback_budget_status",
     "fallback_spend",
     "logged_spend",
     "rate_check",
-    "COST_CHART_MAX_MONTHS",
-    "COST_CHART_MONTHS",
-    "DRIFT_WARNING",
-    "QUANTIZED_MAX_DROP",
     "SERVING_BATCH_SIZE",
     "TOKEN_TOUCH_SECONDS",
-    "WARM_UP_MAX_VERSIONS",
-    "WARM_UP_SECONDS",
-    "Answer",
+    "RoutedAnswer",
     "Live",
     "ServingError",
     "TrafficExample",
@@ -91,19 +58,15 @@ __all__ = [
     "export_job_run",
     "export_job_start",
     "forget_cached",
-    "latency_summary",
     "live",
     "model_cost",
     "monitoring",
-    "nice_step",
-    "no_threshold_reason",
     "onnx_dir_for",
     "onnx_measurement",
     "onnx_prepare",
     "predict_texts",
     "promotion_check",
     "prediction_logs",
-    "quantized_may_activate",
     "recommended_threshold",
     "serving_config_for",
     "student_predict",

@@ -18,7 +18,7 @@ _CACHE_MAX_ENTRIES = 10_000
 _clock = time.monotonic  # the cache's clock (tests move it forward)
 
 
-def _cached(key: tuple, load):
+def cached(key: tuple, load):
     ttl = settings.SERVING_CACHE_SECONDS
     if ttl <= 0:
         return load()
@@ -38,7 +38,7 @@ def forget_cached() -> None:
     _cache.clear()
 
 
-def _forget_now_and_on_commit() -> None:
+def forget_now_and_on_commit() -> None:
     # Now for this transaction's own reads, and again on commit, so a request that cached
     # the old state in between does not keep it.
     forget_cached()

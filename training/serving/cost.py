@@ -1,4 +1,4 @@
-"""The cost page: break-even inputs (measured or entered), the report and its chart's SVG geometry."""
+"""The cost page: break-even inputs (measured or entered) and the report (its chart: templatetags/charts.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.utils import timezone
 from annotation.models import STUDENT_AGENT_PREFIX, Project, Proposal
 from training.models import PredictionLog
 from training.serving.config import serving_config_for
-from training.serving.monitor import _LATENCY_SAMPLE, latency_summary
+from training.serving.monitor import LATENCY_SAMPLE, latency_summary
 from training.serving.versions import active_version
 
 
@@ -91,12 +91,12 @@ def cost_inputs(project: Project) -> dict:
         "student": latency_summary(
             logs.filter(route="student", is_cold_start=False)
             .order_by("-pk")
-            .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
+            .values_list("latency_ms", flat=True)[:LATENCY_SAMPLE]
         ),
         "teacher": latency_summary(
             paid.exclude(latency_ms__isnull=True)
             .order_by("-pk")
-            .values_list("latency_ms", flat=True)[:_LATENCY_SAMPLE]
+            .values_list("latency_ms", flat=True)[:LATENCY_SAMPLE]
         ),
     }
     return {
@@ -141,11 +141,7 @@ def cost_report(project: Project, *, months: int | None = None) -> dict:
         "missing": _missing(project, inputs),
         "curve": curve,
         "break_even_month": even,
-        "chart": _chart(
-            curve,
-            break_even=even,
-            break_even_cost=float(api_cost(even, V=values["V"], p=values["p"])) if even is not None else None,
-        ),
+        "break_even_cost": float(api_cost(even, V=values["V"], p=values["p"])) if even is not None else None,
     }
 
 
@@ -181,65 +177,3 @@ def _missing(project: Project, inputs: dict) -> list[dict]:
             }
         )
     return missing
-
-
-def nice_step(span: float, ticks: int = 5) -> float:
-    """A round tick step for a chart axis (1, 2 or 5 times a power of ten), about `ticks` over span."""
-    raw = span / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def _money(value: float) -> str:
-    if value >= 1_000_000:
-        return f"${value / 1_000_000:g}M"
-    if value >= 1000:
-        return f"${value / 1000:g}k"
-    return f"${value:g}" if value >= 1 or value == 0 else f"${value:.2g}"
-
-
-def _chart(
-    curve: list[dict],
-    *,
-    break_even: float | None = None,
-    break_even_cost: float | None = None,
-    width: int = 640,
-    height: int = 260,
-) -> dict:
-    """The cost chart's SVG coordinates: both curves, ticks on both axes, the break-even mark."""
-    peak = max([0.01] + [max(row["model"], row["api"]) for row in curve])
-    step = nice_step(peak)
-    top = math.ceil(peak / step - 1e-9) * step
-    last = curve[-1]["month"] or 1
-
-    def x(month: float) -> float:
-        return round(month / last * width, 1)
-
-    def y(value: float) -> float:
-        return round(height - value / top * height, 1)
-
-    def points(key: str) -> str:
-        return " ".join(f"{x(row['month'])},{y(row[key])}" for row in curve)
-
-    month_step = next(m for m in (1, 2, 3, 6, 12, 24) if last / m <= 12)
-    mark = None
-    if break_even is not None and break_even <= last:
-        mark = {
-            "x": x(break_even),
-            "y": y(break_even_cost or 0),
-            "label": f"break-even: month {break_even:.1f}",
-            # The label sits on the side of the line with room for it.
-            "anchor": "start" if break_even < last * 0.6 else "end",
-            "label_x": x(break_even) + (8 if break_even < last * 0.6 else -8),
-        }
-    return {
-        "model": points("model"),
-        "api": points("api"),
-        "top": top,
-        "width": width,
-        "height": height,
-        "months": last,
-        "y_ticks": [{"y": y(i * step), "label": _money(i * step)} for i in range(round(top / step) + 1)],
-        "x_ticks": [{"x": x(m), "label": str(m)} for m in range(0, last + 1, month_step)],
-        "break_even": mark,
-    }

@@ -10,7 +10,7 @@ from training.models import PredictionLog
 from training.serving.versions import active_version
 
 # Latency percentiles are computed from at most this many of the most recent calls.
-_LATENCY_SAMPLE = 200_000
+LATENCY_SAMPLE = 200_000
 
 
 def latency_summary(values) -> dict:
@@ -36,7 +36,7 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
     cold: list[float] = []
     confidences: list[float] = []
     recent = logs.order_by("-pk").values_list("route", "latency_ms", "confidence", "is_cold_start")
-    for route, latency, confidence, is_cold_start in recent[:_LATENCY_SAMPLE]:
+    for route, latency, confidence, is_cold_start in recent[:LATENCY_SAMPLE]:
         # A request that loaded the model measures the load, not the model: apart.
         (cold if is_cold_start else latencies.setdefault(route, [])).append(latency)
         if confidence is not None and route == "student":

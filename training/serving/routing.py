@@ -21,7 +21,7 @@ from training.models import (
     default_hyperparameters,
 )
 from training.serving import limits, writer
-from training.serving.cache import _cached
+from training.serving.cache import cached
 from training.serving.config import ServingError, serving_config_for
 from training.serving.versions import SERVING_BATCH_SIZE, active_version
 from training.serving.writer import TrafficExample
@@ -41,26 +41,26 @@ def live(project: Project) -> Live:
     def load() -> Live:
         return Live(config=serving_config_for(project), version=active_version(project))
 
-    return _cached(("live", project.pk), load)
+    return cached(("live", project.pk), load)
 
 
 @dataclass
-class Answer:
-    """One served answer. `label` is the task's answer (a label name, a span set) or None,
-    `student_label` the student's answer, whatever the route."""
+class RoutedAnswer:
+    """One served answer. `value` is the task's answer (a label name, a span set) or None,
+    `student_value` the student's answer, whatever the route."""
 
-    label: object | None
+    value: object | None
     confidence: float | None
     route: str
     model_version: str
     latency_ms: float
-    student_label: object = ""
+    student_value: object = ""
     teacher_cost_usd: Decimal = Decimal("0")
     teacher_tokens: tuple[int, int] = (0, 0)  # input, output: what the teacher's answer used
 
     def as_json(self, task, text: str) -> dict:
         return {
-            **task.served(self.label, text=text),
+            **task.served(self.value, text=text),
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "route": self.route,
             "model_version": self.model_version,
@@ -180,7 +180,7 @@ def warm_up(*, timeout: float = WARM_UP_SECONDS) -> list[str]:
 
 def predict_texts(
     *, project: Project, texts: list[str], endpoint: str = "predict", state: Live | None = None
-) -> list[Answer]:
+) -> list[RoutedAnswer]:
     """Answer each text from the student when confident, else from the fallback; log everything.
 
     `state` is the request path's cached config and version (`live()`); without it both
@@ -206,13 +206,13 @@ def predict_texts(
     is_cold_start = ml.model_loads() != loads
     student_ms = (time.perf_counter() - started) * 1000 / len(texts)
     answers = [
-        Answer(
-            label=label,
+        RoutedAnswer(
+            value=label,
             confidence=conf,
             route="student",
             model_version=version.name,
             latency_ms=student_ms,
-            student_label=label,
+            student_value=label,
         )
         for label, conf in zip(labels, confidences, strict=True)
     ]
@@ -240,12 +240,12 @@ def predict_texts(
         answer = answers[i]
         reply = teacher.get(i)
         if reply is not None and reply.is_valid:
-            answer.label, answer.confidence, answer.route = reply.value, reply.confidence, "teacher"
+            answer.value, answer.confidence, answer.route = reply.value, reply.confidence, "teacher"
             answer.latency_ms += teacher_ms
             answer.teacher_cost_usd = reply.cost_usd
             answer.teacher_tokens = (reply.input_tokens, reply.output_tokens)
         else:
-            answer.label, answer.route = None, "review"
+            answer.value, answer.route = None, "review"
             if reply is not None:
                 answer.latency_ms += teacher_ms
                 # An answer that could not be used was paid for all the same (the budget counts it).
@@ -259,8 +259,8 @@ def predict_texts(
                 version=version,
                 route=a.route,
                 # The answer's short form (a label; a span set's field counts, never the text's values).
-                label=task.summary(a.label)[:100] if a.label is not None else "",
-                student_label=task.summary(a.student_label)[:100],
+                label=task.summary(a.value)[:100] if a.value is not None else "",
+                student_label=task.summary(a.student_value)[:100],
                 confidence=a.confidence,
                 latency_ms=a.latency_ms,
                 teacher_cost_usd=a.teacher_cost_usd,
@@ -274,7 +274,7 @@ def predict_texts(
 
 
 def _keep_for_review(
-    project, text: str, version: ModelVersion, answer: Answer, reply, sample_rate: float
+    project, text: str, version: ModelVersion, answer: RoutedAnswer, reply, sample_rate: float
 ) -> None:
     """A low-confidence text joins the project as traffic (once), with both proposals.
 
@@ -286,7 +286,7 @@ def _keep_for_review(
     proposals = [
         {
             "agent": version.run.agent,
-            "value": answer.student_label,
+            "value": answer.student_value,
             "confidence": answer.confidence if answer.route == "student" else None,
             "confidence_method": "softmax",
         }

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotation.models import Project
 from training.models import ApiToken
-from training.serving.cache import _cached, _forget_now_and_on_commit
+from training.serving.cache import cached, forget_now_and_on_commit
 from training.serving.config import ServingError
 
 
@@ -27,7 +27,7 @@ def token_create(*, project: Project, user, name: str) -> tuple[ApiToken, str]:
 
 def token_revoke(*, token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    _forget_now_and_on_commit()
+    forget_now_and_on_commit()
 
 
 # How often a token's last_used_at is written: at most once a minute, not on every request.
@@ -41,7 +41,7 @@ def token_check(authorization: str | None) -> ApiToken:
             "Send the project's API token as 'Authorization: Bearer <token>'.", code="no_token", status=401
         )
     digest = _hash(authorization[7:].strip())
-    token = _cached(("token", digest), lambda: _token_by_hash(digest))
+    token = cached(("token", digest), lambda: _token_by_hash(digest))
     if token is None or not token.is_active:
         raise ServingError("This API token is not valid (wrong, or revoked).", code="bad_token", status=401)
     now = timezone.now()

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project
-from tasks import measure as metrics_lib
+from tasks import stats
 from training.models import (
     DeploymentEvent,
     Evaluation,
@@ -21,7 +21,7 @@ from training.models import (
     TrainingRun,
     default_hyperparameters,
 )
-from training.serving.cache import _forget_now_and_on_commit
+from training.serving.cache import forget_now_and_on_commit
 from training.serving.config import ServingError, serving_config_for
 
 logger = logging.getLogger(__name__)
@@ -33,10 +33,8 @@ def threshold_recommendation(run: TrainingRun, target_accuracy: float) -> dict |
     evaluation = run.evaluations.filter(subject=Evaluation.Subject.STUDENT).order_by("-created_at").first()
     if evaluation is None:
         return None
-    m = metrics_lib.with_intervals(evaluation.metrics)
-    choice = metrics_lib.threshold_choice(
-        m.get("coverage", []), target_accuracy, examples=m.get("examples") or 0
-    )
+    m = stats.with_intervals(evaluation.metrics)
+    choice = stats.threshold_choice(m.get("coverage", []), target_accuracy, examples=m.get("examples") or 0)
     return {**choice, "gold_version": evaluation.gold_set.version, "examples": m.get("examples") or 0}
 
 
@@ -189,7 +187,7 @@ def version_promote(
         previous=previous,
         user=user,
     )
-    _forget_now_and_on_commit()
+    forget_now_and_on_commit()
     return version
 
 
@@ -214,7 +212,7 @@ def version_rollback(*, project: Project, user) -> ModelVersion:
         previous=earlier.previous if earlier else None,
         user=user,
     )
-    _forget_now_and_on_commit()
+    forget_now_and_on_commit()
     return previous
 
 

@@ -1,11 +1,15 @@
-"""The evaluation page's charts as inline SVG, and the sentences that read them (issue #24).
+"""The pages' charts: inline SVG, or the geometry their templates draw, and the sentences that read them.
 
-Calibration and accuracy-vs-coverage were long tables of bare numbers; a lead reads a
-chart, with each point's numbers in words as its tooltip. Built here, in the template
-layer, from the metrics the evaluation stored; no view or service draws.
+Built here, in the template layer, from what the rows and services measured; no view or
+service draws. The evaluation page's calibration and accuracy-vs-coverage charts (issue #24)
+are whole SVGs with each point's numbers in words as its tooltip; the run page's loss curve,
+the cost page's break-even and the learning curve of "where review pays" are coordinates
+(``{% loss_chart run as c %}``) that their templates draw.
 """
 
 from __future__ import annotations
+
+import math
 
 from django import template
 from django.utils.html import format_html, format_html_join
@@ -203,3 +207,142 @@ def calibration_sentence(metrics: dict, who: str = "student") -> str:
         f"{said}On average its confidence is {ece * 100:.0f} points away from how often it is right "
         f"(calibration error {ece:.3f}; 0 means a confidence can be read as a chance)."
     )
+
+
+# --- the loss curve, the cost chart and the learning curve: coordinates their templates draw ---
+
+
+def nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick step for a chart axis (1, 2 or 5 times a power of ten), about `ticks` over span."""
+    raw = span / ticks
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def _money(value: float) -> str:
+    if value >= 1_000_000:
+        return f"${value / 1_000_000:g}M"
+    if value >= 1000:
+        return f"${value / 1000:g}k"
+    return f"${value:g}" if value >= 1 or value == 0 else f"${value:.2g}"
+
+
+@register.simple_tag
+def cost_chart(report: dict, width: int = 640, height: int = 260) -> dict:
+    """The cost chart's SVG coordinates: both curves, ticks on both axes, the break-even mark."""
+    curve, break_even = report["curve"], report["break_even_month"]
+    break_even_cost = report["break_even_cost"]
+    peak = max([0.01] + [max(row["model"], row["api"]) for row in curve])
+    step = nice_step(peak)
+    top = math.ceil(peak / step - 1e-9) * step
+    last = curve[-1]["month"] or 1
+
+    def x(month: float) -> float:
+        return round(month / last * width, 1)
+
+    def y(value: float) -> float:
+        return round(height - value / top * height, 1)
+
+    def points(key: str) -> str:
+        return " ".join(f"{x(row['month'])},{y(row[key])}" for row in curve)
+
+    month_step = next(m for m in (1, 2, 3, 6, 12, 24) if last / m <= 12)
+    mark = None
+    if break_even is not None and break_even <= last:
+        mark = {
+            "x": x(break_even),
+            "y": y(break_even_cost or 0),
+            "label": f"break-even: month {break_even:.1f}",
+            # The label sits on the side of the line with room for it.
+            "anchor": "start" if break_even < last * 0.6 else "end",
+            "label_x": x(break_even) + (8 if break_even < last * 0.6 else -8),
+        }
+    return {
+        "model": points("model"),
+        "api": points("api"),
+        "top": top,
+        "width": width,
+        "height": height,
+        "months": last,
+        "y_ticks": [{"y": y(i * step), "label": _money(i * step)} for i in range(round(top / step) + 1)],
+        "x_ticks": [{"x": x(m), "label": str(m)} for m in range(0, last + 1, month_step)],
+        "break_even": mark,
+    }
+
+
+@register.simple_tag
+def loss_chart(run, width: int = 600, height: int = 160) -> dict | None:
+    """The loss curve's SVG coordinates, with value ticks on both axes (None before two points)."""
+    history = run.loss_history or []
+    if len(history) < 2:
+        return None
+    steps = [s for s, _ in history]
+    losses = [loss for _, loss in history]
+    low = min(0.0, min(losses))
+    loss_step = nice_step((max(losses) - low) or 1.0, ticks=4)
+    top = low + math.ceil((max(losses) - low) / loss_step - 1e-9) * loss_step
+    span_x = max(1, run.total_steps or steps[-1])
+    step_step = max(1, math.ceil(nice_step(span_x, ticks=5)))
+
+    def y(loss: float) -> float:
+        return round(height - (loss - low) / ((top - low) or 1.0) * height, 1)
+
+    return {
+        "points": " ".join(f"{s / span_x * width:.1f},{y(loss)}" for s, loss in history),
+        "width": width,
+        "height": height,
+        "mid_y": height / 2,
+        "y_ticks": [
+            {"y": y(low + i * loss_step), "label": f"{low + i * loss_step:g}"}
+            for i in range(round((top - low) / loss_step) + 1)
+        ],
+        "x_ticks": [
+            {"x": round(s / span_x * width, 1), "label": f"{s:,}"} for s in range(0, span_x + 1, step_step)
+        ],
+    }
+
+
+SERIES_COLORS = {"quick": "#2f6fec", "finetune": "#1f8a4c", "ensemble": "#c0392b"}
+
+
+@register.simple_tag
+def curve_chart(curve: list[dict], width: int = 600, height: int = 200) -> dict | None:
+    """SVG geometry of the learning curve: one polyline per run kind, x = reviewed labels.
+
+    The x axis starts at 0 reviewed labels, so a single run (or runs at one count) shows
+    where it stands on the way from none, not on the y axis of a one-value range."""
+    if not curve:
+        return None
+    x_max = max(p["reviewed"] for p in curve)
+    lo_y = min(p["score"] for p in curve)
+    hi_y = max(p["score"] for p in curve)
+    span_x = x_max or 1
+    lo_y, hi_y = max(0.0, lo_y - 0.05), min(1.0, hi_y + 0.05)
+    span_y = hi_y - lo_y or 1
+
+    def x(value: float) -> float:
+        return round(value / span_x * width, 1)
+
+    def y(value: float) -> float:
+        return round(height - (value - lo_y) / span_y * height, 1)
+
+    series = {}
+    for point in curve:
+        series.setdefault(point["kind"], []).append(point)
+    return {
+        "width": width,
+        "height": height,
+        "series": [
+            {
+                "kind": kind,
+                "color": SERIES_COLORS.get(kind, "#667085"),
+                "points": " ".join(f"{x(p['reviewed'])},{y(p['score'])}" for p in points),
+                "dots": [{"x": x(p["reviewed"]), "y": y(p["score"]), **p} for p in points],
+            }
+            for kind, points in series.items()
+        ],
+        "x_min": 0,
+        "x_max": x_max,
+        "y_min": round(lo_y, 2),
+        "y_max": round(hi_y, 2),
+    }

@@ -12,9 +12,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.views._common import (
     HTMX_STOP_POLLING,
-    _form_errors,
-    _project_for_lead,
-    _project_for_member,
+    form_errors,
+    project_for_lead,
+    project_for_member,
     rate_limit_refusal,
     rate_limited,
 )
@@ -22,12 +22,12 @@ from distillapp import rows
 from training import serving
 from training.forms import PromoteForm, ServingConfigForm, TokenForm
 from training.models import ApiToken, ExportJob, ModelVersion, TrainingRun
-from training.views.runs import _run
+from training.views.runs import run_or_404
 
 
 @login_required
 def deploy(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     is_lead = role == "lead"
     config = serving.serving_config_for(project)
     if request.method == "POST" and not is_lead:
@@ -85,7 +85,7 @@ def _quantize(request: HttpRequest, project) -> HttpResponse:
     if refused:
         return refused
     number = request.POST["quantize"]
-    run = _run(project, int(number)) if number.isdigit() else None
+    run = run_or_404(project, int(number)) if number.isdigit() else None
     if run is None:
         raise Http404("No such run.")
     if run.export_jobs.filter(status__in=[ExportJob.Status.PENDING, ExportJob.Status.RUNNING]).exists():
@@ -103,7 +103,7 @@ def _export_job(project, pk: int) -> ExportJob:
 @require_GET
 def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The deploy page's int8 cell of the job's run (htmx polls it until the job ends)."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     job = _export_job(project, pk)
     rows.recover_shown([job])
     if not request.htmx:
@@ -122,7 +122,7 @@ def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = _export_job(project, pk)
     if job.is_finished:
         messages.error(request, "This int8 export has already ended.")
@@ -137,7 +137,7 @@ def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @rate_limited("training")
 def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = _export_job(project, pk)
     if job.can_resume and rows.resume(ExportJob, job.pk):
         messages.info(request, f"The int8 export of run {job.run.number} is queued again.")
@@ -152,12 +152,12 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
     """Promote the run chosen in the deploy page's list at the threshold in its row. A run
     worse than the teacher or the live version, or not measured on the latest gold set, is
     promoted only once the lead has read why and confirmed (the reasons stay on the version)."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     number = request.POST.get("run", "")
     threshold = request.POST.get(f"threshold-{number}", request.POST.get("threshold", ""))
     form = PromoteForm({"run": number, "threshold": threshold})
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("training:deploy", slug=project.slug)
     run = project.training_runs.filter(
         number=form.cleaned_data["run"], status=TrainingRun.Status.SUCCEEDED
@@ -198,7 +198,7 @@ def promote(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def rollback(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     try:
         version = serving.version_rollback(project=project, user=request.user)
         messages.success(request, f"Rolled back: run {version.run.number} is live again.")
@@ -210,7 +210,7 @@ def rollback(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def token_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = TokenForm(request.POST)
     name = form.cleaned_data["name"] if form.is_valid() else "token"
     _, raw = serving.token_create(project=project, user=request.user, name=name)
@@ -222,7 +222,7 @@ def token_create(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     token = get_object_or_404(ApiToken, project=project, pk=pk)
     serving.token_revoke(token=token)
     messages.success(request, f"Token {token.name} ({token.prefix}…) is revoked.")
@@ -232,7 +232,7 @@ def token_revoke(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def monitor(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     data = serving.monitoring(project)
     peak = max([1] + [row["n"] for row in data["per_day"]])
     hist_peak = max([1] + data["confidence_histogram"])
@@ -255,22 +255,21 @@ def monitor(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def review_value(request: HttpRequest, slug: str) -> HttpResponse:
     """Where review pays: the learning curve, errors found per order, review time and cost."""
-    from training.services.review_value import curve_chart
     from training.services.review_value import review_value as measure
 
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     value = measure(project)
     return render(
         request,
         "training/review_value.html",
-        {"project": project, "is_lead": role == "lead", "value": value, "chart": curve_chart(value["curve"])},
+        {"project": project, "is_lead": role == "lead", "value": value},
     )
 
 
 @login_required
 @require_GET
 def cost(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     return render(
         request,
         "training/cost.html",

@@ -9,8 +9,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from annotation.models import Example
-from annotation.views._common import _project_for_member
-from tasks import measure as metrics_lib
+from annotation.views._common import project_for_member
+from tasks import stats
 from training import services
 from training.models import Evaluation
 from training.services import preference
@@ -19,16 +19,14 @@ from training.services import preference
 @login_required
 @require_GET
 def evaluation(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     student = get_object_or_404(Evaluation, project=project, pk=pk)
     teacher = services.latest_teacher_evaluation(student) if student.subject == "student" else None
     overlap = services.error_analysis(student, teacher) if teacher else {}
     # Only an evaluation stored before intervals lacks them; the macro-F1 bootstrap that
     # fills them in is over labels (per_class), so span answers are never handed to it.
-    m = metrics_lib.with_intervals(
-        student.metrics, student.predictions if "per_class" in student.metrics else None
-    )
-    choice = metrics_lib.threshold_choice(
+    m = stats.with_intervals(student.metrics, student.predictions if "per_class" in student.metrics else None)
+    choice = stats.threshold_choice(
         m.get("coverage", []), student.target_accuracy, examples=m.get("examples") or 0
     )
     task = project.task
@@ -70,7 +68,7 @@ OVERLAP_CELLS = {
 @require_GET
 def evaluation_examples(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The examples behind one overlap cell or one confusion (true -> predicted)."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     student = get_object_or_404(Evaluation, project=project, pk=pk)
     rows = {r["example"]: r for r in student.predictions}
     cell = request.GET.get("cell", "")
@@ -124,7 +122,7 @@ def evaluation_examples(request: HttpRequest, slug: str, pk: int) -> HttpRespons
 @login_required
 @require_GET
 def compare(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     numbers = [int(n) for n in request.GET.getlist("run") if n.isdigit()]
     chosen = (
         list(project.training_runs.filter(number__in=numbers).order_by("number"))
@@ -151,7 +149,7 @@ def compare(request: HttpRequest, slug: str) -> HttpResponse:
 def evaluation_preference(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Blind A/B: the student's and the teacher's answers on a gold text, in an order the reviewer
     is never told; A, B or Same (1, 2, 0)."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     student = get_object_or_404(Evaluation, project=project, pk=pk, subject="student")
     status = 200
     if request.method == "POST":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import zipfile
 from pathlib import Path
@@ -17,25 +16,25 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.views._common import (
     HTMX_STOP_POLLING,
-    _form_errors,
-    _project_for_lead,
-    _project_for_member,
+    form_errors,
+    project_for_lead,
+    project_for_member,
     rate_limited,
 )
 from distillapp import rows
-from training import services, serving
+from training import services
 from training.forms import EvaluateForm, LaunchForm
 from training.models import EvaluationJob, RoundRefresh, TrainingRun
 
 
-def _run(project, number: int) -> TrainingRun:
+def run_or_404(project, number: int) -> TrainingRun:
     return get_object_or_404(TrainingRun, project=project, number=number)
 
 
 @login_required
 @require_GET
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     refreshes = list(project.round_refreshes.select_related("run")[:5])
     rows.recover_shown(refreshes)  # a refresh whose worker died is queued again
     advice = services.label_source_advice(project)
@@ -82,10 +81,10 @@ def runs(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @rate_limited("training")
 def run_create(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     form = LaunchForm(request.POST, project=project)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("training:runs", slug=project.slug)
     data = form.cleaned_data
     try:
@@ -98,7 +97,7 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
             teacher_min_confidence=data["teacher_min_confidence"],
             include_synthetic=data["include_synthetic"],
             kind=data["kind"],
-            members=[_run(project, number) for number in form.member_numbers()],
+            members=[run_or_404(project, number) for number in form.member_numbers()],
         )
     except services.TrainingError as exc:
         messages.error(request, str(exc))
@@ -108,43 +107,11 @@ def run_create(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("training:run", slug=project.slug, number=run.number)
 
 
-def _loss_chart(run: TrainingRun, width: int = 600, height: int = 160) -> dict | None:
-    """The loss curve's SVG coordinates, with value ticks on both axes (None before two points)."""
-    history = run.loss_history or []
-    if len(history) < 2:
-        return None
-    steps = [s for s, _ in history]
-    losses = [loss for _, loss in history]
-    low = min(0.0, min(losses))
-    loss_step = serving.nice_step((max(losses) - low) or 1.0, ticks=4)
-    top = low + math.ceil((max(losses) - low) / loss_step - 1e-9) * loss_step
-    span_x = max(1, run.total_steps or steps[-1])
-    step_step = max(1, math.ceil(serving.nice_step(span_x, ticks=5)))
-
-    def y(loss: float) -> float:
-        return round(height - (loss - low) / ((top - low) or 1.0) * height, 1)
-
-    return {
-        "points": " ".join(f"{s / span_x * width:.1f},{y(loss)}" for s, loss in history),
-        "width": width,
-        "height": height,
-        "mid_y": height / 2,
-        "y_ticks": [
-            {"y": y(low + i * loss_step), "label": f"{low + i * loss_step:g}"}
-            for i in range(round((top - low) / loss_step) + 1)
-        ],
-        "x_ticks": [
-            {"x": round(s / span_x * width, 1), "label": f"{s:,}"} for s in range(0, span_x + 1, step_step)
-        ],
-    }
-
-
 def _run_context(request, project, role, run) -> dict:
     return {
         "project": project,
         "is_lead": role == "lead",
         "run": run,
-        "loss_chart": _loss_chart(run),
         "settings": LaunchForm.described(run.kind, run.hyperparameters),
         "evaluate_form": EvaluateForm(task=project.task),
         "evaluations": run.evaluations.select_related("gold_set"),
@@ -155,8 +122,8 @@ def _run_context(request, project, role, run) -> dict:
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project, role = _project_for_member(request, slug)
-    run = _run(project, number)
+    project, role = project_for_member(request, slug)
+    run = run_or_404(project, number)
     # A run or an evaluation whose worker died is queued again as the page polls.
     rows.recover_shown([run, *run.evaluation_jobs.all()[:1]])
     context = _run_context(request, project, role, run)
@@ -171,8 +138,8 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @login_required
 @require_POST
 def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
+    project = project_for_lead(request, slug)
+    run = run_or_404(project, number)
     if run.is_finished:
         messages.error(request, "This run has already ended.")
     else:
@@ -186,8 +153,8 @@ def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @rate_limited("training")
 def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """Queue a failed or interrupted run again; it trains from the start."""
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
+    project = project_for_lead(request, slug)
+    run = run_or_404(project, number)
     if run.can_resume and rows.resume(TrainingRun, run.pk):
         messages.info(request, f"Run {run.number} is queued again.")
     else:
@@ -200,7 +167,7 @@ def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 @rate_limited("training")
 def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed (or interrupted) review round refresh again."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
     if refresh.can_resume and rows.resume(RoundRefresh, refresh.pk):
         messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
@@ -213,11 +180,11 @@ def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespon
 @require_POST
 @rate_limited("training")
 def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
+    project = project_for_lead(request, slug)
+    run = run_or_404(project, number)
     form = EvaluateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _form_errors(form))
+        messages.error(request, form_errors(form))
         return redirect("training:run", slug=project.slug, number=run.number)
     # Scoring a big gold set takes minutes: a worker does it, the run page shows how it goes
     # and opens the evaluation when it is done (evaluation_job below).
@@ -243,7 +210,7 @@ def _evaluation_job(project, pk: int) -> EvaluationJob:
 @require_GET
 def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
-    project, role = _project_for_member(request, slug)
+    project, role = project_for_member(request, slug)
     job = _evaluation_job(project, pk)
     rows.recover_shown([job])
     if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
@@ -261,7 +228,7 @@ def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = _evaluation_job(project, pk)
     if job.is_finished:
         messages.error(request, "This evaluation has already ended.")
@@ -276,7 +243,7 @@ def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespo
 @rate_limited("training")
 def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted evaluation again; it measures from the start."""
-    project = _project_for_lead(request, slug)
+    project = project_for_lead(request, slug)
     job = _evaluation_job(project, pk)
     if job.can_resume and rows.resume(EvaluationJob, job.pk):
         messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
@@ -288,8 +255,8 @@ def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespo
 @login_required
 @require_GET
 def run_download(request: HttpRequest, slug: str, number: int) -> FileResponse:
-    project, _ = _project_for_member(request, slug)
-    run = _run(project, number)
+    project, _ = project_for_member(request, slug)
+    run = run_or_404(project, number)
     if not run.artifact_path or not Path(run.artifact_path).is_dir():
         raise Http404("This run has no artifacts.")
     # Built once beside the artifacts (they never change after the run) and streamed

@@ -1,10 +1,7 @@
-"""The offline teacher (no API key) under a prompt version: which examples it learns from.
+"""The offline teacher's memory under a prompt version: which examples it learns from.
 
-What the offline teacher *is* belongs to the task type (``Task.offline_teacher``):
-classification's is the embedding classifier of ``tasks.classification.offline``
-(re-exported here), extraction's the dictionary of reviewed values of
-``tasks.extraction.offline``. This module picks the examples it learns from, following
-the prompt's few-shot setting the way an LLM prompt would.
+What the offline teacher *is* belongs to the task type (``Task.offline_teacher``); this
+module picks its examples, following the prompt's few-shot setting as an LLM prompt would.
 """
 
 from __future__ import annotations
@@ -12,16 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tasks.base import AnswerError, Task
-from tasks.classification.offline import EmbeddingPrediction, EmbeddingTeacher, _embed
-
-__all__ = [
-    "EmbeddingPrediction",
-    "EmbeddingTeacher",
-    "_embed",
-    "fits",
-    "memory_for_prompt",
-    "teacher_for_prompt",
-]
 
 
 def fits(task: Task, pairs: Sequence[tuple[str, object]]) -> list[tuple[str, object]]:
@@ -55,12 +42,6 @@ def memory_for_prompt(prompt, reviewed: Sequence[tuple[str, object]]) -> tuple[l
     if prompt.few_shot == "similar":
         return fits(task, reviewed), max(1, prompt.few_shot_k)
     return [], 1
-
-
-def teacher_for_prompt(prompt, reviewed: Sequence[tuple[str, object]]):
-    """The task's offline teacher for this prompt version (``predict(texts) -> [(answer, confidence)]``)."""
-    memory, k = memory_for_prompt(prompt, reviewed)
-    return prompt.task.offline_teacher(memory, k=k)
 
 
 def needs_reviewed(prompt) -> bool:

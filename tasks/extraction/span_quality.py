@@ -1,48 +1,13 @@
 """Label quality of span answers: how likely each text's current spans are wrong.
 
-Confident learning over words, the way cleanlab scores token classification:
-
-1. words are the text's whitespace tokens (``spans.whitespace_tokens``, the unit the CoNLL
-   writer and the teacher's boundary slips work in); each gets the BIO tag of the current
-   answer (``B-<field>`` on a span's first word, ``I-<field>`` on the rest, ``O`` outside;
-   where spans overlap the first is kept, as in the student and the CoNLL writer);
-2. each word is one vector: the frozen base model's hidden state (layer ``LAYER``) at its
-   first sub-token (``distillapp.ml.embed_words``), contextual, so "4" after "table for"
-   and "4" in "4 May" differ, L2-normalised and set beside its left and right neighbours';
-3. a multinomial logistic regression over the tags gives *out-of-sample* probabilities
-   per word by K-fold cross-validation FOLDED BY TEXT (scikit-learn's StratifiedGroupKFold:
-   a text's words are never scored by a model that saw any of them, and each fold holds a
-   similar share of every tag);
-4. ``cleanlab.token_classification.rank.get_label_quality_scores`` turns those into a score
-   per word and per text in [0, 1]; lower = more likely a missed, shifted or wrong-field span.
-
-Choices, measured with bench/span_quality_bench.py on Restaurant-8k train with the
-simulated teacher of bench/extraction_bench.py (bench/README.md, "Span label quality"):
-
-- per word ``self_confidence`` (the probability of the given tag, cleanlab's token default)
-  and the text's score is the MIN over its words: of the corrupted texts, 37.6-40.5 % land
-  in the 10 % lowest scores (best possible 39-42 %, random 10 %), vs 34-39 % with
-  ``normalized_margin`` (classification's method; here it ranks worse on all three samples)
-  and about the same with softmin;
-- MiniLM's layer 3 of 6 with each word beside its two neighbours: on one 2,000-text
-  sample (normalized margin) 0.37, vs 0.31 for the last layer alone, 0.35 for layer 3
-  alone and 0.36 for the last layer with neighbours; layer 4 was as good as 3 on two
-  further samples, the last layer 0.01-0.02 worse;
-- C = 1 (C = 3 was no better across samples).
-
-Time (2 cores shared with other jobs): 2,000 texts (15,000 words) in 45-80 s, 8,198
-texts (61,000 words) in 314 s, about 60 % embedding the words and 40 % the folds.
-
-Below 0.5 means the given tag of some word is more likely wrong than right. That flags
-40-48 % of the texts at 52-58 % precision (the teacher corrupted 24 %), too loose to prune
-training data on; the run flags texts below ``FLAGGED_BELOW`` instead.
-
-Rare tags: a tag found in fewer than ``MIN_TAG_TEXTS`` texts cannot be predicted out of
-sample with any trust (a fold fit without those texts has never seen it, so its words
-would always score 0 and top the queue). Such words get the neutral score 0.5 and are left
-out of the fit, like classification's single-example labels. With fewer than two tags
-left (e.g. no spans at all anywhere), or fewer than two texts with words, every score is
-1.0: there is nothing to compare.
+Confident learning over words, the way cleanlab scores token classification: each
+whitespace word gets the BIO tag of the current spans (the first of overlapping spans kept)
+and a contextual vector (``ml.embed_words``, layer ``LAYER``, beside its two neighbours);
+a logistic regression over the tags, K-fold FOLDED BY TEXT (a text's words are never
+scored by a model that saw any of them), gives out-of-sample probabilities, and
+``cleanlab.token_classification.rank.get_label_quality_scores`` a score per word and per
+text (its worst word) in [0, 1]; lower = more likely a missed, shifted or wrong-field span.
+The choices and their measurements: bench/README.md, section "Span label quality".
 """
 
 from __future__ import annotations
@@ -54,11 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.extraction.spans import _without_overlaps, whitespace_tokens
+from tasks.extraction.spans import whitespace_tokens, without_overlaps
 
 METHOD = "self_confidence"
 # The base model's layer the word vectors come from (of MiniLM-L6's 6; 0 is the input
-# embeddings) and the inverse regularisation of the regression: see the module docstring.
+# embeddings) and the inverse regularisation of the regression (bench/README.md,
+# "Span label quality").
 LAYER = 3
 C = 1.0
 MAX_ITER = 300
@@ -67,6 +33,9 @@ NEUTRAL_SCORE = 0.5
 # texts of the simulated teacher (24 % corrupted), below 0.1 flags 15 % of the texts at 89 %
 # precision (57 % of the corrupted ones); below 0.5 flags 44 % at 54 % (bench/README.md).
 FLAGGED_BELOW = 0.1
+# A tag in fewer texts cannot be predicted out of sample with any trust (a fold fit without
+# them never saw it, so its words would top the queue): they score NEUTRAL_SCORE and stay out
+# of the fit. With fewer than two tags or two texts with words left, every score is 1.0.
 MIN_TAG_TEXTS = 2
 # Below this many words, starting worker processes costs more than the folds take.
 PARALLEL_MIN_WORDS = 10_000
@@ -87,7 +56,7 @@ def word_tags(text: str, spans: Sequence[Mapping], words: Sequence[tuple[int, in
     """The BIO tag of each word (start, end) under these spans: a word that overlaps a span
     is ``B-`` if it is the span's first such word, else ``I-``."""
     tags = ["O"] * len(words)
-    for span in _without_overlaps(spans):
+    for span in without_overlaps(spans):
         inside = [j for j, (s, e) in enumerate(words) if s < span["end"] and e > span["start"]]
         for k, j in enumerate(inside):
             if tags[j] == "O":  # two spans in one word (a cut inside it): the first wins
@@ -95,31 +64,14 @@ def word_tags(text: str, spans: Sequence[Mapping], words: Sequence[tuple[int, in
     return tags
 
 
-def label_quality_scores(
-    texts: list[str],
-    answers: list[Mapping],
-    *,
-    folds: int = 5,
-    seed: int = 0,
-    model_name: str | None = None,
-    word_vectors: list[np.ndarray] | None = None,
-    cache_dir=None,
-) -> np.ndarray:
+def label_quality_scores(texts: list[str], answers: list[Mapping], **options) -> np.ndarray:
     """One score per text in [0, 1] (float64); lower = its spans are more likely wrong.
 
-    ``answers`` are ``{"spans": [...]}``. ``word_vectors`` (one (words, dim) array per text,
-    over ``whitespace_tokens``), when given, are used instead of embedding the texts;
-    `cache_dir` keeps the embedded words per text (``embeddings.embed_words_cached``).
+    ``answers`` are ``{"spans": [...]}``; ``options`` are ``span_quality``'s: ``word_vectors``
+    (one (words, dim) array per text, over ``whitespace_tokens``), when given, are used instead
+    of embedding the texts; ``cache_dir`` keeps the embedded words per text.
     """
-    return span_quality(
-        texts,
-        answers,
-        folds=folds,
-        seed=seed,
-        model_name=model_name,
-        word_vectors=word_vectors,
-        cache_dir=cache_dir,
-    ).text_scores
+    return span_quality(texts, answers, **options).text_scores
 
 
 def span_quality(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import sys
+import traceback
 
 from django.contrib.auth import views as auth_views
 from django.db.utils import InterfaceError, OperationalError
@@ -26,15 +27,22 @@ API_PATH_PREFIXES = ("/api/", "/v1/")
 RETRY_AFTER_SECONDS = 5
 # SQLite calls a missing table an OperationalError too: a bug, not an outage.
 _SQLITE_OUTAGES = ("database is locked", "unable to open database file", "disk i/o error")
-# What the 503 to a POST to these pages says: (not saved, saved before the failure).
+# What the 503 to a POST to these pages says: not saved, saved, or stopped at the commit (the
+# server may have committed it and died before saying so).
 _SENT = {
     "annotation:review-act": (
         "your verdict on this card was not saved",
         "Your verdict on this card was saved",
+        "your verdict on this card may or may not have been saved; sending it again is safe: "
+        "a verdict is never stored twice",
     ),
-    "login": ("you are not signed in", "You are signed in"),
+    "login": ("you are not signed in", "You are signed in", "you may or may not be signed in"),
 }
-_SENT_DEFAULT = ("what you sent was not saved", "What you sent was saved")
+_SENT_DEFAULT = (
+    "what you sent was not saved",
+    "What you sent was saved",
+    "what you sent may or may not have been saved",
+)
 
 
 def way_back(request: HttpRequest) -> str | None:
@@ -132,11 +140,13 @@ def unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
     database = isinstance(exc, OperationalError | InterfaceError)
     down = "The database is not answering" if database else "Redis (sessions and job queues) is not answering"
     match = request.resolver_match
-    not_saved, saved = _SENT.get(match.view_name if match else "", _SENT_DEFAULT)
+    not_saved, saved, unsure = _SENT.get(match.view_name if match else "", _SENT_DEFAULT)
     if request.method in ("GET", "HEAD", "OPTIONS"):
         message = f"{down}. Nothing you did was lost: try again in a few seconds."
     elif getattr(request, "has_saved_writes", False):
         message = f"{down}. {saved}; only the page after it could not be shown. Reload in a few seconds."
+    elif any(frame.f_code.co_name == "_commit" for frame, _ in traceback.walk_tb(exc.__traceback__)):
+        message = f"{down}: it stopped as it was saving, so {unsure}. Reload in a few seconds to see."
     else:
         message = f"{down}, so {not_saved}. Nothing else was lost: send it again in a few seconds."
     first_line = (str(exc).strip().splitlines() or [""])[0]

@@ -136,6 +136,41 @@ def test_a_verdict_saved_before_the_database_stopped_says_it_was_saved(project, 
     assert Review.objects.filter(example=example).count() == 1
 
 
+def test_a_verdict_whose_commit_met_the_outage_says_it_may_have_been_saved(project, reviewer):
+    # The server dies during COMMIT (a deferred trigger ends its own backend): it may have
+    # committed before dying, so "not saved" could be a lie (the fault bench saw one).
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("a backend that ends itself at commit needs PostgreSQL")
+    example = served_card(project, reviewer)
+    client = client_for(reviewer)
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION outage_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE CONSTRAINT TRIGGER outage_at_commit AFTER INSERT ON annotation_review "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION outage_at_commit()"
+        )
+    try:
+        response = client.post(
+            reverse("annotation:review-act", args=[project.slug]),
+            {"example_id": example.pk, "verdict": "accept"},
+            headers=HTMX,
+        )
+    finally:
+        connections["default"].close()
+        with connections["default"].cursor() as cursor:
+            cursor.execute("DROP TRIGGER outage_at_commit ON annotation_review")
+            cursor.execute("DROP FUNCTION outage_at_commit()")
+    assert response.status_code == 503
+    assert response.json()["message"] == (
+        "The database is not answering: it stopped as it was saving, so your verdict on this card may or "
+        "may not have been saved; sending it again is safe: a verdict is never stored twice. "
+        "Reload in a few seconds to see."
+    )
+
+
 def test_a_plain_form_post_gets_the_page_naming_what_was_not_saved(project, reviewer):
     example = served_card(project, reviewer)
     client = client_for(reviewer)

@@ -1,39 +1,45 @@
 #!/usr/bin/env python
-"""Faults survived (issue #23): Redis restarted, a worker and a web process killed with SIGKILL.
+"""Faults survived (issue #23): Redis and PostgreSQL restarted, a worker and a web process killed.
 
-    python bench/fault_bench.py --database-url postgres://postgres@127.0.0.1:5432/EMPTY_DB
-                                [--phase-seconds 12] [--examples 720] [--clients 4] [--keep]
+    python bench/fault_bench.py [--faults redis_restart,worker_kill,web_kill,postgres_import,postgres_review]
+                                [--phase-seconds 12] [--examples 720] [--clients 4] [--reviewers 4]
+                                [--import-rows 50000] [--database-url URL] [--keep]
 
-Loopback only. One JSON object goes to stdout, progress to stderr.
+Loopback only; run as root (the PostgreSQL cluster is the ``postgres`` user's). One JSON object
+goes to stdout, progress to stderr.
 
-1. setup (this process): a temp DISTILL_DATA_DIR, a Redis server of its own (a free port,
-   never the shared 6379; append-only file, fsync every second, as a production Redis keeps
-   its queues), ``migrate`` on the given empty PostgreSQL database, a 3-label project, a tiny
-   random classifier built in code as run 1 (evaluated on a frozen gold set of 30 texts and
-   promoted on torch with the confidence threshold that sends about a quarter of the traffic
-   to review: those texts are stored once as traffic examples), an API token, and
-   ``--examples`` unlabelled texts with the teacher pointed at a local fake OpenAI-compatible
-   server (tests/fake_openai.py, in this process: 0.15 s a call, 2 at a time) that counts
-   the calls per text.
+1. setup (this process): a temp DISTILL_DATA_DIR; a PostgreSQL 15 cluster of its own (initdb as
+   ``postgres`` into a temp dir, a free port; never the machine's shared cluster; with
+   --database-url that empty database instead, and no postgres_* fault); a Redis server of its
+   own (a free port; append-only file, fsync every second); ``migrate``; a 3-label project
+   with a tiny random classifier promoted as run 1 (a quarter of the traffic goes to review:
+   those texts are stored once as traffic examples), an API token and ``--examples``
+   unlabelled texts for the teacher, a local fake OpenAI-compatible server (0.15 s a call,
+   2 at a time, calls counted per text); a review project of ``--review-cards`` cards with a
+   teacher proposal and ``--reviewers`` reviewers; an empty import project.
 2. ``manage.py serve --no-worker`` (gunicorn, 2 web processes x 4 threads) and one
-   ``manage.py rqworker llm training default``, both on that PostgreSQL and Redis.
-3. ``--clients`` threads send one text per predict request without pause, for the whole
-   run, while the labelling job runs. Every ``--phase-seconds`` one fault:
-   ``redis_restart`` (SIGKILL the Redis server, start it again 2 s later on the same port and
-   files), ``worker_kill`` (SIGKILL the rq worker and its work horse; a new worker is started
-   1 s later, as a supervisor would), ``web_kill`` (SIGKILL one gunicorn worker process while
-   requests are in flight; gunicorn starts another). PostgreSQL is the shared cluster of this
-   machine: it is not restarted (``postgres_restart`` says so).
-4. Reported per fault, over the requests sent from the fault until the next one: how many
-   failed and how (status or exception, and what the user saw: the first bytes of the
-   answer, whether it held a traceback), ``recover_s`` (from the fault to the last failed
-   request; 0 if none failed), ``job_stall_s`` (from the fault until the labelling job's
-   row counted another text) and ``job_taken_over_s`` (until another process held its row). At the end: the labelling job's row, its proposals per
-   example (none lost, none doubled), the fake LLM's calls per text (a text called twice was
-   paid twice), and every distinct text answered "review" stored exactly once.
+   ``manage.py rqworker``.
+3. For the whole run: ``--clients`` threads send predict requests without pause; reviewer
+   threads sign in through the login page and accept every card they are served (htmx POST
+   to /review/act/; on a 503 the same card again 1 s later, as the page's "Try again"); the
+   labelling job runs. After a baseline of ``--phase-seconds``, one fault a phase:
+   ``redis_restart`` (SIGKILL, started again 2 s later on the same files), ``worker_kill``
+   (the rq worker and its work horse; a new one 1 s later), ``web_kill`` (one gunicorn
+   worker process with requests in flight), ``postgres_import`` (the lead uploads a CSV of
+   ``--import-rows`` rows through the import form; once the worker has read a fifth of it,
+   PostgreSQL is stopped ``-m immediate`` and started again 3 s later; an import that failed is
+   uploaded again), ``postgres_review`` (the same restart in the review session).
+4. Reported per fault, over the requests from the fault until the next one, for predict and
+   for the reviewers apart: how many failed and how (status or exception, the first bytes the
+   user saw, tracebacks shown), ``recover_s`` (fault to last failure), the labelling job's
+   stall and take-over. At the end: the labelling job (proposals per example, LLM calls per
+   text: a text called twice was paid twice), the import (batches, examples lost or doubled,
+   the content hash of all texts, one proposal each), the review session (every verdict
+   answered 200 stored once; none stored that a 503 said was not saved), traffic examples.
 
-Exits 1 when a row was lost or doubled or the job did not finish. The temp directory (and
-the Redis server) are removed unless --keep.
+Exits 1 when something was lost or doubled, a traceback was shown, or the job did not finish.
+The temp directories, Redis and PostgreSQL are removed unless --keep (the data dir is kept;
+the cluster is always removed).
 """
 
 from __future__ import annotations
@@ -263,6 +269,7 @@ def setup(args, data_dir: Path, redis: OwnRedis, llm) -> dict:
     )
     Example.objects.filter(project=queue).sync_queue_fields()
     queue.audit_share = 0
+    queue.refresh_every = 0  # no quick-student refreshes: their training jobs would hold the one worker
     queue.save()
     user.set_password(REVIEWER_PASSWORD)
     user.save()
@@ -574,7 +581,8 @@ def postgres_import_fault(args, ctx, server, postgres: OwnPostgres, faults: list
     lead = signed_in(server.port, "bench-lead")
     slug = ctx["imports"].slug
     batch_id = upload(lead, slug, "fault-import.csv", body)
-    deadline = time.monotonic() + 120
+    # The worker takes it once the labelling job (on the "llm" queue, taken first) is done.
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         row = retrying(lambda: ImportBatch.objects.values("status", "rows_read").get(pk=batch_id))
         if row["status"] not in ("pending", "running") or row["rows_read"] >= args.import_rows // 5:

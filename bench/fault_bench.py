@@ -499,8 +499,12 @@ class Reviewers:
             "stored_twice": sum(n - 1 for n in stored.values() if n > 1),
             "stored_without_a_200": len(set(stored) - answered_200),
             "answers_503_not_saved": sum("503 not saved" in w for w in said.values()),
+            # Stored, yet every answer for that card said "not saved" (a retry after a "saved" 503
+            # is rightly "not saved": that request wrote nothing; its 409 says the card was decided).
             "said_not_saved_but_stored": sum(
-                1 for key, w in said.items() if w & {"503 not saved"} and key in stored and "200" not in w
+                1
+                for key, w in said.items()
+                if "503 not saved" in w and key in stored and not w & {"200", "503 saved"}
             ),
             "answers_503_saved": sum("503 saved" in w for w in said.values()),
             "said_saved_but_not_stored": sum(

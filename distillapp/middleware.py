@@ -1,4 +1,4 @@
-"""What a request that needs a sign-in gets, when `login_required` would redirect it."""
+"""What a request gets when it needs a sign-in, or meets a database or Redis that does not answer."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import resolve_url
 
-from distillapp.views import way_back
+from distillapp.views import is_outage, unavailable, way_back
 
 SIGNED_OUT_EVENT = "distill:signed-out"
 
@@ -55,3 +56,45 @@ class SignInRequiredMiddleware:
             return False
         location = urlsplit(response.get("Location", ""))
         return location.path == resolve_url(settings.LOGIN_URL) and "next=" in location.query
+
+
+class OutageMiddleware:
+    """A database or Redis that does not answer is a 503 saying so (`views.unavailable`): a page,
+    or JSON for the API and htmx, with Retry-After and one log line, never a traceback.
+
+    Raised in a view here; raised outside one (the session saved after the view) through
+    handler500, `views.server_error`. For a POST the answer says whether what it sent was saved:
+    whether a write of this request was committed before the failure.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return self.get_response(request)
+        request.has_saved_writes = False
+        with connection.execute_wrapper(_SavedWrites(request)):
+            return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        return unavailable(request, exception) if is_outage(exception) else None
+
+
+class _SavedWrites:
+    """Sets `request.has_saved_writes` once a write statement of the request is committed."""
+
+    def __init__(self, request: HttpRequest):
+        self.request = request
+
+    def _saved(self) -> None:
+        self.request.has_saved_writes = True
+
+    def __call__(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not self.request.has_saved_writes and sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
+            if context["connection"].in_atomic_block:
+                transaction.on_commit(self._saved, using=context["connection"].alias)
+            else:
+                self._saved()
+        return result

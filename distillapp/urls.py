@@ -45,4 +45,5 @@ urlpatterns = [
 ]
 
 handler403 = "distillapp.views.permission_denied"
+handler500 = "distillapp.views.server_error"
 handler404 = not_found

@@ -3,12 +3,46 @@ that both the login page and the "signed out" dialog (static/js/session.js) post
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import sys
+import traceback
+
 from django.contrib.auth import views as auth_views
+from django.db.utils import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import render
+from django.template import loader
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import defaults
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+# training/api.py's paths: they answer JSON only, errors in OpenAI's shape.
+API_PATH_PREFIXES = ("/api/", "/v1/")
+RETRY_AFTER_SECONDS = 5
+# SQLite calls a missing table an OperationalError too: a bug, not an outage.
+_SQLITE_OUTAGES = ("database is locked", "unable to open database file", "disk i/o error")
+# What the 503 to a POST to these pages says: not saved, saved, or stopped at the commit (the
+# server may have committed it and died before saying so).
+_SENT = {
+    "annotation:review-act": (
+        "your verdict on this card was not saved",
+        "Your verdict on this card was saved",
+        "your verdict on this card may or may not have been saved; sending it again is safe: "
+        "a verdict is never stored twice",
+    ),
+    "login": ("you are not signed in", "You are signed in", "you may or may not be signed in"),
+}
+_SENT_DEFAULT = (
+    "what you sent was not saved",
+    "What you sent was saved",
+    "what you sent may or may not have been saved",
+)
 
 
 def way_back(request: HttpRequest) -> str | None:
@@ -89,3 +123,51 @@ class SignInView(auth_views.LoginView):
             errors = " ".join(form.non_field_errors()) or "Enter your username and password."
             return JsonResponse({"error": errors}, status=400)
         return super().form_invalid(form)
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """The database or Redis did not answer (down, restarting, unreachable)."""
+    if isinstance(exc, InterfaceError | RedisConnectionError | RedisTimeoutError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    return not isinstance(exc.__cause__, sqlite3.Error) or any(m in str(exc).lower() for m in _SQLITE_OUTAGES)
+
+
+def unavailable(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """The 503 for a request that met an outage: what is down, and whether what it sent was saved
+    (`request.has_saved_writes`, set by distillapp.middleware.OutageMiddleware). One log line."""
+    database = isinstance(exc, OperationalError | InterfaceError)
+    down = "The database is not answering" if database else "Redis (sessions and job queues) is not answering"
+    match = request.resolver_match
+    not_saved, saved, unsure = _SENT.get(match.view_name if match else "", _SENT_DEFAULT)
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        message = f"{down}. Nothing you did was lost: try again in a few seconds."
+    elif getattr(request, "has_saved_writes", False):
+        message = f"{down}. {saved}; only the page after it could not be shown. Reload in a few seconds."
+    elif any(frame.f_code.co_name == "_commit" for frame, _ in traceback.walk_tb(exc.__traceback__)):
+        message = f"{down}: it stopped as it was saving, so {unsure}. Reload in a few seconds to see."
+    else:
+        message = f"{down}, so {not_saved}. Nothing else was lost: send it again in a few seconds."
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    logger.warning("503 %s %s: %s: %s", request.method, request.path, type(exc).__name__, first_line)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if request.path.startswith(API_PATH_PREFIXES):
+        body = {"error": {"message": message, "type": "server_error", "param": None, "code": "unavailable"}}
+        response = JsonResponse(body, status=503, headers=headers)
+    elif request.headers.get("HX-Request") == "true":
+        response = JsonResponse({"error": "unavailable", "message": message}, status=503, headers=headers)
+    else:
+        # No request context: drawing the top bar would ask the session store, which may be what is down.
+        html = loader.get_template("503.html").render({"reason": message, "is_get": request.method == "GET"})
+        response = HttpResponse(html, status=503, headers=headers)
+    response._has_been_logged = True  # the line above; Django would add one with a traceback
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: an outage met outside a view (the session saved after the response) is a 503 too."""
+    exc = sys.exc_info()[1]
+    if is_outage(exc):
+        return unavailable(request, exc)
+    return defaults.server_error(request)

@@ -33,13 +33,13 @@ from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
 from annotation.models import Project
+from distillapp.views import API_PATH_PREFIXES, is_outage
 from training import openapi, serving
 from training.models import ModelVersion, ServingConfig
 from training.serving.config import DROP_IN_MAX_BODY_BYTES
 
 logger = logging.getLogger(__name__)
 
-API_PATH_PREFIXES = ("/api/", "/v1/")
 _ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
@@ -77,7 +77,9 @@ def json_api(method: str) -> Callable:
                 return error_response(
                     str(exc), code=exc.code, status=exc.status, headers=exc.headers, extra=exc.extra
                 )
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    raise  # distillapp.middleware.OutageMiddleware answers 503 in this shape
                 # Logged with its traceback; the client still gets JSON it can read, not a page.
                 logger.exception("API request failed: %s %s", request.method, request.path)
                 return error_response(

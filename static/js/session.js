@@ -6,8 +6,11 @@
 // and its htmx header get the new one first.
 // 403, 404, 5xx: the reason from the error page (its [data-error-reason]) in a small dialog,
 // rather than nothing happening. A 400 is the view's own answer (review.js swaps it in).
+// 503 (distillapp/views.py: the database or Redis is not answering): the page (the review card)
+// stays as it is, the dialog says whether what was sent was saved, and "Try again" sends it again.
 (function () {
-  var pending = null;
+  var pending = null;  // the request to send again once signed in
+  var toRetry = null;  // the request a 503 refused
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || ""; }
@@ -83,18 +86,22 @@
     } catch (e) { return ""; }
   }
 
-  function showError(xhr) {
+  function showError(xhr, config) {
     var dialog = document.getElementById("error-dialog");
     if (!dialog || dialog.open) return;
     dialog.querySelector("[data-error-text]").textContent =
       reasonOf(xhr) || "The server answered " + xhr.status + " " + (xhr.statusText || "") + ".";
+    var retry = dialog.querySelector("[data-retry]");
+    toRetry = xhr.status === 503 ? config : null;
+    if (retry) retry.hidden = !toRetry;
+    dialog.querySelector("[data-reload]").hidden = !!toRetry;
     dialog.showModal();
   }
 
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail.xhr;
     if (xhr.status === 401) openSignIn(event.detail.requestConfig);
-    else if (xhr.status >= 403) showError(xhr);
+    else if (xhr.status >= 403) showError(xhr, event.detail.requestConfig);
   });
   document.addEventListener("submit", function (event) {
     if (!event.target.matches("[data-signin-form]")) return;
@@ -103,6 +110,13 @@
   });
   document.addEventListener("click", function (event) {
     if (event.target.closest("[data-reload]")) { location.reload(); return; }
+    if (event.target.closest("[data-retry]")) {
+      var config = toRetry;
+      toRetry = null;
+      event.target.closest("dialog").close();
+      if (config) resend(config);
+      return;
+    }
     var close = event.target.closest("[data-dialog-close]");
     if (close) close.closest("dialog").close();
   });

@@ -228,7 +228,7 @@ CACHES = {
 
 # Sessions are read from that cache (written through to the database, which keeps them over a
 # Redis restart): one query less on every signed-in request (bench/README.md, review queue).
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_ENGINE = "distillapp.sessions"
 
 # "short" is the lane of jobs a person waits on that take seconds to a few minutes (gold
 # evaluations, int8 exports): `serve` gives it a worker of its own, so a long fine-tune on

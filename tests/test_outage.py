@@ -213,12 +213,31 @@ def test_signing_in_while_the_database_is_down_says_you_are_not_signed_in(review
     assert_no_traceback(response)
 
 
-def test_a_page_while_redis_is_down_is_a_503_page_or_json(project, reviewer):
+def test_signed_in_pages_and_verdicts_work_while_redis_is_down(project, reviewer, caplog):
+    # Sessions live in the database too; only their reads go through Redis (distillapp/sessions.py).
+    example = served_card(project, reviewer)
     client = client_for(reviewer)
     url = reverse("annotation:review", args=[project.slug])
     with redis_down():
-        response = client.get(url)
-        htmx_response = client.get(url, headers=HTMX)
+        page = client.get(url)
+        act = client.post(
+            reverse("annotation:review-act", args=[project.slug]),
+            {"example_id": example.pk, "verdict": "accept"},
+            headers=HTMX,
+        )
+    assert page.status_code == 200 and "my card was charged twice" in page.content.decode()
+    assert act.status_code == 200, act.content[:300]
+    assert Review.objects.filter(example=example, reviewer=reviewer).count() == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "distillapp.sessions"]
+    assert said and all(m.startswith("Sessions read from the database: Redis is not answering") for m in said)
+
+
+def test_signing_out_while_redis_is_down_is_a_503_page_or_json(project, reviewer):
+    # A cached copy of the session left in Redis would sign the user in again once it is back.
+    client = client_for(reviewer)
+    with redis_down():
+        response = client.post(reverse("logout"))
+        htmx_response = client.post(reverse("logout"), headers=HTMX)
     assert response.status_code == 503
     assert "Redis (sessions and job queues) is not answering" in response.content.decode()
     assert_no_traceback(response)

@@ -1,8 +1,8 @@
 """What the app's background job rows share (no tables of its own).
 
 Every job row (imports, labelling, synthetic data, quality scoring, training) is
-claimed, kept alive, cancelled, recovered and resumed by distillapp.rows through
-these fields; distillapp.rows.JOBS says which queue and function run each kind.
+claimed, kept alive, cancelled, recovered and resumed by distillapp.jobs through
+these fields; distillapp.jobs.JOBS says which queue and function run each kind.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ class JobRecord(models.Model):
     @property
     def is_stale(self) -> bool:
         """Running, but the process that held it is gone (dead here, or silent too long)."""
-        from distillapp import rows
+        from distillapp import jobs
 
-        return rows.is_stale(self)
+        return jobs.is_stale(self)
 
     @property
     def can_resume(self) -> bool:

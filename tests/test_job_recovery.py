@@ -35,7 +35,7 @@ from annotation.models import (
     QualityRun,
     SyntheticJob,
 )
-from distillapp import rows
+from distillapp import jobs
 from tests.annotation.test_labeling import database_url, use_llm
 from tests.fake_openai import FakeOpenAI, FakeReply, slow
 
@@ -275,7 +275,7 @@ def dead_worker() -> str:
     ended = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    return f"{rows.this_worker().rpartition(':')[0]}:{ended.stdout.strip()}"
+    return f"{jobs.this_worker().rpartition(':')[0]}:{ended.stdout.strip()}"
 
 
 def training_run(project, **fields):
@@ -290,7 +290,7 @@ def test_cancel_finishes_a_run_whose_worker_is_dead(project, lead_client, queues
         project=project, status="running", worker=dead_worker(), heartbeat_at=timezone.now()
     )
     lead_client.post(reverse("training:run-cancel", args=[project.slug, run.number]))
-    rows.cancel(QualityRun, quality.pk)
+    jobs.cancel(QualityRun, quality.pk)
     for row in (run, quality):
         row.refresh_from_db()
         assert row.status == "cancelled" and row.finished_at  # at once, not "running" forever
@@ -298,7 +298,7 @@ def test_cancel_finishes_a_run_whose_worker_is_dead(project, lead_client, queues
 
 
 def test_cancel_of_a_live_run_only_asks_it_to_stop(project, lead_client):
-    run = training_run(project, status="running", worker=rows.this_worker(), heartbeat_at=timezone.now())
+    run = training_run(project, status="running", worker=jobs.this_worker(), heartbeat_at=timezone.now())
     lead_client.post(reverse("training:run-cancel", args=[project.slug, run.number]))
     run.refresh_from_db()
     assert run.status == "running" and run.is_cancel_requested
@@ -337,7 +337,7 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
     run = training_run(project, **gone)
     stopping = training_run(project, is_cancel_requested=True, **gone)
 
-    found = rows.recover_all()
+    found = jobs.recover_all()
     assert found == {
         "annotation.ImportBatch": [batch.pk],
         "annotation.LabelingJob": [labelling.pk],
@@ -345,7 +345,7 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
         "annotation.QualityRun": [quality.pk],
         "training.TrainingRun": [run.pk],
     }
-    assert rows.recover_all() == {}  # a second sweep (another worker, a page) finds nothing left
+    assert jobs.recover_all() == {}  # a second sweep (another worker, a page) finds nothing left
     queued = sorted((j.func_name, j.args[0]) for q in queues.values() for j in q.jobs)
     assert queued == sorted(
         [

@@ -51,10 +51,10 @@ def flag_coverage(project: Project) -> tuple[int, float | None]:
 
 
 def quality_run_start(*, project: Project, user) -> QualityRun:
-    from distillapp import rows
+    from distillapp import jobs
 
     run = QualityRun.objects.create(project=project, created_by=user)
-    rows.enqueue(QualityRun, run.pk)
+    jobs.enqueue(QualityRun, run.pk)
     return run
 
 

@@ -98,7 +98,7 @@ def similarity_index_start(*, project_id: int, unless_ran_within: dt.timedelta |
     One row per project goes back to pending by a conditional update, so of two imports or
     intakes at the same moment one queues it. A running job looks for new texts again before
     it ends; what arrives after that is the next trigger's."""
-    from distillapp import rows
+    from distillapp import jobs
 
     done = [SimilarityIndex.Status.SUCCEEDED, SimilarityIndex.Status.FAILED]
     try:
@@ -113,7 +113,7 @@ def similarity_index_start(*, project_id: int, unless_ran_within: dt.timedelta |
         status=SimilarityIndex.Status.PENDING, error="", worker="", started_at=None, finished_at=None
     ):
         return False
-    rows.enqueue(SimilarityIndex, index.pk)
+    jobs.enqueue(SimilarityIndex, index.pk)
     return True
 
 

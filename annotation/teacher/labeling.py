@@ -47,7 +47,7 @@ from annotation.teacher.service import (
     teacher_config_for,
     teacher_settings,
 )
-from distillapp import rows
+from distillapp import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -176,16 +176,16 @@ def labeling_job_create(
 
 
 def labeling_job_start(*, job: LabelingJob) -> None:
-    rows.enqueue(LabelingJob, job.pk)
+    jobs.enqueue(LabelingJob, job.pk)
 
 
 def labeling_job_cancel(*, job: LabelingJob) -> None:
-    rows.cancel(LabelingJob, job.pk)
+    jobs.cancel(LabelingJob, job.pk)
 
 
 def labeling_job_claim(job_id: int) -> bool:
     """Take a job; a running one only if its worker is gone (dead here, or silent)."""
-    return rows.claim(LabelingJob, job_id)
+    return jobs.claim(LabelingJob, job_id)
 
 
 def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
@@ -535,5 +535,5 @@ async def _run_openai(job: LabelingJob) -> None:
 
 def run_with_heartbeat(job_id: int, fn: Callable[[], object]) -> object:
     """Run fn with the job's heartbeat kept fresh (for callers outside a worker)."""
-    with rows.heartbeat(LabelingJob, job_id):
+    with jobs.heartbeat(LabelingJob, job_id):
         return fn()

@@ -37,7 +37,7 @@ from annotation.teacher.service import (
     teacher_config_for,
     teacher_settings,
 )
-from distillapp import rows
+from distillapp import jobs
 from tasks.base import AnswerError, Category, SyntheticBrief, Task
 
 logger = logging.getLogger(__name__)
@@ -112,15 +112,15 @@ def synthetic_job_create(
 
 
 def synthetic_job_start(*, job: SyntheticJob) -> None:
-    rows.enqueue(SyntheticJob, job.pk)
+    jobs.enqueue(SyntheticJob, job.pk)
 
 
 def synthetic_job_cancel(*, job: SyntheticJob) -> None:
-    rows.cancel(SyntheticJob, job.pk)
+    jobs.cancel(SyntheticJob, job.pk)
 
 
 def synthetic_job_claim(job_id: int) -> bool:
-    return rows.claim(SyntheticJob, job_id)
+    return jobs.claim(SyntheticJob, job_id)
 
 
 def _created_per_label(job: SyntheticJob) -> dict[str, int]:

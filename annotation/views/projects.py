@@ -40,7 +40,7 @@ from annotation.views._common import (
     _workers_online,
 )
 from annotation.views.data import held_import
-from distillapp import rows
+from distillapp.jobs import recover_shown
 
 
 @login_required
@@ -80,7 +80,7 @@ def _status_context(project: Project) -> dict:
     batches = list(project.import_batches.select_related("created_by")[:10])
     jobs = list(project.labeling_jobs.select_related("prompt_version", "created_by")[:5])
     synthetic_jobs = list(project.synthetic_jobs.all()[:5])
-    rows.recover_shown([*batches, *jobs, *synthetic_jobs])  # a dead worker's job is queued again
+    recover_shown([*batches, *jobs, *synthetic_jobs])  # a dead worker's job is queued again
     is_busy = any(not x.is_finished for x in [*batches, *jobs, *synthetic_jobs])
     waiting = [b for b in batches if b.status == ImportBatch.Status.PENDING]
     return {

@@ -28,7 +28,7 @@ from annotation.views._common import (
     _project_for_lead,
     rate_limited,
 )
-from distillapp import rows
+from distillapp import jobs
 
 # --- teacher ----------------------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespons
     """Queue a failed or interrupted job again: it labels only the examples still pending."""
     project = _project_for_lead(request, slug)
     job = get_object_or_404(LabelingJob, project=project, pk=pk)
-    if job.can_resume and rows.resume(LabelingJob, job.pk):
+    if job.can_resume and jobs.resume(LabelingJob, job.pk):
         messages.info(request, f"Labelling job #{job.pk} is queued again; it continues where it stopped.")
     else:
         messages.error(request, "This labelling job is not interrupted; nothing to resume.")
@@ -278,7 +278,7 @@ def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted job again: it writes only what each label (field) still lacks."""
     project = _project_for_lead(request, slug)
     job = get_object_or_404(SyntheticJob, project=project, pk=pk)
-    if job.can_resume and rows.resume(SyntheticJob, job.pk):
+    if job.can_resume and jobs.resume(SyntheticJob, job.pk):
         messages.info(request, f"Synthetic job #{job.pk} is queued again; it continues where it stopped.")
     else:
         messages.error(request, "This job is not interrupted; nothing to resume.")

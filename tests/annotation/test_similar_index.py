@@ -8,10 +8,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+import distillapp.jobs
 from annotation import jobs, review
 from annotation.models import Example, SimilarityIndex
 from annotation.review import similar
-from distillapp import embeddings, ml, rows
+from distillapp import embeddings, ml
 
 pytestmark = pytest.mark.django_db
 
@@ -166,8 +167,10 @@ def test_a_dead_index_worker_is_recovered_and_continues(project, pool, embedded,
     )
     index.refresh_from_db()
     assert index.status == "running"
-    SimilarityIndex.objects.filter(pk=index.pk).update(heartbeat_at=timezone.now() - rows.stale_after() * 2)
-    assert rows.recover(SimilarityIndex) == [index.pk]
+    SimilarityIndex.objects.filter(pk=index.pk).update(
+        heartbeat_at=timezone.now() - distillapp.jobs.stale_after() * 2
+    )
+    assert distillapp.jobs.recover(SimilarityIndex) == [index.pk]
     jobs.similarity_index_job(index.pk)
     index.refresh_from_db()
     assert index.status == "succeeded" and sorted(embedded) == sorted(TEXTS)

@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rq import SimpleWorker
 
+import distillapp.jobs
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal
-from distillapp import rows
 from tests.training.conftest import make_run
 from training import jobs, services, serving
 from training.models import Evaluation, EvaluationJob, ExportJob
@@ -161,8 +161,8 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
 def test_an_evaluation_cancelled_while_it_runs_saves_nothing(project, lead, run):
     gold_project(project, lead)
     job = EvaluationJob.objects.create(project=project, run=run, gold_version=1)
-    assert rows.claim(EvaluationJob, job.pk)
-    rows.cancel(EvaluationJob, job.pk)  # alive in this process: it is only asked to stop
+    assert distillapp.jobs.claim(EvaluationJob, job.pk)
+    distillapp.jobs.cancel(EvaluationJob, job.pk)  # alive in this process: it is only asked to stop
     job.refresh_from_db()
     assert job.status == "running" and job.is_cancel_requested
     job = services.evaluation_job_run(job=job)
@@ -182,7 +182,7 @@ def test_an_evaluation_taken_over_from_a_dead_worker_saves_one_set(
         phase="evaluating the student",
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert rows.recover(EvaluationJob) == [job.pk]
+        assert distillapp.jobs.recover(EvaluationJob) == [job.pk]
     assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
         ("training.jobs.evaluation_job_job", (job.pk,))
     ]
@@ -272,8 +272,8 @@ def test_an_export_cancelled_while_it_runs_stops_before_exporting(project, lead,
         project=project, run=run, gold_set=GoldSet.objects.get(), subject="student", agent=run.agent
     )
     job = ExportJob.objects.create(project=project, run=run, gold_version=1)
-    assert rows.claim(ExportJob, job.pk)
-    rows.cancel(ExportJob, job.pk)
+    assert distillapp.jobs.claim(ExportJob, job.pk)
+    distillapp.jobs.cancel(ExportJob, job.pk)
     job = serving.export_job_run(job=ExportJob.objects.get(pk=job.pk))
     assert job.status == "cancelled" and serving.onnx_measurement(run) is None
 
@@ -325,7 +325,7 @@ def test_recovery_covers_both_job_types(project, run, queues, django_capture_on_
     export = ExportJob.objects.create(project=project, run=run, **gone)
     stopping = ExportJob.objects.create(project=project, run=run, is_cancel_requested=True, **gone)
     with django_capture_on_commit_callbacks(execute=True):
-        found = rows.recover_all()
+        found = distillapp.jobs.recover_all()
     assert found == {"training.EvaluationJob": [evaluation.pk], "training.ExportJob": [export.pk]}
     assert sorted((j.func_name, j.args[0]) for j in queues["short"].jobs) == [
         ("training.jobs.evaluation_job_job", evaluation.pk),

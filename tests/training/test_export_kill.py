@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from distillapp import ml, rows
+import distillapp.jobs
+from distillapp import ml
 from tests.annotation.test_labeling import database_url
 from tests.training import test_onnx
 from tests.training.test_serving import call
@@ -123,8 +124,8 @@ def test_a_killed_export_serves_nothing_half_written_and_its_rerun_finishes_once
 
     # Recovery (what every worker sweeps every few seconds) queues the same row again, once.
     queues["short"].empty()
-    assert rows.recover(ExportJob) == [job.pk]
-    assert rows.recover(ExportJob) == []
+    assert distillapp.jobs.recover(ExportJob) == [job.pk]
+    assert distillapp.jobs.recover(ExportJob) == []
     assert [j.args for j in queues["short"].jobs] == [(job.pk,)]
     jobs.export_job_job(job.pk)
     job.refresh_from_db()

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection, connections
 from django.urls import reverse
 
+import distillapp.jobs
 from annotation.review.rounds import after_verdict
-from distillapp import rows
 from training import jobs
 from training.models import RoundRefresh, TrainingRun
 
@@ -67,11 +67,11 @@ def test_a_refresh_whose_worker_died_is_queued_again_and_starts_its_run_once(
     gone = subprocess.Popen(["true"])
     gone.wait()
     RoundRefresh.objects.filter(pk=refresh.pk).update(
-        status="running", worker=f"{rows.this_worker().rpartition(':')[0]}:{gone.pid}"
+        status="running", worker=f"{distillapp.jobs.this_worker().rpartition(':')[0]}:{gone.pid}"
     )
     queues["training"].empty()
     with django_capture_on_commit_callbacks(execute=True):
-        assert rows.recover_all() == {"training.RoundRefresh": [refresh.pk]}
+        assert distillapp.jobs.recover_all() == {"training.RoundRefresh": [refresh.pk]}
     assert [job.args for job in queues["training"].jobs] == [(refresh.pk,)]
     jobs.round_refresh_job(refresh.pk)
     refresh.refresh_from_db()

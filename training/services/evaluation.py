@@ -293,7 +293,7 @@ def evaluation_job_start(
     measured and the job measures that one even if another is frozen meanwhile. What can go
     wrong (no frozen gold, no model) is found by the job and shown on its row.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
     if gold_version is None:
         latest = run.project.gold_sets.frozen_version()
@@ -305,7 +305,7 @@ def evaluation_job_start(
         target_accuracy=target_accuracy,
         created_by=user,
     )
-    rows.enqueue(EvaluationJob, job.pk)
+    jobs.enqueue(EvaluationJob, job.pk)
     return job
 
 
@@ -317,10 +317,10 @@ def evaluation_job_run(*, job: EvaluationJob) -> EvaluationJob:
     process still holds it: a job killed half-way and run again never leaves a half-made
     or doubled set, and a job cancelled between stages saves nothing.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
     held = EvaluationJob.objects.filter(
-        pk=job.pk, status=EvaluationJob.Status.RUNNING, worker=rows.this_worker()
+        pk=job.pk, status=EvaluationJob.Status.RUNNING, worker=jobs.this_worker()
     )
 
     def stage(phase: str) -> None:

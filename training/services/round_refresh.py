@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project
-from distillapp import rows
+from distillapp import jobs
 from training.models import RoundRefresh, TrainingRun
 from training.services.advice import recommended_run
 from training.services.dataset import TrainingError
@@ -43,7 +43,7 @@ def round_refresh_start(*, project: Project, verdicts: int) -> RoundRefresh | No
     refresh, created = RoundRefresh.objects.get_or_create(project=project, verdicts=verdicts)
     if not created:
         return None
-    rows.enqueue(RoundRefresh, refresh.pk, note="; resume it from the runs page")
+    jobs.enqueue(RoundRefresh, refresh.pk, note="; resume it from the runs page")
     return refresh
 
 

@@ -333,7 +333,7 @@ def export_job_start(*, run: TrainingRun, user, gold_version: int | None = None)
     The gold version (by default that of the run's latest student evaluation) is read now,
     so the page can say which one is measured; the job finds and reports what goes wrong.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
     if gold_version is None:
         evaluation = (
@@ -341,7 +341,7 @@ def export_job_start(*, run: TrainingRun, user, gold_version: int | None = None)
         )
         gold_version = evaluation.gold_set.version if evaluation else None
     job = ExportJob.objects.create(project=run.project, run=run, gold_version=gold_version, created_by=user)
-    rows.enqueue(ExportJob, job.pk)
+    jobs.enqueue(ExportJob, job.pk)
     return job
 
 
@@ -351,9 +351,9 @@ def export_job_run(*, job: ExportJob) -> ExportJob:
     A killed export is simply run again: the export replaces its files whole and the
     measurement is written last (the row's result and quantization.json).
     """
-    from distillapp import rows
+    from distillapp import jobs
 
-    held = ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.RUNNING, worker=rows.this_worker())
+    held = ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.RUNNING, worker=jobs.this_worker())
 
     def stage(phase: str) -> None:
         if ExportJob.objects.filter(pk=job.pk, is_cancel_requested=True).exists():

@@ -18,7 +18,7 @@ from annotation.views._common import (
     rate_limit_refusal,
     rate_limited,
 )
-from distillapp import rows
+from distillapp import jobs
 from training import serving
 from training.forms import PromoteForm, ServingConfigForm, TokenForm
 from training.models import ApiToken, ExportJob, ModelVersion, TrainingRun
@@ -46,7 +46,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
     deploy_rows = [
         {**_deploy_row(r, config), "check": serving.promotion_check(r, active=active)} for r in finished
     ]
-    rows.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
+    jobs.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
     return render(
         request,
         "training/deploy.html",
@@ -105,7 +105,7 @@ def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The deploy page's int8 cell of the job's run (htmx polls it until the job ends)."""
     project, role = _project_for_member(request, slug)
     job = _export_job(project, pk)
-    rows.recover_shown([job])
+    jobs.recover_shown([job])
     if not request.htmx:
         return redirect("training:deploy", slug=project.slug)
     context = {
@@ -127,7 +127,7 @@ def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if job.is_finished:
         messages.error(request, "This int8 export has already ended.")
     else:
-        rows.cancel(ExportJob, job.pk)
+        jobs.cancel(ExportJob, job.pk)
         messages.info(request, "Cancelling the int8 export after its current stage.")
     return redirect("training:deploy", slug=project.slug)
 
@@ -139,7 +139,7 @@ def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
     project = _project_for_lead(request, slug)
     job = _export_job(project, pk)
-    if job.can_resume and rows.resume(ExportJob, job.pk):
+    if job.can_resume and jobs.resume(ExportJob, job.pk):
         messages.info(request, f"The int8 export of run {job.run.number} is queued again.")
     else:
         messages.error(request, "This int8 export is not interrupted; nothing to resume.")

@@ -22,7 +22,7 @@ from annotation.views._common import (
     _project_for_member,
     rate_limited,
 )
-from distillapp import rows
+from distillapp import jobs
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm
 from training.models import EvaluationJob, RoundRefresh, TrainingRun
@@ -37,7 +37,7 @@ def _run(project, number: int) -> TrainingRun:
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     refreshes = list(project.round_refreshes.select_related("run")[:5])
-    rows.recover_shown(refreshes)  # a refresh whose worker died is queued again
+    jobs.recover_shown(refreshes)  # a refresh whose worker died is queued again
     advice = services.label_source_advice(project)
     task = project.task
     estimate = services.training_estimate(
@@ -158,7 +158,7 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project, role = _project_for_member(request, slug)
     run = _run(project, number)
     # A run or an evaluation whose worker died is queued again as the page polls.
-    rows.recover_shown([run, *run.evaluation_jobs.all()[:1]])
+    jobs.recover_shown([run, *run.evaluation_jobs.all()[:1]])
     context = _run_context(request, project, role, run)
     if request.htmx:
         response = render(request, "training/run.html#progress", context)
@@ -188,7 +188,7 @@ def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     """Queue a failed or interrupted run again; it trains from the start."""
     project = _project_for_lead(request, slug)
     run = _run(project, number)
-    if run.can_resume and rows.resume(TrainingRun, run.pk):
+    if run.can_resume and jobs.resume(TrainingRun, run.pk):
         messages.info(request, f"Run {run.number} is queued again.")
     else:
         messages.error(request, "This run is not interrupted; nothing to resume.")
@@ -202,7 +202,7 @@ def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespon
     """Queue a failed (or interrupted) review round refresh again."""
     project = _project_for_lead(request, slug)
     refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
-    if refresh.can_resume and rows.resume(RoundRefresh, refresh.pk):
+    if refresh.can_resume and jobs.resume(RoundRefresh, refresh.pk):
         messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
     else:
         messages.error(request, "This refresh has not failed; nothing to resume.")
@@ -245,7 +245,7 @@ def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
     project, role = _project_for_member(request, slug)
     job = _evaluation_job(project, pk)
-    rows.recover_shown([job])
+    jobs.recover_shown([job])
     if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
         done = reverse("training:evaluation", args=[project.slug, job.result_id])
         return HttpResponseClientRedirect(done) if request.htmx else redirect(done)
@@ -266,7 +266,7 @@ def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpRespo
     if job.is_finished:
         messages.error(request, "This evaluation has already ended.")
     else:
-        rows.cancel(EvaluationJob, job.pk)
+        jobs.cancel(EvaluationJob, job.pk)
         messages.info(request, "Cancelling the evaluation: nothing it measured is kept.")
     return redirect("training:run", slug=project.slug, number=job.run.number)
 
@@ -278,7 +278,7 @@ def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpRespo
     """Queue a failed or interrupted evaluation again; it measures from the start."""
     project = _project_for_lead(request, slug)
     job = _evaluation_job(project, pk)
-    if job.can_resume and rows.resume(EvaluationJob, job.pk):
+    if job.can_resume and jobs.resume(EvaluationJob, job.pk):
         messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
     else:
         messages.error(request, "This evaluation is not interrupted; nothing to resume.")

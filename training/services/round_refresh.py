@@ -77,12 +77,11 @@ def refresh_queue(*, project: Project) -> tuple[TrainingRun | None, str]:
     task = project.task
     if "quick" not in task.student_kinds:
         return None, f"{task.title} projects have no quick student to refresh."
-    on_its_way = TrainingRun.objects.filter(
-        project=project,
-        kind=TrainingRun.Kind.QUICK,
-        status__in=[TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING],
-        **{f"hyperparameters__{ROUND_MARK}": True},
-    ).first()
+    on_its_way = (
+        TrainingRun.objects.unfinished()
+        .filter(project=project, kind=TrainingRun.Kind.QUICK, **{f"hyperparameters__{ROUND_MARK}": True})
+        .first()
+    )
     if on_its_way is not None:
         # The running refresh will see most of these verdicts; the next round the rest.
         return None, f"Run {on_its_way.number} of an earlier round was still on its way."

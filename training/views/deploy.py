@@ -88,7 +88,7 @@ def _quantize(request: HttpRequest, project) -> HttpResponse:
     run = _run(project, int(number)) if number.isdigit() else None
     if run is None:
         raise Http404("No such run.")
-    if run.export_jobs.filter(status__in=[ExportJob.Status.PENDING, ExportJob.Status.RUNNING]).exists():
+    if run.export_jobs.unfinished().exists():
         messages.info(request, f"Run {run.number} is already being quantized.")
     else:
         serving.export_job_start(run=run, user=request.user)

@@ -221,9 +221,7 @@ def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         return redirect("training:run", slug=project.slug, number=run.number)
     # Scoring a big gold set takes minutes: a worker does it, the run page shows how it goes
     # and opens the evaluation when it is done (evaluation_job below).
-    if run.evaluation_jobs.filter(
-        status__in=[EvaluationJob.Status.PENDING, EvaluationJob.Status.RUNNING]
-    ).exists():
+    if run.evaluation_jobs.unfinished().exists():
         messages.info(request, f"Run {run.number} is already being evaluated.")
     else:
         services.evaluation_job_start(

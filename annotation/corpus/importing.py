@@ -17,7 +17,6 @@ is copied into the data directory); `import_batch_start` runs it at once or queu
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import time
 import uuid
@@ -55,9 +54,6 @@ from annotation.models import (
 )
 from annotation.projects import ServiceError
 from distillapp import jobs
-
-logger = logging.getLogger(__name__)
-
 
 # What a file's label column means (ImportBatch.options["label_meaning"]).
 LABELS_PREDICTIONS = "predictions"  # another system's answers: proposals by a named agent
@@ -322,15 +318,12 @@ def import_batch_claim(batch_id: int) -> bool:
 def import_batch_run(*, batch: ImportBatch) -> ImportBatch:
     """Import a claimed batch's file; record the outcome on the batch row."""
     try:
-        _run(batch)
-    except Exception as exc:
-        logger.exception("Import batch %s failed", batch.pk)
-        ImportBatch.objects.filter(pk=batch.pk).update(
-            status=ImportBatch.Status.FAILED,
-            error=f"The import stopped with an internal error: {exc}. Nothing was imported.",
-            finished_at=timezone.now(),
-        )
-        raise
+        with jobs.running(
+            ImportBatch,
+            batch.pk,
+            reason=lambda exc: f"The import stopped with an internal error: {exc}. Nothing was imported.",
+        ):
+            _run(batch)
     finally:
         _remove_uploaded_copy(batch)
     batch.refresh_from_db()

@@ -13,7 +13,6 @@ The teacher's settings, prompt versions and few-shot memory live in `service`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -48,8 +47,6 @@ from annotation.teacher.service import (
     teacher_settings,
 )
 from distillapp import jobs
-
-logger = logging.getLogger(__name__)
 
 CHUNK = 256
 
@@ -190,7 +187,7 @@ def labeling_job_claim(job_id: int) -> bool:
 
 def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
     """Run a claimed job to the end (or until cancelled); the row records how it went."""
-    try:
+    with jobs.running(LabelingJob, job.pk):
         _ensure_items(job)
         # Everything the event loop reads is loaded here: the ORM may not run
         # lazily inside it (SynchronousOnlyOperation).
@@ -200,12 +197,6 @@ def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
         else:
             asyncio.run(_run_openai(job))
         _finish(job)
-    except Exception as exc:
-        logger.exception("Labelling job %s failed", job.pk)
-        LabelingJob.objects.filter(pk=job.pk).update(
-            status=LabelingJob.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
     job.refresh_from_db()
     return job
 

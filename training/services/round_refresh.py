@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.models import Project
 from distillapp import jobs
@@ -52,18 +51,9 @@ def round_refresh_run(*, refresh: RoundRefresh) -> RoundRefresh:
 
     All in one transaction with the row's outcome: a worker killed half-way leaves nothing
     started, and the recovered refresh starts them once."""
-    try:
-        with transaction.atomic():
-            run, outcome = refresh_queue(project=refresh.project)
-            RoundRefresh.objects.filter(pk=refresh.pk).update(
-                status=RoundRefresh.Status.SUCCEEDED, run=run, outcome=outcome, finished_at=timezone.now()
-            )
-    except Exception as exc:
-        logger.exception("Refresh %s of project %s failed", refresh.pk, refresh.project_id)
-        RoundRefresh.objects.filter(pk=refresh.pk).update(
-            status=RoundRefresh.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
+    with jobs.running(RoundRefresh, refresh.pk) as held, transaction.atomic():
+        run, outcome = refresh_queue(project=refresh.project)
+        held.succeed(run=run, outcome=outcome)
     refresh.refresh_from_db()
     return refresh
 

@@ -36,6 +36,7 @@ class JobRecord(models.Model):
     status_words: dict[str, str] = {}
     # In the pages' messages: "This {noun} has already ended."
     noun = "job"
+    resume_note = ""  # after "… is queued again"
 
     status = models.CharField(
         max_length=10, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
@@ -77,6 +78,10 @@ class JobRecord(models.Model):
         return self.status == JobStatus.FAILED or self.is_stale
 
     @property
+    def can_cancel(self) -> bool:
+        return False
+
+    @property
     def job_kind(self) -> str:
         """The kind's name in the cancel and resume URLs."""
         return self._meta.model_name
@@ -101,6 +106,10 @@ class BackgroundJob(JobRecord):
 
     class Meta(JobRecord.Meta):
         abstract = True
+
+    @property
+    def can_cancel(self) -> bool:
+        return not self.is_finished
 
 
 def own_fields_first(model: type[models.Model]) -> list[str]:

@@ -289,7 +289,7 @@ def test_cancel_finishes_a_run_whose_worker_is_dead(project, lead_client, queues
     quality = QualityRun.objects.create(
         project=project, status="running", worker=dead_worker(), heartbeat_at=timezone.now()
     )
-    lead_client.post(reverse("training:run-cancel", args=[project.slug, run.number]))
+    lead_client.post(reverse("annotation:job-cancel", args=[project.slug, "trainingrun", run.pk]))
     jobs.cancel(QualityRun, quality.pk)
     for row in (run, quality):
         row.refresh_from_db()
@@ -299,7 +299,7 @@ def test_cancel_finishes_a_run_whose_worker_is_dead(project, lead_client, queues
 
 def test_cancel_of_a_live_run_only_asks_it_to_stop(project, lead_client):
     run = training_run(project, status="running", worker=jobs.this_worker(), heartbeat_at=timezone.now())
-    lead_client.post(reverse("training:run-cancel", args=[project.slug, run.number]))
+    lead_client.post(reverse("annotation:job-cancel", args=[project.slug, "trainingrun", run.pk]))
     run.refresh_from_db()
     assert run.status == "running" and run.is_cancel_requested
 
@@ -364,7 +364,7 @@ def test_resume_queues_a_failed_job_again(project, lead_client, reviewer_client,
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     LabelingJob.objects.filter(pk=job.pk).update(status="failed", error="boom", finished_at=timezone.now())
-    url = reverse("annotation:labeling-resume", args=[project.slug, job.pk])
+    url = reverse("annotation:job-resume", args=[project.slug, "labelingjob", job.pk])
     page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
     assert url in page  # the Resume button
 
@@ -384,12 +384,12 @@ def test_resume_buttons_of_other_job_pages(project, lead_client, queues, kind):
     if kind == "synthetic":
         job = SyntheticJob.objects.create(project=project, labels=["Billing"], requested=5, status="failed")
         page = reverse("annotation:project-detail", args=[project.slug])
-        url = reverse("annotation:synthetic-resume", args=[project.slug, job.pk])
+        url = reverse("annotation:job-resume", args=[project.slug, "syntheticjob", job.pk])
         queue = "llm"
     else:
         job = training_run(project, status="failed")
         page = reverse("training:run", args=[project.slug, job.number])
-        url = reverse("training:run-resume", args=[project.slug, job.number])
+        url = reverse("annotation:job-resume", args=[project.slug, "trainingrun", job.pk])
         queue = "training"
     assert url in lead_client.get(page).content.decode()
     lead_client.post(url)

@@ -139,6 +139,7 @@ class LabelingJob(BackgroundJob):
     status_words = {BackgroundJob.Status.RUNNING: "Labelling"}
     noun = "labelling job"
     cancel_note = "Cancelling: answers already received are kept."
+    resume_note = "; it continues where it stopped"
 
     class Selection(models.TextChoices):
         UNLABELLED = "unlabelled", "All unlabelled examples"
@@ -219,6 +220,7 @@ class SyntheticJob(BackgroundJob):
     status_words = {BackgroundJob.Status.RUNNING: "Generating"}
     noun = "synthetic job"
     cancel_note = "Cancelling: examples already written are kept."
+    resume_note = "; it continues where it stopped"
 
     class Noise(models.TextChoices):
         NONE = "none", "Clean text"

@@ -385,7 +385,7 @@ def test_cancel_view_permissions(project, reviewer_client, outsider_client, lead
     job = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
-    url = reverse("annotation:labeling-cancel", args=[project.slug, job.pk])
+    url = reverse("annotation:job-cancel", args=[project.slug, "labelingjob", job.pk])
     assert reviewer_client.post(url).status_code == 403
     assert outsider_client.post(url).status_code == 404
     assert lead_client.get(url).status_code == 405

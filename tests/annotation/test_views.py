@@ -31,7 +31,7 @@ VIEWS = [
     ("annotation:membership-add", None, "post", True),
     ("annotation:membership-remove", "membership", "post", True),
     ("annotation:import-upload", None, "post", True),
-    ("annotation:import-resume", "batch", "post", True),
+    ("annotation:job-resume", "batch", "post", True),
 ]
 
 
@@ -40,6 +40,7 @@ def url_for(name: str, project: Project, needs: str | None) -> str:
     if needs == "label":
         kwargs["pk"] = project.labels.first().pk
     elif needs == "batch":
+        kwargs["kind"] = "importbatch"
         kwargs["pk"] = ImportBatch.objects.get_or_create(project=project, file_name="x.csv", format="csv")[
             0
         ].pk
@@ -328,7 +329,7 @@ def test_interrupted_import_can_be_resumed(project, lead_client, queues, django_
 def test_finished_import_is_not_resumed(project, lead_client, queues):
     batch = ImportBatch.objects.create(project=project, file_name="x.csv", format="csv", status="succeeded")
     response = lead_client.post(
-        reverse("annotation:import-resume", args=[project.slug, batch.pk]), follow=True
+        reverse("annotation:job-resume", args=[project.slug, "importbatch", batch.pk]), follow=True
     )
     assert "nothing to resume" in response.content.decode()
     assert queues["default"].count == 0

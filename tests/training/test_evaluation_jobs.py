@@ -79,7 +79,7 @@ def test_evaluate_returns_at_once_with_a_pending_job(project, lead, run, lead_cl
     assert EvaluationJob.objects.count() == 1
 
     # Cancelled while it waits: at once, and the page stops polling.
-    lead_client.post(reverse("training:evaluation-job-cancel", args=[project.slug, job.pk]))
+    lead_client.post(reverse("annotation:job-cancel", args=[project.slug, "evaluationjob", job.pk]))
     job.refresh_from_db()
     assert job.status == "cancelled" and job.finished_at
     stopped = lead_client.get(poll, headers={"HX-Request": "true"})
@@ -142,7 +142,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
     assert fragment.status_code == 286
     html = fragment.content.decode()
     assert 'data-evaluation-job="failed"' in html and "no frozen gold set; freeze one first" in html
-    resume = reverse("training:evaluation-job-resume", args=[project.slug, job.pk])
+    resume = reverse("annotation:job-resume", args=[project.slug, "evaluationjob", job.pk])
     page = lead_client.get(reverse("training:run", args=[project.slug, run.number])).content.decode()
     assert resume in page
 
@@ -202,7 +202,7 @@ def test_only_leads_evaluate_and_only_members_see_the_job(
     poll = reverse("training:evaluation-job", args=[project.slug, job.pk])
     assert outsider_client.get(poll).status_code == 404
     assert reviewer_client.get(poll, headers={"HX-Request": "true"}).status_code == 200
-    cancel = reverse("training:evaluation-job-cancel", args=[project.slug, job.pk])
+    cancel = reverse("annotation:job-cancel", args=[project.slug, "evaluationjob", job.pk])
     assert reviewer_client.post(cancel).status_code == 403 and lead_client.get(cancel).status_code == 405
     job.refresh_from_db()
     assert job.status == "pending"
@@ -258,7 +258,7 @@ def test_a_failed_export_shows_its_error_and_can_be_resumed(
     assert job.status == "failed" and job.error == "Evaluate run 1 on a gold set before quantizing it."
     page = lead_client.get(deploy_url(project)).content.decode()
     assert 'data-export-job="failed"' in page and job.error in page
-    resume = reverse("training:export-job-resume", args=[project.slug, job.pk])
+    resume = reverse("annotation:job-resume", args=[project.slug, "exportjob", job.pk])
     assert resume in page
     with django_capture_on_commit_callbacks(execute=True):
         lead_client.post(resume)

@@ -103,7 +103,7 @@ def test_a_failed_refresh_says_why_on_the_runs_page_and_a_lead_resumes_it(
     assert not TrainingRun.objects.exists()  # nothing half-started
 
     url = reverse("training:runs", args=[project.slug])
-    resume = reverse("training:round-refresh-resume", args=[project.slug, refresh.pk])
+    resume = reverse("annotation:job-resume", args=[project.slug, "roundrefresh", refresh.pk])
     page = lead_client.get(url).content.decode()
     assert 'data-round-refresh="failed"' in page and "the labels could not be read" in page and resume in page
     assert resume not in reviewer_client.get(url).content.decode()

@@ -16,7 +16,6 @@ from annotation.views._common import (
     _project_for_lead,
     _project_for_member,
     rate_limit_refusal,
-    rate_limited,
 )
 from distillapp import jobs
 from training import serving
@@ -117,33 +116,6 @@ def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if job.is_finished:
         response.status_code = HTMX_STOP_POLLING
     return response
-
-
-@login_required
-@require_POST
-def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    job = _export_job(project, pk)
-    if job.is_finished:
-        messages.error(request, "This int8 export has already ended.")
-    else:
-        jobs.cancel(ExportJob, job.pk)
-        messages.info(request, "Cancelling the int8 export after its current stage.")
-    return redirect("training:deploy", slug=project.slug)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
-    project = _project_for_lead(request, slug)
-    job = _export_job(project, pk)
-    if job.can_resume and jobs.resume(ExportJob, job.pk):
-        messages.info(request, f"The int8 export of run {job.run.number} is queued again.")
-    else:
-        messages.error(request, "This int8 export is not interrupted; nothing to resume.")
-    return redirect("training:deploy", slug=project.slug)
 
 
 @login_required

@@ -25,7 +25,7 @@ from annotation.views._common import (
 from distillapp import jobs
 from training import services, serving
 from training.forms import EvaluateForm, LaunchForm
-from training.models import EvaluationJob, RoundRefresh, TrainingRun
+from training.models import EvaluationJob, TrainingRun
 
 
 def _run(project, number: int) -> TrainingRun:
@@ -170,47 +170,6 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
-    if run.is_finished:
-        messages.error(request, "This run has already ended.")
-    else:
-        services.run_cancel(run=run)
-        messages.info(request, "Cancelling after the current step.")
-    return redirect("training:run", slug=project.slug, number=run.number)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    """Queue a failed or interrupted run again; it trains from the start."""
-    project = _project_for_lead(request, slug)
-    run = _run(project, number)
-    if run.can_resume and jobs.resume(TrainingRun, run.pk):
-        messages.info(request, f"Run {run.number} is queued again.")
-    else:
-        messages.error(request, "This run is not interrupted; nothing to resume.")
-    return redirect("training:run", slug=project.slug, number=run.number)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed (or interrupted) review round refresh again."""
-    project = _project_for_lead(request, slug)
-    refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
-    if refresh.can_resume and jobs.resume(RoundRefresh, refresh.pk):
-        messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
-    else:
-        messages.error(request, "This refresh has not failed; nothing to resume.")
-    return redirect("training:runs", slug=project.slug)
-
-
-@login_required
-@require_POST
 @rate_limited("training")
 def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project = _project_for_lead(request, slug)
@@ -254,33 +213,6 @@ def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if job.is_finished:
         response.status_code = HTMX_STOP_POLLING
     return response
-
-
-@login_required
-@require_POST
-def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = _project_for_lead(request, slug)
-    job = _evaluation_job(project, pk)
-    if job.is_finished:
-        messages.error(request, "This evaluation has already ended.")
-    else:
-        jobs.cancel(EvaluationJob, job.pk)
-        messages.info(request, "Cancelling the evaluation: nothing it measured is kept.")
-    return redirect("training:run", slug=project.slug, number=job.run.number)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted evaluation again; it measures from the start."""
-    project = _project_for_lead(request, slug)
-    job = _evaluation_job(project, pk)
-    if job.can_resume and jobs.resume(EvaluationJob, job.pk):
-        messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
-    else:
-        messages.error(request, "This evaluation is not interrupted; nothing to resume.")
-    return redirect("training:run", slug=project.slug, number=job.run.number)
 
 
 @login_required

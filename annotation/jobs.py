@@ -8,7 +8,7 @@ from __future__ import annotations
 from distillapp import jobs
 
 
-def import_batch_job(batch_id: int) -> None:
+def run_import_batch(batch_id: int) -> None:
     from annotation.corpus import import_batch_claim, import_batch_run
     from annotation.models import ImportBatch
 
@@ -18,7 +18,7 @@ def import_batch_job(batch_id: int) -> None:
         import_batch_run(batch=ImportBatch.objects.get(pk=batch_id))
 
 
-def labeling_job_job(job_id: int) -> None:
+def run_labeling_job(job_id: int) -> None:
     from annotation.models import LabelingJob
     from annotation.teacher import labeling_job_claim, labeling_job_run
 
@@ -28,7 +28,7 @@ def labeling_job_job(job_id: int) -> None:
         labeling_job_run(job=LabelingJob.objects.get(pk=job_id))
 
 
-def synthetic_job_job(job_id: int) -> None:
+def run_synthetic_job(job_id: int) -> None:
     from annotation.models import SyntheticJob
     from annotation.teacher import synthetic_job_claim, synthetic_job_run
 
@@ -38,7 +38,7 @@ def synthetic_job_job(job_id: int) -> None:
         synthetic_job_run(job=SyntheticJob.objects.get(pk=job_id))
 
 
-def quality_run_job(run_id: int) -> None:
+def run_quality_run(run_id: int) -> None:
     from annotation.models import QualityRun
     from annotation.review import quality_run
 
@@ -48,7 +48,7 @@ def quality_run_job(run_id: int) -> None:
         quality_run(run=QualityRun.objects.get(pk=run_id))
 
 
-def similarity_index_job(index_id: int) -> None:
+def run_similarity_index(index_id: int) -> None:
     from annotation.models import SimilarityIndex
     from annotation.review import similarity_index_run
 

@@ -219,9 +219,9 @@ class JobList:
             label, pk = self.pending.pop(0)
             started = time.monotonic()
             if label == "training.RoundRefresh":
-                from training.jobs import round_refresh_job
+                from training.jobs import run_round_refresh
 
-                round_refresh_job(pk)  # starts the round's quick run and quality run: next in the list
+                run_round_refresh(pk)  # starts the round's quick run and quality run: next in the list
                 entry = {"job": "refresh"}
             elif label == "training.TrainingRun":
                 if not services.run_claim(pk):

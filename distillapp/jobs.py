@@ -42,26 +42,26 @@ class JobType:
 # "app_label.Model" -> how its rows are run. Labels, not classes: distillapp sits below the apps.
 JOBS: dict[str, JobType] = {
     "annotation.ImportBatch": JobType(
-        "default", "annotation.jobs.import_batch_job", restart={"rows_read": 0, "bytes_done": 0}
+        "default", "annotation.jobs.run_import_batch", restart={"rows_read": 0, "bytes_done": 0}
     ),
-    "annotation.LabelingJob": JobType("llm", "annotation.jobs.labeling_job_job"),
-    "annotation.SyntheticJob": JobType("llm", "annotation.jobs.synthetic_job_job"),
-    "annotation.QualityRun": JobType("training", "annotation.jobs.quality_run_job"),
+    "annotation.LabelingJob": JobType("llm", "annotation.jobs.run_labeling_job"),
+    "annotation.SyntheticJob": JobType("llm", "annotation.jobs.run_synthetic_job"),
+    "annotation.QualityRun": JobType("training", "annotation.jobs.run_quality_run"),
     # Embedding continues where it stopped: the cache keeps every chunk written. A reviewer
     # waits on it ("still indexing"), 512 texts a run: the short lane, never behind a fine-tune.
     "annotation.SimilarityIndex": JobType(
-        "short", "annotation.jobs.similarity_index_job", restart={"texts_done": 0, "texts_total": 0}
+        "short", "annotation.jobs.run_similarity_index", restart={"texts_done": 0, "texts_total": 0}
     ),
     # Training does not resume mid-epoch: a taken-over run starts over.
     "training.TrainingRun": JobType(
-        "training", "training.jobs.training_run_job", restart={"step": 0, "loss_history": []}
+        "training", "training.jobs.run_training_run", restart={"step": 0, "loss_history": []}
     ),
     # Evaluation and int8 export run again from the start; each saves its result only at the end.
     # Both are short and someone waits on them: their own lane, never behind a fine-tune.
-    "training.EvaluationJob": JobType("short", "training.jobs.evaluation_job_job"),
-    "training.ExportJob": JobType("short", "training.jobs.export_job_job"),
+    "training.EvaluationJob": JobType("short", "training.jobs.run_evaluation_job"),
+    "training.ExportJob": JobType("short", "training.jobs.run_export_job"),
     # Starts a review round's quick run and quality run in one transaction: all or nothing.
-    "training.RoundRefresh": JobType("training", "training.jobs.round_refresh_job"),
+    "training.RoundRefresh": JobType("training", "training.jobs.run_round_refresh"),
 }
 
 

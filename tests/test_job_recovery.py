@@ -319,7 +319,7 @@ def test_polling_a_run_page_queues_a_silent_run_once(project, lead_client, queue
     assert (run.status, run.worker, run.step) == ("pending", "", 0)
     assert alive.status == "running"
     assert [(j.func_name, j.args) for j in queues["training"].jobs] == [
-        ("training.jobs.training_run_job", (run.pk,))
+        ("training.jobs.run_training_run", (run.pk,))
     ]
 
 
@@ -349,11 +349,11 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
     queued = sorted((j.func_name, j.args[0]) for q in queues.values() for j in q.jobs)
     assert queued == sorted(
         [
-            ("annotation.jobs.import_batch_job", batch.pk),
-            ("annotation.jobs.labeling_job_job", labelling.pk),
-            ("annotation.jobs.synthetic_job_job", written.pk),
-            ("annotation.jobs.quality_run_job", quality.pk),
-            ("training.jobs.training_run_job", run.pk),
+            ("annotation.jobs.run_import_batch", batch.pk),
+            ("annotation.jobs.run_labeling_job", labelling.pk),
+            ("annotation.jobs.run_synthetic_job", written.pk),
+            ("annotation.jobs.run_quality_run", quality.pk),
+            ("training.jobs.run_training_run", run.pk),
         ]
     )
     assert TrainingRun.objects.get(pk=stopping.pk).status == "cancelled"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from distillapp import jobs
 
 
-def training_run_job(run_id: int) -> None:
+def run_training_run(run_id: int) -> None:
     from training.models import TrainingRun
     from training.services import run_claim, run_execute
 
@@ -15,7 +15,7 @@ def training_run_job(run_id: int) -> None:
         run_execute(run=TrainingRun.objects.get(pk=run_id))
 
 
-def evaluation_job_job(job_id: int) -> None:
+def run_evaluation_job(job_id: int) -> None:
     from training.models import EvaluationJob
     from training.services import evaluation_job_run
 
@@ -25,7 +25,7 @@ def evaluation_job_job(job_id: int) -> None:
         evaluation_job_run(job=EvaluationJob.objects.get(pk=job_id))
 
 
-def export_job_job(job_id: int) -> None:
+def run_export_job(job_id: int) -> None:
     from training.models import ExportJob
     from training.serving import export_job_run
 
@@ -35,7 +35,7 @@ def export_job_job(job_id: int) -> None:
         export_job_run(job=ExportJob.objects.get(pk=job_id))
 
 
-def round_refresh_job(refresh_id: int) -> None:
+def run_round_refresh(refresh_id: int) -> None:
     from training.models import RoundRefresh
     from training.services.round_refresh import round_refresh_run
 

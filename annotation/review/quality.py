@@ -68,7 +68,7 @@ def quality_run(*, run: QualityRun) -> QualityRun:
 
     from distillapp import jobs
 
-    started = time.monotonic()  # the row was claimed by annotation.jobs.quality_run_job
+    started = time.monotonic()  # the row was claimed by annotation.jobs.run_quality_run
     with jobs.running(QualityRun, run.pk) as held:
         task = run.project.task
         rows = []

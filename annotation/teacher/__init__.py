@@ -24,7 +24,6 @@ from annotation.teacher.client import (
 )
 from annotation.teacher.labeling import (
     labeling_estimate,
-    labeling_job_cancel,
     labeling_job_claim,
     labeling_job_create,
     labeling_job_run,
@@ -44,7 +43,6 @@ from annotation.teacher.service import (
     teacher_settings,
 )
 from annotation.teacher.synthetic import (
-    synthetic_job_cancel,
     synthetic_job_claim,
     synthetic_job_create,
     synthetic_job_run,
@@ -63,7 +61,6 @@ __all__ = [
     "fixed_example_line",
     "fixed_examples_checked",
     "labeling_estimate",
-    "labeling_job_cancel",
     "labeling_job_claim",
     "labeling_job_create",
     "labeling_job_run",
@@ -75,7 +72,6 @@ __all__ = [
     "reviewed_example_line",
     "run_with_heartbeat",
     "select_examples",
-    "synthetic_job_cancel",
     "synthetic_job_claim",
     "synthetic_job_create",
     "synthetic_job_run",

@@ -176,10 +176,6 @@ def labeling_job_start(*, job: LabelingJob) -> None:
     jobs.enqueue(LabelingJob, job.pk)
 
 
-def labeling_job_cancel(*, job: LabelingJob) -> None:
-    jobs.cancel(LabelingJob, job.pk)
-
-
 def labeling_job_claim(job_id: int) -> bool:
     """Take a job; a running one only if its worker is gone (dead here, or silent)."""
     return jobs.claim(LabelingJob, job_id)

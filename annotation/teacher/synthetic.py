@@ -112,10 +112,6 @@ def synthetic_job_start(*, job: SyntheticJob) -> None:
     jobs.enqueue(SyntheticJob, job.pk)
 
 
-def synthetic_job_cancel(*, job: SyntheticJob) -> None:
-    jobs.cancel(SyntheticJob, job.pk)
-
-
 def synthetic_job_claim(job_id: int) -> bool:
     return jobs.claim(SyntheticJob, job_id)
 

@@ -57,7 +57,7 @@ def test_killed_import_is_taken_again_and_imports_each_row_once(project, tmp_pat
     assert (batch.rows_read, batch.rows_created, batch.rows_duplicate) == (120, 120, 0)
     assert Example.objects.filter(project=project).count() == 120
     # Running the job again (RQ retried it, say) changes nothing.
-    queues["default"].enqueue("annotation.jobs.import_batch_job", batch.pk)
+    queues["default"].enqueue("annotation.jobs.run_import_batch", batch.pk)
     work(queues["default"])
     assert Example.objects.filter(project=project).count() == 120
 

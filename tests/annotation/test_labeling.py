@@ -139,7 +139,7 @@ def test_cancel_stops_a_running_job_and_keeps_what_it_has(project, llm):
     while LabelingJob.objects.get(pk=job.pk).done < 4:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    teacher.labeling_job_cancel(job=job)
+    jobs.cancel(LabelingJob, job.pk)
     runner.join(timeout=20)
     job.refresh_from_db()
     assert job.status == LabelingJob.Status.CANCELLED
@@ -150,7 +150,7 @@ def test_cancel_stops_a_running_job_and_keeps_what_it_has(project, llm):
 def test_cancel_before_start(project, tickets, llm):
     use_llm(project, llm)
     job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
-    teacher.labeling_job_cancel(job=job)
+    jobs.cancel(LabelingJob, job.pk)
     job.refresh_from_db()
     assert job.status == LabelingJob.Status.CANCELLED
     assert not teacher.labeling_job_claim(job.pk)

@@ -187,15 +187,15 @@ def test_large_upload_is_queued_and_status_polls_until_done(
     batch = ImportBatch.objects.get(project=project)
     assert batch.status == "pending"
     jobs = queues["default"].jobs
-    assert [(j.func_name, j.args) for j in jobs] == [("annotation.jobs.import_batch_job", (batch.pk,))]
+    assert [(j.func_name, j.args) for j in jobs] == [("annotation.jobs.run_import_batch", (batch.pk,))]
 
     status_url = reverse("annotation:project-status", args=[project.slug])
     busy = lead_client.get(status_url, headers={"HX-Request": "true"})
     assert busy.status_code == 200 and 'hx-trigger="every 2s"' in busy.content.decode()
 
-    from annotation.jobs import import_batch_job
+    from annotation.jobs import run_import_batch
 
-    import_batch_job(batch.pk)
+    run_import_batch(batch.pk)
     done = lead_client.get(status_url, headers={"HX-Request": "true"})
     assert done.status_code == 286  # tells htmx to stop polling
     assert 'data-count="examples">2<' in done.content.decode()

@@ -84,7 +84,7 @@ def test_evaluate_returns_at_once_with_a_pending_job(project, lead, run, lead_cl
     assert job.status == "cancelled" and job.finished_at
     stopped = lead_client.get(poll, headers={"HX-Request": "true"})
     assert stopped.status_code == 286 and 'data-evaluation-job="cancelled"' in stopped.content.decode()
-    jobs.evaluation_job_job(job.pk)  # a worker that gets it later leaves it alone
+    jobs.run_evaluation_job(job.pk)  # a worker that gets it later leaves it alone
     assert not Evaluation.objects.exists()
 
 
@@ -96,7 +96,7 @@ def test_a_real_worker_evaluates_student_teacher_and_imported_system(project, le
     # Queued when the request's transaction committed, on the short lane (never behind a
     # fine-tune on "training"); the short queue's worker takes it.
     assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
-        ("training.jobs.evaluation_job_job", (job.pk,))
+        ("training.jobs.run_evaluation_job", (job.pk,))
     ]
     assert not queues["training"].count
     SimpleWorker([queues["short"]], connection=queues["short"].connection).work(burst=True)
@@ -131,7 +131,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
     lead_client.post(evaluate_url(project, run), {"target_accuracy": "0.95"})
     job = EvaluationJob.objects.get()
     assert job.gold_version is None
-    jobs.evaluation_job_job(job.pk)
+    jobs.run_evaluation_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed" and job.finished_at and job.phase == ""
     assert job.error == "This project has no frozen gold set; freeze one first."
@@ -153,7 +153,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
     job.refresh_from_db()
     assert (job.status, job.error) == ("pending", "")
     assert [j.args for j in queues["short"].jobs] == [(job.pk,)]
-    jobs.evaluation_job_job(job.pk)
+    jobs.run_evaluation_job(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded" and job.result.gold_set.version == 1
 
@@ -184,10 +184,10 @@ def test_an_evaluation_taken_over_from_a_dead_worker_saves_one_set(
     with django_capture_on_commit_callbacks(execute=True):
         assert distillapp.jobs.recover(EvaluationJob) == [job.pk]
     assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
-        ("training.jobs.evaluation_job_job", (job.pk,))
+        ("training.jobs.run_evaluation_job", (job.pk,))
     ]
-    jobs.evaluation_job_job(job.pk)
-    jobs.evaluation_job_job(job.pk)  # queued twice (a page and a worker both recovered it): once
+    jobs.run_evaluation_job(job.pk)
+    jobs.run_evaluation_job(job.pk)  # queued twice (a page and a worker both recovered it): once
     job.refresh_from_db()
     assert job.status == "succeeded"
     assert sorted(Evaluation.objects.values_list("subject", flat=True)) == ["student", "system", "teacher"]
@@ -233,7 +233,7 @@ def test_quantize_queues_an_export_whose_measurement_the_deploy_page_then_shows(
     assert f'hx-get="{poll}"' in page and 'data-export-job="pending"' in page
     assert "waiting for a worker" in page
 
-    jobs.export_job_job(job.pk)
+    jobs.run_export_job(job.pk)
     job.refresh_from_db()
     measured = serving.onnx_measurement(run)
     assert job.status == "succeeded" and measured is not None
@@ -253,7 +253,7 @@ def test_a_failed_export_shows_its_error_and_can_be_resumed(
 ):
     lead_client.post(deploy_url(project), {"quantize": run.number})  # never evaluated
     job = ExportJob.objects.get()
-    jobs.export_job_job(job.pk)
+    jobs.run_export_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed" and job.error == "Evaluate run 1 on a gold set before quantizing it."
     page = lead_client.get(deploy_url(project)).content.decode()
@@ -328,7 +328,7 @@ def test_recovery_covers_both_job_types(project, run, queues, django_capture_on_
         found = distillapp.jobs.recover_all()
     assert found == {"training.EvaluationJob": [evaluation.pk], "training.ExportJob": [export.pk]}
     assert sorted((j.func_name, j.args[0]) for j in queues["short"].jobs) == [
-        ("training.jobs.evaluation_job_job", evaluation.pk),
-        ("training.jobs.export_job_job", export.pk),
+        ("training.jobs.run_evaluation_job", evaluation.pk),
+        ("training.jobs.run_export_job", export.pk),
     ]
     assert ExportJob.objects.get(pk=stopping.pk).status == "cancelled"

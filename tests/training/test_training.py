@@ -283,7 +283,7 @@ def test_admin_action_launches_for_leads(
             follow=True,
         )
     assert "run 1 queued" in response.content.decode()
-    assert [j.func_name for j in queues["training"].jobs] == ["training.jobs.training_run_job"]
+    assert [j.func_name for j in queues["training"].jobs] == ["training.jobs.run_training_run"]
 
 
 def test_metrics_against_a_hand_computed_case():

@@ -202,10 +202,6 @@ def run_start(*, run: TrainingRun) -> None:
     jobs.enqueue(TrainingRun, run.pk)
 
 
-def run_cancel(*, run: TrainingRun) -> None:
-    jobs.cancel(TrainingRun, run.pk)
-
-
 def run_claim(run_id: int) -> bool:
     # A killed run starts over (jobs.JOBS resets its progress): training does not resume mid-epoch.
     return jobs.claim(TrainingRun, run_id)

@@ -1,8 +1,10 @@
-"""The row is the truth: one way to start, claim, keep alive, cancel, recover and resume a job.
+"""The row is the truth: one way to start, claim, keep alive, run, cancel, recover and resume a job.
 
-Every background job has a row with `status` pending/running/…, `worker` ("host:pid" of
-the process holding it) and `heartbeat_at`. JOBS names each kind's queue and job
-function, so adding a job type is a model, a job function and one line here.
+Every background job has a row (distillapp.models) with `status` pending/running/…, `worker`
+("host:pid" of the process holding it) and `heartbeat_at`. A job's body runs inside
+`running`, which records how it ended. JOBS names each kind's queue and job function, so
+adding a job kind is a model, a body and one line here: its pages get cancel and resume
+from annotation.views.jobs.
 
 A running row is *stale* when the process holding it is gone: on this host its pid no
 longer exists; on another host its heartbeat is older than JOB_STALE_SECONDS. Workers

@@ -32,12 +32,12 @@ from annotation.models import (
     user_may_create_projects,
 )
 from annotation.views._common import (
-    HTMX_STOP_POLLING,
     _act,
     _form_errors,
     _project_for_lead,
     _project_for_member,
     _workers_online,
+    render_polled,
 )
 from annotation.views.data import held_import
 from distillapp.jobs import recover_shown
@@ -131,10 +131,9 @@ def project_status(request: HttpRequest, slug: str) -> HttpResponse:
         "is_lead": role == Membership.Role.LEAD,
         **_status_context(project),
     }
-    response = render(request, "annotation/project_detail.html#status", context)
-    if not context["is_busy"]:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(
+        request, "annotation/project_detail.html#status", context, ended=not context["is_busy"]
+    )
 
 
 @login_required

@@ -11,11 +11,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.views._common import (
-    HTMX_STOP_POLLING,
     _form_errors,
     _project_for_lead,
     _project_for_member,
     rate_limit_refusal,
+    render_polled,
 )
 from distillapp import jobs
 from training import serving
@@ -94,16 +94,12 @@ def _quantize(request: HttpRequest, project) -> HttpResponse:
     return redirect("training:deploy", slug=project.slug)
 
 
-def _export_job(project, pk: int) -> ExportJob:
-    return get_object_or_404(ExportJob.objects.select_related("run"), project=project, pk=pk)
-
-
 @login_required
 @require_GET
 def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The deploy page's int8 cell of the job's run (htmx polls it until the job ends)."""
     project, role = _project_for_member(request, slug)
-    job = _export_job(project, pk)
+    job = get_object_or_404(ExportJob.objects.select_related("run"), project=project, pk=pk)
     jobs.recover_shown([job])
     if not request.htmx:
         return redirect("training:deploy", slug=project.slug)
@@ -112,10 +108,7 @@ def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "is_lead": role == "lead",
         "r": _deploy_row(job.run, serving.serving_config_for(project)),
     }
-    response = render(request, "training/deploy.html#int8", context)
-    if job.is_finished:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(request, "training/deploy.html#int8", context, ended=job.is_finished)
 
 
 @login_required

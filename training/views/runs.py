@@ -16,11 +16,11 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.views._common import (
-    HTMX_STOP_POLLING,
     _form_errors,
     _project_for_lead,
     _project_for_member,
     rate_limited,
+    render_polled,
 )
 from distillapp import jobs
 from training import services, serving
@@ -161,10 +161,7 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     jobs.recover_shown([run, *run.evaluation_jobs.all()[:1]])
     context = _run_context(request, project, role, run)
     if request.htmx:
-        response = render(request, "training/run.html#progress", context)
-        if run.is_finished:
-            response.status_code = HTMX_STOP_POLLING
-        return response
+        return render_polled(request, "training/run.html#progress", context, ended=run.is_finished)
     return render(request, "training/run.html", context)
 
 
@@ -192,16 +189,12 @@ def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     return redirect("training:run", slug=project.slug, number=run.number)
 
 
-def _evaluation_job(project, pk: int) -> EvaluationJob:
-    return get_object_or_404(EvaluationJob.objects.select_related("run"), project=project, pk=pk)
-
-
 @login_required
 @require_GET
 def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
     project, role = _project_for_member(request, slug)
-    job = _evaluation_job(project, pk)
+    job = get_object_or_404(EvaluationJob.objects.select_related("run"), project=project, pk=pk)
     jobs.recover_shown([job])
     if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
         done = reverse("training:evaluation", args=[project.slug, job.result_id])
@@ -209,10 +202,7 @@ def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     if not request.htmx:
         return redirect("training:run", slug=project.slug, number=job.run.number)
     context = {"project": project, "is_lead": role == "lead", "run": job.run, "evaluation_job": job}
-    response = render(request, "training/run.html#evaluating", context)
-    if job.is_finished:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(request, "training/run.html#evaluating", context, ended=job.is_finished)
 
 
 @login_required

@@ -52,8 +52,8 @@ the start — and ``default``: the project as the app creates it (``Project.revi
 ``training.services.round_refresh``'s ``RoundRefresh`` job, which starts a quick run and a quality run). All
 orders keep the app's random audit share (``Project.audit_share``: every 10th card is drawn
 at random and marked ``Review.is_audit``). There is no rq worker here: the bench replaces
-``distillapp.rows.enqueue`` with a list and
-works that list off after every verdict, as an idle worker would at once (``run_claim`` + ``run_execute`` for a run, ``rows.claim`` +
+``distillapp.jobs.enqueue`` with a list and
+works that list off after every verdict, as an idle worker would at once (``run_claim`` + ``run_execute`` for a run, ``jobs.claim`` +
 ``review.quality_run`` for a quality run).
 
 The simulated reviewer takes the next card (``review.review_next``) and answers with the
@@ -192,7 +192,7 @@ def setup_django(data_dir: Path) -> None:
 
 
 class JobList:
-    """Stands in for rq: ``distillapp.rows.enqueue`` appends here and ``work()`` runs the jobs
+    """Stands in for rq: ``distillapp.jobs.enqueue`` appends here and ``work()`` runs the jobs
     in order, in this process, the way the app's job functions do (claim, then run)."""
 
     def __init__(self) -> None:
@@ -200,17 +200,17 @@ class JobList:
         self.done: list[dict] = []
 
     def install(self) -> None:
-        from distillapp import rows
+        from distillapp import jobs as job_rows
 
         def enqueue(model, pk, queue_name=None, func_path=None, *, note="", on_failed=None):
             self.pending.append((model._meta.label, int(pk)))
 
-        rows.enqueue = enqueue
+        job_rows.enqueue = enqueue
 
     def work(self) -> list[dict]:
         from annotation import review
         from annotation.models import QualityRun
-        from distillapp import rows
+        from distillapp import jobs as job_rows
         from training import services
         from training.models import TrainingRun
 
@@ -219,9 +219,9 @@ class JobList:
             label, pk = self.pending.pop(0)
             started = time.monotonic()
             if label == "training.RoundRefresh":
-                from training.jobs import round_refresh_job
+                from training.jobs import run_round_refresh
 
-                round_refresh_job(pk)  # starts the round's quick run and quality run: next in the list
+                run_round_refresh(pk)  # starts the round's quick run and quality run: next in the list
                 entry = {"job": "refresh"}
             elif label == "training.TrainingRun":
                 if not services.run_claim(pk):
@@ -231,7 +231,7 @@ class JobList:
                     raise RuntimeError(f"run {run.number} ended {run.status}: {run.error}")
                 entry = {"job": "quick_run" if run.kind == "quick" else f"{run.kind}_run", "run": run.number}
             elif label == "annotation.QualityRun":
-                if not rows.claim(QualityRun, pk):
+                if not job_rows.claim(QualityRun, pk):
                     raise RuntimeError(f"quality run {pk} could not be claimed")
                 quality = review.quality_run(run=QualityRun.objects.get(pk=pk))
                 if quality.status != QualityRun.Status.SUCCEEDED:

@@ -22,15 +22,15 @@ def requeue_interrupted() -> list[str]:
     """Queue again every job whose row says running but whose worker is gone.
 
     The database row is the truth: RQ learns of a dead work horse only as a
-    failed job and never runs it again, but distillapp.rows can tell the row's
+    failed job and never runs it again, but distillapp.jobs can tell the row's
     process is gone (its pid vanished from this host, or its heartbeat stopped)
     and put the row back on its queue; job functions claim rows conditionally,
     so a row queued twice still runs once.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
     try:
-        found = rows.recover_all()
+        found = jobs.recover_all()
     finally:
         # The worker forks a work horse per job: it must not inherit an open connection.
         connections.close_all()

@@ -35,7 +35,7 @@ from annotation.models import (
     QualityRun,
     SyntheticJob,
 )
-from distillapp import rows
+from distillapp import jobs
 from tests.annotation.test_labeling import database_url, use_llm
 from tests.fake_openai import FakeOpenAI, FakeReply, slow
 
@@ -275,7 +275,7 @@ def dead_worker() -> str:
     ended = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    return f"{rows.this_worker().rpartition(':')[0]}:{ended.stdout.strip()}"
+    return f"{jobs.this_worker().rpartition(':')[0]}:{ended.stdout.strip()}"
 
 
 def training_run(project, **fields):
@@ -289,8 +289,8 @@ def test_cancel_finishes_a_run_whose_worker_is_dead(project, lead_client, queues
     quality = QualityRun.objects.create(
         project=project, status="running", worker=dead_worker(), heartbeat_at=timezone.now()
     )
-    lead_client.post(reverse("training:run-cancel", args=[project.slug, run.number]))
-    rows.cancel(QualityRun, quality.pk)
+    lead_client.post(reverse("annotation:job-cancel", args=[project.slug, "trainingrun", run.pk]))
+    jobs.cancel(QualityRun, quality.pk)
     for row in (run, quality):
         row.refresh_from_db()
         assert row.status == "cancelled" and row.finished_at  # at once, not "running" forever
@@ -298,8 +298,8 @@ def test_cancel_finishes_a_run_whose_worker_is_dead(project, lead_client, queues
 
 
 def test_cancel_of_a_live_run_only_asks_it_to_stop(project, lead_client):
-    run = training_run(project, status="running", worker=rows.this_worker(), heartbeat_at=timezone.now())
-    lead_client.post(reverse("training:run-cancel", args=[project.slug, run.number]))
+    run = training_run(project, status="running", worker=jobs.this_worker(), heartbeat_at=timezone.now())
+    lead_client.post(reverse("annotation:job-cancel", args=[project.slug, "trainingrun", run.pk]))
     run.refresh_from_db()
     assert run.status == "running" and run.is_cancel_requested
 
@@ -319,7 +319,7 @@ def test_polling_a_run_page_queues_a_silent_run_once(project, lead_client, queue
     assert (run.status, run.worker, run.step) == ("pending", "", 0)
     assert alive.status == "running"
     assert [(j.func_name, j.args) for j in queues["training"].jobs] == [
-        ("training.jobs.training_run_job", (run.pk,))
+        ("training.jobs.run_training_run", (run.pk,))
     ]
 
 
@@ -337,7 +337,7 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
     run = training_run(project, **gone)
     stopping = training_run(project, is_cancel_requested=True, **gone)
 
-    found = rows.recover_all()
+    found = jobs.recover_all()
     assert found == {
         "annotation.ImportBatch": [batch.pk],
         "annotation.LabelingJob": [labelling.pk],
@@ -345,15 +345,15 @@ def test_recovery_covers_every_job_type_and_counts_each_row_once(project, queues
         "annotation.QualityRun": [quality.pk],
         "training.TrainingRun": [run.pk],
     }
-    assert rows.recover_all() == {}  # a second sweep (another worker, a page) finds nothing left
+    assert jobs.recover_all() == {}  # a second sweep (another worker, a page) finds nothing left
     queued = sorted((j.func_name, j.args[0]) for q in queues.values() for j in q.jobs)
     assert queued == sorted(
         [
-            ("annotation.jobs.import_batch_job", batch.pk),
-            ("annotation.jobs.labeling_job_job", labelling.pk),
-            ("annotation.jobs.synthetic_job_job", written.pk),
-            ("annotation.jobs.quality_run_job", quality.pk),
-            ("training.jobs.training_run_job", run.pk),
+            ("annotation.jobs.run_import_batch", batch.pk),
+            ("annotation.jobs.run_labeling_job", labelling.pk),
+            ("annotation.jobs.run_synthetic_job", written.pk),
+            ("annotation.jobs.run_quality_run", quality.pk),
+            ("training.jobs.run_training_run", run.pk),
         ]
     )
     assert TrainingRun.objects.get(pk=stopping.pk).status == "cancelled"
@@ -364,7 +364,7 @@ def test_resume_queues_a_failed_job_again(project, lead_client, reviewer_client,
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
     LabelingJob.objects.filter(pk=job.pk).update(status="failed", error="boom", finished_at=timezone.now())
-    url = reverse("annotation:labeling-resume", args=[project.slug, job.pk])
+    url = reverse("annotation:job-resume", args=[project.slug, "labelingjob", job.pk])
     page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
     assert url in page  # the Resume button
 
@@ -384,12 +384,12 @@ def test_resume_buttons_of_other_job_pages(project, lead_client, queues, kind):
     if kind == "synthetic":
         job = SyntheticJob.objects.create(project=project, labels=["Billing"], requested=5, status="failed")
         page = reverse("annotation:project-detail", args=[project.slug])
-        url = reverse("annotation:synthetic-resume", args=[project.slug, job.pk])
+        url = reverse("annotation:job-resume", args=[project.slug, "syntheticjob", job.pk])
         queue = "llm"
     else:
         job = training_run(project, status="failed")
         page = reverse("training:run", args=[project.slug, job.number])
-        url = reverse("training:run-resume", args=[project.slug, job.number])
+        url = reverse("annotation:job-resume", args=[project.slug, "trainingrun", job.pk])
         queue = "training"
     assert url in lead_client.get(page).content.decode()
     lead_client.post(url)

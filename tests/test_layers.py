@@ -18,7 +18,7 @@ FORBIDDEN = {
     "tasks": {"annotation", "training"},
     "distillapp/ml.py": {"annotation", "training", "tasks"},
     "distillapp/ml_seq2seq.py": {"annotation", "training", "tasks"},
-    "distillapp/rows.py": {"annotation", "training", "tasks"},
+    "distillapp/jobs.py": {"annotation", "training", "tasks"},
     "distillapp/models.py": {"annotation", "training", "tasks"},
     "distillapp/progress.py": {"annotation", "training", "tasks"},
     "distillapp/settings.py": {"annotation", "training", "tasks"},

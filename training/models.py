@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models import STUDENT_AGENT_PREFIX, Example, GoldSet, Project
@@ -33,12 +34,9 @@ class TrainingRun(BackgroundJob):
         QUICK = "quick", "Quick (frozen embeddings + logistic regression)"
         ENSEMBLE = "ensemble", "Average of two runs"
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Training"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    status_words = {BackgroundJob.Status.RUNNING: "Training"}
+    noun = "run"
+    cancel_note = "Cancelling after the current step."
 
     class LabelSource(models.TextChoices):
         REVIEWED = "reviewed", "Reviewed labels only"
@@ -64,7 +62,6 @@ class TrainingRun(BackgroundJob):
     )
     teacher_min_confidence = models.FloatField(default=0.0)
     include_synthetic = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     epoch = models.FloatField(default=0)
@@ -85,7 +82,14 @@ class TrainingRun(BackgroundJob):
         ]
 
     def __str__(self) -> str:
-        return f"{self.project} run {self.number} ({self.get_status_display()})"
+        return f"{self.project} run {self.number} ({self.status_label})"
+
+    @property
+    def job_title(self) -> str:
+        return f"Run {self.number}"
+
+    def page_url(self) -> str:
+        return reverse("training:run", args=[self.project.slug, self.number])
 
     @property
     def train_count(self) -> int:
@@ -147,12 +151,9 @@ class EvaluationJob(BackgroundJob):
     teacher and the imported systems on the same version (their Evaluations are saved
     together at the end, so a killed and re-run job never leaves half a set)."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Evaluating"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    status_words = {BackgroundJob.Status.RUNNING: "Evaluating"}
+    noun = "evaluation"
+    cancel_note = "Cancelling the evaluation: nothing it measured is kept."
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="evaluation_jobs")
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="evaluation_jobs")
@@ -160,7 +161,6 @@ class EvaluationJob(BackgroundJob):
         null=True, blank=True, help_text="Empty: the latest frozen one when the job runs."
     )
     target_accuracy = models.FloatField(default=0.95)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     phase = models.CharField(max_length=40, blank=True, help_text="What the job is doing now.")
     result = models.ForeignKey(
         "Evaluation",
@@ -172,31 +172,41 @@ class EvaluationJob(BackgroundJob):
     )
 
     def __str__(self) -> str:
-        return f"Evaluation of run {self.run.number} ({self.get_status_display()})"
+        return f"Evaluation of run {self.run.number} ({self.status_label})"
+
+    @property
+    def job_title(self) -> str:
+        return f"The evaluation of run {self.run.number}"
+
+    def page_url(self) -> str:
+        return reverse("training:run", args=[self.project.slug, self.run.number])
 
 
 class ExportJob(BackgroundJob):
     """A lead's "Quantize (int8)" in the background: the run's ONNX int8 export, measured
     against fp32 on frozen gold (serving.onnx_prepare; promotion reads quantization.json)."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Quantizing"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    status_words = {BackgroundJob.Status.RUNNING: "Quantizing"}
+    noun = "int8 export"
+    cancel_note = "Cancelling the int8 export after its current stage."
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="export_jobs")
     run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="export_jobs")
     gold_version = models.PositiveIntegerField(
         null=True, blank=True, help_text="Empty: the gold version of the run's latest evaluation."
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     phase = models.CharField(max_length=40, blank=True, help_text="What the job is doing now.")
     result = models.JSONField(default=dict, blank=True, help_text="The measurement (quantization.json).")
 
     def __str__(self) -> str:
-        return f"int8 export of run {self.run.number} ({self.get_status_display()})"
+        return f"int8 export of run {self.run.number} ({self.status_label})"
+
+    @property
+    def job_title(self) -> str:
+        return f"The int8 export of run {self.run.number}"
+
+    def page_url(self) -> str:
+        return reverse("training:deploy", args=[self.project.slug])
 
 
 class RoundRefresh(JobRecord):
@@ -205,15 +215,11 @@ class RoundRefresh(JobRecord):
     the round, one per round, so a refresh whose worker dies is recovered like every job
     and one that fails says why and can be resumed."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Starting the refresh"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
+    status_words = {JobRecord.Status.RUNNING: "Starting the refresh"}
+    noun = "refresh"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="round_refreshes")
     verdicts = models.PositiveIntegerField(help_text="The distinct verdicts that ended the round.")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     run = models.ForeignKey(
         TrainingRun,
         null=True,
@@ -230,7 +236,14 @@ class RoundRefresh(JobRecord):
         ]
 
     def __str__(self) -> str:
-        return f"Refresh after {self.verdicts} verdicts ({self.get_status_display()})"
+        return f"Refresh after {self.verdicts} verdicts ({self.status_label})"
+
+    @property
+    def job_title(self) -> str:
+        return f"The refresh after {self.verdicts} verdicts"
+
+    def page_url(self) -> str:
+        return reverse("training:runs", args=[self.project.slug])
 
 
 __all__ = [

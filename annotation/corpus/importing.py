@@ -17,7 +17,6 @@ is copied into the data directory); `import_batch_start` runs it at once or queu
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import time
 import uuid
@@ -54,10 +53,7 @@ from annotation.models import (
     Project,
 )
 from annotation.projects import ServiceError
-from distillapp import rows
-
-logger = logging.getLogger(__name__)
-
+from distillapp import jobs
 
 # What a file's label column means (ImportBatch.options["label_meaning"]).
 LABELS_PREDICTIONS = "predictions"  # another system's answers: proposals by a named agent
@@ -302,7 +298,7 @@ def import_batch_start(*, batch: ImportBatch, inline: bool | None = None) -> Imp
         if batch.file_path:
             Path(batch.file_path).unlink(missing_ok=True)
 
-    rows.enqueue(ImportBatch, batch.pk, note="; nothing was imported", on_failed=forget_upload)
+    jobs.enqueue(ImportBatch, batch.pk, note="; nothing was imported", on_failed=forget_upload)
     # Outside a transaction the enqueue (or its failure) has happened already: the caller
     # must see a failed row as failed, not say "importing".
     batch.refresh_from_db()
@@ -313,7 +309,7 @@ def import_batch_claim(batch_id: int) -> bool:
     """Take a batch for this process; a killed run's batch can be taken again."""
     # A conditional update, so two workers never import the same batch; a taken-over
     # batch starts from the first row (its staging table died with its connection).
-    claimed = rows.claim(ImportBatch, batch_id)
+    claimed = jobs.claim(ImportBatch, batch_id)
     if claimed:
         ImportBatch.objects.filter(pk=batch_id).update(started_at=timezone.now(), error="")
     return claimed
@@ -322,15 +318,12 @@ def import_batch_claim(batch_id: int) -> bool:
 def import_batch_run(*, batch: ImportBatch) -> ImportBatch:
     """Import a claimed batch's file; record the outcome on the batch row."""
     try:
-        _run(batch)
-    except Exception as exc:
-        logger.exception("Import batch %s failed", batch.pk)
-        ImportBatch.objects.filter(pk=batch.pk).update(
-            status=ImportBatch.Status.FAILED,
-            error=f"The import stopped with an internal error: {exc}. Nothing was imported.",
-            finished_at=timezone.now(),
-        )
-        raise
+        with jobs.running(
+            ImportBatch,
+            batch.pk,
+            reason=lambda exc: f"The import stopped with an internal error: {exc}. Nothing was imported.",
+        ):
+            _run(batch)
     finally:
         _remove_uploaded_copy(batch)
     batch.refresh_from_db()
@@ -447,7 +440,7 @@ def _run(batch: ImportBatch) -> None:
             stage.add(buffer)
         _report_progress(batch, outcome, lines.bytes_read)
         # The moves below write inside one transaction, invisible to the page;
-        # the job's heartbeat (distillapp.rows.heartbeat) beats on meanwhile.
+        # the job's heartbeat (distillapp.jobs.heartbeat) beats on meanwhile.
         with transaction.atomic():
             stage.finish(project_id=project.pk)
             labels_created = new_labels_create(project, outcome.new_labels, colours=answers is not None)

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import Case, F, Max, OuterRef, Q, Subquery, Value, When
+from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models.projects import Project
@@ -42,11 +43,8 @@ class ImportBatch(JobRecord):
         CONLL = "conll", "CoNLL BIO (extraction)"
         XLSX = "xlsx", "Excel workbook (first sheet)"
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Importing"
-        SUCCEEDED = "succeeded", "Imported"
-        FAILED = "failed", "Failed"
+    status_words = {JobRecord.Status.RUNNING: "Importing", JobRecord.Status.SUCCEEDED: "Imported"}
+    noun = "import"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_batches")
     file_name = models.CharField(max_length=255)
@@ -57,7 +55,6 @@ class ImportBatch(JobRecord):
     options = models.JSONField(
         default=dict, blank=True, help_text="Column names and flags the import was asked for."
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     rows_read = models.PositiveIntegerField(default=0)
     rows_created = models.PositiveIntegerField(default=0)
     rows_duplicate = models.PositiveIntegerField(default=0)
@@ -73,11 +70,14 @@ class ImportBatch(JobRecord):
         verbose_name_plural = "import batches"
 
     def __str__(self) -> str:
-        return f"{self.file_name} ({self.get_status_display()})"
+        return f"{self.file_name} ({self.status_label})"
 
     @property
-    def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+    def job_title(self) -> str:
+        return self.file_name
+
+    def page_url(self) -> str:
+        return reverse("annotation:project-detail", args=[self.project.slug])
 
     @property
     def percent_done(self) -> int:

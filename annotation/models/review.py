@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models.examples import Example
@@ -30,15 +31,10 @@ class ReviewClaim(models.Model):
 class QualityRun(BackgroundJob):
     """One scoring of likely label errors over a project's labelled examples."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Scoring"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    status_words = {BackgroundJob.Status.RUNNING: "Scoring"}
+    noun = "quality run"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quality_runs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     examples = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(null=True, blank=True)
     flagged = models.PositiveIntegerField(
@@ -54,7 +50,10 @@ class QualityRun(BackgroundJob):
     )
 
     def __str__(self) -> str:
-        return f"Quality run {self.pk} ({self.get_status_display()})"
+        return f"Quality run {self.pk} ({self.status_label})"
+
+    def page_url(self) -> str:
+        return reverse("annotation:review", args=[self.project.slug])
 
 
 class SimilarityIndex(JobRecord):
@@ -65,18 +64,21 @@ class SimilarityIndex(JobRecord):
     traffic, or a search that finds texts without a vector. The cache says which texts are
     ready; the row says whether a worker is on it and how far the current run has got."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting for a worker"
-        RUNNING = "running", "Indexing"
-        SUCCEEDED = "succeeded", "Indexed"
-        FAILED = "failed", "Failed"
+    status_words = {
+        JobRecord.Status.PENDING: "Waiting for a worker",
+        JobRecord.Status.RUNNING: "Indexing",
+        JobRecord.Status.SUCCEEDED: "Indexed",
+    }
+    noun = "similarity index"
 
     project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="similarity_index")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     texts_total = models.PositiveIntegerField(
         default=0, help_text="Texts the current run found without a vector."
     )
     texts_done = models.PositiveIntegerField(default=0, help_text="Of those, embedded so far.")
 
     def __str__(self) -> str:
-        return f"Similarity index of {self.project_id} ({self.get_status_display()})"
+        return f"Similarity index of {self.project_id} ({self.status_label})"
+
+    def page_url(self) -> str:
+        return reverse("annotation:review", args=[self.project.slug])

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models.examples import Example, Proposal
@@ -135,12 +136,10 @@ class PromptVersion(models.Model):
 
 
 class LabelingJob(BackgroundJob):
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Labelling"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    status_words = {BackgroundJob.Status.RUNNING: "Labelling"}
+    noun = "labelling job"
+    cancel_note = "Cancelling: answers already received are kept."
+    resume_note = "; it continues where it stopped"
 
     class Selection(models.TextChoices):
         UNLABELLED = "unlabelled", "All unlabelled examples"
@@ -154,7 +153,6 @@ class LabelingJob(BackgroundJob):
     selection = models.CharField(max_length=12, choices=Selection.choices, default=Selection.UNLABELLED)
     sample_size = models.PositiveIntegerField(null=True, blank=True)
     search = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     total = models.PositiveIntegerField(default=0)
     done = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
@@ -170,7 +168,10 @@ class LabelingJob(BackgroundJob):
     )
 
     def __str__(self) -> str:
-        return f"Labelling job {self.pk} ({self.get_status_display()})"
+        return f"Labelling job {self.pk} ({self.status_label})"
+
+    def page_url(self) -> str:
+        return reverse("annotation:project-detail", args=[self.project.slug])
 
     @property
     def processed(self) -> int:
@@ -216,12 +217,10 @@ class SyntheticJob(BackgroundJob):
     """Asks the teacher LLM for new examples per label (per field, for extraction), with
     diversity controls."""
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Waiting"
-        RUNNING = "running", "Generating"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    status_words = {BackgroundJob.Status.RUNNING: "Generating"}
+    noun = "synthetic job"
+    cancel_note = "Cancelling: examples already written are kept."
+    resume_note = "; it continues where it stopped"
 
     class Noise(models.TextChoices):
         NONE = "none", "Clean text"
@@ -249,7 +248,6 @@ class SyntheticJob(BackgroundJob):
     near_duplicate_threshold = models.FloatField(
         default=0.92, help_text="Cosine similarity above which a text is a near duplicate."
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
     requested = models.PositiveIntegerField(default=0)
     generated = models.PositiveIntegerField(default=0)
     created = models.PositiveIntegerField(default=0)
@@ -267,7 +265,10 @@ class SyntheticJob(BackgroundJob):
     cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
 
     def __str__(self) -> str:
-        return f"Synthetic job {self.pk} ({self.get_status_display()})"
+        return f"Synthetic job {self.pk} ({self.status_label})"
+
+    def page_url(self) -> str:
+        return reverse("annotation:project-detail", args=[self.project.slug])
 
     @property
     def percent_done(self) -> int:

@@ -13,7 +13,6 @@ the spans, on contextual word vectors, with a text scored by its worst word
 from __future__ import annotations
 
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.models import Example, Project, QualityRun, ReviewState
 from tasks.base import AnswerError
@@ -51,10 +50,10 @@ def flag_coverage(project: Project) -> tuple[int, float | None]:
 
 
 def quality_run_start(*, project: Project, user) -> QualityRun:
-    from distillapp import rows
+    from distillapp import jobs
 
     run = QualityRun.objects.create(project=project, created_by=user)
-    rows.enqueue(QualityRun, run.pk)
+    jobs.enqueue(QualityRun, run.pk)
     return run
 
 
@@ -67,8 +66,10 @@ def quality_run(*, run: QualityRun) -> QualityRun:
     """
     import time
 
-    started = time.monotonic()  # the row was claimed by annotation.jobs.quality_run_job
-    try:
+    from distillapp import jobs
+
+    started = time.monotonic()  # the row was claimed by annotation.jobs.run_quality_run
+    with jobs.running(QualityRun, run.pk) as held:
         task = run.project.task
         rows = []
         for pk, text, label in (
@@ -99,18 +100,8 @@ def quality_run(*, run: QualityRun) -> QualityRun:
                 batch_size=2000,
             )
         flagged, coverage = flag_coverage(run.project) if decided else (None, None)
-        QualityRun.objects.filter(pk=run.pk).update(
-            status=QualityRun.Status.SUCCEEDED,
-            examples=len(rows),
-            flagged=flagged,
-            flag_coverage=coverage,
-            seconds=time.monotonic() - started,
-            finished_at=timezone.now(),
+        held.succeed(
+            examples=len(rows), flagged=flagged, flag_coverage=coverage, seconds=time.monotonic() - started
         )
-    except Exception as exc:
-        QualityRun.objects.filter(pk=run.pk).update(
-            status=QualityRun.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
     run.refresh_from_db()
     return run

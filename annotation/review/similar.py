@@ -15,7 +15,6 @@ the search ranks what is indexed so far and says how much that is.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +22,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotation.models import Example, ReviewState, SimilarityIndex
-
-logger = logging.getLogger(__name__)
 
 SIMILAR_COUNT = 50
 POOL_CAP = 5000
@@ -98,7 +95,7 @@ def similarity_index_start(*, project_id: int, unless_ran_within: dt.timedelta |
     One row per project goes back to pending by a conditional update, so of two imports or
     intakes at the same moment one queues it. A running job looks for new texts again before
     it ends; what arrives after that is the next trigger's."""
-    from distillapp import rows
+    from distillapp import jobs
 
     done = [SimilarityIndex.Status.SUCCEEDED, SimilarityIndex.Status.FAILED]
     try:
@@ -113,7 +110,7 @@ def similarity_index_start(*, project_id: int, unless_ran_within: dt.timedelta |
         status=SimilarityIndex.Status.PENDING, error="", worker="", started_at=None, finished_at=None
     ):
         return False
-    rows.enqueue(SimilarityIndex, index.pk)
+    jobs.enqueue(SimilarityIndex, index.pk)
     return True
 
 
@@ -127,10 +124,10 @@ def similarity_index_run(*, index: SimilarityIndex) -> SimilarityIndex:
     """Embed up to INDEX_RUN_TEXTS of the project's unreviewed, non-gold texts that have no
     cached vector (newest first: the search reads the newest POOL_CAP), recording progress on
     the row; queue the next run when more are missing."""
-    from distillapp import embeddings
+    from distillapp import embeddings, jobs
 
     cache = _cache()
-    try:
+    with jobs.running(SimilarityIndex, index.pk) as held:
         texts = [text for _, text in _pool(index.project_id)]
         missing = [
             t for t, v in zip(texts, embeddings.cached_vectors(texts, **cache), strict=True) if v is None
@@ -145,15 +142,7 @@ def similarity_index_run(*, index: SimilarityIndex) -> SimilarityIndex:
 
         if batch:
             embeddings.embed_cached(batch, **cache, on_batch=progress, chunk_texts=INDEX_CHUNK)
-    except Exception as exc:
-        logger.exception("Similarity index of project %s failed", index.project_id)
-        SimilarityIndex.objects.filter(pk=index.pk).update(
-            status=SimilarityIndex.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
-    SimilarityIndex.objects.filter(pk=index.pk).update(
-        status=SimilarityIndex.Status.SUCCEEDED, error="", finished_at=timezone.now()
-    )
+        held.succeed(error="")
     if len(missing) > len(batch):
         similarity_index_start(project_id=index.project_id)
     index.refresh_from_db()

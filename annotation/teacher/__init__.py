@@ -22,7 +22,6 @@ from annotation.teacher.client import (
 )
 from annotation.teacher.labeling import (
     labeling_estimate,
-    labeling_job_cancel,
     labeling_job_claim,
     labeling_job_create,
     labeling_job_run,
@@ -40,7 +39,6 @@ from annotation.teacher.service import (
     teacher_settings,
 )
 from annotation.teacher.synthetic import (
-    synthetic_job_cancel,
     synthetic_job_claim,
     synthetic_job_create,
     synthetic_job_run,
@@ -57,7 +55,6 @@ __all__ = [
     "credentials_problem",
     "fixed_example_line",
     "labeling_estimate",
-    "labeling_job_cancel",
     "labeling_job_claim",
     "labeling_job_create",
     "labeling_job_run",
@@ -67,7 +64,6 @@ __all__ = [
     "render_system_prompt",
     "reviewed_example_line",
     "run_with_heartbeat",
-    "synthetic_job_cancel",
     "synthetic_job_claim",
     "synthetic_job_create",
     "synthetic_job_run",

@@ -13,7 +13,6 @@ The teacher's settings, prompt versions and few-shot memory live in `service`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -47,9 +46,7 @@ from annotation.teacher.service import (
     teacher_config_snapshot,
     teacher_settings,
 )
-from distillapp import rows
-
-logger = logging.getLogger(__name__)
+from distillapp import jobs
 
 CHUNK = 256
 
@@ -176,21 +173,17 @@ def labeling_job_create(
 
 
 def labeling_job_start(*, job: LabelingJob) -> None:
-    rows.enqueue(LabelingJob, job.pk)
-
-
-def labeling_job_cancel(*, job: LabelingJob) -> None:
-    rows.cancel(LabelingJob, job.pk)
+    jobs.enqueue(LabelingJob, job.pk)
 
 
 def labeling_job_claim(job_id: int) -> bool:
     """Take a job; a running one only if its worker is gone (dead here, or silent)."""
-    return rows.claim(LabelingJob, job_id)
+    return jobs.claim(LabelingJob, job_id)
 
 
 def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
     """Run a claimed job to the end (or until cancelled); the row records how it went."""
-    try:
+    with jobs.running(LabelingJob, job.pk):
         _ensure_items(job)
         # Everything the event loop reads is loaded here: the ORM may not run
         # lazily inside it (SynchronousOnlyOperation).
@@ -200,12 +193,6 @@ def labeling_job_run(*, job: LabelingJob) -> LabelingJob:
         else:
             asyncio.run(_run_openai(job))
         _finish(job)
-    except Exception as exc:
-        logger.exception("Labelling job %s failed", job.pk)
-        LabelingJob.objects.filter(pk=job.pk).update(
-            status=LabelingJob.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
     job.refresh_from_db()
     return job
 
@@ -535,5 +522,5 @@ async def _run_openai(job: LabelingJob) -> None:
 
 def run_with_heartbeat(job_id: int, fn: Callable[[], object]) -> object:
     """Run fn with the job's heartbeat kept fresh (for callers outside a worker)."""
-    with rows.heartbeat(LabelingJob, job_id):
+    with jobs.heartbeat(LabelingJob, job_id):
         return fn()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import random
 from decimal import Decimal
@@ -37,10 +36,8 @@ from annotation.teacher.service import (
     teacher_config_snapshot,
     teacher_settings,
 )
-from distillapp import rows
+from distillapp import jobs
 from tasks.base import AnswerError, Category, SyntheticBrief, Task
-
-logger = logging.getLogger(__name__)
 
 PER_CALL = 10
 NEAR_DUPLICATE_POOL = 5000
@@ -112,15 +109,11 @@ def synthetic_job_create(
 
 
 def synthetic_job_start(*, job: SyntheticJob) -> None:
-    rows.enqueue(SyntheticJob, job.pk)
-
-
-def synthetic_job_cancel(*, job: SyntheticJob) -> None:
-    rows.cancel(SyntheticJob, job.pk)
+    jobs.enqueue(SyntheticJob, job.pk)
 
 
 def synthetic_job_claim(job_id: int) -> bool:
-    return rows.claim(SyntheticJob, job_id)
+    return jobs.claim(SyntheticJob, job_id)
 
 
 def _created_per_label(job: SyntheticJob) -> dict[str, int]:
@@ -151,14 +144,8 @@ def _confusable(categories: list[Category]) -> dict[str, list[str]]:
 
 
 def synthetic_job_run(*, job: SyntheticJob) -> SyntheticJob:
-    try:
+    with jobs.running(SyntheticJob, job.pk):
         _run(job)
-    except Exception as exc:
-        logger.exception("Synthetic job %s failed", job.pk)
-        SyntheticJob.objects.filter(pk=job.pk).update(
-            status=SyntheticJob.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
     job.refresh_from_db()
     return job
 
@@ -202,10 +189,7 @@ def _run(job: SyntheticJob) -> None:
     for _round in range(max_rounds):
         job.refresh_from_db(fields=["is_cancel_requested"])
         if job.is_cancel_requested:
-            SyntheticJob.objects.filter(pk=job.pk).update(
-                status=SyntheticJob.Status.CANCELLED, finished_at=timezone.now()
-            )
-            return
+            raise jobs.Cancelled
         missing = {
             name: job.per_label - n for name, n in _created_per_label(job).items() if n < job.per_label
         }

@@ -1,6 +1,7 @@
 """The annotation app's pages, one module per area; urls.py names them from here."""
 
-from annotation.views.data import import_batch, import_resume, import_upload, project_export
+from annotation.views.data import import_batch, import_upload, project_export
+from annotation.views.jobs import job_cancel, job_resume
 from annotation.views.projects import (
     invitation_accept,
     invitation_create,
@@ -34,11 +35,7 @@ from annotation.views.review import (
 )
 from annotation.views.teacher import (
     labeling_estimate,
-    labeling_job_cancel,
     labeling_job_create,
-    labeling_job_resume,
-    synthetic_cancel,
-    synthetic_resume,
     synthetic_start,
     teacher_estimate,
     teacher_settings,
@@ -51,18 +48,17 @@ __all__ = [
     "gold_freeze",
     "gold_label",
     "import_batch",
-    "import_resume",
     "import_upload",
     "invitation_accept",
+    "job_cancel",
+    "job_resume",
     "invitation_create",
     "invitation_withdraw",
     "label_create",
     "label_delete",
     "label_update",
     "labeling_estimate",
-    "labeling_job_cancel",
     "labeling_job_create",
-    "labeling_job_resume",
     "membership_add",
     "membership_remove",
     "project_create",
@@ -80,8 +76,6 @@ __all__ = [
     "review_skip",
     "review_similar",
     "review_undo",
-    "synthetic_cancel",
-    "synthetic_resume",
     "synthetic_start",
     "teacher_estimate",
     "teacher_settings",

@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from annotation import projects
 from annotation.models import (
@@ -98,6 +99,14 @@ def project_for_lead(request: HttpRequest, slug: str) -> Project:
     if role != Membership.Role.LEAD:
         raise PermissionDenied("Only the project's leads can do this.")
     return project
+
+
+def render_polled(request: HttpRequest, template: str, context: dict, *, ended: bool) -> HttpResponse:
+    """A fragment htmx polls while a job runs; once it has `ended`, polling stops."""
+    response = render(request, template, context)
+    if ended:
+        response.status_code = HTMX_STOP_POLLING
+    return response
 
 
 def workers_online() -> int | None:

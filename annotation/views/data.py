@@ -163,21 +163,6 @@ def _gold_note(batch: ImportBatch) -> str:
 
 
 @login_required
-@require_POST
-@rate_limited("import")
-def import_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue an interrupted import again; the job takes it up from scratch."""
-    project = project_for_lead(request, slug)
-    batch = get_object_or_404(ImportBatch, project=project, pk=pk)
-    if batch.status == ImportBatch.Status.PENDING or batch.is_stale:
-        corpus.import_batch_start(batch=batch, inline=False)
-        messages.info(request, f"{batch.file_name} is queued again.")
-    else:
-        messages.error(request, f"{batch.file_name} is not interrupted; nothing to resume.")
-    return redirect("annotation:project-detail", slug=project.slug)
-
-
-@login_required
 @require_GET
 def import_batch(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project, role = project_for_member(request, slug)

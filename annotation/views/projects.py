@@ -32,15 +32,15 @@ from annotation.models import (
     user_may_create_projects,
 )
 from annotation.views._common import (
-    HTMX_STOP_POLLING,
     act,
     form_errors,
     project_for_lead,
     project_for_member,
+    render_polled,
     workers_online,
 )
 from annotation.views.data import held_import
-from distillapp import rows
+from distillapp.jobs import recover_shown
 
 
 @login_required
@@ -80,7 +80,7 @@ def _status_context(project: Project) -> dict:
     batches = list(project.import_batches.select_related("created_by")[:10])
     jobs = list(project.labeling_jobs.select_related("prompt_version", "created_by")[:5])
     synthetic_jobs = list(project.synthetic_jobs.all()[:5])
-    rows.recover_shown([*batches, *jobs, *synthetic_jobs])  # a dead worker's job is queued again
+    recover_shown([*batches, *jobs, *synthetic_jobs])  # a dead worker's job is queued again
     is_busy = any(not x.is_finished for x in [*batches, *jobs, *synthetic_jobs])
     waiting = [b for b in batches if b.status == ImportBatch.Status.PENDING]
     return {
@@ -131,10 +131,9 @@ def project_status(request: HttpRequest, slug: str) -> HttpResponse:
         "is_lead": role == Membership.Role.LEAD,
         **_status_context(project),
     }
-    response = render(request, "annotation/project_detail.html#status", context)
-    if not context["is_busy"]:
-        response.status_code = HTMX_STOP_POLLING
-    return response
+    return render_polled(
+        request, "annotation/project_detail.html#status", context, ended=not context["is_busy"]
+    )
 
 
 @login_required

@@ -27,7 +27,7 @@ from annotation.views._common import (
     project_for_member,
     rate_limited,
 )
-from distillapp import rows
+from distillapp import jobs
 
 # --- review queue -------------------------------------------------------------------------------
 
@@ -200,7 +200,7 @@ def _card_context(
         proposal.summary = task.summary(proposal.value, text=example.text) if proposal.is_valid else ""
     labels = project.label_list()
     quality_run = project.quality_runs.first()
-    rows.recover_shown([quality_run] if quality_run else [])
+    jobs.recover_shown([quality_run] if quality_run else [])
     return {
         "project": project,
         "is_lead": role == Membership.Role.LEAD,

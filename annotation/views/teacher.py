@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation import teacher
@@ -20,7 +20,6 @@ from annotation.forms import (
 )
 from annotation.models import (
     LabelingJob,
-    SyntheticJob,
     TeacherConfig,
 )
 from annotation.views._common import (
@@ -28,7 +27,6 @@ from annotation.views._common import (
     project_for_lead,
     rate_limited,
 )
-from distillapp import rows
 
 # --- teacher ----------------------------------------------------------------------------------
 
@@ -200,33 +198,6 @@ def labeling_job_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_POST
-def labeling_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = project_for_lead(request, slug)
-    job = get_object_or_404(LabelingJob, project=project, pk=pk)
-    if job.is_finished:
-        messages.error(request, "This labelling job has already ended.")
-    else:
-        teacher.labeling_job_cancel(job=job)
-        messages.info(request, "Cancelling: answers already received are kept.")
-    return redirect("annotation:project-detail", slug=project.slug)
-
-
-@login_required
-@require_POST
-@rate_limited("teacher")
-def labeling_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted job again: it labels only the examples still pending."""
-    project = project_for_lead(request, slug)
-    job = get_object_or_404(LabelingJob, project=project, pk=pk)
-    if job.can_resume and rows.resume(LabelingJob, job.pk):
-        messages.info(request, f"Labelling job #{job.pk} is queued again; it continues where it stopped.")
-    else:
-        messages.error(request, "This labelling job is not interrupted; nothing to resume.")
-    return redirect("annotation:project-detail", slug=project.slug)
-
-
-@login_required
-@require_POST
 @rate_limited("teacher")
 def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for_lead(request, slug)
@@ -255,31 +226,4 @@ def synthetic_start(request: HttpRequest, slug: str) -> HttpResponse:
         return redirect("annotation:teacher-settings", slug=project.slug)
     teacher.synthetic_job_start(job=job)
     messages.info(request, f"Writing {job.requested:,} synthetic examples; progress is shown below.")
-    return redirect("annotation:project-detail", slug=project.slug)
-
-
-@login_required
-@require_POST
-def synthetic_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = project_for_lead(request, slug)
-    job = get_object_or_404(SyntheticJob, project=project, pk=pk)
-    if job.is_finished:
-        messages.error(request, "This job has already ended.")
-    else:
-        teacher.synthetic_job_cancel(job=job)
-        messages.info(request, "Cancelling: examples already written are kept.")
-    return redirect("annotation:project-detail", slug=project.slug)
-
-
-@login_required
-@require_POST
-@rate_limited("teacher")
-def synthetic_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted job again: it writes only what each label (field) still lacks."""
-    project = project_for_lead(request, slug)
-    job = get_object_or_404(SyntheticJob, project=project, pk=pk)
-    if job.can_resume and rows.resume(SyntheticJob, job.pk):
-        messages.info(request, f"Synthetic job #{job.pk} is queued again; it continues where it stopped.")
-    else:
-        messages.error(request, "This job is not interrupted; nothing to resume.")
     return redirect("annotation:project-detail", slug=project.slug)

@@ -139,7 +139,7 @@ def test_more_like_this_serves_the_closest_unreviewed_texts_first(
     Example.objects.filter(project=project).sync_queue_fields()
     # The pool is embedded by its index job (queued at import and intake), never in a request.
     review.similarity_index_start(project_id=project.pk)
-    jobs.similarity_index_job(SimilarityIndex.objects.get(project=project).pk)
+    jobs.run_similarity_index(SimilarityIndex.objects.get(project=project).pk)
     url = reverse("annotation:review-similar", args=[project.slug])
     page = reviewer_client.post(url, {"example_id": examples[0].pk}, follow=True).content.decode()
     assert f"Most like #{examples[0].pk}" in page

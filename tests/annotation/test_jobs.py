@@ -57,7 +57,7 @@ def test_killed_import_is_taken_again_and_imports_each_row_once(project, tmp_pat
     assert (batch.rows_read, batch.rows_created, batch.rows_duplicate) == (120, 120, 0)
     assert Example.objects.filter(project=project).count() == 120
     # Running the job again (RQ retried it, say) changes nothing.
-    queues["default"].enqueue("annotation.jobs.import_batch_job", batch.pk)
+    queues["default"].enqueue("annotation.jobs.run_import_batch", batch.pk)
     work(queues["default"])
     assert Example.objects.filter(project=project).count() == 120
 
@@ -90,14 +90,14 @@ def test_unreachable_queue_marks_the_batch_failed(project, tmp_path, monkeypatch
 def test_heartbeat_goes_on_while_the_rows_are_written(project, tmp_path):
     import time
 
-    from distillapp import rows
+    from distillapp import jobs
 
     batch = queued_batch(project, tmp_path)
     old = timezone.now() - dt.timedelta(minutes=10)
     ImportBatch.objects.filter(pk=batch.pk).update(
-        status=ImportBatch.Status.RUNNING, heartbeat_at=old, worker=rows.this_worker()
+        status=ImportBatch.Status.RUNNING, heartbeat_at=old, worker=jobs.this_worker()
     )
-    with rows.heartbeat(ImportBatch, batch.pk, every=0.05):
+    with jobs.heartbeat(ImportBatch, batch.pk, every=0.05):
         time.sleep(0.3)
     batch.refresh_from_db()
     assert batch.heartbeat_at > old + dt.timedelta(minutes=9)
@@ -107,7 +107,7 @@ def test_heartbeat_goes_on_while_the_rows_are_written(project, tmp_path):
 def test_unreachable_queue_fails_any_pending_job_row(
     project, monkeypatch, django_capture_on_commit_callbacks
 ):
-    """rows.enqueue, which every job's start goes through, fails the row rather than lose it."""
+    """jobs.enqueue, which every job's start goes through, fails the row rather than lose it."""
     import django_rq
     import redis
     from rq import Queue

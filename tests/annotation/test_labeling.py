@@ -21,7 +21,7 @@ from django.utils import timezone
 from annotation import teacher
 from annotation.models import Example, LabelingJob, LabelingJobItem, PromptVersion, Proposal, TeacherConfig
 from annotation.teacher import labeling
-from distillapp import rows
+from distillapp import jobs
 from tests.fake_openai import FakeOpenAI, FakeReply, answer_with, slow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -139,7 +139,7 @@ def test_cancel_stops_a_running_job_and_keeps_what_it_has(project, llm):
     while LabelingJob.objects.get(pk=job.pk).done < 4:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    teacher.labeling_job_cancel(job=job)
+    jobs.cancel(LabelingJob, job.pk)
     runner.join(timeout=20)
     job.refresh_from_db()
     assert job.status == LabelingJob.Status.CANCELLED
@@ -150,7 +150,7 @@ def test_cancel_stops_a_running_job_and_keeps_what_it_has(project, llm):
 def test_cancel_before_start(project, tickets, llm):
     use_llm(project, llm)
     job = teacher.labeling_job_create(project=project, user=None, selection="unlabelled")
-    teacher.labeling_job_cancel(job=job)
+    jobs.cancel(LabelingJob, job.pk)
     job.refresh_from_db()
     assert job.status == LabelingJob.Status.CANCELLED
     assert not teacher.labeling_job_claim(job.pk)
@@ -346,7 +346,7 @@ def test_requeue_interrupted_finds_a_dead_workers_job(project, tickets, queues):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     LabelingJob.objects.filter(pk=job.pk).update(
-        worker=rows.this_worker().rsplit(":", 1)[0] + ":" + dead.stdout.strip()
+        worker=jobs.this_worker().rsplit(":", 1)[0] + ":" + dead.stdout.strip()
     )
     assert requeue_interrupted() == [f"annotation.LabelingJob {job.pk}"]
     assert [j.args for j in queues["llm"].jobs] == [(job.pk,)]
@@ -385,7 +385,7 @@ def test_cancel_view_permissions(project, reviewer_client, outsider_client, lead
     job = teacher.labeling_job_create(
         project=project, user=None, selection="unlabelled", provider="embedding"
     )
-    url = reverse("annotation:labeling-cancel", args=[project.slug, job.pk])
+    url = reverse("annotation:job-cancel", args=[project.slug, "labelingjob", job.pk])
     assert reviewer_client.post(url).status_code == 403
     assert outsider_client.post(url).status_code == 404
     assert lead_client.get(url).status_code == 405
@@ -468,7 +468,7 @@ def test_labelling_page_says_the_job_is_starting_before_the_first_answer(project
     )
     # Held by this (live) process, so the page's recovery of dead workers' jobs leaves it be.
     LabelingJob.objects.filter(pk=job.pk).update(
-        status=LabelingJob.Status.RUNNING, total=6, worker=rows.this_worker(), heartbeat_at=timezone.now()
+        status=LabelingJob.Status.RUNNING, total=6, worker=jobs.this_worker(), heartbeat_at=timezone.now()
     )
     page = lead_client.get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
     assert "starting: loading the teacher, 6 to label" in page

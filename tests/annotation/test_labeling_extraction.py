@@ -15,7 +15,7 @@ from django.urls import reverse
 from annotation import projects, teacher
 from annotation.models import Example, LabelingJob, Membership, Proposal, Review, TeacherConfig
 from annotation.teacher import labeling
-from distillapp import rows
+from distillapp import jobs
 from tests.fake_openai import FakeOpenAI, FakeReply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -243,7 +243,7 @@ def test_a_failed_job_resumes_without_labelling_anything_twice(xproject, llm, qu
         llm.reset()
 
         monkeypatch.setattr(labeling, "_write", write)
-        assert rows.resume(LabelingJob, job.pk)
+        assert jobs.resume(LabelingJob, job.pk)
         assert teacher.labeling_job_claim(job.pk)
         job = teacher.labeling_job_run(job=job)
         assert job.status == LabelingJob.Status.SUCCEEDED

@@ -8,10 +8,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+import distillapp.jobs
 from annotation import jobs, review
 from annotation.models import Example, SimilarityIndex
 from annotation.review import similar
-from distillapp import embeddings, ml, rows
+from distillapp import embeddings, ml
 
 pytestmark = pytest.mark.django_db
 
@@ -81,7 +82,7 @@ def test_an_unindexed_pool_is_not_embedded_in_the_request_but_by_the_queued_job(
     committed(more_like, reviewer_client, project, pool[0])
     assert queues["short"].count == 1 and SimilarityIndex.objects.count() == 1
 
-    jobs.similarity_index_job(index.pk)
+    jobs.run_similarity_index(index.pk)
     index.refresh_from_db()
     assert (index.status, index.texts_total, index.texts_done) == ("succeeded", 6, 6)
     assert sorted(embedded) == sorted(TEXTS)
@@ -107,7 +108,7 @@ def test_a_half_indexed_pool_ranks_what_is_ready_and_says_how_much(
     found = similar.similar_to(pool[0])
     assert found.ids == [pool[2].pk, pool[5].pk] and found.is_indexing
     # The job embeds only what the cache lacks.
-    jobs.similarity_index_job(SimilarityIndex.objects.get(project=project).pk)
+    jobs.run_similarity_index(SimilarityIndex.objects.get(project=project).pk)
     assert sorted(embedded) == sorted([TEXTS[1], TEXTS[3], TEXTS[4]])
     assert not similar.similar_to(pool[0]).is_indexing
 
@@ -122,12 +123,12 @@ def test_an_import_queues_the_index_once(project, tmp_path, embedded, queues, co
     # A second import while it waits adds nothing to the queue: the waiting job takes it all.
     committed(run_import, project, tmp_path, "another text entirely\n", name="more.txt")
     assert queues["short"].count == 1
-    jobs.similarity_index_job(index.pk)
+    jobs.run_similarity_index(index.pk)
     assert len(embedded) == len(TEXTS) + 1
     # After it ran, the next import queues it again; an import that adds nothing does not.
     committed(run_import, project, tmp_path, "one more\n", name="third.txt")
     assert SimilarityIndex.objects.get().status == "pending" and queues["short"].count == 2
-    jobs.similarity_index_job(index.pk)
+    jobs.run_similarity_index(index.pk)
     committed(run_import, project, tmp_path, "one more\n", name="again.txt")  # a duplicate: no new text
     assert SimilarityIndex.objects.get().status == "succeeded" and queues["short"].count == 2
 
@@ -144,7 +145,7 @@ def test_api_traffic_kept_for_review_queues_the_index(project, embedded, queues,
     assert Example.objects.filter(project=project).count() == 3 and embedded == []
     index = SimilarityIndex.objects.get(project=project)
     assert index.status == "pending" and queues["short"].count == 1
-    jobs.similarity_index_job(index.pk)
+    jobs.run_similarity_index(index.pk)
     # Steady traffic does not keep a worker loading the model for a text or two: after a run,
     # intake queues the index again only once INTAKE_INDEX_EVERY has passed (a search at once).
     keep = [writer.TrafficExample(project_id=project.pk, text=t, proposals=()) for t in TEXTS[3:5]]
@@ -166,9 +167,11 @@ def test_a_dead_index_worker_is_recovered_and_continues(project, pool, embedded,
     )
     index.refresh_from_db()
     assert index.status == "running"
-    SimilarityIndex.objects.filter(pk=index.pk).update(heartbeat_at=timezone.now() - rows.stale_after() * 2)
-    assert rows.recover(SimilarityIndex) == [index.pk]
-    jobs.similarity_index_job(index.pk)
+    SimilarityIndex.objects.filter(pk=index.pk).update(
+        heartbeat_at=timezone.now() - distillapp.jobs.stale_after() * 2
+    )
+    assert distillapp.jobs.recover(SimilarityIndex) == [index.pk]
+    jobs.run_similarity_index(index.pk)
     index.refresh_from_db()
     assert index.status == "succeeded" and sorted(embedded) == sorted(TEXTS)
 
@@ -183,7 +186,7 @@ def test_a_failed_index_says_why_on_the_card(
     committed(review.similarity_index_start, project_id=project.pk)
     index = SimilarityIndex.objects.get(project=project)
     with pytest.raises(OSError):
-        jobs.similarity_index_job(index.pk)
+        jobs.run_similarity_index(index.pk)
     index.refresh_from_db()
     assert index.status == "failed" and "no space left" in index.error
     # The next search queues it again (a worker may have been fixed meanwhile).
@@ -198,12 +201,12 @@ def test_a_big_pool_is_indexed_over_several_runs_each_queued_behind_waiting_jobs
     monkeypatch.setattr(similar, "INDEX_RUN_TEXTS", 4)
     committed(review.similarity_index_start, project_id=project.pk)
     index = SimilarityIndex.objects.get(project=project)
-    committed(jobs.similarity_index_job, index.pk)
+    committed(jobs.run_similarity_index, index.pk)
     index.refresh_from_db()
     # Four of six embedded (the newest first), and the row queued again for the rest.
     assert len(embedded) == 4 and sorted(embedded) == sorted(TEXTS[2:])
     assert (index.status, index.texts_total, index.texts_done) == ("pending", 4, 4)
     assert queues["short"].count == 2
-    committed(jobs.similarity_index_job, index.pk)
+    committed(jobs.run_similarity_index, index.pk)
     index.refresh_from_db()
     assert sorted(embedded) == sorted(TEXTS) and index.status == "succeeded" and queues["short"].count == 2

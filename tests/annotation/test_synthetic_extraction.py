@@ -14,7 +14,7 @@ from django.urls import reverse
 from annotation import projects, teacher
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal, SyntheticGoldError, SyntheticJob
 from annotation.teacher import synthetic
-from distillapp import rows
+from distillapp import jobs
 from tests.fake_openai import FakeOpenAI, FakeReply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -189,7 +189,7 @@ def test_a_killed_job_resumes_per_field_without_extra_examples(xproject, llm, mo
     calls_before = llm.calls
 
     monkeypatch.setattr(synthetic, "_store", store)
-    assert rows.resume(SyntheticJob, job.pk) and teacher.synthetic_job_claim(job.pk)
+    assert jobs.resume(SyntheticJob, job.pk) and teacher.synthetic_job_claim(job.pk)
     job = teacher.synthetic_job_run(job=job)
     assert job.status == SyntheticJob.Status.SUCCEEDED and job.created == job.requested == 4
     made = Example.objects.filter(project=xproject, source="synthetic")

@@ -31,7 +31,7 @@ VIEWS = [
     ("annotation:membership-add", None, "post", True),
     ("annotation:membership-remove", "membership", "post", True),
     ("annotation:import-upload", None, "post", True),
-    ("annotation:import-resume", "batch", "post", True),
+    ("annotation:job-resume", "batch", "post", True),
 ]
 
 
@@ -40,6 +40,7 @@ def url_for(name: str, project: Project, needs: str | None) -> str:
     if needs == "label":
         kwargs["pk"] = project.labels.first().pk
     elif needs == "batch":
+        kwargs["kind"] = "importbatch"
         kwargs["pk"] = ImportBatch.objects.get_or_create(project=project, file_name="x.csv", format="csv")[
             0
         ].pk
@@ -186,15 +187,15 @@ def test_large_upload_is_queued_and_status_polls_until_done(
     batch = ImportBatch.objects.get(project=project)
     assert batch.status == "pending"
     jobs = queues["default"].jobs
-    assert [(j.func_name, j.args) for j in jobs] == [("annotation.jobs.import_batch_job", (batch.pk,))]
+    assert [(j.func_name, j.args) for j in jobs] == [("annotation.jobs.run_import_batch", (batch.pk,))]
 
     status_url = reverse("annotation:project-status", args=[project.slug])
     busy = lead_client.get(status_url, headers={"HX-Request": "true"})
     assert busy.status_code == 200 and 'hx-trigger="every 2s"' in busy.content.decode()
 
-    from annotation.jobs import import_batch_job
+    from annotation.jobs import run_import_batch
 
-    import_batch_job(batch.pk)
+    run_import_batch(batch.pk)
     done = lead_client.get(status_url, headers={"HX-Request": "true"})
     assert done.status_code == 286  # tells htmx to stop polling
     assert 'data-count="examples">2<' in done.content.decode()
@@ -328,7 +329,7 @@ def test_interrupted_import_can_be_resumed(project, lead_client, queues, django_
 def test_finished_import_is_not_resumed(project, lead_client, queues):
     batch = ImportBatch.objects.create(project=project, file_name="x.csv", format="csv", status="succeeded")
     response = lead_client.post(
-        reverse("annotation:import-resume", args=[project.slug, batch.pk]), follow=True
+        reverse("annotation:job-resume", args=[project.slug, "importbatch", batch.pk]), follow=True
     )
     assert "nothing to resume" in response.content.decode()
     assert queues["default"].count == 0

@@ -48,7 +48,7 @@ def test_evaluate_and_quantize_run_in_the_background(
     waiting = page.locator('[data-evaluation-job="pending"]')
     assert "Waiting for a worker to evaluate on gold v1" in waiting.inner_text()
     page.screenshot(path=str(artifacts / "run-evaluating.png"), full_page=True)
-    jobs.evaluation_job_job(EvaluationJob.objects.get().pk)  # the worker's part
+    jobs.run_evaluation_job(EvaluationJob.objects.get().pk)  # the worker's part
     # The page's next poll opens the evaluation.
     student = Evaluation.objects.get(subject="student")
     page.wait_for_url(f"**{reverse('training:evaluation', args=['support', student.pk])}")
@@ -58,7 +58,7 @@ def test_evaluate_and_quantize_run_in_the_background(
     page.get_by_role("button", name="Quantize (int8)").click()
     cell = page.locator('[data-int8="1"]')
     assert "waiting for a worker" in cell.inner_text()
-    jobs.export_job_job(ExportJob.objects.get().pk)
+    jobs.run_export_job(ExportJob.objects.get().pk)
     measured = serving.onnx_measurement(run)
     # The polled cell is swapped for the measurement, and polling stops.
     page.get_by_role("button", name="Quantize again").wait_for()

@@ -90,7 +90,7 @@ def test_review_page_rounds_and_more_like_this_by_key(page, django_user_model, a
     # "More like this" reads the pool's cached vectors; a worker embeds them once they come in
     # (no worker runs here: the index job runs now).
     review.similarity_index_start(project_id=project.pk)
-    jobs.similarity_index_job(SimilarityIndex.objects.get(project=project).pk)
+    jobs.run_similarity_index(SimilarityIndex.objects.get(project=project).pk)
     log_in(page, "rob", "pw-rob")
     page.goto(reverse("annotation:review", args=[project.slug]))
     assert page.locator('[data-count="budget-left"]').inner_text() == "30"

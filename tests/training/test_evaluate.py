@@ -225,7 +225,7 @@ def test_an_imported_system_is_evaluated_as_itself_beside_teacher_and_student(
         reverse("training:run-evaluate", args=[project.slug, run.number]), {"target_accuracy": "0.95"}
     )
     job = run.evaluation_jobs.get()
-    jobs.evaluation_job_job(job.pk)  # what a training worker runs (the student faked here)
+    jobs.run_evaluation_job(job.pk)  # what a training worker runs (the student faked here)
     system = Evaluation.objects.get(subject=Evaluation.Subject.SYSTEM)
     assert (system.agent, system.metrics["accuracy"]) == ("import:crm", 0.5)
     teacher = Evaluation.objects.get(subject=Evaluation.Subject.TEACHER)

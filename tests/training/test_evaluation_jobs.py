@@ -16,8 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rq import SimpleWorker
 
+import distillapp.jobs
 from annotation.models import Example, GoldSet, GoldSetItem, Proposal
-from distillapp import rows
 from tests.training.conftest import make_run
 from training import jobs, services, serving
 from training.models import Evaluation, EvaluationJob, ExportJob
@@ -79,12 +79,12 @@ def test_evaluate_returns_at_once_with_a_pending_job(project, lead, run, lead_cl
     assert EvaluationJob.objects.count() == 1
 
     # Cancelled while it waits: at once, and the page stops polling.
-    lead_client.post(reverse("training:evaluation-job-cancel", args=[project.slug, job.pk]))
+    lead_client.post(reverse("annotation:job-cancel", args=[project.slug, "evaluationjob", job.pk]))
     job.refresh_from_db()
     assert job.status == "cancelled" and job.finished_at
     stopped = lead_client.get(poll, headers={"HX-Request": "true"})
     assert stopped.status_code == 286 and 'data-evaluation-job="cancelled"' in stopped.content.decode()
-    jobs.evaluation_job_job(job.pk)  # a worker that gets it later leaves it alone
+    jobs.run_evaluation_job(job.pk)  # a worker that gets it later leaves it alone
     assert not Evaluation.objects.exists()
 
 
@@ -96,7 +96,7 @@ def test_a_real_worker_evaluates_student_teacher_and_imported_system(project, le
     # Queued when the request's transaction committed, on the short lane (never behind a
     # fine-tune on "training"); the short queue's worker takes it.
     assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
-        ("training.jobs.evaluation_job_job", (job.pk,))
+        ("training.jobs.run_evaluation_job", (job.pk,))
     ]
     assert not queues["training"].count
     SimpleWorker([queues["short"]], connection=queues["short"].connection).work(burst=True)
@@ -131,7 +131,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
     lead_client.post(evaluate_url(project, run), {"target_accuracy": "0.95"})
     job = EvaluationJob.objects.get()
     assert job.gold_version is None
-    jobs.evaluation_job_job(job.pk)
+    jobs.run_evaluation_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed" and job.finished_at and job.phase == ""
     assert job.error == "This project has no frozen gold set; freeze one first."
@@ -142,7 +142,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
     assert fragment.status_code == 286
     html = fragment.content.decode()
     assert 'data-evaluation-job="failed"' in html and "no frozen gold set; freeze one first" in html
-    resume = reverse("training:evaluation-job-resume", args=[project.slug, job.pk])
+    resume = reverse("annotation:job-resume", args=[project.slug, "evaluationjob", job.pk])
     page = lead_client.get(reverse("training:run", args=[project.slug, run.number])).content.decode()
     assert resume in page
 
@@ -153,7 +153,7 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
     job.refresh_from_db()
     assert (job.status, job.error) == ("pending", "")
     assert [j.args for j in queues["short"].jobs] == [(job.pk,)]
-    jobs.evaluation_job_job(job.pk)
+    jobs.run_evaluation_job(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded" and job.result.gold_set.version == 1
 
@@ -161,8 +161,8 @@ def test_a_failed_evaluation_shows_its_error_and_can_be_resumed(
 def test_an_evaluation_cancelled_while_it_runs_saves_nothing(project, lead, run):
     gold_project(project, lead)
     job = EvaluationJob.objects.create(project=project, run=run, gold_version=1)
-    assert rows.claim(EvaluationJob, job.pk)
-    rows.cancel(EvaluationJob, job.pk)  # alive in this process: it is only asked to stop
+    assert distillapp.jobs.claim(EvaluationJob, job.pk)
+    distillapp.jobs.cancel(EvaluationJob, job.pk)  # alive in this process: it is only asked to stop
     job.refresh_from_db()
     assert job.status == "running" and job.is_cancel_requested
     job = services.evaluation_job_run(job=job)
@@ -182,12 +182,12 @@ def test_an_evaluation_taken_over_from_a_dead_worker_saves_one_set(
         phase="evaluating the student",
     )
     with django_capture_on_commit_callbacks(execute=True):
-        assert rows.recover(EvaluationJob) == [job.pk]
+        assert distillapp.jobs.recover(EvaluationJob) == [job.pk]
     assert [(j.func_name, j.args) for j in queues["short"].jobs] == [
-        ("training.jobs.evaluation_job_job", (job.pk,))
+        ("training.jobs.run_evaluation_job", (job.pk,))
     ]
-    jobs.evaluation_job_job(job.pk)
-    jobs.evaluation_job_job(job.pk)  # queued twice (a page and a worker both recovered it): once
+    jobs.run_evaluation_job(job.pk)
+    jobs.run_evaluation_job(job.pk)  # queued twice (a page and a worker both recovered it): once
     job.refresh_from_db()
     assert job.status == "succeeded"
     assert sorted(Evaluation.objects.values_list("subject", flat=True)) == ["student", "system", "teacher"]
@@ -202,7 +202,7 @@ def test_only_leads_evaluate_and_only_members_see_the_job(
     poll = reverse("training:evaluation-job", args=[project.slug, job.pk])
     assert outsider_client.get(poll).status_code == 404
     assert reviewer_client.get(poll, headers={"HX-Request": "true"}).status_code == 200
-    cancel = reverse("training:evaluation-job-cancel", args=[project.slug, job.pk])
+    cancel = reverse("annotation:job-cancel", args=[project.slug, "evaluationjob", job.pk])
     assert reviewer_client.post(cancel).status_code == 403 and lead_client.get(cancel).status_code == 405
     job.refresh_from_db()
     assert job.status == "pending"
@@ -233,7 +233,7 @@ def test_quantize_queues_an_export_whose_measurement_the_deploy_page_then_shows(
     assert f'hx-get="{poll}"' in page and 'data-export-job="pending"' in page
     assert "waiting for a worker" in page
 
-    jobs.export_job_job(job.pk)
+    jobs.run_export_job(job.pk)
     job.refresh_from_db()
     measured = serving.onnx_measurement(run)
     assert job.status == "succeeded" and measured is not None
@@ -253,12 +253,12 @@ def test_a_failed_export_shows_its_error_and_can_be_resumed(
 ):
     lead_client.post(deploy_url(project), {"quantize": run.number})  # never evaluated
     job = ExportJob.objects.get()
-    jobs.export_job_job(job.pk)
+    jobs.run_export_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed" and job.error == "Evaluate run 1 on a gold set before quantizing it."
     page = lead_client.get(deploy_url(project)).content.decode()
     assert 'data-export-job="failed"' in page and job.error in page
-    resume = reverse("training:export-job-resume", args=[project.slug, job.pk])
+    resume = reverse("annotation:job-resume", args=[project.slug, "exportjob", job.pk])
     assert resume in page
     with django_capture_on_commit_callbacks(execute=True):
         lead_client.post(resume)
@@ -272,8 +272,8 @@ def test_an_export_cancelled_while_it_runs_stops_before_exporting(project, lead,
         project=project, run=run, gold_set=GoldSet.objects.get(), subject="student", agent=run.agent
     )
     job = ExportJob.objects.create(project=project, run=run, gold_version=1)
-    assert rows.claim(ExportJob, job.pk)
-    rows.cancel(ExportJob, job.pk)
+    assert distillapp.jobs.claim(ExportJob, job.pk)
+    distillapp.jobs.cancel(ExportJob, job.pk)
     job = serving.export_job_run(job=ExportJob.objects.get(pk=job.pk))
     assert job.status == "cancelled" and serving.onnx_measurement(run) is None
 
@@ -325,10 +325,10 @@ def test_recovery_covers_both_job_types(project, run, queues, django_capture_on_
     export = ExportJob.objects.create(project=project, run=run, **gone)
     stopping = ExportJob.objects.create(project=project, run=run, is_cancel_requested=True, **gone)
     with django_capture_on_commit_callbacks(execute=True):
-        found = rows.recover_all()
+        found = distillapp.jobs.recover_all()
     assert found == {"training.EvaluationJob": [evaluation.pk], "training.ExportJob": [export.pk]}
     assert sorted((j.func_name, j.args[0]) for j in queues["short"].jobs) == [
-        ("training.jobs.evaluation_job_job", evaluation.pk),
-        ("training.jobs.export_job_job", export.pk),
+        ("training.jobs.run_evaluation_job", evaluation.pk),
+        ("training.jobs.run_export_job", export.pk),
     ]
     assert ExportJob.objects.get(pk=stopping.pk).status == "cancelled"

@@ -1,7 +1,7 @@
 """The int8 export job killed with SIGKILL half-way (issue #23): nothing half-written is served,
 the row says it was lost and can be resumed, and the re-run finishes once, cleanly.
 
-The export runs in a subprocess (training.jobs.export_job_job on the test database, as an rq
+The export runs in a subprocess (training.jobs.run_export_job on the test database, as an rq
 work horse would run it) that SIGKILLs itself in the middle of writing a file: the int8
 model while quantizing, or the tokenizer after the model was swapped in. A real kill -9 at
 the worst moments, not a timing race.
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from distillapp import ml, rows
+import distillapp.jobs
+from distillapp import ml
 from tests.annotation.test_labeling import database_url
 from tests.training import test_onnx
 from tests.training.test_serving import call
@@ -68,7 +69,7 @@ KILLER = textwrap.dedent(
         PreTrainedTokenizerBase.save_pretrained = save_pretrained
 
     from training import jobs
-    jobs.export_job_job(job_id)
+    jobs.run_export_job(job_id)
     """
 )
 
@@ -93,7 +94,7 @@ def test_a_killed_export_serves_nothing_half_written_and_its_rerun_finishes_once
     settings.SERVING_LOG_FLUSH_SECONDS = 0
     # An earlier export is live: the project serves int8 from the run's export directory.
     first = serving.export_job_start(run=run, user=lead)
-    jobs.export_job_job(first.pk)
+    jobs.run_export_job(first.pk)
     before = serving.onnx_measurement(run)
     assert before is not None
     serving.version_promote(run=run, user=lead, threshold=0.0, runtime="onnx-int8")
@@ -123,10 +124,10 @@ def test_a_killed_export_serves_nothing_half_written_and_its_rerun_finishes_once
 
     # Recovery (what every worker sweeps every few seconds) queues the same row again, once.
     queues["short"].empty()
-    assert rows.recover(ExportJob) == [job.pk]
-    assert rows.recover(ExportJob) == []
+    assert distillapp.jobs.recover(ExportJob) == [job.pk]
+    assert distillapp.jobs.recover(ExportJob) == []
     assert [j.args for j in queues["short"].jobs] == [(job.pk,)]
-    jobs.export_job_job(job.pk)
+    jobs.run_export_job(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     assert ExportJob.objects.filter(run=run).count() == 2  # the first export and this one: no copy

@@ -150,7 +150,7 @@ def test_deploy_page_quantizes_shows_and_promotes_as_int8(
 
     lead_client.post(url, {"quantize": run.number})
     assert serving.onnx_measurement(run) is None  # a worker exports and measures it
-    jobs.export_job_job(run.export_jobs.get().pk)
+    jobs.run_export_job(run.export_jobs.get().pk)
     page = lead_client.get(url).content.decode()
     measured = serving.onnx_measurement(run)
     assert measured is not None and "Quantize again" in page

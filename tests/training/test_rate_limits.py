@@ -23,11 +23,14 @@ def _posts(project, run) -> dict[str, tuple[str, dict]]:
     slug = project.slug
     return {
         "launch": (reverse("training:run-create", args=[slug]), {}),
-        "resume": (reverse("training:run-resume", args=[slug, run.number]), {}),
+        "resume": (reverse("annotation:job-resume", args=[slug, "trainingrun", run.pk]), {}),
         "evaluate": (reverse("training:run-evaluate", args=[slug, run.number]), {}),
-        "evaluation resume": (reverse("training:evaluation-job-resume", args=[slug, evaluation.pk]), {}),
+        "evaluation resume": (
+            reverse("annotation:job-resume", args=[slug, "evaluationjob", evaluation.pk]),
+            {},
+        ),
         "int8 export": (reverse("training:deploy", args=[slug]), {"quantize": str(run.number)}),
-        "export resume": (reverse("training:export-job-resume", args=[slug, export.pk]), {}),
+        "export resume": (reverse("annotation:job-resume", args=[slug, "exportjob", export.pk]), {}),
     }
 
 

@@ -64,7 +64,7 @@ def test_a_finished_round_trains_a_quick_student_that_reorders_the_queue(
     # The reviewer's request only queued the refresh: choosing the label source and counting
     # the training set read every label (seconds on a big pool), so the worker does it.
     assert not TrainingRun.objects.exists()
-    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.round_refresh_job"]
+    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.run_round_refresh"]
     worker.work(burst=True)
     first = TrainingRun.objects.get()
     assert first.kind == "quick" and first.hyperparameters["review_round"] is True
@@ -113,7 +113,7 @@ def test_a_round_on_an_extraction_project_refreshes_its_student_spans(
     assert 'data-count="until-refresh">4<' in page  # the review page counts down to the refresh
     worker = SimpleWorker([queues["training"]], connection=queues["training"].connection)
     verdicts(project, reviewer, 4)
-    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.round_refresh_job"]
+    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.run_round_refresh"]
     worker.work(burst=True)
     first = TrainingRun.objects.get()
     assert first.kind == "quick" and first.hyperparameters["review_round"] is True

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection, connections
 from django.urls import reverse
 
+import distillapp.jobs
 from annotation.review.rounds import after_verdict
-from distillapp import rows
 from training import jobs
 from training.models import RoundRefresh, TrainingRun
 
@@ -37,7 +37,7 @@ def test_a_finished_round_writes_one_refresh_row_with_the_verdict_and_queues_it_
         verdicts(project, reviewer, 4)
     refresh = RoundRefresh.objects.get()
     assert (refresh.project, refresh.verdicts, refresh.status) == (project, 4, "pending")
-    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.round_refresh_job"]
+    assert [job.func_name for job in queues["training"].jobs] == ["training.jobs.run_round_refresh"]
     assert queues["training"].jobs[0].args == (refresh.pk,)
     # The same round again (a second process that saw the same count) records and queues nothing.
     from training.services.round_refresh import round_refresh_start
@@ -47,8 +47,8 @@ def test_a_finished_round_writes_one_refresh_row_with_the_verdict_and_queues_it_
         assert after_verdict(project) is False
     assert RoundRefresh.objects.count() == 1 and queues["training"].count == 1
 
-    jobs.round_refresh_job(refresh.pk)
-    jobs.round_refresh_job(refresh.pk)  # delivered twice: runs once
+    jobs.run_round_refresh(refresh.pk)
+    jobs.run_round_refresh(refresh.pk)  # delivered twice: runs once
     refresh.refresh_from_db()
     run = TrainingRun.objects.get()
     assert refresh.status == "succeeded" and refresh.run == run and run.kind == "quick"
@@ -67,13 +67,13 @@ def test_a_refresh_whose_worker_died_is_queued_again_and_starts_its_run_once(
     gone = subprocess.Popen(["true"])
     gone.wait()
     RoundRefresh.objects.filter(pk=refresh.pk).update(
-        status="running", worker=f"{rows.this_worker().rpartition(':')[0]}:{gone.pid}"
+        status="running", worker=f"{distillapp.jobs.this_worker().rpartition(':')[0]}:{gone.pid}"
     )
     queues["training"].empty()
     with django_capture_on_commit_callbacks(execute=True):
-        assert rows.recover_all() == {"training.RoundRefresh": [refresh.pk]}
+        assert distillapp.jobs.recover_all() == {"training.RoundRefresh": [refresh.pk]}
     assert [job.args for job in queues["training"].jobs] == [(refresh.pk,)]
-    jobs.round_refresh_job(refresh.pk)
+    jobs.run_round_refresh(refresh.pk)
     refresh.refresh_from_db()
     assert refresh.status == "succeeded" and TrainingRun.objects.count() == 1
 
@@ -97,13 +97,13 @@ def test_a_failed_refresh_says_why_on_the_runs_page_and_a_lead_resumes_it(
 
     monkeypatch.setattr("training.services.round_refresh.recommended_run", broken)
     with pytest.raises(RuntimeError):
-        jobs.round_refresh_job(refresh.pk)
+        jobs.run_round_refresh(refresh.pk)
     refresh.refresh_from_db()
     assert refresh.status == "failed" and refresh.error == "the labels could not be read"
     assert not TrainingRun.objects.exists()  # nothing half-started
 
     url = reverse("training:runs", args=[project.slug])
-    resume = reverse("training:round-refresh-resume", args=[project.slug, refresh.pk])
+    resume = reverse("annotation:job-resume", args=[project.slug, "roundrefresh", refresh.pk])
     page = lead_client.get(url).content.decode()
     assert 'data-round-refresh="failed"' in page and "the labels could not be read" in page and resume in page
     assert resume not in reviewer_client.get(url).content.decode()
@@ -112,7 +112,7 @@ def test_a_failed_refresh_says_why_on_the_runs_page_and_a_lead_resumes_it(
     with django_capture_on_commit_callbacks(execute=True):
         assert lead_client.post(resume).status_code == 302
     assert RoundRefresh.objects.get().status == "pending" and queues["training"].count == 1
-    jobs.round_refresh_job(refresh.pk)
+    jobs.run_round_refresh(refresh.pk)
     assert RoundRefresh.objects.get().status == "succeeded" and TrainingRun.objects.count() == 1
     page = lead_client.get(url).content.decode()
     assert 'data-round-refresh="succeeded"' in page and "Quick run 1 started" in page

@@ -283,7 +283,7 @@ def test_admin_action_launches_for_leads(
             follow=True,
         )
     assert "run 1 queued" in response.content.decode()
-    assert [j.func_name for j in queues["training"].jobs] == ["training.jobs.training_run_job"]
+    assert [j.func_name for j in queues["training"].jobs] == ["training.jobs.run_training_run"]
 
 
 def test_metrics_against_a_hand_computed_case():
@@ -399,7 +399,7 @@ def test_a_lead_cannot_train_from_any_path_on_the_server(
 
 
 def test_run_page_before_the_first_step_says_what_it_is_doing(project, reviewer, lead, lead_client):
-    from distillapp import rows
+    from distillapp import jobs
 
     labelled(project, reviewer, 3)
     run = services.run_create(project=project, user=lead)
@@ -409,7 +409,7 @@ def test_run_page_before_the_first_step_says_what_it_is_doing(project, reviewer,
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.RUNNING,
         phase="preparing data",
-        worker=rows.this_worker(),
+        worker=jobs.this_worker(),
         heartbeat_at=timezone.now(),
         started_at=timezone.now(),
     )

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from annotation.models import IMPORT_AGENT, STUDENT_AGENT_PREFIX, GoldSet, Project, Proposal
 from tasks import stats
 from training.models import Evaluation, EvaluationJob, TrainingRun, default_hyperparameters
 from training.services.dataset import TrainingError
 from training.services.runs import student_predict
-
-logger = logging.getLogger(__name__)
 
 
 def _gold(project: Project, version: int | None) -> GoldSet:
@@ -274,14 +270,6 @@ def evaluate_teacher(
 # --- the evaluation job ---------------------------------------------------------------------------
 
 
-class _Cancelled(Exception):
-    """The lead cancelled the job: it stops before its next stage and saves nothing."""
-
-
-class _Lost(Exception):
-    """The row is no longer this process's (taken over as dead): its new holder saves the result."""
-
-
 def evaluation_job_start(
     *, run: TrainingRun, user, gold_version: int | None = None, target_accuracy: float = 0.95
 ) -> EvaluationJob:
@@ -291,7 +279,7 @@ def evaluation_job_start(
     measured and the job measures that one even if another is frozen meanwhile. What can go
     wrong (no frozen gold, no model) is found by the job and shown on its row.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
     if gold_version is None:
         latest = run.project.gold_sets.frozen_version()
@@ -303,7 +291,7 @@ def evaluation_job_start(
         target_accuracy=target_accuracy,
         created_by=user,
     )
-    rows.enqueue(EvaluationJob, job.pk)
+    jobs.enqueue(EvaluationJob, job.pk)
     return job
 
 
@@ -315,25 +303,23 @@ def evaluation_job_run(*, job: EvaluationJob) -> EvaluationJob:
     process still holds it: a job killed half-way and run again never leaves a half-made
     or doubled set, and a job cancelled between stages saves nothing.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
-    held = EvaluationJob.objects.filter(
-        pk=job.pk, status=EvaluationJob.Status.RUNNING, worker=rows.this_worker()
-    )
-
-    def stage(phase: str) -> None:
-        if EvaluationJob.objects.filter(pk=job.pk, is_cancel_requested=True).exists():
-            raise _Cancelled
-        held.update(phase=phase, heartbeat_at=timezone.now())
-
-    try:
+    with jobs.running(
+        EvaluationJob,
+        job.pk,
+        held=True,
+        expected=(TrainingError,),
+        reason=jobs.described,
+        clear={"phase": ""},
+    ) as held:
         run, project = job.run, job.project
-        stage("evaluating the student")
+        held.check(phase="evaluating the student")
         student = evaluate_run(
             run=run, gold_version=job.gold_version, target_accuracy=job.target_accuracy, save=False
         )
         version = student.gold_set.version
-        stage("evaluating the teacher")
+        held.check(phase="evaluating the teacher")
         made = [
             student,
             evaluate_teacher(
@@ -342,7 +328,7 @@ def evaluation_job_run(*, job: EvaluationJob) -> EvaluationJob:
         ]
         # Systems whose predictions were imported are measured beside teacher and student.
         for agent in imported_systems(project, student.gold_set):
-            stage(f"evaluating {agent}"[:40])
+            held.check(phase=f"evaluating {agent}"[:40])
             made.append(
                 evaluate_system(
                     project=project,
@@ -353,32 +339,10 @@ def evaluation_job_run(*, job: EvaluationJob) -> EvaluationJob:
                 )
             )
         with transaction.atomic():
-            finished = held.filter(is_cancel_requested=False).update(
-                status=EvaluationJob.Status.SUCCEEDED,
-                phase="",
-                gold_version=version,
-                finished_at=timezone.now(),
-            )
-            if not finished:
-                raise _Cancelled if held.exists() else _Lost
+            held.succeed(unless_cancelled=True, gold_version=version)
             for evaluation in made:
                 evaluation.save()
             EvaluationJob.objects.filter(pk=job.pk).update(result=student)
-    except _Cancelled:
-        held.update(status=EvaluationJob.Status.CANCELLED, phase="", finished_at=timezone.now())
-    except _Lost:
-        logger.warning("Evaluation job %s was taken over by another worker; its result is theirs", job.pk)
-    except TrainingError as exc:
-        held.update(status=EvaluationJob.Status.FAILED, phase="", error=str(exc), finished_at=timezone.now())
-    except Exception as exc:
-        logger.exception("Evaluation job %s failed", job.pk)
-        held.update(
-            status=EvaluationJob.Status.FAILED,
-            phase="",
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            finished_at=timezone.now(),
-        )
-        raise
     job.refresh_from_db()
     return job
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.models import Project
-from distillapp import rows
+from distillapp import jobs
 from training.models import RoundRefresh, TrainingRun
 from training.services.advice import recommended_run
 from training.services.dataset import TrainingError
@@ -43,7 +42,7 @@ def round_refresh_start(*, project: Project, verdicts: int) -> RoundRefresh | No
     refresh, created = RoundRefresh.objects.get_or_create(project=project, verdicts=verdicts)
     if not created:
         return None
-    rows.enqueue(RoundRefresh, refresh.pk, note="; resume it from the runs page")
+    jobs.enqueue(RoundRefresh, refresh.pk, note="; resume it from the runs page")
     return refresh
 
 
@@ -52,18 +51,9 @@ def round_refresh_run(*, refresh: RoundRefresh) -> RoundRefresh:
 
     All in one transaction with the row's outcome: a worker killed half-way leaves nothing
     started, and the recovered refresh starts them once."""
-    try:
-        with transaction.atomic():
-            run, outcome = refresh_queue(project=refresh.project)
-            RoundRefresh.objects.filter(pk=refresh.pk).update(
-                status=RoundRefresh.Status.SUCCEEDED, run=run, outcome=outcome, finished_at=timezone.now()
-            )
-    except Exception as exc:
-        logger.exception("Refresh %s of project %s failed", refresh.pk, refresh.project_id)
-        RoundRefresh.objects.filter(pk=refresh.pk).update(
-            status=RoundRefresh.Status.FAILED, error=str(exc)[:2000], finished_at=timezone.now()
-        )
-        raise
+    with jobs.running(RoundRefresh, refresh.pk) as held, transaction.atomic():
+        run, outcome = refresh_queue(project=refresh.project)
+        held.succeed(run=run, outcome=outcome)
     refresh.refresh_from_db()
     return refresh
 
@@ -77,12 +67,11 @@ def refresh_queue(*, project: Project) -> tuple[TrainingRun | None, str]:
     task = project.task
     if "quick" not in task.student_kinds:
         return None, f"{task.title} projects have no quick student to refresh."
-    on_its_way = TrainingRun.objects.filter(
-        project=project,
-        kind=TrainingRun.Kind.QUICK,
-        status__in=[TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING],
-        **{f"hyperparameters__{ROUND_MARK}": True},
-    ).first()
+    on_its_way = (
+        TrainingRun.objects.unfinished()
+        .filter(project=project, kind=TrainingRun.Kind.QUICK, **{f"hyperparameters__{ROUND_MARK}": True})
+        .first()
+    )
     if on_its_way is not None:
         # The running refresh will see most of these verdicts; the next round the rest.
         return None, f"Run {on_its_way.number} of an earlier round was still on its way."

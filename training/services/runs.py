@@ -15,7 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotation.models import Example, Membership, Project, Proposal
-from distillapp import rows
+from distillapp import jobs
 from training.models import TrainingRun, default_hyperparameters
 from training.services.dataset import (
     NOISE_HANDLING,
@@ -199,16 +199,12 @@ def _teacher_confidences(project: Project) -> bool:
 
 
 def run_start(*, run: TrainingRun) -> None:
-    rows.enqueue(TrainingRun, run.pk)
-
-
-def run_cancel(*, run: TrainingRun) -> None:
-    rows.cancel(TrainingRun, run.pk)
+    jobs.enqueue(TrainingRun, run.pk)
 
 
 def run_claim(run_id: int) -> bool:
-    # A killed run starts over (rows.JOBS resets its progress): training does not resume mid-epoch.
-    return rows.claim(TrainingRun, run_id)
+    # A killed run starts over (jobs.JOBS resets its progress): training does not resume mid-epoch.
+    return jobs.claim(TrainingRun, run_id)
 
 
 def run_execute(*, run: TrainingRun) -> TrainingRun:

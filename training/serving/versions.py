@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,6 @@ from training.models import (
 )
 from training.serving.cache import forget_now_and_on_commit
 from training.serving.config import ServingError, serving_config_for
-
-logger = logging.getLogger(__name__)
 
 
 def threshold_recommendation(run: TrainingRun, target_accuracy: float) -> dict | None:
@@ -321,17 +318,13 @@ def onnx_prepare(
     return result
 
 
-class _Cancelled(Exception):
-    """The lead cancelled the export: it stops before its next stage."""
-
-
 def export_job_start(*, run: TrainingRun, user, gold_version: int | None = None) -> ExportJob:
     """Queue the run's int8 export and its measurement on gold (the deploy page's "Quantize").
 
     The gold version (by default that of the run's latest student evaluation) is read now,
     so the page can say which one is measured; the job finds and reports what goes wrong.
     """
-    from distillapp import rows
+    from distillapp import jobs
 
     if gold_version is None:
         evaluation = (
@@ -339,7 +332,7 @@ def export_job_start(*, run: TrainingRun, user, gold_version: int | None = None)
         )
         gold_version = evaluation.gold_set.version if evaluation else None
     job = ExportJob.objects.create(project=run.project, run=run, gold_version=gold_version, created_by=user)
-    rows.enqueue(ExportJob, job.pk)
+    jobs.enqueue(ExportJob, job.pk)
     return job
 
 
@@ -349,38 +342,15 @@ def export_job_run(*, job: ExportJob) -> ExportJob:
     A killed export is simply run again: the export replaces its files whole and the
     measurement is written last (the row's result and quantization.json).
     """
-    from distillapp import rows
+    from distillapp import jobs
 
-    held = ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.RUNNING, worker=rows.this_worker())
-
-    def stage(phase: str) -> None:
-        if ExportJob.objects.filter(pk=job.pk, is_cancel_requested=True).exists():
-            raise _Cancelled
-        held.update(phase=phase[:40], heartbeat_at=timezone.now())
-
-    try:
-        result = onnx_prepare(run=job.run, gold_version=job.gold_version, progress=stage)
-        if not held.update(
-            status=ExportJob.Status.SUCCEEDED,
-            phase="",
-            result=result,
-            gold_version=result["gold_version"],
-            finished_at=timezone.now(),
-        ):
-            logger.warning("Export job %s was taken over by another worker; its result is theirs", job.pk)
-    except _Cancelled:
-        held.update(status=ExportJob.Status.CANCELLED, phase="", finished_at=timezone.now())
-    except ServingError as exc:
-        held.update(status=ExportJob.Status.FAILED, phase="", error=str(exc), finished_at=timezone.now())
-    except Exception as exc:
-        logger.exception("Export job %s failed", job.pk)
-        held.update(
-            status=ExportJob.Status.FAILED,
-            phase="",
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            finished_at=timezone.now(),
+    with jobs.running(
+        ExportJob, job.pk, held=True, expected=(ServingError,), reason=jobs.described, clear={"phase": ""}
+    ) as held:
+        result = onnx_prepare(
+            run=job.run, gold_version=job.gold_version, progress=lambda phase: held.check(phase=phase[:40])
         )
-        raise
+        held.succeed(result=result, gold_version=result["gold_version"])
     job.refresh_from_db()
     return job
 

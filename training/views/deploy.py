@@ -11,14 +11,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotation.views._common import (
-    HTMX_STOP_POLLING,
     form_errors,
     project_for_lead,
     project_for_member,
     rate_limit_refusal,
-    rate_limited,
+    render_polled,
 )
-from distillapp import rows
+from distillapp import jobs
 from training import serving
 from training.forms import PromoteForm, ServingConfigForm, TokenForm
 from training.models import ApiToken, ExportJob, ModelVersion, TrainingRun
@@ -46,7 +45,7 @@ def deploy(request: HttpRequest, slug: str) -> HttpResponse:
     deploy_rows = [
         {**_deploy_row(r, config), "check": serving.promotion_check(r, active=active)} for r in finished
     ]
-    rows.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
+    jobs.recover_shown([r["export"] for r in deploy_rows if r["export"]])  # an export whose worker died
     return render(
         request,
         "training/deploy.html",
@@ -88,15 +87,11 @@ def _quantize(request: HttpRequest, project) -> HttpResponse:
     run = run_or_404(project, int(number)) if number.isdigit() else None
     if run is None:
         raise Http404("No such run.")
-    if run.export_jobs.filter(status__in=[ExportJob.Status.PENDING, ExportJob.Status.RUNNING]).exists():
+    if run.export_jobs.unfinished().exists():
         messages.info(request, f"Run {run.number} is already being quantized.")
     else:
         serving.export_job_start(run=run, user=request.user)
     return redirect("training:deploy", slug=project.slug)
-
-
-def _export_job(project, pk: int) -> ExportJob:
-    return get_object_or_404(ExportJob.objects.select_related("run"), project=project, pk=pk)
 
 
 @login_required
@@ -104,8 +99,8 @@ def _export_job(project, pk: int) -> ExportJob:
 def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The deploy page's int8 cell of the job's run (htmx polls it until the job ends)."""
     project, role = project_for_member(request, slug)
-    job = _export_job(project, pk)
-    rows.recover_shown([job])
+    job = get_object_or_404(ExportJob.objects.select_related("run"), project=project, pk=pk)
+    jobs.recover_shown([job])
     if not request.htmx:
         return redirect("training:deploy", slug=project.slug)
     context = {
@@ -113,37 +108,7 @@ def export_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
         "is_lead": role == "lead",
         "r": _deploy_row(job.run, serving.serving_config_for(project)),
     }
-    response = render(request, "training/deploy.html#int8", context)
-    if job.is_finished:
-        response.status_code = HTMX_STOP_POLLING
-    return response
-
-
-@login_required
-@require_POST
-def export_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = project_for_lead(request, slug)
-    job = _export_job(project, pk)
-    if job.is_finished:
-        messages.error(request, "This int8 export has already ended.")
-    else:
-        rows.cancel(ExportJob, job.pk)
-        messages.info(request, "Cancelling the int8 export after its current stage.")
-    return redirect("training:deploy", slug=project.slug)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def export_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted int8 export again; it exports and measures from the start."""
-    project = project_for_lead(request, slug)
-    job = _export_job(project, pk)
-    if job.can_resume and rows.resume(ExportJob, job.pk):
-        messages.info(request, f"The int8 export of run {job.run.number} is queued again.")
-    else:
-        messages.error(request, "This int8 export is not interrupted; nothing to resume.")
-    return redirect("training:deploy", slug=project.slug)
+    return render_polled(request, "training/deploy.html#int8", context, ended=job.is_finished)
 
 
 @login_required

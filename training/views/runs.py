@@ -15,16 +15,16 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from annotation.views._common import (
-    HTMX_STOP_POLLING,
     form_errors,
     project_for_lead,
     project_for_member,
     rate_limited,
+    render_polled,
 )
-from distillapp import rows
+from distillapp import jobs
 from training import services
 from training.forms import EvaluateForm, LaunchForm
-from training.models import EvaluationJob, RoundRefresh, TrainingRun
+from training.models import EvaluationJob, TrainingRun
 
 
 def run_or_404(project, number: int) -> TrainingRun:
@@ -36,7 +36,7 @@ def run_or_404(project, number: int) -> TrainingRun:
 def runs(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = project_for_member(request, slug)
     refreshes = list(project.round_refreshes.select_related("run")[:5])
-    rows.recover_shown(refreshes)  # a refresh whose worker died is queued again
+    jobs.recover_shown(refreshes)  # a refresh whose worker died is queued again
     advice = services.label_source_advice(project)
     task = project.task
     estimate = services.training_estimate(
@@ -125,55 +125,11 @@ def run_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     project, role = project_for_member(request, slug)
     run = run_or_404(project, number)
     # A run or an evaluation whose worker died is queued again as the page polls.
-    rows.recover_shown([run, *run.evaluation_jobs.all()[:1]])
+    jobs.recover_shown([run, *run.evaluation_jobs.all()[:1]])
     context = _run_context(request, project, role, run)
     if request.htmx:
-        response = render(request, "training/run.html#progress", context)
-        if run.is_finished:
-            response.status_code = HTMX_STOP_POLLING
-        return response
+        return render_polled(request, "training/run.html#progress", context, ended=run.is_finished)
     return render(request, "training/run.html", context)
-
-
-@login_required
-@require_POST
-def run_cancel(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    project = project_for_lead(request, slug)
-    run = run_or_404(project, number)
-    if run.is_finished:
-        messages.error(request, "This run has already ended.")
-    else:
-        services.run_cancel(run=run)
-        messages.info(request, "Cancelling after the current step.")
-    return redirect("training:run", slug=project.slug, number=run.number)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def run_resume(request: HttpRequest, slug: str, number: int) -> HttpResponse:
-    """Queue a failed or interrupted run again; it trains from the start."""
-    project = project_for_lead(request, slug)
-    run = run_or_404(project, number)
-    if run.can_resume and rows.resume(TrainingRun, run.pk):
-        messages.info(request, f"Run {run.number} is queued again.")
-    else:
-        messages.error(request, "This run is not interrupted; nothing to resume.")
-    return redirect("training:run", slug=project.slug, number=run.number)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def round_refresh_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed (or interrupted) review round refresh again."""
-    project = project_for_lead(request, slug)
-    refresh = get_object_or_404(RoundRefresh, project=project, pk=pk)
-    if refresh.can_resume and rows.resume(RoundRefresh, refresh.pk):
-        messages.info(request, f"The refresh after {refresh.verdicts} verdicts is queued again.")
-    else:
-        messages.error(request, "This refresh has not failed; nothing to resume.")
-    return redirect("training:runs", slug=project.slug)
 
 
 @login_required
@@ -188,9 +144,7 @@ def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
         return redirect("training:run", slug=project.slug, number=run.number)
     # Scoring a big gold set takes minutes: a worker does it, the run page shows how it goes
     # and opens the evaluation when it is done (evaluation_job below).
-    if run.evaluation_jobs.filter(
-        status__in=[EvaluationJob.Status.PENDING, EvaluationJob.Status.RUNNING]
-    ).exists():
+    if run.evaluation_jobs.unfinished().exists():
         messages.info(request, f"Run {run.number} is already being evaluated.")
     else:
         services.evaluation_job_start(
@@ -202,54 +156,20 @@ def run_evaluate(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     return redirect("training:run", slug=project.slug, number=run.number)
 
 
-def _evaluation_job(project, pk: int) -> EvaluationJob:
-    return get_object_or_404(EvaluationJob.objects.select_related("run"), project=project, pk=pk)
-
-
 @login_required
 @require_GET
 def evaluation_job(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     """The run page's evaluation status (htmx polls it); when done, the evaluation itself."""
     project, role = project_for_member(request, slug)
-    job = _evaluation_job(project, pk)
-    rows.recover_shown([job])
+    job = get_object_or_404(EvaluationJob.objects.select_related("run"), project=project, pk=pk)
+    jobs.recover_shown([job])
     if job.status == EvaluationJob.Status.SUCCEEDED and job.result_id:
         done = reverse("training:evaluation", args=[project.slug, job.result_id])
         return HttpResponseClientRedirect(done) if request.htmx else redirect(done)
     if not request.htmx:
         return redirect("training:run", slug=project.slug, number=job.run.number)
     context = {"project": project, "is_lead": role == "lead", "run": job.run, "evaluation_job": job}
-    response = render(request, "training/run.html#evaluating", context)
-    if job.is_finished:
-        response.status_code = HTMX_STOP_POLLING
-    return response
-
-
-@login_required
-@require_POST
-def evaluation_job_cancel(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    project = project_for_lead(request, slug)
-    job = _evaluation_job(project, pk)
-    if job.is_finished:
-        messages.error(request, "This evaluation has already ended.")
-    else:
-        rows.cancel(EvaluationJob, job.pk)
-        messages.info(request, "Cancelling the evaluation: nothing it measured is kept.")
-    return redirect("training:run", slug=project.slug, number=job.run.number)
-
-
-@login_required
-@require_POST
-@rate_limited("training")
-def evaluation_job_resume(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
-    """Queue a failed or interrupted evaluation again; it measures from the start."""
-    project = project_for_lead(request, slug)
-    job = _evaluation_job(project, pk)
-    if job.can_resume and rows.resume(EvaluationJob, job.pk):
-        messages.info(request, f"The evaluation of run {job.run.number} is queued again.")
-    else:
-        messages.error(request, "This evaluation is not interrupted; nothing to resume.")
-    return redirect("training:run", slug=project.slug, number=job.run.number)
+    return render_polled(request, "training/run.html#evaluating", context, ended=job.is_finished)
 
 
 @login_required

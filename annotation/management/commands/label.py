@@ -91,7 +91,7 @@ class Command(BaseCommand):
             job = teacher.run_with_heartbeat(job.pk, lambda: teacher.labeling_job_run(job=job))
         self.stdout.write(
             self.style.SUCCESS(
-                f"Job {job.pk} {job.get_status_display().lower()}: {job.done:,} labelled, {job.failed:,} failed, "
+                f"Job {job.pk} {job.status_label.lower()}: {job.done:,} labelled, {job.failed:,} failed, "
                 f"{job.cached:,} from cache; {job.input_tokens:,} + {job.output_tokens:,} tokens, ${job.cost_usd:.4f}."
             )
         )

@@ -117,7 +117,7 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             self.style.SUCCESS(
-                f"Run {run.number} {run.get_status_display().lower()} on {run.device or '?'} in "
+                f"Run {run.number} {run.status_label.lower()} on {run.device or '?'} in "
                 f"{run.train_seconds or 0:.0f} s; {measured}; artifacts in {run.artifact_path}."
             )
         )

@@ -1,8 +1,10 @@
-"""The row is the truth: one way to start, claim, keep alive, cancel, recover and resume a job.
+"""The row is the truth: one way to start, claim, keep alive, run, cancel, recover and resume a job.
 
-Every background job has a row with `status` pending/running/…, `worker` ("host:pid" of
-the process holding it) and `heartbeat_at`. JOBS names each kind's queue and job
-function, so adding a job type is a model, a job function and one line here.
+Every background job has a row (distillapp.models) with `status` pending/running/…, `worker`
+("host:pid" of the process holding it) and `heartbeat_at`. A job's body runs inside
+`running`, which records how it ended. JOBS names each kind's queue and job function, so
+adding a job kind is a model, a body and one line here: its pages get cancel and resume
+from annotation.views.jobs.
 
 A running row is *stale* when the process holding it is gone: on this host its pid no
 longer exists; on another host its heartbeat is older than JOB_STALE_SECONDS. Workers
@@ -24,11 +26,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import DatabaseError, connections
+from django.db.models import QuerySet
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
-PENDING, RUNNING, FAILED, CANCELLED = "pending", "running", "failed", "cancelled"
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "running", "succeeded", "failed", "cancelled"
 
 
 @dataclass(frozen=True)
@@ -41,26 +44,26 @@ class JobType:
 # "app_label.Model" -> how its rows are run. Labels, not classes: distillapp sits below the apps.
 JOBS: dict[str, JobType] = {
     "annotation.ImportBatch": JobType(
-        "default", "annotation.jobs.import_batch_job", restart={"rows_read": 0, "bytes_done": 0}
+        "default", "annotation.jobs.run_import_batch", restart={"rows_read": 0, "bytes_done": 0}
     ),
-    "annotation.LabelingJob": JobType("llm", "annotation.jobs.labeling_job_job"),
-    "annotation.SyntheticJob": JobType("llm", "annotation.jobs.synthetic_job_job"),
-    "annotation.QualityRun": JobType("training", "annotation.jobs.quality_run_job"),
+    "annotation.LabelingJob": JobType("llm", "annotation.jobs.run_labeling_job"),
+    "annotation.SyntheticJob": JobType("llm", "annotation.jobs.run_synthetic_job"),
+    "annotation.QualityRun": JobType("training", "annotation.jobs.run_quality_run"),
     # Embedding continues where it stopped: the cache keeps every chunk written. A reviewer
     # waits on it ("still indexing"), 512 texts a run: the short lane, never behind a fine-tune.
     "annotation.SimilarityIndex": JobType(
-        "short", "annotation.jobs.similarity_index_job", restart={"texts_done": 0, "texts_total": 0}
+        "short", "annotation.jobs.run_similarity_index", restart={"texts_done": 0, "texts_total": 0}
     ),
     # Training does not resume mid-epoch: a taken-over run starts over.
     "training.TrainingRun": JobType(
-        "training", "training.jobs.training_run_job", restart={"step": 0, "loss_history": []}
+        "training", "training.jobs.run_training_run", restart={"step": 0, "loss_history": []}
     ),
     # Evaluation and int8 export run again from the start; each saves its result only at the end.
     # Both are short and someone waits on them: their own lane, never behind a fine-tune.
-    "training.EvaluationJob": JobType("short", "training.jobs.evaluation_job_job"),
-    "training.ExportJob": JobType("short", "training.jobs.export_job_job"),
+    "training.EvaluationJob": JobType("short", "training.jobs.run_evaluation_job"),
+    "training.ExportJob": JobType("short", "training.jobs.run_export_job"),
     # Starts a review round's quick run and quality run in one transaction: all or nothing.
-    "training.RoundRefresh": JobType("training", "training.jobs.round_refresh_job"),
+    "training.RoundRefresh": JobType("training", "training.jobs.run_round_refresh"),
 }
 
 
@@ -187,6 +190,80 @@ def heartbeat(model, pk: int, *, every: float | None = None) -> Iterator[None]:
         thread.join()
 
 
+class Cancelled(Exception):
+    """The job was asked to stop: it stops here and its row says cancelled."""
+
+
+class Lost(Exception):
+    """The row is no longer this process's (taken over as dead): its new holder records the outcome."""
+
+
+def described(exc: Exception) -> str:
+    """An unexpected error as a job's row shows it: its type, then its message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Held:
+    """The row a job body runs for, as `running` yields it."""
+
+    model: type
+    pk: int
+    rows: QuerySet  # where the outcome is written
+    clear: dict  # written with every outcome (e.g. the phase shown while it runs)
+
+    def check(self, **progress) -> None:
+        """Stop here if the job was asked to (Cancelled); else write `progress` and beat."""
+        if self.model.objects.filter(pk=self.pk, is_cancel_requested=True).exists():
+            raise Cancelled
+        self.rows.update(heartbeat_at=timezone.now(), **progress)
+
+    def succeed(self, *, unless_cancelled: bool = False, **fields) -> None:
+        """Record success with what the job made (`fields`); Lost when the row is no longer held.
+
+        With `unless_cancelled`, a stop asked for meanwhile wins (Cancelled): call it in the
+        transaction that saves the job's work, so the work is saved only with its success.
+        """
+        rows = self.rows.filter(is_cancel_requested=False) if unless_cancelled else self.rows
+        if not rows.update(status=SUCCEEDED, finished_at=timezone.now(), **self.clear, **fields):
+            raise Cancelled if self.rows.exists() else Lost
+
+
+@contextmanager
+def running(
+    model,
+    pk: int,
+    *,
+    held: bool = False,
+    expected: tuple[type[Exception], ...] = (),
+    reason: Callable[[Exception], str] = str,
+    clear: dict | None = None,
+) -> Iterator[Held]:
+    """Run a job's body and record on its row how it ended.
+
+    The body records success itself (`Held.succeed`, with what it made). Cancelled: the
+    row is cancelled. Lost: nothing is written. An `expected` error fails the row with its
+    message; any other fails it with `reason(exc)` and is logged and raised again, so rq
+    records it too. With `held`, outcomes are written only while this process holds the row.
+    """
+    rows = model.objects.filter(pk=pk)
+    if held:
+        rows = rows.filter(status=RUNNING, worker=this_worker())
+    clear = clear or {}
+    try:
+        yield Held(model, pk, rows, clear)
+    except Cancelled:
+        rows.update(status=CANCELLED, finished_at=timezone.now(), **clear)
+    except Lost:
+        logger.warning("%s %s was taken over by another worker; its outcome is theirs", model.__name__, pk)
+    except expected as exc:
+        rows.update(status=FAILED, error=str(exc), finished_at=timezone.now(), **clear)
+    except Exception as exc:
+        logger.exception("%s %s failed", model.__name__, pk)
+        rows.update(status=FAILED, error=reason(exc)[:2000], finished_at=timezone.now(), **clear)
+        raise
+
+
 def enqueue(
     model,
     pk: int,
@@ -272,11 +349,15 @@ def recover_all() -> dict[str, list[int]]:
 
 
 def resume(model, pk: int) -> bool:
-    """Queue a failed (or interrupted) row again; False when there is nothing to resume.
+    """Queue a failed, interrupted or pending row again; False when there is nothing to resume.
 
     The job continues where its work stopped: labelling by items, synthetic data by
-    the counts per label, training from the start.
+    the counts per label, training from the start. A pending row is queued once more (its
+    queue entry may be lost); the claim makes sure it runs once.
     """
+    if model.objects.filter(pk=pk, status=PENDING).exists():
+        enqueue(model, pk)
+        return True
     now = timezone.now()
     resumed = model.objects.filter(pk=pk, status=FAILED).update(
         status=PENDING, worker="", error="", finished_at=None, heartbeat_at=now

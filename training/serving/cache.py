@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+
+logger = logging.getLogger(__name__)
 
 # A serving process keeps each token it has seen, and each project's serving config and
 # active version, for SERVING_CACHE_SECONDS: a prediction then makes no query of its own
@@ -16,6 +19,10 @@ from django.db import transaction
 _cache: dict[tuple, tuple[float, object]] = {}
 _CACHE_MAX_ENTRIES = 10_000
 _clock = time.monotonic  # the cache's clock (tests move it forward)
+# While the database does not answer, an entry past its TTL is still served this long: a
+# restart of PostgreSQL does not stop predictions (their logs wait in writer.py's buffer). No
+# token can be revoked meanwhile: revoking writes to the same database.
+STALE_IF_DATABASE_DOWN_SECONDS = 300
 
 
 def cached(key: tuple, load):
@@ -26,7 +33,13 @@ def cached(key: tuple, load):
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    value = load()
+    try:
+        value = load()
+    except (OperationalError, InterfaceError) as error:
+        if hit is None or hit[0] + STALE_IF_DATABASE_DOWN_SECONDS <= now:
+            raise
+        logger.warning("Serving %s from the cache %.0f s past its TTL: %s", key[0], now - hit[0], error)
+        return hit[1]
     if len(_cache) >= _CACHE_MAX_ENTRIES:
         _cache.clear()
     _cache[key] = (now + ttl, value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from annotation.models import Project
@@ -47,7 +48,10 @@ def token_check(authorization: str | None) -> ApiToken:
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= TOKEN_TOUCH_SECONDS:
         token.last_used_at = now
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        try:
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        except (OperationalError, InterfaceError):
+            pass  # "last used" is a hint: a database that does not answer does not stop a prediction
     return token
 
 

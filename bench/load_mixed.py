@@ -615,7 +615,7 @@ def outcomes(args, ctx, pop, out: dict, began: float) -> tuple[list, dict, dict]
         samples = out.get("training_samples", [])
         workers = [w for _, _, w in samples if w]
         training.update(
-            kind=run.kind, status=run.status, error=run.error, counts=run.counts,
+            kind=run.kind, status=run.status, error=run.error, train_examples=run.counts.get("train"),
             workers_seen=len(dict.fromkeys(workers)),
             running_at_s=[round(t - began, 1) for t, s, _ in samples if s == "running"][:1],
             ended_at_s=next((round(t - began, 1) for t, s, _ in samples if s in ("succeeded", "failed", "cancelled")), None),

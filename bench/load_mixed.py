@@ -252,6 +252,7 @@ class Reviewer:
             expect=(200,),
         )
         if response is None:
+            self.card = None  # as review.js swaps in the 409's card: here the page is loaded again
             return "act", None
         self.stored[example] += 1
         self.done.append(example)
@@ -523,7 +524,9 @@ def stored_reviews(project, reviewers: list[Reviewer]) -> dict:
         r.username: {"answered": sum(r.stored.values()), "rows": sum(n for (u, _), n in rows.items() if u == r.username)}
         for r in reviewers
     }  # fmt: skip
+    by_example = Counter(example for _, example in rows.elements())
     return {
+        "examples_reviewed_by_two": sum(1 for n in by_example.values() if n > 1),
         "verdicts_answered_net_of_undo": sum(expected.values()),
         "review_rows": sum(rows.values()),
         "lost": sum(max(0, n - rows[k]) for k, n in expected.items()),

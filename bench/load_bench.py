@@ -42,6 +42,9 @@ Exits 1 when a request failed (outside the ramp's last, overloaded step) or a ro
 duplicated. The temp directory is removed
 unless --keep. --smoke: a tiny student (300 texts, 1 epoch, 100 gold), 4 s steps up to 64
 clients, a 20 s soak.
+
+--mixed: reviewers at human pace, API clients, imports and a training run at once, with the
+worker killed every 2 minutes, against the same actions on the idle server (bench/load_mixed.py).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import load_mixed  # noqa: E402 - --mixed: reviewers, API clients, imports and training at once
 import serve_bench  # noqa: E402 - the sibling bench, whose setup and server this one reuses
 from banking77_distill import cpu_model  # noqa: E402
 from serve_bench import REPO_ROOT, Server, log, percentile  # noqa: E402
@@ -303,9 +307,12 @@ def traffic_check(project, review_texts: list[str]) -> dict:
 class RqWorker:
     """`manage.py rqworker` on the app's queues, as `manage.py serve` starts it."""
 
-    def __init__(self, data_dir: Path, extra_env: dict):
+    def __init__(
+        self, data_dir: Path, extra_env: dict, queues: tuple[str, ...] | None = None, name: str = "rqworker"
+    ):
         self.data_dir = data_dir
         self.env = {**os.environ, "DISTILL_DATA_DIR": str(data_dir), **extra_env}
+        self.queues, self.name = queues, name  # None: every queue
         self.starts = 0
         self.process: subprocess.Popen | None = None
 
@@ -314,10 +321,10 @@ class RqWorker:
         from django.conf import settings
 
         self.starts += 1
-        self.log_path = self.data_dir / f"rqworker-{self.starts}.log"
+        self.log_path = self.data_dir / f"{self.name}-{self.starts}.log"
         with open(self.log_path, "w") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "rqworker", *settings.RQ_QUEUE_NAMES],
+                [sys.executable, "manage.py", "rqworker", *(self.queues or settings.RQ_QUEUE_NAMES)],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log_file,
@@ -557,6 +564,7 @@ def main() -> int:
         action="store_true",
         help="A tiny random classifier instead of MiniLM (the server's path).",
     )
+    load_mixed.add_arguments(parser)
     args = parser.parse_args()
     # serve_bench.setup quantizes only for the runtimes it will serve (serve_bench's --runtimes).
     args.runtimes = [args.runtime]
@@ -564,6 +572,10 @@ def main() -> int:
         args.step_seconds, args.soak_seconds = 4, 20
         args.max_clients = min(args.max_clients, 64)
         args.train_texts, args.epochs, args.gold = 300, 1, 100
+        if args.mixed:
+            load_mixed.smoke(args)
+    if args.mixed:
+        return load_mixed.run(args)
 
     machine = {
         "cpu_model": cpu_model(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -137,6 +138,16 @@ def test_serve_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path):
         ], commands
         assert commands[1][2:] == [b"llm", b"short", b"training", b"default"]
         assert (tmp_path / "redis.sock").exists()  # embedded Redis is up
+        # A keep-alive connection idle past gunicorn's default 2 s is still open: the client
+        # (or the TLS proxy) that reuses it must not meet a reset (bench/README.md, "Load").
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for pause in (0, 3):
+            time.sleep(pause)
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert response.status == 200
+            response.read()
+        connection.close()
         # Ctrl-C goes to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         output, _ = proc.communicate(timeout=40)

@@ -174,14 +174,16 @@ class ExampleQuerySet(models.QuerySet):
         )
         tasks = _TasksByProject()
         changed = []
+        moves: dict[tuple[str, str], list[int]] = {}  # (state read, state now) -> example ids
         for example in rows.iterator(chunk_size=2000):
             task = tasks[example.project_id]
             state = {
                 "rejected": ReviewState.REJECTED,
                 "reviewed": ReviewState.REVIEWED,
             }.get(example.label_state, ReviewState.UNREVIEWED)
+            if state != example.review_state:
+                moves.setdefault((example.review_state, state), []).append(example.pk)
             teacher, student = example.proposed_value, example.student_value
-            example.review_state = state
             example.teacher_label = _summary(task, teacher, example.text)
             example.teacher_confidence = example.teacher_conf if teacher is not None else None
             example.student_label = _summary(task, student, example.text)
@@ -192,7 +194,6 @@ class ExampleQuerySet(models.QuerySet):
             example.risk = _risk(task, teacher, student, example.text)
             changed.append(example)
         fields = [
-            "review_state",
             "teacher_label",
             "teacher_confidence",
             "student_label",
@@ -201,6 +202,13 @@ class ExampleQuerySet(models.QuerySet):
             "risk",
         ]
         Example.objects.bulk_update(changed, fields, batch_size=1000)
+        # The state only where it still is what was read: a verdict recorded meanwhile (a
+        # reviewer's conditional update) is newer than this read and stays.
+        for (was, now), pks in moves.items():
+            for start in range(0, len(pks), 1000):
+                Example.objects.filter(pk__in=pks[start : start + 1000], review_state=was).update(
+                    review_state=now
+                )
         return len(changed)
 
     def note_teacher_answers(self, answers: dict[int, tuple[Any, float | None]]) -> int:

@@ -180,3 +180,27 @@ def test_a_double_submit_at_the_same_moment_stores_one_verdict(project, reviewer
         thread.join(timeout=30)
     assert sorted(statuses) == [200, 409]
     assert Review.objects.filter(example=served).count() == 1
+
+
+def test_a_verdict_landing_while_the_queue_keys_are_recomputed_is_kept(project, reviewer, monkeypatch):
+    """A quick run's key refresh reads the examples, computes, then writes: a verdict recorded
+    in between stays recorded, so its card is not served again (bench/README.md "Load": 41
+    examples reviewed twice in 10 minutes before)."""
+    from annotation.models import examples as example_models
+
+    served = proposed(project, 3)[0]
+    original = example_models._TasksByProject.__missing__
+
+    def verdict_meanwhile(self, project_id):
+        # After the refresh's read, before its write: the reviewer's verdict lands.
+        ReviewClaim.objects.create(
+            example=served, user=reviewer, expires_at=served.created_at.replace(year=2100)
+        )
+        review.review_record(example=served, user=reviewer, verdict="accept")
+        return original(self, project_id)
+
+    monkeypatch.setattr(example_models._TasksByProject, "__missing__", verdict_meanwhile)
+    Example.objects.filter(project=project).sync_queue_fields()
+    served.refresh_from_db()
+    assert served.review_state == "reviewed"
+    assert not review.queue(project, review.QueueFilter()).filter(pk=served.pk).exists()

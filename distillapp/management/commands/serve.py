@@ -17,6 +17,8 @@ from django.core.management.base import BaseCommand
 
 from distillapp import embedded_redis
 
+KEEP_ALIVE_SECONDS = 75  # an idle keep-alive connection stays open this long
+
 
 class Command(BaseCommand):
     help = (
@@ -83,6 +85,12 @@ class Command(BaseCommand):
                     str(opts["threads"]),
                     "--timeout",
                     "120",
+                    # gunicorn's default closes a connection idle for 2 s: a client or the TLS
+                    # proxy reusing it then meets a reset (an error, a 502) though the server is
+                    # fine. Longer than the proxies' own idle timeouts (60 s for nginx and most
+                    # load balancers), so the proxy always closes first (bench/README.md "Load").
+                    "--keep-alive",
+                    str(KEEP_ALIVE_SECONDS),
                     "--access-logfile",
                     "-",
                 ],

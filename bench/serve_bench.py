@@ -110,7 +110,7 @@ def setup(args, data_dir: Path) -> dict:
     import django
 
     django.setup()
-    if args.task == "extraction":
+    if getattr(args, "task", "classification") == "extraction":  # load_bench and fault_bench: classification
         return setup_extraction(args, data_dir)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command

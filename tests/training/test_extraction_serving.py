@@ -229,7 +229,7 @@ def test_the_int8_gate_compares_strict_f1(extraction, lead, artifacts):
     gold = GoldSet.objects.create(project=extraction, version=1)
     for text, answer in bookings(6):
         example = Example.objects.create(project=extraction, text=text)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=answer)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=answer)
     gold.freeze(user=lead)
     run = make_run(extraction, artifacts)
     result = serving.onnx_prepare(run=run)

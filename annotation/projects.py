@@ -121,7 +121,7 @@ def _answers_of(project: Project, *, frozen_gold: bool = True):
     return [
         (Proposal.objects.filter(example__project=project), "value"),
         (Review.objects.filter(example__project=project), "value"),
-        (gold, "label"),
+        (gold, "answer"),
     ]
 
 

@@ -265,7 +265,7 @@ def build_project(
     with transaction.atomic():
         gold = GoldSet.objects.create(project=project, version=1, note="Banking77 test split")
         for digest, label in gold_labels.items():
-            GoldSetItem.objects.create(gold_set=gold, example_id=by_hash[digest], label=label)
+            GoldSetItem.objects.create(gold_set=gold, example_id=by_hash[digest], answer=label)
         Example.objects.filter(pk__in=list(by_hash.values())).update(is_gold=True)
     gold.freeze(user=user)
     gold_seconds = time.monotonic() - gold_started

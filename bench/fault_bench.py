@@ -228,7 +228,7 @@ def setup(args, data_dir: Path, redis: OwnRedis, llm) -> dict:
     gold = GoldSet.objects.create(project=project, version=1)
     for i in range(30):
         example = Example.objects.create(project=project, text=sentence(rng, 10_000 + i), is_gold=True)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=LABELS[i % 3])
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=LABELS[i % 3])
     gold.freeze(user=user)
     artifacts = data_dir / "models" / project.slug / "run-1"
     tiny_classifier(artifacts / "model", sorted(LABELS))

@@ -137,7 +137,7 @@ def setup(args, data_dir: Path) -> dict:
             continue
         seen.add(key)
         example = Example.objects.create(project=project, text=row["text"].strip(), is_gold=True)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=row["category"])
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=row["category"])
         if len(seen) == args.gold:
             break
     gold.freeze(user=user)

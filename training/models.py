@@ -449,8 +449,10 @@ class PredictionLog(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     route = models.CharField(max_length=10, choices=Route.choices)
-    label = models.CharField(max_length=100, blank=True)
-    student_label = models.CharField(max_length=100, blank=True)
+    # Short forms of the answer served and of the student's own (`Task.summary`: a label, an
+    # extraction's "date ×1 · time ×2"), for Monitor's counts; never the answer itself.
+    answer_summary = models.CharField(max_length=100, blank=True)
+    student_answer_summary = models.CharField(max_length=100, blank=True)
     confidence = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField()
     teacher_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
@@ -464,7 +466,7 @@ class PredictionLog(models.Model):
         indexes = [models.Index(fields=["project", "created_at"], name="prediction_time_idx")]
 
     def __str__(self) -> str:
-        return f"{self.route}: {self.label or '-'} ({self.confidence})"
+        return f"{self.route}: {self.answer_summary or '-'} ({self.confidence})"
 
 
 class PreferenceVote(models.Model):

@@ -73,7 +73,7 @@ class FileAnswers:
         return None
 
 
-def make_gold(batch: ImportBatch, examples: list[tuple[int, str]], *, attested: bool) -> dict:
+def make_gold(batch: ImportBatch, examples: list[tuple[int, object]], *, attested: bool) -> dict:
     """Put the file's examples into gold: the draft's candidates, or a new frozen version.
 
     Examples that were already in the project count too (a team's test set may
@@ -104,11 +104,11 @@ def make_gold(batch: ImportBatch, examples: list[tuple[int, str]], *, attested: 
         in_gold = set(
             GoldSetItem.objects.filter(example__project=project).values_list("example_id", flat=True)
         )
-        chosen = [(pk, label) for pk, label in examples if pk not in in_gold]
+        chosen = [(pk, answer) for pk, answer in examples if pk not in in_gold]
     GoldSetItem.objects.bulk_create(
         [
-            GoldSetItem(gold_set=gold_set, example_id=pk, label=label if attested else None)
-            for pk, label in chosen
+            GoldSetItem(gold_set=gold_set, example_id=pk, answer=answer if attested else None)
+            for pk, answer in chosen
         ],
         batch_size=2000,
     )

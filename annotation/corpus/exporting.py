@@ -82,7 +82,7 @@ def export_records(examples: QuerySet, *, gold_set: GoldSet | None = None) -> It
         gold_items = [i for i in example.gold_items.all() if i.gold_set.is_frozen]
         label = None if in_draft else example.current_label
         if gold_set is not None:
-            label = next((i.label for i in gold_items if i.gold_set_id == gold_set.pk), label)
+            label = next((i.answer for i in gold_items if i.gold_set_id == gold_set.pk), label)
         state = "gold" if gold_set is not None else "gold_draft" if in_draft else example.label_state
         yield {
             "example_id": example.pk,
@@ -107,7 +107,8 @@ def export_records(examples: QuerySet, *, gold_set: GoldSet | None = None) -> It
                     }
                     for r in reviews
                 ],
-                "gold": [{"version": i.gold_set.version, "label": i.label} for i in gold_items],
+                # The file keeps its "label" key (an export format other tools read).
+                "gold": [{"version": i.gold_set.version, "label": i.answer} for i in gold_items],
             },
         }
 

@@ -104,7 +104,7 @@ class GoldSetItemQuerySet(models.QuerySet):
 class GoldSetItem(models.Model):
     gold_set = models.ForeignKey(GoldSet, on_delete=models.CASCADE, related_name="items")
     example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="gold_items")
-    label = models.JSONField(null=True, blank=True, help_text="The gold answer.")
+    answer = models.JSONField(null=True, blank=True, help_text="The gold answer.")
 
     objects = GoldSetItemQuerySet.as_manager()
 
@@ -112,7 +112,7 @@ class GoldSetItem(models.Model):
         constraints = [models.UniqueConstraint(fields=["gold_set", "example"], name="goldsetitem_unique")]
 
     def __str__(self) -> str:
-        return f"{self.gold_set}: {self.label!r}"
+        return f"{self.gold_set}: {self.answer!r}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if GoldSet.objects.filter(pk=self.gold_set_id, frozen_at__isnull=False).exists():

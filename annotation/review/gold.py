@@ -295,7 +295,7 @@ def gold_freeze(*, gold_set: GoldSet, user) -> GoldSet:
         final = row["final"]
         if final is not None:
             final = task.gold_answer(final, [a for a in row["labels"] if a != REJECT])
-        GoldSetItem.objects.filter(pk=row["item"].pk).update(label=final)
+        GoldSetItem.objects.filter(pk=row["item"].pk).update(answer=final)
     gold_set.freeze(user=user)
     Example.objects.filter(gold_items__gold_set=gold_set).sync_queue_fields()
     return gold_set

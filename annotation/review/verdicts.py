@@ -403,7 +403,7 @@ def teacher_accuracy_on_gold(project: Project, *, threshold: float) -> dict:
     if gold is None:
         return {"gold_version": None, "items": 0, "accuracy": None}
     items = gold.items.select_related("example").filter(example__teacher_confidence__gte=threshold)
-    pairs = [(i.example.teacher_label, i.label) for i in items if i.example.teacher_label and i.label]
+    pairs = [(i.example.teacher_label, i.answer) for i in items if i.example.teacher_label and i.answer]
     accuracy = sum(t == g for t, g in pairs) / len(pairs) if pairs else None
     return {"gold_version": gold.version, "items": len(pairs), "accuracy": accuracy}
 

@@ -92,11 +92,11 @@ def test_reviewed_scope(project, labelled):
 
 def test_gold_scope_exports_one_frozen_version_with_its_labels(project, labelled, lead):
     v1 = GoldSet.objects.create(project=project, version=1)
-    GoldSetItem.objects.create(gold_set=v1, example=labelled[0], label="Other")
-    GoldSetItem.objects.create(gold_set=v1, example=labelled[2], label="Billing")
+    GoldSetItem.objects.create(gold_set=v1, example=labelled[0], answer="Other")
+    GoldSetItem.objects.create(gold_set=v1, example=labelled[2], answer="Billing")
     v1.freeze(user=lead)
     draft = GoldSet.objects.create(project=project, version=2)
-    GoldSetItem.objects.create(gold_set=draft, example=labelled[3], label="Other")
+    GoldSetItem.objects.create(gold_set=draft, example=labelled[3], answer="Other")
 
     rows = [json.loads(line) for line in export(project, "jsonl", scope="gold", gold_version=1).splitlines()]
     assert [(r["text"], r["label"], r["gold_versions"]) for r in rows] == [
@@ -146,7 +146,7 @@ def test_an_export_never_shows_labels_of_a_gold_set_being_labelled(
     assert item.pk not in {r["example_id"] for r in reviewed}
 
     # Once frozen, the version's provenance is exported in full.
-    GoldSetItem.objects.filter(pk=draft.items.get().pk).update(label="Other")
+    GoldSetItem.objects.filter(pk=draft.items.get().pk).update(answer="Other")
     draft.freeze(user=lead)
     rows = [json.loads(line) for line in export(project, "jsonl", scope="gold", gold_version=1).splitlines()]
     frozen = next(r for r in rows if r["example_id"] == item.pk)

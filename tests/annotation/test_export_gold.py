@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def gold(project, labelled, lead, reviewer):  # noqa: F811
     """A frozen version holding a reviewed example, and a draft holding another one."""
     frozen = GoldSet.objects.create(project=project, version=1)
-    GoldSetItem.objects.create(gold_set=frozen, example=labelled[1], label="Technical support")
+    GoldSetItem.objects.create(gold_set=frozen, example=labelled[1], answer="Technical support")
     frozen.freeze(user=lead)
     draft = GoldSet.objects.create(project=project, version=2)
     GoldSetItem.objects.create(gold_set=draft, example=labelled[3])

@@ -115,9 +115,9 @@ def test_adjudicate_freeze_and_export(project, corpus, reviewer, second_reviewer
     review.gold_freeze(gold_set=gold, user=lead)
     gold.refresh_from_db()
     assert gold.is_frozen
-    assert sorted(gold.items.values_list("label", flat=True)) == ["Billing", "Billing", "Other"]
+    assert sorted(gold.items.values_list("answer", flat=True)) == ["Billing", "Billing", "Other"]
     with pytest.raises(FrozenGoldSetError):
-        GoldSetItem.objects.filter(gold_set=gold).update(label="Billing")
+        GoldSetItem.objects.filter(gold_set=gold).update(answer="Billing")
     with pytest.raises(review.ReviewError, match="frozen"):
         review.gold_adjudicate(gold_set=gold, example=row["item"].example, user=lead, label="Billing")
 
@@ -257,7 +257,7 @@ def test_reject_is_its_own_category_for_kappa_and_leaves_no_gold_label(
     status = review.gold_status(gold)
     assert (status["final"], status["rejected"], status["disagreements"]) == (4, 2, 0)
     review.gold_freeze(gold_set=gold, user=lead)
-    labels = dict(gold.items.values_list("example_id", "label"))
+    labels = dict(gold.items.values_list("example_id", "answer"))
     assert [labels[e.pk] for e in items] == [None, "Billing", None, "Other"]
     # The adjudicated reject is the example's current answer: no label.
     assert Example.objects.with_current_label().get(pk=items[2].pk).label_state == "rejected"

@@ -470,7 +470,7 @@ def test_file_as_gold_candidates_joins_the_draft_for_blind_labelling(project, tm
     draft = review.gold_draft(project)
     assert batch.options["gold_version"] == draft.version and batch.options["gold_items"] == 2
     assert set(draft.items.values_list("example__text", flat=True)) == {"already here", "new test text"}
-    assert all(label is None for label in draft.items.values_list("label", flat=True))  # labelled blind
+    assert all(label is None for label in draft.items.values_list("answer", flat=True))  # labelled blind
     assert set(Example.objects.filter(is_gold=True).values_list("text", flat=True)) == {
         "already here",
         "new test text",
@@ -514,7 +514,7 @@ def test_attested_file_becomes_a_frozen_gold_version_with_provenance(project, le
         batch.sha256,
         batch,
     )
-    assert dict(gold.items.values_list("example__text", "label")) == {
+    assert dict(gold.items.values_list("example__text", "answer")) == {
         "card charged twice": "Billing",
         "app crashes": "Technical support",
     }

@@ -269,7 +269,7 @@ def test_attested_gold_file_freezes_the_spans(extraction, lead, tmp_path):
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error_report
     gold_set = extraction.gold_sets.get()
     assert gold_set.is_frozen and batch.options["gold_items"] == 2
-    labels = {i.example.text: i.label for i in GoldSetItem.objects.filter(gold_set=gold_set)}
+    labels = {i.example.text: i.answer for i in GoldSetItem.objects.filter(gold_set=gold_set)}
     assert labels == {TEXT: {"spans": [span(25, 30, "location")]}, "Nothing here": {"spans": []}}
 
 
@@ -290,7 +290,7 @@ def test_gold_candidates_from_a_span_file(extraction, tmp_path):
     )
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error_report
     item = GoldSetItem.objects.get(example__project=extraction)
-    assert item.label is None and not item.gold_set.is_frozen
+    assert item.answer is None and not item.gold_set.is_frozen
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def test_not_gold_excludes_flagged_and_gold_set_examples(project):
     flagged = make_example(project, "flagged", is_gold=True)
     in_set = make_example(project, "in a gold set")
     gold = GoldSet.objects.create(project=project, version=1)
-    GoldSetItem.objects.create(gold_set=gold, example=in_set, label="Billing")
+    GoldSetItem.objects.create(gold_set=gold, example=in_set, answer="Billing")
     assert list(Example.objects.for_project(project).not_gold()) == [plain]
     assert flagged not in Example.objects.not_gold()
 
@@ -112,20 +112,20 @@ def test_frozen_gold_set_never_changes(project, lead):
     example = make_example(project)
     other = make_example(project, "another")
     gold = GoldSet.objects.create(project=project, version=1)
-    item = GoldSetItem.objects.create(gold_set=gold, example=example, label="Billing")
+    item = GoldSetItem.objects.create(gold_set=gold, example=example, answer="Billing")
     gold.freeze(user=lead)
     gold.refresh_from_db()
     assert gold.is_frozen and gold.frozen_by == lead
 
-    item.label = "Other"
+    item.answer = "Other"
     with pytest.raises(FrozenGoldSetError):
         item.save()
     with pytest.raises(FrozenGoldSetError):
         item.delete()
     with pytest.raises(FrozenGoldSetError):
-        GoldSetItem.objects.create(gold_set=gold, example=other, label="Other")
+        GoldSetItem.objects.create(gold_set=gold, example=other, answer="Other")
     with pytest.raises(FrozenGoldSetError):
-        GoldSetItem.objects.filter(gold_set=gold).update(label="Other")
+        GoldSetItem.objects.filter(gold_set=gold).update(answer="Other")
     with pytest.raises(FrozenGoldSetError):
         GoldSetItem.objects.filter(gold_set=gold).delete()
     gold.note = "edited"
@@ -135,11 +135,11 @@ def test_frozen_gold_set_never_changes(project, lead):
         gold.delete()
     with pytest.raises(FrozenGoldSetError):
         gold.freeze(user=lead)
-    assert GoldSetItem.objects.get(pk=item.pk).label == "Billing"
+    assert GoldSetItem.objects.get(pk=item.pk).answer == "Billing"
 
     # A new version can be frozen later.
     v2 = GoldSet.objects.create(project=project, version=2)
-    GoldSetItem.objects.create(gold_set=v2, example=other, label="Other")
+    GoldSetItem.objects.create(gold_set=v2, example=other, answer="Other")
     v2.freeze(user=lead)
     assert GoldSet.objects.filter(project=project, frozen_at__isnull=False).count() == 2
 

@@ -185,7 +185,7 @@ def test_bulk_preview_reports_teacher_accuracy_on_gold(project, lead, queue_item
     gold_low = proposed(project, "gold low", "Other", 0.2)
     gold = GoldSet.objects.create(project=project, version=1)
     for example, label in [(gold_right, "Billing"), (gold_wrong, "Billing"), (gold_low, "Billing")]:
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=label)
     gold.freeze(user=lead)
     preview = review.bulk_accept_preview(project=project, filters=review.QueueFilter(), threshold=0.9)
     assert (preview["items"], preview["accuracy"], preview["gold_version"]) == (2, 0.5, 1)

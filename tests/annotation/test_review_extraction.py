@@ -255,7 +255,7 @@ def test_blind_gold_labelling_and_adjudication_of_spans(
     assert adjudication.value == final and adjudication.verdict == "correct"
 
     review.gold_freeze(gold_set=gold, user=lead)
-    labels = dict(GoldSetItem.objects.filter(gold_set=gold).values_list("example_id", "label"))
+    labels = dict(GoldSetItem.objects.filter(gold_set=gold).values_list("example_id", "answer"))
     assert labels == {agree.pk: PROPOSED, differ.pk: final}
 
 

@@ -152,7 +152,7 @@ def test_a_frozen_gold_item_keeps_both_reviewers_summaries_as_references(
     assert status["agreement"]["rougeL"] is not None and status["agreement"]["rated"] == 3
     review.gold_freeze(gold_set=draft, user=lead)
     item = GoldSetItem.objects.get(gold_set=draft, example=examples[0])
-    assert item.label == {"summary": "Final 0.", "references": ["First view 0.", "Second view 0."]}
+    assert item.answer == {"summary": "Final 0.", "references": ["First view 0.", "Second view 0."]}
     line = json.loads(export(calls, scope="gold").splitlines()[0])
     assert line["label"] == "Final 0." and line["references"] == ["First view 0.", "Second view 0."]
 

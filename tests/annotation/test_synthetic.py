@@ -127,7 +127,7 @@ def test_synthetic_examples_never_enter_a_gold_set(project, llm):
     example = Example.objects.get(project=project, source="synthetic")
     gold = GoldSet.objects.create(project=project, version=1)
     with pytest.raises(SyntheticGoldError):
-        GoldSetItem.objects.create(gold_set=gold, example=example, label="Billing")
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer="Billing")
 
 
 def test_failed_calls_are_counted(project, llm):

@@ -74,10 +74,10 @@ def _evaluate(project: Project, run: TrainingRun | None, subject: str, rng: rand
     """An evaluation on the latest frozen gold, from the gold answers with some made wrong."""
     gold = project.gold_sets.frozen_version()
     task = project.task
-    items = [i for i in gold.items.select_related("example") if i.label is not None]
-    golds = [i.label for i in items]
+    items = [i for i in gold.items.select_related("example") if i.answer is not None]
+    golds = [i.answer for i in items]
     texts = [i.example.text for i in items]
-    wrong = [i.label for i in reversed(items)]  # another item's answer: wrong unless equal
+    wrong = [i.answer for i in reversed(items)]  # another item's answer: wrong unless equal
     preds = [g if rng.random() < right else w for g, w in zip(golds, wrong, strict=True)]
     confs = [rng.uniform(0.3, 1.0) for _ in golds]
     metrics = task.metrics(golds, preds, texts=texts, confidences=confs, target_accuracy=0.95)
@@ -158,8 +158,8 @@ def build(monkeypatch, tmp_path) -> dict:
             project=tickets["project"],
             version=version,
             route=rng.choice(["student", "student", "teacher", "review"]),
-            label=rng.choice(labels),
-            student_label=rng.choice(labels),
+            answer_summary=rng.choice(labels),
+            student_answer_summary=rng.choice(labels),
             confidence=rng.uniform(0.3, 1.0),
             latency_ms=rng.gauss(12, 2),
         )

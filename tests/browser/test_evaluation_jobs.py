@@ -35,7 +35,7 @@ def test_evaluate_and_quantize_run_in_the_background(
     gold = GoldSet.objects.create(project=project, version=1)
     for text, label in GOLD:
         example = Example.objects.create(project=project, text=text, is_gold=True)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=label)
         Proposal.objects.create(example=example, agent="teacher:m:p1", value=label, confidence=0.9)
     gold.freeze(user=lead)
     run_dir = shutil.copytree(tiny_classifier, tmp_path / "run")

@@ -106,7 +106,7 @@ def test_the_evaluation_page_warns_when_gold_was_trained_on(
     fresh = Example.objects.create(project=project, text="the app crashes on login")
     gold = review.gold_draw(project=project, size=0)
     for example, label in [(examples[0], "Billing"), (examples[1], "Billing"), (fresh, "Technical support")]:
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=label)
     gold.freeze(user=lead)
     monkeypatch.setattr(
         classification_student,

@@ -79,8 +79,8 @@ def demo(monkeypatch, tmp_path):
             project=tickets,
             version=version,
             route=rng.choice(["student", "student", "teacher", "review"]),
-            label=rng.choice(labels),
-            student_label=rng.choice(labels),
+            answer_summary=rng.choice(labels),
+            student_answer_summary=rng.choice(labels),
             confidence=rng.uniform(0.3, 1.0),
             latency_ms=rng.gauss(12, 2),
         )

@@ -100,8 +100,8 @@ def test_training_pages_read_well(page, django_user_model, artifacts, tmp_path):
                 project=project,
                 version=version,
                 route=route,
-                label="Billing",
-                student_label=rng.choice(["Billing", "Technical support", "Other"]),
+                answer_summary="Billing",
+                student_answer_summary=rng.choice(["Billing", "Technical support", "Other"]),
                 confidence=rng.uniform(0.3, 1.0),
                 latency_ms=4000.0
                 if i < 3

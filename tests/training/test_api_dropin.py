@@ -208,7 +208,7 @@ def test_offline_unsure_answers_are_an_error_the_client_can_catch(
     assert "choices" not in body
     assert_kept_for_review(project, text)
     log = PredictionLog.objects.get()
-    assert (log.route, log.endpoint, log.label) == ("review", "chat", "")
+    assert (log.route, log.endpoint, log.answer_summary) == ("review", "chat", "")
 
 
 def test_the_lead_may_choose_an_abstain_content_or_the_students_guess(project, token, offline):

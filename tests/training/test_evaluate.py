@@ -216,7 +216,7 @@ def test_an_imported_system_is_evaluated_as_itself_beside_teacher_and_student(
     gold = review.gold_draw(project=project, size=0)
     fresh = [Example.objects.create(project=project, text=f"new ticket {i}") for i in range(4)]
     for example, label in zip(fresh, ["Billing", "Billing", "Other", "Technical support"], strict=True):
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=label)
         # The CRM's rules say Billing for everything: right on 2 of 4.
         Proposal.objects.create(example=example, agent="import:crm", value="Billing")
     gold.freeze(user=lead)

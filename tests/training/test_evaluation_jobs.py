@@ -39,7 +39,7 @@ def gold_project(project, lead) -> GoldSet:
     gold = GoldSet.objects.create(project=project, version=1)
     for text, label in zip(TEXTS, GOLD, strict=True):
         example = Example.objects.create(project=project, text=text, is_gold=True)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=label)
         Proposal.objects.create(example=example, agent="teacher:m:p1", value=label, confidence=0.9)
         Proposal.objects.create(example=example, agent="import:crm", value="Billing")
     gold.freeze(user=lead)
@@ -291,7 +291,7 @@ def test_killed_evaluation_horse_is_recovered_and_saves_one_set(project, lead, r
     gold = GoldSet.objects.create(project=project, version=1)
     for i in range(40):
         example = Example.objects.create(project=project, text=f"gold ticket {i}", is_gold=True)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=GOLD[i % 5])
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=GOLD[i % 5])
         Proposal.objects.create(example=example, agent="teacher:m:p1", value=GOLD[i % 5])
     gold.freeze(user=lead)
     with transaction.atomic():

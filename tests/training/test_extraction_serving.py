@@ -117,11 +117,13 @@ def test_the_predict_api_answers_spans_fields_and_the_texts_confidence(extractio
     assert [log.route for log in logs] == ["student", "student"]
     task = extraction.task
     for log, prediction in zip(logs, predictions, strict=True):
-        assert log.label == task.summary({"spans": prediction["spans"]})
+        assert log.answer_summary == task.summary({"spans": prediction["spans"]})
         # Field names and counts only ("time ×1 · date ×2"), whatever the spans' texts are.
         names = set(extraction.labels.values_list("name", flat=True))
-        parts = [part.rsplit(" ×", 1) for part in log.label.split(" · ")] if prediction["spans"] else []
-        assert all(name in names and count.isdigit() for name, count in parts), log.label
+        parts = (
+            [part.rsplit(" ×", 1) for part in log.answer_summary.split(" · ")] if prediction["spans"] else []
+        )
+        assert all(name in names and count.isdigit() for name, count in parts), log.answer_summary
 
 
 def test_an_unsure_text_goes_to_review_with_the_students_spans(extraction, lead, artifacts):
@@ -229,7 +231,7 @@ def test_the_int8_gate_compares_strict_f1(extraction, lead, artifacts):
     gold = GoldSet.objects.create(project=extraction, version=1)
     for text, answer in bookings(6):
         example = Example.objects.create(project=extraction, text=text)
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=answer)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=answer)
     gold.freeze(user=lead)
     run = make_run(extraction, artifacts)
     result = serving.onnx_prepare(run=run)

@@ -110,7 +110,7 @@ def test_tiny_extraction_run_end_to_end_through_a_real_worker(
     gold = GoldSet.objects.create(project=extraction, version=1)
     gold_examples = examples[:4]
     for example in gold_examples:
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=example.proposals.get().value)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=example.proposals.get().value)
     Example.objects.filter(pk__in=[e.pk for e in gold_examples]).update(is_gold=True)
     gold.freeze(user=lead)
 

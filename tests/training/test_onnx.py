@@ -39,7 +39,7 @@ def run(project, lead, artifacts):
     gold = GoldSet.objects.create(project=project, version=1)
     for text, label in zip(TEXTS, GOLD, strict=True):
         GoldSetItem.objects.create(
-            gold_set=gold, example=Example.objects.create(project=project, text=text), label=label
+            gold_set=gold, example=Example.objects.create(project=project, text=text), answer=label
         )
     gold.freeze(user=lead)
     return make_run(project, artifacts)  # its student evaluation is on this gold set

@@ -30,7 +30,7 @@ def data(project, reviewer, lead, settings, tmp_path):
     examples = labelled(project, reviewer)
     gold = GoldSet.objects.create(project=project, version=1)
     for example in examples[:4]:
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=example.teacher_label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=example.teacher_label)
     Example.objects.filter(pk__in=[e.pk for e in examples[:4]]).update(is_gold=True)
     gold.freeze(user=lead)
     return examples

@@ -715,7 +715,7 @@ def test_a_drift_warning_from_out_of_scope_traffic_says_so(project, live, lead_c
                 project=project,
                 version=version,
                 route="review",
-                student_label="Other",
+                student_answer_summary="Other",
                 confidence=0.2,
                 latency_ms=5.0,
             )
@@ -726,7 +726,7 @@ def test_a_drift_warning_from_out_of_scope_traffic_says_so(project, live, lead_c
                 project=project,
                 version=version,
                 route="student",
-                student_label="Other",
+                student_answer_summary="Other",
                 confidence=0.9,
                 latency_ms=5.0,
             )

@@ -50,7 +50,7 @@ def freeze_gold(project, lead, count: int = 6) -> list[Example]:
     for example in examples:
         answer = example.proposals.get().value
         GoldSetItem.objects.create(
-            gold_set=gold, example=example, label={**answer, "references": ["Another view."]}
+            gold_set=gold, example=example, answer={**answer, "references": ["Another view."]}
         )
     Example.objects.filter(pk__in=[e.pk for e in examples]).update(is_gold=True)
     gold.freeze(user=lead)

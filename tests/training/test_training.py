@@ -50,7 +50,7 @@ def test_training_set_rules(project, reviewer, lead):
     Review.objects.create(example=rejected, reviewer=reviewer, verdict="reject")
     Example.objects.filter(pk=gold_flagged.pk).update(is_gold=True)
     gold = GoldSet.objects.create(project=project, version=1)
-    GoldSetItem.objects.create(gold_set=gold, example=gold_item, label="Billing")
+    GoldSetItem.objects.create(gold_set=gold, example=gold_item, answer="Billing")
     Example.objects.filter(pk=synthetic.pk).update(source="synthetic")
     Example.objects.filter(project=project).sync_queue_fields()
 
@@ -79,7 +79,7 @@ def test_a_gold_example_never_reaches_training_whatever_the_options(project, rev
     Review.objects.create(example=gold_example, reviewer=reviewer, verdict="accept", value="Billing")
     Example.objects.filter(pk=gold_example.pk).update(source="synthetic")
     gold = GoldSet.objects.create(project=project, version=1)
-    GoldSetItem.objects.create(gold_set=gold, example=examples[1], label="Billing")
+    GoldSetItem.objects.create(gold_set=gold, example=examples[1], answer="Billing")
     Example.objects.filter(pk=gold_example.pk).update(is_gold=True, source="imported")
     for source in ["reviewed", "reviewed+teacher", "all"]:
         for synthetic in (True, False):
@@ -110,7 +110,7 @@ def test_tiny_run_end_to_end_through_a_real_worker(
     examples = labelled(project, reviewer)
     gold = GoldSet.objects.create(project=project, version=1)
     for example in examples[:4]:
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=example.teacher_label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=example.teacher_label)
     Example.objects.filter(pk__in=[e.pk for e in examples[:4]]).update(is_gold=True)
     gold.freeze(user=lead)
 
@@ -341,7 +341,7 @@ def test_pages_for_a_finished_run(
     examples = labelled(project, reviewer)
     gold = GoldSet.objects.create(project=project, version=1)
     for example in examples[:6]:
-        GoldSetItem.objects.create(gold_set=gold, example=example, label=example.teacher_label)
+        GoldSetItem.objects.create(gold_set=gold, example=example, answer=example.teacher_label)
     gold.freeze(user=lead)
     Example.objects.filter(pk__in=[e.pk for e in examples[:6]]).update(is_gold=True)
     run = services.run_create(

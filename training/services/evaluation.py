@@ -41,16 +41,16 @@ def _finish_evaluation(
     rows = []
     # A gold item adjudicated as "no label fits" (a reject) has no gold label:
     # no answer can be right or wrong on it, so no metric counts it.
-    labelled = [item for item in items if item.label is not None]
+    labelled = [item for item in items if item.answer is not None]
     for item in labelled:
         label, confidence = predicted.get(item.example_id, (None, None))
         rows.append(
             {
                 "example": item.example_id,
-                "gold": item.label,
+                "gold": item.answer,
                 "predicted": label,
                 "confidence": confidence,
-                "right": task.is_right(item.label, label),
+                "right": task.is_right(item.answer, label),
                 "source": item.example.source,
                 "length": len(item.example.text),
             }
@@ -115,14 +115,14 @@ def evaluate_run(
     # are left out of its numbers (and flagged loudly), never scored as if unseen.
     overlap_ids = set(overlap)
     clean = [i for i in items if i.example_id not in overlap_ids]
-    if overlap and not any(i.label is not None for i in clean):
+    if overlap and not any(i.answer is not None for i in clean):
         raise TrainingError(
             f"Refused: all {len(items)} gold items were in run {run.number}'s training data, so gold "
             f"v{gold.version} cannot measure it. Train a new run (gold items never enter training) or "
             "draw gold from examples this run has not seen."
         )
     hp = {**default_hyperparameters(), **run.hyperparameters}
-    scored = [i for i in clean if i.label is not None]
+    scored = [i for i in clean if i.answer is not None]
     labels, confidences = student_predict(
         run.project.task,
         Path(run.artifact_path) / "model",

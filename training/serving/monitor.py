@@ -45,7 +45,10 @@ def monitoring(project: Project, *, days: int = 30) -> dict:
     for c in confidences:
         histogram[min(9, int(c * 10))] += 1
     predicted = dict(
-        logs.exclude(student_label="").values_list("student_label").order_by().annotate(n=Count("pk"))
+        logs.exclude(student_answer_summary="")
+        .values_list("student_answer_summary")
+        .order_by()
+        .annotate(n=Count("pk"))
     )
     version = active_version(project)
     trained = (version.run.counts.get("per_label") if version else None) or {}

@@ -259,8 +259,8 @@ def predict_texts(
                 version=version,
                 route=a.route,
                 # The answer's short form (a label; a span set's field counts, never the text's values).
-                label=task.summary(a.value)[:100] if a.value is not None else "",
-                student_label=task.summary(a.student_value)[:100],
+                answer_summary=task.summary(a.value)[:100] if a.value is not None else "",
+                student_answer_summary=task.summary(a.student_value)[:100],
                 confidence=a.confidence,
                 latency_ms=a.latency_ms,
                 teacher_cost_usd=a.teacher_cost_usd,

@@ -288,10 +288,10 @@ def onnx_prepare(
     onnx_dir = student.export_onnx(model_dir, onnx_dir_for(run), max_length=max_length)
     export_seconds = time.perf_counter() - started
     # A gold item rejected as "no answer fits" has no answer to score against.
-    labelled = [i for i in items if i.label is not None]
+    labelled = [i for i in items if i.answer is not None]
     if not labelled:
         raise ServingError(f"Gold set v{gold.version} has no labelled examples.", code="empty_gold")
-    texts, golds = [i.example.text for i in labelled], [i.label for i in labelled]
+    texts, golds = [i.example.text for i in labelled], [i.answer for i in labelled]
     progress(f"measuring fp32 and int8 on gold v{gold.version}")
     fp32, _ = student.predict(model_dir, texts, max_length=max_length)
     int8, _ = student.predict_onnx(onnx_dir, texts, max_length=max_length, batch_size=SERVING_BATCH_SIZE)

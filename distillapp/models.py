@@ -66,6 +66,12 @@ class JobRecord(models.Model):
         return self.status in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
     @property
+    def percent_done(self) -> int | None:
+        """How far the work is, 0-100; None where a kind cannot tell (its bar then just moves:
+        templates/annotation/_job_progress.html)."""
+        return None
+
+    @property
     def is_stale(self) -> bool:
         """Running, but the process that held it is gone (dead here, or silent too long)."""
         from distillapp import jobs

@@ -100,3 +100,24 @@ def test_only_the_projects_leads_may_cancel_or_resume(
 def test_an_unknown_kind_is_not_found(project, lead_client):
     url = reverse("annotation:job-resume", args=[project.slug, "membership", 1])
     assert lead_client.post(url).status_code == 404
+
+
+def test_one_progress_bar_serves_every_kind():
+    """Filled to the kind's percent where it can tell, moving where it cannot, gone once ended."""
+    from django.template.loader import render_to_string
+
+    from annotation.models import ImportBatch
+    from training.models import EvaluationJob, TrainingRun
+
+    def bar(job) -> str:
+        return render_to_string("annotation/_job_progress.html", {"job": job, "label": "Working"}).strip()
+
+    steps = TrainingRun(status=TrainingRun.Status.RUNNING, step=30, total_steps=120)
+    assert 'max="100" value="25"' in bar(steps) and 'data-job-progress="trainingrun"' in bar(steps)
+    loading = TrainingRun(status=TrainingRun.Status.RUNNING, step=0, total_steps=0)
+    assert "<progress" in bar(loading) and "value=" not in bar(loading)  # moving: no steps known yet
+    evaluation = EvaluationJob(status=EvaluationJob.Status.PENDING)
+    assert "<progress" in bar(evaluation) and "value=" not in bar(evaluation)
+    importing = ImportBatch(status=ImportBatch.Status.RUNNING, size_bytes=1000, bytes_done=400)
+    assert f'value="{importing.percent_done}"' in bar(importing)
+    assert bar(TrainingRun(status=TrainingRun.Status.SUCCEEDED)) == ""

@@ -101,10 +101,11 @@ class TrainingRun(BackgroundJob):
         return f"{STUDENT_AGENT_PREFIX}run-{self.number}"
 
     @property
-    def percent_done(self) -> int:
+    def percent_done(self) -> int | None:
         if self.status == self.Status.SUCCEEDED:
             return 100
-        return min(99, int(100 * self.step / self.total_steps)) if self.total_steps else 0
+        # Before its first step a run does not know its steps: loading, tokenising.
+        return min(99, int(100 * self.step / self.total_steps)) if self.total_steps else None
 
     @property
     def eta_seconds(self) -> float | None:

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -260,7 +261,10 @@ def running(
         rows.update(status=FAILED, error=str(exc), finished_at=timezone.now(), **clear)
     except Exception as exc:
         logger.exception("%s %s failed", model.__name__, pk)
-        rows.update(status=FAILED, error=reason(exc)[:2000], finished_at=timezone.now(), **clear)
+        failed = {"status": FAILED, "error": reason(exc)[:2000], "finished_at": timezone.now(), **clear}
+        if any(f.name == "traceback" for f in model._meta.concrete_fields):  # a row that keeps one
+            failed["traceback"] = traceback.format_exc()[-8000:]
+        rows.update(**failed)
         raise
 
 

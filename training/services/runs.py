@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -214,105 +213,97 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
     def phase(text: str, **fields) -> None:
         TrainingRun.objects.filter(pk=run.pk).update(phase=text, heartbeat_at=timezone.now(), **fields)
 
-    try:
-        # Until the trainer's first step the page shows what is happening, not "step 0 / 0".
-        phase("preparing data")
-        if run.kind == TrainingRun.Kind.ENSEMBLE:
-            _combine(run, phase)
-            run.refresh_from_db()
-            return run
-        hp = {**run_defaults(run.project.task, run.kind), **run.hyperparameters}
-        rows = training_set(
-            project=run.project,
-            label_source=run.label_source,
-            teacher_min_confidence=run.teacher_min_confidence,
-            include_synthetic=run.include_synthetic,
-        )
-        task = run.project.task
-        train, validation = split_validation(
-            rows, fraction=hp["validation_fraction"], seed=hp["seed"], stratum=task.stratum
-        )
-        # Noise handling touches only the training rows: validation stays the plain labels.
-        train, weights, noise = handle_noise(train, hp.get("noise_handling", "none"))
-        label_names = task.training_names([r["label"] for r in rows])
-        directory = artifacts_root() / run.project.slug / f"run-{run.number}"
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
-        counts = {
-            "train": len(train),
-            "validation": len(validation),
-            # Validation scores against these labels: unreviewed ones may be wrong.
-            "validation_reviewed": sum(r["state"] == "reviewed" for r in validation),
-            "per_label": task.category_counts([r["label"] for r in train]),
-            "reviewed": sum(r["state"] == "reviewed" for r in train),
-            "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
-            "noise": noise,
-        }
-        _write_manifest(directory, run, train, validation, label_names, counts)
-        phase("training", counts={**run.counts, **counts})  # the page: "loading the model" until step 1
-        history: list[list[float]] = []
-        last_write = [0.0]
+    # A failure keeps its reason and traceback on the row; a stop the lead asked for is a cancel.
+    with jobs.running(
+        TrainingRun, run.pk, reason=lambda exc: f"{type(exc).__name__}: {exc}", clear={"phase": ""}
+    ):
+        try:
+            # Until the trainer's first step the page shows what is happening, not "step 0 / 0".
+            phase("preparing data")
+            if run.kind == TrainingRun.Kind.ENSEMBLE:
+                _combine(run, phase)
+                run.refresh_from_db()
+                return run
+            hp = {**run_defaults(run.project.task, run.kind), **run.hyperparameters}
+            rows = training_set(
+                project=run.project,
+                label_source=run.label_source,
+                teacher_min_confidence=run.teacher_min_confidence,
+                include_synthetic=run.include_synthetic,
+            )
+            task = run.project.task
+            train, validation = split_validation(
+                rows, fraction=hp["validation_fraction"], seed=hp["seed"], stratum=task.stratum
+            )
+            # Noise handling touches only the training rows: validation stays the plain labels.
+            train, weights, noise = handle_noise(train, hp.get("noise_handling", "none"))
+            label_names = task.training_names([r["label"] for r in rows])
+            directory = artifacts_root() / run.project.slug / f"run-{run.number}"
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True)
+            counts = {
+                "train": len(train),
+                "validation": len(validation),
+                # Validation scores against these labels: unreviewed ones may be wrong.
+                "validation_reviewed": sum(r["state"] == "reviewed" for r in validation),
+                "per_label": task.category_counts([r["label"] for r in train]),
+                "reviewed": sum(r["state"] == "reviewed" for r in train),
+                "synthetic": sum(r["source"] == Example.Source.SYNTHETIC for r in train),
+                "noise": noise,
+            }
+            _write_manifest(directory, run, train, validation, label_names, counts)
+            phase("training", counts={**run.counts, **counts})  # the page: "loading the model" until step 1
+            history: list[list[float]] = []
+            last_write = [0.0]
 
-        def on_progress(p: ml.Progress) -> None:
-            import time
+            def on_progress(p: ml.Progress) -> None:
+                import time
 
-            if p.loss is not None and (not history or history[-1][0] != p.step):
-                history.append([p.step, round(p.loss, 5)])
-            if time.monotonic() - last_write[0] > 1.0 or p.step == p.total_steps:
-                last_write[0] = time.monotonic()
-                TrainingRun.objects.filter(pk=run.pk).update(
-                    step=p.step,
-                    total_steps=p.total_steps,
-                    epoch=p.epoch,
-                    loss=p.loss,
-                    loss_history=history[-500:],
-                    heartbeat_at=timezone.now(),
-                )
+                if p.loss is not None and (not history or history[-1][0] != p.step):
+                    history.append([p.step, round(p.loss, 5)])
+                if time.monotonic() - last_write[0] > 1.0 or p.step == p.total_steps:
+                    last_write[0] = time.monotonic()
+                    TrainingRun.objects.filter(pk=run.pk).update(
+                        step=p.step,
+                        total_steps=p.total_steps,
+                        epoch=p.epoch,
+                        loss=p.loss,
+                        loss_history=history[-500:],
+                        heartbeat_at=timezone.now(),
+                    )
 
-        def should_stop() -> bool:
-            return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
+            def should_stop() -> bool:
+                return TrainingRun.objects.filter(pk=run.pk, is_cancel_requested=True).exists()
 
-        fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
-        options = {} if weights is None else {"weights": weights}
-        options.update(task.student_options(run.kind))
-        if run.kind == TrainingRun.Kind.QUICK:
-            options.update(embedding_cache_dir=embedding_cache_dir(), c=float(hp["C"]))
-        result = task.student_for(run.kind).train(
-            texts=[r["text"] for r in train],
-            answers=[r["label"] for r in train],
-            names=label_names,
-            base_model=run.base_model or ml.default_base_model(),
-            output_dir=directory / "model",
-            hyperparameters=ml.Hyperparameters(**fields),
-            validation=([r["text"] for r in validation], [r["label"] for r in validation]),
-            on_progress=on_progress,
-            should_stop=should_stop,
-            **options,
-        )
-        (directory / "metrics.json").write_text(json.dumps({"validation": result.validation}, indent=2))
-        phase(
-            "predicting",
-            device=result.device,
-            train_seconds=result.seconds,
-            metrics={"validation": result.validation},
-            artifact_path=str(directory),
-        )
-        _finish(run, directory, {**run.counts, **counts})
-    except ml.Stopped:
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.CANCELLED, phase="", finished_at=timezone.now()
-        )
-    except Exception as exc:
-        logger.exception("Training run %s failed", run.pk)
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.FAILED,
-            phase="",
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            traceback=traceback.format_exc()[-8000:],
-            finished_at=timezone.now(),
-        )
-        raise
+            fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
+            options = {} if weights is None else {"weights": weights}
+            options.update(task.student_options(run.kind))
+            if run.kind == TrainingRun.Kind.QUICK:
+                options.update(embedding_cache_dir=embedding_cache_dir(), c=float(hp["C"]))
+            result = task.student_for(run.kind).train(
+                texts=[r["text"] for r in train],
+                answers=[r["label"] for r in train],
+                names=label_names,
+                base_model=run.base_model or ml.default_base_model(),
+                output_dir=directory / "model",
+                hyperparameters=ml.Hyperparameters(**fields),
+                validation=([r["text"] for r in validation], [r["label"] for r in validation]),
+                on_progress=on_progress,
+                should_stop=should_stop,
+                **options,
+            )
+            (directory / "metrics.json").write_text(json.dumps({"validation": result.validation}, indent=2))
+            phase(
+                "predicting",
+                device=result.device,
+                train_seconds=result.seconds,
+                metrics={"validation": result.validation},
+                artifact_path=str(directory),
+            )
+            _finish(run, directory, {**run.counts, **counts})
+        except ml.Stopped:
+            raise jobs.Cancelled from None
     run.refresh_from_db()
     return run
 

@@ -540,7 +540,7 @@ def settle_jobs(out: dict, deadline: float) -> dict:
     from django.db import connections
 
     from annotation.models import ImportBatch
-    from distillapp import rows
+    from distillapp import jobs
     from training.models import TrainingRun
 
     pending = {"pending", "running"}
@@ -560,16 +560,16 @@ def settle_jobs(out: dict, deadline: float) -> dict:
     while True:
         held = rq_jobs()
         left = {}
-        for model in rows.job_models():
+        for model in jobs.job_models():
             for row in model.objects.filter(status__in=pending):
                 # Stuck: running for a dead process, or pending with no rq job to run it.
-                queued = (rows.job_type(model).function, row.pk) in held
+                queued = (jobs.job_type(model).function, row.pk) in held
                 left.setdefault(model._meta.label, []).append(
                     {
                         "pk": row.pk,
                         "status": row.status,
                         "worker": row.worker,
-                        "stuck": rows.is_stale(row) or (row.status == "pending" and not queued),
+                        "stuck": jobs.is_stale(row) or (row.status == "pending" and not queued),
                     }
                 )
         connections.close_all()

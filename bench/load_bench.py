@@ -301,11 +301,12 @@ def traffic_check(project, review_texts: list[str]) -> dict:
 
 
 class RqWorker:
-    """`manage.py rqworker` on the app's queues, as `manage.py serve` starts it."""
+    """`manage.py rqworker` on the app's queues (or `queues`), as `manage.py serve` starts it."""
 
-    def __init__(self, data_dir: Path, extra_env: dict):
+    def __init__(self, data_dir: Path, extra_env: dict, queues: tuple[str, ...] = ()):
         self.data_dir = data_dir
         self.env = {**os.environ, "DISTILL_DATA_DIR": str(data_dir), **extra_env}
+        self.queues = queues
         self.starts = 0
         self.process: subprocess.Popen | None = None
 
@@ -314,10 +315,10 @@ class RqWorker:
         from django.conf import settings
 
         self.starts += 1
-        self.log_path = self.data_dir / f"rqworker-{self.starts}.log"
+        self.log_path = self.data_dir / f"rqworker-{'-'.join(self.queues) or 'all'}-{self.starts}.log"
         with open(self.log_path, "w") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "rqworker", *settings.RQ_QUEUE_NAMES],
+                [sys.executable, "manage.py", "rqworker", *(self.queues or settings.RQ_QUEUE_NAMES)],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdout=log_file,

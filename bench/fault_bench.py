@@ -690,9 +690,16 @@ def training_fault(name: str, ctx, redis: OwnRedis, worker: RqWorker, faults: li
     from training.models import TrainingRun
 
     project = ctx["training"]
-    with transaction.atomic():
-        run = services.run_create(project=project, user=ctx["user"], hyperparameters=TRAIN_HYPERPARAMETERS)
-        services.run_start(run=run)
+
+    def launch() -> TrainingRun:
+        with transaction.atomic():
+            run = services.run_create(
+                project=project, user=ctx["user"], hyperparameters=TRAIN_HYPERPARAMETERS
+            )
+            services.run_start(run=run)
+        return run
+
+    run = retrying(launch)  # this process's connection may have died with a PostgreSQL restart
     launched = time.monotonic()
     deadline = launched + 600  # behind whatever the one worker is doing
     row = {}
@@ -831,6 +838,7 @@ def main() -> int:
 
         from annotation import teacher
         from annotation.models import Example, LabelingJob, LabelingJobItem, Proposal
+        from distillapp.queues import worker_queues
 
         env = {
             name: os.environ[name]
@@ -845,11 +853,10 @@ def main() -> int:
         }
         server = Server(data_dir, env, 2)
         server.wait_ready(timeout=180)
-        worker = RqWorker(data_dir, env)
+        # As `manage.py serve` runs them: a worker for every lane (the short one last) and the
+        # short lane's own worker (the similarity index, evaluations).
+        worker = RqWorker(data_dir, env, queues=tuple(worker_queues(short_workers=1)))
         worker.start()
-        # As `manage.py serve` runs them: the short lane's own worker (the similarity index,
-        # evaluations); without it the index, queued again run after run while unsure traffic
-        # outgrows it, holds a lone worker's training runs and imports back for good.
         short_worker = RqWorker(data_dir, env, queues=(settings.SHORT_QUEUE,))
         short_worker.start()
         log(

@@ -20,8 +20,8 @@ goes to stdout, progress to stderr.
    2 at a time, calls counted per text); a review project of ``--review-cards`` cards with a
    teacher proposal and ``--reviewers`` reviewers; an empty import project; a training project
    of ``--train-examples`` texts with a teacher label.
-2. ``manage.py serve --no-worker`` (gunicorn, 2 web processes x 4 threads) and one
-   ``manage.py rqworker``.
+2. ``manage.py serve --no-worker`` (gunicorn, 2 web processes x 4 threads) and the rq workers
+   as ``serve`` starts them: one on every queue (the short lane last) and one on ``short``.
 3. For the whole run: ``--clients`` threads send predict requests without pause; reviewer
    threads sign in through the login page and accept every card they are served after
    ``--review-pause`` s (htmx POST to /review/act/; on a 503 the same card again 1 s later, as

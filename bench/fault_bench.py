@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Faults survived (issue #23): Redis and PostgreSQL restarted, a worker and a web process killed.
 
-    python bench/fault_bench.py [--faults redis_restart,worker_kill,web_kill,postgres_import,postgres_review]
+    python bench/fault_bench.py [--faults redis_restart,worker_kill,web_kill,postgres_import,
+                                          postgres_review,redis_training,training_kill]
                                 [--phase-seconds 12] [--examples 720] [--clients 4] [--reviewers 4]
-                                [--import-rows 50000] [--database-url URL] [--keep]
+                                [--review-cards 20000] [--review-pause 0.5] [--import-rows 50000]
+                                [--train-examples 48] [--database-url URL] [--keep]
 
 Loopback only; run as root (the PostgreSQL cluster is the ``postgres`` user's). One JSON object
 goes to stdout, progress to stderr.
@@ -16,28 +18,34 @@ goes to stdout, progress to stderr.
    those texts are stored once as traffic examples), an API token and ``--examples``
    unlabelled texts for the teacher, a local fake OpenAI-compatible server (0.15 s a call,
    2 at a time, calls counted per text); a review project of ``--review-cards`` cards with a
-   teacher proposal and ``--reviewers`` reviewers; an empty import project.
-2. ``manage.py serve --no-worker`` (gunicorn, 2 web processes x 4 threads) and one
-   ``manage.py rqworker``.
+   teacher proposal and ``--reviewers`` reviewers; an empty import project; a training project
+   of ``--train-examples`` texts with a teacher label.
+2. ``manage.py serve --no-worker`` (gunicorn, 2 web processes x 4 threads) and the rq workers
+   as ``serve`` starts them: one on every queue (the short lane last) and one on ``short``.
 3. For the whole run: ``--clients`` threads send predict requests without pause; reviewer
-   threads sign in through the login page and accept every card they are served (htmx POST
-   to /review/act/; on a 503 the same card again 1 s later, as the page's "Try again"); the
-   labelling job runs. After a baseline of ``--phase-seconds``, one fault a phase:
+   threads sign in through the login page and accept every card they are served after
+   ``--review-pause`` s (htmx POST to /review/act/; on a 503 the same card again 1 s later, as
+   the page's "Try again"); the labelling job runs. After a baseline of ``--phase-seconds``, one fault a phase:
    ``redis_restart`` (SIGKILL, started again 2 s later on the same files), ``worker_kill``
    (the rq worker and its work horse; a new one 1 s later), ``web_kill`` (one gunicorn
    worker process with requests in flight), ``postgres_import`` (the lead uploads a CSV of
    ``--import-rows`` rows through the import form; once the worker has read a fifth of it,
    PostgreSQL is stopped ``-m immediate`` and started again 3 s later; an import that failed is
-   uploaded again), ``postgres_review`` (the same restart in the review session).
+   uploaded again), ``postgres_review`` (the same restart in the review session),
+   ``redis_training`` and ``training_kill`` (a fine-tune of the bundled MiniLM launched as the
+   launch form does; once it is fitting, Redis restarted as above, or the rq worker and its
+   work horse killed -9 as above; a failed run resumed from its page).
 4. Reported per fault, over the requests from the fault until the next one, for predict and
    for the reviewers apart: how many failed and how (status or exception, the first bytes the
    user saw, tracebacks shown), ``recover_s`` (fault to last failure), the labelling job's
    stall and take-over. At the end: the labelling job (proposals per example, LLM calls per
    text: a text called twice was paid twice), the import (batches, examples lost or doubled,
    the content hash of all texts, one proposal each), the review session (every verdict
-   answered 200 stored once; none stored that a 503 said was not saved), traffic examples.
+   answered 200 stored once; none stored that a 503 said was not saved), each training run
+   (status, one run row per launch, taken over, the worker alive after Redis came back, one
+   student proposal per example), traffic examples.
 
-Exits 1 when something was lost or doubled, a traceback was shown, or the job did not finish.
+Exits 1 when something was lost or doubled, a traceback was shown, or a job did not finish.
 The temp directories, Redis and PostgreSQL are removed unless --keep (the data dir is kept;
 the cluster is always removed).
 """
@@ -69,7 +77,18 @@ from serve_bench import REPO_ROOT, Server, free_port, log, tiny_classifier  # no
 
 LABELS = ["Billing", "Technical support", "Other"]
 REVIEWER_PASSWORD = "a-bench-password"
-FAULTS = ("redis_restart", "worker_kill", "web_kill", "postgres_import", "postgres_review")
+FAULTS = (
+    "redis_restart",
+    "worker_kill",
+    "web_kill",
+    "postgres_import",
+    "postgres_review",
+    "redis_training",
+    "training_kill",
+)
+# The training faults' run: a fine-tune of the bundled MiniLM on --train-examples texts, small
+# enough to finish in a minute or two on a loaded 2-core machine.
+TRAIN_HYPERPARAMETERS = {"epochs": 2, "batch_size": 8, "max_length": 16, "validation_fraction": 0.0}
 WORDS = (
     "refund charge card login crash password invoice screen slow address delivery app error account".split()
 )
@@ -276,6 +295,22 @@ def setup(args, data_dir: Path, redis: OwnRedis, llm) -> dict:
     imports = project_create(
         name="Faults import", slug="faults-import", user=user, labels=[(n, "") for n in LABELS]
     )
+    # The training faults' project: --train-examples texts with a teacher label each.
+    training = project_create(
+        name="Faults training", slug="faults-training", user=user, labels=[(n, "") for n in LABELS]
+    )
+    cue = dict(zip(LABELS, ("invoice refund charge", "crash error login", "address delivery"), strict=True))
+    texts = Example.objects.bulk_create(
+        Example(project=training, text=t, content_hash=content_hash(t))
+        for t in (f"{cue[LABELS[i % 3]]} {sentence(rng, 90_000 + i)}" for i in range(args.train_examples))
+    )
+    Proposal.objects.bulk_create(
+        Proposal(example=e, agent="teacher:gpt-bench", value=LABELS[i % 3], confidence=0.9)
+        for i, e in enumerate(texts)
+    )
+    Example.objects.filter(project=training).sync_queue_fields()
+    training.refresh_every = 0
+    training.save()
     config = teacher.teacher_config_for(project)
     config.provider = TeacherConfig.Provider.OPENAI
     config.model = "gpt-bench"
@@ -292,6 +327,7 @@ def setup(args, data_dir: Path, redis: OwnRedis, llm) -> dict:
         "queue": queue,
         "reviewers": reviewers,
         "imports": imports,
+        "training": training,
     }
 
 
@@ -411,8 +447,8 @@ class Reviewers:
     answer) without pause. A 503 is answered as the page's dialog offers: "Try again" 1 s later
     with the same card. Every answer recorded (same layout as Traffic.records)."""
 
-    def __init__(self, port: int, slug: str, usernames: list[str]):
-        self.port, self.slug, self.usernames = port, slug, usernames
+    def __init__(self, port: int, slug: str, usernames: list[str], pause: float):
+        self.port, self.slug, self.usernames, self.pause = port, slug, usernames, pause
         self.records: list[tuple[float, bool, str, str]] = []
         self.answered: list[tuple[str, int, str]] = []  # (reviewer, example id, what the answer said)
         self.stop = threading.Event()
@@ -432,6 +468,7 @@ class Reviewers:
             else:
                 time.sleep(1)
         while card is not None and not self.stop.is_set():
+            time.sleep(self.pause)  # reads the card
             try:
                 response = client.post(
                     f"/p/{self.slug}/review/act/",
@@ -641,6 +678,115 @@ def postgres_import_fault(args, ctx, server, postgres: OwnPostgres, faults: list
     }
 
 
+def training_fault(name: str, ctx, redis: OwnRedis, worker: RqWorker, faults: list) -> dict:
+    """A fine-tune launched as the launch form does (run_create and run_start in one
+    transaction); once it is fitting, Redis restarted (2 s) or the rq worker and its work
+    horse killed -9 (a new worker 1 s later). A failed run is resumed (its page's button)."""
+    from django.db import transaction
+
+    from annotation.models import Example, Proposal
+    from distillapp import jobs
+    from training import services
+    from training.models import TrainingRun
+
+    project = ctx["training"]
+
+    def launch() -> TrainingRun:
+        with transaction.atomic():
+            run = services.run_create(
+                project=project, user=ctx["user"], hyperparameters=TRAIN_HYPERPARAMETERS
+            )
+            services.run_start(run=run)
+        return run
+
+    run = retrying(launch)  # this process's connection may have died with a PostgreSQL restart
+    launched = time.monotonic()
+    deadline = launched + 600  # behind whatever the one worker is doing
+    row = {}
+    while time.monotonic() < deadline:
+        row = retrying(
+            lambda: TrainingRun.objects.values("status", "phase", "step", "total_steps").get(pk=run.pk)
+        )
+        if row["status"] not in ("pending", "running") or (row["phase"] == "training" and row["step"] >= 2):
+            break
+        time.sleep(0.1)
+    started = time.monotonic()
+    held_by = retrying(lambda: TrainingRun.objects.get(pk=run.pk).worker)
+    log(f"fault: {name} at run {run.number} {row}")
+    faults.append((name, started))
+    worker_survived = None
+    if name == "redis_training":
+        redis.kill()
+        time.sleep(2)
+        redis.start()
+    else:
+        kill_worker(worker)
+    taken_over_s = None  # fault until another process held the row
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        now = retrying(lambda: TrainingRun.objects.values("status", "worker").get(pk=run.pk))
+        if taken_over_s is None and now["worker"] not in ("", held_by):
+            taken_over_s = round(time.monotonic() - started, 1)
+        if now["status"] not in ("pending", "running"):
+            break
+        time.sleep(0.5)
+    finished = retrying(lambda: TrainingRun.objects.get(pk=run.pk))
+    if name == "redis_training":
+        worker_survived = worker.process.poll() is None
+        if not worker_survived:
+            log(f"the rq worker exited after the Redis restart: {worker.log_path.read_text()[-1500:]}")
+            worker.start()
+    resumed = False
+    if finished.status == TrainingRun.Status.FAILED:
+        log(f"run {run.number} failed ({finished.error}); resumed from its page")
+        resumed = retrying(lambda: jobs.resume(TrainingRun, run.pk))
+        finished = wait_finished(TrainingRun, run.pk, 600)
+    examples = retrying(lambda: Example.objects.filter(project=project).count())
+    proposals = Counter(
+        retrying(
+            lambda: list(
+                Proposal.objects.filter(agent=finished.agent, example__project=project).values_list(
+                    "example_id", flat=True
+                )
+            )
+        )
+    )
+    return {
+        "fault": name,
+        "run": finished.number,
+        "status": finished.status,
+        "error": finished.error,
+        "at_step": row.get("step"),
+        "total_steps": finished.total_steps,
+        "step": finished.step,
+        "resumed": resumed,
+        "taken_over_s": taken_over_s,
+        "runs_of_the_launch": retrying(
+            lambda: TrainingRun.objects.filter(project=project, number__gte=run.number).count()
+        ),
+        "worker_survived": worker_survived,
+        "launch_to_fault_s": round(started - launched, 1),
+        "fault_to_end_s": round(time.monotonic() - started, 1),
+        "examples": examples,
+        "student_proposals": sum(proposals.values()),
+        "examples_without_exactly_one_student_proposal": examples
+        - sum(1 for n in proposals.values() if n == 1),
+    }
+
+
+def kill_worker(worker: RqWorker) -> None:
+    """kill -9 the rq worker and its work horse; a new worker 1 s later, as a supervisor would."""
+    import psutil
+
+    parent = psutil.Process(worker.process.pid)
+    horses = parent.children(recursive=True)
+    for process in [parent, *horses]:
+        process.send_signal(signal.SIGKILL)
+    worker.process.wait()
+    time.sleep(1)
+    worker.start()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -654,8 +800,12 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=720)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--reviewers", type=int, default=4)
-    parser.add_argument("--review-cards", type=int, default=4000)
+    parser.add_argument("--review-cards", type=int, default=20_000)
+    parser.add_argument(
+        "--review-pause", type=float, default=0.5, help="Seconds a reviewer reads a card before the verdict."
+    )
     parser.add_argument("--import-rows", type=int, default=50_000)
+    parser.add_argument("--train-examples", type=int, default=48)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     selected = [f for f in args.faults.split(",") if f]
@@ -677,15 +827,18 @@ def main() -> int:
         postgres.start()
         postgres.createdb()
         args.database_url = postgres.url
-    server = worker = None
+    server = worker = short_worker = None
     llm = FakeOpenAI(
         slow(lambda request: FakeReply(content=json.dumps({"label": LABELS[len(request.text) % 3]})), 0.15)
     )
     llm.__enter__()
     try:
         ctx = setup(args, data_dir, redis, llm)
+        from django.conf import settings
+
         from annotation import teacher
         from annotation.models import Example, LabelingJob, LabelingJobItem, Proposal
+        from distillapp.queues import worker_queues
 
         env = {
             name: os.environ[name]
@@ -700,8 +853,12 @@ def main() -> int:
         }
         server = Server(data_dir, env, 2)
         server.wait_ready(timeout=180)
-        worker = RqWorker(data_dir, env)
+        # As `manage.py serve` runs them: a worker for every lane (the short one last) and the
+        # short lane's own worker (the similarity index, evaluations).
+        worker = RqWorker(data_dir, env, queues=tuple(worker_queues(short_workers=1)))
         worker.start()
+        short_worker = RqWorker(data_dir, env, queues=(settings.SHORT_QUEUE,), name="rqworker-short")
+        short_worker.start()
         log(
             f"server {server.url}, rq worker {worker.process.pid}, redis :{redis.port}, postgres {args.database_url}"
         )
@@ -715,12 +872,13 @@ def main() -> int:
         watch = JobWatch(job.pk)
         traffic = Traffic(server.port, ctx["token"], ctx["project"].slug, ctx["traffic"])
         threads = traffic.start(args.clients)
-        reviewers = Reviewers(server.port, ctx["queue"].slug, ctx["reviewers"])
+        reviewers = Reviewers(server.port, ctx["queue"].slug, ctx["reviewers"], args.review_pause)
         reviewer_threads = reviewers.start()
         begin = time.monotonic()
         faults: list[tuple[str, float]] = [("none (baseline)", begin)]
         P = args.phase_seconds
         imported = None
+        trained: list[dict] = []
         time.sleep(P)
         for name in selected:
             if name == "redis_restart":
@@ -732,15 +890,7 @@ def main() -> int:
             elif name == "worker_kill":
                 log("fault: kill -9 the rq worker and its work horse")
                 faults.append((name, time.monotonic()))
-                import psutil
-
-                parent = psutil.Process(worker.process.pid)
-                horses = parent.children(recursive=True)
-                for process in [parent, *horses]:
-                    process.send_signal(signal.SIGKILL)
-                worker.process.wait()
-                time.sleep(1)
-                worker.start()
+                kill_worker(worker)
             elif name == "web_kill":
                 log("fault: kill -9 a web process")
                 victims = [pid for pid, (role, _) in web_processes(server).items() if role == "worker"]
@@ -748,6 +898,8 @@ def main() -> int:
                 os.kill(victims[0], signal.SIGKILL)
             elif name == "postgres_import":
                 imported = postgres_import_fault(args, ctx, server, postgres, faults)
+            elif name in ("redis_training", "training_kill"):
+                trained.append(training_fault(name, ctx, redis, worker, faults))
             elif name == "postgres_review":
                 log("fault: PostgreSQL restart during the review session")
                 faults.append((name, time.monotonic()))
@@ -821,6 +973,7 @@ def main() -> int:
             "faults": report_faults,
             "labelling_job": labelling,
             "import": imported,
+            "training": trained,
             "review_session": review_check,
             "traffic_examples": stored,
             "requests": len(traffic.records),
@@ -862,11 +1015,20 @@ def main() -> int:
             and review_check["stored_twice"] == 0
             and review_check["said_not_saved_but_stored"] == 0
             and (imported is None or (imported["examples_lost"] == imported["examples_doubled"] == 0))
+            and all(
+                t["status"] == "succeeded"
+                and t["runs_of_the_launch"] == 1
+                and t["examples_without_exactly_one_student_proposal"] == 0
+                and t["worker_survived"] is not False
+                for t in trained
+            )
         )
         return 0 if ok else 1
     finally:
         if worker:
             worker.stop()
+        if short_worker:
+            short_worker.stop()
         if server:
             server.stop()
         llm.__exit__(None, None, None)

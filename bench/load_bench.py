@@ -305,7 +305,7 @@ def traffic_check(project, review_texts: list[str]) -> dict:
 
 
 class RqWorker:
-    """`manage.py rqworker` on the app's queues, as `manage.py serve` starts it."""
+    """`manage.py rqworker` on the app's queues (or `queues`), as `manage.py serve` starts it."""
 
     def __init__(
         self, data_dir: Path, extra_env: dict, queues: tuple[str, ...] | None = None, name: str = "rqworker"

@@ -652,7 +652,9 @@ def run(args) -> int:
         server.wait_ready(timeout=180)
         # As `manage.py serve` starts them: one worker on every queue (the one killed) and one
         # on the short lane only.
-        worker = RqWorker(data_dir, extra_env)
+        from distillapp.queues import worker_queues
+
+        worker = RqWorker(data_dir, extra_env, queues=tuple(worker_queues(short_workers=1)))
         worker.start()
         short = RqWorker(data_dir, extra_env, queues=("short",), name="rqworker-short")
         short.start()

@@ -11,6 +11,24 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 
+def worker_queues(*, short_workers: int) -> list[str]:
+    """The queues a worker for every lane listens to, in the order it takes them.
+
+    With workers of its own on the short lane, such a worker takes that lane last: a big
+    pool's similarity index is hundreds of short runs, each queued again as the last ends, and
+    taken first they held a fine-tune back for as long as the index ran (the fault bench: a
+    20,000-row import and unsure API traffic, two index streams, the run pending for minutes).
+    Without one, the settings' order: a gold evaluation never waits behind a fine-tune.
+    """
+    from django.conf import settings
+
+    names = list(settings.RQ_QUEUE_NAMES)
+    if short_workers > 0:
+        names.remove(settings.SHORT_QUEUE)
+        names.append(settings.SHORT_QUEUE)
+    return names
+
+
 def enqueue_on_commit(
     queue_name: str,
     func_path: str,

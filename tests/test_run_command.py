@@ -130,13 +130,14 @@ def test_serve_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path):
         ).stdout.split()
         commands = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:-1] for pid in children)
         # gunicorn, a worker on every queue, and the short lane's own worker: a gold evaluation
-        # never waits behind a fine-tune (issue #24).
+        # never waits behind a fine-tune (issue #24); the worker on every queue takes the short
+        # lane last, so a big similarity index never holds a fine-tune back (issue #23).
         assert [c[:4] for c in commands] == [
             [b"-m", b"gunicorn", b"distillapp.wsgi:application", b"--config"],
-            [b"manage.py", b"rqworker", b"llm", b"short"],
+            [b"manage.py", b"rqworker", b"llm", b"training"],
             [b"manage.py", b"rqworker", b"short"],
         ], commands
-        assert commands[1][2:] == [b"llm", b"short", b"training", b"default"]
+        assert commands[1][2:] == [b"llm", b"training", b"default", b"short"]
         assert (tmp_path / "redis.sock").exists()  # embedded Redis is up
         # A keep-alive connection idle past gunicorn's default 2 s is still open: the client
         # (or the TLS proxy) that reuses it must not meet a reset (bench/README.md, "Load").

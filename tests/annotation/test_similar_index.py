@@ -210,3 +210,31 @@ def test_a_big_pool_is_indexed_over_several_runs_each_queued_behind_waiting_jobs
     committed(jobs.run_similarity_index, index.pk)
     index.refresh_from_db()
     assert sorted(embedded) == sorted(TEXTS) and index.status == "succeeded" and queues["short"].count == 2
+
+
+def test_a_worker_for_every_lane_takes_a_queued_fine_tune_before_the_index_run_queued_after_it(
+    project, pool, embedded, queues, committed, monkeypatch
+):
+    """With the short lane's own worker (serve's default), a worker for every lane takes that
+    lane last: the fault bench's fine-tune waited minutes behind index runs queued again and
+    again (issue #23). Without one, a gold evaluation still goes before a fine-tune."""
+    import rq
+
+    from distillapp.queues import worker_queues
+
+    monkeypatch.setattr(similar, "INDEX_RUN_TEXTS", 4)
+    committed(queues["training"].enqueue, "training.jobs.run_training_run", 1)  # the lead's run, waiting
+    committed(review.similarity_index_start, project_id=project.pk)
+    index = SimilarityIndex.objects.get(project=project)
+    queues["short"].empty()  # a short-lane worker took the first run, and it runs here
+    committed(jobs.run_similarity_index, index.pk)  # and queues the next run for the rest
+    assert queues["short"].count == 1 and queues["training"].count == 1
+
+    def taken_first(short_workers: int) -> str:
+        lanes = [queues[name] for name in worker_queues(short_workers=short_workers)]
+        job, queue = rq.Queue.dequeue_any(lanes, None, connection=queues["short"].connection)
+        queue.enqueue_job(job, at_front=True)  # put back
+        return job.func_name
+
+    assert taken_first(1) == "training.jobs.run_training_run"
+    assert taken_first(0) == "annotation.jobs.run_similarity_index"

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from distillapp import embedded_redis
+from distillapp.queues import worker_queues
 
 KEEP_ALIVE_SECONDS = 75  # an idle keep-alive connection stays open this long
 
@@ -57,8 +58,9 @@ class Command(BaseCommand):
         python = sys.executable
         children: list[subprocess.Popen] = []
         if not opts["no_worker"]:
+            lanes = worker_queues(short_workers=opts["short_workers"])
             for _ in range(opts["workers"]):
-                children.append(subprocess.Popen([python, "manage.py", "rqworker", *settings.RQ_QUEUE_NAMES]))
+                children.append(subprocess.Popen([python, "manage.py", "rqworker", *lanes]))
             # A worker runs one job at a time: the short lane needs its own process.
             for _ in range(opts["short_workers"]):
                 children.append(subprocess.Popen([python, "manage.py", "rqworker", settings.SHORT_QUEUE]))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The floor under bench/teacher_bench.py: the bare OpenAI SDK against the same fake, no Django.
 
-    python bench/teacher_floor.py [--calls 2000] [--concurrency 32] [--latency-ms 200]
+    python bench/teacher_floor.py [--calls 2000] [--concurrency 32] [--latency-ms 200] [--profile]
 
 The fake (tests/fake_openai.py with teacher_bench's responder and TCP_NODELAY) runs in its own
 process; this process sends the calls with ``openai.AsyncOpenAI`` under an asyncio semaphore,
@@ -84,16 +84,28 @@ def main() -> int:
     parser.add_argument(
         "--modes", default="post,create,post", help="runs in order: post (what the app sends), create"
     )
+    parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) of the calls, to stderr")
     args = parser.parse_args()
     queue: mp.Queue = mp.Queue()
     server = mp.Process(target=_serve, args=(queue, args.latency_ms / 1000), daemon=True)
     server.start()
     try:
         base_url = queue.get(timeout=60)
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile(time.thread_time)
+            profiler.enable()
         runs = [
             asyncio.run(_run(base_url, mode, args.calls, args.concurrency, args.latency_ms))
             for mode in args.modes.split(",")
         ]
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
     finally:
         server.terminate()
     print(

@@ -13,6 +13,7 @@ The teacher's settings, prompt versions and few-shot memory live in `service`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -49,6 +50,11 @@ from annotation.teacher.service import (
 from distillapp import jobs
 
 CHUNK = 256
+# The LLM job's writer waits up to this long after an answer for a concurrency's worth
+# of them, and writes at most this many at once (bench/README.md, "Teacher": a write's
+# fixed cost against its answers' own). A killed job asks again at most what it held.
+WRITE_GATHER_SECONDS = 0.2
+WRITE_BATCH_MAX = 256
 
 
 # --- choosing examples -------------------------------------------------------------------------
@@ -511,6 +517,7 @@ async def _run_openai(job: LabelingJob) -> None:
     choose = await sync_to_async(few_shot_chooser)(prompt, job.project)
     todo: asyncio.Queue = asyncio.Queue(maxsize=max(2 * settings.concurrency, CHUNK))
     finished: asyncio.Queue = asyncio.Queue()
+    enough = asyncio.Event()  # a concurrency's worth of answers await the writer
     stop = asyncio.Event()
 
     def next_chunks():
@@ -541,19 +548,29 @@ async def _run_openai(job: LabelingJob) -> None:
                 await finished.put(_Result(work, []))
             else:
                 await finished.put(_Result(work, await client.ask(work.messages)))
+            if finished.qsize() >= settings.concurrency:
+                enough.set()
         await finished.put(None)
+        enough.set()
 
     async def write() -> None:
         open_callers, last_check = settings.concurrency, time.monotonic()
         while open_callers:
             batch = []
             item = await finished.get()
+            if item is not None and finished.qsize() + 1 < settings.concurrency:
+                # Let answers gather (a concurrency's worth, or for a moment): a write's
+                # transaction and queries cost as much CPU as a few answers' own rows, and
+                # small batches paid it per answer.
+                enough.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(enough.wait(), WRITE_GATHER_SECONDS)
             while True:
                 if item is None:
                     open_callers -= 1
                 else:
                     batch.append(item)
-                if finished.empty() or len(batch) >= 64:
+                if finished.empty() or len(batch) >= WRITE_BATCH_MAX:
                     break
                 item = finished.get_nowait()
             if batch:

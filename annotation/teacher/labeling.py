@@ -51,10 +51,9 @@ from distillapp import jobs
 
 CHUNK = 256
 # The LLM job's writer waits up to this long after an answer for a concurrency's worth
-# of them, and writes at most this many at once (bench/README.md, "Teacher": a write's
-# fixed cost against its answers' own). A killed job asks again at most what it held.
+# of them, and writes at most that many at once (bench/README.md, "Teacher": a write's
+# fixed cost against its answers' own).
 WRITE_GATHER_SECONDS = 0.2
-WRITE_BATCH_MAX = 256
 
 
 # --- choosing examples -------------------------------------------------------------------------
@@ -570,7 +569,7 @@ async def _run_openai(job: LabelingJob) -> None:
                     open_callers -= 1
                 else:
                     batch.append(item)
-                if finished.empty() or len(batch) >= WRITE_BATCH_MAX:
+                if finished.empty() or len(batch) >= settings.concurrency:
                     break
                 item = finished.get_nowait()
             if batch:

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """The floor under bench/teacher_bench.py: the bare OpenAI SDK against the same fake, no Django.
 
-    python bench/teacher_floor.py [--calls 2000] [--concurrency 32] [--latency-ms 200]
+    python bench/teacher_floor.py [--calls 2000] [--concurrency 32] [--latency-ms 200] [--profile]
 
 The fake (tests/fake_openai.py with teacher_bench's responder and TCP_NODELAY) runs in its own
 process; this process sends the calls with ``openai.AsyncOpenAI`` under an asyncio semaphore,
 once as the app sends them (``client.post("/chat/completions", cast_to=httpx.Response)`` and
 ``json.loads``) and once through ``client.chat.completions.create`` (request transform and
-pydantic response model), alternating ``post, create, post``. Each prints calls/s, the same
+pydantic response model), alternating ``post, create, post``. Mode ``app`` is ``post`` with the
+body the app's classification job sends (``logprobs`` and the labels' JSON schema as
+``response_format``: the fake then answers with log-probs, a longer reply to read). Each prints calls/s, the same
 ``overhead_ms_per_call`` as teacher_bench (``seconds * C / calls * 1000 - L``) and this
 process's CPU per call. No database, no ORM thread: what is left is the client library, the
 event loop and the machine, so the app's job cannot do better than this.
@@ -42,7 +44,9 @@ def _serve(queue, latency_s: float) -> None:
 async def _run(base_url: str, mode: str, calls: int, concurrency: int, latency_ms: float) -> dict:
     import httpx
     import openai
-    from teacher_bench import example_text
+    from teacher_bench import LABEL_NAMES, example_text
+
+    from tasks.classification.task import response_format
 
     client = openai.AsyncOpenAI(api_key="sk-floor", base_url=base_url, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
@@ -55,8 +59,11 @@ async def _run(base_url: str, mode: str, calls: int, concurrency: int, latency_m
             "max_tokens": 20,
             "temperature": 0,
         }
+        if mode == "app":
+            body["logprobs"] = True
+            body["response_format"] = response_format(LABEL_NAMES)
         async with gate:
-            if mode == "post":
+            if mode in ("post", "app"):
                 response = await client.post("/chat/completions", body=body, cast_to=httpx.Response)
                 json.loads(response.content)
             else:
@@ -82,18 +89,32 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-ms", type=float, default=200)
     parser.add_argument(
-        "--modes", default="post,create,post", help="runs in order: post (what the app sends), create"
+        "--modes",
+        default="post,create,post",
+        help="runs in order: post (the app's call), app (post with the app's body), create",
     )
+    parser.add_argument("--profile", action="store_true", help="cProfile (CPU time) of the calls, to stderr")
     args = parser.parse_args()
     queue: mp.Queue = mp.Queue()
     server = mp.Process(target=_serve, args=(queue, args.latency_ms / 1000), daemon=True)
     server.start()
     try:
         base_url = queue.get(timeout=60)
+        profiler = None
+        if args.profile:
+            import cProfile
+
+            profiler = cProfile.Profile(time.thread_time)
+            profiler.enable()
         runs = [
             asyncio.run(_run(base_url, mode, args.calls, args.concurrency, args.latency_ms))
             for mode in args.modes.split(",")
         ]
+        if profiler is not None:
+            import pstats
+
+            profiler.disable()
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
     finally:
         server.terminate()
     print(

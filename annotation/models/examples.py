@@ -211,7 +211,9 @@ class ExampleQuerySet(models.QuerySet):
                 )
         return len(changed)
 
-    def note_teacher_answers(self, answers: dict[int, tuple[Any, float | None]]) -> int:
+    def note_teacher_answers(
+        self, answers: dict[int, tuple[Any, float | None]], *, project: Project | None = None
+    ) -> int:
         """The incremental form of sync_queue_fields() for new teacher proposals.
 
         A new valid teacher proposal is by definition the latest one, so it
@@ -221,7 +223,8 @@ class ExampleQuerySet(models.QuerySet):
         project's task, then one parameterised UPDATE run for the whole
         batch: the ORM's bulk_update builds a CASE expression per row and
         field, which cost labelling jobs ~2 ms of CPU an answer
-        (bench/README.md, "Teacher").
+        (bench/README.md, "Teacher"). ``project``: the examples' project, when the
+        caller holds it with its task (a job's batches read it once, not per batch).
         """
         if not answers:
             return 0
@@ -236,6 +239,8 @@ class ExampleQuerySet(models.QuerySet):
             .annotate(student_value=Subquery(students.values("value")[:1], output_field=models.JSONField()))
         )
         tasks = _TasksByProject()
+        if project is not None:
+            tasks[project.pk] = project.task
         params = []
         for pk, project_id, text, student_label, student in batch.values_list(
             "pk", "project_id", "text", "student_label", "student_value"

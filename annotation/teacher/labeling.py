@@ -13,6 +13,7 @@ The teacher's settings, prompt versions and few-shot memory live in `service`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -49,6 +50,10 @@ from annotation.teacher.service import (
 from distillapp import jobs
 
 CHUNK = 256
+# The LLM job's writer waits up to this long after an answer for a concurrency's worth
+# of them, and writes at most that many at once (bench/README.md, "Teacher": a write's
+# fixed cost against its answers' own).
+WRITE_GATHER_SECONDS = 0.2
 
 
 # --- choosing examples -------------------------------------------------------------------------
@@ -285,10 +290,11 @@ def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, s
 def _write(job: LabelingJob, results: list[_Result], agent: str, task=None) -> None:
     """Store answers and mark items done, once each, in one transaction.
 
-    Set-based, whatever the batch size: one locking read of the batch's items, one
-    insert of its proposals, one update of its items. An item that is no longer pending
-    (a resumed run stored it already) is skipped with its answers. With the `task`, what it
-    notes about the answers (``Task.answer_notes``) adds up on the job's row.
+    Set-based, whatever the batch size: one locking read of the batch's items, one insert
+    of its proposals, one update of its items, one of their examples' queue keys. An item
+    that is no longer pending (a resumed run stored it already) is skipped with its answers.
+    With the `task`, what it notes about the answers (``Task.answer_notes``) adds up on the
+    job's row.
     """
     done = failed = cached = input_tokens = output_tokens = 0
     cost = Decimal("0")
@@ -299,25 +305,27 @@ def _write(job: LabelingJob, results: list[_Result], agent: str, task=None) -> N
             .values_list("pk", flat=True)
         )
         results = [r for r in results if r.work.item_id in pending]
+        now = timezone.now()
         created = iter(
-            Proposal.objects.bulk_create(
+            _insert_proposals(
                 [
-                    Proposal(
-                        example_id=result.work.example_id,
-                        agent=agent,
-                        value=answer.value if answer.is_valid else None,
-                        confidence=answer.confidence if answer.is_valid else None,
-                        confidence_method=answer.confidence_method if answer.is_valid else "",
-                        raw_response=answer.raw_response[:10000],
-                        input_tokens=answer.input_tokens,
-                        output_tokens=answer.output_tokens,
-                        cost_usd=answer.cost_usd,
-                        latency_ms=answer.latency_ms,
-                        error=answer.error[:2000],
-                        prompt_version_id=job.prompt_version_id,
-                        labeling_job_id=job.pk,
+                    (
+                        result.work.example_id,
+                        agent,
+                        answer.value if answer.is_valid else None,
+                        answer.confidence if answer.is_valid else None,
+                        answer.confidence_method if answer.is_valid else "",
+                        answer.raw_response[:10000],
+                        answer.input_tokens,
+                        answer.output_tokens,
+                        answer.cost_usd,
+                        answer.latency_ms,
+                        answer.error[:2000],
+                        job.prompt_version_id,
+                        job.pk,
                         # Only a valid answer may answer an identical request later.
-                        cache_key=result.work.cache_key if answer.is_valid else "",
+                        result.work.cache_key if answer.is_valid else "",
+                        now,
                     )
                     for result in results
                     if not result.work.cached_proposal_id
@@ -329,23 +337,17 @@ def _write(job: LabelingJob, results: list[_Result], agent: str, task=None) -> N
         for result in results:
             work = result.work
             if work.cached_proposal_id:
-                items.append(
-                    LabelingJobItem(
-                        pk=work.item_id,
-                        status=LabelingJobItem.Status.CACHED,
-                        proposal_id=work.cached_proposal_id,
-                    )
-                )
+                items.append((LabelingJobItem.Status.CACHED, work.cached_proposal_id, work.item_id))
                 cached += 1
                 continue
             for answer in result.answers:
-                proposal = next(created)
+                proposal_id = next(created)
                 input_tokens += answer.input_tokens
                 output_tokens += answer.output_tokens
                 cost += answer.cost_usd
             final = result.answers[-1]
             status = LabelingJobItem.Status.DONE if final.is_valid else LabelingJobItem.Status.FAILED
-            items.append(LabelingJobItem(pk=work.item_id, status=status, proposal_id=proposal.pk))
+            items.append((status, proposal_id, work.item_id))
             done += final.is_valid
             failed += not final.is_valid
         _set_items(items)
@@ -356,7 +358,8 @@ def _write(job: LabelingJob, results: list[_Result], agent: str, task=None) -> N
                 r.work.example_id: (r.answers[-1].value, r.answers[-1].confidence)
                 for r in results
                 if r.answers and r.answers[-1].is_valid
-            }
+            },
+            project=job.project,
         )
         notes = _answer_notes(task, results) if task is not None else {}
         if notes:
@@ -375,8 +378,62 @@ def _write(job: LabelingJob, results: list[_Result], agent: str, task=None) -> N
         )
 
 
-def _set_items(items: list[LabelingJobItem]) -> None:
-    """Each item's status and proposal in one parameterised UPDATE run (not bulk_update's
+# The columns _insert_proposals writes, in the order of its rows' values.
+PROPOSAL_COLUMNS = (
+    "example",
+    "agent",
+    "value",
+    "confidence",
+    "confidence_method",
+    "raw_response",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "error",
+    "prompt_version",
+    "labeling_job",
+    "cache_key",
+    "created_at",
+)
+
+
+def _insert_proposals(rows: list[tuple]) -> list[int]:
+    """Insert proposals (values in PROPOSAL_COLUMNS' order) in one INSERT; their ids in order.
+
+    Not bulk_create: its model instances and per-field preparation were a third of
+    _write's CPU (bench/README.md, "Teacher"); only the JSON, decimal and time values
+    need the backend's adaptation.
+    """
+    if not rows:
+        return []
+    meta = Proposal._meta
+    quote = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in PROPOSAL_COLUMNS]
+    adapt = [
+        (index, field)
+        for index, field in enumerate(fields)
+        if field.get_internal_type() in ("JSONField", "DecimalField", "DateTimeField")
+    ]
+    params = []
+    for row in rows:
+        row = list(row)
+        for index, field in adapt:
+            row[index] = field.get_db_prep_save(row[index], connection)
+        params.extend(row)
+    one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES {', '.join([one] * len(rows))} RETURNING {quote(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        # Ids are drawn in the VALUES' order; RETURNING need not list them so.
+        return sorted(pk for (pk,) in cursor.fetchall())
+
+
+def _set_items(items: list[tuple[str, int, int]]) -> None:
+    """Each item's (status, proposal, pk) in one parameterised UPDATE run (not bulk_update's
     per-row CASE expressions, which cost more CPU than the API calls they record)."""
     if not items:
         return
@@ -385,8 +442,7 @@ def _set_items(items: list[LabelingJobItem]) -> None:
     status, proposal, pk = (quote(meta.get_field(name).column) for name in ("status", "proposal", "id"))
     with connection.cursor() as cursor:
         cursor.executemany(
-            f"UPDATE {quote(meta.db_table)} SET {status} = %s, {proposal} = %s WHERE {pk} = %s",
-            [(item.status, item.proposal_id, item.pk) for item in items],
+            f"UPDATE {quote(meta.db_table)} SET {status} = %s, {proposal} = %s WHERE {pk} = %s", items
         )
 
 
@@ -460,6 +516,7 @@ async def _run_openai(job: LabelingJob) -> None:
     choose = await sync_to_async(few_shot_chooser)(prompt, job.project)
     todo: asyncio.Queue = asyncio.Queue(maxsize=max(2 * settings.concurrency, CHUNK))
     finished: asyncio.Queue = asyncio.Queue()
+    enough = asyncio.Event()  # a concurrency's worth of answers await the writer
     stop = asyncio.Event()
 
     def next_chunks():
@@ -490,19 +547,29 @@ async def _run_openai(job: LabelingJob) -> None:
                 await finished.put(_Result(work, []))
             else:
                 await finished.put(_Result(work, await client.ask(work.messages)))
+            if finished.qsize() >= settings.concurrency:
+                enough.set()
         await finished.put(None)
+        enough.set()
 
     async def write() -> None:
         open_callers, last_check = settings.concurrency, time.monotonic()
         while open_callers:
             batch = []
             item = await finished.get()
+            if item is not None and finished.qsize() + 1 < settings.concurrency:
+                # Let answers gather (a concurrency's worth, or for a moment): a write's
+                # transaction and queries cost as much CPU as a few answers' own rows, and
+                # small batches paid it per answer.
+                enough.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(enough.wait(), WRITE_GATHER_SECONDS)
             while True:
                 if item is None:
                     open_callers -= 1
                 else:
                     batch.append(item)
-                if finished.empty() or len(batch) >= 64:
+                if finished.empty() or len(batch) >= settings.concurrency:
                     break
                 item = finished.get_nowait()
             if batch:

@@ -1,13 +1,11 @@
 """Teacher labelling jobs: choose examples, call the teacher, store proposals.
 
-A job's examples are fixed when it first starts (one LabelingJobItem each).
-Every answer is written in the same transaction that moves its item from
-pending to done, guarded by a conditional update, so a job killed at any
-point and run again labels each example exactly once and counts each cost
-once. Identical requests are answered from earlier proposals (the cache) at
-no cost, so a re-run never pays twice for the same question.
-
-The teacher's settings, prompt versions and few-shot memory live in `service`.
+A job's examples are fixed when it first starts (one LabelingJobItem each). Every answer is
+written in the same transaction that moves its item from pending to done, guarded by a
+conditional update, so a job killed at any point and run again labels each example once and
+counts each cost once. Identical requests are answered from earlier proposals (the cache), and
+answers not yet written when a worker died from the journal (`journal.py`): no call is paid
+twice. The teacher's settings, prompt versions and few-shot memory live in `service`.
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ from annotation.models import (
     TeacherConfig,
 )
 from annotation.teacher import client as teacher_boundary
+from annotation.teacher import journal
 from annotation.teacher.memory import needs_reviewed
 from annotation.teacher.service import (
     LabelingError,
@@ -242,6 +241,7 @@ class _Work:
     messages: list[dict]
     cache_key: str
     cached_proposal_id: int | None = None
+    journalled: list | None = None  # answers a killed run received but never wrote
 
 
 @dataclass
@@ -282,8 +282,9 @@ def _prepare(job: LabelingJob, chunk: list[tuple], choose, system_prompt: str, s
             cache_key__in=[w.cache_key for w in work], error="", value__isnull=False
         ).values_list("cache_key", "pk")
     )
+    kept = journal.kept(job.pk, [w.cache_key for w in work if w.cache_key not in cached])
     for w in work:
-        w.cached_proposal_id = cached.get(w.cache_key)
+        w.cached_proposal_id, w.journalled = cached.get(w.cache_key), kept.get(w.cache_key)
     return work
 
 
@@ -545,8 +546,12 @@ async def _run_openai(job: LabelingJob) -> None:
                 continue
             if work.cached_proposal_id:
                 await finished.put(_Result(work, []))
+            elif work.journalled is not None:
+                await finished.put(_Result(work, work.journalled))
             else:
-                await finished.put(_Result(work, await client.ask(work.messages)))
+                answers = await client.ask(work.messages)
+                journal.keep(job.pk, work.cache_key, answers)  # paid: kept before anything else
+                await finished.put(_Result(work, answers))
             if finished.qsize() >= settings.concurrency:
                 enough.set()
         await finished.put(None)
@@ -574,6 +579,7 @@ async def _run_openai(job: LabelingJob) -> None:
                 item = finished.get_nowait()
             if batch:
                 await sync_to_async(_write, thread_sensitive=True)(job, batch, agent, task)
+                journal.written(job.pk, [r.work.cache_key for r in batch])
             if time.monotonic() - last_check > 1.0:
                 last_check = time.monotonic()
                 if await sync_to_async(_is_cancelled, thread_sensitive=True)(job.pk):

@@ -56,7 +56,7 @@ def test_a_503_on_the_card_keeps_it_and_says_what_was_not_saved(page, queue, art
 
     with database_down_for_the_server():
         page.keyboard.press("Enter")  # accept
-        dialog.wait_for(state="visible")
+        dialog.wait_for(state="visible", timeout=30_000)
     assert dialog.locator("[data-error-text]").inner_text() == (
         "The database is not answering, so your verdict on this card was not saved. "
         "Nothing else was lost: send it again in a few seconds."

@@ -110,4 +110,5 @@ def test_committed_baseline_names_every_figure():
         "teacher_cpu_ms_per_call",
         "serve_single_cpu_ms",
         "serve_batched_cpu_ms_per_text",
+        "serve_app_cpu_ms",
     }

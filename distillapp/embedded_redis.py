@@ -14,6 +14,9 @@ import redis
 
 logger = logging.getLogger(__name__)
 
+# A Redis (embedded or not) that does not answer: down, restarting, unreachable.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
 
 def is_running(socket_path: Path) -> bool:
     if not socket_path.exists():

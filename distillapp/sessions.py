@@ -13,12 +13,10 @@ from __future__ import annotations
 import logging
 
 from django.contrib.sessions.backends import cached_db, db
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from distillapp.embedded_redis import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
-
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 class SessionStore(cached_db.SessionStore):

@@ -17,8 +17,8 @@ from django.template import loader
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import defaults
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from distillapp.embedded_redis import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class SignInView(auth_views.LoginView):
 
 def is_outage(exc: BaseException | None) -> bool:
     """The database or Redis did not answer (down, restarting, unreachable)."""
-    if isinstance(exc, InterfaceError | RedisConnectionError | RedisTimeoutError):
+    if isinstance(exc, (InterfaceError, *REDIS_DOWN)):
         return True
     if not isinstance(exc, OperationalError):
         return False

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 
 from django.core.cache import cache
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from distillapp.embedded_redis import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
 KEEP_SECONDS = 7 * 24 * 3600
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 def _key(job_id: int, cache_key: str) -> str:
@@ -27,7 +26,7 @@ def _key(job_id: int, cache_key: str) -> str:
 def keep(job_id: int, cache_key: str, answers: list) -> None:
     try:
         cache.set(_key(job_id, cache_key), answers, KEEP_SECONDS)
-    except _REDIS_DOWN as error:  # the answer is still written with its batch; only a kill loses it
+    except REDIS_DOWN as error:  # the answer is still written with its batch; only a kill loses it
         logger.warning("Teacher answer not journalled (Redis is not answering): %s", error)
 
 
@@ -37,7 +36,7 @@ def kept(job_id: int, cache_keys: list[str]) -> dict[str, list]:
         return {}
     try:
         found = cache.get_many([_key(job_id, k) for k in cache_keys])
-    except _REDIS_DOWN as error:
+    except REDIS_DOWN as error:
         logger.warning("Teacher journal not read (Redis is not answering): %s", error)
         return {}
     return {k: found[_key(job_id, k)] for k in cache_keys if _key(job_id, k) in found}
@@ -46,5 +45,5 @@ def kept(job_id: int, cache_keys: list[str]) -> dict[str, list]:
 def written(job_id: int, cache_keys: list[str]) -> None:
     try:
         cache.delete_many([_key(job_id, k) for k in cache_keys])
-    except _REDIS_DOWN:
+    except REDIS_DOWN:
         pass  # they expire; a written item is never asked again anyway

@@ -214,9 +214,7 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
         TrainingRun.objects.filter(pk=run.pk).update(phase=text, heartbeat_at=timezone.now(), **fields)
 
     # A failure keeps its reason and traceback on the row; a stop the lead asked for is a cancel.
-    with jobs.running(
-        TrainingRun, run.pk, reason=lambda exc: f"{type(exc).__name__}: {exc}", clear={"phase": ""}
-    ):
+    with jobs.running(TrainingRun, run.pk, reason=jobs.described, clear={"phase": ""}):
         try:
             # Until the trainer's first step the page shows what is happening, not "step 0 / 0".
             phase("preparing data")

@@ -217,101 +217,92 @@ def test_identical_requests_come_from_the_cache(xproject, bookings, llm):
     assert llm.calls == calls and Proposal.objects.count() == 4
 
 
-def test_a_failed_job_resumes_without_labelling_anything_twice(xproject, llm, queues, monkeypatch):
+@pytest.fixture
+def killed_at_the_third_write(xproject, llm, monkeypatch):
+    """44 bookings, the teacher at concurrency 2, and a worker that dies at its third write.
+    Yields the real `_write`, to put back for the resumed run."""
     for i in range(40):
         BOOKINGS[f"Lunch in Paris for {i}"] = [("city", "Paris"), ("people", str(i))]
-    try:
-        for text in BOOKINGS:
-            Example.objects.create(project=xproject, text=text)
-        use_llm(xproject, llm, concurrency=2)
-        write, writes = labeling._write, []
+    for text in BOOKINGS:
+        Example.objects.create(project=xproject, text=text)
+    use_llm(xproject, llm, concurrency=2)
+    write, writes = labeling._write, []
 
-        def crash_after_two_batches(job, results, agent, *task):
-            writes.append(len(results))
-            if len(writes) > 2:
-                raise RuntimeError("worker killed")
-            write(job, results, agent, *task)
+    def dying(job, results, agent, *task):
+        writes.append(len(results))
+        if len(writes) > 2:
+            raise RuntimeError("worker killed")
+        write(job, results, agent, *task)
 
-        monkeypatch.setattr(labeling, "_write", crash_after_two_batches)
-        job = teacher.labeling_job_create(project=xproject, user=None, selection="unlabelled")
-        assert teacher.labeling_job_claim(job.pk)
-        with pytest.raises(RuntimeError):
-            teacher.labeling_job_run(job=job)
-        job.refresh_from_db()
-        assert job.status == LabelingJob.Status.FAILED and 0 < job.done < 44
-        done_before = job.done
-        llm.reset()
+    monkeypatch.setattr(labeling, "_write", dying)
+    yield write
+    for i in range(40):
+        BOOKINGS.pop(f"Lunch in Paris for {i}", None)
 
-        monkeypatch.setattr(labeling, "_write", write)
-        assert jobs.resume(LabelingJob, job.pk)
-        assert teacher.labeling_job_claim(job.pk)
-        job = teacher.labeling_job_run(job=job)
-        assert job.status == LabelingJob.Status.SUCCEEDED
-        assert (job.total, job.done, job.failed) == (44, 44, 0)
-        per_example = Proposal.objects.values("example").annotate(n=Count("pk"))
-        assert len(per_example) == 44 and {row["n"] for row in per_example} == {1}
-        assert job.cost_usd == Proposal.objects.aggregate(c=Sum("cost_usd"))["c"]
-        # Only texts still pending were asked again, each once (fewer: the first run's unwritten
-        # answers come from the journal, the test below).
-        assert llm.calls <= 44 - done_before
-    finally:
-        for i in range(40):
-            BOOKINGS.pop(f"Lunch in Paris for {i}", None)
+
+def test_a_failed_job_resumes_without_labelling_anything_twice(
+    xproject, llm, queues, monkeypatch, killed_at_the_third_write
+):
+    write = killed_at_the_third_write
+    job = teacher.labeling_job_create(project=xproject, user=None, selection="unlabelled")
+    assert teacher.labeling_job_claim(job.pk)
+    with pytest.raises(RuntimeError):
+        teacher.labeling_job_run(job=job)
+    job.refresh_from_db()
+    assert job.status == LabelingJob.Status.FAILED and 0 < job.done < 44
+    done_before = job.done
+    llm.reset()
+
+    monkeypatch.setattr(labeling, "_write", write)
+    assert jobs.resume(LabelingJob, job.pk)
+    assert teacher.labeling_job_claim(job.pk)
+    job = teacher.labeling_job_run(job=job)
+    assert job.status == LabelingJob.Status.SUCCEEDED
+    assert (job.total, job.done, job.failed) == (44, 44, 0)
+    per_example = Proposal.objects.values("example").annotate(n=Count("pk"))
+    assert len(per_example) == 44 and {row["n"] for row in per_example} == {1}
+    assert job.cost_usd == Proposal.objects.aggregate(c=Sum("cost_usd"))["c"]
+    # Only texts still pending were asked again, each once (fewer: the first run's unwritten
+    # answers come from the journal, the test below).
+    assert llm.calls <= 44 - done_before
 
 
 def test_answers_received_but_not_written_when_the_worker_died_are_not_paid_for_again(
-    xproject, llm, queues, monkeypatch
+    xproject, llm, queues, monkeypatch, killed_at_the_third_write
 ):
     """A worker killed between the teacher's answers and their write: the resumed job takes
     those answers from the journal (issue #23: no LLM call is paid twice)."""
-    for i in range(40):
-        BOOKINGS[f"Lunch in Paris for {i}"] = [("city", "Paris"), ("people", str(i))]
-    try:
-        for text in BOOKINGS:
-            Example.objects.create(project=xproject, text=text)
-        use_llm(xproject, llm, concurrency=2)
-        write, writes = labeling._write, []
+    write = killed_at_the_third_write
+    ask, answered, asked_again = labeling.teacher_boundary.OpenAITeacher.ask, [], []
 
-        def killed_at_the_third_write(job, results, agent, *task):
-            writes.append(len(results))
-            if len(writes) > 2:
-                raise RuntimeError("worker killed")
-            write(job, results, agent, *task)
+    async def recording(self, messages):
+        answers = await ask(self, messages)
+        answered.append(messages[-1]["content"])  # received (and paid) by this run
+        return answers
 
-        monkeypatch.setattr(labeling, "_write", killed_at_the_third_write)
-        ask, answered, asked_again = labeling.teacher_boundary.OpenAITeacher.ask, [], []
+    monkeypatch.setattr(labeling.teacher_boundary.OpenAITeacher, "ask", recording)
+    job = teacher.labeling_job_create(project=xproject, user=None, selection="unlabelled")
+    assert teacher.labeling_job_claim(job.pk)
+    with pytest.raises(RuntimeError):
+        teacher.labeling_job_run(job=job)
+    job.refresh_from_db()
+    received = set(answered)
+    assert len(received) > job.done  # answers came back that were never written
 
-        async def recording(self, messages):
-            answers = await ask(self, messages)
-            answered.append(messages[-1]["content"])  # received (and paid) by this run
-            return answers
+    async def asking(self, messages):
+        asked_again.append(messages[-1]["content"])
+        return await ask(self, messages)
 
-        monkeypatch.setattr(labeling.teacher_boundary.OpenAITeacher, "ask", recording)
-        job = teacher.labeling_job_create(project=xproject, user=None, selection="unlabelled")
-        assert teacher.labeling_job_claim(job.pk)
-        with pytest.raises(RuntimeError):
-            teacher.labeling_job_run(job=job)
-        job.refresh_from_db()
-        received = set(answered)
-        assert len(received) > job.done  # answers came back that were never written
-
-        async def asking(self, messages):
-            asked_again.append(messages[-1]["content"])
-            return await ask(self, messages)
-
-        monkeypatch.setattr(labeling.teacher_boundary.OpenAITeacher, "ask", asking)
-        monkeypatch.setattr(labeling, "_write", write)
-        assert jobs.resume(LabelingJob, job.pk)
-        assert teacher.labeling_job_claim(job.pk)
-        job = teacher.labeling_job_run(job=job)
-        assert (job.status, job.done, job.failed) == (LabelingJob.Status.SUCCEEDED, 44, 0)
-        assert not received & set(asked_again)  # nothing the first run received is asked again
-        assert len(asked_again) == 44 - len(received)
-        assert job.cost_usd == Proposal.objects.aggregate(c=Sum("cost_usd"))["c"]
-        assert job.input_tokens == sum(Proposal.objects.values_list("input_tokens", flat=True))
-    finally:
-        for i in range(40):
-            BOOKINGS.pop(f"Lunch in Paris for {i}", None)
+    monkeypatch.setattr(labeling.teacher_boundary.OpenAITeacher, "ask", asking)
+    monkeypatch.setattr(labeling, "_write", write)
+    assert jobs.resume(LabelingJob, job.pk)
+    assert teacher.labeling_job_claim(job.pk)
+    job = teacher.labeling_job_run(job=job)
+    assert (job.status, job.done, job.failed) == (LabelingJob.Status.SUCCEEDED, 44, 0)
+    assert not received & set(asked_again)  # nothing the first run received is asked again
+    assert len(asked_again) == 44 - len(received)
+    assert job.cost_usd == Proposal.objects.aggregate(c=Sum("cost_usd"))["c"]
+    assert job.input_tokens == sum(Proposal.objects.values_list("input_tokens", flat=True))
 
 
 def test_fixed_few_shot_examples_are_json_lines_checked_against_the_text(

@@ -5,9 +5,23 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from tasks import Category, Task, task_choices, task_for
+
+
+class JSONRows(models.Aggregate):
+    """The grouped rows as one JSON array (PostgreSQL's JSONB_AGG, SQLite's JSON_GROUP_ARRAY)."""
+
+    function = "JSONB_AGG"
+    output_field = models.JSONField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return super().as_sql(compiler, connection, function="JSON_GROUP_ARRAY", **extra_context)
+
+
+LABEL_COLUMNS = ("name", "description", "key", "order", "color", "allows_many")
 
 
 class ProjectQuerySet(models.QuerySet):
@@ -20,6 +34,17 @@ class ProjectQuerySet(models.QuerySet):
         """Each project with `user`'s role in it read in the same query (``role_of`` uses it)."""
         role = Membership.objects.filter(project=models.OuterRef("pk"), user=user.pk).values("role")[:1]
         return self.annotate(_role=models.Subquery(role), _role_user=models.Value(user.pk))
+
+    def with_labels(self) -> ProjectQuerySet:
+        """Each project with its labels (fields) read in the same query (``label_list`` uses them)."""
+        rows = (
+            Label.objects.filter(project=models.OuterRef("pk"))
+            .order_by()
+            .values("project")
+            .annotate(rows=JSONRows(JSONObject(pk="pk", **{c: c for c in LABEL_COLUMNS})))
+            .values("rows")
+        )
+        return self.annotate(_label_rows=models.Subquery(rows, output_field=models.JSONField()))
 
 
 def user_may_create_projects(user) -> bool:
@@ -131,9 +156,9 @@ class Project(models.Model):
     def remember(self, key: str, value) -> None:
         self.__dict__.setdefault("_memo", {})[key] = value
 
-    def recalled(self, key: str):
-        """What was remembered under `key` on this instance, else None (nothing is read)."""
-        return self.__dict__.get("_memo", {}).get(key)
+    def recalled(self, key: str, default=None):
+        """What was remembered under `key` on this instance, else `default` (nothing is read)."""
+        return self.__dict__.get("_memo", {}).get(key, default)
 
     def forget(self, *keys: str) -> None:
         memo = self.__dict__.get("_memo", {})
@@ -145,7 +170,21 @@ class Project(models.Model):
 
     def label_list(self) -> list[Label]:
         """The labels (fields) in order (remembered: ``forget_task()`` after changing them)."""
-        return self.remembered("labels", lambda: list(self.labels.all()))
+        return self.remembered("labels", self._read_labels)
+
+    def _read_labels(self) -> list[Label]:
+        if "_label_rows" not in self.__dict__:
+            return list(self.labels.all())
+        labels = [
+            Label(
+                project=self,
+                pk=row["pk"],
+                **{c: row[c] for c in LABEL_COLUMNS if c != "allows_many"},
+                allows_many=bool(row["allows_many"]),  # SQLite's JSON has 0 and 1
+            )
+            for row in self.__dict__.pop("_label_rows") or []
+        ]
+        return sorted(labels, key=lambda label: (label.order, label.name))  # Label's ordering
 
     def role_of(self, user) -> str | None:
         """The user's role in this project, or None for an outsider."""

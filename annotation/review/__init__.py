@@ -31,6 +31,7 @@ from annotation.review.similar import (
     similarity_index_start,
 )
 from annotation.review.verdicts import (
+    REMAINING_CAP,
     STRATEGIES,
     InvalidAnswer,
     NotServed,
@@ -39,17 +40,20 @@ from annotation.review.verdicts import (
     bulk_accept,
     bulk_accept_preview,
     queue,
+    queue_counts,
     resolved_strategy,
     review_next,
     review_record,
     review_undo,
     reviewed_today,
     teacher_proposal,
+    with_teacher_proposal,
 )
 
 __all__ = [
     "INTAKE_INDEX_EVERY",
     "REJECT",
+    "REMAINING_CAP",
     "STRATEGIES",
     "InvalidAnswer",
     "NotServed",
@@ -70,6 +74,7 @@ __all__ = [
     "quality_run_start",
     "latest_quality_run",
     "queue",
+    "queue_counts",
     "resolved_strategy",
     "review_next",
     "review_record",
@@ -79,4 +84,5 @@ __all__ = [
     "similarity_index_run",
     "similarity_index_start",
     "teacher_proposal",
+    "with_teacher_proposal",
 ]

@@ -37,10 +37,10 @@ def verdict_count(project: Project) -> int:
     known = project.recalled("verdicts")
     if known is not None:
         return known
-    return _decided(project).count()
+    return decided(project).count()
 
 
-def _decided(project):
+def decided(project):
     """The project's decided queue examples (`project` may be an OuterRef). A non-gold example
     leaves the unreviewed state by a review verdict only, so its review state says it, read
     from the queue's index: counting distinct examples over the review rows joined every
@@ -121,19 +121,26 @@ def round_status(project: Project) -> dict:
     return status
 
 
-def after_verdict(project: Project) -> bool:
-    """Start a refresh if this verdict ended a round; True if it did (exactly one caller wins)."""
-    project.forget("verdicts")
+def after_verdict(project: Project, *, counted: tuple[int, int] | None = None) -> bool:
+    """Start a refresh if this verdict ended a round; True if it did (exactly one caller wins).
+
+    `counted`: the decided cards and the round's start, as the caller has just read them
+    after the verdict (the review card's counts, ``verdicts.queue_counts``)."""
+    if counted is None:
+        project.forget("verdicts")
+        if not project.refresh_every:
+            return False
+        # The count and the round's start in one query.
+        count = Subquery(
+            decided(OuterRef("pk")).order_by().values("project").annotate(n=Count("pk")).values("n")
+        )
+        counted = (
+            Project.objects.filter(pk=project.pk).values_list(Coalesce(count, 0), "refreshed_at_verdicts").get()
+        )
+    done, last = counted
+    project.remember("verdicts", done)
     if not project.refresh_every:
         return False
-    # The count and the round's start in one query (the review page's hot path).
-    decided = Subquery(
-        _decided(OuterRef("pk")).order_by().values("project").annotate(n=Count("pk")).values("n")
-    )
-    done, last = (
-        Project.objects.filter(pk=project.pk).values_list(Coalesce(decided, 0), "refreshed_at_verdicts").get()
-    )
-    project.remember("verdicts", done)
     last = last or 0
     if done - last < project.refresh_every:
         return False

@@ -12,11 +12,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models import Case, Exists, F, IntegerField, JSONField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from annotation.models import (
     CLAIM_SECONDS,
+    QualityRun,
     STUDENT_AGENT_PREFIX,
     Example,
     Project,
@@ -69,8 +70,14 @@ def resolved_strategy(project: Project, strategy: str) -> str:
     """The order a queue setting serves now: "auto" becomes "kept" or "confidence"."""
     if strategy != "auto":
         return strategy
-    run = latest_quality_run(project)
-    return auto_strategy(run.flag_coverage if run is not None else None, project.task.auto_order)
+    # As the card's counts read it in this request (queue_counts), else from the last scoring.
+    coverage = project.recalled("flag_coverage", default=NOT_READ)
+    if coverage is NOT_READ:
+        coverage = getattr(latest_quality_run(project), "flag_coverage", None)
+    return auto_strategy(coverage, project.task.auto_order)
+
+
+NOT_READ = object()
 
 
 class ReviewError(ValueError):
@@ -176,6 +183,60 @@ def queue(project: Project, filters: QueueFilter):
     """Unreviewed, non-gold examples in the chosen filter (gold goes through blind labelling)."""
     examples = Example.objects.filter(project=project, is_gold=False, review_state=ReviewState.UNREVIEWED)
     return filters.apply(examples)
+
+
+# Counting a big queue visits every row (12-22 ms at 100k); past the cap the page says
+# "1,000+" (bench/README.md, review queue).
+REMAINING_CAP = 1000
+
+
+class CountOf(Subquery):
+    """``SELECT COUNT(*)`` over a queryset, as a value in another query's SELECT."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) counted)"
+    output_field = IntegerField()
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """What the review card counts, read in one query: the project's decided cards (its
+    rounds), the round's start, this reviewer's verdicts today, the queue left (capped at
+    ``REMAINING_CAP + 1``) and the flag coverage of the last scoring ("auto" reads it)."""
+
+    decided: int
+    refreshed_at: int
+    reviewed_today: int
+    remaining: int
+    flag_coverage: float | None
+
+
+def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
+    """The card's counts in one query (remembered on `project` for this reviewer and filter,
+    so a verdict that counted inside its transaction serves the next card's page with them).
+    The remaining count has no ORDER BY: ordered by id, PostgreSQL walks the primary key
+    through every other project's rows."""
+    memo = project.recalled("queue_counts")
+    if memo is not None and memo[:2] == (user.pk, filters):
+        return memo[2]
+    last_scoring = QualityRun.objects.filter(project=project, status=QualityRun.Status.SUCCEEDED).order_by(
+        "-finished_at", "-pk"
+    )
+    row = (
+        Project.objects.filter(pk=project.pk)
+        .values_list(
+            CountOf(rounds.decided(project).order_by().values("pk")),
+            "refreshed_at_verdicts",
+            CountOf(_verdicts_today(project, user).order_by().values("pk")),
+            CountOf(queue(project, filters).order_by().values("pk")[: REMAINING_CAP + 1]),
+            Subquery(last_scoring.values("flag_coverage")[:1]),
+        )
+        .get()
+    )
+    counts = QueueCounts(*row[:2], *row[2:4], row[4])
+    project.remember("queue_counts", (user.pk, filters, counts))
+    project.remember("verdicts", counts.decided)
+    project.remember("flag_coverage", counts.flag_coverage)
+    return counts
 
 
 def card_claim(example_id: int, user, *, is_audit: bool = False, order: str = "") -> bool:
@@ -285,13 +346,32 @@ def _audit_turn(project: Project) -> bool:
     return (rounds.verdict_count(project) + 1) % every == 0
 
 
-def teacher_proposal(example: Example) -> Proposal | None:
+def _teacher_proposals(example):
+    """The example's valid teacher proposals, newest first (`example` may be an OuterRef)."""
     return (
-        example.proposals.filter(value__isnull=False, error="")
+        Proposal.objects.filter(example=example, value__isnull=False, error="")
         .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
         .order_by("-created_at", "-pk")
-        .first()
     )
+
+
+def with_teacher_proposal(examples):
+    """`examples` with their teacher proposal's id and answer read in the same query (what a
+    verdict needs of it), so ``teacher_proposal`` asks nothing more."""
+    latest = _teacher_proposals(OuterRef("pk"))
+    return examples.annotate(
+        teacher_proposal_pk=Subquery(latest.values("pk")[:1]),
+        teacher_proposal_value=Subquery(latest.values("value")[:1], output_field=JSONField()),
+    )
+
+
+def teacher_proposal(example: Example) -> Proposal | None:
+    """The teacher's newest valid proposal (its id and answer only where ``with_teacher_proposal``
+    read them with the example)."""
+    if "teacher_proposal_pk" in example.__dict__:
+        pk = example.teacher_proposal_pk
+        return None if pk is None else Proposal(pk=pk, example=example, value=example.teacher_proposal_value)
+    return _teacher_proposals(example).first()
 
 
 def seconds_on_card(example: Example, user) -> float | None:
@@ -313,13 +393,21 @@ def _served(example: Example, user) -> dict:
 
 @transaction.atomic
 def review_record(
-    *, example: Example, user, verdict: str, label: str | None = None, value: Answer | None = None
+    *,
+    example: Example,
+    user,
+    verdict: str,
+    label: str | None = None,
+    value: Answer | None = None,
+    filters: QueueFilter | None = None,
 ) -> Review:
     """Record one verdict: accept the teacher's proposal, correct it, or reject.
 
     A correction is a posted answer: ``value`` (any task; extraction posts its span set)
     or, for a classification form, ``label``. An answer the task calls the same as the
     proposal is an accept, so an unchanged span set or the proposed label counts as one.
+    With the reviewer's queue `filters`, the round's count is the card's ``queue_counts``
+    (one query for both).
     """
     task = example.project.task
     proposal = teacher_proposal(example)
@@ -356,7 +444,13 @@ def review_record(
         is_audit=served["is_audit"],
         queue_order=served["order"],
     )
-    rounds.after_verdict(example.project)
+    project = example.project
+    project.forget("queue_counts", "verdicts")
+    if filters is not None:
+        counts = queue_counts(project, user, filters)
+        rounds.after_verdict(project, counted=(counts.decided, counts.refreshed_at))
+    else:
+        rounds.after_verdict(project)
     return review
 
 
@@ -384,14 +478,14 @@ def review_undo(*, project: Project, user) -> Example | None:
     return example
 
 
-def reviewed_today(*, project: Project, user) -> int:
+def _verdicts_today(project: Project, user):
     start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     # A lead's import of verified labels (an attested gold set) is no review done today.
-    return (
-        Review.objects.verdicts()
-        .filter(example__project=project, reviewer=user, created_at__gte=start)
-        .count()
-    )
+    return Review.objects.verdicts().filter(example__project=project, reviewer=user, created_at__gte=start)
+
+
+def reviewed_today(*, project: Project, user) -> int:
+    return _verdicts_today(project, user).count()
 
 
 # --- bulk accept -----------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
     """The project and the user's role; 404 for anyone outside it."""
     user = request.user
     project = (
-        (Project.objects.with_role_of(user) if user.is_authenticated else Project.objects)
+        (Project.objects.with_role_of(user) if user.is_authenticated else Project.objects.all())
+        .with_labels()
         .filter(slug=slug)
         .first()
     )

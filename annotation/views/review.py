@@ -32,9 +32,6 @@ from distillapp import jobs
 # --- review queue -------------------------------------------------------------------------------
 
 
-REMAINING_CAP = 1000
-
-
 def _queue_filter(request: HttpRequest, project: Project) -> review.QueueFilter:
     """The reviewer's queue settings: from the query string when given, else the session."""
     key = f"review:{project.pk}"
@@ -128,7 +125,10 @@ def _queue_example_or_404(request: HttpRequest, project: Project) -> Example:
     example_id = _posted_id(request)
     if example_id is None:
         raise Http404("No such example.")
-    return get_object_or_404(Example, project=project, pk=example_id, is_gold=False)
+    # With its teacher proposal's id and answer: what the verdict records (one query for both).
+    return get_object_or_404(
+        review.with_teacher_proposal(Example.objects.filter(project=project, is_gold=False)), pk=example_id
+    )
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -184,8 +184,9 @@ def _posted_answer(request: HttpRequest):
 
 
 def _card_context(
-    request: HttpRequest, project: Project, role: str, example: Example | None, filters
+    request: HttpRequest, project: Project, role: str, example: Example | None, filters, *, page: bool = True
 ) -> dict:
+    """What the review page shows; without `page`, what its #card partial shows (htmx)."""
     proposals = []
     student = None
     if example is not None:
@@ -199,7 +200,9 @@ def _card_context(
     for proposal in [*proposals, *([student] if student else [])]:
         proposal.summary = task.summary(proposal.value, text=example.text) if proposal.is_valid else ""
     labels = project.label_list()
-    quality_run = project.quality_runs.first()
+    counts = review.queue_counts(project, request.user, filters)
+    # The last scoring (of any status) is shown above the card, on the full page only.
+    quality_run = project.quality_runs.first() if page else None
     jobs.recover_shown([quality_run] if quality_run else [])
     return {
         "project": project,
@@ -218,13 +221,10 @@ def _card_context(
         "strategies": review.STRATEGIES,
         "strategy_name": _strategy_name(project, filters),
         "similar_key": "m" if not any(label.key == "m" for label in labels) else "",
-        "reviewed_today": review.reviewed_today(project=project, user=request.user),
+        "reviewed_today": counts.reviewed_today,
         "round": round_status(project),
-        # Counting a big queue visits every row (12-22 ms at 100k); past the cap
-        # the page says "1,000+" (bench/README.md, review queue). No ORDER BY: ordered by
-        # id, PostgreSQL walks the primary key through every other project's rows.
-        "remaining": review.queue(project, filters).order_by()[: REMAINING_CAP + 1].count(),
-        "remaining_cap": REMAINING_CAP,
+        "remaining": counts.remaining,
+        "remaining_cap": review.REMAINING_CAP,
         "sources": Example.Source.choices,
         "quality_run": quality_run,
     }
@@ -240,11 +240,13 @@ def _render_card(
     status: int = 200,
     after_verdict: bool = False,
 ) -> HttpResponse:
+    # The counts first: choosing the card reads the verdicts and the last scoring they carry.
+    review.queue_counts(project, request.user, filters)
     if example is None:
         example = review.review_next(
             project=project, user=request.user, filters=filters, after_verdict=after_verdict
         )
-    context = _card_context(request, project, role, example, filters)
+    context = _card_context(request, project, role, example, filters, page=not request.htmx)
     template = "annotation/review.html#card" if request.htmx else "annotation/review.html"
     return render(request, template, context, status=status)
 
@@ -262,31 +264,31 @@ def review_act(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = project_for_member(request, slug)
     example = _queue_example_or_404(request, project)
     example.project = project  # the task is read once per request
+    filters = _queue_filter(request, project)
     try:
         review.review_record(
             example=example,
             user=request.user,
             verdict=request.POST.get("verdict", ""),
             value=_posted_answer(request),
+            filters=filters,
         )
     except (BadAnswer, review.InvalidAnswer) as exc:
         # A bad answer is a bad request: nothing is stored, the same card comes back saying why.
         messages.error(request, str(exc))
-        return _render_card(
-            request, project, role, _queue_filter(request, project), example=example, status=400
-        )
+        return _render_card(request, project, role, filters, example=example, status=400)
     except review.NotServed as exc:
         # A replay, a stale tab or someone else's card: nothing is stored; my own next card comes.
         messages.error(request, str(exc))
         if request.htmx:
-            return _render_card(request, project, role, _queue_filter(request, project), status=409)
+            return _render_card(request, project, role, filters, status=409)
     except review.ReviewError as exc:
         messages.error(request, str(exc))
         if request.htmx:
-            return _render_card(request, project, role, _queue_filter(request, project), example=example)
+            return _render_card(request, project, role, filters, example=example)
     if not request.htmx:
         return redirect("annotation:review", slug=project.slug)
-    return _render_card(request, project, role, _queue_filter(request, project), after_verdict=True)
+    return _render_card(request, project, role, filters, after_verdict=True)
 
 
 @login_required

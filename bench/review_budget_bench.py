@@ -237,6 +237,9 @@ class JobList:
                 if quality.status != QualityRun.Status.SUCCEEDED:
                     raise RuntimeError(f"quality run {pk} ended {quality.status}: {quality.error}")
                 entry = {"job": "quality_run", "examples": quality.examples}
+            elif label == "annotation.SimilarityIndex":
+                # "More like this" after an import: no order here reads it.
+                entry = {"job": "similarity_index", "skipped": True}
             else:
                 raise RuntimeError(f"no worker here for {label}")
             entry["seconds"] = round(time.monotonic() - started, 2)

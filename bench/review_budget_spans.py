@@ -141,8 +141,7 @@ class SpanData:
         top = int(TOP_SHARE * len(examples))
         out = {"pool": len(examples), "first": top, "errors_in_pool": totals}
         for name, strategy in strategies.items():
-            order = review.QueueFilter(strategy=strategy).order(review.queue(project, review.QueueFilter()))
-            first = list(order.values_list("pk", flat=True)[:top])
+            first = review.first_served(project, review.QueueFilter(strategy=strategy), top)
             found = {kind: sum(per_example[pk][kind] for pk in first) for kind in KINDS}
             out[name] = {
                 "strategy": strategy,

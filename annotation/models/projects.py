@@ -8,18 +8,8 @@ from django.db.models import Q
 from django.db.models.functions import JSONObject
 from django.utils import timezone
 
+from distillapp.sql import CompiledOnce, JSONRows
 from tasks import Category, Task, task_choices, task_for
-
-
-class JSONRows(models.Aggregate):
-    """The grouped rows as one JSON array (PostgreSQL's JSONB_AGG, SQLite's JSON_GROUP_ARRAY)."""
-
-    function = "JSONB_AGG"
-    output_field = models.JSONField()
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        return super().as_sql(compiler, connection, function="JSON_GROUP_ARRAY", **extra_context)
-
 
 LABEL_COLUMNS = ("name", "description", "key", "order", "color", "allows_many")
 
@@ -37,14 +27,20 @@ class ProjectQuerySet(models.QuerySet):
 
     def with_labels(self) -> ProjectQuerySet:
         """Each project with its labels (fields) read in the same query (``label_list`` uses them)."""
-        rows = (
-            Label.objects.filter(project=models.OuterRef("pk"))
-            .order_by()
-            .values("project")
-            .annotate(rows=JSONRows(JSONObject(pk="pk", **{c: c for c in LABEL_COLUMNS})))
-            .values("rows")
+        return self.annotate(
+            _label_rows=CompiledOnce("project labels", Project, _label_rows, output_field=models.JSONField())
         )
-        return self.annotate(_label_rows=models.Subquery(rows, output_field=models.JSONField()))
+
+
+def _label_rows() -> models.Subquery:
+    rows = (
+        Label.objects.filter(project=models.OuterRef("pk"))
+        .order_by()
+        .values("project")
+        .annotate(rows=JSONRows(JSONObject(pk="pk", **{c: c for c in LABEL_COLUMNS})))
+        .values("rows")
+    )
+    return models.Subquery(rows, output_field=models.JSONField())
 
 
 def user_may_create_projects(user) -> bool:

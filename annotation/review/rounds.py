@@ -135,7 +135,9 @@ def after_verdict(project: Project, *, counted: tuple[int, int] | None = None) -
             decided(OuterRef("pk")).order_by().values("project").annotate(n=Count("pk")).values("n")
         )
         counted = (
-            Project.objects.filter(pk=project.pk).values_list(Coalesce(count, 0), "refreshed_at_verdicts").get()
+            Project.objects.filter(pk=project.pk)
+            .values_list(Coalesce(count, 0), "refreshed_at_verdicts")
+            .get()
         )
     done, last = counted
     project.remember("verdicts", done)

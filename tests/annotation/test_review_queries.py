@@ -80,7 +80,9 @@ def test_the_remaining_count_does_not_order_the_queue(
     capped = [
         count
         for q in captured.captured_queries
-        for count in re.findall(r"COUNT\(\*\) FROM \((SELECT [^()]*(?:\([^()]*\)[^()]*)*) LIMIT 1001\)", q["sql"])
+        for count in re.findall(
+            r"COUNT\(\*\) FROM \((SELECT [^()]*(?:\([^()]*\)[^()]*)*) LIMIT 1001\)", q["sql"]
+        )
     ]
     assert capped, "the remaining count ran no capped COUNT"
     assert all("ORDER BY" not in sql for sql in capped)
@@ -92,14 +94,16 @@ ORDERS = ["auto", "confidence", "errors", "kept", "disagreement"]
 def pool(project, n: int) -> None:
     """`n` cards with a teacher's answer, a student's on every other one, label-quality scores
     and a finished scoring: every order has its keys."""
-    extraction = project.task_type == "extraction"
+    spans = project.task_type == "extraction"
     for i in range(n):
         text = f"Table for {i % 9 + 1} on {i % 28 + 1} May, ticket {i}"
-        example = Example.objects.create(project=project, text=text, quality_score=(i % 7) / 7, label_issue=i % 5 == 0)
-        teacher = {"spans": [{"start": 10, "end": 11, "field": "people"}]} if extraction else "Billing"
+        example = Example.objects.create(
+            project=project, text=text, quality_score=(i % 7) / 7, label_issue=i % 5 == 0
+        )
+        teacher = {"spans": [{"start": 10, "end": 11, "field": "people"}]} if spans else "Billing"
         Proposal.objects.create(example=example, agent="teacher:m:v1", value=teacher, confidence=i / (n + 1))
         if i % 2:
-            student = {"spans": [{"start": 15, "end": 21, "field": "date"}]} if extraction else "Other"
+            student = {"spans": [{"start": 15, "end": 21, "field": "date"}]} if spans else "Other"
             Proposal.objects.create(example=example, agent="student:run-1", value=student, confidence=0.9)
     Example.objects.filter(project=project).sync_queue_fields()
     QualityRun.objects.create(project=project, status=QualityRun.Status.SUCCEEDED, flag_coverage=0.8)
@@ -147,18 +151,24 @@ def test_the_card_counts_read_in_one_query_are_those_the_queue_holds(project, re
     counts = review.queue_counts(Project.objects.get(pk=project.pk), reviewer, review.QueueFilter())
     assert (counts.decided, counts.reviewed_today, counts.remaining, counts.flag_coverage) == (1, 1, 7, 0.8)
     # Capped: one past the cap says "more than the cap".
-    assert review.queue_counts(
-        Project.objects.get(pk=project.pk), reviewer, review.QueueFilter(label="none such")
-    ).remaining == 0
+    assert (
+        review.queue_counts(
+            Project.objects.get(pk=project.pk), reviewer, review.QueueFilter(label="none such")
+        ).remaining
+        == 0
+    )
 
 
-def test_labels_read_with_the_project_are_the_labels_read_alone(extraction):
-    Label.objects.create(project=extraction, name="aardvark", order=0, key="z", color="#123456", allows_many=False)
+def test_labels_read_with_the_project_are_the_labels_read_alone(request):
+    bookings = request.getfixturevalue("extraction")
+    Label.objects.create(
+        project=bookings, name="aardvark", order=0, key="z", color="#123456", allows_many=False
+    )
     alone = [
         (label.pk, label.name, label.description, label.key, label.order, label.color, label.allows_many)
-        for label in extraction.labels.all()
+        for label in bookings.labels.all()
     ]
-    together = Project.objects.with_labels().get(pk=extraction.pk).label_list()
+    together = Project.objects.with_labels().get(pk=bookings.pk).label_list()
     assert [
         (label.pk, label.name, label.description, label.key, label.order, label.color, label.allows_many)
         for label in together

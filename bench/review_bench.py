@@ -181,7 +181,10 @@ def main() -> int:
     parser.add_argument("--_drop", dest="drop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     orders = list(ALL_ORDERS) if args.strategy == "all" else [o.strip() for o in args.strategy.split(",")]
-    coverage = None if args.flag_coverage == "none" else float(args.flag_coverage)
+    try:
+        coverage = None if args.flag_coverage == "none" else float(args.flag_coverage)
+    except ValueError:
+        parser.error(f"--flag-coverage takes a number or none, not {args.flag_coverage!r}")
 
     if args._step:
         if args._step == "setup":

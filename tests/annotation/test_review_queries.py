@@ -176,3 +176,16 @@ def test_labels_read_with_the_project_are_the_labels_read_alone(request):
     assert any(not label.allows_many for label in together) and any(label.allows_many for label in together)
     empty = Project.objects.create(name="No labels", slug="no-labels")
     assert Project.objects.with_labels().get(pk=empty.pk).label_list() == []
+
+
+def test_a_compiled_once_subquery_inside_another_query_is_compiled_for_its_place(project):
+    """Where the outer table is renamed (the projects read as a subquery of the labels), the
+    kept SQL would name the wrong table: the expression is compiled for its place."""
+    from django.db.models import JSONField, OuterRef, Subquery
+
+    inner = Project.objects.with_labels().filter(pk=OuterRef("project_id")).values("_label_rows")
+    rows = Label.objects.filter(project=project).annotate(rows=Subquery(inner, output_field=JSONField()))
+    names = sorted(label.name for label in project.labels.all())
+    assert names and all(sorted(r["name"] for r in label.rows) == names for label in rows)
+    # And the kept SQL where the projects are the query itself.
+    assert sorted(label.name for label in Project.objects.with_labels().get(pk=project.pk).label_list()) == names

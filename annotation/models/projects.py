@@ -100,7 +100,7 @@ class Project(models.Model):
 
     def primed(self, task: Task | None = None) -> Task:
         """The task (the project's, or a prompt version's) primed with the project's newest
-        reviewed answers, for the choices reading an answer leaves open (``Task.with_reviewed``:
+        reviewed, non-gold answers, for the choices reading an answer leaves open (``Task.with_reviewed``:
         extraction learns which words precede each field's values). Itself where it learns
         nothing."""
         task = task if task is not None else self.task
@@ -108,8 +108,10 @@ class Project(models.Model):
             return task
         from annotation.models.examples import Example
 
+        # Never gold: the teacher's placements on the gold set must not learn from its answers.
         reviewed = (
             Example.objects.for_project(self)
+            .not_gold()
             .with_current_label()
             .filter(label_state="reviewed", current_label__isnull=False)
             .order_by("-pk")

@@ -119,7 +119,8 @@ def prompt_version_update(
     fixed_examples: list[dict],
 ) -> PromptVersion:
     """Save prompt edits; a version that has answers is never changed, a new one is made."""
-    fixed_examples = fixed_examples_checked(project.task, fixed_examples)
+    # Primed, as the teacher's own replies are read: where a repeated value of a reply sits.
+    fixed_examples = fixed_examples_checked(project.primed(), fixed_examples)
     current = prompt_version_current(project, user=user)
     fields = {
         "instructions": instructions.strip() or project.task.default_instructions,
@@ -283,6 +284,43 @@ def few_shot_chooser(
 # --- answering live traffic ------------------------------------------------------------------------
 
 
+def reviews_key(project: Project) -> tuple:
+    """What the project's reviewed answers are now: any verdict, changed answer, undo or gold
+    draw changes it. Two small queries, where reading the answers themselves is many."""
+    reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
+    gold = Example.objects.for_project(project).filter(is_gold=True).count()
+    return (reviews["n"], reviews["last"], gold)
+
+
+# The serving fallback primes its task on every request: kept per project, prompt fields and
+# reviewed answers, it reads them again only when one changes (bench/README.md, "Teacher placement").
+_primed_tasks: dict[tuple, Task] = {}
+_PRIMED_TASKS_KEPT = 32
+
+
+def primed_task(project: Project, prompt: PromptVersion) -> Task:
+    """The prompt's task primed with the project's reviewed answers (``Project.primed``), read
+    again only when they or what the task is made of change."""
+    task = prompt.task
+    if not task.learns_from_reviewed:
+        return task
+    made_of = json.dumps(
+        [project.task_type, prompt.labels, project.task_options], sort_keys=True, default=str
+    )
+    key = (project.pk, prompt.pk, made_of, reviews_key(project))
+    primed = _primed_tasks.get(key)
+    if primed is None:
+        if len(_primed_tasks) >= _PRIMED_TASKS_KEPT:
+            _primed_tasks.clear()
+        primed = _primed_tasks[key] = project.primed(task)
+    return primed
+
+
+def primed_tasks_forget() -> None:
+    """Drop this process's primed tasks (tests: ids repeat across them)."""
+    _primed_tasks.clear()
+
+
 @functools.lru_cache(maxsize=8)
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
     """The offline teacher with its memory embedded, kept while the memory is unchanged, and
@@ -303,9 +341,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
     agent = agent_name(teacher_config_snapshot(config), prompt)
     if config.provider == TeacherConfig.Provider.EMBEDDING:
         # Any verdict, changed answer, undo or gold draw changes what it learns from (and its name).
-        reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
-        gold = Example.objects.for_project(project).filter(is_gold=True).count()
-        memory_key = (reviews["n"], reviews["last"], gold)
+        memory_key = reviews_key(project)
         started = time.perf_counter()
         model, memory = _embedding_teacher(project.pk, prompt.pk, memory_key)
         agent = agent_name(teacher_config_snapshot(config), prompt, memory=memory)
@@ -323,7 +359,9 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
             for value, confidence in predictions
         ]
     settings = teacher_settings(config)
-    task = prompt.task
+    # Primed: a value the text holds more often than the teacher names it sits where reviewed
+    # answers put its field's values (Task.with_reviewed), as in labelling jobs.
+    task = primed_task(project, prompt)
     system_prompt = teacher_boundary.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from annotation import projects
+from annotation import projects, teacher
 from annotation.models import Example, Review
+from annotation.teacher.service import primed_task
 
 pytestmark = pytest.mark.django_db
 
@@ -49,3 +50,27 @@ def test_gold_answers_never_teach_the_teacher_where_values_sit(receipts):
     Example.objects.filter(project=receipts).update(is_gold=True)
     # Measured on gold, the teacher must not have learnt from the gold answers themselves.
     assert placed(receipts.primed()) == [FIRST]
+
+
+def test_the_fallbacks_primed_task_follows_a_renamed_field(receipts, lead):
+    prompt = teacher.prompt_version_current(receipts)
+    assert placed(primed_task(receipts, prompt)) == [AFTER_TOTAL]
+    projects.label_update(label=receipts.labels.get(), name="amount", description="", key="", order=1)
+    receipts.forget_task()
+    prompt = teacher.prompt_version_current(receipts)
+    # The same reviews, renamed in place: the kept task must not answer with the old field.
+    assert placed(primed_task(receipts, prompt), "amount") == [AFTER_TOTAL]
+
+
+def test_a_fixed_examples_reply_is_read_primed(receipts, lead):
+    prompt = teacher.prompt_version_update(
+        project=receipts,
+        user=lead,
+        instructions="",
+        few_shot="fixed",
+        few_shot_k=8,
+        few_shot_per_label=2,
+        fixed_examples=[{"text": RECEIPT, "reply": {"entities": [{"field": "total", "text": "12.50"}]}}],
+    )
+    [example] = prompt.fixed_examples
+    assert [(s["start"], s["end"]) for s in example["label"]["spans"]] == [AFTER_TOTAL]

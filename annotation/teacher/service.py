@@ -286,33 +286,42 @@ def few_shot_chooser(
 
 def reviews_key(project: Project) -> tuple:
     """What the project's reviewed answers are now: any verdict, changed answer, undo or gold
-    draw changes it. Two small queries, where reading the answers themselves is many."""
+    draw changes it. Two aggregate queries: far cheaper than reading the answers."""
     reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
     gold = Example.objects.for_project(project).filter(is_gold=True).count()
     return (reviews["n"], reviews["last"], gold)
 
 
-# The serving fallback primes its task on every request: kept per project, prompt fields and
-# reviewed answers, it reads them again only when one changes (bench/README.md, "Teacher placement").
-_primed_tasks: dict[tuple, Task] = {}
+# The serving fallback primes its task on every request: reading the reviewed answers each time
+# would cost more than the rest of its look-ups together. Kept per project and prompt fields, it
+# asks whether they changed (``reviews_key``) at most every PRIMED_RECHECK_SECONDS and reads
+# them again only when they did (bench/README.md, "Teacher placement").
+PRIMED_RECHECK_SECONDS = 30.0
+_primed_tasks: dict[tuple, tuple[float, tuple, Task]] = {}
 _PRIMED_TASKS_KEPT = 32
+_clock = time.monotonic  # tests move it forward
 
 
 def primed_task(project: Project, prompt: PromptVersion) -> Task:
-    """The prompt's task primed with the project's reviewed answers (``Project.primed``), read
-    again only when they or what the task is made of change."""
+    """The prompt's task primed with the project's reviewed answers (``Project.primed``), kept
+    while what the task is made of stays the same; new reviews reach it within
+    PRIMED_RECHECK_SECONDS."""
     task = prompt.task
     if not task.learns_from_reviewed:
         return task
     made_of = json.dumps(
         [project.task_type, prompt.labels, project.task_options], sort_keys=True, default=str
     )
-    key = (project.pk, prompt.pk, made_of, reviews_key(project))
-    primed = _primed_tasks.get(key)
-    if primed is None:
-        if len(_primed_tasks) >= _PRIMED_TASKS_KEPT:
-            _primed_tasks.clear()
-        primed = _primed_tasks[key] = project.primed(task)
+    key = (project.pk, prompt.pk, made_of)
+    now = _clock()
+    kept = _primed_tasks.get(key)
+    if kept is not None and now < kept[0]:
+        return kept[2]
+    reviewed = reviews_key(project)
+    primed = kept[2] if kept is not None and kept[1] == reviewed else project.primed(task)
+    if len(_primed_tasks) >= _PRIMED_TASKS_KEPT:
+        _primed_tasks.clear()
+    _primed_tasks[key] = (now + PRIMED_RECHECK_SECONDS, reviewed, primed)
     return primed
 
 

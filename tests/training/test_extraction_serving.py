@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from annotation.models import Example, GoldSet, GoldSetItem, Label, Project, Proposal, Review, TeacherConfig
-from annotation.teacher import teacher_config_for
+from annotation.teacher import service, teacher_config_for
 from tasks.extraction import student as extraction_student
 from tests.conftest import make_project
 from tests.fake_openai import FakeOpenAI, FakeReply
@@ -209,7 +209,8 @@ def test_the_teachers_repeated_value_sits_where_reviewed_spans_put_its_field(
 ):
     """#26: the fallback's teacher names "4" once in a text that holds it twice; reviewed
     answers say a party size follows "table for", so it is the second "4", not the room's
-    (the first, unprimed). The primed task is read once while the reviews stay the same."""
+    (the first, unprimed). The primed task is kept; a new review reaches it after the recheck
+    interval."""
     for text in ("A table for 2 at noon", "Lunch, table for 6 please"):
         example = Example.objects.create(project=extraction, text=text)
         start = text.index(" for ") + 5
@@ -246,7 +247,13 @@ def test_the_teachers_repeated_value_sits_where_reviewed_spans_put_its_field(
             example=example, reviewer=reviewer, kind="review", verdict="correct", value=three
         )
         call(token, extraction.slug, {"texts": [ROOM]})
+        assert len(primings) == 1  # asked again only after a while
+        later = service._clock() + service.PRIMED_RECHECK_SECONDS
+        monkeypatch.setattr(service, "_clock", lambda: later)
+        call(token, extraction.slug, {"texts": [ROOM]})
         assert len(primings) == 2  # a new review: read again
+        call(token, extraction.slug, {"texts": [ROOM]})
+        assert len(primings) == 2
     # The kept text carries the teacher's placement and comes early in review (ambiguous).
     kept = Example.objects.get(text=ROOM)
     proposal = kept.proposals.get(agent__startswith="teacher:")

@@ -57,10 +57,12 @@ def allowed_teachers(settings, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def fresh_serving_cache(settings):
-    """Each test starts with an empty per-process serving cache (ids repeat across tests), and
-    its own keys in the shared cache (Redis: the rate and spend counters), by a prefix of its own."""
+    """Each test starts with an empty per-process serving cache and no primed teacher task (ids
+    repeat across tests), and its own keys in the shared cache (Redis: the rate and spend
+    counters), by a prefix of its own."""
     import uuid
 
+    from annotation.teacher.service import primed_tasks_forget
     from training import serving
     from training.serving import limits
 
@@ -70,9 +72,11 @@ def fresh_serving_cache(settings):
     }
     serving.forget_cached()
     limits._blocked.clear()
+    primed_tasks_forget()
     yield
     serving.forget_cached()
     limits._blocked.clear()
+    primed_tasks_forget()
 
 
 @pytest.fixture

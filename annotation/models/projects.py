@@ -54,7 +54,7 @@ def user_may_create_projects(user) -> bool:
     return settings.PROJECT_CREATORS == "anyone" or user.is_staff or user.has_perm("annotation.add_project")
 
 
-# Reviewed answers a task is primed with (Project.primed), the newest first.
+# The newest examples with a verdict whose reviewed answers a task is primed with (Project.primed).
 PRIMING_ANSWERS = 2000
 
 
@@ -121,20 +121,34 @@ class Project(models.Model):
 
     def primed(self, task: Task | None = None) -> Task:
         """The task (the project's, or a prompt version's) primed with the project's newest
-        reviewed answers, for the choices reading an answer leaves open (``Task.with_reviewed``:
+        reviewed, non-gold answers, for the choices reading an answer leaves open (``Task.with_reviewed``:
         extraction learns which words precede each field's values). Itself where it learns
         nothing."""
         task = task if task is not None else self.task
         if not task.learns_from_reviewed:
             return task
-        from annotation.models.examples import Example
+        from annotation.models.examples import Example, Review
 
+        # The newest examples with a verdict first: the current label is then worked out for
+        # those alone, not for every example of the project (bench/README.md, "Teacher placement").
+        newest = (
+            Review.objects.filter(
+                example__project=self,
+                example__is_gold=False,
+                kind__in=[Review.Kind.REVIEW, Review.Kind.ADJUDICATION],
+            )
+            .order_by("-example_id")
+            .values_list("example_id", flat=True)
+            .distinct()[:PRIMING_ANSWERS]
+        )
+        # Never gold: the teacher's placements on the gold set must not learn from its answers.
         reviewed = (
-            Example.objects.for_project(self)
+            Example.objects.filter(pk__in=list(newest))
+            .not_gold()
             .with_current_label()
             .filter(label_state="reviewed", current_label__isnull=False)
             .order_by("-pk")
-            .values_list("text", "current_label")[:PRIMING_ANSWERS]
+            .values_list("text", "current_label")
         )
         return task.with_reviewed(list(reviewed))
 

@@ -119,7 +119,8 @@ def prompt_version_update(
     fixed_examples: list[dict],
 ) -> PromptVersion:
     """Save prompt edits; a version that has answers is never changed, a new one is made."""
-    fixed_examples = fixed_examples_checked(project.task, fixed_examples)
+    # Primed, as the teacher's own replies are read: where a repeated value of a reply sits.
+    fixed_examples = fixed_examples_checked(project.primed(), fixed_examples)
     current = prompt_version_current(project, user=user)
     fields = {
         "instructions": instructions.strip() or project.task.default_instructions,
@@ -283,6 +284,52 @@ def few_shot_chooser(
 # --- answering live traffic ------------------------------------------------------------------------
 
 
+def reviews_key(project: Project) -> tuple:
+    """What the project's reviewed answers are now: any verdict, changed answer, undo or gold
+    draw changes it. Two aggregate queries: far cheaper than reading the answers."""
+    reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
+    gold = Example.objects.for_project(project).filter(is_gold=True).count()
+    return (reviews["n"], reviews["last"], gold)
+
+
+# The serving fallback primes its task on every request: reading the reviewed answers each time
+# would cost more than the rest of its look-ups together. Kept per project and prompt fields, it
+# asks whether they changed (``reviews_key``) at most every PRIMED_RECHECK_SECONDS and reads
+# them again only when they did (bench/README.md, "Teacher placement").
+PRIMED_RECHECK_SECONDS = 30.0
+_primed_tasks: dict[tuple, tuple[float, tuple, Task]] = {}
+_PRIMED_TASKS_KEPT = 32
+_clock = time.monotonic  # tests move it forward
+
+
+def primed_task(project: Project, prompt: PromptVersion) -> Task:
+    """The prompt's task primed with the project's reviewed answers (``Project.primed``), kept
+    while what the task is made of stays the same; new reviews reach it within
+    PRIMED_RECHECK_SECONDS."""
+    task = prompt.task
+    if not task.learns_from_reviewed:
+        return task
+    made_of = json.dumps(
+        [project.task_type, prompt.labels, project.task_options], sort_keys=True, default=str
+    )
+    key = (project.pk, prompt.pk, made_of)
+    now = _clock()
+    kept = _primed_tasks.get(key)
+    if kept is not None and now < kept[0]:
+        return kept[2]
+    reviewed = reviews_key(project)
+    primed = kept[2] if kept is not None and kept[1] == reviewed else project.primed(task)
+    if len(_primed_tasks) >= _PRIMED_TASKS_KEPT:
+        _primed_tasks.clear()
+    _primed_tasks[key] = (now + PRIMED_RECHECK_SECONDS, reviewed, primed)
+    return primed
+
+
+def primed_tasks_forget() -> None:
+    """Drop this process's primed tasks (tests: ids repeat across them)."""
+    _primed_tasks.clear()
+
+
 @functools.lru_cache(maxsize=8)
 def _embedding_teacher(project_id: int, prompt_version_id: int, memory_key: tuple):
     """The offline teacher with its memory embedded, kept while the memory is unchanged, and
@@ -303,9 +350,7 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
     agent = agent_name(teacher_config_snapshot(config), prompt)
     if config.provider == TeacherConfig.Provider.EMBEDDING:
         # Any verdict, changed answer, undo or gold draw changes what it learns from (and its name).
-        reviews = Review.objects.filter(example__project=project).aggregate(n=Count("pk"), last=Max("pk"))
-        gold = Example.objects.for_project(project).filter(is_gold=True).count()
-        memory_key = (reviews["n"], reviews["last"], gold)
+        memory_key = reviews_key(project)
         started = time.perf_counter()
         model, memory = _embedding_teacher(project.pk, prompt.pk, memory_key)
         agent = agent_name(teacher_config_snapshot(config), prompt, memory=memory)
@@ -323,7 +368,9 @@ def teacher_answers(project: Project, texts: list[str]) -> list[teacher_boundary
             for value, confidence in predictions
         ]
     settings = teacher_settings(config)
-    task = prompt.task
+    # Primed: a value the text holds more often than the teacher names it sits where reviewed
+    # answers put its field's values (Task.with_reviewed), as in labelling jobs.
+    task = primed_task(project, prompt)
     system_prompt = teacher_boundary.render_system_prompt(
         instructions=prompt.instructions, guidelines=prompt.guidelines, task=task
     )

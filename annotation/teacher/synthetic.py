@@ -154,7 +154,9 @@ def _run(job: SyntheticJob) -> None:
     from distillapp.ml import embed_texts
 
     project = job.project
-    task = project.task
+    # Primed: a value a written text holds more often than it is listed sits where reviewed
+    # answers put its field's values (Task.with_reviewed), as in labelling jobs.
+    task = project.primed()
     if task.uses_categories:
         by_name = {c.name: c for c in task.categories}
         chosen = [by_name[name] for name in job.labels if name in by_name]

@@ -12,7 +12,15 @@ from django.db.models import Sum
 from django.urls import reverse
 
 from annotation import projects, teacher
-from annotation.models import Example, GoldSet, GoldSetItem, Proposal, SyntheticGoldError, SyntheticJob
+from annotation.models import (
+    Example,
+    GoldSet,
+    GoldSetItem,
+    Proposal,
+    Review,
+    SyntheticGoldError,
+    SyntheticJob,
+)
 from annotation.teacher import synthetic
 from distillapp import jobs
 from tests.fake_openai import FakeOpenAI, FakeReply
@@ -233,3 +241,43 @@ def test_the_page_offers_fields_and_the_start_view_queues(xproject, lead_client,
     detail = lead_client.get(reverse("annotation:project-detail", args=[xproject.slug])).content.decode()
     assert "2 per field" in detail
     assert "&#x27;Barcelona&#x27; (city) is not in the text" in detail
+
+
+RECEIPT = "Burger 12.50, the Total 12.50"
+
+
+def test_a_value_written_twice_sits_where_reviewed_spans_put_its_field(lead, reviewer, monkeypatch):
+    """#26: the writer lists a receipt's total once where the text holds it twice; reviewed
+    receipts say a total follows "Total", so the span is the second "12.50", not the burger's
+    (the first, unprimed), and the example comes early in review (an ambiguous placement)."""
+    project = projects.project_create(
+        name="Receipts",
+        slug="receipts",
+        user=lead,
+        task_type="extraction",
+        labels=[("total", "The sum paid")],
+    )
+    for text in ("Fries 3.00 Total 3.00", "Soup 4.10 Tax 0.40 Total 4.50"):
+        start = text.rindex(" ") + 1
+        total = {"spans": [{"start": start, "end": len(text), "field": "total"}]}
+        example = Example.objects.create(project=project, text=text)
+        Review.objects.create(
+            example=example, reviewer=reviewer, kind="review", verdict="correct", value=total
+        )
+    written = [item(RECEIPT, ("total", "12.50")), item("Coffee, Total 2.00", ("total", "2.00"))]
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
+    with FakeOpenAI(lambda request: FakeReply(content=json.dumps({"examples": written}))) as server:
+        config = teacher.teacher_config_for(project)
+        config.provider, config.model, config.base_url, config.api_key_env = (
+            "openai",
+            "gpt-test",
+            server.base_url,
+            "FAKE_LLM_KEY",
+        )
+        config.save()
+        job = run(project, labels=["total"], per_label=2, near_duplicate_threshold=0.999)
+    assert job.status == SyntheticJob.Status.SUCCEEDED and job.created == 2
+    made = {e.text: e for e in Example.objects.filter(project=project, source="synthetic")}
+    spans = made[RECEIPT].proposals.get().value["spans"]
+    assert [(s["start"], s["end"]) for s in spans] == [(RECEIPT.rindex("12.50"), len(RECEIPT))]
+    assert made[RECEIPT].risk > made["Coffee, Total 2.00"].risk

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
-from annotation.models import Example, GoldSet, GoldSetItem, Label, Proposal, TeacherConfig
-from annotation.teacher import teacher_config_for
+from annotation.models import Example, GoldSet, GoldSetItem, Label, Project, Proposal, Review, TeacherConfig
+from annotation.teacher import service, teacher_config_for
 from tasks.extraction import student as extraction_student
 from tests.conftest import make_project
 from tests.fake_openai import FakeOpenAI, FakeReply
@@ -199,6 +199,66 @@ def test_an_unsure_text_takes_the_teachers_spans(extraction, lead, artifacts, mo
     assert response["X-Distill-Unsure"] == "1"
     assert response.json()["error"]["code"] == "student_unsure"
     assert Proposal.objects.filter(agent__startswith="teacher:gpt-4o-mini", error="").count() == 1
+
+
+ROOM = "Room 4, a table for 4 on Friday."
+
+
+def test_the_teachers_repeated_value_sits_where_reviewed_spans_put_its_field(
+    extraction, lead, reviewer, artifacts, monkeypatch, settings
+):
+    """#26: the fallback's teacher names "4" once in a text that holds it twice; reviewed
+    answers say a party size follows "table for", so it is the second "4", not the room's
+    (the first, unprimed). The primed task is kept; a new review reaches it after the recheck
+    interval."""
+    for text in ("A table for 2 at noon", "Lunch, table for 6 please"):
+        example = Example.objects.create(project=extraction, text=text)
+        start = text.index(" for ") + 5
+        people = {"spans": [{"start": start, "end": start + 1, "field": "people"}]}
+        Review.objects.create(
+            example=example, reviewer=reviewer, kind="review", verdict="correct", value=people
+        )
+    _, token = promote(extraction, lead, artifacts, threshold=1.0)
+    primings = []
+    prime = Project.primed
+    monkeypatch.setattr(Project, "primed", lambda self, task=None: primings.append(1) or prime(self, task))
+    reply = FakeReply(
+        content=json.dumps(
+            {"entities": [{"field": "people", "text": "4"}, {"field": "date", "text": "Friday"}]}
+        )
+    )
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
+    with FakeOpenAI(lambda request: reply) as server:
+        teacher = teacher_config_for(extraction)
+        teacher.provider, teacher.model = TeacherConfig.Provider.OPENAI, "gpt-4o-mini"
+        teacher.base_url, teacher.api_key_env = server.base_url, "FAKE_LLM_KEY"
+        teacher.save()
+        use_fallback(extraction, ServingConfig.Fallback.TEACHER)
+        bodies = [call(token, extraction.slug, {"texts": [ROOM]})[1] for _ in range(2)]
+        for body in bodies:
+            [prediction] = body["predictions"]
+            assert prediction["route"] == "teacher"
+            spans = [(s["field"], s["start"]) for s in prediction["spans"]]
+            assert spans == [("people", ROOM.rindex("4")), ("date", ROOM.index("Friday"))]
+        assert len(primings) == 1  # the second request reused it
+        example = Example.objects.create(project=extraction, text="Table for 3, Sunday")
+        three = {"spans": [{"start": 10, "end": 11, "field": "people"}]}
+        Review.objects.create(
+            example=example, reviewer=reviewer, kind="review", verdict="correct", value=three
+        )
+        call(token, extraction.slug, {"texts": [ROOM]})
+        assert len(primings) == 1  # asked again only after a while
+        later = service._clock() + service.PRIMED_RECHECK_SECONDS
+        monkeypatch.setattr(service, "_clock", lambda: later)
+        call(token, extraction.slug, {"texts": [ROOM]})
+        assert len(primings) == 2  # a new review: read again
+        call(token, extraction.slug, {"texts": [ROOM]})
+        assert len(primings) == 2
+    # The kept text carries the teacher's placement and comes early in review (ambiguous).
+    kept = Example.objects.get(text=ROOM)
+    proposal = kept.proposals.get(agent__startswith="teacher:")
+    assert [s["start"] for s in proposal.value["spans"] if s["field"] == "people"] == [ROOM.rindex("4")]
+    assert kept.risk > 0
 
 
 @pytest.mark.parametrize(

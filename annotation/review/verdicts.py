@@ -245,6 +245,14 @@ def _decided_count():
     return CountOf(rounds.decided(OuterRef("pk")).order_by().values("pk"))
 
 
+def _remaining_count():
+    """The unfiltered queue's size, capped (``queue`` with no filter)."""
+    unreviewed = Example.objects.filter(
+        project=OuterRef("pk"), is_gold=False, review_state=ReviewState.UNREVIEWED
+    )
+    return CountOf(unreviewed.order_by().values("pk")[: REMAINING_CAP + 1])
+
+
 def _flag_coverage():
     """The flag coverage of the project's last finished scoring (None: none, or not measured)."""
     last = QualityRun.objects.filter(project=OuterRef("pk"), status=QualityRun.Status.SUCCEEDED)
@@ -265,7 +273,9 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
             CompiledOnce("decided", Project, _decided_count, IntegerField()),
             "refreshed_at_verdicts",
             CountOf(_verdicts_today(project, user).order_by().values("pk")),
-            CountOf(queue(project, filters).order_by().values("pk")[: REMAINING_CAP + 1]),
+            CompiledOnce("remaining", Project, _remaining_count, IntegerField())
+            if filters.is_unfiltered
+            else CountOf(queue(project, filters).order_by().values("pk")[: REMAINING_CAP + 1]),
             CompiledOnce("flag coverage", Project, _flag_coverage, FloatField()),
         )
         .get()

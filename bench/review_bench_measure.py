@@ -242,25 +242,32 @@ def measure(
                 project_, role = review_views.project_for_member(request, project.slug)
             filters = review_views._queue_filter(request, project_)
             with clock("load_example"):
-                example = Example.objects.get(project=project_, pk=current[who], is_gold=False)
+                example = review.with_teacher_proposal(
+                    Example.objects.filter(project=project_, is_gold=False)
+                ).get(pk=current[who])
                 example.project = project_
-            with clock("review_record"):
+            with clock("review_record"):  # with the card's counts, in the verdict's transaction
                 review.review_record(
-                    example=example, user=user, verdict=data["verdict"], label=data.get("label"), value=value
+                    example=example,
+                    user=user,
+                    verdict=data["verdict"],
+                    label=data.get("label"),
+                    value=value,
+                    filters=filters,
                 )
             with clock("review_next"):
                 nxt = review.review_next(project=project_, user=user, filters=filters, after_verdict=True)
             if nxt is None:
                 raise SystemExit("the queue ran out in the breakdown loop")
             with clock("card_context"):
-                context = review_views._card_context(request, project_, role, nxt, filters)
+                context = review_views._card_context(request, project_, role, nxt, filters, page=False)
             with clock("render_card"):
                 render(request, "annotation/review.html#card", context)
-            # Two parts of card_context, again on their own (not in the sum below).
-            with clock("remaining_count"):
-                review.queue(project_, filters).count()
-            with clock("reviewed_today"):
-                review.reviewed_today(project=project_, user=user)
+            # The card's counts (one query, inside review_record above), again on their own
+            # (not in the sum below).
+            with clock("queue_counts"):
+                project_.forget("queue_counts")
+                review.queue_counts(project_, user, filters)
             current[who] = nxt.pk
             if editors[who] is not None:
                 editors[who] = context["editor"]

@@ -11,6 +11,7 @@ module is not called `queue`: the package's `queue` is the function.)
 
 from __future__ import annotations
 
+from annotation.review.bulk import bulk_accept, bulk_accept_preview
 from annotation.review.gold import (
     REJECT,
     gold_adjudicate,
@@ -37,8 +38,6 @@ from annotation.review.verdicts import (
     NotServed,
     QueueFilter,
     ReviewError,
-    bulk_accept,
-    bulk_accept_preview,
     first_served,
     queue,
     queue_counts,

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import (
     Case,
@@ -40,6 +41,7 @@ from annotation.models import (
 )
 from annotation.review import rounds
 from annotation.review.quality import latest_quality_run
+from distillapp.embedded_redis import REDIS_DOWN
 from distillapp.sql import CompiledOnce, CountOf
 from tasks.base import Answer, AnswerError
 
@@ -267,20 +269,30 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
     memo = project.recalled("queue_counts")
     if memo is not None and memo[:2] == (user.pk, filters):
         return memo[2]
+    # Today's verdicts: those counted before (kept in the cache with the newest one's id) and
+    # the ones since. Counting them all joined every verdict of the day to its example: 1.5 ms
+    # after 80 verdicts, growing all day (bench/README.md, review queue).
+    today = _today_key(project, user)
+    known, last_id = _cache_get(today) or (0, 0)
+    since = _verdicts_today(project, user).filter(pk__gt=last_id).order_by()
     row = (
         Project.objects.filter(pk=project.pk)
         .values_list(
             CompiledOnce("decided", Project, _decided_count, IntegerField()),
             "refreshed_at_verdicts",
-            CountOf(_verdicts_today(project, user).order_by().values("pk")),
+            CountOf(since.values("pk")),
             CompiledOnce("remaining", Project, _remaining_count, IntegerField())
             if filters.is_unfiltered
             else CountOf(queue(project, filters).order_by().values("pk")[: REMAINING_CAP + 1]),
             CompiledOnce("flag coverage", Project, _flag_coverage, FloatField()),
+            Subquery(since.order_by("-pk").values("pk")[:1]),
         )
         .get()
     )
-    counts = QueueCounts(*row)
+    decided, refreshed_at, new, remaining, coverage, newest = row
+    counts = QueueCounts(decided, refreshed_at, known + new, remaining, coverage)
+    if newest is not None:
+        _cache_set(today, (counts.reviewed_today, newest))
     project.remember("queue_counts", (user.pk, filters, counts))
     project.remember("verdicts", counts.decided)
     project.remember("flag_coverage", counts.flag_coverage)
@@ -525,6 +537,7 @@ def review_undo(*, project: Project, user) -> Example | None:
         return None
     example = last.example
     last.delete()
+    forget_today(project, user)
     Example.objects.filter(pk=example.pk).sync_queue_fields()
     # The undone card becomes my one claim in the project (the card I had open goes back to
     # the pool), as review_next leaves it: review_next(after_verdict=True) counts on it.
@@ -536,61 +549,46 @@ def review_undo(*, project: Project, user) -> Example | None:
     return example
 
 
+def _start_of_day() -> dt.datetime:
+    return timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _verdicts_today(project: Project, user):
-    start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     # A lead's import of verified labels (an attested gold set) is no review done today.
-    return Review.objects.verdicts().filter(example__project=project, reviewer=user, created_at__gte=start)
+    return Review.objects.verdicts().filter(
+        example__project=project, reviewer=user, created_at__gte=_start_of_day()
+    )
+
+
+def _today_key(project: Project, user) -> str:
+    return f"review:today:{project.pk}:{user.pk}:{_start_of_day().date().isoformat()}"
+
+
+def forget_today(project: Project, user) -> None:
+    """Count this reviewer's verdicts today from scratch next time (after a verdict is taken
+    back: the kept count has it)."""
+    try:
+        cache.delete(_today_key(project, user))
+    except REDIS_DOWN:
+        pass  # the kept count expires with the day; until Redis answers nothing is kept anyway
+
+
+def _cache_get(key: str):
+    try:
+        return cache.get(key)
+    except REDIS_DOWN:  # counted from scratch: the review page works while Redis is down
+        return None
+
+
+def _cache_set(key: str, value) -> None:
+    try:
+        cache.set(key, value, timeout=TODAY_SECONDS)
+    except REDIS_DOWN:
+        pass
+
+
+TODAY_SECONDS = 26 * 3600  # the day's key outlives the day (a new day has a new key)
 
 
 def reviewed_today(*, project: Project, user) -> int:
     return _verdicts_today(project, user).count()
-
-
-# --- bulk accept -----------------------------------------------------------------------------
-
-
-def teacher_accuracy_on_gold(project: Project, *, threshold: float) -> dict:
-    """How often the teacher is right on gold items at or above a confidence threshold."""
-    gold = project.gold_sets.frozen_version()
-    if gold is None:
-        return {"gold_version": None, "items": 0, "accuracy": None}
-    items = gold.items.select_related("example").filter(example__teacher_confidence__gte=threshold)
-    pairs = [(i.example.teacher_label, i.answer) for i in items if i.example.teacher_label and i.answer]
-    accuracy = sum(t == g for t, g in pairs) / len(pairs) if pairs else None
-    return {"gold_version": gold.version, "items": len(pairs), "accuracy": accuracy}
-
-
-def bulk_accept_preview(*, project: Project, filters: QueueFilter, threshold: float) -> dict:
-    count = queue(project, filters).filter(teacher_confidence__gte=threshold).count()
-    return {"count": count, "threshold": threshold, **teacher_accuracy_on_gold(project, threshold=threshold)}
-
-
-@transaction.atomic
-def bulk_accept(*, project: Project, user, filters: QueueFilter, threshold: float) -> int:
-    examples = list(
-        queue(project, filters).filter(teacher_confidence__gte=threshold).values_list("pk", flat=True)
-    )
-    proposals = {}
-    for proposal in (
-        Proposal.objects.filter(example_id__in=examples, value__isnull=False, error="")
-        .exclude(agent__startswith=STUDENT_AGENT_PREFIX)
-        .order_by("example_id", "created_at", "pk")
-    ):
-        proposals[proposal.example_id] = proposal  # the latest wins
-    Review.objects.bulk_create(
-        [
-            Review(
-                example_id=pk,
-                reviewer=user,
-                proposal=p,
-                verdict=Review.Verdict.ACCEPT,
-                value=p.value,
-                is_bulk=True,
-            )
-            for pk, p in proposals.items()
-        ],
-        batch_size=1000,
-    )
-    Example.objects.filter(pk__in=list(proposals)).sync_queue_fields()
-    rounds.after_verdict(project)
-    return len(proposals)

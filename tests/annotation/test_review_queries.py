@@ -199,3 +199,45 @@ def test_a_compiled_once_subquery_inside_another_query_is_compiled_for_its_place
     assert (
         sorted(label.name for label in Project.objects.with_labels().get(pk=project.pk).label_list()) == names
     )
+
+
+def test_reviewed_today_is_kept_as_the_day_goes_and_counted_again_after_an_undo(
+    project, reviewer, reviewer_client, lead, monkeypatch
+):
+    """Today's count keeps what it counted (with the newest verdict's id) and counts only the
+    verdicts since: counting the whole day joined every verdict to its example."""
+    import redis
+
+    from tests.conftest import make_project
+
+    pool(project, 10)
+    other = make_project(lead=lead, reviewer=reviewer, slug="other")
+    pool(other, 3)
+
+    def today(response) -> int:
+        return int(re.search(r'data-count="reviewed-today">(\d+)<', response.content.decode()).group(1))
+
+    shown = card_id(reviewer_client.get(reverse("annotation:review", args=[project.slug])))
+    for expected in (1, 2, 3):
+        response = act(reviewer_client, project, example_id=shown, verdict="accept")
+        assert today(response) == expected
+        shown = card_id(response)
+    # Verdicts in another project are not this project's.
+    elsewhere = card_id(reviewer_client.get(reverse("annotation:review", args=[other.slug])))
+    assert today(act(reviewer_client, other, example_id=elsewhere, verdict="accept")) == 1
+    # An undo takes one back.
+    undo = reviewer_client.post(
+        reverse("annotation:review-undo", args=[project.slug]), headers={"HX-Request": "true"}
+    )
+    assert today(undo) == 2
+
+    # With Redis down (every cache call refused) the day is counted from scratch.
+    class Down:
+        def __getattr__(self, name):
+            def refused(*args, **kwargs):
+                raise redis.ConnectionError("Redis is down")
+
+            return refused
+
+    monkeypatch.setattr("annotation.review.verdicts.cache", Down())
+    assert today(act(reviewer_client, project, example_id=card_id(undo), verdict="reject")) == 3

@@ -99,6 +99,11 @@ def database_from_env(name: str, data_dir: Path) -> dict:
         return _sqlite(config["NAME"], data_dir)
     if not config.get("NAME"):
         raise ImproperlyConfigured(f"{name} names no database (postgres://user@host:5432/DBNAME).")
+    if env_bool("DISTILL_DB_PREPARED", True):
+        # Server-side binding, and a statement run 5 times on a connection is prepared: the
+        # review card's counts query planned in ~1.7 ms a request before (bench/README.md,
+        # review queue). A transaction-pooling PgBouncer needs DISTILL_DB_PREPARED=false.
+        config.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
     return config
 
 

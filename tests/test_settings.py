@@ -98,3 +98,19 @@ def test_favicon_is_served_and_linked(client):
     assert response.status_code == 301 and response["Location"].endswith("favicon.svg")
     page = client.get("/login/").content.decode()
     assert 'rel="icon"' in page and "favicon.svg" in page
+
+
+def test_postgresql_connections_bind_on_the_server_and_prepare_repeated_statements_unless_switched_off():
+    """The review card's counts query was planned again on every request (bench/README.md,
+    review queue); a transaction-pooling PgBouncer cannot keep prepared statements."""
+    from distillapp.settings import database_from_env
+
+    os.environ["DISTILL_TEST_DB_URL"] = "postgres://u@127.0.0.1:5432/d"
+    try:
+        options = database_from_env("DISTILL_TEST_DB_URL", ROOT)["OPTIONS"]
+        assert options["server_side_binding"] is True and options["prepare_threshold"] == 5
+        os.environ["DISTILL_DB_PREPARED"] = "false"
+        assert "server_side_binding" not in database_from_env("DISTILL_TEST_DB_URL", ROOT).get("OPTIONS", {})
+    finally:
+        os.environ.pop("DISTILL_TEST_DB_URL", None)
+        os.environ.pop("DISTILL_DB_PREPARED", None)

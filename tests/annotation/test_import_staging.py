@@ -45,13 +45,20 @@ FIRSTS = [
 
 
 @pytest.mark.parametrize("lot, settle", [(3, 4), (2, 1), (5000, 200_000)])
-def test_rows_settled_in_lots_keep_the_first_occurrence_in_file_order(project, tmp_path, monkeypatch, lot, settle):
+def test_rows_settled_in_lots_keep_the_first_occurrence_in_file_order(
+    project, tmp_path, monkeypatch, lot, settle
+):
     monkeypatch.setattr(importing, "STAGE_BATCH_ROWS", lot)
     monkeypatch.setattr(staging, "SETTLE_ROWS", settle)
     Example.objects.create(project=project, text="Already here", source=Example.Source.TRAFFIC)
     batch = run_import(project, tmp_path, FILE, label_column="label")
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
-    assert (batch.rows_read, batch.rows_created, batch.rows_duplicate, batch.proposals_created) == (11, 6, 5, 6)
+    assert (batch.rows_read, batch.rows_created, batch.rows_duplicate, batch.proposals_created) == (
+        11,
+        6,
+        5,
+        6,
+    )
     imported = Example.objects.filter(project=project, source=Example.Source.IMPORTED).order_by("pk")
     assert [(e.external_id, e.text) for e in imported] == [(i, t) for i, t, _ in FIRSTS]
     assert [e.proposals.get().value for e in imported] == [label for _, _, label in FIRSTS]
@@ -102,9 +109,7 @@ def test_a_role_that_may_not_switch_off_row_checks_imports_the_same(project, lea
         cursor.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
         cursor.execute(f"SET LOCAL ROLE {role}")
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        batch = run_import(
-            project, tmp_path, FILE, label_column="label", label_meaning="verified", user=lead
-        )
+        batch = run_import(project, tmp_path, FILE, label_column="label", label_meaning="verified", user=lead)
         cursor.execute("SHOW session_replication_role")
         assert cursor.fetchone() == ("origin",)
     assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error

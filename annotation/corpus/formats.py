@@ -404,7 +404,8 @@ def _read_delimited(lines: _LineReader, *, delimiter: str, columns: Columns) -> 
                 return
             line = previous_end + 1
             previous_end = reader.line_num
-            yield from _encoding_errors(lines)
+            if lines.encoding_errors:
+                yield from _encoding_errors(lines)
             if record and record != [""]:
                 yield line, record
 

@@ -17,13 +17,16 @@ is copied into the data directory); `import_batch_start` runs it at once or queu
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -63,6 +66,7 @@ GOLD_CANDIDATES = "candidates"  # the draft gold set, to be labelled blind by tw
 GOLD_ATTESTED = "attested"  # a new frozen gold version whose labels a lead attests
 MAX_REPORTED_ERRORS = 50
 PROGRESS_EVERY_SECONDS = 0.5
+T = TypeVar("T")
 
 
 @dataclass
@@ -373,14 +377,17 @@ def _run(batch: ImportBatch) -> None:
         else None
     )
 
-    with open(batch.file_path, "rb") as fileobj, Stage(json_answers=answers is not None) as stage:
-        lines = line_reader(fileobj, batch.format)
-        buffer: list[tuple] = []
+    def checked(fileobj, lines) -> Iterator[list[tuple]]:
+        """The file's rows, read and checked, as staging rows in lots of STAGE_BATCH_ROWS;
+        once a row is invalid, empty lots (reading on only to report errors)."""
+        lot: list[tuple] = []
+        read = 0
         try:
             for item in read_rows(fileobj, fmt=batch.format, columns=columns, lines=lines, task=task):
-                if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
-                    _report_progress(batch, outcome, lines.bytes_read)
-                    last_progress = time.monotonic()
+                read += 1
+                if read % STAGE_BATCH_ROWS == 0:
+                    yield lot
+                    lot = []
                 if isinstance(item, RowError):
                     outcome.rows_read += 1
                     outcome.fail(item.line, item.reason)
@@ -420,14 +427,24 @@ def _run(batch: ImportBatch) -> None:
                     outcome.notes.update(item.notes)
                 if outcome.invalid:
                     continue  # the file is rejected; keep reading only to report errors
-                buffer.append(
-                    staged_row(item, task=answers.task) if answers is not None else staged_row(item)
-                )
-                if len(buffer) >= STAGE_BATCH_ROWS:
-                    stage.add(buffer)
-                    buffer.clear()
+                lot.append(staged_row(item, task=answers.task) if answers is not None else staged_row(item))
         except CorpusFormatError as exc:
             outcome.fail(1, re.sub(r"^(line|row) 1: ", "", str(exc)))
+        yield lot
+
+    with (
+        open(batch.file_path, "rb") as fileobj,
+        Stage(project_id=project.pk, json_answers=answers is not None) as stage,
+    ):
+        lines = line_reader(fileobj, batch.format)
+        # A side thread reads and checks the file while this one stages what it read: the
+        # database copies and deduplicates one lot while Python reads the next.
+        for lot in _read_ahead(checked(fileobj, lines)):
+            if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
+                _report_progress(batch, outcome, lines.bytes_read)
+                last_progress = time.monotonic()
+            if lot and not outcome.invalid:
+                stage.add(lot)
         # An Excel import names the sheet it read, so "row 7" points into the right one.
         sheet = (
             {"sheet": lines.sheet, "sheet_count": lines.sheet_count} if getattr(lines, "sheet", "") else {}
@@ -436,26 +453,30 @@ def _run(batch: ImportBatch) -> None:
         if outcome.invalid:
             _record_failure(batch, outcome, options={**options, **sheet})
             return
-        if buffer:
-            stage.add(buffer)
         _report_progress(batch, outcome, lines.bytes_read)
         # The moves below write inside one transaction, invisible to the page;
         # the job's heartbeat (distillapp.jobs.heartbeat) beats on meanwhile.
         with transaction.atomic():
-            stage.finish(project_id=project.pk)
+            stage.finish()
             labels_created = new_labels_create(project, outcome.new_labels, colours=answers is not None)
-            created = stage.insert_examples(
-                project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)
-            )
-            answered = 0
-            if (columns.label or answer_file) and verified:
-                answered = stage.insert_reviews(
-                    project_id=project.pk, batch_id=batch.pk, reviewer_id=batch.created_by_id
+            reviews = bool(columns.label or answer_file) and verified
+            with stage.keys_checked_here(
+                batch_id=batch.pk, reviewer_id=batch.created_by_id if reviews else None
+            ):
+                created = stage.insert_examples(
+                    project_id=project.pk, batch_id=batch.pk, verified=verified, is_gold=bool(gold)
                 )
-            elif columns.label or answer_file:
-                answered = stage.insert_proposals(
-                    project_id=project.pk, batch_id=batch.pk, agent=options.get("label_agent") or IMPORT_AGENT
-                )
+                answered = 0
+                if reviews:
+                    answered = stage.insert_reviews(
+                        project_id=project.pk, batch_id=batch.pk, reviewer_id=batch.created_by_id
+                    )
+                elif columns.label or answer_file:
+                    answered = stage.insert_proposals(
+                        project_id=project.pk,
+                        batch_id=batch.pk,
+                        agent=options.get("label_agent") or IMPORT_AGENT,
+                    )
             gold_report = {}
             if gold:
                 gold_report = make_gold(
@@ -477,6 +498,49 @@ def _run(batch: ImportBatch) -> None:
                 finished_at=timezone.now(),
                 heartbeat_at=timezone.now(),
             )
+
+
+def _read_ahead(items: Iterator[T], ahead: int = 2) -> Iterator[T]:
+    """What `items` yields, produced by a side thread at most `ahead` items in advance.
+
+    The consumer's database calls release the GIL while they wait, so the producer's Python
+    runs meanwhile. Its exception is raised here; stopping early stops it.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    end = object()
+
+    def hand(item, error=None) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand(item):
+                    return
+            hand(end)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
+            hand(end, exc)
+
+    thread = threading.Thread(target=produce, name="import-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _report_progress(batch: ImportBatch, outcome: _Outcome, bytes_read: int) -> None:

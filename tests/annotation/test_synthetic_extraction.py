@@ -17,12 +17,12 @@ from annotation.models import (
     GoldSet,
     GoldSetItem,
     Proposal,
-    Review,
     SyntheticGoldError,
     SyntheticJob,
 )
 from annotation.teacher import synthetic
 from distillapp import jobs
+from tests.annotation.test_teacher_placement import RECEIPT, receipts  # noqa: F401  (a fixture)
 from tests.fake_openai import FakeOpenAI, FakeReply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -243,27 +243,11 @@ def test_the_page_offers_fields_and_the_start_view_queues(xproject, lead_client,
     assert "&#x27;Barcelona&#x27; (city) is not in the text" in detail
 
 
-RECEIPT = "Burger 12.50, the Total 12.50"
-
-
-def test_a_value_written_twice_sits_where_reviewed_spans_put_its_field(lead, reviewer, monkeypatch):
+def test_a_value_written_twice_sits_where_reviewed_spans_put_its_field(request, monkeypatch):
     """#26: the writer lists a receipt's total once where the text holds it twice; reviewed
     receipts say a total follows "Total", so the span is the second "12.50", not the burger's
     (the first, unprimed), and the example comes early in review (an ambiguous placement)."""
-    project = projects.project_create(
-        name="Receipts",
-        slug="receipts",
-        user=lead,
-        task_type="extraction",
-        labels=[("total", "The sum paid")],
-    )
-    for text in ("Fries 3.00 Total 3.00", "Soup 4.10 Tax 0.40 Total 4.50"):
-        start = text.rindex(" ") + 1
-        total = {"spans": [{"start": start, "end": len(text), "field": "total"}]}
-        example = Example.objects.create(project=project, text=text)
-        Review.objects.create(
-            example=example, reviewer=reviewer, kind="review", verdict="correct", value=total
-        )
+    project = request.getfixturevalue("receipts")
     written = [item(RECEIPT, ("total", "12.50")), item("Coffee, Total 2.00", ("total", "2.00"))]
     monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
     with FakeOpenAI(lambda request: FakeReply(content=json.dumps({"examples": written}))) as server:

@@ -238,14 +238,14 @@ def _render_card(
     *,
     example=None,
     status: int = 200,
-    chosen: bool = False,
+    after_verdict: bool = False,
 ) -> HttpResponse:
-    """The review page, or its #card for htmx, showing `example` (else the next card, claimed;
-    with `chosen`, `example` is that card already, None for an empty queue)."""
     # The counts first: choosing the card reads the verdicts and the last scoring they carry.
     review.queue_counts(project, request.user, filters)
-    if example is None and not chosen:
-        example = review.review_next(project=project, user=request.user, filters=filters)
+    if example is None:
+        example = review.review_next(
+            project=project, user=request.user, filters=filters, after_verdict=after_verdict
+        )
     context = _card_context(request, project, role, example, filters, page=not request.htmx)
     template = "annotation/review.html#card" if request.htmx else "annotation/review.html"
     return render(request, template, context, status=status)
@@ -266,13 +266,12 @@ def review_act(request: HttpRequest, slug: str) -> HttpResponse:
     example.project = project  # the task is read once per request
     filters = _queue_filter(request, project)
     try:
-        made = review.review_record(
+        review.review_record(
             example=example,
             user=request.user,
             verdict=request.POST.get("verdict", ""),
             value=_posted_answer(request),
             filters=filters,
-            serve_next=bool(request.htmx),
         )
     except (BadAnswer, review.InvalidAnswer) as exc:
         # A bad answer is a bad request: nothing is stored, the same card comes back saying why.
@@ -287,10 +286,9 @@ def review_act(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, str(exc))
         if request.htmx:
             return _render_card(request, project, role, filters, example=example)
-    else:
-        if request.htmx:
-            return _render_card(request, project, role, filters, example=made.next_card, chosen=True)
-    return redirect("annotation:review", slug=project.slug)
+    if not request.htmx:
+        return redirect("annotation:review", slug=project.slug)
+    return _render_card(request, project, role, filters, after_verdict=True)
 
 
 @login_required

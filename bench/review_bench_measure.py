@@ -260,7 +260,7 @@ def measure(
             if nxt is None:
                 raise SystemExit("the queue ran out in the breakdown loop")
             with clock("card_context"):
-                context = review_views._card_context(request, project_, role, nxt, filters, page=False)
+                context = review_views._card_context(request, project_, role, nxt, filters)
             with clock("render_card"):
                 render(request, "annotation/review.html#card", context)
             # The card's counts (one query, inside review_record above), again on their own

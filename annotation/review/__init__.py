@@ -45,7 +45,6 @@ from annotation.review.verdicts import (
     review_next,
     review_record,
     review_undo,
-    reviewed_today,
     teacher_proposal,
     with_teacher_proposal,
 )
@@ -80,7 +79,6 @@ __all__ = [
     "review_next",
     "review_record",
     "review_undo",
-    "reviewed_today",
     "similar_to",
     "similarity_index_run",
     "similarity_index_start",

@@ -273,7 +273,7 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
     # the ones since. Counting them all joined every verdict of the day to its example: 1.5 ms
     # after 80 verdicts, growing all day (bench/README.md, review queue).
     today = _today_key(project, user)
-    known, last_id = _cache_get(today) or (0, 0)
+    known, last_id = _cache("get", today) or (0, 0)
     since = _verdicts_today(project, user).filter(pk__gt=last_id).order_by()
     row = (
         Project.objects.filter(pk=project.pk)
@@ -292,7 +292,7 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
     decided, refreshed_at, new, remaining, coverage, newest = row
     counts = QueueCounts(decided, refreshed_at, known + new, remaining, coverage)
     if newest is not None:
-        _cache_set(today, (counts.reviewed_today, newest))
+        _cache("set", today, (counts.reviewed_today, newest), TODAY_SECONDS)
     project.remember("queue_counts", (user.pk, filters, counts))
     project.remember("verdicts", counts.decided)
     project.remember("flag_coverage", counts.flag_coverage)
@@ -562,28 +562,16 @@ def _today_key(project: Project, user) -> str:
 def forget_today(project: Project, user) -> None:
     """Count this reviewer's verdicts today from scratch next time (after a verdict is taken
     back: the kept count has it)."""
+    _cache("delete", _today_key(project, user))
+
+
+def _cache(method: str, *args):
+    """A call on the cache, None while Redis is down: today's verdicts are then counted from
+    scratch (the review page works without Redis), and the kept count expires with the day."""
     try:
-        cache.delete(_today_key(project, user))
+        return getattr(cache, method)(*args)
     except REDIS_DOWN:
-        pass  # the kept count expires with the day; until Redis answers nothing is kept anyway
-
-
-def _cache_get(key: str):
-    try:
-        return cache.get(key)
-    except REDIS_DOWN:  # counted from scratch: the review page works while Redis is down
         return None
 
 
-def _cache_set(key: str, value) -> None:
-    try:
-        cache.set(key, value, timeout=TODAY_SECONDS)
-    except REDIS_DOWN:
-        pass
-
-
 TODAY_SECONDS = 26 * 3600  # the day's key outlives the day (a new day has a new key)
-
-
-def reviewed_today(*, project: Project, user) -> int:
-    return _verdicts_today(project, user).count()

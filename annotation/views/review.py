@@ -184,9 +184,9 @@ def _posted_answer(request: HttpRequest):
 
 
 def _card_context(
-    request: HttpRequest, project: Project, role: str, example: Example | None, filters, *, page: bool = True
+    request: HttpRequest, project: Project, role: str, example: Example | None, filters
 ) -> dict:
-    """What the review page shows; without `page`, what its #card partial shows (htmx)."""
+    """What the review page shows; for htmx, what its #card partial shows."""
     proposals = []
     student = None
     if example is not None:
@@ -202,7 +202,7 @@ def _card_context(
     labels = project.label_list()
     counts = review.queue_counts(project, request.user, filters)
     # The last scoring (of any status) is shown above the card, on the full page only.
-    quality_run = project.quality_runs.first() if page else None
+    quality_run = None if request.htmx else project.quality_runs.first()
     jobs.recover_shown([quality_run] if quality_run else [])
     return {
         "project": project,
@@ -246,7 +246,7 @@ def _render_card(
         example = review.review_next(
             project=project, user=request.user, filters=filters, after_verdict=after_verdict
         )
-    context = _card_context(request, project, role, example, filters, page=not request.htmx)
+    context = _card_context(request, project, role, example, filters)
     template = "annotation/review.html#card" if request.htmx else "annotation/review.html"
     return render(request, template, context, status=status)
 

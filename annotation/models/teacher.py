@@ -263,6 +263,11 @@ class SyntheticJob(BackgroundJob):
     input_tokens = models.PositiveBigIntegerField(default=0)
     output_tokens = models.PositiveBigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    answer_notes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the task noted reading the kept examples' answers (Task.answer_note_names), summed.",
+    )
 
     def __str__(self) -> str:
         return f"Synthetic job {self.pk} ({self.status_label})"

@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import random
+from collections import Counter
 from decimal import Decimal
 
 import numpy as np
@@ -303,6 +304,7 @@ def _store(job: SyntheticJob, task: Task, calls, results, pool: np.ndarray, agen
             pool = np.vstack([pool, vector[None, :]])
         share = (result.cost_usd / len(kept)).quantize(Decimal("0.00000001")) if kept else Decimal("0")
         new_ids: list[int] = []
+        placed: Counter = Counter()
         with transaction.atomic():
             for i, (text, answer, item) in enumerate(kept):
                 try:
@@ -330,8 +332,17 @@ def _store(job: SyntheticJob, task: Task, calls, results, pool: np.ndarray, agen
                 )
                 created[name] += 1
                 new_ids.append(example.pk)
+                placed.update(task.answer_notes(answer, text=text))
             Example.objects.filter(pk__in=new_ids).sync_queue_fields()
-            shown = SyntheticJob.objects.values_list("invalid_examples", flat=True).get(pk=job.pk)
+            shown, notes = (
+                SyntheticJob.objects.select_for_update()
+                .values_list("invalid_examples", "answer_notes")
+                .get(pk=job.pk)
+            )
+            # How the kept examples' located values were placed (Task.answer_notes), as a
+            # labelling job counts its answers'.
+            notes = Counter(notes or {})
+            notes.update(placed)
             SyntheticJob.objects.filter(pk=job.pk).update(
                 generated=F("generated") + counts["generated"],
                 created=sum(created.values()),
@@ -339,6 +350,7 @@ def _store(job: SyntheticJob, task: Task, calls, results, pool: np.ndarray, agen
                 near_duplicates=F("near_duplicates") + counts["near"],
                 invalid=F("invalid") + len(invalid),
                 invalid_examples=(shown + invalid)[:INVALID_EXAMPLES_KEPT],
+                answer_notes=dict(notes),
                 failed_calls=F("failed_calls") + counts["failed"],
                 input_tokens=F("input_tokens") + result.input_tokens,
                 output_tokens=F("output_tokens") + result.output_tokens,

@@ -265,3 +265,8 @@ def test_a_value_written_twice_sits_where_reviewed_spans_put_its_field(request, 
     spans = made[RECEIPT].proposals.get().value["spans"]
     assert [(s["start"], s["end"]) for s in spans] == [(RECEIPT.rindex("12.50"), len(RECEIPT))]
     assert made[RECEIPT].risk > made["Coffee, Total 2.00"].risk
+    # The job counts its placements as a labelling job does, and the project page says so.
+    assert job.answer_notes == {"ambiguous": 1, "by_context": 1, "first": 0}
+    detail = request.getfixturevalue("lead_client").get(reverse("annotation:project-detail", args=[project.slug])).content.decode()
+    row = detail[detail.index(f'data-synthetic-job="{job.pk}"') :]
+    assert 'data-metric="ambiguous-placements"' in row[: row.index("</tr>")]

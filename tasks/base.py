@@ -123,6 +123,9 @@ class Task(ABC):
     # The noise handling the launch form advises where unreviewed teacher labels are trained on
     # (training.services.advice), measured per task type with bench/review_budget_bench.py.
     advised_noise_handling: ClassVar[str] = "prune"
+    # Can its runs leave the flagged parts of a label out of the loss (noise handling "mask"):
+    # ``label_quality_parts`` gives the parts and the student's ``train`` takes ``ignore``.
+    masks_label_noise: ClassVar[bool] = False
     # The review card's body and the blind gold card, as template partials.
     card_template: ClassVar[str]
     # The task's part of the evaluation page (included with ``m``, the metrics, in context).
@@ -376,10 +379,23 @@ class Task(ABC):
         (training then flags a score below 0.5)."""
         return self.label_quality_scores(texts, answers), None
 
+    def label_quality_parts(
+        self, texts: list[str], answers: list[Answer]
+    ) -> tuple[np.ndarray, np.ndarray | None, list | None]:
+        """``label_quality`` and, where the task can mask (``masks_label_noise``), each
+        answer's flagged parts (JSON in the task's own shape: what its student's
+        ``train(ignore=...)`` takes; an empty list where nothing is flagged); else None."""
+        scores, issues = self.label_quality(texts, answers)
+        return scores, issues, None
+
     def noise_refusal(self, handling: str, kind: str = "finetune") -> str:
         """Why a run of `kind` cannot take this noise handling ("" where it can)."""
         if handling != "none" and not self.handles_label_noise:
             return f"{self.title} runs have no noise handling yet: choose none."
+        if "mask" in handling and not self.masks_label_noise:
+            return (
+                f"{self.title} labels have no parts to leave out of the loss: choose none, prune or weight."
+            )
         return ""
 
     def training_names(self, answers: list[Answer]) -> list[str]:

@@ -55,7 +55,7 @@ class LaunchForm(forms.Form):
         initial="none",
         required=False,
         label="Unreviewed labels",
-        help_text="Reviewed labels always count in full. Pruning uses the latest label-quality scores.",
+        help_text="Reviewed labels always count in full. Pruning and masking use the latest label-quality run.",
     )
     base_model = forms.ChoiceField(
         choices=(),
@@ -164,6 +164,10 @@ class LaunchForm(forms.Form):
         task = project.task
         if not task.handles_label_noise:
             del self.fields["noise_handling"]
+        elif not task.masks_label_noise:
+            self.fields["noise_handling"].choices = [
+                (name, text) for name, text in NOISE_HANDLING.items() if "mask" not in name
+            ]
         if "case_feature" not in run_defaults(task):  # a task whose student has no use for capitals
             del self.fields["case_feature"]
         if "label_smoothing" not in run_defaults(task):  # a task whose student has no smoothing

@@ -375,6 +375,13 @@ class Example(models.Model):
         help_text="The last quality run's verdict: cleanlab counts this label among the likely errors "
         "(null: not decided; training then flags a quality score below 0.5).",
     )
+    label_flags = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The parts of the label the last quality run flags, in the task's own shape (extraction: "
+        "the [start, end] of each flagged word); noise handling \"mask\" leaves them out of the loss.",
+    )
     queue_rank = models.FloatField(default=random_rank, editable=False, help_text="A fixed random order.")
 
     objects = ExampleQuerySet.as_manager()

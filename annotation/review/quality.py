@@ -83,20 +83,31 @@ def quality_run(*, run: QualityRun) -> QualityRun:
                 rows.append((pk, text, task.validate(label, text=text)))
             except AnswerError:
                 continue
-        scores, issues = (
-            task.label_quality([t for _, t, _ in rows], [a for _, _, a in rows]) if rows else ([], None)
+        scores, issues, parts = (
+            task.label_quality_parts([t for _, t, _ in rows], [a for _, _, a in rows])
+            if rows
+            else ([], None, None)
         )
         decided = issues is not None  # the task type flags likely errors (else it only scores)
         if not decided:
             issues = [None] * len(rows)
+        if parts is None:
+            parts = [None] * len(rows)
         with transaction.atomic():
-            Example.objects.filter(project=run.project).update(quality_score=None, label_issue=None)
+            Example.objects.filter(project=run.project).update(
+                quality_score=None, label_issue=None, label_flags=None
+            )
             Example.objects.bulk_update(
                 [
-                    Example(pk=pk, quality_score=float(s), label_issue=None if flag is None else bool(flag))
-                    for (pk, _, _), s, flag in zip(rows, scores, issues, strict=True)
+                    Example(
+                        pk=pk,
+                        quality_score=float(s),
+                        label_issue=None if flag is None else bool(flag),
+                        label_flags=part or None,
+                    )
+                    for (pk, _, _), s, flag, part in zip(rows, scores, issues, parts, strict=True)
                 ],
-                ["quality_score", "label_issue"],
+                ["quality_score", "label_issue", "label_flags"],
                 batch_size=2000,
             )
         flagged, coverage = flag_coverage(run.project) if decided else (None, None)

@@ -98,6 +98,7 @@ def train(
     embedding_cache_dir: Path | None = None,
     c: float = DEFAULT_C,
     weights: list[float] | None = None,
+    ignore: list[list[tuple[int, int]]] | None = None,
 ) -> ml.TrainResult:
     """Embed the words of `texts` with the frozen `base_model` and fit a logistic-regression
     head over the BIO tags of `names`; `answers` are ``{"spans": [...]}``.
@@ -106,7 +107,8 @@ def train(
     is asked before every batch and before the fit, and a true answer raises ``ml.Stopped``
     with nothing written to `output_dir` (cached vectors made so far are kept). Uses
     `hyperparameters.max_length`, `.class_weighting` and `.seed`; `weights` (one per text)
-    weigh every word of their text. ``result.validation`` holds the strict (and partial)
+    weigh every word of their text; `ignore` (character ranges, one list per text) leaves the
+    words they overlap out of the fit (noise handling "mask"). ``result.validation`` holds the strict (and partial)
     entity micro-F1 on `validation`, as the fine-tune's does.
     """
     from sklearn.linear_model import LogisticRegression
@@ -137,16 +139,24 @@ def train(
     embed_seconds = time.monotonic() - started
     if should_stop is not None and should_stop():
         raise ml.Stopped()
-    targets = []
-    for text, answer, text_words in zip(texts, answers, words, strict=False):
+    targets, kept = [], []
+    for j, (text, answer, text_words) in enumerate(zip(texts, answers, words, strict=False)):
         tags = word_tags(text, answer.get("spans", []), text_words)
         unknown = {tag for tag in tags if tag not in index}
         if unknown:
             raise ValueError(
                 f"a span names a field that is not one of the student's fields: {sorted(unknown)}"
             )
-        targets.append(np.array([index[tag] for tag in tags], dtype=np.int64))
-    x = np.vstack(features[: len(texts)]) if texts else np.empty((0, 0), dtype=np.float32)
+        keep = np.ones(len(tags), dtype=bool)
+        for start, end in (ignore[j] if ignore else ()):
+            keep &= ~np.array([s < end and e > start for s, e in text_words], dtype=bool).reshape(len(tags))
+        targets.append(np.array([index[tag] for tag in tags], dtype=np.int64)[keep])
+        kept.append(keep)
+    x = (
+        np.vstack([f[keep] for f, keep in zip(features, kept, strict=False)])
+        if texts
+        else np.empty((0, 0), dtype=np.float32)
+    )
     y = np.concatenate(targets) if targets else np.empty(0, dtype=np.int64)
     if len(set(y.tolist())) < 2:
         raise ValueError(

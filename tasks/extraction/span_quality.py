@@ -33,6 +33,10 @@ NEUTRAL_SCORE = 0.5
 # texts of the simulated teacher (24 % corrupted), below 0.1 flags 15 % of the texts at 89 %
 # precision (57 % of the corrupted ones); below 0.5 flags 44 % at 54 % (bench/README.md).
 FLAGGED_BELOW = 0.1
+# A word the quality run flags (what "mask" leaves out of the loss): measured on Restaurant-8k
+# with the simulated teacher against pruning the texts below FLAGGED_BELOW (bench/README.md,
+# "Review budget, extraction": masking words).
+MASK_BELOW = 0.3
 # A tag in fewer texts cannot be predicted out of sample with any trust (a fold fit without
 # them never saw it, so its words would top the queue): they score NEUTRAL_SCORE and stay out
 # of the fit. With fewer than two tags or two texts with words left, every score is 1.0.
@@ -149,6 +153,14 @@ def span_quality(
         keep = [k for k, tag in enumerate(tags[j]) if tag in known]
         result.word_scores[j][keep] = np.clip(scores.to_numpy(), 0.0, 1.0)
     return _text_scores(result)
+
+
+def flagged_words(quality: SpanQuality, below: float = MASK_BELOW) -> list[list[list[int]]]:
+    """Each text's words scored below `below`, as [start, end] character ranges."""
+    return [
+        [[int(start), int(end)] for (start, end), score in zip(words, scores, strict=True) if score < below]
+        for words, scores in zip(quality.words, quality.word_scores, strict=True)
+    ]
 
 
 def with_neighbours(vectors: np.ndarray) -> np.ndarray:

@@ -77,9 +77,14 @@ def _by_text(encoded, count: int) -> list[list[int]]:
 
 
 def token_labels(
-    encoded, texts: list[str], answers: list[Mapping], label2id: dict[str, int]
+    encoded,
+    texts: list[str],
+    answers: list[Mapping],
+    label2id: dict[str, int],
+    ignore: Sequence[Sequence[tuple[int, int]]] | None = None,
 ) -> list[list[int]]:
-    """One label id per token of every window (IGNORE for special tokens and cut spans)."""
+    """One label id per token of every window (IGNORE for special tokens and cut spans, and
+    for the tokens of the character ranges `ignore` holds for their text)."""
     labels: list[list[int]] = [[IGNORE] * len(ids) for ids in encoded["input_ids"]]
     for text_index, windows in enumerate(_by_text(encoded, len(texts))):
         spans = without_overlaps(answers[text_index].get("spans", []))
@@ -89,6 +94,12 @@ def token_labels(
                     f"a span names the field {span['field']!r}, which is not one of the student's fields"
                 )
         _label_text(encoded, windows, spans, labels, label2id)
+        for start, end in (ignore[text_index] if ignore else ()):
+            for w in windows:
+                for i in _content(encoded, w):
+                    token_start, token_end = encoded["offset_mapping"][w][i]
+                    if token_start < end and token_end > start:
+                        labels[w][i] = IGNORE
     return labels
 
 
@@ -136,8 +147,11 @@ def train(
     validation: tuple[list[str], list[Mapping]] | None = None,
     on_progress: Callable[[ml.Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    ignore: Sequence[Sequence[tuple[int, int]]] | None = None,
 ) -> ml.TrainResult:
-    """Fine-tune `base_model` to mark the `names` fields; `answers` are ``{"spans": [...]}``.
+    """Fine-tune `base_model` to mark the `names` fields; `answers` are ``{"spans": [...]}``;
+    `ignore` (character ranges, one list per text) takes the tokens they overlap out of the
+    loss (noise handling "mask").
 
     ``result.validation`` holds the strict (and partial) entity micro-F1 on `validation`.
     """
@@ -164,7 +178,9 @@ def train(
             )
         model.config.case_feature = True  # saved with the model: prediction marks the same tokens
     encoded = _windows(tokenizer, list(texts), hp.max_length, capitals=hp.case_feature)
-    train_set = ml.LabelledEncodings(encoded, token_labels(encoded, list(texts), list(answers), label2id))
+    train_set = ml.LabelledEncodings(
+        encoded, token_labels(encoded, list(texts), list(answers), label2id, ignore=ignore)
+    )
     compute_loss = None
     if hp.class_weighting:
         seen = torch.tensor([label for row in train_set.labels for label in row if label != IGNORE])

@@ -178,3 +178,26 @@ def test_embed_words_reads_long_texts_in_windows(tmp_path):
         ["table for 4"], [whitespace_tokens("table for 4")], model_name=tiny, max_length=16
     )
     np.testing.assert_allclose(again[0], vectors[1], atol=1e-5)
+
+
+def test_the_parts_to_mask_are_the_words_of_the_wrong_spans():
+    """Noise handling "mask": the quality run gives each text's flagged words, and the words of
+    a missed time are among the spoiled text's, while a clean text has few or none."""
+    from tasks.base import Category
+    from tasks.classification.task import ClassificationTask
+    from tasks.extraction.task import ExtractionTask
+
+    extraction = ExtractionTask([Category("time"), Category("people"), Category("name")])
+    texts, answers = bookings()
+    wrong = spoiled(answers, "missed")
+
+    scores, flags, parts = extraction.label_quality_parts(texts, wrong)
+
+    assert extraction.masks_label_noise and not ClassificationTask.masks_label_noise
+    assert flags.tolist() == (scores < span_quality.FLAGGED_BELOW).tolist()
+    time = next(s for s in answers[WRONG]["spans"] if s["field"] == "time")
+    assert [time["start"], time["end"]] in parts[WRONG]
+    # Every part is a whole word of its text, and the spoiled text holds the most of them.
+    for text, text_parts in zip(texts, parts, strict=True):
+        assert all([s, e] in [list(w) for w in whitespace_tokens(text)] for s, e in text_parts)
+    assert len(parts[WRONG]) == max(len(p) for p in parts)

@@ -396,3 +396,27 @@ def test_a_base_model_with_one_token_type_refuses_the_case_feature(tmp_path):
             output_dir=tmp_path / "model",
             hyperparameters=ml.Hyperparameters(epochs=1, case_feature=True),
         )
+
+
+def test_ignored_ranges_take_their_tokens_out_of_the_loss_in_every_window():
+    """Noise handling "mask": the tokens of a flagged word get the ignore index wherever a
+    window holds them; the other tokens keep their tags."""
+    text = "Table for 4 people at 7pm tomorrow please, under the name of Alvarez"
+    answer = {"spans": [{"start": 22, "end": 25, "field": "time"}]}
+    labels = student.bio_labels(FIELDS)
+    label2id = {label: i for i, label in enumerate(labels)}
+    flagged = [[10, 11], [26, 34]]  # "4" (a missed size) and "tomorrow" (a missed date)
+    for max_length in (100_000, 8):
+        windows = student._windows(tokenizer(), [text], max_length)
+        plain = student.token_labels(windows, [text], [answer], label2id)
+        masked = student.token_labels(windows, [text], [answer], label2id, ignore=[flagged])
+        changed = 0
+        for w, offsets in enumerate(windows["offset_mapping"]):
+            for i, (start, end) in enumerate(offsets):
+                inside = end > start and any(start < e and end > s for s, e in flagged)
+                if inside:
+                    assert masked[w][i] == student.IGNORE and plain[w][i] == label2id["O"]
+                    changed += 1
+                else:
+                    assert masked[w][i] == plain[w][i]
+        assert changed >= 2

@@ -97,7 +97,9 @@ def test_a_run_leaves_out_flagged_teacher_labels_and_records_it(
     assert run.counts["noise"]["pruned"] == 1 and run.counts["noise"]["pruned_share"] == round(1 / 23, 4)
 
 
-def test_extraction_runs_refuse_the_noise_handling_that_does_not_apply_and_say_why(lead, settings, tmp_path):
+def test_extraction_runs_refuse_the_noise_handling_that_does_not_apply_and_say_why(
+    lead, reviewer, settings, tmp_path
+):
     from annotation.projects import project_create
 
     settings.DATA_DIR = tmp_path
@@ -129,6 +131,75 @@ def test_extraction_runs_refuse_the_noise_handling_that_does_not_apply_and_say_w
     trained = {r["id"] for r in json.loads((Path(run.artifact_path) / "manifest.json").read_text())["train"]}
     assert examples[0].pk not in trained and len(trained) == 11
     assert run.counts["noise"]["pruned"] == 1
+    # Masking keeps the text and leaves its flagged words out of the fit: the manifest says
+    # which, and the head saw fewer words than the same run without the mask.
+    text = examples[0].text
+    first_word = [0, text.index(" ")]
+    Example.objects.filter(pk=examples[0].pk).update(label_flags=[first_word])
+    Example.objects.filter(pk=examples[1].pk).update(label_flags=[first_word])
+    Review.objects.create(
+        example=examples[1],
+        reviewer=reviewer,
+        verdict="correct",
+        value=examples[1].proposals.order_by("pk").first().value,  # the teacher's, the first
+    )
+    runs = {
+        handling: run_now(
+            services.run_create(
+                project=project,
+                user=lead,
+                kind="quick",
+                hyperparameters={"noise_handling": handling, "validation_fraction": 0.0},
+            )
+        )
+        for handling in ("mask", "none")
+    }
+    manifest = json.loads((Path(runs["mask"].artifact_path) / "manifest.json").read_text())
+    ignored = {r["id"]: r.get("ignored") for r in manifest["train"]}
+    assert len(ignored) == 12 and ignored[examples[0].pk] == [first_word]
+    assert ignored[examples[1].pk] is None  # reviewed: a person's label counts whole
+    assert runs["mask"].counts["noise"] == {
+        "noise_handling": "mask",
+        "masked": 1,
+        "masked_share": round(1 / 11, 4),
+        "masked_parts": 1,
+    }
+    words = {
+        h: json.loads((Path(r.artifact_path) / "model" / "quick_student.json").read_text())["train_words"]
+        for h, r in runs.items()
+    }
+    from distillapp import ml
+
+    cut = [w for w in ml.tokenizer_words([text], model_name=ml.default_base_model())[0] if w[0] < first_word[1]]
+    assert cut and words["mask"] == words["none"] - len(cut)
+
+
+def test_masking_takes_the_flagged_parts_of_unreviewed_labels_only():
+    rows = [
+        {**row(1, "reviewed"), "flags": [[0, 3]]},  # a person's label counts whole
+        {**row(2, "proposed"), "flags": [[4, 9], [10, 12]]},
+        {**row(3, "proposed"), "flags": None},  # never scored
+        {**row(4, "proposed"), "flags": None},
+    ]
+    kept, weights, report = handle_noise(rows, "mask")
+    assert [r.get("ignore") for r in kept] == [None, [[4, 9], [10, 12]], None, None]
+    assert weights is None
+    assert report == {"noise_handling": "mask", "masked": 1, "masked_share": 0.3333, "masked_parts": 2}
+
+
+def test_a_task_whose_labels_have_no_parts_refuses_masking_and_its_form_does_not_offer_it(
+    project, reviewer, lead
+):
+    from annotation.projects import project_create
+    from training.forms import LaunchForm
+
+    labelled(project, reviewer)
+    with pytest.raises(services.TrainingError, match="no parts to leave out of the loss"):
+        services.run_create(project=project, user=lead, hyperparameters={"noise_handling": "mask"})
+    offered = dict(LaunchForm(project=project).fields["noise_handling"].choices)
+    assert "prune" in offered and "mask" not in offered
+    spans = project_create(name="S", slug="s", user=lead, task_type="extraction", labels=FIELDS)
+    assert "mask" in dict(LaunchForm(project=spans).fields["noise_handling"].choices)
 
 
 def test_the_quick_student_serves_its_fitted_temperature(tiny_base, tmp_path):
@@ -312,3 +383,37 @@ def test_the_admins_launch_uses_the_launch_forms_recommendation(
         "noise_handling": run.hyperparameters["noise_handling"],
         "label_smoothing": run.hyperparameters["label_smoothing"],
     } == recommended
+
+
+def test_the_quality_run_keeps_each_labels_flagged_words_for_masking(lead, settings, tmp_path):
+    """The stored parts are the task's (extraction: [start, end] of words), from the same run
+    as the scores; a later run with nothing flagged clears them."""
+    from annotation.jobs import run_quality_run
+    from annotation.models import Proposal, QualityRun
+    from annotation.projects import project_create
+    from tests.tasks.test_extraction_quality import WRONG, bookings, spoiled
+
+    settings.DATA_DIR = tmp_path
+    project = project_create(
+        name="T", slug="t", user=lead, task_type="extraction", labels=[("time", ""), ("people", ""), ("name", "")]
+    )
+    texts, answers = bookings()
+    examples = []
+    for text, answer in zip(texts, spoiled(answers, "missed"), strict=True):
+        example = Example.objects.create(project=project, text=text)
+        Proposal.objects.create(example=example, agent="teacher:m:prompt-v1", value=answer)
+        examples.append(example)
+    Example.objects.filter(project=project).sync_queue_fields()
+
+    run_quality_run(QualityRun.objects.create(project=project).pk)
+
+    wrong = Example.objects.get(pk=examples[WRONG].pk)
+    time = next(s for s in answers[WRONG]["spans"] if s["field"] == "time")
+    assert [time["start"], time["end"]] in wrong.label_flags
+    stored = dict(Example.objects.filter(project=project).values_list("pk", "label_flags"))
+    assert len(wrong.label_flags) == max(len(flags or []) for flags in stored.values())
+    # Once the time is marked, nothing of the text is flagged any more.
+    Proposal.objects.filter(example=wrong).update(value=answers[WRONG])
+    run_quality_run(QualityRun.objects.create(project=project).pk)
+    wrong.refresh_from_db()
+    assert not wrong.label_flags

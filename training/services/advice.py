@@ -24,6 +24,14 @@ from training.models import Evaluation, TrainingRun
 STRONG_TEACHER = 0.85
 TRUSTED_ACCURACY = 0.9
 
+# The advice's words for each noise handling a task may advise (Task.advised_noise_handling).
+HOW_NOISE = {
+    "prune": ", leaving out the ones the label-quality scores flag.",
+    "mask": ", leaving out of the loss the parts of them the label-quality scores flag.",
+    "weight": ", weighting the unreviewed ones by the teacher's confidence.",
+    "prune+weight": ", leaving out the ones the label-quality scores flag and weighting the rest by confidence.",
+}
+
 
 def _teacher_on_gold(project: Project) -> dict | None:
     evaluation = (
@@ -180,7 +188,7 @@ def _label_source_advice(project: Project) -> dict:
             "reason": (
                 f"The teacher has not been measured without bias yet ({audit['audit']['n']} of "
                 f"{audit['min_audit']} audit reviews; evaluating it on gold also measures it). Until then: all "
-                "current labels" + (", leaving out those the label-quality scores flag." if prunes else ".")
+                "current labels" + (HOW_NOISE[prune] if prunes else ".")
             ),
         }
     accuracy, high = (
@@ -249,6 +257,6 @@ def _label_source_advice(project: Project) -> dict:
         "noise_handling": prune,
         "reason": (
             f"The teacher is right on {accuracy:.0%} of {teacher['source']}: all current labels"
-            + (f", leaving out the ones the label-quality scores flag.{confidence_note}" if prunes else ".")
+            + (f"{HOW_NOISE[prune]}{confidence_note}" if prunes else ".")
         ),
     }

@@ -105,7 +105,7 @@ def training_set(
         raise TrainingError(f"Unknown label source {label_source!r}.")
     task = project.task
     rows = []
-    for pk, text, label, state, digest, source, confidence, quality, issue in examples.order_by(
+    for pk, text, label, state, digest, source, confidence, quality, issue, flags in examples.order_by(
         "pk"
     ).values_list(
         "pk",
@@ -117,6 +117,7 @@ def training_set(
         "teacher_confidence",
         "quality_score",
         "label_issue",
+        "label_flags",
     ):
         try:
             # The answer in its normal form; one the project's labels (fields) no longer fit is left out.
@@ -134,6 +135,7 @@ def training_set(
                 "confidence": confidence,
                 "quality": quality,
                 "issue": issue,
+                "flags": flags,
             }
         )
     return rows
@@ -146,6 +148,7 @@ NOISE_HANDLING = {
     "prune": "Leave out unreviewed labels flagged as likely wrong",
     "weight": "Weight unreviewed labels by the teacher's confidence",
     "prune+weight": "Both",
+    "mask": "Leave the parts of unreviewed labels flagged as likely wrong out of the loss",
 }
 # Where the quality run did not decide (``Example.label_issue`` null: a task type that only
 # scores), a label is flagged when cleanlab's normalized margin is below 0.5: another label is
@@ -173,6 +176,18 @@ def handle_noise(rows: list[dict], handling: str) -> tuple[list[dict], list[floa
             pruned=len(flagged),
             pruned_share=round(len(flagged) / len(unreviewed), 4) if unreviewed else 0.0,
             unscored=len(unreviewed) - len(scored),
+        )
+    if "mask" in handling:
+        # Each row's flagged parts, in the task's shape, for the student's ``train(ignore=...)``.
+        rows = [
+            {**r, "ignore": r["flags"]} if r["state"] != "reviewed" and r.get("flags") else r for r in rows
+        ]
+        masked = [r for r in rows if r.get("ignore")]
+        unreviewed = sum(r["state"] != "reviewed" for r in rows)
+        report.update(
+            masked=len(masked),
+            masked_share=round(len(masked) / unreviewed, 4) if unreviewed else 0.0,
+            masked_parts=sum(len(r["ignore"]) for r in masked),
         )
     weights = None
     if "weight" in handling:

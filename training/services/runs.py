@@ -276,6 +276,8 @@ def run_execute(*, run: TrainingRun) -> TrainingRun:
 
             fields = {k: hp[k] for k in asdict(ml.Hyperparameters()) if k in hp}
             options = {} if weights is None else {"weights": weights}
+            if "mask" in hp.get("noise_handling", "none"):
+                options["ignore"] = [r.get("ignore") or [] for r in train]
             options.update(task.student_options(run.kind))
             if run.kind == TrainingRun.Kind.QUICK:
                 options.update(embedding_cache_dir=embedding_cache_dir(), c=float(hp["C"]))
@@ -414,6 +416,8 @@ def _write_manifest(directory: Path, run: TrainingRun, train, validation, label_
                 "hash": r["hash"],
                 "state": r["state"],
                 "prompt_version": prompt_versions.get(r["id"]),
+                # The parts left out of the loss (noise handling "mask"): exactly what it saw.
+                **({"ignored": r["ignore"]} if r.get("ignore") else {}),
             }
             for r in train
         ],

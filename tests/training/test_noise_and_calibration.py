@@ -172,6 +172,13 @@ def test_extraction_runs_refuse_the_noise_handling_that_does_not_apply_and_say_w
 
     cut = [w for w in ml.tokenizer_words([text], model_name=ml.default_base_model())[0] if w[0] < first_word[1]]
     assert cut and words["mask"] == words["none"] - len(cut)
+    # The run's page says what was left out, in words.
+    from django.test import Client
+
+    client = Client()
+    client.force_login(lead)
+    page = client.get(reverse("training:run", args=[project.slug, runs["mask"].number])).content.decode()
+    assert "1 flagged part of 1 teacher label left out of the loss (9 % of the unreviewed labels" in page
 
 
 def test_masking_takes_the_flagged_parts_of_unreviewed_labels_only():

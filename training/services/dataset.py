@@ -146,9 +146,9 @@ def training_set(
 NOISE_HANDLING = {
     "none": "None: every label counts the same",
     "prune": "Leave out unreviewed labels flagged as likely wrong",
+    "mask": "Keep them, but leave their flagged parts out of the loss (the rest still teaches)",
     "weight": "Weight unreviewed labels by the teacher's confidence",
-    "prune+weight": "Both",
-    "mask": "Leave the parts of unreviewed labels flagged as likely wrong out of the loss",
+    "prune+weight": "Leave out the flagged ones and weight the rest by confidence",
 }
 # Where the quality run did not decide (``Example.label_issue`` null: a task type that only
 # scores), a label is flagged when cleanlab's normalized margin is below 0.5: another label is

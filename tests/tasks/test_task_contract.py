@@ -204,6 +204,8 @@ def test_the_fine_tuned_student_trains_and_predicts_answers_the_task_accepts(tas
         hyperparameters=ml.Hyperparameters(epochs=1, batch_size=4, max_length=32),
         validation=(texts[:2], labels[:2]),
         **task.student_options(),
+        # A task that masks (noise handling "mask") takes the parts its quality run flags.
+        **({"ignore": [[[0, 1]]] * len(texts)} if task.masks_label_noise else {}),
     )
     predicted, confidences = student.predict(tmp_path / "model", texts[:2], max_length=32)
     assert len(predicted) == len(confidences) == 2

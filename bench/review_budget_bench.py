@@ -1072,7 +1072,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--noise-variants",
-        type=lambda s: parse_list(s, ("none", "prune", "weight", "prune+weight", "mask")),
+        type=lambda s: parse_list(s, ("none", "prune", "weight", "prune+weight", "mask", "prune+mask")),
         default=[],
         help="also train each quick cell with these noise handlings (diagnosis; marked variant)",
     )

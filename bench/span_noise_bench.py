@@ -16,7 +16,8 @@ per noise handling, scored in strict entity micro-F1 on Restaurant-8k test:
   the app's "prune" does);
 - mask<t>: every text kept, the unreviewed texts' words scoring below t left out of the fit
   (what the app's "mask" does at ``MASK_BELOW``);
-- maskO<t>: the same, only words the teacher tagged O (a missed value).
+- maskO<t>: the same, only words the teacher tagged O (a missed value);
+- prune+maskO<t>: the texts "prune" keeps, with maskO's words left out of the fit.
 
 Word vectors are cached under ``--cache`` (the first run embeds the texts: minutes on 2
 cores). One JSON object on stdout; progress on stderr.
@@ -133,6 +134,8 @@ def main() -> int:
                     for i in everything
                 ]
                 cell(pct, f"mask{'O' if only_o else ''}{threshold}", answers, everything, masked)
+                if only_o:
+                    cell(pct, f"prune+maskO{threshold}", answers, kept, masked)
     print(
         json.dumps(
             {

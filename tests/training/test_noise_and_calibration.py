@@ -192,6 +192,11 @@ def test_masking_takes_the_flagged_parts_of_unreviewed_labels_only():
     assert [r.get("ignore") for r in kept] == [None, [[4, 9], [10, 12]], None, None]
     assert weights is None
     assert report == {"noise_handling": "mask", "masked": 1, "masked_share": 0.3333, "masked_parts": 2}
+    # Both: the flagged label goes, the others' flagged parts stay out of the loss.
+    rows[3] = {**rows[3], "quality": 0.01, "issue": True, "flags": [[0, 2]]}
+    kept, _, report = handle_noise(rows, "prune+mask")
+    assert [(r["id"], r.get("ignore")) for r in kept] == [(1, None), (2, [[4, 9], [10, 12]]), (3, None)]
+    assert report["pruned"] == 1 and report["masked"] == 1
 
 
 def test_a_task_whose_labels_have_no_parts_refuses_masking_and_its_form_does_not_offer_it(

@@ -28,6 +28,8 @@ TRUSTED_ACCURACY = 0.9
 HOW_NOISE = {
     "prune": ", leaving out the ones the label-quality scores flag.",
     "mask": ", leaving out of the loss the parts of them the label-quality scores flag.",
+    "prune+mask": ", leaving out the ones the label-quality scores flag, and the parts of the rest they flag "
+    "out of the loss.",
     "weight": ", weighting the unreviewed ones by the teacher's confidence.",
     "prune+weight": ", leaving out the ones the label-quality scores flag and weighting the rest by confidence.",
 }

@@ -147,6 +147,7 @@ NOISE_HANDLING = {
     "none": "None: every label counts the same",
     "prune": "Leave out unreviewed labels flagged as likely wrong",
     "mask": "Keep them, but leave their flagged parts out of the loss (the rest still teaches)",
+    "prune+mask": "Leave out the flagged ones, and the flagged parts of the rest out of the loss",
     "weight": "Weight unreviewed labels by the teacher's confidence",
     "prune+weight": "Leave out the flagged ones and weight the rest by confidence",
 }

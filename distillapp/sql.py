@@ -72,7 +72,9 @@ class _Compiled:
     # (position in params, parameter, index in a list, the type the backend gave the stand-in)
     slots: tuple[tuple[int, str, int, type], ...]
     columns: tuple[str, ...]  # each column's name: the field's attname or the annotation's alias
-    converters: tuple  # (position, converters, expression), as the compiler made them
+    # (position, converters, expression), as the compiler made them: bound to the connection
+    # that compiled them, they read only its settings (SQLite's time zone), every connection's.
+    converters: tuple
     model: type[models.Model] | None  # model rows: the model, and where its fields are
     fields: tuple[int, int] = (0, 0)
     is_wider: bool = False  # the SQL selects more columns than the result has (for its order)

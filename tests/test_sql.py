@@ -36,7 +36,10 @@ def test_a_prepared_query_returns_the_orm_s_instances_for_each_call_s_values(pro
     Example.objects.create(project=other, text="elsewhere")
     built = []
     prepared = Prepared(
-        lambda **values: built.append(values) or examples(**values), project=int, skipped=list, since=dt.datetime
+        lambda **values: built.append(values) or examples(**values),
+        project=int,
+        skipped=list,
+        since=dt.datetime,
     )
     since = timezone.now() - dt.timedelta(hours=1)
     ids = [e.pk for e in made]
@@ -47,8 +50,10 @@ def test_a_prepared_query_returns_the_orm_s_instances_for_each_call_s_values(pro
         assert fields(got) == fields(expected)
         assert [e.pk for e in got] == [e.pk for e in expected] and got[0]._state.adding is False
     assert prepared.objects(project=other.pk, skipped=[], since=since)[0].text == "elsewhere"
-    assert prepared.objects(project=project.pk, skipped=[], since=timezone.now() + dt.timedelta(hours=1)) == []
-    # Built once per shape: the lists of 0, 1, 2 and 4 (3 padded), 8 (5 padded) ids.
+    assert (
+        prepared.objects(project=project.pk, skipped=[], since=timezone.now() + dt.timedelta(hours=1)) == []
+    )
+    # Built once per shape: lists of 0, 1, 2, 4 (three ids, padded) and 8 ids (five, padded).
     assert len(built) == 5
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the review queue (annotation.review.verdicts, annotation.views.review) on PostgreSQL.
+"""Benchmark of the review queue (annotation.review, annotation.views.review) on PostgreSQL.
 
     python bench/review_bench.py [--examples N] [--task classification|extraction]
                                  [--strategy S[,S...]|all] [--flag-coverage F|none]

@@ -100,7 +100,7 @@ def measure(
     from django_htmx.middleware import HtmxDetails
 
     from annotation import review
-    from annotation.models import Example, Membership, Project, Review
+    from annotation.models import Membership, Project, Review
     from annotation.views import review as review_views
     from distillapp import embedded_redis
 
@@ -242,10 +242,7 @@ def measure(
                 project_, role = review_views.project_for_member(request, project.slug)
             filters = review_views._queue_filter(request, project_)
             with clock("load_example"):
-                example = review.with_teacher_proposal(
-                    Example.objects.filter(project=project_, is_gold=False)
-                ).get(pk=current[who])
-                example.project = project_
+                example = review.queue_card(project_, current[who])
             with clock("review_record"):  # with the card's counts, in the verdict's transaction
                 review.review_record(
                     example=example,

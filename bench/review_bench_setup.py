@@ -193,7 +193,7 @@ def extraction_proposals(cursor, project, rows_path: Path) -> tuple[int, int, in
 
 def quality_run_record(project, lead, examples: int, flag_coverage: float | None) -> None:
     """The finished label-quality run the queue's scores stand for: "auto" reads its flag
-    coverage (kept at or above annotation.review.verdicts.KEPT_FROM_COVERAGE)."""
+    coverage (kept at or above annotation.review.next_card.KEPT_FROM_COVERAGE)."""
     from django.utils import timezone
 
     from annotation.models import Example, QualityRun

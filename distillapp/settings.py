@@ -223,7 +223,7 @@ if REDIS_IS_EMBEDDED:
 # may keep alone (each token's requests this minute, each project's LLM spend this month).
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "distillapp.redis_cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "distill",
         # A Redis that hangs must not hang the request path (serving fails open past this).

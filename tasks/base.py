@@ -189,7 +189,7 @@ class Task(ABC):
         return {"wrong": int(final is None or not self.same(proposed, final))}
 
     # The order the review queue's "auto" serves while the label-quality flags do not cover
-    # most of the teacher's errors (annotation.review.verdicts.auto_strategy): "confidence"
+    # most of the teacher's errors (annotation.review.next_card.auto_strategy): "confidence"
     # (lowest teacher confidence first) or "disagreement" (highest ``review_risk`` first).
     auto_order: ClassVar[str] = "confidence"
 

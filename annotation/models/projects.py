@@ -20,10 +20,11 @@ class ProjectQuerySet(models.QuerySet):
             return self.all()
         return self.filter(memberships__user=user).distinct()
 
-    def with_role_of(self, user) -> ProjectQuerySet:
-        """Each project with `user`'s role in it read in the same query (``role_of`` uses it)."""
-        role = Membership.objects.filter(project=models.OuterRef("pk"), user=user.pk).values("role")[:1]
-        return self.annotate(_role=models.Subquery(role), _role_user=models.Value(user.pk))
+    def with_role_of(self, user: int) -> ProjectQuerySet:
+        """Each project with the role of the user with id `user` in it read in the same query
+        (``role_of`` uses it)."""
+        role = Membership.objects.filter(project=models.OuterRef("pk"), user=user).values("role")[:1]
+        return self.annotate(_role=models.Subquery(role), _role_user=models.Value(user))
 
     def with_labels(self) -> ProjectQuerySet:
         """Each project with its labels (fields) read in the same query (``label_list`` uses them)."""
@@ -86,7 +87,7 @@ class Project(models.Model):
         max_length=20,
         # "auto": lowest teacher confidence first until the label-quality flags are measured to
         # cover most of the teacher's errors, then the labels training keeps, least certain
-        # first (annotation.review.verdicts.resolved_strategy; bench/README.md, "Review budget").
+        # first (annotation.review.next_card.resolved_strategy; bench/README.md, "Review budget").
         default="auto",
         help_text="The review queue's order when a reviewer has not chosen one (annotation.review STRATEGIES).",
     )

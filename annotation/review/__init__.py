@@ -1,7 +1,8 @@
 """Review: people checking the teacher's answers, and the gold sets everything is measured on.
 
-`verdicts` is the review queue: the next card, claimed for one reviewer, and the verdict
-recorded on it (one by one, undone, or in bulk); `gold` draws gold sets, labels them
+`next_card` is the review queue: its orders and filters, and the next card, claimed for one
+reviewer; `verdicts` records the verdict on it (one by one or undone; `bulk` in bulk) and
+`counts` counts what the card shows; `gold` draws gold sets, labels them
 blind twice, adjudicates and freezes them; `quality` scores how likely each current label
 is wrong (the queue's "likely errors" order); `similar` is "more like this" and the job that
 embeds the pool for it. This package re-exports their public names,
@@ -12,6 +13,7 @@ module is not called `queue`: the package's `queue` is the function.)
 from __future__ import annotations
 
 from annotation.review.bulk import bulk_accept, bulk_accept_preview
+from annotation.review.counts import REMAINING_CAP, queue_counts
 from annotation.review.gold import (
     REJECT,
     gold_adjudicate,
@@ -23,6 +25,14 @@ from annotation.review.gold import (
     gold_next_disagreement,
     gold_status,
 )
+from annotation.review.next_card import (
+    STRATEGIES,
+    QueueFilter,
+    first_served,
+    queue,
+    resolved_strategy,
+    review_next,
+)
 from annotation.review.quality import latest_quality_run, quality_run, quality_run_start
 from annotation.review.similar import (
     INTAKE_INDEX_EVERY,
@@ -32,17 +42,10 @@ from annotation.review.similar import (
     similarity_index_start,
 )
 from annotation.review.verdicts import (
-    REMAINING_CAP,
-    STRATEGIES,
     InvalidAnswer,
     NotServed,
-    QueueFilter,
     ReviewError,
-    first_served,
-    queue,
-    queue_counts,
-    resolved_strategy,
-    review_next,
+    queue_card,
     review_record,
     review_undo,
     teacher_proposal,
@@ -74,6 +77,7 @@ __all__ = [
     "quality_run_start",
     "latest_quality_run",
     "queue",
+    "queue_card",
     "queue_counts",
     "resolved_strategy",
     "review_next",

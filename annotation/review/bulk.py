@@ -7,7 +7,7 @@ from django.db import transaction
 
 from annotation.models import STUDENT_AGENT_PREFIX, Example, Project, Proposal, Review
 from annotation.review import rounds
-from annotation.review.verdicts import QueueFilter, queue
+from annotation.review.next_card import QueueFilter, queue
 
 
 def teacher_accuracy_on_gold(project: Project, *, threshold: float) -> dict:

@@ -14,7 +14,8 @@ from django.db.models import Case, Count, Exists, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from annotation.models import Example, GoldSet, GoldSetItem, Project, Review, ReviewClaim
-from annotation.review.verdicts import QueueFilter, ReviewError, card_claim, seconds_on_card, validated_answer
+from annotation.review.next_card import QueueFilter, card_claim
+from annotation.review.verdicts import ReviewError, seconds_on_card, validated_answer
 from tasks.base import Answer
 
 

@@ -18,6 +18,7 @@ from annotation.models import (
     Membership,
     Project,
 )
+from distillapp.sql import Prepared
 
 HTMX_STOP_POLLING = 286
 
@@ -80,14 +81,19 @@ def rate_limited(action: str) -> Callable:
     return decorate
 
 
+# Every project page's first query, compiled once (bench/README.md, review queue).
+_PROJECT_WITH_ROLE = Prepared(
+    lambda slug, user: Project.objects.with_role_of(user).with_labels().filter(slug=slug), slug=str, user=int
+)
+
+
 def project_for_member(request: HttpRequest, slug: str) -> tuple[Project, str]:
     """The project and the user's role; 404 for anyone outside it."""
     user = request.user
     project = (
-        (Project.objects.with_role_of(user) if user.is_authenticated else Project.objects.all())
-        .with_labels()
-        .filter(slug=slug)
-        .first()
+        next(iter(_PROJECT_WITH_ROLE.objects(slug=slug, user=user.pk)), None)
+        if user.is_authenticated
+        else None
     )
     role = project.role_of(user) if project else None
     if role is None:

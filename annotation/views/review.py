@@ -18,6 +18,7 @@ from annotation.models import (
     GoldSet,
     Membership,
     Project,
+    Proposal,
     ReviewClaim,
 )
 from annotation.review.rounds import round_status
@@ -28,6 +29,7 @@ from annotation.views._common import (
     rate_limited,
 )
 from distillapp import jobs
+from distillapp.sql import Prepared
 
 # --- review queue -------------------------------------------------------------------------------
 
@@ -126,9 +128,10 @@ def _queue_example_or_404(request: HttpRequest, project: Project) -> Example:
     if example_id is None:
         raise Http404("No such example.")
     # With its teacher proposal's id and answer: what the verdict records (one query for both).
-    return get_object_or_404(
-        review.with_teacher_proposal(Example.objects.filter(project=project, is_gold=False)), pk=example_id
-    )
+    example = review.queue_card(project, example_id)
+    if example is None:
+        raise Http404("No such example.")
+    return example
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -183,6 +186,12 @@ def _posted_answer(request: HttpRequest):
         raise BadAnswer("The posted answer is not valid JSON.") from None
 
 
+# Compiled once (bench/README.md, review queue).
+_CARD_PROPOSALS = Prepared(
+    lambda example: Proposal.objects.filter(example=example).order_by("-created_at", "-pk")[:10], example=int
+)
+
+
 def _card_context(
     request: HttpRequest, project: Project, role: str, example: Example | None, filters
 ) -> dict:
@@ -190,7 +199,8 @@ def _card_context(
     proposals = []
     student = None
     if example is not None:
-        for proposal in example.proposals.order_by("-created_at", "-pk")[:10]:
+        for proposal in _CARD_PROPOSALS.objects(example=example.pk):
+            proposal.example = example
             if proposal.agent.startswith(STUDENT_AGENT_PREFIX):
                 student = student or proposal
             else:
@@ -263,7 +273,6 @@ def review_queue(request: HttpRequest, slug: str) -> HttpResponse:
 def review_act(request: HttpRequest, slug: str) -> HttpResponse:
     project, role = project_for_member(request, slug)
     example = _queue_example_or_404(request, project)
-    example.project = project  # the task is read once per request
     filters = _queue_filter(request, project)
     try:
         review.review_record(

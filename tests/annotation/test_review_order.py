@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from annotation import review
 from annotation.models import Example, Project, Proposal, QualityRun, Review, ReviewClaim
+from annotation.review.next_card import KEPT_FROM_COVERAGE
 from annotation.review.quality import flag_coverage
-from annotation.review.verdicts import KEPT_FROM_COVERAGE
 
 pytestmark = pytest.mark.django_db
 

@@ -239,5 +239,5 @@ def test_reviewed_today_is_kept_as_the_day_goes_and_counted_again_after_an_undo(
 
             return refused
 
-    monkeypatch.setattr("annotation.review.verdicts.cache", Down())
+    monkeypatch.setattr("annotation.review.counts.cache", Down())
     assert today(act(reviewer_client, project, example_id=card_id(undo), verdict="reject")) == 3

@@ -165,7 +165,7 @@ def pruning_cover(project: Project) -> dict | None:
     """What the last label-quality run flags among unreviewed labels, the share of the audit's
     estimated teacher errors that is, and the order the project's "auto" queue serves for it."""
     from annotation.review import latest_quality_run
-    from annotation.review.verdicts import KEPT_FROM_COVERAGE, STRATEGIES, auto_strategy
+    from annotation.review.next_card import KEPT_FROM_COVERAGE, STRATEGIES, auto_strategy
 
     run = latest_quality_run(project)
     if run is None or run.flagged is None:

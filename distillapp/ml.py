@@ -530,8 +530,7 @@ def export_onnx_int8(
     return out
 
 
-# The export's scratch directory inside its output directory (removed by the next export
-# when a kill left it behind).
+# The export's scratch directory in its output directory (the next export removes a killed one's).
 _EXPORT_SCRATCH = ".int8-export-"
 
 

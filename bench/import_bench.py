@@ -35,6 +35,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,8 @@ LABELS = [
 ]
 # Generated data: a fixed seed so every run imports the same file.
 SEED = 20261127
+# COPY tries for the floor, half before the import and half after; their median is the floor.
+FLOOR_TRIES = 6
 DUPLICATE_SHARE = 0.01  # exact copies of an earlier text
 VARIANT_SHARE = 0.01  # an earlier text with other case / whitespace
 
@@ -230,9 +233,16 @@ class PhaseTimer:
 
 
 def backend_cpu_seconds(pid: int | None) -> float:
-    """user + system CPU of a local PostgreSQL backend (/proc/PID/stat), 0 if unreadable."""
+    """CPU seconds of a local PostgreSQL backend (one thread), 0 if unreadable.
+
+    /proc/PID/schedstat counts nanoseconds; /proc/PID/stat (the fallback) counts 10 ms ticks,
+    which moved a 0.1 s floor by ±10 % (bench/README.md, "Regression guard")."""
     if pid is None:
         return 0.0
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -268,6 +278,9 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     # The FKs are DEFERRABLE INITIALLY DEFERRED, so their checks run at COMMIT.
     timer.wrap(type(connections["default"]), "commit", "commit")
 
+    # The floor's tries come half before and half after the import, so that both meet the
+    # machine as it is during the import (a load that starts or stops moves them together).
+    floor_tries = copy_floor(csv_path, timer, tries=FLOOR_TRIES // 2)
     profiler = None
     if profile:
         import cProfile
@@ -298,7 +311,9 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         print(report.getvalue(), file=sys.stderr)
 
     seconds = finished - started
-    floor, floor_cpu = copy_floor(csv_path, timer)
+    floor_tries += copy_floor(csv_path, timer, tries=FLOOR_TRIES - FLOOR_TRIES // 2)
+    floor = min(wall for wall, _ in floor_tries)
+    floor_cpu = statistics.median(cpu for _, cpu in floor_tries)
     t = timer.totals
     phases = {"create_batch_sha256": created_at - started}
     if "finish" in timer.marks:
@@ -348,21 +363,22 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         "stage_copy_calls": timer.calls.get("stage_copy_and_settle", 0),
         "progress_update_calls": timer.calls.get("progress_updates", 0),
         "profiled": profile,
-        "floor_copy_s": floor,
-        "floor_copy_cpu_s": floor_cpu,
+        "floor_copy_s": round(floor, 3),
+        "floor_copy_cpu_s": round(floor_cpu, 4),
+        "floor_copy_cpu_tries_s": [round(cpu, 4) for _, cpu in floor_tries],
         # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
         "cpu_s": [round(b - a, 2) for a, b in zip(cpu_started, cpu_finished, strict=True)],
         "phases_cpu_s": cpu,
     }
 
 
-def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int = 3) -> tuple[float, float]:
+def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int) -> list[tuple[float, float]]:
     """The floor under the import: a bare COPY of the same file into a temp table with no
-    index (the import reads, checks, hashes, deduplicates and indexes it too). Returns the best
-    wall seconds of `tries` and the mean CPU seconds (this process + the backend) of one."""
+    index (the import reads, checks, hashes, deduplicates and indexes it too). Returns each
+    try's (wall seconds, CPU seconds of this process + the backend)."""
     from django.db import connection
 
-    best, cpu = float("inf"), 0.0
+    out = []
     with connection.cursor() as cursor:
         for _ in range(tries):
             cursor.execute("DROP TABLE IF EXISTS floor_rows")
@@ -374,10 +390,10 @@ def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int = 3) -> tuple[float
             ):
                 while chunk := source.read(1 << 20):
                     copy.write(chunk)
-            best = min(best, time.perf_counter() - started)
-            cpu += sum(b - a for a, b in zip(cpu_started, timer.cpu_now(), strict=True))
+            cpu = sum(b - a for a, b in zip(cpu_started, timer.cpu_now(), strict=True))
+            out.append((time.perf_counter() - started, cpu))
         cursor.execute("DROP TABLE floor_rows")
-    return round(best, 3), round(cpu / tries, 3)
+    return out
 
 
 # --- step 4: cleanup (child process) ---------------------------------------------------
@@ -523,10 +539,11 @@ def main() -> int:
             "baseline_rss_mb": round(imp["baseline_rss_mb"], 1),
             "phases_s": imp["phases"],
             "within_read_check_stage_s": imp["within_read_check_stage_s"],
-            # A bare COPY of the same file into an unindexed temp table (best of 3), same run.
+            # A bare COPY of the same file into an unindexed temp table (best of FLOOR_TRIES), same run.
             "floor_copy_s": imp["floor_copy_s"],
-            # Its CPU seconds (this process + the backend), mean of the 3.
+            # Its CPU seconds (this process + the backend), median of the tries.
             "floor_copy_cpu_s": imp["floor_copy_cpu_s"],
+            "floor_copy_cpu_tries_s": imp["floor_copy_cpu_tries_s"],
             "cpu_s": {"python": imp["cpu_s"][0], "postgres_backend": imp["cpu_s"][1]},
             "phases_cpu_s": imp["phases_cpu_s"],
             "loadavg_before": load_before,

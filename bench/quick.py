@@ -47,6 +47,7 @@ BASELINE = BENCH_DIR / "baseline.json"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_quick"
 WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
 BENCHES = ("import", "review", "teacher", "serve")
+SERVE_ROUNDS = 6  # serve_bench.py --rounds: single and batched loads, each with its floors
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
@@ -69,10 +70,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict, float, list[float]]:
-    """Run one bench script; its JSON (stdout), wall seconds and the 1-minute load before/after."""
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat: all but idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict, float, dict]:
+    """Run one bench script; its JSON (stdout), wall seconds and the load while it ran: the
+    1-minute load average before and after, then the cores the machine kept busy on average
+    and, of those, the bench's own processes (its PostgreSQL backend not among them)."""
+    import resource
+
     log_file = logs / f"{name}.log"
     load = [round(os.getloadavg()[0], 2)]
+    busy = machine_cpu_seconds()
+    own = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(log_file, "w") as err:
         proc = subprocess.run(
@@ -84,6 +100,13 @@ def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict
         )
     seconds = time.perf_counter() - started
     load.append(round(os.getloadavg()[0], 2))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_cpu = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
+    load = {
+        "load_1m": load,
+        "busy_cores": round((machine_cpu_seconds() - busy) / seconds, 2),
+        "own_cores": round(own_cpu / seconds, 2),
+    }
     out = proc.stdout.strip()
     try:
         result = json.loads(out)
@@ -95,9 +118,14 @@ def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict
     return result, seconds, load
 
 
-def figure(value: float, floor: float, unit: str, what: str, inverse: bool = False) -> dict:
-    """A figure and its floor; the ratio is always 'how many times worse than the floor'."""
-    ratio = (floor / value) if inverse else (value / floor)
+def figure(
+    value: float, floor: float, unit: str, what: str, inverse: bool = False, ratio: float | None = None
+) -> dict:
+    """A figure and its floor; the ratio is always 'how many times worse than the floor'. A
+    bench that times them in rounds gives the median of its rounds' ratios as `ratio` (value
+    and floor are then the means over all rounds, shown for scale)."""
+    if ratio is None:
+        ratio = (floor / value) if inverse else (value / floor)
     return {"value": value, "floor": floor, "unit": unit, "ratio": round(ratio, 3), "what": what}
 
 
@@ -127,7 +155,7 @@ def bench_import(args, logs: Path) -> dict:
             "phases_cpu_s": out["phases_cpu_s"],
         },
         "wall_s": round(seconds, 1),
-        "load_1m": load,
+        "load": load,
     }
 
 
@@ -138,7 +166,7 @@ def bench_review(args, logs: Path) -> dict:
         "review",
         "review_bench.py",
         ["--examples", str(args.examples), "--actions", str(actions), "--warmup", str(warmup)]
-        + ["--database-url", args.database_url, "--keep", "--no-breakdown"],
+        + ["--database-url", args.database_url, "--keep", "--no-breakdown", "--floor-per-action", "2"],
         logs,
     )
     return {
@@ -147,12 +175,17 @@ def bench_review(args, logs: Path) -> dict:
                 out["cpu_ms_per_action"],
                 out["floor_cpu_ms"],
                 "CPU ms",
-                f"review action ({actions}) / GET /healthz, same client (this process + backend)",
+                f"review action ({actions}) / reference request between them, same client "
+                "(this process + backend)",
             )
         },
-        "extra": {"median_ms": out["median_ms"], "floor_ms": out["floor_ms"], "p95_ms": out["p95_ms"]},
+        "extra": {
+            "median_ms": out["median_ms"],
+            "p95_ms": out["p95_ms"],
+            "healthz_cpu_ms": out["healthz_cpu_ms"],
+        },
         "wall_s": round(seconds, 1),
-        "load_1m": load,
+        "load": load,
     }
 
 
@@ -160,31 +193,29 @@ def bench_teacher(args, logs: Path) -> dict:
     app, seconds, load = run_bench(
         "teacher",
         "teacher_bench.py",
-        ["--examples", str(args.calls), "--skip-embedding", "--database-url", args.database_url],
+        ["--examples", str(args.calls), "--skip-embedding", "--database-url", args.database_url]
+        + ["--floor-calls", str(max(32, args.calls // 2))],
         logs,
     )
     if not app.get("checks_ok"):
         raise RuntimeError(f"teacher checks failed: {app.get('checks')}")
-    floor, floor_seconds, floor_load = run_bench(
-        "teacher_floor", "teacher_floor.py", ["--calls", str(args.calls), "--modes", "post"], logs
-    )
-    sdk = floor["runs"][0]
     return {
         "figures": {
             "teacher_cpu_ms_per_call": figure(
                 app["job_cpu_ms_per_call"],
-                sdk["client_cpu_ms_per_call"],
+                app["floor_cpu_ms_per_call"],
                 "CPU ms",
-                f"labelling job / bare SDK, {args.calls} calls",
+                f"labelling job / bare SDK in the job's process before and after it, {args.calls} calls",
             )
         },
         "extra": {
             "calls_per_second": app["calls_per_second"],
-            "sdk_calls_per_second": sdk["calls_per_second"],
-            "overhead_ms_per_call": app["overhead_ms_per_call"],
+            "sdk_calls_per_second": [run["calls_per_second"] for run in app["floor_runs"]],
+            "sdk_cpu_ms_per_call": [run["client_cpu_ms_per_call"] for run in app["floor_runs"]],
+            "steady_overhead_ms_per_call": app["steady_overhead_ms_per_call"],
         },
-        "wall_s": round(seconds + floor_seconds, 1),
-        "load_1m": [load[0], floor_load[1]],
+        "wall_s": round(seconds, 1),
+        "load": load,
     }
 
 
@@ -195,40 +226,46 @@ def bench_serve(args, logs: Path) -> dict:
         "serve",
         "serve_bench.py",
         ["--tiny-model", "--quick", "--runtimes", "torch", "--gold", "50", "--web-workers", "2"]
-        + ["--requests", str(requests), "--batches", str(batches), "--app-share-requests", "300"],
+        + ["--requests", str(requests), "--batches", str(batches), "--app-share-requests", "300"]
+        + ["--rounds", str(SERVE_ROUNDS), "--log-flush-seconds", "0.05"],
         logs,
     )
-    server, alone, share = out["fp32"], out["model_alone"], out["app_share"]
-    split = server["where_the_time_goes"]
+    server, share = out["fp32"], out["app_share"]
+    split, floors = server["where_the_time_goes"], server["floors"]
     return {
         "figures": {
             "serve_single_cpu_ms": figure(
                 split["single"]["server_cpu_ms"],
-                alone["fp32_single_cpu_ms"],
+                floors["healthz_server_cpu_ms"],
                 "CPU ms",
-                f"server per request, {requests} single texts / model alone per text",
+                f"server per request, {requests} single texts / per GET /healthz between them "
+                f"(median of {SERVE_ROUNDS} rounds)",
+                ratio=floors["single_over_healthz_median"],
             ),
             "serve_batched_cpu_ms_per_text": figure(
-                round(split["batched_32"]["server_cpu_ms"] / 32, 3),
-                alone["fp32_batched_cpu_ms_per_text"],
+                round(split["batched_32"]["server_cpu_ms"] / 32, 4),
+                floors["model_alone_batched_cpu_ms_per_text"],
                 "CPU ms",
-                f"server / model alone, per text in {batches} requests of 32",
+                f"server / model alone between them, per text in {batches} requests of 32 "
+                f"(median of {SERVE_ROUNDS} rounds)",
+                ratio=floors["batched_over_alone_median"],
             ),
             "serve_app_cpu_ms": figure(
                 share["request_cpu_ms"],
                 share["model_cpu_ms"],
                 "CPU ms",
-                "one single-text request through Django in process / the student's predict alone",
+                "one single-text request through Django in process / the student's predict after it",
             ),
         },
         "extra": {
             "app_cpu_ms": share["app_cpu_ms"],
             "p50_ms": server["p50_ms"],
-            "model_alone_p50_ms": alone["fp32_single_p50_ms"],
             "batched_texts_per_second": server["batched_texts_per_second"],
+            "rounds_single_over_healthz": floors["rounds_single_over_healthz"],
+            "rounds_batched_over_alone": floors["rounds_batched_over_alone"],
         },
         "wall_s": round(seconds, 1),
-        "load_1m": load,
+        "load": load,
     }
 
 
@@ -264,6 +301,7 @@ def print_table(result: dict, rows: list[dict], baseline: dict | None) -> None:
     print(f"CPU: {result['cpu']} ({result['cpus']} cores)")
     print(
         f"load average 1m: {result['load_1m'][0]} before, {result['load_1m'][1]} after; "
+        f"busy cores {result.get('busy_cores')}; "
         f"total {result['seconds']} s; sizes {result['sizes']}"
     )
     if baseline:
@@ -290,7 +328,9 @@ def print_table(result: dict, rows: list[dict], baseline: dict | None) -> None:
         if "error" in data:
             print(f"{bench:8} FAILED: {data['error'].splitlines()[0][:200]}")
         else:
-            print(f"{bench:8} wall {data['wall_s']} s, load {data['load_1m']}, {json.dumps(data['extra'])}")
+            print(
+                f"{bench:8} wall {data['wall_s']} s, load {json.dumps(data.get('load'))}, {json.dumps(data['extra'])}"
+            )
 
 
 def ensure_database(database_url: str) -> bool:
@@ -335,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
     started = time.perf_counter()
     load_before = round(os.getloadavg()[0], 2)
+    busy_before = machine_cpu_seconds()
     created = ensure_database(args.database_url) if {"import", "review", "teacher"} & set(only) else False
     benches: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="distill-quick-") as tmp:
@@ -355,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "load_1m": [load_before, round(os.getloadavg()[0], 2)],
+        "busy_cores": round((machine_cpu_seconds() - busy_before) / (time.perf_counter() - started), 2),
         "seconds": round(time.perf_counter() - started, 1),
         "sizes": sizes(args),
         "benches": benches,

@@ -16,7 +16,8 @@ labeling_job_run(job=job))``; only that last call is timed.
 
 With concurrency C and latency L the best possible rate is C / L calls per
 second (``ideal_calls_per_second``); ``overhead_ms_per_call`` is what each call
-costs beyond L with C calls in flight: ``seconds * C / calls * 1000 - L``.
+costs beyond L with C calls in flight: ``seconds / ceil(calls / C) * 1000 - L`` (the
+calls go in waves of C, and a last, partial wave takes L too; ``overhead_per_wave``).
 Targets: calls_per_second >= 0.8 * ideal and overhead < 5 ms.
 
 Two departures from a bare run, each with a flag to undo it:
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -368,6 +370,10 @@ def run_job(args, data_dir: str) -> dict:
     from distillapp.worker import preload
 
     preload()
+    floor_runs, floor_server = [], None
+    if args.floor_calls:
+        floor_server = ServerProcess(args.latency_ms / 1000, nagle=args.fake_nagle)
+        floor_runs.append(sdk_floor(floor_server.base_url, args))
     job = teacher.labeling_job_create(project=project, user=user, selection="unlabelled")
     if not teacher.labeling_job_claim(job.pk):
         raise SystemExit("could not claim the job")
@@ -420,6 +426,9 @@ def run_job(args, data_dir: str) -> dict:
     teacher.run_with_heartbeat(job.pk, lambda: teacher.labeling_job_run(job=job))
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
+    if floor_server is not None:
+        floor_runs.append(sdk_floor(floor_server.base_url, args))
+        floor_server.close()
     if profiler is not None:
         import io
         import pstats
@@ -482,6 +491,7 @@ def run_job(args, data_dir: str) -> dict:
         "phases": {k: (v if isinstance(v, int) else round(v, 3)) for k, v in phases.items()},
         "job_cpu_seconds": round(cpu_seconds, 3),
         "loop_lag": lag.summary(),
+        "floor_runs": floor_runs,
         "database_server": server_version,
         "project_id": project.pk,
     }
@@ -492,6 +502,19 @@ def run_job(args, data_dir: str) -> dict:
     return result
 
 
+def sdk_floor(base_url: str, args) -> dict:
+    """The bare SDK (teacher_floor.py's "post" mode) in this process, against a fake of its own
+    (the job's fake counts only the job's calls): the CPU a call that bench/quick.py divides by,
+    timed just before and just after the job so that both meet the same machine."""
+    import asyncio
+
+    import teacher_floor
+
+    return asyncio.run(
+        teacher_floor._run(base_url, "post", args.floor_calls, args.concurrency, args.latency_ms)
+    )
+
+
 def drop_database(database_url: str) -> str:
     import psycopg
 
@@ -499,6 +522,29 @@ def drop_database(database_url: str) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
     return f"dropped database {name}"
+
+
+def overhead_per_wave(seconds: float, calls: int, concurrency: int, latency_ms: float) -> float | None:
+    """What each call costs beyond the latency, in ms, with `concurrency` calls in flight.
+
+    The calls go in waves of `concurrency` that each take the latency plus this overhead; the
+    last wave, however few its calls, takes the latency too. (Until 2026-12-07 the figure was
+    seconds * C / calls * 1000 - L, which counts that partial wave's latency as overhead:
+    +13.3 ms a call at 300 calls and C=32, +1.6 ms at 2,000.)"""
+    if not calls:
+        return None
+    return seconds / math.ceil(calls / concurrency) * 1000 - latency_ms
+
+
+def floor_figures(runs: list[dict]) -> dict:
+    """The in-process SDK floor's runs (--floor-calls), before and after the job."""
+    if not runs:
+        return {}
+    cpu = [run["client_cpu_ms_per_call"] for run in runs]
+    return {
+        "floor_cpu_ms_per_call": round(sum(cpu) / len(cpu), 3),
+        "floor_runs": runs,
+    }
 
 
 # --- the parent -----------------------------------------------------------------------------------
@@ -533,6 +579,13 @@ def main() -> int:
         "--strict-async",
         action="store_true",
         help="do not set DJANGO_ALLOW_ASYNC_UNSAFE in the job (as in production; the job then fails)",
+    )
+    parser.add_argument(
+        "--floor-calls",
+        type=int,
+        default=0,
+        help="also time N calls of the bare SDK (teacher_floor.py --modes post) in the job's "
+        "process just before and just after the job (floor_cpu_ms_per_call; default 0: not)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database (PostgreSQL) afterwards")
     parser.add_argument("--_step", help=argparse.SUPPRESS)
@@ -591,6 +644,8 @@ def main() -> int:
             job_args.append("--strict-async")
         if args.fake_nagle:
             job_args.append("--fake-nagle")
+        if args.floor_calls:
+            job_args += ["--floor-calls", str(args.floor_calls)]
         log(f"labelling {args.examples:,} examples ({result['database']})")
         try:
             job = child("job", tmp / "job.json", *job_args)
@@ -602,7 +657,7 @@ def main() -> int:
         calls = stats["calls"]
         cps = calls / seconds if seconds else 0.0
         window = job["phases"]["calls_window"]
-        overhead = (seconds * args.concurrency / calls) * 1000 - args.latency_ms if calls else None
+        overhead = overhead_per_wave(seconds, calls, args.concurrency, args.latency_ms)
         expected_input = args.examples * PROMPT_TOKENS
         expected_output = args.examples * COMPLETION_TOKENS
         checks = {
@@ -642,13 +697,14 @@ def main() -> int:
                 # The same two numbers over the calls' window only (no start-up, no tail).
                 "steady_calls_per_second": round(calls / window, 1) if window else None,
                 "steady_overhead_ms_per_call": round(
-                    window * args.concurrency / calls * 1000 - args.latency_ms, 2
+                    overhead_per_wave(window, calls, args.concurrency, args.latency_ms), 2
                 )
                 if window and calls
                 else None,
                 "job_cpu_seconds": job["job_cpu_seconds"],
                 "job_cpu_ms_per_call": round(1000 * job["job_cpu_seconds"] / max(1, calls), 2),
                 "loop_lag": job["loop_lag"],
+                **floor_figures(job["floor_runs"]),
                 "server_handle_mean_ms": stats["handle_mean_ms"],
                 "server_cpu_seconds": stats["cpu_seconds"],
                 "checks": checks,

@@ -262,6 +262,7 @@ def bench_serve(args, logs: Path) -> dict:
             "p50_ms": server["p50_ms"],
             "batched_texts_per_second": server["batched_texts_per_second"],
             "rounds_single_over_healthz": floors["rounds_single_over_healthz"],
+            "single_over_healthz_and_model": floors.get("single_over_healthz_and_model_median"),
             "rounds_batched_over_alone": floors["rounds_batched_over_alone"],
         },
         "wall_s": round(seconds, 1),

@@ -357,7 +357,7 @@ def measure(server: Server, ctx: dict, args, refused: str | None, runtime: str =
     # model-alone window doubled it; frozen, collections see only what the rounds make.
     gc.collect()
     gc.freeze()
-    single_runs, batched_runs, floor_splits, alone_ms = [], [], [], []
+    single_runs, batched_runs, floor_splits, alone_ms, alone_single = [], [], [], [], []
     for r in range(rounds):
         mine = batches[sum(batches_per_round[:r]) : sum(batches_per_round[: r + 1])]
         steps = ["floor", "single", "batched", "alone"] if mine else ["floor", "single"]
@@ -366,7 +366,9 @@ def measure(server: Server, ctx: dict, args, refused: str | None, runtime: str =
                 healthz = [[]] * (FLOOR_REQUESTS * per_round[r])
                 floor_splits.append(phase(server, ctx, healthz, CLIENTS, get="/healthz")[1])
             elif step == "single":
-                single_runs.append(phase(server, ctx, singles(per_round[r]), CLIENTS))
+                bodies = singles(per_round[r])
+                single_runs.append(phase(server, ctx, bodies, CLIENTS))
+                alone_single.append(alone_cpu_ms(predict, bodies))
             elif step == "batched":
                 batched_runs.append(phase(server, ctx, mine, CLIENTS))
             else:
@@ -376,6 +378,12 @@ def measure(server: Server, ctx: dict, args, refused: str | None, runtime: str =
         "single_over_healthz": [
             run[1]["server_cpu_ms"] / floor["server_cpu_ms"]
             for run, floor in zip(single_runs, floor_splits, strict=True)
+        ],
+        # Diagnostic: a floor of the same make as a single-text request (its HTTP and
+        # middleware, as FLOOR_REQUESTS /healthz, and the model alone on the same text).
+        "single_over_healthz_and_model": [
+            run[1]["server_cpu_ms"] / (FLOOR_REQUESTS * floor["server_cpu_ms"] + alone)
+            for run, floor, alone in zip(single_runs, floor_splits, alone_single, strict=True)
         ],
         "batched_over_alone": [
             run[1]["server_cpu_ms"] / BATCH / alone
@@ -412,6 +420,7 @@ def measure(server: Server, ctx: dict, args, refused: str | None, runtime: str =
             if alone_ms
             else None,
             "rounds_model_alone_batched_cpu_ms_per_text": [round(ms, 4) for ms, _ in alone_ms],
+            "rounds_model_alone_single_cpu_ms": [round(ms, 4) for ms in alone_single],
         },
         "errors": errors[:5],
         "error_count": len(errors),

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -78,7 +79,9 @@ async def _run(base_url: str, mode: str, calls: int, concurrency: int, latency_m
     return {
         "mode": mode,
         "calls_per_second": round(calls / seconds, 1),
-        "overhead_ms_per_call": round(overhead_per_wave(seconds, calls, concurrency, latency_ms), 1),
+        "overhead_ms_per_call": round(
+            overhead_per_wave(seconds, math.ceil(calls / concurrency), latency_ms), 1
+        ),
         "client_cpu_ms_per_call": round(cpu * 1000 / calls, 2),
     }
 

@@ -48,6 +48,7 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_quick"
 WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
 BENCHES = ("import", "review", "teacher", "serve")
 SERVE_ROUNDS = 6  # serve_bench.py --rounds: single and batched loads, each with its floors
+TEACHER_ROUNDS = 3  # teacher_bench.py --rounds: jobs, each followed by a floor run
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
@@ -194,7 +195,7 @@ def bench_teacher(args, logs: Path) -> dict:
         "teacher",
         "teacher_bench.py",
         ["--examples", str(args.calls), "--skip-embedding", "--database-url", args.database_url]
-        + ["--floor-calls", str(max(32, args.calls // 2))],
+        + ["--rounds", str(TEACHER_ROUNDS), "--floor-calls", str(max(32, args.calls // TEACHER_ROUNDS))],
         logs,
     )
     if not app.get("checks_ok"):
@@ -205,13 +206,15 @@ def bench_teacher(args, logs: Path) -> dict:
                 app["job_cpu_ms_per_call"],
                 app["floor_cpu_ms_per_call"],
                 "CPU ms",
-                f"labelling job / bare SDK in the job's process before and after it, {args.calls} calls",
+                f"labelling jobs / bare SDK in their process before and after each, {args.calls} calls "
+                f"in {TEACHER_ROUNDS} jobs",
             )
         },
         "extra": {
             "calls_per_second": app["calls_per_second"],
             "sdk_calls_per_second": [run["calls_per_second"] for run in app["floor_runs"]],
             "sdk_cpu_ms_per_call": [run["client_cpu_ms_per_call"] for run in app["floor_runs"]],
+            "rounds_job_over_floor": app["rounds_job_over_floor"],
             "steady_overhead_ms_per_call": app["steady_overhead_ms_per_call"],
         },
         "wall_s": round(seconds, 1),
@@ -220,8 +223,10 @@ def bench_teacher(args, logs: Path) -> dict:
 
 
 def bench_serve(args, logs: Path) -> dict:
-    batches = max(1, args.texts // 2 // 32)
-    requests = max(16, args.texts - batches * 32)
+    # Half --texts in single-text requests, and --texts in requests of 32 (until 2026-12-07
+    # half of them: 15 requests, 2-3 a round, left the batched figure ±12 % between quiet runs).
+    batches = max(SERVE_ROUNDS, args.texts // 32)
+    requests = max(16, args.texts // 2)
     out, seconds, load = run_bench(
         "serve",
         "serve_bench.py",
@@ -359,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="import rows (default 100000)")
     parser.add_argument("--examples", type=int, default=10_000, help="review examples (default 10000)")
     parser.add_argument("--calls", type=int, default=300, help="teacher calls (default 300)")
-    parser.add_argument("--texts", type=int, default=1000, help="texts served (default 1000)")
+    parser.add_argument(
+        "--texts", type=int, default=1000, help="texts served: half one a request, all in 32s (default 1000)"
+    )
     parser.add_argument(
         "--baseline", default=str(BASELINE), help="baseline file (default bench/baseline.json)"
     )

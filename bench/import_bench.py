@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of the corpus import (annotation.corpus.importing) into PostgreSQL.
 
-    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile]
+    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile] [--rounds K]
 
 Steps, each in its own child process so that the number that matters (the
 importing process's peak RSS) only ever counts the import:
@@ -29,6 +29,7 @@ not the expected ones.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import os
@@ -55,8 +56,8 @@ LABELS = [
 ]
 # Generated data: a fixed seed so every run imports the same file.
 SEED = 20261127
-# COPY tries for the floor, half before the import and half after; their median is the floor.
-FLOOR_TRIES = 6
+# COPY tries for the floor before the (first) import and after each; their median is the floor.
+FLOOR_TRIES_PER_GAP = 3
 DUPLICATE_SHARE = 0.01  # exact copies of an earlier text
 VARIANT_SHARE = 0.01  # an earlier text with other case / whitespace
 
@@ -85,7 +86,7 @@ def setup_django(database_url: str, data_dir: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ["DISTILL_DATA_DIR"] = data_dir
     os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
-    os.environ.pop("REDIS_URL", None)  # the import never touches Redis
+    os.environ.pop("REDIS_URL", None)  # the embedded one, in the data directory (run_import)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     import django
@@ -158,7 +159,7 @@ def generate(path: Path, rows: int) -> dict:
 # --- step 2: database and project (child process) ------------------------------------
 
 
-def setup(database_url: str, data_dir: str) -> dict:
+def setup(database_url: str, data_dir: str, projects_wanted: int = 1) -> dict:
     exists = not postgres_create(database_url)  # a copy of the migrated template
     setup_django(database_url, data_dir)
     from django.contrib.auth import get_user_model
@@ -174,12 +175,19 @@ def setup(database_url: str, data_dir: str) -> dict:
 
     user, _ = get_user_model().objects.get_or_create(username="import-bench")
     slug = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-    project = projects.project_create(name=f"Import bench {slug}", slug=slug, user=user, labels=LABELS)
+    made = [
+        projects.project_create(
+            name=f"Import bench {slug}{suffix}", slug=f"{slug}{suffix}", user=user, labels=LABELS
+        )
+        for suffix in ["", *(f"-{k}" for k in range(2, projects_wanted + 1))]
+    ]
+    project = made[0]
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         server = cursor.fetchone()[0]
     return {
         "project_id": project.pk,
+        "project_ids": [p.pk for p in made],
         "slug": slug,
         "db_created": not exists,
         "examples_before": Example.objects.count(),
@@ -250,15 +258,24 @@ def backend_cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int, profile: bool) -> dict:
+def run_import(
+    database_url: str, data_dir: str, csv_path: Path, project_ids: list[int], profile: bool
+) -> dict:
+    """Import the file once into each project, one after the other (--rounds), with the COPY
+    floor's tries before the first import and after each."""
     setup_django(database_url, data_dir)
     from django.db import connection, connections
 
-    from annotation import corpus
-    from annotation.corpus import import_batch_claim, import_batch_run, importing, staging
+    from annotation.corpus import importing, staging
+    from distillapp import embedded_redis
+
+    # After its commit the import queues the similarity index job: the app's embedded Redis
+    # takes it, as under run.sh (no worker runs it here). Without one (until 2026-12-07) each
+    # import logged a failed connection and its traceback inside the timed window.
+    atexit.register(embedded_redis.stop, embedded_redis.ensure_started(), save=False)
     from annotation.models import Project
 
-    project = Project.objects.get(pk=project_id)
+    projects = [Project.objects.get(pk=pk) for pk in project_ids]
     connection.ensure_connection()
     baseline_rss = peak_rss_mb()
 
@@ -278,15 +295,80 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     # The FKs are DEFERRABLE INITIALLY DEFERRED, so their checks run at COMMIT.
     timer.wrap(type(connections["default"]), "commit", "commit")
 
-    # The floor's tries come half before and half after the import, so that both meet the
-    # machine as it is during the import (a load that starts or stops moves them together).
-    floor_tries = copy_floor(csv_path, timer, tries=FLOOR_TRIES // 2)
+    # The floor's tries come before the first import and after each, so that floor and import
+    # meet the same machine (a CPU second here moves by 10-45 % within seconds with other work).
+    floor_tries = copy_floor(csv_path, timer, tries=FLOOR_TRIES_PER_GAP)
     profiler = None
     if profile:
         import cProfile
 
         profiler = cProfile.Profile()
-        profiler.enable()
+    runs = []
+    for project in projects:
+        if profiler is not None:
+            profiler.enable()
+        runs.append(import_once(project, csv_path, timer))
+        if profiler is not None:
+            profiler.disable()
+        floor_tries += copy_floor(csv_path, timer, tries=FLOOR_TRIES_PER_GAP)
+    if profiler is not None:
+        import io
+        import pstats
+
+        report = io.StringIO()
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(25)
+        print(report.getvalue(), file=sys.stderr)
+
+    def total(key: str) -> dict:
+        out: dict = {}
+        for run in runs:
+            for name, value in run[key].items():
+                out[name] = [a + b for a, b in zip(out[name], value, strict=True)] if name in out else value
+        return out
+
+    batches = [run["batch"] for run in runs]
+    failed = [b for b in batches if b.status != "succeeded"]
+    return {
+        "status": failed[0].status if failed else "succeeded",
+        "error": "; ".join(b.error for b in batches if b.error),
+        "seconds": sum(run["seconds"] for run in runs),
+        "rows_read": sum(b.rows_read for b in batches),
+        "rows_created": sum(b.rows_created for b in batches),
+        "rows_duplicate": sum(b.rows_duplicate for b in batches),
+        "rows_invalid": sum(b.rows_invalid for b in batches),
+        "proposals_created": sum(b.proposals_created for b in batches),
+        "peak_rss_mb": peak_rss_mb(),
+        "vm_hwm_mb": vm_hwm_mb(),
+        "baseline_rss_mb": baseline_rss,
+        "phases": {k: round(sum(run["phases"].get(k, 0.0) for run in runs), 2) for k in runs[0]["phases"]},
+        "within_read_check_stage_s": {
+            k: round(sum(run["within"].get(k, 0.0) for run in runs), 2) for k in runs[0]["within"]
+        },
+        "stage_copy_calls": timer.calls.get("stage_copy_and_settle", 0),
+        "progress_update_calls": timer.calls.get("progress_updates", 0),
+        "profiled": profile,
+        "floor_copy_s": round(min(wall for wall, _ in floor_tries), 3),
+        # The median try: a try is ~0.1 s at 100,000 rows, and one in ten ran 25-50 % long.
+        "floor_copy_cpu_s": round(statistics.median(cpu for _, cpu in floor_tries), 4),
+        "floor_copy_cpu_tries_s": [round(cpu, 4) for _, cpu in floor_tries],
+        # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
+        "cpu_s": [round(sum(run["cpu"][i] for run in runs), 2) for i in (0, 1)],
+        "rounds_cpu_s": [[round(x, 3) for x in run["cpu"]] for run in runs],
+        "phases_cpu_s": {k: [round(x, 2) for x in v] for k, v in total("phases_cpu").items()},
+    }
+
+
+def import_once(project, csv_path: Path, timer: PhaseTimer) -> dict:
+    """One import of the file into `project`, with where its time went."""
+    from annotation import corpus
+    from annotation.corpus import import_batch_claim, import_batch_run
+
+    # The timer's totals are the whole run's: this import's are what they grow by.
+    totals0 = dict(timer.totals)
+    cpu0 = {k: list(v) for k, v in timer.cpu.items()}
+    timer.marks = {}
     started = time.perf_counter()
     cpu_started = timer.cpu_now()
     batch = corpus.import_batch_create(
@@ -299,22 +381,15 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     batch = import_batch_run(batch=batch)
     finished = time.perf_counter()
     cpu_finished = timer.cpu_now()
-    if profiler is not None:
-        import io
-        import pstats
-
-        profiler.disable()
-        report = io.StringIO()
-        stats = pstats.Stats(profiler, stream=report)
-        stats.sort_stats("cumulative").print_stats(30)
-        stats.sort_stats("tottime").print_stats(25)
-        print(report.getvalue(), file=sys.stderr)
-
     seconds = finished - started
-    floor_tries += copy_floor(csv_path, timer, tries=FLOOR_TRIES - FLOOR_TRIES // 2)
-    floor = min(wall for wall, _ in floor_tries)
-    floor_cpu = statistics.median(cpu for _, cpu in floor_tries)
-    t = timer.totals
+
+    def grown(now: dict, before: dict, key: str, zero):
+        value = now.get(key, zero)
+        if isinstance(zero, list):
+            return [a - b for a, b in zip(value, before.get(key, zero), strict=True)]
+        return value - before.get(key, zero)
+
+    t = {key: grown(timer.totals, totals0, key, 0.0) for key in timer.totals}
     phases = {"create_batch_sha256": created_at - started}
     if "finish" in timer.marks:
         # Reading, parsing, checking and hashing rows (the reader thread) overlap with the COPY
@@ -330,45 +405,23 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         phases[key] = t.get(key, 0.0)
     phases["other"] = seconds - sum(phases.values())
     # Inside read_check_stage, not added to the total: the main thread's calls before finish().
-    before, before_cpu = timer.marks.get("finish_totals", (t, timer.cpu))
+    before, before_cpu = timer.marks.get("finish_totals", (timer.totals, timer.cpu))
     within = {
-        key: round(before.get(key, 0.0), 2)
+        key: grown(before, totals0, key, 0.0)
         for key in ("stage_copy_and_settle", "stage_settle", "progress_updates")
     }
-    cpu = {
-        phase: [round(py, 2), round(pg, 2)]
-        for phase, (py, pg) in timer.cpu.items()
-        if phase != "stage_settle"
-    }
-    cpu["stage_settle_before_finish"] = [round(x, 2) for x in before_cpu.get("stage_settle", [0.0, 0.0])]
+    cpu = {phase: grown(timer.cpu, cpu0, phase, [0.0, 0.0]) for phase in timer.cpu if phase != "stage_settle"}
+    cpu["stage_settle_before_finish"] = grown(before_cpu, cpu0, "stage_settle", [0.0, 0.0])
     if "finish_cpu" in timer.marks:
         # [both Python threads, the backend] from the start of the run to finish().
-        cpu["read_check_stage"] = [
-            round(b - a, 2) for a, b in zip(cpu_started, timer.marks["finish_cpu"], strict=True)
-        ]
+        cpu["read_check_stage"] = [b - a for a, b in zip(cpu_started, timer.marks["finish_cpu"], strict=True)]
     return {
-        "status": batch.status,
-        "error": batch.error,
+        "batch": batch,
         "seconds": seconds,
-        "rows_read": batch.rows_read,
-        "rows_created": batch.rows_created,
-        "rows_duplicate": batch.rows_duplicate,
-        "rows_invalid": batch.rows_invalid,
-        "proposals_created": batch.proposals_created,
-        "peak_rss_mb": peak_rss_mb(),
-        "vm_hwm_mb": vm_hwm_mb(),
-        "baseline_rss_mb": baseline_rss,
-        "phases": {k: round(v, 2) for k, v in phases.items()},
-        "within_read_check_stage_s": within,
-        "stage_copy_calls": timer.calls.get("stage_copy_and_settle", 0),
-        "progress_update_calls": timer.calls.get("progress_updates", 0),
-        "profiled": profile,
-        "floor_copy_s": round(floor, 3),
-        "floor_copy_cpu_s": round(floor_cpu, 4),
-        "floor_copy_cpu_tries_s": [round(cpu, 4) for _, cpu in floor_tries],
-        # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
-        "cpu_s": [round(b - a, 2) for a, b in zip(cpu_started, cpu_finished, strict=True)],
-        "phases_cpu_s": cpu,
+        "cpu": [b - a for a, b in zip(cpu_started, cpu_finished, strict=True)],
+        "phases": phases,
+        "within": within,
+        "phases_cpu": cpu,
     }
 
 
@@ -426,7 +479,7 @@ def delete_project(conn, project_id: int) -> None:
     conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
 
 
-def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
+def cleanup(database_url: str, project_ids: list[int], drop_database: bool) -> dict:
     import psycopg
 
     admin, name = admin_url(database_url)
@@ -437,8 +490,9 @@ def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
         action = f"dropped database {name}"
     else:
         with psycopg.connect(database_url) as conn:
-            delete_project(conn, project_id)
-        action = f"deleted project {project_id} from {name}"
+            for project_id in project_ids:
+                delete_project(conn, project_id)
+        action = f"deleted project(s) {', '.join(map(str, project_ids))} from {name}"
     return {"cleanup": action, "cleanup_seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -468,11 +522,18 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the import (slower; stats go to stderr)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="import a file of rows/K rows K times, into K projects one after the other, with the "
+        "COPY floor's tries between them (bench/quick.py; default 1: one import of all the rows)",
+    )
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_result", help=argparse.SUPPRESS)
     parser.add_argument("--_data-dir", dest="data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--_csv", dest="csv", help=argparse.SUPPRESS)
-    parser.add_argument("--_project", dest="project", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_projects", dest="projects", help=argparse.SUPPRESS)
     parser.add_argument("--_drop", dest="drop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -480,18 +541,20 @@ def main() -> int:
         if args._step == "generate":
             result = generate(Path(args.csv), args.rows)
         elif args._step == "setup":
-            result = setup(args.database_url, args.data_dir)
+            result = setup(args.database_url, args.data_dir, args.rounds)
         elif args._step == "import":
-            result = run_import(args.database_url, args.data_dir, Path(args.csv), args.project, args.profile)
+            projects = [int(pk) for pk in args.projects.split(",")]
+            result = run_import(args.database_url, args.data_dir, Path(args.csv), projects, args.profile)
         elif args._step == "cleanup":
-            result = cleanup(args.database_url, args.project, args.drop)
+            result = cleanup(args.database_url, [int(pk) for pk in args.projects.split(",")], args.drop)
         else:
             raise SystemExit(f"unknown step {args._step}")
         Path(args._result).write_text(json.dumps(result))
         return 0
 
-    if args.rows < 1:
-        parser.error("--rows must be at least 1")
+    if args.rows < 1 or not 1 <= args.rounds <= args.rows:
+        parser.error("--rows must be at least 1, --rounds between 1 and --rows")
+    rows_per_file = args.rows // args.rounds
     # Inherited by every child, and set before any of them calls django.setup().
     tmp = Path(tempfile.mkdtemp(prefix="distill-import-bench-"))
     data_dir = tmp / "data"
@@ -509,28 +572,32 @@ def main() -> int:
     result: dict = {"rows": args.rows, "database": "postgresql", "status": "not run"}
     ok = False
     try:
-        log(f"generating {args.rows:,} rows into {csv_path}")
-        gen = child("generate", tmp / "generate.json", "--rows", str(args.rows), "--_csv", str(csv_path))
+        log(f"generating {rows_per_file:,} rows into {csv_path}")
+        gen = child("generate", tmp / "generate.json", "--rows", str(rows_per_file), "--_csv", str(csv_path))
         log(f"generated {gen['file_bytes'] / 1e6:.1f} MB in {gen['generate_seconds']}s")
-        setup_info = child("setup", tmp / "setup.json", *common)
-        log(f"project {setup_info['slug']} (id {setup_info['project_id']})")
-        log("importing")
-        extra = ["--_csv", str(csv_path), "--_project", str(setup_info["project_id"])]
+        setup_info = child("setup", tmp / "setup.json", *common, "--rounds", str(args.rounds))
+        projects = ",".join(str(pk) for pk in setup_info["project_ids"])
+        log(f"project(s) {projects} ({setup_info['slug']})")
+        log("importing" + (f" {args.rounds} times" if args.rounds > 1 else ""))
+        extra = ["--_csv", str(csv_path), "--_projects", projects]
         if args.profile:
             extra.append("--profile")
         load_before = [round(x, 2) for x in os.getloadavg()]
         imp = child("import", tmp / "import.json", *common, *extra)
         seconds = imp["seconds"]
+        rows = rows_per_file * args.rounds
+        expected_duplicates = gen["expected_duplicates"] * args.rounds
         result = {
-            "rows": args.rows,
+            "rows": rows,
+            "rounds": args.rounds,
             "seconds": round(seconds, 2),
-            "rows_per_second": round(args.rows / seconds) if seconds else None,
+            "rows_per_second": round(rows / seconds) if seconds else None,
             "peak_rss_mb": round(imp["peak_rss_mb"], 1),
             "file_mb": round(gen["file_bytes"] / 1e6, 1),
             "rows_read": imp["rows_read"],
             "rows_created": imp["rows_created"],
             "rows_duplicate": imp["rows_duplicate"],
-            "expected_duplicates": gen["expected_duplicates"],
+            "expected_duplicates": expected_duplicates,
             "proposals_created": imp["proposals_created"],
             "database": "postgresql",
             "status": imp["status"],
@@ -539,12 +606,14 @@ def main() -> int:
             "baseline_rss_mb": round(imp["baseline_rss_mb"], 1),
             "phases_s": imp["phases"],
             "within_read_check_stage_s": imp["within_read_check_stage_s"],
-            # A bare COPY of the same file into an unindexed temp table (best of FLOOR_TRIES), same run.
+            # A bare COPY of the same file into an unindexed temp table (the best try), same run:
+            # FLOOR_TRIES_PER_GAP tries before the (first) import and after each.
             "floor_copy_s": imp["floor_copy_s"],
             # Its CPU seconds (this process + the backend), median of the tries.
             "floor_copy_cpu_s": imp["floor_copy_cpu_s"],
             "floor_copy_cpu_tries_s": imp["floor_copy_cpu_tries_s"],
             "cpu_s": {"python": imp["cpu_s"][0], "postgres_backend": imp["cpu_s"][1]},
+            "rounds_cpu_s": imp["rounds_cpu_s"],
             "phases_cpu_s": imp["phases_cpu_s"],
             "loadavg_before": load_before,
             "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -556,9 +625,9 @@ def main() -> int:
             "date": time.strftime("%Y-%m-%d"),
         }
         counts_ok = (
-            imp["rows_read"] == args.rows
-            and imp["rows_duplicate"] == gen["expected_duplicates"]
-            and imp["rows_created"] == args.rows - gen["expected_duplicates"]
+            imp["rows_read"] == rows
+            and imp["rows_duplicate"] == expected_duplicates
+            and imp["rows_created"] == rows - expected_duplicates
             and imp["proposals_created"] == imp["rows_created"]
         )
         result["counts_ok"] = counts_ok
@@ -576,8 +645,8 @@ def main() -> int:
                     "cleanup",
                     tmp / "cleanup.json",
                     *common,
-                    "--_project",
-                    str(setup_info["project_id"]),
+                    "--_projects",
+                    ",".join(str(pk) for pk in setup_info["project_ids"]),
                     *drop,
                 )
                 log(f"{done['cleanup']} in {done['cleanup_seconds']}s")

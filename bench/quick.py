@@ -7,21 +7,28 @@ the same run, beside the ratio recorded in bench/baseline.json.
                           [--update-baseline --note "why the figures moved"]
 
 A 2-core machine shared with other work cannot give stable absolute timings: wall times move
-2-4x with the load. So each figure is CPU time (of the measured process, plus its PostgreSQL
-backend where it has one), divided by the CPU time of a floor measured in the same run (the
-ratio: higher is worse):
+2-4x with the load, and even a CPU second buys 10-45 % less work while other work runs (cache
+refills after each switch, the host). So each figure is CPU time (of the measured process, plus
+its PostgreSQL backend where it has one), divided by the CPU time of a floor of like work timed
+*between* the figure's own parts, so that both meet the same machine (the ratio: higher is
+worse; bench/README.md, "Regression guard", says how each pairing was chosen):
 
-- import (bench/import_bench.py, --rows 100,000): the import over a bare COPY of the same file
-  into an unindexed temp table (mean of 3, same database, same run);
+- import (bench/import_bench.py --rounds 4: a file of 25,000 rows imported into 4 projects one
+  after the other): the imports over a bare COPY of the file into an unindexed temp table
+  (median of 3 tries before the first import and 3 after each);
 - review (bench/review_bench.py, --examples 10,000, 60 timed actions): a verdict + next card
-  through django.test.Client over a GET /healthz through the same client and middleware;
-- teacher (bench/teacher_bench.py, --calls 300 at concurrency 32, 200 ms fake latency): the
-  job's CPU per call over the bare SDK's (bench/teacher_floor.py, the app's request shape);
-- serve (bench/serve_bench.py --tiny-model --quick, ~1,000 texts): a tiny random classifier built
-  in code (the server path is what is measured), fp32, 2 web workers; the server's CPU per
-  single-text request over the model alone's per text (one thread, no HTTP), the same per
-  text in 32-text requests, and the app's own share: a single-text request through Django's
-  WSGI handler in process over the student's predict alone.
+  through django.test.Client over a reference request through the same client and middleware
+  (the session's user, a few indexed reads, one write, a small template; no review code), two
+  after each action;
+- teacher (bench/teacher_bench.py --rounds 3, 300 calls at concurrency 32, 200 ms fake latency):
+  the jobs' CPU per call over the bare SDK's in their process (teacher_floor.py's request
+  shape, 100 calls before the first job and after each);
+- serve (bench/serve_bench.py --tiny-model --quick --rounds 6, a tiny random classifier built in
+  code, fp32, 2 web workers): the server's CPU per single-text request over its CPU per
+  GET /healthz from the same clients, and per text in 32-text requests over the model alone on
+  the same batches, each in 6 rounds (the median of the rounds' ratios); and the app's own
+  share: a single-text request through Django's WSGI handler in process over the student's
+  predict on the same text, one after the other.
 
 Wall-clock figures (seconds, calls/s, p50) are printed beside them, not compared.
 A ratio more than 10 % above the baseline's is marked. The benches' own checks (counts, every
@@ -49,6 +56,7 @@ WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
 BENCHES = ("import", "review", "teacher", "serve")
 SERVE_ROUNDS = 6  # serve_bench.py --rounds: single and batched loads, each with its floors
 TEACHER_ROUNDS = 3  # teacher_bench.py --rounds: jobs, each followed by a floor run
+IMPORT_ROUNDS = 4  # import_bench.py --rounds: imports of rows/4 rows, each followed by floor tries
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
@@ -134,7 +142,8 @@ def bench_import(args, logs: Path) -> dict:
     out, seconds, load = run_bench(
         "import",
         "import_bench.py",
-        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep"],
+        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep"]
+        + ["--rounds", str(IMPORT_ROUNDS)],
         logs,
     )
     if not out.get("counts_ok"):
@@ -146,12 +155,15 @@ def bench_import(args, logs: Path) -> dict:
                 round(cpu, 2),
                 out["floor_copy_cpu_s"],
                 "CPU s",
-                f"import {args.rows:,} rows / bare COPY of the file (this process + backend)",
+                f"import {args.rows:,} rows in {IMPORT_ROUNDS} files / bare COPY of a file before "
+                "and after each (this process + backend)",
             )
         },
         "extra": {
             "seconds": out["seconds"],
             "floor_copy_s": out["floor_copy_s"],
+            "floor_copy_cpu_tries_s": out["floor_copy_cpu_tries_s"],
+            "rounds_cpu_s": out["rounds_cpu_s"],
             "cpu_s": out["cpu_s"],
             "phases_cpu_s": out["phases_cpu_s"],
         },

@@ -15,7 +15,7 @@ worse; bench/README.md, "Regression guard", says how each pairing was chosen):
 
 - import (bench/import_bench.py --rounds 4: a file of 25,000 rows imported into 4 projects one
   after the other): the imports over a bare COPY of the file into an unindexed temp table
-  (median of 3 tries before the first import and 3 after each);
+  (mean of 4 tries before the first import and 4 after each);
 - review (bench/review_bench.py, --examples 10,000, 60 timed actions): a verdict + next card
   through django.test.Client over a reference request through the same client and middleware
   (the session's user, a few indexed reads, one write, a small template; no review code), two
@@ -23,12 +23,11 @@ worse; bench/README.md, "Regression guard", says how each pairing was chosen):
 - teacher (bench/teacher_bench.py --rounds 3, 300 calls at concurrency 32, 200 ms fake latency):
   the jobs' CPU per call over the bare SDK's in their process (teacher_floor.py's request
   shape, 100 calls before the first job and after each);
-- serve (bench/serve_bench.py --tiny-model --quick --rounds 6, a tiny random classifier built in
-  code, fp32, 2 web workers): the server's CPU per single-text request over its CPU per
-  GET /healthz from the same clients, and per text in 32-text requests over the model alone on
-  the same batches, each in 6 rounds (the median of the rounds' ratios); and the app's own
-  share: a single-text request through Django's WSGI handler in process over the student's
-  predict on the same text, one after the other.
+- serve (bench/serve_bench.py --tiny-model --quick, a tiny random classifier built in code,
+  fp32, 2 web workers): the server's CPU per text in single-text requests and in 32-text
+  requests, from one client, over the model alone's on the same texts, timed in this process
+  after each request; and the app's own share: a single-text request through Django's WSGI
+  handler in process over the student's predict on the same text, one after the other.
 
 Wall-clock figures (seconds, calls/s, p50) are printed beside them, not compared.
 A ratio more than 10 % above the baseline's is marked. The benches' own checks (counts, every
@@ -54,7 +53,6 @@ BASELINE = BENCH_DIR / "baseline.json"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_quick"
 WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
 BENCHES = ("import", "review", "teacher", "serve")
-SERVE_ROUNDS = 6  # serve_bench.py --rounds: single and batched loads, each with its floors
 TEACHER_ROUNDS = 3  # teacher_bench.py --rounds: jobs, each followed by a floor run
 IMPORT_ROUNDS = 4  # import_bench.py --rounds: imports of rows/4 rows, each followed by floor tries
 if str(BENCH_DIR) not in sys.path:
@@ -127,14 +125,9 @@ def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict
     return result, seconds, load
 
 
-def figure(
-    value: float, floor: float, unit: str, what: str, inverse: bool = False, ratio: float | None = None
-) -> dict:
-    """A figure and its floor; the ratio is always 'how many times worse than the floor'. A
-    bench that times them in rounds gives the median of its rounds' ratios as `ratio` (value
-    and floor are then the means over all rounds, shown for scale)."""
-    if ratio is None:
-        ratio = (floor / value) if inverse else (value / floor)
+def figure(value: float, floor: float, unit: str, what: str, inverse: bool = False) -> dict:
+    """A figure and its floor; the ratio is always 'how many times worse than the floor'."""
+    ratio = (floor / value) if inverse else (value / floor)
     return {"value": value, "floor": floor, "unit": unit, "ratio": round(ratio, 3), "what": what}
 
 
@@ -235,37 +228,35 @@ def bench_teacher(args, logs: Path) -> dict:
 
 
 def bench_serve(args, logs: Path) -> dict:
-    # Half --texts in single-text requests, and --texts in requests of 32 (until 2026-12-07
-    # half of them: 15 requests, 2-3 a round, left the batched figure ±12 % between quiet runs).
-    batches = max(SERVE_ROUNDS, args.texts // 32)
+    # Half --texts in single-text requests and --texts in requests of 32, each sent twice:
+    # from 8 clients (p50, throughput), then from one client paired with the model alone.
+    batches = max(1, args.texts // 32)
     requests = max(16, args.texts // 2)
     out, seconds, load = run_bench(
         "serve",
         "serve_bench.py",
         ["--tiny-model", "--quick", "--runtimes", "torch", "--gold", "50", "--web-workers", "2"]
         + ["--requests", str(requests), "--batches", str(batches), "--app-share-requests", "300"]
-        + ["--rounds", str(SERVE_ROUNDS), "--log-flush-seconds", "0.05"],
+        + ["--log-flush-seconds", "0.05"],
         logs,
     )
     server, share = out["fp32"], out["app_share"]
-    split, floors = server["where_the_time_goes"], server["floors"]
+    pairs = server["paired_with_model_alone"]
     return {
         "figures": {
             "serve_single_cpu_ms": figure(
-                split["single"]["server_cpu_ms"],
-                floors["healthz_server_cpu_ms"],
+                pairs["single"]["server_cpu_ms_per_text"],
+                pairs["single"]["model_alone_cpu_ms_per_text"],
                 "CPU ms",
-                f"server per request, {requests} single texts / per GET /healthz between them "
-                f"(median of {SERVE_ROUNDS} rounds)",
-                ratio=floors["single_over_healthz_median"],
+                f"server per single-text request ({requests}, one client) / the model alone on "
+                "its text after each",
             ),
             "serve_batched_cpu_ms_per_text": figure(
-                round(split["batched_32"]["server_cpu_ms"] / 32, 4),
-                floors["model_alone_batched_cpu_ms_per_text"],
+                pairs["batched_32"]["server_cpu_ms_per_text"],
+                pairs["batched_32"]["model_alone_cpu_ms_per_text"],
                 "CPU ms",
-                f"server / model alone between them, per text in {batches} requests of 32 "
-                f"(median of {SERVE_ROUNDS} rounds)",
-                ratio=floors["batched_over_alone_median"],
+                f"server per text in requests of 32 ({batches}, one client) / the model alone on "
+                "their texts after each",
             ),
             "serve_app_cpu_ms": figure(
                 share["request_cpu_ms"],
@@ -278,9 +269,9 @@ def bench_serve(args, logs: Path) -> dict:
             "app_cpu_ms": share["app_cpu_ms"],
             "p50_ms": server["p50_ms"],
             "batched_texts_per_second": server["batched_texts_per_second"],
-            "rounds_single_over_healthz": floors["rounds_single_over_healthz"],
-            "single_over_healthz_and_model": floors.get("single_over_healthz_and_model_median"),
-            "rounds_batched_over_alone": floors["rounds_batched_over_alone"],
+            "server_cpu_ms_8_clients": {
+                k: v["server_cpu_ms"] for k, v in server["where_the_time_goes"].items()
+            },
         },
         "wall_s": round(seconds, 1),
         "load": load,

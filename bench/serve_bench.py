@@ -45,6 +45,9 @@
 train rows, attested gold, a token classifier answering spans (strict entity F1 in ``gold``).
 ``app_share``: the app's own CPU per single-text request (Django's WSGI handler in process minus
 ``routing.student_predict``), on the runtime promoted last.
+``paired_with_model_alone`` (bench/quick.py's figures): --requests single-text requests, then
+--batches of 32, from one client, each followed in this process by the model alone on the same
+texts; the server's CPU per text over the model alone's.
 
 One JSON object goes to stdout (progress to stderr); the first keys are the reported ones:
 {"fp32": {"p50_ms", "p99_ms", "batched_texts_per_second"}, "onnx_int8": {...}, "workers": 2,
@@ -532,13 +535,7 @@ def main() -> int:
         "--log-flush-seconds",
         type=float,
         help="The server's DISTILL_SERVING_LOG_FLUSH_SECONDS (default: serve's, 1 s). Each load "
-        "waits for its prediction logs, so a short one makes many short rounds affordable.",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="The single and batched loads in this many rounds, each with its floors (default 3).",
+        "waits for its prediction logs: bench/quick.py passes 0.05 to wait less.",
     )
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
     args = parser.parse_args()

@@ -10,7 +10,6 @@ import gc
 import json
 import os
 import random
-import statistics
 import sys
 import threading
 import time
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 
 CLIENTS = 8
 BATCH = 32
-FLOOR_REQUESTS = 3  # GET /healthz for each single-text request timed (the guard's floor)
 
 
 def log(message: str) -> None:
@@ -150,11 +148,8 @@ def app_share(ctx: dict, requests: int = 500) -> dict:
     }
 
 
-def load(
-    url: str, token: str, slug: str, bodies: list[list[str]], clients: int, *, get: str | None = None
-) -> dict:
-    """Send every body once from `clients` threads; latencies in ms and wall time. With `get`
-    (a path), each body is a GET of it instead (the floor's /healthz).
+def load(url: str, token: str, slug: str, bodies: list[list[str]], clients: int) -> dict:
+    """Send every body once from `clients` threads; latencies in ms and wall time.
 
     Each client is a keep-alive ``http.client`` connection: the load generator shares the
     2 cores with the server, and the standard library's client costs about a third of
@@ -183,15 +178,12 @@ def load(
                     texts = queue.pop()
                 payload = json.dumps({"texts": texts})
                 started = time.perf_counter()
-                if get:
-                    connection.request("GET", get)
-                else:
-                    connection.request("POST", path, body=payload, headers=headers)
+                connection.request("POST", path, body=payload, headers=headers)
                 response = connection.getresponse()
                 raw = response.read()
                 elapsed = (time.perf_counter() - started) * 1000
-                ok = response.status == 200 and (
-                    bool(get) or all(a["route"] == "student" for a in json.loads(raw)["predictions"])
+                ok = response.status == 200 and all(
+                    a["route"] == "student" for a in json.loads(raw)["predictions"]
                 )
                 with lock:
                     latencies.append(elapsed)
@@ -243,9 +235,7 @@ def settle(expected: int) -> None:
     connections.close_all()
 
 
-def phase(
-    server: Server, ctx: dict, bodies: list[list[str]], clients: int, *, get: str | None = None
-) -> tuple[dict, dict]:
+def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> tuple[dict, dict]:
     """One measured load, with where its time went. Every earlier load's logs must be written
     (each phase waits for its own; settle() after requests sent otherwise)."""
     from django.db import connections
@@ -256,10 +246,10 @@ def phase(
     first = (PredictionLog.objects.aggregate(m=Max("pk"))["m"] or 0) + 1
     connections.close_all()  # no connection of this process held while the server writes
     cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
-    out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients, get=get)
+    out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients)
     cpu_client = time.process_time() - cpu_client
     n = len(bodies)
-    texts = 0 if get else sum(len(b) for b in bodies)
+    texts = sum(len(b) for b in bodies)
     # The server writes its prediction logs in the background (SERVING_LOG_FLUSH_SECONDS).
     deadline = time.monotonic() + 15
     while (
@@ -284,28 +274,6 @@ def phase(
     return out, split
 
 
-def combined(splits: list[dict]) -> dict:
-    """Rounds' splits as one (per request, weighted by their requests)."""
-    n = sum(s["requests"] for s in splits)
-    out = {"requests": n}
-    for key in ("model_ms", "server_cpu_ms", "client_cpu_ms"):
-        values = [(s[key], s["requests"]) for s in splits if s[key] is not None]
-        out[key] = round(sum(v * k for v, k in values) / n, 3) if values else None
-    for key in ("cpu_cores_busy", "requests_per_second"):
-        out[key] = round(statistics.median(s[key] for s in splits), 2)
-    if len(splits) > 1:
-        out["rounds_server_cpu_ms"] = [s["server_cpu_ms"] for s in splits]
-    return out
-
-
-def alone_cpu_ms(predict, bodies: list[list[str]]) -> float:
-    """The model alone in this process (one math thread): CPU ms per text over `bodies`."""
-    cpu = time.process_time()
-    for texts in bodies:
-        predict(texts)
-    return (time.process_time() - cpu) * 1000 / sum(len(b) for b in bodies)
-
-
 def runtime_predict(ctx: dict, runtime: str):
     """The student's own predict on `runtime`, as the server's workers call it."""
     from training import serving
@@ -318,6 +286,60 @@ def runtime_predict(ctx: dict, runtime: str):
             str(artifacts / "onnx-int8"), texts, max_length=max_length, batch_size=serving.SERVING_BATCH_SIZE
         )
     return lambda texts: student.predict(str(artifacts / "model"), texts, max_length=max_length)
+
+
+def paired(server: Server, ctx: dict, bodies: list[list[str]], predict) -> dict:
+    """bench/quick.py's figures: one client sends each body, and after each answer the model
+    alone predicts the same texts in this process (one math thread). The server's CPU is read
+    over the whole window, once the requests' prediction logs are written (its idle processes
+    cost next to nothing while this process predicts).
+
+    Request by request, because a vCPU here runs at one of two speeds 1.6x apart, flipping
+    every few hundred ms (bench/README.md, "Regression guard"): a floor timed at another moment
+    meets another speed. One client, because with eight the server's CPU per text in 32-text
+    requests moved 1.09-2.12 ms between repeats on a quiet machine (their torch work and the
+    GIL contending in each worker), with one 0.94-1.12 ms."""
+    import http.client
+    from urllib.parse import urlparse
+
+    from django.db import connections
+    from django.db.models import Max
+
+    from training.models import PredictionLog
+
+    parsed = urlparse(server.url)
+    path = f"/api/v1/projects/{ctx['project'].slug}/predict"
+    headers = {"Authorization": f"Bearer {ctx['token']}", "Content-Type": "application/json"}
+    first = (PredictionLog.objects.aggregate(m=Max("pk"))["m"] or 0) + 1
+    connections.close_all()  # no connection of this process held while the server writes
+    texts = sum(len(b) for b in bodies)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    alone, errors = 0.0, []
+    server_cpu = server.cpu_seconds()
+    try:
+        for body in bodies:
+            connection.request("POST", path, body=json.dumps({"texts": body}), headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+            if response.status != 200:
+                errors.append(f"{response.status}: {raw[:200]!r}")
+            cpu = time.process_time()
+            predict(body)
+            alone += time.process_time() - cpu
+    finally:
+        connection.close()
+    deadline = time.monotonic() + 15
+    while PredictionLog.objects.filter(pk__gte=first).count() < texts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server_cpu = server.cpu_seconds() - server_cpu
+    connections.close_all()
+    return {
+        "requests": len(bodies),
+        "server_cpu_ms_per_text": round(server_cpu * 1000 / texts, 4),
+        "model_alone_cpu_ms_per_text": round(alone * 1000 / texts, 4),
+        "ratio": round(server_cpu / alone, 4) if alone else None,
+        "errors": errors,
+    }
 
 
 def measure(server: Server, ctx: dict, args, refused: str | None, runtime: str = "torch") -> dict:
@@ -337,91 +359,36 @@ def measure(server: Server, ctx: dict, args, refused: str | None, runtime: str =
 
     empty = {"latencies": [], "errors": [], "wall": 0.0}
     cold = empty if args.quick else phase(server, ctx, singles(CLIENTS), CLIENTS)[0]
-    logged = PredictionLog.objects.count()
-    settle(logged + warm_up(server, ctx, singles(8 if args.quick else 16)))
+    settle(PredictionLog.objects.count() + warm_up(server, ctx, singles(8 if args.quick else 16)))
     phase(server, ctx, singles(64), CLIENTS)
-    # The measured loads come in --rounds rounds, each with the floors bench/quick.py divides
-    # them by, so that figure and floor meet the same machine: a busy neighbour on these 2
-    # cores slows a CPU second by up to ~45 %, and it comes and goes (bench/README.md,
-    # "Regression guard"). Floors: the server's CPU per GET /healthz from the same 8 clients
-    # (its HTTP, threads and middleware, no app code; FLOOR_REQUESTS for each single text, so
-    # that its phase lasts about as long) for single texts; the model alone per text in this
-    # process for batches of 32. Within a round the order alternates (ABBA), against drift.
-    predict = runtime_predict(ctx, runtime)
-    rounds = max(1, args.rounds)
-    per_round = [args.requests // rounds + (r < args.requests % rounds) for r in range(rounds)]
-    batches_per_round = [args.batches // rounds + (r < args.batches % rounds) for r in range(rounds)]
+    single, single_split = phase(server, ctx, singles(args.requests), CLIENTS)
+    one = empty if args.quick else phase(server, ctx, singles(max(20, args.requests // 10)), 1)[0]
     batches = [rng.sample(texts, BATCH) for _ in range(args.batches)]
+    batched, batched_split = phase(server, ctx, batches, CLIENTS)
+    # Then the guard's pairs, on as many texts again.
+    predict = runtime_predict(ctx, runtime)
     predict(batches[0])  # the model alone, warm
-    # A full collection of this process's objects (Django, torch; tens of ms) landing in a
-    # model-alone window doubled it; frozen, collections see only what the rounds make.
+    # A full collection of this process's objects (Django, torch; tens of ms) landing among
+    # the model alone's calls would count for it; frozen, collections see only what these make.
     gc.collect()
     gc.freeze()
-    single_runs, batched_runs, floor_splits, alone_ms, alone_single = [], [], [], [], []
-    for r in range(rounds):
-        mine = batches[sum(batches_per_round[:r]) : sum(batches_per_round[: r + 1])]
-        steps = ["floor", "single", "batched", "alone"] if mine else ["floor", "single"]
-        for step in steps if r % 2 == 0 else steps[::-1]:
-            if step == "floor":
-                healthz = [[]] * (FLOOR_REQUESTS * per_round[r])
-                floor_splits.append(phase(server, ctx, healthz, CLIENTS, get="/healthz")[1])
-            elif step == "single":
-                bodies = singles(per_round[r])
-                single_runs.append(phase(server, ctx, bodies, CLIENTS))
-                alone_single.append(alone_cpu_ms(predict, bodies))
-            elif step == "batched":
-                batched_runs.append(phase(server, ctx, mine, CLIENTS))
-            else:
-                alone_ms.append((alone_cpu_ms(predict, mine), len(mine)))
-    gc.unfreeze()
-    ratios = {
-        "single_over_healthz": [
-            run[1]["server_cpu_ms"] / floor["server_cpu_ms"]
-            for run, floor in zip(single_runs, floor_splits, strict=True)
-        ],
-        # Diagnostic: a floor of the same make as a single-text request (its HTTP and
-        # middleware, as FLOOR_REQUESTS /healthz, and the model alone on the same text).
-        "single_over_healthz_and_model": [
-            run[1]["server_cpu_ms"] / (FLOOR_REQUESTS * floor["server_cpu_ms"] + alone)
-            for run, floor, alone in zip(single_runs, floor_splits, alone_single, strict=True)
-        ],
-        "batched_over_alone": [
-            run[1]["server_cpu_ms"] / BATCH / alone
-            for run, (alone, _) in zip(batched_runs, alone_ms, strict=True)
-        ],
+    pairs = {
+        "single": paired(server, ctx, singles(args.requests), predict),
+        "batched_32": paired(server, ctx, batches, predict),
     }
-    one = empty if args.quick else phase(server, ctx, singles(max(20, args.requests // 10)), 1)[0]
-    single = {k: sum((run[0][k] for run in single_runs), []) for k in ("latencies", "errors")}
-    batched = {k: sum((run[0][k] for run in batched_runs), []) for k in ("latencies", "errors")}
-    batched_wall = sum(run[0]["wall"] for run in batched_runs)
+    gc.unfreeze()
     errors = single["errors"] + one["errors"] + batched["errors"]
+    errors += pairs["single"].pop("errors") + pairs["batched_32"].pop("errors")
     cold_errors = cold["errors"]
     return {
         "p50_ms": percentile(single["latencies"], 50),
         "p99_ms": percentile(single["latencies"], 99),
-        "batched_texts_per_second": round(args.batches * BATCH / batched_wall, 1) if batched_wall else None,
+        "batched_texts_per_second": round(args.batches * BATCH / batched["wall"], 1),
         "p50_ms_1_client": percentile(one["latencies"], 50) if one["latencies"] else None,
-        "batched_p50_ms": percentile(batched["latencies"], 50) if batched["latencies"] else None,
-        "where_the_time_goes": {
-            "single": combined([run[1] for run in single_runs]),
-            "batched_32": combined([run[1] for run in batched_runs]) if batched_runs else None,
-        },
-        # Measured between the loads above, round by round (bench/quick.py's floors); the
-        # ratios' medians over the rounds are what the guard compares.
-        "floors": {
-            "rounds": rounds,
-            **{f"{key}_median": round(statistics.median(v), 4) for key, v in ratios.items() if v},
-            **{f"rounds_{key}": [round(x, 3) for x in v] for key, v in ratios.items()},
-            "healthz_server_cpu_ms": combined(floor_splits)["server_cpu_ms"],
-            "rounds_healthz_server_cpu_ms": [s["server_cpu_ms"] for s in floor_splits],
-            "model_alone_batched_cpu_ms_per_text": round(
-                sum(ms * n for ms, n in alone_ms) / sum(n for _, n in alone_ms), 4
-            )
-            if alone_ms
-            else None,
-            "rounds_model_alone_batched_cpu_ms_per_text": [round(ms, 4) for ms, _ in alone_ms],
-            "rounds_model_alone_single_cpu_ms": [round(ms, 4) for ms in alone_single],
-        },
+        "batched_p50_ms": percentile(batched["latencies"], 50),
+        "where_the_time_goes": {"single": single_split, "batched_32": batched_split},
+        # One client, each request followed by the model alone on its texts (bench/quick.py).
+        "paired_with_model_alone": pairs,
         "errors": errors[:5],
         "error_count": len(errors),
         # Cold workers' first concurrent requests; reported, not counted as a failure.

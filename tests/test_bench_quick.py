@@ -44,12 +44,6 @@ def test_figure_ratio_is_how_many_times_worse_than_the_floor():
     assert quick.figure(100.0, 150.0, "calls/s", "x", inverse=True)["ratio"] == 1.5
 
 
-def test_a_bench_timed_in_rounds_gives_its_own_ratio():
-    # The median of the rounds' ratios, beside the means over all rounds.
-    fig = quick.figure(4.0, 0.5, "ms", "x", ratio=7.5)
-    assert (fig["value"], fig["floor"], fig["ratio"]) == (4.0, 0.5, 7.5)
-
-
 def test_first_run_prints_the_cpu_and_every_figure_without_a_baseline(fake_benches, tmp_path, capsys):
     code = quick.main([*SIZES, "--baseline", str(tmp_path / "baseline.json")])
     out = capsys.readouterr().out

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of the corpus import (annotation.corpus.importing) into PostgreSQL.
 
-    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile] [--rounds K]
+    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile] [--floor-during]
 
 Steps, each in its own child process so that the number that matters (the
 importing process's peak RSS) only ever counts the import:
@@ -16,6 +16,10 @@ importing process's peak RSS) only ever counts the import:
    (no change to the app's code); peak RSS read in that process;
 4. cleanup (unless --keep): DROP DATABASE if this run created it, else delete
    the project's rows with raw SQL.
+
+The floor (a bare COPY of the file into an unindexed temp table) is timed before and after the
+import; ``--floor-during`` (bench/quick.py) also takes its tries between the import's own
+steps, on a connection of its own, copying the file's first 25,000 rows each time.
 
 The parent only uses the standard library and stays small: on Linux a child's
 ru_maxrss starts from its parent's RSS (it survives fork and exec), so a big
@@ -56,8 +60,9 @@ LABELS = [
 ]
 # Generated data: a fixed seed so every run imports the same file.
 SEED = 20261127
-# COPY tries for the floor before the (first) import and after each; their mean is the floor.
+# COPY tries for the floor before the import and after it; their mean is the floor.
 FLOOR_TRIES_PER_GAP = 4
+FLOOR_SAMPLE_ROWS = 25_000  # a --floor-during try copies this many of the file's rows
 DUPLICATE_SHARE = 0.01  # exact copies of an earlier text
 VARIANT_SHARE = 0.01  # an earlier text with other case / whitespace
 
@@ -159,7 +164,7 @@ def generate(path: Path, rows: int) -> dict:
 # --- step 2: database and project (child process) ------------------------------------
 
 
-def setup(database_url: str, data_dir: str, projects_wanted: int = 1) -> dict:
+def setup(database_url: str, data_dir: str) -> dict:
     exists = not postgres_create(database_url)  # a copy of the migrated template
     setup_django(database_url, data_dir)
     from django.contrib.auth import get_user_model
@@ -175,19 +180,12 @@ def setup(database_url: str, data_dir: str, projects_wanted: int = 1) -> dict:
 
     user, _ = get_user_model().objects.get_or_create(username="import-bench")
     slug = f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-    made = [
-        projects.project_create(
-            name=f"Import bench {slug}{suffix}", slug=f"{slug}{suffix}", user=user, labels=LABELS
-        )
-        for suffix in ["", *(f"-{k}" for k in range(2, projects_wanted + 1))]
-    ]
-    project = made[0]
+    project = projects.project_create(name=f"Import bench {slug}", slug=slug, user=user, labels=LABELS)
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         server = cursor.fetchone()[0]
     return {
         "project_id": project.pk,
-        "project_ids": [p.pk for p in made],
         "slug": slug,
         "db_created": not exists,
         "examples_before": Example.objects.count(),
@@ -209,6 +207,7 @@ class PhaseTimer:
         # shared machine wall time moves with the load, CPU time much less.
         self.backend_pid = backend_pid
         self.cpu: dict[str, list[float]] = {}
+        self.sampler: FloorSampler | None = None  # --floor-during: floor tries between steps
 
     def cpu_now(self) -> tuple[float, float]:
         return time.process_time(), backend_cpu_seconds(self.backend_pid)
@@ -218,11 +217,14 @@ class PhaseTimer:
         timer = self
 
         def wrapped(*args, **kwargs):
+            if timer.sampler is not None:
+                timer.sampler.step(phase)
             started = time.perf_counter()
             cpu = timer.cpu_now()
             if mark and mark not in timer.marks:
                 timer.marks[mark] = started
                 timer.marks[mark + "_cpu"] = cpu
+                timer.marks[mark + "_sampler_wall"] = timer.sampler.wall if timer.sampler else 0.0
                 timer.marks[mark + "_totals"] = (
                     dict(timer.totals),
                     {k: list(v) for k, v in timer.cpu.items()},
@@ -238,6 +240,52 @@ class PhaseTimer:
                 totals[1] += spent[1]
 
         setattr(owner, attr, wrapped)
+
+
+class FloorSampler:
+    """--floor-during (bench/quick.py): the floor's COPY tries on a connection of their own,
+    taken between the import's own steps (before every other lot staged and before each later
+    step), so that floor and import meet the machine alike: a vCPU here flips between two
+    speeds 1.6x apart every few hundred ms (bench/README.md, "Regression guard"), and tries
+    only before and after an import met other speeds than it. A try copies the file's first
+    FLOOR_SAMPLE_ROWS rows into a temp table; its CPU is its backend's and this thread's, which
+    the import's CPU and wall time are given back (`import_cpu`, `import_wall`)."""
+
+    def __init__(self, database_url: str, csv_path: Path) -> None:
+        import psycopg
+
+        with open(csv_path, "rb") as source:
+            self.data = b"".join(line for _, line in zip(range(FLOOR_SAMPLE_ROWS + 1), source, strict=False))
+        self.conn = psycopg.connect(database_url, autocommit=True)
+        self.pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        self.tries: list[tuple[float, float]] = []  # (wall s, CPU s)
+        self.client_cpu = self.wall = 0.0
+        self.lots = 0
+
+    def step(self, phase: str) -> None:
+        if phase == "stage_copy_and_settle":
+            self.lots += 1
+            if self.lots % 2:
+                return
+        elif phase not in ("finish_last_settle_analyze", "insert_examples", "insert_proposals"):
+            return
+        self.take()
+
+    def take(self) -> None:
+        started, thread, backend = time.perf_counter(), time.thread_time(), backend_cpu_seconds(self.pid)
+        with self.conn.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS floor_rows")
+            cursor.execute("CREATE TEMP TABLE floor_rows (id text, text text, label text)")
+            with cursor.copy("COPY floor_rows FROM STDIN (FORMAT csv, HEADER)") as copy:
+                copy.write(self.data)
+        client = time.thread_time() - thread
+        wall = time.perf_counter() - started
+        self.tries.append((wall, client + backend_cpu_seconds(self.pid) - backend))
+        self.client_cpu += client
+        self.wall += wall
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def backend_cpu_seconds(pid: int | None) -> float:
@@ -259,23 +307,27 @@ def backend_cpu_seconds(pid: int | None) -> float:
 
 
 def run_import(
-    database_url: str, data_dir: str, csv_path: Path, project_ids: list[int], profile: bool
+    database_url: str,
+    data_dir: str,
+    csv_path: Path,
+    project_id: int,
+    profile: bool,
+    floor_during: bool = False,
 ) -> dict:
-    """Import the file once into each project, one after the other (--rounds), with the COPY
-    floor's tries before the first import and after each."""
+    """Import the file into the project, with the COPY floor's tries before and after it (and
+    between its steps with --floor-during)."""
     setup_django(database_url, data_dir)
     from django.db import connection, connections
 
     from annotation.corpus import importing, staging
+    from annotation.models import Project
     from distillapp import embedded_redis
 
     # After its commit the import queues the similarity index job: the app's embedded Redis
     # takes it, as under run.sh (no worker runs it here). Without one (until 2026-12-07) each
     # import logged a failed connection and its traceback inside the timed window.
     atexit.register(embedded_redis.stop, embedded_redis.ensure_started(), save=False)
-    from annotation.models import Project
-
-    projects = [Project.objects.get(pk=pk) for pk in project_ids]
+    project = Project.objects.get(pk=project_id)
     connection.ensure_connection()
     baseline_rss = peak_rss_mb()
 
@@ -295,57 +347,57 @@ def run_import(
     # The FKs are DEFERRABLE INITIALLY DEFERRED, so their checks run at COMMIT.
     timer.wrap(type(connections["default"]), "commit", "commit")
 
-    # The floor's tries come before the first import and after each, so that floor and import
-    # meet the same machine (a CPU second here moves by 10-45 % within seconds with other work).
-    floor_tries = copy_floor(csv_path, timer, tries=FLOOR_TRIES_PER_GAP)
+    # The floor's tries come before the import and after it (and with --floor-during between
+    # its steps), so that floor and import meet the same machine: a CPU second here buys 1.6x
+    # less work at times (bench/README.md, "Regression guard").
+    sampler = FloorSampler(database_url, csv_path) if floor_during else None
+
+    def floor_gap() -> list[tuple[float, float]]:
+        if sampler is None:
+            return copy_floor(csv_path, timer, tries=FLOOR_TRIES_PER_GAP)
+        for _ in range(2):
+            sampler.take()
+        return []
+
+    floor_tries = floor_gap()
     profiler = None
     if profile:
         import cProfile
 
         profiler = cProfile.Profile()
-    runs = []
-    for project in projects:
-        if profiler is not None:
-            profiler.enable()
-        runs.append(import_once(project, csv_path, timer))
-        if profiler is not None:
-            profiler.disable()
-        floor_tries += copy_floor(csv_path, timer, tries=FLOOR_TRIES_PER_GAP)
+        profiler.enable()
+    timer.sampler = sampler
+    run = import_once(project, csv_path, timer)
+    timer.sampler = None
     if profiler is not None:
         import io
         import pstats
 
+        profiler.disable()
         report = io.StringIO()
         stats = pstats.Stats(profiler, stream=report)
         stats.sort_stats("cumulative").print_stats(30)
         stats.sort_stats("tottime").print_stats(25)
         print(report.getvalue(), file=sys.stderr)
-
-    def total(key: str) -> dict:
-        out: dict = {}
-        for run in runs:
-            for name, value in run[key].items():
-                out[name] = [a + b for a, b in zip(out[name], value, strict=True)] if name in out else value
-        return out
-
-    batches = [run["batch"] for run in runs]
-    failed = [b for b in batches if b.status != "succeeded"]
+    floor_tries += floor_gap()
+    if sampler is not None:
+        floor_tries = sampler.tries
+        sampler.close()
+    batch = run["batch"]
     return {
-        "status": failed[0].status if failed else "succeeded",
-        "error": "; ".join(b.error for b in batches if b.error),
-        "seconds": sum(run["seconds"] for run in runs),
-        "rows_read": sum(b.rows_read for b in batches),
-        "rows_created": sum(b.rows_created for b in batches),
-        "rows_duplicate": sum(b.rows_duplicate for b in batches),
-        "rows_invalid": sum(b.rows_invalid for b in batches),
-        "proposals_created": sum(b.proposals_created for b in batches),
+        "status": batch.status,
+        "error": batch.error,
+        "seconds": run["seconds"],
+        "rows_read": batch.rows_read,
+        "rows_created": batch.rows_created,
+        "rows_duplicate": batch.rows_duplicate,
+        "rows_invalid": batch.rows_invalid,
+        "proposals_created": batch.proposals_created,
         "peak_rss_mb": peak_rss_mb(),
         "vm_hwm_mb": vm_hwm_mb(),
         "baseline_rss_mb": baseline_rss,
-        "phases": {k: round(sum(run["phases"].get(k, 0.0) for run in runs), 2) for k in runs[0]["phases"]},
-        "within_read_check_stage_s": {
-            k: round(sum(run["within"].get(k, 0.0) for run in runs), 2) for k in runs[0]["within"]
-        },
+        "phases": {k: round(v, 2) for k, v in run["phases"].items()},
+        "within_read_check_stage_s": {k: round(v, 2) for k, v in run["within"].items()},
         "stage_copy_calls": timer.calls.get("stage_copy_and_settle", 0),
         "progress_update_calls": timer.calls.get("progress_updates", 0),
         "profiled": profile,
@@ -354,10 +406,11 @@ def run_import(
         # flips between (bench/README.md, "Regression guard"); the median try picked one.
         "floor_copy_cpu_s": round(statistics.fmean(cpu for _, cpu in floor_tries), 4),
         "floor_copy_cpu_tries_s": [round(cpu, 4) for _, cpu in floor_tries],
+        # The rows a floor try copies: the whole file, or FLOOR_SAMPLE_ROWS of it (--floor-during).
+        "floor_copy_rows": FLOOR_SAMPLE_ROWS if floor_during else None,
         # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
-        "cpu_s": [round(sum(run["cpu"][i] for run in runs), 2) for i in (0, 1)],
-        "rounds_cpu_s": [[round(x, 3) for x in run["cpu"]] for run in runs],
-        "phases_cpu_s": {k: [round(x, 2) for x in v] for k, v in total("phases_cpu").items()},
+        "cpu_s": [round(x, 2) for x in run["cpu"]],
+        "phases_cpu_s": {k: [round(x, 2) for x in v] for k, v in run["phases_cpu"].items()},
     }
 
 
@@ -370,6 +423,7 @@ def import_once(project, csv_path: Path, timer: PhaseTimer) -> dict:
     totals0 = dict(timer.totals)
     cpu0 = {k: list(v) for k, v in timer.cpu.items()}
     timer.marks = {}
+    sampled = (timer.sampler.client_cpu, timer.sampler.wall) if timer.sampler else (0.0, 0.0)
     started = time.perf_counter()
     cpu_started = timer.cpu_now()
     batch = corpus.import_batch_create(
@@ -383,6 +437,12 @@ def import_once(project, csv_path: Path, timer: PhaseTimer) -> dict:
     finished = time.perf_counter()
     cpu_finished = timer.cpu_now()
     seconds = finished - started
+    # The floor's tries taken between this import's steps are not the import's.
+    sampler_cpu, sampler_wall = 0.0, 0.0
+    if timer.sampler is not None:
+        sampler_cpu = timer.sampler.client_cpu - sampled[0]
+        sampler_wall = timer.sampler.wall - sampled[1]
+    seconds -= sampler_wall
 
     def grown(now: dict, before: dict, key: str, zero):
         value = now.get(key, zero)
@@ -395,7 +455,9 @@ def import_once(project, csv_path: Path, timer: PhaseTimer) -> dict:
     if "finish" in timer.marks:
         # Reading, parsing, checking and hashing rows (the reader thread) overlap with the COPY
         # calls and settles (this thread): the phase is the whole window up to finish().
-        phases["read_check_stage"] = timer.marks["finish"] - run_started
+        phases["read_check_stage"] = (
+            timer.marks["finish"] - run_started - (timer.marks["finish_sampler_wall"] - sampled[1])
+        )
     for key in (
         "finish_last_settle_analyze",
         "insert_examples",
@@ -419,7 +481,7 @@ def import_once(project, csv_path: Path, timer: PhaseTimer) -> dict:
     return {
         "batch": batch,
         "seconds": seconds,
-        "cpu": [b - a for a, b in zip(cpu_started, cpu_finished, strict=True)],
+        "cpu": [cpu_finished[0] - cpu_started[0] - sampler_cpu, cpu_finished[1] - cpu_started[1]],
         "phases": phases,
         "within": within,
         "phases_cpu": cpu,
@@ -480,7 +542,7 @@ def delete_project(conn, project_id: int) -> None:
     conn.execute("DELETE FROM annotation_project WHERE id = %(p)s", {"p": project_id})
 
 
-def cleanup(database_url: str, project_ids: list[int], drop_database: bool) -> dict:
+def cleanup(database_url: str, project_id: int, drop_database: bool) -> dict:
     import psycopg
 
     admin, name = admin_url(database_url)
@@ -491,9 +553,8 @@ def cleanup(database_url: str, project_ids: list[int], drop_database: bool) -> d
         action = f"dropped database {name}"
     else:
         with psycopg.connect(database_url) as conn:
-            for project_id in project_ids:
-                delete_project(conn, project_id)
-        action = f"deleted project(s) {', '.join(map(str, project_ids))} from {name}"
+            delete_project(conn, project_id)
+        action = f"deleted project {project_id} from {name}"
     return {"cleanup": action, "cleanup_seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -524,17 +585,16 @@ def main() -> int:
         "--profile", action="store_true", help="cProfile the import (slower; stats go to stderr)"
     )
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="import a file of rows/K rows K times, into K projects one after the other, with the "
-        "COPY floor's tries between them (bench/quick.py; default 1: one import of all the rows)",
+        "--floor-during",
+        action="store_true",
+        help="take the floor's COPY tries (the file's first 25,000 rows) between the import's own "
+        "steps too, on a connection of their own (bench/quick.py)",
     )
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_result", help=argparse.SUPPRESS)
     parser.add_argument("--_data-dir", dest="data_dir", help=argparse.SUPPRESS)
     parser.add_argument("--_csv", dest="csv", help=argparse.SUPPRESS)
-    parser.add_argument("--_projects", dest="projects", help=argparse.SUPPRESS)
+    parser.add_argument("--_project", dest="project", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_drop", dest="drop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -542,20 +602,25 @@ def main() -> int:
         if args._step == "generate":
             result = generate(Path(args.csv), args.rows)
         elif args._step == "setup":
-            result = setup(args.database_url, args.data_dir, args.rounds)
+            result = setup(args.database_url, args.data_dir)
         elif args._step == "import":
-            projects = [int(pk) for pk in args.projects.split(",")]
-            result = run_import(args.database_url, args.data_dir, Path(args.csv), projects, args.profile)
+            result = run_import(
+                args.database_url,
+                args.data_dir,
+                Path(args.csv),
+                args.project,
+                args.profile,
+                args.floor_during,
+            )
         elif args._step == "cleanup":
-            result = cleanup(args.database_url, [int(pk) for pk in args.projects.split(",")], args.drop)
+            result = cleanup(args.database_url, args.project, args.drop)
         else:
             raise SystemExit(f"unknown step {args._step}")
         Path(args._result).write_text(json.dumps(result))
         return 0
 
-    if args.rows < 1 or not 1 <= args.rounds <= args.rows:
-        parser.error("--rows must be at least 1, --rounds between 1 and --rows")
-    rows_per_file = args.rows // args.rounds
+    if args.rows < 1:
+        parser.error("--rows must be at least 1")
     # Inherited by every child, and set before any of them calls django.setup().
     tmp = Path(tempfile.mkdtemp(prefix="distill-import-bench-"))
     data_dir = tmp / "data"
@@ -573,24 +638,23 @@ def main() -> int:
     result: dict = {"rows": args.rows, "database": "postgresql", "status": "not run"}
     ok = False
     try:
-        log(f"generating {rows_per_file:,} rows into {csv_path}")
-        gen = child("generate", tmp / "generate.json", "--rows", str(rows_per_file), "--_csv", str(csv_path))
+        log(f"generating {args.rows:,} rows into {csv_path}")
+        gen = child("generate", tmp / "generate.json", "--rows", str(args.rows), "--_csv", str(csv_path))
         log(f"generated {gen['file_bytes'] / 1e6:.1f} MB in {gen['generate_seconds']}s")
-        setup_info = child("setup", tmp / "setup.json", *common, "--rounds", str(args.rounds))
-        projects = ",".join(str(pk) for pk in setup_info["project_ids"])
-        log(f"project(s) {projects} ({setup_info['slug']})")
-        log("importing" + (f" {args.rounds} times" if args.rounds > 1 else ""))
-        extra = ["--_csv", str(csv_path), "--_projects", projects]
+        setup_info = child("setup", tmp / "setup.json", *common)
+        log(f"project {setup_info['slug']} (id {setup_info['project_id']})")
+        log("importing")
+        extra = ["--_csv", str(csv_path), "--_project", str(setup_info["project_id"])]
         if args.profile:
             extra.append("--profile")
+        if args.floor_during:
+            extra.append("--floor-during")
         load_before = [round(x, 2) for x in os.getloadavg()]
         imp = child("import", tmp / "import.json", *common, *extra)
         seconds = imp["seconds"]
-        rows = rows_per_file * args.rounds
-        expected_duplicates = gen["expected_duplicates"] * args.rounds
+        rows, expected_duplicates = args.rows, gen["expected_duplicates"]
         result = {
             "rows": rows,
-            "rounds": args.rounds,
             "seconds": round(seconds, 2),
             "rows_per_second": round(rows / seconds) if seconds else None,
             "peak_rss_mb": round(imp["peak_rss_mb"], 1),
@@ -613,8 +677,8 @@ def main() -> int:
             # Its CPU seconds (this process + the backend), mean of the tries.
             "floor_copy_cpu_s": imp["floor_copy_cpu_s"],
             "floor_copy_cpu_tries_s": imp["floor_copy_cpu_tries_s"],
+            "floor_copy_rows": imp["floor_copy_rows"] or rows,
             "cpu_s": {"python": imp["cpu_s"][0], "postgres_backend": imp["cpu_s"][1]},
-            "rounds_cpu_s": imp["rounds_cpu_s"],
             "phases_cpu_s": imp["phases_cpu_s"],
             "loadavg_before": load_before,
             "loadavg": [round(x, 2) for x in os.getloadavg()],
@@ -646,8 +710,8 @@ def main() -> int:
                     "cleanup",
                     tmp / "cleanup.json",
                     *common,
-                    "--_projects",
-                    ",".join(str(pk) for pk in setup_info["project_ids"]),
+                    "--_project",
+                    str(setup_info["project_id"]),
                     *drop,
                 )
                 log(f"{done['cleanup']} in {done['cleanup_seconds']}s")

@@ -13,9 +13,9 @@ its PostgreSQL backend where it has one), divided by the CPU time of a floor of 
 *between* the figure's own parts, so that both meet the same machine (the ratio: higher is
 worse; bench/README.md, "Regression guard", says how each pairing was chosen):
 
-- import (bench/import_bench.py --rounds 4: a file of 25,000 rows imported into 4 projects one
-  after the other): the imports over a bare COPY of the file into an unindexed temp table
-  (mean of 4 tries before the first import and 4 after each);
+- import (bench/import_bench.py --floor-during, 100,000 rows): the import over a bare COPY of
+  25,000 of its rows into an unindexed temp table, on a connection of its own (the mean of 17
+  tries: 2 before the import, one before every other lot staged and each later step, 2 after);
 - review (bench/review_bench.py, --examples 10,000, 60 timed actions): a verdict + next card
   through django.test.Client over a reference request through the same client and middleware
   (the session's user, a few indexed reads, one write, a small template; no review code), two
@@ -54,7 +54,6 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_quick"
 WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
 BENCHES = ("import", "review", "teacher", "serve")
 TEACHER_ROUNDS = 3  # teacher_bench.py --rounds: jobs, each followed by a floor run
-IMPORT_ROUNDS = 4  # import_bench.py --rounds: imports of rows/4 rows, each followed by floor tries
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
@@ -135,8 +134,7 @@ def bench_import(args, logs: Path) -> dict:
     out, seconds, load = run_bench(
         "import",
         "import_bench.py",
-        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep"]
-        + ["--rounds", str(IMPORT_ROUNDS)],
+        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep", "--floor-during"],
         logs,
     )
     if not out.get("counts_ok"):
@@ -148,15 +146,14 @@ def bench_import(args, logs: Path) -> dict:
                 round(cpu, 2),
                 out["floor_copy_cpu_s"],
                 "CPU s",
-                f"import {args.rows:,} rows in {IMPORT_ROUNDS} files / bare COPY of a file before "
-                "and after each (this process + backend)",
+                f"import {args.rows:,} rows / bare COPY of 25,000 of them, between the import's "
+                "steps (this process + backend)",
             )
         },
         "extra": {
             "seconds": out["seconds"],
             "floor_copy_s": out["floor_copy_s"],
             "floor_copy_cpu_tries_s": out["floor_copy_cpu_tries_s"],
-            "rounds_cpu_s": out["rounds_cpu_s"],
             "cpu_s": out["cpu_s"],
             "phases_cpu_s": out["phases_cpu_s"],
         },

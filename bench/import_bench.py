@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of the corpus import (annotation.corpus.importing) into PostgreSQL.
 
-    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile]
+    python bench/import_bench.py [--rows N] [--database-url URL] [--keep] [--profile] [--floor-during]
 
 Steps, each in its own child process so that the number that matters (the
 importing process's peak RSS) only ever counts the import:
@@ -17,6 +17,10 @@ importing process's peak RSS) only ever counts the import:
 4. cleanup (unless --keep): DROP DATABASE if this run created it, else delete
    the project's rows with raw SQL.
 
+The floor (a bare COPY of the file into an unindexed temp table) is timed before and after the
+import; ``--floor-during`` (bench/quick.py) also takes its tries between the import's own
+steps, on a connection of its own, copying the file's first 25,000 rows each time.
+
 The parent only uses the standard library and stays small: on Linux a child's
 ru_maxrss starts from its parent's RSS (it survives fork and exec), so a big
 parent would inflate the child's number.
@@ -29,12 +33,14 @@ not the expected ones.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
 import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +60,9 @@ LABELS = [
 ]
 # Generated data: a fixed seed so every run imports the same file.
 SEED = 20261127
+# COPY tries for the floor before the import and after it; their mean is the floor.
+FLOOR_TRIES_PER_GAP = 4
+FLOOR_SAMPLE_ROWS = 25_000  # a --floor-during try copies this many of the file's rows
 DUPLICATE_SHARE = 0.01  # exact copies of an earlier text
 VARIANT_SHARE = 0.01  # an earlier text with other case / whitespace
 
@@ -82,7 +91,7 @@ def setup_django(database_url: str, data_dir: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ["DISTILL_DATA_DIR"] = data_dir
     os.environ["DJANGO_SETTINGS_MODULE"] = "distillapp.settings"
-    os.environ.pop("REDIS_URL", None)  # the import never touches Redis
+    os.environ.pop("REDIS_URL", None)  # the embedded one, in the data directory (run_import)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     import django
@@ -198,6 +207,7 @@ class PhaseTimer:
         # shared machine wall time moves with the load, CPU time much less.
         self.backend_pid = backend_pid
         self.cpu: dict[str, list[float]] = {}
+        self.sampler: FloorSampler | None = None  # --floor-during: floor tries between steps
 
     def cpu_now(self) -> tuple[float, float]:
         return time.process_time(), backend_cpu_seconds(self.backend_pid)
@@ -207,11 +217,14 @@ class PhaseTimer:
         timer = self
 
         def wrapped(*args, **kwargs):
+            if timer.sampler is not None:
+                timer.sampler.step(phase)
             started = time.perf_counter()
             cpu = timer.cpu_now()
             if mark and mark not in timer.marks:
                 timer.marks[mark] = started
                 timer.marks[mark + "_cpu"] = cpu
+                timer.marks[mark + "_sampler_wall"] = timer.sampler.wall if timer.sampler else 0.0
                 timer.marks[mark + "_totals"] = (
                     dict(timer.totals),
                     {k: list(v) for k, v in timer.cpu.items()},
@@ -229,10 +242,63 @@ class PhaseTimer:
         setattr(owner, attr, wrapped)
 
 
+class FloorSampler:
+    """--floor-during (bench/quick.py): the floor's COPY tries on a connection of their own,
+    taken between the import's own steps (before every other lot staged and before each later
+    step), so that floor and import meet the machine alike: a vCPU here flips between two
+    speeds 1.6x apart every few hundred ms (bench/README.md, "Regression guard"), and tries
+    only before and after an import met other speeds than it. A try copies the file's first
+    FLOOR_SAMPLE_ROWS rows into a temp table; its CPU is its backend's and this thread's, which
+    the import's CPU and wall time are given back (`import_cpu`, `import_wall`)."""
+
+    def __init__(self, database_url: str, csv_path: Path) -> None:
+        import psycopg
+
+        with open(csv_path, "rb") as source:
+            self.data = b"".join(line for _, line in zip(range(FLOOR_SAMPLE_ROWS + 1), source, strict=False))
+        self.conn = psycopg.connect(database_url, autocommit=True)
+        self.pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        self.tries: list[tuple[float, float]] = []  # (wall s, CPU s)
+        self.client_cpu = self.wall = 0.0
+        self.lots = 0
+
+    def step(self, phase: str) -> None:
+        if phase == "stage_copy_and_settle":
+            self.lots += 1
+            if self.lots % 2:
+                return
+        elif phase not in ("finish_last_settle_analyze", "insert_examples", "insert_proposals"):
+            return
+        self.take()
+
+    def take(self) -> None:
+        started, thread, backend = time.perf_counter(), time.thread_time(), backend_cpu_seconds(self.pid)
+        with self.conn.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS floor_rows")
+            cursor.execute("CREATE TEMP TABLE floor_rows (id text, text text, label text)")
+            with cursor.copy("COPY floor_rows FROM STDIN (FORMAT csv, HEADER)") as copy:
+                copy.write(self.data)
+        client = time.thread_time() - thread
+        wall = time.perf_counter() - started
+        self.tries.append((wall, client + backend_cpu_seconds(self.pid) - backend))
+        self.client_cpu += client
+        self.wall += wall
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def backend_cpu_seconds(pid: int | None) -> float:
-    """user + system CPU of a local PostgreSQL backend (/proc/PID/stat), 0 if unreadable."""
+    """CPU seconds of a local PostgreSQL backend (one thread), 0 if unreadable.
+
+    /proc/PID/schedstat counts nanoseconds; /proc/PID/stat (the fallback) counts 10 ms ticks,
+    which moved a 0.1 s floor by ±10 % (bench/README.md, "Regression guard")."""
     if pid is None:
         return 0.0
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -240,14 +306,27 @@ def backend_cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int, profile: bool) -> dict:
+def run_import(
+    database_url: str,
+    data_dir: str,
+    csv_path: Path,
+    project_id: int,
+    profile: bool,
+    floor_during: bool = False,
+) -> dict:
+    """Import the file into the project, with the COPY floor's tries before and after it (and
+    between its steps with --floor-during)."""
     setup_django(database_url, data_dir)
     from django.db import connection, connections
 
-    from annotation import corpus
-    from annotation.corpus import import_batch_claim, import_batch_run, importing, staging
+    from annotation.corpus import importing, staging
     from annotation.models import Project
+    from distillapp import embedded_redis
 
+    # After its commit the import queues the similarity index job: the app's embedded Redis
+    # takes it, as under run.sh (no worker runs it here). Without one (until 2026-12-07) each
+    # import logged a failed connection and its traceback inside the timed window.
+    atexit.register(embedded_redis.stop, embedded_redis.ensure_started(), save=False)
     project = Project.objects.get(pk=project_id)
     connection.ensure_connection()
     baseline_rss = peak_rss_mb()
@@ -268,12 +347,83 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     # The FKs are DEFERRABLE INITIALLY DEFERRED, so their checks run at COMMIT.
     timer.wrap(type(connections["default"]), "commit", "commit")
 
+    # The floor's tries come before the import and after it (and with --floor-during between
+    # its steps), so that floor and import meet the same machine: a CPU second here buys 1.6x
+    # less work at times (bench/README.md, "Regression guard").
+    sampler = FloorSampler(database_url, csv_path) if floor_during else None
+
+    def floor_gap() -> list[tuple[float, float]]:
+        if sampler is None:
+            return copy_floor(csv_path, timer, tries=FLOOR_TRIES_PER_GAP)
+        for _ in range(2):
+            sampler.take()
+        return []
+
+    floor_tries = floor_gap()
     profiler = None
     if profile:
         import cProfile
 
         profiler = cProfile.Profile()
         profiler.enable()
+    timer.sampler = sampler
+    run = import_once(project, csv_path, timer)
+    timer.sampler = None
+    if profiler is not None:
+        import io
+        import pstats
+
+        profiler.disable()
+        report = io.StringIO()
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(25)
+        print(report.getvalue(), file=sys.stderr)
+    floor_tries += floor_gap()
+    if sampler is not None:
+        floor_tries = sampler.tries
+        sampler.close()
+    batch = run["batch"]
+    return {
+        "status": batch.status,
+        "error": batch.error,
+        "seconds": run["seconds"],
+        "rows_read": batch.rows_read,
+        "rows_created": batch.rows_created,
+        "rows_duplicate": batch.rows_duplicate,
+        "rows_invalid": batch.rows_invalid,
+        "proposals_created": batch.proposals_created,
+        "peak_rss_mb": peak_rss_mb(),
+        "vm_hwm_mb": vm_hwm_mb(),
+        "baseline_rss_mb": baseline_rss,
+        "phases": {k: round(v, 2) for k, v in run["phases"].items()},
+        "within_read_check_stage_s": {k: round(v, 2) for k, v in run["within"].items()},
+        "stage_copy_calls": timer.calls.get("stage_copy_and_settle", 0),
+        "progress_update_calls": timer.calls.get("progress_updates", 0),
+        "profiled": profile,
+        "floor_copy_s": round(min(wall for wall, _ in floor_tries), 3),
+        # The mean try: an import's CPU is a sum over its time, through both speeds a vCPU here
+        # flips between (bench/README.md, "Regression guard"); the median try picked one.
+        "floor_copy_cpu_s": round(statistics.fmean(cpu for _, cpu in floor_tries), 4),
+        "floor_copy_cpu_tries_s": [round(cpu, 4) for _, cpu in floor_tries],
+        # The rows a floor try copies: the whole file, or FLOOR_SAMPLE_ROWS of it (--floor-during).
+        "floor_copy_rows": FLOOR_SAMPLE_ROWS if floor_during else None,
+        # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
+        "cpu_s": [round(x, 2) for x in run["cpu"]],
+        "phases_cpu_s": {k: [round(x, 2) for x in v] for k, v in run["phases_cpu"].items()},
+    }
+
+
+def import_once(project, csv_path: Path, timer: PhaseTimer) -> dict:
+    """One import of the file into `project`, with where its time went."""
+    from annotation import corpus
+    from annotation.corpus import import_batch_claim, import_batch_run
+
+    # The timer's totals are the whole run's: this import's are what they grow by.
+    totals0 = dict(timer.totals)
+    cpu0 = {k: list(v) for k, v in timer.cpu.items()}
+    timer.marks = {}
+    sampled = (timer.sampler.client_cpu, timer.sampler.wall) if timer.sampler else (0.0, 0.0)
     started = time.perf_counter()
     cpu_started = timer.cpu_now()
     batch = corpus.import_batch_create(
@@ -286,25 +436,28 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
     batch = import_batch_run(batch=batch)
     finished = time.perf_counter()
     cpu_finished = timer.cpu_now()
-    if profiler is not None:
-        import io
-        import pstats
-
-        profiler.disable()
-        report = io.StringIO()
-        stats = pstats.Stats(profiler, stream=report)
-        stats.sort_stats("cumulative").print_stats(30)
-        stats.sort_stats("tottime").print_stats(25)
-        print(report.getvalue(), file=sys.stderr)
-
     seconds = finished - started
-    floor, floor_cpu = copy_floor(csv_path, timer)
-    t = timer.totals
+    # The floor's tries taken between this import's steps are not the import's.
+    sampler_cpu, sampler_wall = 0.0, 0.0
+    if timer.sampler is not None:
+        sampler_cpu = timer.sampler.client_cpu - sampled[0]
+        sampler_wall = timer.sampler.wall - sampled[1]
+    seconds -= sampler_wall
+
+    def grown(now: dict, before: dict, key: str, zero):
+        value = now.get(key, zero)
+        if isinstance(zero, list):
+            return [a - b for a, b in zip(value, before.get(key, zero), strict=True)]
+        return value - before.get(key, zero)
+
+    t = {key: grown(timer.totals, totals0, key, 0.0) for key in timer.totals}
     phases = {"create_batch_sha256": created_at - started}
     if "finish" in timer.marks:
         # Reading, parsing, checking and hashing rows (the reader thread) overlap with the COPY
         # calls and settles (this thread): the phase is the whole window up to finish().
-        phases["read_check_stage"] = timer.marks["finish"] - run_started
+        phases["read_check_stage"] = (
+            timer.marks["finish"] - run_started - (timer.marks["finish_sampler_wall"] - sampled[1])
+        )
     for key in (
         "finish_last_settle_analyze",
         "insert_examples",
@@ -315,54 +468,33 @@ def run_import(database_url: str, data_dir: str, csv_path: Path, project_id: int
         phases[key] = t.get(key, 0.0)
     phases["other"] = seconds - sum(phases.values())
     # Inside read_check_stage, not added to the total: the main thread's calls before finish().
-    before, before_cpu = timer.marks.get("finish_totals", (t, timer.cpu))
+    before, before_cpu = timer.marks.get("finish_totals", (timer.totals, timer.cpu))
     within = {
-        key: round(before.get(key, 0.0), 2)
+        key: grown(before, totals0, key, 0.0)
         for key in ("stage_copy_and_settle", "stage_settle", "progress_updates")
     }
-    cpu = {
-        phase: [round(py, 2), round(pg, 2)]
-        for phase, (py, pg) in timer.cpu.items()
-        if phase != "stage_settle"
-    }
-    cpu["stage_settle_before_finish"] = [round(x, 2) for x in before_cpu.get("stage_settle", [0.0, 0.0])]
+    cpu = {phase: grown(timer.cpu, cpu0, phase, [0.0, 0.0]) for phase in timer.cpu if phase != "stage_settle"}
+    cpu["stage_settle_before_finish"] = grown(before_cpu, cpu0, "stage_settle", [0.0, 0.0])
     if "finish_cpu" in timer.marks:
         # [both Python threads, the backend] from the start of the run to finish().
-        cpu["read_check_stage"] = [
-            round(b - a, 2) for a, b in zip(cpu_started, timer.marks["finish_cpu"], strict=True)
-        ]
+        cpu["read_check_stage"] = [b - a for a, b in zip(cpu_started, timer.marks["finish_cpu"], strict=True)]
     return {
-        "status": batch.status,
-        "error": batch.error,
+        "batch": batch,
         "seconds": seconds,
-        "rows_read": batch.rows_read,
-        "rows_created": batch.rows_created,
-        "rows_duplicate": batch.rows_duplicate,
-        "rows_invalid": batch.rows_invalid,
-        "proposals_created": batch.proposals_created,
-        "peak_rss_mb": peak_rss_mb(),
-        "vm_hwm_mb": vm_hwm_mb(),
-        "baseline_rss_mb": baseline_rss,
-        "phases": {k: round(v, 2) for k, v in phases.items()},
-        "within_read_check_stage_s": within,
-        "stage_copy_calls": timer.calls.get("stage_copy_and_settle", 0),
-        "progress_update_calls": timer.calls.get("progress_updates", 0),
-        "profiled": profile,
-        "floor_copy_s": floor,
-        "floor_copy_cpu_s": floor_cpu,
-        # [this process, the PostgreSQL backend] CPU seconds: the whole import, and per phase.
-        "cpu_s": [round(b - a, 2) for a, b in zip(cpu_started, cpu_finished, strict=True)],
-        "phases_cpu_s": cpu,
+        "cpu": [cpu_finished[0] - cpu_started[0] - sampler_cpu, cpu_finished[1] - cpu_started[1]],
+        "phases": phases,
+        "within": within,
+        "phases_cpu": cpu,
     }
 
 
-def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int = 3) -> tuple[float, float]:
+def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int) -> list[tuple[float, float]]:
     """The floor under the import: a bare COPY of the same file into a temp table with no
-    index (the import reads, checks, hashes, deduplicates and indexes it too). Returns the best
-    wall seconds of `tries` and the mean CPU seconds (this process + the backend) of one."""
+    index (the import reads, checks, hashes, deduplicates and indexes it too). Returns each
+    try's (wall seconds, CPU seconds of this process + the backend)."""
     from django.db import connection
 
-    best, cpu = float("inf"), 0.0
+    out = []
     with connection.cursor() as cursor:
         for _ in range(tries):
             cursor.execute("DROP TABLE IF EXISTS floor_rows")
@@ -374,10 +506,10 @@ def copy_floor(csv_path: Path, timer: PhaseTimer, tries: int = 3) -> tuple[float
             ):
                 while chunk := source.read(1 << 20):
                     copy.write(chunk)
-            best = min(best, time.perf_counter() - started)
-            cpu += sum(b - a for a, b in zip(cpu_started, timer.cpu_now(), strict=True))
+            cpu = sum(b - a for a, b in zip(cpu_started, timer.cpu_now(), strict=True))
+            out.append((time.perf_counter() - started, cpu))
         cursor.execute("DROP TABLE floor_rows")
-    return round(best, 3), round(cpu / tries, 3)
+    return out
 
 
 # --- step 4: cleanup (child process) ---------------------------------------------------
@@ -452,6 +584,12 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the import (slower; stats go to stderr)"
     )
+    parser.add_argument(
+        "--floor-during",
+        action="store_true",
+        help="take the floor's COPY tries (the file's first 25,000 rows) between the import's own "
+        "steps too, on a connection of their own (bench/quick.py)",
+    )
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_result", help=argparse.SUPPRESS)
     parser.add_argument("--_data-dir", dest="data_dir", help=argparse.SUPPRESS)
@@ -466,7 +604,14 @@ def main() -> int:
         elif args._step == "setup":
             result = setup(args.database_url, args.data_dir)
         elif args._step == "import":
-            result = run_import(args.database_url, args.data_dir, Path(args.csv), args.project, args.profile)
+            result = run_import(
+                args.database_url,
+                args.data_dir,
+                Path(args.csv),
+                args.project,
+                args.profile,
+                args.floor_during,
+            )
         elif args._step == "cleanup":
             result = cleanup(args.database_url, args.project, args.drop)
         else:
@@ -502,19 +647,22 @@ def main() -> int:
         extra = ["--_csv", str(csv_path), "--_project", str(setup_info["project_id"])]
         if args.profile:
             extra.append("--profile")
+        if args.floor_during:
+            extra.append("--floor-during")
         load_before = [round(x, 2) for x in os.getloadavg()]
         imp = child("import", tmp / "import.json", *common, *extra)
         seconds = imp["seconds"]
+        rows, expected_duplicates = args.rows, gen["expected_duplicates"]
         result = {
-            "rows": args.rows,
+            "rows": rows,
             "seconds": round(seconds, 2),
-            "rows_per_second": round(args.rows / seconds) if seconds else None,
+            "rows_per_second": round(rows / seconds) if seconds else None,
             "peak_rss_mb": round(imp["peak_rss_mb"], 1),
             "file_mb": round(gen["file_bytes"] / 1e6, 1),
             "rows_read": imp["rows_read"],
             "rows_created": imp["rows_created"],
             "rows_duplicate": imp["rows_duplicate"],
-            "expected_duplicates": gen["expected_duplicates"],
+            "expected_duplicates": expected_duplicates,
             "proposals_created": imp["proposals_created"],
             "database": "postgresql",
             "status": imp["status"],
@@ -523,10 +671,13 @@ def main() -> int:
             "baseline_rss_mb": round(imp["baseline_rss_mb"], 1),
             "phases_s": imp["phases"],
             "within_read_check_stage_s": imp["within_read_check_stage_s"],
-            # A bare COPY of the same file into an unindexed temp table (best of 3), same run.
+            # A bare COPY of the same file into an unindexed temp table (the best try), same run:
+            # FLOOR_TRIES_PER_GAP tries before the (first) import and after each.
             "floor_copy_s": imp["floor_copy_s"],
-            # Its CPU seconds (this process + the backend), mean of the 3.
+            # Its CPU seconds (this process + the backend), mean of the tries.
             "floor_copy_cpu_s": imp["floor_copy_cpu_s"],
+            "floor_copy_cpu_tries_s": imp["floor_copy_cpu_tries_s"],
+            "floor_copy_rows": imp["floor_copy_rows"] or rows,
             "cpu_s": {"python": imp["cpu_s"][0], "postgres_backend": imp["cpu_s"][1]},
             "phases_cpu_s": imp["phases_cpu_s"],
             "loadavg_before": load_before,
@@ -539,9 +690,9 @@ def main() -> int:
             "date": time.strftime("%Y-%m-%d"),
         }
         counts_ok = (
-            imp["rows_read"] == args.rows
-            and imp["rows_duplicate"] == gen["expected_duplicates"]
-            and imp["rows_created"] == args.rows - gen["expected_duplicates"]
+            imp["rows_read"] == rows
+            and imp["rows_duplicate"] == expected_duplicates
+            and imp["rows_created"] == rows - expected_duplicates
             and imp["proposals_created"] == imp["rows_created"]
         )
         result["counts_ok"] = counts_ok

@@ -7,21 +7,27 @@ the same run, beside the ratio recorded in bench/baseline.json.
                           [--update-baseline --note "why the figures moved"]
 
 A 2-core machine shared with other work cannot give stable absolute timings: wall times move
-2-4x with the load. So each figure is CPU time (of the measured process, plus its PostgreSQL
-backend where it has one), divided by the CPU time of a floor measured in the same run (the
-ratio: higher is worse):
+2-4x with the load, and even a CPU second buys 10-45 % less work while other work runs (cache
+refills after each switch, the host). So each figure is CPU time (of the measured process, plus
+its PostgreSQL backend where it has one), divided by the CPU time of a floor of like work timed
+*between* the figure's own parts, so that both meet the same machine (the ratio: higher is
+worse; bench/README.md, "Regression guard", says how each pairing was chosen):
 
-- import (bench/import_bench.py, --rows 100,000): the import over a bare COPY of the same file
-  into an unindexed temp table (mean of 3, same database, same run);
+- import (bench/import_bench.py --floor-during, 100,000 rows): the import over a bare COPY of
+  25,000 of its rows into an unindexed temp table, on a connection of its own (the mean of 17
+  tries: 2 before the import, one before every other lot staged and each later step, 2 after);
 - review (bench/review_bench.py, --examples 10,000, 60 timed actions): a verdict + next card
-  through django.test.Client over a GET /healthz through the same client and middleware;
-- teacher (bench/teacher_bench.py, --calls 300 at concurrency 32, 200 ms fake latency): the
-  job's CPU per call over the bare SDK's (bench/teacher_floor.py, the app's request shape);
-- serve (bench/serve_bench.py --tiny-model --quick, ~1,000 texts): a tiny random classifier built
-  in code (the server path is what is measured), fp32, 2 web workers; the server's CPU per
-  single-text request over the model alone's per text (one thread, no HTTP), the same per
-  text in 32-text requests, and the app's own share: a single-text request through Django's
-  WSGI handler in process over the student's predict alone.
+  through django.test.Client over a reference request through the same client and middleware
+  (the session's user, a few indexed reads, one write, a small template; no review code), two
+  after each action;
+- teacher (bench/teacher_bench.py --rounds 3, 300 calls at concurrency 32, 200 ms fake latency):
+  the jobs' CPU per call over the bare SDK's in their process (teacher_floor.py's request
+  shape, 100 calls before the first job and after each);
+- serve (bench/serve_bench.py --tiny-model --quick, a tiny random classifier built in code,
+  fp32, 2 web workers): the server's CPU per text in single-text requests and in 32-text
+  requests, from one client, over the model alone's on the same texts, timed in this process
+  after each request; and the app's own share: a single-text request through Django's WSGI
+  handler in process over the student's predict on the same text, one after the other.
 
 Wall-clock figures (seconds, calls/s, p50) are printed beside them, not compared.
 A ratio more than 10 % above the baseline's is marked. The benches' own checks (counts, every
@@ -47,6 +53,7 @@ BASELINE = BENCH_DIR / "baseline.json"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/distillapp_quick"
 WORSE = 1.10  # a ratio more than 10 % above the baseline's is marked
 BENCHES = ("import", "review", "teacher", "serve")
+TEACHER_ROUNDS = 3  # teacher_bench.py --rounds: jobs, each followed by a floor run
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
@@ -69,10 +76,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict, float, list[float]]:
-    """Run one bench script; its JSON (stdout), wall seconds and the 1-minute load before/after."""
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (/proc/stat: all but idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict, float, dict]:
+    """Run one bench script; its JSON (stdout), wall seconds and the load while it ran: the
+    1-minute load average before and after, then the cores the machine kept busy on average
+    and, of those, the bench's own processes (its PostgreSQL backend not among them)."""
+    import resource
+
     log_file = logs / f"{name}.log"
     load = [round(os.getloadavg()[0], 2)]
+    busy = machine_cpu_seconds()
+    own = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with open(log_file, "w") as err:
         proc = subprocess.run(
@@ -84,6 +106,13 @@ def run_bench(name: str, script: str, args: list[str], logs: Path) -> tuple[dict
         )
     seconds = time.perf_counter() - started
     load.append(round(os.getloadavg()[0], 2))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_cpu = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
+    load = {
+        "load_1m": load,
+        "busy_cores": round((machine_cpu_seconds() - busy) / seconds, 2),
+        "own_cores": round(own_cpu / seconds, 2),
+    }
     out = proc.stdout.strip()
     try:
         result = json.loads(out)
@@ -105,7 +134,7 @@ def bench_import(args, logs: Path) -> dict:
     out, seconds, load = run_bench(
         "import",
         "import_bench.py",
-        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep"],
+        ["--rows", str(args.rows), "--database-url", args.database_url, "--keep", "--floor-during"],
         logs,
     )
     if not out.get("counts_ok"):
@@ -117,17 +146,19 @@ def bench_import(args, logs: Path) -> dict:
                 round(cpu, 2),
                 out["floor_copy_cpu_s"],
                 "CPU s",
-                f"import {args.rows:,} rows / bare COPY of the file (this process + backend)",
+                f"import {args.rows:,} rows / bare COPY of 25,000 of them, between the import's "
+                "steps (this process + backend)",
             )
         },
         "extra": {
             "seconds": out["seconds"],
             "floor_copy_s": out["floor_copy_s"],
+            "floor_copy_cpu_tries_s": out["floor_copy_cpu_tries_s"],
             "cpu_s": out["cpu_s"],
             "phases_cpu_s": out["phases_cpu_s"],
         },
         "wall_s": round(seconds, 1),
-        "load_1m": load,
+        "load": load,
     }
 
 
@@ -138,7 +169,7 @@ def bench_review(args, logs: Path) -> dict:
         "review",
         "review_bench.py",
         ["--examples", str(args.examples), "--actions", str(actions), "--warmup", str(warmup)]
-        + ["--database-url", args.database_url, "--keep", "--no-breakdown"],
+        + ["--database-url", args.database_url, "--keep", "--no-breakdown", "--floor-per-action", "2"],
         logs,
     )
     return {
@@ -147,12 +178,17 @@ def bench_review(args, logs: Path) -> dict:
                 out["cpu_ms_per_action"],
                 out["floor_cpu_ms"],
                 "CPU ms",
-                f"review action ({actions}) / GET /healthz, same client (this process + backend)",
+                f"review action ({actions}) / reference request between them, same client "
+                "(this process + backend)",
             )
         },
-        "extra": {"median_ms": out["median_ms"], "floor_ms": out["floor_ms"], "p95_ms": out["p95_ms"]},
+        "extra": {
+            "median_ms": out["median_ms"],
+            "p95_ms": out["p95_ms"],
+            "healthz_cpu_ms": out["healthz_cpu_ms"],
+        },
         "wall_s": round(seconds, 1),
-        "load_1m": load,
+        "load": load,
     }
 
 
@@ -160,75 +196,82 @@ def bench_teacher(args, logs: Path) -> dict:
     app, seconds, load = run_bench(
         "teacher",
         "teacher_bench.py",
-        ["--examples", str(args.calls), "--skip-embedding", "--database-url", args.database_url],
+        ["--examples", str(args.calls), "--skip-embedding", "--database-url", args.database_url]
+        + ["--rounds", str(TEACHER_ROUNDS), "--floor-calls", str(max(32, args.calls // TEACHER_ROUNDS))],
         logs,
     )
     if not app.get("checks_ok"):
         raise RuntimeError(f"teacher checks failed: {app.get('checks')}")
-    floor, floor_seconds, floor_load = run_bench(
-        "teacher_floor", "teacher_floor.py", ["--calls", str(args.calls), "--modes", "post"], logs
-    )
-    sdk = floor["runs"][0]
     return {
         "figures": {
             "teacher_cpu_ms_per_call": figure(
                 app["job_cpu_ms_per_call"],
-                sdk["client_cpu_ms_per_call"],
+                app["floor_cpu_ms_per_call"],
                 "CPU ms",
-                f"labelling job / bare SDK, {args.calls} calls",
+                f"labelling jobs / bare SDK in their process before and after each, {args.calls} calls "
+                f"in {TEACHER_ROUNDS} jobs",
             )
         },
         "extra": {
             "calls_per_second": app["calls_per_second"],
-            "sdk_calls_per_second": sdk["calls_per_second"],
-            "overhead_ms_per_call": app["overhead_ms_per_call"],
+            "sdk_calls_per_second": [run["calls_per_second"] for run in app["floor_runs"]],
+            "sdk_cpu_ms_per_call": [run["client_cpu_ms_per_call"] for run in app["floor_runs"]],
+            "rounds_job_over_floor": app["rounds_job_over_floor"],
+            "steady_overhead_ms_per_call": app["steady_overhead_ms_per_call"],
         },
-        "wall_s": round(seconds + floor_seconds, 1),
-        "load_1m": [load[0], floor_load[1]],
+        "wall_s": round(seconds, 1),
+        "load": load,
     }
 
 
 def bench_serve(args, logs: Path) -> dict:
-    batches = max(1, args.texts // 2 // 32)
-    requests = max(16, args.texts - batches * 32)
+    # Half --texts in single-text requests and --texts in requests of 32, each sent twice:
+    # from 8 clients (p50, throughput), then from one client paired with the model alone.
+    batches = max(1, args.texts // 32)
+    requests = max(16, args.texts // 2)
     out, seconds, load = run_bench(
         "serve",
         "serve_bench.py",
         ["--tiny-model", "--quick", "--runtimes", "torch", "--gold", "50", "--web-workers", "2"]
-        + ["--requests", str(requests), "--batches", str(batches), "--app-share-requests", "300"],
+        + ["--requests", str(requests), "--batches", str(batches), "--app-share-requests", "300"]
+        + ["--log-flush-seconds", "0.05"],
         logs,
     )
-    server, alone, share = out["fp32"], out["model_alone"], out["app_share"]
-    split = server["where_the_time_goes"]
+    server, share = out["fp32"], out["app_share"]
+    pairs = server["paired_with_model_alone"]
     return {
         "figures": {
             "serve_single_cpu_ms": figure(
-                split["single"]["server_cpu_ms"],
-                alone["fp32_single_cpu_ms"],
+                pairs["single"]["server_cpu_ms_per_text"],
+                pairs["single"]["model_alone_cpu_ms_per_text"],
                 "CPU ms",
-                f"server per request, {requests} single texts / model alone per text",
+                f"server per single-text request ({requests}, one client) / the model alone on "
+                "its text after each",
             ),
             "serve_batched_cpu_ms_per_text": figure(
-                round(split["batched_32"]["server_cpu_ms"] / 32, 3),
-                alone["fp32_batched_cpu_ms_per_text"],
+                pairs["batched_32"]["server_cpu_ms_per_text"],
+                pairs["batched_32"]["model_alone_cpu_ms_per_text"],
                 "CPU ms",
-                f"server / model alone, per text in {batches} requests of 32",
+                f"server per text in requests of 32 ({batches}, one client) / the model alone on "
+                "their texts after each",
             ),
             "serve_app_cpu_ms": figure(
                 share["request_cpu_ms"],
                 share["model_cpu_ms"],
                 "CPU ms",
-                "one single-text request through Django in process / the student's predict alone",
+                "one single-text request through Django in process / the student's predict after it",
             ),
         },
         "extra": {
             "app_cpu_ms": share["app_cpu_ms"],
             "p50_ms": server["p50_ms"],
-            "model_alone_p50_ms": alone["fp32_single_p50_ms"],
             "batched_texts_per_second": server["batched_texts_per_second"],
+            "server_cpu_ms_8_clients": {
+                k: v["server_cpu_ms"] for k, v in server["where_the_time_goes"].items()
+            },
         },
         "wall_s": round(seconds, 1),
-        "load_1m": load,
+        "load": load,
     }
 
 
@@ -264,6 +307,7 @@ def print_table(result: dict, rows: list[dict], baseline: dict | None) -> None:
     print(f"CPU: {result['cpu']} ({result['cpus']} cores)")
     print(
         f"load average 1m: {result['load_1m'][0]} before, {result['load_1m'][1]} after; "
+        f"busy cores {result.get('busy_cores')}; "
         f"total {result['seconds']} s; sizes {result['sizes']}"
     )
     if baseline:
@@ -290,7 +334,9 @@ def print_table(result: dict, rows: list[dict], baseline: dict | None) -> None:
         if "error" in data:
             print(f"{bench:8} FAILED: {data['error'].splitlines()[0][:200]}")
         else:
-            print(f"{bench:8} wall {data['wall_s']} s, load {data['load_1m']}, {json.dumps(data['extra'])}")
+            print(
+                f"{bench:8} wall {data['wall_s']} s, load {json.dumps(data.get('load'))}, {json.dumps(data['extra'])}"
+            )
 
 
 def ensure_database(database_url: str) -> bool:
@@ -318,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="import rows (default 100000)")
     parser.add_argument("--examples", type=int, default=10_000, help="review examples (default 10000)")
     parser.add_argument("--calls", type=int, default=300, help="teacher calls (default 300)")
-    parser.add_argument("--texts", type=int, default=1000, help="texts served (default 1000)")
+    parser.add_argument(
+        "--texts", type=int, default=1000, help="texts served: half one a request, all in 32s (default 1000)"
+    )
     parser.add_argument(
         "--baseline", default=str(BASELINE), help="baseline file (default bench/baseline.json)"
     )
@@ -335,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else None
     started = time.perf_counter()
     load_before = round(os.getloadavg()[0], 2)
+    busy_before = machine_cpu_seconds()
     created = ensure_database(args.database_url) if {"import", "review", "teacher"} & set(only) else False
     benches: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="distill-quick-") as tmp:
@@ -355,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "load_1m": [load_before, round(os.getloadavg()[0], 2)],
+        "busy_cores": round((machine_cpu_seconds() - busy_before) / (time.perf_counter() - started), 2),
         "seconds": round(time.perf_counter() - started, 1),
         "sizes": sizes(args),
         "benches": benches,

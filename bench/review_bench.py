@@ -5,6 +5,7 @@
                                  [--strategy S[,S...]|all] [--flag-coverage F|none]
                                  [--actions A] [--warmup W] [--churn F] [--synchronous-commit on|off]
                                  [--database-url URL] [--explain] [--keep] [--no-breakdown]
+                                 [--floor-per-action K]
 
 Target (issue #25): one action plus the next card in at most 10 queries and under 15 ms at
 the median, at 100,000 and 1,000,000 examples, for every order and both task types.
@@ -21,7 +22,9 @@ psycopg in the cleanup child); it sets the environment they need (DJANGO_SECURE=
    GET of the review page; then W warm-up and A timed POSTs to review-act as the card's form
    posts them (60 % accept, 25 % correct, 15 % reject; an extraction card posts its span set
    as JSON in `value`), each on the card the previous response returned. Every SQL statement
-   is counted and timed; a second loop times the view's parts one by one (--no-breakdown:
+   is counted and timed; after each action K (--floor-per-action) reference requests, the
+   floor bench/quick.py divides by (review_bench_measure.install_reference_view), are timed
+   too; a second loop times the view's parts one by one (--no-breakdown:
    skipped); --explain prints EXPLAIN (ANALYZE, BUFFERS) of the slowest SELECTs on stderr.
 3. cleanup (unless --keep): DROP DATABASE if this run created it, else delete the project's
    rows and the bench users with plain SQL.
@@ -117,9 +120,11 @@ def order_result(run: dict) -> dict:
         "first_card_warm_ms": run["first_card_warm_ms"],
         # The median GET /healthz through the same client: the request path's floor.
         "floor_ms": run["floor_ms"],
-        # CPU ms (this process + its backend) per timed action and per /healthz request.
+        # CPU ms (this process + its backend) per timed action, per reference request (timed
+        # between the actions: bench/quick.py's floor) and per /healthz request.
         "cpu_ms_per_action": run["cpu_ms_per_action"],
         "floor_cpu_ms": run["floor_cpu_ms"],
+        "healthz_cpu_ms": run["healthz_cpu_ms"],
         "queries_per_action": queries,
         "queries_max": run["breakdown"]["queries_max"],
         "db_ms_per_action": run["breakdown"]["db_ms_per_action"],
@@ -174,6 +179,12 @@ def main() -> int:
         action="store_true",
         help="skip timing the action's parts one by one (bench/quick.py)",
     )
+    parser.add_argument(
+        "--floor-per-action",
+        type=int,
+        default=1,
+        help="reference requests (the floor) timed after each action (default 1)",
+    )
     parser.add_argument("--_step", help=argparse.SUPPRESS)
     parser.add_argument("--_result", help=argparse.SUPPRESS)
     parser.add_argument("--_data-dir", dest="data_dir", help=argparse.SUPPRESS)
@@ -210,6 +221,7 @@ def main() -> int:
                     args.explain,
                     args.synchronous_commit == "on",
                     not args.no_breakdown,
+                    args.floor_per_action,
                 )
             elif args._step == "cleanup":
                 result = cleanup(args.database_url, info["project_id"], info["user_ids"], args.drop)
@@ -269,6 +281,7 @@ def main() -> int:
         extra += ["--synchronous-commit", args.synchronous_commit]
         if args.no_breakdown:
             extra.append("--no-breakdown")
+        extra += ["--floor-per-action", str(args.floor_per_action)]
         load_before = os.getloadavg()[0]
         if load_before > 0.5:
             log(f"the 1-minute load average is {load_before:.2f}: other work may skew the timings")

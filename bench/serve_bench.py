@@ -45,6 +45,9 @@
 train rows, attested gold, a token classifier answering spans (strict entity F1 in ``gold``).
 ``app_share``: the app's own CPU per single-text request (Django's WSGI handler in process minus
 ``routing.student_predict``), on the runtime promoted last.
+``paired_with_model_alone`` (bench/quick.py's figures): --requests single-text requests, then
+--batches of 32, from one client, each followed in this process by the model alone on the same
+texts; the server's CPU per text over the model alone's.
 
 One JSON object goes to stdout (progress to stderr); the first keys are the reported ones:
 {"fp32": {"p50_ms", "p99_ms", "batched_texts_per_second"}, "onnx_int8": {...}, "workers": 2,
@@ -64,11 +67,25 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from bench_db import sqlite_copy
+
+# The loads, their CPU and floors, and the app's share in process (re-exported: load_bench.py and
+# load_mixed.py import log, percentile and warm_up from here).
+from serve_bench_measure import (  # noqa: F401
+    BATCH,
+    CLIENTS,
+    app_share,
+    load,
+    log,
+    measure,
+    one_math_thread,
+    percentile,
+    phase,
+    warm_up,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -76,24 +93,12 @@ if str(REPO_ROOT) not in sys.path:
 
 DATA = Path("/work/shared/data/banking77")
 WORKERS = 2 * (os.cpu_count() or 1)  # what `manage.py serve` starts (DISTILL_WEB_WORKERS unset)
-CLIENTS = 8
-BATCH = 32
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def read_csv(name: str) -> list[dict]:
     with open(DATA / name, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def percentile(values: list[float], q: float) -> float:
-    import numpy as np
-
-    return round(float(np.percentile(values, q)), 2)
 
 
 # --- setup -------------------------------------------------------------------------------------
@@ -309,16 +314,9 @@ def tiny_classifier(directory: Path, labels: list[str], *, token_classifier: boo
 def model_alone(model_dir: str, onnx_dir: str, texts: list[str], student, max_length: int = 64) -> dict:
     """The model alone: one math thread, no HTTP, in this process (after setup, which has
     imported torch and the app already: a child process would pay ~6 s of imports again)."""
-    import torch
-
-    from distillapp import ml
     from training import serving
 
-    torch.set_num_threads(1)
-    # ONNX Runtime reads OMP_NUM_THREADS when a session is made (as each web worker does under
-    # `serve`): the session onnx_prepare made here used every core, and its idle threads spin.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    ml._load_onnx.cache_clear()
+    one_math_thread()
     batches = [texts[i : i + BATCH] for i in range(0, 20 * BATCH, BATCH)]
     singles = texts[:200]
 
@@ -364,96 +362,6 @@ def model_alone(model_dir: str, onnx_dir: str, texts: list[str], student, max_le
         result["onnx_int8_single_p50_ms"] = single_ms(onnx_fn(serving.SERVING_BATCH_SIZE))
     result.update(cpu_ms)
     return result
-
-
-def app_share(ctx: dict, requests: int = 500) -> dict:
-    """What the app adds to one single-text prediction, in CPU: the whole Django request through
-    its WSGI handler (middleware, token and version look-ups, routing, rate count, JSON, the
-    log write on its background thread) minus `routing.student_predict` on the same texts, in
-    this process, one math thread. No HTTP server or client: gunicorn's share is not the app's.
-    SERVE_BENCH_PROFILE=<file> writes a cProfile of the requests there."""
-    import io
-
-    import torch
-    from django.core.handlers.wsgi import WSGIHandler
-
-    from distillapp import embedded_redis
-    from training.models import ModelVersion, PredictionLog
-    from training.serving import routing, writer
-
-    torch.set_num_threads(1)
-    # The server has stopped, and its embedded Redis with it: the rate count needs one.
-    redis_server = embedded_redis.ensure_started()
-    handler = WSGIHandler()
-    path = f"/api/v1/projects/{ctx['project'].slug}/predict"
-    texts = [ctx["test_texts"][i % len(ctx["test_texts"])] for i in range(requests)]
-    bodies = [json.dumps({"texts": [t]}).encode() for t in texts]
-
-    def call(body: bytes) -> None:
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": path,
-            "SCRIPT_NAME": "",
-            "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "80",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "HTTP_HOST": "127.0.0.1",
-            "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_AUTHORIZATION": f"Bearer {ctx['token']}",
-            "wsgi.input": io.BytesIO(body),
-            "wsgi.url_scheme": "http",
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        status = []
-        response = handler(environ, lambda s, h, e=None: status.append(s))
-        b"".join(response)
-        response.close()
-        if not status[0].startswith("200"):
-            raise SystemExit(f"predict answered {status[0]}")
-
-    for body in bodies[:20]:  # warm: model loaded, caches filled, template-free path compiled
-        call(body)
-    profile = os.environ.get("SERVE_BENCH_PROFILE")
-    profiler = None
-    if profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    cpu, wall = time.process_time(), time.perf_counter()
-    for body in bodies:
-        call(body)
-    writer.prediction_logs.flush()  # the log rows' write is the app's too (no wait for the thread)
-    request_cpu = time.process_time() - cpu
-    request_wall = time.perf_counter() - wall
-    if profiler:
-        profiler.disable()
-        profiler.dump_stats(profile)
-    version = ModelVersion.objects.select_related("run", "project").get(
-        project=ctx["project"], is_active=True
-    )
-    routing.student_predict(version, texts[:1])
-    cpu = time.process_time()
-    for text in texts:
-        routing.student_predict(version, [text])
-    model_cpu = time.process_time() - cpu
-    embedded_redis.stop(redis_server, save=False)
-    return {
-        "requests": requests,
-        "request_cpu_ms": round(request_cpu * 1000 / requests, 3),
-        "model_cpu_ms": round(model_cpu * 1000 / requests, 3),
-        "app_cpu_ms": round((request_cpu - model_cpu) * 1000 / requests, 3),
-        "request_wall_ms": round(request_wall * 1000 / requests, 3),
-        "target_app_cpu_ms": 1.0,
-        "prediction_logs": PredictionLog.objects.count(),
-        "how": "in process: Django's WSGI handler on one single-text request at a time, "
-        "minus routing.student_predict on the same texts (one math thread)",
-    }
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -507,14 +415,21 @@ class Server:
         raise RuntimeError("the server did not answer in time")
 
     def cpu_seconds(self) -> float:
+        """CPU seconds of the server's processes (the serve command, gunicorn, its workers, the
+        embedded Redis): every thread's /proc/.../schedstat, in nanoseconds (psutil's times
+        tick in 10 ms a process: ±5 % on a 0.3 s phase), psutil's where that is unreadable."""
         import psutil
 
         total = 0.0
         try:
             root = psutil.Process(self.process.pid)
             for p in [root, *root.children(recursive=True)]:
-                with_children = p.cpu_times()
-                total += with_children.user + with_children.system
+                try:
+                    tasks = Path(f"/proc/{p.pid}/task")
+                    total += sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir()) / 1e9
+                except (OSError, ValueError, IndexError):
+                    times = p.cpu_times()
+                    total += times.user + times.system
         except psutil.NoSuchProcess:
             pass
         return total
@@ -528,112 +443,6 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self.log_file.close()
-
-
-def load(url: str, token: str, slug: str, bodies: list[list[str]], clients: int) -> dict:
-    """Send every body once from `clients` threads; latencies in ms and wall time.
-
-    Each client is a keep-alive ``http.client`` connection: the load generator shares the
-    2 cores with the server, and the standard library's client costs about a third of
-    httpx's CPU per request (``client_cpu_ms``), so more of the machine measures the server.
-    """
-    import http.client
-    from urllib.parse import urlparse
-
-    parsed = urlparse(url)
-    path = f"/api/v1/projects/{slug}/predict"
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    queue = list(reversed(bodies))
-    barrier = threading.Barrier(clients)
-
-    def client() -> None:
-        connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
-        try:
-            barrier.wait()
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    texts = queue.pop()
-                payload = json.dumps({"texts": texts})
-                started = time.perf_counter()
-                connection.request("POST", path, body=payload, headers=headers)
-                response = connection.getresponse()
-                raw = response.read()
-                elapsed = (time.perf_counter() - started) * 1000
-                ok = response.status == 200 and all(
-                    a["route"] == "student" for a in json.loads(raw)["predictions"]
-                )
-                with lock:
-                    latencies.append(elapsed)
-                    if not ok:
-                        errors.append(f"{response.status}: {raw[:200]!r}")
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"latencies": latencies, "wall": time.perf_counter() - started, "errors": errors}
-
-
-def warm_up(server: Server, ctx: dict, bodies: list[list[str]]) -> None:
-    """One request at a time, each on a new connection, so both workers get some."""
-    import httpx
-
-    for texts in bodies:
-        httpx.post(
-            f"{server.url}/api/v1/projects/{ctx['project'].slug}/predict",
-            json={"texts": texts},
-            headers={"Authorization": f"Bearer {ctx['token']}"},
-            timeout=120,
-        )
-
-
-def phase(server: Server, ctx: dict, bodies: list[list[str]], clients: int) -> tuple[dict, dict]:
-    """One measured load, with where its time went."""
-    from django.db import connections
-    from django.db.models import Max
-
-    from training.models import PredictionLog
-
-    # The server writes prediction logs in the background: let the last phase's land first.
-    settled, seen = time.monotonic() + 15, -1
-    while time.monotonic() < settled and (count := PredictionLog.objects.count()) != seen:
-        seen = count
-        time.sleep(1.5)
-    first = (PredictionLog.objects.aggregate(m=Max("pk"))["m"] or 0) + 1
-    connections.close_all()  # no connection of this process held while the server writes
-    cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
-    out = load(server.url, ctx["token"], ctx["project"].slug, bodies, clients)
-    cpu_client = time.process_time() - cpu_client
-    n = len(bodies)
-    texts = sum(len(b) for b in bodies)
-    # The server writes its prediction logs in the background (SERVING_LOG_FLUSH_SECONDS).
-    deadline = time.monotonic() + 15
-    while PredictionLog.objects.filter(pk__gte=first).count() < texts and time.monotonic() < deadline:
-        time.sleep(0.2)
-    # Read once these requests' monitoring rows are written (by the server's background
-    # thread, partly after the last answer): otherwise a flush falls in or out by chance.
-    cpu_server = server.cpu_seconds() - cpu_server
-    logs = list(PredictionLog.objects.filter(pk__gte=first).values_list("latency_ms", flat=True))
-    connections.close_all()
-    split = {
-        "model_ms": round(sum(logs) / n, 2) if logs else None,  # latency_ms is per text
-        "server_cpu_ms": round(cpu_server * 1000 / n, 2),
-        "client_cpu_ms": round(cpu_client * 1000 / n, 2),
-        "cpu_cores_busy": round((cpu_server + cpu_client) / out["wall"], 2),
-        "requests_per_second": round(n / out["wall"], 1),
-    }
-    if len(logs) != texts:
-        out["errors"].append(f"{len(logs)} prediction logs for {texts} texts")
-    return out, split
 
 
 def promote(ctx: dict, runtime: str) -> str | None:
@@ -651,49 +460,15 @@ def promote(ctx: dict, runtime: str) -> str | None:
     return None
 
 
-def measure(server: Server, ctx: dict, args, refused: str | None) -> dict:
-    if refused:
-        return {"refused": refused, "error_count": 0}
-    texts = ctx["test_texts"]
-    rng = random.Random(7)
-
-    def singles(n: int) -> list[list[str]]:
-        return [[rng.choice(texts)] for _ in range(n)]
-
-    # Cold workers first meet 8 concurrent requests, as after a deploy; then one client on
-    # fresh connections makes sure both workers have loaded the model before measuring.
-    # --quick (bench/quick.py) keeps only the warm-up and the two measured loads.
-    empty = {"latencies": [], "errors": [], "wall": 0.0}
-    cold = empty if args.quick else phase(server, ctx, singles(CLIENTS), CLIENTS)[0]
-    warm_up(server, ctx, singles(8 if args.quick else 16))
-    if not args.quick:
-        phase(server, ctx, singles(64), CLIENTS)
-    single, single_split = phase(server, ctx, singles(args.requests), CLIENTS)
-    one = empty if args.quick else phase(server, ctx, singles(max(20, args.requests // 10)), 1)[0]
-    batches = [rng.sample(texts, BATCH) for _ in range(args.batches)]
-    batched, batched_split = phase(server, ctx, batches, CLIENTS)
-    errors = single["errors"] + one["errors"] + batched["errors"]
-    cold_errors = cold["errors"]
-    return {
-        "p50_ms": percentile(single["latencies"], 50),
-        "p99_ms": percentile(single["latencies"], 99),
-        "batched_texts_per_second": round(args.batches * BATCH / batched["wall"], 1),
-        "p50_ms_1_client": percentile(one["latencies"], 50) if one["latencies"] else None,
-        "batched_p50_ms": percentile(batched["latencies"], 50),
-        "where_the_time_goes": {"single": single_split, "batched_32": batched_split},
-        "errors": errors[:5],
-        "error_count": len(errors),
-        # Cold workers' first concurrent requests; reported, not counted as a failure.
-        "cold_start_errors": sorted({e[:60] for e in cold_errors}),
-        "cold_start_error_count": len([e for e in cold_errors if not e.endswith("texts")]),
-    }
-
-
-def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
+def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict, before_stop=None) -> dict:
+    """Measure every runtime on one server; `before_stop()` runs (its result under "then")
+    while the server is still up, so that it uses the server's embedded Redis."""
     from django.conf import settings
 
     runtimes = [(key, r) for key, r in (("fp32", "torch"), ("onnx_int8", "onnx-int8")) if r in args.runtimes]
     refused = promote(ctx, runtimes[0][1])  # before the start: the server serves it at once
+    if args.log_flush_seconds is not None:
+        extra_env = {**extra_env, "DISTILL_SERVING_LOG_FLUSH_SECONDS": str(args.log_flush_seconds)}
     server = Server(data_dir, extra_env, args.web_workers)
     try:
         server.wait_ready()
@@ -704,8 +479,10 @@ def serve_and_measure(data_dir: Path, ctx: dict, args, extra_env: dict) -> dict:
                 refused = promote(ctx, runtime)
                 # The server's processes notice within their cache time, without a restart.
                 time.sleep(settings.SERVING_CACHE_SECONDS + 0.5)
-            out[key] = measure(server, ctx, args, refused)
+            out[key] = measure(server, ctx, args, refused, runtime)
             log(f"{key}: {json.dumps({k: v for k, v in out[key].items() if k != 'where_the_time_goes'})}")
+        if before_stop is not None:
+            out["then"] = before_stop()
         return out
     finally:
         server.stop()
@@ -745,13 +522,20 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="No cold-start, 64-request or one-client phases (bench/quick.py's regression guard).",
+        help="No cold-start or one-client phases, no model alone before the server "
+        "(bench/quick.py's regression guard).",
     )
     parser.add_argument(
         "--app-share-requests",
         type=int,
         default=500,
         help="Single-text requests through the WSGI handler in process for the app's CPU share (0: skip).",
+    )
+    parser.add_argument(
+        "--log-flush-seconds",
+        type=float,
+        help="The server's DISTILL_SERVING_LOG_FLUSH_SECONDS (default: serve's, 1 s). Each load "
+        "waits for its prediction logs: bench/quick.py passes 0.05 to wait less.",
     )
     parser.add_argument("--keep", action="store_true", help="Keep the temp directory.")
     args = parser.parse_args()
@@ -762,20 +546,24 @@ def main() -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     try:
         ctx = setup(args, data_dir)
-        log("the model alone, one thread")
-        alone = model_alone(
-            str(Path(ctx["run"].artifact_path) / "model"),
-            str(Path(ctx["run"].artifact_path) / "onnx-int8"),
-            ctx["test_texts"],
-            ctx["student"],
-            ctx["max_length"],
-        )
-        log(f"model alone: {alone}")
+        alone = None  # --quick: its floors are measured between the server's loads instead
+        if not args.quick:
+            log("the model alone, one thread")
+            alone = model_alone(
+                str(Path(ctx["run"].artifact_path) / "model"),
+                str(Path(ctx["run"].artifact_path) / "onnx-int8"),
+                ctx["test_texts"],
+                ctx["student"],
+                ctx["max_length"],
+            )
+            log(f"model alone: {alone}")
         # The reported server runs with `manage.py serve`'s own defaults (one math thread
         # per web worker); --compare-threads adds a run with one thread per core.
-        reported = serve_and_measure(data_dir, ctx, args, {})
-        # In this process, on the version the server served last.
-        share = app_share(ctx, args.app_share_requests) if args.app_share_requests else None
+        # app_share runs in this process, on the version the server served last, before the
+        # server stops (its embedded Redis serves the rate count: no start of one of its own).
+        share_fn = (lambda: app_share(ctx, args.app_share_requests)) if args.app_share_requests else None
+        reported = serve_and_measure(data_dir, ctx, args, {}, before_stop=share_fn)
+        share = reported.pop("then", None)
         if share:
             share["runtime"] = args.runtimes[-1]
             log(f"app share: {share}")

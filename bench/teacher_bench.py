@@ -4,7 +4,7 @@
     python bench/teacher_bench.py [--examples N] [--concurrency C] [--latency-ms L]
                                   [--database-url URL | --sqlite] [--skip-embedding]
                                   [--in-process-server] [--fake-nagle] [--strict-async]
-                                  [--profile] [--keep]
+                                  [--rounds K] [--floor-calls N] [--profile] [--keep]
 
 The LLM part: a fresh project with 4 labels and N unique examples, its
 TeacherConfig pointed (provider "openai", base_url, api_key_env) at
@@ -16,7 +16,8 @@ labeling_job_run(job=job))``; only that last call is timed.
 
 With concurrency C and latency L the best possible rate is C / L calls per
 second (``ideal_calls_per_second``); ``overhead_ms_per_call`` is what each call
-costs beyond L with C calls in flight: ``seconds * C / calls * 1000 - L``.
+costs beyond L with C calls in flight: ``seconds / ceil(calls / C) * 1000 - L`` (the
+calls go in waves of C, and a last, partial wave takes L too; ``overhead_per_wave``).
 Targets: calls_per_second >= 0.8 * ideal and overhead < 5 ms.
 
 Two departures from a bare run, each with a flag to undo it:
@@ -28,6 +29,12 @@ Two departures from a bare run, each with a flag to undo it:
 - the fake's handler gets TCP_NODELAY: it sends the headers and the body in two
   writes, and with Nagle's algorithm the body waits for the client's delayed
   ACK, ~40 ms a call that no real provider adds (``--fake-nagle`` keeps it).
+
+For bench/quick.py, ``--rounds K`` labels the examples with K jobs one after the other (each
+on a lot of examples made just before it) and ``--floor-calls N`` times N calls of the bare
+SDK (teacher_floor.py's "post" mode, against a fake of its own) in the job's process before
+the first job and after each: ``rounds_job_over_floor`` pairs each job with the floor runs
+around it, and ``job_over_floor_median`` is what the guard compares.
 
 Besides the targets it reports where the time goes: ``phases_s`` (wall time in
 the job's functions, wrapped at run time; no app code is changed),
@@ -54,7 +61,10 @@ status is non-zero if the job did not succeed or a check failed.
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -314,6 +324,12 @@ def run_job(args, data_dir: str) -> dict:
         # test suite sets it too (tests/pytest_env.py). See --strict-async.
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     setup_django(args.database_url, data_dir)
+    from distillapp import embedded_redis
+
+    # The job keeps each answer in the cache as it arrives (annotation/teacher/journal.py), as
+    # an rq worker does with the installation's Redis; without one (until 2026-12-07) every
+    # answer failed to connect and logged a warning, CPU no worker spends.
+    atexit.register(embedded_redis.stop, embedded_redis.ensure_started(), save=False)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
@@ -338,9 +354,6 @@ def run_job(args, data_dir: str) -> dict:
     slug = f"teacher-bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
     project = projects.project_create(name=f"Teacher bench {slug}", slug=slug, user=user, labels=LABELS)
     texts = [example_text(n) for n in range(1, args.examples + 1)]
-    Example.objects.bulk_create(
-        [Example(project=project, text=t, content_hash=content_hash(t)) for t in texts], batch_size=2000
-    )
     # The bench is the operator: it allows its own key variable and fake server.
     from django.conf import settings as django_settings
 
@@ -368,9 +381,15 @@ def run_job(args, data_dir: str) -> dict:
     from distillapp.worker import preload
 
     preload()
-    job = teacher.labeling_job_create(project=project, user=user, selection="unlabelled")
-    if not teacher.labeling_job_claim(job.pk):
-        raise SystemExit("could not claim the job")
+    # A full collection walks every object Django, openai and pydantic made at import (tens
+    # of ms); where one fell into the timed job or a floor run it moved that CPU figure by up
+    # to ~10 %. Frozen, the collections in there see only what the calls make.
+    gc.collect()
+    gc.freeze()
+    floor_runs, floor_server = [], None
+    if args.floor_calls:
+        floor_server = ServerProcess(args.latency_ms / 1000, nagle=args.fake_nagle)
+        floor_runs.append(sdk_floor(floor_server.base_url, args))
 
     from django.db import connections
 
@@ -414,17 +433,49 @@ def run_job(args, data_dir: str) -> dict:
         import cProfile
 
         profiler = cProfile.Profile(time.thread_time)  # CPU of the main thread: the event loop
-        profiler.enable()
-    cpu_started = time.process_time()
-    started = time.perf_counter()
-    teacher.run_with_heartbeat(job.pk, lambda: teacher.labeling_job_run(job=job))
-    seconds = time.perf_counter() - started
-    cpu_seconds = time.process_time() - cpu_started
+    # --rounds K: K jobs one after the other, each on a lot of examples made just before it,
+    # with the floor run after each (bench/quick.py: figure and floor meet the same machine).
+    jobs, rounds, seconds, cpu_seconds = [], [], 0.0, 0.0
+    spans = {"first_call_after": 0.0, "calls_window": 0.0, "after_last_call": 0.0}
+    done_texts = 0
+    for size in lot_sizes(args.examples, args.rounds):
+        lot = texts[done_texts : done_texts + size]
+        done_texts += size
+        Example.objects.bulk_create(
+            [Example(project=project, text=t, content_hash=content_hash(t)) for t in lot], batch_size=2000
+        )
+        job = teacher.labeling_job_create(project=project, user=user, selection="unlabelled")
+        if not teacher.labeling_job_claim(job.pk):
+            raise SystemExit("could not claim the job")
+        timer.marks = {}
+        if profiler is not None:
+            profiler.enable()
+        cpu_started = time.process_time()
+        started = time.perf_counter()
+        teacher.run_with_heartbeat(job.pk, lambda job=job: teacher.labeling_job_run(job=job))
+        job_seconds = time.perf_counter() - started
+        job_cpu = time.process_time() - cpu_started
+        if profiler is not None:
+            profiler.disable()
+        seconds += job_seconds
+        cpu_seconds += job_cpu
+        m = timer.marks
+        # From the start to the first call: items, client, first chunk and its _prepare.
+        spans["first_call_after"] += m.get("ask_first_start", started) - started
+        # From the first call's start to the last call's end: the steady state.
+        spans["calls_window"] += m.get("ask_last_end", started) - m.get("ask_first_start", started)
+        # From the last answer to the end: the last writes, _finish, closing.
+        spans["after_last_call"] += started + job_seconds - m.get("ask_last_end", started + job_seconds)
+        rounds.append({"calls": size, "job_cpu_ms_per_call": round(job_cpu * 1000 / size, 3)})
+        jobs.append(job)
+        if floor_server is not None:
+            floor_runs.append(sdk_floor(floor_server.base_url, args))
+    if floor_server is not None:
+        floor_server.close()
     if profiler is not None:
         import io
         import pstats
 
-        profiler.disable()
         for title, prof in (("event loop (main thread)", profiler), ("_write (ORM thread)", write_profiler)):
             report = io.StringIO()
             stats = pstats.Stats(prof, stream=report)
@@ -434,20 +485,20 @@ def run_job(args, data_dir: str) -> dict:
             stats.sort_stats("cumulative").print_stats(r"/(annotation|tasks|distillapp)/", 40)
             print(f"===== cProfile: {title} =====\n{report.getvalue()}", file=sys.stderr)
 
-    job.refresh_from_db()
-    proposals = Proposal.objects.filter(labeling_job=job)
+    for job in jobs:
+        job.refresh_from_db()
+    proposals = Proposal.objects.filter(labeling_job__in=jobs)
     sums = proposals.aggregate(n=Count("pk"), i=Sum("input_tokens"), o=Sum("output_tokens"))
     rows = list(proposals.values_list("example__text", "value", "cost_usd"))
     # Summed in Python: SQLite's SUM() of a decimal column is a float.
     proposal_cost = sum((cost for _, _, cost in rows), Decimal("0"))
     wrong = sum(1 for text, value, _ in rows if value != label_for(text))
-    t, m = timer.totals, timer.marks
+    t = timer.totals
     phases = {
         "ensure_items": t.get("ensure_items", 0.0),
         # OpenAITeacher(): mostly the first `import openai` in this process.
         "client_init": t.get("client_init", 0.0),
-        # From the start to the first call: items, client, first chunk and its _prepare.
-        "first_call_after": m.get("ask_first_start", started) - started,
+        "first_call_after": spans["first_call_after"],
         "ask_total": t.get("ask", 0.0),
         "ask_mean_ms": 1000 * t.get("ask", 0.0) / max(1, timer.calls.get("ask", 0)),
         "prepare": t.get("prepare", 0.0),
@@ -457,23 +508,22 @@ def run_job(args, data_dir: str) -> dict:
         "write_cpu": t.get("write_cpu", 0.0),
         "write_queries": queries["write"],
         "cancel_checks": t.get("cancel_checks", 0.0),
-        # From the first call's start to the last call's end: the steady state.
-        "calls_window": m.get("ask_last_end", started) - m.get("ask_first_start", started),
-        # From the last answer to the end: the last writes, _finish, closing.
-        "after_last_call": (started + seconds) - m.get("ask_last_end", started + seconds),
+        "calls_window": spans["calls_window"],
+        "after_last_call": spans["after_last_call"],
         "finish": t.get("finish", 0.0),
     }
+    failed = [job for job in jobs if job.status != "succeeded"]
     result = {
         "seconds": seconds,
-        "status": job.status,
-        "error": job.error,
-        "total": job.total,
-        "done": job.done,
-        "failed": job.failed,
-        "cached": job.cached,
-        "input_tokens": job.input_tokens,
-        "output_tokens": job.output_tokens,
-        "cost_usd": str(job.cost_usd),
+        "status": failed[0].status if failed else "succeeded",
+        "error": "; ".join(job.error for job in jobs if job.error),
+        "total": sum(job.total for job in jobs),
+        "done": sum(job.done for job in jobs),
+        "failed": sum(job.failed for job in jobs),
+        "cached": sum(job.cached for job in jobs),
+        "input_tokens": sum(job.input_tokens for job in jobs),
+        "output_tokens": sum(job.output_tokens for job in jobs),
+        "cost_usd": str(sum((job.cost_usd for job in jobs), Decimal("0"))),
         "proposals": sums["n"],
         "proposal_input_tokens": sums["i"] or 0,
         "proposal_output_tokens": sums["o"] or 0,
@@ -482,6 +532,8 @@ def run_job(args, data_dir: str) -> dict:
         "phases": {k: (v if isinstance(v, int) else round(v, 3)) for k, v in phases.items()},
         "job_cpu_seconds": round(cpu_seconds, 3),
         "loop_lag": lag.summary(),
+        "floor_runs": floor_runs,
+        "rounds": rounds,
         "database_server": server_version,
         "project_id": project.pk,
     }
@@ -492,6 +544,19 @@ def run_job(args, data_dir: str) -> dict:
     return result
 
 
+def sdk_floor(base_url: str, args) -> dict:
+    """The bare SDK (teacher_floor.py's "post" mode) in this process, against a fake of its own
+    (the job's fake counts only the job's calls): the CPU a call that bench/quick.py divides by,
+    timed just before and just after the job so that both meet the same machine."""
+    import asyncio
+
+    import teacher_floor
+
+    return asyncio.run(
+        teacher_floor._run(base_url, "post", args.floor_calls, args.concurrency, args.latency_ms)
+    )
+
+
 def drop_database(database_url: str) -> str:
     import psycopg
 
@@ -499,6 +564,47 @@ def drop_database(database_url: str) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
     return f"dropped database {name}"
+
+
+def lot_sizes(examples: int, rounds: int) -> list[int]:
+    """How --rounds splits the examples into jobs (the first ones a call bigger)."""
+    rounds = max(1, min(rounds, examples))
+    return [examples // rounds + (r < examples % rounds) for r in range(rounds)]
+
+
+def overhead_per_wave(seconds: float, waves: int, latency_ms: float) -> float | None:
+    """What each call costs beyond the latency, in ms, with C calls in flight.
+
+    The calls go in waves of C (ceil(calls / C) a job) that each take the latency plus this
+    overhead; a job's last wave, however few its calls, takes the latency too. (Until
+    2026-12-07 the figure was seconds * C / calls * 1000 - L, which counts that partial wave's
+    latency as overhead: +13.3 ms a call at 300 calls and C=32, +1.6 ms at 2,000.)"""
+    if not waves:
+        return None
+    return seconds / waves * 1000 - latency_ms
+
+
+def floor_figures(runs: list[dict], rounds: list[dict]) -> dict:
+    """The in-process SDK floor's runs (--floor-calls), before the first job and after each.
+    `job_over_floor`: all the jobs' CPU a call over the floor runs' mean, what the guard
+    compares (with 3 jobs it moved ±4 % between runs on a busy machine, the median of the
+    jobs' own ratios ±7 %); `rounds_job_over_floor`: each job over the runs around it."""
+    if not runs:
+        return {}
+    cpu = [run["client_cpu_ms_per_call"] for run in runs]
+    floor = sum(cpu) / len(cpu)
+    calls = sum(r["calls"] for r in rounds)
+    job = sum(r["job_cpu_ms_per_call"] * r["calls"] for r in rounds) / calls if calls else 0.0
+    ratios = [
+        r["job_cpu_ms_per_call"] / ((before + after) / 2)
+        for r, before, after in zip(rounds, cpu, cpu[1:], strict=False)
+    ]
+    return {
+        "floor_cpu_ms_per_call": round(floor, 3),
+        "floor_runs": runs,
+        "job_over_floor": round(job / floor, 4) if floor else None,
+        "rounds_job_over_floor": [round(x, 3) for x in ratios],
+    }
 
 
 # --- the parent -----------------------------------------------------------------------------------
@@ -533,6 +639,20 @@ def main() -> int:
         "--strict-async",
         action="store_true",
         help="do not set DJANGO_ALLOW_ASYNC_UNSAFE in the job (as in production; the job then fails)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="label the examples with this many jobs one after the other, each on a lot made "
+        "just before it (default 1: one job)",
+    )
+    parser.add_argument(
+        "--floor-calls",
+        type=int,
+        default=0,
+        help="also time N calls of the bare SDK (teacher_floor.py --modes post) in the job's "
+        "process just before and just after the job (floor_cpu_ms_per_call; default 0: not)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the database (PostgreSQL) afterwards")
     parser.add_argument("--_step", help=argparse.SUPPRESS)
@@ -591,6 +711,9 @@ def main() -> int:
             job_args.append("--strict-async")
         if args.fake_nagle:
             job_args.append("--fake-nagle")
+        if args.floor_calls:
+            job_args += ["--floor-calls", str(args.floor_calls)]
+        job_args += ["--rounds", str(args.rounds)]
         log(f"labelling {args.examples:,} examples ({result['database']})")
         try:
             job = child("job", tmp / "job.json", *job_args)
@@ -602,7 +725,8 @@ def main() -> int:
         calls = stats["calls"]
         cps = calls / seconds if seconds else 0.0
         window = job["phases"]["calls_window"]
-        overhead = (seconds * args.concurrency / calls) * 1000 - args.latency_ms if calls else None
+        waves = sum(math.ceil(size / args.concurrency) for size in lot_sizes(args.examples, args.rounds))
+        overhead = overhead_per_wave(seconds, waves, args.latency_ms) if calls else None
         expected_input = args.examples * PROMPT_TOKENS
         expected_output = args.examples * COMPLETION_TOKENS
         checks = {
@@ -610,7 +734,7 @@ def main() -> int:
             "done_is_examples": job["done"] == job["total"] == args.examples and job["failed"] == 0,
             "calls_is_examples": calls == args.examples and stats["distinct_texts"] == args.examples,
             "max_concurrency_is_concurrency": stats["max_concurrency"]
-            == min(args.concurrency, args.examples),
+            == min(args.concurrency, max(lot_sizes(args.examples, args.rounds))),
             "tokens_match_proposals": (job["input_tokens"], job["output_tokens"])
             == (job["proposal_input_tokens"], job["proposal_output_tokens"])
             == (expected_input, expected_output),
@@ -641,14 +765,14 @@ def main() -> int:
                 "phases_s": job["phases"],
                 # The same two numbers over the calls' window only (no start-up, no tail).
                 "steady_calls_per_second": round(calls / window, 1) if window else None,
-                "steady_overhead_ms_per_call": round(
-                    window * args.concurrency / calls * 1000 - args.latency_ms, 2
-                )
+                "steady_overhead_ms_per_call": round(overhead_per_wave(window, waves, args.latency_ms), 2)
                 if window and calls
                 else None,
                 "job_cpu_seconds": job["job_cpu_seconds"],
                 "job_cpu_ms_per_call": round(1000 * job["job_cpu_seconds"] / max(1, calls), 2),
                 "loop_lag": job["loop_lag"],
+                "rounds": job["rounds"],
+                **floor_figures(job["floor_runs"], job["rounds"]),
                 "server_handle_mean_ms": stats["handle_mean_ms"],
                 "server_cpu_seconds": stats["cpu_seconds"],
                 "checks": checks,

@@ -10,7 +10,7 @@ once as the app sends them (``client.post("/chat/completions", cast_to=httpx.Res
 pydantic response model), alternating ``post, create, post``. Mode ``app`` is ``post`` with the
 body the app's classification job sends (``logprobs`` and the labels' JSON schema as
 ``response_format``: the fake then answers with log-probs, a longer reply to read). Each prints calls/s, the same
-``overhead_ms_per_call`` as teacher_bench (``seconds * C / calls * 1000 - L``) and this
+``overhead_ms_per_call`` as teacher_bench (``seconds / ceil(calls / C) * 1000 - L``) and this
 process's CPU per call. No database, no ORM thread: what is left is the client library, the
 event loop and the machine, so the app's job cannot do better than this.
 One JSON object on stdout.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -44,7 +45,7 @@ def _serve(queue, latency_s: float) -> None:
 async def _run(base_url: str, mode: str, calls: int, concurrency: int, latency_ms: float) -> dict:
     import httpx
     import openai
-    from teacher_bench import LABEL_NAMES, example_text
+    from teacher_bench import LABEL_NAMES, example_text, overhead_per_wave
 
     from tasks.classification.task import response_format
 
@@ -78,7 +79,9 @@ async def _run(base_url: str, mode: str, calls: int, concurrency: int, latency_m
     return {
         "mode": mode,
         "calls_per_second": round(calls / seconds, 1),
-        "overhead_ms_per_call": round(seconds * concurrency / calls * 1000 - latency_ms, 1),
+        "overhead_ms_per_call": round(
+            overhead_per_wave(seconds, math.ceil(calls / concurrency), latency_ms), 1
+        ),
         "client_cpu_ms_per_call": round(cpu * 1000 / calls, 2),
     }
 

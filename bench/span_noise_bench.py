@@ -117,7 +117,9 @@ def main() -> int:
         reviewed = set(rng.sample(everything, int(len(texts) * pct / 100)))
         answers = [truth[i] if i in reviewed else teacher[i] for i in everything]
         cell(pct, "none", answers, everything)
-        kept = [i for i in everything if i in reviewed or quality.text_scores[i] >= span_quality.FLAGGED_BELOW]
+        kept = [
+            i for i in everything if i in reviewed or quality.text_scores[i] >= span_quality.FLAGGED_BELOW
+        ]
         cell(pct, "prune", answers, kept)
         for threshold in [float(t) for t in args.thresholds.split(",")]:
             for only_o in (False, True):

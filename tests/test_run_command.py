@@ -149,7 +149,16 @@ def test_serve_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path):
             assert response.status == 200
             response.read()
         connection.close()
-        # Ctrl-C goes to the whole foreground process group.
+        # Each child leads a process group of its own, which serve stops whole: a web worker
+        # that outlived the gunicorn master kept serve's output open in CI (stopped 90 s later).
+        assert all(os.getpgid(int(pid)) == int(pid) for pid in children)
+        grandchildren = [
+            pid
+            for child in children
+            for pid in subprocess.run(["pgrep", "-P", child], capture_output=True, text=True).stdout.split()
+        ]
+        assert len(grandchildren) >= 2  # gunicorn's web workers at least
+        # Ctrl-C goes to the whole foreground process group: serve's own.
         os.killpg(proc.pid, signal.SIGINT)
         try:
             output, _ = proc.communicate(timeout=90)
@@ -169,6 +178,6 @@ def test_serve_runs_web_and_worker_and_ctrl_c_stops_both(tmp_path):
             pass
     assert proc.returncode == 0, output
     assert "Stopped." in output
-    for pid in children:
+    for pid in children + grandchildren:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert not (tmp_path / "redis.sock").exists()

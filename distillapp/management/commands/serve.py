@@ -2,6 +2,11 @@
 
 With REDIS_URL unset, the embedded Redis server is started first and
 stopped last.
+
+Each child runs in a process group of its own, which serve stops whole: a
+gunicorn worker or an rq work horse that outlives its parent (seen in CI: the
+gunicorn master gone, one of its workers still running after serve exited) is
+killed with it, never left holding the port or serve's output.
 """
 
 from __future__ import annotations
@@ -60,10 +65,12 @@ class Command(BaseCommand):
         if not opts["no_worker"]:
             lanes = worker_queues(short_workers=opts["short_workers"])
             for _ in range(opts["workers"]):
-                children.append(subprocess.Popen([python, "manage.py", "rqworker", *lanes]))
+                children.append(subprocess.Popen([python, "manage.py", "rqworker", *lanes], process_group=0))
             # A worker runs one job at a time: the short lane needs its own process.
             for _ in range(opts["short_workers"]):
-                children.append(subprocess.Popen([python, "manage.py", "rqworker", settings.SHORT_QUEUE]))
+                children.append(
+                    subprocess.Popen([python, "manage.py", "rqworker", settings.SHORT_QUEUE], process_group=0)
+                )
         # One math thread per web worker: with two workers on two cores, more threads only fight
         # over the cores (ONNX int8 single-text p50 -26 to -30 %, bench/README.md "Serving").
         web_env = {**os.environ}
@@ -97,6 +104,7 @@ class Command(BaseCommand):
                     "-",
                 ],
                 env=web_env,
+                process_group=0,
             )
         )
         self.stdout.write(
@@ -125,6 +133,8 @@ class Command(BaseCommand):
                         stopping = True
                 time.sleep(0.3)
         finally:
+            # Ctrl-C in a terminal reaches serve's group only: each child is told here (rq
+            # workers finish or give back their job, gunicorn its requests in flight).
             for child in children:
                 if child.poll() is None:
                     child.terminate()
@@ -133,7 +143,14 @@ class Command(BaseCommand):
                 try:
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    child.kill()
+                    pass
+                # Whatever is left of its group: the child itself past the deadline, and any
+                # process of its own (a web worker, a work horse) that did not follow it out.
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                child.wait()
             if server is not None:
                 embedded_redis.stop(server)
             self.stdout.write("Stopped.")

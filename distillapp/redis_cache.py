@@ -28,3 +28,11 @@ class RedisCache(redis.RedisCache):
     def __init__(self, server, params):
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+
+def raw_client(alias: str = "default"):
+    """The ``redis.Redis`` client behind a cache, for what Django's cache API has no call for
+    (a hash: annotation.teacher.journal). Keys made with ``cache.make_key`` keep its prefix."""
+    from django.core.cache import caches
+
+    return caches[alias]._cache.get_client(write=True)

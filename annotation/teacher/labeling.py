@@ -524,6 +524,7 @@ async def _run_openai(job: LabelingJob) -> None:
         return _pending_chunks(job)
 
     chunks = await sync_to_async(next_chunks)()
+    paid = journal.Journal(job.pk)
 
     async def feed() -> None:
         while not stop.is_set():
@@ -550,7 +551,7 @@ async def _run_openai(job: LabelingJob) -> None:
                 await finished.put(_Result(work, work.journalled))
             else:
                 answers = await client.ask(work.messages)
-                journal.keep(job.pk, work.cache_key, answers)  # paid: kept before anything else
+                paid.keep(work.cache_key, answers)  # kept before it is written
                 await finished.put(_Result(work, answers))
             if finished.qsize() >= settings.concurrency:
                 enough.set()
@@ -588,6 +589,7 @@ async def _run_openai(job: LabelingJob) -> None:
     try:
         await asyncio.gather(feed(), write(), *(call() for _ in range(settings.concurrency)))
     finally:
+        paid.flush()  # a run that stops with an error keeps what it was paid for
         await client.close()
         # The ORM ran in asgiref's worker thread; its connection ends with the job.
         await sync_to_async(connections.close_all, thread_sensitive=True)()

@@ -7,7 +7,16 @@ from __future__ import annotations
 from django.utils import timezone
 
 from annotation.corpus.formats import Row
-from annotation.models import Example, GoldSet, GoldSetItem, ImportBatch, Label, ReviewClaim, next_free_key
+from annotation.models import (
+    Example,
+    GoldSet,
+    GoldSetItem,
+    ImportBatch,
+    Label,
+    ReviewClaim,
+    forget_decided,
+    next_free_key,
+)
 from tasks.base import AnswerError, Category
 
 MAX_NEW_LABELS = 500
@@ -116,6 +125,7 @@ def make_gold(batch: ImportBatch, examples: list[tuple[int, object]], *, atteste
     for start in range(0, len(ids), 2000):  # under SQLite's limit on query parameters
         Example.objects.filter(pk__in=ids[start : start + 2000]).update(is_gold=True)
         ReviewClaim.objects.filter(example_id__in=ids[start : start + 2000]).delete()
+    forget_decided([batch.project_id])  # a decided card made gold leaves the queue's count
     if attested:
         gold_set.freeze(user=batch.created_by)
     return {"gold_version": gold_set.version, "gold_items": len(chosen)}

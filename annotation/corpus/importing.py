@@ -54,6 +54,7 @@ from annotation.models import (
     ImportBatch,
     Membership,
     Project,
+    forget_decided,
 )
 from annotation.projects import ServiceError
 from distillapp import jobs
@@ -477,6 +478,8 @@ def _run(batch: ImportBatch) -> None:
                         batch_id=batch.pk,
                         agent=options.get("label_agent") or IMPORT_AGENT,
                     )
+            if reviews:
+                forget_decided([project.pk])  # verified labels arrive decided
             gold_report = {}
             if gold:
                 gold_report = make_gold(

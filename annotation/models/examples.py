@@ -11,7 +11,7 @@ import unicodedata
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Case, F, Max, OuterRef, Q, Subquery, Value, When
 from django.urls import reverse
 from django.utils import timezone
@@ -175,6 +175,7 @@ class ExampleQuerySet(models.QuerySet):
         tasks = _TasksByProject()
         changed = []
         moves: dict[tuple[str, str], list[int]] = {}  # (state read, state now) -> example ids
+        moved_projects: dict[int, bool] = {}  # project -> a queue card (not gold) changed state
         for example in rows.iterator(chunk_size=2000):
             task = tasks[example.project_id]
             state = {
@@ -183,6 +184,9 @@ class ExampleQuerySet(models.QuerySet):
             }.get(example.label_state, ReviewState.UNREVIEWED)
             if state != example.review_state:
                 moves.setdefault((example.review_state, state), []).append(example.pk)
+                moved_projects[example.project_id] = (
+                    moved_projects.get(example.project_id) or not example.is_gold
+                )
             teacher, student = example.proposed_value, example.student_value
             example.teacher_label = _summary(task, teacher, example.text)
             example.teacher_confidence = example.teacher_conf if teacher is not None else None
@@ -204,6 +208,7 @@ class ExampleQuerySet(models.QuerySet):
         Example.objects.bulk_update(changed, fields, batch_size=1000)
         # The state only where it still is what was read: a verdict recorded meanwhile (a
         # reviewer's conditional update) is newer than this read and stays.
+        forget_decided(project_id for project_id, moved in moved_projects.items() if moved)
         for (was, now), pks in moves.items():
             for start in range(0, len(pks), 1000):
                 Example.objects.filter(pk__in=pks[start : start + 1000], review_state=was).update(
@@ -314,6 +319,41 @@ def _differ(task: Task, a: Any, b: Any) -> bool:
         return a != b
 
 
+def decided_key(project_id: int) -> str:
+    """The cache key of the project's decided review cards (annotation.review.rounds)."""
+    return f"review:decided:{project_id}"
+
+
+class ForgetDecided:
+    """Forget the projects' decided-card counts when the transaction commits (a callable in its
+    on-commit list; until then annotation.review.rounds.decided_count, seeing it there,
+    counts those projects from the database, which sees the transaction's own changes)."""
+
+    def __init__(self, project_ids: set[int]) -> None:
+        self.project_ids = project_ids
+        self.done = False
+
+    def __call__(self) -> None:
+        from django.core.cache import cache
+
+        from distillapp.embedded_redis import REDIS_DOWN
+
+        self.done = True
+        try:
+            cache.delete_many([decided_key(pk) for pk in self.project_ids])
+        except REDIS_DOWN:
+            pass  # the count expires (rounds.DECIDED_SECONDS)
+
+
+def forget_decided(project_ids) -> None:
+    """After a change no verdict counted (review states recomputed, examples made gold,
+    verified labels imported): the projects' decided cards are counted again from the
+    database, once this transaction commits (at once outside one)."""
+    ids = set(project_ids)
+    if ids:
+        transaction.on_commit(ForgetDecided(ids))
+
+
 class ReviewState(models.TextChoices):
     UNREVIEWED = "unreviewed", "Not reviewed"
     REVIEWED = "reviewed", "Reviewed"
@@ -380,7 +420,7 @@ class Example(models.Model):
         blank=True,
         editable=False,
         help_text="The parts of the label the last quality run flags, in the task's own shape (extraction: "
-        "the [start, end] of each flagged word); noise handling \"mask\" leaves them out of the loss.",
+        'the [start, end] of each flagged word); noise handling "mask" leaves them out of the loss.',
     )
     queue_rank = models.FloatField(default=random_rank, editable=False, help_text="A fixed random order.")
 

@@ -1,5 +1,6 @@
-"""What the review card counts: the project's decided cards and round, this reviewer's
-verdicts today, the queue left, and the last scoring's flag coverage, read in one query."""
+"""What the review card counts: the project's decided cards (kept in the cache,
+rounds.decided_count) and round, this reviewer's verdicts today, the queue left, and the last
+scoring's flag coverage, read in one query."""
 
 from __future__ import annotations
 
@@ -34,10 +35,6 @@ class QueueCounts:
     flag_coverage: float | None
 
 
-def _decided_count():
-    return CountOf(rounds.decided(OuterRef("pk")).order_by().values("pk"))
-
-
 def _remaining_count():
     """The unfiltered queue's size, capped (``queue`` with no filter)."""
     unreviewed = Example.objects.filter(
@@ -59,7 +56,6 @@ def _counts(project: int, user: int, day: dt.datetime, since: int, remaining):
         Project.objects.filter(pk=project)
         .order_by()
         .values(
-            decided=CompiledOnce("decided", Project, _decided_count, IntegerField()),
             refreshed_at=F("refreshed_at_verdicts"),
             new=CountOf(new.values("pk")),
             remaining=remaining,
@@ -102,7 +98,11 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
         remaining = CountOf(queue(project, filters).order_by().values("pk")[: REMAINING_CAP + 1])
         row = _counts(**values, remaining=remaining).get()
     counts = QueueCounts(
-        row["decided"], row["refreshed_at"], known + row["new"], row["remaining"], row["coverage"]
+        rounds.decided_count(project),
+        row["refreshed_at"],
+        known + row["new"],
+        row["remaining"],
+        row["coverage"],
     )
     if row["newest"] is not None:
         _cache("set", today, (counts.reviewed_today, row["newest"]), TODAY_SECONDS)

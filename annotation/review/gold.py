@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, Exists, OuterRef, Q, Value, When
 from django.utils import timezone
 
-from annotation.models import Example, GoldSet, GoldSetItem, Project, Review, ReviewClaim
+from annotation.models import Example, GoldSet, GoldSetItem, Project, Review, ReviewClaim, forget_decided
 from annotation.review.next_card import QueueFilter, card_claim
 from annotation.review.verdicts import ReviewError, seconds_on_card, validated_answer
 from tasks.base import Answer
@@ -73,6 +73,7 @@ def gold_draw(
         chosen = rng.sample(pool, min(size, len(pool)))
     GoldSetItem.objects.bulk_create([GoldSetItem(gold_set=draft, example_id=pk) for pk in chosen])
     Example.objects.filter(pk__in=chosen).update(is_gold=True)
+    forget_decided([draft.project_id])  # a decided card drawn into gold leaves the queue's count
     ReviewClaim.objects.filter(example_id__in=chosen).delete()
     return draft
 

@@ -12,12 +12,14 @@ never imports training (the layers go one way).
 
 from __future__ import annotations
 
-from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, Least
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Count, F, Q, Sum, Value
+from django.db.models.functions import Least
 from django.dispatch import Signal
 
-from annotation.models import Example, Project, Review, ReviewState
+from annotation.models import Example, ForgetDecided, Project, Review, ReviewState, decided_key
+from distillapp.embedded_redis import REDIS_DOWN
 
 # Sent once per finished round, inside the verdict's transaction, so that what a receiver
 # records (the training app's RoundRefresh row) commits with the verdict or not at all:
@@ -37,7 +39,63 @@ def verdict_count(project: Project) -> int:
     known = project.recalled("verdicts")
     if known is not None:
         return known
-    return decided(project).count()
+    return decided_count(project)
+
+
+# A change no path reports (a deleted example, a state written by hand) shows in the count
+# within this long; every path of the app reports its own (`verdict_decided`, forget_decided).
+DECIDED_SECONDS = 300
+
+
+def decided_count(project: Project) -> int:
+    """The project's decided queue cards, from the cache: counting them reads every decided
+    card's row (2.5-2.9 us each until VACUUM: 4.6 ms at 1,600 cards of a 1M-example project,
+    bench/README.md "Review queue", session 6). Counted from the database when the cache has
+    none (or Redis is down), and kept; a verdict adds itself once it commits, and every other
+    change of a card's state forgets the count (annotation.models.forget_decided). The
+    verdicts of the current transaction, not committed yet, count too."""
+    pending = [func for _sids, func, _robust in connection.run_on_commit if not getattr(func, "done", True)]
+    if any(isinstance(f, ForgetDecided) and project.pk in f.project_ids for f in pending):
+        return decided(project).count()  # this transaction changed states the cache cannot follow
+    key = decided_key(project.pk)
+    count = _quiet(cache.get, key)
+    if count is None:
+        count = decided(project).count()
+        _quiet(cache.add, key, count, DECIDED_SECONDS)
+    return count + sum(1 for f in pending if isinstance(f, _Decided) and f.project_id == project.pk)
+
+
+class _Decided:
+    """One verdict's card, counted in the cache when its transaction commits. Kept in the
+    transaction's on-commit list, which Django empties when the transaction ends (and prunes
+    when a savepoint rolls back), so what is pending is always this transaction's own."""
+
+    def __init__(self, project_id: int) -> None:
+        self.project_id = project_id
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True
+        try:
+            cache.incr(decided_key(self.project_id))
+        except ValueError:
+            pass  # not counted yet: the next read counts it from the database
+        except REDIS_DOWN:
+            pass
+
+
+def verdict_decided(project: Project) -> None:
+    """A verdict took a card out of the queue: counted in the cache once its transaction
+    commits (a rolled-back verdict counts nowhere), and by `decided_count` inside it."""
+    transaction.on_commit(_Decided(project.pk))
+
+
+def _quiet(call, *args):
+    """A cache call, None while Redis is down (the count is then read from the database)."""
+    try:
+        return call(*args)
+    except REDIS_DOWN:
+        return None
 
 
 def decided(project):
@@ -130,14 +188,9 @@ def after_verdict(project: Project, *, counted: tuple[int, int] | None = None) -
         project.forget("verdicts")
         if not project.refresh_every:
             return False
-        # The count and the round's start in one query.
-        count = Subquery(
-            decided(OuterRef("pk")).order_by().values("project").annotate(n=Count("pk")).values("n")
-        )
         counted = (
-            Project.objects.filter(pk=project.pk)
-            .values_list(Coalesce(count, 0), "refreshed_at_verdicts")
-            .get()
+            decided_count(project),
+            Project.objects.filter(pk=project.pk).values_list("refreshed_at_verdicts", flat=True).get(),
         )
     done, last = counted
     project.remember("verdicts", done)

@@ -181,6 +181,7 @@ def review_record(
         review_state=ReviewState.REJECTED if verdict == Review.Verdict.REJECT else ReviewState.REVIEWED
     ):
         raise NotServed("This card is already decided; here is your next one.")
+    rounds.verdict_decided(example.project)
     review = Review.objects.create(
         example=example,
         reviewer=user,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from annotation.models import Example, Proposal, Review
 from tests.browser.conftest import log_in
@@ -41,14 +42,31 @@ def hold(page, url_glob: str) -> list:
 
 
 def test_keys_pressed_while_the_card_loads_show_the_cue_and_are_not_lost_silently(page, queue, artifacts):
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     log_in(page, "lena", "a-long-password")
     page.goto(reverse("annotation:review", args=["support"]))
+    page.wait_for_load_state("networkidle")
     card = page.locator("#card")
+    card.locator("[data-key=a]").wait_for(state="visible")
     first = card.get_attribute("data-example-id")
     held = hold(page, "**/review/act/")
 
     page.keyboard.press("Enter")  # accept: the request leaves and is held
-    page.wait_for_function("() => document.querySelector('#card').getAttribute('aria-busy') === 'true'")
+    try:
+        page.wait_for_function("() => document.querySelector('#card').getAttribute('aria-busy') === 'true'")
+    except PlaywrightTimeoutError:
+        # Once in CI (under load) the card never went busy: say what the page held then.
+        page.screenshot(path=str(artifacts / "busy-card-not-busy.png"))
+        state = page.evaluate(
+            "() => ({focus: document.activeElement && document.activeElement.outerHTML.slice(0, 120), "
+            "requests: document.querySelectorAll('.htmx-request').length, "
+            "dialog: !!document.querySelector('dialog[open]')})"
+        )
+        raise AssertionError(
+            f"the card did not go busy: {state}, held {len(held)}, errors {errors}"
+        ) from None
     busy = card.locator(".card-busy")
     busy.wait_for(state="visible")
     # The note shows after a short delay (a fast card never flashes it): wait for it.

@@ -11,12 +11,14 @@ import unicodedata
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import models, transaction
 from django.db.models import Case, F, Max, OuterRef, Q, Subquery, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models.projects import Project
+from distillapp.embedded_redis import REDIS_DOWN
 from distillapp.models import JobRecord
 from tasks import Task
 
@@ -319,25 +321,19 @@ def _differ(task: Task, a: Any, b: Any) -> bool:
         return a != b
 
 
-def decided_key(project_id: int) -> str:
-    """The cache key of the project's decided review cards (annotation.review.rounds)."""
+def decided_key(project_id: int) -> str:  # the project's decided review cards (rounds.decided_count)
     return f"review:decided:{project_id}"
 
 
 class ForgetDecided:
-    """Forget the projects' decided-card counts when the transaction commits (a callable in its
-    on-commit list; until then annotation.review.rounds.decided_count, seeing it there,
-    counts those projects from the database, which sees the transaction's own changes)."""
+    """Forgets the projects' decided-card counts as the transaction commits; until then
+    rounds.decided_count, seeing it pending, counts them from the database."""
 
     def __init__(self, project_ids: set[int]) -> None:
         self.project_ids = project_ids
         self.done = False
 
     def __call__(self) -> None:
-        from django.core.cache import cache
-
-        from distillapp.embedded_redis import REDIS_DOWN
-
         self.done = True
         try:
             cache.delete_many([decided_key(pk) for pk in self.project_ids])
@@ -346,9 +342,8 @@ class ForgetDecided:
 
 
 def forget_decided(project_ids) -> None:
-    """After a change no verdict counted (review states recomputed, examples made gold,
-    verified labels imported): the projects' decided cards are counted again from the
-    database, once this transaction commits (at once outside one)."""
+    """After a change no verdict counted (states recomputed, examples made gold, verified labels
+    imported): count the projects' decided cards again once this transaction commits."""
     ids = set(project_ids)
     if ids:
         transaction.on_commit(ForgetDecided(ids))

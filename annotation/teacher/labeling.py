@@ -4,8 +4,7 @@ A job's examples are fixed when it first starts (one LabelingJobItem each). Ever
 written in the same transaction that moves its item from pending to done, guarded by a
 conditional update, so a job killed at any point and run again labels each example once and
 counts each cost once. Identical requests are answered from earlier proposals (the cache), and
-answers not yet written when a worker died from the journal (`journal.py`): no call is paid
-twice. The teacher's settings, prompt versions and few-shot memory live in `service`.
+unwritten answers of a dead worker from the journal (`journal.py`): no call is paid twice.
 """
 
 from __future__ import annotations

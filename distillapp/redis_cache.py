@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from django.core.cache.backends import redis
 
+from distillapp.embedded_redis import REDIS_DOWN
+
 
 class RedisCacheClient(redis.RedisCacheClient):
     def __init__(self, *args, **kwargs):
@@ -36,3 +38,12 @@ def raw_client(alias: str = "default"):
     from django.core.cache import caches
 
     return caches[alias]._cache.get_client(write=True)
+
+
+def quietly(call, *args):
+    """A cache call, None while Redis is down: a count kept in the cache is then read from the
+    database (the review page works without Redis), and a key not deleted expires."""
+    try:
+        return call(*args)
+    except REDIS_DOWN:
+        return None

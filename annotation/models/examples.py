@@ -18,8 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation.models.projects import Project
-from distillapp.embedded_redis import REDIS_DOWN
 from distillapp.models import JobRecord
+from distillapp.redis_cache import quietly
 from tasks import Task
 
 
@@ -335,10 +335,7 @@ class ForgetDecided:
 
     def __call__(self) -> None:
         self.done = True
-        try:
-            cache.delete_many([decided_key(pk) for pk in self.project_ids])
-        except REDIS_DOWN:
-            pass  # the count expires (rounds.DECIDED_SECONDS)
+        quietly(cache.delete_many, [decided_key(pk) for pk in self.project_ids])  # else it expires
 
 
 def forget_decided(project_ids) -> None:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from annotation.models import Example, Project, QualityRun, Review, ReviewState
 from annotation.review import rounds
 from annotation.review.next_card import QueueFilter, queue
-from distillapp.embedded_redis import REDIS_DOWN
+from distillapp.redis_cache import quietly
 from distillapp.sql import CompiledOnce, CountOf, Prepared
 
 # Counting a big queue visits every row (12-22 ms at 100k); past the cap the page says
@@ -90,7 +90,7 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
     # the ones since. Counting them all joined every verdict of the day to its example: 1.5 ms
     # after 80 verdicts, growing all day (bench/README.md, review queue).
     today = _today_key(project, user)
-    known, last_id = _cache("get", today) or (0, 0)
+    known, last_id = quietly(cache.get, today) or (0, 0)
     values = {"project": project.pk, "user": user.pk, "day": _start_of_day(), "since": last_id}
     if filters.is_unfiltered:
         row = _UNFILTERED_COUNTS.rows(**values)[0]
@@ -105,7 +105,7 @@ def queue_counts(project: Project, user, filters: QueueFilter) -> QueueCounts:
         row["coverage"],
     )
     if row["newest"] is not None:
-        _cache("set", today, (counts.reviewed_today, row["newest"]), TODAY_SECONDS)
+        quietly(cache.set, today, (counts.reviewed_today, row["newest"]), TODAY_SECONDS)
     project.remember("queue_counts", (user.pk, filters, counts))
     project.remember("verdicts", counts.decided)
     project.remember("flag_coverage", counts.flag_coverage)
@@ -128,16 +128,7 @@ def _today_key(project: Project, user) -> str:
 def forget_today(project: Project, user) -> None:
     """Count this reviewer's verdicts today from scratch next time (after a verdict is taken
     back: the kept count has it)."""
-    _cache("delete", _today_key(project, user))
-
-
-def _cache(method: str, *args):
-    """A call on the cache, None while Redis is down: today's verdicts are then counted from
-    scratch (the review page works without Redis), and the kept count expires with the day."""
-    try:
-        return getattr(cache, method)(*args)
-    except REDIS_DOWN:
-        return None
+    quietly(cache.delete, _today_key(project, user))
 
 
 TODAY_SECONDS = 26 * 3600  # the day's key outlives the day (a new day has a new key)

@@ -19,7 +19,7 @@ from django.db.models.functions import Least
 from django.dispatch import Signal
 
 from annotation.models import Example, ForgetDecided, Project, Review, ReviewState, decided_key
-from distillapp.embedded_redis import REDIS_DOWN
+from distillapp.redis_cache import quietly
 
 # Sent once per finished round, inside the verdict's transaction, so that what a receiver
 # records (the training app's RoundRefresh row) commits with the verdict or not at all:
@@ -58,10 +58,10 @@ def decided_count(project: Project) -> int:
     if any(isinstance(f, ForgetDecided) and project.pk in f.project_ids for f in pending):
         return decided(project).count()  # this transaction changed states the cache cannot follow
     key = decided_key(project.pk)
-    count = _quiet(cache.get, key)
+    count = quietly(cache.get, key)
     if count is None:
         count = decided(project).count()
-        _quiet(cache.add, key, count, DECIDED_SECONDS)
+        quietly(cache.add, key, count, DECIDED_SECONDS)
     return count + sum(1 for f in pending if isinstance(f, _Decided) and f.project_id == project.pk)
 
 
@@ -77,25 +77,15 @@ class _Decided:
     def __call__(self) -> None:
         self.done = True
         try:
-            cache.incr(decided_key(self.project_id))
+            quietly(cache.incr, decided_key(self.project_id))
         except ValueError:
             pass  # not counted yet: the next read counts it from the database
-        except REDIS_DOWN:
-            pass
 
 
 def verdict_decided(project: Project) -> None:
     """A verdict took a card out of the queue: counted in the cache once its transaction
     commits (a rolled-back verdict counts nowhere), and by `decided_count` inside it."""
     transaction.on_commit(_Decided(project.pk))
-
-
-def _quiet(call, *args):
-    """A cache call, None while Redis is down (the count is then read from the database)."""
-    try:
-        return call(*args)
-    except REDIS_DOWN:
-        return None
 
 
 def decided(project):
